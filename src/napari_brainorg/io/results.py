@@ -1,0 +1,328 @@
+"""The result folder: written by the pipeline, read by the viewer and the tests.
+
+Layout (see ``docs/architecture.md``)::
+
+    OUT/summary.json, provenance.json, config.yaml
+    OUT/story/words.tsv
+    OUT/features/<model>/...      (an_responses.npy, an_index.tsv, provenance.json)
+    OUT/atoms/<model>/atoms.npy, codes.npz, atoms.tsv, layer_hist.tsv
+    OUT/encoding/<model>/mask.nii.gz, r2_sparse.nii.gz, r2_cv.nii.gz, atom_maps.nii.gz, atom_maps_z.nii.gz
+    OUT/networks/<model>/association_activated.csv, association_deactivated.csv
+    OUT/networks/atlas_<name>.nii.gz, atlas_<name>.tsv   (label image on the data grid, names, colours)
+    OUT/figures/*.png
+
+Every file is written atomically (a temporary name in the same folder, then
+``os.replace``), so an interrupted run never leaves a half-written file that a later
+run would trust. A folder holding files that napari-brainorg did not write is never
+written into.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+
+SUMMARY = "summary.json"
+MARKER = ".napari-brainorg"
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+@contextmanager
+def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; move it onto ``target`` on success.
+
+    ``suffix`` keeps the extension that some writers need (``.nii.gz``, ``.npy``).
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".part" if not suffix else suffix,
+                               dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def check_output_folder(path: str | os.PathLike) -> Path:
+    """Return ``path`` if napari-brainorg may write there, else raise.
+
+    Allowed: a folder that does not exist yet, an empty folder, or a folder that
+    napari-brainorg wrote before (it holds the ``.napari-brainorg`` marker).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"Output folder {str(path)!r} exists and is a file; expected a folder.")
+    if path.is_dir() and any(path.iterdir()) and not (path / MARKER).exists():
+        raise ConfigError(
+            f"Output folder {str(path)!r} already holds files that napari-brainorg did not "
+            "write; choose an empty or new folder so that nothing of yours is overwritten."
+        )
+    return path
+
+
+class ResultWriter:
+    """Writes the files of a result folder, each one atomically.
+
+    Parameters
+    ----------
+    path : path-like
+        The output folder: new, empty, or written by napari-brainorg before.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = check_output_folder(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        marker = self.path / MARKER
+        if not marker.exists():
+            marker.write_text("This folder was written by napari-brainorg.\n")
+
+    def _target(self, rel: str | os.PathLike) -> Path:
+        target = (self.path / rel).resolve()
+        if self.path.resolve() not in target.parents:
+            raise ConfigError(f"{str(rel)!r} is outside the output folder {str(self.path)!r}.")
+        return target
+
+    def write_json(self, rel: str, obj: Any) -> Path:
+        target = self._target(rel)
+        with atomic_path(target, ".json") as tmp:
+            tmp.write_text(json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
+        return target
+
+    def write_text(self, rel: str, text: str) -> Path:
+        target = self._target(rel)
+        with atomic_path(target, ".txt") as tmp:
+            tmp.write_text(text)
+        return target
+
+    def write_npy(self, rel: str, array: np.ndarray) -> Path:
+        target = self._target(rel)
+        with atomic_path(target, ".npy") as tmp:
+            np.save(tmp, np.asarray(array))
+        return target
+
+    def write_npz_sparse(self, rel: str, matrix) -> Path:
+        import scipy.sparse as sp
+
+        target = self._target(rel)
+        with atomic_path(target, ".npz") as tmp:
+            sp.save_npz(tmp, sp.csr_matrix(matrix))
+        return target
+
+    def write_nifti(self, rel: str, img) -> Path:
+        import nibabel as nib
+
+        target = self._target(rel)
+        suffix = ".nii.gz" if str(rel).endswith(".gz") else ".nii"
+        with atomic_path(target, suffix) as tmp:
+            nib.save(img, tmp)
+        return target
+
+    def write_table(self, rel: str, df) -> Path:
+        """Write a DataFrame as CSV (``.csv``) or tab-separated (``.tsv``)."""
+        target = self._target(rel)
+        sep = "\t" if str(rel).endswith(".tsv") else ","
+        with atomic_path(target, Path(rel).suffix) as tmp:
+            df.to_csv(tmp, sep=sep, index=False)
+        return target
+
+    def write_figure(self, rel: str, fig, dpi: int = 110) -> Path:
+        target = self._target(rel)
+        with atomic_path(target, ".png") as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+        return target
+
+
+class ResultFolder:
+    """Read access to a result folder written by the pipeline.
+
+    Parameters
+    ----------
+    path : path-like
+        A folder holding ``summary.json``.
+
+    Raises
+    ------
+    FileNotFoundError
+        The folder does not exist.
+    ValueError
+        The folder is not a napari-brainorg result (no ``summary.json``).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise FileNotFoundError(f"Result folder {str(self.path)!r} does not exist.")
+        summary = self.path / SUMMARY
+        if not summary.exists():
+            raise ValueError(
+                f"{str(self.path)!r} is not a napari-brainorg result folder: it has no {SUMMARY}. "
+                "Run `brainorg demo --out DIR` or `brainorg run CONFIG.yaml` to make one."
+            )
+        self.summary: dict = json.loads(summary.read_text())
+
+    def __repr__(self) -> str:
+        return f"ResultFolder({str(self.path)!r}, models={self.models})"
+
+    # -- summary ------------------------------------------------------------------
+    @property
+    def models(self) -> list[str]:
+        return list(self.summary.get("models", []))
+
+    @property
+    def tr(self) -> float:
+        return float(self.summary["tr"])
+
+    @property
+    def n_volumes(self) -> int:
+        return int(self.summary["n_volumes"])
+
+    @property
+    def simulated(self) -> bool:
+        return bool(self.summary.get("simulated", False))
+
+    def _check_model(self, model: str | None) -> str:
+        if model is None:
+            if not self.models:
+                raise ValueError(f"{str(self.path)!r} holds no model results.")
+            return self.models[0]
+        if model not in self.models:
+            from ..errors import check_choice
+
+            check_choice("model", model, self.models)
+        return model
+
+    def file(self, rel: str) -> Path:
+        return self.path / rel
+
+    # -- images -------------------------------------------------------------------
+    def template_path(self) -> Path:
+        template = self.summary.get("template")
+        if template and Path(template).exists():
+            return Path(template)
+        from ..datasets import mni_template_path
+
+        return mni_template_path()
+
+    def _nifti(self, rel: str):
+        import nibabel as nib
+
+        p = self.path / rel
+        return nib.load(p) if p.exists() else None
+
+    def mask_img(self, model: str | None = None):
+        return self._nifti(f"encoding/{self._check_model(model)}/mask.nii.gz")
+
+    def r2_map(self, model: str | None = None, kind: str = "cv"):
+        from ..errors import check_choice
+
+        check_choice("kind", kind, ("cv", "sparse"))
+        return self._nifti(f"encoding/{self._check_model(model)}/r2_{kind}.nii.gz")
+
+    def atom_maps(self, model: str | None = None, stat: str = "coef"):
+        from ..errors import check_choice
+
+        check_choice("stat", stat, ("coef", "z"))
+        name = "atom_maps.nii.gz" if stat == "coef" else "atom_maps_z.nii.gz"
+        return self._nifti(f"encoding/{self._check_model(model)}/{name}")
+
+    # -- arrays and tables --------------------------------------------------------
+    def atom_timecourses(self, model: str | None = None) -> np.ndarray:
+        return np.load(self.path / f"atoms/{self._check_model(model)}/atoms.npy")
+
+    def codes(self, model: str | None = None):
+        import scipy.sparse as sp
+
+        return sp.load_npz(self.path / f"atoms/{self._check_model(model)}/codes.npz")
+
+    def _table(self, rel: str):
+        import pandas as pd
+
+        p = self.path / rel
+        if not p.exists():
+            return None
+        return pd.read_csv(p, sep="\t" if p.suffix == ".tsv" else ",")
+
+    def an_index(self, model: str | None = None):
+        return self._table(f"features/{self._check_model(model)}/an_index.tsv")
+
+    def atoms_table(self, model: str | None = None):
+        return self._table(f"atoms/{self._check_model(model)}/atoms.tsv")
+
+    def layer_histogram(self, model: str | None = None):
+        df = self._table(f"atoms/{self._check_model(model)}/layer_hist.tsv")
+        if df is not None and "atom" in df.columns:
+            df = df.set_index("atom")
+        return df
+
+    def associations(self, model: str | None = None, part: str = "activated"):
+        from ..errors import check_choice
+
+        check_choice("part", part, ("activated", "deactivated"))
+        return self._table(f"networks/{self._check_model(model)}/association_{part}.csv")
+
+    def words_table(self):
+        return self._table("story/words.tsv")
+
+    def words_per_volume(self) -> list[str]:
+        """The words heard during each volume (``""`` where none)."""
+        words = self.words_table()
+        out = [""] * self.n_volumes
+        if words is None:
+            return out
+        vols = words["volume"].to_numpy()
+        for vol, word in zip(vols, words["word"].astype(str)):
+            if 0 <= vol < self.n_volumes:
+                out[vol] = f"{out[vol]} {word}".strip()
+        return out
+
+    # -- atlases ------------------------------------------------------------------
+    def atlas_names(self) -> list[str]:
+        return list(self.summary.get("atlases", []))
+
+    def atlas_label_image(self, atlas: str):
+        return self._nifti(f"networks/atlas_{atlas}.nii.gz")
+
+    def _atlas_table(self, atlas: str):
+        df = self._table(f"networks/atlas_{atlas}.tsv")
+        if df is None:
+            raise ValueError(f"{str(self.path)!r} has no table for atlas {atlas!r}.")
+        return df
+
+    def atlas_network_names(self, atlas: str) -> list[str]:
+        return self._atlas_table(atlas)["network"].astype(str).tolist()
+
+    def atlas_colors(self, atlas: str) -> np.ndarray:
+        df = self._atlas_table(atlas)
+        return df[["r", "g", "b", "a"]].to_numpy(dtype=float)
+
+    def figures(self) -> list[Path]:
+        return sorted((self.path / "figures").glob("*.png"))
