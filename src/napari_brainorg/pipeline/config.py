@@ -1,0 +1,288 @@
+"""One configuration for the command line and the napari widgets.
+
+A :class:`PipelineConfig` is frozen and validated; a misspelt key is an error that
+names it and suggests the closest allowed key. Each step of the pipeline depends
+only on its own section (plus the steps before it), and that section's hash is the
+step's cache key.
+
+Example (YAML)::
+
+    story:
+      path: pieman            # a bundled story or a Gentle align.json / align.csv / TSV / TextGrid
+      onset: 0.0              # seconds added to every word time (or events: sub-01_events.tsv)
+      tr: 1.5
+      n_volumes: 300
+    features:
+      models: [minilm]
+    atoms:
+      n_atoms: 64
+    fmri:
+      images: [sub-001_bold.nii.gz, sub-002_bold.nii.gz]
+      mask: mni
+    networks:
+      atlases: [smith10, yeo7]
+    out: results/pieman
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..errors import ConfigError, did_you_mean
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def cache_key(self, *upstream: str) -> str:
+        """A short hash of this section and the keys of the steps it depends on."""
+        blob = json.dumps([self.model_dump(mode="json"), list(upstream)], sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class StoryConfig(_Section):
+    """The story: timed words and the scan they were heard in."""
+
+    path: str = Field("pieman", description="Bundled story name or a story file (align.json, align.csv, word/onset/offset TSV/CSV, TextGrid).")
+    onset: float = Field(0.0, description="Seconds added to every word time: where the story's audio starts in the scan.")
+    events: str | None = Field(None, description="BIDS events.tsv to read the onset from (overrides 'onset').")
+    tr: float = Field(1.5, gt=0, description="Repetition time of the scan, seconds.")
+    n_volumes: int = Field(300, gt=0, description="Number of fMRI volumes.")
+
+
+class FeaturesConfig(_Section):
+    """Artificial-neuron responses (METHOD section 1)."""
+
+    models: list[str] = Field(default_factory=lambda: ["minilm"], min_length=1,
+                              description="Bundled names (minilm, smollm2), model folders, GGUF files or hub ids.")
+    site: Literal["ffn_hidden", "ffn_out", "residual"] = "ffn_hidden"
+    alignment: Literal["glover", "spm", "lanczos", "fir"] = "glover"
+    context: int | None = Field(None, gt=0, description="Tokens of context per window; default the model's own policy.")
+    device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'.")
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+
+
+class AtomsConfig(_Section):
+    """Sparse dictionary learning over ANs (METHOD section 2)."""
+
+    n_atoms: int = Field(64, gt=0, description="k, the number of atoms (paper: 64).")
+    lam: float | None = Field(None, ge=0, description="lambda_AN of the objective; None uses the estimator's documented default.")
+    max_iter: int = Field(50, gt=0)
+    seed: int = 0
+    backend: Literal["numpy", "torch", "auto"] = "auto"
+    ans_per_layer: int | None = Field(None, gt=0, description="Model-size control: draw this many ANs per layer before learning.")
+
+
+class SimulateConfig(_Section):
+    """Clearly labelled simulated subjects with a planted ground truth."""
+
+    model: str | None = Field(None, description="Whose atoms drive the simulated BOLD (default: the first model).")
+    links: dict[int, list[str]] | None = Field(None, description="atom index -> networks it drives; None plants a default set.")
+    atlas: str = "smith10"
+    n_subjects: int = Field(3, gt=0)
+    r2_min: float = Field(0.05, gt=0, lt=1)
+    r2_max: float = Field(0.2, gt=0, lt=1)
+    resolution_mm: float = Field(4.0, gt=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _r2_order(self):
+        if self.r2_min > self.r2_max:
+            raise ValueError(f"r2_min ({self.r2_min}) must not exceed r2_max ({self.r2_max}).")
+        return self
+
+
+class BidsConfig(_Section):
+    root: str
+    task: str
+    subjects: list[str] | None = None
+    derivative: str = "afni-nosmooth"
+    space: str = "MNI152NLin2009cAsym"
+
+
+class FMRIConfig(_Section):
+    """fMRI of one or more subjects who heard the story: exactly one source."""
+
+    images: list[str] = Field(default_factory=list, description="4D NIfTI runs, one per subject.")
+    regions: list[str] = Field(default_factory=list, description="Region time series (CSV/TSV/NPY), one per subject.")
+    bids: BidsConfig | None = None
+    simulate: SimulateConfig | None = None
+    subjects: list[str] | None = None
+    mask: str = Field("mni", description="'mni' (bundled MNI152 2 mm brain mask) or a NIfTI mask path.")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        given = [n for n, v in (("images", self.images), ("regions", self.regions),
+                                ("bids", self.bids), ("simulate", self.simulate)) if v]
+        if len(given) != 1:
+            raise ValueError(
+                "fmri needs exactly one of 'images', 'regions', 'bids' or 'simulate'; "
+                f"{'none' if not given else given} was given."
+            )
+        return self
+
+
+class EncodingConfig(_Section):
+    """Atoms as regressors of voxel-wise encoding models (METHOD section 3)."""
+
+    models: list[Literal["sparse", "ridge"]] = Field(default_factory=lambda: ["sparse", "ridge"], min_length=1)
+    sparse_lam: float | None = Field(None, ge=0, description="lambda_f of the paper's sparse fit; None: documented default.")
+    alphas: list[float] = Field(default_factory=lambda: [float(10 ** e) for e in range(-1, 7)])
+    n_folds: int = Field(5, ge=2)
+    gap: int = Field(5, ge=0, description="Volumes left out between training and test blocks.")
+    delays: list[int] = Field(default_factory=lambda: [0])
+    highpass_cutoff: float | None = Field(128.0, description="Cosine high-pass cut-off (s), applied to fMRI and atoms; None: off.")
+    n_permutations: int = Field(0, ge=0, description="Circular-shift permutations for voxel significance (0: off).")
+    baseline: bool = Field(False, description="Also fit the layer-wise population baseline with the same folds.")
+
+
+class NetworksConfig(_Section):
+    """Atom maps vs functional brain networks (METHOD section 4)."""
+
+    atlases: list[str] = Field(default_factory=lambda: ["smith10", "yeo7"], min_length=1)
+    map_stat: Literal["z", "coef"] = Field("z", description="Threshold the group z map (z) or the mean coefficient map (coef).")
+    threshold: float = Field(3.1, gt=0)
+    score: Literal["overlap_rate", "dice", "correlation"] = "overlap_rate"
+    n_permutations: int = Field(500, ge=0)
+    alpha: float = Field(0.05, gt=0, lt=1)
+    min_score: float = Field(0.1, ge=0, description="An association also needs at least this score.")
+
+
+class PipelineConfig(_Section):
+    """Everything one run needs; the same object for the CLI and the napari widgets."""
+
+    story: StoryConfig = Field(default_factory=StoryConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    atoms: AtomsConfig = Field(default_factory=AtomsConfig)
+    fmri: FMRIConfig = Field(default_factory=lambda: FMRIConfig(simulate=SimulateConfig()))
+    encoding: EncodingConfig = Field(default_factory=EncodingConfig)
+    networks: NetworksConfig = Field(default_factory=NetworksConfig)
+    out: str = Field(..., description="Output folder (new, empty, or a previous napari-brainorg result).")
+    seed: int = 0
+
+    @field_validator("out")
+    @classmethod
+    def _out_nonempty(cls, v: str) -> str:
+        if not str(v).strip():
+            raise ValueError("'out' must name a folder.")
+        return v
+
+
+_SECTIONS = {
+    "story": StoryConfig, "features": FeaturesConfig, "atoms": AtomsConfig, "fmri": FMRIConfig,
+    "encoding": EncodingConfig, "networks": NetworksConfig, "simulate": SimulateConfig, "bids": BidsConfig,
+}
+
+
+def _model_for_loc(loc: tuple) -> type[BaseModel]:
+    model: type[BaseModel] = PipelineConfig
+    for part in loc[:-1]:
+        if isinstance(part, str) and part in _SECTIONS:
+            model = _SECTIONS[part]
+    return model
+
+
+def _explain(exc: ValidationError, source: str) -> ConfigError:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err.get("loc", ()))
+        where = ".".join(str(p) for p in loc) or "(top level)"
+        if err.get("type") == "extra_forbidden":
+            key = str(loc[-1])
+            allowed = list(_model_for_loc(loc).model_fields)
+            lines.append(f"unknown key {where!r}; allowed here: {allowed}.{did_you_mean(key, allowed)}")
+        else:
+            lines.append(f"{where}: {err.get('msg')} (got {err.get('input')!r})")
+    return ConfigError(f"Invalid configuration in {source}:\n  " + "\n  ".join(lines))
+
+
+def make_config(data: dict[str, Any] | None = None, source: str = "the configuration", **overrides) -> PipelineConfig:
+    """Build a validated :class:`PipelineConfig` from a dict, with clear errors."""
+    data = dict(data or {})
+    data.update(overrides)
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise _explain(exc, source) from None
+
+
+def load_config(path: str | Path, **overrides) -> PipelineConfig:
+    """Read a YAML (or JSON) configuration file.
+
+    Relative paths inside the file are taken relative to the file's folder.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Configuration file {str(path)!r} does not exist.")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{str(path)!r} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{str(path)!r} must hold a mapping of sections; got {type(data).__name__}.")
+    data = _resolve_paths(data, path.parent)
+    return make_config(data, source=repr(str(path)), **overrides)
+
+
+def _resolve_paths(data: dict, base: Path) -> dict:
+    def fix(p):
+        if p is None:
+            return p
+        pp = Path(str(p)).expanduser()
+        if pp.is_absolute() or not (base / pp).exists():
+            return str(pp)
+        return str((base / pp).resolve())
+
+    data = json.loads(json.dumps(data))  # deep copy of plain YAML data
+    story = data.get("story")
+    if isinstance(story, dict):
+        for key in ("path", "events"):
+            if key in story and story[key] is not None:
+                story[key] = fix(story[key])
+    fmri = data.get("fmri")
+    if isinstance(fmri, dict):
+        for key in ("images", "regions"):
+            if isinstance(fmri.get(key), list):
+                fmri[key] = [fix(p) for p in fmri[key]]
+        if fmri.get("mask") not in (None, "mni"):
+            fmri["mask"] = fix(fmri["mask"])
+        if isinstance(fmri.get("bids"), dict) and "root" in fmri["bids"]:
+            fmri["bids"]["root"] = fix(fmri["bids"]["root"])
+    if "out" in data and data["out"] is not None:
+        out = Path(str(data["out"])).expanduser()
+        data["out"] = str(out if out.is_absolute() else (base / out).resolve())
+    return data
+
+
+def demo_config(out: str | Path, *, models: list[str] | None = None, quick: bool = False) -> PipelineConfig:
+    """The embedded default: pieman, the bundled MiniLM, three simulated subjects.
+
+    ``quick=True`` is a smaller run (fewer atoms and permutations, coarser grid) for
+    the napari sample data and the tests.
+    """
+    data: dict[str, Any] = {
+        "story": {"path": "pieman", "onset": 0.0, "tr": 1.5, "n_volumes": 300},
+        "features": {"models": models or ["minilm"]},
+        "fmri": {"simulate": {"n_subjects": 3, "resolution_mm": 4.0, "atlas": "smith10"}},
+        "networks": {"atlases": ["smith10", "yeo7"]},
+        "out": str(out),
+    }
+    if quick:
+        data["atoms"] = {"n_atoms": 16, "max_iter": 30}
+        data["fmri"]["simulate"].update({"n_subjects": 2, "resolution_mm": 6.0})
+        data["networks"].update({"n_permutations": 100})
+        data["encoding"] = {"n_folds": 3}
+    return make_config(data, source="the demo configuration")
+
+
+def config_to_yaml(config: PipelineConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
