@@ -1,0 +1,559 @@
+"""Config -> ordered steps -> artifacts in a result folder.
+
+Steps, each cached under ``OUT/.cache/<step>.json`` by the hash of its own config
+section and of the steps it depends on, so a re-run recomputes only what changed:
+
+1. ``story``      read the timed words, place them in volumes
+2. ``features``   AN responses per model (the extraction caches itself as well)
+3. ``atoms``      sparse dictionary per model
+4. ``fmri``       load the subjects' fMRI, or simulate labelled subjects
+5. ``encoding``   per model and subject: paper's sparse fit, cross-validated ridge,
+                  OLS z maps; group maps; noise ceiling
+6. ``networks``   atom maps vs each atlas: association tables
+7. ``report``     analyses, figures, summary, recovery (simulated data)
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from .._progress import CancelToken, ProgressCallback, check_cancel, report
+from ..io.results import ResultFolder, ResultWriter, check_output_folder
+from .config import PipelineConfig, config_to_yaml
+
+
+def model_slug(model: str) -> str:
+    """A folder-safe short name for a model given by name, path or hub id."""
+    p = Path(str(model))
+    name = p.stem if p.suffix == ".gguf" else p.name or str(model)
+    slug = "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip("-.")
+    return slug or "model"
+
+
+@dataclass
+class _Context:
+    config: PipelineConfig
+    writer: ResultWriter
+    progress: ProgressCallback | None
+    cancel: CancelToken | None
+    keys: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def out(self) -> Path:
+        return self.writer.path
+
+    def cached(self, step: str, key: str, outputs: list[str]) -> bool:
+        """True when ``step`` ran before with the same key and its outputs exist."""
+        self.keys[step] = key
+        stamp = self.out / ".cache" / f"{step}.json"
+        if not stamp.exists():
+            return False
+        try:
+            saved = json.loads(stamp.read_text())
+        except (OSError, ValueError):
+            return False
+        return saved.get("key") == key and all((self.out / o).exists() for o in outputs)
+
+    def done(self, step: str, extra: dict | None = None) -> None:
+        self.writer.write_json(f".cache/{step}.json", {"key": self.keys[step], **(extra or {})})
+
+    def stage(self, name: str, done: int, total: int) -> None:
+        report(self.progress, name, done, total)
+        check_cancel(self.cancel)
+
+
+def _device(cfg_device: str) -> str:
+    if cfg_device != "auto":
+        return cfg_device
+    from .._backend import cuda_available
+
+    return "cuda" if cuda_available() else "cpu"
+
+
+# ---------------------------------------------------------------------------- steps
+def _step_story(ctx: _Context):
+    from ..features.alignment import volume_of_words
+    from ..io.stimuli import read_story, read_story_onset
+
+    cfg = ctx.config.story
+    onset = read_story_onset(cfg.events) if cfg.events else cfg.onset
+    words = read_story(cfg.path, onset=onset)
+    key = cfg.cache_key()
+    if not ctx.cached("story", key, ["story/words.tsv"]):
+        df = words.to_dataframe()
+        df["volume"] = volume_of_words(words.onsets, cfg.n_volumes, cfg.tr)
+        ctx.writer.write_table("story/words.tsv", df)
+        ctx.done("story")
+    n_in = int(((words.onsets >= 0) & (words.onsets < cfg.n_volumes * cfg.tr)).sum())
+    ctx.summary["story"] = {"source": words.source, "onset": onset, "n_words": len(words),
+                            "n_words_in_scan": n_in, "n_filled_times": int((~words.measured).sum())}
+    return words
+
+
+def _step_features(ctx: _Context, words, model: str):
+    from ..features.extract import extract_an_responses
+
+    cfg = ctx.config
+    slug = model_slug(model)
+    ans = extract_an_responses(
+        words, model, tr=cfg.story.tr, n_volumes=cfg.story.n_volumes,
+        site=cfg.features.site, alignment=cfg.features.alignment, context=cfg.features.context,
+        device=_device(cfg.features.device), dtype=cfg.features.dtype,
+        cache_dir=ctx.out / "features" / slug, progress=ctx.progress, cancel=ctx.cancel,
+    )
+    ctx.keys[f"features/{slug}"] = str(ans.provenance.get("cache_key", ""))
+    return ans
+
+
+def _step_atoms(ctx: _Context, ans, slug: str):
+    import pandas as pd
+    import scipy.sparse as sp
+
+    from ..sparse.atoms import atoms_table, layer_histogram
+    from ..sparse.dictionary import SparseDictionary
+
+    cfg = ctx.config.atoms
+    key = cfg.cache_key(ctx.keys[f"features/{slug}"])
+    rel = f"atoms/{slug}"
+    outputs = [f"{rel}/atoms.npy", f"{rel}/codes.npz", f"{rel}/atoms.tsv", f"{rel}/layer_hist.tsv",
+               f"{rel}/columns.npy"]
+    step = f"atoms/{slug}"
+    if ctx.cached(step, key, outputs):
+        atoms = np.load(ctx.out / outputs[0])
+        codes = sp.load_npz(ctx.out / outputs[1])
+        columns = np.load(ctx.out / outputs[4])
+        return atoms, codes, ans.index.iloc[columns].reset_index(drop=True)
+
+    X = ans.responses
+    index = ans.index
+    columns = np.arange(X.shape[1])
+    if cfg.ans_per_layer:
+        from ..analyses.subsample import subsample_ans
+
+        columns = np.sort(np.asarray(subsample_ans(index, n_per_layer=cfg.ans_per_layer, n_draws=1,
+                                                   random_state=cfg.seed)[0]))
+        X = X[:, columns]
+        index = index.iloc[columns].reset_index(drop=True)
+    backend = cfg.backend
+    params = dict(n_atoms=cfg.n_atoms, max_iter=cfg.max_iter, random_state=cfg.seed, backend=backend)
+    if cfg.lam is not None:
+        params["alpha"] = cfg.lam
+    est = SparseDictionary(**params)
+    est.fit(np.ascontiguousarray(X.T), progress=ctx.progress, cancel=ctx.cancel) \
+        if _accepts(est.fit, "progress") else est.fit(np.ascontiguousarray(X.T))
+    atoms = np.asarray(est.atoms_, dtype=np.float32)
+    codes = sp.csr_matrix(est.codes_)
+    table = atoms_table(codes, index)
+    hist = layer_histogram(codes, index)
+    hist_df = hist.copy()
+    hist_df.insert(0, "atom", np.arange(len(hist_df)))
+    w = ctx.writer
+    w.write_npy(outputs[0], atoms)
+    w.write_npz_sparse(outputs[1], codes)
+    w.write_table(outputs[2], table)
+    w.write_table(outputs[3], pd.DataFrame(hist_df))
+    w.write_npy(outputs[4], columns)
+    w.write_json(f"{rel}/dictionary.json", {
+        "n_atoms": cfg.n_atoms, "alpha": float(getattr(est, "alpha", np.nan)) if not isinstance(getattr(est, "alpha", None), str) else est.alpha,
+        "n_iter": int(getattr(est, "n_iter_", -1)),
+        "objective": [float(v) for v in np.atleast_1d(getattr(est, "objective_", []))],
+        "n_ans": int(X.shape[1]), "mean_nonzero_per_an": float(codes.getnnz() / max(X.shape[1], 1)),
+    })
+    ctx.done(step)
+    return atoms, codes, index
+
+
+def _accepts(fn, name: str) -> bool:
+    import inspect
+
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _default_links(atoms: np.ndarray, network_names: list[str], n_links: int, seed: int) -> dict[int, list[str]]:
+    """Plant ``n_links`` atoms, each in one network: atoms as uncorrelated with one another
+    as the dictionary allows, networks chosen to overlap little (see ``_distinct_networks``)."""
+    corr = np.abs(np.corrcoef(atoms.T))
+    np.fill_diagonal(corr, 0)
+    chosen = [int(np.argmin(corr.max(1)))]
+    while len(chosen) < min(n_links, atoms.shape[1]):
+        score = corr[:, chosen].max(1)
+        score[chosen] = np.inf
+        chosen.append(int(np.argmin(score)))
+    return {a: [network_names[i % len(network_names)]] for i, a in enumerate(sorted(chosen))}
+
+
+# Smith 2009 networks whose z > 2.3 masks overlap least: one planted atom each.
+_DISTINCT_SMITH10 = ["auditory", "default mode", "sensorimotor", "medial visual", "cerebellum",
+                     "executive control"]
+
+
+def _step_fmri(ctx: _Context, atoms_by_model: dict[str, np.ndarray]):
+    cfg = ctx.config
+    fc = cfg.fmri
+    if fc.simulate is not None:
+        return _simulate(ctx, atoms_by_model)
+    from ..io.fmri import find_bids_runs, load_fmri, load_region_timeseries
+
+    if fc.regions:
+        data = load_region_timeseries(fc.regions, n_volumes=cfg.story.n_volumes, subjects=fc.subjects)
+    else:
+        images = list(fc.images)
+        subjects = fc.subjects
+        if fc.bids is not None:
+            runs = find_bids_runs(fc.bids.root, fc.bids.task, subjects=fc.bids.subjects,
+                                  derivative=fc.bids.derivative, space=fc.bids.space)
+            images = [r["bold"] for r in runs]
+            subjects = [r["subject"] for r in runs]
+        data = load_fmri(images, mask=fc.mask, n_volumes=cfg.story.n_volumes, subjects=subjects,
+                         tr=cfg.story.tr, progress=ctx.progress, cancel=ctx.cancel)
+    ctx.summary["fmri"] = {"kind": data.kind, "subjects": data.subjects, "sources": data.sources,
+                           "notes": data.notes, "simulated": False}
+    return data, None
+
+
+def _simulate(ctx: _Context, atoms_by_model: dict[str, np.ndarray]):
+    from ..datasets import atlas_labels
+    from ..io.fmri import load_fmri
+    from ..simulate import SimulationPlan, simulate_fmri, write_simulation
+
+    cfg = ctx.config
+    sc = cfg.fmri.simulate
+    slug = model_slug(sc.model) if sc.model else next(iter(atoms_by_model))
+    if slug not in atoms_by_model:
+        raise ValueError(f"fmri.simulate.model {sc.model!r} is not among features.models {list(atoms_by_model)}.")
+    atoms = atoms_by_model[slug]
+    links = sc.links
+    if links is None:
+        names = _DISTINCT_SMITH10 if sc.atlas == "smith10" else atlas_labels(sc.atlas)
+        links = _default_links(atoms, names, n_links=min(6, len(names)), seed=sc.seed)
+    sim_dir = ctx.out / "simulated"
+    key = sc.cache_key(ctx.keys[f"atoms/{slug}"], json.dumps(links, sort_keys=True))
+    images = sorted(sim_dir.glob("sub-*_bold.nii.gz"))
+    if not (ctx.cached("simulate", key, ["simulated/truth.json", "simulated/mask.nii.gz"]) and images):
+        plan = SimulationPlan(links={int(k): list(v) for k, v in links.items()}, atlas=sc.atlas,
+                              n_subjects=sc.n_subjects, r2_range=(sc.r2_min, sc.r2_max), seed=sc.seed,
+                              resolution_mm=sc.resolution_mm)
+        sim = simulate_fmri(atoms, plan, tr=cfg.story.tr, progress=ctx.progress, cancel=ctx.cancel)
+        write_simulation(sim, sim_dir)
+        ctx.done("simulate")
+        images = sorted(sim_dir.glob("sub-*_bold.nii.gz"))
+    data = load_fmri([str(p) for p in images], mask=str(sim_dir / "mask.nii.gz"),
+                     n_volumes=cfg.story.n_volumes, tr=cfg.story.tr,
+                     subjects=[p.name.split("_")[0] for p in images])
+    truth = json.loads((sim_dir / "truth.json").read_text())
+    ctx.summary["fmri"] = {"kind": "voxels", "subjects": data.subjects, "simulated": True,
+                           "driving_model": slug, "planted_links": truth.get("links"),
+                           "notes": data.notes}
+    return data, truth
+
+
+def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str, ans=None):
+    from ..encoding.glm import ols_zmaps, stouffer
+    from ..encoding.preprocessing import cosine_drift_basis, highpass
+
+    cfg = ctx.config
+    ec = cfg.encoding
+    rel = f"encoding/{slug}"
+    step = f"encoding/{slug}"
+    key = ec.cache_key(ctx.keys[f"atoms/{slug}"], ctx.keys.get("fmri", ""))
+    outputs = [f"{rel}/atom_maps.nii.gz", f"{rel}/atom_maps_z.nii.gz", f"{rel}/mask.nii.gz", f"{rel}/arrays.npz"]
+    if ctx.cached(step, key, outputs):
+        arr = np.load(ctx.out / outputs[3])
+        return {k: arr[k] for k in arr.files}
+
+    tr = cfg.story.tr
+    n_drift = 0
+    X = atoms.astype(np.float64)
+    if ec.highpass_cutoff:
+        X = highpass(X, tr, cutoff=ec.highpass_cutoff)
+        n_drift = cosine_drift_basis(X.shape[0], tr, cutoff=ec.highpass_cutoff).shape[1]
+    n_sub = len(data.data)
+    k = atoms.shape[1]
+    results: dict[str, list] = {"z": [], "coef": [], "r2_sparse": [], "r2_cv": [], "r_cv": []}
+    total = n_sub * (1 + len(ec.models))
+    done = 0
+    for s, Y in enumerate(data.data):
+        Yf = highpass(Y, tr, cutoff=ec.highpass_cutoff) if ec.highpass_cutoff else np.asarray(Y, np.float64)
+        ctx.stage(f"encoding {slug}", done, total)
+        results["z"].append(ols_zmaps(X, Yf, n_nuisance=n_drift))
+        done += 1
+        if "sparse" in ec.models:
+            from ..encoding.sparse_fit import SparseAtomEncoder
+
+            params = {} if ec.sparse_lam is None else {"alpha": ec.sparse_lam}
+            enc = SparseAtomEncoder(**params).fit(X, Yf)
+            results["coef"].append(np.asarray(enc.coef_, np.float32))
+            results["r2_sparse"].append(np.asarray(enc.r2_, np.float32))
+            done += 1
+            ctx.stage(f"encoding {slug}", done, total)
+        if "ridge" in ec.models:
+            from ..encoding.ridge import CVRidgeEncoder
+
+            enc = CVRidgeEncoder(alphas=np.asarray(ec.alphas), n_folds=ec.n_folds, gap=ec.gap,
+                                 delays=tuple(ec.delays), highpass_cutoff=ec.highpass_cutoff, tr=tr)
+            enc.fit(atoms, Y)
+            results["r2_cv"].append(np.asarray(enc.r2_, np.float32))
+            results["r_cv"].append(np.asarray(enc.r_, np.float32))
+            if "sparse" not in ec.models:
+                results["coef"].append(np.asarray(enc.coef_[:k], np.float32))
+            done += 1
+            ctx.stage(f"encoding {slug}", done, total)
+    group = {
+        "z": stouffer(np.stack(results["z"])),
+        "coef": np.mean(np.stack(results["coef"]), 0).astype(np.float32),
+        "subject_z": np.stack(results["z"]).astype(np.float32),
+    }
+    for name in ("r2_sparse", "r2_cv", "r_cv"):
+        if results[name]:
+            group[name] = np.mean(np.stack(results[name]), 0).astype(np.float32)
+            group[f"subject_{name}"] = np.stack(results[name]).astype(np.float32)
+    if n_sub > 1:
+        from ..encoding.stats import noise_ceiling_isc
+
+        ceiling = noise_ceiling_isc([highpass(Y, tr, cutoff=ec.highpass_cutoff) if ec.highpass_cutoff else Y
+                                     for Y in data.data])
+        group["noise_ceiling"] = np.asarray(ceiling[0] if isinstance(ceiling, tuple) else ceiling, np.float32)
+    w = ctx.writer
+    w.write_nifti(f"{rel}/mask.nii.gz", data.mask_img)
+    w.write_nifti(outputs[0], data.unmask(group["coef"]))
+    w.write_nifti(outputs[1], data.unmask(group["z"]))
+    for name in ("r2_sparse", "r2_cv", "r_cv", "noise_ceiling"):
+        if name in group:
+            w.write_nifti(f"{rel}/{name}.nii.gz", data.unmask(group[name]))
+    _save_npz(w, outputs[3], group)
+    ctx.done(step)
+    return group
+
+
+def _save_npz(writer: ResultWriter, rel: str, arrays: dict[str, np.ndarray]) -> None:
+    from ..io.results import atomic_path
+
+    target = writer._target(rel)
+    with atomic_path(target, ".npz") as tmp:
+        np.savez_compressed(tmp, **arrays)
+
+
+def _step_networks(ctx: _Context, data, group: dict, slug: str):
+    import pandas as pd
+
+    from ..io.atlases import load_fbn
+    from ..networks.overlap import associate_atoms
+
+    nc = ctx.config.networks
+    step = f"networks/{slug}"
+    rel = f"networks/{slug}"
+    key = nc.cache_key(ctx.keys[f"encoding/{slug}"])
+    outputs = [f"{rel}/association_activated.csv", f"{rel}/association_deactivated.csv"]
+    atlases = {}
+    for name in nc.atlases:
+        atlas = load_fbn(name, data.mask_img)
+        atlases[name] = atlas
+        _write_atlas_display(ctx, name, atlas, data.mask_img)
+    if ctx.cached(step, key, outputs):
+        return {p: pd.read_csv(ctx.out / o) for p, o in zip(("activated", "deactivated"), outputs)}
+    maps = group["z"] if nc.map_stat == "z" else group["coef"]
+    tables = {}
+    for part, out_rel in zip(("activated", "deactivated"), outputs):
+        frames = []
+        for name, atlas in atlases.items():
+            ctx.stage(f"networks {slug}", len(frames), len(atlases))
+            df = associate_atoms(
+                maps, atlas, data.mask_img, part=part, threshold_method="z" if nc.map_stat == "z" else "percentile",
+                threshold=nc.threshold, score=nc.score, n_permutations=nc.n_permutations, alpha=nc.alpha,
+                min_score=nc.min_score, random_state=ctx.config.seed, progress=ctx.progress, cancel=ctx.cancel,
+            )
+            df.insert(0, "atlas", name)
+            frames.append(df)
+        table = pd.concat(frames, ignore_index=True)
+        ctx.writer.write_table(out_rel, table)
+        tables[part] = table
+    ctx.done(step)
+    return tables
+
+
+def _write_atlas_display(ctx: _Context, name: str, atlas, mask_img) -> None:
+    import pandas as pd
+
+    if (ctx.out / f"networks/atlas_{name}.tsv").exists():
+        return
+    ctx.writer.write_nifti(f"networks/atlas_{name}.nii.gz", atlas.label_image(mask_img))
+    colors = np.asarray(atlas.colors, dtype=float)
+    ctx.writer.write_table(f"networks/atlas_{name}.tsv", pd.DataFrame({
+        "index": np.arange(1, len(atlas.network_names) + 1), "network": atlas.network_names,
+        "r": colors[:, 0], "g": colors[:, 1], "b": colors[:, 2], "a": colors[:, 3],
+    }))
+
+
+def _annotate_atoms_table(ctx: _Context, slug: str, tables: dict) -> None:
+    """Add the associated networks of each atom to atoms.tsv (for the explorer)."""
+    import pandas as pd
+
+    path = ctx.out / f"atoms/{slug}/atoms.tsv"
+    table = pd.read_csv(path, sep="\t")
+    score = ctx.config.networks.score
+    for part, df in tables.items():
+        assoc = df[df["associated"].astype(bool)]
+        names = assoc.groupby("atom").apply(
+            lambda g: "; ".join(f"{a}:{n} ({s:.2f})" for a, n, s in zip(g["atlas"], g["network"], g[score])),
+            include_groups=False,
+        ) if len(assoc) else pd.Series(dtype=str)
+        table[f"networks_{part}"] = table["atom"].map(names).fillna("")
+    best = pd.concat([d.assign(part=p) for p, d in tables.items()])
+    table["best_score"] = table["atom"].map(best.groupby("atom")[score].max()).fillna(0.0)
+    ctx.writer.write_table(f"atoms/{slug}/atoms.tsv", table)
+
+
+def _step_report(ctx: _Context, per_model: dict, truth: dict | None, words_per_volume: list[str]) -> None:
+    from ..analyses import figures as figs
+
+    w = ctx.writer
+    summary_models = {}
+    for slug, res in per_model.items():
+        group = res["group"]
+        hist = ctx.out / f"atoms/{slug}/layer_hist.tsv"
+        import pandas as pd
+
+        hist_df = pd.read_csv(hist, sep="\t").set_index("atom")
+        w.write_figure(f"figures/{slug}_layer_histograms.png", figs.layer_histogram_figure(hist_df))
+        w.write_figure(f"figures/{slug}_atom_correlation.png", figs.atom_correlation_figure(res["atoms"]))
+        for part, table in res["tables"].items():
+            for atlas in table["atlas"].unique():
+                sub = table[table["atlas"] == atlas]
+                w.write_figure(f"figures/{slug}_{atlas}_{part}_association.png",
+                               figs.association_heatmap_figure(sub, value=ctx.config.networks.score))
+        r2_name = "r2_cv" if "r2_cv" in group else "r2_sparse"
+        r2_img = ctx.out / f"encoding/{slug}/{r2_name}.nii.gz"
+        w.write_figure(f"figures/{slug}_{r2_name}.png", figs.r2_glass_figure(str(r2_img)))
+        r2 = group.get(r2_name)
+        summary_models[slug] = {
+            "n_ans": int(res["n_ans"]), "n_atoms": int(res["atoms"].shape[1]),
+            "r2_kind": r2_name,
+            "r2_median": float(np.median(r2)) if r2 is not None else None,
+            "r2_p95": float(np.percentile(r2, 95)) if r2 is not None else None,
+            "n_associations": {p: int(t["associated"].astype(bool).sum()) for p, t in res["tables"].items()},
+        }
+    ctx.summary["results"] = summary_models
+    if truth is not None:
+        from ..analyses.recovery import recovery_scores
+
+        slug = ctx.summary["fmri"]["driving_model"]
+        table = per_model[slug]["tables"]["activated"]
+        table = table[table["atlas"] == truth.get("atlas", "smith10")]
+        links = {int(k): v for k, v in truth["links"].items()}
+        rec = recovery_scores(links, table, atom_matching={a: a for a in range(per_model[slug]["atoms"].shape[1])})
+        rec = {k: v for k, v in rec.items()}
+        rec.update({"simulated": True, "driving_model": slug, "atlas": truth.get("atlas", "smith10"),
+                    "criterion": f"q < {ctx.config.networks.alpha} (BH-FDR over atom x network tests) and "
+                                 f"{ctx.config.networks.score} >= {ctx.config.networks.min_score}"})
+        w.write_json("recovery.json", rec)
+        ctx.summary["recovery"] = {k: rec[k] for k in ("precision", "recall") if k in rec}
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("numpy", "scipy", "scikit-learn", "nibabel", "nilearn", "torch", "transformers", "pandas"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+# ---------------------------------------------------------------------------- entry
+def run_pipeline(config: PipelineConfig, progress: ProgressCallback | None = None,
+                 cancel: CancelToken | None = None) -> ResultFolder:
+    """Run every step of ``config`` and return the result folder.
+
+    Parameters
+    ----------
+    config : PipelineConfig
+    progress : callable ``progress(stage, done, total)``, optional
+    cancel : object with ``is_set()`` (a ``threading.Event``), optional
+        When set, the run stops at the next checkpoint with ``CancelledError``;
+        files already written are complete (atomic) and reused by the next run.
+    """
+    check_output_folder(config.out)
+    writer = ResultWriter(config.out)
+    ctx = _Context(config, writer, progress, cancel)
+    t0 = time.perf_counter()
+    writer.write_text("config.yaml", config_to_yaml(config))
+
+    def timed(name, fn, *a):
+        t = time.perf_counter()
+        out = fn(*a)
+        ctx.timings[name] = ctx.timings.get(name, 0.0) + time.perf_counter() - t
+        return out
+
+    words = timed("story", _step_story, ctx)
+    per_model: dict[str, dict] = {}
+    for model in config.features.models:
+        slug = model_slug(model)
+        ans = timed("features", _step_features, ctx, words, model)
+        check_cancel(cancel)
+        atoms, codes, index = timed("atoms", _step_atoms, ctx, ans, slug)
+        per_model[slug] = {"model": model, "atoms": atoms, "codes": codes, "index": index,
+                           "n_ans": ans.responses.shape[1], "dropped": len(ans.dropped)}
+    check_cancel(cancel)
+    data, truth = timed("fmri", _step_fmri, ctx, {s: r["atoms"] for s, r in per_model.items()})
+    ctx.keys["fmri"] = json.dumps(ctx.summary["fmri"], sort_keys=True, default=str)
+    for slug, res in per_model.items():
+        res["group"] = timed("encoding", _step_encoding, ctx, data, res["atoms"], slug)
+        res["tables"] = timed("networks", _step_networks, ctx, data, res["group"], slug)
+        _annotate_atoms_table(ctx, slug, res["tables"])
+    from ..features.alignment import words_per_volume
+
+    wpv = words_per_volume(words, config.story.n_volumes, config.story.tr)
+    timed("report", _step_report, ctx, per_model, truth, wpv)
+
+    ctx.summary.update({
+        "napari_brainorg": __version__,
+        "models": list(per_model),
+        "model_sources": {s: r["model"] for s, r in per_model.items()},
+        "tr": config.story.tr, "n_volumes": config.story.n_volumes,
+        "simulated": bool(truth is not None),
+        "atlases": list(config.networks.atlases),
+        "template": None,
+        "timings_s": {k: round(v, 2) for k, v in ctx.timings.items()},
+        "wall_time_s": round(time.perf_counter() - t0, 2),
+    })
+    writer.write_json("provenance.json", {"config": config.model_dump(mode="json"), "versions": _versions(),
+                                          "cache_keys": ctx.keys, "seed": config.seed})
+    writer.write_json("summary.json", ctx.summary)
+    return ResultFolder(writer.path)
+
+
+def run_simulation(config: PipelineConfig, progress: ProgressCallback | None = None,
+                   cancel: CancelToken | None = None) -> Path:
+    """Only the steps that simulated subjects need: story, features, atoms, simulation.
+
+    Returns the folder ``OUT/simulated`` holding ``sub-XX_bold.nii.gz``, ``mask.nii.gz``,
+    ``true_r2.nii.gz`` and ``truth.json`` (every file labelled simulated).
+    """
+    if config.fmri.simulate is None:
+        raise ValueError("run_simulation needs fmri.simulate in the configuration.")
+    check_output_folder(config.out)
+    writer = ResultWriter(config.out)
+    ctx = _Context(config, writer, progress, cancel)
+    words = _step_story(ctx)
+    atoms_by_model = {}
+    for model in config.features.models:
+        slug = model_slug(model)
+        ans = _step_features(ctx, words, model)
+        atoms_by_model[slug] = _step_atoms(ctx, ans, slug)[0]
+    _simulate(ctx, atoms_by_model)
+    return writer.path / "simulated"
