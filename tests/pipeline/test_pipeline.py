@@ -1,0 +1,86 @@
+"""End to end on the bundled story and model, with labelled simulated subjects."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from napari_brainorg.errors import CancelledError, ConfigError
+from napari_brainorg.io.results import ResultFolder
+from napari_brainorg.pipeline import demo_config, make_config, run_pipeline
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def quick_result(tmp_path_factory):
+    out = tmp_path_factory.mktemp("quick") / "result"
+    return run_pipeline(demo_config(out, quick=True))
+
+
+def test_quick_demo_recovers_the_planted_links(quick_result):
+    rec = json.loads((quick_result.path / "recovery.json").read_text())
+    assert rec["simulated"] is True
+    assert rec["precision"] >= 0.9 and rec["recall"] >= 0.9, rec
+
+
+def test_result_folder_holds_maps_tables_and_figures(quick_result):
+    res = ResultFolder(quick_result.path)
+    assert res.simulated and res.models == ["minilm"]
+    k = res.atom_timecourses().shape[1]
+    maps = res.atom_maps()
+    mask = res.mask_img()
+    assert maps.shape[:3] == mask.shape and maps.shape[3] == k
+    np.testing.assert_allclose(maps.affine, mask.affine)
+    r2 = res.r2_map(kind="cv")
+    assert r2 is not None and np.isfinite(np.asarray(r2.dataobj)).all()
+    for part in ("activated", "deactivated"):
+        table = res.associations(part=part)
+        assert {"atlas", "atom", "network", "overlap_rate", "dice", "correlation", "p", "q", "associated"} <= set(table.columns)
+        assert set(table["atlas"]) == {"smith10", "yeo7"}
+    assert len(res.figures()) >= 4
+    table = res.atoms_table()
+    assert len(table) == k and "networks_activated" in table.columns
+    assert len(res.words_per_volume()) == res.n_volumes
+
+
+def test_rerun_reuses_every_step(quick_result):
+    atoms_file = quick_result.path / "atoms/minilm/atoms.npy"
+    before = atoms_file.stat().st_mtime_ns
+    again = run_pipeline(demo_config(quick_result.path, quick=True))
+    assert atoms_file.stat().st_mtime_ns == before
+    assert again.summary["timings_s"]["atoms"] < 5
+
+
+def test_no_planted_signal_gives_few_associations(tmp_path):
+    config = demo_config(tmp_path / "null", quick=True)
+    data = config.model_dump()
+    data["fmri"]["simulate"]["links"] = {}
+    result = run_pipeline(make_config(data))
+    table = result.associations(part="activated")
+    n_tests = len(table)
+    # the association test controls the FDR at 0.05; with no signal every declaration is false
+    assert table["associated"].sum() <= max(1, 0.05 * n_tests)
+
+
+def test_cancel_stops_the_run_and_writes_no_summary(tmp_path):
+    cancel = threading.Event()
+
+    def progress(stage, done, total):
+        if stage.startswith("encoding") or "atom" in stage:
+            cancel.set()
+
+    with pytest.raises(CancelledError):
+        run_pipeline(demo_config(tmp_path / "c", quick=True), progress=progress, cancel=cancel)
+    assert not (tmp_path / "c" / "summary.json").exists()
+
+
+def test_output_folder_with_user_files_is_refused(tmp_path):
+    (tmp_path / "mine.txt").write_text("precious")
+    with pytest.raises(ConfigError, match="did not write"):
+        run_pipeline(demo_config(tmp_path, quick=True))
+    assert (tmp_path / "mine.txt").read_text() == "precious"
