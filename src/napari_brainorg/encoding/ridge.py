@@ -1,0 +1,761 @@
+"""Cross-validated ridge encoding: every voxel on the same regressors, all at once.
+
+For one training set, the standardised regressors ``X`` (n_train × p) are factorised
+once, ``X = U S V'`` (or, when p > n_train, ``X X' = U S² U'``), and the ridge
+solution for every α and every voxel follows from that one factorisation::
+
+    coef(α)        = X' U diag(1 / (s² + α)) U' y          (p × n_voxels)
+    prediction(α)  = X_test X' U diag(1 / (s² + α)) U' y   (n_test × n_voxels)
+
+with ``X' U = V S``. ``U' Y`` is one matrix product for all voxels, the path over α
+is one more, and choosing a different α per voxel is a gather of the diagonal
+factor. Nothing loops over voxels; voxels are processed in chunks so that memory
+stays bounded for 200,000 voxels.
+
+Cross-validation follows METHOD §3:
+
+- folds are contiguous blocks of volumes, never shuffled, and ``gap`` volumes on each
+  side of a test block are left out of training (:func:`contiguous_folds`);
+- the regressors are standardised with the training fold's mean and standard deviation,
+  the voxels centred with the training fold's mean, and test data transformed with
+  those training statistics only;
+- each voxel's α is chosen inside the training fold by an inner contiguous CV, then
+  the model is refit on the whole training fold with each voxel's own α
+  (:func:`cv_ridge_scores`);
+- R² and correlation are computed within each held-out fold and averaged over folds
+  (pooling the folds' predictions would bias the correlation down through the
+  per-fold intercepts).
+
+:func:`ridge_cv_fit` is the single-level version (α chosen by CV on the data it is
+then refit on, like himalaya's ``RidgeCV``); :class:`CVRidgeEncoder` wraps both with
+scikit-learn's contract. The penalty is scikit-learn's and himalaya's:
+``||y - X b||² + α ||b||²`` (a sum of squares, not a mean).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+
+from .._backend import Backend, get_backend
+from .._progress import check_cancel, report
+from ..errors import ConfigError, FMRIInputError, NotFittedError, ShapeError, check_choice
+from .preprocessing import ConstantColumnsWarning, highpass, make_delays, zscore
+from .scores import correlation_columns, r2_score_columns
+
+__all__ = [
+    "DEFAULT_ALPHAS",
+    "contiguous_folds",
+    "cv_ridge_scores",
+    "ridge_cv_fit",
+    "CVRidgeScores",
+    "RidgeCVFit",
+    "CVRidgeEncoder",
+]
+
+#: Default grid of ridge penalties (15 values, 0.1 ... 1e6, log-spaced).
+DEFAULT_ALPHAS = np.logspace(-1, 6, 15)
+
+ALPHA_SCORES = ("r2", "neg_mse")
+SOLVERS = ("auto", "svd", "eigh")
+
+# Working set of one chunk of voxels: the predictions of the whole α path on one test
+# fold, (n_alphas, n_test, chunk). Small enough to stay in cache on a CPU, large
+# enough to keep a GPU busy.
+_CHUNK_BYTES = {"numpy": 32 * 2**20, "torch": 512 * 2**20}
+
+
+# --------------------------------------------------------------------------- folds
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
+        raise ConfigError(f"{name!r} must be an integer >= {minimum}; {value!r} was provided.")
+    return int(value)
+
+
+def _folds_of(times: np.ndarray, n_folds: int, gap: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Contiguous folds over the sorted volume indices ``times`` (a subset of a run).
+
+    Test blocks are consecutive runs of ``times``; a volume is dropped from training
+    when it lies within ``gap`` volumes (in scan time) of any test volume.
+    """
+    times = np.asarray(times, dtype=np.intp)
+    if len(times) < n_folds:
+        raise ConfigError(
+            f"'n_folds' must not exceed the number of volumes to split ({len(times)}); "
+            f"{n_folds} was provided."
+        )
+    span = int(times.max()) + 1 if len(times) else 0
+    window = np.ones(2 * gap + 1)
+    folds = []
+    for test in np.array_split(times, n_folds):
+        is_test = np.zeros(span)
+        is_test[test] = 1.0
+        near = np.convolve(is_test, window, mode="same") > 0.5
+        train = times[~near[times]]
+        if len(train) == 0:
+            raise ConfigError(
+                f"With 'n_folds'={n_folds} and 'gap'={gap} a training set is empty "
+                f"({len(times)} volumes); use fewer folds or a smaller gap."
+            )
+        folds.append((train, test.copy()))
+    return folds
+
+
+def contiguous_folds(n_volumes: int, n_folds: int = 5, gap: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Contiguous cross-validation folds with a gap around each test block.
+
+    Parameters
+    ----------
+    n_volumes : int
+        Number of volumes in the run.
+    n_folds : int, default 5
+        Number of test blocks: consecutive volumes, sizes differing by at most one,
+        covering the run once, in time order (never shuffled).
+    gap : int, default 5
+        Volumes dropped from training on each side of the test block, so that the
+        hemodynamic response and the autocorrelation of the noise do not carry
+        information from the test block into training.
+
+    Returns
+    -------
+    folds : list of (train, test) pairs of int arrays
+        Sorted volume indices.
+
+    Examples
+    --------
+    >>> [(tr.min(), tr.max(), te.min(), te.max()) for tr, te in contiguous_folds(20, 2, 2)]
+    [(12, 19, 0, 9), (0, 7, 10, 19)]
+    """
+    n_volumes = _check_int("n_volumes", n_volumes, 2)
+    n_folds = _check_int("n_folds", n_folds, 2)
+    gap = _check_int("gap", gap, 0)
+    return _folds_of(np.arange(n_volumes), n_folds, gap)
+
+
+def _check_folds(folds, n_volumes: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    out = []
+    try:
+        pairs = list(folds)
+    except TypeError:
+        raise ConfigError(f"'folds' must be a list of (train, test) index arrays; {folds!r} was provided.") from None
+    if not pairs:
+        raise ConfigError("'folds' must hold at least one (train, test) pair; an empty list was provided.")
+    for i, pair in enumerate(pairs):
+        try:
+            train, test = pair
+        except (TypeError, ValueError):
+            raise ConfigError(f"'folds'[{i}] must be a (train, test) pair of index arrays.") from None
+        train = np.asarray(train, dtype=np.intp).ravel()
+        test = np.asarray(test, dtype=np.intp).ravel()
+        for name, idx in (("train", train), ("test", test)):
+            if len(idx) == 0 or idx.min() < 0 or idx.max() >= n_volumes:
+                raise ConfigError(
+                    f"'folds'[{i}] {name} indices must be non-empty and within [0, {n_volumes}); "
+                    f"{len(idx)} indices ranging over "
+                    f"[{idx.min() if len(idx) else None}, {idx.max() if len(idx) else None}] were provided."
+                )
+        if np.intersect1d(train, test).size:
+            raise ConfigError(f"'folds'[{i}]: train and test indices overlap.")
+        out.append((train, test))
+    return out
+
+
+def _check_alphas(alphas) -> np.ndarray:
+    a = np.atleast_1d(np.asarray(alphas, dtype=np.float64)).ravel()
+    if a.size == 0 or not np.all(np.isfinite(a)) or np.any(a <= 0):
+        raise ConfigError(f"'alphas' must be one or more finite numbers > 0; {alphas!r} was provided.")
+    return a
+
+
+# --------------------------------------------------------------------------- solver
+
+
+def _index(bk: Backend, idx: np.ndarray):
+    if bk.name == "numpy":
+        return idx
+    import torch
+
+    return torch.as_tensor(idx, dtype=torch.long, device=bk.device)
+
+
+@dataclass
+class _Factor:
+    """One training set, factorised; optionally a test set projected on it."""
+
+    train: Any                    # backend index (n_train,)
+    test: Any                     # backend index (n_test,) or None
+    x_mean: Any                   # (p,)
+    x_scale: Any                  # (p,)
+    U: Any                        # (n_train, r) left singular vectors / eigenvectors
+    eig: Any                      # (r,) squared singular values (eigenvalues of X X')
+    XtU: Any                      # (p, r) X' U = V S
+    B: Any = None                 # (n_test, r) X_test X' U
+    n_test: int = 0
+
+
+def _factorise(bk: Backend, X, train: np.ndarray, test: np.ndarray | None, *,
+               standardize: bool, solver: str) -> _Factor:
+    xp = bk.xp
+    tr = _index(bk, train)
+    Xtr = X[tr]
+    x_mean = Xtr.mean(0)
+    Xtr = Xtr - x_mean
+    if standardize:
+        sd = ((Xtr * Xtr).mean(0)) ** 0.5
+        # A regressor that is constant in this training fold carries no information;
+        # scaling by 1 leaves it at zero instead of dividing by zero.
+        x_scale = sd + (sd <= 0) * 1.0
+        Xtr = Xtr / x_scale
+    else:
+        x_scale = xp.ones_like(x_mean)
+    n_train, p = Xtr.shape
+    if solver == "svd" or (solver == "auto" and p <= n_train):
+        U, s, Vt = xp.linalg.svd(Xtr, full_matrices=False)
+        eig = s * s
+        XtU = Vt.T * s
+    else:
+        # Kernel (dual) form: an (n_train × n_train) eigendecomposition is cheaper than
+        # the SVD when there are more regressors than training volumes.
+        eig, U = xp.linalg.eigh(Xtr @ Xtr.T)
+        eig = eig * (eig > 0)
+        XtU = Xtr.T @ U
+    f = _Factor(train=tr, test=None, x_mean=x_mean, x_scale=x_scale, U=U, eig=eig, XtU=XtU)
+    if test is not None:
+        te = _index(bk, test)
+        f.test = te
+        f.B = ((X[te] - x_mean) / x_scale) @ XtU
+        f.n_test = len(test)
+    return f
+
+
+def _train_projection(f: _Factor, Yc):
+    """Training mean of each voxel and ``U' (y - mean)``."""
+    Ytr = Yc[f.train]
+    y_mean = Ytr.mean(0)
+    return y_mean, f.U.T @ (Ytr - y_mean)
+
+
+def _shrinkage(bk: Backend, eig, alphas):
+    """``1 / (s² + α)``, shape (n_alphas, r)."""
+    return 1.0 / (eig[None, :] + alphas[:, None])
+
+
+def _path_scores(bk: Backend, f: _Factor, Yc, alphas, metric: str):
+    """Score of every α on the test set of ``f``, for every voxel of the chunk.
+
+    Returns an array of shape (n_alphas, n_voxels_chunk).
+    """
+    y_mean, UtY = _train_projection(f, Yc)
+    G = _shrinkage(bk, f.eig, alphas)                        # (a, r)
+    n_alphas, r = G.shape
+    Yte = Yc[f.test] - y_mean                                  # (n_te, c)
+    BG = (f.B[None, :, :] * G[:, None, :]).reshape(n_alphas * f.n_test, r)
+    P = (BG @ UtY).reshape(n_alphas, f.n_test, -1)
+    P -= Yte[None]
+    P *= P
+    ss_res = P.sum(1)                                          # (a, c)
+    del P
+    if metric == "neg_mse":
+        return -ss_res / f.n_test
+    Yd = Yte - Yte.mean(0)
+    ss_tot = (Yd * Yd).sum(0)
+    flat = ss_tot <= 0
+    return (1.0 - ss_res / (ss_tot + flat * 1.0)) * (~flat)
+
+
+def _select_alphas(bk: Backend, factors: list[_Factor], Yc, alphas, metric: str):
+    """Per-voxel index of the best α, averaged over the factors' test folds.
+
+    Ties (e.g. a flat voxel) go to the largest α, the most regularised model.
+    """
+    total = None
+    for f in factors:
+        s = _path_scores(bk, f, Yc, alphas, metric)
+        total = s if total is None else total + s
+    mean = total / len(factors)
+    n_alphas = mean.shape[0]
+    rev = _index(bk, np.arange(n_alphas - 1, -1, -1))
+    best = (n_alphas - 1) - mean[rev].argmax(0)
+    return best, mean
+
+
+def _refit(bk: Backend, f: _Factor, Yc, G_table, best):
+    """Weights in the factor's basis with each voxel's own α: (r, c), and y_mean."""
+    y_mean, UtY = _train_projection(f, Yc)
+    return G_table[:, best] * UtY, y_mean
+
+
+# --------------------------------------------------------------------------- functions
+
+
+def _as_float_2d(name: str, a, expected: str) -> np.ndarray:
+    if type(a).__module__.split(".")[0] == "torch":
+        a = a.detach().cpu().numpy()
+    a = np.asarray(a)
+    if a.ndim != 2:
+        raise ShapeError(f"{name!r} must be an array of shape {expected}; an array of shape {a.shape} was provided.")
+    if not np.issubdtype(a.dtype, np.floating):
+        a = a.astype(np.float64)
+    return a
+
+
+def _check_XY(X, Y):
+    X = _as_float_2d("X", X, "(n_volumes, n_features)")
+    Y = _as_float_2d("Y", Y, "(n_volumes, n_voxels)")
+    if X.shape[0] != Y.shape[0]:
+        raise ShapeError(
+            f"'X' and 'Y' must have the same number of volumes (rows); X has {X.shape[0]} "
+            f"and Y has {Y.shape[0]}."
+        )
+    if not np.all(np.isfinite(X)):
+        raise ShapeError(f"'X' holds {int(np.count_nonzero(~np.isfinite(X)))} NaN or infinite values.")
+    return X, Y
+
+
+def _check_finite_chunk(Yc: np.ndarray, start: int) -> None:
+    bad = ~np.isfinite(Yc).all(0)
+    if bad.any():
+        cols = (np.flatnonzero(bad)[:5] + start).tolist()
+        raise FMRIInputError(
+            f"'Y' holds NaN or infinite values in voxel columns {cols}"
+            f"{' and more' if bad.sum() > 5 else ''}; remove them (mask) before encoding."
+        )
+
+
+def _resolve(backend: str, device, dtype, X, Y) -> Backend:
+    if dtype is None:
+        dtype = "float64" if (X.dtype == np.float64 and Y.dtype == np.float64) else "float32"
+    return get_backend(backend, device, dtype)
+
+
+def _chunk_size(bk: Backend, chunk_size, n_alphas: int, n_test: int, n_voxels: int) -> int:
+    if chunk_size is not None:
+        return _check_int("chunk_size", chunk_size, 1)
+    itemsize = 8 if bk.dtype == "float64" else 4
+    budget = _CHUNK_BYTES["numpy" if bk.name == "numpy" or bk.device == "cpu" else "torch"]
+    return int(max(256, min(n_voxels, budget // max(1, n_alphas * n_test * itemsize))))
+
+
+@dataclass
+class CVRidgeScores:
+    """Held-out scores of the nested cross-validated ridge (:func:`cv_ridge_scores`).
+
+    Attributes
+    ----------
+    r2 : ndarray of shape (n_voxels,)
+        Mean over outer folds of the R² computed within each held-out fold.
+    r : ndarray of shape (n_voxels,)
+        Mean over outer folds of the within-fold Pearson correlation.
+    r2_folds, r_folds : ndarray of shape (n_folds, n_voxels)
+    alpha_folds : ndarray of shape (n_folds, n_voxels)
+        The α each voxel used in each outer fold (chosen by the inner CV).
+    alphas : ndarray of shape (n_alphas,)
+        The candidate grid, sorted.
+    folds : list of (train, test)
+    """
+
+    r2: np.ndarray
+    r: np.ndarray
+    r2_folds: np.ndarray
+    r_folds: np.ndarray
+    alpha_folds: np.ndarray
+    alphas: np.ndarray
+    folds: list = field(repr=False)
+
+
+def cv_ridge_scores(X, Y, folds, alphas=DEFAULT_ALPHAS, *, inner_folds: int = 4, gap: int = 5,
+                    alpha_score: str = "r2", standardize: bool = True, solver: str = "auto",
+                    backend: str = "numpy", device: str | None = None, dtype: str | None = None,
+                    chunk_size: int | None = None, progress=None, cancel=None) -> CVRidgeScores:
+    """Nested cross-validated ridge: held-out R² and r of every voxel.
+
+    For each outer fold: the regressors are standardised with the training fold's
+    statistics; each voxel's α is the one with the best mean score over an inner
+    contiguous CV of the training fold (``inner_folds`` blocks, ``gap`` volumes left
+    out around each inner test block); the ridge is refit on the whole training fold
+    with that α and scored on the test fold.
+
+    Parameters
+    ----------
+    X : array of shape (n_volumes, n_features)
+        Regressors (atoms, possibly delayed), filtered like ``Y``.
+    Y : array of shape (n_volumes, n_voxels)
+        fMRI time series, filtered.
+    folds : list of (train, test) index arrays
+        Outer folds, e.g. :func:`contiguous_folds`.
+    alphas : array of shape (n_alphas,), default ``DEFAULT_ALPHAS``
+        Candidate ridge penalties (> 0).
+    inner_folds : int, default 4
+        Folds of the inner CV; with a single α there is nothing to choose and no
+        inner CV runs.
+    gap : int, default 5
+        Gap of the inner folds, in volumes.
+    alpha_score : {"r2", "neg_mse"}, default "r2"
+        Inner-CV criterion: mean within-fold R², or himalaya's mean negative MSE.
+    standardize : bool, default True
+        Standardise the regressors with training statistics (else only centre them).
+    solver : {"auto", "svd", "eigh"}, default "auto"
+        ``"svd"`` of the regressors, or ``"eigh"`` of the kernel ``X X'`` (cheaper
+        when n_features > n_volumes); ``"auto"`` picks by shape.
+    backend : {"numpy", "torch", "auto"}, default "numpy"
+    device : str, optional
+        torch device.
+    dtype : {"float32", "float64"}, optional
+        Default: float64 when both inputs are float64, else float32.
+    chunk_size : int, optional
+        Voxels per chunk; default bounds the α-path working set (32 MiB on CPU).
+    progress : callable, optional
+        ``progress("cross-validated ridge", done_chunks, n_chunks)``.
+    cancel : object with ``is_set()``, optional
+        Checked between chunks.
+
+    Returns
+    -------
+    CVRidgeScores
+    """
+    X, Y = _check_XY(X, Y)
+    n_volumes, n_voxels = Y.shape
+    folds = _check_folds(folds, n_volumes)
+    alphas_np = np.sort(_check_alphas(alphas))
+    inner_folds = _check_int("inner_folds", inner_folds, 2)
+    gap = _check_int("gap", gap, 0)
+    check_choice("alpha_score", alpha_score, ALPHA_SCORES)
+    check_choice("solver", solver, SOLVERS)
+    bk = _resolve(backend, device, dtype, X, Y)
+    Xb = bk.asarray(X)
+    alphas_b = bk.asarray(alphas_np)
+
+    plans = []
+    max_test = 1
+    for train, test in folds:
+        inner = []
+        if len(alphas_np) > 1:
+            for itrain, itest in _folds_of(np.sort(train), inner_folds, gap):
+                inner.append(_factorise(bk, Xb, itrain, itest, standardize=standardize, solver=solver))
+                max_test = max(max_test, len(itest))
+        outer = _factorise(bk, Xb, train, test, standardize=standardize, solver=solver)
+        plans.append((inner, outer, _shrinkage(bk, outer.eig, alphas_b).T))
+
+    n_folds = len(folds)
+    r2_folds = np.zeros((n_folds, n_voxels), dtype=np.float32 if bk.dtype == "float32" else np.float64)
+    r_folds = np.zeros_like(r2_folds)
+    alpha_idx = np.zeros((n_folds, n_voxels), dtype=np.intp)
+    step = _chunk_size(bk, chunk_size, len(alphas_np), max_test, n_voxels)
+    n_chunks = math.ceil(n_voxels / step)
+    for c, start in enumerate(range(0, n_voxels, step)):
+        check_cancel(cancel)
+        block = Y[:, start:start + step]
+        _check_finite_chunk(block, start)
+        Yc = bk.asarray(block)
+        for o, (inner, outer, G_table) in enumerate(plans):
+            if inner:
+                best, _ = _select_alphas(bk, inner, Yc, alphas_b, alpha_score)
+            else:
+                best = _index(bk, np.zeros(Yc.shape[1], dtype=np.intp))
+            W, y_mean = _refit(bk, outer, Yc, G_table, best)
+            pred = outer.B @ W + y_mean
+            Yte = Yc[outer.test]
+            r2_folds[o, start:start + step] = bk.to_numpy(r2_score_columns(Yte, pred))
+            r_folds[o, start:start + step] = bk.to_numpy(correlation_columns(Yte, pred))
+            alpha_idx[o, start:start + step] = bk.to_numpy(best)
+        report(progress, "cross-validated ridge", c + 1, n_chunks)
+    return CVRidgeScores(
+        r2=r2_folds.mean(0), r=r_folds.mean(0), r2_folds=r2_folds, r_folds=r_folds,
+        alpha_folds=alphas_np[alpha_idx], alphas=alphas_np, folds=folds,
+    )
+
+
+@dataclass
+class RidgeCVFit:
+    """Single-level cross-validated ridge fit (:func:`ridge_cv_fit`).
+
+    Attributes
+    ----------
+    alpha : ndarray of shape (n_voxels,)
+        Each voxel's α, chosen by the mean CV score.
+    cv_scores : ndarray of shape (n_alphas, n_voxels)
+        Mean CV score of every candidate α (``alpha_score``).
+    coef : ndarray of shape (n_features, n_voxels)
+        Ridge coefficients on the standardised regressors, refit on all volumes given.
+    intercept : ndarray of shape (n_voxels,)
+    x_mean, x_scale : ndarray of shape (n_features,)
+        Standardisation of the regressors: predictions are
+        ``((X - x_mean) / x_scale) @ coef + intercept``.
+    alphas : ndarray of shape (n_alphas,)
+        The sorted candidate grid.
+    """
+
+    alpha: np.ndarray
+    cv_scores: np.ndarray
+    coef: np.ndarray
+    intercept: np.ndarray
+    x_mean: np.ndarray
+    x_scale: np.ndarray
+    alphas: np.ndarray
+
+    def predict(self, X) -> np.ndarray:
+        """Predictions of shape (n_volumes, n_voxels) for regressors ``X``."""
+        X = np.asarray(X, dtype=self.coef.dtype)
+        return ((X - self.x_mean) / self.x_scale) @ self.coef + self.intercept
+
+
+def ridge_cv_fit(X, Y, folds, alphas=DEFAULT_ALPHAS, *, alpha_score: str = "r2",
+                 standardize: bool = True, solver: str = "auto", backend: str = "numpy",
+                 device: str | None = None, dtype: str | None = None,
+                 chunk_size: int | None = None, progress=None, cancel=None) -> RidgeCVFit:
+    """Choose each voxel's α by cross-validation on ``folds``, then refit on all volumes.
+
+    This is the single-level procedure of himalaya's ``RidgeCV`` (and the final fit
+    of :class:`CVRidgeEncoder`); its CV scores are optimistic for the chosen α and are
+    not held-out performance, which :func:`cv_ridge_scores` gives.
+
+    Parameters
+    ----------
+    X : array of shape (n_volumes, n_features)
+    Y : array of shape (n_volumes, n_voxels)
+    folds : list of (train, test) index arrays
+    alphas, alpha_score, standardize, solver, backend, device, dtype, chunk_size,
+    progress, cancel
+        As in :func:`cv_ridge_scores`.
+
+    Returns
+    -------
+    RidgeCVFit
+    """
+    X, Y = _check_XY(X, Y)
+    n_volumes, n_voxels = Y.shape
+    folds = _check_folds(folds, n_volumes)
+    alphas_np = np.sort(_check_alphas(alphas))
+    check_choice("alpha_score", alpha_score, ALPHA_SCORES)
+    check_choice("solver", solver, SOLVERS)
+    bk = _resolve(backend, device, dtype, X, Y)
+    Xb = bk.asarray(X)
+    alphas_b = bk.asarray(alphas_np)
+    factors = [_factorise(bk, Xb, tr, te, standardize=standardize, solver=solver) for tr, te in folds]
+    full = _factorise(bk, Xb, np.arange(n_volumes), None, standardize=standardize, solver=solver)
+    G_table = _shrinkage(bk, full.eig, alphas_b).T
+
+    out_dtype = np.float32 if bk.dtype == "float32" else np.float64
+    coef = np.zeros((X.shape[1], n_voxels), dtype=out_dtype)
+    intercept = np.zeros(n_voxels, dtype=out_dtype)
+    cv_scores = np.zeros((len(alphas_np), n_voxels), dtype=out_dtype)
+    alpha_idx = np.zeros(n_voxels, dtype=np.intp)
+    step = _chunk_size(bk, chunk_size, len(alphas_np), max(len(te) for _, te in folds), n_voxels)
+    n_chunks = math.ceil(n_voxels / step)
+    for c, start in enumerate(range(0, n_voxels, step)):
+        check_cancel(cancel)
+        block = Y[:, start:start + step]
+        _check_finite_chunk(block, start)
+        Yc = bk.asarray(block)
+        sl = slice(start, start + step)
+        if len(alphas_np) > 1:
+            best, mean = _select_alphas(bk, factors, Yc, alphas_b, alpha_score)
+            cv_scores[:, sl] = bk.to_numpy(mean)
+        else:
+            best = _index(bk, np.zeros(Yc.shape[1], dtype=np.intp))
+        W, y_mean = _refit(bk, full, Yc, G_table, best)
+        coef[:, sl] = bk.to_numpy(full.XtU @ W)
+        intercept[sl] = bk.to_numpy(y_mean)
+        alpha_idx[sl] = bk.to_numpy(best)
+        report(progress, "ridge fit", c + 1, n_chunks)
+    return RidgeCVFit(
+        alpha=alphas_np[alpha_idx], cv_scores=cv_scores, coef=coef, intercept=intercept,
+        x_mean=bk.to_numpy(full.x_mean).astype(out_dtype),
+        x_scale=bk.to_numpy(full.x_scale).astype(out_dtype), alphas=alphas_np,
+    )
+
+
+# --------------------------------------------------------------------------- estimator
+
+
+class CVRidgeEncoder:
+    """Voxel-wise encoding model: cross-validated ridge of fMRI on the regressors.
+
+    ``fit`` runs, in order: FIR delays of the regressors (:func:`make_delays`); the same
+    high-pass filter on regressors and fMRI (:func:`highpass`, cosine basis below
+    ``1 / highpass_cutoff`` Hz plus a linear trend); z-scoring of each voxel
+    (``standardize_Y``; constant voxels are reported and score 0); the nested CV of
+    :func:`cv_ridge_scores` on contiguous folds (held-out scores); and a final fit on all
+    volumes with each voxel's α chosen by an inner contiguous CV over the whole run
+    (:func:`ridge_cv_fit`), which gives the atom maps.
+
+    Parameters
+    ----------
+    alphas : array of shape (n_alphas,), default ``np.logspace(-1, 6, 15)``
+        Candidate ridge penalties.
+    n_folds : int, default 5
+        Outer contiguous folds.
+    gap : int, default 5
+        Volumes left out of training on each side of each test block (outer and inner).
+    inner_folds : int, default 4
+        Contiguous folds used to choose α inside each training set.
+    delays : sequence of int, default (0,)
+        FIR delays in volumes (e.g. ``(1, 2, 3, 4)`` for un-convolved regressors).
+    highpass_cutoff : float or None, default 128.0
+        High-pass cut-off period in seconds; ``None``: only the mean and the trend are
+        removed (``detrend``); both ``None``/``False``: only centring.
+    tr : float, default 1.5
+        Repetition time in seconds.
+    detrend : bool or int, default True
+        Polynomial trend removed with the drifts.
+    standardize_Y : bool, default True
+        z-score each voxel before fitting, so coefficients are in standard deviations
+        of the voxel per standard deviation of the regressor (comparable across
+        subjects). Scores and chosen α do not depend on it.
+    alpha_score : {"r2", "neg_mse"}, default "r2"
+        Criterion of the inner CV.
+    solver : {"auto", "svd", "eigh"}, default "auto"
+    backend : {"numpy", "torch", "auto"}, default "numpy"
+    device : str, optional
+    dtype : {"float32", "float64"}, optional
+        Default: float64 when X and Y are float64, else float32.
+    chunk_size : int, optional
+        Voxels per chunk.
+
+    Attributes
+    ----------
+    r2_, r_ : ndarray of shape (n_voxels,)
+        Mean over outer folds of the within-fold held-out R² / correlation.
+    r2_folds_, r_folds_ : ndarray of shape (n_folds, n_voxels)
+    alpha_folds_ : ndarray of shape (n_folds, n_voxels)
+        α chosen inside each outer training fold.
+    alpha_ : ndarray of shape (n_voxels,)
+        α of the final fit (inner CV over all volumes).
+    cv_scores_ : ndarray of shape (n_alphas, n_voxels)
+        Inner-CV score of each α in the final fit.
+    coef_ : ndarray of shape (n_features * n_delays, n_voxels)
+        Coefficients of the final fit on the standardised (delayed, filtered)
+        regressors; delay-major rows (see :func:`make_delays`). For one delay, row
+        ``j`` is atom ``j``'s map.
+    intercept_ : ndarray of shape (n_voxels,)
+    x_mean_, x_scale_ : ndarray of shape (n_features * n_delays,)
+        Standardisation of the filtered regressors.
+    y_mean_, y_scale_ : ndarray of shape (n_voxels,)
+        Standardisation of the filtered voxels (mean 0 after the filter; scale 1 when
+        ``standardize_Y`` is False).
+    constant_voxels_ : ndarray of bool, shape (n_voxels,)
+        Voxels with no variance after filtering.
+    folds_ : list of (train, test)
+        The outer folds.
+    n_features_in_ : int
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> atoms = rng.standard_normal((200, 4))
+    >>> Y = atoms[:, :1] + rng.standard_normal((200, 3))
+    >>> model = CVRidgeEncoder(highpass_cutoff=None).fit(atoms, Y)
+    >>> model.r2_.shape, model.coef_.shape
+    ((3,), (4, 3))
+    """
+
+    def __init__(self, alphas=DEFAULT_ALPHAS, n_folds=5, gap=5, inner_folds=4, delays=(0,),
+                 highpass_cutoff=128.0, tr=1.5, detrend=True, standardize_Y=True,
+                 alpha_score="r2", solver="auto", backend="numpy", device=None, dtype=None,
+                 chunk_size=None):
+        self.alphas = alphas
+        self.n_folds = n_folds
+        self.gap = gap
+        self.inner_folds = inner_folds
+        self.delays = delays
+        self.highpass_cutoff = highpass_cutoff
+        self.tr = tr
+        self.detrend = detrend
+        self.standardize_Y = standardize_Y
+        self.alpha_score = alpha_score
+        self.solver = solver
+        self.backend = backend
+        self.device = device
+        self.dtype = dtype
+        self.chunk_size = chunk_size
+
+    def _filter(self, A: np.ndarray) -> np.ndarray:
+        if self.highpass_cutoff is None and not self.detrend:
+            return A - A.mean(0)
+        return highpass(A, self.tr, self.highpass_cutoff, self.detrend)
+
+    def _design(self, X) -> np.ndarray:
+        X = _as_float_2d("X", X, "(n_volumes, n_features)")
+        return self._filter(make_delays(X, self.delays))
+
+    def fit(self, X, Y, progress=None, cancel=None):
+        """Fit on regressors ``X`` (n_volumes, n_features) and fMRI ``Y`` (n_volumes, n_voxels).
+
+        Returns
+        -------
+        self
+        """
+        X, Y = _check_XY(X, Y)
+        Xp = self._design(X)
+        Yp = self._filter(Y)
+        if not np.all(np.isfinite(Yp)):
+            bad = np.flatnonzero(~np.isfinite(Yp).all(0))
+            raise FMRIInputError(
+                f"'Y' holds NaN or infinite values in {bad.size} voxel columns "
+                f"(first {bad[:5].tolist()}); remove them (mask) before encoding."
+            )
+        std = Yp.std(0, dtype=np.float64)
+        scale_ref = np.abs(Y).max(0) if Y.size else std
+        constant = std <= 1e-6 * np.maximum(scale_ref, np.finfo(np.float32).tiny)
+        if constant.any():
+            import warnings
+
+            warnings.warn(
+                f"{int(constant.sum())} of {constant.size} voxels have no variance after "
+                f"filtering (first {np.flatnonzero(constant)[:5].tolist()}); their scores are 0.",
+                ConstantColumnsWarning, stacklevel=2,
+            )
+        y_scale = np.where(constant | (not self.standardize_Y), 1.0, std).astype(Yp.dtype)
+        if self.standardize_Y:
+            Yp /= y_scale
+        Yp[:, constant] = 0.0
+
+        folds = contiguous_folds(X.shape[0], self.n_folds, self.gap)
+        common = dict(alpha_score=self.alpha_score, solver=self.solver, backend=self.backend,
+                      device=self.device, dtype=self.dtype, chunk_size=self.chunk_size,
+                      progress=progress, cancel=cancel)
+        cv = cv_ridge_scores(Xp, Yp, folds, self.alphas, inner_folds=self.inner_folds,
+                             gap=self.gap, **common)
+        final_folds = contiguous_folds(X.shape[0], self.inner_folds, self.gap)
+        final = ridge_cv_fit(Xp, Yp, final_folds, self.alphas, **common)
+
+        self.r2_, self.r_ = cv.r2, cv.r
+        self.r2_folds_, self.r_folds_, self.alpha_folds_ = cv.r2_folds, cv.r_folds, cv.alpha_folds
+        self.alpha_ = final.alpha
+        self.cv_scores_ = final.cv_scores
+        self.coef_, self.intercept_ = final.coef, final.intercept
+        self.x_mean_, self.x_scale_ = final.x_mean, final.x_scale
+        self.y_mean_ = np.zeros(Y.shape[1], dtype=final.coef.dtype)
+        self.y_scale_ = y_scale.astype(final.coef.dtype)
+        self.constant_voxels_ = constant
+        self.folds_ = folds
+        self.alphas_ = cv.alphas
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        """Predicted (filtered, standardised if ``standardize_Y``) fMRI for regressors ``X``.
+
+        ``X`` goes through the same delays and filter as in ``fit`` and is standardised
+        with the statistics stored at fit time.
+
+        Returns
+        -------
+        Y_pred : ndarray of shape (n_volumes, n_voxels)
+        """
+        if not hasattr(self, "coef_"):
+            raise NotFittedError("This CVRidgeEncoder is not fitted yet; call 'fit' first.")
+        X = _as_float_2d("X", X, "(n_volumes, n_features)")
+        if X.shape[1] != self.n_features_in_:
+            raise ShapeError(
+                f"'X' must have {self.n_features_in_} columns (regressors) as in fit; "
+                f"{X.shape[1]} were provided."
+            )
+        Xp = self._design(X).astype(self.coef_.dtype)
+        return ((Xp - self.x_mean_) / self.x_scale_) @ self.coef_ + self.intercept_
