@@ -372,7 +372,8 @@ class CVRidgeScores:
 def cv_ridge_scores(X, Y, folds, alphas=DEFAULT_ALPHAS, *, inner_folds: int = 4, gap: int = 5,
                     alpha_score: str = "r2", standardize: bool = True, solver: str = "auto",
                     backend: str = "numpy", device: str | None = None, dtype: str | None = None,
-                    chunk_size: int | None = None, progress=None, cancel=None) -> CVRidgeScores:
+                    chunk_size: int | None = None, fixed_alpha=None, progress=None,
+                    cancel=None) -> CVRidgeScores:
     """Nested cross-validated ridge: held-out R² and r of every voxel.
 
     For each outer fold: the regressors are standardised with the training fold's
@@ -410,6 +411,9 @@ def cv_ridge_scores(X, Y, folds, alphas=DEFAULT_ALPHAS, *, inner_folds: int = 4,
         Default: float64 when both inputs are float64, else float32.
     chunk_size : int, optional
         Voxels per chunk; default bounds the α-path working set (32 MiB on CPU).
+    fixed_alpha : float or array of shape (n_voxels,), optional
+        Skip the inner CV and use this α for every fold (e.g. each voxel's α from a fit
+        on the real data, to build a cheap permutation null); ``alphas`` is then ignored.
     progress : callable, optional
         ``progress("cross-validated ridge", done_chunks, n_chunks)``.
     cancel : object with ``is_set()``, optional
@@ -422,7 +426,18 @@ def cv_ridge_scores(X, Y, folds, alphas=DEFAULT_ALPHAS, *, inner_folds: int = 4,
     X, Y = _check_XY(X, Y)
     n_volumes, n_voxels = Y.shape
     folds = _check_folds(folds, n_volumes)
-    alphas_np = np.sort(_check_alphas(alphas))
+    fixed_idx = None
+    if fixed_alpha is not None:
+        fixed = np.broadcast_to(_check_alphas(fixed_alpha), (n_voxels,)) if np.ndim(fixed_alpha) == 0 \
+            else _check_alphas(fixed_alpha)
+        if fixed.shape != (n_voxels,):
+            raise ShapeError(
+                f"'fixed_alpha' must be a number or an array of shape ({n_voxels},) (one per voxel); "
+                f"shape {np.shape(fixed_alpha)} was provided."
+            )
+        alphas_np, fixed_idx = np.unique(fixed, return_inverse=True)
+    else:
+        alphas_np = np.sort(_check_alphas(alphas))
     inner_folds = _check_int("inner_folds", inner_folds, 2)
     gap = _check_int("gap", gap, 0)
     check_choice("alpha_score", alpha_score, ALPHA_SCORES)
@@ -435,7 +450,7 @@ def cv_ridge_scores(X, Y, folds, alphas=DEFAULT_ALPHAS, *, inner_folds: int = 4,
     max_test = 1
     for train, test in folds:
         inner = []
-        if len(alphas_np) > 1:
+        if len(alphas_np) > 1 and fixed_idx is None:
             for itrain, itest in _folds_of(np.sort(train), inner_folds, gap):
                 inner.append(_factorise(bk, Xb, itrain, itest, standardize=standardize, solver=solver))
                 max_test = max(max_test, len(itest))
@@ -456,6 +471,8 @@ def cv_ridge_scores(X, Y, folds, alphas=DEFAULT_ALPHAS, *, inner_folds: int = 4,
         for o, (inner, outer, G_table) in enumerate(plans):
             if inner:
                 best, _ = _select_alphas(bk, inner, Yc, alphas_b, alpha_score)
+            elif fixed_idx is not None:
+                best = _index(bk, np.ascontiguousarray(fixed_idx[start:start + step]))
             else:
                 best = _index(bk, np.zeros(Yc.shape[1], dtype=np.intp))
             W, y_mean = _refit(bk, outer, Yc, G_table, best)
