@@ -1,0 +1,376 @@
+"""Atom explorer: a sortable table of atoms; clicking one shows its map, time course and layers.
+
+The explorer follows the viewer: when a result's layers appear (opened with the
+reader, ``brainorg view`` or the pipeline widget) it loads that result's atom maps
+in a worker thread, keeps them in memory (:class:`~.layers.AtomMaps`), and from
+then on a click or a threshold move only swaps data or a colormap in place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+from superqt import QLabeledDoubleSlider
+
+from . import layers as _layers
+from ._atom_table import COLUMNS, atom_rows
+from ._plots import LayerHistogramCanvas, TimecourseCanvas
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+    import pandas
+
+    from ..io.results import ResultFolder
+
+
+@dataclass
+class ExplorerState:
+    """Everything the explorer shows for one model of one result, loaded once."""
+
+    result: ResultFolder
+    model: str
+    maps: _layers.AtomMaps
+    timecourses: np.ndarray  # (n_volumes, k)
+    layer_hist: pandas.DataFrame | None  # k rows x layer columns
+    rows: pandas.DataFrame
+    words: list[str]
+
+
+def load_state(path: str | Path, model: str | None = None, stat: str = "z") -> ExplorerState:
+    """Read what the explorer needs from a result folder (runs in a worker thread)."""
+    from ..io.results import ResultFolder
+
+    result = ResultFolder(path)
+    if model is None:
+        if not result.models:
+            raise ValueError(f"{str(result.path)!r} holds no model results.")
+        model = result.models[0]
+    maps = _layers.AtomMaps.from_result(result, model, stat=stat)
+    timecourses = result.atom_timecourses(model)
+    rows = atom_rows(result, model, n_atoms=maps.n_atoms)
+    return ExplorerState(result=result, model=model, maps=maps, timecourses=timecourses,
+                         layer_hist=result.layer_histogram(model), rows=rows,
+                         words=result.words_per_volume())
+
+
+class _SortableItem(QTableWidgetItem):
+    """A cell that sorts by its number when it has one."""
+
+    def __lt__(self, other):
+        a, b = self.data(Qt.UserRole + 1), other.data(Qt.UserRole + 1)
+        if a is not None and b is not None:
+            return a < b
+        return super().__lt__(other)
+
+
+class AtomExplorer(QWidget):
+    """Dock widget: the atoms of a result, their maps, time courses and layer histograms.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+
+    Signals
+    -------
+    loaded(object)
+        A result's atoms are ready (argument: :class:`ExplorerState`).
+    atom_shown(int)
+        An atom's map is in the map layer.
+    """
+
+    loaded = Signal(object)
+    atom_shown = Signal(int)
+    failed = Signal(str)
+
+    def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.state: ExplorerState | None = None
+        self.atom: int | None = None
+        self._worker = None
+        self._loading: tuple[str, str | None, str] | None = None
+        self._own_layer = False
+
+        self.header = QLabel("Open a result folder (File ▸ Open Folder…) or run the pipeline.")
+        self.header.setWordWrap(True)
+        self.open_button = QPushButton("Open result folder…")
+        self.open_button.clicked.connect(self._choose_folder)
+        self.model_combo = QComboBox()
+        self.model_combo.activated.connect(self._on_model_chosen)
+        self.stat_combo = QComboBox()
+        self.stat_combo.addItems(["z", "coef"])
+        self.stat_combo.setToolTip("z: group statistic of each atom's map; coef: mean coefficient")
+        self.stat_combo.activated.connect(self._on_stat_chosen)
+        self.threshold_slider = QLabeledDoubleSlider(Qt.Horizontal)
+        self.threshold_slider.setToolTip("Voxels with |map| under this value are transparent")
+        self.threshold_slider.setDecimals(2)
+        self.threshold_slider.valueChanged.connect(self.set_threshold)
+        self.r2_slider = QLabeledDoubleSlider(Qt.Horizontal)
+        self.r2_slider.setToolTip("R² at or under this value is transparent (the R² layer's lower contrast limit)")
+        self.r2_slider.setDecimals(3)
+        self.r2_slider.valueChanged.connect(self.set_r2_threshold)
+
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels([h for _, h in COLUMNS])
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setSortingEnabled(True)
+        self.table.itemSelectionChanged.connect(self._on_row_selected)
+
+        self.timecourse = TimecourseCanvas(self)
+        self.histogram = LayerHistogramCanvas(self)
+
+        form = QFormLayout()
+        form.addRow("model", self.model_combo)
+        form.addRow("map", self.stat_combo)
+        form.addRow("|map| ≥", self.threshold_slider)
+        form.addRow("R² >", self.r2_slider)
+        splitter = QSplitter(Qt.Vertical)
+        splitter.addWidget(self.table)
+        splitter.addWidget(self.timecourse)
+        splitter.addWidget(self.histogram)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.header)
+        layout.addWidget(self.open_button)
+        layout.addLayout(form)
+        layout.addWidget(splitter, 1)
+        self._set_enabled(False)
+
+        self.viewer.layers.events.inserted.connect(self._on_layer_inserted)
+        existing = _layers.find_layer(self.viewer, "atom_map")
+        if existing is not None:
+            self._follow_layer(existing)
+
+    # -- loading ----------------------------------------------------------------------
+    def _set_enabled(self, on: bool) -> None:
+        for widget in (self.model_combo, self.stat_combo, self.threshold_slider, self.table):
+            widget.setEnabled(on)
+        self.r2_slider.setEnabled(on and self._r2_layer() is not None)
+
+    def _choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a napari-brainorg result folder")
+        if folder:
+            self.open_result(folder)
+
+    def open_result(self, path: str | Path, model: str | None = None) -> None:
+        """Show a result folder's layers in the viewer; the explorer follows them."""
+        from napari.utils.notifications import show_error
+
+        try:
+            _layers.add_result_layers(self.viewer, path, model)
+        except (OSError, ValueError) as exc:
+            show_error(f"Cannot open {str(path)!r}: {exc}")
+            self.failed.emit(str(exc))
+
+    def set_result(self, path: str | Path, model: str | None = None, stat: str | None = None) -> None:
+        """Load a result's atoms in a worker thread; :attr:`loaded` fires when ready."""
+        from superqt.utils import create_worker
+
+        stat = stat or self.stat_combo.currentText()
+        key = (str(path), model, stat)
+        if self._loading == key:
+            return
+        self._loading = key
+        self.header.setText(f"Loading {Path(path).name} …")
+        self._set_enabled(False)
+        worker = create_worker(load_state, str(path), model, stat, _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(lambda state, key=key: self._on_loaded(state, key))
+        worker.errored.connect(lambda exc, key=key: self._on_load_error(exc, key))
+        self._worker = worker
+        worker.start()
+
+    def _on_load_error(self, exc: Exception, key) -> None:
+        from napari.utils.notifications import show_error
+
+        if self._loading == key:
+            self._loading = None
+        self.header.setText(f"Could not load {key[0]!r}: {exc}")
+        show_error(f"Atom explorer: could not load {key[0]!r}: {exc}")
+        self.failed.emit(str(exc))
+
+    def _on_loaded(self, state: ExplorerState, key) -> None:
+        if self._loading != key:  # a newer request superseded this one
+            return
+        self._loading = None
+        self.state = state
+        maps = state.maps
+        simulated = "  —  SIMULATED DATA" if state.result.simulated else ""
+        self.header.setText(f"<b>{state.result.path.name}</b>: {state.model}, {maps.n_atoms} atoms{simulated}")
+        self.model_combo.clear()
+        self.model_combo.addItems(state.result.models)
+        self.model_combo.setCurrentText(state.model)
+        self.stat_combo.setCurrentText(maps.stat)
+        self._fill_table(state.rows)
+        self.timecourse.set_story(state.result.tr, state.words)
+        if state.layer_hist is not None:
+            self.histogram.set_layers(list(state.layer_hist.columns))
+
+        layer = _layers.find_layer(self.viewer, "atom_map")
+        threshold = maps.default_threshold()
+        if layer is not None and layer.metadata.get("stat") == maps.stat and "threshold" in layer.metadata:
+            threshold = float(layer.metadata["threshold"])
+        self.threshold_slider.blockSignals(True)
+        self.threshold_slider.setRange(0.0, float(max(maps.vmax.max(), threshold, 1e-6)))
+        self.threshold_slider.setValue(threshold)
+        self.threshold_slider.blockSignals(False)
+        self._sync_r2_slider()
+        self._set_enabled(True)
+        atom = 0
+        if layer is not None and layer.metadata.get("atom") is not None:
+            atom = int(layer.metadata["atom"])
+        self.select_atom(min(atom, maps.n_atoms - 1))
+        self.loaded.emit(state)
+
+    def _fill_table(self, rows) -> None:
+        self.table.blockSignals(True)
+        self.table.setSortingEnabled(False)
+        self.table.clearContents()
+        self.table.setRowCount(len(rows))
+        for r, row in enumerate(rows.itertuples(index=False)):
+            for c, (column, _) in enumerate(COLUMNS):
+                value = getattr(row, column)
+                if isinstance(value, (int, np.integer)):
+                    item = _SortableItem(str(int(value)))
+                    item.setData(Qt.UserRole + 1, int(value))
+                elif isinstance(value, (float, np.floating)):
+                    item = _SortableItem("" if np.isnan(value) else f"{value:.2f}")
+                    item.setData(Qt.UserRole + 1, float(value) if not np.isnan(value) else -np.inf)
+                else:
+                    item = _SortableItem(str(value))
+                    item.setToolTip(str(value))
+                item.setData(Qt.UserRole, int(row.atom))
+                self.table.setItem(r, c, item)
+        self.table.setSortingEnabled(True)
+        self.table.blockSignals(False)
+
+    # -- following the viewer's layers ---------------------------------------------------
+    def _on_layer_inserted(self, event) -> None:
+        layer = event.value
+        if layer.metadata.get(_layers.ROLE) == "atom_map" and not self._own_layer:
+            self._follow_layer(layer)
+
+    def _follow_layer(self, layer) -> None:
+        path = layer.metadata.get(_layers.RESULT)
+        if not path:
+            return
+        stat = layer.metadata.get("stat", self.stat_combo.currentText())
+        self._loading = None  # a new layer of a result: reload even if it is the same folder
+        self.set_result(path, layer.metadata.get(_layers.MODEL), stat)
+
+    def _atom_layer(self):
+        state = self.state
+        self._own_layer = True
+        try:
+            return _layers.ensure_atom_map_layer(self.viewer, state.maps, state.result.path, state.model,
+                                                 threshold=self.threshold_slider.value())
+        finally:
+            self._own_layer = False
+
+    def _r2_layer(self):
+        return _layers.find_layer(self.viewer, "r2")
+
+    def _sync_r2_slider(self) -> None:
+        layer = self._r2_layer()
+        self.r2_slider.blockSignals(True)
+        if layer is not None:
+            top = float(np.max(layer.data)) if layer.data.size else 1.0
+            self.r2_slider.setRange(0.0, max(top, 1e-6))
+            self.r2_slider.setValue(float(layer.contrast_limits[0]))
+        self.r2_slider.blockSignals(False)
+
+    # -- user actions ---------------------------------------------------------------------
+    def select_atom(self, atom: int) -> None:
+        """Show ``atom``: its map in the map layer, its time course and layer histogram."""
+        if self.state is None:
+            return
+        state = self.state
+        layer = self._atom_layer()
+        _layers.show_atom(layer, state.maps, int(atom), self.threshold_slider.value())
+        self.atom = int(atom)
+        if 0 <= atom < state.timecourses.shape[1]:
+            self.timecourse.set_timecourse(state.timecourses[:, atom], atom)
+        if state.layer_hist is not None and atom in state.layer_hist.index:
+            self.histogram.set_counts(state.layer_hist.loc[atom].to_numpy(), atom)
+        self._select_row_of(atom)
+        self.atom_shown.emit(int(atom))
+
+    def row_of_atom(self, atom: int) -> int | None:
+        """Table row (after sorting) that holds ``atom``."""
+        for r in range(self.table.rowCount()):
+            item = self.table.item(r, 0)
+            if item is not None and item.data(Qt.UserRole) == atom:
+                return r
+        return None
+
+    def _select_row_of(self, atom: int) -> None:
+        row = self.row_of_atom(atom)
+        if row is None or self.table.currentRow() == row:
+            return
+        self.table.blockSignals(True)
+        self.table.selectRow(row)
+        self.table.blockSignals(False)
+
+    def _on_row_selected(self) -> None:
+        items = self.table.selectedItems()
+        if not items:
+            return
+        atom = items[0].data(Qt.UserRole)
+        if atom is not None and atom != self.atom:
+            self.select_atom(int(atom))
+
+    def set_threshold(self, value: float) -> None:
+        """Hide atom-map voxels with ``|value|`` under ``value`` (live)."""
+        if self.state is None:
+            return
+        layer = _layers.find_layer(self.viewer, "atom_map")
+        if layer is not None:
+            _layers.set_map_threshold(layer, float(value))
+        if abs(self.threshold_slider.value() - value) > 1e-9:
+            self.threshold_slider.blockSignals(True)
+            self.threshold_slider.setValue(value)
+            self.threshold_slider.blockSignals(False)
+
+    def set_r2_threshold(self, value: float) -> None:
+        """Hide R² at or under ``value`` in the R² layer (live)."""
+        layer = self._r2_layer()
+        if layer is not None:
+            _layers.set_r2_threshold(layer, float(value))
+
+    def _on_model_chosen(self, index: int) -> None:
+        if self.state is None:
+            return
+        model = self.model_combo.itemText(index)
+        if model and model != self.state.model:
+            self.open_result(self.state.result.path, model)
+
+    def _on_stat_chosen(self, index: int) -> None:
+        if self.state is None:
+            return
+        stat = self.stat_combo.itemText(index)
+        if stat != self.state.maps.stat:
+            layer = _layers.find_layer(self.viewer, "atom_map")
+            if layer is not None:
+                layer.metadata.pop("threshold", None)
+            self.set_result(self.state.result.path, self.state.model, stat)

@@ -1,0 +1,646 @@
+"""Turn NIfTI volumes and result folders into napari layers: the one place that does.
+
+World space
+-----------
+Every volume keeps its NIfTI world coordinates (scanner / MNI millimetres): the
+layer's ``affine`` is the file's voxel-to-world affine, so a map, the template and
+an atlas read from different files line up whatever their orientation (the bundled
+atlases are LAS, Narratives data RAS) or voxel size. napari displays the last two
+axes of its world, so both the voxel axes and the world axes are put in reverse
+order: napari's world axes are ``(z, y, x)`` in mm and the default 2D view is an
+axial slice. A voxel ``(i, j, k)`` of the file is ``data[k, j, i]`` of the layer
+and sits at world ``(z, y, x)`` where ``(x, y, z, 1) = img.affine @ (i, j, k, 1)``.
+
+Maps and thresholds
+-------------------
+An atom's map is ONE image layer (``'atom map'``) whose data are replaced when
+another atom is chosen. Activated (positive) and deactivated (negative) parts
+take two colour ranges of one diverging colormap (blue to cyan below zero, red to
+yellow above) with symmetric contrast limits ``(-vmax, vmax)``; voxels whose
+absolute value lies under the threshold are transparent. The threshold lives in
+the colormap, so moving it never copies the volume and the status bar keeps
+showing the map's true value. The R² map has its own layer; its threshold is the
+lower contrast limit (values at or under it are transparent), so napari's own
+contrast slider moves it too.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+    import nibabel as nib
+
+    from ..io.results import ResultFolder
+
+#: napari's world axes for every volume this plugin shows
+WORLD_AXES = ("z", "y", "x")
+#: key of the metadata entry that says which part of a result a layer shows
+ROLE = "brainorg_role"
+#: metadata key of the result folder a layer belongs to
+RESULT = "brainorg_result"
+#: metadata key of the model a layer belongs to
+MODEL = "brainorg_model"
+
+TEMPLATE_NAME = "MNI template"
+ATOM_MAP_NAME = "atom map"
+DEFAULT_Z_THRESHOLD = 2.3
+DEFAULT_R2_THRESHOLD = 0.05
+
+_REVERSE = np.eye(4)[[2, 1, 0, 3]]
+
+
+# -- NIfTI -> (data, affine) ------------------------------------------------------
+
+
+def napari_affine(affine: np.ndarray) -> np.ndarray:
+    """Convert a NIfTI voxel-to-world affine to the layer affine of :data:`WORLD_AXES`.
+
+    Parameters
+    ----------
+    affine : ndarray of shape (4, 4)
+        Maps voxel ``(i, j, k, 1)`` to world ``(x, y, z, 1)`` in mm.
+
+    Returns
+    -------
+    ndarray of shape (4, 4)
+        Maps layer index ``(k, j, i, 1)`` to world ``(z, y, x, 1)``.
+    """
+    affine = np.asarray(affine, dtype=float)
+    if affine.shape != (4, 4):
+        raise ValueError(f"A NIfTI affine must have shape (4, 4); got shape {affine.shape}.")
+    return _REVERSE @ affine @ _REVERSE
+
+
+def volume_to_layer(data: np.ndarray) -> np.ndarray:
+    """Reverse the three spatial axes of ``data`` (i, j, k[, t]) -> ([t,] k, j, i).
+
+    The result is a view, not a copy.
+    """
+    data = np.asarray(data)
+    if data.ndim == 3:
+        return data.transpose(2, 1, 0)
+    if data.ndim == 4:
+        return data.transpose(3, 2, 1, 0)
+    raise ValueError(f"Expected a 3D or 4D volume; got an array with shape {data.shape}.")
+
+
+def nifti_layer_arrays(img: nib.spatialimages.SpatialImage, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """Data and layer affine of a NIfTI image in napari's axis order.
+
+    Parameters
+    ----------
+    img : nibabel image, 3D or 4D
+    dtype : numpy dtype or None
+        Cast of the data (``None`` keeps the file's dtype).
+
+    Returns
+    -------
+    data : ndarray of shape (nz, ny, nx) or (nt, nz, ny, nx)
+        Voxel ``(i, j, k)`` of the file is ``data[k, j, i]`` (``data[t, k, j, i]``).
+    affine : ndarray of shape (4, 4) or (5, 5)
+        Layer affine; a 4D image gets an identity on its leading volume axis.
+    """
+    raw = np.asanyarray(img.dataobj)
+    if dtype is not None:
+        raw = raw.astype(dtype, copy=False)
+    if raw.ndim == 4 and raw.shape[3] == 1:
+        raw = raw[..., 0]
+    data = volume_to_layer(raw)
+    affine3 = napari_affine(img.affine)
+    if data.ndim == 3:
+        return data, affine3
+    affine4 = np.eye(5)
+    affine4[1:, 1:] = affine3
+    return data, affine4
+
+
+def world_of_voxel(img_affine: np.ndarray, ijk) -> np.ndarray:
+    """World position ``(z, y, x)`` in mm of the file voxel ``(i, j, k)``."""
+    xyz = np.asarray(img_affine, float) @ np.r_[np.asarray(ijk, float), 1.0]
+    return xyz[:3][::-1]
+
+
+def looks_like_labels(data: np.ndarray, max_labels: int = 1000) -> bool:
+    """True for a 3D volume of non-negative whole numbers with few distinct values.
+
+    Such a volume (an atlas, a mask) is shown as a Labels layer.
+    """
+    if data.ndim != 3:
+        return False
+    if np.issubdtype(data.dtype, np.bool_):
+        return True
+    if np.issubdtype(data.dtype, np.integer):
+        values = np.unique(data)
+    else:
+        # a random sample first, so a real-valued map is rejected without a full pass
+        flat = data.ravel()
+        sample = flat[:: max(1, flat.size // 20000)]
+        if not np.all(np.isfinite(sample)) or np.any(sample != np.round(sample)):
+            return False
+        if not (np.all(np.isfinite(flat)) and np.array_equal(flat, np.round(flat))):
+            return False
+        values = np.unique(flat)
+    return bool(values.min() >= 0 and 1 < values.size <= max_labels)
+
+
+# -- colormaps ---------------------------------------------------------------------
+
+_NEG_FAR = (0.55, 0.95, 1.0, 1.0)  # light cyan at -vmax
+_NEG_NEAR = (0.0, 0.25, 1.0, 1.0)  # blue just under -threshold
+_POS_NEAR = (0.85, 0.0, 0.0, 1.0)  # red just above +threshold
+_POS_FAR = (1.0, 1.0, 0.2, 1.0)  # yellow at +vmax
+_CLEAR = (0.0, 0.0, 0.0, 0.0)
+
+
+def diverging_threshold_colormap(threshold: float, vmax: float, name: str = "brainorg atom"):
+    """Diverging colormap for contrast limits ``(-vmax, vmax)``, clear for ``|v| < threshold``.
+
+    Negative values run from blue (at ``-threshold``) to cyan (at ``-vmax``),
+    positive ones from red (``+threshold``) to yellow (``+vmax``).
+
+    Returns
+    -------
+    napari.utils.Colormap
+        Six control points; the clear band is ``[0.5 - t, 0.5 + t]`` with
+        ``t = threshold / (2 vmax)``.
+    """
+    from napari.utils.colormaps import Colormap
+
+    vmax = float(vmax) if np.isfinite(vmax) and vmax > 0 else 1.0
+    half = min(max(float(threshold), 0.0) / (2.0 * vmax), 0.5)
+    eps = 1e-4
+    low = min(0.5 - half, 0.5 - eps)
+    high = max(0.5 + half, 0.5 + eps)
+    low = max(low, 2 * eps)
+    high = min(high, 1 - 2 * eps)
+    delta = min(eps, (high - low) / 3)
+    controls = [0.0, low, low + delta, high - delta, high, 1.0]
+    colors = [_NEG_FAR, _NEG_NEAR, _CLEAR, _CLEAR, _POS_NEAR, _POS_FAR]
+    return Colormap(colors=colors, controls=controls, name=name, interpolation="linear")
+
+
+def sequential_threshold_colormap(name: str = "brainorg r2"):
+    """Dark red to yellow, clear at the lower contrast limit (the threshold)."""
+    from napari.utils.colormaps import Colormap
+
+    colors = [_CLEAR, (0.5, 0.0, 0.0, 1.0), (1.0, 0.35, 0.0, 1.0), (1.0, 1.0, 0.4, 1.0)]
+    return Colormap(colors=colors, controls=[0.0, 1e-3, 0.5, 1.0], name=name, interpolation="linear")
+
+
+def visible_fraction(layer, values: np.ndarray) -> np.ndarray:
+    """Opacity (alpha in [0, 1]) with which ``layer`` draws each of ``values``.
+
+    The same mapping the canvas applies: contrast limits, then the colormap.
+    """
+    lo, hi = layer.contrast_limits
+    norm = (np.asarray(values, float) - lo) / max(hi - lo, np.finfo(float).tiny)
+    return layer.colormap.map(np.clip(norm, 0.0, 1.0).ravel())[:, 3].reshape(np.shape(values))
+
+
+# -- atom maps: precomputed once, shown in place -------------------------------------
+
+
+@dataclass
+class AtomMaps:
+    """Every atom map of one model, held inside the mask, for instant display.
+
+    Attributes
+    ----------
+    values : ndarray of shape (k, n_voxels), float32
+        Map value of each atom in each mask voxel.
+    flat_index : ndarray of shape (n_voxels,), int64
+        Position of each mask voxel in a raveled layer volume (napari order).
+    shape : tuple of int
+        Layer volume shape ``(nz, ny, nx)``.
+    affine : ndarray of shape (4, 4)
+        Layer affine (:func:`napari_affine` of the maps' NIfTI affine).
+    nifti_affine : ndarray of shape (4, 4)
+        The maps' own voxel-to-world affine.
+    vmax : ndarray of shape (k,)
+        Largest absolute value of each atom's map (its contrast limit).
+    stat : str
+        ``'z'`` (group statistic) or ``'coef'`` (group mean coefficient).
+    """
+
+    values: np.ndarray
+    flat_index: np.ndarray
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+    nifti_affine: np.ndarray
+    vmax: np.ndarray
+    stat: str
+    _buffer: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def n_atoms(self) -> int:
+        return int(self.values.shape[0])
+
+    @classmethod
+    def from_images(cls, maps_img, mask_img=None, stat: str = "z") -> AtomMaps:
+        """Build from a 4D map image (one volume per atom) and an optional mask.
+
+        Parameters
+        ----------
+        maps_img : nibabel image of shape (nx, ny, nz, k)
+        mask_img : nibabel image of shape (nx, ny, nz) or None
+            Voxels outside it are never shown; without one, every voxel that is
+            non-zero in some atom's map is kept.
+        stat : str
+        """
+        data = np.asarray(maps_img.dataobj, dtype=np.float32)
+        if data.ndim == 3:
+            data = data[..., None]
+        if data.ndim != 4:
+            raise ValueError(
+                f"Atom maps must be a 4D image (one volume per atom); got shape {data.shape}."
+            )
+        spatial = data.shape[:3]
+        if mask_img is not None:
+            mask = np.asarray(mask_img.dataobj) > 0
+            if mask.shape != spatial:
+                raise ValueError(
+                    f"The mask has shape {mask.shape}; the atom maps' volumes have shape {spatial}."
+                )
+        else:
+            mask = np.any(data != 0, axis=3)
+        i, j, k = np.nonzero(mask)
+        values = np.ascontiguousarray(data[i, j, k, :].T)  # (k_atoms, n_voxels)
+        np.nan_to_num(values, copy=False)
+        shape = (spatial[2], spatial[1], spatial[0])
+        flat_index = np.ravel_multi_index((k, j, i), shape)
+        vmax = np.abs(values).max(axis=1) if values.shape[1] else np.zeros(values.shape[0])
+        return cls(
+            values=values,
+            flat_index=flat_index,
+            shape=shape,
+            affine=napari_affine(maps_img.affine),
+            nifti_affine=np.asarray(maps_img.affine, float),
+            vmax=vmax.astype(float),
+            stat=stat,
+        )
+
+    @classmethod
+    def from_result(cls, result: ResultFolder, model: str | None = None, stat: str = "z") -> AtomMaps:
+        """Load a model's atom maps from a result folder (``stat`` falls back to ``'coef'``)."""
+        img = result.atom_maps(model, stat=stat)
+        if img is None and stat == "z":
+            stat = "coef"
+            img = result.atom_maps(model, stat=stat)
+        if img is None:
+            raise FileNotFoundError(f"{str(result.path)!r} holds no atom maps for model {model!r}.")
+        return cls.from_images(img, result.mask_img(model), stat=stat)
+
+    def volume(self, atom: int, out: np.ndarray | None = None) -> np.ndarray:
+        """The map of ``atom`` as a layer volume of shape :attr:`shape` (napari order)."""
+        if not 0 <= atom < self.n_atoms:
+            raise IndexError(f"'atom' must be in [0, {self.n_atoms - 1}]; {atom!r} was provided.")
+        if out is None:
+            out = np.zeros(self.shape, dtype=np.float32)
+        out.ravel()[self.flat_index] = self.values[atom]
+        return out
+
+    def default_threshold(self) -> float:
+        """2.3 for z maps; for coefficient maps the median non-zero absolute value."""
+        if self.stat == "z":
+            return DEFAULT_Z_THRESHOLD
+        nonzero = np.abs(self.values[self.values != 0])
+        return float(np.median(nonzero)) if nonzero.size else 0.0
+
+
+def show_atom(layer, maps: AtomMaps, atom: int, threshold: float | None = None) -> None:
+    """Put ``atom``'s map in ``layer`` (in place) with the given threshold.
+
+    The layer's data are replaced by a fresh volume (napari re-slices only what it
+    shows); contrast limits become ``(-vmax, vmax)`` of that atom.
+    """
+    volume = maps.volume(atom)
+    vmax = float(maps.vmax[atom]) or 1.0
+    if threshold is None:
+        threshold = float(layer.metadata.get("threshold", maps.default_threshold()))
+    layer.metadata["atom"] = int(atom)
+    layer.metadata["threshold"] = float(threshold)
+    layer.metadata["stat"] = maps.stat
+    layer.data = volume
+    layer.contrast_limits_range = (-vmax, vmax)
+    layer.contrast_limits = (-vmax, vmax)
+    layer.colormap = diverging_threshold_colormap(threshold, vmax)
+
+
+def ensure_atom_map_layer(viewer: napari.Viewer, maps: AtomMaps, result_path, model: str | None,
+                          atom: int = 0, threshold: float | None = None):
+    """The viewer's atom-map layer of this result, created (on top) when there is none."""
+    for layer in reversed(list(viewer.layers)):
+        if layer.metadata.get(ROLE) == "atom_map" and layer.metadata.get(RESULT) == str(result_path):
+            return layer
+    if threshold is None:
+        threshold = maps.default_threshold()
+    vmax = float(maps.vmax[atom]) or 1.0
+    return viewer.add_image(
+        maps.volume(atom), name=ATOM_MAP_NAME, affine=maps.affine, axis_labels=WORLD_AXES,
+        colormap=diverging_threshold_colormap(threshold, vmax), contrast_limits=(-vmax, vmax),
+        blending="translucent",
+        metadata={ROLE: "atom_map", RESULT: str(result_path), MODEL: model, "atom": int(atom),
+                  "stat": maps.stat, "threshold": float(threshold)},
+    )
+
+
+def set_map_threshold(layer, threshold: float) -> None:
+    """Hide ``|value| < threshold`` in an atom-map layer (only its colormap changes)."""
+    vmax = float(max(abs(layer.contrast_limits[0]), abs(layer.contrast_limits[1])))
+    layer.metadata["threshold"] = float(threshold)
+    layer.colormap = diverging_threshold_colormap(threshold, vmax)
+
+
+def set_r2_threshold(layer, threshold: float) -> None:
+    """Hide R² at or under ``threshold`` (the lower contrast limit of the R² layer)."""
+    lo_range, hi_range = layer.contrast_limits_range
+    hi = max(float(layer.contrast_limits[1]), float(threshold) + 1e-6)
+    if threshold < lo_range or hi > hi_range:
+        layer.contrast_limits_range = (min(lo_range, float(threshold)), max(hi_range, hi))
+    layer.metadata["threshold"] = float(threshold)
+    layer.contrast_limits = (float(threshold), hi)
+
+
+# -- networks ------------------------------------------------------------------------
+
+
+def network_colormap(labels: np.ndarray, colors: np.ndarray, visible: np.ndarray | None = None):
+    """Labels colormap giving each network its atlas colour; hidden networks are clear.
+
+    Parameters
+    ----------
+    labels : ndarray of shape (n_networks,), int
+    colors : ndarray of shape (n_networks, 4), RGBA in [0, 1]
+    visible : ndarray of shape (n_networks,), bool, optional
+    """
+    from napari.utils.colormaps import DirectLabelColormap
+
+    colors = np.array(colors, dtype=float)
+    if visible is not None:
+        colors[~np.asarray(visible, bool), 3] = 0.0
+    color_dict: dict[Any, Any] = {int(v): c for v, c in zip(labels, colors)}
+    color_dict[None] = np.zeros(4)
+    color_dict[0] = np.zeros(4)
+    return DirectLabelColormap(color_dict=color_dict)
+
+
+def _normalise_colors(colors: np.ndarray) -> np.ndarray:
+    colors = np.asarray(colors, dtype=float)
+    if colors.ndim != 2 or colors.shape[1] not in (3, 4):
+        raise ValueError(f"Atlas colours must have shape (n, 4); got shape {colors.shape}.")
+    if colors.shape[1] == 3:
+        colors = np.c_[colors, np.ones(len(colors))]
+    if colors.size and colors[:, :3].max() > 1.0:
+        colors = colors / np.array([255.0, 255.0, 255.0, 255.0 if colors[:, 3].max() > 1 else 1.0])
+    return colors
+
+
+def atlas_label_values(result: ResultFolder, atlas: str) -> np.ndarray:
+    """Label value of each network of ``atlas`` (row order of its table)."""
+    import pandas as pd
+
+    table_path = result.file(f"networks/atlas_{atlas}.tsv")
+    names = result.atlas_network_names(atlas)
+    if table_path.exists():
+        table = pd.read_csv(table_path, sep="\t")
+        for column in ("index", "label"):
+            if column in table.columns:
+                return table[column].to_numpy(dtype=int)
+    return np.arange(1, len(names) + 1)
+
+
+def network_layer_data(result: ResultFolder, atlas: str, model: str | None = None):
+    """Labels layer-data tuple of an atlas's networks, or ``None`` without a label image."""
+    img = result.atlas_label_image(atlas)
+    if img is None:
+        return None
+    data, affine = nifti_layer_arrays(img, dtype=None)
+    data = np.rint(data).astype(np.int32) if not np.issubdtype(data.dtype, np.integer) else data.astype(np.int32)
+    names = result.atlas_network_names(atlas)
+    labels = atlas_label_values(result, atlas)
+    colors = _normalise_colors(result.atlas_colors(atlas))
+    import pandas as pd
+
+    features = pd.DataFrame({"index": labels, "network": names})
+    kwargs = {
+        "name": f"networks ({atlas})",
+        "affine": affine,
+        "axis_labels": WORLD_AXES,
+        "opacity": 0.9,
+        "blending": "translucent",
+        "contour": 1,
+        "features": features,
+        "colormap": network_colormap(labels, colors),
+        "metadata": {
+            ROLE: "networks",
+            RESULT: str(result.path),
+            MODEL: model,
+            "atlas": atlas,
+            "labels": labels.tolist(),
+            "names": list(names),
+            "colors": colors.tolist(),
+            "visible": [True] * len(labels),
+        },
+    }
+    return (data, kwargs, "labels")
+
+
+def set_network_visible(layer, label: int, visible: bool) -> None:
+    """Show or hide one network of a networks layer (only the colormap changes)."""
+    labels = np.asarray(layer.metadata["labels"])
+    flags = np.asarray(layer.metadata["visible"], bool)
+    hit = labels == int(label)
+    if not hit.any():
+        raise ValueError(f"'label' must be one of {labels.tolist()}; {label!r} was provided.")
+    flags[hit] = bool(visible)
+    layer.metadata["visible"] = flags.tolist()
+    layer.colormap = network_colormap(labels, np.asarray(layer.metadata["colors"]), flags)
+
+
+# -- result folder -> layers -----------------------------------------------------------
+
+
+def template_layer_data(path: str | os.PathLike):
+    """Image layer-data tuple of an anatomical template (grey, robust contrast)."""
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    data, affine = nifti_layer_arrays(img)
+    nonzero = data[data != 0]
+    lo, hi = (np.percentile(nonzero, [1, 99.5]) if nonzero.size else (0.0, 1.0))
+    kwargs = {
+        "name": TEMPLATE_NAME,
+        "affine": affine,
+        "axis_labels": WORLD_AXES,
+        "colormap": "gray",
+        "contrast_limits": (float(lo), float(hi)),
+        "metadata": {ROLE: "template", "path": str(path)},
+    }
+    return (data, kwargs, "image")
+
+
+def r2_layer_data(result: ResultFolder, model: str, kind: str | None = None, threshold: float | None = None):
+    """Image layer-data tuple of the R² map (``kind`` 'cv', else 'sparse'), or ``None``."""
+    kinds = [kind] if kind else ["cv", "sparse"]
+    for kind_ in kinds:
+        img = result.r2_map(model, kind=kind_)
+        if img is not None:
+            break
+    else:
+        return None
+    data, affine = nifti_layer_arrays(img)
+    data = np.nan_to_num(data, copy=True)
+    top = float(data.max()) if data.size else 1.0
+    top = top if top > 0 else 1.0
+    if threshold is None:
+        threshold = min(DEFAULT_R2_THRESHOLD, 0.5 * top)
+    kwargs = {
+        "name": f"R² ({kind_}, {model})",
+        "affine": affine,
+        "axis_labels": WORLD_AXES,
+        "colormap": sequential_threshold_colormap(),
+        "contrast_limits": (float(threshold), top),
+        "blending": "translucent",
+        "opacity": 0.85,
+        "metadata": {ROLE: "r2", RESULT: str(result.path), MODEL: model, "kind": kind_,
+                     "threshold": float(threshold)},
+    }
+    return (data, kwargs, "image")
+
+
+def atom_map_layer_data(result: ResultFolder, model: str, atom: int = 0, stat: str = "z",
+                        threshold: float | None = None):
+    """Image layer-data tuple of one atom's map (reads that volume only)."""
+    img = result.atom_maps(model, stat=stat)
+    if img is None and stat == "z":
+        stat = "coef"
+        img = result.atom_maps(model, stat=stat)
+    if img is None:
+        return None
+    volume = np.asarray(img.dataobj[..., atom], dtype=np.float32)
+    volume = np.nan_to_num(volume)
+    data = volume_to_layer(volume)
+    vmax = float(np.abs(volume).max()) or 1.0
+    if threshold is None:
+        if stat == "z":
+            threshold = DEFAULT_Z_THRESHOLD
+        else:
+            nonzero = np.abs(volume[volume != 0])
+            threshold = float(np.median(nonzero)) if nonzero.size else 0.0
+    kwargs = {
+        "name": ATOM_MAP_NAME,
+        "affine": napari_affine(img.affine),
+        "axis_labels": WORLD_AXES,
+        "colormap": diverging_threshold_colormap(threshold, vmax),
+        "contrast_limits": (-vmax, vmax),
+        "blending": "translucent",
+        "metadata": {ROLE: "atom_map", RESULT: str(result.path), MODEL: model, "atom": int(atom),
+                     "stat": stat, "threshold": float(threshold)},
+    }
+    return (data, kwargs, "image")
+
+
+def result_layer_data(result: ResultFolder | str | os.PathLike, model: str | None = None, *,
+                      atlas: str | None = None, stat: str = "z") -> list[tuple]:
+    """Layer-data tuples of a result folder, bottom to top.
+
+    MNI template, networks of ``atlas`` (the first of the result's atlases when
+    ``None``, drawn as outlines), R² map (hidden while an atom map is shown), the
+    map of atom 0. Each carries ``metadata[ROLE]`` (and the
+    result's path and model) so that the widgets find them.
+
+    Parameters
+    ----------
+    result : ResultFolder or path
+    model : str, optional
+        One of ``result.models`` (the first when ``None``).
+    atlas : str, optional
+    stat : {'z', 'coef'}
+    """
+    from ..io.results import ResultFolder
+
+    if not isinstance(result, ResultFolder):
+        result = ResultFolder(result)
+    if model is None:
+        if not result.models:
+            raise ValueError(f"{str(result.path)!r} holds no model results (summary.json 'models' is empty).")
+        model = result.models[0]
+    elif model not in result.models:
+        from ..errors import check_choice
+
+        check_choice("model", model, result.models)
+    out = [template_layer_data(result.template_path())]
+    atlases = result.atlas_names()
+    if atlas is None and atlases:
+        atlas = atlases[0]
+    if atlas is not None:
+        networks = network_layer_data(result, atlas, model)
+        if networks is not None:
+            networks[1]["visible"] = True
+            out.append(networks)
+    r2 = r2_layer_data(result, model)
+    atom_map = atom_map_layer_data(result, model, 0, stat)
+    if r2 is not None:
+        # one map at a time: the R² map is one click (its eye) away
+        r2[1]["visible"] = atom_map is None
+        out.append(r2)
+    if atom_map is not None:
+        out.append(atom_map)
+    return out
+
+
+def find_layer(viewer: napari.Viewer, role: str):
+    """The top-most layer of ``viewer`` whose metadata role is ``role``, or ``None``."""
+    for layer in reversed(list(viewer.layers)):
+        if layer.metadata.get(ROLE) == role:
+            return layer
+    return None
+
+
+def add_result_layers(viewer: napari.Viewer, result: ResultFolder | str | os.PathLike,
+                      model: str | None = None, **kwargs) -> dict[str, Any]:
+    """Show a result folder in ``viewer``; returns ``{role: layer}``.
+
+    Layers of an earlier result (same roles) are removed first, so running the
+    pipeline again replaces its layers instead of piling new ones on top.
+    """
+    from napari.layers import Layer
+
+    items = result_layer_data(result, model, **kwargs)
+    roles = {item[1]["metadata"][ROLE] for item in items}
+    for layer in [layer for layer in viewer.layers if layer.metadata.get(ROLE) in roles]:
+        viewer.layers.remove(layer)
+    added: dict[str, Any] = {}
+    for data, layer_kwargs, layer_type in items:
+        layer = Layer.create(data, layer_kwargs, layer_type)
+        viewer.add_layer(layer)
+        added[layer_kwargs["metadata"][ROLE]] = layer
+    set_axial_view(viewer)
+    return added
+
+
+def set_axial_view(viewer: napari.Viewer) -> None:
+    """Axial slices seen from above, anterior up, the subject's right on the right."""
+    if viewer.dims.ndim < 3:
+        return
+    viewer.dims.ndisplay = 2
+    viewer.camera.orientation2d = ("up", "right")
+    # the slice through the world origin (MNI: the anterior commissure) when it is in range
+    axis = viewer.dims.ndim - 3
+    lo, hi, _ = viewer.dims.range[axis]
+    if lo <= 0.0 <= hi:
+        viewer.dims.set_point(axis, 0.0)
+    viewer.reset_view()
+
+
+def result_path_of(layer) -> Path | None:
+    """The result folder a layer came from, or ``None``."""
+    path = layer.metadata.get(RESULT)
+    return Path(path) if path else None

@@ -1,0 +1,52 @@
+"""A napari window showing a result folder, as ``brainorg view DIR`` opens it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+
+    from ..io.results import ResultFolder
+
+
+def open_viewer(result: ResultFolder | str, *, model: str | None = None, atlas: str | None = None,
+                atom: int = 0, pipeline: bool = True, viewer: napari.Viewer | None = None,
+                show: bool = True):
+    """Open (or reuse) a viewer with ``result`` loaded and the plugin's widgets docked.
+
+    Returns
+    -------
+    napari.Viewer
+        Its widgets are in ``viewer.window.dock_widgets``
+        ('Atom explorer', 'Brain networks' and, unless ``pipeline=False``, 'Run pipeline').
+    """
+    import napari
+
+    from . import layers as _layers
+    from .explorer import AtomExplorer
+    from .networks_widget import NetworksWidget
+    from .pipeline_widget import PipelineWidget
+
+    if viewer is None:
+        viewer = napari.Viewer(title="napari-brainorg", show=show)
+    explorer = AtomExplorer(viewer)
+    networks = NetworksWidget(viewer)
+    viewer.window.add_dock_widget(explorer, name="Atom explorer", area="right")
+    viewer.window.add_dock_widget(networks, name="Brain networks", area="right")
+    if pipeline:
+        viewer.window.add_dock_widget(PipelineWidget(viewer), name="Run pipeline", area="left")
+    _layers.add_result_layers(viewer, result, model, atlas=atlas)
+    if atom:
+        def _show_first(state, atom=atom):
+            explorer.loaded.disconnect(_show_first)
+            explorer.select_atom(min(int(atom), state.maps.n_atoms - 1))
+
+        explorer.loaded.connect(_show_first)
+    return viewer
+
+
+def run_event_loop(viewer) -> None:  # pragma: no cover - interactive
+    import napari
+
+    napari.run()
