@@ -433,9 +433,8 @@ def network_layer_data(result: ResultFolder, atlas: str, model: str | None = Non
         "name": f"networks ({atlas})",
         "affine": affine,
         "axis_labels": WORLD_AXES,
-        "opacity": 0.9,
+        "opacity": 0.5,
         "blending": "translucent",
-        "contour": 1,
         "features": features,
         "colormap": network_colormap(labels, colors),
         "metadata": {
@@ -450,6 +449,12 @@ def network_layer_data(result: ResultFolder, atlas: str, model: str | None = Non
         },
     }
     return (data, kwargs, "labels")
+
+
+def outline_networks(layer, on: bool = True) -> None:
+    """Draw a networks layer as outlines in the atlas colours (``on``) or filled."""
+    layer.contour = 1 if on else 0
+    layer.opacity = 0.9 if on else 0.5
 
 
 def set_network_visible(layer, label: int, visible: bool) -> None:
@@ -552,7 +557,7 @@ def result_layer_data(result: ResultFolder | str | os.PathLike, model: str | Non
     """Layer-data tuples of a result folder, bottom to top.
 
     MNI template, networks of ``atlas`` (the first of the result's atlases when
-    ``None``, drawn as outlines), R² map (hidden while an atom map is shown), the
+    ``None``; filled; :func:`add_result_layers` draws them as outlines), R² map (hidden while an atom map is shown), the
     map of atom 0. Each carries ``metadata[ROLE]`` (and the
     result's path and model) so that the widgets find them.
 
@@ -617,9 +622,13 @@ def add_result_layers(viewer: napari.Viewer, result: ResultFolder | str | os.Pat
     roles = {item[1]["metadata"][ROLE] for item in items}
     for layer in [layer for layer in viewer.layers if layer.metadata.get(ROLE) in roles]:
         viewer.layers.remove(layer)
+    # outlines go on top of the maps (a filled overlay, as the reader gives, goes under them)
+    items.sort(key=lambda item: item[1]["metadata"][ROLE] == "networks")
     added: dict[str, Any] = {}
     for data, layer_kwargs, layer_type in items:
         layer = Layer.create(data, layer_kwargs, layer_type)
+        if layer_kwargs["metadata"][ROLE] == "networks":
+            outline_networks(layer)
         viewer.add_layer(layer)
         added[layer_kwargs["metadata"][ROLE]] = layer
     set_axial_view(viewer)
@@ -631,7 +640,8 @@ def set_axial_view(viewer: napari.Viewer) -> None:
     if viewer.dims.ndim < 3:
         return
     viewer.dims.ndisplay = 2
-    viewer.camera.orientation2d = ("up", "right")
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    camera.orientation2d = ("up", "right")
     # the slice through the world origin (MNI: the anterior commissure) when it is in range
     axis = viewer.dims.ndim - 3
     lo, hi, _ = viewer.dims.range[axis]

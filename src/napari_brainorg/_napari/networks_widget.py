@@ -152,7 +152,7 @@ class NetworksWidget(QWidget):
     def set_outline(self, on: bool) -> None:
         """Draw the networks as outlines (``True``) or filled."""
         if self.layer is not None:
-            self.layer.contour = 1 if on else 0
+            _layers.outline_networks(self.layer, on)
 
     def _on_item_changed(self, item: QListWidgetItem) -> None:
         self.set_network_visible(int(item.data(Qt.UserRole)), item.checkState() == Qt.Checked)
@@ -175,6 +175,7 @@ class NetworksWidget(QWidget):
         old = self.layer
         position = list(self.viewer.layers).index(old)
         new = Layer.create(*item)
+        _layers.outline_networks(new, bool(old.contour))
         self.viewer.layers.remove(old)
         self.viewer.layers.insert(position, new)  # attach() runs through the inserted event
 

@@ -1,0 +1,233 @@
+"""Atom explorer, networks panel and screenshots, on the tiny SIMULATED result folder."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+napari = pytest.importorskip("napari")
+
+from qtpy.QtCore import Qt  # noqa: E402
+
+from napari_brainorg._napari import layers as L  # noqa: E402
+from napari_brainorg._napari.explorer import AtomExplorer  # noqa: E402
+from napari_brainorg._napari.networks_widget import NetworksWidget, visible_labels  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+
+def _explorer(viewer, qtbot, path):
+    explorer = AtomExplorer(viewer)
+    viewer.window.add_dock_widget(explorer, name="Atom explorer")
+    with qtbot.waitSignal(explorer.loaded, timeout=30000):
+        L.add_result_layers(viewer, path)
+    return explorer
+
+
+def _click_row(qtbot, table, row):
+    rect = table.visualItemRect(table.item(row, 1))
+    qtbot.mouseClick(table.viewport(), Qt.LeftButton, pos=rect.center())
+
+
+def _atom_layers(viewer):
+    return [layer for layer in viewer.layers if layer.metadata.get(L.ROLE) == "atom_map"]
+
+
+def test_clicking_a_row_shows_exactly_that_atom_in_place(make_napari_viewer, qtbot, tiny_result):
+    path, truth = tiny_result
+    viewer = make_napari_viewer()
+    explorer = _explorer(viewer, qtbot, path)
+    table = explorer.table
+    assert table.rowCount() == 4
+    n_layers = len(viewer.layers)
+    (layer,) = _atom_layers(viewer)
+
+    for atom in (1, 2, 0, 3):
+        _click_row(qtbot, table, explorer.row_of_atom(atom))
+        assert explorer.atom == atom
+        assert _atom_layers(viewer) == [layer]  # the same layer, updated in place
+        assert len(viewer.layers) == n_layers
+        expected = truth["z"][..., atom].transpose(2, 1, 0)
+        np.testing.assert_allclose(layer.data, expected * truth["mask"].T, atol=1e-6)
+        assert layer.metadata["atom"] == atom
+        vmax = float(np.abs(truth["z"][..., atom][truth["mask"]]).max())
+        assert layer.contrast_limits == pytest.approx([-vmax, vmax], rel=1e-5)
+
+    # world placement: a known Default-network voxel of atom 1 (+5 planted)
+    _click_row(qtbot, table, explorer.row_of_atom(1))
+    i, j, k = np.argwhere((truth["atlas"] == 7) & truth["mask"])[10]
+    world = L.world_of_voxel(truth["affine"], (i, j, k))
+    np.testing.assert_allclose(layer.data_to_world([k, j, i]), world)
+    np.testing.assert_allclose(world, (truth["affine"] @ [i, j, k, 1])[:3][::-1])
+    viewer.dims.set_point(0, world[0])
+    assert layer.get_value(world, world=True) == pytest.approx(truth["z"][i, j, k, 1])
+    assert layer.get_value(world, world=True) > 3.0
+
+    # sorting by number of ANs, then clicking the first row shows the atom with fewest ANs
+    table.sortItems(1, Qt.AscendingOrder)
+    _click_row(qtbot, table, 0)
+    assert explorer.atom == int(np.argmin(truth["hist"].sum(1)))
+
+    # its time course and layer histogram are what the result holds
+    atom = explorer.atom
+    np.testing.assert_allclose(explorer.timecourse.line.get_ydata(), truth["atoms"][:, atom], rtol=1e-6)
+    heights = [bar.get_height() for bar in explorer.histogram.bars]
+    np.testing.assert_array_equal(heights, truth["hist"][atom])
+
+
+def test_timecourse_shows_the_words_of_the_volume_under_the_cursor(make_napari_viewer, qtbot, tiny_result):
+    path, truth = tiny_result
+    viewer = make_napari_viewer()
+    explorer = _explorer(viewer, qtbot, path)
+    canvas = explorer.timecourse
+    words = truth["words"]
+    volume = int(words["volume"].iloc[-1])  # "pie man" at 9.1-9.4 s, TR 1.5 -> volume 6
+    expected = " ".join(words.loc[words["volume"] == volume, "word"])
+    # a mouse move over the plot at that volume's time, as matplotlib delivers it
+    from matplotlib.backend_bases import MouseEvent
+
+    canvas.draw()
+    x, y = canvas.ax.transData.transform((volume * 1.5, float(np.mean(canvas.ax.get_ylim()))))
+    canvas.callbacks.process("motion_notify_event", MouseEvent("motion_notify_event", canvas, x, y))
+    assert canvas.words_text.get_text().endswith(expected)
+    assert expected == "pie man"
+    assert canvas.cursor.get_xdata()[0] == pytest.approx(volume * 1.5)
+
+
+def test_moving_the_threshold_changes_what_is_shown(make_napari_viewer, qtbot, tiny_result):
+    path, truth = tiny_result
+    viewer = make_napari_viewer()
+    explorer = _explorer(viewer, qtbot, path)
+    explorer.select_atom(1)
+    layer = _atom_layers(viewer)[0]
+    data_before = layer.data.copy()
+    z = layer.data
+
+    def shown(thr):
+        alpha = L.visible_fraction(layer, z)
+        return alpha > 0.5
+
+    counts = {}
+    for thr in (1.0, 3.0, 5.5):
+        explorer.threshold_slider.setValue(thr)  # the slider, as a user drags it
+        assert layer.metadata["threshold"] == pytest.approx(thr)
+        visible = shown(thr)
+        counts[thr] = int(visible.sum())
+        # exactly the voxels at or above the threshold in absolute value are drawn
+        np.testing.assert_array_equal(visible[np.abs(z) > thr * 1.01], True)
+        np.testing.assert_array_equal(visible[np.abs(z) < thr * 0.99], False)
+    assert counts[1.0] > counts[3.0] > counts[5.5] > 0
+    np.testing.assert_array_equal(layer.data, data_before)  # only the colormap moved
+    # both parts stay: deactivated (blue) and activated (red) voxels above 3
+    explorer.threshold_slider.setValue(3.0)
+    rgba = layer.colormap.map(np.clip((z - layer.contrast_limits[0]) / np.ptp(layer.contrast_limits), 0, 1).ravel())
+    rgba = rgba.reshape(z.shape + (4,))
+    assert rgba[z < -3][:, 2].min() > 0.9 and rgba[z > 3][:, 0].min() > 0.8
+
+    # the R² layer has its own threshold
+    r2 = L.find_layer(viewer, "r2")
+    explorer.r2_slider.setValue(0.1)
+    assert r2.contrast_limits[0] == pytest.approx(0.1)
+    assert L.visible_fraction(r2, np.array([0.05, 0.15])).tolist() == pytest.approx([0.0, 1.0], abs=0.02)
+    assert layer.metadata["threshold"] == pytest.approx(3.0)  # the atom map's threshold is untouched
+
+
+def test_networks_colours_names_and_toggling(make_napari_viewer, qtbot, tiny_result):
+    path, truth = tiny_result
+    viewer = make_napari_viewer()
+    widget = NetworksWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Brain networks")
+    L.add_result_layers(viewer, path)
+    layer = widget.layer
+    assert layer is L.find_layer(viewer, "networks")
+    assert widget.list.count() == 7
+    np.testing.assert_array_equal(layer.data, truth["atlas"].transpose(2, 1, 0))
+    # atlas colours
+    np.testing.assert_allclose(layer.colormap.map(np.array([7]))[0, :3], np.array([205, 62, 78]) / 255, atol=1e-3)
+    # the name under the mouse: napari's status for a Default-network voxel
+    i, j, k = np.argwhere(truth["atlas"] == 7)[5]
+    world = L.world_of_voxel(truth["affine"], (i, j, k))
+    viewer.dims.set_point(0, world[0])
+    status = layer.get_status(world, world=True)
+    assert "network: Default" in status["coordinates"]
+    viewer.layers.selection.active = layer
+    viewer.mouse_over_canvas = True
+    viewer.cursor.position = world
+    assert "network: Default" in str(viewer._calc_status_from_cursor()[0])
+
+    # toggling Default off (checkbox) makes it transparent, others keep their colour
+    item = widget.list.item(6)
+    assert item.data(Qt.UserRole) == 7
+    item.setCheckState(Qt.Unchecked)
+    assert 7 not in visible_labels(layer)
+    assert layer.colormap.map(np.array([7]))[0, 3] == 0
+    assert layer.colormap.map(np.array([1]))[0, 3] > 0.9
+    item.setCheckState(Qt.Checked)
+    assert layer.colormap.map(np.array([7]))[0, 3] > 0.9
+    widget.outline.setChecked(False)
+    assert layer.contour == 0
+
+
+def _colour_classes(img):
+    rgb = img[..., :3].astype(int)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    grey = (np.abs(r - g) < 12) & (np.abs(g - b) < 12) & (r > 40)
+    hot = (r > 170) & (b < 90) & (r - b > 120)  # red..yellow: activated
+    cold = (b > 170) & (r < 120) & (b - r > 80)  # blue..cyan: deactivated
+    return grey, hot, cold
+
+
+def test_screenshot_shows_the_overlay_on_the_template(make_napari_viewer, qtbot, tiny_result, artifacts_dir):
+    import imageio.v3 as iio
+
+    path, truth = tiny_result
+    viewer = make_napari_viewer(show=True)
+    explorer = _explorer(viewer, qtbot, path)
+    viewer.window._qt_window.resize(1400, 900)
+    qtbot.wait(50)
+    explorer.select_atom(1)  # +5 in Default, -5 in Somatomotor
+    explorer.threshold_slider.setValue(3.0)
+    # the axial slice (z, mm) where both planted networks have the most voxels
+    atlas = truth["atlas"]
+    both = np.minimum((atlas == 7).sum((0, 1)), (atlas == 2).sum((0, 1)))
+    z_mm = float((truth["affine"] @ [0, 0, int(np.argmax(both)), 1])[2])
+    viewer.dims.set_point(0, z_mm)
+    viewer.reset_view()
+
+    networks = L.find_layer(viewer, "networks")
+    networks.visible = False
+    qtbot.wait(50)
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    iio.imwrite(artifacts_dir / "napari_atom1_on_template.png", shot)
+    grey, hot, cold = _colour_classes(shot)
+    assert grey.sum() > 2000, "the template is not visible"
+    assert hot.sum() > 300, "no activated (red/yellow) overlay"
+    assert cold.sum() > 300, "no deactivated (blue) overlay"
+
+    # the overlay lies on the brain: the same pixels show template when the map is hidden
+    atom_layer = _atom_layers(viewer)[0]
+    atom_layer.visible = False
+    qtbot.wait(50)
+    under = viewer.screenshot(canvas_only=True, flash=False)
+    grey_under, _, _ = _colour_classes(under)
+    assert grey_under[hot | cold].mean() > 0.9
+    assert not (hot | cold)[_colour_classes(under)[1] | _colour_classes(under)[2]].any()
+
+    # a higher threshold draws fewer coloured pixels
+    atom_layer.visible = True
+    explorer.threshold_slider.setValue(5.5)
+    qtbot.wait(50)
+    _, hot_high, cold_high = _colour_classes(viewer.screenshot(canvas_only=True, flash=False))
+    assert hot_high.sum() + cold_high.sum() < 0.5 * (hot.sum() + cold.sum())
+
+    # with the network outlines (atlas colours) on, for the record
+    explorer.threshold_slider.setValue(3.0)
+    networks.visible = True
+    qtbot.wait(50)
+    full = viewer.screenshot(canvas_only=True, flash=False)
+    iio.imwrite(artifacts_dir / "napari_atom1_networks.png", full)
+    default_rgb = np.array([205, 62, 78])
+    somato_rgb = np.array([70, 130, 180])
+    for rgb in (default_rgb, somato_rgb):
+        close = np.abs(full[..., :3].astype(int) - rgb).max(-1) < 40
+        assert close.sum() > 20, f"no outline in colour {rgb}"
