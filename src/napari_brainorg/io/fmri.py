@@ -1,0 +1,884 @@
+"""fMRI inputs: 4D NIfTI runs through a brain mask, or region time series.
+
+Every subject heard the same story, so every subject's data has the same number of
+volumes and, after loading, the same columns (voxels of one analysis mask, or named
+regions). Problems in the inputs are either errors that name the file and the value,
+or documented fixes that are warned about and recorded in :attr:`FMRIData.notes`:
+
+===============================  ===================================================
+input                            what happens
+===============================  ===================================================
+3D image, one volume             :class:`~napari_brainorg.errors.FMRIInputError`
+volume count != ``n_volumes``    :class:`~napari_brainorg.errors.FMRIInputError`
+NaN/inf inside the mask          error (``on_nan="error"``, default) or the voxels
+                                 leave the mask (``on_nan="drop"``), noted and warned
+constant voxels inside the mask  leave the mask (all subjects), noted and warned
+                                 (:class:`DroppedVoxelsWarning`)
+image on another grid            resampled to the mask grid (continuous), noted and
+                                 warned (:class:`~napari_brainorg.errors.ResamplingWarning`);
+                                 an affine that differs by axis order or flips only
+                                 is reoriented exactly, without interpolation
+header TR != ``tr``              ``tr`` wins; noted and warned (:class:`TRMismatchWarning`)
+subjects on different grids      each resampled to the mask grid; with ``mask=None``
+                                 (mask computed from the data) an error
+===============================  ===================================================
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._progress import check_cancel, report
+from ..errors import (
+    BrainorgWarning,
+    FMRIInputError,
+    ResamplingWarning,
+    ShapeError,
+    check_choice,
+    did_you_mean,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import nibabel
+
+__all__ = [
+    "DroppedVoxelsWarning",
+    "FMRIData",
+    "TRMismatchWarning",
+    "find_bids_runs",
+    "load_fmri",
+    "load_mask",
+    "load_region_timeseries",
+    "to_grid",
+]
+
+
+class DroppedVoxelsWarning(BrainorgWarning):
+    """Voxels or regions left out of the analysis (constant, or NaN when asked)."""
+
+
+class TRMismatchWarning(BrainorgWarning):
+    """The repetition time in an image header differs from the one given."""
+
+
+def _nilearn_no_standardize():
+    # nilearn >= 0.14 spells "no standardisation" None (False is deprecated there);
+    # earlier versions accept only False.
+    import nilearn
+
+    major, minor = (int(v) for v in nilearn.__version__.split(".")[:2])
+    return None if (major, minor) >= (0, 14) else False
+
+
+#: Volumes resampled at once: bounds the memory of a resampled run.
+_RESAMPLE_CHUNK = 32
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class FMRIData:
+    """fMRI of the subjects who heard one story, ready for the encoding models.
+
+    Attributes
+    ----------
+    data : list of ndarray of shape (n_volumes, n_voxels) or (n_volumes, n_regions)
+        float32, one per subject, the same columns for every subject.
+    subjects : list of str
+    kind : {"voxels", "regions"}
+    mask_img : nibabel.Nifti1Image or None
+        For voxels: the 3D analysis mask (uint8) on the data grid; column ``j`` of
+        every array is the ``j``-th non-zero voxel of the mask in C order (nilearn's
+        order). ``None`` for regions.
+    region_names : list of str or None
+        Column names for regions; ``None`` for voxels.
+    tr : float or None
+        Repetition time in seconds (given, or read from the headers).
+    sources : list of str
+        Where each subject's data came from.
+    notes : list of str
+        Every fix applied to the inputs (resampling, reorientation, dropped voxels...).
+    """
+
+    data: list[np.ndarray]
+    subjects: list[str]
+    kind: str
+    mask_img: nibabel.Nifti1Image | None
+    region_names: list[str] | None
+    tr: float | None
+    sources: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n_volumes(self) -> int:
+        return int(self.data[0].shape[0])
+
+    @property
+    def n_features(self) -> int:
+        """Number of voxels (or regions) per subject."""
+        return int(self.data[0].shape[1])
+
+    def unmask(self, values) -> nibabel.Nifti1Image:
+        """Put values of the mask's voxels back into a volume on the data grid.
+
+        Parameters
+        ----------
+        values : array-like of shape (n_voxels,) or (n_maps, n_voxels)
+
+        Returns
+        -------
+        nibabel.Nifti1Image
+            3D for one map, 4D (x, y, z, n_maps) for several; 0 outside the mask.
+        """
+        if self.kind != "voxels" or self.mask_img is None:
+            raise FMRIInputError(
+                "unmask needs voxel data with a mask; this FMRIData holds regions "
+                f"({self.region_names[:3] if self.region_names else []}...)."
+            )
+        return unmask(values, self.mask_img)
+
+
+def unmask(values, mask_img) -> nibabel.Nifti1Image:
+    """Volume(s) on ``mask_img``'s grid from values of its non-zero voxels (C order).
+
+    Parameters
+    ----------
+    values : array-like of shape (n_voxels,) or (n_maps, n_voxels)
+    mask_img : nibabel.Nifti1Image
+        3D mask.
+    """
+    import nibabel as nib
+
+    mask = np.asarray(mask_img.dataobj) > 0
+    values = np.asarray(values)
+    n_vox = int(mask.sum())
+    if values.ndim not in (1, 2) or values.shape[-1] != n_vox:
+        raise ShapeError(
+            f"'values' must have shape (n_voxels,) or (n_maps, n_voxels) with "
+            f"n_voxels={n_vox} (voxels in the mask); got shape {values.shape}."
+        )
+    dtype = np.float32 if values.dtype.kind == "f" else values.dtype
+    if values.ndim == 1:
+        vol = np.zeros(mask.shape, dtype=dtype)
+        vol[mask] = values
+    else:
+        vol = np.zeros(mask.shape + (values.shape[0],), dtype=dtype)
+        vol[mask] = values.T
+    return nib.Nifti1Image(vol, mask_img.affine)
+
+
+# --------------------------------------------------------------------------- grids
+
+
+def _load_img(img, what: str):
+    import nibabel as nib
+
+    if isinstance(img, (str, os.PathLike)):
+        path = Path(img)
+        if not path.is_file():
+            raise FileNotFoundError(f"{what} {str(path)!r} does not exist.")
+        try:
+            return nib.load(str(path))
+        except Exception as exc:  # nibabel raises several types for unreadable files
+            raise FMRIInputError(f"{what} {str(path)!r} cannot be read as NIfTI: {exc}") from exc
+    if isinstance(img, nib.spatialimages.SpatialImage):
+        return img
+    raise TypeError(f"{what} must be a NIfTI path or a nibabel image; got {type(img).__name__}.")
+
+
+def _name(img, fallback: str) -> str:
+    if isinstance(img, (str, os.PathLike)):
+        return Path(img).name
+    fname = getattr(img, "get_filename", lambda: None)()
+    return Path(fname).name if fname else fallback
+
+
+def load_mask(mask="mni") -> nibabel.Nifti1Image:
+    """The analysis mask as a 3D uint8 image.
+
+    Parameters
+    ----------
+    mask : "mni", path or nibabel image
+        ``"mni"``: the bundled FSL MNI152 2 mm brain mask (91×109×91, LAS). Any other
+        3D image is binarised (value > 0); a 4D image with one volume is accepted.
+    """
+    import nibabel as nib
+
+    if isinstance(mask, str) and mask == "mni":
+        from ..datasets import mni_mask_path
+
+        mask = str(mni_mask_path())
+    img = _load_img(mask, "mask")
+    data = np.asarray(img.dataobj)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise ShapeError(
+            f"The mask {_name(mask, 'image')!r} must be 3D; got shape {data.shape}."
+        )
+    binary = (np.nan_to_num(data) > 0).astype(np.uint8)
+    if not binary.any():
+        raise FMRIInputError(f"The mask {_name(mask, 'image')!r} has no non-zero voxel.")
+    out = nib.Nifti1Image(binary, img.affine)
+    out.set_qform(img.affine, code=1)
+    out.set_sform(img.affine, code=1)
+    return out
+
+
+def same_grid(affine_a, shape_a, affine_b, shape_b, atol: float = 1e-3) -> bool:
+    """True when two images share their voxel grid (shape and affine)."""
+    return tuple(shape_a[:3]) == tuple(shape_b[:3]) and np.allclose(affine_a, affine_b, atol=atol)
+
+
+def _reorientation(src_affine, src_shape, dst_affine, dst_shape, atol: float = 1e-3):
+    """Axis permutation and flips mapping the source grid onto the target grid exactly.
+
+    Returns ``(perm, flips)`` such that ``np.flip(np.transpose(src, perm), flips)`` is
+    on the target grid, or ``None`` when the grids differ by more than axis order and
+    direction (voxel size, shift, rotation, field of view).
+    """
+    t = np.linalg.inv(dst_affine) @ src_affine  # source voxel -> target voxel
+    rot, shift = t[:3, :3], t[:3, 3]
+    rounded = np.round(rot)
+    if not np.allclose(rot, rounded, atol=atol) or not np.allclose(shift, np.round(shift), atol=atol):
+        return None
+    if not (np.abs(rounded).sum(axis=0) == 1).all() or not (np.abs(rounded).sum(axis=1) == 1).all():
+        return None
+    perm, flips = [], []
+    for j in range(3):  # target axis j takes source axis i
+        i = int(np.flatnonzero(rounded[j])[0])
+        sign = rounded[j, i]
+        n_src, n_dst = src_shape[i], dst_shape[j]
+        if n_src != n_dst:
+            return None
+        offset = round(shift[j])
+        # index_dst = sign * index_src + offset must map 0..n-1 onto 0..n-1
+        if sign > 0 and offset != 0:
+            return None
+        if sign < 0 and offset != n_dst - 1:
+            return None
+        perm.append(i)
+        if sign < 0:
+            flips.append(j)
+    return perm, tuple(flips)
+
+
+def to_grid(data: np.ndarray, src_affine, target_img, *, interpolation: str = "continuous",
+            what: str = "image", notes: list[str] | None = None, warn: bool = True,
+            stacklevel: int = 3) -> np.ndarray:
+    """Bring a 3D or 4D array from its grid onto ``target_img``'s grid.
+
+    Same grid: returned as is. Same voxels in another axis order or direction (e.g.
+    RAS vs the LAS of the FSL MNI152 grid): reoriented exactly, noted. Otherwise
+    resampled with nilearn (``interpolation``: "continuous" or "nearest"), noted and
+    warned with :class:`~napari_brainorg.errors.ResamplingWarning`.
+
+    Parameters
+    ----------
+    data : ndarray of shape (x, y, z) or (x, y, z, t)
+    src_affine : ndarray of shape (4, 4)
+    target_img : nibabel image
+        3D image whose grid (shape and affine) is the target.
+    """
+    import nibabel as nib
+
+    dst_shape = target_img.shape[:3]
+    dst_affine = target_img.affine
+    if same_grid(src_affine, data.shape, dst_affine, dst_shape):
+        return data
+    ornt = _reorientation(src_affine, data.shape[:3], dst_affine, dst_shape)
+    if ornt is not None:
+        perm, flips = ornt
+        out = np.transpose(data, list(perm) + list(range(3, data.ndim)))
+        if flips:
+            out = np.flip(out, flips)
+        if notes is not None:
+            notes.append(f"{what}: reoriented to the mask grid (axes {perm}, flipped {list(flips)}); "
+                         "same voxels, no interpolation.")
+        return np.ascontiguousarray(out)
+
+    from nilearn.image import resample_img
+
+    src_zooms = np.sqrt((np.asarray(src_affine)[:3, :3] ** 2).sum(0))
+    dst_zooms = np.sqrt((np.asarray(dst_affine)[:3, :3] ** 2).sum(0))
+    msg = (f"{what}: resampled ({interpolation}) from its grid {tuple(data.shape[:3])} "
+           f"({_fmt_zooms(src_zooms)} mm) to the mask grid {tuple(dst_shape)} "
+           f"({_fmt_zooms(dst_zooms)} mm).")
+    if warn:
+        warnings.warn(msg, ResamplingWarning, stacklevel=stacklevel)
+    if notes is not None:
+        notes.append(msg)
+
+    def _resample(block):
+        img = nib.Nifti1Image(block, src_affine)
+        with warnings.catch_warnings():
+            # nilearn's own notes about resampling (and NaN handling) are covered by ours
+            warnings.simplefilter("ignore")
+            res = resample_img(img, target_affine=dst_affine, target_shape=dst_shape,
+                               interpolation=interpolation, force_resample=True,
+                               copy_header=True)
+        return np.asarray(res.dataobj)
+
+    if data.ndim == 3:
+        out = _resample(data)
+        return out.astype(data.dtype) if interpolation == "nearest" else out.astype(np.float32)
+    out = np.empty(tuple(dst_shape) + data.shape[3:], dtype=np.float32)
+    for start in range(0, data.shape[3], _RESAMPLE_CHUNK):
+        stop = min(start + _RESAMPLE_CHUNK, data.shape[3])
+        out[..., start:stop] = _resample(data[..., start:stop])
+    return out
+
+
+def _fmt_zooms(z) -> str:
+    return "×".join(f"{v:g}" for v in np.round(z, 3))
+
+
+# --------------------------------------------------------------------------- NIfTI runs
+
+
+def _header_tr(img) -> float | None:
+    zooms = img.header.get_zooms()
+    if len(zooms) < 4 or not np.isfinite(zooms[3]) or zooms[3] <= 0:
+        return None
+    tr = float(zooms[3])
+    try:
+        unit = img.header.get_xyzt_units()[1]
+    except Exception:  # pragma: no cover - non-NIfTI headers
+        unit = "unknown"
+    if unit == "unknown" and tr == 1.0:
+        # 1 with no unit is what writers leave when they know no TR (nibabel's default)
+        return None
+    if unit == "msec":
+        tr /= 1000.0
+    elif unit == "usec":
+        tr /= 1e6
+    return tr
+
+
+_SUB_RE = re.compile(r"(sub-[A-Za-z0-9]+)")
+
+
+def _default_subjects(images) -> list[str]:
+    names = []
+    for i, img in enumerate(images):
+        name = _name(img, f"subject_{i + 1:02d}")
+        m = _SUB_RE.search(name)
+        names.append(m.group(1) if m else re.sub(r"(\.nii(\.gz)?|\.npy|\.csv|\.tsv|\.txt)$", "", name))
+    if len(set(names)) < len(names):
+        seen: dict[str, int] = {}
+        for n in names:
+            seen[n] = seen.get(n, 0) + 1
+        counter: dict[str, int] = {}
+        out = []
+        for n in names:
+            if seen[n] > 1:
+                counter[n] = counter.get(n, 0) + 1
+                out.append(f"{n}_{counter[n]}")
+            else:
+                out.append(n)
+        names = out
+    return names
+
+
+def _check_subjects(subjects, n: int) -> list[str] | None:
+    if subjects is None:
+        return None
+    if isinstance(subjects, str):
+        subjects = [subjects]
+    subjects = [str(s) for s in subjects]
+    if len(subjects) != n:
+        raise FMRIInputError(f"'subjects' has {len(subjects)} names for {n} inputs; give one name per input.")
+    dup = sorted({s for s in subjects if subjects.count(s) > 1})
+    if dup:
+        raise FMRIInputError(f"'subjects' must be unique; {dup} appear more than once.")
+    return subjects
+
+
+def _as_list(x) -> list:
+    if isinstance(x, (str, os.PathLike)) or not isinstance(x, Sequence):
+        return [x]
+    return list(x)
+
+
+def _world(affine, ijk) -> str:
+    xyz = np.asarray(affine) @ np.r_[np.asarray(ijk, dtype=float), 1.0]
+    return "(" + ", ".join(f"{v:.1f}" for v in xyz[:3]) + ") mm"
+
+
+def load_fmri(images, *, mask="mni", n_volumes: int | None = None, subjects=None,
+              tr: float | None = None, standardize: bool = False, on_nan: str = "error",
+              progress=None, cancel=None) -> FMRIData:
+    """Load 4D fMRI runs (one per subject) as time series of the voxels of one mask.
+
+    Each run is brought onto the mask's grid (unchanged when it is already there,
+    reoriented exactly when only axis order or direction differ, otherwise resampled
+    with continuous interpolation), then masked with nilearn's
+    :class:`~nilearn.maskers.NiftiMasker` (no smoothing, detrending or filtering
+    here: the encoding step does its own preprocessing).
+
+    Parameters
+    ----------
+    images : path, nibabel image, or a list of them
+        4D runs (x, y, z, n_volumes), one per subject.
+    mask : "mni", path, nibabel image or None
+        The analysis mask. ``"mni"`` (default): the bundled FSL MNI152 2 mm brain mask.
+        ``None``: computed from the data (nilearn ``compute_multi_epi_mask``,
+        intersection of the subjects' masks); then every run must be on one grid.
+    n_volumes : int, optional
+        The number of volumes the stimulus needs; a run with another count is an error.
+    subjects : list of str, optional
+        One name per run; default the BIDS ``sub-XXX`` in the file name, else the
+        file name.
+    tr : float, optional
+        Repetition time (s). Header TRs (``zooms[3]``) are read and compared; when
+        they differ from ``tr`` by more than 1 ms, ``tr`` is kept and a
+        :class:`TRMismatchWarning` is raised. Without ``tr``, the headers' TR is
+        used (and must agree across runs).
+    standardize : bool
+        z-score each voxel's time series (mean 0, standard deviation 1, per subject).
+    on_nan : {"error", "drop"}
+        NaN or infinite values inside the mask: an error naming the file (default),
+        or ``"drop"``: those voxels leave the mask for every subject (noted, warned).
+    progress, cancel
+        See :mod:`napari_brainorg._progress`; one step per run.
+
+    Returns
+    -------
+    FMRIData
+        ``kind="voxels"``; ``mask_img`` is the final mask (input mask minus dropped
+        voxels) and ``data[s]`` has shape (n_volumes, n_voxels).
+
+    Raises
+    ------
+    FMRIInputError
+        3D images, wrong volume counts, NaN (with ``on_nan="error"``), runs with no
+        signal inside the mask, disagreeing TRs, different grids with ``mask=None``.
+    """
+    import nibabel as nib
+    from nilearn.maskers import NiftiMasker
+
+    _NO_STANDARDIZE = _nilearn_no_standardize()
+    check_choice("on_nan", on_nan, ("error", "drop"))
+    images = _as_list(images)
+    if not images:
+        raise FMRIInputError("'images' is empty; give at least one 4D fMRI run.")
+    subjects = _check_subjects(subjects, len(images)) or _default_subjects(images)
+    notes: list[str] = []
+    imgs, names = [], []
+    for i, item in enumerate(images):
+        img = _load_img(item, "fMRI image")
+        name = _name(item, f"image {i + 1} ({subjects[i]})")
+        shape = img.shape
+        if len(shape) == 3 or (len(shape) == 4 and shape[3] == 1):
+            raise FMRIInputError(
+                f"{name} is a 3D image (shape {shape}); expected a 4D fMRI run of shape "
+                "(x, y, z, n_volumes)."
+            )
+        if len(shape) != 4:
+            raise FMRIInputError(f"{name} has shape {shape}; expected a 4D fMRI run (x, y, z, n_volumes).")
+        if n_volumes is not None and shape[3] != int(n_volumes):
+            raise FMRIInputError(
+                f"{name} has {shape[3]} volumes; the story needs {int(n_volumes)} (--n-volumes)."
+            )
+        imgs.append(img)
+        names.append(name)
+    counts = {names[i]: img.shape[3] for i, img in enumerate(imgs)}
+    if len(set(counts.values())) > 1:
+        raise FMRIInputError(
+            f"The runs have different numbers of volumes {counts}; every subject must have "
+            "heard the same story with the same volumes (give n_volumes to check against the story)."
+        )
+    tr = _resolve_tr(imgs, names, tr, notes)
+
+    if mask is None:
+        grids = {(img.shape[:3], tuple(np.round(img.affine, 3).ravel())) for img in imgs}
+        if len(grids) > 1:
+            desc = ", ".join(f"{n}: {img.shape[:3]} {_fmt_zooms(img.header.get_zooms()[:3])} mm"
+                             for n, img in zip(names, imgs))
+            raise FMRIInputError(
+                f"The subjects' runs are on different grids ({desc}); give a mask (for example "
+                "mask='mni') so that every run is resampled onto the mask's grid."
+            )
+        from nilearn.masking import compute_multi_epi_mask
+
+        mask_img = compute_multi_epi_mask(imgs, threshold=1.0)
+        mask_img = load_mask(mask_img)
+        notes.append("mask: computed from the data (nilearn compute_multi_epi_mask, intersection "
+                     f"of the subjects' masks): {int(np.asarray(mask_img.dataobj).sum())} voxels.")
+    else:
+        mask_img = load_mask(mask)
+    mask_bool = np.asarray(mask_img.dataobj) > 0
+    masker = NiftiMasker(mask_img=mask_img, standardize=_NO_STANDARDIZE, detrend=False).fit()
+
+    data, bad_nan, bad_const = [], [], []
+    for s, (img, name) in enumerate(zip(imgs, names)):
+        check_cancel(cancel)
+        report(progress, "fmri: load runs", s, len(imgs))
+        vol = img.get_fdata(dtype=np.float32, caching="unchanged")
+        # nilearn's masker and resampler replace NaN silently: find them first, on the
+        # run's own grid, and carry them to the mask grid by nearest neighbour.
+        bad = ~np.isfinite(vol).all(axis=3)
+        if bad.any():
+            vol[~np.isfinite(vol)] = 0.0
+            bad = to_grid(bad.astype(np.uint8), img.affine, mask_img, interpolation="nearest",
+                          what=name, warn=False) > 0
+            finite = ~bad[mask_bool]
+        else:
+            finite = np.ones(int(mask_bool.sum()), dtype=bool)
+        vol = to_grid(vol, img.affine, mask_img, interpolation="continuous", what=name,
+                      notes=notes, stacklevel=3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ts = masker.transform(nib.Nifti1Image(vol, mask_img.affine)).astype(np.float32, copy=False)
+        del vol
+        if not finite.all():
+            n_bad = int((~finite).sum())
+            first = np.argwhere(mask_bool)[np.flatnonzero(~finite)[0]]
+            if on_nan == "error":
+                raise FMRIInputError(
+                    f"{name} has NaN or infinite values in {n_bad} voxels inside the mask "
+                    f"(first at voxel {tuple(int(v) for v in first)}, {_world(mask_img.affine, first)}); "
+                    "expected finite values. Fix the image, use a mask that excludes them, or "
+                    "pass on_nan='drop' to leave those voxels out."
+                )
+            notes.append(f"{name}: {n_bad} voxels with NaN/inf left the mask (on_nan='drop').")
+        ts_f = np.where(finite, ts, 0.0)
+        const = finite & (ts_f.max(axis=0) == ts_f.min(axis=0))
+        if const.all():
+            raise FMRIInputError(
+                f"{name} has no signal inside the mask (all {const.size} voxels are constant); "
+                "is the run in the same space as the mask (e.g. MNI for mask='mni')?"
+            )
+        if const.any():
+            frac = const.mean()
+            notes.append(f"{name}: {int(const.sum())} constant voxels ({frac:.1%} of the mask, "
+                         "e.g. outside the run's field of view) left the mask.")
+        bad_nan.append(~finite)
+        bad_const.append(const)
+        data.append(ts)
+    report(progress, "fmri: load runs", len(imgs), len(imgs))
+
+    drop = np.zeros(mask_bool.sum(), dtype=bool)
+    for a, b in zip(bad_nan, bad_const):
+        drop |= a | b
+    if drop.any():
+        n_nan = int(np.logical_or.reduce(bad_nan).sum())
+        n_const = int(drop.sum()) - n_nan if n_nan else int(drop.sum())
+        warnings.warn(
+            f"{int(drop.sum())} of {drop.size} mask voxels were left out for every subject "
+            f"({n_const} constant in at least one run"
+            + (f", {n_nan} with NaN/inf" if n_nan else "") + "); see FMRIData.notes.",
+            DroppedVoxelsWarning, stacklevel=2,
+        )
+        keep = ~drop
+        data = [np.ascontiguousarray(d[:, keep]) for d in data]
+        new_mask = np.zeros_like(mask_bool)
+        new_mask[mask_bool] = keep
+        mask_img = nib.Nifti1Image(new_mask.astype(np.uint8), mask_img.affine)
+        notes.append(f"mask: {int(keep.sum())} voxels remain of {keep.size} after leaving out "
+                     f"{int(drop.sum())} (union over subjects).")
+    if standardize:
+        data = [_zscore(d) for d in data]
+        notes.append("standardize: each voxel's time series z-scored per subject.")
+    return FMRIData(data=data, subjects=list(subjects), kind="voxels", mask_img=mask_img,
+                    region_names=None, tr=tr,
+                    sources=[str(i) if isinstance(i, (str, os.PathLike)) else n for i, n in zip(images, names)],
+                    notes=notes)
+
+
+def _zscore(d: np.ndarray) -> np.ndarray:
+    mean = d.mean(axis=0, dtype=np.float64)
+    std = d.std(axis=0, dtype=np.float64)
+    std[std == 0] = 1.0
+    return ((d - mean) / std).astype(np.float32)
+
+
+def _resolve_tr(imgs, names, tr, notes) -> float | None:
+    header = {n: _header_tr(img) for n, img in zip(names, imgs)}
+    known = {n: v for n, v in header.items() if v is not None}
+    if tr is not None:
+        tr = float(tr)
+        if not np.isfinite(tr) or tr <= 0:
+            raise FMRIInputError(f"'tr' must be a positive number of seconds; {tr!r} was provided.")
+        off = {n: v for n, v in known.items() if abs(v - tr) > 1e-3}
+        if off:
+            msg = (f"The header TR of {', '.join(f'{n} ({v:g} s)' for n, v in off.items())} differs "
+                   f"from tr={tr:g} s; tr={tr:g} s is used.")
+            warnings.warn(msg, TRMismatchWarning, stacklevel=4)
+            notes.append(msg)
+        return tr
+    if not known:
+        return None
+    values = sorted(set(np.round(list(known.values()), 4)))
+    if len(values) > 1:
+        raise FMRIInputError(
+            f"The runs' header TRs differ ({', '.join(f'{n}: {v:g} s' for n, v in known.items())}); "
+            "give 'tr' (seconds)."
+        )
+    notes.append(f"tr: {values[0]:g} s read from the image headers.")
+    return float(values[0])
+
+
+# --------------------------------------------------------------------------- regions
+
+
+def _read_region_table(path: Path) -> tuple[np.ndarray, list[str] | None]:
+    suffix = "".join(path.suffixes[-1:]).lower()
+    if suffix == ".npy":
+        arr = np.load(path, allow_pickle=False)
+        return np.asarray(arr), None
+    if suffix not in (".csv", ".tsv", ".txt"):
+        raise FMRIInputError(
+            f"{path.name}: region time series must be .csv, .tsv or .npy; got {suffix or 'no suffix'!r}."
+        )
+    import pandas as pd
+
+    sep = "\t" if suffix == ".tsv" else ","
+    try:
+        raw = pd.read_csv(path, sep=sep, header=None, dtype=str, keep_default_na=False)
+    except Exception as exc:
+        raise FMRIInputError(f"{path.name} cannot be read as a table: {exc}") from exc
+    if raw.empty:
+        raise FMRIInputError(f"{path.name} is empty; expected n_volumes rows × n_regions columns.")
+
+    def numeric(row) -> bool:
+        try:
+            [float(v) for v in row]
+            return True
+        except ValueError:
+            return False
+
+    first = list(raw.iloc[0])
+    names = None
+    body = raw
+    if not numeric(first):
+        names = [str(v).strip() for v in first]
+        body = raw.iloc[1:]
+    try:
+        values = body.to_numpy().astype(np.float64)
+    except ValueError:
+        bad = None
+        for r, row in enumerate(body.itertuples(index=False)):
+            for c, v in enumerate(row):
+                try:
+                    float(v)
+                except ValueError:
+                    bad = (r, c, v)
+                    break
+            if bad:
+                break
+        r, c, v = bad
+        line = r + (2 if names else 1)
+        raise FMRIInputError(
+            f"{path.name}, line {line}, column {c + 1}: {v!r} is not a number; expected "
+            "n_volumes rows of numbers (one column per region, region names in an optional header)."
+        ) from None
+    return values, names
+
+
+def load_region_timeseries(paths, *, names=None, n_volumes: int | None = None,
+                           subjects=None) -> FMRIData:
+    """Load parcellated fMRI: one table of region time series per subject.
+
+    Parameters
+    ----------
+    paths : path, ndarray, or a list of them
+        CSV/TSV files (n_volumes rows × n_regions columns, an optional header of
+        region names) or NPY files / arrays of shape (n_volumes, n_regions).
+    names : list of str, optional
+        Region names, for files without a header (default ``region_<k>``). With a
+        header they must agree with it.
+    n_volumes : int, optional
+        Volumes the stimulus needs; a table with another number of rows is an error.
+    subjects : list of str, optional
+        One name per table (default from the file names).
+
+    Returns
+    -------
+    FMRIData
+        ``kind="regions"``; regions that are constant for any subject are left out
+        (noted and warned); NaN values are an error.
+    """
+    paths = _as_list(paths) if not isinstance(paths, np.ndarray) else [paths]
+    if not paths:
+        raise FMRIInputError("'paths' is empty; give at least one region time-series file.")
+    subjects = _check_subjects(subjects, len(paths)) or _default_subjects(
+        [p if isinstance(p, (str, os.PathLike)) else f"subject_{i + 1:02d}" for i, p in enumerate(paths)]
+    )
+    data, header_names, labels, sources = [], None, [], []
+    for i, item in enumerate(paths):
+        if isinstance(item, np.ndarray):
+            arr, hdr, label = np.asarray(item), None, f"array {i + 1} ({subjects[i]})"
+            sources.append(label)
+        else:
+            path = Path(item)
+            if not path.is_file():
+                raise FileNotFoundError(f"Region time-series file {str(path)!r} does not exist.")
+            arr, hdr = _read_region_table(path)
+            label = path.name
+            sources.append(str(path))
+        if arr.ndim != 2:
+            raise ShapeError(f"{label} has shape {arr.shape}; expected (n_volumes, n_regions).")
+        if n_volumes is not None and arr.shape[0] != int(n_volumes):
+            raise FMRIInputError(
+                f"{label} has {arr.shape[0]} volumes; the story needs {int(n_volumes)} (--n-volumes)."
+            )
+        if hdr is not None:
+            if header_names is None:
+                header_names = hdr
+            elif hdr != header_names:
+                diff = [(k, a, b) for k, (a, b) in enumerate(zip(header_names, hdr)) if a != b][:3]
+                raise FMRIInputError(
+                    f"{label}: region names differ from {labels[0]}'s "
+                    f"(first differences (column, expected, found): {diff}); every subject needs the same regions."
+                )
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            raise FMRIInputError(
+                f"{label} has {int(bad.sum())} NaN/inf values (first at volume {int(r)}, region "
+                f"{(hdr or names or [f'region_{k}' for k in range(arr.shape[1])])[c]!r}); expected finite values."
+            )
+        data.append(arr.astype(np.float32))
+        labels.append(label)
+    shapes = {lab: d.shape for lab, d in zip(labels, data)}
+    if len({d.shape for d in data}) > 1:
+        raise FMRIInputError(f"The tables have different shapes {shapes}; expected one (n_volumes, n_regions).")
+    n_regions = data[0].shape[1]
+    if names is not None:
+        names = [str(n) for n in names]
+        if len(names) != n_regions:
+            raise FMRIInputError(f"'names' has {len(names)} entries for {n_regions} regions.")
+        if header_names is not None and names != header_names:
+            raise FMRIInputError(
+                f"'names' disagree with the header of {labels[0]} ({header_names[:3]}...); leave "
+                "'names' out to use the header."
+            )
+    if header_names is not None and len(header_names) != n_regions:
+        raise FMRIInputError(f"{labels[0]}: header has {len(header_names)} names for {n_regions} columns.")
+    region_names = names or header_names or [f"region_{k}" for k in range(n_regions)]
+    notes: list[str] = []
+    const = np.zeros(n_regions, dtype=bool)
+    for d, lab in zip(data, labels):
+        c = d.max(axis=0) == d.min(axis=0)
+        if c.any():
+            notes.append(f"{lab}: constant regions {[region_names[k] for k in np.flatnonzero(c)][:10]} left out.")
+        const |= c
+    if const.all():
+        raise FMRIInputError("Every region is constant in at least one table; there is no signal to model.")
+    if const.any():
+        warnings.warn(
+            f"{int(const.sum())} of {n_regions} regions are constant in at least one table and were "
+            f"left out for every subject: {[region_names[k] for k in np.flatnonzero(const)][:10]}.",
+            DroppedVoxelsWarning, stacklevel=2,
+        )
+        keep = ~const
+        data = [np.ascontiguousarray(d[:, keep]) for d in data]
+        region_names = [n for n, k in zip(region_names, keep) if k]
+    return FMRIData(data=data, subjects=list(subjects), kind="regions", mask_img=None,
+                    region_names=list(region_names), tr=None, sources=sources, notes=notes)
+
+
+# --------------------------------------------------------------------------- BIDS
+
+
+def find_bids_runs(bids_root, task: str, *, subjects=None, derivative: str | None = "afni-nosmooth",
+                   space: str | None = "MNI152NLin2009cAsym") -> list[dict[str, Any]]:
+    """Find the BOLD runs of one task in a BIDS folder (Narratives layout).
+
+    Looks for ``derivatives/<derivative>/sub-*/func/sub-*_task-<task>[_run-*]_space-<space>*_bold.nii[.gz]``
+    (``derivative=None``: the raw ``sub-*/func/sub-*_task-<task>[_run-*]_bold.nii[.gz]``),
+    and beside each the raw ``events.tsv`` that says where the story starts.
+
+    Parameters
+    ----------
+    bids_root : path
+    task : str
+        The story, e.g. ``"pieman"``.
+    subjects : list of str, optional
+        ``"001"`` or ``"sub-001"``; default every subject with the task.
+    derivative : str or None
+    space : str or None
+        Required ``space-`` entity of derivative files (ignored for raw data).
+
+    Returns
+    -------
+    list of dict
+        One per run, sorted: ``subject`` (unique label: ``sub-001``, or
+        ``sub-001_run-2`` when a subject has several runs), ``participant``,
+        ``run`` (str or None), ``bold`` (path), ``events`` (path or None).
+    """
+    root = Path(bids_root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"BIDS folder {str(root)!r} does not exist.")
+    if derivative:
+        base = root / "derivatives" / derivative
+        if not base.is_dir():
+            present = sorted(p.name for p in (root / "derivatives").glob("*") if p.is_dir())
+            raise FMRIInputError(
+                f"'derivative' {derivative!r} is not in {str(root / 'derivatives')!r}; found {present}. "
+                "Pass derivative=None for the raw runs."
+            )
+    else:
+        base = root
+    pattern = re.compile(
+        rf"^(sub-[A-Za-z0-9]+)(?:_ses-[A-Za-z0-9]+)?_task-{re.escape(task)}(?:_acq-[A-Za-z0-9]+)?"
+        rf"(?:_run-([0-9]+))?_(.*)bold\.nii(\.gz)?$"
+    )
+    found = []
+    for path in sorted(base.glob("sub-*/**/func/*_bold.nii*")) + sorted(base.glob("sub-*/func/*_bold.nii*")):
+        m = pattern.match(path.name)
+        if not m:
+            continue
+        rest = m.group(3)
+        if derivative and space and f"space-{space}_" not in rest and not rest.startswith(f"space-{space}"):
+            continue
+        found.append((m.group(1), m.group(2), rest, path))
+    found = sorted(set(found), key=lambda t: (t[0], int(t[1] or 0), t[2]))
+    if not found:
+        tasks = sorted({m.group(1) for p in base.glob("sub-*/**/*_bold.nii*")
+                        if (m := re.search(r"_task-([A-Za-z0-9]+)", p.name))})
+        raise FMRIInputError(
+            f"No BOLD runs of task {task!r}" + (f" in space {space!r}" if derivative and space else "")
+            + f" under {str(base)!r}; tasks found there: {tasks}." + did_you_mean(task, tasks)
+        )
+    by_run: dict[tuple[str, str | None], list] = {}
+    for sub, run, rest, path in found:
+        by_run.setdefault((sub, run), []).append((rest, path))
+    if subjects is not None:
+        wanted = [s if str(s).startswith("sub-") else f"sub-{s}" for s in _as_list(subjects)]
+        have = sorted({s for s, _ in by_run})
+        missing = [s for s in wanted if s not in have]
+        if missing:
+            raise FMRIInputError(f"Subjects {missing} have no run of task {task!r}; available: {have}.")
+        by_run = {k: v for k, v in by_run.items() if k[0] in wanted}
+    runs_per_sub: dict[str, int] = {}
+    for sub, _ in by_run:
+        runs_per_sub[sub] = runs_per_sub.get(sub, 0) + 1
+    out = []
+    for (sub, run), files in sorted(by_run.items(), key=lambda kv: (kv[0][0], int(kv[0][1] or 0))):
+        if len(files) > 1:
+            clean = [f for f in files if "desc-clean" in f[0]]
+            if len(clean) != 1:
+                raise FMRIInputError(
+                    f"{sub}{'_run-' + run if run else ''}: several candidate runs "
+                    f"{[f[1].name for f in files]}; keep one per run or narrow 'space'."
+                )
+            files = clean
+        bold = files[0][1]
+        stem = f"{sub}_task-{task}" + (f"_run-{run}" if run else "")
+        ev = [root / sub / "func" / f"{stem}_events.tsv", bold.parent / f"{stem}_events.tsv",
+              root / f"task-{task}_events.tsv"]
+        events = next((str(p) for p in ev if p.is_file()), None)
+        label = sub if runs_per_sub[sub] == 1 else f"{sub}_run-{run}"
+        out.append({"subject": label, "participant": sub, "run": run, "bold": str(bold), "events": events})
+    return out
