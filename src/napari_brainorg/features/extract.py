@@ -1,0 +1,544 @@
+"""Every artificial neuron's (AN) response to a story, at the scan's volumes.
+
+``X = zscore(H @ A)``: ``A`` (n_words x n_ans) holds the word activations of every AN at
+one site of every layer (:mod:`.activations`), ``H`` (n_volumes x n_words) places each
+word at its scan time and turns it into a volume response (:func:`.alignment.hrf_operator`:
+canonical HRF by default). ``H`` is computed once and the words stream through it chunk
+by chunk, ``R[rows] += H[rows, chunk] @ A[chunk]`` (only the volumes the chunk's words
+reach), accumulated in float64, so memory grows with n_volumes x n_ans, never with
+n_tokens x n_ans. Columns are then z-scored; ANs whose response has no variance (all
+zero: e.g. every word outside the scan) are dropped and reported.
+
+A word without tokens (an empty string in the transcript) contributes nothing, as if
+its activation were zero.
+
+Results can be cached in a folder (``cache_dir``): ``an_responses.npy``,
+``an_index.tsv``, ``dropped.tsv``, ``provenance.json``, each written atomically. The
+same inputs and options load from the folder; any change that can alter the numbers
+recomputes (see :func:`extract_an_responses`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._progress import ProgressCallback, check_cancel, report
+from ..errors import ConfigError, DroppedANsWarning, check_choice
+from .sites import DEFAULT_SITE, SITES, an_index
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas
+
+    from ..io.stimuli import WordEvents
+
+__all__ = ["AN_FILES", "ANResponses", "extract_an_responses", "load_an_responses"]
+
+#: Files of a feature folder, in the order they are written (provenance last).
+AN_FILES = ("an_responses.npy", "an_index.tsv", "dropped.tsv", "provenance.json")
+
+#: A column whose standard deviation is at most this fraction of its root mean square
+#: holds no signal beyond rounding (exactly 0 for a column of zeros).
+_NO_VARIANCE = 1e-7
+
+#: Bumped when a change in this package would change the numbers for the same options.
+_ALGORITHM_VERSION = 1
+
+
+@dataclass
+class ANResponses:
+    """The responses of a model's ANs at the scan's volumes.
+
+    Attributes
+    ----------
+    responses : ndarray of shape (n_volumes, n_ans), float32
+        Each column z-scored (mean 0, standard deviation 1 over volumes).
+    index : pandas.DataFrame
+        One row per column of ``responses``: ``layer`` (0 = first block), ``unit``,
+        ``site``.
+    dropped : pandas.DataFrame
+        ANs left out: ``layer, unit, site, reason`` (``"no variance"`` or
+        ``"non-finite"``).
+    provenance : dict
+        What produced the responses (model and weight hashes, site, tokenizer, context
+        policy, alignment, TR, volumes, story and its hash, versions, device, dtype,
+        ``cache_key``).
+    """
+
+    responses: np.ndarray
+    index: pandas.DataFrame
+    dropped: pandas.DataFrame
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def n_volumes(self) -> int:
+        return int(self.responses.shape[0])
+
+    @property
+    def n_ans(self) -> int:
+        return int(self.responses.shape[1])
+
+    def __repr__(self) -> str:
+        model = self.provenance.get("model", {}).get("name", "?")
+        return (
+            f"ANResponses({model!r}, {self.n_volumes} volumes x {self.n_ans} ANs, "
+            f"site={self.provenance.get('site', '?')!r}, dropped={len(self.dropped)})"
+        )
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _sha256_bytes(*parts: bytes) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "little"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def _story_sha256(words: WordEvents) -> str:
+    """Hash of what the computation reads from a story: words and scan times."""
+    text = "\x1f".join(words.words).encode("utf-8")
+    return _sha256_bytes(
+        text,
+        np.ascontiguousarray(words.onsets, dtype="<f8").tobytes(),
+        np.ascontiguousarray(words.offsets, dtype="<f8").tobytes(),
+    )
+
+
+def _story_file(source: str) -> Path | None:
+    if source.startswith("bundled:"):
+        try:
+            from ..datasets import story_path
+
+            return story_path(source.split(":", 1)[1])
+        except Exception:  # noqa: BLE001 - provenance only
+            return None
+    path = Path(source)
+    return path if source and path.is_file() else None
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("napari-brainorg", "numpy", "torch", "transformers", "tokenizers", "safetensors", *extra):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def _check_tr(tr) -> float:
+    try:
+        value = float(tr)
+    except (TypeError, ValueError):
+        raise ConfigError(f"'tr' must be a positive number of seconds; {tr!r} was provided.") from None
+    if not np.isfinite(value) or value <= 0:
+        raise ConfigError(f"'tr' must be a positive number of seconds; {tr!r} was provided.")
+    return value
+
+
+def _check_n_volumes(n_volumes) -> int:
+    if isinstance(n_volumes, bool) or not isinstance(n_volumes, (int, np.integer)) or n_volumes < 2:
+        raise ConfigError(
+            f"'n_volumes' must be a whole number of volumes, at least 2 (columns are "
+            f"z-scored over volumes); {n_volumes!r} was provided."
+        )
+    return int(n_volumes)
+
+
+def _read_words(story, onset: float) -> WordEvents:
+    from ..io.stimuli import WordEvents, read_story
+
+    if isinstance(story, WordEvents):
+        return story.shifted(onset) if onset else story
+    return read_story(story, onset=onset)
+
+
+def _alignment_kwargs(words: WordEvents, options: dict | None) -> tuple[dict, dict]:
+    """(kwargs for hrf_operator, their JSON-able record)."""
+    options = dict(options or {})
+    allowed = ("durations", "oversampling", "frame_offset", "lanczos_window", "fir_delays")
+    for key in options:
+        check_choice("alignment_options key", key, allowed)
+    record = dict(options)
+    durations = options.pop("durations", None)
+    if durations is True or durations == "words":
+        options["durations"] = words.offsets - words.onsets
+        record["durations"] = "words"
+    elif durations not in (None, False):
+        raise ConfigError(
+            "'alignment_options[\"durations\"]' must be True (each word a boxcar of its own "
+            f"duration) or None (impulses); {durations!r} was provided."
+        )
+    if "fir_delays" in options:
+        record["fir_delays"] = [int(d) for d in options["fir_delays"]]
+    return options, record
+
+
+def _cache_valid(folder: Path, key: str) -> bool:
+    if not all((folder / name).is_file() for name in AN_FILES):
+        return False
+    try:
+        saved = json.loads((folder / "provenance.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return saved.get("cache_key") == key
+
+
+# ---------------------------------------------------------------------------- public
+
+
+def extract_an_responses(
+    story,
+    model,
+    *,
+    tr: float,
+    n_volumes: int,
+    onset: float = 0.0,
+    site: str = DEFAULT_SITE,
+    alignment: str = "glover",
+    alignment_options: dict | None = None,
+    context: int | None = None,
+    min_context: int | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    batch_words: int = 512,
+    cache_dir: str | os.PathLike | None = None,
+    progress: ProgressCallback | None = None,
+    cancel=None,
+) -> ANResponses:
+    """Record every AN's response to a story at the scan's volumes.
+
+    Parameters
+    ----------
+    story : WordEvents, path-like or str
+        Timed words (:class:`~napari_brainorg.io.stimuli.WordEvents`), a story file, or a
+        bundled story name (``"pieman"``).
+    model : str, path-like, ModelSpec or LoadedModel
+        A bundled name (``"minilm"``, ``"smollm2"``), a model folder, a ``.gguf`` file, a
+        hub id, or a model already loaded (:func:`.models.load_language_model`; then its
+        own device and dtype are used).
+    tr : float
+        Repetition time in seconds.
+    n_volumes : int
+        Number of fMRI volumes.
+    onset : float
+        Seconds added to every word time (the story's start in the scan).
+    site : {"ffn_hidden", "ffn_out", "residual"}
+        Where the ANs are read (:mod:`.sites`).
+    alignment : {"glover", "spm", "lanczos", "fir"}
+        The word -> volume operator (:func:`.alignment.hrf_operator`).
+    alignment_options : dict or None
+        More options of the operator: ``durations`` (True: each word a boxcar of its own
+        duration), ``oversampling``, ``frame_offset``, ``lanczos_window``, ``fir_delays``.
+    context, min_context : int or None
+        The context policy (:mod:`.activations`); None: the model's defaults.
+    device : str
+        ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+    dtype : {"float32", "float16", "bfloat16"}
+    batch_words : int
+        Words whose activations are held at once (whole windows): memory
+        ``batch_words * n_ans * 4`` bytes; larger batches help GPUs.
+    cache_dir : path-like or None
+        Folder for the results. When it holds results of the same inputs they are loaded
+        instead of computed. It must be new, empty, or written by napari-brainorg.
+    progress, cancel
+        See :mod:`napari_brainorg._progress`.
+
+    Returns
+    -------
+    ANResponses
+
+    Raises
+    ------
+    ModelNotFoundError, ConfigError, StoryFormatError
+
+    Warns
+    -----
+    DroppedANsWarning
+        When some ANs have no variance and are dropped.
+
+    Notes
+    -----
+    The cache key covers the story's words and scan times, the model (its files'
+    sha256), ``site``, ``alignment`` and its options, ``tr``, ``n_volumes``, ``context``,
+    ``min_context``, ``dtype`` and this package's version. ``device`` and
+    ``batch_words`` only change rounding, so they are recorded but not part of the key:
+    results computed on a GPU are reused on the CPU.
+    """
+    from .alignment import ALIGNMENT_METHODS, hrf_operator
+    from .models import LoadedModel, resolve_model, weights_sha256
+
+    started = time.perf_counter()
+    check_choice("site", site, SITES)
+    check_choice("alignment", alignment, ALIGNMENT_METHODS)
+    tr = _check_tr(tr)
+    n_volumes = _check_n_volumes(n_volumes)
+    if isinstance(batch_words, bool) or not isinstance(batch_words, (int, np.integer)) or batch_words < 1:
+        raise ConfigError(f"'batch_words' must be a positive number of words; {batch_words!r} was provided.")
+    words = _read_words(story, onset)
+    align_kwargs, align_record = _alignment_kwargs(words, alignment_options)
+
+    loaded = model if isinstance(model, LoadedModel) else None
+    spec = loaded.spec if loaded is not None else resolve_model(model)
+    if loaded is not None:
+        device, dtype = loaded.device, loaded.dtype
+    model_record = {
+        "name": spec.name,
+        "kind": spec.kind,
+        "source": str(spec.path),
+        "architecture": spec.architecture,
+        "causal": spec.causal,
+        "weights_sha256": weights_sha256(spec),
+    }
+    story_record = {
+        "source": words.source,
+        "n_words": len(words),
+        "onset_shift": words.onset_shift,
+        "words_sha256": _story_sha256(words),
+    }
+    story_file = _story_file(words.source)
+    if story_file is not None:
+        story_record["file_sha256"] = _file_sha256(story_file)
+    options = {
+        "site": site,
+        "alignment": alignment,
+        "alignment_options": align_record,
+        "tr": tr,
+        "n_volumes": n_volumes,
+        "context": None if context is None else int(context),
+        "min_context": None if min_context is None else int(min_context),
+        "dtype": dtype,
+    }
+    key_source = {
+        "model": {k: model_record[k] for k in ("name", "kind", "architecture", "weights_sha256")},
+        "story_sha256": story_record["words_sha256"],
+        "options": options,
+        "version": [_versions().get("napari-brainorg", "0"), _ALGORITHM_VERSION],
+    }
+    cache_key = hashlib.sha256(json.dumps(key_source, sort_keys=True).encode()).hexdigest()
+
+    folder = None
+    if cache_dir is not None:
+        from ..io.results import check_output_folder
+
+        folder = check_output_folder(cache_dir)
+        if _cache_valid(folder, cache_key):
+            return load_an_responses(folder)
+
+    if loaded is None:
+        from .models import load_language_model
+
+        report(progress, f"load {spec.name}", 0, 1)
+        loaded = load_language_model(spec, device=device, dtype=dtype)
+        report(progress, f"load {spec.name}", 1, 1)
+    check_cancel(cancel)
+
+    import torch
+
+    from .activations import iter_word_activations, prepare_story
+
+    # H once; its nonzero rows per chunk decide which volumes a chunk of words reaches.
+    H = np.asarray(hrf_operator(words.onsets, n_volumes, tr, method=alignment, **align_kwargs))
+    if H.shape != (n_volumes, len(words)):  # pragma: no cover - alignment's contract
+        raise ConfigError(f"hrf_operator returned shape {H.shape}; expected {(n_volumes, len(words))}.")
+    dev = torch.device(loaded.device)
+    H_t = torch.as_tensor(H, dtype=torch.float32, device=dev)
+    reaches = H != 0
+
+    tokens, policy, plan = prepared = prepare_story(loaded, words.words, context, min_context)
+
+    R = None
+    n_chunks = 0
+    for chunk in iter_word_activations(
+        loaded, words.words, site=site, context=context, min_context=min_context,
+        batch_words=int(batch_words), progress=progress, cancel=cancel, stage=f"{spec.name} ANs",
+        prepared=prepared,
+    ):
+        if R is None:
+            R = torch.zeros((n_volumes, chunk.values.shape[1]), dtype=torch.float64, device=dev)
+        rows = np.flatnonzero(reaches[:, chunk.word_index].any(axis=1))
+        n_chunks += 1
+        if rows.size == 0:
+            continue
+        rows_t = torch.as_tensor(rows, device=dev)
+        cols_t = torch.as_tensor(chunk.word_index, device=dev)
+        block = H_t.index_select(0, rows_t).index_select(1, cols_t)
+        R.index_add_(0, rows_t, (block @ chunk.values).double())
+        del chunk
+    check_cancel(cancel)
+
+    hooks_units = None
+    if R is None:  # no word has a token: every AN is empty
+        from .sites import site_hooks
+
+        hooks_units = [h.n_units for h in site_hooks(loaded.model, loaded.spec.architecture, site)]
+        R = torch.zeros((n_volumes, int(sum(hooks_units))), dtype=torch.float64, device=dev)
+    if hooks_units is None:
+        from .sites import site_hooks
+
+        hooks_units = [h.n_units for h in site_hooks(loaded.model, loaded.spec.architecture, site)]
+
+    responses, keep, reason = _zscore_columns(R)
+    del R
+    full_index = an_index(len(hooks_units), hooks_units, site)
+    index = full_index[keep].reset_index(drop=True)
+    dropped = full_index[~keep].reset_index(drop=True)
+    dropped["reason"] = reason[~keep]
+    if len(dropped):
+        warnings.warn(
+            f"{len(dropped)} of {len(full_index)} ANs of {spec.name!r} at site {site!r} have a "
+            "response with no variance over the volumes (or non-finite values) and were "
+            "dropped; see ANResponses.dropped.",
+            DroppedANsWarning,
+            stacklevel=2,
+        )
+
+    versions = _versions(("gguf",) if spec.kind == "gguf" else ())
+    provenance = {
+        "cache_key": cache_key,
+        "model": model_record,
+        "tokenizer": {
+            "name": loaded.tokenizer_name,
+            "class": type(loaded.tokenizer).__name__,
+            "prefix_ids": list(tokens.prefix_ids),
+            "suffix_ids": list(tokens.suffix_ids),
+        },
+        "n_layers": loaded.n_layers,
+        "units_per_layer": hooks_units,
+        "site": site,
+        "context_policy": policy.as_dict(),
+        "alignment": {"method": alignment, **align_record},
+        "tr": tr,
+        "n_volumes": n_volumes,
+        "onset": words.onset_shift,
+        "story": story_record,
+        "n_tokens": tokens.n_tokens,
+        "n_words_without_tokens": int((tokens.word_stop <= tokens.word_start).sum()),
+        "n_windows": plan.n_windows,
+        "tokens_through_model": int((plan.stop - plan.start).sum() + plan.n_windows * tokens.n_special),
+        "n_ans": int(len(full_index)),
+        "n_ans_kept": int(keep.sum()),
+        "n_ans_dropped": int((~keep).sum()),
+        "zscore": "columns centred and divided by their standard deviation over volumes (ddof=0)",
+        "empty_words": "words without tokens contribute nothing (activation zero)",
+        "pooling": "mean over each word's sub-word tokens; special tokens excluded",
+        "device": str(loaded.device),
+        "dtype": loaded.dtype,
+        "batch_words": int(batch_words),
+        "torch_threads": int(torch.get_num_threads()),
+        "versions": versions,
+        "seconds": round(time.perf_counter() - started, 3),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    result = ANResponses(responses=responses, index=index, dropped=dropped, provenance=provenance)
+    if folder is not None:
+        _write(folder, result)
+    return result
+
+
+def _zscore_columns(R, block: int = 1 << 15) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Z-score the columns of a float64 tensor; flag the ones without variance.
+
+    Works on blocks of columns so the temporaries stay small beside ``R``.
+
+    Returns
+    -------
+    responses : ndarray of shape (n_volumes, n_kept), float32
+    keep : ndarray of shape (n_ans,), bool
+    reason : ndarray of shape (n_ans,), object (``""`` where kept)
+    """
+    import torch
+
+    n_ans = R.shape[1]
+    keep = np.zeros(n_ans, dtype=bool)
+    reason = np.full(n_ans, "", dtype=object)
+    parts = []
+    for start in range(0, n_ans, block):  # blocks of columns, not single ANs
+        stop = min(start + block, n_ans)
+        part = R[:, start:stop]
+        finite = torch.isfinite(part).all(dim=0)
+        rms = part.square().mean(dim=0).sqrt()
+        centred = part - part.mean(dim=0)
+        std = centred.square().mean(dim=0).sqrt()
+        has_variance = std > _NO_VARIANCE * rms
+        kept = torch.nonzero(finite & has_variance).flatten()
+        parts.append((centred.index_select(1, kept) / std.index_select(0, kept)).to(torch.float32).cpu().numpy())
+        finite_np, var_np = finite.cpu().numpy(), has_variance.cpu().numpy()
+        keep[start:stop] = finite_np & var_np
+        reason[start:stop][~finite_np] = "non-finite"
+        reason[start:stop][finite_np & ~var_np] = "no variance"
+    n_volumes = R.shape[0]
+    responses = np.concatenate(parts, axis=1) if parts else np.zeros((n_volumes, 0), np.float32)
+    return np.ascontiguousarray(responses), keep, reason
+
+
+def _write(folder: Path, result: ANResponses) -> None:
+    from ..io.results import ResultWriter
+
+    writer = ResultWriter(folder)
+    writer.write_npy(AN_FILES[0], result.responses.astype(np.float32, copy=False))
+    writer.write_table(AN_FILES[1], result.index)
+    writer.write_table(AN_FILES[2], result.dropped.reindex(columns=["layer", "unit", "site", "reason"]))
+    # provenance last: its cache_key vouches for the files written before it
+    writer.write_json(AN_FILES[3], result.provenance)
+
+
+def load_an_responses(folder: str | os.PathLike) -> ANResponses:
+    """Read AN responses written by :func:`extract_an_responses`.
+
+    Parameters
+    ----------
+    folder : path-like
+        A folder holding ``an_responses.npy``, ``an_index.tsv``, ``dropped.tsv`` and
+        ``provenance.json``.
+
+    Raises
+    ------
+    FileNotFoundError
+        A missing folder or file.
+    ShapeError
+        When the index does not describe the array's columns.
+    """
+    import pandas as pd
+
+    from ..errors import ShapeError
+
+    folder = Path(folder)
+    missing = [name for name in AN_FILES if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{str(folder)!r} is not a folder of AN responses: missing {missing}; expected "
+            f"{list(AN_FILES)} as written by extract_an_responses or `brainorg extract`."
+        )
+    responses = np.load(folder / AN_FILES[0])
+    index = pd.read_csv(folder / AN_FILES[1], sep="\t", dtype={"layer": np.int32, "unit": np.int32, "site": str})
+    dropped = pd.read_csv(folder / AN_FILES[2], sep="\t", dtype={"site": str, "reason": str})
+    provenance: dict[str, Any] = json.loads((folder / AN_FILES[3]).read_text())
+    if responses.ndim != 2 or responses.shape[1] != len(index):
+        raise ShapeError(
+            f"{str(folder / AN_FILES[0])!r} has shape {responses.shape}; expected "
+            f"(n_volumes, {len(index)}) to match {AN_FILES[1]}."
+        )
+    return ANResponses(responses=responses, index=index, dropped=dropped, provenance=provenance)

