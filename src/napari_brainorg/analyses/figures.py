@@ -402,18 +402,24 @@ def consistency_figure(
     fig = Figure(figsize=figsize)
     ax = fig.add_subplot()
     x = np.arange(len(networks))
+    tops = [0.0]
     for i, model in enumerate(models):
         part = table[table["model"] == model] if has_model else table
         part = part.set_index("network").reindex(networks)
         pos = x - 0.4 + width * (i + 0.5)
         vals = part["consistency"].to_numpy(dtype=float)
-        ax.bar(pos, np.nan_to_num(vals), width=width * 0.9, label=str(model) if has_model else "observed")
-        lo = part["null_mean"] - 2 * part["null_sd"]
-        hi = part["null_mean"] + 2 * part["null_sd"]
-        ax.errorbar(pos, part["null_mean"], yerr=[part["null_mean"] - lo, hi - part["null_mean"]],
-                    fmt="_", color="k", ms=10, lw=1, label="null mean ± 2 SD" if i == 0 else None)
-        for p, v, n in zip(pos, vals, part["n_atoms"].fillna(0).astype(int)):
-            ax.text(p, (0 if np.isnan(v) else max(v, 0)) + 0.02, f"n={n}", ha="center", fontsize=6)
+        lo = (part["null_mean"] - 2 * part["null_sd"]).to_numpy(dtype=float)
+        hi = (part["null_mean"] + 2 * part["null_sd"]).to_numpy(dtype=float)
+        # The null band sits behind a narrower bar of the observed value.
+        ax.bar(pos, np.nan_to_num(hi - lo), bottom=np.nan_to_num(lo), width=width * 0.9, color="0.85",
+               edgecolor="0.6", label="random sets of n atoms: mean ± 2 SD" if i == 0 else None, zorder=1)
+        ax.bar(pos, np.nan_to_num(vals), width=width * 0.5, zorder=2,
+               label=f"{model}" if has_model else "atoms of the network")
+        for p, v, h, n in zip(pos, vals, hi, part["n_atoms"].fillna(0).astype(int)):
+            top = np.nanmax([0.0, v, h])
+            tops.append(top)
+            ax.text(p, top + 0.01, f"n={n}", ha="center", va="bottom", fontsize=7)
+    ax.set_ylim(top=max(tops) * 1.2 + 0.05)
     ax.axhline(0, color="0.6", lw=0.8)
     ax.set_xticks(x)
     ax.set_xticklabels([str(n) for n in networks], rotation=45, ha="right", fontsize=7)

@@ -82,6 +82,7 @@ def subsample_ans(
     chosen = np.unique(an_layers) if layers is None else list(layers)
     pools = {}
     for layer in chosen:
+        layer = layer.item() if isinstance(layer, np.generic) else layer
         pool = np.flatnonzero(an_layers == layer)
         if pool.size == 0:
             raise ConfigError(
