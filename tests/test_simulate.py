@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import threading
+import warnings
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_brainorg.errors import AtlasError, CancelledError, ConfigError, ShapeError
+from napari_brainorg.errors import AtlasError, CancelledError, ConfigError, ResamplingWarning, ShapeError
 from napari_brainorg.io.atlases import load_fbn
 from napari_brainorg.simulate import (
     SIMULATED_DESCRIP,
@@ -78,7 +79,9 @@ def test_truth_is_what_was_planted(sim):
     assert truth["r2_range"] == [0.05, 0.2]
     assert truth["seed"] == 7 and truth["n_subjects"] == 2 and sim.subjects == ["sub-01", "sub-02"]
     # The planted networks are the atlas's own networks on the simulation grid.
-    fbn = load_fbn("smith10", sim.mask_img)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResamplingWarning)  # 2 mm template onto the 6 mm grid
+        fbn = load_fbn("smith10", sim.mask_img)
     expected = {n: fbn.masks()[fbn.network_names.index(n)] for n in ("auditory", "default mode", "sensorimotor")}
     for name, mask in expected.items():
         assert truth["networks"][name]["n_voxels"] == int(mask.sum()) > 50
