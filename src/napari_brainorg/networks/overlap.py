@@ -1,0 +1,747 @@
+"""Atom maps vs functional brain networks: overlap scores, a spatial null, tables.
+
+Each atom's brain map (its row of W, or its group z map) is cut into an *activated*
+(positive) and a *deactivated* (negative) part (:func:`threshold_atom_maps`) and
+compared with every network of a template (:class:`~napari_brainorg.io.atlases.FBNAtlas`)
+by three scores (:func:`overlap_scores`), for all atoms × networks at once as matrix
+products:
+
+- overlap rate ``|part ∩ network| / |network|`` (the paper's score),
+- Dice ``2 |part ∩ network| / (|part| + |network|)``,
+- spatial correlation (Pearson, over the mask's voxels) of the signed continuous map
+  (negated for the deactivated part) with the network's map (its indicator for a
+  label atlas, its values for a map atlas).
+
+A score alone is a glance; :func:`associate_atoms` makes it a test. Brain maps are
+spatially smooth, so a voxel shuffle destroys the autocorrelation that makes large
+chance overlaps likely and gives p-values far too small. The default null instead
+moves the maps rigidly (:func:`spatial_shift_null`): a random 3D circular shift, with
+random axis flips, inside the mask's bounding box, which keeps the autocorrelation.
+A moved brain no longer fits the mask: the mask voxels whose source falls outside it
+are filled from further independent moves of the same map (``max_pieces``), so every
+draw covers the whole mask with the map's own values and its scores are on the same
+footing as the observed ones. (Leaving those voxels out instead, ``max_pieces=1``,
+scores each draw on part of the mask only, which widens the null and makes the test
+conservative; the seams between pieces cost a little autocorrelation, which makes it
+slightly liberal for Dice and correlation — see ``benchmarks/networks_null_calibration.py``.)
+Null maps computed elsewhere, e.g. maps re-estimated with circularly time-shifted
+atoms, can be given instead (``null_maps``).
+
+p-values are permutation p-values, refined in the far tail by a generalised Pareto
+fit (:func:`gpd_tail_pvalues`) so that an FDR correction over hundreds of tests is
+not limited by the number of draws.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+from .._progress import check_cancel, report
+from ..errors import ShapeError, check_choice
+
+__all__ = [
+    "SCORES",
+    "THRESHOLD_METHODS",
+    "associate_atoms",
+    "benjamini_hochberg",
+    "gpd_tail_pvalues",
+    "network_coverage",
+    "overlap_scores",
+    "spatial_shift_null",
+    "threshold_atom_maps",
+    "threshold_cutoffs",
+]
+
+SCORES = ("overlap_rate", "dice", "correlation")
+THRESHOLD_METHODS = ("z", "robust_z", "percentile", "value")
+_DEFAULT_THRESHOLDS = {"z": 3.1, "robust_z": 3.1, "percentile": 5.0, "value": 0.0}
+#: Elements (batch × atoms × voxels) held at once by the null computation.
+_BATCH_ELEMENTS = 4_000_000
+
+
+# --------------------------------------------------------------------------- thresholds
+
+
+def threshold_cutoffs(maps, *, method: str = "z", value: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The cut-offs of :func:`threshold_atom_maps`, one pair per atom.
+
+    Returns
+    -------
+    upper, lower : ndarray of shape (k,)
+        A voxel is activated where ``map > upper``, deactivated where ``map < lower``.
+        NaN values in ``maps`` are ignored.
+    """
+    check_choice("threshold_method", method, THRESHOLD_METHODS)
+    maps = np.asarray(maps, dtype=np.float64)
+    if maps.ndim == 1:
+        maps = maps[None]
+    if maps.ndim != 2:
+        raise ShapeError(f"'maps' must have shape (k, n_voxels); got shape {maps.shape}.")
+    value = _DEFAULT_THRESHOLDS[method] if value is None else float(value)
+    k = maps.shape[0]
+    if method in ("z", "value"):
+        if method == "z" and value < 0:
+            raise ValueError(f"'threshold' must be >= 0 for method 'z'; {value!r} was provided.")
+        return np.full(k, abs(value)), np.full(k, -abs(value))
+    if method == "percentile":
+        if not 0 < value < 100:
+            raise ValueError(
+                f"'threshold' for method 'percentile' is the percentage of voxels kept (largest "
+                f"|map|), strictly between 0 and 100; {value!r} was provided."
+            )
+        cut = np.nanpercentile(np.abs(maps), 100.0 - value, axis=1)
+        return cut, -cut
+    # robust z: (x - median) / (1.4826 MAD); for sparse maps whose MAD is 0 the mean
+    # absolute deviation (scaled by sqrt(pi/2), equal to sigma for a normal) is used.
+    med = np.nanmedian(maps, axis=1)
+    dev = np.abs(maps - med[:, None])
+    scale = 1.482602218505602 * np.nanmedian(dev, axis=1)
+    fallback = np.sqrt(np.pi / 2) * np.nanmean(dev, axis=1)
+    scale = np.where(scale > 0, scale, fallback)
+    upper = np.where(scale > 0, med + value * scale, np.inf)
+    lower = np.where(scale > 0, med - value * scale, -np.inf)
+    return upper, lower
+
+
+def threshold_atom_maps(maps, *, method: str = "z", value: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Cut atom maps into activated (positive) and deactivated (negative) parts.
+
+    Parameters
+    ----------
+    maps : array-like of shape (k, n_voxels)
+    method : {"z", "robust_z", "percentile", "value"}
+        - ``"z"`` (default): the maps are statistics (a group z map per atom, e.g.
+          ``atom_maps_z.nii.gz``): activated ``z > value``, deactivated ``z < -value``
+          (default 3.1, one-sided p ≈ 0.001).
+        - ``"robust_z"``: for raw coefficient maps (a subject's row of W, a mean
+          coefficient map), whose scale is arbitrary: each map becomes a robust z,
+          ``(x - median) / (1.4826 MAD)`` (mean absolute deviation × sqrt(pi/2) when
+          the MAD is 0, as in sparse maps), then cut at ±``value`` (default 3.1).
+        - ``"percentile"``: the ``value`` % of voxels with the largest ``|map|``
+          (default 5), split by sign.
+        - ``"value"``: raw cut ``map > value`` / ``map < -value`` (default 0: every
+          non-zero coefficient of a sparse map).
+    value : float, optional
+        See ``method``.
+
+    Returns
+    -------
+    activated, deactivated : ndarray of shape (k, n_voxels), bool
+    """
+    maps = np.asarray(maps)
+    upper, lower = threshold_cutoffs(maps, method=method, value=value)
+    maps2 = maps if maps.ndim == 2 else maps[None]
+    with np.errstate(invalid="ignore"):
+        act = maps2 > upper[:, None]
+        deact = maps2 < lower[:, None]
+    return act, deact
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def _as_bool_2d(a, name: str) -> np.ndarray:
+    a = np.asarray(a)
+    if a.ndim == 1:
+        a = a[None]
+    if a.ndim != 2:
+        raise ShapeError(f"'{name}' must have shape (n, n_voxels); got shape {a.shape}.")
+    return a.astype(bool, copy=False)
+
+
+def overlap_scores(parts, networks, maps=None, network_maps=None) -> dict[str, np.ndarray]:
+    """Overlap of every atom part with every network, as matrix products.
+
+    Parameters
+    ----------
+    parts : array-like of shape (k, n_voxels), bool
+        Atom parts (e.g. the activated part of each atom).
+    networks : array-like of shape (n_networks, n_voxels), bool
+    maps : array-like of shape (k, n_voxels), optional
+        The continuous signed atom maps (negate them for deactivated parts); needed
+        for ``"correlation"``.
+    network_maps : array-like of shape (n_networks, n_voxels), optional
+        Continuous network maps for the correlation; default the indicator of
+        ``networks``.
+
+    Returns
+    -------
+    dict of str -> ndarray of shape (k, n_networks)
+        ``intersection`` (voxel counts), ``overlap_rate`` = |part ∩ network| / |network|
+        (NaN for an empty network), ``dice`` = 2 |part ∩ network| / (|part| + |network|)
+        (NaN when both are empty), and with ``maps`` ``correlation`` (Pearson over the
+        voxels; NaN for a constant map).
+    """
+    parts = _as_bool_2d(parts, "parts")
+    networks = _as_bool_2d(networks, "networks")
+    if parts.shape[1] != networks.shape[1]:
+        raise ShapeError(
+            f"'parts' has {parts.shape[1]} voxels and 'networks' {networks.shape[1]}; both must be "
+            "on the same mask."
+        )
+    inter = parts.astype(np.float64) @ networks.T.astype(np.float64)
+    n_part = parts.sum(axis=1).astype(np.float64)
+    n_net = networks.sum(axis=1).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = {
+            "intersection": inter,
+            "overlap_rate": np.where(n_net[None] > 0, inter / n_net[None], np.nan),
+            "dice": np.where((n_part[:, None] + n_net[None]) > 0, 2 * inter / (n_part[:, None] + n_net[None]), np.nan),
+        }
+    if maps is not None:
+        x = np.asarray(maps, dtype=np.float64)
+        x = x[None] if x.ndim == 1 else x
+        if x.shape != parts.shape:
+            raise ShapeError(f"'maps' must have the shape of 'parts' {parts.shape}; got {x.shape}.")
+        m = networks.astype(np.float64) if network_maps is None else np.asarray(network_maps, dtype=np.float64)
+        m = m[None] if m.ndim == 1 else m
+        if m.shape != networks.shape:
+            raise ShapeError(f"'network_maps' must have the shape of 'networks' {networks.shape}; got {m.shape}.")
+        out["correlation"] = _pearson_rows(x, m)
+    return out
+
+
+def _pearson_rows(x: np.ndarray, m: np.ndarray) -> np.ndarray:
+    xc = x - x.mean(axis=1, keepdims=True)
+    mc = m - m.mean(axis=1, keepdims=True)
+    nx = np.sqrt((xc ** 2).sum(axis=1))
+    nm = np.sqrt((mc ** 2).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (xc @ mc.T) / (nx[:, None] * nm[None])
+    r[~np.isfinite(r)] = np.nan
+    return r
+
+
+# --------------------------------------------------------------------------- spatial null
+
+
+class _ShiftGeometry:
+    """The mask inside its bounding box and the draw of moved source voxels.
+
+    The box is padded by one voxel on each side, so the circular seam of a shift never
+    joins two brain voxels. A draw maps each mask voxel ``c`` to the source voxel
+    ``flip((c - shift) mod box)``; the moves are separable per axis, so a draw is three
+    lookups in tables of the box's side lengths.
+    """
+
+    def __init__(self, mask: np.ndarray):
+        coords = np.argwhere(mask)  # C order, the order of mask voxels everywhere
+        lo = coords.min(axis=0) - 1
+        self.shape = tuple(int(v) for v in coords.max(axis=0) - lo + 2)
+        c = (coords - lo).astype(np.intp)
+        self.axes = [np.ascontiguousarray(c[:, a]) for a in range(3)]
+        self.strides = (self.shape[1] * self.shape[2], self.shape[2], 1)
+        self.box_index = np.ravel_multi_index(c.T, self.shape)
+        self.in_mask = np.zeros(int(np.prod(self.shape)), dtype=bool)
+        self.in_mask[self.box_index] = True
+        self.n_voxels = len(coords)
+
+    def to_box(self, values: np.ndarray, fill=0) -> np.ndarray:
+        """(k, n_voxels) -> (k, n_box) with ``fill`` outside the mask."""
+        box = np.full((values.shape[0], self.in_mask.size), fill, dtype=values.dtype)
+        box[:, self.box_index] = values
+        return box
+
+    def _tables(self, rng: np.random.Generator, flips: bool) -> list[np.ndarray]:
+        tables = []
+        for n, stride in zip(self.shape, self.strides):
+            t = (np.arange(n) - rng.integers(0, n)) % n
+            if flips and rng.integers(0, 2):
+                t = n - 1 - t
+            tables.append(t * stride)
+        return tables
+
+    def draw(self, rng: np.random.Generator, flips: bool, where: np.ndarray | None = None) -> np.ndarray:
+        """Box indices of the sources of the mask voxels (or of the voxels ``where``)."""
+        t0, t1, t2 = self._tables(rng, flips)
+        if where is None:
+            return t0[self.axes[0]] + t1[self.axes[1]] + t2[self.axes[2]]
+        return t0[self.axes[0][where]] + t1[self.axes[1][where]] + t2[self.axes[2][where]]
+
+    def draw_patched(self, rng: np.random.Generator, flips: bool, max_pieces: int) -> np.ndarray:
+        """A draw whose mask voxels without a source inside the mask are filled from
+        further independent moves (up to ``max_pieces`` in all); voxels still without
+        a source after that get index -1."""
+        src = self.draw(rng, flips)
+        hole = np.flatnonzero(~self.in_mask[src])
+        pieces = 1
+        while hole.size and pieces < max_pieces:
+            more = self.draw(rng, flips, where=hole)
+            ok = self.in_mask[more]
+            src[hole[ok]] = more[ok]
+            hole = hole[~ok]
+            pieces += 1
+        src[hole] = -1
+        return src
+
+    def sources(self, n: int, rng: np.random.Generator, flips: bool, max_pieces: int) -> Iterator[np.ndarray]:
+        """Yield ``n`` source-index arrays of shape (n_voxels,) (-1: no source)."""
+        for _ in range(n):
+            yield self.draw_patched(rng, flips, max_pieces)
+
+
+def _mask_array(mask_img) -> np.ndarray:
+    from ..io.fmri import load_mask
+
+    return np.asarray(load_mask(mask_img).dataobj) > 0
+
+
+def spatial_shift_null(maps, mask_img, n_permutations: int = 1000, *, flips: bool = True,
+                       max_pieces: int = 16, batch_size: int | None = None,
+                       random_state=None) -> Iterator[np.ndarray]:
+    """Null maps that keep the maps' spatial autocorrelation: rigid 3D circular moves.
+
+    Each draw moves every atom map by the same random circular shift (uniform over
+    the mask's bounding box, padded by one voxel so that the seam never joins two
+    brain voxels), after random flips of each axis, and reads it back at the mask's
+    voxels. Mask voxels whose source falls outside the mask are filled from further
+    independent moves, up to ``max_pieces`` in all.
+
+    Parameters
+    ----------
+    maps : array-like of shape (k, n_voxels)
+        Values at the mask's voxels (C order).
+    mask_img : "mni", path or nibabel image
+    n_permutations : int
+    flips : bool
+        Also flip axes at random (8 × more distinct draws).
+    max_pieces : int
+        Moves combined in one draw; 1 leaves the uncovered voxels empty (NaN).
+    batch_size : int, optional
+        Draws per yielded batch (default: about 4 million values per batch).
+    random_state : int or numpy Generator, optional
+
+    Yields
+    ------
+    ndarray of shape (batch, k, n_voxels), float32
+        NaN where no move brought a value from inside the mask.
+    """
+    maps = np.asarray(maps, dtype=np.float32)
+    maps = maps[None] if maps.ndim == 1 else maps
+    geom = _ShiftGeometry(_mask_array(mask_img))
+    if maps.shape[1] != geom.n_voxels:
+        raise ShapeError(f"'maps' has {maps.shape[1]} voxels but the mask has {geom.n_voxels}.")
+    rng = np.random.default_rng(random_state)
+    box = geom.to_box(maps, fill=np.nan)
+    b = batch_size or max(1, _BATCH_ELEMENTS // max(1, maps.size))
+    batch = []
+    for src in geom.sources(n_permutations, rng, flips, max_pieces):
+        batch.append(box[:, src])
+        if len(batch) == b:
+            yield np.stack(batch)
+            batch = []
+    if batch:
+        yield np.stack(batch)
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def benjamini_hochberg(p) -> np.ndarray:
+    """Benjamini–Hochberg adjusted p-values (q); NaN entries stay NaN and do not count."""
+    p = np.asarray(p, dtype=float)
+    q = np.full(p.shape, np.nan)
+    flat = p.ravel()
+    ok = np.flatnonzero(np.isfinite(flat))
+    if ok.size:
+        order = ok[np.argsort(flat[ok], kind="mergesort")]
+        ranked = flat[order] * ok.size / np.arange(1, ok.size + 1)
+        ranked = np.minimum.accumulate(ranked[::-1])[::-1]
+        qf = q.ravel()
+        qf[order] = np.minimum(ranked, 1.0)
+        q = qf.reshape(p.shape)
+    return q
+
+
+def gpd_tail_pvalues(observed, top, n_draws, *, min_exceedances: int = 10, floor: float = 1e-12):
+    """Permutation p-values refined in the far tail by a generalised Pareto fit.
+
+    With ``n`` draws a permutation p-value cannot go below ``1 / (1 + n)``, too coarse
+    for an FDR correction over hundreds of atom × network tests. Where fewer than
+    ``min_exceedances`` null draws reach the observed score, the upper tail of the null
+    (its ``m`` largest draws, over the threshold ``u`` halfway between the ``m``-th and
+    ``(m+1)``-th largest) is fitted by a generalised Pareto distribution (probability
+    weighted moments, Hosking & Wallis 1987) and ``p = (m / n) · S(observed − u)``
+    (Knijnenburg et al. 2009, Bioinformatics 25:i161; Winkler et al. 2016, NeuroImage
+    141:502). Tests whose tail has fewer than 5 distinct exceedances, or a fitted shape
+    outside the estimator's range, keep their permutation p-value.
+
+    Parameters
+    ----------
+    observed : ndarray of shape (...)
+    top : ndarray of shape (m + 1, ...)
+        The ``m + 1`` largest null draws of each test (any order; NaN for missing).
+    n_draws : ndarray of shape (...)
+        Valid null draws of each test.
+    min_exceedances : int
+    floor : float
+        Smallest p returned (an observed score beyond the fitted tail's end).
+
+    Returns
+    -------
+    p : ndarray of shape (...)
+        Tail p-values where the fit was used, NaN elsewhere.
+    """
+    top = np.sort(np.asarray(top, dtype=np.float64), axis=0)[::-1]  # descending, NaN last
+    m = top.shape[0] - 1
+    u = 0.5 * (top[m - 1] + top[m])
+    y = np.sort(top[:m] - u[None], axis=0)  # ascending exceedances, (m, ...)
+    j = np.arange(1, m + 1, dtype=np.float64).reshape((m,) + (1,) * (y.ndim - 1))
+    a0 = y.mean(axis=0)
+    a1 = (((m - j) / (m - 1)) * y).mean(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shape = a0 / (a0 - 2 * a1) - 2.0  # Hosking's k: > 0 bounded tail, < 0 heavy tail
+        scale = 2 * a0 * a1 / (a0 - 2 * a1)
+        z = (np.asarray(observed, dtype=np.float64) - u) / scale
+        small = np.abs(shape) < 1e-6
+        base = np.clip(1.0 - shape * z, 0.0, None)
+        surv = np.where(small, np.exp(-z), base ** (1.0 / np.where(small, 1.0, shape)))
+    distinct = (np.diff(y, axis=0) > 1e-12).sum(axis=0) + 1
+    usable = (np.isfinite(y).all(axis=0) & (distinct >= 5) & (scale > 0) & (shape > -0.5)
+              & np.isfinite(surv) & (n_draws >= 10 * min_exceedances) & (observed > u))
+    p = (m / np.maximum(n_draws, 1)) * surv
+    return np.where(usable, np.maximum(p, floor), np.nan)
+
+
+class _Scorer:
+    """Scores of many (batch of) signed maps against fixed networks, by matrix products.
+
+    ``valid`` (batch, n_voxels) says which voxels of each draw carry values; every
+    sum runs over them only, so a draw's scores describe the part of the mask it
+    covers.
+    """
+
+    def __init__(self, networks: np.ndarray, network_maps: np.ndarray):
+        self.n = networks.T.astype(np.float32)  # (n_voxels, n_networks)
+        self.m = network_maps.T.astype(np.float32)
+        self.m_centre = self.m.mean(axis=0, dtype=np.float64).astype(np.float32)
+        self.mc = self.m - self.m_centre  # centred: float32 sums stay accurate
+        self.mc2 = self.mc ** 2
+
+    def scores(self, parts: np.ndarray, valid: np.ndarray, which: tuple[str, ...],
+               values: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """parts (b, k, n) bool (already False where not valid); valid (b, n) bool;
+        values (b, k, n) float32, 0 where not valid (for the correlation)."""
+        b, k, n = parts.shape
+        vf = valid.astype(np.float32)
+        out = {}
+        if "overlap_rate" in which or "dice" in which:
+            inter = (parts.reshape(b * k, n).astype(np.float32) @ self.n).reshape(b, k, -1).astype(np.float64)
+            n_net = (vf @ self.n).astype(np.float64)[:, None, :]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                if "overlap_rate" in which:
+                    out["overlap_rate"] = np.where(n_net > 0, inter / n_net, np.nan)
+                if "dice" in which:
+                    n_part = parts.sum(axis=2, dtype=np.float64)[:, :, None]
+                    denom = n_part + n_net
+                    out["dice"] = np.where(denom > 0, 2 * inter / denom, np.nan)
+        if "correlation" in which:
+            nv = valid.sum(axis=1, dtype=np.float64)[:, None, None]
+            x = values
+            sx = x.sum(axis=2, dtype=np.float64)[:, :, None]
+            sxx = np.einsum("bkn,bkn->bk", x, x, dtype=np.float64)[:, :, None]
+            sxm = (x.reshape(b * k, n) @ self.mc).reshape(b, k, -1).astype(np.float64)
+            sm = (vf @ self.mc).astype(np.float64)[:, None, :]
+            smm = (vf @ self.mc2).astype(np.float64)[:, None, :]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                cov = sxm - sx * sm / nv
+                var = (sxx - sx ** 2 / nv) * (smm - sm ** 2 / nv)
+                r = cov / np.sqrt(var)
+            r[~np.isfinite(r) | (var <= 0)] = np.nan
+            out["correlation"] = np.clip(r, -1.0, 1.0)
+        return out
+
+
+def _iter_null_batches(null_maps) -> Iterator[np.ndarray]:
+    if isinstance(null_maps, np.ndarray):
+        arr = null_maps
+        if arr.ndim == 2:
+            arr = arr[None]
+        step = max(1, _BATCH_ELEMENTS // max(1, arr[0].size))
+        for start in range(0, arr.shape[0], step):
+            yield np.asarray(arr[start:start + step], dtype=np.float32)
+        return
+    for item in null_maps:
+        item = np.asarray(item, dtype=np.float32)
+        yield item[None] if item.ndim == 2 else item
+
+
+def associate_atoms(atom_maps, atlas, mask_img, *, part: str = "activated",
+                    threshold_method: str = "z", threshold: float | None = None,
+                    score: str = "overlap_rate", n_permutations: int = 1000,
+                    null: str | None = None, null_maps: Iterable | np.ndarray | None = None,
+                    alpha: float = 0.05, min_score: float = 0.1, atom_names=None,
+                    network_threshold: float | None = None, flips: bool = True,
+                    max_pieces: int = 16, tail: str = "gpd", random_state=None, progress=None,
+                    cancel=None):
+    """Test every atom × network association for one part (activated or deactivated).
+
+    Criterion: an atom's part is **associated** with a network when
+    ``q < alpha`` (its permutation p-value, Benjamini–Hochberg corrected over all
+    atom × network tests of this part and atlas) **and** its score is at least
+    ``min_score``. The criterion, in words, is in ``table.attrs["criterion"]``.
+
+    Parameters
+    ----------
+    atom_maps : array-like of shape (k, n_voxels)
+        One map per atom at the mask's voxels (a group z map by default; see
+        ``threshold_method``).
+    atlas : FBNAtlas
+        From :func:`~napari_brainorg.io.atlases.load_fbn` on the same mask.
+    mask_img : "mni", path or nibabel image
+        The mask whose voxels the maps are on.
+    part : {"activated", "deactivated"}
+        The deactivated part is tested with the sign of the maps flipped (its
+        correlation is with ``-map``).
+    threshold_method, threshold
+        See :func:`threshold_atom_maps` (default ``"z"`` at 3.1).
+    score : {"overlap_rate", "dice", "correlation"}
+        The score tested (all three are reported).
+    n_permutations : int
+        Null draws; p = (1 + #{null ≥ observed}) / (1 + #draws). 0: no test (p and q
+        are NaN and ``associated`` is ``score >= min_score`` alone, recorded as such).
+    null : {"shift", "maps"}, optional
+        ``"shift"`` (default without ``null_maps``): :func:`spatial_shift_null`, the
+        observed cut-offs applied to the moved maps. ``"maps"`` (default with
+        ``null_maps``): null maps computed elsewhere, thresholded by the same method.
+    null_maps : ndarray of shape (n_perm, k, n_voxels), or an iterable of arrays of
+        shape (k, n_voxels) or (batch, k, n_voxels)
+        E.g. atom maps re-estimated with circularly time-shifted atoms. NaN marks
+        voxels without a value in a draw.
+    alpha : float
+        FDR level.
+    min_score : float
+        Smallest score that counts as an association (default 0.1: a tenth of the
+        network for the overlap rate).
+    atom_names : list, optional
+        Values of the ``atom`` column (default 0..k-1).
+    network_threshold : float, optional
+        Cut for map atlases (default the atlas's own).
+    flips, max_pieces
+        See :func:`spatial_shift_null`.
+    tail : {"gpd", "none"}
+        ``"gpd"`` (default): where fewer than 10 draws reach the observed score (and
+        there are at least 100 draws), p comes from a generalised Pareto fit of the
+        null's upper tail (:func:`gpd_tail_pvalues`); the ``p_method`` column says
+        which p each row has. ``"none"``: plain permutation p-values, never below
+        ``1 / (1 + n_permutations)``.
+    random_state : int or numpy Generator, optional
+    progress, cancel
+        See :mod:`napari_brainorg._progress`; cancellable between batches of draws.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per atom × network: ``atom``, ``network``, ``part``,
+        ``overlap_rate``, ``dice``, ``correlation``, ``n_part_voxels``,
+        ``n_network_voxels``, ``p``, ``p_method`` ("permutation", "gpd_tail" or
+        "none"), ``q``, ``associated``. ``attrs`` holds
+        ``criterion``, ``score``, ``alpha``, ``min_score``, ``null``,
+        ``n_permutations`` (draws used), ``threshold_method``, ``threshold``,
+        ``part``, ``atlas``.
+    """
+    import pandas as pd
+
+    check_choice("part", part, ("activated", "deactivated"))
+    check_choice("score", score, SCORES)
+    check_choice("threshold_method", threshold_method, THRESHOLD_METHODS)
+    if null is None:
+        null = "maps" if null_maps is not None else "shift"
+    check_choice("null", null, ("shift", "maps"))
+    check_choice("tail", tail, ("gpd", "none"))
+    if null == "maps" and null_maps is None:
+        raise ValueError("null='maps' needs 'null_maps' (an array or an iterable of null atom maps).")
+    if not 0 < alpha < 1:
+        raise ValueError(f"'alpha' must be in (0, 1); {alpha!r} was provided.")
+    if n_permutations < 0:
+        raise ValueError(f"'n_permutations' must be >= 0; {n_permutations!r} was provided.")
+    threshold = _DEFAULT_THRESHOLDS[threshold_method] if threshold is None else float(threshold)
+
+    maps = np.asarray(atom_maps, dtype=np.float32)
+    maps = maps[None] if maps.ndim == 1 else maps
+    mask = _mask_array(mask_img)
+    n_vox = int(mask.sum())
+    if maps.ndim != 2 or maps.shape[1] != n_vox:
+        raise ShapeError(
+            f"'atom_maps' must have shape (k, n_voxels) with n_voxels={n_vox} (the mask's voxels); "
+            f"got shape {maps.shape}."
+        )
+    if atlas.maps.shape[1] != n_vox:
+        raise ShapeError(
+            f"The atlas {atlas.name!r} is on {atlas.maps.shape[1]} voxels but the mask has {n_vox}; "
+            "load it with load_fbn(..., mask_img) on the same mask."
+        )
+    if not np.isfinite(maps).all():
+        raise ValueError("'atom_maps' has NaN or infinite values; expected finite maps.")
+    k = maps.shape[0]
+    names = list(range(k)) if atom_names is None else list(atom_names)
+    if len(names) != k:
+        raise ShapeError(f"'atom_names' has {len(names)} entries for {k} atoms.")
+    sign = np.float32(1.0 if part == "activated" else -1.0)
+    signed = sign * maps
+    upper, lower = threshold_cutoffs(maps, method=threshold_method, value=threshold)
+    cut = upper if part == "activated" else -lower  # signed > cut  <=>  part voxel
+
+    networks = atlas.masks(network_threshold)
+    scorer = _Scorer(networks, atlas.network_maps(network_threshold))
+    all_scores = ("overlap_rate", "dice", "correlation")
+    obs_parts = (signed > cut[:, None].astype(np.float32))[None]
+    obs = scorer.scores(obs_parts, np.ones((1, n_vox), bool), all_scores, values=signed[None])
+    obs = {s: v[0] for s, v in obs.items()}
+    observed = obs[score]
+
+    exceed = np.zeros(observed.shape, dtype=np.int64)
+    n_valid = np.zeros(observed.shape, dtype=np.int64)
+    n_tail = max(25, n_permutations // 10)
+    top = np.full((n_tail + 1,) + observed.shape, -np.inf)  # running largest null draws
+    need_values = score == "correlation"
+    stage = f"networks: {atlas.name} {part} null"
+    used = 0
+    if n_permutations > 0 or null == "maps":
+        if null == "shift":
+            geom = _ShiftGeometry(mask)
+            rng = np.random.default_rng(random_state)
+            box_parts = geom.to_box(obs_parts[0].astype(np.uint8))
+            box_values = geom.to_box(signed) if need_values else None
+            per = max(1, _BATCH_ELEMENTS // max(1, k * n_vox))
+            sources = geom.sources(n_permutations, rng, flips, max_pieces)
+            total = n_permutations
+
+            def batches():
+                while True:
+                    srcs = [s for _, s in zip(range(per), sources)]
+                    if not srcs:
+                        return
+                    src = np.stack(srcs)  # (b, n)
+                    valid = geom.in_mask[src]
+                    parts = np.moveaxis(box_parts[:, src], 0, 1).astype(bool)  # (b, k, n)
+                    values = np.moveaxis(box_values[:, src], 0, 1) if need_values else None
+                    yield parts, valid, values
+        else:
+            total = len(null_maps) if isinstance(null_maps, np.ndarray) else n_permutations
+
+            def batches():
+                for arr in _iter_null_batches(null_maps):
+                    if arr.ndim != 3 or arr.shape[1:] != maps.shape:
+                        raise ShapeError(
+                            f"'null_maps' must hold maps of shape (k, n_voxels) = {maps.shape}; got a "
+                            f"batch of shape {arr.shape}."
+                        )
+                    valid = np.isfinite(arr).all(axis=1)
+                    x = np.where(valid[:, None, :], sign * arr, 0.0).astype(np.float32)
+                    up, lo = threshold_cutoffs(
+                        np.where(valid[:, None, :], arr, np.nan).reshape(-1, n_vox),
+                        method=threshold_method, value=threshold)
+                    c = (up if part == "activated" else -lo).reshape(arr.shape[0], k, 1)
+                    parts = (x > c) & valid[:, None, :]
+                    yield parts, valid, x if need_values else None
+
+        report(progress, stage, 0, total)
+        for parts, valid, values in batches():
+            check_cancel(cancel)
+            null_scores = scorer.scores(parts, valid, (score,), values=values)[score]
+            ok = np.isfinite(null_scores)
+            n_valid += ok.sum(axis=0)
+            with np.errstate(invalid="ignore"):
+                exceed += (ok & (null_scores >= observed[None] - 1e-12)).sum(axis=0)
+            if tail == "gpd":
+                merged = np.concatenate([top, np.where(ok, null_scores, -np.inf)], axis=0)
+                top = -np.partition(-merged, n_tail, axis=0)[: n_tail + 1]
+            used += parts.shape[0]
+            report(progress, stage, used, max(total, used))
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = np.where(np.isfinite(observed) & (n_valid > 0), (1.0 + exceed) / (1.0 + n_valid), np.nan)
+    p_method = np.where(np.isfinite(p), "permutation", "none").astype(object)
+    if tail == "gpd" and used > 0:
+        few = (exceed < 10) & np.isfinite(p) & np.isfinite(top).all(axis=0)
+        if few.any():
+            p_tail = gpd_tail_pvalues(observed, np.where(np.isfinite(top), top, np.nan), n_valid)
+            refine = few & np.isfinite(p_tail)
+            p = np.where(refine, p_tail, p)
+            p_method[refine] = "gpd_tail"
+    tested = used > 0
+    q = benjamini_hochberg(p) if tested else np.full(p.shape, np.nan)
+    with np.errstate(invalid="ignore"):
+        strong = np.nan_to_num(observed, nan=-np.inf) >= min_score
+        associated = (q < alpha) & strong if tested else strong
+
+    n_part = obs_parts[0].sum(axis=1)
+    n_net = networks.sum(axis=1)
+    n_networks = len(atlas.network_names)
+    table = pd.DataFrame({
+        "atom": np.repeat(np.asarray(names, dtype=object), n_networks),
+        "network": np.tile(np.asarray(atlas.network_names, dtype=object), k),
+        "part": part,
+        "overlap_rate": obs["overlap_rate"].ravel(),
+        "dice": obs["dice"].ravel(),
+        "correlation": obs["correlation"].ravel(),
+        "n_part_voxels": np.repeat(n_part, n_networks),
+        "n_network_voxels": np.tile(n_net, k),
+        "p": p.ravel(),
+        "p_method": p_method.ravel(),
+        "q": q.ravel(),
+        "associated": associated.ravel().astype(bool),
+    })
+    if atom_names is None:
+        table["atom"] = table["atom"].astype(int)
+    null_desc = (f"{used} spatial circular shifts{' and flips' if flips else ''} of the maps"
+                 if null == "shift" else f"{used} null maps given")
+    if tested:
+        criterion = (f"associated = q < {alpha:g} (Benjamini-Hochberg FDR over the {p.size} atom x "
+                     f"network tests of the {part} part, atlas {atlas.name}) and {score} >= {min_score:g}; "
+                     f"p = (1 + #null >= observed) / (1 + #null) from {null_desc}"
+                     + ("; where fewer than 10 null draws reach the observed score, p from a generalised "
+                        "Pareto fit of the null's upper tail" if tail == "gpd" else "")
+                     + "; parts cut by "
+                     f"{threshold_method} at {threshold:g}.")
+    else:
+        criterion = (f"associated = {score} >= {min_score:g} (no permutation test: n_permutations=0); "
+                     f"parts cut by {threshold_method} at {threshold:g}.")
+    table.attrs.update({
+        "criterion": criterion, "score": score, "alpha": alpha, "min_score": min_score,
+        "null": null if tested else "none", "n_permutations": used,
+        "threshold_method": threshold_method, "threshold": threshold, "part": part,
+        "atlas": atlas.name,
+    })
+    return table
+
+
+def network_coverage(table):
+    """Which networks the atoms cover, and by how many atoms.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        From :func:`associate_atoms` (several may be concatenated; ``model``,
+        ``atlas`` and ``part`` columns, when present, keep them apart).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (model, atlas, part,) network, in the table's order: ``n_atoms``
+        (associated atoms), ``atoms`` (their names, ``;``-separated), ``covered``
+        (``n_atoms > 0``), ``best_atom`` and ``best_score`` (of the score in
+        ``table.attrs['score']``, default ``overlap_rate``).
+    """
+    import pandas as pd
+
+    required = {"atom", "network", "associated"}
+    missing = required - set(table.columns)
+    if missing:
+        raise ValueError(f"'table' lacks the columns {sorted(missing)}; expected an associate_atoms table.")
+    score = table.attrs.get("score", "overlap_rate") if hasattr(table, "attrs") else "overlap_rate"
+    keys = [c for c in ("model", "atlas", "part") if c in table.columns] + ["network"]
+    rows = []
+    for key, g in table.groupby(keys, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        assoc = g[g["associated"].astype(bool)]
+        best = g.loc[g[score].idxmax()] if score in g and g[score].notna().any() else None
+        rows.append(dict(zip(keys, key), n_atoms=len(assoc),
+                         atoms=";".join(str(a) for a in assoc["atom"]),
+                         covered=len(assoc) > 0,
+                         best_atom=None if best is None else best["atom"],
+                         best_score=np.nan if best is None else float(best[score])))
+    return pd.DataFrame(rows, columns=keys + ["n_atoms", "atoms", "covered", "best_atom", "best_score"])
