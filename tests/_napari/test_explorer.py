@@ -41,6 +41,8 @@ def test_clicking_a_row_shows_exactly_that_atom_in_place(make_napari_viewer, qtb
     assert table.rowCount() == 4
     n_layers = len(viewer.layers)
     (layer,) = _atom_layers(viewer)
+    # one colour scale for every atom: the largest 99.9th percentile of |map|
+    limit = max(float(np.quantile(np.abs(truth["z"][..., a][truth["mask"]]), 0.999)) for a in range(4))
 
     for atom in (1, 2, 0, 3):
         _click_row(qtbot, table, explorer.row_of_atom(atom))
@@ -50,8 +52,7 @@ def test_clicking_a_row_shows_exactly_that_atom_in_place(make_napari_viewer, qtb
         expected = truth["z"][..., atom].transpose(2, 1, 0)
         np.testing.assert_allclose(layer.data, expected * truth["mask"].T, atol=1e-6)
         assert layer.metadata["atom"] == atom
-        vmax = float(np.abs(truth["z"][..., atom][truth["mask"]]).max())
-        assert layer.contrast_limits == pytest.approx([-vmax, vmax], rel=1e-5)
+        assert layer.contrast_limits == pytest.approx([-limit, limit], rel=1e-5)
 
     # world placement: a known Default-network voxel of atom 1 (+5 planted)
     _click_row(qtbot, table, explorer.row_of_atom(1))
@@ -117,6 +118,11 @@ def test_moving_the_threshold_changes_what_is_shown(make_napari_viewer, qtbot, t
         np.testing.assert_array_equal(visible[np.abs(z) > thr * 1.01], True)
         np.testing.assert_array_equal(visible[np.abs(z) < thr * 0.99], False)
     assert counts[1.0] > counts[3.0] > counts[5.5] > 0
+    # the user widens the contrast limits in napari's controls: the threshold still holds
+    layer.contrast_limits = (-12.0, 12.0)
+    visible = shown(5.5)
+    np.testing.assert_array_equal(visible[np.abs(z) > 5.5 * 1.01], True)
+    np.testing.assert_array_equal(visible[np.abs(z) < 5.5 * 0.99], False)
     np.testing.assert_array_equal(layer.data, data_before)  # only the colormap moved
     # both parts stay: deactivated (blue) and activated (red) voxels above 3
     explorer.threshold_slider.setValue(3.0)

@@ -1,7 +1,11 @@
 """Small matplotlib canvases docked beside napari: an atom's time course and layer histogram.
 
-Each canvas draws its artists once and afterwards only changes their data, so
-switching atoms costs a redraw, not a new figure.
+Switching atoms must stay well under 100 ms, and a full matplotlib draw (ticks,
+text layout) costs more than that on a slow machine. So each canvas fixes its
+axes once per result (limits that fit every atom), draws that static part once,
+keeps it as a background bitmap, and afterwards only redraws the changing artists
+(the line, the bars, the title, the cursor) on top of it and blits them
+(matplotlib's blitting; a resize triggers one full draw again).
 """
 
 from __future__ import annotations
@@ -21,10 +25,54 @@ def _style(ax) -> None:
     ax.tick_params(colors=_FG, labelsize=7)
     ax.xaxis.label.set_color(_FG)
     ax.yaxis.label.set_color(_FG)
-    ax.title.set_color(_FG)
 
 
-class TimecourseCanvas(FigureCanvasQTAgg):
+class _BlitCanvas(FigureCanvasQTAgg):
+    """A canvas whose animated artists are redrawn over a cached background."""
+
+    def __init__(self, parent=None, figsize=(4, 1.8), title: str = ""):
+        fig = Figure(figsize=figsize, dpi=90, facecolor=_FACE)
+        super().__init__(fig)
+        if parent is not None:
+            self.setParent(parent)
+        self.ax = fig.add_subplot(111)
+        fig.subplots_adjust(left=0.14, right=0.98, bottom=0.25, top=0.86)
+        _style(self.ax)
+        # static: text is the slowest thing Agg draws, so nothing per atom is text
+        self.ax.set_title(title, fontsize=8, color=_FG, loc="left")
+        self._background = None
+        self.mpl_connect("draw_event", self._on_draw)
+
+    def _animated(self) -> list:
+        return []
+
+    def _on_draw(self, event) -> None:
+        self._background = self.copy_from_bbox(self.figure.bbox)
+        for artist in self._animated():
+            if artist.get_visible():
+                self.ax.draw_artist(artist)
+
+    def full_redraw(self) -> None:
+        """Redraw everything (after the axes changed); the background is captured again."""
+        self._background = None
+        self.draw_idle()
+
+    def refresh(self) -> None:
+        """Redraw only the animated artists over the cached background."""
+        if self._background is None:
+            self.draw_idle()
+            return
+        self.restore_region(self._background)
+        for artist in self._animated():
+            if artist.get_visible():
+                self.ax.draw_artist(artist)
+        # update(), not blit(): blit repaints at once, and every repaint of a widget in
+        # napari's window composites the whole window (it holds an OpenGL canvas); Qt
+        # merges update() requests into one repaint per event-loop turn
+        self.update()
+
+
+class TimecourseCanvas(_BlitCanvas):
     """An atom's time course over the story, with the words of the volume under the cursor.
 
     Parameters
@@ -33,42 +81,50 @@ class TimecourseCanvas(FigureCanvasQTAgg):
     """
 
     def __init__(self, parent=None):
-        fig = Figure(figsize=(4, 1.8), dpi=90, facecolor=_FACE, layout="constrained")
-        super().__init__(fig)
-        if parent is not None:
-            self.setParent(parent)
-        self.ax = fig.add_subplot(111)
-        _style(self.ax)
+        super().__init__(parent, figsize=(4, 1.8),
+                         title="time course (hover for the words of each volume)")
         self.ax.set_xlabel("time (s)", fontsize=8)
         self.ax.set_ylabel("atom", fontsize=8)
-        (self.line,) = self.ax.plot([], [], color="#f5a623", lw=1.0)
-        self.cursor = self.ax.axvline(0.0, color="#7fd3ff", lw=0.8, visible=False)
+        (self.line,) = self.ax.plot([], [], color="#f5a623", lw=1.0, animated=True)
+        self.cursor = self.ax.axvline(0.0, color="#7fd3ff", lw=0.8, visible=False, animated=True)
         self.words_text = self.ax.text(
             0.01, 0.97, "", transform=self.ax.transAxes, va="top", ha="left",
-            fontsize=7, color=_FG, clip_on=True,
+            fontsize=7, color=_FG, clip_on=True, animated=True,
         )
         self.tr = 1.0
         self.words: list[str] = []
         self.timecourse = np.zeros(0)
         self.mpl_connect("motion_notify_event", self._on_move)
 
-    def set_story(self, tr: float, words_per_volume: list[str]) -> None:
-        """The scan's TR (s) and the words heard during each volume."""
+    def _animated(self) -> list:
+        return [self.line, self.cursor, self.words_text]
+
+    def set_story(self, tr: float, words_per_volume: list[str], timecourses: np.ndarray | None = None) -> None:
+        """The scan's TR (s), the words of each volume, and (for the axes' limits) every atom's
+        time course, of shape (n_volumes, k)."""
         self.tr = float(tr)
         self.words = list(words_per_volume)
+        if timecourses is not None and np.size(timecourses):
+            timecourses = np.asarray(timecourses, dtype=float)
+            lo, hi = float(np.nanmin(timecourses)), float(np.nanmax(timecourses))
+            pad = 0.05 * (hi - lo or 1.0)
+            self.ax.set_xlim(0.0, max((timecourses.shape[0] - 1) * self.tr, self.tr))
+            self.ax.set_ylim(lo - pad, hi + pad)
+        self.full_redraw()
 
     def set_timecourse(self, timecourse: np.ndarray, atom: int) -> None:
         """Show ``timecourse`` of shape (n_volumes,) for atom ``atom``."""
         self.timecourse = np.asarray(timecourse, dtype=float)
         times = np.arange(self.timecourse.size) * self.tr
         self.line.set_data(times, self.timecourse)
-        if self.timecourse.size:
-            lo, hi = float(self.timecourse.min()), float(self.timecourse.max())
-            pad = 0.05 * (hi - lo or 1.0)
-            self.ax.set_xlim(0.0, max(times[-1], self.tr))
-            self.ax.set_ylim(lo - pad, hi + pad)
-        self.ax.set_title(f"atom {atom}: time course", fontsize=8, color=_FG)
-        self.draw_idle()
+        self.atom = int(atom)
+        lo, hi = self.ax.get_ylim()
+        if self.timecourse.size and (self.timecourse.min() < lo or self.timecourse.max() > hi):
+            pad = 0.05 * float(np.ptp(self.timecourse) or 1.0)
+            self.ax.set_ylim(min(lo, self.timecourse.min() - pad), max(hi, self.timecourse.max() + pad))
+            self.full_redraw()
+            return
+        self.refresh()
 
     def volume_at(self, time_s: float) -> int | None:
         """Index of the volume acquired at ``time_s`` seconds, or ``None`` outside the scan."""
@@ -82,14 +138,13 @@ class TimecourseCanvas(FigureCanvasQTAgg):
         if volume is None:
             self.cursor.set_visible(False)
             self.words_text.set_text("")
-            self.draw_idle()
+            self.refresh()
             return ""
         words = self.words[volume] if volume < len(self.words) else ""
         self.cursor.set_xdata([volume * self.tr, volume * self.tr])
         self.cursor.set_visible(True)
-        label = f"volume {volume} ({volume * self.tr:.1f} s): {words or '(no words)'}"
-        self.words_text.set_text(label)
-        self.draw_idle()
+        self.words_text.set_text(f"volume {volume} ({volume * self.tr:.1f} s): {words or '(no words)'}")
+        self.refresh()
         return words
 
     def _on_move(self, event) -> None:
@@ -98,41 +153,46 @@ class TimecourseCanvas(FigureCanvasQTAgg):
         self.show_volume(self.volume_at(event.xdata))
 
 
-class LayerHistogramCanvas(FigureCanvasQTAgg):
+class LayerHistogramCanvas(_BlitCanvas):
     """How an atom's ANs spread over the model's layers (bar per layer)."""
 
     def __init__(self, parent=None):
-        fig = Figure(figsize=(4, 1.6), dpi=90, facecolor=_FACE, layout="constrained")
-        super().__init__(fig)
-        if parent is not None:
-            self.setParent(parent)
-        self.ax = fig.add_subplot(111)
-        _style(self.ax)
+        super().__init__(parent, figsize=(4, 1.6), title="member ANs per layer")
         self.ax.set_xlabel("layer", fontsize=8)
         self.ax.set_ylabel("ANs", fontsize=8)
         self.bars = None
         self.layer_names: list[str] = []
 
-    def set_layers(self, layer_names: list[str]) -> None:
-        """Draw one (empty) bar per layer; later atoms only change the heights."""
-        self.ax.cla()
-        _style(self.ax)
-        self.ax.set_xlabel("layer", fontsize=8)
-        self.ax.set_ylabel("ANs", fontsize=8)
+    def _animated(self) -> list:
+        return list(self.bars or [])
+
+    def set_layers(self, layer_names: list[str], counts: np.ndarray | None = None) -> None:
+        """One (empty) bar per layer; ``counts`` of shape (k, n_layers) fixes the y range."""
+        if self.bars is not None:
+            self.bars.remove()
         self.layer_names = [str(n) for n in layer_names]
         x = np.arange(len(self.layer_names))
         self.bars = self.ax.bar(x, np.zeros(len(x)), color="#5b9bd5")
+        for bar in self.bars:
+            bar.set_animated(True)
         step = max(1, len(x) // 12)
         self.ax.set_xticks(x[::step], [self.layer_names[i] for i in x[::step]], fontsize=7)
-        self.draw_idle()
+        if len(x):
+            self.ax.set_xlim(-0.6, len(x) - 0.4)
+        top = float(np.max(counts)) if counts is not None and np.size(counts) else 1.0
+        self.ax.set_ylim(0, max(1.0, top * 1.05))
+        self.full_redraw()
 
     def set_counts(self, counts: np.ndarray, atom: int) -> None:
         """Bar heights of shape (n_layers,) for ``atom``."""
         counts = np.asarray(counts, dtype=float)
         if self.bars is None or len(self.bars) != counts.size:
-            self.set_layers([str(i) for i in range(counts.size)])
+            self.set_layers([str(i) for i in range(counts.size)], counts[None])
         for bar, height in zip(self.bars, counts):
             bar.set_height(height)
-        self.ax.set_ylim(0, max(1.0, float(counts.max()) * 1.1) if counts.size else 1.0)
-        self.ax.set_title(f"atom {atom}: {int(counts.sum())} ANs over layers", fontsize=8, color=_FG)
-        self.draw_idle()
+        self.atom = int(atom)
+        if counts.size and counts.max() > self.ax.get_ylim()[1]:
+            self.ax.set_ylim(0, float(counts.max()) * 1.05)
+            self.full_redraw()
+            return
+        self.refresh()

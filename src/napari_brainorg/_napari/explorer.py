@@ -111,6 +111,11 @@ class AtomExplorer(QWidget):
 
         self.header = QLabel("Open a result folder (File ▸ Open Folder…) or run the pipeline.")
         self.header.setWordWrap(True)
+        self.atom_label = QLabel("")
+        self.atom_label.setWordWrap(True)
+        # a fixed height: new text for each atom must not re-lay-out the whole panel
+        self.atom_label.setFixedHeight(2 * self.atom_label.fontMetrics().lineSpacing() + 4)
+        self.atom_label.setAlignment(Qt.AlignLeft | Qt.AlignTop)
         self.open_button = QPushButton("Open result folder…")
         self.open_button.clicked.connect(self._choose_folder)
         self.model_combo = QComboBox()
@@ -149,7 +154,12 @@ class AtomExplorer(QWidget):
         form.addRow("R² >", self.r2_slider)
         splitter = QSplitter(Qt.Vertical)
         splitter.addWidget(self.table)
-        splitter.addWidget(self.timecourse)
+        plots = QWidget()
+        plots_layout = QVBoxLayout(plots)
+        plots_layout.setContentsMargins(0, 0, 0, 0)
+        plots_layout.addWidget(self.atom_label)
+        plots_layout.addWidget(self.timecourse, 1)
+        splitter.addWidget(plots)
         splitter.addWidget(self.histogram)
         layout = QVBoxLayout(self)
         layout.addWidget(self.header)
@@ -223,16 +233,16 @@ class AtomExplorer(QWidget):
         self.model_combo.setCurrentText(state.model)
         self.stat_combo.setCurrentText(maps.stat)
         self._fill_table(state.rows)
-        self.timecourse.set_story(state.result.tr, state.words)
+        self.timecourse.set_story(state.result.tr, state.words, state.timecourses)
         if state.layer_hist is not None:
-            self.histogram.set_layers(list(state.layer_hist.columns))
+            self.histogram.set_layers(list(state.layer_hist.columns), state.layer_hist.to_numpy())
 
         layer = _layers.find_layer(self.viewer, "atom_map")
         threshold = maps.default_threshold()
         if layer is not None and layer.metadata.get("stat") == maps.stat and "threshold" in layer.metadata:
             threshold = float(layer.metadata["threshold"])
         self.threshold_slider.blockSignals(True)
-        self.threshold_slider.setRange(0.0, float(max(maps.vmax.max(), threshold, 1e-6)))
+        self.threshold_slider.setRange(0.0, float(max(maps.vmax.max(), maps.color_limit, threshold, 1e-6)))
         self.threshold_slider.setValue(threshold)
         self.threshold_slider.blockSignals(False)
         self._sync_r2_slider()
@@ -313,8 +323,23 @@ class AtomExplorer(QWidget):
             self.timecourse.set_timecourse(state.timecourses[:, atom], atom)
         if state.layer_hist is not None and atom in state.layer_hist.index:
             self.histogram.set_counts(state.layer_hist.loc[atom].to_numpy(), atom)
+        self.atom_label.setText(self._describe(atom))
         self._select_row_of(atom)
         self.atom_shown.emit(int(atom))
+
+    def _describe(self, atom: int) -> str:
+        rows = self.state.rows
+        match = rows[rows["atom"] == atom]
+        if not len(match):
+            return f"<b>atom {atom}</b>"
+        row = match.iloc[0]
+        parts = [f"<b>atom {atom}</b>: {int(row['n_ans'])} ANs"]
+        if row["main_layers"]:
+            parts.append(f"main layers {row['main_layers']}")
+        for part, sign in (("activated", "+"), ("deactivated", "−")):
+            if row[part]:
+                parts.append(f"{sign} {row[part]}")
+        return "; ".join(parts)
 
     def row_of_atom(self, atom: int) -> int | None:
         """Table row (after sorting) that holds ``atom``."""

@@ -16,10 +16,12 @@ Maps and thresholds
 An atom's map is ONE image layer (``'atom map'``) whose data are replaced when
 another atom is chosen. Activated (positive) and deactivated (negative) parts
 take two colour ranges of one diverging colormap (blue to cyan below zero, red to
-yellow above) with symmetric contrast limits ``(-vmax, vmax)``; voxels whose
-absolute value lies under the threshold are transparent. The threshold lives in
-the colormap, so moving it never copies the volume and the status bar keeps
-showing the map's true value. The R² map has its own layer; its threshold is the
+yellow above) with symmetric contrast limits ``(-V, V)``; voxels whose absolute
+value lies under the threshold are transparent. All atoms of a result share one
+colour scale (``V`` is :attr:`AtomMaps.color_limit`), so colours compare across
+atoms and a click only swaps the layer's data. The threshold lives in the
+colormap, so moving it never copies the volume and the status bar keeps showing
+the map's true value. The R² map has its own layer; its threshold is the
 lower contrast limit (values at or under it are transparent), so napari's own
 contrast slider moves it too.
 """
@@ -224,7 +226,10 @@ class AtomMaps:
     nifti_affine : ndarray of shape (4, 4)
         The maps' own voxel-to-world affine.
     vmax : ndarray of shape (k,)
-        Largest absolute value of each atom's map (its contrast limit).
+        Largest absolute value of each atom's map.
+    color_limit : float
+        The shared symmetric contrast limit: the largest, over atoms, of the 99.9th
+        percentile of ``|map|`` (one stray voxel does not squeeze every colour scale).
     stat : str
         ``'z'`` (group statistic) or ``'coef'`` (group mean coefficient).
     """
@@ -236,6 +241,7 @@ class AtomMaps:
     nifti_affine: np.ndarray
     vmax: np.ndarray
     stat: str
+    color_limit: float = 1.0
     _buffer: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -275,7 +281,13 @@ class AtomMaps:
         np.nan_to_num(values, copy=False)
         shape = (spatial[2], spatial[1], spatial[0])
         flat_index = np.ravel_multi_index((k, j, i), shape)
-        vmax = np.abs(values).max(axis=1) if values.shape[1] else np.zeros(values.shape[0])
+        if values.shape[1]:
+            magnitude = np.abs(values)
+            vmax = magnitude.max(axis=1)
+            color_limit = float(np.quantile(magnitude, 0.999, axis=1).max())
+        else:
+            vmax = np.zeros(values.shape[0])
+            color_limit = 1.0
         return cls(
             values=values,
             flat_index=flat_index,
@@ -284,6 +296,7 @@ class AtomMaps:
             nifti_affine=np.asarray(maps_img.affine, float),
             vmax=vmax.astype(float),
             stat=stat,
+            color_limit=color_limit if np.isfinite(color_limit) and color_limit > 0 else 1.0,
         )
 
     @classmethod
@@ -318,19 +331,25 @@ def show_atom(layer, maps: AtomMaps, atom: int, threshold: float | None = None) 
     """Put ``atom``'s map in ``layer`` (in place) with the given threshold.
 
     The layer's data are replaced by a fresh volume (napari re-slices only what it
-    shows); contrast limits become ``(-vmax, vmax)`` of that atom.
+    shows). Contrast limits (``±maps.color_limit``) and the colormap are set only
+    when they change (another result or statistic, another threshold): each napari
+    property change costs a redraw, so a plain click changes the data alone.
     """
     volume = maps.volume(atom)
-    vmax = float(maps.vmax[atom]) or 1.0
+    limit = float(maps.color_limit)
+    meta = layer.metadata
+    _follow_contrast(layer)
     if threshold is None:
-        threshold = float(layer.metadata.get("threshold", maps.default_threshold()))
-    layer.metadata["atom"] = int(atom)
-    layer.metadata["threshold"] = float(threshold)
-    layer.metadata["stat"] = maps.stat
+        threshold = float(meta.get("threshold", maps.default_threshold()))
+    meta["atom"] = int(atom)
+    meta["stat"] = maps.stat
     layer.data = volume
-    layer.contrast_limits_range = (-vmax, vmax)
-    layer.contrast_limits = (-vmax, vmax)
-    layer.colormap = diverging_threshold_colormap(threshold, vmax)
+    if meta.get("color_limit") != limit:
+        meta["color_limit"] = limit
+        layer.contrast_limits_range = (-limit, limit)
+        layer.contrast_limits = (-limit, limit)
+        meta.pop("colormap_key", None)
+    set_map_threshold(layer, threshold)
 
 
 def ensure_atom_map_layer(viewer: napari.Viewer, maps: AtomMaps, result_path, model: str | None,
@@ -341,21 +360,40 @@ def ensure_atom_map_layer(viewer: napari.Viewer, maps: AtomMaps, result_path, mo
             return layer
     if threshold is None:
         threshold = maps.default_threshold()
-    vmax = float(maps.vmax[atom]) or 1.0
-    return viewer.add_image(
+    limit = float(maps.color_limit)
+    layer = viewer.add_image(
         maps.volume(atom), name=ATOM_MAP_NAME, affine=maps.affine, axis_labels=WORLD_AXES,
-        colormap=diverging_threshold_colormap(threshold, vmax), contrast_limits=(-vmax, vmax),
+        colormap=diverging_threshold_colormap(threshold, limit), contrast_limits=(-limit, limit),
         blending="translucent",
         metadata={ROLE: "atom_map", RESULT: str(result_path), MODEL: model, "atom": int(atom),
-                  "stat": maps.stat, "threshold": float(threshold)},
+                  "stat": maps.stat, "threshold": float(threshold), "color_limit": limit},
     )
+    layer.metadata["colormap_key"] = (float(threshold), limit)
+    return layer
+
+
+def _follow_contrast(layer) -> None:
+    """Rebuild the threshold colormap when the user moves the layer's contrast limits."""
+    if layer.metadata.get("_follows_contrast"):
+        return
+    layer.metadata["_follows_contrast"] = True
+
+    def on_contrast(event, layer=layer):
+        if "threshold" in layer.metadata:
+            set_map_threshold(layer, layer.metadata["threshold"])
+
+    layer.events.contrast_limits.connect(on_contrast)
 
 
 def set_map_threshold(layer, threshold: float) -> None:
     """Hide ``|value| < threshold`` in an atom-map layer (only its colormap changes)."""
-    vmax = float(max(abs(layer.contrast_limits[0]), abs(layer.contrast_limits[1])))
+    lo, hi = layer.contrast_limits
+    limit = float(max(abs(lo), abs(hi)))
+    key = (float(threshold), limit)
     layer.metadata["threshold"] = float(threshold)
-    layer.colormap = diverging_threshold_colormap(threshold, vmax)
+    if layer.metadata.get("colormap_key") != key:
+        layer.metadata["colormap_key"] = key
+        layer.colormap = diverging_threshold_colormap(threshold, limit)
 
 
 def set_r2_threshold(layer, threshold: float) -> None:
