@@ -34,6 +34,7 @@ scikit-learn's contract. The penalty is scikit-learn's and himalaya's:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from numbers import Integral, Real
@@ -66,7 +67,7 @@ SOLVERS = ("auto", "svd", "eigh")
 # Working set of one chunk of voxels: the predictions of the whole α path on one test
 # fold, (n_alphas, n_test, chunk). Small enough to stay in cache on a CPU, large
 # enough to keep a GPU busy.
-_CHUNK_BYTES = {"numpy": 32 * 2**20, "torch": 512 * 2**20}
+_CHUNK_BYTES = {"numpy": 128 * 2**20, "torch": 512 * 2**20}
 
 
 # --------------------------------------------------------------------------- folds
@@ -215,16 +216,20 @@ def _factorise(bk: Backend, X, train: np.ndarray, test: np.ndarray | None, *,
     else:
         x_scale = xp.ones_like(x_mean)
     n_train, p = Xtr.shape
+    # The factorisation is small (n_train × p) and done in float64 whatever the data's
+    # precision, so float32 data lose nothing to a near-collinear design.
+    X64 = Xtr.astype(np.float64) if bk.name == "numpy" else Xtr.double()
     if solver == "svd" or (solver == "auto" and p <= n_train):
-        U, s, Vt = xp.linalg.svd(Xtr, full_matrices=False)
+        U, s, Vt = xp.linalg.svd(X64, full_matrices=False)
         eig = s * s
         XtU = Vt.T * s
     else:
         # Kernel (dual) form: an (n_train × n_train) eigendecomposition is cheaper than
         # the SVD when there are more regressors than training volumes.
-        eig, U = xp.linalg.eigh(Xtr @ Xtr.T)
+        eig, U = xp.linalg.eigh(X64 @ X64.T)
         eig = eig * (eig > 0)
-        XtU = Xtr.T @ U
+        XtU = X64.T @ U
+    U, eig, XtU = bk.asarray(U), bk.asarray(eig), bk.asarray(XtU)
     f = _Factor(train=tr, test=None, x_mean=x_mean, x_scale=x_scale, U=U, eig=eig, XtU=XtU)
     if test is not None:
         te = _index(bk, test)
@@ -232,6 +237,25 @@ def _factorise(bk: Backend, X, train: np.ndarray, test: np.ndarray | None, *,
         f.B = ((X[te] - x_mean) / x_scale) @ XtU
         f.n_test = len(test)
     return f
+
+
+@contextlib.contextmanager
+def _small_lapack(bk: Backend):
+    """Run small CPU factorisations on one BLAS thread.
+
+    LAPACK on a few hundred rows gains nothing from threads, and on a busy machine
+    threads that spin-wait for each other make an SVD ten times slower.
+    """
+    if bk.name != "numpy":
+        yield
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        yield
+        return
+    with threadpool_limits(1):
+        yield
 
 
 def _train_projection(f: _Factor, Yc):
@@ -256,11 +280,15 @@ def _path_scores(bk: Backend, f: _Factor, Yc, alphas, metric: str):
     n_alphas, r = G.shape
     Yte = Yc[f.test] - y_mean                                  # (n_te, c)
     BG = (f.B[None, :, :] * G[:, None, :]).reshape(n_alphas * f.n_test, r)
-    P = (BG @ UtY).reshape(n_alphas, f.n_test, -1)
-    P -= Yte[None]
-    P *= P
-    ss_res = P.sum(1)                                          # (a, c)
+    P = (BG @ UtY).reshape(n_alphas, f.n_test, -1)             # predictions of the path
+    # ||y - p||² = ||y||² - 2 y'p + ||p||², with y'p for every α from one small product
+    # (y'p = sum_j g_j (B'y)_j (U'y)_j): one read of P instead of three passes over it.
+    pp = bk.xp.einsum("anc,anc->ac", P, P)
     del P
+    cross = G @ ((f.B.T @ Yte) * UtY)                          # (a, c)
+    yy = (Yte * Yte).sum(0)
+    ss_res = yy[None, :] - 2.0 * cross + pp
+    ss_res = ss_res * (ss_res > 0)                             # rounding below an exact fit
     if metric == "neg_mse":
         return -ss_res / f.n_test
     Yd = Yte - Yte.mean(0)
@@ -410,7 +438,7 @@ def cv_ridge_scores(X, Y, folds, alphas=DEFAULT_ALPHAS, *, inner_folds: int = 4,
     dtype : {"float32", "float64"}, optional
         Default: float64 when both inputs are float64, else float32.
     chunk_size : int, optional
-        Voxels per chunk; default bounds the α-path working set (32 MiB on CPU).
+        Voxels per chunk; default bounds the α-path working set (128 MiB on CPU).
     fixed_alpha : float or array of shape (n_voxels,), optional
         Skip the inner CV and use this α for every fold (e.g. each voxel's α from a fit
         on the real data, to build a cheap permutation null); ``alphas`` is then ignored.
@@ -448,14 +476,15 @@ def cv_ridge_scores(X, Y, folds, alphas=DEFAULT_ALPHAS, *, inner_folds: int = 4,
 
     plans = []
     max_test = 1
-    for train, test in folds:
-        inner = []
-        if len(alphas_np) > 1 and fixed_idx is None:
-            for itrain, itest in _folds_of(np.sort(train), inner_folds, gap):
-                inner.append(_factorise(bk, Xb, itrain, itest, standardize=standardize, solver=solver))
-                max_test = max(max_test, len(itest))
-        outer = _factorise(bk, Xb, train, test, standardize=standardize, solver=solver)
-        plans.append((inner, outer, _shrinkage(bk, outer.eig, alphas_b).T))
+    with _small_lapack(bk):
+        for train, test in folds:
+            inner = []
+            if len(alphas_np) > 1 and fixed_idx is None:
+                for itrain, itest in _folds_of(np.sort(train), inner_folds, gap):
+                    inner.append(_factorise(bk, Xb, itrain, itest, standardize=standardize, solver=solver))
+                    max_test = max(max_test, len(itest))
+            outer = _factorise(bk, Xb, train, test, standardize=standardize, solver=solver)
+            plans.append((inner, outer, _shrinkage(bk, outer.eig, alphas_b).T))
 
     n_folds = len(folds)
     r2_folds = np.zeros((n_folds, n_voxels), dtype=np.float32 if bk.dtype == "float32" else np.float64)
@@ -554,8 +583,9 @@ def ridge_cv_fit(X, Y, folds, alphas=DEFAULT_ALPHAS, *, alpha_score: str = "r2",
     bk = _resolve(backend, device, dtype, X, Y)
     Xb = bk.asarray(X)
     alphas_b = bk.asarray(alphas_np)
-    factors = [_factorise(bk, Xb, tr, te, standardize=standardize, solver=solver) for tr, te in folds]
-    full = _factorise(bk, Xb, np.arange(n_volumes), None, standardize=standardize, solver=solver)
+    with _small_lapack(bk):
+        factors = [_factorise(bk, Xb, tr, te, standardize=standardize, solver=solver) for tr, te in folds]
+        full = _factorise(bk, Xb, np.arange(n_volumes), None, standardize=standardize, solver=solver)
     G_table = _shrinkage(bk, full.eig, alphas_b).T
 
     out_dtype = np.float32 if bk.dtype == "float32" else np.float64
@@ -717,7 +747,8 @@ class CVRidgeEncoder:
                 f"'Y' holds NaN or infinite values in {bad.size} voxel columns "
                 f"(first {bad[:5].tolist()}); remove them (mask) before encoding."
             )
-        std = Yp.std(0, dtype=np.float64)
+        # Filtered columns have zero mean, so their spread is their root mean square.
+        std = np.sqrt(np.square(Yp).mean(0, dtype=np.float64))
         scale_ref = np.abs(Y).max(0) if Y.size else std
         constant = std <= 1e-6 * np.maximum(scale_ref, np.finfo(np.float32).tiny)
         if constant.any():
