@@ -55,6 +55,8 @@ def test_known_voxel_world_coordinate_of_the_las_atlas(yeo_las_and_ras):
     np.testing.assert_allclose(layer.data_to_world([0, 0, 1]), [-72.0, -126.0, 88.0])
     i, j, k = 20, 30, 40
     assert layer.data[k, j, i] == int(np.asarray(las.dataobj)[i, j, k])
+    # a bundled atlas brings its network names (shown under the mouse)
+    assert list(layer.features["network"]) == datasets.atlas_labels("yeo7")
     np.testing.assert_allclose(layer.data_to_world([k, j, i]), L.world_of_voxel(las.affine, (i, j, k)))
 
 

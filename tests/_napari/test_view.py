@@ -70,3 +70,20 @@ def test_view_opens_the_result_with_the_explorer_docked(make_napari_viewer, qtbo
     layer = L.find_layer(viewer, "atom_map")
     np.testing.assert_allclose(layer.data, truth["z"][..., 2].T * truth["mask"].T, atol=1e-6)
     assert [layer.metadata.get(L.ROLE) for layer in viewer.layers] == ["template", "r2", "atom_map", "networks"]
+
+
+@pytest.mark.gui
+def test_sample_data_reads_the_cached_demo(make_napari_viewer, tiny_result, monkeypatch):
+    """With a demo result in the cache, the sample opens it (here: the tiny SIMULATED folder)."""
+    pytest.importorskip("napari")
+    from napari_brainorg._napari import layers as L
+    from napari_brainorg._napari.sample_data import DEMO_ENV, demo_result_path
+
+    path, truth = tiny_result
+    monkeypatch.setenv(DEMO_ENV, str(path))
+    assert demo_result_path() == path
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-brainorg", "demo")
+    roles = [layer.metadata.get(L.ROLE) for layer in viewer.layers]
+    assert roles == ["template", "networks", "r2", "atom_map"]
+    np.testing.assert_allclose(L.find_layer(viewer, "atom_map").data, truth["z"][..., 0].T, atol=1e-6)

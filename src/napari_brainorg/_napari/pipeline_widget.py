@@ -365,6 +365,12 @@ class PipelineWidget(QWidget):
             show_error(f"Pipeline failed: {type(exc).__name__}: {exc}")
         self.failed.emit(str(exc))
 
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        # closing the panel (or napari) stops a run at its next checkpoint
+        if self.job is not None and self.job.running:
+            self.job.cancel()
+        super().closeEvent(event)
+
     def _ensure_explorer(self) -> None:
         from .explorer import AtomExplorer
 

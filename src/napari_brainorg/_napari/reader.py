@@ -71,6 +71,12 @@ def nifti_layer_data(path: str | os.PathLike) -> tuple:
         labels = np.asarray(data).astype(np.int32)
         kwargs = {"name": name, "affine": affine, "axis_labels": axis_labels, "opacity": 0.5,
                   "metadata": meta}
+        names = _bundled_network_names(path)
+        if names:
+            import pandas as pd
+
+            # the network's name under the mouse, in napari's status bar
+            kwargs["features"] = pd.DataFrame({"index": np.arange(1, len(names) + 1), "network": names})
         return (labels, kwargs, "labels")
     data = np.asarray(data, dtype=np.float32)
     finite = data[np.isfinite(data)]
@@ -81,6 +87,21 @@ def nifti_layer_data(path: str | os.PathLike) -> tuple:
     else:
         kwargs.update(colormap="gray")
     return (data, kwargs, "image")
+
+
+def _bundled_network_names(path: Path) -> list[str] | None:
+    """Network names when ``path`` is one of the bundled label atlases."""
+    from .. import datasets
+
+    for name in datasets.BUNDLED_ATLASES:
+        if datasets.atlas_kind(name) != "labels":
+            continue
+        try:
+            if Path(datasets.atlas_path(name)).resolve() == path.resolve():
+                return list(datasets.atlas_labels(name))
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def read_nifti(path) -> list[tuple]:

@@ -3,8 +3,11 @@
 No result is shipped inside the package. The first time the sample is opened it is
 built by the pipeline's quick demo configuration (``demo_config(out, quick=True)``:
 16 atoms, 2 simulated subjects on a 6 mm grid, 100 permutations) into a cache
-folder, which takes a minute or two on a laptop CPU; later openings read the cache.
-The cache folder is ``$NAPARI_BRAINORG_DEMO`` when set, otherwise
+folder; later openings read the cache. While it is built (a minute or two on a
+laptop CPU) the viewer stays usable: the sample returns the MNI template at once,
+the pipeline runs in a worker thread, and the result's layers replace the template
+when it is done (a notification says when). The cache folder is
+``$NAPARI_BRAINORG_DEMO`` when set, otherwise
 ``<user cache>/napari-brainorg/demo-quick`` (platformdirs).
 """
 
@@ -14,6 +17,7 @@ import os
 from pathlib import Path
 
 DEMO_ENV = "NAPARI_BRAINORG_DEMO"
+_RUNNING: dict[str, object] = {}  # the worker building the demo, kept alive while it runs
 
 
 def demo_result_path() -> Path:
@@ -48,14 +52,50 @@ def ensure_demo_result(progress=None, cancel=None):
     return run_pipeline(demo_config(path, quick=True), progress=progress, cancel=cancel)
 
 
-def demo_sample() -> list[tuple]:
-    """napari sample-data provider: the quick demo result's layers."""
-    from napari.utils.notifications import show_info
+def _build_in_background(viewer) -> None:
+    from napari.utils.notifications import show_error, show_info
+    from superqt.utils import create_worker
 
     from . import layers as _layers
 
+    if "demo" in _RUNNING:
+        return
+    worker = create_worker(ensure_demo_result, _start_thread=False, _ignore_errors=True)
+
+    def done(result):
+        _RUNNING.pop("demo", None)
+        _layers.add_result_layers(viewer, result)
+        show_info(f"napari-brainorg: the quick demo result is ready ({result.path}; SIMULATED fMRI).")
+
+    def failed(exc):
+        _RUNNING.pop("demo", None)
+        show_error(f"napari-brainorg: building the quick demo failed: {type(exc).__name__}: {exc}")
+
+    worker.returned.connect(done)
+    worker.errored.connect(failed)
+    _RUNNING["demo"] = worker
+    worker.start()
+
+
+def demo_sample() -> list[tuple]:
+    """napari sample-data provider: the quick demo result's layers.
+
+    When the demo is not cached yet, returns the MNI template now and adds the
+    result's layers to the current viewer once the pipeline has built it.
+    """
+    import napari
+    from napari.utils.notifications import show_info
+
+    from ..datasets import mni_template_path
+    from . import layers as _layers
+
     path = demo_result_path()
-    if not (path / "summary.json").exists():
-        show_info(f"napari-brainorg: building the quick demo result in {path} (first time only)…")
-    result = ensure_demo_result()
-    return _layers.result_layer_data(result)
+    if (path / "summary.json").exists():
+        return _layers.result_layer_data(path)
+    viewer = napari.current_viewer()
+    if viewer is None:  # no window to come back to: build it here
+        return _layers.result_layer_data(ensure_demo_result())
+    show_info(f"napari-brainorg: building the quick demo result in {path} (first time only, "
+              "a minute or two); its layers will appear here when it is done.")
+    _build_in_background(viewer)
+    return [_layers.template_layer_data(mni_template_path())]
