@@ -237,3 +237,29 @@ def test_screenshot_shows_the_overlay_on_the_template(make_napari_viewer, qtbot,
     for rgb in (default_rgb, somato_rgb):
         close = np.abs(full[..., :3].astype(int) - rgb).max(-1) < 40
         assert close.sum() > 20, f"no outline in colour {rgb}"
+
+
+def test_axial_view_has_anterior_up_and_the_subjects_right_on_the_right(make_napari_viewer, qtbot,
+                                                                        tiny_result):
+    """A block placed at x > 0 (right), y > 0 (anterior) in world space shows up right and up."""
+    path, _ = tiny_result
+    viewer = make_napari_viewer(show=True)
+    L.add_result_layers(viewer, path)
+    for layer in viewer.layers:
+        layer.visible = layer.metadata.get(L.ROLE) == "template"
+    block = np.zeros((3, 40, 40), np.float32)
+    block[:, 10:25, 10:25] = 1.0  # RAS 2 mm grid from (x, y) = (0, 0): x 20..50 mm, y 20..50 mm
+    affine = np.array([[2.0, 0, 0, 0.0], [0, 2.0, 0, 0.0], [0, 0, 2.0, -2.0], [0, 0, 0, 1]])
+    viewer.add_image(block, affine=L.napari_affine(affine), colormap="green", blending="additive",
+                     contrast_limits=(0, 1))
+    viewer.dims.set_point(0, 0.0)
+    viewer.reset_view()
+    qtbot.wait(50)
+    shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+    green = (shot[..., 1] > 200) & (shot[..., 0] < shot[..., 1] - 60)
+    brain = shot.max(-1) > 30
+    assert green.sum() > 50
+    rows, cols = np.nonzero(brain)
+    g_rows, g_cols = np.nonzero(green)
+    assert g_cols.mean() > cols.mean() + 10, "x > 0 (the subject's right) is not on the right"
+    assert g_rows.mean() < rows.mean() - 10, "y > 0 (anterior) is not up"
