@@ -253,33 +253,117 @@ class _ShiftGeometry:
             tables.append(t * stride)
         return tables
 
-    def draw(self, rng: np.random.Generator, flips: bool, where: np.ndarray | None = None) -> np.ndarray:
-        """Box indices of the sources of the mask voxels (or of the voxels ``where``)."""
-        t0, t1, t2 = self._tables(rng, flips)
+    def _lookup(self, tables, where=None) -> np.ndarray:
+        t0, t1, t2 = tables
         if where is None:
             return t0[self.axes[0]] + t1[self.axes[1]] + t2[self.axes[2]]
         return t0[self.axes[0][where]] + t1[self.axes[1][where]] + t2[self.axes[2][where]]
 
-    def draw_patched(self, rng: np.random.Generator, flips: bool, max_pieces: int) -> np.ndarray:
-        """A draw whose mask voxels without a source inside the mask are filled from
-        further independent moves (up to ``max_pieces`` in all); voxels still without
-        a source after that get index -1."""
-        src = self.draw(rng, flips)
+    def draw(self, rng: np.random.Generator, flips: bool) -> np.ndarray:
+        """Box indices of the sources of the mask voxels for one move."""
+        return self._lookup(self._tables(rng, flips))
+
+    def draw_moves(self, rng: np.random.Generator, flips: bool, max_pieces: int) -> list:
+        """The ``max_pieces`` moves of one draw (always all of them, so that a draw
+        uses the same random numbers whichever voxels are looked up)."""
+        return [self._tables(rng, flips) for _ in range(max(1, max_pieces))]
+
+    def patched(self, moves, where: np.ndarray | None = None) -> np.ndarray:
+        """Sources of the mask voxels (or of the voxels ``where``) under ``moves``:
+        each voxel takes the first move whose source lies inside the mask; -1 where
+        none does. A voxel's source does not depend on which others are looked up."""
+        src = self._lookup(moves[0], where)
         hole = np.flatnonzero(~self.in_mask[src])
-        pieces = 1
-        while hole.size and pieces < max_pieces:
-            more = self.draw(rng, flips, where=hole)
+        for tables in moves[1:]:
+            if not hole.size:
+                break
+            more = self._lookup(tables, hole if where is None else where[hole])
             ok = self.in_mask[more]
             src[hole[ok]] = more[ok]
             hole = hole[~ok]
-            pieces += 1
         src[hole] = -1
         return src
 
-    def sources(self, n: int, rng: np.random.Generator, flips: bool, max_pieces: int) -> Iterator[np.ndarray]:
-        """Yield ``n`` source-index arrays of shape (n_voxels,) (-1: no source)."""
-        for _ in range(n):
-            yield self.draw_patched(rng, flips, max_pieces)
+
+class _ShiftScorer:
+    """Scores of moved copies of the observed maps, computed from the moves alone.
+
+    The observed part (and, for the correlation, the centred map) is stored voxel-major
+    in the padded box, one row of k atoms per voxel: a moved map inside the networks
+    is then one row gather (fast, unlike a column gather) over the networks'
+    concatenated voxel lists, summed network by network (so overlapping map networks
+    are handled like disjoint labels). Sums over every covered voxel (part sizes for
+    Dice, sums of x and x² for the correlation) are the observed maps weighted by how
+    often each voxel served as a source.
+    """
+
+    def __init__(self, geom: _ShiftGeometry, parts: np.ndarray, values: np.ndarray,
+                 networks: np.ndarray, network_maps: np.ndarray, score: str):
+        self.geom = geom
+        self.score = score
+        weights = network_maps if score == "correlation" else networks
+        lists = [np.flatnonzero(w != 0) for w in weights]
+        sizes = np.array([len(v) for v in lists], dtype=np.intp)
+        self.bounds = np.r_[0, np.cumsum(sizes)]
+        self.expanded = np.concatenate(lists) if lists else np.zeros(0, np.intp)
+        self.union = np.unique(self.expanded)
+        n_box = geom.in_mask.size
+        self.needs_counts = score in ("dice", "correlation")
+        if score in ("overlap_rate", "dice"):
+            self.parts_box = np.zeros((n_box, parts.shape[0]), dtype=np.uint8)
+            self.parts_box[geom.box_index] = parts.T
+        if score == "dice":
+            self.parts_f = parts.astype(np.float32)
+        if score == "correlation":
+            centred = values - values.mean(axis=1, keepdims=True)  # keeps float32 sums accurate
+            self.values_box = np.zeros((n_box, values.shape[0]), dtype=np.float32)
+            self.values_box[geom.box_index] = centred.T
+            self.xc = np.ascontiguousarray(centred, dtype=np.float32)
+            self.xc2 = self.xc ** 2
+            w = np.concatenate([wj[v] for wj, v in zip(weights, lists)]) if lists else np.zeros(0)
+            self.w = w.astype(np.float64)
+            self.w32 = None if np.all(w == 1.0) else w.astype(np.float32)[:, None]
+
+    def identity(self) -> np.ndarray:
+        return self.geom.box_index.copy()
+
+    def _per_network(self, rows: np.ndarray, dtype) -> np.ndarray:
+        """Sum ``rows`` (n_expanded, ...) over each network's voxels -> (..., n_net)."""
+        sums = [rows[a:b].sum(axis=0, dtype=dtype) for a, b in zip(self.bounds[:-1], self.bounds[1:])]
+        return np.stack(sums, axis=-1) if sums else np.zeros(rows.shape[1:] + (0,), dtype)
+
+    def scores(self, src: np.ndarray) -> np.ndarray:
+        """(k, n_networks) score of the draw whose sources are ``src`` (n_voxels,)."""
+        geom = self.geom
+        src_e = src[self.expanded]
+        valid_e = geom.in_mask[src_e]
+        if self.needs_counts:
+            valid = geom.in_mask[src]
+            counts = np.bincount(src[valid], minlength=geom.in_mask.size)[geom.box_index].astype(np.float32)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if self.score in ("overlap_rate", "dice"):
+                gathered = np.take(self.parts_box, src_e, axis=0)  # (n_expanded, k), 0 outside
+                inter = self._per_network(gathered, np.int64).astype(np.float64)
+                n_net = self._per_network(valid_e, np.int64).astype(np.float64)[None]
+                if self.score == "overlap_rate":
+                    return np.where(n_net > 0, inter / n_net, np.nan)
+                denom = (self.parts_f @ counts).astype(np.float64)[:, None] + n_net
+                return np.where(denom > 0, 2 * inter / denom, np.nan)
+            x = np.take(self.values_box, src_e, axis=0)
+            if self.w32 is not None:
+                x *= self.w32
+            sxm = self._per_network(x, np.float64)
+            vw = valid_e * self.w
+            sm = self._per_network(vw, np.float64)[None]
+            smm = self._per_network(vw * self.w, np.float64)[None]
+            nv = float(valid.sum())
+            sx = (self.xc @ counts).astype(np.float64)[:, None]
+            sxx = (self.xc2 @ counts).astype(np.float64)[:, None]
+            cov = sxm - sx * sm / nv
+            var = (sxx - sx ** 2 / nv) * (smm - sm ** 2 / nv)
+            r = cov / np.sqrt(var)
+        r[~np.isfinite(r) | (var <= 0)] = np.nan
+        return np.clip(r, -1.0, 1.0)
 
 
 def _mask_array(mask_img) -> np.ndarray:
@@ -327,7 +411,8 @@ def spatial_shift_null(maps, mask_img, n_permutations: int = 1000, *, flips: boo
     box = geom.to_box(maps, fill=np.nan)
     b = batch_size or max(1, _BATCH_ELEMENTS // max(1, maps.size))
     batch = []
-    for src in geom.sources(n_permutations, rng, flips, max_pieces):
+    for _ in range(n_permutations):
+        src = geom.patched(geom.draw_moves(rng, flips, max_pieces))
         batch.append(box[:, src])
         if len(batch) == b:
             yield np.stack(batch)
@@ -586,11 +671,11 @@ def associate_atoms(atom_maps, atlas, mask_img, *, part: str = "activated",
 
     networks = atlas.masks(network_threshold)
     scorer = _Scorer(networks, atlas.network_maps(network_threshold))
-    all_scores = ("overlap_rate", "dice", "correlation")
     obs_parts = (signed > cut[:, None].astype(np.float32))[None]
-    obs = scorer.scores(obs_parts, np.ones((1, n_vox), bool), all_scores, values=signed[None])
-    obs = {s: v[0] for s, v in obs.items()}
-    observed = obs[score]
+    # the table's scores, in float64; the tests compare draws with the observed maps
+    # scored by the same arithmetic as the draws (so that ties are ties)
+    obs = overlap_scores(obs_parts[0], networks, maps=signed, network_maps=atlas.network_maps(network_threshold))
+    observed = scorer.scores(obs_parts, np.ones((1, n_vox), bool), (score,), values=signed[None])[score][0]
 
     exceed = np.zeros(observed.shape, dtype=np.int64)
     n_valid = np.zeros(observed.shape, dtype=np.int64)
@@ -603,22 +688,26 @@ def associate_atoms(atom_maps, atlas, mask_img, *, part: str = "activated",
         if null == "shift":
             geom = _ShiftGeometry(mask)
             rng = np.random.default_rng(random_state)
-            box_parts = geom.to_box(obs_parts[0].astype(np.uint8))
-            box_values = geom.to_box(signed) if need_values else None
-            per = max(1, _BATCH_ELEMENTS // max(1, k * n_vox))
-            sources = geom.sources(n_permutations, rng, flips, max_pieces)
+            shifter = _ShiftScorer(geom, obs_parts[0], signed, networks,
+                                   atlas.network_maps(network_threshold), score)
+            # compared with the draws through the same arithmetic, so that ties are ties
+            observed = shifter.scores(shifter.identity())
+            full = shifter.needs_counts
             total = n_permutations
+            per = 16
 
             def batches():
-                while True:
-                    srcs = [s for _, s in zip(range(per), sources)]
-                    if not srcs:
-                        return
-                    src = np.stack(srcs)  # (b, n)
-                    valid = geom.in_mask[src]
-                    parts = np.moveaxis(box_parts[:, src], 0, 1).astype(bool)  # (b, k, n)
-                    values = np.moveaxis(box_values[:, src], 0, 1) if need_values else None
-                    yield parts, valid, values
+                for start in range(0, n_permutations, per):
+                    out = []
+                    for _ in range(min(per, n_permutations - start)):
+                        moves = geom.draw_moves(rng, flips, max_pieces)
+                        if full:
+                            src = geom.patched(moves)
+                        else:
+                            src = np.full(n_vox, -1, dtype=np.intp)
+                            src[shifter.union] = geom.patched(moves, shifter.union)
+                        out.append(shifter.scores(src))
+                    yield np.stack(out)
         else:
             total = len(null_maps) if isinstance(null_maps, np.ndarray) else n_permutations
 
@@ -636,12 +725,12 @@ def associate_atoms(atom_maps, atlas, mask_img, *, part: str = "activated",
                         method=threshold_method, value=threshold)
                     c = (up if part == "activated" else -lo).reshape(arr.shape[0], k, 1)
                     parts = (x > c) & valid[:, None, :]
-                    yield parts, valid, x if need_values else None
+                    yield scorer.scores(parts, valid, (score,), values=x if need_values else None)[score]
 
         report(progress, stage, 0, total)
-        for parts, valid, values in batches():
+        check_cancel(cancel)
+        for null_scores in batches():
             check_cancel(cancel)
-            null_scores = scorer.scores(parts, valid, (score,), values=values)[score]
             ok = np.isfinite(null_scores)
             n_valid += ok.sum(axis=0)
             with np.errstate(invalid="ignore"):
@@ -649,7 +738,7 @@ def associate_atoms(atom_maps, atlas, mask_img, *, part: str = "activated",
             if tail == "gpd":
                 merged = np.concatenate([top, np.where(ok, null_scores, -np.inf)], axis=0)
                 top = -np.partition(-merged, n_tail, axis=0)[: n_tail + 1]
-            used += parts.shape[0]
+            used += null_scores.shape[0]
             report(progress, stage, used, max(total, used))
 
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -665,7 +754,7 @@ def associate_atoms(atom_maps, atlas, mask_img, *, part: str = "activated",
     tested = used > 0
     q = benjamini_hochberg(p) if tested else np.full(p.shape, np.nan)
     with np.errstate(invalid="ignore"):
-        strong = np.nan_to_num(observed, nan=-np.inf) >= min_score
+        strong = np.nan_to_num(obs[score], nan=-np.inf) >= min_score
         associated = (q < alpha) & strong if tested else strong
 
     n_part = obs_parts[0].sum(axis=1)
