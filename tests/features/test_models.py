@@ -241,3 +241,41 @@ def test_llama_sites_equal_the_layer_computed_by_hand(smollm2):
     for k in (0, 14, 28):
         torch.testing.assert_close(residual[k], out.hidden_states[k + 1][0], rtol=1e-5, atol=1e-5)
     assert not torch.allclose(residual[29], out.hidden_states[30][0])
+
+
+# ----------------------------------------------------------------------------- real weights
+
+
+def test_smollm2_weights_are_the_trained_ones(smollm2):
+    """Loading reports are silenced, so check that no layer was left at random init: the
+    model (its tied embeddings as output layer) must know a fact."""
+    tok, model = smollm2.tokenizer, smollm2.model
+    enc = tok("The capital of France is", return_tensors="pt")
+    with torch.inference_mode():
+        h = model(**enc).last_hidden_state[0, -1]
+        logits = h @ model.embed_tokens.weight.T
+    assert tok.decode(int(logits.argmax())).strip() == "Paris"
+
+
+def test_minilm_weights_are_the_trained_ones(minilm):
+    """A sentence-embedding model: a paraphrase is nearer than an unrelated sentence."""
+    sentences = ["A man is eating food.", "A man is eating a piece of bread.", "The stock market fell sharply."]
+    enc = minilm.tokenizer(sentences, return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        h = minilm.model(**enc).last_hidden_state
+    mask = enc["attention_mask"][..., None].float()
+    emb = F.normalize((h * mask).sum(1) / mask.sum(1), dim=1)
+    similar, unrelated = float(emb[0] @ emb[1]), float(emb[0] @ emb[2])
+    assert similar > 0.6 > unrelated + 0.3
+
+
+def test_half_precision_runs_and_stays_close_to_float32(minilm):
+    from napari_brainorg.features.activations import word_activations
+
+    words = SENTENCE.split()
+    half = load_language_model("minilm", dtype="bfloat16")
+    assert next(half.model.parameters()).dtype == torch.bfloat16 and half.dtype == "bfloat16"
+    a32 = word_activations(minilm, words)
+    a16 = word_activations(half, words)
+    assert a16.dtype == np.float32
+    assert np.corrcoef(a32.ravel(), a16.ravel())[0, 1] > 0.99

@@ -56,6 +56,7 @@ __all__ = [
     "plan_windows",
     "prepare_story",
     "tokenize_words",
+    "window_batches",
     "word_activations",
 ]
 
@@ -456,8 +457,6 @@ def iter_word_activations(
     col0 = np.concatenate([[0], np.cumsum(widths)])
     n_ans = int(col0[-1])
     device = torch.device(loaded.device)
-    prefix = np.asarray(tokens.prefix_ids, dtype=np.int64)
-    suffix = np.asarray(tokens.suffix_ids, dtype=np.int64)
     pad = _pad_id(tokenizer)
     n_with_tokens = int((plan.word_window >= 0).sum())
     done = 0
@@ -473,47 +472,71 @@ def iter_word_activations(
     state: dict[str, Any] = {}
 
     def sink(layer: int, act) -> None:
-        flat = act.reshape(-1, act.shape[-1])
-        picked = flat.index_select(0, state["gather"])
-        if picked.dtype != torch.float32:
-            picked = picked.float()
-        target = state["buffer"][:, int(col0[layer]) : int(col0[layer + 1])]
-        target.index_add_(0, state["slot"], picked)
+        # Named for torch.profiler: the benchmark reports the time spent here.
+        with torch.profiler.record_function("brainorg.pool_words"):
+            flat = act.reshape(-1, act.shape[-1])
+            picked = flat.index_select(0, state["gather"])
+            if picked.dtype != torch.float32:
+                picked = picked.float()
+            target = state["buffer"][:, int(col0[layer]) : int(col0[layer + 1])]
+            target.index_add_(0, state["slot"], picked)
 
     from .sites import capture_site
 
-    with torch.inference_mode(), capture_site(model, loaded.spec.architecture, site, sink):
-        for group in _groups(plan, int(batch_words)):
-            check_cancel(cancel)
-            lengths = plan.stop[group] - plan.start[group]
-            width = int(lengths.max()) + len(prefix) + len(suffix)
-            n_win = len(group)
-            ids = np.full((n_win, width), pad, dtype=np.int64)
-            mask = np.zeros((n_win, width), dtype=np.int64)
-            for row, w in enumerate(group):  # one step per window
-                body = tokens.input_ids[plan.start[w] : plan.stop[w]]
-                seq = np.concatenate([prefix, body, suffix])
-                ids[row, : len(seq)] = seq
-                mask[row, : len(seq)] = 1
-            sel = np.isin(tok_win, group)
-            pos, owner, win = tok_pos[sel], tok_owner[sel], tok_win[sel]
-            row_of = np.searchsorted(group, win)
-            flat = row_of * width + len(prefix) + (pos - plan.start[win])
-            chunk_words, slot = np.unique(owner, return_inverse=True)
-            counts = np.bincount(slot, minlength=len(chunk_words)).astype(np.float32)
+    for group, ids, mask in window_batches(tokens, plan, int(batch_words), pad):
+        check_cancel(cancel)
+        width = ids.shape[1]
+        sel = np.isin(tok_win, group)
+        pos, owner, win = tok_pos[sel], tok_owner[sel], tok_win[sel]
+        row_of = np.searchsorted(group, win)
+        flat = row_of * width + len(tokens.prefix_ids) + (pos - plan.start[win])
+        chunk_words, slot = np.unique(owner, return_inverse=True)
+        counts = np.bincount(slot, minlength=len(chunk_words)).astype(np.float32)
+        # Hooks and inference mode only around the forward pass: between chunks the
+        # model is left as it was, whatever the consumer does with it.
+        with torch.inference_mode(), capture_site(model, loaded.spec.architecture, site, sink):
             state["gather"] = torch.as_tensor(flat, device=device)
             state["slot"] = torch.as_tensor(slot.reshape(-1), device=device)
-            state["buffer"] = torch.zeros((len(chunk_words), n_ans), dtype=torch.float32, device=device)
+            with torch.profiler.record_function("brainorg.pool_words"):
+                state["buffer"] = torch.zeros((len(chunk_words), n_ans), dtype=torch.float32, device=device)
             model(
                 input_ids=torch.as_tensor(ids, device=device),
                 attention_mask=torch.as_tensor(mask, device=device),
             )
-            values = state.pop("buffer")
-            values.div_(torch.as_tensor(counts, device=device)[:, None])
+            with torch.profiler.record_function("brainorg.pool_words"):
+                values = state.pop("buffer")
+                values.div_(torch.as_tensor(counts, device=device)[:, None])
             state.clear()
-            done += len(chunk_words)
-            report(progress, stage, done, n_with_tokens)
-            yield WordActivations(word_index=chunk_words, values=values)
+        done += len(chunk_words)
+        report(progress, stage, done, n_with_tokens)
+        yield WordActivations(word_index=chunk_words, values=values)
+
+
+def window_batches(
+    tokens: WordTokens, plan: WindowPlan, batch_words: int, pad_id: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The model inputs, batch by batch: consecutive windows with their special tokens.
+
+    Yields
+    ------
+    group : ndarray of shape (n_windows_in_batch,), int64
+        The windows (indices into ``plan``).
+    input_ids, attention_mask : ndarray of shape (n_windows_in_batch, width), int64
+        Windows padded on the right to the longest (causal models: padding comes after
+        every real token, so it changes nothing they see).
+    """
+    prefix = np.asarray(tokens.prefix_ids, dtype=np.int64)
+    suffix = np.asarray(tokens.suffix_ids, dtype=np.int64)
+    for group in _groups(plan, batch_words):
+        lengths = plan.stop[group] - plan.start[group]
+        width = int(lengths.max()) + len(prefix) + len(suffix)
+        ids = np.full((len(group), width), pad_id, dtype=np.int64)
+        mask = np.zeros((len(group), width), dtype=np.int64)
+        for row, w in enumerate(group):  # one step per window
+            seq = np.concatenate([prefix, tokens.input_ids[plan.start[w] : plan.stop[w]], suffix])
+            ids[row, : len(seq)] = seq
+            mask[row, : len(seq)] = 1
+        yield group, ids, mask
 
 
 def word_activations(loaded, words: Sequence[str], **kwargs) -> np.ndarray:

@@ -394,10 +394,11 @@ def extract_an_responses(
         n_chunks += 1
         if rows.size == 0:
             continue
-        rows_t = torch.as_tensor(rows, device=dev)
-        cols_t = torch.as_tensor(chunk.word_index, device=dev)
-        block = H_t.index_select(0, rows_t).index_select(1, cols_t)
-        R.index_add_(0, rows_t, (block @ chunk.values).double())
+        with torch.inference_mode():
+            rows_t = torch.as_tensor(rows, device=dev)
+            cols_t = torch.as_tensor(chunk.word_index, device=dev)
+            block = H_t.index_select(0, rows_t).index_select(1, cols_t)
+            R.index_add_(0, rows_t, (block @ chunk.values).double())
         del chunk
     check_cancel(cancel)
 

@@ -555,6 +555,14 @@ def _check_device(device: str) -> str:
     )
 
 
+def _dtype_keyword() -> str:
+    """``from_pretrained``'s precision argument: ``dtype`` since transformers 4.56."""
+    from importlib.metadata import version
+
+    major, minor = (int(x) for x in re.findall(r"\d+", version("transformers"))[:2])
+    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+
+
 def load_language_model(
     spec: ModelSpec | str | os.PathLike, device: str = "cpu", dtype: str = "float32"
 ) -> LoadedModel:
@@ -593,7 +601,7 @@ def load_language_model(
                 f"The model {spec.name!r} has no fast tokenizer (tokenizer.json); word "
                 "alignment needs character offsets, which only fast tokenizers give."
             )
-        model = AutoModel.from_pretrained(folder, dtype=getattr(torch, dtype))
+        model = AutoModel.from_pretrained(folder, **{_dtype_keyword(): getattr(torch, dtype)})
     model.eval()
     model.requires_grad_(False)
     model.to(device)
