@@ -37,7 +37,11 @@ from ..errors import ShapeError, check_choice
 
 __all__ = [
     "DEFAULT_ALPHA",
+    "dictionary_objective",
+    "lambda_from_alpha",
+    "learn_dictionary",
     "sparse_encode",
+    "SparseDictionary",
 ]
 
 #: Default relative sparsity penalty: lambda = DEFAULT_ALPHA * rms column norm of X.
@@ -152,38 +156,129 @@ def _lam_row(be: Backend, lam, start: int, stop: int):
 
 def _fista(be: Backend, gram, dtx, lam, lipschitz: float, a0, *, positive: bool,
            max_iter: int, tol: float, cancel=None):
-    """FISTA over a block of columns at once.
+    """FISTA over a block of columns at once, each column stopped on its own.
 
     Minimises ``0.5 a' G a - b' a + lam |a|_1`` for every column ``b`` of ``dtx``,
     with momentum restarted per column where it points uphill (O'Donoghue and
     Candès' gradient scheme), which keeps FISTA's speed without its oscillations.
+    A column stops when ``||a_new - a|| <= tol * ||a_new||``; its result then no
+    longer depends on the other columns of the block, and converged columns leave
+    the working set so that the slow ones do not hold the rest back.
 
-    Returns ``(A, n_iter)``.
+    Returns ``(A, n_iter)`` with ``n_iter`` the iterations of the slowest column.
     """
+    if be.name == "numpy":
+        return _fista_numpy(gram, dtx, lam, lipschitz, a0, positive=positive,
+                            max_iter=max_iter, tol=tol, cancel=cancel)
+    import torch
+
     step = 1.0 / lipschitz
+    k, n = dtx.shape
+    out = a0.clone()
+    act = torch.arange(n, device=dtx.device)
+    prop = torch.eye(k, dtype=dtx.dtype, device=dtx.device) - step * gram
+    b = step * dtx
     thr = lam * step
-    a = _copy(be, a0)
-    y = _copy(be, a0)
-    n_cols = a.shape[1]
-    t = _zeros(be, (1, n_cols)) + 1.0
+    per_col_thr = torch.is_tensor(thr)
+    a = a0.clone()
+    y = a0.clone()
+    t = torch.ones(n, dtype=dtx.dtype, device=dtx.device)
+    done = torch.zeros(n, dtype=torch.bool, device=dtx.device)
+    n_done = 0
+    tol2 = tol * tol
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
-        z = y - step * (gram @ y - dtx)
-        a_new = _shrink(be, z, thr, positive)
-        diff = a_new - a
-        uphill = _sum_cols(be, (y - a_new) * diff) > 0
-        t_new = 0.5 * (1.0 + (1.0 + 4.0 * t * t) ** 0.5)
-        beta = _where(be, uphill, 0.0, (t - 1.0) / t_new)
-        t = _where(be, uphill, 1.0, t_new)
-        y = a_new + beta * diff
-        delta = _fro(be, diff)
-        scale = _fro(be, a_new)
-        a = a_new
-        if delta <= tol * max(scale, 1e-30):
-            break
+        z = torch.addmm(b, prop, y)
+        z = torch.clamp(z - thr, min=0) if positive else _shrink(be, z, thr, False)
+        diff = z - a
+        uphill = ((y - z) * diff).sum(0) > 0
+        t_new = 0.5 * (1.0 + torch.sqrt(1.0 + 4.0 * t * t))
+        beta = torch.where(uphill, torch.zeros_like(t), (t - 1.0) / t_new)
+        t = torch.where(uphill, torch.ones_like(t), t_new)
+        y = z + beta * diff
+        a = z
+        newly = (~done) & ((diff * diff).sum(0) <= tol2 * (z * z).sum(0))
+        if bool(newly.any()):
+            out[:, act[newly]] = z[:, newly]
+            done |= newly
+            n_done = int(done.sum())
+        if n_done == done.numel():
+            return out, n_iter
+        if n_done >= max(1, done.numel() // 10):
+            keep = ~done
+            act, a, y, b, t = act[keep], a[:, keep], y[:, keep], b[:, keep], t[keep]
+            if per_col_thr:
+                thr = thr[:, keep]
+            done = done[keep]
+            n_done = 0
         if n_iter % 25 == 0:
             check_cancel(cancel)
-    return a, n_iter
+    out[:, act[~done]] = a[:, ~done]
+    return out, n_iter
+
+
+def _fista_numpy(gram, dtx, lam, lipschitz, a0, *, positive, max_iter, tol, cancel=None):
+    """:func:`_fista` for numpy, in preallocated buffers (the loop is memory-bound)."""
+    dt = dtx.dtype
+    k, n = dtx.shape
+    step = 1.0 / lipschitz
+    # z = y - step (G y - b) = (I - step G) y + step b
+    prop = (np.eye(k) - step * np.asarray(gram, dtype=np.float64)).astype(dt)
+    b = np.ascontiguousarray(step * dtx, dtype=dt)
+    per_col_thr = not isinstance(lam, float)
+    thr = np.asarray(lam * step, dtype=dt) if per_col_thr else dt.type(lam * step)
+    out = np.array(a0, dtype=dt, order="C")
+    act = np.arange(n)
+    a = out.copy()
+    y = a.copy()
+    z = np.empty_like(a)
+    tmp = np.empty_like(a)
+    t = np.ones(n, dtype=dt)
+    done = np.zeros(n, dtype=bool)
+    n_done = 0
+    tol2 = tol * tol
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):
+        np.matmul(prop, y, out=z)
+        z += b
+        if positive:
+            z -= thr
+            np.maximum(z, 0, out=z)
+        else:
+            np.clip(z, -thr, thr, out=tmp)
+            z -= tmp
+        # z holds the new iterate; a becomes the step taken, y the gap to the new point.
+        np.subtract(z, a, out=a)
+        y -= z
+        uphill = np.einsum("ij,ij->j", y, a) > 0
+        newly = np.einsum("ij,ij->j", a, a) <= tol2 * np.einsum("ij,ij->j", z, z)
+        newly &= ~done
+        t_new = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * t * t))
+        beta = (t - 1.0) / t_new
+        beta[uphill] = 0.0
+        t_new[uphill] = 1.0
+        t = t_new
+        np.multiply(a, beta, out=y)
+        y += z
+        a, z = z, a
+        if newly.any():
+            out[:, act[newly]] = a[:, newly]
+            done |= newly
+            n_done += int(newly.sum())
+        if n_done == done.size:
+            return out, n_iter
+        if n_done >= max(1, done.size // 10):
+            keep = ~done
+            act, a, y, b, t = act[keep], a[:, keep], y[:, keep], b[:, keep], t[keep]
+            z, tmp = np.empty_like(a), np.empty_like(a)
+            if per_col_thr:
+                thr = np.ascontiguousarray(thr[:, keep])
+            done = done[keep]
+            n_done = 0
+        if n_iter % 25 == 0:
+            check_cancel(cancel)
+    out[:, act[~done]] = a[:, ~done]
+    return out, n_iter
 
 
 def _column_smooth_loss(be: Backend, gram, dtx, a):
@@ -196,11 +291,12 @@ def _column_l1(be: Backend, a):
 
 
 def _encode_block(be, X, D, gram, lam, lipschitz, init, *, positive, max_iter, tol,
-                  chunk_size, progress, cancel, stage, want_residual=False):
+                  chunk_size, progress, cancel, stage, want_residual=False, x_sq=None):
     """Code every column of ``X`` (backend or numpy array) chunk by chunk.
 
     Returns ``(A, n_iter_max, residual_sq)`` with ``A`` a backend array (k, n_cols)
     and ``residual_sq`` a float64 numpy array of per-column |x - D a|^2, or None.
+    ``x_sq`` (per-column |x|^2, float64) spares recomputing it.
     """
     n_volumes, n_cols = _shape_of(X)
     k = _shape_of(D)[1]
@@ -214,12 +310,11 @@ def _encode_block(be, X, D, gram, lam, lipschitz, init, *, positive, max_iter, t
         stop = min(start + chunk_size, n_cols)
         xc = be.asarray(X[:, start:stop])
         dtx = D.T @ xc
-        finite = np.isfinite(be.to_numpy(_sum_cols(be, dtx))).all()
-        if not finite:
-            bad = ~np.isfinite(be.to_numpy(_sum_cols(be, dtx))).ravel()
+        col_check = np.asarray(be.to_numpy(_sum_cols(be, dtx))).ravel()
+        if not np.isfinite(col_check).all():
+            bad = np.flatnonzero(~np.isfinite(col_check))[:5] + start
             raise ValueError(
-                f"'X' must contain only finite values; columns "
-                f"{(np.flatnonzero(bad)[:5] + start).tolist()} contain NaN or inf."
+                f"'X' must contain only finite values; columns {bad.tolist()} contain NaN or inf."
             )
         lam_c = _lam_row(be, lam, start, stop)
         if lipschitz <= 0.0:
@@ -230,19 +325,34 @@ def _encode_block(be, X, D, gram, lam, lipschitz, init, *, positive, max_iter, t
             a0 = _zeros(be, (k, stop - start)) if init is None else be.asarray(init[:, start:stop])
             ac, n_it = _fista(be, gram, dtx, lam_c, lipschitz, a0, positive=positive,
                               max_iter=max_iter, tol=tol, cancel=cancel)
-            if init is not None:
-                # FISTA is not monotone: never hand back a code worse than the warm start.
-                f_new = _column_smooth_loss(be, gram, dtx, ac) + lam_c * _column_l1(be, ac)
-                f_old = _column_smooth_loss(be, gram, dtx, a0) + lam_c * _column_l1(be, a0)
-                ac = _where(be, f_old < f_new, a0, ac)
+        smooth = _column_smooth_loss(be, gram, dtx, ac) if (want_residual or init is not None) else None
+        if init is not None and lipschitz > 0.0:
+            # FISTA is not monotone: never hand back a code worse than the warm start.
+            smooth_old = _column_smooth_loss(be, gram, dtx, a0)
+            worse = (smooth_old + lam_c * _column_l1(be, a0) < smooth + lam_c * _column_l1(be, ac)).reshape(-1)
+            if bool(worse.any()):
+                ac[:, worse] = a0[:, worse]
+                smooth = _where(be, worse.reshape(1, -1), smooth_old, smooth)
         A[:, start:stop] = ac
         if want_residual:
-            x_sq = _sum_cols(be, xc * xc)
-            r = x_sq + 2.0 * _column_smooth_loss(be, gram, dtx, ac)
-            res_sq[start:stop] = np.maximum(np.asarray(be.to_numpy(r), dtype=np.float64).ravel(), 0.0)
+            xs = _sum_cols(be, xc * xc) if x_sq is None else x_sq[start:stop]
+            r = np.asarray(be.to_numpy(smooth), dtype=np.float64).ravel()
+            res_sq[start:stop] = np.maximum(np.asarray(be.to_numpy(xs), dtype=np.float64).ravel() + 2.0 * r, 0.0)
         n_iter_max = max(n_iter_max, n_it)
         report(progress, stage, c + 1, n_chunks)
     return A, n_iter_max, res_sq
+
+
+def _check_random_state(random_state):
+    """A numpy Generator or RandomState for ``random_state`` (None, int or either)."""
+    if isinstance(random_state, (np.random.Generator, np.random.RandomState)):
+        return random_state
+    if random_state is None or (isinstance(random_state, Integral) and not isinstance(random_state, bool)):
+        return np.random.default_rng(random_state)
+    raise ValueError(
+        f"'random_state' must be None, an integer, a numpy Generator or RandomState; "
+        f"{random_state!r} was provided."
+    )
 
 
 def _check_lam(lam, n_cols: int):
@@ -288,9 +398,11 @@ def sparse_encode(X, D, lam, *, positive=False, max_iter=200, tol=1e-4, init=Non
     positive : bool, default False
         Constrain the codes to be non-negative.
     max_iter : int, default 200
-        Maximum FISTA iterations per chunk.
+        Maximum FISTA iterations per column.
     tol : float, default 1e-4
-        Stop a chunk when ``||A_new - A||_F <= tol * ||A_new||_F``.
+        Stop a column when ``||a_new - a||_2 <= tol * ||a_new||_2`` between two
+        iterations. Each column stops on its own, so its code does not depend on
+        which other columns share its chunk.
     init : array of shape (k, n_columns), optional
         Warm start. A column is never returned with an objective worse than its
         warm start.
@@ -369,3 +481,642 @@ def sparse_encode(X, D, lam, *, positive=False, max_iter=200, tol=1e-4, init=Non
                                 max_iter=max_iter, tol=tol, chunk_size=chunk_size,
                                 progress=progress, cancel=cancel, stage="sparse codes")
         return np.asarray(be.to_numpy(A), dtype=dtype)
+
+
+# --------------------------------------------------------------------------- objective
+
+
+def _column_blocks(n_cols: int, n_rows: int, budget: int = 64 * 2**20):
+    step = max(1, budget // max(1, 8 * n_rows))
+    for start in range(0, n_cols, step):
+        yield slice(start, min(start + step, n_cols))
+
+
+def _rms_column_norm(X) -> float:
+    """sqrt(mean over columns of the squared column norm), in float64, streamed."""
+    n_rows, n_cols = _shape_of(X)
+    if n_cols == 0:
+        return 0.0
+    total = 0.0
+    for sl in _column_blocks(n_cols, n_rows):
+        block = np.asarray(Backend().to_numpy(X[:, sl]), dtype=np.float64)
+        total += float(np.einsum("ij,ij->", block, block))
+    return math.sqrt(total / n_cols)
+
+
+def lambda_from_alpha(X, alpha: float) -> float:
+    """The absolute penalty λ for a relative one: ``λ = alpha * rms column norm of X``.
+
+    Parameters
+    ----------
+    X : array of shape (n_volumes, n_ans)
+    alpha : float >= 0
+
+    Returns
+    -------
+    lam : float
+        ``alpha * sqrt(mean_i ||x_i||^2)``; for z-scored columns this is
+        ``alpha * sqrt(n_volumes)``, and an AN then uses an atom only where its
+        partial correlation with the atom exceeds about ``alpha``.
+    """
+    X = _as_2d("X", X, "(n_volumes, n_ans)")
+    return _check_nonneg_real("alpha", alpha) * _rms_column_norm(X)
+
+
+def dictionary_objective(X, D, A, lam) -> float:
+    """``0.5 * ||X - D A||_F^2 + lam * ||A||_1``, computed in float64 by column blocks.
+
+    Parameters
+    ----------
+    X : array of shape (n_volumes, n_columns)
+    D : array of shape (n_volumes, k)
+    A : array of shape (k, n_columns)
+    lam : float or array of shape (n_columns,)
+
+    Returns
+    -------
+    float
+    """
+    to_np = Backend().to_numpy
+    X = _as_2d("X", X, "(n_volumes, n_columns)")
+    D = np.asarray(to_np(_as_2d("D", D, "(n_volumes, k)")), dtype=np.float64)
+    A = _as_2d("A", A, "(k, n_columns)")
+    n_volumes, n_cols = _shape_of(X)
+    if D.shape[0] != n_volumes or _shape_of(A) != (D.shape[1], n_cols):
+        raise ShapeError(
+            f"'D' and 'A' must have shapes ({n_volumes}, k) and (k, {n_cols}); arrays of "
+            f"shapes {D.shape} and {_shape_of(A)} were provided."
+        )
+    lam = _check_lam(lam, n_cols)
+    total = 0.0
+    for sl in _column_blocks(n_cols, n_volumes + D.shape[1]):
+        xb = np.asarray(to_np(X[:, sl]), dtype=np.float64)
+        ab = np.asarray(to_np(A[:, sl]), dtype=np.float64)
+        resid = xb - D @ ab
+        l1 = np.abs(ab).sum(0)
+        total += 0.5 * float(np.einsum("ij,ij->", resid, resid))
+        total += float(np.sum(l1 * (lam if isinstance(lam, float) else lam[sl])))
+    return total
+
+
+# --------------------------------------------------------------------------- atoms
+
+
+def _vnorm(be: Backend, v) -> float:
+    return float(np.linalg.norm(v)) if be.name == "numpy" else float(v.norm())
+
+
+def _init_atoms(be, Xb, n_atoms: int, init, rs):
+    """Initial dictionary (n_volumes, k) and ``X X'`` (float64 numpy) when computed, else None."""
+    n_volumes, n_ans = _shape_of(Xb)
+    if not isinstance(init, str):
+        D0 = np.asarray(be.to_numpy(init), dtype=np.float64)
+        if D0.shape != (n_volumes, n_atoms):
+            raise ShapeError(
+                f"'init' must be 'svd', 'random' or an array of shape ({n_volumes}, {n_atoms}) "
+                f"(n_volumes, n_atoms); an array of shape {D0.shape} was provided."
+            )
+        norms = np.linalg.norm(D0, axis=0)
+        if not np.all(np.isfinite(D0)) or np.any(norms == 0):
+            raise ValueError("'init' must hold finite, non-zero atoms; a zero or non-finite column was found.")
+        return D0 / norms, None
+    check_choice("init", init, ("svd", "random"))
+    n_filled = 0
+    xxt = None
+    D0 = np.zeros((n_volumes, n_atoms))
+    if init == "svd":
+        # Left singular vectors from the small (n_volumes, n_volumes) covariance: one
+        # pass over X, never an SVD of the full (n_volumes, n_ans) matrix.
+        cov = np.asarray(be.to_numpy(Xb @ Xb.T), dtype=np.float64)
+        evals, evecs = np.linalg.eigh(0.5 * (cov + cov.T))
+        order = np.argsort(evals)[::-1]
+        keep = order[evals[order] > 1e-10 * max(evals.max(initial=0.0), 1e-300)][:n_atoms]
+        vecs = evecs[:, keep]
+        # A singular vector's sign is arbitrary; fix it so runs are reproducible.
+        flip = np.sign(vecs[np.abs(vecs).argmax(0), np.arange(vecs.shape[1])])
+        D0[:, : vecs.shape[1]] = vecs * flip
+        n_filled = vecs.shape[1]
+        xxt = cov
+    else:
+        cols = rs.choice(n_ans, size=min(n_atoms, n_ans), replace=False)
+        picked = np.asarray(be.to_numpy(Xb[:, be.asarray(cols).long()] if be.name == "torch" else Xb[:, cols]),
+                            dtype=np.float64)
+        norms = np.linalg.norm(picked, axis=0)
+        ok = norms > 0
+        D0[:, : ok.sum()] = picked[:, ok] / norms[ok]
+        n_filled = int(ok.sum())
+    if n_filled < n_atoms:
+        # More atoms than the data's rank (or than ANs): random unit directions.
+        extra = rs.standard_normal((n_volumes, n_atoms - n_filled))
+        D0[:, n_filled:] = extra / np.linalg.norm(extra, axis=0)
+    return D0, xxt
+
+
+def _update_atoms(be, D, XAt, AAt, A, Xb, res_sq, rs):
+    """One block-coordinate pass over the atoms (exact minimisation on ||d_j|| <= 1).
+
+    ``D`` is updated in place. Atoms that no AN uses are re-initialised from the
+    residuals of the worst-reconstructed ANs. Returns the indices of those atoms.
+    """
+    k = _shape_of(D)[1]
+    diag = np.asarray(be.to_numpy(AAt.diagonal()), dtype=np.float64)
+    unused_threshold = 1e-10 * max(float(diag.max(initial=0.0)), 1e-300)
+    unused = [j for j in range(k) if diag[j] <= unused_threshold]
+    used = [j for j in range(k) if diag[j] > unused_threshold]
+    for j in used:
+        u = D[:, j] + (XAt[:, j] - D @ AAt[:, j]) / float(diag[j])
+        D[:, j] = u / max(_vnorm(be, u), 1.0)
+    if unused:
+        # Worst-reconstructed ANs first; a stable sort keeps ties (and runs) deterministic.
+        order = np.argsort(-res_sq, kind="stable")
+        for rank, j in enumerate(unused):
+            A[j, :] = 0
+            i = int(order[rank % len(order)])
+            r = Xb[:, i] - D @ A[:, i]
+            nr = _vnorm(be, r)
+            if not (nr > 1e-12 * max(math.sqrt(float(res_sq.max(initial=0.0))), 1e-300)):
+                r = be.asarray(rs.standard_normal(_shape_of(D)[0]))
+                nr = _vnorm(be, r)
+            D[:, j] = r / nr
+    return unused
+
+
+def _rank_one_gain(be, c, lam, positive: bool):
+    """Codes of a unit-norm atom on residual correlations ``c`` and the objective drop."""
+    if positive:
+        a = (c - lam).clamp(min=0) if be.name == "torch" else np.maximum(c - lam, 0)
+    else:
+        a = _shrink(be, _copy(be, c), lam, False)
+    return a, 0.5 * float((a * a).sum())
+
+
+def _replace_weakest_atom(be, Xb, D, A, lam, res_sq, xxt, XAt, AAt, chunk_size: int,
+                          positive: bool) -> bool:
+    """Swap the least useful atom for the residual's leading direction, if that helps.
+
+    Alternating minimisation can settle with one atom shared by two sources of
+    variance and another atom barely used. With every other atom and code fixed,
+    removing atom ``j`` raises the objective by
+    ``sum_i a_ji d_j'r_i - a_ji^2 |d_j|^2 / 2 - lam |a_ji|`` (``r_i`` the residual
+    without atom ``j``), and a unit-norm atom ``d`` with its best codes lowers it by
+    ``sum_i (|d'r_i| - lam)_+^2 / 2``: both are exact, so the swap is made only when
+    it lowers the objective, and the descent stays monotone. Candidates: the leading
+    eigenvector of the residual covariance ``(X - DA)(X - DA)'`` (from ``X X'``,
+    ``X A'`` and ``A A'``, no pass over ``X``) and the residual of the
+    worst-reconstructed AN, each refined by one block-coordinate step.
+
+    ``xxt`` is ``X X'`` as a float64 numpy array of shape (n_volumes, n_volumes).
+
+    Returns True when an atom was replaced (``D`` and ``A`` updated in place).
+    """
+    n_volumes, n_ans = _shape_of(Xb)
+    gram = D.T @ D
+    gdiag = gram.diagonal()[:, None]
+    loss_if_removed = None
+    for start in range(0, n_ans, chunk_size):
+        sl = slice(start, min(start + chunk_size, n_ans))
+        ac = A[:, sl]
+        corr_without = D.T @ Xb[:, sl] - gram @ ac + gdiag * ac
+        lam_c = _lam_row(be, lam, sl.start, sl.stop)
+        part = _sum_rows(be, ac * corr_without - 0.5 * gdiag * ac * ac - lam_c * abs(ac))
+        loss_if_removed = part if loss_if_removed is None else loss_if_removed + part
+    loss_if_removed = np.asarray(be.to_numpy(loss_if_removed), dtype=np.float64).ravel()
+    j = int(np.argmin(loss_if_removed))
+    i = int(np.argmax(res_sq))
+    dj, aj = D[:, j], A[j, :]
+    lam_all = lam if isinstance(lam, float) else be.asarray(lam)
+
+    def correlations(d):
+        # d' (x_i - D a_i + d_j a_ji) for every AN, in one pass over X.
+        return Xb.T @ d - A.T @ (D.T @ d) + (d @ dj) * aj
+
+    Dn = np.asarray(be.to_numpy(D), dtype=np.float64)
+    XAtn = np.asarray(be.to_numpy(XAt), dtype=np.float64)
+    cross = XAtn @ Dn.T
+    resid_cov = xxt - cross - cross.T + Dn @ np.asarray(be.to_numpy(AAt), dtype=np.float64) @ Dn.T
+    from scipy.linalg import eigh
+
+    n = resid_cov.shape[0]
+    _, top = eigh(0.5 * (resid_cov + resid_cov.T), subset_by_index=[n - 1, n - 1])
+    candidates = [be.asarray(top[:, 0]), Xb[:, i] - D @ A[:, i] + dj * A[j, i]]
+    best_d, best_a, best_gain = None, None, 0.0
+    for d in candidates:
+        nd = _vnorm(be, d)
+        if not nd > 0:
+            continue
+        d = d / nd
+        a, gain = _rank_one_gain(be, correlations(d), lam_all, positive)
+        if positive and gain == 0.0:
+            d = -d
+            a, gain = _rank_one_gain(be, correlations(d), lam_all, positive)
+        if gain > 0:
+            # One block-coordinate step on the new atom given its codes.
+            refined = Xb @ a - D @ (A @ a) + dj * float(aj @ a)
+            nref = _vnorm(be, refined)
+            if nref > 0:
+                a_ref, gain_ref = _rank_one_gain(be, correlations(refined / nref), lam_all, positive)
+                if gain_ref > gain:
+                    d, a, gain = refined / nref, a_ref, gain_ref
+        if gain > best_gain:
+            best_d, best_a, best_gain = d, a, gain
+    if best_d is None or best_gain <= loss_if_removed[j] + 1e-7 * abs(loss_if_removed).max(initial=0.0):
+        return False
+    D[:, j] = best_d
+    A[j, :] = best_a
+    return True
+
+
+def _sum_rows(be: Backend, a):
+    """Row sums as a (k, 1) array."""
+    return a.sum(1, keepdims=True) if be.name == "numpy" else a.sum(1, keepdim=True)
+
+
+def _objective_from_stats(be, D, XAt, AAt, l1, x_sq: float) -> float:
+    """0.5||X - D A||^2 + λ||A||_1 from X A' (n_volumes, k), A A' (k, k) and λ-weighted |A|."""
+    Dn = np.asarray(be.to_numpy(D), dtype=np.float64)
+    XAtn = np.asarray(be.to_numpy(XAt), dtype=np.float64)
+    AAtn = np.asarray(be.to_numpy(AAt), dtype=np.float64)
+    fit = x_sq - 2.0 * float(np.sum(Dn * XAtn)) + float(np.sum((Dn.T @ Dn) * AAtn))
+    return 0.5 * max(fit, 0.0) + l1
+
+
+def _weighted_l1(be, A, lam) -> float:
+    col = np.asarray(be.to_numpy(_column_l1(be, A)), dtype=np.float64).ravel()
+    return float(np.sum(col * lam)) if not isinstance(lam, float) else lam * float(col.sum())
+
+
+def learn_dictionary(X, n_atoms=64, lam=None, *, max_iter=200, tol=1e-6, init="svd",
+                     random_state=None, positive_codes=False, code_max_iter=200, code_tol=1e-4,
+                     replace_atoms=True, backend="numpy", device=None, dtype="float32",
+                     chunk_size=None, progress=None, cancel=None):
+    """Learn atoms ``D`` and sparse codes ``A`` with ``X ≈ D A``.
+
+    Minimises ``0.5 * ||X - D A||_F^2 + lam * ||A||_1`` over ``D`` with unit-norm
+    columns and ``A``, alternating
+
+    1. codes: :func:`sparse_encode`'s FISTA on all ANs at once, warm-started from the
+       previous codes (never worse than them);
+    2. atoms: one pass of block-coordinate descent over the atoms, each the exact
+       minimiser on the unit ball given the others (Mairal et al. 2010, as in
+       scikit-learn's ``_update_dict``), using only ``X A'`` and ``A A'``. Atoms that
+       end inside the ball are put back on the sphere with their codes scaled by the
+       norm (which lowers the penalty, so the objective never rises); atoms that no AN
+       uses are re-initialised from the residual of the worst-reconstructed ANs.
+
+    Each iteration touches ``X`` twice (``D' X`` and ``X A'``); the objective is
+    computed from the same small matrices, so it is exact and free.
+
+    Parameters
+    ----------
+    X : array of shape (n_volumes, n_ans)
+        AN responses, z-scored columns. numpy array or torch tensor.
+    n_atoms : int, default 64
+        k, the number of atoms (the paper's 64).
+    lam : float >= 0 or array of shape (n_ans,), optional
+        λ exactly as in the objective. Default ``DEFAULT_ALPHA * rms column norm``
+        (see :func:`lambda_from_alpha`).
+    max_iter : int, default 200
+        Maximum alternations.
+    tol : float, default 1e-6
+        Stop when the objective's relative decrease over one iteration is below ``tol``.
+    init : {"svd", "random"} or array of shape (n_volumes, n_atoms), default "svd"
+        "svd": the leading left singular vectors of ``X`` (deterministic; random
+        directions beyond the data's rank). "random": ``n_atoms`` distinct ANs drawn
+        with ``random_state``, normalised.
+    random_state : int, RandomState or None
+        Seeds "random" initialisation, padding and re-initialisation draws.
+    positive_codes : bool, default False
+        Constrain codes to be non-negative.
+    code_max_iter : int, default 200
+        FISTA's iteration limit for each code step (see :func:`sparse_encode`).
+    code_tol : float, default 1e-4
+        FISTA's tolerance for the code steps inside the alternation (warm-started, so
+        they need not be exact); the final codes are solved to ``code_tol / 10``.
+    replace_atoms : bool, default True
+        When the objective stalls, try swapping the least useful atom for the
+        residual's leading direction, kept only if it lowers the objective (see
+        :func:`_replace_weakest_atom`); the fit has converged when no swap helps.
+    backend : {"numpy", "torch", "auto"}, default "numpy"
+    device : str, optional
+        torch device. ``X`` is moved to it once (n_volumes * n_ans * 4 bytes).
+    dtype : {"float32", "float64"}, default "float32"
+    chunk_size : int, optional
+        ANs per chunk in the code step.
+    progress : callable, optional
+        ``progress("dictionary", iteration, max_iter)``.
+    cancel : object with ``is_set()``, optional
+
+    Returns
+    -------
+    D : ndarray of shape (n_volumes, n_atoms)
+        Atoms (unit-norm time courses).
+    A : ndarray of shape (n_atoms, n_ans)
+        Codes of the final ``D``, equal to ``sparse_encode(X, D, lam,
+        max_iter=code_max_iter, tol=code_tol / 10)``.
+    info : dict
+        ``objective`` (list, after each iteration), ``final_objective`` (after the
+        final code refit), ``n_iter``, ``converged``, ``lam``, ``n_reinit`` (list,
+        atoms re-initialised per iteration), ``time_s``.
+    """
+    t0 = time.perf_counter()
+    dtype = _dtype_for(dtype)
+    be = get_backend(backend, device, dtype)
+    X = _as_2d("X", X, "(n_volumes, n_ans)")
+    n_volumes, n_ans = _shape_of(X)
+    if n_volumes < 1 or n_ans < 1:
+        raise ShapeError(f"'X' must have at least one volume and one AN; shape {(n_volumes, n_ans)} was provided.")
+    n_atoms = _check_positive_int("n_atoms", n_atoms)
+    max_iter = _check_positive_int("max_iter", max_iter)
+    tol = _check_nonneg_real("tol", tol)
+    code_max_iter = _check_positive_int("code_max_iter", code_max_iter)
+    code_tol = _check_nonneg_real("code_tol", code_tol)
+    if chunk_size is None:
+        chunk_size = _default_chunk(n_volumes, n_atoms, np.dtype(dtype).itemsize)
+    chunk_size = _check_positive_int("chunk_size", chunk_size)
+    rs = _check_random_state(random_state)
+
+    if be.name == "torch":
+        import torch
+
+        ctx = torch.inference_mode()
+    else:
+        import contextlib
+
+        ctx = contextlib.nullcontext()
+    with ctx:
+        Xb = be.asarray(X)
+        if not np.isfinite(float(be.to_numpy(Xb.sum()))):
+            raise ValueError("'X' must contain only finite values; NaN or inf was found.")
+        x_sq_cols = np.concatenate([
+            np.asarray(be.to_numpy(_sum_cols(be, Xb[:, sl] * Xb[:, sl])), dtype=np.float64).ravel()
+            for sl in _column_blocks(n_ans, n_volumes)
+        ])
+        x_sq = float(x_sq_cols.sum())
+        lam = DEFAULT_ALPHA * math.sqrt(x_sq / n_ans) if lam is None else _check_lam(lam, n_ans)
+        D0, xxt = _init_atoms(be, Xb, n_atoms, init, rs)
+        D = be.asarray(D0)
+        A = None
+        objective, n_reinit = [], []
+        converged = False
+        n_iter = 0
+        code_kw = dict(positive=positive_codes, max_iter=code_max_iter, tol=code_tol,
+                       chunk_size=chunk_size, progress=None, cancel=cancel)
+        n_replaced = 0
+        for n_iter in range(1, max_iter + 1):
+            check_cancel(cancel)
+            gram = D.T @ D
+            A, _, res_sq = _encode_block(be, Xb, D, gram, lam, _lipschitz(be, gram), A,
+                                         want_residual=True, x_sq=x_sq_cols, stage="sparse codes",
+                                         **code_kw)
+            XAt = Xb @ A.T
+            AAt = A @ A.T
+            unused = _update_atoms(be, D, XAt, AAt, A, Xb, res_sq, rs)
+            norms = np.array([_vnorm(be, D[:, j]) for j in range(n_atoms)])
+            scale = np.where((norms > 0) & (norms < 1.0), norms, 1.0)
+            if np.any(scale != 1.0):
+                s = be.asarray(scale)
+                D = D / s
+                A = A * s[:, None]
+                XAt = XAt * s
+                AAt = AAt * s[:, None] * s[None, :]
+            if unused:
+                # Re-initialised atoms carry zero codes: recompute the statistics.
+                XAt = Xb @ A.T
+                AAt = A @ A.T
+            f = _objective_from_stats(be, D, XAt, AAt, _weighted_l1(be, A, lam), x_sq)
+            objective.append(f)
+            n_reinit.append(len(unused))
+            report(progress, "dictionary", n_iter, max_iter)
+            stalled = n_iter > 1 and abs(objective[-2] - f) <= tol * max(abs(f), 1e-300)
+            if stalled and not unused:
+                if replace_atoms and xxt is None:
+                    xxt = np.asarray(be.to_numpy(Xb @ Xb.T), dtype=np.float64)
+                if replace_atoms and _replace_weakest_atom(be, Xb, D, A, lam, res_sq, xxt, XAt, AAt,
+                                                           chunk_size, positive_codes):
+                    n_replaced += 1
+                    continue
+                converged = True
+                break
+        gram = D.T @ D
+        code_kw["tol"] = code_tol / 10.0
+        # The final codes start from zero, exactly as sparse_encode (and so the
+        # estimator's transform) computes them: when the lasso has several solutions
+        # (more atoms than volumes), a warm start could land on another one.
+        A, _, _ = _encode_block(be, Xb, D, gram, lam, _lipschitz(be, gram), None,
+                                stage="sparse codes", **code_kw)
+        final = _objective_from_stats(be, D, Xb @ A.T, A @ A.T, _weighted_l1(be, A, lam), x_sq)
+        report(progress, "dictionary", max_iter, max_iter)
+        info = {
+            "objective": objective,
+            "final_objective": final,
+            "n_iter": n_iter,
+            "converged": converged,
+            "lam": lam,
+            "n_reinit": n_reinit,
+            "n_replaced": n_replaced,
+            "time_s": time.perf_counter() - t0,
+        }
+        D_out = np.asarray(be.to_numpy(D), dtype=dtype)
+        A_out = np.asarray(be.to_numpy(A), dtype=dtype)
+    return D_out, A_out, info
+
+
+# --------------------------------------------------------------------------- estimator
+
+
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin  # noqa: E402
+
+
+class SparseDictionary(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Sparse dictionary learning over ANs, with scikit-learn's contract.
+
+    Each AN is a sample and each volume a feature (scikit-learn's orientation), so
+    ``fit(X)`` takes ``X`` of shape (n_ans, n_volumes), i.e. the transpose of the
+    pipeline's ``an_responses``. It minimises
+
+    ``0.5 * ||X' - D A||_F^2 + lam * ||A||_1``  with unit-norm columns of ``D``,
+
+    through :func:`learn_dictionary`; ``components_`` holds ``D'``.
+
+    Parameters
+    ----------
+    n_atoms : int, default 64
+        k, the number of atoms (the paper's 64).
+    alpha : float, default DEFAULT_ALPHA (0.15)
+        Sparsity penalty. With ``alpha_scale="rms"`` the λ of the objective is
+        ``lam_ = alpha * sqrt(mean_i ||x_i||^2)`` (the root-mean-square norm of the
+        ANs' time courses), which is ``alpha * sqrt(n_volumes)`` for z-scored ANs:
+        a code is non-zero only where the AN's partial correlation with an atom
+        exceeds about ``alpha``, whatever the number of volumes. The default 0.15
+        is about 2.6 standard deviations of the correlation between two independent
+        white series over 300 volumes, so chance correlations rarely make an AN
+        join an atom while an AN whose time course follows an atom does;
+        :func:`napari_brainorg.sparse.selection.sweep_dictionary` checks the choice
+        on the data at hand. With ``alpha_scale="none"``, ``lam_ = alpha`` exactly
+        (scikit-learn's ``DictionaryLearning(alpha=lam_)`` minimises the same
+        objective).
+    alpha_scale : {"rms", "none"}, default "rms"
+    max_iter : int, default 200
+        Maximum alternations of codes and atoms.
+    tol : float, default 1e-6
+        Relative decrease of the objective at which the alternation stops.
+    init : {"svd", "random"}, default "svd"
+        Initial atoms: leading left singular vectors of the data (deterministic), or
+        ``n_atoms`` ANs drawn with ``random_state``.
+    random_state : int, RandomState, Generator or None
+        Seeds the random draws; a fixed seed gives the same atoms on every run.
+    positive_codes : bool, default False
+    code_max_iter : int, default 200
+    code_tol : float, default 1e-4
+        FISTA's limits inside the alternation (see :func:`learn_dictionary`);
+        ``transform`` solves codes to ``code_tol / 10``.
+    backend : {"numpy", "torch", "auto"}, default "numpy"
+    device : str, optional
+        torch device, e.g. ``"cuda"``.
+    dtype : {"float32", "float64"}, default "float32"
+        Precision of the computation and of the codes.
+    chunk_size : int, optional
+        ANs per chunk in the code step.
+
+    Attributes
+    ----------
+    components_ : ndarray of shape (n_atoms, n_volumes)
+        Atom time courses (unit norm).
+    codes_ : ndarray of shape (n_atoms, n_ans)
+        Codes of the ANs the dictionary was fitted on.
+    lam_ : float
+        λ of the objective.
+    n_iter_ : int
+        Alternations run.
+    objective_ : ndarray of shape (n_iter_,)
+        Objective after each alternation.
+    final_objective_ : float
+        Objective with the final codes.
+    converged_ : bool
+    n_features_in_ : int
+        n_volumes.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((500, 60))  # 500 ANs, 60 volumes
+    >>> sd = SparseDictionary(n_atoms=8, random_state=0).fit(X)
+    >>> sd.components_.shape, sd.transform(X).shape
+    ((8, 60), (500, 8))
+    """
+
+    def __init__(self, n_atoms=64, alpha=DEFAULT_ALPHA, *, alpha_scale="rms", max_iter=200,
+                 tol=1e-6, init="svd", random_state=None, positive_codes=False,
+                 code_max_iter=200, code_tol=1e-4, backend="numpy", device=None,
+                 dtype="float32", chunk_size=None):
+        self.n_atoms = n_atoms
+        self.alpha = alpha
+        self.alpha_scale = alpha_scale
+        self.max_iter = max_iter
+        self.tol = tol
+        self.init = init
+        self.random_state = random_state
+        self.positive_codes = positive_codes
+        self.code_max_iter = code_max_iter
+        self.code_tol = code_tol
+        self.backend = backend
+        self.device = device
+        self.dtype = dtype
+        self.chunk_size = chunk_size
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = [_dtype_for(self.dtype)]
+        return tags
+
+    def fit(self, X, y=None, *, progress=None, cancel=None):
+        """Learn the atoms from ``X`` of shape (n_ans, n_volumes); returns ``self``."""
+        self._fit(X, progress=progress, cancel=cancel)
+        return self
+
+    def fit_transform(self, X, y=None, *, progress=None, cancel=None):
+        """Fit and return the codes of ``X``, shape (n_ans, n_atoms)."""
+        return self._fit(X, progress=progress, cancel=cancel).T
+
+    def _fit(self, X, progress=None, cancel=None):
+        from sklearn.utils.validation import validate_data
+
+        check_choice("alpha_scale", self.alpha_scale, ("rms", "none"))
+        check_choice("init", self.init, ("svd", "random"))
+        dtype = _dtype_for(self.dtype)
+        X = validate_data(self, X, dtype=[np.float64, np.float32])
+        alpha = _check_nonneg_real("alpha", self.alpha)
+        lam = alpha * _rms_column_norm(X.T) if self.alpha_scale == "rms" else alpha
+        D, A, info = learn_dictionary(
+            X.T, self.n_atoms, lam, max_iter=self.max_iter, tol=self.tol, init=self.init,
+            random_state=self.random_state, positive_codes=self.positive_codes,
+            code_max_iter=self.code_max_iter, code_tol=self.code_tol, backend=self.backend,
+            device=self.device, dtype=dtype, chunk_size=self.chunk_size, progress=progress,
+            cancel=cancel,
+        )
+        self.components_ = np.ascontiguousarray(D.T)
+        self.codes_ = A
+        self.lam_ = float(lam)
+        self.n_iter_ = int(info["n_iter"])
+        self.objective_ = np.asarray(info["objective"], dtype=np.float64)
+        self.final_objective_ = float(info["final_objective"])
+        self.converged_ = bool(info["converged"])
+        if not self.converged_:
+            import warnings
+
+            from sklearn.exceptions import ConvergenceWarning
+
+            warnings.warn(
+                f"SparseDictionary did not converge in max_iter={self.max_iter} iterations "
+                f"(tol={self.tol}); raise 'max_iter' or 'tol'.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        return A
+
+    def _check_fitted(self):
+        if not hasattr(self, "components_"):
+            from ..errors import NotFittedError
+
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet; call 'fit' with "
+                f"AN responses of shape (n_ans, n_volumes) before using this method."
+            )
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "components_")
+
+    @property
+    def atoms_(self) -> np.ndarray:
+        """Atom time courses as columns, shape (n_volumes, n_atoms) (``components_.T``)."""
+        self._check_fitted()
+        return self.components_.T
+
+    @property
+    def _n_features_out(self):
+        return self.components_.shape[0]
+
+    def transform(self, X, *, progress=None, cancel=None):
+        """Codes of ``X`` (n_ans, n_volumes) on the fitted atoms, shape (n_ans, n_atoms)."""
+        from sklearn.utils.validation import validate_data
+
+        self._check_fitted()
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        A = sparse_encode(
+            X.T, self.components_.T, self.lam_, positive=self.positive_codes,
+            max_iter=self.code_max_iter, tol=self.code_tol / 10.0, backend=self.backend,
+            device=self.device, chunk_size=self.chunk_size, dtype=_dtype_for(self.dtype),
+            progress=progress, cancel=cancel,
+        )
+        return A.T
+
+    def inverse_transform(self, codes):
+        """Reconstructed time courses ``codes @ components_``, shape (n_ans, n_volumes)."""
+        self._check_fitted()
+        codes = _as_2d("codes", np.asarray(codes), f"(n_ans, {self.components_.shape[0]})")
+        if codes.shape[1] != self.components_.shape[0]:
+            raise ShapeError(
+                f"'codes' must have shape (n_ans, {self.components_.shape[0]}); an array of "
+                f"shape {codes.shape} was provided."
+            )
+        return codes @ self.components_
