@@ -130,7 +130,8 @@ def contiguous_folds(n_volumes: int, n_folds: int = 5, gap: int = 5) -> list[tup
 
     Examples
     --------
-    >>> [(tr.min(), tr.max(), te.min(), te.max()) for tr, te in contiguous_folds(20, 2, 2)]
+    >>> [(int(tr.min()), int(tr.max()), int(te.min()), int(te.max()))
+    ...  for tr, te in contiguous_folds(20, 2, 2)]
     [(12, 19, 0, 9), (0, 7, 10, 19)]
     """
     n_volumes = _check_int("n_volumes", n_volumes, 2)
@@ -283,7 +284,9 @@ def _path_scores(bk: Backend, f: _Factor, Yc, alphas, metric: str):
     P = (BG @ UtY).reshape(n_alphas, f.n_test, -1)             # predictions of the path
     # ||y - p||² = ||y||² - 2 y'p + ||p||², with y'p for every α from one small product
     # (y'p = sum_j g_j (B'y)_j (U'y)_j): one read of P instead of three passes over it.
-    pp = bk.xp.einsum("anc,anc->ac", P, P)
+    # numpy's einsum reduces without a temporary; torch's goes through a batched
+    # matrix product that copies P, so there a product and a sum are faster.
+    pp = np.einsum("anc,anc->ac", P, P) if bk.name == "numpy" else (P * P).sum(1)
     del P
     cross = G @ ((f.B.T @ Yte) * UtY)                          # (a, c)
     yy = (Yte * Yte).sum(0)
