@@ -1,0 +1,222 @@
+"""What each atom is made of: its member ANs and their distribution over layers.
+
+An atom's members are the ANs whose code on it is non-zero (or larger than
+``min_abs`` in absolute value): the sub-group of ANs, spread over layers, that
+share that temporal response (METHOD §2). Codes come as the dictionary's
+``codes_`` of shape (n_atoms, n_ans), dense or scipy.sparse; ``an_index`` is the
+table of ANs in column order with columns ``layer``, ``unit``, ``site``.
+"""
+
+from __future__ import annotations
+
+from numbers import Real
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ShapeError
+
+__all__ = ["atom_members", "atoms_table", "layer_histogram"]
+
+
+def _check_min_abs(min_abs) -> float:
+    if isinstance(min_abs, bool) or not isinstance(min_abs, Real) or not np.isfinite(min_abs) or min_abs < 0:
+        raise ValueError(f"'min_abs' must be a finite number >= 0; {min_abs!r} was provided.")
+    return float(min_abs)
+
+
+def _check_inputs(codes, an_index) -> tuple[int, int]:
+    if not isinstance(an_index, pd.DataFrame):
+        raise TypeError(
+            f"'an_index' must be a pandas DataFrame with columns layer, unit, site; "
+            f"a {type(an_index).__name__} was provided."
+        )
+    if "layer" not in an_index.columns:
+        raise ShapeError(
+            f"'an_index' must have a 'layer' column (columns layer, unit, site); it has "
+            f"{list(an_index.columns)}."
+        )
+    shape = getattr(codes, "shape", None)
+    if shape is None or len(shape) != 2:
+        raise ShapeError(
+            f"'codes' must be a 2D array of shape (n_atoms, n_ans); shape {shape} was provided."
+        )
+    n_atoms, n_ans = (int(s) for s in shape)
+    if n_ans != len(an_index):
+        hint = " Transpose it: codes are (n_atoms, n_ans)." if n_atoms == len(an_index) else ""
+        raise ShapeError(
+            f"'codes' must have one column per row of 'an_index': expected shape (n_atoms, "
+            f"{len(an_index)}); shape {(n_atoms, n_ans)} was provided.{hint}"
+        )
+    return n_atoms, n_ans
+
+
+def _members(codes, min_abs: float):
+    """(atom, an, code) of every member, in atom order, then |code| descending."""
+    import scipy.sparse as sp
+
+    if sp.issparse(codes):
+        coo = sp.coo_matrix(codes)
+        rows, cols, vals = coo.row.astype(np.int64), coo.col.astype(np.int64), np.asarray(coo.data)
+        keep = np.abs(vals) > min_abs
+        rows, cols, vals = rows[keep], cols[keep], vals[keep]
+    else:
+        codes = np.asarray(codes)
+        rows, cols = np.nonzero(np.abs(codes) > min_abs)
+        vals = codes[rows, cols]
+    order = np.lexsort((cols, -np.abs(vals), rows))
+    return rows[order], cols[order], vals[order]
+
+
+def _layer_positions(an_index: pd.DataFrame, layers=None):
+    """Sorted layer labels and each AN's position among them."""
+    an_layers = an_index["layer"].to_numpy()
+    if layers is None:
+        labels = np.unique(an_layers)
+    else:
+        labels = np.asarray(list(layers))
+        missing = np.setdiff1d(np.unique(an_layers), labels)
+        if missing.size:
+            raise ValueError(
+                f"'layers' must include every layer of 'an_index'; {missing[:5].tolist()} are missing."
+            )
+    pos = np.searchsorted(labels, an_layers) if layers is None else pd.Index(labels).get_indexer(an_layers)
+    return labels, pos
+
+
+def atom_members(codes, an_index: pd.DataFrame, min_abs: float = 0.0) -> list[pd.DataFrame]:
+    """The member ANs of every atom.
+
+    Parameters
+    ----------
+    codes : array or scipy.sparse matrix of shape (n_atoms, n_ans)
+    an_index : DataFrame of n_ans rows
+        Columns ``layer``, ``unit``, ``site`` (any other columns are carried along).
+    min_abs : float, default 0.0
+        An AN is a member when ``|code| > min_abs`` (0: every non-zero code).
+
+    Returns
+    -------
+    list of DataFrame, one per atom
+        Columns ``an`` (column of the AN in ``codes``), the columns of ``an_index``,
+        and ``code``; sorted by ``|code|``, largest first. An atom with no member
+        gets an empty frame with the same columns.
+    """
+    n_atoms, _ = _check_inputs(codes, an_index)
+    min_abs = _check_min_abs(min_abs)
+    rows, cols, vals = _members(codes, min_abs)
+    table = an_index.iloc[cols].reset_index(drop=True)
+    table.insert(0, "an", cols)
+    table["code"] = vals
+    bounds = np.searchsorted(rows, np.arange(n_atoms + 1))
+    return [table.iloc[bounds[j]:bounds[j + 1]].reset_index(drop=True) for j in range(n_atoms)]
+
+
+def layer_histogram(codes, an_index: pd.DataFrame, *, min_abs: float = 0.0, weight: str = "count",
+                    normalize: bool = False, layers=None) -> pd.DataFrame:
+    """How each atom's members spread over the layers.
+
+    Parameters
+    ----------
+    codes : array or scipy.sparse matrix of shape (n_atoms, n_ans)
+    an_index : DataFrame of n_ans rows with a ``layer`` column
+    min_abs : float, default 0.0
+        Membership threshold on ``|code|`` (see :func:`atom_members`).
+    weight : {"count", "abs"}, default "count"
+        Count the members, or sum their ``|code|``.
+    normalize : bool, default False
+        Divide each atom's row by its total (an atom with no member stays at 0).
+    layers : sequence, optional
+        Layer labels to use as columns (all of ``an_index``'s layers must be among
+        them); default: the layers present in ``an_index``, sorted.
+
+    Returns
+    -------
+    DataFrame of shape (n_atoms, n_layers)
+        Index ``atom`` (0..n_atoms-1), one column per layer label.
+    """
+    from ..errors import check_choice
+
+    n_atoms, _ = _check_inputs(codes, an_index)
+    min_abs = _check_min_abs(min_abs)
+    check_choice("weight", weight, ("count", "abs"))
+    labels, pos = _layer_positions(an_index, layers)
+    rows, cols, vals = _members(codes, min_abs)
+    n_layers = len(labels)
+    w = None if weight == "count" else np.abs(vals).astype(np.float64)
+    hist = np.bincount(rows * n_layers + pos[cols], weights=w, minlength=n_atoms * n_layers)
+    hist = hist.reshape(n_atoms, n_layers)
+    if weight == "count":
+        hist = hist.astype(np.int64)
+    if normalize:
+        totals = hist.sum(1, keepdims=True).astype(np.float64)
+        hist = np.divide(hist, totals, out=np.zeros(hist.shape), where=totals > 0)
+    return pd.DataFrame(hist, index=pd.RangeIndex(n_atoms, name="atom"),
+                        columns=pd.Index(labels, name="layer"))
+
+
+def _main_layers(counts: np.ndarray, labels: np.ndarray, share: float) -> list[str]:
+    """Per atom: the fewest layers (most members first) that hold ``share`` of its members."""
+    order = np.argsort(-counts, axis=1, kind="stable")  # ties: the lower layer first
+    sorted_counts = np.take_along_axis(counts, order, axis=1)
+    totals = counts.sum(1)
+    cum = np.cumsum(sorted_counts, axis=1)
+    n_needed = (cum < share * totals[:, None] - 1e-9).sum(1) + 1
+    out = []
+    for j in range(counts.shape[0]):  # one string per atom
+        if totals[j] == 0:
+            out.append("")
+            continue
+        chosen = np.sort(labels[order[j, : n_needed[j]]])
+        out.append(",".join(str(x) for x in chosen))
+    return out
+
+
+def atoms_table(codes, an_index: pd.DataFrame, *, min_abs: float = 0.0,
+                main_share: float = 0.5) -> pd.DataFrame:
+    """One row per atom: how many ANs use it and in which layers they sit.
+
+    Parameters
+    ----------
+    codes : array or scipy.sparse matrix of shape (n_atoms, n_ans)
+    an_index : DataFrame of n_ans rows with a ``layer`` column
+    min_abs : float, default 0.0
+        Membership threshold on ``|code|`` (see :func:`atom_members`).
+    main_share : float in (0, 1], default 0.5
+        ``main_layers`` lists the fewest layers, taken from the most populated down
+        (ties: the lower layer first), that together hold at least this share of
+        the atom's members, in ascending order, e.g. ``"3,4"``.
+
+    Returns
+    -------
+    DataFrame with columns
+        ``atom``, ``n_ans`` (members), ``fraction_ans`` (members / n_ans),
+        ``n_positive``, ``n_negative`` (members by the sign of their code),
+        ``n_layers_spanned`` (layers with at least one member), ``peak_layer`` (the
+        layer with the most members; empty if none), ``main_layers``,
+        ``mean_abs_code`` (mean |code| over members; 0 if none).
+    """
+    n_atoms, n_ans = _check_inputs(codes, an_index)
+    min_abs = _check_min_abs(min_abs)
+    if isinstance(main_share, bool) or not isinstance(main_share, Real) or not 0 < main_share <= 1:
+        raise ValueError(f"'main_share' must be a number in (0, 1]; {main_share!r} was provided.")
+    labels, pos = _layer_positions(an_index)
+    rows, cols, vals = _members(codes, min_abs)
+    n_layers = len(labels)
+    counts = np.bincount(rows * n_layers + pos[cols], minlength=n_atoms * n_layers).reshape(n_atoms, n_layers)
+    n_members = counts.sum(1)
+    abs_sum = np.bincount(rows, weights=np.abs(vals).astype(np.float64), minlength=n_atoms)
+    n_pos = np.bincount(rows, weights=(vals > 0).astype(np.float64), minlength=n_atoms).astype(np.int64)
+    peak = np.where(n_members > 0, labels[counts.argmax(1)].astype(object), "") if n_layers else \
+        np.full(n_atoms, "", dtype=object)
+    return pd.DataFrame({
+        "atom": np.arange(n_atoms),
+        "n_ans": n_members.astype(np.int64),
+        "fraction_ans": n_members / max(n_ans, 1),
+        "n_positive": n_pos,
+        "n_negative": n_members.astype(np.int64) - n_pos,
+        "n_layers_spanned": (counts > 0).sum(1).astype(np.int64),
+        "peak_layer": peak,
+        "main_layers": _main_layers(counts, labels, float(main_share)) if n_layers else [""] * n_atoms,
+        "mean_abs_code": np.divide(abs_sum, n_members, out=np.zeros(n_atoms), where=n_members > 0),
+    })
