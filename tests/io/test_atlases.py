@@ -203,7 +203,8 @@ def test_unknown_name_in_nilearn_style(mni_mask):
     with pytest.raises(AtlasError) as err:
         load_fbn("yeo8", mni_mask)
     msg = str(err.value)
-    assert msg.startswith(f"'atlas' must be one of {list(datasets.BUNDLED_ATLASES)} or a NIfTI path; 'yeo8' was provided.")
+    allowed = list(datasets.BUNDLED_ATLASES)
+    assert msg.startswith(f"'atlas' must be one of {allowed} or a NIfTI path; 'yeo8' was provided.")
     assert "Did you mean 'yeo7'?" in msg
     with pytest.raises(AtlasError, match="is not a file"):
         load_fbn("/no/such/atlas.nii.gz", mni_mask)
@@ -213,7 +214,8 @@ def test_images_that_are_neither_labels_nor_maps(tmp_path, mni_mask):
     rng = np.random.default_rng(0)
     floats = tmp_path / "float3d.nii.gz"
     nib.save(nib.Nifti1Image(rng.random((20, 20, 20)).astype(np.float32), RAS3), str(floats))
-    with pytest.raises(AtlasError, match="3D image with non-integer or negative values.*expected a 3D integer label image"):
+    expected = "3D image with non-integer or negative values.*expected a 3D integer label image"
+    with pytest.raises(AtlasError, match=expected):
         load_fbn(floats, mni_mask)
     two_d = tmp_path / "flat.nii.gz"
     nib.save(nib.Nifti1Image(np.ones((20, 20, 1, 1, 3), np.float32), RAS3), str(two_d))

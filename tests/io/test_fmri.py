@@ -54,15 +54,15 @@ def test_voxels_are_the_masked_time_series_and_unmask_inverts(rng, tmp_path):
     from nilearn.maskers import NiftiMasker
 
     mask = _mask_img()
-    runs = [_run(rng), _run(rng)]
+    runs = [_run(rng, n_volumes=45), _run(rng, n_volumes=45)]  # more than one chunk of volumes
     paths = [_save(r, tmp_path / f"sub-0{i + 1}_task-x_bold.nii.gz") for i, r in enumerate(runs)]
     _save(mask, tmp_path / "mask.nii.gz")
-    data = load_fmri(paths, mask=str(tmp_path / "mask.nii.gz"), n_volumes=20)
+    data = load_fmri(paths, mask=str(tmp_path / "mask.nii.gz"), n_volumes=45)
     m = np.asarray(mask.dataobj) > 0
     assert data.kind == "voxels" and data.subjects == ["sub-01", "sub-02"]
     assert data.tr == pytest.approx(1.5)
     for run, ts in zip(runs, data.data):
-        assert ts.dtype == np.float32 and ts.shape == (20, m.sum())
+        assert ts.dtype == np.float32 and ts.shape == (45, m.sum())
         np.testing.assert_array_equal(ts, np.asarray(run.dataobj)[m].T)
     # one map -> 3D, several -> 4D, both on the mask grid and in nilearn's voxel order
     values = rng.standard_normal((3, m.sum())).astype(np.float32)
@@ -87,7 +87,8 @@ def test_standardize_gives_unit_variance(rng):
 def test_3d_image_is_an_error_naming_the_file(rng, tmp_path):
     img = nib.Nifti1Image(rng.standard_normal(SHAPE).astype(np.float32), LAS)
     path = _save(img, tmp_path / "sub-01_T1w.nii.gz")
-    with pytest.raises(FMRIInputError, match=r"sub-01_T1w\.nii\.gz is a 3D image \(shape \(10, 12, 9\)\); expected a 4D"):
+    expected = r"sub-01_T1w\.nii\.gz is a 3D image \(shape \(10, 12, 9\)\); expected a 4D"
+    with pytest.raises(FMRIInputError, match=expected):
         load_fmri(path, mask=_mask_img())
 
 
@@ -111,7 +112,8 @@ def test_nan_voxels_error_or_documented_drop(rng, tmp_path):
     data[0, 0, 0, :] = np.nan  # outside the mask: harmless
     path = _save(nib.Nifti1Image(data, LAS), tmp_path / "sub-01_bold.nii.gz")
     mask = _mask_img()
-    with pytest.raises(FMRIInputError, match=r"sub-01_bold\.nii\.gz has NaN or infinite values in 2 voxels inside the mask.*on_nan='drop'"):
+    expected = r"sub-01_bold\.nii\.gz has NaN or infinite values in 2 voxels inside the mask.*on_nan='drop'"
+    with pytest.raises(FMRIInputError, match=expected):
         load_fmri(path, mask=mask)
     with pytest.warns(DroppedVoxelsWarning, match="2 of"):
         out = load_fmri(path, mask=mask, on_nan="drop")

@@ -317,7 +317,8 @@ def load_fbn(atlas, mask_img, *, labels=None, threshold: float | None = None) ->
         maps = (inside[None, :] == values[:, None]).astype(np.float32)
         if bundled:
             names = list(labels) if labels is not None else datasets.atlas_labels(bundled)
-            if len(names) != values.size or (labels is None and not np.array_equal(values, np.arange(1, len(names) + 1))):
+            expected = np.arange(1, len(names) + 1)
+            if len(names) != values.size or (labels is None and not np.array_equal(values, expected)):
                 raise AtlasError(f"Bundled atlas {bundled!r} has labels {values.tolist()} but {len(names)} names.")
         else:
             names = _names_for(values, labels, "network", "label image")

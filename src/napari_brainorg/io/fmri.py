@@ -524,21 +524,35 @@ def load_fmri(images, *, mask="mni", n_volumes: int | None = None, subjects=None
         check_cancel(cancel)
         report(progress, "fmri: load runs", s, len(imgs))
         vol = img.get_fdata(dtype=np.float32, caching="unchanged")
+        n_t = vol.shape[3]
         # nilearn's masker and resampler replace NaN silently: find them first, on the
         # run's own grid, and carry them to the mask grid by nearest neighbour.
-        bad = ~np.isfinite(vol).all(axis=3)
+        bad = np.zeros(vol.shape[:3], dtype=bool)
+        for start in range(0, n_t, _RESAMPLE_CHUNK):
+            chunk = vol[..., start:start + _RESAMPLE_CHUNK]
+            not_finite = ~np.isfinite(chunk)
+            if not_finite.any():
+                bad |= not_finite.any(axis=3)
+                chunk[not_finite] = 0.0
         if bad.any():
-            vol[~np.isfinite(vol)] = 0.0
             bad = to_grid(bad.astype(np.uint8), img.affine, mask_img, interpolation="nearest",
                           what=name, warn=False) > 0
             finite = ~bad[mask_bool]
         else:
             finite = np.ones(int(mask_bool.sum()), dtype=bool)
-        vol = to_grid(vol, img.affine, mask_img, interpolation="continuous", what=name,
-                      notes=notes, stacklevel=3)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            ts = masker.transform(nib.Nifti1Image(vol, mask_img.affine)).astype(np.float32, copy=False)
+        # volume chunks onto the mask grid and through the masker: a resampled copy of
+        # the whole run never exists
+        ts = np.empty((n_t, int(mask_bool.sum())), dtype=np.float32)
+        for start in range(0, n_t, _RESAMPLE_CHUNK):
+            check_cancel(cancel)
+            stop = min(start + _RESAMPLE_CHUNK, n_t)
+            first_chunk = start == 0
+            chunk = to_grid(vol[..., start:stop], img.affine, mask_img, interpolation="continuous",
+                            what=name, notes=notes if first_chunk else None, warn=first_chunk,
+                            stacklevel=3)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                ts[start:stop] = masker.transform(nib.Nifti1Image(np.ascontiguousarray(chunk), mask_img.affine))
         del vol
         if not finite.all():
             n_bad = int((~finite).sum())
