@@ -458,6 +458,8 @@ def iter_word_activations(
     n_ans = int(col0[-1])
     device = torch.device(loaded.device)
     pad = _pad_id(tokenizer)
+    # A causal model would otherwise keep every layer's keys and values for generation.
+    forward_options = {"use_cache": False} if loaded.spec.causal else {}
     n_with_tokens = int((plan.word_window >= 0).sum())
     done = 0
     report(progress, stage, 0, n_with_tokens)
@@ -502,14 +504,18 @@ def iter_word_activations(
             model(
                 input_ids=torch.as_tensor(ids, device=device),
                 attention_mask=torch.as_tensor(mask, device=device),
+                **forward_options,
             )
             with torch.profiler.record_function("brainorg.pool_words"):
-                values = state.pop("buffer")
-                values.div_(torch.as_tensor(counts, device=device)[:, None])
-            state.clear()
+                state["buffer"].div_(torch.as_tensor(counts, device=device)[:, None])
         done += len(chunk_words)
         report(progress, stage, done, n_with_tokens)
-        yield WordActivations(word_index=chunk_words, values=values)
+        # Nothing here keeps the chunk once it is handed over, so its memory is free
+        # again before the next forward pass if the consumer lets it go.
+        chunk = WordActivations(word_index=chunk_words, values=state.pop("buffer"))
+        state.clear()
+        yield chunk
+        del chunk
 
 
 def window_batches(

@@ -382,24 +382,16 @@ def extract_an_responses(
     tokens, policy, plan = prepared = prepare_story(loaded, words.words, context, min_context)
 
     R = None
-    n_chunks = 0
-    for chunk in iter_word_activations(
+    chunks = iter_word_activations(
         loaded, words.words, site=site, context=context, min_context=min_context,
         batch_words=int(batch_words), progress=progress, cancel=cancel, stage=f"{spec.name} ANs",
         prepared=prepared,
-    ):
+    )
+    for chunk in chunks:
         if R is None:
             R = torch.zeros((n_volumes, chunk.values.shape[1]), dtype=torch.float64, device=dev)
-        rows = np.flatnonzero(reaches[:, chunk.word_index].any(axis=1))
-        n_chunks += 1
-        if rows.size == 0:
-            continue
-        with torch.inference_mode():
-            rows_t = torch.as_tensor(rows, device=dev)
-            cols_t = torch.as_tensor(chunk.word_index, device=dev)
-            block = H_t.index_select(0, rows_t).index_select(1, cols_t)
-            R.index_add_(0, rows_t, (block @ chunk.values).double())
-        del chunk
+        _accumulate(R, H_t, reaches, chunk)
+        del chunk  # free the chunk before the next forward pass allocates the next one
     check_cancel(cancel)
 
     hooks_units = None
@@ -469,6 +461,30 @@ def extract_an_responses(
     if folder is not None:
         _write(folder, result)
     return result
+
+
+def _accumulate(R, H_t, reaches: np.ndarray, chunk, block: int = 1 << 14) -> None:
+    """``R[rows] += H[rows, words] @ A[words]`` for one chunk of words.
+
+    Only the volumes that the chunk's words reach (``rows``: nonzero rows of ``H``) are
+    touched. Products are float32 (BLAS), summed into the float64 ``R``; columns go in
+    blocks so that the temporaries stay a few tens of MB whatever the number of ANs.
+    """
+    import torch
+
+    rows = np.flatnonzero(reaches[:, chunk.word_index].any(axis=1))
+    if rows.size == 0:
+        return
+    dev = R.device
+    with torch.inference_mode():
+        rows_t = torch.as_tensor(rows, device=dev)
+        cols_t = torch.as_tensor(chunk.word_index, device=dev)
+        weights = H_t.index_select(0, rows_t).index_select(1, cols_t)
+        n_ans = chunk.values.shape[1]
+        for start in range(0, n_ans, block):  # blocks of columns, not single ANs
+            stop = min(start + block, n_ans)
+            product = weights @ chunk.values[:, start:stop]
+            R[:, start:stop].index_add_(0, rows_t, product.to(torch.float64))
 
 
 def _zscore_columns(R, block: int = 1 << 15) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
