@@ -109,6 +109,17 @@ def main() -> None:
         log_diff = np.abs(np.log10(ours.alpha) - np.log10(np.asarray(ref.best_alphas_)))
         print(f"chosen alpha identical in {same.mean() * 100:.3f} % of voxels; "
               f"max |log10 ratio| {log_diff.max():.3g} (different grid step: {int((~same).sum())} voxels)")
+        if (~same).any():
+            # Where the choices differ, how far apart are the two α in our own CV score?
+            # A near-tie (float32 rounding, himalaya's tiny tie-break towards larger α)
+            # shows as a relative gap of order 1e-6.
+            cols = np.flatnonzero(~same)
+            ref_idx = np.searchsorted(ours.alphas, np.asarray(ref.best_alphas_)[cols] * (1 - 1e-6))
+            ours_idx = np.searchsorted(ours.alphas, ours.alpha[cols] * (1 - 1e-6))
+            s_ours = ours.cv_scores[ours_idx, cols]
+            s_ref = ours.cv_scores[ref_idx, cols]
+            gap = np.abs(s_ours - s_ref) / np.maximum(np.abs(s_ours), 1e-12)
+            print(f"  where they differ, relative gap of the CV score between the two alphas: max {gap.max():.2g}")
         sample = np.random.default_rng(1).choice(args.n_voxels, size=min(args.n_voxels, 20_000), replace=False)
         pred_ours = ours.predict(X)[:, sample]
         pred_ref = np.asarray(ref.predict(X))[:, sample]
