@@ -240,7 +240,7 @@ class _ShiftGeometry:
     mirror falls outside the mask), which continues the map smoothly beyond the brain.
     """
 
-    def __init__(self, mask: np.ndarray, fill: str = "patch"):
+    def __init__(self, mask: np.ndarray, fill: str = "reflect"):
         coords = np.argwhere(mask)  # C order, the order of mask voxels everywhere
         lo = coords.min(axis=0) - 1
         self.shape = tuple(int(v) for v in coords.max(axis=0) - lo + 2)
@@ -382,7 +382,7 @@ class _ShiftScorer:
         with np.errstate(invalid="ignore", divide="ignore"):
             if self.score in ("overlap_rate", "dice"):
                 gathered = np.take(self.parts_box, src_e, axis=0)  # (n_expanded, k), 0 outside
-                inter = self._per_network(gathered, np.int64).astype(np.float64)
+                inter = self._per_network(gathered, np.int32).astype(np.float64)  # counts < 2**31
                 n_net = self._per_network(valid_e, np.int64).astype(np.float64)[None]
                 if self.score == "overlap_rate":
                     return np.where(n_net > 0, inter / n_net, np.nan)
@@ -391,7 +391,9 @@ class _ShiftScorer:
             x = np.take(self.values_box, src_e, axis=0)
             if self.w32 is not None:
                 x *= self.w32
-            sxm = self._per_network(x, np.float64)
+            # float32 sums: their rounding (~1e-5 of the null's spread) is far below
+            # what could change a p-value, and the observed maps go the same way
+            sxm = self._per_network(x, np.float32).astype(np.float64)
             vw = valid_e * self.w
             sm = self._per_network(vw, np.float64)[None]
             smm = self._per_network(vw * self.w, np.float64)[None]
@@ -640,7 +642,8 @@ def associate_atoms(atom_maps, atlas, mask_img, *, part: str = "activated",
     null_maps : ndarray of shape (n_perm, k, n_voxels), or an iterable of arrays of
         shape (k, n_voxels) or (batch, k, n_voxels)
         E.g. atom maps re-estimated with circularly time-shifted atoms. NaN marks
-        voxels without a value in a draw.
+        voxels without a value in a draw. For an iterable, ``n_permutations`` should
+        say how many maps it yields (it sizes the tail fit and the progress bar).
     alpha : float
         FDR level.
     min_score : float
@@ -726,7 +729,8 @@ def associate_atoms(atom_maps, atlas, mask_img, *, part: str = "activated",
 
     exceed = np.zeros(observed.shape, dtype=np.int64)
     n_valid = np.zeros(observed.shape, dtype=np.int64)
-    n_tail = max(25, n_permutations // 10)
+    expected_draws = len(null_maps) if (null == "maps" and isinstance(null_maps, np.ndarray)) else n_permutations
+    n_tail = max(25, expected_draws // 10)  # the tail fit uses the top tenth of the draws
     top = np.full((n_tail + 1,) + observed.shape, -np.inf)  # running largest null draws
     need_values = score == "correlation"
     stage = f"networks: {atlas.name} {part} null"
