@@ -207,7 +207,7 @@ def test_learn_dictionary_objective_never_rises_and_is_reported_exactly(rng):
     assert np.all(np.diff(f) <= 1e-9 * f[:-1])
     assert info["final_objective"] == pytest.approx(dictionary_objective(X, D, A, lam), rel=1e-9)
     # the final codes are sparse_encode's on the final atoms
-    np.testing.assert_allclose(A, sparse_encode(X, D, lam, tol=1e-5, dtype="float64"), atol=1e-8)
+    np.testing.assert_allclose(A, sparse_encode(X, D, lam, tol=1e-4, dtype="float64"), atol=1e-8)
 
 
 def test_learn_dictionary_objective_no_worse_than_sklearn(rng):
@@ -221,7 +221,9 @@ def test_learn_dictionary_objective_no_worse_than_sklearn(rng):
 
     X, _ = _planted(rng, n_volumes=60, n_ans=600, k=8)
     lam = lambda_from_alpha(X, 0.15)
-    D, A, info = learn_dictionary(X, n_atoms=8, lam=lam)
+    # sklearn's batch learner solves its codes exactly (LARS / coordinate descent to a
+    # duality gap); ours is run to a comparable precision.
+    D, A, info = learn_dictionary(X, n_atoms=8, lam=lam, tol=1e-8, code_tol=1e-5)
     ours = dictionary_objective(X, D, A, lam)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -232,8 +234,10 @@ def test_learn_dictionary_objective_no_worse_than_sklearn(rng):
     sk_codes_ours = sparse_encode(X, sk_D, lam, tol=1e-7, max_iter=5000, dtype="float64")
     sk_best = min(dictionary_objective(X, sk_D, sk_codes_own, lam),
                   dictionary_objective(X, sk_D, sk_codes_ours, lam))
-    # Both reach the same minimum here; 1e-6 is the two solvers' stopping precision.
-    assert ours <= sk_best * (1 + 1e-6)
+    assert ours <= sk_best
+    # at the default precision, the same minimum to 1e-5
+    D, A, _ = learn_dictionary(X, n_atoms=8, lam=lam)
+    assert dictionary_objective(X, D, A, lam) <= sk_best * (1 + 1e-5)
 
 
 def test_learn_dictionary_is_deterministic_for_a_seed(rng):

@@ -53,6 +53,10 @@ DEFAULT_ALPHA = 0.15
 
 # Working-set size of one chunk of columns in the code solver; what matters is the
 # handful of (k, chunk) arrays FISTA keeps plus the (n_volumes, chunk) slice of X.
+# Relative decrease of the objective per iteration below which an atom swap is tried
+# (see learn_dictionary): early enough to skip the slow approach to a poor local
+# minimum; a swap is kept only when it lowers the objective.
+_SWAP_BELOW = 1e-2
 _CHUNK_BYTES = 256 * 2**20
 
 
@@ -746,7 +750,7 @@ def _weighted_l1(be, A, lam) -> float:
 
 
 def learn_dictionary(X, n_atoms=64, lam=None, *, max_iter=200, tol=1e-6, init="svd",
-                     random_state=None, positive_codes=False, code_max_iter=200, code_tol=1e-4,
+                     random_state=None, positive_codes=False, code_max_iter=200, code_tol=1e-3,
                      replace_atoms=True, backend="numpy", device=None, dtype="float32",
                      chunk_size=None, progress=None, cancel=None):
     """Learn atoms ``D`` and sparse codes ``A`` with ``X ≈ D A``.
@@ -762,6 +766,10 @@ def learn_dictionary(X, n_atoms=64, lam=None, *, max_iter=200, tol=1e-6, init="s
        end inside the ball are put back on the sphere with their codes scaled by the
        norm (which lowers the penalty, so the objective never rises); atoms that no AN
        uses are re-initialised from the residual of the worst-reconstructed ANs.
+    3. swaps: alternating minimisation can settle with one atom covering two
+       sources and another barely used. Once progress slows, the least useful atom
+       is swapped for the leading direction of the residual when, with everything
+       else fixed, that provably lowers the objective.
 
     Each iteration touches ``X`` twice (``D' X`` and ``X A'``); the objective is
     computed from the same small matrices, so it is exact and free.
@@ -789,13 +797,14 @@ def learn_dictionary(X, n_atoms=64, lam=None, *, max_iter=200, tol=1e-6, init="s
         Constrain codes to be non-negative.
     code_max_iter : int, default 200
         FISTA's iteration limit for each code step (see :func:`sparse_encode`).
-    code_tol : float, default 1e-4
+    code_tol : float, default 1e-3
         FISTA's tolerance for the code steps inside the alternation (warm-started, so
         they need not be exact); the final codes are solved to ``code_tol / 10``.
     replace_atoms : bool, default True
-        When the objective stalls, try swapping the least useful atom for the
-        residual's leading direction, kept only if it lowers the objective (see
-        :func:`_replace_weakest_atom`); the fit has converged when no swap helps.
+        Once progress slows (relative decrease below 1e-2) and again when it stalls,
+        try swapping the least useful atom for the residual's leading direction,
+        kept only if it lowers the objective (see :func:`_replace_weakest_atom`);
+        the fit has converged when the objective stalls and no swap helps.
     backend : {"numpy", "torch", "auto"}, default "numpy"
     device : str, optional
         torch device. ``X`` is moved to it once (n_volumes * n_ans * 4 bytes).
@@ -862,6 +871,7 @@ def learn_dictionary(X, n_atoms=64, lam=None, *, max_iter=200, tol=1e-6, init="s
         code_kw = dict(positive=positive_codes, max_iter=code_max_iter, tol=code_tol,
                        chunk_size=chunk_size, progress=None, cancel=cancel)
         n_replaced = 0
+        next_swap_try = 1
         for n_iter in range(1, max_iter + 1):
             check_cancel(cancel)
             gram = D.T @ D
@@ -887,13 +897,22 @@ def learn_dictionary(X, n_atoms=64, lam=None, *, max_iter=200, tol=1e-6, init="s
             objective.append(f)
             n_reinit.append(len(unused))
             report(progress, "dictionary", n_iter, max_iter)
-            stalled = n_iter > 1 and abs(objective[-2] - f) <= tol * max(abs(f), 1e-300)
-            if stalled and not unused:
+            decrease = abs(objective[-2] - f) / max(abs(f), 1e-300) if n_iter > 1 else np.inf
+            stalled = decrease <= tol
+            # A swap is tried once progress slows (not only at the final stall), so the
+            # iterations spent creeping towards a poor local minimum are saved; after a
+            # rejected try, the next waits for the final stall.
+            slowing = decrease <= max(_SWAP_BELOW, tol) and n_iter >= next_swap_try
+            if (stalled or slowing) and not unused:
                 if replace_atoms and xxt is None:
                     xxt = np.asarray(be.to_numpy(Xb @ Xb.T), dtype=np.float64)
                 if replace_atoms and _replace_weakest_atom(be, Xb, D, A, lam, res_sq, xxt, XAt, AAt,
                                                            chunk_size, positive_codes):
                     n_replaced += 1
+                    next_swap_try = n_iter + 1
+                    continue
+                next_swap_try = max_iter + 1
+                if not stalled:
                     continue
                 converged = True
                 break
@@ -967,7 +986,7 @@ class SparseDictionary(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         Seeds the random draws; a fixed seed gives the same atoms on every run.
     positive_codes : bool, default False
     code_max_iter : int, default 200
-    code_tol : float, default 1e-4
+    code_tol : float, default 1e-3
         FISTA's limits inside the alternation (see :func:`learn_dictionary`);
         ``transform`` solves codes to ``code_tol / 10``.
     backend : {"numpy", "torch", "auto"}, default "numpy"
@@ -1007,7 +1026,7 @@ class SparseDictionary(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
 
     def __init__(self, n_atoms=64, alpha=DEFAULT_ALPHA, *, alpha_scale="rms", max_iter=200,
                  tol=1e-6, init="svd", random_state=None, positive_codes=False,
-                 code_max_iter=200, code_tol=1e-4, backend="numpy", device=None,
+                 code_max_iter=200, code_tol=1e-3, backend="numpy", device=None,
                  dtype="float32", chunk_size=None):
         self.n_atoms = n_atoms
         self.alpha = alpha
