@@ -67,6 +67,8 @@ def main() -> None:
     from napari_brainorg.sparse.dictionary import dictionary_objective, learn_dictionary, sparse_encode
     from napari_brainorg.sparse.selection import matched_correlation
 
+    if args.backend != "numpy":
+        import torch  # noqa: F401  (imported before timing)
     X, planted = planted_ans(args.n_volumes, args.n_ans, args.k, seed=args.seed)
     lam = args.alpha * np.sqrt(args.n_volumes)
     print(f"SIMULATED data: {args.n_ans} ANs x {args.n_volumes} volumes, k={args.k} planted atoms, "

@@ -296,9 +296,11 @@ def test_replacing_the_weakest_atom_finds_the_missing_one(rng):
 
 
 @pytest.mark.skipif("torch" not in BACKENDS, reason="torch is not installed")
-def test_learn_dictionary_torch_equals_numpy(rng):
+@pytest.mark.parametrize("init", ["svd", "random"])
+def test_learn_dictionary_torch_equals_numpy(rng, init):
     X, _ = _planted(rng, n_volumes=50, n_ans=400, k=5)
-    kw = dict(n_atoms=5, lam=lambda_from_alpha(X, 0.15), dtype="float64", max_iter=40)
+    kw = dict(n_atoms=5, lam=lambda_from_alpha(X, 0.15), dtype="float64", max_iter=40, init=init,
+              random_state=2)
     Dn, An, info_n = learn_dictionary(X, backend="numpy", **kw)
     Dt, At, info_t = learn_dictionary(X, backend="torch", device="cpu", **kw)
     assert isinstance(Dt, np.ndarray)

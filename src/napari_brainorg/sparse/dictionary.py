@@ -603,8 +603,13 @@ def _init_atoms(be, Xb, n_atoms: int, init, rs):
         xxt = cov
     else:
         cols = rs.choice(n_ans, size=min(n_atoms, n_ans), replace=False)
-        picked = np.asarray(be.to_numpy(Xb[:, be.asarray(cols).long()] if be.name == "torch" else Xb[:, cols]),
-                            dtype=np.float64)
+        if be.name == "torch":
+            import torch
+
+            picked = Xb[:, torch.as_tensor(cols, device=Xb.device)]
+        else:
+            picked = Xb[:, cols]
+        picked = np.asarray(be.to_numpy(picked), dtype=np.float64)
         norms = np.linalg.norm(picked, axis=0)
         ok = norms > 0
         D0[:, : ok.sum()] = picked[:, ok] / norms[ok]
