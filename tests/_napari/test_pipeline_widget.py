@@ -67,12 +67,15 @@ def test_pipeline_widget_on_tiny_data_shows_the_result(make_napari_viewer, qtbot
     assert config.fmri.simulate.n_subjects == 2 and config.networks.atlases == ["yeo7"]
     assert config.encoding.models == ["sparse", "ridge"]
 
-    stages = []
-    with qtbot.waitSignal(widget.finished, timeout=600000) as finished:
-        job = widget.run(TINY)
-        assert job is not None and not widget.run_button.isEnabled() and widget.cancel_button.isEnabled()
-        job.progressed.connect(lambda s, d, t: stages.append((s, d, t)))
-    result = finished.args[0]
+    stages, outcome = [], {}
+    widget.finished.connect(lambda result: outcome.setdefault("result", result))
+    widget.failed.connect(lambda message: outcome.setdefault("failed", message))
+    job = widget.run(TINY)
+    assert job is not None and not widget.run_button.isEnabled() and widget.cancel_button.isEnabled()
+    job.progressed.connect(lambda s, d, t: stages.append((s, d, t)))
+    qtbot.waitUntil(lambda: bool(outcome), timeout=600000)
+    assert "failed" not in outcome, outcome["failed"]
+    result = outcome["result"]
     assert result.simulated and result.path == tmp_path / "out"
     assert stages, "no progress was reported"
     assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
