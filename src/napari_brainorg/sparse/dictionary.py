@@ -30,6 +30,7 @@ import time
 from numbers import Integral, Real
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 
 from .._backend import Backend, get_backend
 from .._progress import check_cancel, report
@@ -102,12 +103,6 @@ def _check_nonneg_real(name: str, value) -> float:
 def _sum_cols(be: Backend, a):
     """Column sums as a (1, n) array."""
     return a.sum(0, keepdims=True) if be.name == "numpy" else a.sum(0, keepdim=True)
-
-
-def _fro(be: Backend, a) -> float:
-    if be.name == "numpy":
-        return float(np.sqrt(np.vdot(a, a)))
-    return float(a.norm())
 
 
 def _shrink(be: Backend, z, thr, positive: bool):
@@ -947,8 +942,6 @@ def learn_dictionary(X, n_atoms=64, lam=None, *, max_iter=200, tol=1e-6, init="s
 
 # --------------------------------------------------------------------------- estimator
 
-
-from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin  # noqa: E402
 
 
 class SparseDictionary(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
