@@ -88,7 +88,7 @@ def worst_case_result(path: Path, n_atoms: int = 64, seed: int = 0) -> Path:
     return path
 
 
-def measure(result_path: Path, repeats: int) -> dict[str, float]:
+def measure(result_path: Path, repeats: int, window=(1500, 950)) -> dict[str, float]:
     import warnings
 
     # a toast about the Qt binding would sit over the canvas and be repainted with it
@@ -101,7 +101,7 @@ def measure(result_path: Path, repeats: int) -> dict[str, float]:
     from napari_brainorg._napari.view import open_viewer
 
     viewer = open_viewer(result_path, pipeline=False, show=True)
-    viewer.window._qt_window.resize(1500, 950)
+    viewer.window._qt_window.resize(*window)
     app = QApplication.instance()
     explorer = viewer.window.dock_widgets["Atom explorer"]
     t0 = time.perf_counter()
@@ -188,7 +188,9 @@ def main(argv=None) -> int:
                         help="also measure 64 SIMULATED atoms on the full MNI152 2 mm grid")
     parser.add_argument("--no-demo", action="store_true", help="skip the demo result")
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--window", default="1500x950", help="napari window size, WIDTHxHEIGHT")
     args = parser.parse_args(argv)
+    window = tuple(int(v) for v in args.window.lower().split("x"))
     _reexec_under_xvfb()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import napari
@@ -202,11 +204,11 @@ def main(argv=None) -> int:
             from napari_brainorg._napari.sample_data import ensure_demo_result
 
             path = ensure_demo_result().path
-        _report(f"result {path}", measure(path, args.repeats))
+        _report(f"result {path}", measure(path, args.repeats, window))
     if args.worst_case:
         with tempfile.TemporaryDirectory() as tmp:
             path = worst_case_result(Path(tmp) / "worst")
-            _report("worst case (SIMULATED, MNI152 2 mm, 64 atoms)", measure(path, args.repeats))
+            _report("worst case (SIMULATED, MNI152 2 mm, 64 atoms)", measure(path, args.repeats, window))
     return 0
 
 

@@ -147,7 +147,9 @@ def test_networks_colours_names_and_toggling(make_napari_viewer, qtbot, tiny_res
     layer = widget.layer
     assert layer is L.find_layer(viewer, "networks")
     assert widget.list.count() == 7
-    np.testing.assert_array_equal(layer.data, truth["atlas"].transpose(2, 1, 0))
+    # shown on a 2 mm grid (each 4 mm voxel split in 8, same world positions)
+    up, _ = L.upsample_labels(truth["atlas"].astype(np.int32), truth["affine"])
+    np.testing.assert_array_equal(layer.data, up.transpose(2, 1, 0))
     # atlas colours
     np.testing.assert_allclose(layer.colormap.map(np.array([7]))[0, :3], np.array([205, 62, 78]) / 255, atol=1e-3)
     # the name under the mouse: napari's status for a Default-network voxel

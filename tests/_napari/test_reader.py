@@ -133,3 +133,18 @@ def test_diverging_colormap_hides_the_band_under_the_threshold():
     np.testing.assert_array_equal(rgba[:, 3] > 0.5, [True, True, False, False, False, True, True])
     assert rgba[5, 0] > 0.8 and rgba[5, 2] < 0.2  # activated: red
     assert rgba[1, 2] > 0.8 and rgba[1, 0] < 0.2  # deactivated: blue
+
+
+def test_upsampled_network_labels_keep_every_world_position():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 8, size=(5, 6, 7)).astype(np.int32)
+    affine = np.array([[-6.0, 0, 0, 90.0], [0, 6.0, 0, -126.0], [0, 0, 6.0, -72.0], [0, 0, 0, 1]])
+    up, new = L.upsample_labels(labels, affine)
+    assert up.shape == (15, 18, 21)
+    np.testing.assert_allclose(np.abs(np.diag(new)[:3]), 2.0)
+    # any world point inside the old grid has the same label in both
+    points = rng.uniform(-0.49, np.array(labels.shape) - 0.51, size=(500, 3))
+    world = (affine @ np.c_[points, np.ones(500)].T).T
+    old_idx = np.rint(points).astype(int)
+    new_idx = np.rint((np.linalg.inv(new) @ world.T).T[:, :3]).astype(int)
+    np.testing.assert_array_equal(up[tuple(new_idx.T)], labels[tuple(old_idx.T)])

@@ -454,13 +454,45 @@ def atlas_label_values(result: ResultFolder, atlas: str) -> np.ndarray:
     return np.arange(1, len(names) + 1)
 
 
+def upsample_labels(labels: np.ndarray, affine: np.ndarray, target_mm: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """Split each voxel of a coarse label image into ``f**3`` voxels of about ``target_mm``.
+
+    Exact in world space (every new voxel lies inside the old one and keeps its
+    label); only for display, so that outlines drawn on a 4 or 6 mm data grid are
+    as thin as the template's voxels instead of filling whole coarse voxels.
+
+    Parameters
+    ----------
+    labels : ndarray of shape (nx, ny, nz), int
+    affine : ndarray of shape (4, 4)
+
+    Returns
+    -------
+    labels : ndarray of shape (f nx, f ny, f nz)
+    affine : ndarray of shape (4, 4)
+    """
+    affine = np.asarray(affine, float)
+    voxel = float(np.min(np.linalg.norm(affine[:3, :3], axis=0)))
+    factor = int(round(voxel / target_mm))
+    if factor <= 1 or labels.size * factor**3 > 64_000_000:
+        return labels, affine
+    up = labels.repeat(factor, 0).repeat(factor, 1).repeat(factor, 2)
+    new = affine.copy()
+    new[:3, :3] = affine[:3, :3] / factor
+    # centre of new voxel 0 = centre of old voxel 0 shifted back by (f - 1) / 2 new voxels
+    new[:3, 3] = affine[:3, 3] - new[:3, :3] @ np.full(3, (factor - 1) / 2.0)
+    return up, new
+
+
 def network_layer_data(result: ResultFolder, atlas: str, model: str | None = None):
     """Labels layer-data tuple of an atlas's networks, or ``None`` without a label image."""
     img = result.atlas_label_image(atlas)
     if img is None:
         return None
-    data, affine = nifti_layer_arrays(img, dtype=None)
-    data = np.rint(data).astype(np.int32) if not np.issubdtype(data.dtype, np.integer) else data.astype(np.int32)
+    raw = np.asanyarray(img.dataobj)
+    raw = np.rint(raw).astype(np.int32) if not np.issubdtype(raw.dtype, np.integer) else raw.astype(np.int32)
+    raw, nifti_affine = upsample_labels(raw, img.affine)
+    data, affine = volume_to_layer(raw), napari_affine(nifti_affine)
     names = result.atlas_network_names(atlas)
     labels = atlas_label_values(result, atlas)
     colors = _normalise_colors(result.atlas_colors(atlas))
