@@ -199,5 +199,5 @@ def test_config_dict_covers_every_fmri_source(make_napari_viewer, tmp_path):
     widget.lam.setValue(0.25)
     widget.n_atoms.setValue(12)
     cfg = widget.build_config()
-    assert cfg.encoding.models == ["ridge"] and cfg.atoms.lam == 0.25 and cfg.atoms.n_atoms == 12
+    assert cfg.encoding.models == ["ridge"] and cfg.atoms.alpha == 0.25 and cfg.atoms.n_atoms == 12
     assert pd.Series(cfg.networks.atlases).tolist() == ["smith10", "yeo7"]

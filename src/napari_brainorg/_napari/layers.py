@@ -442,16 +442,7 @@ def _normalise_colors(colors: np.ndarray) -> np.ndarray:
 
 def atlas_label_values(result: ResultFolder, atlas: str) -> np.ndarray:
     """Label value of each network of ``atlas`` (row order of its table)."""
-    import pandas as pd
-
-    table_path = result.file(f"networks/atlas_{atlas}.tsv")
-    names = result.atlas_network_names(atlas)
-    if table_path.exists():
-        table = pd.read_csv(table_path, sep="\t")
-        for column in ("index", "label"):
-            if column in table.columns:
-                return table[column].to_numpy(dtype=int)
-    return np.arange(1, len(names) + 1)
+    return result.atlas_label_values(atlas)
 
 
 def upsample_labels(labels: np.ndarray, affine: np.ndarray, target_mm: float = 2.0) -> tuple[np.ndarray, np.ndarray]:

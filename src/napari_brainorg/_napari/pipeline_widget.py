@@ -141,9 +141,9 @@ class PipelineWidget(QWidget):
         self.fmri_source.currentIndexChanged.connect(self.fmri_pages.setCurrentIndex)
         # atoms, encoding, networks
         self.n_atoms = QSpinBox(minimum=1, maximum=4096, value=64)
-        self.lam = QDoubleSpinBox(decimals=4, minimum=0.0, maximum=1e4, singleStep=0.05)
-        self.lam.setSpecialValueText("default")
-        self.lam.setToolTip("λ of the dictionary's L1 penalty; 'default' uses the estimator's documented default")
+        self.lam = QDoubleSpinBox(decimals=3, minimum=0.0, maximum=1.0, singleStep=0.05, value=0.15)
+        self.lam.setToolTip("sparsity of the AN codes on the correlation scale (λ = α·√n_volumes); "
+                            "an AN uses an atom only where its partial correlation exceeds about α")
         self.encoding = QComboBox()
         self.encoding.addItems(list(ENCODINGS))
         self.atlases = QListWidget()
@@ -187,7 +187,7 @@ class PipelineWidget(QWidget):
         analysis_box = QGroupBox("atoms, encoding, networks")
         f = QFormLayout(analysis_box)
         f.addRow("atoms k", self.n_atoms)
-        f.addRow("λ", self.lam)
+        f.addRow("sparsity α", self.lam)
         f.addRow("encoding", self.encoding)
         f.addRow("atlases", self.atlases)
         f.addRow("", _with_browse(self.custom_atlas, self._choose_atlas))
@@ -260,9 +260,7 @@ class PipelineWidget(QWidget):
                              "task": self.bids_task.text().strip() or self.story.currentText().strip(),
                              "subjects": subjects or None},
                     "mask": self.mask.text().strip() or "mni"}
-        atoms: dict[str, Any] = {"n_atoms": self.n_atoms.value()}
-        if self.lam.value() > 0:
-            atoms["lam"] = self.lam.value()
+        atoms: dict[str, Any] = {"n_atoms": self.n_atoms.value(), "alpha": self.lam.value()}
         return {
             "story": {"path": self.story.currentText().strip(), "onset": self.onset.value(),
                       "tr": self.tr.value(), "n_volumes": self.n_volumes.value()},

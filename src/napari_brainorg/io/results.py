@@ -323,6 +323,10 @@ class ResultFolder:
     def atlas_network_names(self, atlas: str) -> list[str]:
         return self._atlas_table(atlas)["network"].astype(str).tolist()
 
+    def atlas_label_values(self, atlas: str) -> np.ndarray:
+        """The integer value of each network in :meth:`atlas_label_image` (same order as the names)."""
+        return self._atlas_table(atlas)["index"].to_numpy(dtype=int)
+
     def atlas_colors(self, atlas: str) -> np.ndarray:
         df = self._atlas_table(atlas)
         return df[["r", "g", "b", "a"]].to_numpy(dtype=float)

@@ -71,8 +71,12 @@ class AtomsConfig(_Section):
     """Sparse dictionary learning over ANs (METHOD section 2)."""
 
     n_atoms: int = Field(64, gt=0, description="k, the number of atoms (paper: 64).")
-    lam: float | None = Field(None, ge=0, description="lambda_AN of the objective; None uses the estimator's documented default.")
-    max_iter: int = Field(50, gt=0)
+    alpha: float = Field(0.15, ge=0, description=(
+        "Sparsity of the AN codes on the correlation scale: lambda_AN = alpha x the rms norm of the "
+        "AN columns (= alpha x sqrt(n_volumes) for z-scored ANs), so an AN uses an atom only where "
+        "its partial correlation with it exceeds about alpha (0.15 is ~2.6 SD of chance at 300 volumes)."))
+    max_iter: int = Field(100, gt=0, description="Alternations of code and atom updates at most.")
+    tol: float = Field(1e-4, gt=0, description="Stop when the objective's relative decrease per iteration falls below this.")
     seed: int = 0
     backend: Literal["numpy", "torch", "auto"] = "auto"
     ans_per_layer: int | None = Field(None, gt=0, description="Model-size control: draw this many ANs per layer before learning.")
@@ -131,7 +135,10 @@ class EncodingConfig(_Section):
     """Atoms as regressors of voxel-wise encoding models (METHOD section 3)."""
 
     models: list[Literal["sparse", "ridge"]] = Field(default_factory=lambda: ["sparse", "ridge"], min_length=1)
-    sparse_lam: float | None = Field(None, ge=0, description="lambda_f of the paper's sparse fit; None: documented default.")
+    sparse_alpha: float = Field(0.1, ge=0, description=(
+        "Sparsity of the paper's per-voxel fit on the correlation scale: lambda_f = alpha x sqrt(n_volumes) "
+        "for z-scored voxels and unit-norm atoms; an atom enters a voxel's fit only where their "
+        "correlation exceeds about alpha."))
     alphas: list[float] = Field(default_factory=lambda: [float(10 ** e) for e in range(-1, 7)])
     n_folds: int = Field(5, ge=2)
     gap: int = Field(5, ge=0, description="Volumes left out between training and test blocks.")
@@ -146,7 +153,9 @@ class NetworksConfig(_Section):
 
     atlases: list[str] = Field(default_factory=lambda: ["smith10", "yeo7"], min_length=1)
     map_stat: Literal["z", "coef"] = Field("z", description="Threshold the group z map (z) or the mean coefficient map (coef).")
-    threshold: float = Field(3.1, gt=0)
+    threshold: float = Field(2.3, gt=0, description=(
+        "Threshold of the atom maps: |z| for map_stat 'z' (2.3, the level at which the bundled Smith 2009 "
+        "networks are defined), a robust z (median/MAD) for 'coef'."))
     score: Literal["overlap_rate", "dice", "correlation"] = "overlap_rate"
     n_permutations: int = Field(500, ge=0)
     alpha: float = Field(0.05, gt=0, lt=1)
@@ -277,7 +286,7 @@ def demo_config(out: str | Path, *, models: list[str] | None = None, quick: bool
     if quick:
         data["atoms"] = {"n_atoms": 16, "max_iter": 30}
         data["fmri"]["simulate"].update({"n_subjects": 2, "resolution_mm": 6.0})
-        data["networks"].update({"n_permutations": 100})
+        data["networks"].update({"n_permutations": 300})
         data["encoding"] = {"n_folds": 3}
     return make_config(data, source="the demo configuration")
 

@@ -145,12 +145,9 @@ def _step_atoms(ctx: _Context, ans, slug: str):
         X = X[:, columns]
         index = index.iloc[columns].reset_index(drop=True)
     backend = cfg.backend
-    params = dict(n_atoms=cfg.n_atoms, max_iter=cfg.max_iter, random_state=cfg.seed, backend=backend)
-    if cfg.lam is not None:
-        params["alpha"] = cfg.lam
-    est = SparseDictionary(**params)
-    est.fit(np.ascontiguousarray(X.T), progress=ctx.progress, cancel=ctx.cancel) \
-        if _accepts(est.fit, "progress") else est.fit(np.ascontiguousarray(X.T))
+    est = SparseDictionary(n_atoms=cfg.n_atoms, alpha=cfg.alpha, max_iter=cfg.max_iter, tol=cfg.tol,
+                           random_state=cfg.seed, backend=backend)
+    est.fit(np.ascontiguousarray(X.T), progress=ctx.progress, cancel=ctx.cancel)
     atoms = np.asarray(est.atoms_, dtype=np.float32)
     codes = sp.csr_matrix(est.codes_)
     table = atoms_table(codes, index)
@@ -171,15 +168,6 @@ def _step_atoms(ctx: _Context, ans, slug: str):
     })
     ctx.done(step)
     return atoms, codes, index
-
-
-def _accepts(fn, name: str) -> bool:
-    import inspect
-
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def _default_links(atoms: np.ndarray, network_names: list[str], n_links: int, seed: int) -> dict[int, list[str]]:
@@ -279,7 +267,8 @@ def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str, ans=None):
     X = atoms.astype(np.float64)
     if ec.highpass_cutoff:
         X = highpass(X, tr, cutoff=ec.highpass_cutoff)
-        n_drift = cosine_drift_basis(X.shape[0], tr, cutoff=ec.highpass_cutoff).shape[1]
+        # the high-pass also removes a linear trend: one more degree of freedom spent
+        n_drift = cosine_drift_basis(X.shape[0], tr, cutoff=ec.highpass_cutoff).shape[1] + 1
     n_sub = len(data.data)
     k = atoms.shape[1]
     results: dict[str, list] = {"z": [], "coef": [], "r2_sparse": [], "r2_cv": [], "r_cv": []}
@@ -293,8 +282,7 @@ def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str, ans=None):
         if "sparse" in ec.models:
             from ..encoding.sparse_fit import SparseAtomEncoder
 
-            params = {} if ec.sparse_lam is None else {"alpha": ec.sparse_lam}
-            enc = SparseAtomEncoder(**params).fit(X, Yf)
+            enc = SparseAtomEncoder(alpha=ec.sparse_alpha).fit(X, Yf)
             results["coef"].append(np.asarray(enc.coef_, np.float32))
             results["r2_sparse"].append(np.asarray(enc.r2_, np.float32))
             done += 1
@@ -371,7 +359,7 @@ def _step_networks(ctx: _Context, data, group: dict, slug: str):
         for name, atlas in atlases.items():
             ctx.stage(f"networks {slug}", len(frames), len(atlases))
             df = associate_atoms(
-                maps, atlas, data.mask_img, part=part, threshold_method="z" if nc.map_stat == "z" else "percentile",
+                maps, atlas, data.mask_img, part=part, threshold_method="z" if nc.map_stat == "z" else "robust_z",
                 threshold=nc.threshold, score=nc.score, n_permutations=nc.n_permutations, alpha=nc.alpha,
                 min_score=nc.min_score, random_state=ctx.config.seed, progress=ctx.progress, cancel=ctx.cancel,
             )
