@@ -43,6 +43,11 @@ def test_result_folder_holds_maps_tables_and_figures(quick_result):
         assert {"atlas", "atom", "network", "overlap_rate", "dice", "correlation", "p", "q", "associated"} <= set(table.columns)
         assert set(table["atlas"]) == {"smith10", "yeo7"}
     assert len(res.figures()) >= 4
+    assert (res.path / "figures/models_comparison.png").exists()
+    import pandas as pd
+
+    summary = pd.read_csv(res.path / "comparison/summary.csv")
+    assert summary["n_atoms"].tolist() == [k]  # the number of atoms is reported beside every figure
     table = res.atoms_table()
     assert len(table) == k and "networks_activated" in table.columns
     assert len(res.words_per_volume()) == res.n_volumes

@@ -9,15 +9,16 @@ def add_parser(subparsers) -> None:
         help="run the whole pipeline on the bundled story and model with simulated subjects",
         description=(
             "The embedded default: the 'pieman' story (Narratives), the bundled MiniLM (BERT "
-            "architecture), its 64 atoms, three clearly labelled SIMULATED subjects whose BOLD "
+            "architecture) and SmolLM2 (Llama architecture), 64 atoms each, three clearly labelled SIMULATED subjects whose BOLD "
             "in known Smith-2009 networks is driven by known atoms, both encoding models, and "
-            "network association with smith10 and yeo7. Writes NIfTI maps, CSV tables, PNG "
+            "network association with smith10 and yeo7, the two models side by side. Writes NIfTI maps, CSV tables, PNG "
             "figures, summary.json and recovery.json (precision/recall of the planted links)."
         ),
     )
     p.add_argument("--out", required=True, help="output folder (new, empty, or an earlier result to reuse)")
-    p.add_argument("--models", nargs="+", default=["minilm"], metavar="MODEL",
-                   help="models to compare (default: minilm; e.g. --models minilm smollm2)")
+    p.add_argument("--models", nargs="+", default=None, metavar="MODEL",
+                   help="models to compare; the first drives the simulated subjects "
+                        "(default: minilm smollm2; with --quick: minilm)")
     p.add_argument("--quick", action="store_true",
                    help="a smaller run (16 atoms, 2 subjects, 6 mm grid) for a first look in seconds")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

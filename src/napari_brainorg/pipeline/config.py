@@ -271,14 +271,18 @@ def _resolve_paths(data: dict, base: Path) -> dict:
 
 
 def demo_config(out: str | Path, *, models: list[str] | None = None, quick: bool = False) -> PipelineConfig:
-    """The embedded default: pieman, the bundled MiniLM, three simulated subjects.
+    """The embedded default: pieman, the bundled MiniLM and SmolLM2, three simulated subjects.
+
+    The simulated subjects' BOLD is driven by MiniLM's atoms (the first model); SmolLM2
+    is analysed the same way, which shows how a second model's atoms map onto the
+    same planted networks.
 
     ``quick=True`` is a smaller run (fewer atoms and permutations, coarser grid) for
     the napari sample data and the tests.
     """
     data: dict[str, Any] = {
         "story": {"path": "pieman", "onset": 0.0, "tr": 1.5, "n_volumes": 300},
-        "features": {"models": models or ["minilm"]},
+        "features": {"models": models or (["minilm"] if quick else ["minilm", "smollm2"])},
         "fmri": {"simulate": {"n_subjects": 3, "resolution_mm": 4.0, "atlas": "smith10"}},
         "networks": {"atlases": ["smith10", "yeo7"]},
         "out": str(out),

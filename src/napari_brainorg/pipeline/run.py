@@ -434,6 +434,7 @@ def _step_report(ctx: _Context, per_model: dict, truth: dict | None, words_per_v
             "n_associations": {p: int(t["associated"].astype(bool).sum()) for p, t in res["tables"].items()},
         }
     ctx.summary["results"] = summary_models
+    _compare_models(ctx, per_model)
     if truth is not None:
         from ..analyses.recovery import recovery_scores
 
@@ -448,6 +449,28 @@ def _step_report(ctx: _Context, per_model: dict, truth: dict | None, words_per_v
                                  f"{ctx.config.networks.score} >= {ctx.config.networks.min_score}"})
         w.write_json("recovery.json", rec)
         ctx.summary["recovery"] = {k: rec[k] for k in ("precision", "recall") if k in rec}
+
+
+def _compare_models(ctx: _Context, per_model: dict) -> None:
+    """METHOD section 5 side by side: FBN coverage, temporal consistency of the atoms linked
+    to one network (with the number of atoms and a size-matched null), diversity, R2."""
+    from ..analyses import figures as figs
+    from ..analyses.comparison import compare_models
+
+    atoms = {slug: res["atoms"] for slug, res in per_model.items()}
+    tables = {}
+    for slug, res in per_model.items():
+        t = res["tables"]["activated"].copy()
+        t["network"] = t["atlas"].astype(str) + ":" + t["network"].astype(str)
+        tables[slug] = t
+    r2 = {slug: res["group"].get("r2_cv", res["group"].get("r2_sparse")) for slug, res in per_model.items()}
+    out = compare_models(atoms, tables, r2_by_model=r2, n_null=500, random_state=ctx.config.seed,
+                         cancel=ctx.cancel)
+    for name, table in out.items():
+        ctx.writer.write_table(f"comparison/{name}.csv", table.reset_index())
+    ctx.writer.write_figure("figures/models_comparison.png",
+                            figs.model_comparison_figure(out["coverage"], out["summary"]))
+    ctx.summary["comparison"] = json.loads(out["summary"].to_json(orient="index"))
 
 
 def _versions() -> dict[str, str]:
