@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from qtpy.QtCore import Qt
 
 napari = pytest.importorskip("napari")
 
@@ -48,7 +49,7 @@ def _configure_tiny(widget, story, out):
     widget.encoding.setCurrentText("both")
     for i in range(widget.atlases.count()):
         item = widget.atlases.item(i)
-        item.setCheckState(2 if item.text() == "yeo7" else 0)
+        item.setCheckState(Qt.Checked if item.text() == "yeo7" else Qt.Unchecked)
     widget.out.setText(str(out))
 
 

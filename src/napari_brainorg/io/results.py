@@ -266,19 +266,26 @@ class ResultFolder:
 
         return sp.load_npz(self.path / f"atoms/{self._check_model(model)}/codes.npz")
 
-    def _table(self, rel: str):
+    def _table(self, rel: str, text_columns: tuple[str, ...] = ()):
         import pandas as pd
 
         p = self.path / rel
         if not p.exists():
             return None
-        return pd.read_csv(p, sep="\t" if p.suffix == ".tsv" else ",")
+        # text columns stay text (an empty cell is "", not a float NaN; "3" stays "3")
+        table = pd.read_csv(p, sep="\t" if p.suffix == ".tsv" else ",",
+                            dtype={c: str for c in text_columns})
+        for c in text_columns:
+            if c in table.columns:
+                table[c] = table[c].fillna("")
+        return table
 
     def an_index(self, model: str | None = None):
         return self._table(f"features/{self._check_model(model)}/an_index.tsv")
 
     def atoms_table(self, model: str | None = None):
-        return self._table(f"atoms/{self._check_model(model)}/atoms.tsv")
+        return self._table(f"atoms/{self._check_model(model)}/atoms.tsv",
+                           text_columns=("main_layers", "networks_activated", "networks_deactivated"))
 
     def layer_histogram(self, model: str | None = None):
         df = self._table(f"atoms/{self._check_model(model)}/layer_hist.tsv")
