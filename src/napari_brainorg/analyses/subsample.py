@@ -23,17 +23,8 @@ import pandas as pd
 
 from .._progress import check_cancel, report
 from ..errors import ConfigError, ShapeError
+from .layers import _layers_of
 
-
-def _layers_of(an_index) -> np.ndarray:
-    if isinstance(an_index, pd.DataFrame):
-        if "layer" not in an_index.columns:
-            raise ShapeError(
-                "'an_index' must have a 'layer' column (one row per AN); "
-                f"columns {list(an_index.columns)} were provided."
-            )
-        return an_index["layer"].to_numpy()
-    return np.asarray(an_index)
 
 
 def subsample_ans(

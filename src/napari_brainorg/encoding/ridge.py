@@ -37,7 +37,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass, field
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -45,7 +45,7 @@ import numpy as np
 from .._backend import Backend, get_backend
 from .._progress import check_cancel, report
 from ..errors import ConfigError, FMRIInputError, NotFittedError, ShapeError, check_choice
-from .preprocessing import ConstantColumnsWarning, highpass, make_delays, zscore
+from .preprocessing import ConstantColumnsWarning, highpass, make_delays
 from .scores import correlation_columns, r2_score_columns
 
 __all__ = [

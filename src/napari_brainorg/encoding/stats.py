@@ -15,7 +15,6 @@ Every function is vectorised over voxels; loops run over permutations only.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
