@@ -257,7 +257,9 @@ def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str, ans=None):
     rel = f"encoding/{slug}"
     step = f"encoding/{slug}"
     key = ec.cache_key(ctx.keys[f"atoms/{slug}"], ctx.keys.get("fmri", ""))
-    outputs = [f"{rel}/atom_maps.nii.gz", f"{rel}/atom_maps_z.nii.gz", f"{rel}/mask.nii.gz", f"{rel}/arrays.npz"]
+    outputs = ([f"{rel}/regions.csv", f"{rel}/atom_maps.csv", f"{rel}/atom_maps_z.csv", f"{rel}/arrays.npz"]
+               if data.kind == "regions" else
+               [f"{rel}/atom_maps.nii.gz", f"{rel}/atom_maps_z.nii.gz", f"{rel}/mask.nii.gz", f"{rel}/arrays.npz"])
     if ctx.cached(step, key, outputs):
         arr = np.load(ctx.out / outputs[3])
         return {k: arr[k] for k in arr.files}
@@ -315,15 +317,33 @@ def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str, ans=None):
                                      for Y in data.data])
         group["noise_ceiling"] = np.asarray(ceiling[0] if isinstance(ceiling, tuple) else ceiling, np.float32)
     w = ctx.writer
-    w.write_nifti(f"{rel}/mask.nii.gz", data.mask_img)
-    w.write_nifti(outputs[0], data.unmask(group["coef"]))
-    w.write_nifti(outputs[1], data.unmask(group["z"]))
-    for name in ("r2_sparse", "r2_cv", "r_cv", "noise_ceiling"):
-        if name in group:
-            w.write_nifti(f"{rel}/{name}.nii.gz", data.unmask(group[name]))
+    if data.kind == "regions":
+        _write_region_tables(w, rel, data.region_names, group, k)
+    else:
+        w.write_nifti(f"{rel}/mask.nii.gz", data.mask_img)
+        w.write_nifti(outputs[0], data.unmask(group["coef"]))
+        w.write_nifti(outputs[1], data.unmask(group["z"]))
+        for name in ("r2_sparse", "r2_cv", "r_cv", "noise_ceiling"):
+            if name in group:
+                w.write_nifti(f"{rel}/{name}.nii.gz", data.unmask(group[name]))
     _save_npz(w, outputs[3], group)
     ctx.done(step)
     return group
+
+
+def _write_region_tables(writer: ResultWriter, rel: str, names, group: dict, k: int) -> None:
+    """Parcellated data: one row per region instead of NIfTI maps."""
+    import pandas as pd
+
+    per_region = pd.DataFrame({"region": list(names)})
+    for name in ("r2_sparse", "r2_cv", "r_cv", "noise_ceiling"):
+        if name in group:
+            per_region[name] = group[name]
+    writer.write_table(f"{rel}/regions.csv", per_region)
+    for stat, rel_name in (("coef", "atom_maps.csv"), ("z", "atom_maps_z.csv")):
+        table = pd.DataFrame(group[stat].T, columns=[f"atom_{i}" for i in range(k)])
+        table.insert(0, "region", list(names))
+        writer.write_table(f"{rel}/{rel_name}", table)
 
 
 def _save_npz(writer: ResultWriter, rel: str, arrays: dict[str, np.ndarray]) -> None:
@@ -341,6 +361,11 @@ def _step_networks(ctx: _Context, data, group: dict, slug: str):
     from ..networks.overlap import associate_atoms
 
     nc = ctx.config.networks
+    if data.kind == "regions":
+        ctx.summary.setdefault("skipped", {})[f"networks/{slug}"] = (
+            "region time series have no voxel maps to compare with network templates; "
+            "per-region atom coefficients are in encoding/<model>/atom_maps*.csv")
+        return {}
     step = f"networks/{slug}"
     rel = f"networks/{slug}"
     key = nc.cache_key(ctx.keys[f"encoding/{slug}"])
@@ -389,6 +414,8 @@ def _annotate_atoms_table(ctx: _Context, slug: str, tables: dict) -> None:
     """Add the associated networks of each atom to atoms.tsv (for the explorer)."""
     import pandas as pd
 
+    if not tables:
+        return
     path = ctx.out / f"atoms/{slug}/atoms.tsv"
     table = pd.read_csv(path, sep="\t")
     score = ctx.config.networks.score
@@ -398,7 +425,8 @@ def _annotate_atoms_table(ctx: _Context, slug: str, tables: dict) -> None:
             lambda g: "; ".join(f"{a}:{n} ({s:.2f})" for a, n, s in zip(g["atlas"], g["network"], g[score])),
             include_groups=False,
         ) if len(assoc) else pd.Series(dtype=str)
-        table[f"networks_{part}"] = table["atom"].map(names).fillna("")
+        names = names.to_dict()
+        table[f"networks_{part}"] = [names.get(a, "") for a in table["atom"]]
     best = pd.concat([d.assign(part=p) for p, d in tables.items()])
     table["best_score"] = table["atom"].map(best.groupby("atom")[score].max()).fillna(0.0)
     ctx.writer.write_table(f"atoms/{slug}/atoms.tsv", table)
@@ -424,7 +452,8 @@ def _step_report(ctx: _Context, per_model: dict, truth: dict | None, words_per_v
                                figs.association_heatmap_figure(sub, value=ctx.config.networks.score))
         r2_name = "r2_cv" if "r2_cv" in group else "r2_sparse"
         r2_img = ctx.out / f"encoding/{slug}/{r2_name}.nii.gz"
-        w.write_figure(f"figures/{slug}_{r2_name}.png", figs.r2_glass_figure(str(r2_img)))
+        if r2_img.exists():  # voxel data (region time series have a table instead)
+            w.write_figure(f"figures/{slug}_{r2_name}.png", figs.r2_glass_figure(str(r2_img)))
         r2 = group.get(r2_name)
         summary_models[slug] = {
             "n_ans": int(res["n_ans"]), "n_atoms": int(res["atoms"].shape[1]),
@@ -457,6 +486,8 @@ def _compare_models(ctx: _Context, per_model: dict) -> None:
     from ..analyses import figures as figs
     from ..analyses.comparison import compare_models
 
+    if not all(res["tables"] for res in per_model.values()):
+        return
     atoms = {slug: res["atoms"] for slug, res in per_model.items()}
     tables = {}
     for slug, res in per_model.items():
