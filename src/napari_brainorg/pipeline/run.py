@@ -170,7 +170,7 @@ def _step_atoms(ctx: _Context, ans, slug: str):
     return atoms, codes, index
 
 
-def _default_links(atoms: np.ndarray, network_names: list[str], n_links: int, seed: int) -> dict[int, list[str]]:
+def _default_links(atoms: np.ndarray, network_names: list[str], n_links: int) -> dict[int, list[str]]:
     """Plant ``n_links`` atoms, each in one network: atoms as uncorrelated with one another
     as the dictionary allows, networks chosen to overlap little (see ``_distinct_networks``)."""
     corr = np.abs(np.corrcoef(atoms.T))
@@ -226,7 +226,7 @@ def _simulate(ctx: _Context, atoms_by_model: dict[str, np.ndarray]):
     links = sc.links
     if links is None:
         names = _DISTINCT_SMITH10 if sc.atlas == "smith10" else atlas_labels(sc.atlas)
-        links = _default_links(atoms, names, n_links=min(6, len(names)), seed=sc.seed)
+        links = _default_links(atoms, names, n_links=min(6, len(names)))
     sim_dir = ctx.out / "simulated"
     key = sc.cache_key(ctx.keys[f"atoms/{slug}"], json.dumps(links, sort_keys=True))
     images = sorted(sim_dir.glob("sub-*_bold.nii.gz"))
@@ -248,7 +248,7 @@ def _simulate(ctx: _Context, atoms_by_model: dict[str, np.ndarray]):
     return data, truth
 
 
-def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str, ans=None):
+def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str):
     from ..encoding.glm import ols_zmaps, stouffer
     from ..encoding.preprocessing import cosine_drift_basis, highpass
 
@@ -432,17 +432,16 @@ def _annotate_atoms_table(ctx: _Context, slug: str, tables: dict) -> None:
     ctx.writer.write_table(f"atoms/{slug}/atoms.tsv", table)
 
 
-def _step_report(ctx: _Context, per_model: dict, truth: dict | None, words_per_volume: list[str]) -> None:
+def _step_report(ctx: _Context, per_model: dict, truth: dict | None) -> None:
+    import pandas as pd
+
     from ..analyses import figures as figs
 
     w = ctx.writer
     summary_models = {}
     for slug, res in per_model.items():
         group = res["group"]
-        hist = ctx.out / f"atoms/{slug}/layer_hist.tsv"
-        import pandas as pd
-
-        hist_df = pd.read_csv(hist, sep="\t").set_index("atom")
+        hist_df = pd.read_csv(ctx.out / f"atoms/{slug}/layer_hist.tsv", sep="\t").set_index("atom")
         w.write_figure(f"figures/{slug}_layer_histograms.png", figs.layer_histogram_figure(hist_df))
         w.write_figure(f"figures/{slug}_atom_correlation.png", figs.atom_correlation_figure(res["atoms"]))
         for part, table in res["tables"].items():
@@ -472,7 +471,6 @@ def _step_report(ctx: _Context, per_model: dict, truth: dict | None, words_per_v
         table = table[table["atlas"] == truth.get("atlas", "smith10")]
         links = {int(k): v for k, v in truth["links"].items()}
         rec = recovery_scores(links, table, atom_matching={a: a for a in range(per_model[slug]["atoms"].shape[1])})
-        rec = {k: v for k, v in rec.items()}
         rec.update({"simulated": True, "driving_model": slug, "atlas": truth.get("atlas", "smith10"),
                     "criterion": f"q < {ctx.config.networks.alpha} (BH-FDR over atom x network tests) and "
                                  f"{ctx.config.networks.score} >= {ctx.config.networks.min_score}"})
@@ -557,10 +555,7 @@ def run_pipeline(config: PipelineConfig, progress: ProgressCallback | None = Non
         res["group"] = timed("encoding", _step_encoding, ctx, data, res["atoms"], slug)
         res["tables"] = timed("networks", _step_networks, ctx, data, res["group"], slug)
         _annotate_atoms_table(ctx, slug, res["tables"])
-    from ..features.alignment import words_per_volume
-
-    wpv = words_per_volume(words, config.story.n_volumes, config.story.tr)
-    timed("report", _step_report, ctx, per_model, truth, wpv)
+    timed("report", _step_report, ctx, per_model, truth)
 
     ctx.summary.update({
         "napari_brainorg": __version__,
