@@ -89,3 +89,26 @@ def test_output_folder_with_user_files_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="did not write"):
         run_pipeline(demo_config(tmp_path, quick=True))
     assert (tmp_path / "mine.txt").read_text() == "precious"
+
+
+def test_voxel_significance_and_layerwise_baseline(tmp_path):
+    data = demo_config(tmp_path / "perm", quick=True).model_dump()
+    data["encoding"].update({"n_permutations": 40, "baseline": True, "models": ["ridge"]})
+    result = run_pipeline(make_config(data))
+    folder = result.path / "encoding/minilm"
+    q = np.asarray(nib.load(folder / "q_cv.nii.gz").dataobj)
+    mask = np.asarray(nib.load(folder / "mask.nii.gz").dataobj) > 0
+    signal = np.asarray(nib.load(result.path / "simulated/signal_mask.nii.gz").dataobj) > 0
+    q_in, q_out = q[mask & signal], q[mask & ~signal]
+    # 40 shifts bound each subject's p at 1/41, so power is limited; what must hold is that
+    # noise voxels stay near the FDR level and planted voxels are far more often significant
+    rate_in, rate_out = np.mean(q_in < 0.05), np.mean(q_out < 0.05)
+    print(f"significant: planted voxels {rate_in:.3f}, noise voxels {rate_out:.4f}")
+    assert rate_out < 0.05
+    assert rate_in > 0.2 and rate_in > 10 * rate_out
+    import pandas as pd
+
+    baseline = pd.read_csv(folder / "baseline.csv")
+    assert baseline["model"].tolist() == [f"layer {i}" for i in range(6)] + ["atoms"]
+    layers = nib.load(folder / "baseline_r2_layers.nii.gz")
+    assert layers.shape[3] == 6

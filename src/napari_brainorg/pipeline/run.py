@@ -248,7 +248,8 @@ def _simulate(ctx: _Context, atoms_by_model: dict[str, np.ndarray]):
     return data, truth
 
 
-def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str):
+def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str, an=None):
+    """``an``: (AN responses, their layers), needed only for the layer-wise baseline."""
     from ..encoding.glm import ols_zmaps, stouffer
     from ..encoding.preprocessing import cosine_drift_basis, highpass
 
@@ -273,7 +274,9 @@ def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str):
         n_drift = cosine_drift_basis(X.shape[0], tr, cutoff=ec.highpass_cutoff).shape[1] + 1
     n_sub = len(data.data)
     k = atoms.shape[1]
-    results: dict[str, list] = {"z": [], "coef": [], "r2_sparse": [], "r2_cv": [], "r_cv": []}
+    results: dict[str, list] = {"z": [], "coef": [], "r2_sparse": [], "r2_cv": [], "r_cv": [],
+                                "p_cv": [], "baseline_r2": []}
+    baseline_layers = None
     total = n_sub * (1 + len(ec.models))
     done = 0
     for s, Y in enumerate(data.data):
@@ -297,6 +300,16 @@ def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str):
             enc.fit(atoms, Y)
             results["r2_cv"].append(np.asarray(enc.r2_, np.float32))
             results["r_cv"].append(np.asarray(enc.r_, np.float32))
+            if ec.n_permutations:
+                results["p_cv"].append(_ridge_p_values(ctx, enc, atoms, Yf, seed=ctx.config.seed + s))
+            if ec.baseline and an is not None:
+                from ..encoding.baseline import layerwise_encoding
+
+                base = layerwise_encoding(an[0], an[1], Y, enc.folds_, np.asarray(ec.alphas), gap=ec.gap,
+                                          delays=tuple(ec.delays), tr=tr, highpass_cutoff=ec.highpass_cutoff,
+                                          progress=ctx.progress, cancel=ctx.cancel)
+                results["baseline_r2"].append(np.asarray(base.r2, np.float32))
+                baseline_layers = np.asarray(base.layers)
             if "sparse" not in ec.models:
                 results["coef"].append(np.asarray(enc.coef_[:k], np.float32))
             done += 1
@@ -306,6 +319,18 @@ def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str):
         "coef": np.mean(np.stack(results["coef"]), 0).astype(np.float32),
         "subject_z": np.stack(results["z"]).astype(np.float32),
     }
+    if results["p_cv"]:
+        from scipy import stats as sps
+
+        from ..encoding.glm import stouffer
+        from ..encoding.stats import fdr_bh
+
+        # subjects' one-sided p combined by Stouffer, then FDR over voxels
+        z = stouffer(sps.norm.isf(np.clip(np.stack(results["p_cv"]), 1e-300, 1.0)))
+        group["q_cv"] = np.asarray(fdr_bh(sps.norm.sf(z), q=0.05)[1], np.float32)
+    if results["baseline_r2"]:
+        group["baseline_r2"] = np.mean(np.stack(results["baseline_r2"]), 0).astype(np.float32)
+        group["baseline_layers"] = baseline_layers
     for name in ("r2_sparse", "r2_cv", "r_cv"):
         if results[name]:
             group[name] = np.mean(np.stack(results[name]), 0).astype(np.float32)
@@ -323,12 +348,38 @@ def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str):
         w.write_nifti(f"{rel}/mask.nii.gz", data.mask_img)
         w.write_nifti(outputs[0], data.unmask(group["coef"]))
         w.write_nifti(outputs[1], data.unmask(group["z"]))
-        for name in ("r2_sparse", "r2_cv", "r_cv", "noise_ceiling"):
+        for name in ("r2_sparse", "r2_cv", "r_cv", "noise_ceiling", "q_cv"):
             if name in group:
                 w.write_nifti(f"{rel}/{name}.nii.gz", data.unmask(group[name]))
+        if "baseline_r2" in group:
+            w.write_nifti(f"{rel}/baseline_r2_layers.nii.gz", data.unmask(group["baseline_r2"]))
+    if "baseline_r2" in group:
+        import pandas as pd
+
+        table = pd.DataFrame({"model": [f"layer {int(l)}" for l in group["baseline_layers"]] + ["atoms"],
+                              "r2_median": list(np.median(group["baseline_r2"], 1)) + [np.median(group["r2_cv"])],
+                              "r2_p95": list(np.percentile(group["baseline_r2"], 95, 1))
+                              + [np.percentile(group["r2_cv"], 95)]})
+        w.write_table(f"{rel}/baseline.csv", table)
     _save_npz(w, outputs[3], group)
     ctx.done(step)
     return group
+
+
+def _ridge_p_values(ctx: _Context, enc, atoms: np.ndarray, Yf: np.ndarray, seed: int) -> np.ndarray:
+    """One-sided p of each voxel's held-out R2 against circular shifts of the atoms, with
+    the real fit's folds and per-voxel alphas (see ``make_ridge_score_fn``)."""
+    from ..encoding.preprocessing import highpass, make_delays
+    from ..encoding.stats import circular_shift_null, make_ridge_score_fn
+
+    ec = ctx.config.encoding
+    X = make_delays(atoms, tuple(ec.delays))
+    if ec.highpass_cutoff:
+        X = highpass(X, ctx.config.story.tr, cutoff=ec.highpass_cutoff)
+    score_fn = make_ridge_score_fn(enc.folds_, np.asarray(ec.alphas), fixed_alpha=enc.alpha_, gap=ec.gap)
+    null = circular_shift_null(X, Yf, score_fn, n_permutations=ec.n_permutations, random_state=seed,
+                               keep_null=False, progress=ctx.progress, cancel=ctx.cancel)
+    return np.asarray(null.p_values, np.float64)
 
 
 def _write_region_tables(writer: ResultWriter, rel: str, names, group: dict, k: int) -> None:
@@ -547,12 +598,13 @@ def run_pipeline(config: PipelineConfig, progress: ProgressCallback | None = Non
         check_cancel(cancel)
         atoms, codes, index = timed("atoms", _step_atoms, ctx, ans, slug)
         per_model[slug] = {"model": model, "atoms": atoms, "codes": codes, "index": index,
-                           "n_ans": ans.responses.shape[1], "dropped": len(ans.dropped)}
+                           "n_ans": ans.responses.shape[1], "dropped": len(ans.dropped),
+                           "an": (ans.responses, ans.index["layer"].to_numpy()) if config.encoding.baseline else None}
     check_cancel(cancel)
     data, truth = timed("fmri", _step_fmri, ctx, {s: r["atoms"] for s, r in per_model.items()})
     ctx.keys["fmri"] = json.dumps(ctx.summary["fmri"], sort_keys=True, default=str)
     for slug, res in per_model.items():
-        res["group"] = timed("encoding", _step_encoding, ctx, data, res["atoms"], slug)
+        res["group"] = timed("encoding", _step_encoding, ctx, data, res["atoms"], slug, res.get("an"))
         res["tables"] = timed("networks", _step_networks, ctx, data, res["group"], slug)
         _annotate_atoms_table(ctx, slug, res["tables"])
     timed("report", _step_report, ctx, per_model, truth)
