@@ -21,22 +21,7 @@ import time
 import warnings
 
 import numpy as np
-
-
-def planted_ans(n_volumes, n_ans, k, *, noise=0.5, density=3.0, seed=0):
-    """SIMULATED AN responses (n_volumes, n_ans) and the planted atoms (n_volumes, k)."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(-6, 7)
-    kernel = np.exp(-0.5 * (t / 2.0) ** 2)
-    white = rng.standard_normal((n_volumes + len(t) - 1, k))
-    atoms = np.stack([np.convolve(white[:, j], kernel, mode="valid") for j in range(k)], 1)
-    atoms -= atoms.mean(0)
-    atoms /= np.linalg.norm(atoms, axis=0)
-    codes = rng.standard_normal((k, n_ans)) * (rng.random((k, n_ans)) < density / k)
-    signal = atoms @ codes
-    X = signal + noise * signal.std() * rng.standard_normal(signal.shape)
-    X = (X - X.mean(0)) / X.std(0)
-    return X.astype(np.float32), atoms
+from napari_brainorg.sparse.planted import planted_ans
 
 
 def timed(fn):
@@ -69,7 +54,7 @@ def main() -> None:
 
     if args.backend != "numpy":
         import torch  # noqa: F401  (imported before timing)
-    X, planted = planted_ans(args.n_volumes, args.n_ans, args.k, seed=args.seed)
+    X, planted = planted_ans(args.n_volumes, args.n_ans, args.k, random_state=args.seed)
     lam = args.alpha * np.sqrt(args.n_volumes)
     print(f"SIMULATED data: {args.n_ans} ANs x {args.n_volumes} volumes, k={args.k} planted atoms, "
           f"~3 atoms per AN, SNR 4; lambda={lam:.4f} (alpha {args.alpha}); "

@@ -10,6 +10,7 @@ import pytest
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from napari_brainorg.sparse.planted import planted_ans, smooth_atoms
 from napari_brainorg.errors import CancelledError, ConfigError, NotFittedError, ShapeError
 from napari_brainorg.sparse.dictionary import (
     SparseDictionary,
@@ -27,20 +28,10 @@ def _lasso_objective(X, D, A, lam):
     return 0.5 * ((X - D @ A) ** 2).sum(0) + lam * np.abs(A).sum(0)
 
 
-def _smooth_atoms(rng, n_volumes, k, width=4.0):
-    """Unit-norm random time courses, smoothed like slow BOLD-like signals."""
-    t = np.arange(-3 * int(width), 3 * int(width) + 1)
-    kernel = np.exp(-0.5 * (t / width) ** 2)
-    white = rng.standard_normal((n_volumes + len(t) - 1, k))
-    atoms = np.stack([np.convolve(white[:, j], kernel, mode="valid") for j in range(k)], 1)
-    atoms -= atoms.mean(0)
-    return atoms / np.linalg.norm(atoms, axis=0)
-
-
 @pytest.fixture
 def coding_problem(rng):
     n_volumes, k, n_cols = 80, 12, 300
-    D = _smooth_atoms(rng, n_volumes, k)
+    D = smooth_atoms(rng, n_volumes, k)
     codes = rng.standard_normal((k, n_cols)) * (rng.random((k, n_cols)) < 0.25)
     X = D @ codes + 0.3 * rng.standard_normal((n_volumes, n_cols))
     return X, D
@@ -158,19 +149,8 @@ def test_sparse_encode_progress_and_cancel(coding_problem):
 # ------------------------------------------------------------------- learn_dictionary
 
 
-def _planted(rng, n_volumes=120, n_ans=2000, k=16, noise=0.5, density=3.0):
-    """Simulated ANs: planted smooth atoms, sparse codes (~density atoms per AN), white noise.
-
-    ``noise`` is the noise standard deviation relative to the signal's, so the
-    signal-to-noise ratio in variance is ``1 / noise**2`` (4, i.e. 6 dB, by default).
-    Returns z-scored X (n_volumes, n_ans) float32 and the planted atoms.
-    """
-    atoms = _smooth_atoms(rng, n_volumes, k, width=2.0)
-    codes = rng.standard_normal((k, n_ans)) * (rng.random((k, n_ans)) < density / k)
-    signal = atoms @ codes
-    X = signal + noise * signal.std() * rng.standard_normal(signal.shape)
-    X = (X - X.mean(0)) / X.std(0)
-    return X.astype(np.float32), atoms
+def _planted(rng, **kw):
+    return planted_ans(random_state=rng, **kw)
 
 
 def _matched_abs_corr(ref, est):

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from napari_brainorg.sparse.planted import planted_ans
 from napari_brainorg.errors import BrainorgWarning, CancelledError, ConfigError, ShapeError
 from napari_brainorg.sparse.selection import (
     choose_k_lambda,
@@ -18,21 +19,8 @@ from napari_brainorg.sparse.selection import (
 
 
 
-def _planted(rng, n_volumes, n_ans, k, noise=0.5, density=3.0):
-    """Simulated ANs (as in test_dictionary): k smooth unit-norm atoms, sparse codes with
-    ~density atoms per AN, white noise of sd ``noise`` x the signal's (SNR 4 in variance).
-    Returns z-scored X (n_volumes, n_ans) float32 and the planted atoms."""
-    t = np.arange(-6, 7)
-    kernel = np.exp(-0.5 * (t / 2.0) ** 2)
-    white = rng.standard_normal((n_volumes + len(t) - 1, k))
-    atoms = np.stack([np.convolve(white[:, j], kernel, mode="valid") for j in range(k)], 1)
-    atoms -= atoms.mean(0)
-    atoms /= np.linalg.norm(atoms, axis=0)
-    codes = rng.standard_normal((k, n_ans)) * (rng.random((k, n_ans)) < density / k)
-    signal = atoms @ codes
-    X = signal + noise * signal.std() * rng.standard_normal(signal.shape)
-    X = (X - X.mean(0)) / X.std(0)
-    return X.astype(np.float32), atoms
+def _planted(rng, n_volumes, n_ans, k, **kw):
+    return planted_ans(n_volumes, n_ans, k, random_state=rng, **kw)
 
 
 def test_match_atoms_finds_the_permutation(rng):
