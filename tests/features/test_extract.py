@@ -36,16 +36,6 @@ ODD_WORDS = ["I", "began", "it's", "", "don't,", "<unk>", "[UNK]", "<|endoftext|
              "New York", "  spaced  ", "Fordham"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    # Small forward passes on an oversubscribed machine are several times slower with
-    # more threads than free cores (threads wait for each other at every operation).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def minilm():
     return load_language_model("minilm")

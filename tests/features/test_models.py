@@ -22,16 +22,6 @@ F = torch.nn.functional
 
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    # Small forward passes on an oversubscribed machine are several times slower with
-    # more threads than free cores (threads wait for each other at every operation).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 SENTENCE = "I began my illustrious career in journalism in the Bronx, where I toiled as a hard-boiled reporter."
 
 
