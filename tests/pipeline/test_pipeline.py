@@ -50,6 +50,14 @@ def test_result_folder_holds_maps_tables_and_figures(quick_result):
     assert summary["n_atoms"].tolist() == [k]  # the number of atoms is reported beside every figure
     table = res.atoms_table()
     assert len(table) == k and "networks_activated" in table.columns
+    nuisance = res.nuisance_table()
+    assert list(nuisance.columns) == ["volume", "word_rate", "word_length", "word_frequency", "pause"]
+    assert len(nuisance) == res.n_volumes
+    # each atom's correlation with the word rate, recomputed from the files
+    rate = nuisance["word_rate"].to_numpy()
+    atoms = res.atom_timecourses()
+    r = [np.corrcoef(atoms[:, j], rate)[0, 1] for j in range(k)]
+    np.testing.assert_allclose(table["r_word_rate"], r, atol=1e-4)
     assert len(res.words_per_volume()) == res.n_volumes
 
 

@@ -4,6 +4,7 @@ Layout (see ``docs/architecture.md``)::
 
     OUT/summary.json, provenance.json, config.yaml
     OUT/story/words.tsv
+    OUT/story/nuisance.tsv        low-level nuisance regressors per volume (confounds)
     OUT/features/<model>/...      (an_responses.npy, an_index.tsv, provenance.json)
     OUT/atoms/<model>/atoms.npy, codes.npz, atoms.tsv, layer_hist.tsv
     OUT/encoding/<model>/mask.nii.gz, r2_sparse.nii.gz, r2_cv.nii.gz, atom_maps.nii.gz, atom_maps_z.nii.gz
@@ -301,6 +302,10 @@ class ResultFolder:
 
     def words_table(self):
         return self._table("story/words.tsv")
+
+    def nuisance_table(self):
+        """Nuisance regressors (volume, word_rate, word_length, word_frequency, pause)."""
+        return self._table("story/nuisance.tsv")
 
     def words_per_volume(self) -> list[str]:
         """The words heard during each volume (``""`` where none)."""

@@ -34,6 +34,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import ConfigError, did_you_mean
+from ..features.nuisance import DEFAULT_PAUSE_LABELS as _PAUSE_LABELS
 
 
 class _Section(BaseModel):
@@ -53,6 +54,10 @@ class StoryConfig(_Section):
     events: str | None = Field(None, description="BIDS events.tsv to read the onset from (overrides 'onset').")
     tr: float = Field(1.5, gt=0, description="Repetition time of the scan, seconds.")
     n_volumes: int = Field(300, gt=0, description="Number of fMRI volumes.")
+    pause_labels: list[str] = Field(default_factory=lambda: list(_PAUSE_LABELS), description=(
+        "Forced-aligner labels read as silence, not words (case-blind): removed before the models run, "
+        "counted in a warning; [] keeps every entry."))
+    min_pause: float = Field(0.3, ge=0, description="Shortest gap between words counted as a pause (s), for the pause regressor.")
 
 
 class FeaturesConfig(_Section):

@@ -47,6 +47,8 @@ class _Context:
     keys: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+    #: nuisance regressors (n_volumes, n_confounds) of the story step, for the encoding step
+    confounds: Any = None
 
     @property
     def out(self) -> Path:
@@ -82,21 +84,40 @@ def _device(cfg_device: str) -> str:
 
 # ---------------------------------------------------------------------------- steps
 def _step_story(ctx: _Context):
+    """Timed words without pause labels -> story/words.tsv; nuisance regressors on the
+    volume grid (same operator as the ANs) -> story/nuisance.tsv and ``ctx.confounds``."""
+    import warnings
+
+    import pandas as pd
+
     from ..features.alignment import volume_of_words
+    from ..features.nuisance import PauseLabelsWarning, nuisance_regressors, remove_pause_labels
     from ..io.stimuli import read_story, read_story_onset
 
     cfg = ctx.config.story
     onset = read_story_onset(cfg.events) if cfg.events else cfg.onset
     words = read_story(cfg.path, onset=onset)
-    key = cfg.cache_key()
-    if not ctx.cached("story", key, ["story/words.tsv"]):
+    words, n_pause_labels = remove_pause_labels(words, cfg.pause_labels)
+    key = cfg.cache_key(ctx.config.features.alignment)
+    outputs = ["story/words.tsv", "story/nuisance.tsv"]
+    if ctx.cached("story", key, outputs):
+        nuisance = pd.read_csv(ctx.out / outputs[1], sep="\t", index_col="volume")
+    else:
         df = words.to_dataframe()
         df["volume"] = volume_of_words(words.onsets, cfg.n_volumes, cfg.tr)
-        ctx.writer.write_table("story/words.tsv", df)
-        ctx.done("story")
+        ctx.writer.write_table(outputs[0], df)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PauseLabelsWarning)  # already removed and warned above
+            nuisance = nuisance_regressors(words, cfg.tr, cfg.n_volumes, alignment=ctx.config.features.alignment,
+                                           pause_labels=None, min_pause=cfg.min_pause)
+        ctx.writer.write_table(outputs[1], nuisance.reset_index())
+        ctx.done("story", {"nuisance": nuisance.attrs.get("provenance", {})})
+    ctx.confounds = nuisance
     n_in = int(((words.onsets >= 0) & (words.onsets < cfg.n_volumes * cfg.tr)).sum())
     ctx.summary["story"] = {"source": words.source, "onset": onset, "n_words": len(words),
-                            "n_words_in_scan": n_in, "n_filled_times": int((~words.measured).sum())}
+                            "n_words_in_scan": n_in, "n_filled_times": int((~words.measured).sum()),
+                            "n_pause_labels_removed": n_pause_labels,
+                            "nuisance_regressors": list(nuisance.columns)}
     return words
 
 
@@ -151,6 +172,8 @@ def _step_atoms(ctx: _Context, ans, slug: str):
     atoms = np.asarray(est.atoms_, dtype=np.float32)
     codes = sp.csr_matrix(est.codes_)
     table = atoms_table(codes, index)
+    if ctx.confounds is not None and "word_rate" in ctx.confounds:
+        table["r_word_rate"] = _correlations(atoms, ctx.confounds["word_rate"].to_numpy())
     hist = layer_histogram(codes, index)
     hist_df = hist.copy()
     hist_df.insert(0, "atom", np.arange(len(hist_df)))
@@ -168,6 +191,14 @@ def _step_atoms(ctx: _Context, ans, slug: str):
     })
     ctx.done(step)
     return atoms, codes, index
+
+
+def _correlations(columns: np.ndarray, series: np.ndarray) -> np.ndarray:
+    """Pearson r of each column of ``columns`` (n_volumes, k) with ``series`` (n_volumes,)."""
+    a = columns - columns.mean(0)
+    b = series - series.mean()
+    den = np.sqrt((a * a).sum(0) * (b @ b))
+    return np.where(den > 0, (b @ a) / np.where(den > 0, den, 1), 0.0)
 
 
 def _default_links(atoms: np.ndarray, network_names: list[str], n_links: int) -> dict[int, list[str]]:
