@@ -5,7 +5,8 @@
   with the fMRI while keeping the regressors' own temporal structure (autocorrelation),
   then refitting with the same folds. :func:`make_ridge_score_fn` gives the usual
   score function (held-out R² of the cross-validated ridge).
-- :func:`fdr_bh` controls the false discovery rate over voxels (Benjamini–Hochberg);
+- :func:`fdr_bh` controls the false discovery rate over voxels (Benjamini–Hochberg, the
+  one implementation in :func:`napari_brainorg.encoding.inference.fdr`);
   :func:`fwe_p_values` gives family-wise p-values from the maximum statistic.
 - :func:`noise_ceiling_isc` is the leave-one-subject-out inter-subject correlation.
 - :func:`group_one_sample` tests maps across subjects (sign-flip permutation or t).
@@ -22,6 +23,7 @@ import numpy as np
 
 from .._progress import check_cancel, report
 from ..errors import ConfigError, ShapeError, check_choice
+from .inference import fdr
 from .ridge import DEFAULT_ALPHAS, cv_ridge_scores
 
 __all__ = [
@@ -247,7 +249,7 @@ def fwe_p_values(null: np.ndarray, observed) -> np.ndarray:
 
 
 def fdr_bh(p, q: float = 0.05):
-    """Benjamini–Hochberg false-discovery-rate control.
+    """Benjamini–Hochberg false-discovery-rate control (:func:`.inference.fdr`).
 
     Parameters
     ----------
@@ -259,31 +261,16 @@ def fdr_bh(p, q: float = 0.05):
     Returns
     -------
     reject : ndarray of bool, shape of ``p``
-        True where the null hypothesis is rejected at FDR ``q``.
     q_values : ndarray, shape of ``p``
         BH-adjusted p-values (``scipy.stats.false_discovery_control``), NaN where ``p`` is.
     """
-    q = float(q)
+    try:
+        q = float(q)
+    except (TypeError, ValueError):
+        raise ConfigError(f"'q' must be a rate in (0, 1); {q!r} was provided.") from None
     if not 0 < q < 1:
         raise ConfigError(f"'q' must be a rate in (0, 1); {q!r} was provided.")
-    p = np.asarray(p, dtype=np.float64)
-    flat = p.ravel()
-    valid = ~np.isnan(flat)
-    if np.any((flat[valid] < 0) | (flat[valid] > 1)):
-        raise ConfigError("'p' must hold probabilities in [0, 1] (or NaN).")
-    q_values = np.full_like(flat, np.nan)
-    pv = flat[valid]
-    m = pv.size
-    if m:
-        order = np.argsort(pv, kind="mergesort")
-        ranked = pv[order] * m / np.arange(1, m + 1)
-        adjusted = np.minimum.accumulate(ranked[::-1])[::-1]
-        out = np.empty(m)
-        out[order] = np.minimum(adjusted, 1.0)
-        q_values[valid] = out
-    reject = np.zeros(flat.shape, dtype=bool)
-    reject[valid] = q_values[valid] <= q
-    return reject.reshape(p.shape), q_values.reshape(p.shape)
+    return fdr(p, q)
 
 
 def noise_ceiling_isc(Ys: Sequence[np.ndarray], squared: bool = False) -> np.ndarray:

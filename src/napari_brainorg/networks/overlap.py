@@ -35,9 +35,14 @@ Null maps computed elsewhere, e.g. maps re-estimated with circularly time-shifte
 atoms (the exact null for "this atom's time course drives these voxels"), can be
 given instead (``null_maps``).
 
-p-values are permutation p-values, refined in the far tail by a generalised Pareto
-fit (:func:`gpd_tail_pvalues`) so that an FDR correction over hundreds of tests is
-not limited by the number of draws.
+p-values are permutation p-values, refined between draws by a validated generalised
+Pareto fit of the null's tail (:func:`~napari_brainorg.encoding.inference.gpd_tail_pvalues`),
+never below the permutation resolution ``1 / (1 + n_draws)``.
+
+This spatial null answers "does this map sit on the network more than a moved copy
+of itself?". It does not answer "does this atom's *time course* drive the network?"
+(smooth random regressors pass it); that question is the stimulus null of
+:mod:`napari_brainorg.networks.association`, the pipeline's default.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 from .._progress import check_cancel, report
+from ..encoding.inference import fdr, gpd_tail_pvalues
 from ..errors import ShapeError, check_choice
 
 __all__ = [
@@ -472,69 +478,11 @@ def spatial_shift_null(maps, mask_img, n_permutations: int = 1000, *, flips: boo
 
 
 def benjamini_hochberg(p) -> np.ndarray:
-    """Benjamini–Hochberg adjusted p-values (q); NaN entries stay NaN and do not count."""
-    p = np.asarray(p, dtype=float)
-    q = np.full(p.shape, np.nan)
-    flat = p.ravel()
-    ok = np.flatnonzero(np.isfinite(flat))
-    if ok.size:
-        order = ok[np.argsort(flat[ok], kind="mergesort")]
-        ranked = flat[order] * ok.size / np.arange(1, ok.size + 1)
-        ranked = np.minimum.accumulate(ranked[::-1])[::-1]
-        qf = q.ravel()
-        qf[order] = np.minimum(ranked, 1.0)
-        q = qf.reshape(p.shape)
-    return q
+    """Benjamini–Hochberg adjusted p-values (q); NaN entries stay NaN and do not count.
 
-
-def gpd_tail_pvalues(observed, top, n_draws, *, min_exceedances: int = 10, floor: float = 1e-12):
-    """Permutation p-values refined in the far tail by a generalised Pareto fit.
-
-    With ``n`` draws a permutation p-value cannot go below ``1 / (1 + n)``, too coarse
-    for an FDR correction over hundreds of atom × network tests. Where fewer than
-    ``min_exceedances`` null draws reach the observed score, the upper tail of the null
-    (its ``m`` largest draws, over the threshold ``u`` halfway between the ``m``-th and
-    ``(m+1)``-th largest) is fitted by a generalised Pareto distribution (probability
-    weighted moments, Hosking & Wallis 1987) and ``p = (m / n) · S(observed − u)``
-    (Knijnenburg et al. 2009, Bioinformatics 25:i161; Winkler et al. 2016, NeuroImage
-    141:502). Tests whose tail has fewer than 5 distinct exceedances, or a fitted shape
-    outside the estimator's range, keep their permutation p-value.
-
-    Parameters
-    ----------
-    observed : ndarray of shape (...)
-    top : ndarray of shape (m + 1, ...)
-        The ``m + 1`` largest null draws of each test (any order; NaN for missing).
-    n_draws : ndarray of shape (...)
-        Valid null draws of each test.
-    min_exceedances : int
-    floor : float
-        Smallest p returned (an observed score beyond the fitted tail's end).
-
-    Returns
-    -------
-    p : ndarray of shape (...)
-        Tail p-values where the fit was used, NaN elsewhere.
+    The q-values of :func:`napari_brainorg.encoding.inference.fdr`, the one FDR function.
     """
-    top = np.sort(np.asarray(top, dtype=np.float64), axis=0)[::-1]  # descending, NaN last
-    m = top.shape[0] - 1
-    u = 0.5 * (top[m - 1] + top[m])
-    y = np.sort(top[:m] - u[None], axis=0)  # ascending exceedances, (m, ...)
-    j = np.arange(1, m + 1, dtype=np.float64).reshape((m,) + (1,) * (y.ndim - 1))
-    a0 = y.mean(axis=0)
-    a1 = (((m - j) / (m - 1)) * y).mean(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        shape = a0 / (a0 - 2 * a1) - 2.0  # Hosking's k: > 0 bounded tail, < 0 heavy tail
-        scale = 2 * a0 * a1 / (a0 - 2 * a1)
-        z = (np.asarray(observed, dtype=np.float64) - u) / scale
-        small = np.abs(shape) < 1e-6
-        base = np.clip(1.0 - shape * z, 0.0, None)
-        surv = np.where(small, np.exp(-z), base ** (1.0 / np.where(small, 1.0, shape)))
-    distinct = (np.diff(y, axis=0) > 1e-12).sum(axis=0) + 1
-    usable = (np.isfinite(y).all(axis=0) & (distinct >= 5) & (scale > 0) & (shape > -0.5)
-              & np.isfinite(surv) & (n_draws >= 10 * min_exceedances) & (observed > u))
-    p = (m / np.maximum(n_draws, 1)) * surv
-    return np.where(usable, np.maximum(p, floor), np.nan)
+    return fdr(p)[1]
 
 
 class _Scorer:
@@ -658,7 +606,8 @@ def associate_atoms(atom_maps, atlas, mask_img, *, part: str = "activated",
     tail : {"gpd", "none"}
         ``"gpd"`` (default): where fewer than 10 draws reach the observed score (and
         there are at least 100 draws), p comes from a generalised Pareto fit of the
-        null's upper tail (:func:`gpd_tail_pvalues`); the ``p_method`` column says
+        null's upper tail (:func:`gpd_tail_pvalues`) when the fit passes its goodness-of-
+        fit check, never below ``1 / (1 + n_draws)``; the ``p_method`` column says
         which p each row has. ``"none"``: plain permutation p-values, never below
         ``1 / (1 + n_permutations)``.
     random_state : int or numpy Generator, optional

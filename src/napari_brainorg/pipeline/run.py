@@ -351,14 +351,12 @@ def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str, an=None):
         "subject_z": np.stack(results["z"]).astype(np.float32),
     }
     if results["p_cv"]:
-        from scipy import stats as sps
+        from ..encoding.inference import fdr, stouffer_p
 
-        from ..encoding.glm import stouffer
-        from ..encoding.stats import fdr_bh
-
-        # subjects' one-sided p combined by Stouffer, then FDR over voxels
-        z = stouffer(sps.norm.isf(np.clip(np.stack(results["p_cv"]), 1e-300, 1.0)))
-        group["q_cv"] = np.asarray(fdr_bh(sps.norm.sf(z), q=0.05)[1], np.float32)
+        # subjects' one-sided permutation p combined by Stouffer (mid-p: a subject whose
+        # observed R2 is below every draw gives a finite z), then FDR over voxels
+        _, p_group = stouffer_p(np.stack(results["p_cv"]), n_draws=ec.n_permutations)
+        group["q_cv"] = np.asarray(fdr(p_group, 0.05)[1], np.float32)
     if results["baseline_r2"]:
         group["baseline_r2"] = np.mean(np.stack(results["baseline_r2"]), 0).astype(np.float32)
         group["baseline_layers"] = baseline_layers
