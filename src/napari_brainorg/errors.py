@@ -47,6 +47,10 @@ class CancelledError(BrainorgError, RuntimeError):
     """A long job stopped because the user cancelled it."""
 
 
+class MissingDependencyError(BrainorgError, ImportError):
+    """An optional package that a feature needs is not installed (the message says how to get it)."""
+
+
 class BrainorgWarning(UserWarning):
     """Base class of napari-brainorg's warnings."""
 

@@ -13,7 +13,7 @@ import importlib
 import sys
 
 from .. import __version__
-from ..errors import BrainorgError, CancelledError
+from ..errors import BrainorgError, CancelledError, MissingDependencyError
 
 #: sub-command name -> module (in this package) that implements it
 COMMANDS = {
@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"brainorg {args.command}: interrupted", file=sys.stderr)
         return 130
+    except MissingDependencyError as exc:
+        print(f"brainorg {args.command}: {exc}", file=sys.stderr)
+        return 2
     except (BrainorgError, FileNotFoundError, ValueError) as exc:
         print(f"brainorg {args.command}: error: {exc}", file=sys.stderr)
         return 2

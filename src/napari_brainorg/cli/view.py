@@ -28,6 +28,9 @@ def run(args) -> int:
     from ..io.results import ResultFolder
 
     result = ResultFolder(args.dir)  # a missing or foreign folder fails before napari starts
+    from .._napari._qt import check_qt_binding
+
+    check_qt_binding()
     from .._napari.view import open_viewer
 
     viewer = open_viewer(result, model=args.model, atlas=args.atlas, atom=args.atom,

