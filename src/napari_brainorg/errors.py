@@ -51,6 +51,18 @@ class MissingDependencyError(BrainorgError, ImportError):
     """An optional package that a feature needs is not installed (the message says how to get it)."""
 
 
+class FolderInUseError(BrainorgError, RuntimeError):
+    """A result folder that another run is writing (its lock is held)."""
+
+
+class IncompleteResultError(BrainorgError, ValueError):
+    """A result folder whose run did not finish (no ``summary.json``): it may mix runs."""
+
+
+class CorruptFileError(BrainorgError, ValueError):
+    """A file that exists but cannot be read (truncated, not the expected format)."""
+
+
 class BrainorgWarning(UserWarning):
     """Base class of napari-brainorg's warnings."""
 
@@ -65,6 +77,14 @@ class DroppedANsWarning(BrainorgWarning):
 
 class ResamplingWarning(BrainorgWarning):
     """An image was resampled to another grid."""
+
+
+class CacheMismatchWarning(BrainorgWarning):
+    """A file a finished step wrote has changed since; the step runs again."""
+
+
+class StoryTimingWarning(BrainorgWarning):
+    """Many words of the story fall outside the scan."""
 
 
 def did_you_mean(value: str, allowed: Iterable[str]) -> str:

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,10 +32,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, FolderInUseError, IncompleteResultError
 
 SUMMARY = "summary.json"
 MARKER = ".napari-brainorg"
+LOCK_FILE = ".napari-brainorg.lock"
+HOLDER_FILE = ".napari-brainorg.run.json"
 
 
 def _jsonable(obj: Any) -> Any:
@@ -88,6 +92,120 @@ def check_output_folder(path: str | os.PathLike) -> Path:
             "write; choose an empty or new folder so that nothing of yours is overwritten."
         )
     return path
+
+
+class RunLock:
+    """One run per result folder.
+
+    The lock is a ``filelock.FileLock`` on ``OUT/.napari-brainorg.lock`` (released by the
+    operating system when the process dies, so a killed run never blocks the next);
+    ``OUT/.napari-brainorg.run.json`` names the holder.
+
+    Raises
+    ------
+    FolderInUseError
+        Another process holds the folder.
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        from filelock import FileLock
+
+        self.folder = Path(folder)
+        self._lock = FileLock(str(self.folder / LOCK_FILE), timeout=0)
+
+    def __enter__(self) -> RunLock:
+        from filelock import Timeout
+
+        try:
+            self._lock.acquire()
+        except Timeout:
+            holder = read_holder(self.folder)
+            who = (f"PID {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}"
+                   if holder else "another process")
+            raise FolderInUseError(
+                f"Output folder {str(self.folder)!r} is in use by another napari-brainorg run "
+                f"({who}); wait for it to finish or choose another 'out'."
+            ) from None
+        info = {"pid": os.getpid(), "host": socket.gethostname(),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        tmp = self.folder / f".{HOLDER_FILE}.{os.getpid()}.part"
+        tmp.write_text(json.dumps(info) + "\n")
+        os.replace(tmp, self.folder / HOLDER_FILE)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            (self.folder / HOLDER_FILE).unlink(missing_ok=True)
+        finally:
+            self._lock.release()
+
+
+def read_holder(folder: str | os.PathLike) -> dict:
+    """The PID, host and start time of the run that holds ``folder`` ({} when unknown)."""
+    try:
+        return json.loads((Path(folder) / HOLDER_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def is_locked(folder: str | os.PathLike) -> bool:
+    """True while a run holds ``folder``'s lock (probes without waiting)."""
+    from filelock import FileLock, Timeout
+
+    lock_path = Path(folder) / LOCK_FILE
+    if not lock_path.exists():
+        return False
+    probe = FileLock(str(lock_path), timeout=0)
+    try:
+        probe.acquire()
+    except Timeout:
+        return True
+    except OSError:  # a read-only folder: no run can hold it
+        return False
+    probe.release()
+    return False
+
+
+def check_complete(path: str | os.PathLike) -> Path:
+    """Return ``path`` if it holds a finished result, else raise a one-line error.
+
+    A run removes ``summary.json`` when it starts and writes it last, so a result folder
+    without it was interrupted (or is being written): its files may mix two runs.
+
+    Raises
+    ------
+    FileNotFoundError
+        The folder does not exist.
+    NotADirectoryError
+        ``path`` is a file.
+    IncompleteResultError
+        A napari-brainorg folder without ``summary.json`` (a run in progress or interrupted).
+    ValueError
+        A folder that napari-brainorg did not write.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Result folder {str(path)!r} does not exist.")
+    if not path.is_dir():
+        raise NotADirectoryError(f"Result folder {str(path)!r} is a file; expected a folder written by "
+                                 "`brainorg demo` or `brainorg run`.")
+    if (path / SUMMARY).is_file():
+        return path
+    if (path / MARKER).exists():
+        if is_locked(path):
+            holder = read_holder(path)
+            raise IncompleteResultError(
+                f"Result folder {str(path)!r} is incomplete: a run is writing it now (PID "
+                f"{holder.get('pid', '?')}, started {holder.get('started', '?')}); open it when it has finished."
+            )
+        raise IncompleteResultError(
+            f"Result folder {str(path)!r} is incomplete: its last run did not finish (no {SUMMARY}), so "
+            "its files may mix two runs; run the same command again to complete it."
+        )
+    raise ValueError(
+        f"{str(path)!r} is not a napari-brainorg result folder: it has no {SUMMARY}. "
+        "Run `brainorg demo --out DIR` or `brainorg run CONFIG.yaml` to make one."
+    )
 
 
 class ResultWriter:
@@ -177,21 +295,23 @@ class ResultFolder:
     ------
     FileNotFoundError
         The folder does not exist.
+    IncompleteResultError
+        A run into the folder started and did not finish (or is running now): its
+        files may mix two runs (subclass of ``ValueError``).
     ValueError
         The folder is not a napari-brainorg result (no ``summary.json``).
     """
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        if not self.path.is_dir():
-            raise FileNotFoundError(f"Result folder {str(self.path)!r} does not exist.")
+        self.path = check_complete(path)
         summary = self.path / SUMMARY
-        if not summary.exists():
-            raise ValueError(
-                f"{str(self.path)!r} is not a napari-brainorg result folder: it has no {SUMMARY}. "
-                "Run `brainorg demo --out DIR` or `brainorg run CONFIG.yaml` to make one."
-            )
-        self.summary: dict = json.loads(summary.read_text())
+        try:
+            self.summary: dict = json.loads(summary.read_text())
+        except ValueError:
+            raise IncompleteResultError(
+                f"{str(summary)!r} is not valid JSON; the result folder is damaged: run the same "
+                "command again to rewrite it."
+            ) from None
 
     def __repr__(self) -> str:
         return f"ResultFolder({str(self.path)!r}, models={self.models})"

@@ -1,7 +1,10 @@
 """Config -> ordered steps -> artifacts in a result folder.
 
-Steps, each cached under ``OUT/.cache/<step>.json`` by the hash of its own config
-section and of the steps it depends on, so a re-run recomputes only what changed:
+Steps, each stamped in ``OUT/.cache/<step>.json`` with its key (a hash of every option
+it uses, the keys of the steps it reads from and the *contents* of the files it reads)
+and the checksums of the files it wrote, so a re-run recomputes exactly what changed
+(see :class:`_Context`). A run holds the folder's lock, removes ``summary.json`` first
+and writes it last, so an interrupted folder reads as incomplete:
 
 1. ``story``      read the timed words, place them in volumes
 2. ``features``   AN responses per model (the extraction caches itself as well)
@@ -17,7 +20,9 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +31,9 @@ import numpy as np
 
 from .. import __version__
 from .._progress import CancelToken, ProgressCallback, check_cancel, report
-from ..io.results import ResultFolder, ResultWriter, check_output_folder
+from ..errors import CacheMismatchWarning
+from ..io.results import SUMMARY, ResultFolder, ResultWriter, RunLock, check_output_folder
+from ._state import file_identity, key_of
 from .config import PipelineConfig, config_to_yaml
 
 
@@ -38,8 +45,42 @@ def model_slug(model: str) -> str:
     return slug or "model"
 
 
+def story_file(story: str) -> Path | None:
+    """The file a story option reads: the path itself, or a bundled story's file."""
+    path = Path(str(story)).expanduser()
+    if path.is_file():
+        return path
+    from ..datasets import list_stories, story_path
+
+    return story_path(str(story)) if str(story) in list_stories() else None
+
+
+def atlas_file(atlas: str) -> Path | None:
+    """The file an atlas option reads: a bundled atlas's NIfTI or the path given."""
+    from ..datasets import BUNDLED_ATLASES, atlas_path
+
+    if atlas in BUNDLED_ATLASES:
+        return atlas_path(atlas)
+    path = Path(str(atlas)).expanduser()
+    return path if path.is_file() else None
+
+
 @dataclass
 class _Context:
+    """What the steps share: the config, the writer, progress/cancel and the step keys.
+
+    A step asks :meth:`cached` whether it may reuse its outputs. Its key hashes the
+    options it uses (``key_parts``: config sections, upstream keys, the seed) with the
+    content identity of every file it reads (``inputs``); its stamp
+    ``OUT/.cache/<step>.json`` records the key and the checksums of its ``outputs``,
+    written by :meth:`done` once they are all on disk::
+
+        if not ctx.cached("atoms/minilm", [cfg.model_dump(mode="json"), upstream_key],
+                          outputs=["atoms/minilm/atoms.npy"], inputs=[]):
+            ...compute, write the outputs...
+            ctx.done("atoms/minilm")
+    """
+
     config: PipelineConfig
     writer: ResultWriter
     progress: ProgressCallback | None
@@ -49,25 +90,80 @@ class _Context:
     summary: dict[str, Any] = field(default_factory=dict)
     #: nuisance regressors (n_volumes, n_confounds) of the story step, for the encoding step
     confounds: Any = None
+    #: every input file read, path -> content identity (for provenance.json)
+    inputs: dict[str, str] = field(default_factory=dict)
+    _outputs: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def out(self) -> Path:
         return self.writer.path
 
-    def cached(self, step: str, key: str, outputs: list[str]) -> bool:
-        """True when ``step`` ran before with the same key and its outputs exist."""
-        self.keys[step] = key
+    def key(self, step: str, key_parts, inputs=()) -> str:
+        """The key of ``step``: a hash of ``key_parts`` and the contents of ``inputs``."""
+        identities = []
+        for p in inputs:
+            if p is None:
+                continue
+            ident = file_identity(p)
+            self.inputs[str(p)] = ident
+            identities.append(ident)
+        self.keys[step] = key_of(step, key_parts, identities)
+        return self.keys[step]
+
+    def cached(self, step: str, key_parts, outputs=(), *, inputs=()) -> bool:
+        """True when ``step`` ran with the same key and its ``outputs`` are unchanged.
+
+        Parameters
+        ----------
+        step : str
+            The step's name, e.g. ``"atoms/minilm"`` (its stamp is ``.cache/<step>.json``).
+        key_parts : JSON-able
+            Every option the step uses and the keys of the steps it reads from.
+        outputs : list of str
+            Files (relative to ``OUT``) the step writes; checked against the stamp's checksums.
+        inputs : list of path-like
+            Files the step reads; their contents (not their paths) enter the key.
+
+        A file changed since the step wrote it (e.g. a same-size corruption) gives a
+        :class:`~napari_brainorg.errors.CacheMismatchWarning` naming it. When the step
+        must run, its old stamp is removed first, so an interrupted rerun is never trusted.
+        """
+        key = self.key(step, key_parts, inputs)
+        self._outputs[step] = list(outputs)
         stamp = self.out / ".cache" / f"{step}.json"
         if not stamp.exists():
             return False
+        ok = self._stamp_matches(step, stamp, key, list(outputs))
+        if not ok:
+            stamp.unlink(missing_ok=True)
+        return ok
+
+    def _stamp_matches(self, step: str, stamp: Path, key: str, outputs: list[str]) -> bool:
         try:
             saved = json.loads(stamp.read_text())
         except (OSError, ValueError):
             return False
-        return saved.get("key") == key and all((self.out / o).exists() for o in outputs)
+        recorded = saved.get("outputs")
+        if saved.get("key") != key or not isinstance(recorded, dict) or set(outputs) - set(recorded):
+            return False
+        for rel in outputs:
+            path = self.out / rel
+            if not path.is_file():
+                return False
+            if file_identity(path) != recorded[rel]:
+                warnings.warn(
+                    f"{str(path)!r} changed since step {step!r} wrote it (checksum differs); "
+                    f"recomputing {step!r}.", CacheMismatchWarning, stacklevel=3)
+                return False
+        return True
 
-    def done(self, step: str, extra: dict | None = None) -> None:
-        self.writer.write_json(f".cache/{step}.json", {"key": self.keys[step], **(extra or {})})
+    def done(self, step: str, extra: dict | None = None, outputs=()) -> None:
+        """Stamp ``step`` as finished: its key and the checksums of its outputs
+        (those given to :meth:`cached`, plus ``outputs``)."""
+        rels = list(dict.fromkeys([*self._outputs.get(step, ()), *outputs]))
+        checksums = {rel: file_identity(self.out / rel) for rel in rels}
+        self.writer.write_json(f".cache/{step}.json",
+                               {"key": self.keys[step], "outputs": checksums, **(extra or {})})
 
     def stage(self, name: str, done: int, total: int) -> None:
         report(self.progress, name, done, total)
@@ -98,9 +194,9 @@ def _step_story(ctx: _Context):
     onset = read_story_onset(cfg.events) if cfg.events else cfg.onset
     words = read_story(cfg.path, onset=onset)
     words, n_pause_labels = remove_pause_labels(words, cfg.pause_labels)
-    key = cfg.cache_key(ctx.config.features.alignment)
     outputs = ["story/words.tsv", "story/nuisance.tsv"]
-    if ctx.cached("story", key, outputs):
+    if ctx.cached("story", [cfg.model_dump(mode="json"), onset, ctx.config.features.alignment], outputs,
+                  inputs=[story_file(cfg.path), cfg.events]):
         nuisance = pd.read_csv(ctx.out / outputs[1], sep="\t", index_col="volume")
     else:
         df = words.to_dataframe()
@@ -122,17 +218,24 @@ def _step_story(ctx: _Context):
 
 
 def _step_features(ctx: _Context, words, model: str):
-    from ..features.extract import extract_an_responses
+    from ..features.extract import AN_FILES, extract_an_responses
 
     cfg = ctx.config
     slug = model_slug(model)
+    step = f"features/{slug}"
+    # the extraction keys its own cache (story, model weights, options); this stamp adds
+    # the checksums of its files, so a corrupted cache is recomputed, not trusted
+    if not ctx.cached(step, [cfg.features.model_dump(mode="json"), model, ctx.keys["story"]],
+                      [f"{step}/{name}" for name in AN_FILES]):
+        (ctx.out / step / AN_FILES[-1]).unlink(missing_ok=True)
     ans = extract_an_responses(
         words, model, tr=cfg.story.tr, n_volumes=cfg.story.n_volumes,
         site=cfg.features.site, alignment=cfg.features.alignment, context=cfg.features.context,
         device=_device(cfg.features.device), dtype=cfg.features.dtype,
         cache_dir=ctx.out / "features" / slug, progress=ctx.progress, cancel=ctx.cancel,
     )
-    ctx.keys[f"features/{slug}"] = str(ans.provenance.get("cache_key", ""))
+    ctx.done(step)
+    ctx.keys[step] = key_of(ctx.keys[step], str(ans.provenance.get("cache_key", "")))
     return ans
 
 
@@ -140,16 +243,16 @@ def _step_atoms(ctx: _Context, ans, slug: str):
     import pandas as pd
     import scipy.sparse as sp
 
-    from ..sparse.atoms import atoms_table, layer_histogram
+    from ..sparse.atoms import layer_histogram
     from ..sparse.dictionary import SparseDictionary
 
     cfg = ctx.config.atoms
-    key = cfg.cache_key(ctx.keys[f"features/{slug}"])
     rel = f"atoms/{slug}"
-    outputs = [f"{rel}/atoms.npy", f"{rel}/codes.npz", f"{rel}/atoms.tsv", f"{rel}/layer_hist.tsv",
+    # atoms.tsv is not an output of this step: the networks step rewrites it (annotated)
+    outputs = [f"{rel}/atoms.npy", f"{rel}/codes.npz", f"{rel}/dictionary.json", f"{rel}/layer_hist.tsv",
                f"{rel}/columns.npy"]
     step = f"atoms/{slug}"
-    if ctx.cached(step, key, outputs):
+    if ctx.cached(step, [cfg.model_dump(mode="json"), ctx.keys[f"features/{slug}"]], outputs):
         atoms = np.load(ctx.out / outputs[0])
         codes = sp.load_npz(ctx.out / outputs[1])
         columns = np.load(ctx.out / outputs[4])
@@ -171,16 +274,12 @@ def _step_atoms(ctx: _Context, ans, slug: str):
     est.fit(np.ascontiguousarray(X.T), progress=ctx.progress, cancel=ctx.cancel)
     atoms = np.asarray(est.atoms_, dtype=np.float32)
     codes = sp.csr_matrix(est.codes_)
-    table = atoms_table(codes, index)
-    if ctx.confounds is not None and "word_rate" in ctx.confounds:
-        table["r_word_rate"] = _correlations(atoms, ctx.confounds["word_rate"].to_numpy())
     hist = layer_histogram(codes, index)
     hist_df = hist.copy()
     hist_df.insert(0, "atom", np.arange(len(hist_df)))
     w = ctx.writer
     w.write_npy(outputs[0], atoms)
     w.write_npz_sparse(outputs[1], codes)
-    w.write_table(outputs[2], table)
     w.write_table(outputs[3], pd.DataFrame(hist_df))
     w.write_npy(outputs[4], columns)
     w.write_json(f"{rel}/dictionary.json", {
@@ -227,6 +326,7 @@ def _step_fmri(ctx: _Context, atoms_by_model: dict[str, np.ndarray]):
     from ..io.fmri import find_bids_runs, load_fmri, load_region_timeseries
 
     if fc.regions:
+        ctx.key("fmri", [fc.model_dump(mode="json"), cfg.story.n_volumes], inputs=list(fc.regions))
         data = load_region_timeseries(fc.regions, n_volumes=cfg.story.n_volumes, subjects=fc.subjects)
     else:
         images = list(fc.images)
@@ -236,6 +336,9 @@ def _step_fmri(ctx: _Context, atoms_by_model: dict[str, np.ndarray]):
                                   derivative=fc.bids.derivative, space=fc.bids.space)
             images = [r["bold"] for r in runs]
             subjects = [r["subject"] for r in runs]
+        mask_file = None if fc.mask == "mni" else fc.mask
+        ctx.key("fmri", [fc.model_dump(mode="json"), subjects, cfg.story.n_volumes, cfg.story.tr],
+                inputs=[*images, mask_file])
         data = load_fmri(images, mask=fc.mask, n_volumes=cfg.story.n_volumes, subjects=subjects,
                          tr=cfg.story.tr, progress=ctx.progress, cancel=ctx.cancel)
     ctx.summary["fmri"] = {"kind": data.kind, "subjects": data.subjects, "sources": data.sources,
@@ -259,16 +362,20 @@ def _simulate(ctx: _Context, atoms_by_model: dict[str, np.ndarray]):
         names = _DISTINCT_SMITH10 if sc.atlas == "smith10" else atlas_labels(sc.atlas)
         links = _default_links(atoms, names, n_links=min(6, len(names)))
     sim_dir = ctx.out / "simulated"
-    key = sc.cache_key(ctx.keys[f"atoms/{slug}"], json.dumps(links, sort_keys=True))
-    images = sorted(sim_dir.glob("sub-*_bold.nii.gz"))
-    if not (ctx.cached("simulate", key, ["simulated/truth.json", "simulated/mask.nii.gz"]) and images):
+    key_parts = [sc.model_dump(mode="json"), ctx.keys[f"atoms/{slug}"], json.dumps(links, sort_keys=True),
+                 cfg.story.tr]
+    stamp = _read_stamp(ctx, "simulate")
+    if not ctx.cached("simulate", key_parts, sorted(stamp.get("outputs", {})) or ["simulated/truth.json"]):
+        # nothing of an earlier simulation may be read as a subject of this one
+        shutil.rmtree(sim_dir, ignore_errors=True)
         plan = SimulationPlan(links={int(k): list(v) for k, v in links.items()}, atlas=sc.atlas,
                               n_subjects=sc.n_subjects, r2_range=(sc.r2_min, sc.r2_max), seed=sc.seed,
                               resolution_mm=sc.resolution_mm)
         sim = simulate_fmri(atoms, plan, tr=cfg.story.tr, progress=ctx.progress, cancel=ctx.cancel)
-        write_simulation(sim, sim_dir)
-        ctx.done("simulate")
-        images = sorted(sim_dir.glob("sub-*_bold.nii.gz"))
+        written = write_simulation(sim, sim_dir)
+        ctx.done("simulate", outputs=[str(Path(p).relative_to(ctx.out)) for p in written])
+    images = sorted(sim_dir.glob("sub-*_bold.nii.gz"))
+    ctx.keys["fmri"] = ctx.keys["simulate"]
     data = load_fmri([str(p) for p in images], mask=str(sim_dir / "mask.nii.gz"),
                      n_volumes=cfg.story.n_volumes, tr=cfg.story.tr,
                      subjects=[p.name.split("_")[0] for p in images])
@@ -277,6 +384,26 @@ def _simulate(ctx: _Context, atoms_by_model: dict[str, np.ndarray]):
                            "driving_model": slug, "planted_links": truth.get("links"),
                            "notes": data.notes}
     return data, truth
+
+
+def _clear(ctx: _Context, rel: str) -> None:
+    """Remove ``OUT/rel`` (a file or folder of an earlier run) before a step rewrites it."""
+    target = ctx.writer._target(rel)
+    if target.is_dir():
+        shutil.rmtree(target)
+    elif target.exists():
+        target.unlink()
+
+
+def _files_under(ctx: _Context, rel: str) -> list[str]:
+    return sorted(str(p.relative_to(ctx.out)) for p in (ctx.out / rel).rglob("*") if p.is_file())
+
+
+def _read_stamp(ctx: _Context, step: str) -> dict:
+    try:
+        return json.loads((ctx.out / ".cache" / f"{step}.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str, an=None):
@@ -288,13 +415,15 @@ def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str, an=None):
     ec = cfg.encoding
     rel = f"encoding/{slug}"
     step = f"encoding/{slug}"
-    key = ec.cache_key(ctx.keys[f"atoms/{slug}"], ctx.keys.get("fmri", ""))
+    key_parts = [ec.model_dump(mode="json"), ctx.keys[f"atoms/{slug}"], ctx.keys["fmri"], ctx.keys["story"],
+                 cfg.seed, cfg.story.tr]
     outputs = ([f"{rel}/regions.csv", f"{rel}/atom_maps.csv", f"{rel}/atom_maps_z.csv", f"{rel}/arrays.npz"]
                if data.kind == "regions" else
                [f"{rel}/atom_maps.nii.gz", f"{rel}/atom_maps_z.nii.gz", f"{rel}/mask.nii.gz", f"{rel}/arrays.npz"])
-    if ctx.cached(step, key, outputs):
+    if ctx.cached(step, key_parts, outputs):
         arr = np.load(ctx.out / outputs[3])
         return {k: arr[k] for k in arr.files}
+    _clear(ctx, rel)  # no map of an earlier configuration stays beside the new ones
 
     tr = cfg.story.tr
     n_drift = 0
@@ -391,7 +520,7 @@ def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str, an=None):
                               + [np.percentile(group["r2_cv"], 95)]})
         w.write_table(f"{rel}/baseline.csv", table)
     _save_npz(w, outputs[3], group)
-    ctx.done(step)
+    ctx.done(step, outputs=_files_under(ctx, rel))
     return group
 
 
@@ -448,15 +577,16 @@ def _step_networks(ctx: _Context, data, group: dict, slug: str):
         return {}
     step = f"networks/{slug}"
     rel = f"networks/{slug}"
-    key = nc.cache_key(ctx.keys[f"encoding/{slug}"])
     outputs = [f"{rel}/association_activated.csv", f"{rel}/association_deactivated.csv"]
     atlases = {}
     for name in nc.atlases:
         atlas = load_fbn(name, data.mask_img)
         atlases[name] = atlas
         _write_atlas_display(ctx, name, atlas, data.mask_img)
-    if ctx.cached(step, key, outputs):
+    if ctx.cached(step, [nc.model_dump(mode="json"), ctx.keys[f"encoding/{slug}"], ctx.config.seed], outputs,
+                  inputs=[atlas_file(name) for name in nc.atlases]):
         return {p: pd.read_csv(ctx.out / o) for p, o in zip(("activated", "deactivated"), outputs)}
+    _clear(ctx, rel)
     maps = group["z"] if nc.map_stat == "z" else group["coef"]
     tables = {}
     for part, out_rel in zip(("activated", "deactivated"), outputs):
@@ -480,8 +610,6 @@ def _step_networks(ctx: _Context, data, group: dict, slug: str):
 def _write_atlas_display(ctx: _Context, name: str, atlas, mask_img) -> None:
     import pandas as pd
 
-    if (ctx.out / f"networks/atlas_{name}.tsv").exists():
-        return
     ctx.writer.write_nifti(f"networks/atlas_{name}.nii.gz", atlas.label_image(mask_img))
     colors = np.asarray(atlas.colors, dtype=float)
     ctx.writer.write_table(f"networks/atlas_{name}.tsv", pd.DataFrame({
@@ -490,14 +618,21 @@ def _write_atlas_display(ctx: _Context, name: str, atlas, mask_img) -> None:
     }))
 
 
-def _annotate_atoms_table(ctx: _Context, slug: str, tables: dict) -> None:
-    """Add the associated networks of each atom to atoms.tsv (for the explorer)."""
+def _annotate_atoms_table(ctx: _Context, slug: str, tables: dict, codes, index, atoms) -> None:
+    """Write atoms.tsv: each atom's ANs and layers, and its associated networks (explorer).
+
+    Rebuilt from the codes on every run, so it always matches this run's atoms and tables.
+    """
     import pandas as pd
 
+    from ..sparse.atoms import atoms_table
+
+    table = atoms_table(codes, index)
+    if ctx.confounds is not None and "word_rate" in ctx.confounds:
+        table["r_word_rate"] = _correlations(atoms, ctx.confounds["word_rate"].to_numpy())
     if not tables:
+        ctx.writer.write_table(f"atoms/{slug}/atoms.tsv", table)
         return
-    path = ctx.out / f"atoms/{slug}/atoms.tsv"
-    table = pd.read_csv(path, sep="\t")
     score = ctx.config.networks.score
     for part, df in tables.items():
         assoc = df[df["associated"].astype(bool)]
@@ -609,8 +744,14 @@ def run_pipeline(config: PipelineConfig, progress: ProgressCallback | None = Non
     """
     check_output_folder(config.out)
     writer = ResultWriter(config.out)
+    with RunLock(writer.path):
+        return _run_locked(config, writer, progress, cancel)
+
+
+def _run_locked(config: PipelineConfig, writer: ResultWriter, progress, cancel) -> ResultFolder:
     ctx = _Context(config, writer, progress, cancel)
     t0 = time.perf_counter()
+    _start_run(ctx)
     writer.write_text("config.yaml", config_to_yaml(config))
 
     def timed(name, fn, *a):
@@ -631,11 +772,10 @@ def run_pipeline(config: PipelineConfig, progress: ProgressCallback | None = Non
                            "an": (ans.responses, ans.index["layer"].to_numpy()) if config.encoding.baseline else None}
     check_cancel(cancel)
     data, truth = timed("fmri", _step_fmri, ctx, {s: r["atoms"] for s, r in per_model.items()})
-    ctx.keys["fmri"] = json.dumps(ctx.summary["fmri"], sort_keys=True, default=str)
     for slug, res in per_model.items():
         res["group"] = timed("encoding", _step_encoding, ctx, data, res["atoms"], slug, res.get("an"))
         res["tables"] = timed("networks", _step_networks, ctx, data, res["group"], slug)
-        _annotate_atoms_table(ctx, slug, res["tables"])
+        _annotate_atoms_table(ctx, slug, res["tables"], res["codes"], res["index"], res["atoms"])
     timed("report", _step_report, ctx, per_model, truth)
 
     ctx.summary.update({
@@ -650,9 +790,54 @@ def run_pipeline(config: PipelineConfig, progress: ProgressCallback | None = Non
         "wall_time_s": round(time.perf_counter() - t0, 2),
     })
     writer.write_json("provenance.json", {"config": config.model_dump(mode="json"), "versions": _versions(),
-                                          "cache_keys": ctx.keys, "seed": config.seed})
-    writer.write_json("summary.json", ctx.summary)
+                                          "inputs": ctx.inputs, "cache_keys": ctx.keys, "seed": config.seed,
+                                          "input_identity": _IDENTITY_DOC})
+    writer.write_json(SUMMARY, ctx.summary)  # last: a folder without it is incomplete
     return ResultFolder(writer.path)
+
+
+_IDENTITY_DOC = (
+    "sha256 of the whole file up to 256 MiB; larger files: size, modification time (ns) and "
+    "sha256 of 16 evenly spaced 1 MiB blocks")
+
+
+def _config_inputs(config: PipelineConfig) -> list[Path]:
+    """Every file or folder the configuration reads (never cleared from ``out``)."""
+    c = config
+    paths = [c.story.path, c.story.events, *c.fmri.images, *c.fmri.regions, c.fmri.mask,
+             *c.networks.atlases, *c.features.models]
+    if c.fmri.bids is not None:
+        paths.append(c.fmri.bids.root)
+    return [Path(str(p)).expanduser().resolve() for p in paths if p]
+
+
+def _start_run(ctx: _Context) -> None:
+    """Mark the folder incomplete and clear what belongs to an earlier run and not to this one.
+
+    ``summary.json`` goes first (written again last). Figures, model comparison and
+    recovery are always rebuilt; folders of models, atlases or simulated subjects that
+    this configuration does not have are removed. A path the configuration reads is
+    never removed.
+    """
+    cfg = ctx.config
+    out = ctx.out
+    (out / SUMMARY).unlink(missing_ok=True)
+    slugs = {model_slug(m) for m in cfg.features.models}
+    stale = [out / "figures", out / "comparison", out / "recovery.json"]
+    for top in ("features", "atoms", "encoding", "networks"):
+        for child in sorted((out / top).glob("*")):
+            if child.is_dir() and child.name not in slugs:
+                stale += [child, out / ".cache" / top / f"{child.name}.json"]
+    for child in sorted((out / "networks").glob("atlas_*")):
+        if child.name.split(".")[0][len("atlas_"):] not in cfg.networks.atlases:
+            stale.append(child)
+    if cfg.fmri.simulate is None:
+        stale += [out / "simulated", out / ".cache" / "simulate.json"]
+    keep = _config_inputs(cfg)
+    for path in stale:
+        if not path.exists() or any(k == path.resolve() or path.resolve() in k.parents for k in keep):
+            continue
+        _clear(ctx, str(path.relative_to(out)))
 
 
 def run_simulation(config: PipelineConfig, progress: ProgressCallback | None = None,
@@ -666,6 +851,12 @@ def run_simulation(config: PipelineConfig, progress: ProgressCallback | None = N
         raise ValueError("run_simulation needs fmri.simulate in the configuration.")
     check_output_folder(config.out)
     writer = ResultWriter(config.out)
+    with RunLock(writer.path):
+        (writer.path / SUMMARY).unlink(missing_ok=True)
+        return _simulate_locked(config, writer, progress, cancel)
+
+
+def _simulate_locked(config: PipelineConfig, writer: ResultWriter, progress, cancel) -> Path:
     ctx = _Context(config, writer, progress, cancel)
     words = _step_story(ctx)
     atoms_by_model = {}
