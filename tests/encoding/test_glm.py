@@ -41,3 +41,57 @@ def test_stouffer_scales_by_sqrt_n():
 def test_shape_errors_name_both_shapes():
     with pytest.raises(ShapeError, match=r"\(10, 2\).*\(9, 3\)"):
         ols_zmaps(np.zeros((10, 2)), np.zeros((9, 3)))
+
+
+def _ar1_noise(rng, rho, n_volumes, n_voxels):
+    rho = np.broadcast_to(np.asarray(rho, dtype=np.float64), (n_voxels,))
+    e = rng.standard_normal((n_volumes + 50, n_voxels))
+    y = np.empty_like(e)
+    y[0] = e[0] / np.sqrt(1 - rho**2)
+    for t in range(1, len(e)):
+        y[t] = rho * y[t - 1] + e[t]
+    return y[50:]
+
+
+def _smooth_atoms(rng, n_volumes=300, k=64):
+    from scipy.ndimage import gaussian_filter1d
+
+    return gaussian_filter1d(rng.standard_normal((n_volumes, k)), 3, axis=0)
+
+
+@pytest.mark.parametrize("rho", [0.4, 0.6])
+def test_gls_maps_are_calibrated_under_ar1_noise_where_ols_is_not(rng, rho):
+    from napari_brainorg.encoding.glm import gls_atom_maps
+    from napari_brainorg.encoding.preprocessing import drift_basis, highpass
+
+    tr, n = 1.5, 300
+    X = _smooth_atoms(rng, n)
+    Y = _ar1_noise(rng, rho, n, 2500) + 100.0
+    drift = drift_basis(n, tr, 128.0)
+    maps = gls_atom_maps(X, Y, nuisance=drift)
+    rate = np.mean(np.abs(maps.z) > 1.96)
+    assert 0.04 <= rate <= 0.06, rate
+    assert abs(np.median(maps.rho) - rho) < 0.04  # estimated without the atoms, bias-corrected
+    ols = ols_zmaps(highpass(X, tr), highpass(Y, tr), n_nuisance=drift.shape[1] + 1)
+    assert np.mean(np.abs(ols) > 1.96) > 0.1  # what the GLS fixes
+
+
+def test_gls_maps_tissue_dependent_noise_and_a_driven_voxel(rng):
+    from napari_brainorg.encoding.glm import gls_atom_maps
+    from napari_brainorg.encoding.preprocessing import drift_basis
+
+    n = 300
+    X = _smooth_atoms(rng, n, 16)
+    rho = np.where(np.arange(2000) < 1000, 0.6, 0.2)  # grey-matter-like and elsewhere
+    Y = _ar1_noise(rng, rho, n, 2000)
+    Y[:, 5] += X[:, 3] / X[:, 3].std() * Y[:, 5].std()
+    maps = gls_atom_maps(X, Y, nuisance=drift_basis(n, 1.5, 128.0))
+    null = np.ones(maps.z.shape, bool)
+    null[3, 5] = False
+    assert 0.04 <= np.mean(np.abs(maps.z[null]) > 1.96) <= 0.06
+    assert maps.z[3, 5] > 4 and maps.effect[3, 5] > 0.3
+    assert np.median(maps.rho[:1000]) > 0.5 and np.median(maps.rho[1000:]) < 0.3
+    white = gls_atom_maps(X, Y, nuisance=drift_basis(n, 1.5, 128.0), noise_model="ols")
+    assert np.all(white.rho == 0) and white.noise_model == "ols"
+    with pytest.raises(ValueError, match="'noise_model' must be one of"):
+        gls_atom_maps(X, Y, noise_model="ar2")

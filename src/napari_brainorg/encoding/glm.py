@@ -1,13 +1,23 @@
-"""Per-subject GLM statistics of the atoms and their fixed-effects group map.
+"""Per-subject GLM statistics of the atoms, valid under autocorrelated noise, and group maps.
 
 The paper's maps are sparse coefficients, which have no standard error. To threshold
-an atom's map with a known false-positive rate we also fit, per subject, ordinary
-least squares with all atoms together (so a voxel driven by one atom does not light
-up the atoms correlated with it), turn each coefficient into a z value, and combine
-subjects with Stouffer's method (a fixed-effects group map: it asks whether the atom
-drives the voxel in these subjects, which is what a map over 2-5 simulated or real
-subjects can support; with many subjects use a random-effects test,
-:func:`napari_brainorg.encoding.stats.group_one_sample`).
+an atom's map with a known false-positive rate we fit, per subject, a GLM with all
+atoms together (so a voxel driven by one atom does not light up the atoms correlated
+with it) and turn each coefficient into a z value.
+
+fMRI noise is autocorrelated, with an AR structure that differs between tissues; an
+OLS z ignores it and is far too liberal (under AR(1) rho = 0.4, 17 % of null voxels pass
+|z| > 1.96 instead of 5 %). :func:`gls_atom_maps` (the default) estimates each voxel's
+AR(1) coefficient *without the atoms*, from the fMRI after removing only the drifts
+and the confounds, corrects it for the bias of that projection (Worsley et al. 2002),
+and refits by generalised least squares (prewhitening, voxels binned by their AR
+coefficient as nilearn does). Estimating the noise from the residuals of the atoms
+does not work here: 64 smooth atoms absorb the noise's autocorrelation (residual lag-1
+autocorrelation 0.002 for a true 0.4).
+
+:func:`ols_zmaps` keeps the plain OLS z (exact under white noise). Group maps come from
+:func:`napari_brainorg.encoding.inference.group_effects` (random effects from 6
+subjects, fixed effects below); :func:`stouffer` is the fixed-effects combination.
 """
 
 from __future__ import annotations
@@ -15,7 +25,11 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from ..errors import ShapeError
+from typing import NamedTuple
+
+from threadpoolctl import threadpool_limits
+
+from ..errors import ConfigError, ShapeError
 
 
 def ols_zmaps(X: np.ndarray, Y: np.ndarray, *, n_nuisance: int = 0) -> np.ndarray:
@@ -91,3 +105,194 @@ def stouffer(z_maps: np.ndarray) -> np.ndarray:
     """
     z_maps = np.asarray(z_maps, dtype=np.float64)
     return (z_maps.sum(0) / np.sqrt(z_maps.shape[0])).astype(np.float32)
+
+
+class AtomMaps(NamedTuple):
+    """Per-subject atom maps from :func:`gls_atom_maps`.
+
+    Attributes
+    ----------
+    effect : ndarray of shape (k, n_voxels), float32
+        Coefficients in standard units: the change of the voxel (in SD of its
+        drift-and-confound-free time series) per SD of the atom (after the same
+        nuisance removal); comparable across subjects, for random-effects group maps.
+    z : ndarray of shape (k, n_voxels), float32
+        GLS t statistics converted to z (same two-sided tail probability).
+    rho : ndarray of shape (n_voxels,), float32
+        The AR(1) coefficient used for each voxel (bias-corrected, clipped to
+        ``[0, max_rho]``; 0 for the ``"ols"`` noise model).
+    dof : int
+        Residual degrees of freedom (volumes minus the rank of atoms + nuisance).
+    noise_model : str
+    """
+
+    effect: np.ndarray
+    z: np.ndarray
+    rho: np.ndarray
+    dof: int
+    noise_model: str
+
+
+NOISE_MODELS = ("ar1", "ols")
+
+
+def _orthonormal(N: np.ndarray) -> np.ndarray:
+    if N.shape[1] == 0:
+        return N
+    q, r = np.linalg.qr(N)
+    keep = np.abs(np.diag(r)) > 1e-10 * max(np.abs(np.diag(r)).max(), 1e-300)
+    return q[:, keep]
+
+
+def _ar1_bias_table(Q: np.ndarray, n: int, grid: np.ndarray) -> np.ndarray:
+    """Expected lag-1 autocorrelation of AR(1) noise after projecting out ``Q``.
+
+    ``E[e' A e] / E[e' e]`` with ``e = M eps``, ``M = I - Q Q'``, ``A`` the symmetric
+    lag-1 operator, ``Cov(eps)_ij = rho^|i-j|`` (the ratio of expectations, Worsley et
+    al. 2002, NeuroImage 15:1).
+    """
+    from scipy.linalg import toeplitz
+
+    out = np.empty(len(grid))
+    steps = np.arange(n)
+    # trace identities for M V M with M = I - Q Q' (Q orthonormal): no n x n products
+    for i, rho in enumerate(grid):
+        V = toeplitz(rho ** steps if rho != 0 else (steps == 0).astype(np.float64))
+        VQ = V @ Q
+        B = Q.T @ VQ
+        total = n - np.trace(B)
+        lag1 = ((n - 1) * rho - (Q[1:] * VQ[:-1]).sum() - (VQ[1:] * Q[:-1]).sum()
+                + ((Q[1:] @ B) * Q[:-1]).sum())
+        out[i] = lag1 / total
+    return out
+
+
+def ar1_coefficients(Y, nuisance=None, *, bias_correct: bool = True, max_rho: float = 0.95) -> np.ndarray:
+    """Each voxel's AR(1) coefficient, estimated without the atoms.
+
+    Parameters
+    ----------
+    Y : array of shape (n_volumes, n_voxels)
+        fMRI (unfiltered or filtered alike: the nuisance is projected out).
+    nuisance : array of shape (n_volumes, n_nuisance), optional
+        Drift basis and confounds (e.g. a constant, trends, cosines, word rate); the
+        lag-1 autocorrelation is taken of ``Y``'s residual on them.
+    bias_correct : bool, default True
+        Map the residual autocorrelation back to the AR coefficient that produces it in
+        expectation after this projection (projection lowers it: a 128 s high-pass
+        takes about 0.04 off rho = 0.6 at 300 volumes).
+    max_rho : float, default 0.95
+
+    Returns
+    -------
+    rho : ndarray of shape (n_voxels,)
+    """
+    Y = np.asarray(Y)
+    n = Y.shape[0]
+    N = np.ones((n, 1)) if nuisance is None else np.column_stack([np.ones(n), np.asarray(nuisance, np.float64)])
+    Q = _orthonormal(N)
+    rho = np.empty(Y.shape[1])
+    chunk = max(1, int(2e7 // max(n, 1)))
+    for start in range(0, Y.shape[1], chunk):
+        R = np.asarray(Y[:, start:start + chunk], dtype=np.float64)
+        R = R - Q @ (Q.T @ R)
+        den = (R * R).sum(0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rho[start:start + chunk] = np.where(den > 0, (R[1:] * R[:-1]).sum(0) / den, 0.0)
+    if bias_correct:
+        grid = np.linspace(-0.5, 0.99, 76)
+        expected = _ar1_bias_table(Q, n, grid)
+        order = np.argsort(expected)
+        rho = np.interp(rho, expected[order], grid[order])
+    return np.clip(rho, 0.0, max_rho)
+
+
+def _whiten(A: np.ndarray, rho: float) -> np.ndarray:
+    """Prais–Winsten AR(1) prewhitening of the rows (time) of ``A``."""
+    if rho == 0:
+        return A
+    W = np.empty_like(A)
+    W[0] = np.sqrt(1.0 - rho * rho) * A[0]
+    W[1:] = A[1:] - rho * A[:-1]
+    return W
+
+
+def gls_atom_maps(X, Y, *, nuisance=None, noise_model: str = "ar1", bin_width: float = 0.02,
+                  max_rho: float = 0.95) -> AtomMaps:
+    """Per-subject atom maps whose z is valid under AR(1) noise (GLS, noise without the atoms).
+
+    Parameters
+    ----------
+    X : array of shape (n_volumes, k)
+        The atoms' time courses (unfiltered: the drift basis goes into the model).
+    Y : array of shape (n_volumes, n_voxels)
+        One subject's fMRI (unfiltered).
+    nuisance : array of shape (n_volumes, n_nuisance), optional
+        Regressors of no interest fitted with the atoms: the drift basis
+        (:func:`~napari_brainorg.encoding.preprocessing.drift_basis`) and confounds
+        (word rate, word length/frequency, pauses). A constant is always included.
+    noise_model : {"ar1", "ols"}, default "ar1"
+        ``"ar1"``: each voxel's AR(1) coefficient from :func:`ar1_coefficients` (the
+        fMRI minus the nuisance only; bias-corrected), voxels binned by it
+        (``bin_width``) and each bin fitted by prewhitened least squares.
+        ``"ols"``: white noise assumed (only valid when it is).
+    bin_width : float, default 0.02
+    max_rho : float, default 0.95
+
+    Returns
+    -------
+    AtomMaps
+    """
+    check = ("ar1", "ols")
+    if noise_model not in check:
+        raise ConfigError(f"'noise_model' must be one of {list(check)}; {noise_model!r} was provided.")
+    X = np.asarray(X, dtype=np.float64)
+    Y = np.asarray(Y)
+    if X.ndim != 2 or Y.ndim != 2 or X.shape[0] != Y.shape[0]:
+        raise ShapeError(
+            f"X must be (n_volumes, k) and Y (n_volumes, n_voxels) with the same n_volumes; "
+            f"got X {X.shape} and Y {Y.shape}."
+        )
+    n, k = X.shape
+    nuis = np.ones((n, 1)) if nuisance is None else np.column_stack(
+        [np.ones(n), np.asarray(nuisance, np.float64).reshape(n, -1)])
+    Q = _orthonormal(nuis)
+    design = np.column_stack([X, Q])
+    rank = np.linalg.matrix_rank(design.T @ design, hermitian=True)
+    dof = n - rank
+    if dof < 1:
+        raise ShapeError(f"{n} volumes cannot fit {k} atoms and {Q.shape[1]} nuisance regressors.")
+    # standard units: SD of the nuisance-free atom and voxel
+    Xr = X - Q @ (Q.T @ X)
+    sd_x = Xr.std(0)
+    if noise_model == "ar1":
+        rho = ar1_coefficients(Y, nuis[:, 1:] if nuis.shape[1] > 1 else None, max_rho=max_rho)
+        rho_used = np.round(rho / bin_width) * bin_width
+    else:
+        rho_used = np.zeros(Y.shape[1])
+    effect = np.empty((k, Y.shape[1]), dtype=np.float32)
+    z = np.empty((k, Y.shape[1]), dtype=np.float32)
+    chunk = max(1, int(2e7 // max(n, 1)))
+    for value in np.unique(rho_used):
+        cols = np.flatnonzero(rho_used == value)
+        D = _whiten(design, float(value))
+        # normal equations (small, p x p) rather than an SVD per bin
+        with threadpool_limits(1):  # small matrices: threads only cost here
+            gram_inv = np.linalg.pinv(D.T @ D, hermitian=True)
+        pinv = gram_inv @ D.T
+        cov_unscaled = np.diag(gram_inv)[:k]
+        for start in range(0, cols.size, chunk):
+            c = cols[start:start + chunk]
+            Yc = np.asarray(Y[:, c], dtype=np.float64)
+            sd_y = (Yc - Q @ (Q.T @ Yc)).std(0)
+            Yw = _whiten(Yc, float(value))
+            beta = pinv @ Yw
+            resid = Yw - D @ beta
+            sigma2 = (resid * resid).sum(0) / dof
+            se = np.sqrt(np.outer(cov_unscaled, sigma2))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                t = np.where(se > 0, beta[:k] / se, 0.0)
+                eff = np.where(sd_y[None] > 0, beta[:k] * sd_x[:, None] / sd_y[None], 0.0)
+            z[:, c] = t_to_z(t, dof)
+            effect[:, c] = eff
+    return AtomMaps(effect, z, rho_used.astype(np.float32), int(dof), noise_model)

@@ -151,6 +151,16 @@ class EncodingConfig(_Section):
     highpass_cutoff: float | None = Field(128.0, description="Cosine high-pass cut-off (s), applied to fMRI and atoms; None: off.")
     n_permutations: int = Field(0, ge=0, description="Circular-shift permutations for voxel significance (0: off).")
     baseline: bool = Field(False, description="Also fit the layer-wise population baseline with the same folds.")
+    noise_model: Literal["ar1", "ols"] = Field("ar1", description=(
+        "Noise model of the per-subject atom maps: 'ar1' (GLS with each voxel's AR(1) coefficient estimated "
+        "from the fMRI minus drifts and confounds, without the atoms) or 'ols' (white noise)."))
+    group_effects: Literal["auto", "random", "fixed"] = Field("auto", description=(
+        "Group atom maps: 'random' (one-sample t over subjects), 'fixed' (Stouffer), 'auto' (random from "
+        "min_subjects_random subjects, fixed below)."))
+    min_subjects_random: int = Field(6, ge=2, description="Smallest number of subjects for random effects with group_effects 'auto'.")
+    confounds: bool = Field(True, description=(
+        "Fit the story's nuisance regressors (story/nuisance.tsv: word rate, length, frequency, pauses) with "
+        "the atoms when the story step provides them."))
 
 
 class NetworksConfig(_Section):

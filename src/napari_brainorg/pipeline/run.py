@@ -406,10 +406,27 @@ def _read_stamp(ctx: _Context, step: str) -> dict:
         return {}
 
 
+def _confounds(ctx: _Context):
+    """The story's nuisance regressors (word rate, word length / frequency, pauses,
+    HRF-convolved like the ANs; ``story/nuisance.tsv``) when ``encoding.confounds`` is on;
+    None otherwise (then only the drifts are nuisance). Constant columns are dropped."""
+    if not ctx.config.encoding.confounds:
+        return None
+    table = getattr(ctx, "confounds", None)
+    if table is None:
+        return None
+    table = table.select_dtypes("number")
+    if len(table) != ctx.config.story.n_volumes or table.shape[1] == 0:
+        return None
+    table = table.loc[:, table.std() > 0]
+    return table if table.shape[1] else None
+
+
 def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str, an=None):
     """``an``: (AN responses, their layers), needed only for the layer-wise baseline."""
-    from ..encoding.glm import ols_zmaps, stouffer
-    from ..encoding.preprocessing import cosine_drift_basis, highpass
+    from ..encoding.glm import gls_atom_maps
+    from ..encoding.inference import group_effects
+    from ..encoding.preprocessing import drift_basis, highpass
 
     cfg = ctx.config
     ec = cfg.encoding
@@ -426,23 +443,29 @@ def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str, an=None):
     _clear(ctx, rel)  # no map of an earlier configuration stays beside the new ones
 
     tr = cfg.story.tr
-    n_drift = 0
     X = atoms.astype(np.float64)
     if ec.highpass_cutoff:
         X = highpass(X, tr, cutoff=ec.highpass_cutoff)
-        # the high-pass also removes a linear trend: one more degree of freedom spent
-        n_drift = cosine_drift_basis(X.shape[0], tr, cutoff=ec.highpass_cutoff).shape[1] + 1
     n_sub = len(data.data)
     k = atoms.shape[1]
-    results: dict[str, list] = {"z": [], "coef": [], "r2_sparse": [], "r2_cv": [], "r_cv": [],
-                                "p_cv": [], "baseline_r2": []}
+    # the maps' nuisance: the drifts the high-pass removes (constant, trend, cosines) and
+    # the story's confounds; the atoms themselves stay unfiltered in the GLS
+    confounds = _confounds(ctx)
+    nuisance = drift_basis(atoms.shape[0], tr, ec.highpass_cutoff)
+    if confounds is not None:
+        nuisance = np.column_stack([nuisance, confounds])
+    results: dict[str, list] = {"z": [], "effect": [], "rho": [], "coef": [], "r2_sparse": [], "r2_cv": [],
+                                "r_cv": [], "p_cv": [], "baseline_r2": []}
     baseline_layers = None
     total = n_sub * (1 + len(ec.models))
     done = 0
     for s, Y in enumerate(data.data):
         Yf = highpass(Y, tr, cutoff=ec.highpass_cutoff) if ec.highpass_cutoff else np.asarray(Y, np.float64)
         ctx.stage(f"encoding {slug}", done, total)
-        results["z"].append(ols_zmaps(X, Yf, n_nuisance=n_drift))
+        maps = gls_atom_maps(atoms, Y, nuisance=nuisance, noise_model=ec.noise_model)
+        results["z"].append(maps.z)
+        results["effect"].append(maps.effect)
+        results["rho"].append(maps.rho)
         done += 1
         if "sparse" in ec.models:
             from ..encoding.sparse_fit import SparseAtomEncoder
@@ -474,10 +497,24 @@ def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str, an=None):
                 results["coef"].append(np.asarray(enc.coef_[:k], np.float32))
             done += 1
             ctx.stage(f"encoding {slug}", done, total)
+    group_z, group_method = group_effects(np.stack(results["effect"]), np.stack(results["z"]),
+                                          method=ec.group_effects, min_random=ec.min_subjects_random)
     group = {
-        "z": stouffer(np.stack(results["z"])),
+        "z": np.asarray(group_z, np.float32),
+        "effect": np.mean(np.stack(results["effect"]), 0).astype(np.float32),
+        "ar1": np.mean(np.stack(results["rho"]), 0).astype(np.float32),
         "coef": np.mean(np.stack(results["coef"]), 0).astype(np.float32),
         "subject_z": np.stack(results["z"]).astype(np.float32),
+        "subject_effect": np.stack(results["effect"]).astype(np.float32),
+    }
+    ctx.summary.setdefault("maps", {})[slug] = {
+        "statistic": f"per-subject GLS z of each atom with all atoms, drifts and confounds "
+                     f"(noise model {ec.noise_model}, estimated without the atoms)",
+        "noise_model": ec.noise_model, "group_effects": group_method, "n_subjects": n_sub,
+        "min_subjects_random": ec.min_subjects_random,
+        "group_statistic": ("one-sample t over subjects of the standardised effects, as z"
+                            if group_method == "random" else "Stouffer sum of subject z / sqrt(n)"),
+        "confounds": [] if confounds is None else list(confounds.columns),
     }
     if results["p_cv"]:
         from ..encoding.inference import fdr, stouffer_p
@@ -506,7 +543,7 @@ def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str, an=None):
         w.write_nifti(f"{rel}/mask.nii.gz", data.mask_img)
         w.write_nifti(outputs[0], data.unmask(group["coef"]))
         w.write_nifti(outputs[1], data.unmask(group["z"]))
-        for name in ("r2_sparse", "r2_cv", "r_cv", "noise_ceiling", "q_cv"):
+        for name in ("r2_sparse", "r2_cv", "r_cv", "noise_ceiling", "q_cv", "ar1"):
             if name in group:
                 w.write_nifti(f"{rel}/{name}.nii.gz", data.unmask(group[name]))
         if "baseline_r2" in group:
