@@ -1,0 +1,363 @@
+"""Does this atom's *time course* drive this network? The stimulus-null association test.
+
+For every atom × network the test asks whether the atom explains the network's
+activity beyond the other atoms and the nuisance regressors, more than the same
+atom would with its lock to the story broken. Per subject ``s`` and network ``n``:
+
+1. the fMRI's drifts and confounds are projected out and each voxel is standardised;
+   the network's *contrast time series* is the mean over the network's voxels minus
+   the mean over the other voxels of the mask, ``y_sn = Y_s c_n``. Every score used
+   here is linear in the map, so this is the unthresholded atom map's mean inside the
+   network minus outside, computed without ever forming the maps;
+2. the atoms (drifts and confounds projected out too) are regressed together on
+   ``y_sn``; the atom's **unique contribution** is its partial coefficient
+   ``b_snj = r_j' y_sn / r_j' r_j``, with ``r_j`` the part of atom ``j`` that the other
+   atoms and the nuisance do not explain (Frisch–Waugh–Lovell);
+3. the group statistic is the Stouffer-like sum of the subjects' z-form values over
+   ``sqrt(n_subjects)`` (fixed effects) or their one-sample t over subjects (random
+   effects, from :data:`~napari_brainorg.encoding.inference.MIN_SUBJECTS_RANDOM_EFFECTS`
+   subjects).
+
+The null transforms the unique parts' time courses, ``r_j -> P_d r_j``, with one draw
+``P_d`` shared by every subject (the story is shared): phase randomisation (default:
+any number of distinct draws) or circular shifts. A subject's value is taken in z
+form, ``r_j' y / ||r_j||`` observed and ``(P_d r_j)' e / ||M P_d r_j||`` for a draw, with
+``e`` the full model's residual and ``M`` its residual-forming matrix (ter Braak's
+residuals, Winkler et al. 2014; the norm accounts for the part of the moved regressor
+that the other atoms and the nuisance explain, so the draws have the observed value's
+spread under white noise, which a fixed-effects sum needs; a t over subjects is
+unaffected by it). The group statistic is recomputed for every draw. Both kinds of
+draw keep the Gram matrix, so all of this is one cross-spectrum per subject and one
+matrix product per batch of draws; the shift null equals refitting every subject with
+the moved regressor (``tests/networks/test_association.py``).
+
+p-values are ``(1 + #{null >= observed}) / (1 + n_draws)``, one-sided in each
+direction: "activated" tests a positive effect, "deactivated" a negative one (the
+sign of the continuous effect; atoms oriented by a sign rule upstream). q is the
+Benjamini–Hochberg FDR over all atoms × networks × both directions of one atlas.
+Thresholded maps are for display only: they do not enter the test.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._progress import check_cancel, report
+from ..encoding.inference import (
+    MIN_SUBJECTS_RANDOM_EFFECTS,
+    NULLS,
+    fdr,
+    group_effects_method,
+    null_phases,
+)
+from ..errors import ConfigError, ShapeError, check_choice
+
+__all__ = ["CONTRIBUTIONS", "network_contrasts", "network_time_series", "stimulus_association"]
+
+#: What the atom is credited with: its partial effect, or its marginal effect.
+CONTRIBUTIONS = ("unique", "marginal")
+
+
+def _orthonormal(N: np.ndarray) -> np.ndarray:
+    q, r = np.linalg.qr(N)
+    d = np.abs(np.diag(r))
+    return q[:, d > 1e-10 * max(d.max(), 1e-300)]
+
+
+def network_contrasts(networks) -> np.ndarray:
+    """Contrast weights "mean inside the network minus mean outside", one column per network.
+
+    Parameters
+    ----------
+    networks : array of shape (n_networks, n_voxels), bool
+
+    Returns
+    -------
+    C : ndarray of shape (n_voxels, n_networks)
+        ``1 / |inside|`` inside, ``-1 / |outside|`` outside; a network with no voxel
+        (or covering the whole mask) gets a column of zeros.
+    """
+    networks = np.asarray(networks, dtype=bool)
+    if networks.ndim != 2:
+        raise ShapeError(f"'networks' must have shape (n_networks, n_voxels); got shape {networks.shape}.")
+    inside = networks.sum(1).astype(np.float64)
+    outside = networks.shape[1] - inside
+    ok = (inside > 0) & (outside > 0)
+    C = np.where(networks, 1.0 / np.maximum(inside, 1)[:, None], -1.0 / np.maximum(outside, 1)[:, None])
+    C[~ok] = 0.0
+    return C.T
+
+
+def _nuisance_basis(n_volumes: int, tr: float, highpass_cutoff, confounds) -> np.ndarray:
+    from ..encoding.preprocessing import drift_basis
+
+    parts = [drift_basis(n_volumes, tr, highpass_cutoff)]
+    if confounds is not None:
+        c = np.asarray(confounds, dtype=np.float64)
+        c = c[:, None] if c.ndim == 1 else c
+        if c.shape[0] != n_volumes:
+            raise ShapeError(f"'confounds' must have {n_volumes} rows (volumes); got shape {c.shape}.")
+        parts.append(c)
+    return _orthonormal(np.column_stack(parts))
+
+
+def network_time_series(Y, contrasts, Q) -> np.ndarray:
+    """A subject's network contrast time series from voxels standardised after nuisance removal.
+
+    Parameters
+    ----------
+    Y : array of shape (n_volumes, n_voxels)
+    contrasts : array of shape (n_voxels, n_networks)
+    Q : array of shape (n_volumes, n_nuisance), orthonormal
+
+    Returns
+    -------
+    ndarray of shape (n_volumes, n_networks)
+    """
+    n = Y.shape[0]
+    out = np.zeros((n, contrasts.shape[1]))
+    chunk = max(1, int(2e7 // max(n, 1)))
+    for start in range(0, Y.shape[1], chunk):
+        R = np.asarray(Y[:, start:start + chunk], dtype=np.float64)
+        R = R - Q @ (Q.T @ R)
+        sd = R.std(0)
+        R = np.where(sd > 0, R / np.where(sd > 0, sd, 1.0), 0.0)
+        out += R @ contrasts[start:start + chunk]
+    return out
+
+
+def _unique_parts(X: np.ndarray, contribution: str) -> tuple[np.ndarray, np.ndarray]:
+    """Regressors whose inner product with y gives each atom's (partial) coefficient × norm.
+
+    Returns ``R`` (n_volumes, k) and ``norm2`` (k,) with ``b_j = R_j' y / norm2_j``.
+    """
+    if contribution == "marginal":
+        return X, (X * X).sum(0)
+    G = X.T @ X
+    Ginv = np.linalg.pinv(G, hermitian=True)
+    d = np.diag(Ginv)
+    if np.any(d <= 1e-12 * np.abs(Ginv).max()):
+        raise ShapeError("The atoms are collinear with one another and the nuisance regressors; "
+                         "an atom's unique contribution is undefined.")
+    R = X @ Ginv / d[None]  # r_j, orthogonal to every other atom (FWL)
+    return R, 1.0 / d
+
+
+def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None, atlas_names=None,
+                         confounds=None, highpass_cutoff: float | None = 128.0, null: str = "phase",
+                         n_permutations: int = 5000, min_shift: int | None = None,
+                         contribution: str = "unique", group_effects: str = "auto",
+                         min_subjects_random: int = MIN_SUBJECTS_RANDOM_EFFECTS, alpha: float = 0.05,
+                         atom_names=None, batch_size: int = 256, random_state=None, progress=None,
+                         cancel=None):
+    """Test every atom × network for a drive of the network by the atom's time course.
+
+    Parameters
+    ----------
+    atoms : array of shape (n_volumes, k)
+        The atoms' time courses, shared by every subject (one story).
+    fmri : sequence of arrays of shape (n_volumes, n_voxels)
+        One array per subject, on the same mask as ``networks``.
+    networks : array of shape (n_networks, n_voxels), bool
+        Network masks (several atlases may be stacked; see ``atlas_names``).
+    tr : float
+    network_names : list of str, optional
+    atlas_names : list of str, optional
+        The atlas of each row of ``networks``; FDR families are atlases.
+    confounds : array of shape (n_volumes, n_confounds), optional
+        Nuisance regressors (word rate, word length/frequency, pauses), projected out
+        of the fMRI and of the atoms with the drifts.
+    highpass_cutoff : float or None
+        Drift basis cut-off (s), as in the encoding.
+    null : {"phase", "shift"}, default "phase"
+        Phase randomisation (same random phases for every atom and subject) or circular
+        shifts (same shift for every atom and subject).
+    n_permutations : int, default 5000
+        Null draws (circular shifts: at most ``n_volumes - 2 min_shift + 1``). 0: no
+        test (p, q NaN, nothing associated).
+    min_shift : int, optional
+        For ``null="shift"`` (default ``n_volumes // 10``).
+    contribution : {"unique", "marginal"}, default "unique"
+        ``"unique"``: the atom's partial effect beyond the other atoms and the nuisance;
+        ``"marginal"``: its effect beyond the nuisance alone (atoms overlap: a network is
+        then shared by every atom correlated with the driver).
+    group_effects : {"auto", "random", "fixed"}
+        ``"random"``: the statistic is the one-sample t over subjects of the per-subject
+        effects; ``"fixed"``: their mean; ``"auto"``: random from
+        ``min_subjects_random`` subjects.
+    alpha : float
+        FDR level.
+    atom_names : list, optional
+    batch_size : int
+        Null draws per matrix product.
+    random_state : int or numpy Generator, optional
+    progress, cancel
+        See :mod:`napari_brainorg._progress`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per atom × network × direction: ``atom``, ``atlas``, ``network``,
+        ``direction`` ("activated"/"deactivated"), ``statistic`` (the group statistic
+        tested), ``effect`` (mean over subjects of the unique coefficient contrast:
+        inside minus outside, in SD of the voxels per SD of the atom's unique part),
+        ``p``, ``q``, ``associated`` (``q < alpha`` in this direction), ``test``.
+        ``attrs``: ``criterion``, ``n_permutations``, ``null``, ``group_effects``,
+        ``contribution``, ``alpha``.
+    """
+    import pandas as pd
+
+    check_choice("null", null, NULLS)
+    check_choice("contribution", contribution, CONTRIBUTIONS)
+    if isinstance(n_permutations, bool) or not isinstance(n_permutations, (int, np.integer)) or n_permutations < 0:
+        raise ConfigError(f"'n_permutations' must be an integer >= 0; {n_permutations!r} was provided.")
+    if not 0 < alpha < 1:
+        raise ConfigError(f"'alpha' must be a rate in (0, 1); {alpha!r} was provided.")
+    X = np.asarray(atoms, dtype=np.float64)
+    if X.ndim != 2:
+        raise ShapeError(f"'atoms' must have shape (n_volumes, k); got shape {X.shape}.")
+    n, k = X.shape
+    Ys = list(fmri)
+    if not Ys:
+        raise ShapeError("'fmri' must hold at least one subject.")
+    networks = np.asarray(networks, dtype=bool)
+    networks = networks[None] if networks.ndim == 1 else networks
+    for i, Y in enumerate(Ys):
+        if np.ndim(Y) != 2 or np.shape(Y)[0] != n or np.shape(Y)[1] != networks.shape[1]:
+            raise ShapeError(
+                f"subject {i}: fMRI of shape {np.shape(Y)}; expected ({n}, {networks.shape[1]}) "
+                "(the atoms' volumes, the networks' voxels).")
+    n_net = networks.shape[0]
+    network_names = [str(i) for i in range(n_net)] if network_names is None else list(network_names)
+    atlas_names = ["atlas"] * n_net if atlas_names is None else list(atlas_names)
+    names = list(range(k)) if atom_names is None else list(atom_names)
+    if len(network_names) != n_net or len(atlas_names) != n_net or len(names) != k:
+        raise ShapeError("'network_names' and 'atlas_names' need one entry per network, 'atom_names' one per atom.")
+    S = len(Ys)
+    method = group_effects_method(S, group_effects, min_random=min_subjects_random)
+
+    Q = _nuisance_basis(n, tr, highpass_cutoff, confounds)
+    Xr = X - Q @ (Q.T @ X)
+    sd = Xr.std(0)
+    if np.any(sd <= 1e-12 * max(1.0, np.abs(X).max())):
+        raise ShapeError("An atom is constant once drifts and confounds are removed; it cannot be tested.")
+    Xr = Xr / sd
+    R, norm2 = _unique_parts(Xr, contribution)
+    C = network_contrasts(networks)
+    stage = "networks: stimulus null"
+    ys = []
+    for s, Y in enumerate(Ys):
+        check_cancel(cancel)
+        ys.append(network_time_series(Y, C, Q))  # (n, n_net)
+        report(progress, "networks: network time series", s + 1, S)
+    ys = np.stack(ys)  # (S, n, n_net)
+    # per-subject coefficients (the "effect") and residuals: of the full model for the
+    # unique contribution (ter Braak: the draws then carry no signal of the atom tested,
+    # which keeps the power of a random-effects t), of the nuisance alone for "marginal"
+    coef = np.einsum("tk,stn->skn", R, ys) / norm2[None, :, None]  # (S, k, n_net)
+    if contribution == "unique":
+        beta = np.linalg.lstsq(Xr, ys.transpose(1, 0, 2).reshape(n, -1), rcond=None)[0]
+        resid = ys - np.einsum("tk,skn->stn", Xr, beta.reshape(k, S, n_net).transpose(1, 0, 2))
+        Ginv = np.linalg.pinv(Xr.T @ Xr, hermitian=True)
+    else:
+        resid = ys
+        Ginv = None
+    # every subject's value in z form, r_j' y / ||r_j||: under white noise its null
+    # spread equals that of a draw, (P r_j)' e / ||M P r_j|| (M: residual-forming matrix
+    # of the model), whose norm shrinks where the other regressors explain the moved part
+
+    def group_stat(b):  # b (..., S, k, n_net) -> (..., k, n_net)
+        mean = b.mean(-3)
+        if method == "fixed":
+            return mean * np.sqrt(S)
+        sdv = b.std(-3, ddof=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(sdv > 0, mean / (sdv / np.sqrt(S)), 0.0)
+
+    observed = group_stat(coef * np.sqrt(norm2)[None, :, None])
+    effect = coef.mean(0)
+    used = 0
+    exceed_hi = np.zeros((k, n_net), np.int64)
+    exceed_lo = np.zeros((k, n_net), np.int64)
+    if n_permutations > 0:
+        phases = null_phases(null, n, n_permutations, min_shift=min_shift, random_state=random_state)
+        nf = n // 2 + 1
+        w = np.full(nf, 2.0)
+        w[0] = 1.0
+        if n % 2 == 0:
+            w[-1] = 1.0
+        scale = (w / n)[:, None]
+        FR = np.fft.rfft(R, axis=0)  # (nf, k)
+        FE = np.fft.rfft(resid, axis=1)  # (S, nf, n_net)
+        cross = np.einsum("fk,sfn->fskn", FR, np.conj(FE)) * scale[:, :, None, None]
+        cross = cross.reshape(nf, -1).astype(np.complex64)
+        cross_q = (np.einsum("fk,fq->fkq", FR, np.conj(np.fft.rfft(Q, axis=0))) * scale[:, :, None]).reshape(nf, -1)
+        if Ginv is not None:
+            cross_x = (np.einsum("fk,fi->fki", FR, np.conj(np.fft.rfft(Xr, axis=0))) * scale[:, :, None]).reshape(nf, -1)
+        tol = 1e-6 * np.maximum(1.0, np.abs(observed))
+        total = phases.shape[0]
+        report(progress, stage, 0, total)
+        for start in range(0, total, batch_size):
+            check_cancel(cancel)
+            ph = phases[start:start + batch_size]
+            b_n = len(ph)
+            rot = np.exp(1j * ph)
+            num = (rot.astype(np.complex64) @ cross).real.reshape(b_n, S, k, n_net)
+            # ||M P r_j||^2 = ||r_j||^2 - ||Q' P r_j||^2 - c' G^-1 c, c = X' P r_j
+            cq = (rot @ cross_q).real.reshape(b_n, k, -1)
+            moved2 = norm2[None] - (cq * cq).sum(-1)
+            if Ginv is not None:
+                c = (rot @ cross_x).real.reshape(b_n, k, k)
+                moved2 = moved2 - np.einsum("dji,il,djl->dj", c, Ginv, c)
+            moved2 = np.maximum(moved2, 1e-6 * norm2[None])
+            zform = num / np.sqrt(moved2)[:, None, :, None].astype(np.float32)
+            stat = group_stat(zform)
+            exceed_hi += (stat >= observed[None] - tol).sum(0)
+            exceed_lo += (stat <= observed[None] + tol).sum(0)
+            used += b_n
+            report(progress, stage, used, total)
+    tested = used > 0
+    if tested:
+        p_hi = (1.0 + exceed_hi) / (1.0 + used)
+        p_lo = (1.0 + exceed_lo) / (1.0 + used)
+    else:
+        p_hi = p_lo = np.full((k, n_net), np.nan)
+    q_hi = np.full((k, n_net), np.nan)
+    q_lo = np.full((k, n_net), np.nan)
+    if tested:
+        for atlas in dict.fromkeys(atlas_names):
+            cols = np.array([a == atlas for a in atlas_names])
+            _, q = fdr(np.stack([p_hi[:, cols], p_lo[:, cols]]), alpha)
+            q_hi[:, cols], q_lo[:, cols] = q[0], q[1]
+    null_desc = ("phase randomisation (the same random phases for every atom and subject)" if null == "phase"
+                 else "circular shifts (the same shift for every atom and subject)")
+    test = f"stimulus-{null}/{contribution}/{method}-effects"
+    frames = []
+    for direction, p, q in (("activated", p_hi, q_hi), ("deactivated", p_lo, q_lo)):
+        frames.append(pd.DataFrame({
+            "atom": np.repeat(np.asarray(names, dtype=object), n_net),
+            "atlas": np.tile(np.asarray(atlas_names, dtype=object), k),
+            "network": np.tile(np.asarray(network_names, dtype=object), k),
+            "direction": direction,
+            "statistic": observed.ravel(),
+            "effect": effect.ravel(),
+            "p": p.ravel(),
+            "q": q.ravel(),
+            "associated": (np.nan_to_num(q, nan=1.0) < alpha).ravel() if tested else False,
+            "test": test,
+        }))
+    table = pd.concat(frames, ignore_index=True)
+    if atom_names is None:
+        table["atom"] = table["atom"].astype(int)
+    stat_desc = ("the one-sample t over subjects" if method == "random" else "the mean over subjects")
+    criterion = (
+        f"associated = q < {alpha:g}, Benjamini-Hochberg FDR over atoms x networks x both directions of "
+        f"one atlas; statistic = {stat_desc} of each atom's {contribution} coefficient on the network "
+        f"contrast time series (mean of the standardised voxels inside the network minus outside; drifts "
+        f"and confounds removed); p = (1 + #null >= observed) / (1 + {used}) one-sided, from {used} draws "
+        f"of {null_desc}, each re-estimating every subject's effects."
+        if tested else "no test (n_permutations = 0): nothing associated.")
+    table.attrs.update({"criterion": criterion, "n_permutations": used, "null": null if tested else "none",
+                        "group_effects": method, "contribution": contribution, "alpha": alpha,
+                        "n_subjects": S, "test": test})
+    return table

@@ -1,0 +1,162 @@
+"""The stimulus-null association test: exact null, calibration, power, unique contribution.
+
+The fMRI here is SIMULATED in a few lines with a known answer: networks of voxels,
+AR(1) noise whose coefficient depends on the tissue (0.6 in network, "grey-matter-like",
+voxels, 0.2 elsewhere), network-structured slow fluctuations independent across
+subjects, and smooth, correlated atoms.
+"""
+
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter1d
+
+from napari_brainorg.encoding.inference import phase_randomise
+from napari_brainorg.encoding.preprocessing import drift_basis
+from napari_brainorg.networks.association import (
+    network_contrasts,
+    stimulus_association,
+)
+
+TR = 1.5
+
+
+def _ar1(rng, rho, n, v):
+    rho = np.broadcast_to(np.asarray(rho, float), (v,))
+    e = rng.standard_normal((n + 30, v))
+    for t in range(1, n + 30):
+        e[t] += rho * e[t - 1]
+    return e[30:]
+
+
+def make_atoms(rng, n=300, k=12):
+    base = gaussian_filter1d(rng.standard_normal((n, k)), 3, axis=0)
+    mix = np.eye(k) + 0.4 * rng.standard_normal((k, k)) / np.sqrt(k)  # overlapping atoms
+    return base @ mix
+
+
+def make_study(rng, atoms, n_subjects=8, planted=None, n_net=5, per_net=60, n_other=200, r2=0.1):
+    """Subjects' fMRI (n, V) and the network masks (n_net, V)."""
+    n = atoms.shape[0]
+    V = n_net * per_net + n_other
+    networks = np.zeros((n_net, V), bool)
+    for i in range(n_net):
+        networks[i, i * per_net:(i + 1) * per_net] = True
+    grey = networks.any(0)
+    rho = np.where(grey, 0.6, 0.2)
+    data = []
+    for _ in range(n_subjects):
+        Y = _ar1(rng, rho, n, V)
+        Y /= Y.std(0)
+        fluct = _ar1(rng, 0.9, n, n_net)  # network-structured fluctuations, own per subject
+        fluct /= fluct.std(0)
+        weights = gaussian_filter1d(networks.astype(float), 3, axis=1) + 0.3 * networks
+        Y += 0.7 * fluct @ weights
+        Y += 0.5 * np.cumsum(rng.standard_normal((n, 1)), 0) / np.sqrt(n)  # a slow drift
+        for atom, (net, sign) in (planted or {}).items():
+            a = atoms[:, atom] - atoms[:, atom].mean()
+            a /= a.std()
+            amp = np.sqrt(r2 / (1 - r2)) * Y[:, networks[net]].std(0)
+            Y[:, networks[net]] += sign * a[:, None] * amp
+        data.append(Y.astype(np.float32))
+    return data, networks
+
+
+def test_network_contrasts_are_mean_inside_minus_outside(rng):
+    nets = np.zeros((2, 10), bool)
+    nets[0, :4] = True
+    C = network_contrasts(nets)
+    x = rng.standard_normal(10)
+    assert np.isclose(x @ C[:, 0], x[:4].mean() - x[4:].mean())
+    assert np.all(C[:, 1] == 0)  # an empty network cannot be tested
+
+
+def test_null_is_the_refit_of_every_subject_under_each_shift(rng):
+    """Exhaustive circular shifts: the engine's p equals the brute-force refit's p."""
+    n, k = 120, 4
+    atoms = make_atoms(rng, n, k)
+    data, networks = make_study(rng, atoms, n_subjects=3, planted={1: (0, 1)}, n_net=3, per_net=20, n_other=40)
+    table = stimulus_association(atoms, data, networks, tr=TR, null="shift", n_permutations=10_000,
+                                 group_effects="fixed", highpass_cutoff=None)
+    shifts = np.arange(n // 10, n - n // 10 + 1)
+    assert table.attrs["n_permutations"] == len(shifts)
+    # brute force: per subject, standardise voxels after the drift basis, contrast, and for
+    # each shift move atom j's unique part against the residual of the full model
+    Q = drift_basis(n, TR, None)
+    Xr = atoms - Q @ (Q.T @ atoms)
+    Xr /= Xr.std(0)
+    C = network_contrasts(networks)
+    ys = []
+    for Y in data:
+        R = Y - Q @ (Q.T @ Y)
+        ys.append((R / R.std(0)) @ C)
+    # per subject: observed r_j' y / ||r_j||; a draw (P r_j)' e / ||M P r_j||, with e the
+    # full model's residual and M its residual-forming matrix (drifts and every atom)
+    design = np.column_stack([Q, Xr])
+    e_full = [y - design @ np.linalg.lstsq(design, y, rcond=None)[0] for y in ys]
+    obs = np.zeros((k, 3))
+    null = np.zeros((len(shifts), k, 3))
+    for j in range(k):
+        others = np.delete(Xr, j, axis=1)
+        r = Xr[:, j] - others @ np.linalg.lstsq(others, Xr[:, j], rcond=None)[0]
+        for y, e in zip(ys, e_full):
+            obs[j] += r @ y / np.linalg.norm(r) / np.sqrt(len(ys))
+            for i, s in enumerate(shifts):
+                moved = np.roll(r, s)
+                m = moved - design @ np.linalg.lstsq(design, moved, rcond=None)[0]
+                null[i, j] += moved @ e / np.linalg.norm(m) / np.sqrt(len(ys))
+    act = table[table["direction"] == "activated"]
+    np.testing.assert_allclose(act["statistic"].to_numpy(), obs.ravel(), rtol=1e-8, atol=1e-10)
+    p = (1 + (null >= obs - 1e-6 * np.maximum(1, abs(obs))).sum(0)) / (1 + len(shifts))
+    np.testing.assert_allclose(act["p"].to_numpy(), p.ravel())
+    assert set(table.columns) >= {"atom", "atlas", "network", "direction", "statistic", "p", "q",
+                                  "associated", "test"}
+
+
+def test_null_data_and_surrogate_atoms_stay_within_fdr_and_planted_links_are_found(rng):
+    atoms = make_atoms(rng)
+    # null data: tissue-dependent AR noise + network fluctuations, no atom signal
+    data, networks = make_study(rng, atoms)
+    null_table = stimulus_association(atoms, data, networks, tr=TR, n_permutations=2000, random_state=0)
+    assert null_table.attrs["group_effects"] == "random"
+    n_null = int(null_table["associated"].sum())
+    # planted data: atom 2 drives network 0 up, atom 5 drives network 3 down
+    planted = {2: (0, 1), 5: (3, -1)}
+    data, networks = make_study(rng, atoms, planted=planted)
+    table = stimulus_association(atoms, data, networks, tr=TR, n_permutations=2000, random_state=1)
+    hits = {(int(a), int(n), d) for a, n, d in
+            table.loc[table["associated"], ["atom", "network", "direction"]].itertuples(index=False)}
+    surrogate = stimulus_association(phase_randomise(atoms, random_state=2), data, networks, tr=TR,
+                                     n_permutations=2000, random_state=3)
+    n_surrogate = int(surrogate["associated"].sum())
+    print(f"declared: null data {n_null}, surrogate atoms {n_surrogate}, planted {sorted(hits)}")
+    assert n_null <= 1 and n_surrogate <= 1
+    assert {(2, 0, "activated"), (5, 3, "deactivated")} <= hits
+    # the network contrast of a driver lowers every other network a little: only the
+    # planted pairs, in their direction, may be declared beyond one stray
+    assert len(hits - {(2, 0, "activated"), (5, 3, "deactivated")}) <= 1
+
+
+def test_unique_contribution_does_not_credit_a_collinear_atom(rng):
+    atoms = make_atoms(rng, k=6)
+    twin = 0.9 * atoms[:, 2] / atoms[:, 2].std() + 0.45 * gaussian_filter1d(rng.standard_normal(300), 3) / 0.23
+    atoms = np.column_stack([atoms, twin])  # atom 6 shares most of atom 2's time course
+    data, networks = make_study(rng, atoms, planted={2: (0, 1)}, r2=0.15)
+    unique = stimulus_association(atoms, data, networks, tr=TR, n_permutations=2000, random_state=0,
+                                  group_effects="fixed")
+    marginal = stimulus_association(atoms, data, networks, tr=TR, n_permutations=2000, random_state=0,
+                                    group_effects="fixed", contribution="marginal")
+
+    def declared(t):
+        return {(int(a), int(n)) for a, n in t.loc[t["associated"] & (t["direction"] == "activated"),
+                                                   ["atom", "network"]].itertuples(index=False)}
+
+    assert (2, 0) in declared(unique) and (6, 0) not in declared(unique)
+    assert (6, 0) in declared(marginal)  # what the unique contribution prevents
+
+
+def test_bad_input_is_named():
+    atoms = np.random.default_rng(0).standard_normal((50, 3))
+    with pytest.raises(ValueError, match="subject 0: fMRI of shape"):
+        stimulus_association(atoms, [np.zeros((40, 10))], np.ones((1, 10), bool), tr=TR)
+    with pytest.raises(ValueError, match="'null' must be one of"):
+        stimulus_association(atoms, [np.zeros((50, 10))], np.ones((1, 10), bool), tr=TR, null="spatial")
