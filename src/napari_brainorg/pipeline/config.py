@@ -167,14 +167,31 @@ class NetworksConfig(_Section):
     """Atom maps vs functional brain networks (METHOD section 4)."""
 
     atlases: list[str] = Field(default_factory=lambda: ["smith10", "yeo7"], min_length=1)
-    map_stat: Literal["z", "coef"] = Field("z", description="Threshold the group z map (z) or the mean coefficient map (coef).")
+    test: Literal["stimulus", "spatial"] = Field("stimulus", description=(
+        "'stimulus' (default): does the atom's time course drive the network? Its unique coefficient on the "
+        "network's contrast time series (mean inside minus outside) against draws that transform the atoms' "
+        "time courses, the same draw for every subject, every subject refitted. 'spatial': does the thresholded "
+        "group map sit on the network more than rigidly moved copies of itself? (a map-overlap question that "
+        "smooth random regressors also pass; kept for comparison with the paper)."))
+    null: Literal["phase", "shift"] = Field("phase", description=(
+        "Stimulus null draws: 'phase' (phase randomisation, the same random phases for every atom and subject: "
+        "any number of distinct draws) or 'shift' (circular shifts: at most n_volumes - 2 n_volumes/10 + 1)."))
+    contribution: Literal["unique", "marginal"] = Field("unique", description=(
+        "'unique': the atom's effect beyond the other atoms and the nuisance regressors (partial coefficient); "
+        "'marginal': beyond the nuisance alone."))
+    map_stat: Literal["z", "coef"] = Field("z", description=(
+        "Map thresholded for display and for the descriptive overlap columns (and the 'spatial' test): the group "
+        "z map (z) or the mean coefficient map (coef)."))
     threshold: float = Field(2.3, gt=0, description=(
-        "Threshold of the atom maps: |z| for map_stat 'z' (2.3, the level at which the bundled Smith 2009 "
-        "networks are defined), a robust z (median/MAD) for 'coef'."))
-    score: Literal["overlap_rate", "dice", "correlation"] = "overlap_rate"
-    n_permutations: int = Field(500, ge=0)
+        "Display threshold of the atom maps: |z| for map_stat 'z' (2.3, the level at which the bundled Smith "
+        "2009 networks are defined), a robust z (median/MAD) for 'coef'."))
+    score: Literal["overlap_rate", "dice", "correlation"] = Field("overlap_rate", description=(
+        "Descriptive score shown in tables and figures (the score tested with test 'spatial')."))
+    n_permutations: int | None = Field(None, ge=0, description=(
+        "Null draws; default 5000 for the stimulus test (p down to 2e-4, enough for FDR over hundreds of "
+        "tests), 500 for the spatial test. 0: no test."))
     alpha: float = Field(0.05, gt=0, lt=1)
-    min_score: float = Field(0.1, ge=0, description="An association also needs at least this score.")
+    min_score: float = Field(0.1, ge=0, description="With test 'spatial', an association also needs at least this score.")
 
 
 class PipelineConfig(_Section):

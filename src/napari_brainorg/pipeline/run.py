@@ -600,11 +600,10 @@ def _save_npz(writer: ResultWriter, rel: str, arrays: dict[str, np.ndarray]) -> 
         np.savez_compressed(tmp, **arrays)
 
 
-def _step_networks(ctx: _Context, data, group: dict, slug: str):
+def _step_networks(ctx: _Context, data, group: dict, slug: str, atoms: np.ndarray | None = None):
     import pandas as pd
 
     from ..io.atlases import load_fbn
-    from ..networks.overlap import associate_atoms
 
     nc = ctx.config.networks
     if data.kind == "regions":
@@ -622,26 +621,103 @@ def _step_networks(ctx: _Context, data, group: dict, slug: str):
         _write_atlas_display(ctx, name, atlas, data.mask_img)
     if ctx.cached(step, [nc.model_dump(mode="json"), ctx.keys[f"encoding/{slug}"], ctx.config.seed], outputs,
                   inputs=[atlas_file(name) for name in nc.atlases]):
+        summary = ctx.out / f"{rel}/test.json"
+        if summary.exists():
+            ctx.summary.setdefault("networks", {})[slug] = json.loads(summary.read_text())
         return {p: pd.read_csv(ctx.out / o) for p, o in zip(("activated", "deactivated"), outputs)}
     _clear(ctx, rel)
+    if nc.test == "stimulus" and atoms is not None:
+        tables, criterion = _stimulus_tables(ctx, data, group, atoms, atlases, slug)
+    else:
+        tables, criterion = _spatial_tables(ctx, data, group, atlases, slug)
+    for part, out_rel in zip(("activated", "deactivated"), outputs):
+        ctx.writer.write_table(out_rel, tables[part])
+    ctx.writer.write_json(f"{rel}/test.json", criterion)
+    ctx.summary.setdefault("networks", {})[slug] = criterion
+    ctx.done(step)
+    return tables
+
+
+def _display_columns(maps, atlas, mask_img, part: str, nc) -> dict:
+    """Descriptive overlap of the thresholded group map (display only, not tested)."""
+    from ..networks.overlap import overlap_scores, threshold_atom_maps
+
+    act, deact = threshold_atom_maps(maps, method="z" if nc.map_stat == "z" else "robust_z", value=nc.threshold)
+    parts = act if part == "activated" else deact
+    sign = 1.0 if part == "activated" else -1.0
+    networks = atlas.masks()
+    scores = overlap_scores(parts, networks, maps=sign * np.asarray(maps, np.float64),
+                            network_maps=atlas.network_maps())
+    return {"overlap_rate": scores["overlap_rate"].ravel(), "dice": scores["dice"].ravel(),
+            "correlation": scores["correlation"].ravel(),
+            "n_part_voxels": np.repeat(parts.sum(1), networks.shape[0]),
+            "n_network_voxels": np.tile(networks.sum(1), parts.shape[0])}
+
+
+def _stimulus_tables(ctx: _Context, data, group: dict, atoms: np.ndarray, atlases: dict, slug: str):
+    import pandas as pd
+
+    from ..networks.association import stimulus_association
+
+    nc = ctx.config.networks
+    ec = ctx.config.encoding
+    confounds = _confounds(ctx)
+    names = [(a, n) for a, atlas in atlases.items() for n in atlas.network_names]
+    networks = np.concatenate([atlas.masks() for atlas in atlases.values()])
+    n_perm = 5000 if nc.n_permutations is None else nc.n_permutations
+    table = stimulus_association(
+        atoms, data.data, networks, tr=ctx.config.story.tr, network_names=[n for _, n in names],
+        atlas_names=[a for a, _ in names], confounds=None if confounds is None else confounds.to_numpy(),
+        highpass_cutoff=ec.highpass_cutoff, null=nc.null, n_permutations=n_perm, contribution=nc.contribution,
+        group_effects=ec.group_effects, min_subjects_random=ec.min_subjects_random, alpha=nc.alpha,
+        random_state=ctx.config.seed, progress=ctx.progress, cancel=ctx.cancel)
     maps = group["z"] if nc.map_stat == "z" else group["coef"]
     tables = {}
-    for part, out_rel in zip(("activated", "deactivated"), outputs):
+    for part in ("activated", "deactivated"):
+        frames = []
+        for name, atlas in atlases.items():
+            sub = table[(table["direction"] == part) & (table["atlas"] == name)].reset_index(drop=True)
+            sub.insert(3, "part", part)
+            for col, values in _display_columns(maps, atlas, data.mask_img, part, nc).items():
+                sub[col] = values
+            frames.append(sub)
+        tables[part] = pd.concat(frames, ignore_index=True)
+    criterion = {"test": table.attrs["test"], "criterion": table.attrs["criterion"],
+                 "n_permutations": table.attrs["n_permutations"], "null": table.attrs["null"],
+                 "group_effects": table.attrs["group_effects"], "contribution": table.attrs["contribution"],
+                 "fdr_family": "atoms x networks x both directions, per atlas and model",
+                 "display_threshold": {"map": nc.map_stat, "threshold": nc.threshold},
+                 "confounds": [] if confounds is None else list(confounds.columns)}
+    return tables, criterion
+
+
+def _spatial_tables(ctx: _Context, data, group: dict, atlases: dict, slug: str):
+    import pandas as pd
+
+    from ..networks.overlap import associate_atoms
+
+    nc = ctx.config.networks
+    maps = group["z"] if nc.map_stat == "z" else group["coef"]
+    n_perm = 500 if nc.n_permutations is None else nc.n_permutations
+    tables = {}
+    criterion = {}
+    for part in ("activated", "deactivated"):
         frames = []
         for name, atlas in atlases.items():
             ctx.stage(f"networks {slug}", len(frames), len(atlases))
             df = associate_atoms(
                 maps, atlas, data.mask_img, part=part, threshold_method="z" if nc.map_stat == "z" else "robust_z",
-                threshold=nc.threshold, score=nc.score, n_permutations=nc.n_permutations, alpha=nc.alpha,
+                threshold=nc.threshold, score=nc.score, n_permutations=n_perm, alpha=nc.alpha,
                 min_score=nc.min_score, random_state=ctx.config.seed, progress=ctx.progress, cancel=ctx.cancel,
             )
+            criterion = {"test": "spatial-shift", "criterion": df.attrs["criterion"], "n_permutations": n_perm}
             df.insert(0, "atlas", name)
+            df["direction"] = part
+            df["statistic"] = df[nc.score]
+            df["test"] = "spatial-shift"
             frames.append(df)
-        table = pd.concat(frames, ignore_index=True)
-        ctx.writer.write_table(out_rel, table)
-        tables[part] = table
-    ctx.done(step)
-    return tables
+        tables[part] = pd.concat(frames, ignore_index=True)
+    return tables, criterion
 
 
 def _write_atlas_display(ctx: _Context, name: str, atlas, mask_img) -> None:
@@ -672,9 +748,10 @@ def _annotate_atoms_table(ctx: _Context, slug: str, tables: dict, codes, index, 
         return
     score = ctx.config.networks.score
     for part, df in tables.items():
+        shown = "statistic" if "statistic" in df.columns else score
         assoc = df[df["associated"].astype(bool)]
         names = assoc.groupby("atom").apply(
-            lambda g: "; ".join(f"{a}:{n} ({s:.2f})" for a, n, s in zip(g["atlas"], g["network"], g[score])),
+            lambda g: "; ".join(f"{a}:{n} ({s:.2f})" for a, n, s in zip(g["atlas"], g["network"], g[shown])),
             include_groups=False,
         ) if len(assoc) else pd.Series(dtype=str)
         names = names.to_dict()
@@ -724,8 +801,7 @@ def _step_report(ctx: _Context, per_model: dict, truth: dict | None) -> None:
         links = {int(k): v for k, v in truth["links"].items()}
         rec = recovery_scores(links, table, atom_matching={a: a for a in range(per_model[slug]["atoms"].shape[1])})
         rec.update({"simulated": True, "driving_model": slug, "atlas": truth.get("atlas", "smith10"),
-                    "criterion": f"q < {ctx.config.networks.alpha} (BH-FDR over atom x network tests) and "
-                                 f"{ctx.config.networks.score} >= {ctx.config.networks.min_score}"})
+                    "criterion": ctx.summary.get("networks", {}).get(slug, {}).get("criterion", "")})
         w.write_json("recovery.json", rec)
         ctx.summary["recovery"] = {k: rec[k] for k in ("precision", "recall") if k in rec}
 
@@ -811,7 +887,7 @@ def _run_locked(config: PipelineConfig, writer: ResultWriter, progress, cancel) 
     data, truth = timed("fmri", _step_fmri, ctx, {s: r["atoms"] for s, r in per_model.items()})
     for slug, res in per_model.items():
         res["group"] = timed("encoding", _step_encoding, ctx, data, res["atoms"], slug, res.get("an"))
-        res["tables"] = timed("networks", _step_networks, ctx, data, res["group"], slug)
+        res["tables"] = timed("networks", _step_networks, ctx, data, res["group"], slug, res["atoms"])
         _annotate_atoms_table(ctx, slug, res["tables"], res["codes"], res["index"], res["atoms"])
     timed("report", _step_report, ctx, per_model, truth)
 
