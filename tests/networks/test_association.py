@@ -13,6 +13,7 @@ from scipy.ndimage import gaussian_filter1d
 from napari_brainorg.encoding.inference import phase_randomise
 from napari_brainorg.encoding.preprocessing import drift_basis
 from napari_brainorg.networks.association import (
+    disjoint_networks,
     network_contrasts,
     stimulus_association,
 )
@@ -61,13 +62,17 @@ def make_study(rng, atoms, n_subjects=8, planted=None, n_net=5, per_net=60, n_ot
     return data, networks
 
 
-def test_network_contrasts_are_mean_inside_minus_outside(rng):
+def test_network_scores_and_disjoint_networks(rng):
     nets = np.zeros((2, 10), bool)
     nets[0, :4] = True
-    C = network_contrasts(nets)
     x = rng.standard_normal(10)
+    C = network_contrasts(nets, "contrast")
     assert np.isclose(x @ C[:, 0], x[:4].mean() - x[4:].mean())
     assert np.all(C[:, 1] == 0)  # an empty network cannot be tested
+    assert np.isclose(x @ network_contrasts(nets)[:, 0], x[:4].mean())
+    maps = np.array([[3.0, 3.0, 1.0, 0.0], [1.0, 2.0, 2.5, 4.0]])
+    np.testing.assert_array_equal(disjoint_networks(maps, maps > 0.5),
+                                  [[True, True, False, False], [False, False, True, True]])
 
 
 def test_null_is_the_refit_of_every_subject_under_each_shift(rng):
@@ -84,7 +89,7 @@ def test_null_is_the_refit_of_every_subject_under_each_shift(rng):
     Q = drift_basis(n, TR, None)
     Xr = atoms - Q @ (Q.T @ atoms)
     Xr /= Xr.std(0)
-    C = network_contrasts(networks)
+    C = network_contrasts(networks, "mean")
     ys = []
     for Y in data:
         R = Y - Q @ (Q.T @ Y)

@@ -50,7 +50,7 @@ def test_run_on_nifti_files_finds_the_planted_links(simulated, capsys):
     cfg = _write_yaml(folder / "study.yaml", {
         **COMMON,
         "fmri": {"images": images, "mask": "mask.nii.gz"},  # relative to the config file
-        "networks": {"atlases": ["smith10"], "n_permutations": 300},
+        "networks": {"atlases": ["smith10"]},  # the default stimulus test and its 5000 draws
         "out": "../../result",
     })
     assert main(["run", str(cfg), "--quiet"]) == 0

@@ -5,10 +5,12 @@ activity beyond the other atoms and the nuisance regressors, more than the same
 atom would with its lock to the story broken. Per subject ``s`` and network ``n``:
 
 1. the fMRI's drifts and confounds are projected out and each voxel is standardised;
-   the network's *contrast time series* is the mean over the network's voxels minus
-   the mean over the other voxels of the mask, ``y_sn = Y_s c_n``. Every score used
-   here is linear in the map, so this is the unthresholded atom map's mean inside the
-   network minus outside, computed without ever forming the maps;
+   the network's time series is the mean over the network's voxels (``network_score
+   "mean"``, default; ``"contrast"``: minus the mean over the other voxels of the
+   mask), ``y_sn = Y_s c_n``. The score is linear in the map, so this is the
+   unthresholded atom map's mean inside the network, computed without ever forming
+   the maps; networks are made disjoint first (each voxel to the network with the
+   highest value, as the atlas's label image shows them);
 2. the atoms (drifts and confounds projected out too) are regressed together on
    ``y_sn``; the atom's **unique contribution** is its partial coefficient
    ``b_snj = r_j' y_sn / r_j' r_j``, with ``r_j`` the part of atom ``j`` that the other
@@ -52,10 +54,13 @@ from ..encoding.inference import (
 )
 from ..errors import ConfigError, ShapeError, check_choice
 
-__all__ = ["CONTRIBUTIONS", "network_contrasts", "network_time_series", "stimulus_association"]
+__all__ = ["CONTRIBUTIONS", "NETWORK_SCORES", "disjoint_networks", "network_contrasts", "network_time_series",
+           "stimulus_association"]
 
 #: What the atom is credited with: its partial effect, or its marginal effect.
 CONTRIBUTIONS = ("unique", "marginal")
+#: Continuous network scores of an unthresholded map (both linear in the map).
+NETWORK_SCORES = ("mean", "contrast")
 
 
 def _orthonormal(N: np.ndarray) -> np.ndarray:
@@ -64,28 +69,63 @@ def _orthonormal(N: np.ndarray) -> np.ndarray:
     return q[:, d > 1e-10 * max(d.max(), 1e-300)]
 
 
-def network_contrasts(networks) -> np.ndarray:
-    """Contrast weights "mean inside the network minus mean outside", one column per network.
+def network_contrasts(networks, score: str = "mean") -> np.ndarray:
+    """Voxel weights of the network scores, one column per network.
 
     Parameters
     ----------
     networks : array of shape (n_networks, n_voxels), bool
+    score : {"mean", "contrast"}
+        ``"mean"``: the mean inside the network (``1 / |inside|`` inside, 0 elsewhere).
+        ``"contrast"``: the mean inside minus the mean over every other mask voxel; an
+        atom that drives one network then lowers the contrast of every other network
+        (its signal sits in their "outside"), so with strong signals every network
+        but the driven one comes out "deactivated".
 
     Returns
     -------
     C : ndarray of shape (n_voxels, n_networks)
-        ``1 / |inside|`` inside, ``-1 / |outside|`` outside; a network with no voxel
-        (or covering the whole mask) gets a column of zeros.
+        A network with no voxel (or, for ``"contrast"``, covering the whole mask) gets
+        a column of zeros.
     """
+    check_choice("network_score", score, NETWORK_SCORES)
     networks = np.asarray(networks, dtype=bool)
     if networks.ndim != 2:
         raise ShapeError(f"'networks' must have shape (n_networks, n_voxels); got shape {networks.shape}.")
     inside = networks.sum(1).astype(np.float64)
     outside = networks.shape[1] - inside
+    if score == "mean":
+        C = np.where(networks, 1.0 / np.maximum(inside, 1)[:, None], 0.0)
+        return C.T
     ok = (inside > 0) & (outside > 0)
     C = np.where(networks, 1.0 / np.maximum(inside, 1)[:, None], -1.0 / np.maximum(outside, 1)[:, None])
     C[~ok] = 0.0
     return C.T
+
+
+def disjoint_networks(maps, masks) -> np.ndarray:
+    """Each voxel to at most one network: the one with the highest value where masks overlap.
+
+    Parameters
+    ----------
+    maps : array of shape (n_networks, n_voxels)
+        Network values (a map atlas's z, or 0/1 labels).
+    masks : array of shape (n_networks, n_voxels), bool
+
+    Returns
+    -------
+    ndarray of shape (n_networks, n_voxels), bool
+        The networks as the atlas's label image shows them.
+    """
+    masks = np.asarray(masks, dtype=bool)
+    if masks.shape[0] == 0:
+        return masks
+    scored = np.where(masks, np.asarray(maps, dtype=np.float64), -np.inf)
+    best = np.argmax(scored, axis=0)
+    out = np.zeros_like(masks)
+    covered = masks.any(0)
+    out[best[covered], np.flatnonzero(covered)] = True
+    return out
 
 
 def _nuisance_basis(n_volumes: int, tr: float, highpass_cutoff, confounds) -> np.ndarray:
@@ -146,9 +186,9 @@ def _unique_parts(X: np.ndarray, contribution: str) -> tuple[np.ndarray, np.ndar
 def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None, atlas_names=None,
                          confounds=None, highpass_cutoff: float | None = 128.0, null: str = "phase",
                          n_permutations: int = 5000, min_shift: int | None = None,
-                         contribution: str = "unique", group_effects: str = "auto",
+                         contribution: str = "unique", network_score: str = "mean", group_effects: str = "auto",
                          min_subjects_random: int = MIN_SUBJECTS_RANDOM_EFFECTS, alpha: float = 0.05,
-                         atom_names=None, batch_size: int = 256, random_state=None, progress=None,
+                         min_effect: float = 0.0, min_relative_effect: float = 0.0, atom_names=None, batch_size: int = 256, random_state=None, progress=None,
                          cancel=None):
     """Test every atom × network for a drive of the network by the atom's time course.
 
@@ -177,6 +217,10 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
         test (p, q NaN, nothing associated).
     min_shift : int, optional
         For ``null="shift"`` (default ``n_volumes // 10``).
+    network_score : {"mean", "contrast"}, default "mean"
+        The continuous score of the unthresholded map: its mean inside the network, or
+        inside minus outside (:func:`network_contrasts`). Networks should not overlap
+        (:func:`disjoint_networks`), or an effect in shared voxels counts for each.
     contribution : {"unique", "marginal"}, default "unique"
         ``"unique"``: the atom's partial effect beyond the other atoms and the nuisance;
         ``"marginal"``: its effect beyond the nuisance alone (atoms overlap: a network is
@@ -187,6 +231,15 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
         ``min_subjects_random`` subjects.
     alpha : float
         FDR level.
+    min_effect : float, default 0.0
+        An association also needs ``|effect| >= min_effect`` (SD of the network's mean
+        voxel per SD of the atom).
+    min_relative_effect : float, default 0.0
+        An association also needs ``|effect|`` at least this fraction of the atom's
+        largest ``|effect|`` over the networks of the same atlas: a network the atom's
+        signal reaches only as a spill from its main network (overlapping templates,
+        spatial smoothness) is not called a link. Both rules only remove declarations,
+        so the FDR control of the test is kept.
     atom_names : list, optional
     batch_size : int
         Null draws per matrix product.
@@ -209,6 +262,7 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
 
     check_choice("null", null, NULLS)
     check_choice("contribution", contribution, CONTRIBUTIONS)
+    check_choice("network_score", network_score, NETWORK_SCORES)
     if isinstance(n_permutations, bool) or not isinstance(n_permutations, (int, np.integer)) or n_permutations < 0:
         raise ConfigError(f"'n_permutations' must be an integer >= 0; {n_permutations!r} was provided.")
     if not 0 < alpha < 1:
@@ -243,7 +297,7 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
         raise ShapeError("An atom is constant once drifts and confounds are removed; it cannot be tested.")
     Xr = Xr / sd
     R, norm2 = _unique_parts(Xr, contribution)
-    C = network_contrasts(networks)
+    C = network_contrasts(networks, network_score)
     stage = "networks: stimulus null"
     ys = []
     for s, Y in enumerate(Ys):
@@ -331,7 +385,13 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
             q_hi[:, cols], q_lo[:, cols] = q[0], q[1]
     null_desc = ("phase randomisation (the same random phases for every atom and subject)" if null == "phase"
                  else "circular shifts (the same shift for every atom and subject)")
-    test = f"stimulus-{null}/{contribution}/{method}-effects"
+    test = f"stimulus-{null}/{contribution}/{network_score}/{method}-effects"
+    strong = np.abs(effect) >= min_effect
+    if min_relative_effect > 0:
+        for atlas in dict.fromkeys(atlas_names):
+            cols = np.array([a == atlas for a in atlas_names])
+            peak = np.abs(effect[:, cols]).max(1, keepdims=True)
+            strong[:, cols] &= np.abs(effect[:, cols]) >= min_relative_effect * peak
     frames = []
     for direction, p, q in (("activated", p_hi, q_hi), ("deactivated", p_lo, q_lo)):
         frames.append(pd.DataFrame({
@@ -343,7 +403,7 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
             "effect": effect.ravel(),
             "p": p.ravel(),
             "q": q.ravel(),
-            "associated": (np.nan_to_num(q, nan=1.0) < alpha).ravel() if tested else False,
+            "associated": ((np.nan_to_num(q, nan=1.0) < alpha) & strong).ravel() if tested else False,
             "test": test,
         }))
     table = pd.concat(frames, ignore_index=True)
@@ -352,12 +412,16 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
     stat_desc = ("the one-sample t over subjects" if method == "random" else "the mean over subjects")
     criterion = (
         f"associated = q < {alpha:g}, Benjamini-Hochberg FDR over atoms x networks x both directions of "
-        f"one atlas; statistic = {stat_desc} of each atom's {contribution} coefficient on the network "
-        f"contrast time series (mean of the standardised voxels inside the network minus outside; drifts "
-        f"and confounds removed); p = (1 + #null >= observed) / (1 + {used}) one-sided, from {used} draws "
+        f"one atlas; statistic = {stat_desc} of each atom's {contribution} coefficient on the network's "
+        f"time series ({'mean of the standardised voxels inside the network' if network_score == 'mean' else 'mean of the standardised voxels inside the network minus outside'}; drifts "
+        f"and confounds removed)"
+        + (f"; and |effect| >= {min_effect:g}" if min_effect > 0 else "")
+        + (f"; and |effect| >= {min_relative_effect:g} x the atom's largest |effect| in the atlas"
+           if min_relative_effect > 0 else "")
+        + f"; p = (1 + #null >= observed) / (1 + {used}) one-sided, from {used} draws "
         f"of {null_desc}, each re-estimating every subject's effects."
         if tested else "no test (n_permutations = 0): nothing associated.")
     table.attrs.update({"criterion": criterion, "n_permutations": used, "null": null if tested else "none",
                         "group_effects": method, "contribution": contribution, "alpha": alpha,
-                        "n_subjects": S, "test": test})
+                        "n_subjects": S, "test": test, "network_score": network_score})
     return table

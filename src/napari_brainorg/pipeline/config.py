@@ -179,6 +179,10 @@ class NetworksConfig(_Section):
     contribution: Literal["unique", "marginal"] = Field("unique", description=(
         "'unique': the atom's effect beyond the other atoms and the nuisance regressors (partial coefficient); "
         "'marginal': beyond the nuisance alone."))
+    network_score: Literal["mean", "contrast"] = Field("mean", description=(
+        "Continuous network score of the unthresholded map tested by the stimulus test: its mean inside the "
+        "network ('mean'; networks made disjoint, each voxel to its highest network) or inside minus outside "
+        "('contrast': a strong driver of one network then lowers every other network's score)."))
     map_stat: Literal["z", "coef"] = Field("z", description=(
         "Map thresholded for display and for the descriptive overlap columns (and the 'spatial' test): the group "
         "z map (z) or the mean coefficient map (coef)."))
@@ -192,6 +196,13 @@ class NetworksConfig(_Section):
         "tests), 500 for the spatial test. 0: no test."))
     alpha: float = Field(0.05, gt=0, lt=1)
     min_score: float = Field(0.1, ge=0, description="With test 'spatial', an association also needs at least this score.")
+    min_effect: float = Field(0.05, ge=0, description=(
+        "With test 'stimulus', an association also needs |effect| >= this: the atom moves the network's mean "
+        "voxel by at least this many SD per SD of the atom (0.05: 0.25 % of its variance)."))
+    min_relative_effect: float = Field(0.33, ge=0, le=1, description=(
+        "With test 'stimulus', an association also needs |effect| >= this fraction of the atom's largest |effect| "
+        "over the atlas's networks: a network reached only by spill from the atom's main network (overlapping "
+        "templates, smooth maps) is not called a link. Removing declarations keeps the FDR control."))
 
 
 class PipelineConfig(_Section):
@@ -322,7 +333,7 @@ def demo_config(out: str | Path, *, models: list[str] | None = None, quick: bool
     if quick:
         data["atoms"] = {"n_atoms": 16, "max_iter": 30}
         data["fmri"]["simulate"].update({"n_subjects": 2, "resolution_mm": 6.0})
-        data["networks"].update({"n_permutations": 300})
+        data["networks"].update({"n_permutations": 2000})
         data["encoding"] = {"n_folds": 3}
     return make_config(data, source="the demo configuration")
 

@@ -657,18 +657,19 @@ def _display_columns(maps, atlas, mask_img, part: str, nc) -> dict:
 def _stimulus_tables(ctx: _Context, data, group: dict, atoms: np.ndarray, atlases: dict, slug: str):
     import pandas as pd
 
-    from ..networks.association import stimulus_association
+    from ..networks.association import disjoint_networks, stimulus_association
 
     nc = ctx.config.networks
     ec = ctx.config.encoding
     confounds = _confounds(ctx)
     names = [(a, n) for a, atlas in atlases.items() for n in atlas.network_names]
-    networks = np.concatenate([atlas.masks() for atlas in atlases.values()])
+    networks = np.concatenate([disjoint_networks(atlas.maps, atlas.masks()) for atlas in atlases.values()])
     n_perm = 5000 if nc.n_permutations is None else nc.n_permutations
     table = stimulus_association(
         atoms, data.data, networks, tr=ctx.config.story.tr, network_names=[n for _, n in names],
         atlas_names=[a for a, _ in names], confounds=None if confounds is None else confounds.to_numpy(),
         highpass_cutoff=ec.highpass_cutoff, null=nc.null, n_permutations=n_perm, contribution=nc.contribution,
+        network_score=nc.network_score, min_effect=nc.min_effect, min_relative_effect=nc.min_relative_effect,
         group_effects=ec.group_effects, min_subjects_random=ec.min_subjects_random, alpha=nc.alpha,
         random_state=ctx.config.seed, progress=ctx.progress, cancel=ctx.cancel)
     maps = group["z"] if nc.map_stat == "z" else group["coef"]
@@ -685,6 +686,7 @@ def _stimulus_tables(ctx: _Context, data, group: dict, atoms: np.ndarray, atlase
     criterion = {"test": table.attrs["test"], "criterion": table.attrs["criterion"],
                  "n_permutations": table.attrs["n_permutations"], "null": table.attrs["null"],
                  "group_effects": table.attrs["group_effects"], "contribution": table.attrs["contribution"],
+                 "network_score": nc.network_score, "networks": "disjoint (each voxel to its highest network)",
                  "fdr_family": "atoms x networks x both directions, per atlas and model",
                  "display_threshold": {"map": nc.map_stat, "threshold": nc.threshold},
                  "confounds": [] if confounds is None else list(confounds.columns)}
