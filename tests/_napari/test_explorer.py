@@ -150,8 +150,15 @@ def test_networks_colours_names_and_toggling(make_napari_viewer, qtbot, tiny_res
     # shown on a 2 mm grid (each 4 mm voxel split in 8, same world positions)
     up, _ = L.upsample_labels(truth["atlas"].astype(np.int32), truth["affine"])
     np.testing.assert_array_equal(layer.data, up.transpose(2, 1, 0))
-    # atlas colours
-    np.testing.assert_allclose(layer.colormap.map(np.array([7]))[0, :3], np.array([205, 62, 78]) / 255, atol=1e-3)
+    # outline colours that no map value takes: far from every colour of the atom map's
+    # diverging colormap (blue-cyan, red-yellow) and of the R² colormap
+    map_colours = np.vstack([L.diverging_threshold_colormap(2.3, 8.0).map(np.linspace(0, 1, 401)),
+                             L.sequential_threshold_colormap().map(np.linspace(0, 1, 401))])
+    map_colours = map_colours[map_colours[:, 3] > 0.5, :3]
+    outline = layer.colormap.map(np.arange(1, 8))[:, :3]
+    distance = np.linalg.norm(outline[:, None, :] - map_colours[None], axis=2).min(1)
+    assert distance.min() > 0.25, distance
+    assert layer.contour > 0  # drawn as outlines
     # the name under the mouse: napari's status for a Default-network voxel
     i, j, k = np.argwhere(truth["atlas"] == 7)[5]
     world = L.world_of_voxel(truth["affine"], (i, j, k))
@@ -228,15 +235,14 @@ def test_screenshot_shows_the_overlay_on_the_template(make_napari_viewer, qtbot,
     _, hot_high, cold_high = _colour_classes(viewer.screenshot(canvas_only=True, flash=False))
     assert hot_high.sum() + cold_high.sum() < 0.5 * (hot.sum() + cold.sum())
 
-    # with the network outlines (atlas colours) on, for the record
+    # with the network outlines (colours no map value takes) on, for the record
     explorer.threshold_slider.setValue(3.0)
     networks.visible = True
     qtbot.wait(50)
     full = viewer.screenshot(canvas_only=True, flash=False)
     iio.imwrite(artifacts_dir / "napari_atom1_networks.png", full)
-    default_rgb = np.array([205, 62, 78])
-    somato_rgb = np.array([70, 130, 180])
-    for rgb in (default_rgb, somato_rgb):
+    colours = networks.colormap.map(np.array([7, 2]))[:, :3]
+    for rgb in np.round(255 * colours).astype(int):
         close = np.abs(full[..., :3].astype(int) - rgb).max(-1) < 40
         assert close.sum() > 20, f"no outline in colour {rgb}"
 

@@ -86,7 +86,11 @@ def test_pipeline_widget_on_tiny_data_shows_the_result(make_napari_viewer, qtbot
     atom_map = roles["atom_map"]
     maps = result.atom_maps(result.models[0], stat="z")
     assert maps.shape[3] == 4
-    np.testing.assert_allclose(atom_map.data, np.nan_to_num(np.asarray(maps.dataobj)[..., 0]).T, atol=1e-6)
+    # atom 0's map, shown inside the MNI brain only
+    inside = L.inside_mni_brain(maps.affine, maps.shape[:3])
+    expected = np.where(inside, np.nan_to_num(np.asarray(maps.dataobj)[..., 0]), 0.0)
+    assert 0.1 < inside.mean() < 0.9  # the brain fills part of the grid's box
+    np.testing.assert_allclose(atom_map.data, expected.T, atol=1e-6)
     np.testing.assert_allclose(atom_map.affine.affine_matrix, L.napari_affine(maps.affine))
     # the explorer was docked and follows the new result
     explorers = [w for w in viewer.window.dock_widgets.values() if isinstance(w, AtomExplorer)]

@@ -23,9 +23,11 @@ def _value_at_world(layer, world):
 
 
 def _read_one(path):
+    """The layer of ``path`` itself (a map or an atlas may come with the MNI template under it)."""
     reader = napari_get_reader(str(path))
     assert reader is not None, f"no reader for {path}"
-    (item,) = reader(str(path))
+    items = reader(str(path))
+    (item,) = [it for it in items if it[1]["metadata"].get("path") == str(path)]
     return Layer.create(*item)
 
 
@@ -99,13 +101,14 @@ def test_result_folder_reader(tiny_result, tmp_path):
     reader = napari_get_reader(str(path))
     items = reader(str(path))
     roles = [kw["metadata"][L.ROLE] for _, kw, _ in items]
-    assert roles == ["template", "networks", "r2", "atom_map"]
-    data, kwargs, kind = items[-1]
-    assert kind == "image" and kwargs["name"] == L.ATOM_MAP_NAME
-    np.testing.assert_allclose(data, truth["z"][..., 0].transpose(2, 1, 0))
+    assert roles == ["template", "r2", "atom_map", "networks"]
+    data, kwargs, kind = items[2]
+    assert kind == "image" and kwargs["name"] == "atom map: atom 0 of minilm (z)"
+    inside = L.inside_mni_brain(truth["affine"], truth["mask"].shape) & truth["mask"]
+    np.testing.assert_allclose(data, np.where(inside, truth["z"][..., 0], 0).transpose(2, 1, 0))
     vmax = float(np.abs(truth["z"][..., 0]).max())
     assert kwargs["contrast_limits"] == pytest.approx((-vmax, vmax))
-    labels, lkw, lkind = items[1]
+    labels, lkw, lkind = items[3]
     assert lkind == "labels"
     assert list(lkw["features"]["network"])[6] == "Default"
     # not ours: a folder without summary.json, a text file

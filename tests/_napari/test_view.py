@@ -68,8 +68,10 @@ def test_view_opens_the_result_with_the_explorer_docked(make_napari_viewer, qtbo
     assert isinstance(explorer, AtomExplorer) and isinstance(docked["Brain networks"], NetworksWidget)
     qtbot.waitUntil(lambda: explorer.atom == 2, timeout=30000)
     layer = L.find_layer(viewer, "atom_map")
-    np.testing.assert_allclose(layer.data, truth["z"][..., 2].T * truth["mask"].T, atol=1e-6)
-    assert [layer.metadata.get(L.ROLE) for layer in viewer.layers] == ["template", "r2", "atom_map", "networks"]
+    inside = L.inside_mni_brain(truth["affine"], truth["mask"].shape) & truth["mask"]
+    np.testing.assert_allclose(layer.data, truth["z"][..., 2].T * inside.T, atol=1e-6)
+    assert [layer.metadata.get(L.ROLE) for layer in viewer.layers] == [
+        "template", "r2", "atom_map", "networks", "orientation"]
 
 
 @pytest.mark.gui
@@ -85,5 +87,6 @@ def test_sample_data_reads_the_cached_demo(make_napari_viewer, tiny_result, monk
     viewer = make_napari_viewer()
     viewer.open_sample("napari-brainorg", "demo")
     roles = [layer.metadata.get(L.ROLE) for layer in viewer.layers]
-    assert roles == ["template", "networks", "r2", "atom_map"]
-    np.testing.assert_allclose(L.find_layer(viewer, "atom_map").data, truth["z"][..., 0].T, atol=1e-6)
+    assert roles == ["template", "r2", "atom_map", "networks", "orientation"]
+    inside = L.inside_mni_brain(truth["affine"], truth["mask"].shape) & truth["mask"]
+    np.testing.assert_allclose(L.find_layer(viewer, "atom_map").data, (truth["z"][..., 0] * inside).T, atol=1e-6)

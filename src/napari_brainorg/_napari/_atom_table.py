@@ -21,21 +21,51 @@ COLUMNS = (
     ("best_score", "best score"),
 )
 
+#: tooltip of each column's header
+HEADER_TIPS = {
+    "atom": "The atom's number in the dictionary (a temporal pattern shared by a group of ANs)",
+    "n_ans": "Number of artificial neurons (ANs) whose sparse code uses this atom",
+    "main_layers": "The model layers holding most of the atom's ANs",
+    "activated": "Networks the atom's positive map is associated with: network (statistic, q) — "
+                 "the statistic tested, its FDR q-value; hover a cell for p and the test",
+    "deactivated": "Networks the atom's negative map is associated with: network (statistic, q)",
+    "best_score": "The largest association statistic of the atom over all networks and both signs",
+}
 
-def _associated(result: ResultFolder, model: str, part: str, score: str = "overlap_rate") -> dict[int, str]:
+#: association statistic column, in order of preference (i7-inference's 'statistic' first)
+SCORE_COLUMNS = ("statistic", "overlap_rate", "overlap", "dice", "correlation")
+
+
+def association_score_column(table) -> str | None:
+    """The column holding the tested statistic of an association table (by name)."""
+    return next((c for c in SCORE_COLUMNS if c in table.columns), None)
+
+
+def _associated(result: ResultFolder, model: str, part: str) -> tuple[dict[int, str], dict[int, str]]:
+    """Per atom: the associated networks ``'atlas:network (stat, q)'`` and a detailed tooltip."""
     table = result.associations(model, part=part)
-    if table is None or not len(table):
-        return {}
+    if table is None or not len(table) or "associated" not in table.columns:
+        return {}, {}
     table = table[table["associated"].astype(bool)]
-    if score not in table.columns:
-        score = next((c for c in ("overlap_rate", "dice", "correlation") if c in table.columns), None)
+    score = association_score_column(table)
     out: dict[int, list[str]] = {}
+    tips: dict[int, list[str]] = {}
     order = table.sort_values(score, ascending=False) if score else table
-    for row in order.itertuples(index=False):
-        prefix = f"{row.atlas}:" if "atlas" in table.columns else ""
-        value = f" ({getattr(row, score):.2f})" if score else ""
-        out.setdefault(int(row.atom), []).append(f"{prefix}{row.network}{value}")
-    return {a: "; ".join(v) for a, v in out.items()}
+    for row in order.to_dict("records"):
+        prefix = f"{row['atlas']}:" if "atlas" in row else ""
+        bits = []
+        if score:
+            bits.append(f"{float(row[score]):.2f}")
+        if "q" in row:
+            bits.append(f"q {float(row['q']):.3f}")
+        out.setdefault(int(row["atom"]), []).append(f"{prefix}{row['network']} ({', '.join(bits)})")
+        test = row.get("test", row.get("p_method", ""))
+        detail = [f"{score} = {float(row[score]):.3f}" if score else "",
+                  f"p = {float(row['p']):.4f}" if "p" in row else "",
+                  f"q = {float(row['q']):.4f}" if "q" in row else "",
+                  f"test: {test}" if test else ""]
+        tips.setdefault(int(row["atom"]), []).append(f"{prefix}{row['network']}: " + ", ".join(d for d in detail if d))
+    return ({a: "; ".join(v) for a, v in out.items()}, {a: "\n".join(v) for a, v in tips.items()})
 
 
 def atom_rows(result: ResultFolder, model: str, n_atoms: int | None = None) -> pandas.DataFrame:
@@ -63,10 +93,13 @@ def atom_rows(result: ResultFolder, model: str, n_atoms: int | None = None) -> p
     rows["n_ans"] = table["n_ans"].fillna(0).astype(int) if "n_ans" in table else 0
     rows["main_layers"] = table["main_layers"].fillna("").astype(str) if "main_layers" in table else ""
     for part in ("activated", "deactivated"):
+        names, tips = _associated(result, model, part)
         column = f"networks_{part}"
-        if column in table:
-            rows[part] = table[column].fillna("").astype(str)
+        if names or column not in table:
+            # the association tables are the authority: statistic and q of each link
+            rows[part] = rows["atom"].map(names).fillna("")
         else:
-            rows[part] = rows["atom"].map(_associated(result, model, part)).fillna("")
+            rows[part] = table[column].fillna("").astype(str)
+        rows[f"{part}_tip"] = rows["atom"].map(tips).fillna("")
     rows["best_score"] = table["best_score"].fillna(0.0).astype(float) if "best_score" in table else np.nan
     return rows

@@ -22,7 +22,7 @@ def _style(ax) -> None:
     ax.set_facecolor(_FACE)
     for spine in ax.spines.values():
         spine.set_color(_FG)
-    ax.tick_params(colors=_FG, labelsize=7)
+    ax.tick_params(colors=_FG, labelsize=8.5)
     ax.xaxis.label.set_color(_FG)
     ax.yaxis.label.set_color(_FG)
 
@@ -39,12 +39,19 @@ class _BlitCanvas(FigureCanvasQTAgg):
         fig.subplots_adjust(left=0.14, right=0.98, bottom=0.25, top=0.86)
         _style(self.ax)
         # static: text is the slowest thing Agg draws, so nothing per atom is text
-        self.ax.set_title(title, fontsize=8, color=_FG, loc="left")
+        self.ax.set_title(title, fontsize=9, color=_FG, loc="left")
         self._background = None
         self.mpl_connect("draw_event", self._on_draw)
 
     def _animated(self) -> list:
         return []
+
+    def resizeEvent(self, event):  # noqa: N802 - Qt's name
+        # margins in pixels, not fractions: tick labels and axis titles stay inside a short plot
+        super().resizeEvent(event)
+        w, h = max(self.width(), 50), max(self.height(), 50)
+        self.figure.subplots_adjust(left=min(0.4, 52 / w), right=1 - min(0.2, 8 / w),
+                                    bottom=min(0.45, 36 / h), top=1 - min(0.3, 20 / h))
 
     def _on_draw(self, event) -> None:
         self._background = self.copy_from_bbox(self.figure.bbox)
@@ -83,13 +90,13 @@ class TimecourseCanvas(_BlitCanvas):
     def __init__(self, parent=None):
         super().__init__(parent, figsize=(4, 1.8),
                          title="time course (hover for the words of each volume)")
-        self.ax.set_xlabel("time (s)", fontsize=8)
-        self.ax.set_ylabel("atom", fontsize=8)
+        self.ax.set_xlabel("time (s)", fontsize=9)
+        self.ax.set_ylabel("atom (unit norm)", fontsize=9)
         (self.line,) = self.ax.plot([], [], color="#f5a623", lw=1.0, animated=True)
         self.cursor = self.ax.axvline(0.0, color="#7fd3ff", lw=0.8, visible=False, animated=True)
         self.words_text = self.ax.text(
             0.01, 0.97, "", transform=self.ax.transAxes, va="top", ha="left",
-            fontsize=7, color=_FG, clip_on=True, animated=True,
+            fontsize=8.5, color=_FG, clip_on=True, animated=True,
         )
         self.tr = 1.0
         self.words: list[str] = []
@@ -158,8 +165,8 @@ class LayerHistogramCanvas(_BlitCanvas):
 
     def __init__(self, parent=None):
         super().__init__(parent, figsize=(4, 1.6), title="member ANs per layer")
-        self.ax.set_xlabel("layer", fontsize=8)
-        self.ax.set_ylabel("ANs", fontsize=8)
+        self.ax.set_xlabel("layer", fontsize=9)
+        self.ax.set_ylabel("ANs", fontsize=9)
         self.bars = None
         self.layer_names: list[str] = []
 
@@ -176,7 +183,7 @@ class LayerHistogramCanvas(_BlitCanvas):
         for bar in self.bars:
             bar.set_animated(True)
         step = max(1, len(x) // 12)
-        self.ax.set_xticks(x[::step], [self.layer_names[i] for i in x[::step]], fontsize=7)
+        self.ax.set_xticks(x[::step], [self.layer_names[i] for i in x[::step]], fontsize=8.5)
         if len(x):
             self.ax.set_xlim(-0.6, len(x) - 0.4)
         top = float(np.max(counts)) if counts is not None and np.size(counts) else 1.0

@@ -19,19 +19,22 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
+    QHBoxLayout,
     QHeaderView,
     QLabel,
+    QListWidget,
     QPushButton,
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 from superqt import QLabeledDoubleSlider
 
 from . import layers as _layers
-from ._atom_table import COLUMNS, atom_rows
+from ._atom_table import COLUMNS, HEADER_TIPS, atom_rows
 from ._plots import LayerHistogramCanvas, TimecourseCanvas
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,6 +55,7 @@ class ExplorerState:
     layer_hist: pandas.DataFrame | None  # k rows x layer columns
     rows: pandas.DataFrame
     words: list[str]
+    top_words: pandas.DataFrame | None = None
 
 
 def load_state(path: str | Path, model: str | None = None, stat: str = "z") -> ExplorerState:
@@ -66,9 +70,10 @@ def load_state(path: str | Path, model: str | None = None, stat: str = "z") -> E
     maps = _layers.AtomMaps.from_result(result, model, stat=stat)
     timecourses = result.atom_timecourses(model)
     rows = atom_rows(result, model, n_atoms=maps.n_atoms)
+    top = result.top_words(model) if hasattr(result, "top_words") else None
     return ExplorerState(result=result, model=model, maps=maps, timecourses=timecourses,
                          layer_hist=result.layer_histogram(model), rows=rows,
-                         words=result.words_per_volume())
+                         words=result.words_per_volume(), top_words=top)
 
 
 class _SortableItem(QTableWidgetItem):
@@ -116,7 +121,8 @@ class AtomExplorer(QWidget):
         # a fixed height: new text for each atom must not re-lay-out the whole panel
         self.atom_label.setFixedHeight(2 * self.atom_label.fontMetrics().lineSpacing() + 4)
         self.atom_label.setAlignment(Qt.AlignLeft | Qt.AlignTop)
-        self.open_button = QPushButton("Open result folder…")
+        self.open_button = QPushButton("Open…")
+        self.open_button.setToolTip("Open a napari-brainorg result folder")
         self.open_button.clicked.connect(self._choose_folder)
         self.model_combo = QComboBox()
         self.model_combo.activated.connect(self._on_model_chosen)
@@ -133,26 +139,67 @@ class AtomExplorer(QWidget):
         self.r2_slider.setDecimals(3)
         self.r2_slider.valueChanged.connect(self.set_r2_threshold)
 
+        self.convention_combo = QComboBox()
+        self.convention_combo.addItems(["neurological (R on right)", "radiological (R on left)"])
+        self.convention_combo.setToolTip("Which side of the screen shows the subject's right")
+        from . import display
+
+        self.convention_combo.setCurrentIndex(display.CONVENTIONS.index(display.convention()))
+        self.convention_combo.activated.connect(self._on_convention_chosen)
+
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels([h for _, h in COLUMNS])
+        for c, (column, _) in enumerate(COLUMNS):
+            self.table.horizontalHeaderItem(c).setToolTip(HEADER_TIPS.get(column, ""))
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.Interactive)
         self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.horizontalHeader().setSortIndicator(0, Qt.AscendingOrder)
+        self.table.verticalHeader().setDefaultSectionSize(self.table.fontMetrics().height() + 6)
+        self.table.setWordWrap(False)
         self.table.setSortingEnabled(True)
         self.table.itemSelectionChanged.connect(self._on_row_selected)
 
         self.timecourse = TimecourseCanvas(self)
         self.histogram = LayerHistogramCanvas(self)
+        self.timecourse.setMinimumHeight(90)
+        self.histogram.setMinimumHeight(90)
+        self.top_up = QListWidget()
+        self.top_down = QListWidget()
+        for lst, tip in ((self.top_up, "Words whose word-level response of this atom is highest"),
+                         (self.top_down, "Words whose word-level response of this atom is lowest")):
+            lst.setToolTip(tip)
+            lst.setWordWrap(True)
+            lst.setAlternatingRowColors(True)
+        words_page = QWidget()
+        words_layout = QHBoxLayout(words_page)
+        words_layout.setContentsMargins(0, 0, 0, 0)
+        for title, lst in (("most activate", self.top_up), ("most suppress", self.top_down)):
+            column = QVBoxLayout()
+            column.addWidget(QLabel(f"<b>{title}</b>"))
+            column.addWidget(lst, 1)
+            words_layout.addLayout(column)
+        self.lower_tabs = QTabWidget()
+        self.lower_tabs.addTab(self.histogram, "layers")
+        self.lower_tabs.addTab(words_page, "top words")
 
+        top_row = QHBoxLayout()
+        top_row.addWidget(QLabel("model"))
+        top_row.addWidget(self.model_combo, 1)
+        top_row.addWidget(QLabel("map"))
+        top_row.addWidget(self.stat_combo)
         form = QFormLayout()
-        form.addRow("model", self.model_combo)
-        form.addRow("map", self.stat_combo)
+        form.setContentsMargins(0, 0, 0, 0)
+        form.setVerticalSpacing(2)
+        form.addRow(top_row)
         form.addRow("|map| ≥", self.threshold_slider)
         form.addRow("R² >", self.r2_slider)
+        form.addRow("view", self.convention_combo)
         splitter = QSplitter(Qt.Vertical)
+        splitter.setChildrenCollapsible(False)
         splitter.addWidget(self.table)
         plots = QWidget()
         plots_layout = QVBoxLayout(plots)
@@ -160,10 +207,18 @@ class AtomExplorer(QWidget):
         plots_layout.addWidget(self.atom_label)
         plots_layout.addWidget(self.timecourse, 1)
         splitter.addWidget(plots)
-        splitter.addWidget(self.histogram)
+        splitter.addWidget(self.lower_tabs)
+        splitter.setStretchFactor(0, 3)
+        splitter.setStretchFactor(1, 2)
+        splitter.setStretchFactor(2, 2)
+        self.splitter = splitter
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.header, 1)
+        buttons.addWidget(self.open_button)
         layout = QVBoxLayout(self)
-        layout.addWidget(self.header)
-        layout.addWidget(self.open_button)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.setSpacing(3)
+        layout.addLayout(buttons)
         layout.addLayout(form)
         layout.addWidget(splitter, 1)
         self._set_enabled(False)
@@ -195,8 +250,11 @@ class AtomExplorer(QWidget):
             self.failed.emit(str(exc))
 
     def set_result(self, path: str | Path, model: str | None = None, stat: str | None = None) -> None:
-        """Load a result's atoms in a worker thread; :attr:`loaded` fires when ready."""
-        from superqt.utils import create_worker
+        """Load a result's atoms in a worker thread; :attr:`loaded` fires when ready.
+
+        What is shown stays usable until the new state is ready.
+        """
+        from ._tasks import run_in_thread
 
         stat = stat or self.stat_combo.currentText()
         key = (str(path), model, stat)
@@ -204,12 +262,46 @@ class AtomExplorer(QWidget):
             return
         self._loading = key
         self.header.setText(f"Loading {Path(path).name} …")
-        self._set_enabled(False)
-        worker = create_worker(load_state, str(path), model, stat, _start_thread=False, _ignore_errors=True)
-        worker.returned.connect(lambda state, key=key: self._on_loaded(state, key))
-        worker.errored.connect(lambda exc, key=key: self._on_load_error(exc, key))
-        self._worker = worker
-        worker.start()
+        if self.state is None:
+            self._set_enabled(False)
+        self._worker = run_in_thread(load_state, str(path), model, stat, owner=self, name="atom explorer",
+                                     on_done=lambda state, key=key: self._on_loaded(state, key),
+                                     on_error=lambda exc, key=key: self._on_load_error(exc, key))
+
+    def switch_model(self, model: str) -> None:
+        """Show another model of the same result: its atoms and layers are read in a thread,
+        and swapped in together (the current view stays until then)."""
+        from ._tasks import run_in_thread
+
+        if self.state is None:
+            return
+        path = str(self.state.result.path)
+        stat = self.stat_combo.currentText()
+        key = (path, model, stat)
+        self._loading = key
+        self.header.setText(f"Loading {model} …")
+
+        def load():
+            return load_state(path, model, stat), _layers.result_layer_data(path, model, stat=stat)
+
+        def done(value, key=key):
+            from napari.layers import Layer
+
+            if self._loading != key:
+                return
+            state, items = value
+            self._own_layer = True
+            try:
+                _layers.replace_result_layers(self.viewer, [Layer.create(*item) for item in items])
+            finally:
+                self._own_layer = False
+            layer = _layers.find_layer(self.viewer, "atom_map")
+            if layer is not None:
+                layer.metadata["atom"] = 0
+            self._on_loaded(state, key)
+
+        self._worker = run_in_thread(load, owner=self, name="model switch", on_done=done,
+                                     on_error=lambda exc, key=key: self._on_load_error(exc, key))
 
     def _on_load_error(self, exc: Exception, key) -> None:
         from napari.utils.notifications import show_error
@@ -269,10 +361,14 @@ class AtomExplorer(QWidget):
                     item.setData(Qt.UserRole + 1, float(value) if not np.isnan(value) else -np.inf)
                 else:
                     item = _SortableItem(str(value))
-                    item.setToolTip(str(value))
+                    tip = getattr(row, f"{column}_tip", "") if column in ("activated", "deactivated") else ""
+                    item.setToolTip(tip or str(value))
                 item.setData(Qt.UserRole, int(row.atom))
                 self.table.setItem(r, c, item)
         self.table.setSortingEnabled(True)
+        self.table.resizeColumnsToContents()
+        for c in range(self.table.columnCount()):  # long network lists: cut, full text in the tooltip
+            self.table.setColumnWidth(c, min(self.table.columnWidth(c), 220))
         self.table.blockSignals(False)
 
     # -- following the viewer's layers ---------------------------------------------------
@@ -324,8 +420,22 @@ class AtomExplorer(QWidget):
         if state.layer_hist is not None and atom in state.layer_hist.index:
             self.histogram.set_counts(state.layer_hist.loc[atom].to_numpy(), atom)
         self.atom_label.setText(self._describe(atom))
+        self._show_top_words(atom)
         self._select_row_of(atom)
         self.atom_shown.emit(int(atom))
+
+    def _show_top_words(self, atom: int) -> None:
+        top = self.state.top_words if self.state is not None else None
+        for lst in (self.top_up, self.top_down):
+            lst.clear()
+        if top is None or not len(top):
+            self.top_up.addItem("(no top_words.tsv in this result)")
+            return
+        rows = top[top["atom"] == atom]
+        for direction, lst in (("activate", self.top_up), ("suppress", self.top_down)):
+            part = rows[rows["direction"] == direction].sort_values("rank")
+            for r in part.to_dict("records"):
+                lst.addItem(f"{r['word']}  ({r['response']:+.2f}, {r['onset']:.1f} s)\n   …{r['context']}…")
 
     def _describe(self, atom: int) -> str:
         rows = self.state.rows
@@ -355,6 +465,7 @@ class AtomExplorer(QWidget):
             return
         self.table.blockSignals(True)
         self.table.selectRow(row)
+        self.table.scrollToItem(self.table.item(row, 0))
         self.table.blockSignals(False)
 
     def _on_row_selected(self) -> None:
@@ -378,17 +489,24 @@ class AtomExplorer(QWidget):
             self.threshold_slider.blockSignals(False)
 
     def set_r2_threshold(self, value: float) -> None:
-        """Hide R² at or under ``value`` in the R² layer (live)."""
+        """Hide R² at or under ``value`` in the R² layer (live); moving it shows the layer."""
         layer = self._r2_layer()
         if layer is not None:
             _layers.set_r2_threshold(layer, float(value))
+            if not layer.visible:
+                layer.visible = True
 
     def _on_model_chosen(self, index: int) -> None:
         if self.state is None:
             return
         model = self.model_combo.itemText(index)
         if model and model != self.state.model:
-            self.open_result(self.state.result.path, model)
+            self.switch_model(model)
+
+    def _on_convention_chosen(self, index: int) -> None:
+        from . import display
+
+        display.set_convention(display.CONVENTIONS[index], self.viewer)
 
     def _on_stat_chosen(self, index: int) -> None:
         if self.state is None:

@@ -51,11 +51,17 @@ RESULT = "brainorg_result"
 MODEL = "brainorg_model"
 
 TEMPLATE_NAME = "MNI template"
-ATOM_MAP_NAME = "atom map"
+ATOM_MAP_NAME = "atom map"  # prefix of every atom-map layer's name (see atom_map_name)
 DEFAULT_Z_THRESHOLD = 2.3
 DEFAULT_R2_THRESHOLD = 0.05
 
 _REVERSE = np.eye(4)[[2, 1, 0, 3]]
+
+
+def atom_map_name(model: str | None, atom: int, stat: str) -> str:
+    """The atom-map layer's name: which atom of which model, and what its values are."""
+    what = "z" if stat == "z" else "coefficient"
+    return f"{ATOM_MAP_NAME}: atom {int(atom)} of {model or 'model'} ({what})"
 
 
 # -- NIfTI -> (data, affine) ------------------------------------------------------
@@ -206,6 +212,48 @@ def visible_fraction(layer, values: np.ndarray) -> np.ndarray:
     return layer.colormap.map(np.clip(norm, 0.0, 1.0).ravel())[:, 3].reshape(np.shape(values))
 
 
+# -- the brain: maps are shown inside it only -------------------------------------------
+
+_BRAIN_CACHE: dict = {}
+
+
+def inside_mni_brain(nifti_affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """Which voxels of a grid have their centre inside the MNI152 brain mask.
+
+    Parameters
+    ----------
+    nifti_affine : ndarray of shape (4, 4)
+        The grid's voxel-to-world (MNI mm) affine.
+    shape : (nx, ny, nz)
+
+    Returns
+    -------
+    ndarray of shape (nx, ny, nz), bool
+        Looked up at the nearest 2 mm mask voxel; ``True`` everywhere when the grid is
+        not in MNI space (no voxel centre of it falls in the mask's box).
+    """
+    import nibabel as nib
+
+    from ..datasets import mni_mask_path
+
+    key = (np.asarray(nifti_affine, float).round(6).tobytes(), tuple(int(n) for n in shape))
+    if key in _BRAIN_CACHE:
+        return _BRAIN_CACHE[key]
+    mask_img = nib.load(mni_mask_path())
+    brain = np.asarray(mask_img.dataobj) > 0
+    ijk = np.indices(shape).reshape(3, -1)
+    world = np.asarray(nifti_affine, float) @ np.vstack([ijk, np.ones(ijk.shape[1])])
+    mijk = np.rint(np.linalg.inv(mask_img.affine) @ world)[:3].astype(np.int64)
+    inside_box = np.all((mijk >= 0) & (mijk < np.array(brain.shape)[:, None]), axis=0)
+    out = np.zeros(ijk.shape[1], bool)
+    out[inside_box] = brain[tuple(mijk[:, inside_box])]
+    out = out.reshape(shape) if inside_box.any() else np.ones(shape, bool)
+    if len(_BRAIN_CACHE) > 8:
+        _BRAIN_CACHE.clear()
+    _BRAIN_CACHE[key] = out
+    return out
+
+
 # -- atom maps: precomputed once, shown in place -------------------------------------
 
 
@@ -249,7 +297,7 @@ class AtomMaps:
         return int(self.values.shape[0])
 
     @classmethod
-    def from_images(cls, maps_img, mask_img=None, stat: str = "z") -> AtomMaps:
+    def from_images(cls, maps_img, mask_img=None, stat: str = "z", clip_to_brain: bool = True) -> AtomMaps:
         """Build from a 4D map image (one volume per atom) and an optional mask.
 
         Parameters
@@ -259,6 +307,9 @@ class AtomMaps:
             Voxels outside it are never shown; without one, every voxel that is
             non-zero in some atom's map is kept.
         stat : str
+        clip_to_brain : bool
+            Keep only voxels whose centre lies in the MNI152 brain
+            (:func:`inside_mni_brain`): a coarse data mask spills past the template.
         """
         data = np.asarray(maps_img.dataobj, dtype=np.float32)
         if data.ndim == 3:
@@ -276,6 +327,8 @@ class AtomMaps:
                 )
         else:
             mask = np.any(data != 0, axis=3)
+        if clip_to_brain:
+            mask = mask & inside_mni_brain(maps_img.affine, spatial)
         i, j, k = np.nonzero(mask)
         values = np.ascontiguousarray(data[i, j, k, :].T)  # (k_atoms, n_voxels)
         np.nan_to_num(values, copy=False)
@@ -344,6 +397,9 @@ def show_atom(layer, maps: AtomMaps, atom: int, threshold: float | None = None) 
     meta["atom"] = int(atom)
     meta["stat"] = maps.stat
     layer.data = volume
+    name = atom_map_name(meta.get(MODEL), atom, maps.stat)
+    if layer.name != name:
+        layer.name = name
     if meta.get("color_limit") != limit:
         meta["color_limit"] = limit
         layer.contrast_limits_range = (-limit, limit)
@@ -362,13 +418,14 @@ def ensure_atom_map_layer(viewer: napari.Viewer, maps: AtomMaps, result_path, mo
         threshold = maps.default_threshold()
     limit = float(maps.color_limit)
     layer = viewer.add_image(
-        maps.volume(atom), name=ATOM_MAP_NAME, affine=maps.affine, axis_labels=WORLD_AXES,
+        maps.volume(atom), name=atom_map_name(model, atom, maps.stat), affine=maps.affine, axis_labels=WORLD_AXES,
         colormap=diverging_threshold_colormap(threshold, limit), contrast_limits=(-limit, limit),
         blending="translucent",
         metadata={ROLE: "atom_map", RESULT: str(result_path), MODEL: model, "atom": int(atom),
                   "stat": maps.stat, "threshold": float(threshold), "color_limit": limit},
     )
     layer.metadata["colormap_key"] = (float(threshold), limit)
+    style_map_layer(layer)
     return layer
 
 
@@ -407,6 +464,25 @@ def set_r2_threshold(layer, threshold: float) -> None:
 
 
 # -- networks ------------------------------------------------------------------------
+
+#: outline colours of networks: greens, violets and greys, none of which the map
+#: colours use (activated red -> yellow, deactivated blue -> cyan, R² dark red -> yellow)
+OUTLINE_PALETTE = np.array([
+    (1.0, 1.0, 1.0, 1.0),     # white
+    (0.35, 1.0, 0.35, 1.0),   # green
+    (0.80, 0.45, 1.0, 1.0),   # violet
+    (0.65, 0.65, 0.65, 1.0),  # grey
+    (0.85, 0.85, 0.55, 1.0),  # khaki
+    (1.0, 0.55, 1.0, 1.0),    # light magenta
+    (0.10, 0.65, 0.25, 1.0),  # dark green
+    (0.55, 0.35, 0.85, 1.0),  # purple
+])
+
+
+def outline_colors(n: int) -> np.ndarray:
+    """``n`` RGBA outline colours from :data:`OUTLINE_PALETTE` (cycled)."""
+    return OUTLINE_PALETTE[np.arange(n) % len(OUTLINE_PALETTE)].copy()
+
 
 
 def network_colormap(labels: np.ndarray, colors: np.ndarray, visible: np.ndarray | None = None):
@@ -486,7 +562,8 @@ def network_layer_data(result: ResultFolder, atlas: str, model: str | None = Non
     data, affine = volume_to_layer(raw), napari_affine(nifti_affine)
     names = result.atlas_network_names(atlas)
     labels = atlas_label_values(result, atlas)
-    colors = _normalise_colors(result.atlas_colors(atlas))
+    atlas_colors = _normalise_colors(result.atlas_colors(atlas))
+    colors = outline_colors(len(labels))
     import pandas as pd
 
     features = pd.DataFrame({"index": labels, "network": names})
@@ -494,7 +571,7 @@ def network_layer_data(result: ResultFolder, atlas: str, model: str | None = Non
         "name": f"networks ({atlas})",
         "affine": affine,
         "axis_labels": WORLD_AXES,
-        "opacity": 0.5,
+        "opacity": 0.9,
         "blending": "translucent",
         "features": features,
         "colormap": network_colormap(labels, colors),
@@ -506,6 +583,8 @@ def network_layer_data(result: ResultFolder, atlas: str, model: str | None = Non
             "labels": labels.tolist(),
             "names": list(names),
             "colors": colors.tolist(),
+            "atlas_colors": atlas_colors.tolist(),
+            "outline": True,
             "visible": [True] * len(labels),
         },
     }
@@ -513,9 +592,10 @@ def network_layer_data(result: ResultFolder, atlas: str, model: str | None = Non
 
 
 def outline_networks(layer, on: bool = True) -> None:
-    """Draw a networks layer as outlines in the atlas colours (``on``) or filled."""
+    """Draw a networks layer as outlines (``on``; colours of :data:`OUTLINE_PALETTE`) or filled."""
+    layer.metadata["outline"] = bool(on)
     layer.contour = 1 if on else 0
-    layer.opacity = 0.9 if on else 0.5
+    layer.opacity = 0.9 if on else 0.4
 
 
 def set_network_visible(layer, label: int, visible: bool) -> None:
@@ -561,14 +641,15 @@ def r2_layer_data(result: ResultFolder, model: str, kind: str | None = None, thr
             break
     else:
         return None
-    data, affine = nifti_layer_arrays(img)
-    data = np.nan_to_num(data, copy=True)
+    volume = np.nan_to_num(np.asarray(img.dataobj, dtype=np.float32))
+    volume = np.where(inside_mni_brain(img.affine, volume.shape[:3]), volume, 0.0).astype(np.float32)
+    data, affine = volume_to_layer(volume), napari_affine(img.affine)
     top = float(data.max()) if data.size else 1.0
     top = top if top > 0 else 1.0
     if threshold is None:
         threshold = min(DEFAULT_R2_THRESHOLD, 0.5 * top)
     kwargs = {
-        "name": f"R² ({kind_}, {model})",
+        "name": f"R² ({'held-out, ridge' if kind_ == 'cv' else 'in-sample, sparse'}) of {model}",
         "affine": affine,
         "axis_labels": WORLD_AXES,
         "colormap": sequential_threshold_colormap(),
@@ -592,6 +673,11 @@ def atom_map_layer_data(result: ResultFolder, model: str, atom: int = 0, stat: s
         return None
     volume = np.asarray(img.dataobj[..., atom], dtype=np.float32)
     volume = np.nan_to_num(volume)
+    mask_img = result.mask_img(model)
+    keep = inside_mni_brain(img.affine, volume.shape)
+    if mask_img is not None and mask_img.shape[:3] == volume.shape:
+        keep = keep & (np.asarray(mask_img.dataobj) > 0)
+    volume = np.where(keep, volume, 0.0).astype(np.float32)
     data = volume_to_layer(volume)
     vmax = float(np.abs(volume).max()) or 1.0
     if threshold is None:
@@ -601,7 +687,7 @@ def atom_map_layer_data(result: ResultFolder, model: str, atom: int = 0, stat: s
             nonzero = np.abs(volume[volume != 0])
             threshold = float(np.median(nonzero)) if nonzero.size else 0.0
     kwargs = {
-        "name": ATOM_MAP_NAME,
+        "name": atom_map_name(model, atom, stat),
         "affine": napari_affine(img.affine),
         "axis_labels": WORLD_AXES,
         "colormap": diverging_threshold_colormap(threshold, vmax),
@@ -618,8 +704,8 @@ def result_layer_data(result: ResultFolder | str | os.PathLike, model: str | Non
     """Layer-data tuples of a result folder, bottom to top.
 
     MNI template, networks of ``atlas`` (the first of the result's atlases when
-    ``None``; filled; :func:`add_result_layers` draws them as outlines), R² map (hidden while an atom map is shown), the
-    map of atom 0. Each carries ``metadata[ROLE]`` (and the
+    ``None``; drawn as outlines by :func:`finish_layer`), R² map (hidden while an
+    atom map is shown), the map of atom 0, in the order template, R², atom map, networks. Each carries ``metadata[ROLE]`` (and the
     result's path and model) so that the widgets find them.
 
     Parameters
@@ -643,22 +729,21 @@ def result_layer_data(result: ResultFolder | str | os.PathLike, model: str | Non
 
         check_choice("model", model, result.models)
     out = [template_layer_data(result.template_path())]
+    r2 = r2_layer_data(result, model)
+    atom_map = atom_map_layer_data(result, model, 0, stat)
+    if r2 is not None:
+        # one map at a time: the R² map is one click (its eye, or its slider) away
+        r2[1]["visible"] = atom_map is None
+        out.append(r2)
+    if atom_map is not None:
+        out.append(atom_map)
     atlases = result.atlas_names()
     if atlas is None and atlases:
         atlas = atlases[0]
     if atlas is not None:
         networks = network_layer_data(result, atlas, model)
         if networks is not None:
-            networks[1]["visible"] = True
-            out.append(networks)
-    r2 = r2_layer_data(result, model)
-    atom_map = atom_map_layer_data(result, model, 0, stat)
-    if r2 is not None:
-        # one map at a time: the R² map is one click (its eye) away
-        r2[1]["visible"] = atom_map is None
-        out.append(r2)
-    if atom_map is not None:
-        out.append(atom_map)
+            out.append(networks)  # outlines, on top of the maps (see finish_layer)
     return out
 
 
@@ -680,38 +765,112 @@ def add_result_layers(viewer: napari.Viewer, result: ResultFolder | str | os.Pat
     from napari.layers import Layer
 
     items = result_layer_data(result, model, **kwargs)
-    roles = {item[1]["metadata"][ROLE] for item in items}
+    return replace_result_layers(viewer, [Layer.create(*item) for item in items])
+
+
+def replace_result_layers(viewer: napari.Viewer, new_layers: list) -> dict[str, Any]:
+    """Swap a result's layers in at once (built beforehand, e.g. in a worker); ``{role: layer}``.
+
+    Layers of an earlier result with the same roles are removed only now, so the
+    previous view stays until the new one is ready.
+    """
+    from . import display
+
+    display.install(viewer)
+    roles = {layer.metadata[ROLE] for layer in new_layers}
+    keep_point = viewer.dims.ndim >= 3 and any(layer.metadata.get(ROLE) == "template" for layer in viewer.layers)
+    point = tuple(viewer.dims.point)
     for layer in [layer for layer in viewer.layers if layer.metadata.get(ROLE) in roles]:
         viewer.layers.remove(layer)
-    # outlines go on top of the maps (a filled overlay, as the reader gives, goes under them)
-    items.sort(key=lambda item: item[1]["metadata"][ROLE] == "networks")
     added: dict[str, Any] = {}
-    for data, layer_kwargs, layer_type in items:
-        layer = Layer.create(data, layer_kwargs, layer_type)
-        if layer_kwargs["metadata"][ROLE] == "networks":
-            outline_networks(layer)
+    for layer in new_layers:
         viewer.add_layer(layer)
-        added[layer_kwargs["metadata"][ROLE]] = layer
-    set_axial_view(viewer)
+        added[layer.metadata[ROLE]] = layer
+    if keep_point:  # another model or result of the same brain: stay on the slice shown
+        viewer.dims.point = point
+        display.orient(viewer)
+    else:
+        display.reframe(viewer)
     return added
 
 
 def set_axial_view(viewer: napari.Viewer) -> None:
-    """Axial slices seen from above, anterior up, the subject's right on the right."""
-    if viewer.dims.ndim < 3:
+    """Axial slices seen from above, anterior up, left/right per :func:`.display.convention`."""
+    from . import display
+
+    if viewer.dims.ndim >= 3:
+        viewer.dims.ndisplay = 2
+    display.reframe(viewer)
+
+
+def style_map_layer(layer) -> None:
+    """A colour bar for a map layer (atom map, R², a statistical NIfTI)."""
+    try:
+        bar = layer.colorbar
+    except AttributeError:  # pragma: no cover - napari < 0.6
         return
-    viewer.dims.ndisplay = 2
-    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
-    camera.orientation2d = ("up", "right")
-    # the slice through the world origin (MNI: the anterior commissure) when it is in range
-    axis = viewer.dims.ndim - 3
-    lo, hi, _ = viewer.dims.range[axis]
-    if lo <= 0.0 <= hi:
-        viewer.dims.set_point(axis, 0.0)
-    viewer.reset_view()
+    bar.visible = True
+    bar.size = (14, 110)
+    bar.font_size = 8
+    bar.position = "top_right" if layer.metadata.get(ROLE) != "r2" else "bottom_right"
+
+
+def finish_layer(layer) -> None:
+    """What layer-data tuples cannot say: outlines, colour bars (every route calls this)."""
+    role = layer.metadata.get(ROLE)
+    if role == "networks" and layer.metadata.get("outline", True) and not layer.contour:
+        outline_networks(layer, True)
+    elif role in ("atom_map", "r2") or layer.metadata.get("brainorg_stat_map"):
+        style_map_layer(layer)
 
 
 def result_path_of(layer) -> Path | None:
     """The result folder a layer came from, or ``None``."""
     path = layer.metadata.get(RESULT)
     return Path(path) if path else None
+
+
+def show_result_async(viewer: napari.Viewer, result: ResultFolder | str | os.PathLike,
+                      model: str | None = None, *, owner=None, on_shown=None, on_error=None, **kwargs):
+    """Read a result's layers in a thread, then swap them in at once (the old view stays meanwhile).
+
+    Returns the :class:`._tasks.Task`; ``on_shown({role: layer})`` runs in the GUI thread.
+    """
+    from ._tasks import run_in_thread
+
+    path = str(getattr(result, "path", result))
+
+    def build():
+        return result_layer_data(path, model, **kwargs)
+
+    def done(items):
+        from napari.layers import Layer
+
+        added = replace_result_layers(viewer, [Layer.create(*item) for item in items])
+        if on_shown is not None:
+            on_shown(added)
+
+    return run_in_thread(build, owner=owner, on_done=done, on_error=on_error, name="loading a result")
+
+
+def dock_tabbed(viewer: napari.Viewer, widget, name: str, raise_: bool = False):
+    """Dock ``widget`` on the right, as a tab beside the plugin's other panels."""
+    window = viewer.window
+    docked = window.dock_widgets
+    if name in docked:
+        return docked[name]
+    dock = window.add_dock_widget(widget, name=name, area="right", tabify=True)
+    if raise_:
+        raise_dock(widget)
+    return dock
+
+
+def raise_dock(widget) -> None:
+    """Bring the dock (tab) holding ``widget`` to the front."""
+    from qtpy.QtWidgets import QDockWidget
+
+    parent = widget.parent()
+    while parent is not None and not isinstance(parent, QDockWidget):
+        parent = parent.parent()
+    if parent is not None:
+        parent.raise_()

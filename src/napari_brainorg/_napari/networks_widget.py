@@ -1,8 +1,8 @@
-"""Networks: functional-brain-network templates over the brain, in their atlas colours.
+"""Networks: functional-brain-network templates over the brain, as outlines.
 
-The networks are one Labels layer (``networks (<atlas>)``) whose colormap gives each
-network its atlas colour; hovering shows the network's name in the status bar
-(the layer's ``features`` table). Each network can be switched off and on (only
+The networks are one Labels layer (``networks (<atlas>)``) drawn as outlines in colours
+no map value takes (:data:`.layers.OUTLINE_PALETTE`); hovering shows the network's name
+in the status bar (the layer's ``features`` table). Each network can be switched off and on (only
 the colormap changes), and the whole overlay drawn filled or as outlines.
 """
 
@@ -124,7 +124,7 @@ class NetworksWidget(QWidget):
             self.list.addItem(item)
         self.list.blockSignals(False)
         self.outline.blockSignals(True)
-        self.outline.setChecked(bool(layer.contour))
+        self.outline.setChecked(bool(meta.get("outline", layer.contour)))
         self.outline.blockSignals(False)
 
     # -- user actions ------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
     QListWidgetItem,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QStackedWidget,
     QVBoxLayout,
@@ -42,6 +43,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 FMRI_SOURCES = ("simulated subjects", "NIfTI files", "BIDS folder")
 ENCODINGS = {"both": ["sparse", "ridge"], "sparse": ["sparse"], "ridge": ["ridge"]}
+#: the "quick" preset: the napari sample's size (16 atoms, 2 SIMULATED subjects on a 6 mm grid)
+QUICK_PRESET = {"n_atoms": 16, "n_subjects": 2, "resolution_mm": 6.0, "n_permutations": 300,
+                "n_folds": 3, "max_iter": 30}
 NETWORK_ATLASES = ("smith10", "yeo7", "yeo17")
 
 
@@ -86,6 +90,8 @@ class PipelineWidget(QWidget):
         self.viewer = napari_viewer
         self.job: PipelineJob | None = None
         self._stages: dict[str, tuple[int, int]] = {}
+        self.overall = None
+        self._quick = False
 
         # story
         self.story = QComboBox()
@@ -159,6 +165,10 @@ class PipelineWidget(QWidget):
         self.open_explorer = QCheckBox("open the atom explorer when done")
         self.open_explorer.setChecked(True)
         # run
+        self.quick_button = QPushButton("Quick preset")
+        self.quick_button.setToolTip("The napari sample's size: pieman, MiniLM, 16 atoms, 2 SIMULATED "
+                                     "subjects on a 6 mm grid, 3 folds (about a minute on a laptop)")
+        self.quick_button.clicked.connect(self.apply_quick_preset)
         self.run_button = QPushButton("Run")
         self.run_button.clicked.connect(self.run)
         self.cancel_button = QPushButton("Cancel")
@@ -193,16 +203,27 @@ class PipelineWidget(QWidget):
         f.addRow("", _with_browse(self.custom_atlas, self._choose_atlas))
         f.addRow("output", _with_browse(self.out, self._choose_out))
         buttons = QHBoxLayout()
+        buttons.addWidget(self.quick_button)
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
-        layout = QVBoxLayout(self)
+        # the form scrolls; Run, Cancel and the progress stay in sight on a 768 px screen
+        form = QWidget()
+        form_layout = QVBoxLayout(form)
+        form_layout.setContentsMargins(0, 0, 0, 0)
         for box in (story_box, model_box, fmri_box, analysis_box):
-            layout.addWidget(box)
-        layout.addWidget(self.open_explorer)
+            form_layout.addWidget(box)
+        form_layout.addWidget(self.open_explorer)
+        form_layout.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(form)
+        scroll.setMinimumHeight(120)
+        self.form_scroll = scroll
+        layout = QVBoxLayout(self)
+        layout.addWidget(scroll, 1)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
-        layout.addStretch(1)
 
     # -- file choosers -----------------------------------------------------------------------
     def _choose_story(self) -> None:
@@ -240,6 +261,17 @@ class PipelineWidget(QWidget):
         if path:
             self.out.setText(path)
 
+    def apply_quick_preset(self) -> None:
+        """Set the form to the quick preset (:data:`QUICK_PRESET`)."""
+        self.story.setCurrentText("pieman")
+        self.model.setCurrentText("minilm")
+        self.fmri_source.setCurrentIndex(FMRI_SOURCES.index("simulated subjects"))
+        self.n_subjects.setValue(QUICK_PRESET["n_subjects"])
+        self.sim_resolution.setValue(QUICK_PRESET["resolution_mm"])
+        self.n_atoms.setValue(QUICK_PRESET["n_atoms"])
+        self._quick = True
+        self.status.setText("quick preset: 16 atoms, 2 SIMULATED subjects, 6 mm grid")
+
     # -- config ------------------------------------------------------------------------------
     def config_dict(self) -> dict[str, Any]:
         """The configuration the widget's values describe (what ``brainorg run`` reads)."""
@@ -261,14 +293,19 @@ class PipelineWidget(QWidget):
                              "subjects": subjects or None},
                     "mask": self.mask.text().strip() or "mni"}
         atoms: dict[str, Any] = {"n_atoms": self.n_atoms.value(), "alpha": self.lam.value()}
+        extra: dict[str, Any] = {}
+        if self._quick and self.n_atoms.value() == QUICK_PRESET["n_atoms"]:
+            atoms["max_iter"] = QUICK_PRESET["max_iter"]
+            extra = {"networks": {"n_permutations": QUICK_PRESET["n_permutations"]},
+                     "encoding": {"n_folds": QUICK_PRESET["n_folds"]}}
         return {
             "story": {"path": self.story.currentText().strip(), "onset": self.onset.value(),
                       "tr": self.tr.value(), "n_volumes": self.n_volumes.value()},
             "features": {"models": [self.model.currentText().strip()], "site": self.site.currentText()},
             "atoms": atoms,
             "fmri": fmri,
-            "encoding": {"models": ENCODINGS[self.encoding.currentText()]},
-            "networks": {"atlases": atlases},
+            "encoding": {"models": ENCODINGS[self.encoding.currentText()], **extra.get("encoding", {})},
+            "networks": {"atlases": atlases, **extra.get("networks", {})},
             "out": self.out.text().strip(),
         }
 
@@ -300,7 +337,10 @@ class PipelineWidget(QWidget):
             self.status.setText(str(exc))
             self.failed.emit(str(exc))
             return None
+        from .workers import OverallProgress
+
         self._stages = {}
+        self.overall = OverallProgress(n_models=len(config.features.models))
         self.progress.setRange(0, 0)  # busy until the first report
         self.status.setText(f"running → {config.out}")
         self.run_button.setEnabled(False)
@@ -320,10 +360,17 @@ class PipelineWidget(QWidget):
 
     def _on_progress(self, stage: str, done: int, total: int) -> None:
         self._stages[stage] = (done, total)
-        if total > 0:
-            self.progress.setRange(0, total)
-            self.progress.setValue(min(done, total))
-        self.status.setText(f"{stage}: {done}/{total}" if total else stage)
+        if self.overall is None:
+            from .workers import OverallProgress
+
+            self.overall = OverallProgress()
+        self.overall.update(stage, done, total)
+        self.progress.setRange(0, 1000)
+        self.progress.setValue(int(round(1000 * self.overall.fraction)))
+        self.progress.setFormat(f"{100 * self.overall.fraction:.0f} %")
+        detail = f"{stage} {done}/{total}" if total else stage
+        self.overall.stage = detail
+        self.status.setText(self.overall.text())
 
     def _reset_buttons(self) -> None:
         self.run_button.setEnabled(True)
@@ -334,19 +381,24 @@ class PipelineWidget(QWidget):
         from napari.utils.notifications import show_error, show_info
 
         self._reset_buttons()
+        self.progress.setRange(0, 1)
         self.progress.setValue(1)
-        try:
+        self.progress.setFormat("100 %")
+        note = " (SIMULATED fMRI)" if result.simulated else ""
+        self.status.setText(f"done: {result.path}{note}; loading its layers…")
+
+        def shown(_added):
             if self.open_explorer.isChecked():
                 self._ensure_explorer()
-            _layers.add_result_layers(self.viewer, result)
-        except (OSError, ValueError) as exc:
+            self.status.setText(f"done: {result.path}{note}")
+            show_info(f"napari-brainorg: results in {result.path}{note}")
+            self.finished.emit(result)
+
+        def not_shown(exc):
             show_error(f"The pipeline finished but its result could not be shown: {exc}")
             self.failed.emit(str(exc))
-            return
-        note = " (SIMULATED fMRI)" if result.simulated else ""
-        self.status.setText(f"done: {result.path}{note}")
-        show_info(f"napari-brainorg: results in {result.path}{note}")
-        self.finished.emit(result)
+
+        _layers.show_result_async(self.viewer, result, owner=self, on_shown=shown, on_error=not_shown)
 
     def _on_failed(self, exc) -> None:
         from napari.utils.notifications import show_error, show_info
@@ -379,6 +431,8 @@ class PipelineWidget(QWidget):
             docked = window.dock_widgets
         except AttributeError:  # a viewer without a Qt window
             return
-        if any(isinstance(w, AtomExplorer) for w in docked.values()):
-            return
-        window.add_dock_widget(AtomExplorer(self.viewer), name="Atom explorer", area="right")
+        for dock_name, widget in docked.items():
+            if isinstance(widget, AtomExplorer):
+                _layers.raise_dock(widget)  # bring its tab forward
+                return
+        _layers.dock_tabbed(self.viewer, AtomExplorer(self.viewer), "Atom explorer", raise_=True)

@@ -3,6 +3,21 @@
 Volumes keep their world coordinates (see :mod:`napari_brainorg._napari.layers`):
 the layer affine is the file's own, so images on different grids or in different
 orientations (LAS atlases, RAS fMRI) line up in napari's world.
+
+Whatever the route (File ▸ Open, drag and drop, ``viewer.open(path, plugin=...)``),
+the viewer is set up by :func:`.display.install` (orientation, A/P/L/R, MNI mm in
+the status bar), as for ``brainorg view``. A plain NIfTI is styled by what it holds:
+
+- a statistical map (negative and positive values, or a file named like one: ``z``,
+  ``t``, ``stat``, ``r2``, ``beta``...) opens thresholded (``|z| > 2.3`` for z/t
+  maps, else the 95th percentile of ``|value|``) and transparent at zero, with a colour
+  bar, over the MNI template (added under it when the viewer has none);
+- a label image (a few non-negative whole numbers) opens as Labels; names (and
+  colours) come from a sidecar table beside it (``NAME.tsv``, ``NAME.csv``,
+  ``NAME.txt``, ``NAME_labels.tsv`` or a FreeSurfer-style colour table
+  ``NAME.lut``/``NAME_LUT.txt``: ``index name [r g b [a]]``) or, for the bundled
+  atlases, from the package;
+- anything else (an anatomical image) opens in grey.
 """
 
 from __future__ import annotations
@@ -25,6 +40,17 @@ def _is_result_folder(path: str) -> bool:
     from ..io.results import SUMMARY
 
     return os.path.isdir(path) and os.path.isfile(os.path.join(path, SUMMARY))
+
+
+def _install_on_current_viewer() -> None:
+    try:
+        import napari
+
+        from . import display
+
+        display.install(napari.current_viewer())
+    except Exception:  # noqa: BLE001 - a reader must read even without a viewer
+        pass
 
 
 def napari_get_reader(path):
@@ -63,30 +89,166 @@ def nifti_layer_data(path: str | os.PathLike) -> tuple:
         raise ShapeError(
             f"{str(path)!r} has shape {img.shape}; expected a 3D volume or a 4D series of volumes."
         )
-    name = path.name[: -len(".nii.gz")] if path.name.lower().endswith(".nii.gz") else path.stem
+    name = _stem(path)
     data, affine = _layers.nifti_layer_arrays(img, dtype=None)
     axis_labels = _layers.WORLD_AXES if data.ndim == 3 else ("volume", *_layers.WORLD_AXES)
-    meta = {"path": str(path), "nifti_affine": np.asarray(img.affine).tolist()}
+    from .display import BRAIN
+
+    meta = {"path": str(path), "nifti_affine": np.asarray(img.affine).tolist(), BRAIN: True}
     if _layers.looks_like_labels(data):
         labels = np.asarray(data).astype(np.int32)
-        kwargs = {"name": name, "affine": affine, "axis_labels": axis_labels, "opacity": 0.5,
+        kwargs = {"name": name, "affine": affine, "axis_labels": axis_labels, "opacity": 0.6,
                   "metadata": meta}
-        names = _bundled_network_names(path)
-        if names:
+        table = label_table(path)
+        if table is not None:
             import pandas as pd
 
-            # the network's name under the mouse, in napari's status bar
-            kwargs["features"] = pd.DataFrame({"index": np.arange(1, len(names) + 1), "network": names})
+            # the region's name under the mouse, in napari's status bar
+            column = "network" if table.attrs.get("kind") == "network" else "name"
+            kwargs["features"] = pd.DataFrame({"index": table["index"], column: table["name"]})
+            if {"r", "g", "b"} <= set(table.columns):
+                colors = _layers._normalise_colors(table[["r", "g", "b", "a"]].to_numpy(float)
+                                                   if "a" in table.columns else table[["r", "g", "b"]].to_numpy(float))
+                kwargs["colormap"] = _layers.network_colormap(table["index"].to_numpy(int), colors)
         return (labels, kwargs, "labels")
     data = np.asarray(data, dtype=np.float32)
-    finite = data[np.isfinite(data)]
     kwargs = {"name": name, "affine": affine, "axis_labels": axis_labels, "metadata": meta}
-    if finite.size and finite.min() < 0 < finite.max():
-        vmax = float(np.percentile(np.abs(finite[finite != 0]), 99.5))
-        kwargs.update(colormap="twilight_shifted", contrast_limits=(-vmax, vmax), blending="translucent")
+    kind = map_kind(name, data)
+    if kind == "signed":
+        finite = np.abs(data[np.isfinite(data) & (data != 0)])
+        vmax = float(np.percentile(finite, 99.5)) if finite.size else 1.0
+        threshold = _default_threshold(name, finite, vmax)
+        meta.update(brainorg_stat_map=True, threshold=threshold, color_limit=vmax,
+                    colormap_key=(threshold, vmax))
+        kwargs.update(colormap=_layers.diverging_threshold_colormap(threshold, vmax),
+                      contrast_limits=(-vmax, vmax), blending="translucent")
+        data = np.nan_to_num(data)
+    elif kind == "positive":
+        finite = data[np.isfinite(data) & (data > 0)]
+        top = float(np.percentile(finite, 99.5)) if finite.size else 1.0
+        threshold = _default_threshold(name, finite, top)
+        meta.update(brainorg_stat_map=True, threshold=threshold)
+        kwargs.update(colormap=_layers.sequential_threshold_colormap(), blending="translucent",
+                      contrast_limits=(threshold, max(top, threshold + 1e-6)))
+        data = np.nan_to_num(data)
     else:
         kwargs.update(colormap="gray")
     return (data, kwargs, "image")
+
+
+_STAT_HINTS = ("zstat", "tstat", "stat", "_z", "z_", "zmap", "tmap", "r2", "beta", "coef", "map",
+               "cope", "pe", "score", "ceiling", "corr", "_r", "q_", "p_")
+_ZT_HINTS = ("zstat", "tstat", "_z", "z_", "zmap", "tmap", "_t.", "atom_maps_z")
+
+
+def _stem(path: Path) -> str:
+    return path.name[: -len(".nii.gz")] if path.name.lower().endswith(".nii.gz") else path.stem
+
+
+def map_kind(name: str, data: np.ndarray) -> str:
+    """``'signed'`` (a statistical map with both signs), ``'positive'`` (a non-negative
+    map named like a statistic, e.g. R²) or ``'anatomy'``."""
+    sample = data.ravel()[:: max(1, data.size // 200000)]
+    sample = sample[np.isfinite(sample)]
+    if sample.size and sample.min() < 0 < sample.max():
+        # an anatomical image is non-negative (or has a few slightly negative voxels from
+        # interpolation); a statistical map has both signs in quantity
+        negative = float(np.mean(sample < 0))
+        if negative > 0.01 or any(h in name.lower() for h in _STAT_HINTS):
+            return "signed"
+    lowered = name.lower()
+    if any(h in lowered for h in _STAT_HINTS) and "t1" not in lowered and "template" not in lowered:
+        return "positive"
+    return "anatomy"
+
+
+def _default_threshold(name: str, magnitude: np.ndarray, top: float) -> float:
+    lowered = f"_{name.lower()}."
+    if any(h in lowered for h in _ZT_HINTS) and top > 2.3:
+        return _layers.DEFAULT_Z_THRESHOLD
+    if "r2" in lowered:
+        return float(min(_layers.DEFAULT_R2_THRESHOLD, 0.5 * top))
+    return float(np.percentile(magnitude, 95)) if magnitude.size else 0.0
+
+
+def _sidecar_candidates(path: Path) -> list[Path]:
+    stem = _stem(path)
+    names = [f"{stem}.tsv", f"{stem}.csv", f"{stem}.txt", f"{stem}_labels.tsv", f"{stem}_labels.csv",
+             f"{stem}.lut", f"{stem}_LUT.txt"]
+    return [path.with_name(n) for n in names]
+
+
+def label_table(path: str | os.PathLike):
+    """Names (and colours) of a label image's values: a sidecar table or the bundled atlas's.
+
+    Returns
+    -------
+    DataFrame with columns ``index``, ``name`` and, when given, ``r``, ``g``, ``b``
+    (``a``), or ``None``.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    for candidate in _sidecar_candidates(path):
+        if candidate.is_file():
+            table = _read_label_table(candidate)
+            if table is not None:
+                return table
+    names = _bundled_network_names(path)
+    if names:
+        table = pd.DataFrame({"index": np.arange(1, len(names) + 1), "name": names})
+        table.attrs["kind"] = "network"
+        return table
+    return None
+
+
+def _read_label_table(path: Path):
+    """A sidecar of label names: a table with header (index/label/value + name/network/region
+    [+ r g b a]) or a FreeSurfer-style colour table (``index name r g b a``, ``#`` comments)."""
+    import pandas as pd
+
+    text = path.read_text(errors="replace")
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if not lines:
+        return None
+    sep = "\t" if "\t" in lines[0] else ("," if "," in lines[0] else None)
+    first = lines[0].split(sep) if sep else lines[0].split()
+    has_header = not first[0].strip().lstrip("-").isdigit()
+    rows = [ln.split(sep) if sep else ln.split() for ln in lines[1 if has_header else 0:]]
+    header = [h.strip().lower() for h in first] if has_header else None
+    df = pd.DataFrame(rows)
+    if header is not None and len(header) == df.shape[1]:
+        df.columns = header
+        index_col = next((c for c in ("index", "label", "value", "id") if c in header), header[0])
+        name_col = next((c for c in ("name", "network", "region", "label_name", "labelname")
+                         if c in header and c != index_col), None)
+        if name_col is None:
+            return None
+        out = pd.DataFrame({"index": pd.to_numeric(df[index_col], errors="coerce"),
+                            "name": df[name_col].astype(str).str.strip()})
+        if name_col == "network":
+            out.attrs["kind"] = "network"
+        for c in ("r", "g", "b", "a"):
+            if c in header:
+                out[c] = pd.to_numeric(df[c], errors="coerce")
+    else:
+        out = pd.DataFrame({"index": pd.to_numeric(df[0], errors="coerce"),
+                            "name": df[1].astype(str).str.strip() if df.shape[1] > 1 else ""})
+        if df.shape[1] >= 5:
+            for c, col in zip("rgb", (2, 3, 4)):
+                out[c] = pd.to_numeric(df[col], errors="coerce")
+            if df.shape[1] >= 6:
+                # FreeSurfer's 4th colour value is transparency (0 = opaque)
+                out["a"] = 255 - pd.to_numeric(df[5], errors="coerce")
+    out = out.dropna(subset=["index"])
+    if not len(out):
+        return None
+    out["index"] = out["index"].astype(int)
+    kind = out.attrs.get("kind")
+    out = out.reset_index(drop=True)
+    if kind:
+        out.attrs["kind"] = kind
+    return out
 
 
 def _bundled_network_names(path: Path) -> list[str] | None:
@@ -104,12 +266,47 @@ def _bundled_network_names(path: Path) -> list[str] | None:
     return None
 
 
+def _viewer_has_template() -> bool:
+    try:
+        import napari
+
+        viewer = napari.current_viewer()
+    except Exception:  # noqa: BLE001
+        return False
+    return viewer is not None and _layers.find_layer(viewer, "template") is not None
+
+
 def read_nifti(path) -> list[tuple]:
-    """Read one or more NIfTI files as layer-data tuples (the napari reader)."""
+    """Read one or more NIfTI files as layer-data tuples (the napari reader).
+
+    A statistical map in MNI space comes with the MNI template under it when the
+    viewer shows none yet.
+    """
+    from ..datasets import mni_template_path
+
     paths = path if isinstance(path, (list, tuple)) else [path]
-    return [nifti_layer_data(p) for p in paths]
+    items = [nifti_layer_data(p) for p in paths]
+    _install_on_current_viewer()
+    template = Path(mni_template_path()).resolve()
+    is_template = any(Path(p).resolve() == template for p in paths)
+    if (not is_template and any(kw["metadata"].get("brainorg_stat_map") or kind == "labels"
+                                for _, kw, kind in items)
+            and not _viewer_has_template() and _in_mni_box(items)):
+        items.insert(0, _layers.template_layer_data(template))
+    return items
+
+
+def _in_mni_box(items) -> bool:
+    """True when the first volume's centre lies inside the MNI152 box (an MNI-space map)."""
+    data, kwargs, _ = items[0]
+    shape = np.asarray(data.shape[-3:], float)
+    affine = np.asarray(kwargs["affine"], float)[-4:, -4:]
+    center = affine @ np.r_[(shape - 1) / 2, 1.0]  # (z, y, x)
+    z, y, x = center[:3]
+    return -100 <= x <= 100 and -130 <= y <= 100 and -80 <= z <= 110
 
 
 def read_result_folder(path) -> list[tuple]:
-    """Read a napari-brainorg result folder: template, networks, R² and atom 0's map."""
+    """Read a napari-brainorg result folder: template, R², atom 0's map, network outlines."""
+    _install_on_current_viewer()
     return _layers.result_layer_data(str(path))

@@ -53,28 +53,45 @@ def ensure_demo_result(progress=None, cancel=None):
 
 
 def _build_in_background(viewer) -> None:
+    """Build the demo in a thread (progress in the status bar), then show its layers."""
     from napari.utils.notifications import show_error, show_info
-    from superqt.utils import create_worker
 
     from . import layers as _layers
+    from ._tasks import Task
+    from .workers import OverallProgress
 
     if "demo" in _RUNNING:
         return
-    worker = create_worker(ensure_demo_result, _start_thread=False, _ignore_errors=True)
+    overall = OverallProgress()
 
-    def done(result):
+    def build(progress, cancel):
+        result = ensure_demo_result(progress=progress, cancel=cancel)
+        return result, _layers.result_layer_data(result)  # read here, not in the GUI thread
+
+    def on_progress(report):
+        overall.update(*report)
+        try:
+            viewer.status = f"napari-brainorg: building the quick demo: {overall.text()}"
+        except RuntimeError:  # the viewer was closed
+            pass
+
+    def done(value):
+        from napari.layers import Layer
+
         _RUNNING.pop("demo", None)
-        _layers.add_result_layers(viewer, result)
+        result, items = value
+        _layers.replace_result_layers(viewer, [Layer.create(*item) for item in items])
         show_info(f"napari-brainorg: the quick demo result is ready ({result.path}; SIMULATED fMRI).")
 
     def failed(exc):
         _RUNNING.pop("demo", None)
         show_error(f"napari-brainorg: building the quick demo failed: {type(exc).__name__}: {exc}")
 
-    worker.returned.connect(done)
-    worker.errored.connect(failed)
-    _RUNNING["demo"] = worker
-    worker.start()
+    task = Task(build, (), {}, on_done=done, on_error=failed, on_progress=on_progress, name="quick demo")
+    task.kwargs.update(progress=lambda stage, d, t: task.emit_progress((str(stage), int(d), int(t))),
+                       cancel=task.cancel_event)
+    _RUNNING["demo"] = task
+    task.start()
 
 
 def demo_sample() -> list[tuple]:
@@ -89,10 +106,13 @@ def demo_sample() -> list[tuple]:
     from ..datasets import mni_template_path
     from . import layers as _layers
 
+    from . import display
+
     path = demo_result_path()
+    viewer = napari.current_viewer()
+    display.install(viewer)
     if (path / "summary.json").exists():
         return _layers.result_layer_data(path)
-    viewer = napari.current_viewer()
     if viewer is None:  # no window to come back to: build it here
         return _layers.result_layer_data(ensure_demo_result())
     show_info(f"napari-brainorg: building the quick demo result in {path} (first time only, "

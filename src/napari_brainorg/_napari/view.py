@@ -28,14 +28,18 @@ def open_viewer(result: ResultFolder | str, *, model: str | None = None, atlas: 
     from .networks_widget import NetworksWidget
     from .pipeline_widget import PipelineWidget
 
+    from . import display
+
     if viewer is None:
         viewer = napari.Viewer(title="napari-brainorg", show=show)
+    display.install(viewer)
     explorer = AtomExplorer(viewer)
     networks = NetworksWidget(viewer)
-    viewer.window.add_dock_widget(explorer, name="Atom explorer", area="right")
-    viewer.window.add_dock_widget(networks, name="Brain networks", area="right")
+    # one column of tabs on the right: each panel gets the window's full height
     if pipeline:
-        viewer.window.add_dock_widget(PipelineWidget(viewer), name="Run pipeline", area="left")
+        _layers.dock_tabbed(viewer, PipelineWidget(viewer), "Run pipeline")
+    _layers.dock_tabbed(viewer, networks, "Brain networks")
+    _layers.dock_tabbed(viewer, explorer, "Atom explorer", raise_=True)
     _layers.add_result_layers(viewer, result, model, atlas=atlas)
     if atom:
         def _show_first(state, atom=atom):

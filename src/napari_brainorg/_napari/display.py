@@ -1,0 +1,294 @@
+"""How a viewer shows brains: one place for orientation, labels, coordinates and framing.
+
+Every route into the plugin (the reader behind File ▸ Open, drag and drop and
+``viewer.open(DIR, plugin=...)``, a plain NIfTI, Open Sample, ``brainorg view``, the
+pipeline widget) ends in :func:`install`, which makes the viewer:
+
+- show axial slices seen from above, anterior up, in the **neurological**
+  convention (the subject's right on the screen's right) or, with
+  :func:`set_convention` (``'radiological'``, or ``$NAPARI_BRAINORG_CONVENTION``),
+  the subject's right on the left;
+- write ``A``, ``P``, ``R`` and ``L`` at the brain's edges (a small Points layer
+  of text, anchored in world space so that the labels follow any flip);
+- print the cursor position as **MNI x, y, z in mm** in the status bar of every
+  layer this plugin made, and the slice position (``axial z = 18 mm``) and the
+  cursor in the canvas's corner;
+- fit the canvas to the brain when the first brain layer arrives.
+
+The layers' world axes are ``(z, y, x)`` in mm (see :mod:`.layers`); napari's 2D
+view shows the last two, ``y`` (posterior -> anterior) and ``x`` (left -> right).
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+
+CONVENTIONS = ("neurological", "radiological")
+CONVENTION_ENV = "NAPARI_BRAINORG_CONVENTION"
+#: metadata key marking a layer as one this plugin styled (its status shows MNI mm)
+BRAIN = "brainorg_brain"
+ORIENTATION_NAME = "orientation (A/P/L/R)"
+ORIENTATION_ROLE = "orientation"
+#: MNI152 brain extent (mm) used to place the labels and frame the view
+BRAIN_BOX = {"x": (-78.0, 78.0), "y": (-112.0, 76.0), "z": (-72.0, 86.0)}
+
+_state: dict[str, Any] = {"convention": None}
+_installed: weakref.WeakSet = weakref.WeakSet()
+
+
+def convention() -> str:
+    """The display convention in force: ``'neurological'`` (default) or ``'radiological'``."""
+    if _state["convention"] is None:
+        value = os.environ.get(CONVENTION_ENV, "neurological").strip().lower() or "neurological"
+        if value not in CONVENTIONS:
+            from ..errors import check_choice
+
+            check_choice(CONVENTION_ENV, value, CONVENTIONS)
+        _state["convention"] = value
+    return _state["convention"]
+
+
+def set_convention(value: str, viewer: napari.Viewer | None = None) -> None:
+    """Choose the left/right convention (for every viewer; ``viewer`` is re-oriented now)."""
+    from ..errors import check_choice
+
+    check_choice("convention", value, CONVENTIONS)
+    _state["convention"] = value
+    viewers = [viewer] if viewer is not None else list(_installed)
+    for v in viewers:
+        orient(v)
+
+
+def _camera(viewer):
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
+
+
+def _text_overlay(viewer):
+    canvas = getattr(viewer, "canvas", None)
+    overlays = getattr(canvas, "overlays", None) if canvas is not None else None
+    text = getattr(overlays, "text", None) if overlays is not None else None
+    return text if text is not None else viewer.text_overlay
+
+
+def orient(viewer: napari.Viewer) -> None:
+    """Axial view, anterior up, left/right as :func:`convention` says."""
+    if viewer.dims.ndim < 2:
+        return
+    camera = _camera(viewer)
+    horizontal = "right" if convention() == "neurological" else "left"
+    if tuple(camera.orientation2d) != ("up", horizontal):
+        camera.orientation2d = ("up", horizontal)
+
+
+def _fit_to_brain(viewer: napari.Viewer) -> None:
+    """Centre on the brain and zoom so that it fills the canvas (with a small margin)."""
+    viewer.reset_view()
+    try:
+        size = np.asarray(viewer._canvas_size, float)  # (height, width) in px
+    except AttributeError:  # pragma: no cover - older napari
+        return
+    if not np.all(size > 10):
+        return
+    (y0, y1), (x0, x1) = BRAIN_BOX["y"], BRAIN_BOX["x"]
+    zoom = 0.95 * min(size[0] / (y1 - y0), size[1] / (x1 - x0))
+    camera = _camera(viewer)
+    center = list(camera.center)
+    center[-2:] = [(y0 + y1) / 2, (x0 + x1) / 2]
+    camera.center = tuple(center)
+    camera.zoom = zoom
+
+
+def go_to_origin(viewer: napari.Viewer) -> None:
+    """Show the axial slice through z = 0 mm (MNI: the anterior commissure) when in range."""
+    if viewer.dims.ndim < 3:
+        return
+    axis = viewer.dims.ndim - 3
+    lo, hi = viewer.dims.range[axis][:2]
+    if lo <= 0.0 <= hi:
+        viewer.dims.set_point(axis, 0.0)
+
+
+# -- status in MNI mm ----------------------------------------------------------------------
+
+
+def mni_text(world) -> str:
+    """``'MNI x, y, z = (+12, -40, +18) mm'`` of a world position ``(..., z, y, x)``."""
+    world = np.asarray(world, float)
+    z, y, x = world[-3:] if world.size >= 3 else (np.nan, *world[-2:])
+    return f"MNI x, y, z = ({x:+.0f}, {y:+.0f}, {z:+.0f}) mm"
+
+
+def mni_status(layer, position=None, **kwargs) -> dict:
+    """``layer.get_status`` with the coordinates given as MNI x, y, z in mm."""
+    status = type(layer).get_status(layer, position, **kwargs)
+    if position is None:
+        return status
+    world = np.asarray(position, float)
+    if not kwargs.get("world", False):
+        world = np.asarray(layer.data_to_world(world), float)
+    coords = mni_text(world)
+    value = status.get("value", "")
+    status["coords"] = coords
+    status["coordinates"] = f"{coords}: {value}" if value != "" else coords
+    return status
+
+
+def mark_brain_layer(layer) -> None:
+    """Give ``layer`` the MNI status (its status bar text) and mark it as styled here."""
+    import functools
+
+    layer.metadata[BRAIN] = True
+    if getattr(layer.get_status, "_brainorg", False):
+        return
+    status = functools.partial(mni_status, layer)
+    status._brainorg = True  # type: ignore[attr-defined]
+    layer.get_status = status
+
+
+# -- A/P/L/R labels --------------------------------------------------------------------------
+
+
+def orientation_layer_data() -> tuple:
+    """Points layer-data tuple: A, P, R, L just outside the MNI brain, on every axial slice.
+
+    2D points (``y``, ``x`` in mm): napari broadcasts a 2D layer over the leading axes,
+    so the letters stay on every slice; anchored in world space, they follow a flip.
+    """
+    (y0, y1), (x0, x1) = BRAIN_BOX["y"], BRAIN_BOX["x"]
+    ym, xm = (y0 + y1) / 2, (x0 + x1) / 2
+    points = np.array([[y1 + 4, xm], [y0 - 4, xm], [ym, x1 + 6], [ym, x0 - 6]], float)
+    kwargs = {
+        "name": ORIENTATION_NAME,
+        "axis_labels": ("y", "x"),
+        "size": 0.01,
+        "face_color": "transparent",
+        "border_width": 0,
+        "features": {"label": ["A", "P", "R", "L"]},
+        "text": {"string": "{label}", "size": 14, "color": "#f0f0f0", "anchor": "center"},
+        "opacity": 0.9,
+        "blending": "translucent_no_depth",
+        "metadata": {"brainorg_role": ORIENTATION_ROLE},
+    }
+    return (points, kwargs, "points")
+
+
+def _ensure_orientation_labels(viewer: napari.Viewer) -> None:
+    from napari.layers import Layer
+
+    for layer in viewer.layers:
+        if layer.metadata.get("brainorg_role") == ORIENTATION_ROLE:
+            return
+    data, kwargs, kind = orientation_layer_data()
+    layer = Layer.create(data, kwargs, kind)
+    layer.editable = False
+    selected = list(viewer.layers.selection)
+    active = viewer.layers.selection.active
+    viewer.layers.append(layer)
+    # the letters never take the selection (the status bar follows the active layer)
+    viewer.layers.selection.clear()
+    viewer.layers.selection.update(selected)
+    viewer.layers.selection.active = active
+
+
+# -- canvas corner: slice and cursor in mm -------------------------------------------------
+
+
+def corner_text(viewer: napari.Viewer) -> str:
+    """``'axial z = +18 mm   ·   neurological (R on right)'`` (plus the cursor when on the canvas)."""
+    text = []
+    if viewer.dims.ndim >= 3:
+        z = float(viewer.dims.point[viewer.dims.ndim - 3])
+        text.append(f"axial z = {z:+.0f} mm")
+    side = "R on right" if convention() == "neurological" else "R on left"
+    text.append(f"{convention()} ({side})")
+    if getattr(viewer, "mouse_over_canvas", False):
+        text.append(mni_text(viewer.cursor.position))
+    return "   ·   ".join(text)
+
+
+def _update_corner(viewer) -> None:
+    try:
+        _text_overlay(viewer).text = corner_text(viewer)
+    except RuntimeError:  # the window is being torn down
+        pass
+
+
+def install(viewer: napari.Viewer | None) -> None:
+    """Make ``viewer`` show brains the plugin's way (idempotent; see the module docstring).
+
+    Layers this plugin adds afterwards (they carry ``metadata['brainorg_role']`` or
+    :data:`BRAIN`) get the MNI status, and the first one frames the view.
+    """
+    if viewer is None:
+        return
+    if viewer in _installed:
+        return
+    _installed.add(viewer)
+    overlay = _text_overlay(viewer)
+    overlay.visible = True
+    overlay.position = "bottom_left"
+    overlay.font_size = 9
+    overlay.color = "#d0d0d0"
+    ref = weakref.ref(viewer)
+
+    def on_inserted(event):
+        layer = event.value
+        viewer_ = ref()
+        if viewer_ is None or not is_brain_layer(layer):
+            return
+        mark_brain_layer(layer)
+        if layer.metadata.get("brainorg_role") == ORIENTATION_ROLE:
+            return
+        from .layers import finish_layer
+
+        finish_layer(layer)
+        first = not viewer_.__dict__.get("_brainorg_framed", False)
+        _ensure_orientation_labels(viewer_)
+        orient(viewer_)
+        if first:
+            viewer_.__dict__["_brainorg_framed"] = True
+            go_to_origin(viewer_)
+            _fit_to_brain(viewer_)
+        # the labels layer stays on top of whatever was added
+        top = len(viewer_.layers) - 1
+        for i, other in enumerate(viewer_.layers):
+            if other.metadata.get("brainorg_role") == ORIENTATION_ROLE and i != top:
+                viewer_.layers.move(i, top + 1)
+                break
+        _update_corner(viewer_)
+
+    def on_change(event=None):
+        viewer_ = ref()
+        if viewer_ is not None:
+            _update_corner(viewer_)
+
+    viewer.layers.events.inserted.connect(on_inserted)
+    viewer.dims.events.point.connect(on_change)
+    viewer.cursor.events.position.connect(on_change)
+    for layer in list(viewer.layers):
+        if is_brain_layer(layer):
+            on_inserted(type("E", (), {"value": layer})())
+    _update_corner(viewer)
+
+
+def is_brain_layer(layer) -> bool:
+    """True for a layer this plugin made (a result's part, a NIfTI it read)."""
+    meta = layer.metadata
+    return bool(meta.get("brainorg_role") or meta.get(BRAIN))
+
+
+def reframe(viewer: napari.Viewer) -> None:
+    """Orient, go to z = 0 and fit the brain again (``brainorg view``, a new result)."""
+    install(viewer)
+    orient(viewer)
+    go_to_origin(viewer)
+    _fit_to_brain(viewer)
+    _update_corner(viewer)
