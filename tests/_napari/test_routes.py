@@ -93,6 +93,22 @@ def stat_map(tmp_path_factory):
     return path, affine
 
 
+@pytest.fixture
+def reader_preference(tiny_result):
+    """The folder's reader remembered as napari-brainorg, as the user's "remember" tick in
+    napari's reader dialog does (napari's builtins also claim folders, so napari asks once)."""
+    import os
+
+    from napari.settings import get_settings
+
+    settings = get_settings().plugins
+    old = dict(settings.extension2reader)
+    folder = os.path.realpath(str(tiny_result[0])) + os.sep
+    settings.extension2reader = {**old, folder: "napari-brainorg"}
+    yield
+    settings.extension2reader = old
+
+
 def _open_route(route, viewer, qtbot, path, stat_map, monkeypatch):
     if route == "viewer.open":
         viewer.open(str(path), plugin="napari-brainorg")
@@ -135,7 +151,8 @@ def _open_route(route, viewer, qtbot, path, stat_map, monkeypatch):
 
 @pytest.mark.parametrize("route", ROUTES)
 def test_every_route_shows_anterior_up_right_on_right_and_mni_mm(route, make_napari_viewer, qtbot, tiny_result,
-                                                                 stat_map, monkeypatch, neurological):
+                                                                 stat_map, monkeypatch, neurological,
+                                                                 reader_preference):
     path, truth = tiny_result
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(1000, 700)

@@ -116,8 +116,9 @@ def nifti_layer_data(path: str | os.PathLike) -> tuple:
     kind = map_kind(name, data)
     if kind == "signed":
         finite = np.abs(data[np.isfinite(data) & (data != 0)])
-        vmax = float(np.percentile(finite, 99.5)) if finite.size else 1.0
-        threshold = _default_threshold(name, finite, vmax)
+        top = float(np.percentile(finite, 99.9)) if finite.size else 1.0
+        threshold = _default_threshold(name, finite, float(finite.max()) if finite.size else 1.0)
+        vmax = max(top, 1.5 * threshold, 1e-6)
         meta.update(brainorg_stat_map=True, threshold=threshold, color_limit=vmax,
                     colormap_key=(threshold, vmax))
         kwargs.update(colormap=_layers.diverging_threshold_colormap(threshold, vmax),
@@ -164,7 +165,7 @@ def map_kind(name: str, data: np.ndarray) -> str:
 
 def _default_threshold(name: str, magnitude: np.ndarray, top: float) -> float:
     lowered = f"_{name.lower()}."
-    if any(h in lowered for h in _ZT_HINTS) and top > 2.3:
+    if any(h in lowered for h in _ZT_HINTS):
         return _layers.DEFAULT_Z_THRESHOLD
     if "r2" in lowered:
         return float(min(_layers.DEFAULT_R2_THRESHOLD, 0.5 * top))
