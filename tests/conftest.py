@@ -26,3 +26,15 @@ def artifacts_dir() -> Path:
     """Where tests keep pictures and files worth looking at after the run."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def quick_result(tmp_path_factory):
+    """The quick demo (bundled story and MiniLM, SIMULATED subjects), run once per session.
+
+    Shared by the pipeline, report and documentation tests: the one quick run of the suite.
+    """
+    from napari_brainorg.pipeline import demo_config, run_pipeline
+
+    out = tmp_path_factory.mktemp("quick") / "result"
+    return run_pipeline(demo_config(out, quick=True))

@@ -16,10 +16,7 @@ from napari_brainorg.pipeline import demo_config, make_config, run_pipeline
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def quick_result(tmp_path_factory):
-    out = tmp_path_factory.mktemp("quick") / "result"
-    return run_pipeline(demo_config(out, quick=True))
+# quick_result: the session's quick demo run (tests/conftest.py)
 
 
 def test_quick_demo_recovers_the_planted_links(quick_result):

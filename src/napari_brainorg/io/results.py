@@ -38,6 +38,60 @@ SUMMARY = "summary.json"
 MARKER = ".napari-brainorg"
 LOCK_FILE = ".napari-brainorg.lock"
 HOLDER_FILE = ".napari-brainorg.run.json"
+#: the run's warnings (category, message, source) as a JSON list
+WARNINGS = "warnings.json"
+#: the self-contained HTML report (``brainorg report``)
+REPORT = "report.html"
+#: BIDS-derivatives description of the folder
+DATASET_DESCRIPTION = "dataset_description.json"
+
+
+#: What each group map of ``encoding/<model>/`` holds: NIfTI intent and a short description
+#: (written into the header, so the file says what its values are).
+NIFTI_MEANING = {
+    "atom_maps_z.nii.gz": ("z score", "group z of each atom (subjects combined)"),
+    "atom_maps.nii.gz": ("estimate", "group mean encoding coefficient of each atom"),
+    "r2_cv.nii.gz": ("estimate", "held-out R2 of the cross-validated ridge"),
+    "r2_sparse.nii.gz": ("estimate", "in-sample R2 of the sparse atom fit"),
+    "r_cv.nii.gz": ("estimate", "held-out correlation of the cross-validated ridge"),
+    "q_cv.nii.gz": ("estimate", "FDR q of the held-out R2 (permutations)"),
+    "noise_ceiling.nii.gz": ("estimate", "split-half noise ceiling (R2 scale)"),
+    "mask.nii.gz": ("none", "analysis mask"),
+}
+
+#: ``stat-<label>`` of the BIDS-derivatives maps and what their values are
+STATMAPS = {
+    "z": ("z score", "z statistic of the atom's coefficient in the voxel's OLS fit on all atoms"),
+    "r2cv": ("estimate", "held-out R2 of the cross-validated ridge on all atoms (mean over test folds)"),
+    "r2sparse": ("estimate", "in-sample R2 of the paper's sparse (lasso) fit on all atoms"),
+}
+
+
+def statmap_name(model: str, stat: str, atom: int | None = None, subject: str | None = None) -> str:
+    """Path (inside a result folder) of a BIDS-derivatives statistical map.
+
+    ``maps/sub-01/sub-01_model-minilm_atom-07_stat-z_statmap.nii.gz`` for a subject,
+    ``maps/group/model-minilm_atom-07_stat-z_statmap.nii.gz`` for the group.
+    """
+    if stat not in STATMAPS:
+        from ..errors import check_choice
+
+        check_choice("stat", stat, tuple(STATMAPS))
+    model_label = "".join(ch for ch in model if ch.isalnum())
+    entities = [f"model-{model_label}"]
+    if atom is not None:
+        entities.append(f"atom-{int(atom):02d}")
+    entities.append(f"stat-{stat}")
+    if subject is None:
+        return f"maps/group/{'_'.join(entities)}_statmap.nii.gz"
+    return f"maps/sub-{subject}/sub-{subject}_{'_'.join(entities)}_statmap.nii.gz"
+
+
+def set_nifti_meaning(img, intent: str, description: str):
+    """Set the intent code and the description field of a NIfTI image's header (in place)."""
+    img.header.set_intent(intent, (), name="")
+    img.header["descrip"] = description[:79].encode("ascii", "replace")
+    return img
 
 
 def _jsonable(obj: Any) -> Any:
@@ -257,9 +311,13 @@ class ResultWriter:
         return target
 
     def write_nifti(self, rel: str, img) -> Path:
+        """Write a NIfTI image; a known map (:data:`NIFTI_MEANING`) gets its intent and description."""
         import nibabel as nib
 
         target = self._target(rel)
+        meaning = NIFTI_MEANING.get(Path(rel).name)
+        if meaning is not None and isinstance(img, nib.Nifti1Image) and not img.header["intent_code"]:
+            set_nifti_meaning(img, *meaning)
         suffix = ".nii.gz" if str(rel).endswith(".gz") else ".nii"
         with atomic_path(target, suffix) as tmp:
             nib.save(img, tmp)
@@ -465,3 +523,60 @@ class ResultFolder:
 
     def figures(self) -> list[Path]:
         return sorted((self.path / "figures").glob("*.png"))
+
+    def figure(self, name: str) -> Path | None:
+        """``figures/<name>.png`` when the run drew it, else ``None``."""
+        p = self.path / "figures" / f"{name}.png"
+        return p if p.exists() else None
+
+    # -- run records --------------------------------------------------------------
+    def _json(self, rel: str):
+        p = self.path / rel
+        return json.loads(p.read_text()) if p.exists() else None
+
+    def provenance(self) -> dict:
+        """``provenance.json``: configuration, package versions, cache keys, seed (``{}`` if absent)."""
+        return self._json("provenance.json") or {}
+
+    def config(self) -> dict:
+        """The run's configuration as a dict (from ``provenance.json``)."""
+        return dict(self.provenance().get("config", {}))
+
+    def config_text(self) -> str:
+        p = self.path / "config.yaml"
+        return p.read_text() if p.exists() else ""
+
+    def recovery(self) -> dict | None:
+        """``recovery.json`` of a simulated run (planted links found), else ``None``."""
+        return self._json("recovery.json")
+
+    def run_warnings(self) -> list[dict]:
+        """The warnings the latest run raised: dicts with category, message, source."""
+        return list(self._json(WARNINGS) or [])
+
+    def dataset_description(self) -> dict | None:
+        return self._json(DATASET_DESCRIPTION)
+
+    def subjects(self) -> list[str]:
+        """Labels of the subjects whose maps are in ``maps/`` (``["01", "02"]``)."""
+        return sorted(p.name[4:] for p in (self.path / "maps").glob("sub-*") if p.is_dir())
+
+    def statmap(self, model: str | None = None, stat: str = "z", atom: int | None = None,
+                subject: str | None = None):
+        """A BIDS-derivatives map (see :func:`statmap_name`) as a nibabel image, or ``None``."""
+        return self._nifti(statmap_name(self._check_model(model), stat, atom, subject))
+
+    def report_path(self) -> Path:
+        return self.path / REPORT
+
+    # -- per-model extras -----------------------------------------------------------
+    def top_words(self, model: str | None = None):
+        """``atoms/<model>/top_words.tsv`` (the words that drive each atom most), else ``None``."""
+        return self._table(f"atoms/{self._check_model(model)}/top_words.tsv")
+
+    def comparison_tables(self) -> dict:
+        """The model-comparison tables (``comparison/*.csv``) by name."""
+        out = {}
+        for p in sorted((self.path / "comparison").glob("*.csv")):
+            out[p.stem] = self._table(f"comparison/{p.name}")
+        return out

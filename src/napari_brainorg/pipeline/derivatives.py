@@ -1,0 +1,112 @@
+"""Self-describing maps: per-subject and group NIfTI files with BIDS-derivatives names.
+
+Written from the files of a finished encoding step (``encoding/<model>/arrays.npz`` and
+``mask.nii.gz``), like the report: a view of the result folder, so a folder merged from
+several machines gets the same maps. Each map has a JSON sidecar saying what its values
+are, the threshold used downstream, the method and the software version, and a NIfTI
+header with an intent code and a description. File names come from
+:func:`napari_brainorg.io.results.statmap_name`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from .. import __version__
+from ..io.results import STATMAPS, ResultWriter, set_nifti_meaning, statmap_name
+
+
+def _subject_labels(config, n: int) -> list[str]:
+    bids = config.fmri.bids
+    if bids is not None and bids.subjects and len(bids.subjects) == n:
+        return [str(s) for s in bids.subjects]
+    return [f"{i + 1:02d}" for i in range(n)]
+
+
+def write_statmaps(writer: ResultWriter, config, model: str, source: str) -> list[str]:
+    """Write the BIDS-named maps of one model; return their paths inside the folder.
+
+    Parameters
+    ----------
+    writer : ResultWriter
+        Of the finished result folder.
+    config : PipelineConfig
+        The run's configuration (method and threshold for the sidecars).
+    model : str
+        The model's short name (``encoding/<model>/``).
+    source : str
+        What the user called the model (recorded in the sidecars).
+    """
+    import nibabel as nib
+
+    out = writer.path
+    enc = out / f"encoding/{model}"
+    arrays_path, mask_path = enc / "arrays.npz", enc / "mask.nii.gz"
+    if not (arrays_path.exists() and mask_path.exists()):
+        return []  # region time series: tables, no maps
+    stamp_rel = f".cache/statmaps_{model}.json"
+    st = arrays_path.stat()
+    stamp = {"arrays": [st.st_size, st.st_mtime_ns], "version": __version__,
+             "threshold": config.networks.threshold}
+    stamp_file = out / stamp_rel
+    if stamp_file.exists() and json.loads(stamp_file.read_text()).get("stamp") == stamp:
+        return json.loads(stamp_file.read_text())["files"]
+
+    mask_img = nib.load(mask_path)
+    mask = np.asarray(mask_img.dataobj) > 0
+    arrays = np.load(arrays_path)
+    simulated = config.fmri.simulate is not None
+    method = {
+        "encoding": config.encoding.model_dump(mode="json"),
+        "features": {"site": config.features.site, "alignment": config.features.alignment},
+        "atoms": {"n_atoms": config.atoms.n_atoms, "alpha": config.atoms.alpha},
+        "tr": config.story.tr, "n_volumes": config.story.n_volumes,
+    }
+    written: list[str] = []
+
+    def save(values: np.ndarray, stat: str, atom: int | None, subject: str | None, how: str) -> None:
+        vol = np.zeros(mask.shape, np.float32)
+        vol[mask] = values
+        img = nib.Nifti1Image(vol, mask_img.affine)
+        img.header.set_xyzt_units("mm", "sec")
+        intent, meaning = STATMAPS[stat]
+        set_nifti_meaning(img, intent, f"{stat} {'atom ' + str(atom) if atom is not None else ''} {model}".strip())
+        rel = statmap_name(model, stat, atom, subject)
+        writer.write_nifti(rel, img)
+        sidecar = {
+            "Description": meaning,
+            "Statistic": stat,
+            "Units": "z" if stat == "z" else "R2 (fraction of variance explained)",
+            "Threshold": ({"value": config.networks.threshold, "use": "|z| above it defines the atom's map "
+                           "for the network association"} if stat == "z" else None),
+            "Model": source,
+            "Atom": atom,
+            "Subject": subject if subject is not None else "group",
+            "GroupMethod": how,
+            "Simulated": simulated,
+            "Method": method,
+            "Software": {"Name": "napari-brainorg", "Version": __version__},
+            "Sources": [f"encoding/{model}/arrays.npz", f"encoding/{model}/mask.nii.gz"],
+        }
+        writer.write_json(rel.replace(".nii.gz", ".json"), sidecar)
+        written.append(rel)
+
+    # z: (k, n_voxels) for the group, (n_subjects, k, n_voxels) per subject
+    subjects_z = arrays["subject_z"] if "subject_z" in arrays.files else None
+    if subjects_z is not None:
+        labels = _subject_labels(config, subjects_z.shape[0])
+        for s, label in enumerate(labels):
+            for atom in range(subjects_z.shape[1]):
+                save(subjects_z[s, atom], "z", atom, label, "single subject")
+        for atom in range(arrays["z"].shape[0]):
+            save(arrays["z"][atom], "z", atom, None, "Stouffer's combination of the subjects' z")
+    for name, stat in (("r2_cv", "r2cv"), ("r2_sparse", "r2sparse")):
+        if f"subject_{name}" in arrays.files:
+            per = arrays[f"subject_{name}"]
+            for s, label in enumerate(_subject_labels(config, per.shape[0])):
+                save(per[s], stat, None, label, "single subject")
+            save(arrays[name], stat, None, None, "mean over subjects")
+    writer.write_json(stamp_rel, {"stamp": stamp, "files": written})
+    return written
