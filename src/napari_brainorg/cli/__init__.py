@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from .. import __version__
@@ -22,7 +23,53 @@ COMMANDS = {
     "demo": "demo",
     "run": "run",
     "view": "view",
+    "report": "report",
+    "config": "config",
 }
+
+#: the logger every module of the package logs under (``logging.getLogger(__name__)``)
+LOGGER = "napari_brainorg"
+
+
+def _add_logging_options(parser: argparse.ArgumentParser) -> None:
+    """-v/--verbose and -q/--quiet on a sub-command (its own --quiet is kept and also silences logs)."""
+    options = {s for a in parser._actions for s in a.option_strings}
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more messages: -v shows each step's details (debug log)")
+    if "--quiet" in options:
+        for action in parser._actions:
+            if "--quiet" in action.option_strings:
+                if "-q" not in options:
+                    action.option_strings.append("-q")
+                    parser._option_string_actions["-q"] = action
+                action.help = (action.help or "").rstrip(".") + "; only warnings and errors are logged"
+    else:
+        parser.add_argument("-q", "--quiet", action="store_true",
+                            help="only warnings and errors are logged")
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):  # StreamHandler.__init__ sets it; the current stderr is used instead
+        pass
+
+
+def configure_logging(verbose: int = 0, quiet: bool = False) -> logging.Logger:
+    """Send the package's log records to stderr: INFO by default, DEBUG with -v, WARNING with -q."""
+    logger = logging.getLogger(LOGGER)
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    logger.setLevel(level)
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("brainorg: %(message)s"))
+        logger.addHandler(handler)
+    return logger
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.add_parser(sub)
+    for command in sub.choices.values():
+        _add_logging_options(command)
     return parser
 
 
@@ -52,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``brainorg`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    configure_logging(getattr(args, "verbose", 0), getattr(args, "quiet", False))
     try:
         return int(args.func(args) or 0)
     except CancelledError as exc:

@@ -50,8 +50,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--min-context", type=int, default=None,
                    help="least context of a word in tokens: causal models, tokens of past (default "
                         "half a window); bidirectional, tokens on each side (default a quarter)")
-    p.add_argument("--device", default="cpu",
-                   help="cpu, cuda, cuda:N, or auto (CUDA when present) (default cpu)")
+    p.add_argument("--device", default="auto",
+                   help="auto (CUDA when present), cpu, cuda or cuda:N (default auto, as in the configuration)")
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
                    help="precision of the model (default float32; half precision for GPUs)")
     p.add_argument("--batch-words", type=int, default=512,

@@ -231,7 +231,7 @@ def extract_an_responses(
     alignment_options: dict | None = None,
     context: int | None = None,
     min_context: int | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     dtype: str = "float32",
     batch_words: int = 512,
     cache_dir: str | os.PathLike | None = None,
@@ -265,7 +265,7 @@ def extract_an_responses(
     context, min_context : int or None
         The context policy (:mod:`.activations`); None: the model's defaults.
     device : str
-        ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+        ``"auto"`` (default: CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
     dtype : {"float32", "float16", "bfloat16"}
     batch_words : int
         Words whose activations are held at once (whole windows): memory

@@ -538,6 +538,8 @@ def _check_device(device: str) -> str:
     import torch
 
     device = str(device)
+    if device == "auto":  # the default everywhere: CUDA when torch sees it
+        return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         return device
     if re.fullmatch(r"cuda(:\d+)?", device):
@@ -557,7 +559,7 @@ def _check_device(device: str) -> str:
             raise ConfigError("'device' 'mps' was asked for but torch sees no MPS device; use 'cpu'.")
         return device
     raise ConfigError(
-        f"'device' must be 'cpu', 'cuda', 'cuda:N' or 'mps'; {device!r} was provided."
+        f"'device' must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'; {device!r} was provided."
         + did_you_mean(device, ["cpu", "cuda", "mps"])
     )
 
@@ -571,7 +573,7 @@ def _dtype_keyword() -> str:
 
 
 def load_language_model(
-    spec: ModelSpec | str | os.PathLike, device: str = "cpu", dtype: str = "float32"
+    spec: ModelSpec | str | os.PathLike, device: str = "auto", dtype: str = "float32"
 ) -> LoadedModel:
     """Load a model and its fast tokenizer for inference.
 
@@ -579,7 +581,8 @@ def load_language_model(
     ----------
     spec : ModelSpec, or anything :func:`resolve_model` takes
     device : str
-        ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``; an error when not available.
+        ``"auto"`` (default: CUDA when present, else CPU), ``"cpu"``, ``"cuda"``,
+        ``"cuda:N"`` or ``"mps"``; an error when not available.
     dtype : {"float32", "float16", "bfloat16"}
         Precision of the weights and activations. float32 by default; half precision
         is meant for GPUs (CPU kernels for float16 are slow or missing).

@@ -51,8 +51,10 @@ def write_statmaps(writer: ResultWriter, config, model: str, source: str) -> lis
     stamp = {"arrays": [st.st_size, st.st_mtime_ns], "version": __version__,
              "threshold": config.networks.threshold}
     stamp_file = out / stamp_rel
-    if stamp_file.exists() and json.loads(stamp_file.read_text()).get("stamp") == stamp:
-        return json.loads(stamp_file.read_text())["files"]
+    if stamp_file.exists():
+        previous = json.loads(stamp_file.read_text())
+        if previous.get("stamp") == stamp and all((out / f).exists() for f in previous.get("files", [])):
+            return previous["files"]
 
     mask_img = nib.load(mask_path)
     mask = np.asarray(mask_img.dataobj) > 0

@@ -19,6 +19,7 @@ and writes it last, so an interrupted folder reads as incomplete:
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import shutil
 import time
@@ -32,9 +33,12 @@ import numpy as np
 from .. import __version__
 from .._progress import CancelToken, ProgressCallback, check_cancel, report
 from ..errors import CacheMismatchWarning
-from ..io.results import SUMMARY, ResultFolder, ResultWriter, RunLock, check_output_folder
+from ..io.results import (DATASET_DESCRIPTION, SUMMARY, WARNINGS, ResultFolder, ResultWriter, RunLock,
+                          check_output_folder)
 from ._state import file_identity, key_of
 from .config import PipelineConfig, config_to_yaml
+
+_log = logging.getLogger(__name__)
 
 
 def model_slug(model: str) -> str:
@@ -849,6 +853,61 @@ def run_pipeline(config: PipelineConfig, progress: ProgressCallback | None = Non
                  cancel: CancelToken | None = None) -> ResultFolder:
     """Run every step of ``config`` and return the result folder.
 
+    The warnings the run raises are shown as usual and kept in ``warnings.json``; the
+    maps are also written with BIDS-derivatives names (``maps/``), the folder is
+    described for BIDS (``dataset_description.json``) and, once the folder is complete,
+    the HTML report (``report.html``) is written from it.
+
+    Parameters
+    ----------
+    config : PipelineConfig
+    progress : callable ``progress(stage, done, total)``, optional
+    cancel : object with ``is_set()`` (a ``threading.Event``), optional
+        When set, the run stops at the next checkpoint with ``CancelledError``;
+        files already written are complete (atomic) and reused by the next run.
+    """
+    return _run_steps(config, progress, cancel)
+
+
+def _describe_outputs(ctx: _Context, caught: list[dict]) -> None:
+    """Self-describing outputs: BIDS-named maps with sidecars, warnings, dataset description."""
+    from .derivatives import write_statmaps
+
+    for model in ctx.config.features.models:
+        write_statmaps(ctx.writer, ctx.config, model_slug(model), model)
+    ctx.writer.write_json(WARNINGS, caught)
+    ctx.writer.write_json(DATASET_DESCRIPTION, dataset_description(ctx.config))
+
+
+def dataset_description(config: PipelineConfig) -> dict:
+    """The BIDS-derivatives ``dataset_description.json`` of a run's result folder."""
+    fmri = config.fmri
+    desc = {
+        "Name": f"napari-brainorg: atoms of {', '.join(config.features.models)} and their brain maps"
+                f" ({'SIMULATED fMRI' if fmri.simulate is not None else 'fMRI'}, story {config.story.path})",
+        "BIDSVersion": "1.10.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [{
+            "Name": "napari-brainorg",
+            "Version": __version__,
+            "Description": "Sparse dictionary atoms of language-model artificial neurons, voxel-wise "
+                           "encoding of fMRI and atom-network associations (Sun et al. 2024, arXiv:2410.19542).",
+            "CodeURL": "https://github.com/napari-brainorg/napari-brainorg",
+        }],
+        "HowToAcknowledge": "Cite Sun et al. (2024) arXiv:2410.19542 and the atlases used "
+                            "(see report.html, Methods).",
+    }
+    if fmri.bids is not None:
+        desc["SourceDatasets"] = [{"URL": Path(fmri.bids.root).resolve().as_uri()}]
+    if fmri.simulate is not None:
+        desc["SourceDatasets"] = [{"URL": "simulated/"}]
+    return desc
+
+
+def _run_steps(config: PipelineConfig, progress: ProgressCallback | None = None,
+               cancel: CancelToken | None = None) -> ResultFolder:
+    """Every step of ``config``, in order (see :func:`run_pipeline`).
+
     Parameters
     ----------
     config : PipelineConfig
@@ -859,11 +918,19 @@ def run_pipeline(config: PipelineConfig, progress: ProgressCallback | None = Non
     """
     check_output_folder(config.out)
     writer = ResultWriter(config.out)
+    from ..report import record_warnings, write_report
+
+    _log.info("run: %s -> %s", ", ".join(config.features.models), config.out)
     with RunLock(writer.path):
-        return _run_locked(config, writer, progress, cancel)
+        with record_warnings() as caught:
+            result = _run_locked(config, writer, progress, cancel, caught)
+        # a view of the finished folder (`brainorg report DIR` rebuilds it)
+        _log.info("report: %s (%d warning(s) recorded)", write_report(result), len(caught))
+        return result
 
 
-def _run_locked(config: PipelineConfig, writer: ResultWriter, progress, cancel) -> ResultFolder:
+def _run_locked(config: PipelineConfig, writer: ResultWriter, progress, cancel,
+                caught: list[dict] | None = None) -> ResultFolder:
     ctx = _Context(config, writer, progress, cancel)
     t0 = time.perf_counter()
     _start_run(ctx)
@@ -871,8 +938,10 @@ def _run_locked(config: PipelineConfig, writer: ResultWriter, progress, cancel) 
 
     def timed(name, fn, *a):
         t = time.perf_counter()
+        _log.debug("step %s: start", name)
         out = fn(*a)
         ctx.timings[name] = ctx.timings.get(name, 0.0) + time.perf_counter() - t
+        _log.info("step %s: done in %.1f s", name, time.perf_counter() - t)
         return out
 
     words = timed("story", _step_story, ctx)
@@ -907,6 +976,7 @@ def _run_locked(config: PipelineConfig, writer: ResultWriter, progress, cancel) 
     writer.write_json("provenance.json", {"config": config.model_dump(mode="json"), "versions": _versions(),
                                           "inputs": ctx.inputs, "cache_keys": ctx.keys, "seed": config.seed,
                                           "input_identity": _IDENTITY_DOC})
+    _describe_outputs(ctx, list(caught or []))
     writer.write_json(SUMMARY, ctx.summary)  # last: a folder without it is incomplete
     return ResultFolder(writer.path)
 
