@@ -48,6 +48,13 @@ from ..errors import ConfigError, FMRIInputError, NotFittedError, ShapeError, ch
 from .preprocessing import ConstantColumnsWarning, highpass, make_delays
 from .scores import correlation_columns, r2_score_columns
 
+from sklearn.base import BaseEstimator, RegressorMixin  # noqa: E402  (scikit-learn estimators)
+from sklearn.exceptions import NotFittedError as _SkNotFittedError  # noqa: E402
+
+
+class EncoderNotFittedError(NotFittedError, _SkNotFittedError):
+    """``predict`` before ``fit`` (both this package's and scikit-learn's NotFittedError)."""
+
 __all__ = [
     "DEFAULT_ALPHAS",
     "contiguous_folds",
@@ -349,6 +356,36 @@ def _check_XY(X, Y):
     return X, Y
 
 
+def _sklearn_validate(estimator, X, Y, reset: bool) -> None:
+    """scikit-learn's checks and bookkeeping of ``X`` (``n_features_in_``, ``feature_names_in_``).
+
+    Sparse matrices and a missing ``Y`` get scikit-learn's messages; ``Y`` (fMRI) is
+    otherwise checked by this module's own messages, which name the bad voxels.
+    """
+    from sklearn.utils.validation import validate_data
+
+    name = type(estimator).__name__
+    if reset and Y is None:
+        raise ValueError(f"{name} requires y to be passed, but the target y is None; give the fMRI "
+                         "time series, an array of shape (n_volumes, n_voxels).")
+    if type(X).__module__.split(".")[0] == "torch":
+        X = X.detach().cpu().numpy()
+    validate_data(estimator, X, reset=reset, dtype=None, ensure_all_finite=reset, ensure_min_samples=1)
+
+
+def _check_fitted(estimator) -> None:
+    """Raise a NotFittedError (this package's and scikit-learn's) when ``fit`` has not run."""
+    if not hasattr(estimator, "coef_"):
+        raise EncoderNotFittedError(
+            f"This {type(estimator).__name__} is not fitted yet; call 'fit' first.")
+
+
+def _encoder_tags(tags):
+    tags.target_tags.multi_output = True  # one output per voxel
+    tags.target_tags.single_output = True
+    return tags
+
+
 def _check_finite_chunk(Yc: np.ndarray, start: int) -> None:
     bad = ~np.isfinite(Yc).all(0)
     if bad.any():
@@ -624,7 +661,7 @@ def ridge_cv_fit(X, Y, folds, alphas=DEFAULT_ALPHAS, *, alpha_score: str = "r2",
 # --------------------------------------------------------------------------- estimator
 
 
-class CVRidgeEncoder:
+class CVRidgeEncoder(RegressorMixin, BaseEstimator):
     """Voxel-wise encoding model: cross-validated ridge of fMRI on the regressors.
 
     ``fit`` runs, in order: FIR delays of the regressors (:func:`make_delays`); the same
@@ -705,7 +742,7 @@ class CVRidgeEncoder:
     ((3,), (4, 3))
     """
 
-    def __init__(self, alphas=DEFAULT_ALPHAS, n_folds=5, gap=5, inner_folds=4, delays=(0,),
+    def __init__(self, alphas=tuple(float(a) for a in DEFAULT_ALPHAS), n_folds=5, gap=5, inner_folds=4, delays=(0,),
                  highpass_cutoff=128.0, tr=1.5, detrend=True, standardize_Y=True,
                  alpha_score="r2", solver="auto", backend="numpy", device=None, dtype=None,
                  chunk_size=None):
@@ -725,6 +762,9 @@ class CVRidgeEncoder:
         self.dtype = dtype
         self.chunk_size = chunk_size
 
+    def __sklearn_tags__(self):
+        return _encoder_tags(super().__sklearn_tags__())
+
     def _filter(self, A: np.ndarray) -> np.ndarray:
         if self.highpass_cutoff is None and not self.detrend:
             return A - A.mean(0)
@@ -741,9 +781,15 @@ class CVRidgeEncoder:
         -------
         self
         """
+        _sklearn_validate(self, X, Y, reset=True)
+        Y = np.asarray(Y) if type(Y).__module__.split(".")[0] != "torch" else Y
+        self._y_1d = getattr(Y, "ndim", 2) == 1  # scikit-learn: a 1-D y gives a 1-D prediction
+        if self._y_1d:
+            Y = Y.reshape(-1, 1)
         X, Y = _check_XY(X, Y)
         Xp = self._design(X)
         Yp = self._filter(Y)
+        y_level = Y.mean(0) - Yp.mean(0)  # what the filter removed on average (the mean)
         if not np.all(np.isfinite(Yp)):
             bad = np.flatnonzero(~np.isfinite(Yp).all(0))
             raise FMRIInputError(
@@ -782,7 +828,7 @@ class CVRidgeEncoder:
         self.cv_scores_ = final.cv_scores
         self.coef_, self.intercept_ = final.coef, final.intercept
         self.x_mean_, self.x_scale_ = final.x_mean, final.x_scale
-        self.y_mean_ = np.zeros(Y.shape[1], dtype=final.coef.dtype)
+        self.y_mean_ = np.asarray(y_level, dtype=final.coef.dtype)
         self.y_scale_ = y_scale.astype(final.coef.dtype)
         self.constant_voxels_ = constant
         self.folds_ = folds
@@ -791,22 +837,27 @@ class CVRidgeEncoder:
         return self
 
     def predict(self, X) -> np.ndarray:
-        """Predicted (filtered, standardised if ``standardize_Y``) fMRI for regressors ``X``.
+        """Predicted fMRI for regressors ``X``, in the units of the ``Y`` given to ``fit``.
 
         ``X`` goes through the same delays and filter as in ``fit`` and is standardised
-        with the statistics stored at fit time.
+        with the statistics stored at fit time; the prediction is of the filtered fMRI
+        (the slow drifts the high-pass removed are not predicted), scaled back to
+        ``Y``'s units and mean.
 
         Returns
         -------
-        Y_pred : ndarray of shape (n_volumes, n_voxels)
+        Y_pred : ndarray of shape (n_volumes, n_voxels), or (n_volumes,) when ``fit`` got a 1-D ``Y``
         """
-        if not hasattr(self, "coef_"):
-            raise NotFittedError("This CVRidgeEncoder is not fitted yet; call 'fit' first.")
+        _check_fitted(self)
+        _sklearn_validate(self, X, None, reset=False)
         X = _as_float_2d("X", X, "(n_volumes, n_features)")
         if X.shape[1] != self.n_features_in_:
             raise ShapeError(
-                f"'X' must have {self.n_features_in_} columns (regressors) as in fit; "
-                f"{X.shape[1]} were provided."
+                f"X has {X.shape[1]} features, but CVRidgeEncoder is expecting {self.n_features_in_} "
+                f"features as input: 'X' must have {self.n_features_in_} columns (regressors) as in fit."
             )
+        if not np.all(np.isfinite(X)):
+            raise ShapeError(f"'X' holds {int(np.count_nonzero(~np.isfinite(X)))} NaN or infinite values.")
         Xp = self._design(X).astype(self.coef_.dtype)
-        return ((Xp - self.x_mean_) / self.x_scale_) @ self.coef_ + self.intercept_
+        pred = (((Xp - self.x_mean_) / self.x_scale_) @ self.coef_ + self.intercept_) * self.y_scale_ + self.y_mean_
+        return pred[:, 0] if getattr(self, "_y_1d", False) else pred

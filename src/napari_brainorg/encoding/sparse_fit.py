@@ -35,6 +35,8 @@ from .._progress import check_cancel
 from ..errors import ConfigError, FMRIInputError, NotFittedError, ShapeError
 from .preprocessing import ConstantColumnsWarning
 
+from sklearn.base import BaseEstimator, RegressorMixin  # noqa: E402  (scikit-learn estimators)
+
 __all__ = ["SparseAtomEncoder", "alpha_max"]
 
 # Voxels per block when computing in-sample R² (bounds the (n_volumes, block) copy).
@@ -108,7 +110,7 @@ def alpha_max(atoms, Y) -> np.ndarray:
     return np.abs(D.T @ Yz).max(0) / math.sqrt(Y.shape[0])
 
 
-class SparseAtomEncoder:
+class SparseAtomEncoder(RegressorMixin, BaseEstimator):
     """Sparse encoding of every voxel on fixed atoms (the paper's model, in-sample).
 
     Parameters
@@ -173,6 +175,11 @@ class SparseAtomEncoder:
         self.dtype = dtype
         self.chunk_size = chunk_size
 
+    def __sklearn_tags__(self):
+        from .ridge import _encoder_tags
+
+        return _encoder_tags(super().__sklearn_tags__())
+
     def fit(self, atoms, Y, progress=None, cancel=None):
         """Fit the codes of every voxel.
 
@@ -197,8 +204,13 @@ class SparseAtomEncoder:
             raise ConfigError(f"'alpha' must be a number >= 0; {self.alpha!r} was provided.") from None
         if not np.isfinite(alpha) or alpha < 0:
             raise ConfigError(f"'alpha' must be a number >= 0; {self.alpha!r} was provided.")
+        from .ridge import _sklearn_validate
+
+        _sklearn_validate(self, atoms, Y, reset=True)
         atoms = _as_float_2d("atoms", atoms, "(n_volumes, k)")
-        Y = _as_float_2d("Y", Y, "(n_volumes, n_voxels)")
+        Y = np.asarray(Y) if type(Y).__module__.split(".")[0] != "torch" else Y
+        self._y_1d = getattr(Y, "ndim", 2) == 1  # scikit-learn: a 1-D y gives a 1-D prediction
+        Y = _as_float_2d("Y", Y.reshape(-1, 1) if self._y_1d else Y, "(n_volumes, n_voxels)")
         if atoms.shape[0] != Y.shape[0]:
             raise ShapeError(
                 f"'atoms' and 'Y' must have the same number of volumes (rows); atoms has "
@@ -258,12 +270,18 @@ class SparseAtomEncoder:
         -------
         Y_pred : ndarray of shape (n_volumes, n_voxels)
         """
-        if not hasattr(self, "coef_"):
-            raise NotFittedError("This SparseAtomEncoder is not fitted yet; call 'fit' first.")
+        from .ridge import _check_fitted, _sklearn_validate
+
+        _check_fitted(self)
+        _sklearn_validate(self, atoms, None, reset=False)
         atoms = _as_float_2d("atoms", atoms, "(n_volumes, k)")
+        if not np.all(np.isfinite(atoms)):
+            raise ShapeError("'atoms' holds NaN or infinite values.")
         if atoms.shape[1] != self.n_features_in_:
             raise ShapeError(
-                f"'atoms' must have {self.n_features_in_} columns as in fit; {atoms.shape[1]} were provided."
+                f"X has {atoms.shape[1]} features, but SparseAtomEncoder is expecting {self.n_features_in_} "
+                f"features as input: 'atoms' must have {self.n_features_in_} columns as in fit."
             )
         D = (atoms.astype(self.coef_.dtype) - self.atom_mean_) / self.atom_norm_.astype(self.coef_.dtype)
-        return (D @ self.coef_) * self.y_scale_ + self.y_mean_
+        pred = (D @ self.coef_) * self.y_scale_ + self.y_mean_
+        return pred[:, 0] if getattr(self, "_y_1d", False) else pred
