@@ -225,8 +225,10 @@ def load_fbn(atlas, mask_img, *, labels=None, threshold: float | None = None) ->
 
     Parameters
     ----------
-    atlas : str, path or nibabel image
-        A bundled name (:data:`napari_brainorg.datasets.BUNDLED_ATLASES`: ``"smith10"``,
+    atlas : str, path, nibabel image or nilearn atlas bunch
+        A nilearn atlas (an object with ``maps`` and ``labels``, as
+        ``nilearn.datasets.fetch_atlas_*`` return) gives its maps and, unless ``labels``
+        is given, its labels. Otherwise a bundled name (:data:`napari_brainorg.datasets.BUNDLED_ATLASES`: ``"smith10"``,
         ``"yeo7"``, ``"yeo17"``, ...) or a NIfTI: a 3D integer label image (one network
         per non-zero label) or a 4D stack of maps (one network per volume).
     mask_img : "mni", path or nibabel image
@@ -254,6 +256,10 @@ def load_fbn(atlas, mask_img, *, labels=None, threshold: float | None = None) ->
     """
     from .. import datasets
 
+    if not isinstance(atlas, (str, os.PathLike)) and hasattr(atlas, "maps"):  # nilearn's Bunch
+        if labels is None and getattr(atlas, "labels", None) is not None:
+            labels = [str(name.decode() if isinstance(name, bytes) else name) for name in atlas.labels]
+        atlas = atlas.maps
     mask_img = load_mask(mask_img)
     mask = np.asarray(mask_img.dataobj) > 0
     bundled = None

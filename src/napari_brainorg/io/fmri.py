@@ -207,11 +207,15 @@ def load_mask(mask="mni") -> nibabel.Nifti1Image:
 
     Parameters
     ----------
-    mask : "mni", path or nibabel image
+    mask : "mni", path, nibabel image or fitted nilearn masker
         ``"mni"``: the bundled FSL MNI152 2 mm brain mask (91×109×91, LAS). Any other
-        3D image is binarised (value > 0); a 4D image with one volume is accepted.
+        3D image is binarised (value > 0); a 4D image with one volume is accepted; a
+        fitted masker (``NiftiMasker``) gives its ``mask_img_``.
     """
     import nibabel as nib
+
+    if hasattr(mask, "mask_img_"):  # a fitted nilearn masker
+        mask = mask.mask_img_
 
     if isinstance(mask, str) and mask == "mni":
         from ..datasets import mni_mask_path
@@ -411,6 +415,32 @@ def _as_list(x) -> list:
     return list(x)
 
 
+def expand_images(images) -> list:
+    """What nilearn accepts as images, as a list of runs.
+
+    A path, a ``Nifti1Image``, a glob pattern (``"sub-*_bold.nii.gz"``: the matching
+    files, sorted), or a list mixing them (glob patterns expanded in place).
+
+    Raises
+    ------
+    FileNotFoundError
+        A glob pattern that matches no file.
+    """
+    import glob
+
+    out = []
+    for item in _as_list(images):
+        text = os.fspath(item) if isinstance(item, (str, os.PathLike)) else None
+        if text is not None and glob.has_magic(text) and not Path(text).exists():
+            matches = sorted(glob.glob(os.path.expanduser(text)))
+            if not matches:
+                raise FileNotFoundError(f"No file matches the pattern {text!r}.")
+            out.extend(matches)
+        else:
+            out.append(item)
+    return out
+
+
 def _world(affine, ijk) -> str:
     xyz = np.asarray(affine) @ np.r_[np.asarray(ijk, dtype=float), 1.0]
     return "(" + ", ".join(f"{v:.1f}" for v in xyz[:3]) + ") mm"
@@ -429,9 +459,10 @@ def load_fmri(images, *, mask="mni", n_volumes: int | None = None, subjects=None
 
     Parameters
     ----------
-    images : path, nibabel image, or a list of them
-        4D runs (x, y, z, n_volumes), one per subject.
-    mask : "mni", path, nibabel image or None
+    images : path, glob pattern, nibabel image, or a list of them
+        4D runs (x, y, z, n_volumes), one per subject; a glob pattern stands for the
+        files it matches, sorted (as in nilearn).
+    mask : "mni", path, nibabel image, fitted nilearn masker or None
         The analysis mask. ``"mni"`` (default): the bundled FSL MNI152 2 mm brain mask.
         ``None``: computed from the data (nilearn ``compute_multi_epi_mask``,
         intersection of the subjects' masks); then every run must be on one grid.
@@ -475,7 +506,7 @@ def load_fmri(images, *, mask="mni", n_volumes: int | None = None, subjects=None
     _NO_STANDARDIZE = _nilearn_no_standardize()
     check_choice("on_nan", on_nan, ("error", "drop"))
     check_choice("interpolation", interpolation, ("linear", "continuous", "nearest"))
-    images = _as_list(images)
+    images = expand_images(images)
     if not images:
         raise FMRIInputError("'images' is empty; give at least one 4D fMRI run.")
     subjects = _check_subjects(subjects, len(images)) or _default_subjects(images)
