@@ -48,8 +48,9 @@ def test_report_is_a_self_contained_view_of_the_folder(quick_result, tmp_path):
     # a report built from a copy of the folder is the same document (it depends on files only)
     copy = tmp_path / "copy" / Path(path).name
     shutil.copytree(path, copy)
-    assert build_report(copy).replace(str(copy.resolve()), "X") == build_report(path).replace(
-        str(Path(path).resolve()), "X")
+    original = str(Path(path).resolve())
+    assert build_report(copy).replace(str(copy.resolve()), "X").replace(original, "X") == \
+        build_report(path).replace(original, "X")
 
 
 def test_methods_paragraph_follows_the_configuration(quick_result):
@@ -122,3 +123,19 @@ def test_report_renders_offline_in_chromium(quick_result, artifacts_dir):
         assert not errors, errors
     finally:
         driver.quit()
+
+
+def test_report_shows_top_words_when_the_run_saved_them(quick_result, tmp_path):
+    import pandas as pd
+
+    copy = tmp_path / "result"
+    shutil.copytree(quick_result.path, copy)
+    assert "top words" not in build_report(copy)
+    # atoms/<model>/top_words.tsv as the napari side writes it (one row per atom x direction x rank)
+    pd.DataFrame({"atom": [0, 0, 0, 1], "direction": ["activate", "activate", "suppress", "activate"],
+                  "rank": [1, 0, 0, 0], "word": ["pie", "man", "quiet", "story"],
+                  "response": [2.0, 2.5, -1.0, 1.5], "onset": [1.0, 2.0, 3.0, 4.0],
+                  "context": ["a", "b", "c", "d"]}).to_csv(copy / "atoms/minilm/top_words.tsv", sep="\t", index=False)
+    text = build_report(copy)
+    assert "top words: man, pie" in text  # by rank, the activating words only
+    assert "quiet" not in text.split('data-atom="0"')[1].split('data-atom="1"')[0]

@@ -359,6 +359,8 @@ def _top_words_of(top, atom: int, n: int = 8) -> str:
     rows = top[top["atom"] == atom]
     if "word" not in rows.columns:
         return ""
+    if "direction" in rows.columns:  # the words that drive the atom up (not those that suppress it)
+        rows = rows[rows["direction"].astype(str) == "activate"]
     if "rank" in rows.columns:
         rows = rows.sort_values("rank")
     return ", ".join(rows["word"].astype(str).head(n))
