@@ -41,6 +41,9 @@ mkdir -p "$ROOT/test-artifacts"
 $PY -m pip freeze > "$ROOT/test-artifacts/min-versions-freeze.txt"
 
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MPLBACKEND=Agg
+# A model cache of its own: GGUF models converted by a newer transformers are not
+# readable by the oldest one, so the conversion runs here with the pinned versions.
+export BRAINORG_CACHE="$VENV/brainorg-cache"
 # Run the tests from a copy outside the source tree so the installed package is imported.
 cp -r "$ROOT/tests" "$VENV/tests"
 cp "$ROOT/pyproject.toml" "$VENV/pyproject.toml"
