@@ -415,7 +415,7 @@ _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:1.5em auto;
 padding:0 1em;color:#222;line-height:1.45}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.8em}
-table{border-collapse:collapse;font-size:.85em;margin:.5em 0}td,th{border:1px solid #ddd;padding:2px 6px;
+table{border-collapse:collapse;font-size:.85em;margin:.5em 0;display:block;overflow-x:auto;max-width:100%}td,th{border:1px solid #ddd;padding:2px 6px;
 text-align:left}th{background:#f3f3f3}.muted{color:#888}.banner{background:#fff3cd;border:1px solid #e0c36b;
 padding:.6em 1em;border-radius:4px}.figs{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0;max-width:520px}
 figure img,.fig{max-width:100%}figcaption{font-size:.85em;color:#555}.atom{display:flex;gap:1em;
