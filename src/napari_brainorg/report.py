@@ -280,6 +280,14 @@ def methods_paragraph(result: ResultFolder) -> tuple[str, list[str]]:
     if enc.get("n_permutations"):
         parts.append(f"Voxel significance came from {enc['n_permutations']} circular shifts of the atoms, with "
                      f"Benjamini&ndash;Hochberg FDR control.")
+    noise = enc.get("noise_model", "ols")
+    confounds = enc.get("confounds", False)
+    parts.append(
+        f"Per subject, the map of every atom was the z of its coefficient in a "
+        f"{'generalised least-squares fit with each voxel' + chr(39) + 's AR(1) noise' if noise == 'ar1' else 'least-squares fit'}"
+        f" of all atoms together{', with the story' + chr(39) + 's nuisance regressors (word rate, length, frequency, pauses)' if confounds else ''}"
+        f"; subjects were combined by "
+        f"{ {'random': 'random effects (one-sample t over subjects)', 'fixed': 'fixed effects (Stouffer)', None: 'fixed effects (Stouffer)'}.get(enc.get('group_effects'), 'random effects from ' + str(enc.get('min_subjects_random', 6)) + ' subjects on, fixed effects (Stouffer) below') }.")
     atlases = nets.get("atlases", [])
     atlas_cites = []
     for a in atlases:
@@ -288,15 +296,31 @@ def methods_paragraph(result: ResultFolder) -> tuple[str, list[str]]:
             atlas_cites.append(key)
     cites += atlas_cites
     cites.append("mni")
-    parts.append(
-        f"Each atom's group map ({_esc(nets.get('map_stat', 'z'))}, thresholded at |z| &gt; "
-        f"{nets.get('threshold', '?')}) was compared with the functional brain networks of "
-        f"{_fmt_list(_esc(a) for a in atlases)}"
-        f"{' [' + '], ['.join(atlas_cites) + ']' if atlas_cites else ''} in MNI152 space [mni] by its "
-        f"{_esc(str(nets.get('score', 'overlap_rate')).replace('_', ' '))}, with a permutation null of "
-        f"{nets.get('n_permutations', '?')} draws; an atom and a network were called associated when "
-        f"q &lt; {nets.get('alpha', '?')} (Benjamini&ndash;Hochberg over atom &times; network tests) and the "
-        f"score was at least {nets.get('min_score', '?')}.")
+    atlas_text = (f"{_fmt_list(_esc(a) for a in atlases)}"
+                  f"{' [' + '], ['.join(atlas_cites) + ']' if atlas_cites else ''} in MNI152 space [mni]")
+    test = nets.get("test", "spatial")
+    n_draws = nets.get("n_permutations")
+    if test == "stimulus":
+        n_draws = 5000 if n_draws is None else n_draws
+        null = {"phase": "phase-randomised", "shift": "circularly shifted"}.get(nets.get("null", "phase"), "transformed")
+        parts.append(
+            f"Each atom was tested against each functional brain network of {atlas_text}: its "
+            f"{'unique ' if nets.get('contribution', 'unique') == 'unique' else ''}coefficient on the network's "
+            f"{'mean' if nets.get('network_score', 'mean') == 'mean' else 'inside-minus-outside'} time series, "
+            f"against {n_draws} draws of {null} atoms (the same draw for every subject, every subject refitted); "
+            f"an atom and a network were called associated when q &lt; {nets.get('alpha', '?')} "
+            f"(Benjamini&ndash;Hochberg over atoms &times; networks &times; directions), the effect was at least "
+            f"{nets.get('min_effect', '?')} and at least {nets.get('min_relative_effect', '?')} of the atom's "
+            f"largest effect in the atlas. Maps are shown thresholded at |z| &gt; {nets.get('threshold', '?')}.")
+    else:
+        n_draws = 500 if n_draws is None else n_draws
+        parts.append(
+            f"Each atom's group map ({_esc(nets.get('map_stat', 'z'))}, thresholded at |z| &gt; "
+            f"{nets.get('threshold', '?')}) was compared with the functional brain networks of {atlas_text} by its "
+            f"{_esc(str(nets.get('score', 'overlap_rate')).replace('_', ' '))}, with a permutation null of "
+            f"{n_draws} spatially moved maps; an atom and a network were called associated when "
+            f"q &lt; {nets.get('alpha', '?')} (Benjamini&ndash;Hochberg over atom &times; network tests) and the "
+            f"score was at least {nets.get('min_score', '?')}.")
     return " ".join(parts), list(dict.fromkeys(cites))
 
 

@@ -61,7 +61,8 @@ NIFTI_MEANING = {
 
 #: ``stat-<label>`` of the BIDS-derivatives maps and what their values are
 STATMAPS = {
-    "z": ("z score", "z statistic of the atom's coefficient in the voxel's OLS fit on all atoms"),
+    "z": ("z score", "z statistic of the atom's coefficient in the voxel's fit on all atoms "
+                     "(GLS with AR(1) noise or OLS: encoding.noise_model in the sidecar's Method)"),
     "r2cv": ("estimate", "held-out R2 of the cross-validated ridge on all atoms (mean over test folds)"),
     "r2sparse": ("estimate", "in-sample R2 of the paper's sparse (lasso) fit on all atoms"),
 }

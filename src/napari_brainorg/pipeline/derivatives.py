@@ -102,8 +102,13 @@ def write_statmaps(writer: ResultWriter, config, model: str, source: str) -> lis
         for s, label in enumerate(labels):
             for atom in range(subjects_z.shape[1]):
                 save(subjects_z[s, atom], "z", atom, label, "single subject")
+        ec = config.encoding
+        n_sub = subjects_z.shape[0]
+        random = ec.group_effects == "random" or (ec.group_effects == "auto" and n_sub >= ec.min_subjects_random)
+        how = ("random effects: one-sample t over subjects, as z" if random
+               else "fixed effects: Stouffer's combination of the subjects' z")
         for atom in range(arrays["z"].shape[0]):
-            save(arrays["z"][atom], "z", atom, None, "Stouffer's combination of the subjects' z")
+            save(arrays["z"][atom], "z", atom, None, how)
     for name, stat in (("r2_cv", "r2cv"), ("r2_sparse", "r2sparse")):
         if f"subject_{name}" in arrays.files:
             per = arrays[f"subject_{name}"]
