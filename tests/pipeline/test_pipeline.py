@@ -117,3 +117,40 @@ def test_voxel_significance_and_layerwise_baseline(tmp_path):
     assert baseline["model"].tolist() == [f"layer {i}" for i in range(6)] + ["atoms"]
     layers = nib.load(folder / "baseline_r2_layers.nii.gz")
     assert layers.shape[3] == 6
+
+
+def test_top_words_of_planted_atoms_fall_where_the_planted_time_course_peaks(quick_result):
+    """The words listed as driving a planted atom are heard ~5 s (the HRF's peak) before the
+    volumes where that atom's planted time course is high; the suppressing words before lows."""
+    from napari_brainorg.features.alignment import hrf_operator, volume_of_words
+
+    res = ResultFolder(quick_result.path)
+    table = res.top_words()
+    words = res.words_table()
+    responses = res.word_responses()
+    atoms = res.atom_timecourses()
+    assert responses.shape == (len(words), atoms.shape[1])
+    assert set(table.columns) >= {"atom", "direction", "rank", "word", "onset", "volume", "response", "context"}
+    # the word-level responses, put through the HRF, give back the atoms' time courses
+    H = hrf_operator(words["onset"].to_numpy(), res.n_volumes, res.tr)
+    r = [np.corrcoef(H @ responses[:, a], atoms[:, a])[0, 1] for a in range(atoms.shape[1])]
+    assert min(r) > 0.95, np.round(r, 3)
+
+    truth = json.loads((res.path / "simulated/truth.json").read_text())
+    planted = np.load(res.path / "simulated/planted_atoms.npy")
+    rng = np.random.default_rng(0)
+    onsets = words["onset"].to_numpy()
+    for atom in map(int, truth["links"]):
+        course = planted[:, atom]
+        rows = table[table["atom"] == atom]
+        assert len(rows) == 30 and rows["context"].str.contains(r"\[").all()
+
+        def at_peak(onset):
+            return course[np.clip(volume_of_words(np.asarray(onset) + 5.0, res.n_volumes, res.tr), 0,
+                                  res.n_volumes - 1)].mean()
+
+        up = at_peak(rows.loc[rows["direction"] == "activate", "onset"].to_numpy())
+        down = at_peak(rows.loc[rows["direction"] == "suppress", "onset"].to_numpy())
+        chance = [at_peak(rng.choice(onsets, 15, replace=False)) for _ in range(1000)]
+        lo, hi = np.percentile(chance, [1, 99])
+        assert up > hi and down < lo, (atom, up, down, lo, hi)

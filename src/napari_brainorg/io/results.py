@@ -482,6 +482,17 @@ class ResultFolder:
     def words_table(self):
         return self._table("story/words.tsv")
 
+    def top_words(self, model: str | None = None):
+        """``atoms/<model>/top_words.tsv``: per atom and direction ('activate', 'suppress') the
+        words with the strongest word-level response, with context; ``None`` when absent."""
+        return self._table(f"atoms/{self._check_model(model)}/top_words.tsv", text_columns=("word", "context"))
+
+    def word_responses(self, model: str | None = None) -> np.ndarray | None:
+        """``atoms/<model>/word_responses.npy``: (n_words, k) each atom's response to each word
+        of :meth:`words_table`, before the HRF; ``None`` when absent."""
+        p = self.path / f"atoms/{self._check_model(model)}/word_responses.npy"
+        return np.load(p) if p.exists() else None
+
     def nuisance_table(self):
         """Nuisance regressors (volume, word_rate, word_length, word_frequency, pause)."""
         return self._table("story/nuisance.tsv")

@@ -8,7 +8,8 @@ and writes it last, so an interrupted folder reads as incomplete:
 
 1. ``story``      read the timed words, place them in volumes
 2. ``features``   AN responses per model (the extraction caches itself as well)
-3. ``atoms``      sparse dictionary per model
+3. ``atoms``      sparse dictionary per model; ``top_words``: the words that most
+                  activate and suppress each atom (:mod:`._top_words`)
 4. ``fmri``       load the subjects' fMRI, or simulate labelled subjects
 5. ``encoding``   per model and subject: paper's sparse fit, cross-validated ridge,
                   OLS z maps; group maps; noise ceiling
@@ -36,6 +37,7 @@ from ..errors import CacheMismatchWarning
 from ..io.results import (DATASET_DESCRIPTION, SUMMARY, WARNINGS, ResultFolder, ResultWriter, RunLock,
                           check_output_folder)
 from ._state import file_identity, key_of
+from ._top_words import step_top_words
 from .config import PipelineConfig, config_to_yaml
 
 _log = logging.getLogger(__name__)
@@ -951,6 +953,7 @@ def _run_locked(config: PipelineConfig, writer: ResultWriter, progress, cancel,
         ans = timed("features", _step_features, ctx, words, model)
         check_cancel(cancel)
         atoms, codes, index = timed("atoms", _step_atoms, ctx, ans, slug)
+        timed("top words", step_top_words, ctx, words, model, slug, codes, index)
         per_model[slug] = {"model": model, "atoms": atoms, "codes": codes, "index": index,
                            "n_ans": ans.responses.shape[1], "dropped": len(ans.dropped),
                            "an": (ans.responses, ans.index["layer"].to_numpy()) if config.encoding.baseline else None}
