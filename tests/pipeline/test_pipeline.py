@@ -60,9 +60,12 @@ def test_result_folder_holds_maps_tables_and_figures(quick_result):
 
 def test_rerun_reuses_every_step(quick_result):
     atoms_file = quick_result.path / "atoms/minilm/atoms.npy"
+    words_file = quick_result.path / "atoms/minilm/top_words.tsv"
     before = atoms_file.stat().st_mtime_ns
+    words_before = words_file.stat().st_mtime_ns
     again = run_pipeline(demo_config(quick_result.path, quick=True))
     assert atoms_file.stat().st_mtime_ns == before
+    assert words_file.stat().st_mtime_ns == words_before  # the model is not run again for them
     assert again.summary["timings_s"]["atoms"] < 5
 
 
