@@ -107,13 +107,22 @@ def test_report_renders_offline_in_chromium(quick_result, artifacts_dir):
         shown = driver.execute_script(
             "return Array.from(document.images).filter(i => i.offsetParent !== null).map(i => i.width);")
         assert shown and min(shown) > 0
-        # the atom selector: the next button shows atom 1 instead of atom 0
+        # the atom selector opens on the first atom linked to a network; "next" shows the following atom
         viewer = driver.find_element("css selector", ".viewer")
-        visible = lambda: viewer.find_elements("css selector", ".atom:not([hidden])")  # noqa: E731
-        assert [e.get_attribute("data-atom") for e in visible()] == ["0"]
+        visible = lambda: [e.get_attribute("data-atom")  # noqa: E731
+                           for e in viewer.find_elements("css selector", ".atom:not([hidden])")]
+        options = driver.execute_script(
+            "const s = arguments[0].querySelector('select'); return [s.selectedIndex, "
+            "Array.from(s.options).map(o => o.value)];", viewer)
+        index, values = options
+        assert visible() == [values[index]]
+        linked = json.loads((Path(quick_result.path) / "recovery.json").read_text())["tp"] > 0
+        assert not linked or "linked" in driver.execute_script(
+            "return arguments[0].querySelector('select').selectedOptions[0].text;", viewer)
         viewer.find_element("css selector", "button.next").click()
-        assert [e.get_attribute("data-atom") for e in visible()] == ["1"]
+        assert visible() == [values[min(index + 1, len(values) - 1)]]
         viewer.find_element("css selector", "button.prev").click()
+        assert visible() == [values[index]]
         # a full-page screenshot to look at
         height = driver.execute_script("return document.body.scrollHeight")
         driver.set_window_size(1280, min(int(height) + 100, 12000))

@@ -343,6 +343,14 @@ def _atom_viewer(result: ResultFolder, model: str, section_id: str) -> str:
     data = img.dataobj
     k = img.shape[3] if len(img.shape) == 4 else 1
     threshold = float(result.config().get("networks", {}).get("threshold", 2.3)) if stat == "z" else 0.0
+    # the viewer opens on the first atom linked to a network (an unlinked atom's map is mostly noise)
+    linked = []
+    if atoms_tab is not None:
+        for part in ("activated", "deactivated"):
+            col = f"networks_{part}"
+            if col in atoms_tab.columns:
+                linked += [int(a) for a, n in zip(atoms_tab["atom"], atoms_tab[col]) if str(n or "").strip()]
+    first = min(linked) if linked else 0
     options, panels = [], []
     for atom in range(k):
         vol = np.nan_to_num(np.asarray(data[..., atom], dtype=np.float32))
@@ -366,9 +374,10 @@ def _atom_viewer(result: ResultFolder, model: str, section_id: str) -> str:
                 info.append(f"top words: {_esc(words)}")
         counts = hist.loc[atom].to_numpy() if hist is not None and atom in hist.index else []
         label = f"atom {atom}"
-        options.append(f'<option value="{atom}">{label}</option>')
+        option = label + (" (linked to a network)" if atom in linked else "")
+        options.append(f'<option value="{atom}"{" selected" if atom == first else ""}>{_esc(option)}</option>')
         panels.append(
-            f'<div class="atom" data-atom="{atom}"{"" if atom == 0 else " hidden"}>'
+            f'<div class="atom" data-atom="{atom}"{"" if atom == first else " hidden"}>'
             f'<img class="glass" alt="{_esc(model)} atom {atom} glass brain" src="{_png_data_uri(png)}">'
             f'<div class="atominfo"><b>{label}</b> ({_esc(stat)} map, |{_esc(stat)}| &ge; {threshold_a:.3g} shown; '
             f'sagittal, coronal, axial maximum projections, red positive, blue negative)<br>'
