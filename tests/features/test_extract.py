@@ -263,13 +263,52 @@ def test_streaming_equals_all_at_once(minilm, excerpt):
                                     min_context=8, batch_words=8)
     assert streamed.provenance["n_windows"] >= 3
     W = word_activations(minilm, excerpt.words, context=34, min_context=8).astype(np.float64)
-    R = hrf_operator(excerpt.onsets, N_VOLUMES, TR) @ W
+    H = hrf_operator(excerpt.onsets, N_VOLUMES, TR)
+    R = H @ (W - W.mean(0))  # centred over words by default
     X = (R - R.mean(0)) / R.std(0)
     assert streamed.responses.shape == (N_VOLUMES, 6 * 1536)
     np.testing.assert_allclose(streamed.responses, X, rtol=1e-4, atol=2e-4)
+    raw = extract_an_responses(excerpt, minilm, tr=TR, n_volumes=N_VOLUMES, context=34,
+                               min_context=8, batch_words=8, center_words=False)
+    R = H @ W  # the paper's form
+    np.testing.assert_allclose(raw.responses, (R - R.mean(0)) / R.std(0), rtol=1e-4, atol=2e-4)
+    assert raw.provenance["cache_key"] != streamed.provenance["cache_key"]
     bigger = extract_an_responses(excerpt, minilm, tr=TR, n_volumes=N_VOLUMES, context=34,
                                   min_context=8, batch_words=512)
     np.testing.assert_allclose(streamed.responses, bigger.responses, rtol=1e-4, atol=2e-4)
+
+
+def test_centring_takes_the_word_rate_out_of_the_ans(minilm, excerpt):
+    from napari_brainorg.features.alignment import hrf_operator
+
+    rate = hrf_operator(excerpt.onsets, N_VOLUMES, TR).sum(1)
+    rate = (rate - rate.mean()) / rate.std()
+
+    def median_abs_r(res):
+        return float(np.median(np.abs(rate @ res.responses / N_VOLUMES)))
+
+    raw = extract_an_responses(excerpt, minilm, tr=TR, n_volumes=N_VOLUMES, center_words=False)
+    centred = extract_an_responses(excerpt, minilm, tr=TR, n_volumes=N_VOLUMES)
+    assert median_abs_r(raw) > 0.6  # the paper's raw form: the word rate is in nearly every AN
+    assert median_abs_r(centred) < 0.5 * median_abs_r(raw)
+
+
+def test_pause_labels_do_not_reach_the_model(minilm, excerpt):
+    from napari_brainorg.features.nuisance import PauseLabelsWarning
+
+    k = 10
+    with_sp = WordEvents(
+        words=excerpt.words[:k] + ("sp",) + excerpt.words[k:],
+        onsets=np.insert(excerpt.onsets, k, excerpt.offsets[k - 1]),
+        offsets=np.insert(excerpt.offsets, k, excerpt.onsets[k]),
+        measured=np.insert(excerpt.measured, k, True),
+    )
+    with pytest.warns(PauseLabelsWarning, match="1 of 61"):
+        a = extract_an_responses(with_sp, minilm, tr=TR, n_volumes=N_VOLUMES)
+    b = extract_an_responses(excerpt, minilm, tr=TR, n_volumes=N_VOLUMES)
+    np.testing.assert_allclose(a.responses, b.responses, rtol=1e-5, atol=1e-5)
+    kept = extract_an_responses(with_sp, minilm, tr=TR, n_volumes=N_VOLUMES, pause_labels=None)
+    assert np.abs(kept.responses - b.responses).max() > 0.05
 
 
 def test_columns_are_zscored_and_indexed(smollm2, excerpt):

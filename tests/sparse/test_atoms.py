@@ -119,3 +119,30 @@ def test_bad_input(small):
         atom_members(codes, an_index, min_abs=-1)
     with pytest.raises(ValueError, match="'main_share' must be a number in"):
         atoms_table(codes, an_index, main_share=0)
+
+
+def test_orient_atoms_makes_member_codes_mostly_positive(rng):
+    import scipy.sparse as sp
+
+    from napari_brainorg.sparse.atoms import orient_atoms
+
+    n_volumes, k, n_ans = 50, 6, 40
+    atoms = rng.normal(size=(n_volumes, k))
+    codes = np.zeros((k, n_ans))
+    for j in range(k):
+        members = rng.choice(n_ans, 9, replace=False)
+        codes[j, members] = np.abs(rng.normal(size=9)) + 0.1
+        codes[j, members[:2]] *= -1  # 7 of 9 members positive
+    codes[5] = 0  # an atom without members: its largest |value| decides
+    atoms[7 % n_volumes, 5] = -100.0
+    X = atoms @ codes
+    flip = np.array([1, -1, -1, 1, -1, 1.0])
+    for given in (codes * flip[:, None], sp.csr_matrix(codes * flip[:, None])):
+        out_atoms, out_codes, flipped = orient_atoms(atoms * flip, given)
+        dense = out_codes.toarray() if sp.issparse(out_codes) else out_codes
+        assert sp.issparse(out_codes) == sp.issparse(given)
+        np.testing.assert_allclose(out_atoms @ dense, X)  # the model is unchanged
+        np.testing.assert_allclose(dense[:5], codes[:5])  # the same orientation from either sign
+        np.testing.assert_allclose(out_atoms[:, :5], atoms[:, :5])
+        assert flipped[:5].tolist() == (flip[:5] < 0).tolist()
+        assert out_atoms[7, 5] == 100.0 and (np.sign(dense[:5][dense[:5] != 0]) > 0).mean() > 0.7

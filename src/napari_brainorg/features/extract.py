@@ -34,6 +34,7 @@ import numpy as np
 
 from .._progress import ProgressCallback, check_cancel, report
 from ..errors import ConfigError, DroppedANsWarning, check_choice
+from .nuisance import DEFAULT_PAUSE_LABELS, remove_pause_labels
 from .sites import DEFAULT_SITE, SITES, an_index
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -234,6 +235,8 @@ def extract_an_responses(
     device: str = "auto",
     dtype: str = "float32",
     batch_words: int = 512,
+    center_words: bool = True,
+    pause_labels=DEFAULT_PAUSE_LABELS,
     cache_dir: str | os.PathLike | None = None,
     progress: ProgressCallback | None = None,
     cancel=None,
@@ -270,6 +273,15 @@ def extract_an_responses(
     batch_words : int
         Words whose activations are held at once (whole windows): memory
         ``batch_words * n_ans * 4`` bytes; larger batches help GPUs.
+    center_words : bool
+        True (default): each AN's word activations are centred (its mean over the
+        story's words removed) before the operator, ``X = H @ (A - mean_w A)``. Without
+        it (the paper's raw form) every AN with a nonzero mean activation carries
+        ``mean x H @ 1``, the word rate, and the first atom learned is the word rate.
+    pause_labels : iterable of str or None
+        Forced-aligner labels read as silence and removed before the model runs
+        (:data:`.nuisance.DEFAULT_PAUSE_LABELS`; warned with their count). None keeps
+        every entry.
     cache_dir : path-like or None
         Folder for the results. When it holds results of the same inputs they are loaded
         instead of computed. It must be new, empty, or written by napari-brainorg.
@@ -308,6 +320,7 @@ def extract_an_responses(
     if isinstance(batch_words, bool) or not isinstance(batch_words, (int, np.integer)) or batch_words < 1:
         raise ConfigError(f"'batch_words' must be a positive number of words; {batch_words!r} was provided.")
     words = _read_words(story, onset)
+    words, _ = remove_pause_labels(words, pause_labels, warn=True)
     align_kwargs, align_record = _alignment_kwargs(words, alignment_options)
 
     loaded = model if isinstance(model, LoadedModel) else None
@@ -340,6 +353,8 @@ def extract_an_responses(
         "context": None if context is None else int(context),
         "min_context": None if min_context is None else int(min_context),
         "dtype": dtype,
+        "center_words": bool(center_words),
+        "pause_labels": sorted({str(p).strip().lower() for p in (pause_labels or ())}),
     }
     key_source = {
         "model": {k: model_record[k] for k in ("name", "kind", "architecture", "weights_sha256")},
@@ -382,6 +397,8 @@ def extract_an_responses(
     tokens, policy, plan = prepared = prepare_story(loaded, words.words, context, min_context)
 
     R = None
+    word_sum = None  # sum over words of each AN's activation (float64), for centring
+    seen = np.zeros(len(words), dtype=bool)
     chunks = iter_word_activations(
         loaded, words.words, site=site, context=context, min_context=min_context,
         batch_words=int(batch_words), progress=progress, cancel=cancel, stage=f"{spec.name} ANs",
@@ -391,8 +408,17 @@ def extract_an_responses(
         if R is None:
             R = torch.zeros((n_volumes, chunk.values.shape[1]), dtype=torch.float64, device=dev)
         _accumulate(R, H_t, reaches, chunk)
+        if center_words:
+            part = chunk.values.sum(dim=0, dtype=torch.float64)
+            word_sum = part if word_sum is None else word_sum + part
+            seen[chunk.word_index] = True
         del chunk  # free the chunk before the next forward pass allocates the next one
     check_cancel(cancel)
+    if center_words and word_sum is not None:
+        # H @ (A - 1 m) = H @ A - (H[:, words with tokens] @ 1) m: words without tokens
+        # have no activation to centre (they contribute nothing either way)
+        rate = torch.as_tensor(H[:, seen].sum(axis=1), dtype=torch.float64, device=dev)
+        R -= torch.outer(rate, word_sum / int(seen.sum()))
 
     hooks_units = None
     if R is None:  # no word has a token: every AN is empty
@@ -449,6 +475,10 @@ def extract_an_responses(
         "zscore": "columns centred and divided by their standard deviation over volumes (ddof=0)",
         "empty_words": "words without tokens contribute nothing (activation zero)",
         "pooling": "mean over each word's sub-word tokens; special tokens excluded",
+        "center_words": (
+            "each AN's mean activation over the story's words removed before the word -> volume operator"
+            if center_words else "raw word activations (the paper's form): the word rate is in every AN"),
+        "pause_labels": options["pause_labels"],
         "device": str(loaded.device),
         "dtype": loaded.dtype,
         "batch_words": int(batch_words),

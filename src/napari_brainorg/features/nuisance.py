@@ -96,7 +96,10 @@ def _labels(pause_labels: Iterable[str] | None) -> frozenset[str]:
 
 def remove_pause_labels(words: WordEvents, pause_labels: Iterable[str] | None = DEFAULT_PAUSE_LABELS,
                         *, warn: bool = True) -> tuple[WordEvents, int]:
-    """Drop the words that are pause labels (or empty).
+    """Drop the words that are pause labels.
+
+    An empty word is not a pause label: it stays (a word without tokens contributes
+    nothing to the ANs, see :mod:`.extract`; it counts in the word rate).
 
     Parameters
     ----------
@@ -121,7 +124,7 @@ def remove_pause_labels(words: WordEvents, pause_labels: Iterable[str] | None = 
     labels = _labels(pause_labels)
     if not labels:
         return words, 0
-    is_pause = np.array([w.strip().lower() in labels or not w.strip() for w in words.words], dtype=bool)
+    is_pause = np.array([w.strip().lower() in labels for w in words.words], dtype=bool)
     n = int(is_pause.sum())
     if n == 0:
         return words, 0

@@ -70,6 +70,9 @@ class FeaturesConfig(_Section):
     context: int | None = Field(None, gt=0, description="Tokens of context per window; default the model's own policy.")
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'.")
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    center_words: bool = Field(True, description=(
+        "Remove each AN's mean word activation before the word -> volume operator (default); False keeps "
+        "the paper's raw form, in which every AN carries the word rate."))
 
 
 class AtomsConfig(_Section):
@@ -85,6 +88,16 @@ class AtomsConfig(_Section):
     seed: int = 0
     backend: Literal["numpy", "torch", "auto"] = "auto"
     ans_per_layer: int | None = Field(None, gt=0, description="Model-size control: draw this many ANs per layer before learning.")
+    init: Literal["random", "svd"] = Field("random", description=(
+        "Start of the dictionary: 'random' (n_atoms ANs drawn with 'seed': seeds change the start) or "
+        "'svd' (the leading singular vectors: deterministic, 'seed' has no effect on it)."))
+    orient: Literal["members", "none"] = Field("members", description=(
+        "Sign rule: 'members' flips an atom (time course and codes together) when most of its member ANs "
+        "have negative codes, so a positive atom means its ANs respond above their mean; 'none' keeps "
+        "the learner's arbitrary signs."))
+    n_restarts: int = Field(1, ge=0, description=(
+        "Extra starts (seeds seed+1, ...) learned only to report atom reproducibility: the fraction of "
+        "atoms matched at |r| >= 0.9 from another start; 0: not measured."))
 
 
 class SimulateConfig(_Section):

@@ -238,6 +238,7 @@ def _step_features(ctx: _Context, words, model: str):
         words, model, tr=cfg.story.tr, n_volumes=cfg.story.n_volumes,
         site=cfg.features.site, alignment=cfg.features.alignment, context=cfg.features.context,
         device=_device(cfg.features.device), dtype=cfg.features.dtype,
+        center_words=cfg.features.center_words, pause_labels=cfg.story.pause_labels,
         cache_dir=ctx.out / "features" / slug, progress=ctx.progress, cancel=ctx.cancel,
     )
     ctx.done(step)
@@ -276,10 +277,16 @@ def _step_atoms(ctx: _Context, ans, slug: str):
         index = index.iloc[columns].reset_index(drop=True)
     backend = cfg.backend
     est = SparseDictionary(n_atoms=cfg.n_atoms, alpha=cfg.alpha, max_iter=cfg.max_iter, tol=cfg.tol,
-                           random_state=cfg.seed, backend=backend)
+                           init=cfg.init, random_state=cfg.seed, backend=backend)
     est.fit(np.ascontiguousarray(X.T), progress=ctx.progress, cancel=ctx.cancel)
     atoms = np.asarray(est.atoms_, dtype=np.float32)
     codes = sp.csr_matrix(est.codes_)
+    flipped = np.zeros(atoms.shape[1], bool)
+    if cfg.orient == "members":
+        from ..sparse.atoms import orient_atoms
+
+        atoms, codes, flipped = orient_atoms(atoms, codes)
+    reproducibility = _atom_reproducibility(ctx, X, atoms)
     hist = layer_histogram(codes, index)
     hist_df = hist.copy()
     hist_df.insert(0, "atom", np.arange(len(hist_df)))
@@ -293,9 +300,44 @@ def _step_atoms(ctx: _Context, ans, slug: str):
         "n_iter": int(getattr(est, "n_iter_", -1)),
         "objective": [float(v) for v in np.atleast_1d(getattr(est, "objective_", []))],
         "n_ans": int(X.shape[1]), "mean_nonzero_per_an": float(codes.getnnz() / max(X.shape[1], 1)),
+        "init": cfg.init, "seed": cfg.seed,
+        "orient": cfg.orient, "n_flipped": int(flipped.sum()),
+        "reproducibility": reproducibility,
     })
     ctx.done(step)
     return atoms, codes, index
+
+
+def _atom_reproducibility(ctx: _Context, X: np.ndarray, atoms: np.ndarray) -> dict | None:
+    """Learn the dictionary again from ``n_restarts`` other starts (seeds seed+1, ...):
+    each atom's matched |r| (Hungarian, mean over restarts; ``per_atom``, the
+    ``reproducibility`` column of atoms.tsv) and the fraction matched at |r| >= 0.9."""
+    from ..sparse.dictionary import SparseDictionary
+    from ..sparse.selection import match_atoms
+
+    cfg = ctx.config.atoms
+    if not cfg.n_restarts:
+        return None
+    best = np.zeros((cfg.n_restarts, atoms.shape[1]))
+    for i in range(cfg.n_restarts):
+        ctx.stage("atom reproducibility", i, cfg.n_restarts)
+        other = SparseDictionary(n_atoms=cfg.n_atoms, alpha=cfg.alpha, max_iter=cfg.max_iter, tol=cfg.tol,
+                                 init=cfg.init, random_state=cfg.seed + 1 + i, backend=cfg.backend)
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # the kept start warns already
+            other.fit(np.ascontiguousarray(X.T), cancel=ctx.cancel)
+        ref_idx, _, abs_r = match_atoms(atoms, other.atoms_)
+        best[i, ref_idx] = abs_r
+    fractions = (best >= 0.9).mean(1)
+    return {"n_restarts": cfg.n_restarts, "seeds": [cfg.seed + 1 + i for i in range(cfg.n_restarts)],
+            "threshold": 0.9, "fraction_reproduced": [float(f) for f in fractions],
+            "mean_fraction_reproduced": float(fractions.mean()),
+            "rule": "each atom matched one to one to another start's atoms by |Pearson r| (Hungarian)",
+            "per_atom": [float(v) for v in best.mean(0)]}
 
 
 def _correlations(columns: np.ndarray, series: np.ndarray) -> np.ndarray:
@@ -751,6 +793,11 @@ def _annotate_atoms_table(ctx: _Context, slug: str, tables: dict, codes, index, 
     table = atoms_table(codes, index)
     if ctx.confounds is not None and "word_rate" in ctx.confounds:
         table["r_word_rate"] = _correlations(atoms, ctx.confounds["word_rate"].to_numpy())
+    info_path = ctx.out / f"atoms/{slug}/dictionary.json"
+    per_atom = (json.loads(info_path.read_text()).get("reproducibility") or {}).get("per_atom") \
+        if info_path.exists() else None
+    if per_atom is not None and len(per_atom) == len(table):
+        table["reproducibility"] = per_atom
     if not tables:
         ctx.writer.write_table(f"atoms/{slug}/atoms.tsv", table)
         return
@@ -798,6 +845,14 @@ def _step_report(ctx: _Context, per_model: dict, truth: dict | None) -> None:
             "r2_p95": float(np.percentile(r2, 95)) if r2 is not None else None,
             "n_associations": {p: int(t["associated"].astype(bool).sum()) for p, t in res["tables"].items()},
         }
+        dict_path = ctx.out / f"atoms/{slug}/dictionary.json"
+        if dict_path.exists():
+            info = json.loads(dict_path.read_text())
+            rep = info.get("reproducibility") or {}
+            summary_models[slug]["atoms"] = {
+                "init": info.get("init"), "orient": info.get("orient"), "n_flipped": info.get("n_flipped"),
+                "fraction_reproduced": rep.get("mean_fraction_reproduced"),
+                "reproduced_at": rep.get("threshold"), "n_restarts": rep.get("n_restarts", 0)}
     ctx.summary["results"] = summary_models
     _compare_models(ctx, per_model)
     if truth is not None:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..errors import ShapeError
 
-__all__ = ["atom_members", "atoms_table", "layer_histogram"]
+__all__ = ["atom_members", "atoms_table", "layer_histogram", "orient_atoms"]
 
 
 def _check_min_abs(min_abs) -> float:
@@ -220,3 +220,59 @@ def atoms_table(codes, an_index: pd.DataFrame, *, min_abs: float = 0.0,
         "main_layers": _main_layers(counts, labels, float(main_share)) if n_layers else [""] * n_atoms,
         "mean_abs_code": np.divide(abs_sum, n_members, out=np.zeros(n_atoms), where=n_members > 0),
     })
+
+
+def orient_atoms(atoms, codes):
+    """Orient every atom so that most of its member ANs have positive codes.
+
+    ``X ~ D A`` is unchanged when an atom's time course (column of ``D``) and its codes
+    (row of ``A``) change sign together, so the sign of an atom is arbitrary until a
+    rule fixes it. The rule: an atom is flipped when more of its members have a
+    negative code than a positive one (the median member code is negative); on a tie,
+    when the sum of its member codes is negative; on a second tie (or no members), when
+    its time course's largest absolute value is negative. After it, a positive atom
+    time course means that most of its ANs respond more than their mean, so a voxel
+    map's positive ("activated") part is where the brain follows the ANs' increases.
+
+    Parameters
+    ----------
+    atoms : ndarray of shape (n_volumes, n_atoms)
+    codes : ndarray or scipy.sparse matrix of shape (n_atoms, n_ans)
+
+    Returns
+    -------
+    atoms : ndarray of shape (n_volumes, n_atoms)
+        Oriented copy.
+    codes : same type as ``codes``, shape (n_atoms, n_ans)
+        Oriented copy.
+    flipped : ndarray of shape (n_atoms,), bool
+        The atoms whose sign was changed.
+    """
+    import scipy.sparse as sp
+
+    atoms = np.asarray(atoms)
+    if atoms.ndim != 2 or getattr(codes, "shape", (None,))[0] != atoms.shape[1]:
+        raise ShapeError(
+            f"'atoms' (n_volumes, n_atoms) and 'codes' (n_atoms, n_ans) must agree on n_atoms; shapes "
+            f"{atoms.shape} and {getattr(codes, 'shape', None)} were provided."
+        )
+    n_atoms = atoms.shape[1]
+    if sp.issparse(codes):
+        coo = sp.coo_matrix(codes)
+        rows, vals = coo.row.astype(np.int64), np.asarray(coo.data, dtype=np.float64)
+    else:
+        dense = np.asarray(codes)
+        rows, cols = np.nonzero(dense)
+        vals = dense[rows, cols].astype(np.float64)
+    majority = np.bincount(rows, weights=np.sign(vals), minlength=n_atoms)
+    total = np.bincount(rows, weights=vals, minlength=n_atoms)
+    peak = atoms[np.abs(atoms).argmax(0), np.arange(n_atoms)] if atoms.shape[0] else np.zeros(n_atoms)
+    sign = np.where(majority != 0, np.sign(majority), np.where(total != 0, np.sign(total), np.sign(peak)))
+    flipped = sign < 0
+    factor = np.where(flipped, -1.0, 1.0)
+    out_atoms = atoms * factor.astype(atoms.dtype)
+    if sp.issparse(codes):
+        out_codes = (sp.diags(factor.astype(codes.dtype)) @ codes).asformat(codes.format)
+    else:
+        out_codes = np.asarray(codes) * factor[:, None].astype(np.asarray(codes).dtype)
+    return out_atoms, out_codes, flipped
