@@ -37,7 +37,7 @@ from .preprocessing import ConstantColumnsWarning
 
 from sklearn.base import BaseEstimator, RegressorMixin  # noqa: E402  (scikit-learn estimators)
 
-__all__ = ["SparseAtomEncoder", "alpha_max"]
+__all__ = ["SparseAtomEncoder", "alpha_max", "sparse_r2_null"]
 
 # Voxels per block when computing in-sample R² (bounds the (n_volumes, block) copy).
 _BLOCK_BYTES = 64 * 2**20
@@ -285,3 +285,36 @@ class SparseAtomEncoder(RegressorMixin, BaseEstimator):
         D = (atoms.astype(self.coef_.dtype) - self.atom_mean_) / self.atom_norm_.astype(self.coef_.dtype)
         pred = (D @ self.coef_) * self.y_scale_ + self.y_mean_
         return pred[:, 0] if getattr(self, "_y_1d", False) else pred
+
+
+def sparse_r2_null(atoms, Y, shifts, *, alpha=0.1, cancel=None, **encoder_options) -> np.ndarray:
+    """In-sample R² of the paper's sparse fit with the atoms circularly shifted in time.
+
+    Every atom is shifted by the same number of volumes (so their mutual correlations
+    and each one's autocorrelation are kept; only their alignment with the fMRI is
+    broken), the sparse model is refit, and each voxel's R² recorded: the chance level
+    of the in-sample R² for these atoms, this sparsity and these voxels.
+
+    Parameters
+    ----------
+    atoms : array of shape (n_volumes, k)
+    Y : array of shape (n_volumes, n_voxels)
+    shifts : sequence of int
+        Circular shifts in volumes
+        (:func:`napari_brainorg.encoding.inference.circular_shift_draws`); the same
+        shifts for every subject of a story.
+    alpha : float
+        As in :class:`SparseAtomEncoder`.
+
+    Returns
+    -------
+    null_r2 : ndarray of shape (n_shifts, n_voxels)
+    """
+    atoms = np.asarray(atoms)
+    out = []
+    for s in shifts:
+        check_cancel(cancel)
+        enc = SparseAtomEncoder(alpha=alpha, **encoder_options).fit(np.roll(atoms, int(s), axis=0), Y,
+                                                                      cancel=cancel)
+        out.append(np.asarray(enc.r2_))
+    return np.stack(out) if out else np.zeros((0, np.shape(Y)[1]))

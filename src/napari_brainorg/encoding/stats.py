@@ -8,7 +8,10 @@
 - :func:`fdr_bh` controls the false discovery rate over voxels (Benjamini–Hochberg, the
   one implementation in :func:`napari_brainorg.encoding.inference.fdr`);
   :func:`fwe_p_values` gives family-wise p-values from the maximum statistic.
-- :func:`noise_ceiling_isc` is the leave-one-subject-out inter-subject correlation.
+- :func:`noise_ceiling_split_half` is the noise ceiling: split-half reliability of the
+  group's mean time course, corrected by Spearman–Brown to one subject (and to the whole
+  group); :func:`noise_ceiling_isc` is the leave-one-subject-out inter-subject
+  correlation, a lower reference level with few subjects.
 - :func:`group_one_sample` tests maps across subjects (sign-flip permutation or t).
 
 Every function is vectorised over voxels; loops run over permutations only.
@@ -34,6 +37,8 @@ __all__ = [
     "fwe_p_values",
     "fdr_bh",
     "noise_ceiling_isc",
+    "noise_ceiling_split_half",
+    "NoiseCeiling",
     "group_one_sample",
 ]
 
@@ -421,3 +426,118 @@ def group_one_sample(maps, method: str = "sign_flip", n_permutations: int = 1000
         report(progress, "sign-flip permutations", min(start + batch, n_perm), n_perm)
     p = exceed / n_perm if exact else (1.0 + exceed) / (1.0 + n_perm)
     return t.reshape(maps.shape[1:]), p.reshape(maps.shape[1:])
+
+
+class NoiseCeiling(NamedTuple):
+    """Noise ceiling of voxel-wise encoding (see :func:`noise_ceiling_split_half`).
+
+    Attributes
+    ----------
+    subject_r : ndarray of shape (n_voxels,)
+        Highest correlation a perfect stimulus model can reach with ONE subject's
+        series: ``sqrt(rho_1)``. Compare with per-subject encoding r (averaged).
+    group_r : ndarray of shape (n_voxels,)
+        The same for the mean of all ``n`` subjects: ``sqrt(rho_n)``.
+    reliability : ndarray of shape (n_voxels,)
+        ``rho_1``, the share of one subject's variance that is shared (stimulus-driven).
+    split_half_r : ndarray of shape (n_voxels,)
+        Correlation of the two halves' mean series, averaged over splits.
+    n_splits : int
+    """
+
+    subject_r: np.ndarray
+    group_r: np.ndarray
+    reliability: np.ndarray
+    split_half_r: np.ndarray
+    n_splits: int
+
+
+def _spearman_brown(rho1, m):
+    """Reliability of the mean of ``m`` parallel measurements of reliability ``rho1``."""
+    return m * rho1 / (1.0 + (m - 1.0) * rho1)
+
+
+def _single_reliability(r_half, m_a: int, m_b: int) -> np.ndarray:
+    """Invert ``r = sqrt(SB(rho, m_a) SB(rho, m_b))`` for ``rho`` in [0, 1] (bisection,
+    vectorised; closed form ``r / (m - (m - 1) r)`` when ``m_a == m_b == m``)."""
+    r = np.clip(np.asarray(r_half, np.float64), 0.0, 1.0)
+    if m_a == m_b:
+        return r / (m_a - (m_a - 1.0) * r)
+    lo, hi = np.zeros_like(r), np.ones_like(r)
+    for _ in range(60):  # the map is increasing in rho: halve the bracket 60 times
+        mid = 0.5 * (lo + hi)
+        above = np.sqrt(_spearman_brown(mid, m_a) * _spearman_brown(mid, m_b)) > r
+        hi = np.where(above, mid, hi)
+        lo = np.where(above, lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def noise_ceiling_split_half(Ys: Sequence[np.ndarray], n_splits: int = 100,
+                             random_state=0) -> NoiseCeiling:
+    """Split-half noise ceiling with the Spearman–Brown correction.
+
+    Estimator. The subjects are split at random into two halves (sizes ``floor(n/2)``
+    and ``ceil(n/2)``; every distinct split when there are at most ``n_splits`` of them);
+    for each split, the Pearson r of each voxel's two half-mean series; r averaged over
+    splits. Under the classical model (every subject's series = a shared stimulus-driven
+    signal + independent noise of the same variance), the correlation of two means of
+    ``a`` and ``b`` subjects is ``sqrt(SB(rho_1, a) SB(rho_1, b))`` with the
+    Spearman–Brown formula ``SB(rho, m) = m rho / (1 + (m - 1) rho)`` and ``rho_1`` the
+    single-subject reliability (shared variance / total variance). Inverting it gives
+    ``rho_1`` (negative r: 0); the ceiling of a model's correlation with one subject is
+    ``sqrt(rho_1)``, with the mean of all ``n`` subjects ``sqrt(SB(rho_1, n))``.
+    (Spearman 1910, Brown 1910; the split-half use for fMRI encoding ceilings follows
+    e.g. Hsu et al. 2004, Lage-Castellanos et al. 2019.)
+
+    The leave-one-out ISC (:func:`noise_ceiling_isc`) correlates a subject with the
+    mean of the others, which still holds their noise: ``sqrt(rho_1 SB(rho_1, n-1))``,
+    below ``sqrt(rho_1)``, markedly so with few subjects.
+
+    Parameters
+    ----------
+    Ys : sequence of arrays of shape (n_volumes, n_voxels)
+        One array per subject (at least 2), same volumes and voxels, preprocessed like
+        the encoding's fMRI (e.g. high-passed).
+    n_splits : int
+        Random splits averaged (all distinct splits when there are fewer).
+    random_state : int, Generator or None
+
+    Returns
+    -------
+    NoiseCeiling
+    """
+    from itertools import combinations
+    from math import comb
+
+    from .scores import correlation_columns
+
+    Ys = [np.asarray(Y, dtype=np.float64) for Y in Ys]
+    n = len(Ys)
+    if n < 2:
+        raise ShapeError(f"'Ys' must hold at least 2 subjects for a split-half noise ceiling; {n} was provided.")
+    shape = Ys[0].shape
+    if len(shape) != 2 or any(Y.shape != shape for Y in Ys):
+        raise ShapeError(
+            "'Ys' must hold arrays of the same shape (n_volumes, n_voxels); shapes "
+            f"{[Y.shape for Y in Ys]} were provided."
+        )
+    n_splits = _check_n("n_splits", n_splits)
+    a = n // 2
+    stack = np.stack(Ys)
+    total = stack.sum(0)
+    n_distinct = comb(n, a) // (2 if 2 * a == n else 1)
+    if n_distinct <= n_splits:
+        halves = [np.array(c) for c in combinations(range(n), a)]
+        if 2 * a == n:  # {A, B} and {B, A} are one split
+            halves = [h for h in halves if 0 in h]
+    else:
+        rng = np.random.default_rng(random_state)
+        halves = [np.sort(rng.choice(n, a, replace=False)) for _ in range(n_splits)]
+    r = np.zeros(shape[1])
+    for h in halves:
+        part = stack[h].sum(0)
+        r += correlation_columns(part / a, (total - part) / (n - a))
+    r /= len(halves)
+    rho1 = _single_reliability(r, a, n - a)
+    return NoiseCeiling(subject_r=np.sqrt(rho1), group_r=np.sqrt(_spearman_brown(rho1, n)),
+                        reliability=rho1, split_half_r=r, n_splits=len(halves))

@@ -579,11 +579,15 @@ def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str, an=None):
             group[name] = np.mean(np.stack(results[name]), 0).astype(np.float32)
             group[f"subject_{name}"] = np.stack(results[name]).astype(np.float32)
     if n_sub > 1:
-        from ..encoding.stats import noise_ceiling_isc
+        from ..encoding.stats import noise_ceiling_isc, noise_ceiling_split_half
 
-        ceiling = noise_ceiling_isc([highpass(Y, tr, cutoff=ec.highpass_cutoff) if ec.highpass_cutoff else Y
-                                     for Y in data.data])
-        group["noise_ceiling"] = np.asarray(ceiling[0] if isinstance(ceiling, tuple) else ceiling, np.float32)
+        filtered = [highpass(Y, tr, cutoff=ec.highpass_cutoff) if ec.highpass_cutoff else Y for Y in data.data]
+        # the ceiling of one subject's r (split-half + Spearman-Brown), beside the
+        # leave-one-out ISC (a lower reference with few subjects)
+        ceiling = noise_ceiling_split_half(filtered, random_state=cfg.seed)
+        group["noise_ceiling"] = np.asarray(ceiling.subject_r, np.float32)
+        group["noise_ceiling_group"] = np.asarray(ceiling.group_r, np.float32)
+        group["isc_loo"] = np.asarray(noise_ceiling_isc(filtered), np.float32)
     w = ctx.writer
     if data.kind == "regions":
         _write_region_tables(w, rel, data.region_names, group, k)
@@ -630,7 +634,7 @@ def _write_region_tables(writer: ResultWriter, rel: str, names, group: dict, k: 
     import pandas as pd
 
     per_region = pd.DataFrame({"region": list(names)})
-    for name in ("r2_sparse", "r2_cv", "r_cv", "noise_ceiling"):
+    for name in ("r2_sparse", "r2_cv", "r_cv", "noise_ceiling", "isc_loo"):
         if name in group:
             per_region[name] = group[name]
     writer.write_table(f"{rel}/regions.csv", per_region)
