@@ -146,3 +146,16 @@ def test_choose_k_lambda_bad_input():
     table = _table([(8, 1.0, 0.5, 0.9, 1.0, np.nan)])
     with pytest.raises(ValueError, match="needs an encoding_score"):
         choose_k_lambda(table, "encoding")
+
+
+def test_time_holdout_gives_noise_no_credit_where_an_holdout_does(rng):
+    # pure noise: atoms learnt on some ANs "explain" other ANs over the same volumes
+    # (a k-dimensional subspace of those volumes), but predict nothing in volumes held out
+    X = rng.standard_normal((60, 600))
+    X = (X - X.mean(0)) / X.std(0)
+    by_ans = sweep_dictionary(X, [12], [0.05], lam_scale="rms", n_seeds=2, random_state=0, holdout="ans")
+    by_time = sweep_dictionary(X, [12], [0.05], lam_scale="rms", n_seeds=2, random_state=0, holdout="time")
+    assert by_ans["heldout_r2"].iloc[0] > 0.05
+    assert by_time["heldout_r2"].iloc[0] < 0.01
+    with pytest.raises(ValueError, match="training volumes"):
+        sweep_dictionary(X, [40], [0.05], holdout_fraction=0.3, gap=5)

@@ -87,7 +87,17 @@ class AtomsConfig(_Section):
     tol: float = Field(1e-4, gt=0, description="Stop when the objective's relative decrease per iteration falls below this.")
     seed: int = 0
     backend: Literal["numpy", "torch", "auto"] = "auto"
-    ans_per_layer: int | None = Field(None, gt=0, description="Model-size control: draw this many ANs per layer before learning.")
+    ans_per_layer: int | None = Field(None, gt=0, description=(
+        "Draw this many ANs from every layer before learning (equal layers within a model; models with more "
+        "layers still get more ANs: for a size control across models use ans_total)."))
+    ans_total: int | None = Field(None, gt=0, description=(
+        "Model-size control: draw this many ANs in all from every model (spread evenly over its layers when "
+        "ans_by_layer), so models are compared on equal numbers of ANs."))
+    ans_by_layer: bool = Field(True, description="With ans_total: spread the draw evenly over the layers.")
+    size_draws: int = Field(1, ge=1, description=(
+        "With ans_total or ans_per_layer: draws of ANs (seeded); the first is analysed, every draw learns a "
+        "dictionary and the spread over draws is reported (variance explained, codes per AN, atoms matched "
+        "to the first draw's at |r| >= 0.9)."))
     init: Literal["random", "svd"] = Field("random", description=(
         "Start of the dictionary: 'random' (n_atoms ANs drawn with 'seed': seeds change the start) or "
         "'svd' (the leading singular vectors: deterministic, 'seed' has no effect on it)."))
@@ -98,6 +108,14 @@ class AtomsConfig(_Section):
     n_restarts: int = Field(1, ge=0, description=(
         "Extra starts (seeds seed+1, ...) learned only to report atom reproducibility: the fraction of "
         "atoms matched at |r| >= 0.9 from another start; 0: not measured."))
+
+
+    @model_validator(mode="after")
+    def _one_size_rule(self):
+        if self.ans_per_layer is not None and self.ans_total is not None:
+            raise ValueError(f"give at most one of 'ans_per_layer' ({self.ans_per_layer}) and 'ans_total' "
+                             f"({self.ans_total}).")
+        return self
 
 
 class SimulateConfig(_Section):
@@ -174,6 +192,9 @@ class EncodingConfig(_Section):
     confounds: bool = Field(True, description=(
         "Fit the story's nuisance regressors (story/nuisance.tsv: word rate, length, frequency, pauses) with "
         "the atoms when the story step provides them."))
+    sparse_null_shifts: int = Field(20, ge=0, description=(
+        "Circular shifts of the atoms (the same for every subject) that refit the paper's sparse model to give "
+        "its in-sample R2 a chance level (per voxel and per map); 0: off."))
 
 
 class NetworksConfig(_Section):

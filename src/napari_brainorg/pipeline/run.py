@@ -33,7 +33,7 @@ import numpy as np
 
 from .. import __version__
 from .._progress import CancelToken, ProgressCallback, check_cancel, report
-from ..errors import CacheMismatchWarning
+from ..errors import CacheMismatchWarning, ConfigError
 from ..io.results import (DATASET_DESCRIPTION, SUMMARY, WARNINGS, ResultFolder, ResultWriter, RunLock,
                           check_output_folder)
 from ._state import file_identity, key_of
@@ -268,11 +268,16 @@ def _step_atoms(ctx: _Context, ans, slug: str):
     X = ans.responses
     index = ans.index
     columns = np.arange(X.shape[1])
-    if cfg.ans_per_layer:
+    draws = None
+    if cfg.ans_per_layer or cfg.ans_total:
         from ..analyses.subsample import subsample_ans
 
-        columns = np.sort(np.asarray(subsample_ans(index, n_per_layer=cfg.ans_per_layer, n_draws=1,
-                                                   random_state=cfg.seed)[0]))
+        try:
+            draws = subsample_ans(index, n_per_layer=cfg.ans_per_layer, n_total=cfg.ans_total,
+                                  by_layer=cfg.ans_by_layer, n_draws=cfg.size_draws, random_state=cfg.seed)
+        except ValueError as exc:
+            raise ConfigError(f"atoms: model {slug!r} ({X.shape[1]} ANs): {exc}") from None
+        columns = np.sort(np.asarray(draws[0]))
         X = X[:, columns]
         index = index.iloc[columns].reset_index(drop=True)
     backend = cfg.backend
@@ -287,6 +292,7 @@ def _step_atoms(ctx: _Context, ans, slug: str):
 
         atoms, codes, flipped = orient_atoms(atoms, codes)
     reproducibility = _atom_reproducibility(ctx, X, atoms)
+    size_control = _size_control_spread(ctx, ans.responses, draws, atoms) if draws is not None else None
     hist = layer_histogram(codes, index)
     hist_df = hist.copy()
     hist_df.insert(0, "atom", np.arange(len(hist_df)))
@@ -303,9 +309,47 @@ def _step_atoms(ctx: _Context, ans, slug: str):
         "init": cfg.init, "seed": cfg.seed,
         "orient": cfg.orient, "n_flipped": int(flipped.sum()),
         "reproducibility": reproducibility,
+        "size_control": size_control,
     })
     ctx.done(step)
     return atoms, codes, index
+
+
+def _size_control_spread(ctx: _Context, X_all: np.ndarray, draws: list, atoms: np.ndarray) -> dict:
+    """Dictionary of every draw of equal-sized AN sets: the spread over draws of the share
+    of variance explained, codes per AN and atoms matched to the first draw's."""
+    from ..sparse.dictionary import SparseDictionary
+    from ..sparse.selection import match_atoms
+
+    cfg = ctx.config.atoms
+    rows = []
+    for i, columns in enumerate(draws):
+        ctx.stage("size control draws", i, len(draws))
+        X = np.ascontiguousarray(X_all[:, np.sort(columns)].T)
+        est = SparseDictionary(n_atoms=cfg.n_atoms, alpha=cfg.alpha, max_iter=cfg.max_iter, tol=cfg.tol,
+                               init=cfg.init, random_state=cfg.seed, backend=cfg.backend)
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est.fit(X, cancel=ctx.cancel)
+        codes = np.asarray(est.codes_, np.float64)
+        resid = X - codes.T @ est.components_
+        rows.append({
+            "explained_variance": float(1 - (resid ** 2).sum() / ((X - X.mean(1, keepdims=True)) ** 2).sum()),
+            "codes_per_an": float((codes != 0).sum(0).mean()),
+            "matched_to_first": float((match_atoms(atoms, est.atoms_)[2] >= 0.9).mean()),
+        })
+    out: dict[str, Any] = {"rule": ("ans_total" if cfg.ans_total else "ans_per_layer"),
+                           "n_ans_per_draw": int(len(draws[0])), "n_draws": len(draws),
+                           "by_layer": bool(cfg.ans_by_layer) if cfg.ans_total else True}
+    for key in rows[0]:
+        values = np.array([r[key] for r in rows])
+        out[key] = {"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                    "values": [float(v) for v in values]}
+    return out
 
 
 def _atom_reproducibility(ctx: _Context, X: np.ndarray, atoms: np.ndarray) -> dict | None:
@@ -503,7 +547,7 @@ def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str, an=None):
     if confounds is not None:
         nuisance = np.column_stack([nuisance, confounds])
     results: dict[str, list] = {"z": [], "effect": [], "rho": [], "coef": [], "r2_sparse": [], "r2_cv": [],
-                                "r_cv": [], "p_cv": [], "baseline_r2": []}
+                                "r_cv": [], "p_cv": [], "baseline_r2": [], "r2_sparse_null": []}
     baseline_layers = None
     total = n_sub * (1 + len(ec.models))
     done = 0
@@ -521,6 +565,14 @@ def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str, an=None):
             enc = SparseAtomEncoder(alpha=ec.sparse_alpha).fit(X, Yf)
             results["coef"].append(np.asarray(enc.coef_, np.float32))
             results["r2_sparse"].append(np.asarray(enc.r2_, np.float32))
+            if ec.sparse_null_shifts:
+                from ..encoding.inference import circular_shift_draws
+                from ..encoding.sparse_fit import sparse_r2_null
+
+                # the same shifts for every subject: the story is shared
+                shifts = circular_shift_draws(X.shape[0], ec.sparse_null_shifts, random_state=cfg.seed)
+                results["r2_sparse_null"].append(
+                    sparse_r2_null(X, Yf, shifts, alpha=ec.sparse_alpha, cancel=ctx.cancel).astype(np.float32))
             done += 1
             ctx.stage(f"encoding {slug}", done, total)
         if "ridge" in ec.models:
@@ -574,6 +626,9 @@ def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str, an=None):
     if results["baseline_r2"]:
         group["baseline_r2"] = np.mean(np.stack(results["baseline_r2"]), 0).astype(np.float32)
         group["baseline_layers"] = baseline_layers
+    if results["r2_sparse_null"]:
+        group.update(_sparse_r2_chance(np.mean(np.stack(results["r2_sparse"]), 0),
+                                       np.mean(np.stack(results["r2_sparse_null"]), 0)))
     for name in ("r2_sparse", "r2_cv", "r_cv"):
         if results[name]:
             group[name] = np.mean(np.stack(results[name]), 0).astype(np.float32)
@@ -595,7 +650,7 @@ def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str, an=None):
         w.write_nifti(f"{rel}/mask.nii.gz", data.mask_img)
         w.write_nifti(outputs[0], data.unmask(group["coef"]))
         w.write_nifti(outputs[1], data.unmask(group["z"]))
-        for name in ("r2_sparse", "r2_cv", "r_cv", "noise_ceiling", "q_cv", "ar1"):
+        for name in ("r2_sparse", "r2_cv", "r_cv", "noise_ceiling", "q_cv", "ar1", "r2_sparse_null_p95"):
             if name in group:
                 w.write_nifti(f"{rel}/{name}.nii.gz", data.unmask(group[name]))
         if "baseline_r2" in group:
@@ -611,6 +666,21 @@ def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str, an=None):
     _save_npz(w, outputs[3], group)
     ctx.done(step, outputs=_files_under(ctx, rel))
     return group
+
+
+def _sparse_r2_chance(observed: np.ndarray, null: np.ndarray) -> dict[str, np.ndarray]:
+    """The paper's in-sample R2 (group mean, per voxel) against its circular-shift null
+    (group mean under each shared shift, (n_shifts, n_voxels)): per-voxel null median,
+    95th percentile and p; per-draw map median and 95th percentile (map-level chance)."""
+    from ..encoding.inference import permutation_p
+
+    return {
+        "r2_sparse_null_median": np.median(null, 0).astype(np.float32),
+        "r2_sparse_null_p95": np.percentile(null, 95, 0).astype(np.float32),
+        "r2_sparse_p": np.asarray(permutation_p(observed, null), np.float32),
+        "r2_sparse_null_map_median": np.median(null, 1).astype(np.float32),
+        "r2_sparse_null_map_p95": np.percentile(null, 95, 1).astype(np.float32),
+    }
 
 
 def _ridge_p_values(ctx: _Context, enc, atoms: np.ndarray, Yf: np.ndarray, seed: int) -> np.ndarray:
@@ -634,7 +704,8 @@ def _write_region_tables(writer: ResultWriter, rel: str, names, group: dict, k: 
     import pandas as pd
 
     per_region = pd.DataFrame({"region": list(names)})
-    for name in ("r2_sparse", "r2_cv", "r_cv", "noise_ceiling", "isc_loo"):
+    for name in ("r2_sparse", "r2_sparse_null_median", "r2_sparse_null_p95", "r2_sparse_p", "r2_cv", "r_cv",
+                 "noise_ceiling", "isc_loo"):
         if name in group:
             per_region[name] = group[name]
     writer.write_table(f"{rel}/regions.csv", per_region)
@@ -849,6 +920,7 @@ def _step_report(ctx: _Context, per_model: dict, truth: dict | None) -> None:
             "r2_p95": float(np.percentile(r2, 95)) if r2 is not None else None,
             "n_associations": {p: int(t["associated"].astype(bool).sum()) for p, t in res["tables"].items()},
         }
+        summary_models[slug].update(_chance_summary(group))
         dict_path = ctx.out / f"atoms/{slug}/dictionary.json"
         if dict_path.exists():
             info = json.loads(dict_path.read_text())
@@ -856,7 +928,8 @@ def _step_report(ctx: _Context, per_model: dict, truth: dict | None) -> None:
             summary_models[slug]["atoms"] = {
                 "init": info.get("init"), "orient": info.get("orient"), "n_flipped": info.get("n_flipped"),
                 "fraction_reproduced": rep.get("mean_fraction_reproduced"),
-                "reproduced_at": rep.get("threshold"), "n_restarts": rep.get("n_restarts", 0)}
+                "reproduced_at": rep.get("threshold"), "n_restarts": rep.get("n_restarts", 0),
+                "size_control": info.get("size_control")}
     ctx.summary["results"] = summary_models
     _compare_models(ctx, per_model)
     if truth is not None:
@@ -871,6 +944,37 @@ def _step_report(ctx: _Context, per_model: dict, truth: dict | None) -> None:
                     "criterion": ctx.summary.get("networks", {}).get(slug, {}).get("criterion", "")})
         w.write_json("recovery.json", rec)
         ctx.summary["recovery"] = {k: rec[k] for k in ("precision", "recall") if k in rec}
+
+
+def _chance_summary(group: dict) -> dict:
+    """Scores beside their chance levels and the noise ceiling, for summary.json."""
+    out: dict[str, Any] = {}
+    if "r2_sparse" in group:
+        r2 = group["r2_sparse"]
+        entry = {"median": float(np.median(r2)), "p95": float(np.percentile(r2, 95)),
+                 "kind": "in-sample R2 of the paper's sparse fit (group mean)"}
+        if "r2_sparse_null_map_median" in group:
+            med, p95 = group["r2_sparse_null_map_median"], group["r2_sparse_null_map_p95"]
+            entry.update({
+                "null": "circular shifts of the atoms, the same for every subject, sparse model refit",
+                "n_shifts": int(med.size),
+                "null_median": float(np.median(med)), "null_median_95th": float(np.percentile(med, 95)),
+                "null_p95": float(np.median(p95)),
+                "p_map_median": float((1 + (med >= entry["median"]).sum()) / (1 + med.size)),
+                "fraction_voxels_p05": float(np.mean(group["r2_sparse_p"] <= 0.05)),
+            })
+        out["r2_sparse"] = entry
+    if "noise_ceiling" in group:
+        out["noise_ceiling"] = {
+            "estimator": "split-half ISC with Spearman-Brown, ceiling of one subject's r (sqrt of the "
+                         "single-subject reliability), mean over random splits",
+            "median": float(np.median(group["noise_ceiling"])),
+            "p95": float(np.percentile(group["noise_ceiling"], 95)),
+            "isc_loo_median": float(np.median(group["isc_loo"])) if "isc_loo" in group else None,
+        }
+    if "r_cv" in group:
+        out["r_cv_median"] = float(np.median(group["r_cv"]))
+    return out
 
 
 def _compare_models(ctx: _Context, per_model: dict) -> None:

@@ -1,13 +1,28 @@
 """How many atoms, and how sparse: a sweep of k and λ with a stated rule.
 
-For every (k, λ) and every seed, the ANs are split at random into training ANs
-(the dictionary is learnt on them) and held-out ANs (coded on that dictionary by
-:func:`~napari_brainorg.sparse.dictionary.sparse_encode`). The sweep reports
+For every (k, λ) and every seed, data are held out of the fit, by ``holdout``:
 
-- ``heldout_r2``: variance of the held-out ANs explained by their codes,
-  ``1 - sum ||x - D a||^2 / sum ||x - mean(x)||^2``, pooled over held-out ANs and
-  averaged over seeds. It asks whether the atoms describe ANs they were not learnt
-  from, not only the ones they were fit to;
+``"time"`` (default): bi-cross-validation (Owen & Perry 2009) over time and ANs. A
+    contiguous block of volumes (``holdout_fraction`` of them, at a random place) is
+    held out, with ``gap`` volumes left out on each side of it (the HRF and the
+    signals' autocorrelation would otherwise leak across the border), and the ANs are
+    split at random into fit ANs and evaluation ANs. The dictionary is learnt on the
+    training volumes of the fit ANs; the evaluation ANs are coded on it from the
+    training volumes only (:func:`~napari_brainorg.sparse.dictionary.sparse_encode`);
+    the atoms' time courses in the held-out block are estimated from the fit ANs by
+    least squares on their codes; the score is how well those time courses times the
+    evaluation ANs' codes predict the evaluation ANs in the held-out block. Nothing
+    the score is computed on (those volumes of those ANs) entered any fit.
+``"ans"``: ANs only (the first versions of this sweep): the dictionary is learnt on
+    training ANs and held-out ANs are coded on it over the same volumes. Atoms that
+    fit noise of these volumes also fit the held-out ANs' noise there, so this
+    favours large k; kept for comparison.
+
+The sweep reports
+
+- ``heldout_r2``: variance of the held-out data explained,
+  ``1 - sum ||x - D a||^2 / sum ||x - mean(x)||^2`` (means over the held-out volumes),
+  pooled over held-out ANs and averaged over seeds;
 - ``stability``: the atoms of two seeds (different splits and initialisations)
   matched one to one by the Hungarian algorithm on ``|Pearson r|`` of their time
   courses, the mean matched ``|r|``, averaged over pairs of seeds; and
@@ -82,6 +97,12 @@ def matched_correlation(reference, atoms) -> float:
     return float(np.mean(match_atoms(reference, atoms)[2]))
 
 
+def _match_common(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Matched |r| of two dictionaries over the volumes both were learnt on (NaN rows: not)."""
+    common = ~(np.isnan(a).any(1) | np.isnan(b).any(1))
+    return match_atoms(a[common], b[common])[2]
+
+
 def _check_values(name: str, values, kind, minimum, strict: bool) -> list:
     values = list(np.atleast_1d(values).tolist()) if not isinstance(values, (list, tuple)) else list(values)
     if not values:
@@ -98,7 +119,7 @@ def sweep_dictionary(X, ks: Sequence[int], lams: Sequence[float], *, n_seeds: in
                      holdout_fraction: float = 0.2, random_state=None, lam_scale: str = "none",
                      encoding_score: Callable[[np.ndarray], float] | None = None,
                      match_threshold: float = 0.9, init: str = "random", max_iter: int = 200,
-                     tol: float = 1e-6,
+                     tol: float = 1e-6, holdout: str = "time", gap: int = 5,
                      backend: str = "numpy", device=None, dtype: str = "float32",
                      progress=None, cancel=None) -> pd.DataFrame:
     """Held-out reconstruction, stability and sparsity of the atoms for each (k, λ).
@@ -118,12 +139,20 @@ def sweep_dictionary(X, ks: Sequence[int], lams: Sequence[float], *, n_seeds: in
         initialisation; the same splits serve every setting, so settings are
         compared on the same ANs. Stability needs ``n_seeds >= 2``.
     holdout_fraction : float in (0, 1), default 0.2
-        Share of ANs held out of the fit.
+        Share of ANs held out of the fit (and, for ``holdout="time"``, share of the
+        volumes in the held-out block).
+    holdout : {"time", "ans"}, default "time"
+        What is held out (see the module's description).
+    gap : int, default 5
+        ``holdout="time"``: volumes left out of the training on each side of the
+        held-out block.
     random_state : int or None
         Seeds the splits and the fits.
     lam_scale : {"none", "rms"}, default "none"
     encoding_score : callable, optional
-        ``encoding_score(D) -> float`` for atoms ``D`` of shape (n_volumes, k), e.g.
+        ``encoding_score(D) -> float`` for atoms ``D`` of shape (n_volumes, k) (for
+        ``holdout="time"``, the atoms' time courses on every volume estimated from the
+        fit ANs' codes), e.g.
         the mean cross-validated R² of voxel-wise encoding; averaged over seeds.
     match_threshold : float, default 0.9
         ``|r|`` at which a matched atom counts as reproduced (``reproducible_fraction``).
@@ -157,6 +186,16 @@ def sweep_dictionary(X, ks: Sequence[int], lams: Sequence[float], *, n_seeds: in
     if not isinstance(holdout_fraction, Real) or not 0 < holdout_fraction < 1:
         raise ValueError(f"'holdout_fraction' must be a number in (0, 1); {holdout_fraction!r} was provided.")
     check_choice("lam_scale", lam_scale, ("none", "rms"))
+    check_choice("holdout", holdout, ("time", "ans"))
+    if isinstance(gap, bool) or not isinstance(gap, Integral) or gap < 0:
+        raise ValueError(f"'gap' must be an integer >= 0 (volumes); {gap!r} was provided.")
+    n_block = int(round(holdout_fraction * n_volumes))
+    if holdout == "time" and (n_block < 2 or n_volumes - n_block - 2 * gap < max(ks) + 1):
+        raise ValueError(
+            f"'holdout_fraction'={holdout_fraction} and 'gap'={gap} leave a held-out block of {n_block} "
+            f"volumes and at most {n_volumes - n_block - 2 * gap} training volumes out of {n_volumes}; "
+            f"the block needs at least 2 and the training more than the largest k ({max(ks)})."
+        )
     n_test = int(round(holdout_fraction * n_ans))
     if n_test < 1 or n_ans - n_test < 1:
         raise ValueError(
@@ -170,7 +209,11 @@ def sweep_dictionary(X, ks: Sequence[int], lams: Sequence[float], *, n_seeds: in
     for ss in seeds:
         rng = np.random.default_rng(ss)
         perm = rng.permutation(n_ans)
-        splits.append((np.sort(perm[n_test:]), np.sort(perm[:n_test])))
+        ans_split = (np.sort(perm[n_test:]), np.sort(perm[:n_test]))
+        start = int(rng.integers(0, n_volumes - n_block + 1))
+        block = np.arange(start, start + n_block)
+        train_vol = np.setdiff1d(np.arange(n_volumes), np.arange(start - gap, start + n_block + gap))
+        splits.append((ans_split, (train_vol, block)))
         fit_seeds.append(int(rng.integers(2**31 - 1)))
 
     rows = []
@@ -181,28 +224,53 @@ def sweep_dictionary(X, ks: Sequence[int], lams: Sequence[float], *, n_seeds: in
         for lam_value in lams:
             lam = float(lam_value) * rms if lam_scale == "rms" else float(lam_value)
             r2s, nnz, scores, iters, times, dicts = [], [], [], [], [], []
-            for (train, test), fit_seed in zip(splits, fit_seeds):
+            for ((train, test), (train_vol, block)), fit_seed in zip(splits, fit_seeds):
                 check_cancel(cancel)
                 t0 = time.perf_counter()
-                D, _, info = learn_dictionary(
-                    X[:, train], int(k), lam, init=init, random_state=fit_seed, max_iter=max_iter,
-                    tol=tol, backend=backend, device=device, dtype=dtype, cancel=cancel,
-                )
-                X_test = X[:, test].astype(np.float64)
-                A_test = sparse_encode(X_test, D, lam, backend=backend, device=device, dtype=dtype,
-                                       cancel=cancel).astype(np.float64)
-                resid = X_test - D.astype(np.float64) @ A_test
+                if holdout == "ans":
+                    D, _, info = learn_dictionary(
+                        X[:, train], int(k), lam, init=init, random_state=fit_seed, max_iter=max_iter,
+                        tol=tol, backend=backend, device=device, dtype=dtype, cancel=cancel,
+                    )
+                    X_test = X[:, test].astype(np.float64)
+                    A_test = sparse_encode(X_test, D, lam, backend=backend, device=device, dtype=dtype,
+                                           cancel=cancel).astype(np.float64)
+                    resid = X_test - D.astype(np.float64) @ A_test
+                else:
+                    # λ keeps its correlation scale on the shorter training series
+                    lam_t = lam * math.sqrt(len(train_vol) / n_volumes)
+                    X_fit = np.ascontiguousarray(X[np.ix_(train_vol, train)])
+                    D, A_fit, info = learn_dictionary(
+                        X_fit, int(k), lam_t, init=init, random_state=fit_seed, max_iter=max_iter,
+                        tol=tol, backend=backend, device=device, dtype=dtype, cancel=cancel,
+                    )
+                    A_test = sparse_encode(np.ascontiguousarray(X[np.ix_(train_vol, test)]), D, lam_t,
+                                           backend=backend, device=device, dtype=dtype,
+                                           cancel=cancel).astype(np.float64)
+                    A_fit = A_fit.astype(np.float64)
+                    # the atoms in the held-out block, from the fit ANs (ridge-stabilised LS)
+                    gram = A_fit @ A_fit.T
+                    gram[np.diag_indices_from(gram)] += 1e-6 * max(float(np.trace(gram)) / max(k, 1), 1e-12)
+                    # (all volumes: the block's rows are what the score uses; the whole series
+                    # serves encoding_score, which needs the atoms on every volume)
+                    D_all = np.linalg.solve(gram, A_fit @ X[:, train].astype(np.float64).T).T
+                    D_block = D_all[block]
+                    X_test = X[np.ix_(block, test)].astype(np.float64)
+                    resid = X_test - D_block @ A_test
                 total = X_test - X_test.mean(0)
                 ss_tot = float(np.einsum("ij,ij->", total, total))
                 r2s.append(1.0 - float(np.einsum("ij,ij->", resid, resid)) / ss_tot if ss_tot > 0 else np.nan)
                 nnz.append(float((A_test != 0).sum(0).mean()))
-                scores.append(float(encoding_score(D)) if encoding_score is not None else np.nan)
+                scores.append(float(encoding_score(D if holdout == "ans" else D_all))
+                              if encoding_score is not None else np.nan)
                 iters.append(info["n_iter"])
                 times.append(time.perf_counter() - t0)
-                dicts.append(D)
+                full = np.full((n_volumes, D.shape[1]), np.nan)
+                full[np.arange(n_volumes) if holdout == "ans" else train_vol] = D
+                dicts.append(full)
                 done += 1
                 report(progress, "dictionary sweep", done, n_fits)
-            pairs = [match_atoms(dicts[a], dicts[b])[2]
+            pairs = [_match_common(dicts[a], dicts[b])
                      for a in range(n_seeds) for b in range(a + 1, n_seeds)]
             rows.append({
                 "k": int(k),
