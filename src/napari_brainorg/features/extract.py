@@ -335,6 +335,9 @@ def extract_an_responses(
         "causal": spec.causal,
         "weights_sha256": weights_sha256(spec),
     }
+    if loaded is not None and loaded.extra.get("untrained"):
+        # random weights from the model's configuration (features.untrained), not these files
+        model_record["untrained_init_seed"] = int(loaded.extra["init_seed"])
     story_record = {
         "source": words.source,
         "n_words": len(words),

@@ -223,17 +223,23 @@ def _step_story(ctx: _Context):
     return words
 
 
-def _step_features(ctx: _Context, words, model: str):
+def _step_features(ctx: _Context, words, model: str, untrained_seed: int | None = None):
+    """``untrained_seed``: the baseline of the same architecture with random weights."""
     from ..features.extract import AN_FILES, extract_an_responses
 
     cfg = ctx.config
-    slug = model_slug(model)
+    slug = model_slug(model) + ("-untrained" if untrained_seed is not None else "")
     step = f"features/{slug}"
     # the extraction keys its own cache (story, model weights, options); this stamp adds
     # the checksums of its files, so a corrupted cache is recomputed, not trusted
-    if not ctx.cached(step, [cfg.features.model_dump(mode="json"), model, ctx.keys["story"]],
+    if not ctx.cached(step, [cfg.features.model_dump(mode="json"), model, ctx.keys["story"], untrained_seed],
                       [f"{step}/{name}" for name in AN_FILES]):
         (ctx.out / step / AN_FILES[-1]).unlink(missing_ok=True)
+    if untrained_seed is not None:
+        from ..features.untrained import load_untrained_model
+
+        model = load_untrained_model(model, seed=untrained_seed, device=_device(cfg.features.device),
+                                     dtype=cfg.features.dtype)
     ans = extract_an_responses(
         words, model, tr=cfg.story.tr, n_volumes=cfg.story.n_volumes,
         site=cfg.features.site, alignment=cfg.features.alignment, context=cfg.features.context,
@@ -244,6 +250,72 @@ def _step_features(ctx: _Context, words, model: str):
     ctx.done(step)
     ctx.keys[step] = key_of(ctx.keys[step], str(ans.provenance.get("cache_key", "")))
     return ans
+
+
+def baseline_slugs(config: PipelineConfig) -> dict[str, str]:
+    """Folder names of the baselines of ``config``: kind -> slug."""
+    fc = config.features
+    source = model_slug(fc.baseline_model or fc.models[0])
+    names = {"phase_randomised": f"{source}-phase-randomised", "untrained": f"{source}-untrained",
+             "nuisance": "nuisance"}
+    return {kind: names[kind] for kind in fc.baselines}
+
+
+def _step_baselines(ctx: _Context, words, per_model: dict) -> dict[str, dict]:
+    """Pseudo-models that go through the same encoding and association tests (METHOD §4):
+    phase-randomised atoms of the baseline model, its untrained twin (random weights from
+    its configuration; ANs extracted and atoms learned exactly like the model's), and the
+    nuisance regressors as atoms. Their folders are written like a model's."""
+    import pandas as pd
+    import scipy.sparse as sp
+
+    from ._state import key_of
+
+    cfg = ctx.config
+    fc = cfg.features
+    if not fc.baselines:
+        return {}
+    source_name = fc.baseline_model or fc.models[0]
+    source = model_slug(source_name)
+    if source not in per_model:
+        raise ConfigError(f"features.baseline_model {fc.baseline_model!r} is not among features.models {fc.models}.")
+    out: dict[str, dict] = {}
+    for kind, slug in baseline_slugs(cfg).items():
+        check_cancel(ctx.cancel)
+        if kind == "untrained":
+            ans = _step_features(ctx, words, source_name, untrained_seed=cfg.seed)
+            atoms, codes, index = _step_atoms(ctx, ans, slug)
+            out[slug] = {"model": f"untrained {source_name} (random weights from its configuration, seed {cfg.seed})",
+                         "atoms": atoms, "codes": codes, "index": index, "n_ans": ans.responses.shape[1],
+                         "dropped": len(ans.dropped), "an": None, "baseline": kind}
+            continue
+        if kind == "phase_randomised":
+            from ..encoding.inference import apply_phases, phase_randomisation_draws
+
+            src = per_model[source]
+            phases = phase_randomisation_draws(src["atoms"].shape[0], 1, random_state=cfg.seed)[0]
+            atoms = apply_phases(src["atoms"], phases).astype(np.float32)
+            codes, index = src["codes"], src["index"]
+            label = f"{source_name} atoms, Fourier phases randomised (the same phases for every atom), seed {cfg.seed}"
+            upstream = ctx.keys[f"atoms/{source}"]
+        else:  # nuisance
+            conf = ctx.confounds
+            atoms = np.asarray(conf.to_numpy(), np.float64)
+            atoms = (atoms / np.linalg.norm(atoms, axis=0)).astype(np.float32)
+            codes = sp.identity(atoms.shape[1], format="csr", dtype=np.float32)
+            index = pd.DataFrame({"layer": np.zeros(atoms.shape[1], int), "unit": np.arange(atoms.shape[1]),
+                                  "site": [f"nuisance:{c}" for c in conf.columns]})
+            label = f"nuisance regressors as atoms: {', '.join(conf.columns)}"
+            upstream = ctx.keys["story"]
+        rel = f"atoms/{slug}"
+        ctx.keys[rel] = key_of(rel, kind, upstream, cfg.seed)
+        ctx.writer.write_npy(f"{rel}/atoms.npy", atoms)
+        ctx.writer.write_npz_sparse(f"{rel}/codes.npz", sp.csr_matrix(codes))
+        ctx.writer.write_json(f"{rel}/dictionary.json", {"baseline": kind, "source": label,
+                                                        "n_atoms": int(atoms.shape[1])})
+        out[slug] = {"model": label, "atoms": atoms, "codes": codes, "index": index, "n_ans": codes.shape[1],
+                     "dropped": 0, "an": None, "baseline": kind}
+    return out
 
 
 def _step_atoms(ctx: _Context, ans, slug: str):
@@ -900,6 +972,14 @@ def _step_report(ctx: _Context, per_model: dict, truth: dict | None) -> None:
     summary_models = {}
     for slug, res in per_model.items():
         group = res["group"]
+        if res.get("baseline"):  # pseudo-models: numbers in the summary and tables, no figures
+            r2 = group.get("r2_cv", group.get("r2_sparse"))
+            summary_models[slug] = {
+                "baseline": res["baseline"], "source": res["model"], "n_atoms": int(res["atoms"].shape[1]),
+                "r2_median": float(np.median(r2)) if r2 is not None else None,
+                "n_associations": {p: int(t["associated"].astype(bool).sum()) for p, t in res["tables"].items()},
+                **_chance_summary(group)}
+            continue
         hist_df = pd.read_csv(ctx.out / f"atoms/{slug}/layer_hist.tsv", sep="\t").set_index("atom")
         w.write_figure(f"figures/{slug}_layer_histograms.png", figs.layer_histogram_figure(hist_df))
         w.write_figure(f"figures/{slug}_atom_correlation.png", figs.atom_correlation_figure(res["atoms"]))
@@ -944,6 +1024,51 @@ def _step_report(ctx: _Context, per_model: dict, truth: dict | None) -> None:
                     "criterion": ctx.summary.get("networks", {}).get(slug, {}).get("criterion", "")})
         w.write_json("recovery.json", rec)
         ctx.summary["recovery"] = {k: rec[k] for k in ("precision", "recall") if k in rec}
+
+
+def _compare_baselines(ctx: _Context, models: dict, baselines: dict) -> None:
+    """Each model against each baseline through the same tests: per-subject median
+    held-out r (and the paper's in-sample R2) of the model minus the baseline's, with a
+    one-sided exact sign-flip p over subjects; association counts side by side.
+    -> comparison/baselines.csv and summary.json["baseline_comparison"]."""
+    import itertools
+
+    import pandas as pd
+
+    rows = []
+    for (m, res), (b, base) in itertools.product(models.items(), baselines.items()):
+        for metric, key in (("median r_cv", "subject_r_cv"), ("median r2_sparse", "subject_r2_sparse")):
+            if key not in res["group"] or key not in base["group"]:
+                continue
+            mv = np.median(res["group"][key], axis=1)
+            bv = np.median(base["group"][key], axis=1)
+            diff = mv - bv
+            n = diff.size
+            # exact sign flips over subjects (one-sided: the model beats the baseline)
+            tol = 1e-12 * max(1.0, float(np.abs(diff).max(initial=0.0)))
+            if n <= 16:  # every pattern, the observed one included: p >= 2**-n
+                null = (np.array(list(itertools.product([1.0, -1.0], repeat=n))) * diff).mean(1)
+                p = float(np.mean(null >= diff.mean() - tol))
+            else:
+                signs = np.random.default_rng(ctx.config.seed).choice([1.0, -1.0], size=(10000, n))
+                p = float((1 + np.sum((signs * diff).mean(1) >= diff.mean() - tol)) / 10001)
+            rows.append({"model": m, "baseline": b, "baseline_kind": base.get("baseline"), "metric": metric,
+                         "model_value": float(mv.mean()), "baseline_value": float(bv.mean()),
+                         "difference": float(diff.mean()), "p": p, "n_subjects": int(n),
+                         "test": "exact sign-flip over subjects, one-sided" if n <= 16 else
+                                 "sign-flip over subjects (10,000 draws), one-sided",
+                         "model_associations": int(sum(t["associated"].astype(bool).sum()
+                                                       for t in res["tables"].values())) if res["tables"] else None,
+                         "baseline_associations": int(sum(t["associated"].astype(bool).sum()
+                                                          for t in base["tables"].values())) if base["tables"] else None})
+    if not rows:
+        return
+    table = pd.DataFrame(rows)
+    ctx.writer.write_table("comparison/baselines.csv", table)
+    ctx.summary["baseline_comparison"] = [
+        {**r, "reads": f"{r['model']} vs {r['baseline']} on {r['metric']}: {r['model_value']:.4f} vs "
+                       f"{r['baseline_value']:.4f}, the model ahead by {r['difference']:+.4f} "
+                       f"(p = {r['p']:.3g}, {r['test']}, {r['n_subjects']} subjects)"} for r in rows]
 
 
 def _chance_summary(group: dict) -> dict:
@@ -1122,16 +1247,22 @@ def _run_locked(config: PipelineConfig, writer: ResultWriter, progress, cancel,
                            "an": (ans.responses, ans.index["layer"].to_numpy()) if config.encoding.baseline else None}
     check_cancel(cancel)
     data, truth = timed("fmri", _step_fmri, ctx, {s: r["atoms"] for s, r in per_model.items()})
+    baselines = timed("baselines", _step_baselines, ctx, words, per_model)
+    n_real = len(per_model)
+    per_model.update(baselines)
     for slug, res in per_model.items():
         res["group"] = timed("encoding", _step_encoding, ctx, data, res["atoms"], slug, res.get("an"))
         res["tables"] = timed("networks", _step_networks, ctx, data, res["group"], slug, res["atoms"])
         _annotate_atoms_table(ctx, slug, res["tables"], res["codes"], res["index"], res["atoms"])
     timed("report", _step_report, ctx, per_model, truth)
+    if baselines:
+        _compare_baselines(ctx, dict(list(per_model.items())[:n_real]), baselines)
 
     ctx.summary.update({
         "napari_brainorg": __version__,
-        "models": list(per_model),
-        "model_sources": {s: r["model"] for s, r in per_model.items()},
+        "models": list(per_model)[:n_real],
+        "model_sources": {s: r["model"] for s, r in list(per_model.items())[:n_real]},
+        "baselines": {s: r["model"] for s, r in baselines.items()},
         "tr": config.story.tr, "n_volumes": config.story.n_volumes,
         "simulated": bool(truth is not None),
         "atlases": list(config.networks.atlases),
@@ -1173,7 +1304,7 @@ def _start_run(ctx: _Context) -> None:
     cfg = ctx.config
     out = ctx.out
     (out / SUMMARY).unlink(missing_ok=True)
-    slugs = {model_slug(m) for m in cfg.features.models}
+    slugs = {model_slug(m) for m in cfg.features.models} | set(baseline_slugs(cfg).values())
     stale = [out / "figures", out / "comparison", out / "recovery.json"]
     for top in ("features", "atoms", "encoding", "networks"):
         for child in sorted((out / top).glob("*")):
