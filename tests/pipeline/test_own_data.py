@@ -81,7 +81,8 @@ def test_run_on_region_time_series_writes_region_tables(simulated):
         path = base / f"{img.name.split('_')[0]}_regions.tsv"
         pd.DataFrame(regions, columns=atlas.network_names).to_csv(path, sep="\t", index=False)
         paths.append(str(path))
-    config = {**COMMON, "fmri": {"regions": paths}, "out": str(base / "regions_result")}
+    config = {**COMMON, "fmri": {"regions": paths}, "out": str(base / "regions_result"),
+              "features": {"models": ["minilm"], "baselines": ["phase_randomised", "untrained", "nuisance"]}}
     cfg = _write_yaml(base / "regions.yaml", config)
     assert main(["run", str(cfg), "--quiet"]) == 0
     out = base / "regions_result"
@@ -93,3 +94,27 @@ def test_run_on_region_time_series_writes_region_tables(simulated):
     assert z.loc["default mode"].abs().idxmax() == "atom_8"
     summary = json.loads((out / "summary.json").read_text())
     assert "networks/minilm" in summary["skipped"]
+
+    # region results: r with its CI over subjects, R2 beside its chance level, q, the
+    # noise ceiling and every baseline's r, per region
+    for col in ("r_cv", "r_cv_ci_low", "r_cv_ci_high", "r2_cv", "r2_sparse", "r2_sparse_null_p95", "r2_sparse_q",
+                "noise_ceiling", "isc_loo", "r_cv_minilm-phase-randomised", "r_cv_minilm-untrained", "r_cv_nuisance"):
+        assert col in per_region.columns, col
+    ok = per_region["r_cv_ci_low"].notna()
+    assert ok.all()
+    assert (per_region["r_cv_ci_low"] <= per_region["r_cv"] + 1e-6).all()
+    assert (per_region["r_cv"] <= per_region["r_cv_ci_high"] + 1e-6).all()
+    auditory = per_region.set_index("region").loc["auditory"]
+    # the planted network: above the in-sample chance level, above the story-free baselines
+    assert auditory["r2_sparse"] > auditory["r2_sparse_null_p95"]
+    assert auditory["r_cv"] > auditory["r_cv_minilm-phase-randomised"] + 0.05
+    assert auditory["r_cv"] > auditory["r_cv_nuisance"] + 0.05
+    assert (out / "figures/minilm_regions.png").exists()
+    assert summary["models"] == ["minilm"]
+    assert set(summary["baselines"]) == {"minilm-phase-randomised", "minilm-untrained", "nuisance"}
+    rows = [r for r in summary["baseline_comparison"] if r["metric"] == "median r_cv"]
+    assert {r["baseline"] for r in rows} == set(summary["baselines"]) and all(0 < r["p"] <= 1 for r in rows)
+    assert summary["regions"]["minilm"][0]["region"] == per_region.sort_values("r_cv").iloc[-1]["region"]
+    assert "CI" in summary["headline"][0] and "noise ceiling" in summary["headline"][0]
+    comparison = pd.read_csv(out / "comparison/baselines.csv")
+    assert {"model", "baseline", "metric", "difference", "p", "test"} <= set(comparison.columns)

@@ -31,6 +31,8 @@ def print_summary(result) -> None:
         print(f"  {slug}: {info['n_ans']} ANs, {info['n_atoms']} atoms, "
               f"{info['r2_kind']} median {info['r2_median']:.3f} / 95th pct {info['r2_p95']:.3f}, "
               f"associations {info['n_associations']}")
+    for line in s.get("headline", []):
+        print(f"  {line}")
     if "recovery" in s:
         print(f"  recovery of planted atom-network links: {json.dumps(s['recovery'])}")
     figs = sorted(Path(result.path, "figures").glob("*.png"))

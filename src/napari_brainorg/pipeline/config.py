@@ -89,7 +89,7 @@ class AtomsConfig(_Section):
     alpha: float = Field(0.15, ge=0, description=(
         "Sparsity of the AN codes on the correlation scale: lambda_AN = alpha x the rms norm of the "
         "AN columns (= alpha x sqrt(n_volumes) for z-scored ANs), so an AN uses an atom only where "
-        "its partial correlation with it exceeds about alpha (0.15 is ~2.6 SD of chance at 300 volumes)."))
+        "its partial correlation with it exceeds about alpha (0.15 is ~2.6 SD of chance for white series at 300 volumes, only ~1.45 SD for smooth HRF-convolved ones: a sparsity level, not a test)."))
     max_iter: int = Field(100, gt=0, description="Alternations of code and atom updates at most.")
     tol: float = Field(1e-4, gt=0, description="Stop when the objective's relative decrease per iteration falls below this.")
     seed: int = 0
