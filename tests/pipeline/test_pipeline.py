@@ -47,6 +47,14 @@ def test_result_folder_holds_maps_tables_and_figures(quick_result):
     assert summary["n_atoms"].tolist() == [k]  # the number of atoms is reported beside every figure
     table = res.atoms_table()
     assert len(table) == k and "networks_activated" in table.columns
+    # chance levels beside the scores (summary.json)
+    info = res.summary["results"]["minilm"]
+    r2 = info["r2_sparse"]
+    assert r2["n_shifts"] >= 10 and 0 < r2["null_median"] < r2["null_median_95th"] <= r2["null_p95"]
+    assert r2["median"] > r2["null_median_95th"]  # planted signal: the map beats its chance level
+    assert info["noise_ceiling"]["median"] > info["noise_ceiling"]["isc_loo_median"]
+    assert info["atoms"]["orient"] == "members" and 0 <= info["atoms"]["fraction_reproduced"] <= 1
+    assert "reproducibility" in table.columns and "CI" in res.summary["headline"][0]
     nuisance = res.nuisance_table()
     assert list(nuisance.columns) == ["volume", "word_rate", "word_length", "word_frequency", "pause"]
     assert len(nuisance) == res.n_volumes

@@ -361,8 +361,10 @@ def demo_config(out: str | Path, *, models: list[str] | None = None, quick: bool
     is analysed the same way, which shows how a second model's atoms map onto the
     same planted networks.
 
-    ``quick=True`` is a smaller run (fewer atoms and permutations, coarser grid) for
-    the napari sample data and the tests.
+    The full demo also runs the baselines (phase-randomised MiniLM atoms, untrained
+    MiniLM, nuisance regressors) through the same tests. ``quick=True`` is a smaller run
+    (fewer atoms and permutations, coarser grid, no baselines) for the napari sample data
+    and the tests.
     """
     data: dict[str, Any] = {
         "story": {"path": "pieman", "onset": 0.0, "tr": 1.5, "n_volumes": 300},
@@ -375,7 +377,10 @@ def demo_config(out: str | Path, *, models: list[str] | None = None, quick: bool
         data["atoms"] = {"n_atoms": 16, "max_iter": 30}
         data["fmri"]["simulate"].update({"n_subjects": 2, "resolution_mm": 6.0})
         data["networks"].update({"n_permutations": 2000})
-        data["encoding"] = {"n_folds": 3}
+        data["encoding"] = {"n_folds": 3, "sparse_null_shifts": 10}
+    else:
+        # every claim of the demo beside the same test on story-free and untrained baselines
+        data["features"]["baselines"] = ["phase_randomised", "untrained", "nuisance"]
     return make_config(data, source="the demo configuration")
 
 
