@@ -1,0 +1,54 @@
+"""Model-size control: the same total number of ANs from models of different depth."""
+
+from __future__ import annotations
+
+import json
+import types
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_brainorg.errors import ConfigError
+from napari_brainorg.io.results import ResultWriter
+from napari_brainorg.pipeline import make_config
+from napari_brainorg.pipeline.run import _Context, _step_atoms
+from napari_brainorg.sparse.planted import planted_ans
+
+
+def _fake_model(rng, n_layers, per_layer, n_volumes=60):
+    X, _ = planted_ans(n_volumes, n_layers * per_layer, 5, random_state=rng)
+    index = pd.DataFrame({"layer": np.repeat(np.arange(n_layers), per_layer),
+                          "unit": np.tile(np.arange(per_layer), n_layers), "site": "ffn_hidden"})
+    return types.SimpleNamespace(responses=X.astype(np.float32), index=index)
+
+
+def test_ans_total_equalises_models_of_different_depth(rng, tmp_path):
+    config = make_config({"atoms": {"n_atoms": 5, "max_iter": 20, "ans_total": 240, "size_draws": 3,
+                                    "n_restarts": 0, "backend": "numpy"},
+                          "out": str(tmp_path / "out")})
+    ctx = _Context(config, ResultWriter(tmp_path / "out"), None, None)
+    for slug, n_layers in (("shallow", 6), ("deep", 30)):
+        ctx.keys[f"features/{slug}"] = slug
+        model = _fake_model(rng, n_layers, 50)
+        atoms, codes, index = _step_atoms(ctx, model, slug)
+        assert codes.shape[1] == len(index) == 240  # the same total, whatever the depth
+        counts = index["layer"].value_counts()
+        assert len(counts) == n_layers and counts.max() - counts.min() <= 1  # spread evenly over layers
+        info = json.loads((tmp_path / f"out/atoms/{slug}/dictionary.json").read_text())
+        size = info["size_control"]
+        assert size["rule"] == "ans_total" and size["n_draws"] == 3 and size["n_ans_per_draw"] == 240
+        ev = size["explained_variance"]
+        assert len(ev["values"]) == 3 and ev["sd"] > 0 and 0.3 < ev["mean"] < 1
+        assert size["matched_to_first"]["values"][0] == 1.0  # the first draw is the analysed one
+        assert info["n_ans"] == 240
+
+
+def test_size_rules_are_exclusive_and_a_model_too_small_is_named(rng, tmp_path):
+    with pytest.raises(ConfigError, match="at most one of 'ans_per_layer'"):
+        make_config({"atoms": {"ans_per_layer": 10, "ans_total": 100}, "out": str(tmp_path / "x")})
+    config = make_config({"atoms": {"n_atoms": 3, "ans_total": 1000, "n_restarts": 0}, "out": str(tmp_path / "y")})
+    ctx = _Context(config, ResultWriter(tmp_path / "y"), None, None)
+    ctx.keys["features/small"] = "small"
+    with pytest.raises(ConfigError, match=r"'small' \(300 ANs\).*n_total"):
+        _step_atoms(ctx, _fake_model(rng, 6, 50), "small")
