@@ -13,7 +13,8 @@ import pytest
 
 from napari_brainorg.errors import CacheMismatchWarning, FolderInUseError, IncompleteResultError
 from napari_brainorg.io.results import ResultFolder, ResultWriter, RunLock, check_complete, is_locked
-from napari_brainorg.pipeline import _state, make_config
+from napari_brainorg.io import _identity as _state
+from napari_brainorg.pipeline import make_config
 from napari_brainorg.pipeline.run import _Context
 
 

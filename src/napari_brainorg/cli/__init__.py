@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"napari-brainorg {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an error (may also follow the sub-command)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, module_name in COMMANDS.items():
@@ -97,25 +99,71 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def describe_error(exc: BaseException) -> str:
+    """One line for the user: what went wrong, with the file or option it concerns.
+
+    ``OSError`` (permission, disk full, not a directory...) names its file; errors of
+    readers of damaged files (truncated gzip/NIfTI/NumPy/zip, bad model weights) say
+    which kind of damage and keep the reader's message.
+    """
+    if isinstance(exc, OSError) and not isinstance(exc, BrainorgError) and exc.strerror:
+        where = f" {str(exc.filename)!r}" if exc.filename else ""
+        also = f" -> {str(exc.filename2)!r}" if getattr(exc, "filename2", None) else ""
+        hint = {13: "check the permissions or choose another folder",
+                28: "free some space or choose another folder",
+                30: "choose a writable folder", 20: "a file stands where a folder is expected",
+                21: "a folder stands where a file is expected"}.get(exc.errno or 0, "")
+        return f"{exc.strerror}:{where}{also}" + (f" ({hint})" if hint else "")
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text
+
+
+#: exceptions that are a user's input or environment, not a bug: exit code 2
+USER_ERRORS = (BrainorgError, OSError, ValueError, EOFError)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``brainorg`` console script."""
+    """Entry point of the ``brainorg`` console script.
+
+    Exit codes: 0 success, 2 a bad input, file or environment (one line on stderr; the
+    traceback with ``--debug``), 130 cancelled, 1 an unexpected error.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(getattr(args, "verbose", 0), getattr(args, "quiet", False))
+    prefix = f"brainorg {args.command}"
     try:
         return int(args.func(args) or 0)
     except CancelledError as exc:
-        print(f"brainorg {args.command}: {exc}", file=sys.stderr)
+        print(f"{prefix}: {exc}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print(f"brainorg {args.command}: interrupted", file=sys.stderr)
+        print(f"{prefix}: interrupted; the folder is incomplete until the same command runs again",
+              file=sys.stderr)
         return 130
     except MissingDependencyError as exc:
-        print(f"brainorg {args.command}: {exc}", file=sys.stderr)
+        _debug(debug)
+        print(f"{prefix}: {exc}", file=sys.stderr)
         return 2
-    except (BrainorgError, FileNotFoundError, ValueError) as exc:
-        print(f"brainorg {args.command}: error: {exc}", file=sys.stderr)
+    except USER_ERRORS as exc:
+        _debug(debug)
+        print(f"{prefix}: error: {describe_error(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a bug: still one line, the traceback on request
+        _debug(debug)
+        print(f"{prefix}: unexpected error: {type(exc).__name__}: {describe_error(exc)} "
+              "(run again with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+def _debug(on: bool) -> None:
+    if on:
+        import traceback
+
+        traceback.print_exc()
 
 
 if __name__ == "__main__":  # pragma: no cover

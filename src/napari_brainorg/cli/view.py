@@ -27,7 +27,8 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from ..io.results import ResultFolder
 
-    result = ResultFolder(args.dir)  # a missing or foreign folder fails before napari starts
+    result = ResultFolder(args.dir)  # a missing, foreign or incomplete folder fails before napari starts
+    result.verify()  # so does a truncated or changed file
     from .._napari._qt import check_qt_binding
 
     check_qt_binding()

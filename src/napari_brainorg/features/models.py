@@ -189,12 +189,62 @@ def _is_causal(config: dict) -> bool:
     return str(config.get("model_type", "")) not in _ENCODER_TYPES
 
 
-def _folder_spec(folder: Path, *, name: str, kind: str) -> ModelSpec:
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model", "vocab.json")
+
+
+def _check_safetensors(path: Path) -> None:
+    """A ``.safetensors`` file is complete: its size is what its own header announces."""
+    import struct
+
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            if n > size:
+                raise ValueError("header length beyond the end of the file")
+            header = json.loads(fh.read(n))
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error) as exc:
+        raise ModelNotFoundError(f"The weights file {str(path)!r} is damaged ({exc}); "
+                                 "expected a complete .safetensors file.") from None
+    if size != 8 + n + end:
+        raise ModelNotFoundError(
+            f"The weights file {str(path)!r} is truncated or damaged: {size} bytes where its header "
+            f"announces {8 + n + end}; copy or download it again.")
+
+
+def check_model_folder(folder: str | os.PathLike) -> None:
+    """Raise :class:`ModelNotFoundError` naming what is missing or damaged in a model folder.
+
+    A model folder needs ``config.json`` (with ``model_type``), tokenizer files and
+    weights; every ``.safetensors`` file must have the size its header announces.
+    """
+    folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise ModelNotFoundError(
             f"The model folder {str(folder)!r} has no config.json; expected a Hugging Face "
             "model folder (config.json, tokenizer files, weights) or a .gguf file."
         )
+    _read_config(folder)
+    if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
+        raise ModelNotFoundError(
+            f"The model folder {str(folder)!r} has no tokenizer files; expected one of {list(_TOKENIZER_FILES)} "
+            "beside config.json.")
+    weights = [p for pattern in _WEIGHT_PATTERNS[:4] for p in folder.glob(pattern) if p.is_file()]
+    if not weights:
+        raise ModelNotFoundError(
+            f"The model folder {str(folder)!r} has no weights; expected *.safetensors or pytorch_model*.bin "
+            "files beside config.json.")
+    for path in weights:
+        if path.suffix == ".safetensors":
+            _check_safetensors(path)
+        elif path.stat().st_size < 1024:
+            raise ModelNotFoundError(f"The weights file {str(path)!r} has only {path.stat().st_size} bytes; "
+                                     "it is damaged or a placeholder.")
+
+
+def _folder_spec(folder: Path, *, name: str, kind: str) -> ModelSpec:
+    check_model_folder(folder)
     config = _read_config(folder)
     model_type = str(config.get("model_type", ""))
     if not model_type:
@@ -499,16 +549,54 @@ def _converted_gguf_folder(spec: ModelSpec) -> Path:
     gguf_path = spec.path
     key = _gguf_key(gguf_path)
     final = model_cache_dir() / f"{Path(spec.gguf_file).stem}-{key}"
-    if (final / "config.json").is_file() and (final / "brainorg_source.json").is_file():
+    if _converted_ok(final):
         return final
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from filelock import FileLock
 
     final.parent.mkdir(parents=True, exist_ok=True)
+    # one conversion of a model at a time; whoever holds the lock may remove the
+    # temporary folders that killed conversions left behind
+    with FileLock(str(final.parent / f".{final.name}.lock")):
+        for leftover in final.parent.glob(f".{final.name}.*"):
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+        if _converted_ok(final):
+            return final
+        if final.exists():
+            import warnings
+
+            warnings.warn(f"The converted model {str(final)!r} is incomplete or damaged; converting "
+                          f"{str(gguf_path)!r} again.", stacklevel=3)
+            shutil.rmtree(final)
+        _convert_gguf(spec, final)
+    return final
+
+
+def _converted_ok(folder: Path) -> bool:
+    if not ((folder / "config.json").is_file() and (folder / "brainorg_source.json").is_file()):
+        return False
+    try:
+        check_model_folder(folder)
+        json.loads((folder / "brainorg_source.json").read_text())
+    except (ModelNotFoundError, ConfigError, OSError, ValueError):
+        return False
+    return True
+
+
+def _convert_gguf(spec: ModelSpec, final: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path = spec.path
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         with _quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(spec.source, gguf_file=spec.gguf_file)
-            model = AutoModelForCausalLM.from_pretrained(spec.source, gguf_file=spec.gguf_file)
+            try:
+                model = AutoModelForCausalLM.from_pretrained(spec.source, gguf_file=spec.gguf_file)
+            except (OSError, ValueError, RuntimeError, KeyError, EOFError) as exc:
+                raise ModelNotFoundError(
+                    f"The GGUF file {str(gguf_path)!r} cannot be converted ({type(exc).__name__}: "
+                    f"{' '.join(str(exc).split())[:300]}); it is damaged or not a supported model.") from None
             # The weights are already dequantised float32 tensors; what blocks
             # save_pretrained is only the GGUF "quantizer" left attached to the model.
             model.hf_quantizer = None
@@ -531,7 +619,6 @@ def _converted_gguf_folder(spec: ModelSpec) -> Path:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return final
 
 
 def _check_device(device: str) -> str:
@@ -604,14 +691,22 @@ def load_language_model(
 
     folder = _converted_gguf_folder(spec) if spec.kind == "gguf" else Path(spec.source)
     with _quiet_transformers():
-        config = AutoConfig.from_pretrained(folder)
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        try:
+            config = AutoConfig.from_pretrained(folder)
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelNotFoundError(f"The model folder {str(folder)!r} cannot be loaded: {type(exc).__name__}: "
+                                     f"{' '.join(str(exc).split())[:300]}") from None
         if not getattr(tokenizer, "is_fast", False):
             raise ModelNotFoundError(
                 f"The model {spec.name!r} has no fast tokenizer (tokenizer.json); word "
                 "alignment needs character offsets, which only fast tokenizers give."
             )
-        model = AutoModel.from_pretrained(folder, **{_dtype_keyword(): getattr(torch, dtype)})
+        try:
+            model = AutoModel.from_pretrained(folder, **{_dtype_keyword(): getattr(torch, dtype)})
+        except (OSError, ValueError, RuntimeError, KeyError, EOFError) as exc:
+            raise ModelNotFoundError(f"The weights in {str(folder)!r} cannot be loaded: {type(exc).__name__}: "
+                                     f"{' '.join(str(exc).split())[:300]}") from None
     model.eval()
     model.requires_grad_(False)
     model.to(device)

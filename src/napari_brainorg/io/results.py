@@ -127,6 +127,10 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, target)
+    except OSError as exc:
+        if exc.errno is not None and exc.filename is None:  # e.g. a full disk: say which file
+            raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from exc
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -374,6 +378,34 @@ class ResultFolder:
 
     def __repr__(self) -> str:
         return f"ResultFolder({str(self.path)!r}, models={self.models})"
+
+    def verify(self) -> None:
+        """Check every file a step stamped against the checksum recorded when it was written.
+
+        Raises
+        ------
+        CorruptFileError
+            A file that is missing, truncated or changed since the run wrote it
+            (a subclass of ``ValueError``); the message names it.
+        """
+        from ..errors import CorruptFileError
+        from ._identity import file_identity
+
+        for stamp in sorted((self.path / ".cache").rglob("*.json")):
+            try:
+                recorded = json.loads(stamp.read_text()).get("outputs") or {}
+            except (OSError, ValueError):
+                raise CorruptFileError(f"{str(stamp)!r} is damaged; run the same command again to rebuild "
+                                       "the result.") from None
+            for rel, ident in recorded.items():
+                path = self.path / rel
+                if not path.is_file():
+                    raise CorruptFileError(f"{str(path)!r} is missing from the result folder; run the same "
+                                           "command again to rebuild it.")
+                if file_identity(path) != ident:
+                    raise CorruptFileError(
+                        f"{str(path)!r} is damaged or changed since the run wrote it (checksum differs); "
+                        "run the same command again to rebuild it.")
 
     # -- summary ------------------------------------------------------------------
     @property

@@ -40,6 +40,16 @@ from ..features.nuisance import DEFAULT_PAUSE_LABELS as _PAUSE_LABELS
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value, info):
+        # YAML reads `yes`/`true` as a bool, and pydantic would take it as 1: refuse it
+        if isinstance(value, bool):
+            annotation = str(cls.model_fields[info.field_name].annotation)
+            if "bool" not in annotation and ("int" in annotation or "float" in annotation):
+                raise ValueError(f"expected a number, not a boolean ({value!r})")
+        return value
+
     def cache_key(self, *upstream: str) -> str:
         """A short hash of this section and the keys of the steps it depends on."""
         blob = json.dumps([self.model_dump(mode="json"), list(upstream)], sort_keys=True)
@@ -290,8 +300,9 @@ def _explain(exc: ValidationError, source: str) -> ConfigError:
             allowed = list(_model_for_loc(loc).model_fields)
             lines.append(f"unknown key {where!r}; allowed here: {allowed}.{did_you_mean(key, allowed)}")
         else:
-            lines.append(f"{where}: {err.get('msg')} (got {err.get('input')!r})")
-    return ConfigError(f"Invalid configuration in {source}:\n  " + "\n  ".join(lines))
+            msg = str(err.get("msg", "")).removeprefix("Value error, ")
+            lines.append(f"{where}: {msg} (got {err.get('input')!r})")
+    return ConfigError(f"Invalid configuration in {source}: " + "; ".join(lines))
 
 
 def make_config(data: dict[str, Any] | None = None, source: str = "the configuration", **overrides) -> PipelineConfig:
@@ -325,20 +336,35 @@ def load_config(path: str | Path, **overrides) -> PipelineConfig:
 
 
 def _resolve_paths(data: dict, base: Path) -> dict:
-    def fix(p):
-        if p is None:
+    """Relative paths are taken from the configuration file's folder, never from the
+    current directory; a bare name that is not a file there (a bundled story, atlas or
+    model, a hub id) stays a name."""
+    from ..datasets import BUNDLED_ATLASES, list_stories
+
+    def fix(p, names=()):
+        if p is None or not isinstance(p, str):
             return p
-        pp = Path(str(p)).expanduser()
-        if pp.is_absolute() or not (base / pp).exists():
+        pp = Path(p).expanduser()
+        if pp.is_absolute():
             return str(pp)
+        if not (base / pp).exists() and p in names:
+            return p
         return str((base / pp).resolve())
+
+    def fix_name_or_path(p, names=()):
+        # a name (no folder, no file extension) that is not beside the config stays a name
+        if isinstance(p, str) and not (base / p).exists() and ("/" not in p and "." not in Path(p).name
+                                                                or p in names):
+            return p
+        return fix(p)
 
     data = json.loads(json.dumps(data))  # deep copy of plain YAML data
     story = data.get("story")
     if isinstance(story, dict):
-        for key in ("path", "events"):
-            if key in story and story[key] is not None:
-                story[key] = fix(story[key])
+        if story.get("path") is not None:
+            story["path"] = fix_name_or_path(story["path"], list_stories())
+        if story.get("events") is not None:
+            story["events"] = fix(story["events"])
     fmri = data.get("fmri")
     if isinstance(fmri, dict):
         for key in ("images", "regions"):
@@ -348,6 +374,14 @@ def _resolve_paths(data: dict, base: Path) -> dict:
             fmri["mask"] = fix(fmri["mask"])
         if isinstance(fmri.get("bids"), dict) and "root" in fmri["bids"]:
             fmri["bids"]["root"] = fix(fmri["bids"]["root"])
+    networks = data.get("networks")
+    if isinstance(networks, dict) and isinstance(networks.get("atlases"), list):
+        networks["atlases"] = [fix_name_or_path(a, BUNDLED_ATLASES) for a in networks["atlases"]]
+    features = data.get("features")
+    if isinstance(features, dict) and isinstance(features.get("models"), list):
+        # a model folder or .gguf beside the config; otherwise a bundled name or hub id
+        features["models"] = [fix(m) if isinstance(m, str) and (base / m).exists() else m
+                              for m in features["models"]]
     if "out" in data and data["out"] is not None:
         out = Path(str(data["out"])).expanduser()
         data["out"] = str(out if out.is_absolute() else (base / out).resolve())

@@ -38,6 +38,7 @@ from ..io.results import (DATASET_DESCRIPTION, SUMMARY, WARNINGS, ResultFolder, 
                           check_output_folder)
 from ._state import file_identity, key_of
 from ._top_words import step_top_words
+from .validate import validate_config
 from .config import PipelineConfig, config_to_yaml
 
 _log = logging.getLogger(__name__)
@@ -1295,7 +1296,7 @@ def _run_steps(config: PipelineConfig, progress: ProgressCallback | None = None,
         When set, the run stops at the next checkpoint with ``CancelledError``;
         files already written are complete (atomic) and reused by the next run.
     """
-    check_output_folder(config.out)
+    validate_config(config)  # before the folder is touched: a bad input changes nothing
     writer = ResultWriter(config.out)
     from ..report import record_warnings, write_report
 
@@ -1324,6 +1325,9 @@ def _run_locked(config: PipelineConfig, writer: ResultWriter, progress, cancel,
         return out
 
     words = timed("story", _step_story, ctx)
+    data = truth = None
+    if config.fmri.simulate is None:  # the user's fMRI is read (and checked) before any model runs
+        data, truth = timed("fmri", _step_fmri, ctx, {})
     per_model: dict[str, dict] = {}
     for model in config.features.models:
         slug = model_slug(model)
@@ -1335,7 +1339,8 @@ def _run_locked(config: PipelineConfig, writer: ResultWriter, progress, cancel,
                            "n_ans": ans.responses.shape[1], "dropped": len(ans.dropped),
                            "an": (ans.responses, ans.index["layer"].to_numpy()) if config.encoding.baseline else None}
     check_cancel(cancel)
-    data, truth = timed("fmri", _step_fmri, ctx, {s: r["atoms"] for s, r in per_model.items()})
+    if data is None:
+        data, truth = timed("fmri", _step_fmri, ctx, {s: r["atoms"] for s, r in per_model.items()})
     baselines = timed("baselines", _step_baselines, ctx, words, per_model)
     n_real = len(per_model)
     per_model.update(baselines)
@@ -1422,7 +1427,7 @@ def run_simulation(config: PipelineConfig, progress: ProgressCallback | None = N
     """
     if config.fmri.simulate is None:
         raise ValueError("run_simulation needs fmri.simulate in the configuration.")
-    check_output_folder(config.out)
+    validate_config(config)
     writer = ResultWriter(config.out)
     with RunLock(writer.path):
         (writer.path / SUMMARY).unlink(missing_ok=True)
