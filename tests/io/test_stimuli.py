@@ -427,3 +427,33 @@ def test_story_onset_errors(tmp_path):
     shifted = tmp_path / "shifted_events.tsv"
     shifted.write_text("onset\tduration\ttrial_type\tstim_file\n3.0\t10\tstory\ta.wav\nn/a\t1\tx\ta.wav\n", encoding="utf-8")
     assert read_story_onset(shifted, stim_file="a.wav") == 3.0
+
+
+def test_textgrid_tier_is_chosen_by_name_and_phone_tiers_are_refused(tmp_path):
+    phones_only = LONG_TEXTGRID.replace('"Words"', '"phones2"')
+    # two interval tiers, none named words: refused, naming the tiers
+    path = tmp_path / "two.TextGrid"
+    path.write_text(phones_only, encoding="utf-8")
+    with pytest.raises(StoryFormatError, match=r"two\.TextGrid: expected a tier of words named 'words' or 'word'.*"
+                                               r"\['phones', 'phones2'\]"):
+        read_story(path)
+    # the only tier holds phones: refused, not read as words
+    start = LONG_TEXTGRID.index("item [2]")
+    only_phones = LONG_TEXTGRID[:start].replace("size = 2", "size = 1", 1)
+    path = tmp_path / "phones.TextGrid"
+    path.write_text(only_phones, encoding="utf-8")
+    with pytest.raises(StoryFormatError, match=r"phones\.TextGrid.*the only interval tier, 'phones', holds phones"):
+        read_story(path)
+    # the only tier, whatever its name, is the words
+    path = tmp_path / "one.TextGrid"
+    path.write_text(only_phones.replace('"phones"', '"transcript"'), encoding="utf-8")
+    assert read_story(path).words == ("HH", "AY")
+
+
+def test_table_row_with_more_cells_than_the_header_is_an_error_with_its_line(tmp_path):
+    path = tmp_path / "story.csv"
+    path.write_text("word,onset,offset\nhello,0.5,0.9\nhi, there,1.0,1.4\nend,2.0,2.3\n")
+    with pytest.raises(StoryFormatError, match=r"story\.csv line 3: expected 3 columns as in the header \(line 1\); got 4"):
+        read_story(path)
+    path.write_text("word,onset,offset\nhello,0.5,0.9,\n")  # a trailing delimiter is no extra cell
+    assert read_story(path).words == ("hello",)

@@ -306,7 +306,7 @@ def _parse_narratives_rows(rows, path: str) -> _Parsed:
     return _Parsed(words, onsets, offsets)
 
 
-def _parse_table_rows(rows, columns: dict, path: str, header_line: int) -> _Parsed:
+def _parse_table_rows(rows, columns: dict, path: str, header_line: int, n_header: int | None = None) -> _Parsed:
     n = len(rows)
     words, onsets, offsets = [], np.full(n, np.nan), np.full(n, np.nan)
     width = max(i for i in columns.values() if i is not None) + 1
@@ -324,6 +324,14 @@ def _parse_table_rows(rows, columns: dict, path: str, header_line: int) -> _Pars
                 line,
                 f"expected at least {width} columns as in the header (line {header_line}); "
                 f"got {len(row)}",
+            )
+        if n_header is not None and len(row) > n_header and any(c.strip() for c in row[n_header:]):
+            # an unquoted delimiter inside a word shifts every later column
+            raise _err(
+                path,
+                line,
+                f"expected {n_header} columns as in the header (line {header_line}); got {len(row)} "
+                "(quote a word that holds the delimiter)",
             )
         word = row[columns["word"]].strip()
         if not word:
@@ -361,7 +369,7 @@ def _parse_csv(text: str, path: Path, fmt: str) -> _Parsed:
             )
         if len(rows) == 1:
             raise _err(name, None, "the file has a header but no words")
-        return _parse_table_rows(rows[1:], columns, name, header_line)
+        return _parse_table_rows(rows[1:], columns, name, header_line, n_header=len(header))
     if delimiter != ",":
         raise _err(name, header_line, "expected a comma-separated Narratives align.csv; found tabs")
     return _parse_narratives_rows(rows, name)
@@ -463,6 +471,13 @@ def _parse_textgrid_tiers(text: str, path: str) -> list[dict]:
     return tiers
 
 
+_PHONE_TIERS = ("phone", "phones", "phoneme", "phonemes", "segment", "segments", "phon", "mau")
+
+
+def _is_phone_tier(name: str) -> bool:
+    return name.strip().lower() in _PHONE_TIERS
+
+
 def _parse_textgrid(text: str, path: str, tier: str | None) -> _Parsed:
     if not text.strip():
         raise _err(path, None, "the file is empty; expected a Praat TextGrid")
@@ -482,8 +497,15 @@ def _parse_textgrid(text: str, path: str, tier: str | None) -> _Parsed:
         named = [t for t in intervals if t["name"].strip().lower() in ("words", "word")]
         if named:
             chosen = named[0]
-        elif intervals:
+        elif len(intervals) == 1 and not _is_phone_tier(intervals[0]["name"]):
             chosen = intervals[0]
+        elif len(intervals) == 1:
+            raise _err(path, intervals[0]["line"],
+                       f"the only interval tier, {intervals[0]['name']!r}, holds phones, not words; expected a "
+                       "tier of words named 'words' or 'word'")
+        elif intervals:
+            raise _err(path, None, f"expected a tier of words named 'words' or 'word' (or give tier=); "
+                       f"the interval tiers are {[t['name'] for t in intervals]}")
         else:
             raise _err(
                 path,
