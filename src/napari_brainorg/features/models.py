@@ -285,8 +285,13 @@ def _gguf_architecture(path: Path) -> str:
             if version < 2:
                 raise fail(f"GGUF version {version} is too old")
 
+            size = os.fstat(fh.fileno()).st_size
+
             def read_str() -> str:
                 (n,) = struct.unpack("<Q", fh.read(8))
+                if n > size - fh.tell():
+                    raise fail(f"a string of {n} bytes runs past the end of the file ({size} bytes): it is "
+                               "truncated or damaged")
                 return fh.read(n).decode("utf-8", errors="replace")
 
             def skip(value_type: int) -> None:

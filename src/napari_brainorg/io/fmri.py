@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -561,7 +562,11 @@ def load_fmri(images, *, mask="mni", n_volumes: int | None = None, subjects=None
     for s, (img, name) in enumerate(zip(imgs, names)):
         check_cancel(cancel)
         report(progress, "fmri: load runs", s, len(imgs))
-        vol = img.get_fdata(dtype=np.float32, caching="unchanged")
+        try:
+            vol = img.get_fdata(dtype=np.float32, caching="unchanged")
+        except (OSError, EOFError, ValueError, zlib.error) as exc:  # a truncated or damaged file
+            raise FMRIInputError(f"{name} cannot be read: {type(exc).__name__}: {exc}; the file is truncated "
+                                 "or damaged.") from None
         n_t = vol.shape[3]
         # nilearn's masker and resampler replace NaN silently: find them first, on the
         # run's own grid, and carry them to the mask grid by nearest neighbour.

@@ -128,8 +128,9 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         yield tmp_path
         os.replace(tmp_path, target)
     except OSError as exc:
-        if exc.errno is not None and exc.filename is None:  # e.g. a full disk: say which file
-            raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from exc
+        if exc.filename is None:  # e.g. a full disk: say which file
+            why = exc.strerror or f"{exc} (is the disk full?)"
+            raise OSError(exc.errno, why, str(target)) from exc
         raise
     finally:
         if tmp_path.exists():

@@ -382,7 +382,7 @@ def _resolve_paths(data: dict, base: Path) -> dict:
         # a model folder or .gguf beside the config; otherwise a bundled name or hub id
         features["models"] = [fix(m) if isinstance(m, str) and (base / m).exists() else m
                               for m in features["models"]]
-    if "out" in data and data["out"] is not None:
+    if isinstance(data.get("out"), str) and data["out"].strip():
         out = Path(str(data["out"])).expanduser()
         data["out"] = str(out if out.is_absolute() else (base / out).resolve())
     return data

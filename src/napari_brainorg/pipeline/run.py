@@ -72,6 +72,16 @@ def atlas_file(atlas: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def atlas_slug(atlas: str) -> str:
+    """The name of an atlas in the result folder: a bundled name, or a file's name without
+    its extensions (``/data/my_networks.nii.gz`` -> ``my_networks``)."""
+    from ..datasets import BUNDLED_ATLASES
+
+    if atlas in BUNDLED_ATLASES:
+        return atlas
+    return model_slug(Path(str(atlas)).name.split(".")[0])
+
+
 @dataclass
 class _Context:
     """What the steps share: the config, the writer, progress/cancel and the step keys.
@@ -870,8 +880,8 @@ def _step_networks(ctx: _Context, data, group: dict, slug: str, atoms: np.ndarra
     atlases = {}
     for name in nc.atlases:
         atlas = load_fbn(name, data.mask_img)
-        atlases[name] = atlas
-        _write_atlas_display(ctx, name, atlas, data.mask_img)
+        atlases[atlas_slug(name)] = atlas  # tables, figures and display files name it so
+        _write_atlas_display(ctx, atlas_slug(name), atlas, data.mask_img)
     if ctx.cached(step, [nc.model_dump(mode="json"), ctx.keys[f"encoding/{slug}"], ctx.config.seed], outputs,
                   inputs=[atlas_file(name) for name in nc.atlases]):
         summary = ctx.out / f"{rel}/test.json"
@@ -1313,6 +1323,13 @@ def _run_locked(config: PipelineConfig, writer: ResultWriter, progress, cancel,
                 caught: list[dict] | None = None) -> ResultFolder:
     ctx = _Context(config, writer, progress, cancel)
     t0 = time.perf_counter()
+    data = truth = None
+    if config.fmri.simulate is None:
+        # the user's fMRI is read (and checked: NaN, damaged files...) before any model
+        # runs and before anything of an earlier result is touched
+        t = time.perf_counter()
+        data, truth = _step_fmri(ctx, {})
+        ctx.timings["fmri"] = time.perf_counter() - t
     _start_run(ctx)
     writer.write_text("config.yaml", config_to_yaml(config))
 
@@ -1325,9 +1342,6 @@ def _run_locked(config: PipelineConfig, writer: ResultWriter, progress, cancel,
         return out
 
     words = timed("story", _step_story, ctx)
-    data = truth = None
-    if config.fmri.simulate is None:  # the user's fMRI is read (and checked) before any model runs
-        data, truth = timed("fmri", _step_fmri, ctx, {})
     per_model: dict[str, dict] = {}
     for model in config.features.models:
         slug = model_slug(model)
@@ -1361,7 +1375,7 @@ def _run_locked(config: PipelineConfig, writer: ResultWriter, progress, cancel,
         "baselines": {s: r["model"] for s, r in baselines.items()},
         "tr": config.story.tr, "n_volumes": config.story.n_volumes,
         "simulated": bool(truth is not None),
-        "atlases": list(config.networks.atlases),
+        "atlases": [atlas_slug(a) for a in config.networks.atlases],
         "template": None,
         "timings_s": {k: round(v, 2) for k, v in ctx.timings.items()},
         "wall_time_s": round(time.perf_counter() - t0, 2),
@@ -1406,8 +1420,9 @@ def _start_run(ctx: _Context) -> None:
         for child in sorted((out / top).glob("*")):
             if child.is_dir() and child.name not in slugs:
                 stale += [child, out / ".cache" / top / f"{child.name}.json"]
+    atlases = {atlas_slug(a) for a in cfg.networks.atlases}
     for child in sorted((out / "networks").glob("atlas_*")):
-        if child.name.split(".")[0][len("atlas_"):] not in cfg.networks.atlases:
+        if child.name.split(".")[0][len("atlas_"):] not in atlases:
             stale.append(child)
     if cfg.fmri.simulate is None:
         stale += [out / "simulated", out / ".cache" / "simulate.json"]

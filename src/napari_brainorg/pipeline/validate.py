@@ -46,6 +46,7 @@ def validate_config(config: PipelineConfig) -> dict:
     _check_options(config)
     _check_fmri(config)
     _check_atlases(config)
+    _check_models(config)
     return facts
 
 
@@ -163,6 +164,13 @@ def _check_fmri(config: PipelineConfig) -> None:
         if shape[3] != n:
             raise FMRIInputError(
                 f"fmri.images[{i}] {str(image)!r} has {shape[3]} volumes; story.n_volumes is {n}.")
+    n_inputs = len(fc.images) or len(fc.regions)
+    if fc.subjects is not None and n_inputs:
+        if len(fc.subjects) != n_inputs:
+            raise FMRIInputError(
+                f"fmri.subjects has {len(fc.subjects)} names for {n_inputs} runs; give one name per run.")
+        if len(set(fc.subjects)) != len(fc.subjects):
+            raise FMRIInputError(f"fmri.subjects must be unique; {list(fc.subjects)} was provided.")
     for i, table in enumerate(fc.regions):
         if not Path(table).is_file():
             raise FileNotFoundError(f"fmri.regions[{i}] {str(table)!r} does not exist.")
@@ -217,3 +225,14 @@ def _check_atlases(config: PipelineConfig) -> None:
                 f"networks.atlases[{i}] must be one of {list(BUNDLED_ATLASES)} or a NIfTI path; {str(atlas)!r} was "
                 f"provided.{did_you_mean(str(atlas), BUNDLED_ATLASES)}")
         _nifti_header(str(path), f"networks.atlases[{i}]")
+
+
+def _check_models(config: PipelineConfig) -> None:
+    """Each model resolves (bundled name, complete folder, readable GGUF header, hub id)."""
+    from ..features.models import resolve_model
+
+    for i, model in enumerate(config.features.models):
+        try:
+            resolve_model(model)
+        except (OSError, ValueError) as exc:
+            raise type(exc)(f"features.models[{i}]: {exc}") from None
