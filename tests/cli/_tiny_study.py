@@ -6,7 +6,11 @@ Small enough that a whole run takes seconds: 40 volumes, 16 mm voxels, 4 atoms.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -94,3 +98,106 @@ def make_study(folder: Path) -> Path:
     write_mask(folder / "mask.nii.gz")
     shutil.copy(atlas_path("yeo7"), folder / "custom_atlas.nii.gz")
     return write_config(folder / "study.yaml", config_dict())
+
+
+def edit_config(study: Path, **over) -> None:
+    """Change ``section__key=value`` (or a whole ``section``) in ``study/study.yaml``."""
+    cfg = yaml.safe_load((study / "study.yaml").read_text())
+    for dotted, value in over.items():
+        section, _, key = dotted.partition("__")
+        if key:
+            cfg.setdefault(section, {})[key] = value
+        elif value is None:
+            cfg.pop(section, None)
+        else:
+            cfg[section] = value
+    write_config(study / "study.yaml", cfg)
+
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+def cli_env(**extra) -> dict:
+    env = dict(os.environ)
+    env.update({"PYTHONPATH": SRC + os.pathsep + env.get("PYTHONPATH", ""), "HF_HUB_OFFLINE": "1",
+                "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1",
+                "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "default"})
+    env.update(extra)
+    return env
+
+
+def brainorg_cmd(args) -> list[str]:
+    return [sys.executable, "-m", "napari_brainorg.cli", *map(str, args)]
+
+
+def brainorg(args, cwd, timeout=300, **popen) -> subprocess.CompletedProcess:
+    """Run the real command line in its own process."""
+    return subprocess.run(brainorg_cmd(args), cwd=cwd, env=popen.pop("env", None) or cli_env(),
+                          capture_output=True, text=True, timeout=timeout, **popen)
+
+
+def tree_hashes(*folders: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``folders`` (the run lock's own file aside)."""
+    out = {}
+    for folder in folders:
+        for p in sorted(Path(folder).rglob("*")):
+            if p.is_file() and not p.name.startswith(".napari-brainorg.lock"):
+                out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def copy_study(finished: Path, dest: Path) -> Path:
+    shutil.copytree(finished, dest, symlinks=True)
+    return dest
+
+
+#: files whose content legitimately differs between two runs of the same inputs
+VOLATILE = ("provenance.json", "summary.json", "config.yaml", ".napari-brainorg")
+
+
+def assert_same_results(got: Path, expected: Path) -> None:
+    """Every result file of ``expected`` exists in ``got`` with equal content, arrays
+    compared numerically (NIfTI data and affines, .npy, .npz, tables); figures by name."""
+    import nibabel as nib
+    import numpy as np
+    import pandas as pd
+
+    def listing(root: Path) -> set[str]:
+        return {str(p.relative_to(root)) for p in root.rglob("*")
+                if p.is_file() and not p.name.startswith(".") and ".cache" not in p.parts}
+
+    files = listing(expected)
+    assert listing(got) == files, sorted(listing(got) ^ files)
+    for rel in sorted(files):
+        a, b = got / rel, expected / rel
+        if rel.endswith(VOLATILE) or rel.endswith(".png"):
+            continue
+        if rel.endswith((".nii.gz", ".nii")):
+            ia, ib = nib.load(a), nib.load(b)
+            np.testing.assert_allclose(ia.affine, ib.affine, err_msg=rel)
+            np.testing.assert_allclose(np.asarray(ia.dataobj), np.asarray(ib.dataobj), rtol=1e-4, atol=1e-5,
+                                       err_msg=rel)
+        elif rel.endswith(".npy"):
+            np.testing.assert_allclose(np.load(a), np.load(b), rtol=1e-4, atol=1e-5, err_msg=rel)
+        elif rel.endswith(".npz"):
+            za, zb = np.load(a, allow_pickle=False), np.load(b, allow_pickle=False)
+            assert sorted(za.files) == sorted(zb.files), rel
+            for k in za.files:
+                if za[k].dtype.kind in "fiub":
+                    np.testing.assert_allclose(za[k], zb[k], rtol=1e-4, atol=1e-5, err_msg=f"{rel}:{k}")
+                else:
+                    np.testing.assert_array_equal(za[k], zb[k], err_msg=f"{rel}:{k}")
+        elif rel.endswith((".csv", ".tsv")):
+            sep = "\t" if rel.endswith(".tsv") else ","
+            ta, tb = pd.read_csv(a, sep=sep), pd.read_csv(b, sep=sep)
+            assert list(ta.columns) == list(tb.columns), rel
+            for c in ta.columns:
+                if pd.api.types.is_numeric_dtype(tb[c]):
+                    np.testing.assert_allclose(ta[c].to_numpy(float), tb[c].to_numpy(float), rtol=1e-4,
+                                               atol=1e-5, err_msg=f"{rel}:{c}")
+                else:
+                    assert ta[c].astype(str).tolist() == tb[c].astype(str).tolist(), f"{rel}:{c}"
+        elif rel.endswith("provenance.json"):
+            continue
+        else:
+            assert a.read_bytes() == b.read_bytes(), rel

@@ -15,8 +15,6 @@ them fail in validation, before any model is loaded.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import os
 import shutil
 import signal
@@ -30,68 +28,14 @@ from typing import Callable
 
 import numpy as np
 import pytest
-import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _tiny_study as tiny  # noqa: E402
+from _tiny_study import brainorg, cli_env, copy_study, tree_hashes  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-SRC = str(Path(__file__).resolve().parents[2] / "src")
-
-
-def cli_env(**extra) -> dict:
-    env = dict(os.environ)
-    env.update({"PYTHONPATH": SRC + os.pathsep + env.get("PYTHONPATH", ""), "HF_HUB_OFFLINE": "1",
-                "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1",
-                "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "default"})
-    env.update(extra)
-    return env
-
-
-def brainorg(args, cwd, timeout=300, **popen) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "napari_brainorg.cli", *map(str, args)], cwd=cwd,
-                          env=popen.pop("env", None) or cli_env(), capture_output=True, text=True,
-                          timeout=timeout, **popen)
-
-
-def tree_hashes(*folders: Path) -> dict[str, str]:
-    out = {}
-    for folder in folders:
-        for p in sorted(Path(folder).rglob("*")):
-            if p.is_file() and not p.name.startswith(".napari-brainorg.lock"):
-                out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
-
-
-# ------------------------------------------------------------------------------ study
-@pytest.fixture(scope="session")
-def finished_study(tmp_path_factory) -> Path:
-    """The tiny study and its finished result (one real run, shared by every case)."""
-    folder = tmp_path_factory.mktemp("study") / "study"
-    tiny.make_study(folder)
-    done = brainorg(["run", "study.yaml", "--quiet"], cwd=folder)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert (folder / "result/summary.json").is_file()
-    return folder
-
-
-def copy_study(finished: Path, dest: Path) -> Path:
-    shutil.copytree(finished, dest, symlinks=True)
-    return dest
-
-
-def edit_config(study: Path, **over) -> None:
-    cfg = yaml.safe_load((study / "study.yaml").read_text())
-    for dotted, value in over.items():
-        section, _, key = dotted.partition("__")
-        if key:
-            cfg.setdefault(section, {})[key] = value
-        elif value is None:
-            cfg.pop(section, None)
-        else:
-            cfg[section] = value
-    tiny.write_config(study / "study.yaml", cfg)
+edit_config = tiny.edit_config
 
 
 # ------------------------------------------------------------------------------ cases

@@ -212,7 +212,9 @@ def _step_story(ctx: _Context):
     words = read_story(cfg.path, onset=onset)
     words, n_pause_labels = remove_pause_labels(words, cfg.pause_labels)
     outputs = ["story/words.tsv", "story/nuisance.tsv"]
-    if ctx.cached("story", [cfg.model_dump(mode="json"), onset, ctx.config.features.alignment], outputs,
+    # paths are not part of a key (a moved study is the same study): their contents are
+    if ctx.cached("story", [cfg.model_dump(mode="json", exclude={"path", "events"}), onset,
+                            ctx.config.features.alignment], outputs,
                   inputs=[story_file(cfg.path), cfg.events]):
         nuisance = pd.read_csv(ctx.out / outputs[1], sep="\t", index_col="volume")
     else:
@@ -243,7 +245,8 @@ def _step_features(ctx: _Context, words, model: str, untrained_seed: int | None 
     step = f"features/{slug}"
     # the extraction keys its own cache (story, model weights, options); this stamp adds
     # the checksums of its files, so a corrupted cache is recomputed, not trusted
-    if not ctx.cached(step, [cfg.features.model_dump(mode="json"), model, ctx.keys["story"], untrained_seed],
+    if not ctx.cached(step, [cfg.features.model_dump(mode="json", exclude={"models"}), slug, ctx.keys["story"],
+                             untrained_seed],
                       [f"{step}/{name}" for name in AN_FILES]):
         (ctx.out / step / AN_FILES[-1]).unlink(missing_ok=True)
     if untrained_seed is not None:
@@ -493,6 +496,10 @@ _DISTINCT_SMITH10 = ["auditory", "default mode", "sensorimotor", "medial visual"
                      "executive control"]
 
 
+#: fMRI options that are paths: their contents enter the key instead
+_FMRI_PATHS = {"images", "regions", "bids", "mask"}
+
+
 def _step_fmri(ctx: _Context, atoms_by_model: dict[str, np.ndarray]):
     cfg = ctx.config
     fc = cfg.fmri
@@ -501,7 +508,8 @@ def _step_fmri(ctx: _Context, atoms_by_model: dict[str, np.ndarray]):
     from ..io.fmri import find_bids_runs, load_fmri, load_region_timeseries
 
     if fc.regions:
-        ctx.key("fmri", [fc.model_dump(mode="json"), cfg.story.n_volumes], inputs=list(fc.regions))
+        ctx.key("fmri", [fc.model_dump(mode="json", exclude=_FMRI_PATHS), cfg.story.n_volumes],
+                inputs=list(fc.regions))
         data = load_region_timeseries(fc.regions, n_volumes=cfg.story.n_volumes, subjects=fc.subjects)
     else:
         images = list(fc.images)
@@ -512,7 +520,8 @@ def _step_fmri(ctx: _Context, atoms_by_model: dict[str, np.ndarray]):
             images = [r["bold"] for r in runs]
             subjects = [r["subject"] for r in runs]
         mask_file = None if fc.mask == "mni" else fc.mask
-        ctx.key("fmri", [fc.model_dump(mode="json"), subjects, cfg.story.n_volumes, cfg.story.tr],
+        ctx.key("fmri", [fc.model_dump(mode="json", exclude=_FMRI_PATHS), fc.mask == "mni", subjects,
+                         cfg.story.n_volumes, cfg.story.tr],
                 inputs=[*images, mask_file])
         data = load_fmri(images, mask=fc.mask, n_volumes=cfg.story.n_volumes, subjects=subjects,
                          tr=cfg.story.tr, progress=ctx.progress, cancel=ctx.cancel)
@@ -882,7 +891,8 @@ def _step_networks(ctx: _Context, data, group: dict, slug: str, atoms: np.ndarra
         atlas = load_fbn(name, data.mask_img)
         atlases[atlas_slug(name)] = atlas  # tables, figures and display files name it so
         _write_atlas_display(ctx, atlas_slug(name), atlas, data.mask_img)
-    if ctx.cached(step, [nc.model_dump(mode="json"), ctx.keys[f"encoding/{slug}"], ctx.config.seed], outputs,
+    if ctx.cached(step, [nc.model_dump(mode="json", exclude={"atlases"}), [atlas_slug(a) for a in nc.atlases],
+                         ctx.keys[f"encoding/{slug}"], ctx.config.seed], outputs,
                   inputs=[atlas_file(name) for name in nc.atlases]):
         summary = ctx.out / f"{rel}/test.json"
         if summary.exists():
