@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -269,3 +270,47 @@ def test_half_precision_runs_and_stays_close_to_float32(minilm):
     a16 = word_activations(half, words)
     assert a16.dtype == np.float32
     assert np.corrcoef(a32.ravel(), a16.ravel())[0, 1] > 0.99
+
+
+def test_damaged_model_folders_are_named_and_converted_leftovers_cleaned(tmp_path, monkeypatch):
+    """A model folder with only config.json, truncated weights, a 100-byte GGUF: one clear
+    error each; a damaged converted GGUF folder is not trusted and temporary folders of a
+    killed conversion are removed."""
+    import shutil
+
+    from napari_brainorg.errors import ModelNotFoundError
+    from napari_brainorg.features import models as M
+
+    src = Path(M.resolve_model("minilm").source)
+    only_config = tmp_path / "only_config"
+    only_config.mkdir()
+    shutil.copy(src / "config.json", only_config)
+    with pytest.raises(ModelNotFoundError, match="only_config.*no tokenizer files"):
+        M.resolve_model(str(only_config))
+    truncated = tmp_path / "truncated"
+    shutil.copytree(src, truncated, ignore=shutil.ignore_patterns("*.safetensors"))
+    data = (src / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelNotFoundError, match=r"model\.safetensors' is truncated or damaged"):
+        M.resolve_model(str(truncated))
+    gguf = tmp_path / "tiny.gguf"
+    gguf.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + bytes(range(92)))
+    with pytest.raises(ModelNotFoundError, match="tiny.gguf"):
+        M.resolve_model(str(gguf))
+    # a converted folder with truncated weights is not trusted; a complete one is
+    converted = truncated
+    (converted / "brainorg_source.json").write_text("{}")
+    assert not M._converted_ok(converted)
+    shutil.copy(src / "model.safetensors", converted / "model.safetensors")
+    assert M._converted_ok(converted)
+    # leftovers of a killed conversion disappear at the next load of that model
+    monkeypatch.setenv("BRAINORG_CACHE", str(tmp_path / "cache"))
+    spec = M.resolve_model("smollm2")
+    final = M.model_cache_dir() / f"{Path(spec.gguf_file).stem}-{M._gguf_key(spec.path)}"
+    final.parent.mkdir(parents=True)
+    shutil.copytree(converted, final)  # stands in for a finished conversion: loads nothing
+    leftover = final.parent / f".{final.name}.abc123"
+    leftover.mkdir()
+    (leftover / "model.safetensors").write_bytes(b"half")
+    assert M._converted_gguf_folder(spec) == final
+    assert not leftover.exists()

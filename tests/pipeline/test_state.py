@@ -115,3 +115,25 @@ def test_folder_without_summary_is_incomplete(tmp_path):
         ResultFolder(out)
     with pytest.raises(ValueError, match="not a napari-brainorg result folder"):
         ResultFolder(tmp_path)
+
+
+def test_a_new_run_clears_what_belongs_to_the_old_one_and_never_an_input(tmp_path):
+    from napari_brainorg.pipeline.run import _start_run
+
+    out = tmp_path / "out"
+    w = ResultWriter(out)
+    for rel in ("summary.json", "figures/smollm2_layer_histograms.png", "comparison/summary.csv",
+                "recovery.json", "features/smollm2/an_responses.npy", "atoms/smollm2/atoms.npy",
+                ".cache/atoms/smollm2.json", "networks/atlas_yeo17.tsv", "simulated/sub-03_bold.nii.gz",
+                "atoms/minilm/atoms.npy", "networks/atlas_smith10.tsv", "simulated/mask.nii.gz"):
+        w.write_text(rel, "old")
+    config = make_config({"features": {"models": ["minilm"]}, "networks": {"atlases": ["smith10"]},
+                          # the user's files live in an old simulation folder: it must stay
+                          "fmri": {"images": [str(out / "simulated/sub-03_bold.nii.gz")],
+                                   "mask": str(out / "simulated/mask.nii.gz")},
+                          "out": str(out)})
+    _start_run(_Context(config, w, None, None))
+    left = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != ".napari-brainorg")
+    # this run's model and atlas stay (their steps decide); what the config reads is never removed
+    assert left == ["atoms/minilm/atoms.npy", "networks/atlas_smith10.tsv", "simulated/mask.nii.gz",
+                    "simulated/sub-03_bold.nii.gz"]

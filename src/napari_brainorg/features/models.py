@@ -554,8 +554,6 @@ def _converted_gguf_folder(spec: ModelSpec) -> Path:
     gguf_path = spec.path
     key = _gguf_key(gguf_path)
     final = model_cache_dir() / f"{Path(spec.gguf_file).stem}-{key}"
-    if _converted_ok(final):
-        return final
     from filelock import FileLock
 
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -563,7 +561,7 @@ def _converted_gguf_folder(spec: ModelSpec) -> Path:
     # temporary folders that killed conversions left behind
     with FileLock(str(final.parent / f".{final.name}.lock")):
         for leftover in final.parent.glob(f".{final.name}.*"):
-            if leftover.is_dir():
+            if leftover.is_dir():  # a conversion killed midway (ours would hold the lock)
                 shutil.rmtree(leftover, ignore_errors=True)
         if _converted_ok(final):
             return final
