@@ -137,11 +137,11 @@ def brainorg(args, cwd, timeout=300, **popen) -> subprocess.CompletedProcess:
 
 
 def tree_hashes(*folders: Path) -> dict[str, str]:
-    """SHA-256 of every file under ``folders`` (the run lock's own file aside)."""
+    """SHA-256 of every file under ``folders`` (the run lock's own files aside)."""
     out = {}
     for folder in folders:
         for p in sorted(Path(folder).rglob("*")):
-            if p.is_file() and not p.name.startswith(".napari-brainorg.lock"):
+            if p.is_file() and p.name not in (".napari-brainorg.lock", ".napari-brainorg.run.json"):
                 out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
 

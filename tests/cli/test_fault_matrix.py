@@ -134,7 +134,7 @@ PHONES = [(1.0 + 0.2 * i, 1.2 + 0.2 * i, p) for i, p in enumerate(["HH", "AH", "
 def _hold_lock(s: Path):
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\nfrom napari_brainorg.io.results import RunLock\n"
-         "with RunLock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)\n", str(s / "result")],
+         "with RunLock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(900)\n", str(s / "result")],
         env=cli_env(), stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     (s / "holder.pid").write_text(str(holder.pid))
