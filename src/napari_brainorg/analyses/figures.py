@@ -566,26 +566,27 @@ def region_results_figure(table, *, title: str = "", top: int = 30) -> Figure:
     """
     t = table.sort_values("r_cv", ascending=False).head(top).reset_index(drop=True)
     y = np.arange(len(t))[::-1]
-    fig = Figure(figsize=(7, 0.28 * len(t) + 1.6))
+    fig = Figure(figsize=(8.5, 0.3 * len(t) + 1.6))
     ax = fig.add_subplot()
     if {"r_cv_ci_low", "r_cv_ci_high"} <= set(t.columns):
         err = np.vstack([t["r_cv"] - t["r_cv_ci_low"], t["r_cv_ci_high"] - t["r_cv"]])
-        ax.barh(y, t["r_cv"], xerr=np.nan_to_num(err), color="#4C72B0", ecolor="0.3", capsize=2,
+        ax.barh(y, t["r_cv"], xerr=np.nan_to_num(err), color="#9DB4D6", ecolor="#1F3B63", capsize=2,
                 label="model r (95% CI over subjects)")
     else:
-        ax.barh(y, t["r_cv"], color="#4C72B0", label="model r")
+        ax.barh(y, t["r_cv"], color="#9DB4D6", label="model r")
     if "noise_ceiling" in t:
-        ax.scatter(t["noise_ceiling"], y, marker="|", s=120, color="k", label="noise ceiling")
+        ax.scatter(t["noise_ceiling"], y, marker="D", s=22, color="k", zorder=3, label="noise ceiling (split-half)")
     markers = iter(["o", "s", "^", "D", "v"])
     for col in [c for c in t.columns if c.startswith("r_cv_") and c not in ("r_cv_ci_low", "r_cv_ci_high")]:
-        ax.scatter(t[col], y, marker=next(markers, "x"), s=18, facecolors="none", edgecolors="C3"
-                   if "phase" in col else ("C2" if "untrained" in col else "C1"), label=col[5:])
+        color = "C3" if "phase" in col else ("C2" if "untrained" in col else "C1")
+        ax.scatter(t[col], y, marker=next(markers, "x"), s=22, facecolors="none", edgecolors=color, zorder=3,
+                   label=f"baseline: {col[5:]}")
     labels = [f"{r}{' *' if 'q_cv' in t and q < 0.05 else ''}" for r, q in
               zip(t["region"], t["q_cv"] if "q_cv" in t else np.ones(len(t)))]
     ax.set_yticks(y, labels, fontsize=7)
     ax.axvline(0, color="0.5", lw=0.8)
-    ax.set_xlabel("held-out correlation r (median over folds; * q < 0.05)")
+    ax.set_xlabel("held-out correlation r (mean over folds and subjects; * q < 0.05)")
     ax.set_title(f"{title}: regions by held-out r" if title else "regions by held-out r", fontsize=10)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     return fig
