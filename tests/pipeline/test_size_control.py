@@ -52,3 +52,24 @@ def test_size_rules_are_exclusive_and_a_model_too_small_is_named(rng, tmp_path):
     ctx.keys["features/small"] = "small"
     with pytest.raises(ConfigError, match=r"'small' \(300 ANs\).*n_total"):
         _step_atoms(ctx, _fake_model(rng, 6, 50), "small")
+
+
+def test_atoms_seed_changes_the_start_and_atoms_are_oriented(rng, tmp_path):
+    model = _fake_model(rng, 4, 100)
+    learned = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        config = make_config({"atoms": {"n_atoms": 8, "max_iter": 15, "seed": seed, "n_restarts": 1,
+                                        "backend": "numpy"}, "out": str(tmp_path / name)})
+        ctx = _Context(config, ResultWriter(tmp_path / name), None, None)
+        ctx.keys["features/m"] = "m"
+        atoms, codes, _ = _step_atoms(ctx, model, "m")
+        learned[name] = atoms
+        dense = codes.toarray()
+        for j in range(dense.shape[0]):  # the sign rule: most members of every atom positive
+            members = dense[j][dense[j] != 0]
+            assert members.size == 0 or (members > 0).sum() >= (members < 0).sum()
+        info = json.loads((tmp_path / name / "atoms/m/dictionary.json").read_text())
+        rep = info["reproducibility"]
+        assert info["init"] == "random" and rep["seeds"] == [seed + 1] and len(rep["per_atom"]) == 8
+    np.testing.assert_array_equal(learned["a"], learned["b"])
+    assert not np.allclose(learned["a"], learned["c"])  # another seed, another start
