@@ -123,6 +123,16 @@ def build_result_folder(path, seed: int = 7):
     words["scan_time"] = words["onset"]
     words["volume"] = (words["onset"] // TR).astype(int)
     w.write_table("story/words.tsv", words)
+    # word-level responses: atom a responds most to word a and least to word 8 - a
+    from napari_brainorg.analyses.top_words import top_words_table
+
+    responses = rng.normal(0.0, 0.1, size=(len(words), k))
+    for atom in range(k):
+        responses[atom, atom] = 3.0
+        responses[8 - atom, atom] = -3.0
+    w.write_npy(f"atoms/{model}/word_responses.npy", responses.astype(np.float32))
+    w.write_table(f"atoms/{model}/top_words.tsv",
+                  top_words_table(responses, words["word"], words["onset"], words["volume"], n_top=5))
     w.write_json("summary.json", {
         "models": [model], "tr": TR, "n_volumes": N_VOLUMES, "simulated": True,
         "atlases": ["yeo7"], "template": None,

@@ -271,3 +271,25 @@ def test_axial_view_has_anterior_up_and_the_subjects_right_on_the_right(make_nap
     g_rows, g_cols = np.nonzero(green)
     assert g_cols.mean() > cols.mean() + 10, "x > 0 (the subject's right) is not on the right"
     assert g_rows.mean() < rows.mean() - 10, "y > 0 (anterior) is not up"
+
+
+def test_top_words_of_the_selected_atom_at_1366x768(make_napari_viewer, qtbot, tiny_result, artifacts_dir):
+    """The words that most activate / suppress the selected atom, with their context."""
+    path, truth = tiny_result
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1366, 768)
+    explorer = AtomExplorer(viewer)
+    L.dock_tabbed(viewer, explorer, "Atom explorer")
+    with qtbot.waitSignal(explorer.loaded, timeout=30000):
+        L.add_result_layers(viewer, path)
+    explorer.lower_tabs.setCurrentIndex(1)
+    for atom in (2, 1):
+        explorer.select_atom(atom)
+        words = truth["words"]["word"].tolist()
+        first_up = explorer.top_up.item(0).text()
+        first_down = explorer.top_down.item(0).text()
+        assert first_up.startswith(f"{words[atom]}  (+") and f"[{words[atom]}]" in first_up
+        assert first_down.startswith(f"{words[8 - atom]}  (-") and f"[{words[8 - atom]}]" in first_down
+        assert explorer.top_up.count() == 5
+    qtbot.wait(100)
+    viewer.window._qt_window.grab().save(str(artifacts_dir / "napari_1366x768_top_words.png"))

@@ -109,6 +109,8 @@ class AtomExplorer(QWidget):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.state: ExplorerState | None = None
+        #: the state whose table, plots and map are all on screen
+        self.shown_state: ExplorerState | None = None
         self.atom: int | None = None
         self._worker = None
         self._loading: tuple[str, str | None, str] | None = None
@@ -173,7 +175,6 @@ class AtomExplorer(QWidget):
                          (self.top_down, "Words whose word-level response of this atom is lowest")):
             lst.setToolTip(tip)
             lst.setWordWrap(True)
-            lst.setAlternatingRowColors(True)
         words_page = QWidget()
         words_layout = QHBoxLayout(words_page)
         words_layout.setContentsMargins(0, 0, 0, 0)
@@ -224,6 +225,7 @@ class AtomExplorer(QWidget):
         self._set_enabled(False)
 
         self.viewer.layers.events.inserted.connect(self._on_layer_inserted)
+        _layers.on_result_updated(self.viewer, self._on_result_updated)
         existing = _layers.find_layer(self.viewer, "atom_map")
         if existing is not None:
             self._follow_layer(existing)
@@ -285,20 +287,18 @@ class AtomExplorer(QWidget):
             return load_state(path, model, stat), _layers.result_layer_data(path, model, stat=stat)
 
         def done(value, key=key):
-            from napari.layers import Layer
-
             if self._loading != key:
                 return
             state, items = value
             self._own_layer = True
             try:
-                _layers.replace_result_layers(self.viewer, [Layer.create(*item) for item in items])
+                _layers.replace_result_layers(self.viewer, items)
             finally:
                 self._own_layer = False
             layer = _layers.find_layer(self.viewer, "atom_map")
             if layer is not None:
                 layer.metadata["atom"] = 0
-            self._on_loaded(state, key)
+            self._later(lambda: self._on_loaded(state, key))  # the layers repaint first
 
         self._worker = run_in_thread(load, owner=self, name="model switch", on_done=done,
                                      on_error=lambda exc, key=key: self._on_load_error(exc, key))
@@ -313,6 +313,8 @@ class AtomExplorer(QWidget):
         self.failed.emit(str(exc))
 
     def _on_loaded(self, state: ExplorerState, key) -> None:
+        """Show a loaded state in three turns of the event loop (table; plots; map), so that
+        no single turn keeps the GUI busy long; :attr:`loaded` fires after the last."""
         if self._loading != key:  # a newer request superseded this one
             return
         self._loading = None
@@ -325,10 +327,35 @@ class AtomExplorer(QWidget):
         self.model_combo.setCurrentText(state.model)
         self.stat_combo.setCurrentText(maps.stat)
         self._fill_table(state.rows)
+        self._later(lambda: self._show_plots(state))
+
+    def _later(self, fn) -> None:
+        from qtpy.QtCore import QTimer
+
+        from ._tasks import _deleted, _report
+
+        def call():
+            if _deleted(self):  # the panel was closed meanwhile
+                return
+            try:
+                fn()
+            except Exception as exc:  # noqa: BLE001 - never raise into Qt
+                _report(exc, "atom explorer")
+
+        QTimer.singleShot(0, call)
+
+    def _show_plots(self, state: ExplorerState) -> None:
+        if self.state is not state:
+            return
         self.timecourse.set_story(state.result.tr, state.words, state.timecourses)
         if state.layer_hist is not None:
             self.histogram.set_layers(list(state.layer_hist.columns), state.layer_hist.to_numpy())
+        self._later(lambda: self._show_first_atom(state))
 
+    def _show_first_atom(self, state: ExplorerState) -> None:
+        if self.state is not state:
+            return
+        maps = state.maps
         layer = _layers.find_layer(self.viewer, "atom_map")
         threshold = maps.default_threshold()
         if layer is not None and layer.metadata.get("stat") == maps.stat and "threshold" in layer.metadata:
@@ -343,6 +370,7 @@ class AtomExplorer(QWidget):
         if layer is not None and layer.metadata.get("atom") is not None:
             atom = int(layer.metadata["atom"])
         self.select_atom(min(atom, maps.n_atoms - 1))
+        self.shown_state = state
         self.loaded.emit(state)
 
     def _fill_table(self, rows) -> None:
@@ -375,6 +403,12 @@ class AtomExplorer(QWidget):
     def _on_layer_inserted(self, event) -> None:
         layer = event.value
         if layer.metadata.get(_layers.ROLE) == "atom_map" and not self._own_layer:
+            self._follow_layer(layer)
+
+    def _on_result_updated(self, layer) -> None:
+        from ._tasks import _deleted
+
+        if not self._own_layer and not _deleted(self):
             self._follow_layer(layer)
 
     def _follow_layer(self, layer) -> None:

@@ -759,39 +759,106 @@ def add_result_layers(viewer: napari.Viewer, result: ResultFolder | str | os.Pat
                       model: str | None = None, **kwargs) -> dict[str, Any]:
     """Show a result folder in ``viewer``; returns ``{role: layer}``.
 
-    Layers of an earlier result (same roles) are removed first, so running the
-    pipeline again replaces its layers instead of piling new ones on top.
+    Layers of an earlier result (same roles) are reused (:func:`replace_result_layers`),
+    so running the pipeline again replaces its layers instead of piling new ones on top.
+    """
+    return replace_result_layers(viewer, result_layer_data(result, model, **kwargs))
+
+
+def replace_result_layers(viewer: napari.Viewer, items: list) -> dict[str, Any]:
+    """Show a result's layer-data tuples (read beforehand, e.g. in a worker); ``{role: layer}``.
+
+    A layer of the same role already in the viewer is updated in place (data, affine,
+    contrast, colormap, name), or kept as it is when it shows the same thing (the
+    template, the same atlas of the same result). Removing and adding napari layers
+    rebuilds GPU visuals and runs a full garbage collection per removal (seconds with a
+    language model in memory), so another model or a new run of the same brain costs
+    only new data. The previous view stays until this call.
     """
     from napari.layers import Layer
 
-    items = result_layer_data(result, model, **kwargs)
-    return replace_result_layers(viewer, [Layer.create(*item) for item in items])
-
-
-def replace_result_layers(viewer: napari.Viewer, new_layers: list) -> dict[str, Any]:
-    """Swap a result's layers in at once (built beforehand, e.g. in a worker); ``{role: layer}``.
-
-    Layers of an earlier result with the same roles are removed only now, so the
-    previous view stays until the new one is ready.
-    """
     from . import display
 
     display.install(viewer)
-    roles = {layer.metadata[ROLE] for layer in new_layers}
-    keep_point = viewer.dims.ndim >= 3 and any(layer.metadata.get(ROLE) == "template" for layer in viewer.layers)
-    point = tuple(viewer.dims.point)
-    for layer in [layer for layer in viewer.layers if layer.metadata.get(ROLE) in roles]:
-        viewer.layers.remove(layer)
+    first = find_layer(viewer, "template") is None
     added: dict[str, Any] = {}
-    for layer in new_layers:
+    updated = []
+    for item in items:
+        data, kwargs, kind = item if len(item) == 3 else (*item, "image")
+        role = kwargs["metadata"][ROLE]
+        old = find_layer(viewer, role)
+        if old is not None and old._type_string == kind and _same_content(old, kwargs):
+            added[role] = old
+            continue
+        if old is not None and old._type_string == kind and np.ndim(old.data) == np.ndim(data):
+            _update_in_place(old, data, kwargs)
+            added[role] = old
+            updated.append(old)
+            continue
+        if old is not None:
+            viewer.layers.remove(old)
+        layer = Layer.create(data, kwargs, kind)
         viewer.add_layer(layer)
-        added[layer.metadata[ROLE]] = layer
-    if keep_point:  # another model or result of the same brain: stay on the slice shown
-        viewer.dims.point = point
-        display.orient(viewer)
-    else:
+        added[role] = layer
+    if first:
         display.reframe(viewer)
+    else:  # another model or result of the same brain: stay on the slice shown
+        display.orient(viewer)
+    atom_map = added.get("atom_map")
+    if atom_map is not None and atom_map in updated:
+        for callback in list(_RESULT_LISTENERS.get(viewer, [])):
+            callback(atom_map)
     return added
+
+
+import weakref  # noqa: E402
+
+_RESULT_LISTENERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def on_result_updated(viewer: napari.Viewer, callback) -> None:
+    """Call ``callback(atom_map_layer)`` when :func:`replace_result_layers` puts another
+    result or model into the viewer's existing atom-map layer (no layer is inserted then)."""
+    _RESULT_LISTENERS.setdefault(viewer, []).append(callback)
+
+
+def _same_content(layer, kwargs) -> bool:
+    meta, new = layer.metadata, kwargs["metadata"]
+    role = new[ROLE]
+    if role == "template":
+        return meta.get("path") == new.get("path")
+    if role == "networks":
+        return meta.get(RESULT) == new.get(RESULT) and meta.get("atlas") == new.get("atlas")
+    return False
+
+
+def _update_in_place(layer, data, kwargs) -> None:
+    """Give an existing layer new data and styling (one redraw, no new visual)."""
+    meta = kwargs["metadata"]
+    affine = np.asarray(kwargs.get("affine", np.eye(np.ndim(data) + 1)), float)
+    if not np.allclose(layer.affine.affine_matrix, affine):
+        layer.affine = affine
+    if layer._type_string == "image" and "contrast_limits" in kwargs:
+        lo, hi = kwargs["contrast_limits"]
+        layer.data = data
+        layer.contrast_limits_range = (min(lo, hi - 1e-6), hi)
+        layer.contrast_limits = (lo, hi)
+    else:
+        layer.data = data
+    if "colormap" in kwargs:
+        layer.colormap = kwargs["colormap"]
+    if "features" in kwargs:
+        layer.features = kwargs["features"]
+    layer.metadata.clear()
+    layer.metadata.update(meta)
+    if meta.get(ROLE) == "atom_map":
+        layer.metadata["colormap_key"] = (float(meta.get("threshold", 0.0)),
+                                          float(max(abs(v) for v in kwargs["contrast_limits"])))
+    if layer.name != kwargs["name"]:
+        layer.name = kwargs["name"]
+    if "visible" in kwargs:
+        layer.visible = kwargs["visible"]
+    finish_layer(layer)
 
 
 def set_axial_view(viewer: napari.Viewer) -> None:
@@ -844,9 +911,7 @@ def show_result_async(viewer: napari.Viewer, result: ResultFolder | str | os.Pat
         return result_layer_data(path, model, **kwargs)
 
     def done(items):
-        from napari.layers import Layer
-
-        added = replace_result_layers(viewer, [Layer.create(*item) for item in items])
+        added = replace_result_layers(viewer, items)
         if on_shown is not None:
             on_shown(added)
 

@@ -76,11 +76,9 @@ def _build_in_background(viewer) -> None:
             pass
 
     def done(value):
-        from napari.layers import Layer
-
         _RUNNING.pop("demo", None)
         result, items = value
-        _layers.replace_result_layers(viewer, [Layer.create(*item) for item in items])
+        _layers.replace_result_layers(viewer, items)
         show_info(f"napari-brainorg: the quick demo result is ready ({result.path}; SIMULATED fMRI).")
 
     def failed(exc):
