@@ -73,3 +73,14 @@ def test_atoms_seed_changes_the_start_and_atoms_are_oriented(rng, tmp_path):
         assert info["init"] == "random" and rep["seeds"] == [seed + 1] and len(rep["per_atom"]) == 8
     np.testing.assert_array_equal(learned["a"], learned["b"])
     assert not np.allclose(learned["a"], learned["c"])  # another seed, another start
+
+
+def test_baseline_model_must_be_one_of_the_models(tmp_path):
+    with pytest.raises(ConfigError, match="baseline_model.*'smollm2' was provided"):
+        make_config({"features": {"models": ["minilm"], "baselines": ["untrained"], "baseline_model": "smollm2"},
+                     "out": str(tmp_path / "x")})
+    config = make_config({"features": {"models": ["minilm"], "baselines": ["phase_randomised", "nuisance"]},
+                          "out": str(tmp_path / "y")})
+    from napari_brainorg.pipeline.run import baseline_slugs
+
+    assert baseline_slugs(config) == {"phase_randomised": "minilm-phase-randomised", "nuisance": "nuisance"}

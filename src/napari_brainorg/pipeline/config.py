@@ -80,6 +80,9 @@ class FeaturesConfig(_Section):
     context: int | None = Field(None, gt=0, description="Tokens of context per window; default the model's own policy.")
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'.")
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    center_words: bool = Field(True, description=(
+        "Remove each AN's mean word activation before the word -> volume operator (default); False keeps "
+        "the paper's raw form, in which every AN carries the word rate."))
     baselines: list[Literal["phase_randomised", "untrained", "nuisance"]] = Field(default_factory=list, description=(
         "Pseudo-models run through the same encoding and association tests as the models: 'phase_randomised' "
         "(the baseline model's atoms with their Fourier phases randomised: same power spectra and mutual "
@@ -87,9 +90,13 @@ class FeaturesConfig(_Section):
         "from its configuration, seed 'seed'), 'nuisance' (the low-level regressors of story/nuisance.tsv "
         "as atoms)."))
     baseline_model: str | None = Field(None, description="Whose untrained twin and phase-randomised atoms (default: the first model).")
-    center_words: bool = Field(True, description=(
-        "Remove each AN's mean word activation before the word -> volume operator (default); False keeps "
-        "the paper's raw form, in which every AN carries the word rate."))
+
+    @model_validator(mode="after")
+    def _baseline_model_is_a_model(self):
+        if self.baseline_model is not None and self.baseline_model not in self.models:
+            raise ValueError(f"'baseline_model' must be one of features.models {self.models}; "
+                             f"{self.baseline_model!r} was provided.")
+        return self
 
 
 class AtomsConfig(_Section):
