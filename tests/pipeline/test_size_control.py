@@ -84,3 +84,14 @@ def test_baseline_model_must_be_one_of_the_models(tmp_path):
     from napari_brainorg.pipeline.run import baseline_slugs
 
     assert baseline_slugs(config) == {"phase_randomised": "minilm-phase-randomised", "nuisance": "nuisance"}
+
+
+def test_the_nuisance_baseline_is_not_its_own_confound(tmp_path):
+    from napari_brainorg.pipeline.run import _confounds
+
+    config = make_config({"features": {"models": ["minilm"], "baselines": ["nuisance"]}, "out": str(tmp_path / "x")})
+    ctx = _Context(config, ResultWriter(tmp_path / "x"), None, None)
+    ctx.confounds = pd.DataFrame(np.random.default_rng(0).standard_normal((300, 4)),
+                                 columns=["word_rate", "word_length", "word_frequency", "pause"])
+    assert _confounds(ctx, "minilm").shape == (300, 4)  # the models are fitted with the confounds
+    assert _confounds(ctx, "nuisance") is None          # the nuisance atoms are the confounds

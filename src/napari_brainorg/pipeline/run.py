@@ -590,11 +590,12 @@ def _read_stamp(ctx: _Context, step: str) -> dict:
         return {}
 
 
-def _confounds(ctx: _Context):
+def _confounds(ctx: _Context, slug: str | None = None):
     """The story's nuisance regressors (word rate, word length / frequency, pauses,
     HRF-convolved like the ANs; ``story/nuisance.tsv``) when ``encoding.confounds`` is on;
-    None otherwise (then only the drifts are nuisance). Constant columns are dropped."""
-    if not ctx.config.encoding.confounds:
+    None otherwise (then only the drifts are nuisance), and None for the nuisance
+    baseline, whose atoms they are. Constant columns are dropped."""
+    if not ctx.config.encoding.confounds or (slug is not None and slug == baseline_slugs(ctx.config).get("nuisance")):
         return None
     table = getattr(ctx, "confounds", None)
     if table is None:
@@ -634,7 +635,7 @@ def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str, an=None):
     k = atoms.shape[1]
     # the maps' nuisance: the drifts the high-pass removes (constant, trend, cosines) and
     # the story's confounds; the atoms themselves stay unfiltered in the GLS
-    confounds = _confounds(ctx)
+    confounds = _confounds(ctx, slug)
     nuisance = drift_basis(atoms.shape[0], tr, ec.highpass_cutoff)
     if confounds is not None:
         nuisance = np.column_stack([nuisance, confounds])
@@ -934,7 +935,7 @@ def _stimulus_tables(ctx: _Context, data, group: dict, atoms: np.ndarray, atlase
 
     nc = ctx.config.networks
     ec = ctx.config.encoding
-    confounds = _confounds(ctx)
+    confounds = _confounds(ctx, slug)
     names = [(a, n) for a, atlas in atlases.items() for n in atlas.network_names]
     networks = np.concatenate([disjoint_networks(atlas.maps, atlas.masks()) for atlas in atlases.values()])
     n_perm = 5000 if nc.n_permutations is None else nc.n_permutations
