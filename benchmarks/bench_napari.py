@@ -12,6 +12,13 @@ redraw (an opacity nudge of the map layer): under Xvfb the window is composited 
 software OpenGL, so that floor depends on the window size and the machine's load,
 which is printed too.
 
+Model switch (a result with two models; a single-model result is copied with a
+SIMULATED second model, its maps reversed in sign): "until repaint" is from choosing
+the model until the new model's table, plots and map are shown; the work reads
+files in a thread, so the figure that says whether the GUI froze is "longest stall",
+the longest gap between ticks of a 20 ms QTimer meanwhile (the GUI-thread part:
+swapping data into the layers, filling the table, drawing the plots).
+
 Runs on
 
 - the quick demo result (``brainorg demo --quick``; built into the napari sample-data
@@ -88,6 +95,35 @@ def worst_case_result(path: Path, n_atoms: int = 64, seed: int = 0) -> Path:
     return path
 
 
+def with_second_model(path: Path, dst: Path) -> Path:
+    """``path`` itself when it has two models, else a copy with a SIMULATED second model
+    (``<model>-reversed``: the first model's files, atom maps reversed in sign)."""
+    import json
+
+    import nibabel as nib
+
+    from napari_brainorg.io.results import ResultFolder
+
+    result = ResultFolder(path)
+    if len(result.models) > 1:
+        return path
+    model = result.models[0]
+    shutil.copytree(path, dst, ignore=shutil.ignore_patterns("features", "simulated", "figures"))
+    other = f"{model}-reversed"
+    for part in ("atoms", "encoding", "networks"):
+        if (dst / part / model).is_dir():
+            shutil.copytree(dst / part / model, dst / part / other)
+    for name in ("atom_maps_z.nii.gz", "atom_maps.nii.gz"):
+        f = dst / "encoding" / other / name
+        if f.exists():
+            img = nib.load(f)
+            nib.save(nib.Nifti1Image(-np.asarray(img.dataobj), img.affine, img.header), f)
+    summary = json.loads((dst / "summary.json").read_text())
+    summary["models"] = [model, other]
+    (dst / "summary.json").write_text(json.dumps(summary))
+    return dst
+
+
 def measure(result_path: Path, repeats: int, window=(1500, 950)) -> dict[str, float]:
     import warnings
 
@@ -105,7 +141,7 @@ def measure(result_path: Path, repeats: int, window=(1500, 950)) -> dict[str, fl
     app = QApplication.instance()
     explorer = viewer.window.dock_widgets["Atom explorer"]
     t0 = time.perf_counter()
-    while explorer.state is None:
+    while explorer.shown_state is None:
         app.processEvents()
         if time.perf_counter() - t0 > 300:
             raise TimeoutError("the explorer did not load the result")
@@ -159,12 +195,36 @@ def measure(result_path: Path, repeats: int, window=(1500, 950)) -> dict[str, fl
         thr_ms.append(1e3 * (time.perf_counter() - t))
     shape = explorer.state.maps.shape
     n_vox = explorer.state.maps.values.shape[1]
+    switch_ms, stall_ms = [], []
+    models = explorer.state.result.models
+    if len(models) > 1:
+        from qtpy.QtCore import QTimer
+
+        for i in range(max(3, repeats // 5)):
+            model = models[(models.index(explorer.state.model) + 1) % len(models)]
+            ticks = []
+            timer = QTimer()
+            timer.setInterval(20)
+            timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+            t = time.perf_counter()
+            ticks.append(t)
+            timer.start()
+            explorer.switch_model(model)
+            while explorer.shown_state is None or explorer.shown_state.model != model:
+                app.processEvents()
+                time.sleep(0.002)
+            settle()
+            switch_ms.append(1e3 * (time.perf_counter() - t))
+            timer.stop()
+            ticks.append(time.perf_counter())
+            stall_ms.append(1e3 * float(np.max(np.diff(ticks))))
     size = viewer.window._qt_window.size()
     viewer.close()
     return {"load_s": load_s, "n_atoms": n_atoms, "grid": shape, "n_voxels": n_vox,
             "window": (size.width(), size.height()),
             "click": click_ms, "select": select_ms, "threshold": thr_ms, "floor": floor_ms,
-            "handler_select": handler_click, "handler_threshold": handler_thr}
+            "handler_select": handler_click, "handler_threshold": handler_thr,
+            "model_switch": switch_ms, "model_switch_stall": stall_ms}
 
 
 def _report(name: str, m: dict) -> None:
@@ -175,8 +235,12 @@ def _report(name: str, m: dict) -> None:
                        ("threshold", "threshold slider move"),
                        ("handler_select", "  handler of select_atom"),
                        ("handler_threshold", "  handler of threshold"),
-                       ("floor", "floor: opacity nudge")):
-        v = np.asarray(m[key])
+                       ("floor", "floor: opacity nudge"),
+                       ("model_switch", "model switch (repaint)"),
+                       ("model_switch_stall", "  longest stall in it")):
+        v = np.asarray(m.get(key, []))
+        if not v.size:
+            continue
         print(f"  {label:24s} median {np.median(v):6.1f} ms   p90 {np.percentile(v, 90):6.1f} ms   "
               f"max {v.max():6.1f} ms   (n={v.size})")
 
@@ -204,7 +268,9 @@ def main(argv=None) -> int:
             from napari_brainorg._napari.sample_data import ensure_demo_result
 
             path = ensure_demo_result().path
-        _report(f"result {path}", measure(path, args.repeats, window))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = with_second_model(path, Path(tmp) / "two")
+            _report(f"result {path} (+ SIMULATED second model)", measure(path, args.repeats, window))
     if args.worst_case:
         with tempfile.TemporaryDirectory() as tmp:
             path = worst_case_result(Path(tmp) / "worst")

@@ -186,6 +186,8 @@ class AtomExplorer(QWidget):
         self.lower_tabs = QTabWidget()
         self.lower_tabs.addTab(self.histogram, "layers")
         self.lower_tabs.addTab(words_page, "top words")
+        self.lower_tabs.currentChanged.connect(
+            lambda i: self._show_top_words(self.atom) if i == 1 and self.atom is not None else None)
 
         top_row = QHBoxLayout()
         top_row.addWidget(QLabel("model"))
@@ -454,7 +456,8 @@ class AtomExplorer(QWidget):
         if state.layer_hist is not None and atom in state.layer_hist.index:
             self.histogram.set_counts(state.layer_hist.loc[atom].to_numpy(), atom)
         self.atom_label.setText(self._describe(atom))
-        self._show_top_words(atom)
+        if self.lower_tabs.currentIndex() == 1:  # filled when its tab is shown (a click stays cheap)
+            self._show_top_words(atom)
         self._select_row_of(atom)
         self.atom_shown.emit(int(atom))
 
