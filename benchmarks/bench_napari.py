@@ -1,4 +1,4 @@
-"""How fast the atom explorer responds: clicking an atom, moving the threshold.
+"""How fast the atom explorer responds: clicking an atom, moving the threshold, a voxel, a model.
 
 Each figure is the wall time from the user's action (a mouse click on a table row,
 a new slider value) until the event loop is idle again, i.e. the map layer has its
@@ -195,6 +195,22 @@ def measure(result_path: Path, repeats: int, window=(1500, 950)) -> dict[str, fl
         thr_ms.append(1e3 * (time.perf_counter() - t))
     shape = explorer.state.maps.shape
     n_vox = explorer.state.maps.values.shape[1]
+    # voxel click: what explains this voxel (R², every atom's value, associated atoms)
+    voxel_ms, handler_voxel = [], []
+    explorer.lower_tabs.setCurrentIndex(2)
+    settle()
+    maps = explorer.state.maps
+    kji = np.column_stack(np.unravel_index(maps.flat_index, maps.shape))
+    for i in range(repeats):
+        k, j, v = kji[rng.integers(len(kji))]
+        world = (maps.nifti_affine @ np.r_[v, j, k, 1.0])[:3][::-1]
+        viewer.dims.set_point(0, world[0])
+        settle()
+        t = time.perf_counter()
+        explorer.show_voxel(world)
+        handler_voxel.append(1e3 * (time.perf_counter() - t))
+        settle()
+        voxel_ms.append(1e3 * (time.perf_counter() - t))
     switch_ms, stall_ms = [], []
     models = explorer.state.result.models
     if len(models) > 1:
@@ -224,7 +240,8 @@ def measure(result_path: Path, repeats: int, window=(1500, 950)) -> dict[str, fl
             "window": (size.width(), size.height()),
             "click": click_ms, "select": select_ms, "threshold": thr_ms, "floor": floor_ms,
             "handler_select": handler_click, "handler_threshold": handler_thr,
-            "model_switch": switch_ms, "model_switch_stall": stall_ms}
+            "model_switch": switch_ms, "model_switch_stall": stall_ms,
+            "voxel": voxel_ms, "handler_voxel": handler_voxel}
 
 
 def _report(name: str, m: dict) -> None:
@@ -235,6 +252,8 @@ def _report(name: str, m: dict) -> None:
                        ("threshold", "threshold slider move"),
                        ("handler_select", "  handler of select_atom"),
                        ("handler_threshold", "  handler of threshold"),
+                       ("voxel", "voxel click"),
+                       ("handler_voxel", "  handler of voxel click"),
                        ("floor", "floor: opacity nudge"),
                        ("model_switch", "model switch (repaint)"),
                        ("model_switch_stall", "  longest stall in it")):

@@ -293,3 +293,34 @@ def test_top_words_of_the_selected_atom_at_1366x768(make_napari_viewer, qtbot, t
         assert explorer.top_up.count() == 5
     qtbot.wait(100)
     viewer.window._qt_window.grab().save(str(artifacts_dir / "napari_1366x768_top_words.png"))
+
+
+def test_voxel_panel_shows_every_atom_at_a_clicked_voxel(make_napari_viewer, qtbot, tiny_result, artifacts_dir):
+    path, truth = tiny_result
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1366, 768)
+    explorer = AtomExplorer(viewer)
+    L.dock_tabbed(viewer, explorer, "Atom explorer")
+    with qtbot.waitSignal(explorer.loaded, timeout=30000):
+        L.add_result_layers(viewer, path)
+    assert explorer._on_canvas_press in viewer.mouse_drag_callbacks
+    explorer.lower_tabs.setCurrentIndex(2)
+    inside = truth["mask"] & L.inside_mni_brain(truth["affine"], truth["mask"].shape)
+    i, j, k = np.argwhere((truth["atlas"] == 7) & inside)[12]  # a Default-network voxel
+    world = L.world_of_voxel(truth["affine"], (i, j, k))
+    viewer.dims.set_point(0, world[0])
+    assert explorer.show_voxel(world) is not None
+    heights = np.array([bar.get_height() for bar in explorer.voxel_plot.bars])
+    np.testing.assert_allclose(heights, truth["z"][i, j, k], rtol=1e-6)
+    # atom 1 is associated with Default (planted +5): its bar is marked, the others not
+    colours = [bar.get_facecolor()[:3] for bar in explorer.voxel_plot.bars]
+    assert colours[1] != colours[0] and colours[0] == colours[2] == colours[3]
+    text = explorer.voxel_label.text()
+    x, y, z = (truth["affine"] @ [i, j, k, 1])[:3]
+    assert f"MNI x, y, z = ({x:+.0f}, {y:+.0f}, {z:+.0f}) mm" in text
+    assert f"R² = {truth['r2'][i, j, k]:.3f}" in text and "Default" in text
+    # outside the brain: said so, nothing drawn anew
+    assert explorer.show_voxel(np.array([0.0, 0.0, 200.0])) is None
+    explorer.show_voxel(world)
+    qtbot.wait(100)
+    viewer.window._qt_window.grab().save(str(artifacts_dir / "napari_1366x768_voxel.png"))

@@ -187,4 +187,4 @@ def test_radiological_setting_puts_the_right_on_the_left(make_napari_viewer, qtb
     display.set_convention("radiological", viewer)
     assert display.convention() == "radiological"
     _check_orientation(viewer, qtbot, right_on_right=False)
-    assert "radiological" in display.corner_text(viewer)
+    assert "R on left" in display.corner_text(viewer)

@@ -203,3 +203,33 @@ class LayerHistogramCanvas(_BlitCanvas):
             self.full_redraw()
             return
         self.refresh()
+
+
+class VoxelAtomsCanvas(LayerHistogramCanvas):
+    """One voxel: each atom's map value there (bar per atom); atoms associated with the
+    voxel's network are drawn in green, the others grey."""
+
+    def __init__(self, parent=None):
+        _BlitCanvas.__init__(self, parent, figsize=(4, 1.6), title="this voxel: each atom's map value")
+        self.ax.set_xlabel("atom", fontsize=9)
+        self.ax.set_ylabel("map value", fontsize=9)
+        self.bars = None
+        self.layer_names = []
+        self.ax.axhline(0.0, color=_FG, lw=0.6)
+
+    def set_atoms(self, n_atoms: int, limit: float) -> None:
+        """``n_atoms`` bars on a fixed symmetric range ``(-limit, limit)``."""
+        self.set_layers([str(i) for i in range(n_atoms)])
+        self.ax.set_ylim(-limit, limit)
+        self.full_redraw()
+
+    def set_values(self, values: np.ndarray, marked: np.ndarray | None = None) -> None:
+        """Bar heights of shape (k,); ``marked`` (k,) bool: atoms associated with the voxel's network."""
+        values = np.asarray(values, dtype=float)
+        if self.bars is None or len(self.bars) != values.size:
+            self.set_atoms(values.size, float(np.max(np.abs(values))) or 1.0)
+        marked = np.zeros(values.size, bool) if marked is None else np.asarray(marked, bool)
+        for bar, height, on in zip(self.bars, values, marked):
+            bar.set_height(height)
+            bar.set_color("#4cd964" if on else "#9a9a9a")
+        self.refresh()

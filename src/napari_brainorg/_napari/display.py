@@ -208,10 +208,12 @@ def corner_text(viewer: napari.Viewer) -> str:
         z = float(viewer.dims.point[viewer.dims.ndim - 3])
         text.append(f"axial z = {z:+.0f} mm")
     side = "R on right" if convention() == "neurological" else "R on left"
-    text.append(f"{convention()} ({side})")
     if getattr(viewer, "mouse_over_canvas", False):
+        text.append(f"{convention()[:5]}. ({side})")
         text.append(mni_text(viewer.cursor.position))
-    return "   ·   ".join(text)
+    else:
+        text.append(f"{convention()} ({side})")
+    return "  ·  ".join(text)
 
 
 def _update_corner(viewer) -> None:

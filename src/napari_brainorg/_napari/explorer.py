@@ -35,7 +35,7 @@ from superqt import QLabeledDoubleSlider
 
 from . import layers as _layers
 from ._atom_table import COLUMNS, HEADER_TIPS, atom_rows
-from ._plots import LayerHistogramCanvas, TimecourseCanvas
+from ._plots import LayerHistogramCanvas, TimecourseCanvas, VoxelAtomsCanvas
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -74,6 +74,15 @@ def load_state(path: str | Path, model: str | None = None, stat: str = "z") -> E
     return ExplorerState(result=result, model=model, maps=maps, timecourses=timecourses,
                          layer_hist=result.layer_histogram(model), rows=rows,
                          words=result.words_per_volume(), top_words=top)
+
+
+def _value_at(layer, world):
+    """The layer's voxel value at a world position (also for a hidden, unsliced layer)."""
+    index = np.rint(np.asarray(layer.world_to_data(tuple(world)), float)).astype(int)
+    shape = np.asarray(layer.data.shape)
+    if index.size != shape.size or np.any(index < 0) or np.any(index >= shape):
+        return None
+    return layer.data[tuple(index)]
 
 
 class _SortableItem(QTableWidgetItem):
@@ -186,6 +195,17 @@ class AtomExplorer(QWidget):
         self.lower_tabs = QTabWidget()
         self.lower_tabs.addTab(self.histogram, "layers")
         self.lower_tabs.addTab(words_page, "top words")
+        self.voxel_label = QLabel("Click a voxel of the brain to see what explains it.")
+        self.voxel_label.setWordWrap(True)
+        self.voxel_plot = VoxelAtomsCanvas(self)
+        voxel_page = QWidget()
+        voxel_layout = QVBoxLayout(voxel_page)
+        voxel_layout.setContentsMargins(0, 0, 0, 0)
+        voxel_layout.addWidget(self.voxel_label)
+        voxel_layout.addWidget(self.voxel_plot, 1)
+        self.lower_tabs.addTab(voxel_page, "voxel")
+        self.voxel = None
+        self._voxel_lookup = None
         self.lower_tabs.currentChanged.connect(
             lambda i: self._show_top_words(self.atom) if i == 1 and self.atom is not None else None)
 
@@ -227,6 +247,7 @@ class AtomExplorer(QWidget):
         self._set_enabled(False)
 
         self.viewer.layers.events.inserted.connect(self._on_layer_inserted)
+        self.viewer.mouse_drag_callbacks.append(self._on_canvas_press)
         _layers.on_result_updated(self.viewer, self._on_result_updated)
         existing = _layers.find_layer(self.viewer, "atom_map")
         if existing is not None:
@@ -460,6 +481,73 @@ class AtomExplorer(QWidget):
             self._show_top_words(atom)
         self._select_row_of(atom)
         self.atom_shown.emit(int(atom))
+
+    # -- what explains this voxel ------------------------------------------------------------
+    def _on_canvas_press(self, viewer, event):
+        from ._tasks import _deleted
+
+        if _deleted(self) or self.state is None or event.type != "mouse_press" or event.button != 1:
+            return
+        try:
+            self.show_voxel(np.asarray(event.position, float))
+        except Exception as exc:  # noqa: BLE001 - a click never takes napari down
+            from ._tasks import _report
+
+            _report(exc, "voxel panel")
+
+    def show_voxel(self, world) -> int | None:
+        """Show what explains the voxel at world position ``(z, y, x)`` mm: its R², every atom's
+        map value there (associated atoms in green). Returns the mask-voxel index or ``None``."""
+        from . import display
+
+        state = self.state
+        maps = state.maps
+        if self._voxel_lookup is None or self._voxel_lookup[0] is not maps:
+            lookup = np.full(int(np.prod(maps.shape)), -1, np.int64)
+            lookup[maps.flat_index] = np.arange(maps.flat_index.size)
+            self._voxel_lookup = (maps, lookup)
+        lookup = self._voxel_lookup[1]
+        world = np.asarray(world, float)[-3:]
+        ijk = np.rint(np.linalg.solve(maps.nifti_affine, np.r_[world[::-1], 1.0])[:3]).astype(int)
+        nx, ny, nz = maps.shape[2], maps.shape[1], maps.shape[0]
+        where = display.mni_text(world)
+        if not (0 <= ijk[0] < nx and 0 <= ijk[1] < ny and 0 <= ijk[2] < nz):
+            self.voxel_label.setText(f"{where}: outside the maps")
+            return None
+        index = int(lookup[np.ravel_multi_index((ijk[2], ijk[1], ijk[0]), maps.shape)])
+        if index < 0:
+            self.voxel_label.setText(f"{where}: outside the brain mask")
+            return None
+        values = maps.values[:, index]
+        parts = [where]
+        r2_layer = self._r2_layer()
+        if r2_layer is not None:
+            r2 = _value_at(r2_layer, world)
+            if r2 is not None:
+                parts.append(f"R² = {float(r2):.3f}")
+        network = None
+        networks = _layers.find_layer(self.viewer, "networks")
+        if networks is not None:
+            label = _value_at(networks, world)
+            meta = networks.metadata
+            if label:
+                names = dict(zip(meta.get("labels", []), meta.get("names", [])))
+                network = names.get(int(label))
+        marked = np.zeros(values.size, bool)
+        if network:
+            rows = state.rows
+            for part in ("activated", "deactivated"):
+                hit = rows[part].astype(str).str.contains(f":{network} (", regex=False)
+                marked[rows.loc[hit, "atom"].to_numpy(int)] = True
+            parts.append(f"network {network}: associated atoms in green")
+        self.voxel_label.setText(" · ".join(parts))
+        if self.voxel_plot.bars is None or len(self.voxel_plot.bars) != values.size \
+                or getattr(self.voxel_plot, "_limit", None) != maps.color_limit:
+            self.voxel_plot.set_atoms(values.size, float(maps.color_limit))
+            self.voxel_plot._limit = maps.color_limit
+        self.voxel_plot.set_values(values, marked)
+        self.voxel = index
+        return index
 
     def _show_top_words(self, atom: int) -> None:
         top = self.state.top_words if self.state is not None else None
