@@ -155,7 +155,10 @@ def test_interrupted_rerun_is_incomplete_and_the_next_run_completes_it(point, si
     tiny.edit_config(study, atoms__n_atoms=5)
     result = study / "result"
     proc = subprocess.Popen(tiny.brainorg_cmd(["run", "study.yaml", "--quiet"]), cwd=study, env=tiny.cli_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            # a test runner started in the background ignores SIGINT, and its
+                            # children would inherit that: give the run Python's own handler
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler))
     try:
         reached = _wait_for(POINTS[point](result), proc)
         assert reached, f"the run ended before {point}: {proc.stderr.read()[-2000:]}"
