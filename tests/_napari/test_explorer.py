@@ -324,3 +324,19 @@ def test_voxel_panel_shows_every_atom_at_a_clicked_voxel(make_napari_viewer, qtb
     explorer.show_voxel(world)
     qtbot.wait(100)
     viewer.window._qt_window.grab().save(str(artifacts_dir / "napari_1366x768_voxel.png"))
+
+
+def test_threshold_zero_keeps_empty_voxels_clear(make_napari_viewer, qtbot, tiny_result):
+    """At threshold 0 every map value shows, but the zeros outside the brain stay transparent."""
+    path, _ = tiny_result
+    viewer = make_napari_viewer()
+    explorer = _explorer(viewer, qtbot, path)
+    explorer.threshold_slider.setValue(0.0)
+    explorer.r2_slider.setValue(0.0)
+    (layer,) = _atom_layers(viewer)
+    assert L.visible_fraction(layer, np.array([0.0])).tolist() == [0.0]
+    assert (L.visible_fraction(layer, np.array([-0.05, 0.05])) > 0.9).all()
+    r2 = L.find_layer(viewer, "r2")
+    assert r2.visible  # moving its slider shows the R² layer
+    assert L.visible_fraction(r2, np.array([0.0, -0.1])).tolist() == [0.0, 0.0]
+    assert L.visible_fraction(r2, np.array([0.02]))[0] > 0.5
