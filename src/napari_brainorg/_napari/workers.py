@@ -44,15 +44,15 @@ class OverallProgress:
     def __init__(self, n_models: int = 1, clock=time.monotonic):
         self.clock = clock
         self.started = clock()
-        per_model = ("features", "atoms", "encoding", "networks", "top words")
         weights = dict((name, w) for name, _, w in PHASES)
-        # the order the pipeline runs them in: features+atoms per model, fMRI, then the rest per model
+        # the order the pipeline runs them in: features, atoms and top words per model,
+        # the fMRI, then encoding and networks per model
         self.plan: list[tuple[str, int]] = []
         for m in range(n_models):
-            self.plan += [("features", m), ("atoms", m)]
+            self.plan += [("features", m), ("atoms", m), ("top words", m)]
         self.plan.append(("fmri", 0))
         for m in range(n_models):
-            self.plan += [(p, m) for p in per_model[2:]]
+            self.plan += [("encoding", m), ("networks", m)]
         self.weights = [weights[p] for p, _ in self.plan]
         self.total = float(sum(self.weights))
         self.position = 0  # index in plan of the phase under way
