@@ -135,5 +135,7 @@ def test_consistency_and_model_comparison_figures(atoms, association, rng, tmp_p
 
 
 def test_recovery_figure(association, tmp_path):
-    scores = recovery_scores({0: ["auditory"], 4: ["default mode"]}, association)
+    expected = [{"source": 0, "network": "auditory", "sign": 1}, {"source": 4, "network": "default mode", "sign": -1}]
+    scores = recovery_scores(expected, {"activated": association,
+                                        "deactivated": association.assign(associated=~association["associated"])})
     _check_png(figures.recovery_figure(scores), tmp_path / "recovery.png", colourful=True)

@@ -14,43 +14,87 @@ from napari_brainorg.errors import ShapeError
 NETWORKS = ["auditory", "default mode", "visual", "sensorimotor"]
 
 
-def _found(declared: set[tuple[int, str]], n_atoms: int = 10) -> pd.DataFrame:
-    rows = [(a, n, (a, n) in declared) for a in range(n_atoms) for n in NETWORKS]
-    return pd.DataFrame(rows, columns=["atom", "network", "associated"])
+def _tables(declared: set[tuple[int, str, str, str]], n_atoms: int = 10,
+            atlases=("smith10", "yeo7")) -> dict[str, pd.DataFrame]:
+    """Every atom x atlas x network test; ``declared`` holds (atom, atlas, network, direction)."""
+    out = {}
+    for part in ("activated", "deactivated"):
+        rows = [(a, atlas, n, (a, atlas, n, part) in declared)
+                for a in range(n_atoms) for atlas in atlases for n in NETWORKS]
+        out[part] = pd.DataFrame(rows, columns=["atom", "atlas", "network", "associated"])
+    return out
 
 
-def test_perfect_recovery():
-    truth = {2: ["auditory"], 5: ["default mode", "visual"]}
-    s = recovery_scores(truth, _found({(2, "auditory"), (5, "default mode"), (5, "visual")}))
-    assert (s["precision"], s["recall"], s["f1"]) == (1.0, 1.0, 1.0)
-    assert (s["tp"], s["fp"], s["fn"]) == (3, 0, 0)
-    assert s["n_tested"] == 40 and s["false_positive_rate"] == 0.0
+def _matching(pairs: dict[int, tuple[int, int]]) -> pd.DataFrame:
+    """source -> (atom, sign)."""
+    return pd.DataFrame([{"planted": s, "learned": a, "correlation": 0.8 * g, "sign": g, "matched": a >= 0}
+                         for s, (a, g) in pairs.items()])
 
 
-def test_misses_and_false_alarms_are_counted():
-    truth = {"2": ["auditory"], "5": ["default mode", "visual"]}  # keys as in truth.json
-    s = recovery_scores(truth, _found({(2, "auditory"), (5, "visual"), (7, "visual"), (1, "auditory")}))
-    assert (s["tp"], s["fp"], s["fn"]) == (2, 2, 1)
-    assert s["precision"] == pytest.approx(0.5) and s["recall"] == pytest.approx(2 / 3)
-    assert s["f1"] == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
-    assert s["false_positive_rate"] == pytest.approx(2 / 37)
-    statuses = {(d["atom"], d["network"]): d["status"] for d in s["details"]}
-    assert statuses[(5, "default mode")] == "fn" and statuses[(7, "visual")] == "fp"
+EXPECTED = [
+    {"source": 0, "atlas": "smith10", "network": "auditory", "sign": 1},
+    {"source": 0, "atlas": "yeo7", "network": "auditory", "sign": 1},
+    {"source": 1, "atlas": "smith10", "network": "default mode", "sign": -1},
+]
+
+
+def test_every_declaration_is_scored_with_signs_and_atlases():
+    match = _matching({0: (3, 1), 1: (7, 1)})
+    declared = {(3, "smith10", "auditory", "activated"), (3, "yeo7", "auditory", "activated"),
+                (7, "smith10", "default mode", "deactivated")}
+    s = recovery_scores(EXPECTED, _tables(declared), match)
+    assert (s["precision"], s["recall"], s["tp"], s["fp"], s["fn"]) == (1.0, 1.0, 3, 0, 0)
+    assert s["n_tests"] == 2 * 10 * 2 * 4 and s["n_declared"] == 3 and s["n_expected"] == 3
+    # the same atom declared in the other direction, another network or by an unmatched atom: false
+    wrong = declared | {(3, "smith10", "auditory", "deactivated"), (3, "yeo7", "visual", "activated"),
+                        (5, "smith10", "auditory", "activated"), (7, "smith10", "default mode", "activated")}
+    s = recovery_scores(EXPECTED, _tables(wrong), match)
+    assert (s["tp"], s["fp"], s["fn"]) == (3, 4, 0)
+    assert s["precision"] == pytest.approx(3 / 7)
+    assert s["by_direction"]["deactivated"]["fp"] == 1 and s["by_direction"]["activated"]["fp"] == 3
+    assert s["by_atlas"]["yeo7"]["fp"] == 1 and s["by_atlas"]["smith10"]["fp"] == 3
+    fps = {(d["atom"], d["atlas"], d["network"], d["direction"]) for d in s["details"] if d["status"] == "fp"}
+    assert (5, "smith10", "auditory", "activated") in fps
     json.dumps(s)  # recovery.json must be writable as is
 
 
-def test_matching_maps_planted_to_learned_atoms():
-    truth = {0: ["auditory"], 1: ["visual"]}
-    matching = {0: 3, 1: None}  # planted atom 1 was not found again
-    s = recovery_scores(truth, _found({(3, "auditory"), (0, "auditory")}), matching)
-    assert (s["tp"], s["fp"], s["fn"]) == (1, 1, 1)
-    miss = next(d for d in s["details"] if d["status"] == "fn")
-    assert miss == {"planted_atom": 1, "atom": -1, "network": "visual", "status": "fn"}
+def test_an_anticorrelated_atom_flips_the_direction():
+    match = _matching({0: (3, -1), 1: (7, -1)})
+    # source 0 activates auditory; its atom is its negative, so the atom "deactivates" auditory
+    right = {(3, "smith10", "auditory", "deactivated"), (3, "yeo7", "auditory", "deactivated"),
+             (7, "smith10", "default mode", "activated")}
+    s = recovery_scores(EXPECTED, _tables(right), match)
+    assert (s["tp"], s["fp"], s["fn"]) == (3, 0, 0)
+    unflipped = {(3, "smith10", "auditory", "activated"), (7, "smith10", "default mode", "deactivated")}
+    s = recovery_scores(EXPECTED, _tables(unflipped), match)
+    assert (s["tp"], s["fp"], s["fn"]) == (0, 2, 3) and s["precision"] == 0.0 and s["recall"] == 0.0
+    miss = {d["network"]: d["direction"] for d in s["details"] if d["status"] == "fn" and d["atlas"] == "smith10"}
+    assert miss == {"auditory": "deactivated", "default mode": "activated"}  # what the atom should have shown
 
 
-def test_nothing_planted_nothing_declared():
-    s = recovery_scores({}, _found(set()))
-    assert (s["tp"], s["fp"], s["fn"]) == (0, 0, 0) and s["false_positive_rate"] == 0.0
+def test_unmatched_sources_are_misses_and_their_atoms_false_positives():
+    match = _matching({0: (3, 1), 1: (-1, 1)})
+    s = recovery_scores(EXPECTED, _tables({(3, "smith10", "auditory", "activated"),
+                                           (7, "smith10", "default mode", "deactivated")}), match)
+    assert (s["tp"], s["fp"], s["fn"]) == (1, 1, 2)
+    assert {(d["source"], d["atom"]) for d in s["details"] if d["status"] == "fn"} == {(0, 3), (1, -1)}
+
+
+def test_only_scored_atlases_count_and_null_has_no_recall():
+    s = recovery_scores(EXPECTED, _tables(set(), atlases=("smith10",)), _matching({0: (3, 1), 1: (7, 1)}))
+    assert s["n_expected"] == 2 and s["fn"] == 2 and set(s["by_atlas"]) == {"smith10"}
+    s = recovery_scores([], _tables({(2, "yeo7", "visual", "activated")}), _matching({}))
+    assert (s["tp"], s["fp"], s["fn"]) == (0, 1, 0) and s["recall"] is None and s["precision"] == 0.0
+    assert s["false_positive_rate"] == pytest.approx(1 / 160)
+
+
+def test_one_table_with_a_direction_column():
+    tables = _tables({(3, "smith10", "auditory", "activated")})
+    one = pd.concat([t.assign(direction=p) for p, t in tables.items()])
+    s = recovery_scores(EXPECTED, one, _matching({0: (3, 1), 1: (7, 1)}))
+    assert (s["tp"], s["fp"], s["fn"]) == (1, 0, 2)
+    with pytest.raises(ShapeError, match="direction"):
+        recovery_scores(EXPECTED, one.drop(columns="direction"))
 
 
 def test_hungarian_matching_recovers_permutation_and_sign(rng):
@@ -78,7 +122,7 @@ def test_bad_inputs(rng):
     with pytest.raises(ShapeError, match="volumes"):
         match_atoms(rng.standard_normal((10, 2)), rng.standard_normal((12, 2)))
     with pytest.raises(ShapeError, match="associated"):
-        recovery_scores({0: ["auditory"]}, pd.DataFrame({"atom": [0], "network": ["auditory"]}))
+        recovery_scores(EXPECTED, {"activated": pd.DataFrame({"atom": [0], "network": ["auditory"]})})
 
 
 def _hrf_atoms(n_volumes: int, n_atoms: int, tr: float, seed: int) -> np.ndarray:
@@ -93,7 +137,7 @@ def _hrf_atoms(n_volumes: int, n_atoms: int, tr: float, seed: int) -> np.ndarray
 
 @pytest.mark.parametrize("planted", [True, False], ids=["planted", "null"])
 def test_planted_links_are_recovered_end_to_end(planted):
-    """Simulate at realistic SNR (true R² 0.05-0.2), encode, associate, score.
+    """Simulate at true R² 0.05-0.2 with the atoms themselves, encode, associate, score.
 
     With links planted, precision and recall reach 0.9; with nothing planted,
     associations are declared at no more than the nominal rate.
@@ -109,7 +153,11 @@ def test_planted_links_are_recovered_end_to_end(planted):
     tr = 1.5
     atoms = _hrf_atoms(300, 6, tr, seed=5)
     links = {0: ["auditory"], 2: ["default mode"], 3: ["medial visual"], 5: ["sensorimotor"]}
-    plan = SimulationPlan(links=links if planted else {}, n_subjects=3, resolution_mm=6.0, seed=3)
+    # the conditions this association test was built for: the analysis' own atoms planted,
+    # AR(1) 0.4 everywhere, canonical HRF, no network fluctuations
+    plan = SimulationPlan(links=links if planted else {}, n_subjects=3, resolution_mm=6.0, seed=3,
+                          r2_range=(0.05, 0.2), ar1_grey=0.4, ar1_other=0.4, hrf_delay_s=0.0,
+                          hrf_dispersion_s=0.0, fluctuation_atlases=[], truth_atlases=["smith10"])
     sim = simulate_fmri(atoms, plan, tr=tr)
     X = highpass(atoms, tr)
     n_drift = cosine_drift_basis(atoms.shape[0], tr).shape[1]
@@ -118,10 +166,12 @@ def test_planted_links_are_recovered_end_to_end(planted):
         warnings.simplefilter("ignore")  # the template is resampled to the 6 mm grid on purpose
         atlas = load_fbn("smith10", sim.mask_img)
     table = associate_atoms(group, atlas, sim.mask_img, n_permutations=500, random_state=0)
-    scores = recovery_scores(sim.truth["links"], table)
-    assert scores["n_tested"] == 60
+    table.insert(0, "atlas", "smith10")
+    planted_only = [e for e in sim.truth["expected_links"] if e["share"] == 1.0]
+    scores = recovery_scores(planted_only, {"activated": table})
+    assert scores["n_tests"] == 60
     if planted:
         assert scores["precision"] >= 0.9 and scores["recall"] >= 0.9
     else:
         assert scores["tp"] == scores["fn"] == 0
-        assert scores["false_positive_rate"] <= 0.05
+        assert scores["fp"] <= 0.05 * scores["n_tests"]

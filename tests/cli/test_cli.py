@@ -37,4 +37,4 @@ def test_missing_config_file_is_named(tmp_path, capsys):
 
 def test_simulate_links_syntax_error_is_explained(tmp_path, capsys):
     assert main(["simulate", "--links", "three:auditory", "--out", str(tmp_path / "s")]) == 2
-    assert "ATOM:network" in capsys.readouterr().err
+    assert "SOURCE:network" in capsys.readouterr().err

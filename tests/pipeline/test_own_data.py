@@ -30,7 +30,11 @@ COMMON = {
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory):
     base = tmp_path_factory.mktemp("own")
-    config = make_config({**COMMON, "fmri": {"simulate": {"n_subjects": 2, "resolution_mm": 6.0,
+    # the analysis' own atoms planted under the simple noise this test was written for
+    # (tests/test_simulate.py and benchmarks/bench_recovery.py cover the realistic simulation)
+    easy = {"sources": "atoms", "r2_min": 0.05, "ar1_grey": 0.4, "ar1_other": 0.4, "hrf_delay_s": 0.0,
+            "hrf_dispersion_s": 0.0, "fluctuation_atlases": []}
+    config = make_config({**COMMON, "fmri": {"simulate": {"n_subjects": 2, "resolution_mm": 6.0, **easy,
                                                           "links": {3: ["auditory"], 8: ["default mode"]}}},
                           "out": str(base / "sim")})
     folder = run_simulation(config)

@@ -510,26 +510,35 @@ def recovery_figure(
     Parameters
     ----------
     scores : dict
-        From ``recovery.recovery_scores`` (uses ``details``, ``precision``, ``recall``).
+        From ``recovery.recovery_scores`` (uses ``details``: ``source``, ``atom``,
+        ``atlas``, ``network``, ``direction``, ``status``; ``precision``, ``recall``).
 
     Returns
     -------
     fig : Figure
-        Rows: planted atoms (or learned atoms for false alarms); columns: networks;
+        Rows: planted sources (a matched atom's false alarms on its source's row), then
+        unmatched atoms with false alarms; columns:
+        atlas:network (direction);
         green = recovered, orange = missed, red = declared but not planted.
     """
     from matplotlib.colors import ListedColormap
 
-    details = pd.DataFrame(scores.get("details", []), columns=["planted_atom", "atom", "network", "status"])
+    details = pd.DataFrame(scores.get("details", []))
     if details.empty:
         raise ShapeError("'scores' has no details: nothing was planted or declared.")
-    details["row"] = np.where(details["status"] == "fp", "learned " + details["atom"].astype(str),
-                              "planted " + details["planted_atom"].astype(str))
-    rows = list(pd.unique(details.sort_values(["status", "planted_atom"])["row"]))
-    networks = list(pd.unique(details["network"]))
+    if "atlas" not in details:
+        details["atlas"] = ""
+    # a matched atom's false alarms sit on its source's row; unmatched atoms get their own
+    details["row"] = np.where(details["source"] >= 0, "source " + details["source"].astype(str),
+                              "atom " + details["atom"].astype(str) + " (unmatched)")
+    details["column"] = [(f"{a}:" if a else "") + f"{n} ({str(d)[:5]})"
+                         for a, n, d in zip(details["atlas"], details["network"], details["direction"])]
+    order = details.assign(unmatched=details["source"] < 0).sort_values(["unmatched", "source", "atom"])
+    rows = list(pd.unique(order["row"]))
+    networks = list(pd.unique(details.sort_values(["atlas", "network"])["column"]))
     code = {"tp": 1, "fn": 2, "fp": 3}
     mat = np.zeros((len(rows), len(networks)))
-    for r, n, s in zip(details["row"], details["network"], details["status"]):
+    for r, n, s in zip(details["row"], details["column"], details["status"]):
         mat[rows.index(r), networks.index(n)] = code[s]
     if figsize is None:
         figsize = (3.0 + 0.5 * len(networks), 2.0 + 0.3 * len(rows))

@@ -1,24 +1,27 @@
-"""Score recovered atom ↔ network links against a planted truth (simulated data).
+"""Score declared atom ↔ network links against a planted truth (simulated data).
 
-A simulation (:mod:`napari_brainorg.simulate`) plants links "atom a drives network
-n". After the pipeline runs on the simulated fMRI, the association table says which
-(atom, network) pairs it declared associated. :func:`recovery_scores` counts:
+A simulation (:mod:`napari_brainorg.simulate`) plants *sources* (time courses built
+from artificial neurons, not the analysis' atoms) that activate or deactivate
+networks; its ``truth.json`` lists, for every scored atlas, the networks each source
+covers with its sign (``expected_links``). After the pipeline has learned its own
+atoms and declared associations, :func:`recovery_scores` scores **every
+declaration**, activated and deactivated, in every atlas:
 
-- a true positive: a planted (atom, network) link whose atom's learned counterpart
-  is declared associated with that network;
-- a false negative: a planted link not declared (including planted atoms that have no
-  learned counterpart);
-- a false positive: a declared (atom, network) pair that was not planted.
+1. *Matching.* Learned atoms are paired one-to-one with planted sources by
+   time-course correlation (:func:`match_atoms`: Hungarian assignment on ``|r|``;
+   pairs below ``min_correlation`` stay unmatched). A learned atom anticorrelated
+   with its source (``sign == -1``) has its direction flipped: its "deactivated"
+   declarations say the source activates.
+2. *Declarations.* A declared (atom, atlas, network, direction) is a **true
+   positive** only if the atom is matched to a source that is planted in that
+   network of that atlas with that (sign-corrected) direction; every other
+   declaration, including those of unmatched atoms, is a **false positive**.
+3. *Misses.* An expected (source, atlas, network, sign) that no declaration hits is a
+   **false negative** (also when the source has no matched atom).
 
-Matching atoms. When the pipeline encodes with the very dictionary that planted the
-signal, atom ``a`` is atom ``a`` (``atom_matching=None``). When the dictionary was
-learned again (another seed, k, λ, or subsampled ANs), planted and learned atoms are
-paired one-to-one by :func:`match_atoms`: the Hungarian algorithm
-(``scipy.optimize.linear_sum_assignment``) maximises the summed absolute Pearson
-correlation of the paired time courses, and pairs below ``min_correlation`` are left
-unmatched. Dictionary atoms have an arbitrary sign: a learned atom that is the
-negative of its planted atom (``sign == -1`` in the match table) turns an activation
-into a deactivation, so score its links against the deactivated table.
+``precision = tp / (tp + fp)``, ``recall = tp / (tp + fn)``, with the counts, the
+number of tests (rows of the tables) and of declarations, overall and per atlas and
+direction, and the matching itself.
 """
 
 from __future__ import annotations
@@ -32,11 +35,20 @@ from scipy.optimize import linear_sum_assignment
 from ..errors import ShapeError
 from .consistency import _atoms_2d
 
+MIN_CORRELATION = 0.5
+CRITERION = (
+    "A declaration (learned atom, atlas, network, direction) is a true positive only if the atom is matched "
+    "one-to-one (Hungarian assignment on |time-course correlation|, |r| >= {min_corr}) to a planted source "
+    "that the simulation planted in that network of that atlas with that sign, the direction flipped when "
+    "the atom is anticorrelated with its source; every other declaration (either direction, every atlas) is a "
+    "false positive; an expected link no declaration hits is a false negative."
+)
+
 
 def match_atoms(
-    planted, learned, *, min_correlation: float = 0.5
+    planted, learned, *, min_correlation: float = MIN_CORRELATION
 ) -> tuple[dict[int, int | None], pd.DataFrame]:
-    """Pair planted atoms with learned atoms by time-course correlation (Hungarian).
+    """Pair planted sources with learned atoms by time-course correlation (Hungarian).
 
     Parameters
     ----------
@@ -48,10 +60,11 @@ def match_atoms(
     Returns
     -------
     matching : dict of int to int or None
-        Planted atom -> learned atom.
+        Planted source -> learned atom.
     table : DataFrame
         ``planted``, ``learned`` (or -1), ``correlation`` (signed r of the pair),
-        ``sign`` (+1 / -1), ``matched`` (bool); one row per planted atom.
+        ``sign`` (+1 / -1), ``matched`` (bool), ``best_other`` (largest |r| of the
+        source with any other learned atom); one row per planted source.
     """
     planted = _atoms_2d(planted)
     learned = _atoms_2d(learned)
@@ -74,6 +87,7 @@ def match_atoms(
         c = pair_of.get(p)
         r = float(corr[p, c]) if c is not None else np.nan
         ok = c is not None and abs(r) >= min_correlation
+        others = np.abs(np.delete(corr[p], c)) if c is not None else np.abs(corr[p])
         matching[p] = int(c) if ok else None
         records.append(
             {
@@ -82,104 +96,175 @@ def match_atoms(
                 "correlation": r,
                 "sign": int(np.sign(r)) if c is not None and r != 0 else 0,
                 "matched": bool(ok),
+                "best_other": float(others.max()) if others.size else np.nan,
             }
         )
-    return matching, pd.DataFrame(records, columns=["planted", "learned", "correlation", "sign", "matched"])
+    return matching, pd.DataFrame(records, columns=["planted", "learned", "correlation", "sign", "matched",
+                                                    "best_other"])
 
 
-def _links(truth_links: Mapping) -> set[tuple[int, str]]:
-    pairs = set()
-    for atom, networks in truth_links.items():
-        if isinstance(networks, str):
-            networks = [networks]
-        for network in networks:
-            pairs.add((int(atom), str(network)))
-    return pairs
+def _direction_of(part: str) -> int:
+    return {"activated": 1, "deactivated": -1}[part]
 
 
-def recovery_scores(
-    truth_links: Mapping[int, Sequence[str]],
-    found: pd.DataFrame,
-    atom_matching: Mapping[int, int | None] | None = None,
-    *,
-    associated: str = "associated",
-) -> dict:
-    """Precision, recall and F1 of the declared associations against planted links.
+def declarations(tables: Mapping[str, pd.DataFrame] | pd.DataFrame, *, associated: str = "associated") -> pd.DataFrame:
+    """Every test of the association tables as (atom, atlas, network, direction, declared).
 
     Parameters
     ----------
-    truth_links : mapping of planted atom to network names
-        As in ``truth.json`` (keys may be strings of integers).
-    found : DataFrame
-        Columns ``atom`` (learned atom), ``network`` and boolean ``associated``; the
-        rows are every pair that was tested (so the false-positive rate can be
-        computed), or at least the declared ones.
-    atom_matching : mapping of planted atom to learned atom (or None), optional
-        Default: identity (the planting dictionary is the one that was used).
+    tables : mapping ``{"activated": DataFrame, "deactivated": DataFrame}`` or one DataFrame
+        Columns ``atom``, ``network``, the boolean ``associated``, and ``atlas``
+        (default ``""``); one DataFrame needs a ``direction`` column
+        (``activated``/``deactivated`` or +1/-1).
+
+    Returns
+    -------
+    DataFrame with ``atom`` (int), ``atlas``, ``network``, ``direction`` (+1/-1), ``declared`` (bool)
+    """
+    if isinstance(tables, pd.DataFrame):
+        if "direction" not in tables.columns:
+            raise ShapeError("One association table needs a 'direction' column; give "
+                             "{'activated': table, 'deactivated': table} otherwise.")
+        parts = [(None, tables)]
+    else:
+        parts = list(tables.items())
+    frames = []
+    for part, df in parts:
+        missing = {"atom", "network", associated} - set(df.columns)
+        if missing:
+            raise ShapeError(f"The {part or 'association'} table lacks columns {sorted(missing)}; "
+                             f"it has {list(df.columns)}.")
+        if part is None:
+            raw = df["direction"]
+            direction = raw.map(lambda d: _direction_of(d) if isinstance(d, str) else int(np.sign(d))).to_numpy()
+        else:
+            direction = np.full(len(df), _direction_of(part))
+        frames.append(pd.DataFrame({
+            "atom": df["atom"].to_numpy().astype(np.int64),
+            "atlas": df["atlas"].astype(str).to_numpy() if "atlas" in df.columns else "",
+            "network": df["network"].astype(str).to_numpy(),
+            "direction": direction.astype(int),
+            "declared": df[associated].astype(bool).to_numpy(),
+        }))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["atom", "atlas", "network", "direction", "declared"])
+
+
+def _expected(expected_links) -> set[tuple[int, str, str, int]]:
+    out = set()
+    for row in expected_links:
+        out.add((int(row["source"]), str(row.get("atlas", "")), str(row["network"]), int(np.sign(row["sign"]))))
+    return out
+
+
+def _rates(tp: int, fp: int, fn: int) -> dict:
+    precision = tp / (tp + fp) if tp + fp else None
+    recall = tp / (tp + fn) if tp + fn else None
+    f1 = (2 * precision * recall / (precision + recall)) if precision and recall else (0.0 if tp + fp and tp + fn else None)
+    return {"precision": precision, "recall": recall, "f1": f1, "tp": tp, "fp": fp, "fn": fn}
+
+
+def recovery_scores(
+    expected_links: Sequence[Mapping],
+    tables: Mapping[str, pd.DataFrame] | pd.DataFrame,
+    matching: pd.DataFrame | Mapping[int, int | None] | None = None,
+    *,
+    associated: str = "associated",
+    min_correlation: float = MIN_CORRELATION,
+) -> dict:
+    """Precision and recall of every declared association against the planted truth.
+
+    Parameters
+    ----------
+    expected_links : sequence of mappings
+        ``source``, ``atlas``, ``network``, ``sign`` (+1 activates, -1 deactivates):
+        the links a perfect analysis declares (``truth.json``'s ``expected_links``).
+    tables : mapping ``{"activated": DataFrame, "deactivated": DataFrame}`` or one DataFrame
+        Every test the analysis made (see :func:`declarations`).
+    matching : DataFrame from :func:`match_atoms`, or mapping source -> atom, optional
+        Default: source ``i`` is atom ``i`` with sign +1 (the truth was planted with
+        the analysis' own atoms).
     associated : str
-        Name of the boolean column in ``found``.
+        Name of the boolean column in the tables.
+    min_correlation : float
+        The matching threshold used (stated in ``criterion``).
 
     Returns
     -------
     scores : dict (JSON-ready)
-        ``precision`` (tp / (tp + fp); 0 when nothing was declared), ``recall``
-        (tp / (tp + fn); 0 when nothing was planted), ``f1``, ``tp``, ``fp``,
-        ``fn``, ``n_tested`` (rows of ``found``), ``false_positive_rate``
-        (fp / tested pairs that were not planted; None when none) and ``details``
-        (one dict per planted or declared link: ``planted_atom``, ``atom``,
-        ``network``, ``status`` in {"tp", "fn", "fp"}).
+        ``precision``, ``recall``, ``f1`` (None when undefined), ``tp``, ``fp``, ``fn``,
+        ``n_tests``, ``n_declared``, ``n_expected``; ``by_atlas`` and ``by_direction``
+        with the same counts; ``false_positive_rate`` (fp / tests that are not
+        expected links); ``matching`` (one record per source); ``details`` (one
+        record per expected link or declaration: ``source``, ``atom``, ``atlas``,
+        ``network``, ``direction``, ``status`` in {"tp", "fn", "fp"}); ``criterion``.
     """
-    missing = {"atom", "network", associated} - set(found.columns)
-    if missing:
-        raise ShapeError(
-            f"'found' lacks columns {sorted(missing)}; it has {list(found.columns)}."
-        )
-    truth = _links(truth_links)
-    if atom_matching is None:
-        atom_matching = {a: a for a, _ in truth}
-    matching = {int(k): (None if v is None else int(v)) for k, v in atom_matching.items()}
-    inverse = {v: k for k, v in matching.items() if v is not None}
+    decl = declarations(tables, associated=associated)
+    expected_all = _expected(expected_links)
+    scored_atlases = set(decl["atlas"]) if len(decl) else set()
+    expected = {e for e in expected_all if e[1] in scored_atlases} if scored_atlases else expected_all
+    if matching is None:
+        sources = sorted({e[0] for e in expected_all})
+        match_table = pd.DataFrame({"planted": sources, "learned": sources, "correlation": 1.0,
+                                    "sign": 1, "matched": True})
+    elif isinstance(matching, pd.DataFrame):
+        match_table = matching
+    else:
+        match_table = pd.DataFrame([{"planted": int(k), "learned": -1 if v is None else int(v),
+                                     "correlation": np.nan, "sign": 1, "matched": v is not None}
+                                    for k, v in matching.items()])
+    atom_to_source = {int(r.learned): (int(r.planted), int(r.sign) or 1)
+                      for r in match_table.itertuples() if bool(r.matched)}
+    source_to_atom = {s: a for a, (s, _) in atom_to_source.items()}
 
-    atoms = found["atom"].to_numpy().astype(np.int64)
-    networks = found["network"].astype(str).to_numpy()
-    flags = found[associated].astype(bool).to_numpy()
-    declared = set(zip(atoms[flags].tolist(), networks[flags].tolist()))
-    tested = set(zip(atoms.tolist(), networks.tolist()))
+    details, hit = [], set()
+    declared = decl[decl["declared"]]
+    for row in declared.itertuples(index=False):
+        src, sign = atom_to_source.get(int(row.atom), (None, 1))
+        key = None if src is None else (src, row.atlas, row.network, int(row.direction) * sign)
+        ok = key is not None and key in expected
+        if ok:
+            hit.add(key)
+        details.append({"source": -1 if src is None else src, "atom": int(row.atom), "atlas": row.atlas,
+                        "network": row.network, "direction": "activated" if row.direction > 0 else "deactivated",
+                        "source_sign": None if src is None else int(row.direction) * sign,
+                        "status": "tp" if ok else "fp"})
+    for src, atlas, network, sign in sorted(expected - hit):
+        atom = source_to_atom.get(src)
+        atom_sign = atom_to_source[atom][1] if atom is not None else 1
+        details.append({"source": src, "atom": -1 if atom is None else atom, "atlas": atlas, "network": network,
+                        "direction": "activated" if sign * atom_sign > 0 else "deactivated",
+                        "source_sign": sign, "status": "fn"})
+    det = pd.DataFrame(details, columns=["source", "atom", "atlas", "network", "direction", "source_sign",
+                                         "status"])
 
-    expected = {}
-    for planted_atom, network in truth:
-        expected[(planted_atom, network)] = matching.get(planted_atom)
-    details = []
-    tp = fn = 0
-    planted_as_learned = set()
-    for (planted_atom, network), learned in sorted(expected.items()):
-        hit = learned is not None and (learned, network) in declared
-        if learned is not None:
-            planted_as_learned.add((learned, network))
-        tp += hit
-        fn += not hit
-        details.append(
-            {"planted_atom": planted_atom, "atom": -1 if learned is None else learned,
-             "network": network, "status": "tp" if hit else "fn"}
-        )
-    false_pos = sorted(declared - planted_as_learned)
-    fp = len(false_pos)
-    for atom, network in false_pos:
-        details.append(
-            {"planted_atom": inverse.get(atom, -1), "atom": atom, "network": network, "status": "fp"}
-        )
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    negatives = len(tested - planted_as_learned)
+    def counts(mask_det, n_tests, n_decl, n_exp) -> dict:
+        sub = det[mask_det]
+        out = _rates(int((sub["status"] == "tp").sum()), int((sub["status"] == "fp").sum()),
+                     int((sub["status"] == "fn").sum()))
+        out.update(n_tests=int(n_tests), n_declared=int(n_decl), n_expected=int(n_exp))
+        return out
+
+    overall = counts(np.ones(len(det), bool), len(decl), int(decl["declared"].sum()), len(expected))
+    by_atlas = {a: counts((det["atlas"] == a).to_numpy(), (decl["atlas"] == a).sum(),
+                          (decl["declared"] & (decl["atlas"] == a)).sum(),
+                          sum(1 for e in expected if e[1] == a))
+                for a in sorted(scored_atlases)}
+    by_direction = {}
+    for name, d in (("activated", 1), ("deactivated", -1)):
+        here = (det["direction"] == name).to_numpy()
+        by_direction[name] = counts(here, (decl["direction"] == d).sum(),
+                                    (decl["declared"] & (decl["direction"] == d)).sum(),
+                                    int((here & (det["status"] != "fp").to_numpy()).sum()))
+    negatives = len(decl) - overall["tp"] - overall["fn"]
     return {
-        "precision": float(precision),
-        "recall": float(recall),
-        "f1": float(f1),
-        "tp": int(tp),
-        "fp": int(fp),
-        "fn": int(fn),
-        "n_tested": int(len(tested)),
-        "false_positive_rate": float(fp / negatives) if negatives else None,
-        "details": details,
+        **overall,
+        "false_positive_rate": float(overall["fp"] / negatives) if negatives > 0 else None,
+        "by_atlas": by_atlas,
+        "by_direction": by_direction,
+        "matching": [{k: (None if isinstance(v, float) and not np.isfinite(v) else
+                          (v.item() if hasattr(v, "item") else v)) for k, v in rec.items()}
+                     for rec in match_table.to_dict(orient="records")],
+        "details": det.to_dict(orient="records"),
+        "criterion": CRITERION.format(min_corr=min_correlation),
     }

@@ -143,14 +143,31 @@ class AtomsConfig(_Section):
 
 
 class SimulateConfig(_Section):
-    """Clearly labelled simulated subjects with a planted ground truth."""
+    """Clearly labelled simulated subjects with a planted ground truth (see napari_brainorg.simulate)."""
 
-    model: str | None = Field(None, description="Whose atoms drive the simulated BOLD (default: the first model).")
-    links: dict[int, list[str]] | None = Field(None, description="atom index -> networks it drives; None plants a default set.")
+    model: str | None = Field(None, description="Whose ANs make the planted sources (default: the first model).")
+    sources: Literal["an_mix", "relearned", "atoms"] = Field("an_mix", description=(
+        "What is planted: 'an_mix' the signed mean of n_members member ANs of an atom; 'relearned' atoms of a "
+        "dictionary learned again from another start on relearn_fraction of the ANs; 'atoms' the analysis' own "
+        "atoms (easy: it only shows that the code runs)."))
+    n_members: int = Field(30, gt=0, description="ANs averaged into each 'an_mix' source.")
+    relearn_fraction: float = Field(0.8, gt=0, le=1, description="Share of the ANs the 'relearned' dictionary sees.")
+    links: dict[int, list[str]] | None = Field(None, description=(
+        "source index -> networks it activates ('network' of atlas, or 'atlas:network'); None plants a default "
+        "set of n_links sources that activate and deactivate networks of smith10 and yeo7."))
+    negative_links: dict[int, list[str]] | None = Field(None, description="source index -> networks it deactivates.")
+    n_links: int = Field(6, ge=0, description="Sources planted by default (when 'links' is None).")
     atlas: str = "smith10"
     n_subjects: int = Field(3, gt=0)
-    r2_min: float = Field(0.05, gt=0, lt=1)
-    r2_max: float = Field(0.2, gt=0, lt=1)
+    r2_min: float = Field(0.02, gt=0, lt=1, description="Smallest true R2 of a signal voxel.")
+    r2_max: float = Field(0.2, gt=0, lt=1, description="Largest true R2 of a signal voxel.")
+    ar1_grey: float = Field(0.6, ge=0, lt=1, description="AR(1) of the noise in grey matter.")
+    ar1_other: float = Field(0.2, ge=0, lt=1, description="AR(1) of the noise elsewhere.")
+    hrf_delay_s: float = Field(1.5, ge=0, description="HRF delays lie in [-hrf_delay_s, hrf_delay_s].")
+    hrf_dispersion_s: float = Field(1.5, ge=0, description="Extra HRF dispersion (Gaussian SD, s) in [0, this].")
+    fluctuation_atlases: list[str] = Field(default_factory=lambda: ["smith10", "yeo7"], description=(
+        "Atlases whose networks carry independent spontaneous fluctuations in every subject."))
+    fluctuation_share: float = Field(0.3, ge=0, lt=1, description="Share of non-signal variance in network cores.")
     resolution_mm: float = Field(4.0, gt=0)
     seed: int = 0
 
@@ -395,12 +412,23 @@ def _resolve_paths(data: dict, base: Path) -> dict:
     return data
 
 
-def demo_config(out: str | Path, *, models: list[str] | None = None, quick: bool = False) -> PipelineConfig:
-    """The embedded default: pieman, the bundled MiniLM and SmolLM2, three simulated subjects.
+# The demo's study design (see the README, "What the demo shows"): one story (the
+# pipeline takes one story per run), so power comes from subjects. Random-effects group
+# maps need enough subjects for a t over subjects to be informative.
+DEMO_SUBJECTS = 12
+DEMO_RESOLUTION_MM = 4.0
+QUICK_SUBJECTS = 8
+QUICK_RESOLUTION_MM = 6.0
 
-    The simulated subjects' BOLD is driven by MiniLM's atoms (the first model); SmolLM2
-    is analysed the same way, which shows how a second model's atoms map onto the
-    same planted networks.
+
+def demo_config(out: str | Path, *, models: list[str] | None = None, quick: bool = False) -> PipelineConfig:
+    """The embedded default: pieman, the bundled MiniLM and SmolLM2, realistic simulated subjects.
+
+    The simulated subjects' BOLD is driven by sources built from MiniLM's artificial
+    neurons (the first model; mixes of 30 member ANs of an atom, not the atoms the
+    analysis learns), with varying HRFs, tissue-dependent AR noise and network
+    fluctuations (:mod:`napari_brainorg.simulate`). SmolLM2 is analysed the same way,
+    which shows how a second model's atoms map onto the same planted networks.
 
     The full demo also runs the baselines (phase-randomised MiniLM atoms, untrained
     MiniLM, nuisance regressors) through the same tests. ``quick=True`` is a smaller run
@@ -410,13 +438,14 @@ def demo_config(out: str | Path, *, models: list[str] | None = None, quick: bool
     data: dict[str, Any] = {
         "story": {"path": "pieman", "onset": 0.0, "tr": 1.5, "n_volumes": 300},
         "features": {"models": models or (["minilm"] if quick else ["minilm", "smollm2"])},
-        "fmri": {"simulate": {"n_subjects": 3, "resolution_mm": 4.0, "atlas": "smith10"}},
+        "fmri": {"simulate": {"n_subjects": DEMO_SUBJECTS, "resolution_mm": DEMO_RESOLUTION_MM,
+                              "atlas": "smith10"}},
         "networks": {"atlases": ["smith10", "yeo7"]},
         "out": str(out),
     }
     if quick:
         data["atoms"] = {"n_atoms": 16, "max_iter": 30}
-        data["fmri"]["simulate"].update({"n_subjects": 2, "resolution_mm": 6.0})
+        data["fmri"]["simulate"].update({"n_subjects": QUICK_SUBJECTS, "resolution_mm": QUICK_RESOLUTION_MM})
         data["networks"].update({"n_permutations": 2000})
         data["encoding"] = {"n_folds": 3, "sparse_null_shifts": 10}
     else:

@@ -478,33 +478,42 @@ def _correlations(columns: np.ndarray, series: np.ndarray) -> np.ndarray:
     return np.where(den > 0, (b @ a) / np.where(den > 0, den, 1), 0.0)
 
 
-def _default_links(atoms: np.ndarray, network_names: list[str], n_links: int) -> dict[int, list[str]]:
-    """Plant ``n_links`` atoms, each in one network: atoms as uncorrelated with one another
-    as the dictionary allows, networks chosen to overlap little (see ``_distinct_networks``)."""
-    corr = np.abs(np.corrcoef(atoms.T))
-    np.fill_diagonal(corr, 0)
-    chosen = [int(np.argmin(corr.max(1)))]
-    while len(chosen) < min(n_links, atoms.shape[1]):
-        score = corr[:, chosen].max(1)
-        score[chosen] = np.inf
-        chosen.append(int(np.argmin(score)))
-    return {a: [network_names[i % len(network_names)]] for i, a in enumerate(sorted(chosen))}
+# Default plant: sources that activate and deactivate networks of two atlases. The Smith
+# 2009 networks overlap each other little at z > 2.3; Yeo-7 frontoparietal adds a second
+# atlas. Each source drives one network; truth.json lists what that means in every
+# scored atlas (e.g. Smith auditory also covers part of Yeo somatomotor).
+_DEFAULT_PLANT = [("smith10:auditory", +1), ("smith10:default mode", -1), ("smith10:medial visual", +1),
+                  ("smith10:sensorimotor", -1), ("yeo7:Frontoparietal", +1), ("smith10:cerebellum", -1)]
 
 
-# Smith 2009 networks whose z > 2.3 masks overlap least: one planted atom each.
-_DISTINCT_SMITH10 = ["auditory", "default mode", "sensorimotor", "medial visual", "cerebellum",
-                     "executive control"]
+def _default_links(sources: list[int], atlas: str) -> tuple[dict[int, list[str]], dict[int, list[str]]]:
+    """Assign each chosen source one network and a sign (see ``_DEFAULT_PLANT``)."""
+    from ..datasets import BUNDLED_ATLASES, atlas_labels
+
+    if atlas == "smith10":
+        plant = _DEFAULT_PLANT
+    else:
+        names = atlas_labels(atlas) if atlas in BUNDLED_ATLASES else []
+        if not names:
+            raise ValueError(f"fmri.simulate.links is needed for atlas {atlas!r} (no bundled network names).")
+        plant = [(f"{atlas}:{n}", +1 if i % 2 == 0 else -1) for i, n in enumerate(names)]
+    links: dict[int, list[str]] = {}
+    negative: dict[int, list[str]] = {}
+    for i, src in enumerate(sources):
+        net, sign = plant[i % len(plant)]
+        (links if sign > 0 else negative)[int(src)] = [net]
+    return links, negative
 
 
 #: fMRI options that are paths: their contents enter the key instead
 _FMRI_PATHS = {"images", "regions", "bids", "mask"}
 
 
-def _step_fmri(ctx: _Context, atoms_by_model: dict[str, np.ndarray]):
+def _step_fmri(ctx: _Context, planting: dict | None):
     cfg = ctx.config
     fc = cfg.fmri
     if fc.simulate is not None:
-        return _simulate(ctx, atoms_by_model)
+        return _simulate(ctx, planting)
     from ..io.fmri import find_bids_runs, load_fmri, load_region_timeseries
 
     if fc.regions:
@@ -530,32 +539,71 @@ def _step_fmri(ctx: _Context, atoms_by_model: dict[str, np.ndarray]):
     return data, None
 
 
-def _simulate(ctx: _Context, atoms_by_model: dict[str, np.ndarray]):
-    from ..datasets import atlas_labels
+def _driving_model(config: PipelineConfig) -> str:
+    sc = config.fmri.simulate
+    slugs = [model_slug(m) for m in config.features.models]
+    slug = model_slug(sc.model) if sc is not None and sc.model else slugs[0]
+    if slug not in slugs:
+        raise ValueError(f"fmri.simulate.model {sc.model!r} is not among features.models {config.features.models}.")
+    return slug
+
+
+def _planted_sources(ctx: _Context, planting: dict) -> tuple[np.ndarray, dict]:
+    """Candidate source time courses from the driving model's ANs, and how they were made."""
+    from ..simulate import an_mix_sources
+
+    sc = ctx.config.fmri.simulate
+    atoms, codes, responses = planting["atoms"], planting["codes"], planting["responses"]
+    if sc.sources == "atoms":
+        return atoms, {"kind": "atoms", "note": "the analysis' own atoms (an easy simulation)"}
+    if sc.sources == "an_mix":
+        sources, info = an_mix_sources(responses, codes, range(atoms.shape[1]), n_members=sc.n_members,
+                                       seed=sc.seed)
+        return sources, {"kind": "an_mix", "n_members": sc.n_members, "model": planting["slug"],
+                         "note": "signed mean of n_members ANs drawn among the members of one atom each",
+                         "members": {str(i): d for i, d in enumerate(info)}}
+    from ..sparse.dictionary import SparseDictionary
+
+    ac = ctx.config.atoms
+    rng = np.random.default_rng(sc.seed + 1)
+    n_ans = responses.shape[1]
+    cols = np.sort(rng.choice(n_ans, size=max(int(round(sc.relearn_fraction * n_ans)), ac.n_atoms), replace=False))
+    est = SparseDictionary(n_atoms=ac.n_atoms, alpha=ac.alpha, max_iter=ac.max_iter, tol=ac.tol,
+                           random_state=ac.seed + 1000 + sc.seed, backend=ac.backend, init="random")
+    est.fit(np.ascontiguousarray(responses[:, cols].T), progress=ctx.progress, cancel=ctx.cancel)
+    return np.asarray(est.atoms_, np.float64), {
+        "kind": "relearned", "model": planting["slug"], "fraction": sc.relearn_fraction,
+        "n_ans_used": int(cols.size), "seed": int(ac.seed + 1000 + sc.seed), "init": "random",
+        "note": "atoms of a dictionary learned again from another start on a random subset of the ANs"}
+
+
+def _simulate(ctx: _Context, planting: dict):
     from ..io.fmri import load_fmri
-    from ..simulate import SimulationPlan, simulate_fmri, write_simulation
+    from ..simulate import SimulationPlan, distinct_sources, simulate_fmri, write_simulation
 
     cfg = ctx.config
     sc = cfg.fmri.simulate
-    slug = model_slug(sc.model) if sc.model else next(iter(atoms_by_model))
-    if slug not in atoms_by_model:
-        raise ValueError(f"fmri.simulate.model {sc.model!r} is not among features.models {list(atoms_by_model)}.")
-    atoms = atoms_by_model[slug]
-    links = sc.links
-    if links is None:
-        names = _DISTINCT_SMITH10 if sc.atlas == "smith10" else atlas_labels(sc.atlas)
-        links = _default_links(atoms, names, n_links=min(6, len(names)))
+    slug = planting["slug"]
     sim_dir = ctx.out / "simulated"
-    key_parts = [sc.model_dump(mode="json"), ctx.keys[f"atoms/{slug}"], json.dumps(links, sort_keys=True),
-                 cfg.story.tr]
+    key_parts = [sc.model_dump(mode="json"), ctx.keys[f"atoms/{slug}"], list(cfg.networks.atlases), cfg.story.tr]
     stamp = _read_stamp(ctx, "simulate")
     if not ctx.cached("simulate", key_parts, sorted(stamp.get("outputs", {})) or ["simulated/truth.json"]):
         # nothing of an earlier simulation may be read as a subject of this one
         shutil.rmtree(sim_dir, ignore_errors=True)
-        plan = SimulationPlan(links={int(k): list(v) for k, v in links.items()}, atlas=sc.atlas,
-                              n_subjects=sc.n_subjects, r2_range=(sc.r2_min, sc.r2_max), seed=sc.seed,
-                              resolution_mm=sc.resolution_mm)
-        sim = simulate_fmri(atoms, plan, tr=cfg.story.tr, progress=ctx.progress, cancel=ctx.cancel)
+        sources, info = _planted_sources(ctx, planting)
+        if sc.links is None and sc.negative_links is None:
+            chosen = distinct_sources(sources, sc.n_links) if sc.n_links else []
+            links, negative = _default_links(chosen, sc.atlas)
+        else:
+            links, negative = dict(sc.links or {}), dict(sc.negative_links or {})
+        plan = SimulationPlan(
+            links=links, negative_links=negative, atlas=sc.atlas, truth_atlases=list(cfg.networks.atlases),
+            n_subjects=sc.n_subjects, r2_range=(sc.r2_min, sc.r2_max), ar1_grey=sc.ar1_grey,
+            ar1_other=sc.ar1_other, hrf_delay_s=sc.hrf_delay_s, hrf_dispersion_s=sc.hrf_dispersion_s,
+            fluctuation_atlases=list(sc.fluctuation_atlases), fluctuation_share=sc.fluctuation_share,
+            seed=sc.seed, resolution_mm=sc.resolution_mm)
+        sim = simulate_fmri(sources, plan, tr=cfg.story.tr, source_info=info, progress=ctx.progress,
+                            cancel=ctx.cancel)
         written = write_simulation(sim, sim_dir)
         ctx.done("simulate", outputs=[str(Path(p).relative_to(ctx.out)) for p in written])
     images = sorted(sim_dir.glob("sub-*_bold.nii.gz"))
@@ -565,8 +613,8 @@ def _simulate(ctx: _Context, atoms_by_model: dict[str, np.ndarray]):
                      subjects=[p.name.split("_")[0] for p in images])
     truth = json.loads((sim_dir / "truth.json").read_text())
     ctx.summary["fmri"] = {"kind": "voxels", "subjects": data.subjects, "simulated": True,
-                           "driving_model": slug, "planted_links": truth.get("links"),
-                           "notes": data.notes}
+                           "driving_model": slug, "sources": truth["sources"].get("kind"),
+                           "planted_links": truth.get("planted_links"), "notes": data.notes}
     return data, truth
 
 
@@ -1092,17 +1140,34 @@ def _step_report(ctx: _Context, per_model: dict, truth: dict | None) -> None:
     ctx.summary["results"] = summary_models
     _compare_models(ctx, per_model)
     if truth is not None:
-        from ..analyses.recovery import recovery_scores
+        _score_recovery(ctx, per_model, truth)
 
-        slug = ctx.summary["fmri"]["driving_model"]
-        table = per_model[slug]["tables"]["activated"]
-        table = table[table["atlas"] == truth.get("atlas", "smith10")]
-        links = {int(k): v for k, v in truth["links"].items()}
-        rec = recovery_scores(links, table, atom_matching={a: a for a in range(per_model[slug]["atoms"].shape[1])})
-        rec.update({"simulated": True, "driving_model": slug, "atlas": truth.get("atlas", "smith10"),
-                    "criterion": ctx.summary.get("networks", {}).get(slug, {}).get("criterion", "")})
-        w.write_json("recovery.json", rec)
-        ctx.summary["recovery"] = {k: rec[k] for k in ("precision", "recall") if k in rec}
+
+def _score_recovery(ctx: _Context, per_model: dict, truth: dict) -> None:
+    """recovery.json: every declaration of the driving model scored against the planted truth."""
+    import pandas as pd
+
+    from ..analyses.recovery import MIN_CORRELATION, match_atoms, recovery_scores
+
+    slug = ctx.summary["fmri"]["driving_model"]
+    tables = per_model[slug]["tables"]
+    if not tables:
+        return
+    sources = np.load(ctx.out / "simulated" / truth["files"]["planted_sources"])
+    planted = sorted(int(s) for s in truth["sources"]["planted"])
+    if planted:
+        _, match = match_atoms(sources[:, planted], per_model[slug]["atoms"], min_correlation=MIN_CORRELATION)
+        match["planted"] = [planted[i] for i in match["planted"]]
+    else:  # a null simulation: every declaration is false
+        match = pd.DataFrame(columns=["planted", "learned", "correlation", "sign", "matched", "best_other"])
+    rec = recovery_scores(truth["expected_links"], tables, match, min_correlation=MIN_CORRELATION)
+    rec.update({"simulated": True, "driving_model": slug, "sources": truth["sources"].get("kind"),
+                "atlases": sorted(rec["by_atlas"]),
+                "declaration_rule": (f"q < {ctx.config.networks.alpha} (BH-FDR over atom x network tests) and "
+                                     f"{ctx.config.networks.score} >= {ctx.config.networks.min_score}"),
+                "expected_rule": truth.get("expected_rule")})
+    ctx.writer.write_json("recovery.json", rec)
+    ctx.summary["recovery"] = {k: rec[k] for k in ("precision", "recall", "tp", "fp", "fn", "n_tests")}
 
 
 def _compare_baselines(ctx: _Context, models: dict, baselines: dict) -> None:
@@ -1249,6 +1314,13 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _planting(ctx: _Context, slug: str, ans, atoms, codes) -> dict:
+    """What the simulation builds its sources from: the ANs the atoms were learned on."""
+    columns = np.load(ctx.out / f"atoms/{slug}/columns.npy")
+    return {"slug": slug, "atoms": np.asarray(atoms, np.float64), "codes": codes,
+            "responses": np.asarray(ans.responses[:, columns])}
+
+
 # ---------------------------------------------------------------------------- entry
 def run_pipeline(config: PipelineConfig, progress: ProgressCallback | None = None,
                  cancel: CancelToken | None = None) -> ResultFolder:
@@ -1339,7 +1411,7 @@ def _run_locked(config: PipelineConfig, writer: ResultWriter, progress, cancel,
         # the user's fMRI is read (and checked: NaN, damaged files...) before any model
         # runs and before anything of an earlier result is touched
         t = time.perf_counter()
-        data, truth = _step_fmri(ctx, {})
+        data, truth = _step_fmri(ctx, None)
         ctx.timings["fmri"] = time.perf_counter() - t
     _start_run(ctx)
     writer.write_text("config.yaml", config_to_yaml(config))
@@ -1354,18 +1426,22 @@ def _run_locked(config: PipelineConfig, writer: ResultWriter, progress, cancel,
 
     words = timed("story", _step_story, ctx)
     per_model: dict[str, dict] = {}
+    driving = _driving_model(config) if config.fmri.simulate is not None else None
+    planting = None
     for model in config.features.models:
         slug = model_slug(model)
         ans = timed("features", _step_features, ctx, words, model)
         check_cancel(cancel)
         atoms, codes, index = timed("atoms", _step_atoms, ctx, ans, slug)
         timed("top words", step_top_words, ctx, words, model, slug, codes, index)
+        if slug == driving:
+            planting = _planting(ctx, slug, ans, atoms, codes)
         per_model[slug] = {"model": model, "atoms": atoms, "codes": codes, "index": index,
                            "n_ans": ans.responses.shape[1], "dropped": len(ans.dropped),
                            "an": (ans.responses, ans.index["layer"].to_numpy()) if config.encoding.baseline else None}
     check_cancel(cancel)
     if data is None:
-        data, truth = timed("fmri", _step_fmri, ctx, {s: r["atoms"] for s, r in per_model.items()})
+        data, truth = timed("fmri", _step_fmri, ctx, planting)
     baselines = timed("baselines", _step_baselines, ctx, words, per_model)
     n_real = len(per_model)
     per_model.update(baselines)
@@ -1463,10 +1539,9 @@ def run_simulation(config: PipelineConfig, progress: ProgressCallback | None = N
 def _simulate_locked(config: PipelineConfig, writer: ResultWriter, progress, cancel) -> Path:
     ctx = _Context(config, writer, progress, cancel)
     words = _step_story(ctx)
-    atoms_by_model = {}
-    for model in config.features.models:
-        slug = model_slug(model)
-        ans = _step_features(ctx, words, model)
-        atoms_by_model[slug] = _step_atoms(ctx, ans, slug)[0]
-    _simulate(ctx, atoms_by_model)
+    driving = _driving_model(config)
+    model = next(m for m in config.features.models if model_slug(m) == driving)
+    ans = _step_features(ctx, words, model)
+    atoms, codes, _ = _step_atoms(ctx, ans, driving)
+    _simulate(ctx, _planting(ctx, driving, ans, atoms, codes))
     return writer.path / "simulated"
