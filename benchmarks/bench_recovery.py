@@ -50,7 +50,8 @@ def run(out: Path, seed: int, condition: str, quick: bool) -> dict:
     result = run_pipeline(make_config(data))
     rec = json.loads((result.path / "recovery.json").read_text())
     row = {"condition": condition, "seed": seed, "wall_s": round(time.perf_counter() - t, 1)}
-    row.update({k: rec[k] for k in ("precision", "recall", "tp", "fp", "fn", "n_tests", "n_declared", "n_expected")})
+    row.update({k: rec[k] for k in ("precision", "recall", "tp", "fp", "fn", "fp_partial", "n_tests", "n_declared",
+                                    "n_expected")})
     row["matched_r"] = [None if m["correlation"] is None else round(m["correlation"], 2) for m in rec["matching"]]
     row["by_atlas"] = {a: {k: v[k] for k in ("tp", "fp", "fn")} for a, v in rec["by_atlas"].items()}
     row["by_direction"] = {d: {k: v[k] for k in ("tp", "fp", "fn")} for d, v in rec["by_direction"].items()}
@@ -82,16 +83,18 @@ def main() -> None:
     design = demo_config(out, models=["minilm"], quick=args.quick).fmri.simulate
     print(f"\nSIMULATED recovery, {'quick' if args.quick else 'full'} demo design "
           f"({design.n_subjects} subjects, {design.resolution_mm:g} mm), seeds {args.seeds}")
-    print(f"{'condition':<10} {'precision':<18} {'recall':<18} {'tp':>4} {'fp':>4} {'fn':>4} {'tests':>6} "
-          f"{'pooled P':>8} {'pooled R':>8}")
+    print(f"{'condition':<10} {'precision':<18} {'recall':<18} {'tp':>4} {'fp':>4} {'(part)':>6} {'fn':>4} "
+          f"{'tests':>6} {'pooled P':>8} {'pooled R':>8}")
     for condition in args.conditions:
         sub = [r for r in rows if r["condition"] == condition]
-        tp, fp, fn = (sum(r[k] for r in sub) for k in ("tp", "fp", "fn"))
+        tp, fp, fn, part = (sum(r[k] for r in sub) for k in ("tp", "fp", "fn", "fp_partial"))
         tests = sum(r["n_tests"] for r in sub)
         pooled_p = f"{tp / (tp + fp):.2f}" if tp + fp else "-"
         pooled_r = f"{tp / (tp + fn):.2f}" if tp + fn else "-"
         print(f"{condition:<10} {_fmt([r['precision'] for r in sub]):<18} {_fmt([r['recall'] for r in sub]):<18} "
-              f"{tp:>4} {fp:>4} {fn:>4} {tests:>6} {pooled_p:>8} {pooled_r:>8}")
+              f"{tp:>4} {fp:>4} {part:>6} {fn:>4} {tests:>6} {pooled_p:>8} {pooled_r:>8}")
+    print("(part): false positives in networks the source covers only in part (< 30 % of their voxels); "
+          "counted in fp")
 
 
 if __name__ == "__main__":

@@ -88,6 +88,18 @@ def test_only_scored_atlases_count_and_null_has_no_recall():
     assert s["false_positive_rate"] == pytest.approx(1 / 160)
 
 
+def test_partial_overlaps_stay_false_positives_and_are_counted_apart():
+    match = _matching({0: (3, 1), 1: (7, 1)})
+    partial = [{"source": 0, "atlas": "smith10", "network": "visual", "sign": 1, "share": 0.12},
+               {"source": 0, "atlas": "smith10", "network": "auditory", "sign": 1, "share": 1.0}]
+    declared = {(3, "smith10", "auditory", "activated"), (3, "smith10", "visual", "activated"),
+                (3, "smith10", "visual", "deactivated")}
+    s = recovery_scores(EXPECTED, _tables(declared), match, partial_links=partial)
+    assert (s["tp"], s["fp"], s["fp_partial"]) == (1, 2, 1)  # the wrong sign is not a partial overlap
+    shares = {(d["network"], d["direction"]): d["partial_share"] for d in s["details"] if d["status"] == "fp"}
+    assert shares == {("visual", "activated"): 0.12, ("visual", "deactivated"): None}
+
+
 def test_one_table_with_a_direction_column():
     tables = _tables({(3, "smith10", "auditory", "activated")})
     one = pd.concat([t.assign(direction=p) for p, t in tables.items()])

@@ -19,6 +19,11 @@ declaration**, activated and deactivated, in every atlas:
 3. *Misses.* An expected (source, atlas, network, sign) that no declaration hits is a
    **false negative** (also when the source has no matched atom).
 
+False positives in a network that the source covers only in part (below the
+simulation's ``min_share``, with the declared sign) stay false positives; they are
+also counted apart (``fp_partial``) so that a reader sees how many false alarms are
+partial overlaps of the templates rather than links with nothing behind them.
+
 ``precision = tp / (tp + fp)``, ``recall = tp / (tp + fn)``, with the counts, the
 number of tests (rows of the tables) and of declarations, overall and per atlas and
 direction, and the matching itself.
@@ -171,6 +176,7 @@ def recovery_scores(
     *,
     associated: str = "associated",
     min_correlation: float = MIN_CORRELATION,
+    partial_links: Sequence[Mapping] | None = None,
 ) -> dict:
     """Precision and recall of every declared association against the planted truth.
 
@@ -188,12 +194,16 @@ def recovery_scores(
         Name of the boolean column in the tables.
     min_correlation : float
         The matching threshold used (stated in ``criterion``).
+    partial_links : sequence of mappings, optional
+        ``source``, ``atlas``, ``network``, ``sign``, ``share``: networks a source covers
+        in part (``truth.json``'s ``network_shares``); false positives there are
+        counted in ``fp_partial`` too.
 
     Returns
     -------
     scores : dict (JSON-ready)
         ``precision``, ``recall``, ``f1`` (None when undefined), ``tp``, ``fp``, ``fn``,
-        ``n_tests``, ``n_declared``, ``n_expected``; ``by_atlas`` and ``by_direction``
+        ``n_tests``, ``n_declared``, ``n_expected``, ``fp_partial``; ``by_atlas`` and ``by_direction``
         with the same counts; ``false_positive_rate`` (fp / tests that are not
         expected links); ``matching`` (one record per source); ``details`` (one
         record per expected link or declaration: ``source``, ``atom``, ``atlas``,
@@ -217,6 +227,11 @@ def recovery_scores(
                       for r in match_table.itertuples() if bool(r.matched)}
     source_to_atom = {s: a for a, (s, _) in atom_to_source.items()}
 
+    partial = {}
+    for row in partial_links or ():
+        key = (int(row["source"]), str(row.get("atlas", "")), str(row["network"]), int(np.sign(row["sign"])))
+        if key not in expected_all:
+            partial[key] = float(row.get("share", np.nan))
     details, hit = [], set()
     declared = decl[decl["declared"]]
     for row in declared.itertuples(index=False):
@@ -228,21 +243,22 @@ def recovery_scores(
         details.append({"source": -1 if src is None else src, "atom": int(row.atom), "atlas": row.atlas,
                         "network": row.network, "direction": "activated" if row.direction > 0 else "deactivated",
                         "source_sign": None if src is None else int(row.direction) * sign,
-                        "status": "tp" if ok else "fp"})
+                        "status": "tp" if ok else "fp", "partial_share": partial.get(key)})
     for src, atlas, network, sign in sorted(expected - hit):
         atom = source_to_atom.get(src)
         atom_sign = atom_to_source[atom][1] if atom is not None else 1
         details.append({"source": src, "atom": -1 if atom is None else atom, "atlas": atlas, "network": network,
                         "direction": "activated" if sign * atom_sign > 0 else "deactivated",
-                        "source_sign": sign, "status": "fn"})
+                        "source_sign": sign, "status": "fn", "partial_share": None})
     det = pd.DataFrame(details, columns=["source", "atom", "atlas", "network", "direction", "source_sign",
-                                         "status"])
+                                         "status", "partial_share"])
 
     def counts(mask_det, n_tests, n_decl, n_exp) -> dict:
         sub = det[mask_det]
         out = _rates(int((sub["status"] == "tp").sum()), int((sub["status"] == "fp").sum()),
                      int((sub["status"] == "fn").sum()))
-        out.update(n_tests=int(n_tests), n_declared=int(n_decl), n_expected=int(n_exp))
+        out.update(n_tests=int(n_tests), n_declared=int(n_decl), n_expected=int(n_exp),
+                   fp_partial=int(((sub["status"] == "fp") & sub["partial_share"].notna()).sum()))
         return out
 
     overall = counts(np.ones(len(det), bool), len(decl), int(decl["declared"].sum()), len(expected))
@@ -265,6 +281,6 @@ def recovery_scores(
         "matching": [{k: (None if isinstance(v, float) and not np.isfinite(v) else
                           (v.item() if hasattr(v, "item") else v)) for k, v in rec.items()}
                      for rec in match_table.to_dict(orient="records")],
-        "details": det.to_dict(orient="records"),
+        "details": det.astype(object).where(det.notna(), None).to_dict(orient="records"),
         "criterion": CRITERION.format(min_corr=min_correlation),
     }
