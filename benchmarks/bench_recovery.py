@@ -10,7 +10,7 @@ and 0.2 elsewhere, independent Smith/Yeo network fluctuations in every subject):
 - ``hrf``: the analysis' own atoms planted, HRF delay within +-1.5 s and extra
   dispersion up to 1.5 s, varying over voxels and subjects;
 - ``low_snr``: the analysis' own atoms planted at true R2 0.02-0.08;
-- ``combined``: the demo's default (AN mix, varying HRF, true R2 0.02-0.2);
+- ``combined``: all of it, the simulator's defaults (AN mix, varying HRF, true R2 0.02-0.2);
 - ``null``: nothing planted (every declaration is false).
 
 Every declaration counts (activated and deactivated, every atlas, with signs; see
@@ -32,20 +32,31 @@ from pathlib import Path
 
 from napari_brainorg.pipeline import demo_config, make_config, run_pipeline
 
-EASY = {"sources": "atoms", "hrf_delay_s": 0.0, "hrf_dispersion_s": 0.0, "r2_min": 0.05, "r2_max": 0.2}
+NOISE = {"ar1_grey": 0.6, "ar1_other": 0.2, "fluctuation_atlases": ["smith10", "yeo7"], "fluctuation_share": 0.3}
+EASY = {**NOISE, "sources": "atoms", "hrf_delay_s": 0.0, "hrf_dispersion_s": 0.0, "r2_min": 0.05, "r2_max": 0.2}
 CONDITIONS = {
     "relearned": {**EASY, "sources": "relearned"},
     "an_mix": {**EASY, "sources": "an_mix"},
     "hrf": {**EASY, "hrf_delay_s": 1.5, "hrf_dispersion_s": 1.5},
     "low_snr": {**EASY, "r2_min": 0.02, "r2_max": 0.08},
-    "combined": {},
-    "null": {"links": {}, "negative_links": {}},
+    "combined": {**NOISE, "sources": "an_mix", "hrf_delay_s": 1.5, "hrf_dispersion_s": 1.5, "r2_min": 0.02,
+                 "r2_max": 0.2},
+    "null": {**NOISE, "links": {}, "negative_links": {}},
 }
 
 
-def run(out: Path, seed: int, condition: str, quick: bool) -> dict:
-    data = demo_config(out, models=["minilm"], quick=quick).model_dump()
+def _config(out: Path, seed: int, condition: str, args) -> dict:
+    data = demo_config(out, models=["minilm"], quick=args.quick).model_dump()
     data["fmri"]["simulate"].update(CONDITIONS[condition], seed=seed)
+    if args.n_subjects:
+        data["fmri"]["simulate"]["n_subjects"] = args.n_subjects
+    if args.n_atoms:
+        data["atoms"]["n_atoms"] = args.n_atoms
+    return data
+
+
+def run(out: Path, seed: int, condition: str, args) -> dict:
+    data = _config(out, seed, condition, args)
     t = time.perf_counter()
     result = run_pipeline(make_config(data))
     rec = json.loads((result.path / "recovery.json").read_text())
@@ -71,18 +82,21 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
     parser.add_argument("--quick", action="store_true", help="the quick demo's design instead of the full one")
+    parser.add_argument("--n-subjects", type=int, default=None, help="override the design's number of subjects")
+    parser.add_argument("--n-atoms", type=int, default=None, help="override the design's number of atoms")
     parser.add_argument("--out", default=None, help="result folder shared by the runs (default: a temporary one)")
     args = parser.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="brainorg-recovery-")) / "result"
     rows = []
     for condition in args.conditions:
         for seed in args.seeds:
-            row = run(out, seed, condition, args.quick)
+            row = run(out, seed, condition, args)
             rows.append(row)
             print(json.dumps(row), flush=True)
-    design = demo_config(out, models=["minilm"], quick=args.quick).fmri.simulate
-    print(f"\nSIMULATED recovery, {'quick' if args.quick else 'full'} demo design "
-          f"({design.n_subjects} subjects, {design.resolution_mm:g} mm), seeds {args.seeds}")
+    design = _config(out, 0, "combined", args)
+    sim = design["fmri"]["simulate"]
+    print(f"\nSIMULATED recovery, {'quick' if args.quick else 'full'} demo design: {sim['n_subjects']} subjects, "
+          f"{sim['resolution_mm']:g} mm, {design['atoms']['n_atoms']} atoms; seeds {args.seeds}")
     print(f"{'condition':<10} {'precision':<18} {'recall':<18} {'tp':>4} {'fp':>4} {'(part)':>6} {'fn':>4} "
           f"{'tests':>6} {'pooled P':>8} {'pooled R':>8}")
     for condition in args.conditions:

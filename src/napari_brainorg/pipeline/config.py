@@ -412,23 +412,24 @@ def _resolve_paths(data: dict, base: Path) -> dict:
     return data
 
 
-# The demo's study design (see the README, "What the demo shows"): one story (the
-# pipeline takes one story per run), so power comes from subjects. Random-effects group
-# maps need enough subjects for a t over subjects to be informative.
-DEMO_SUBJECTS = 12
+# The demo's study design (see the README, "What the demo shows"). Until the stimulus-null
+# association test is in the pipeline, the demo plants the analysis' own atoms under
+# simple noise (what the spatial null was built for); the realistic simulation is the
+# SimulateConfig default and `brainorg simulate`'s.
+DEMO_SUBJECTS = 3
 DEMO_RESOLUTION_MM = 4.0
-QUICK_SUBJECTS = 8
+QUICK_SUBJECTS = 2
 QUICK_RESOLUTION_MM = 6.0
+_DEMO_SIMULATION = {"sources": "atoms", "r2_min": 0.05, "r2_max": 0.2, "ar1_grey": 0.4, "ar1_other": 0.4,
+                    "hrf_delay_s": 0.0, "hrf_dispersion_s": 0.0, "fluctuation_atlases": []}
 
 
 def demo_config(out: str | Path, *, models: list[str] | None = None, quick: bool = False) -> PipelineConfig:
-    """The embedded default: pieman, the bundled MiniLM and SmolLM2, realistic simulated subjects.
+    """The embedded default: pieman, the bundled MiniLM and SmolLM2, simulated subjects.
 
-    The simulated subjects' BOLD is driven by sources built from MiniLM's artificial
-    neurons (the first model; mixes of 30 member ANs of an atom, not the atoms the
-    analysis learns), with varying HRFs, tissue-dependent AR noise and network
-    fluctuations (:mod:`napari_brainorg.simulate`). SmolLM2 is analysed the same way,
-    which shows how a second model's atoms map onto the same planted networks.
+    The simulated subjects' BOLD is driven by MiniLM's atoms (the first model); SmolLM2
+    is analysed the same way, which shows how a second model's atoms map onto the
+    same planted networks.
 
     The full demo also runs the baselines (phase-randomised MiniLM atoms, untrained
     MiniLM, nuisance regressors) through the same tests. ``quick=True`` is a smaller run
@@ -439,7 +440,7 @@ def demo_config(out: str | Path, *, models: list[str] | None = None, quick: bool
         "story": {"path": "pieman", "onset": 0.0, "tr": 1.5, "n_volumes": 300},
         "features": {"models": models or (["minilm"] if quick else ["minilm", "smollm2"])},
         "fmri": {"simulate": {"n_subjects": DEMO_SUBJECTS, "resolution_mm": DEMO_RESOLUTION_MM,
-                              "atlas": "smith10"}},
+                              "atlas": "smith10", **_DEMO_SIMULATION}},
         "networks": {"atlases": ["smith10", "yeo7"]},
         "out": str(out),
     }
