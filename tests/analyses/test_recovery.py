@@ -122,6 +122,27 @@ def test_hungarian_matching_recovers_permutation_and_sign(rng):
     assert (table["correlation"].abs() > 0.9).all()
 
 
+def test_a_source_split_into_two_atoms_can_match_both(rng):
+    planted = rng.standard_normal((200, 2))
+    learned = np.column_stack([planted[:, 0] + 0.5 * rng.standard_normal(200),
+                               -(planted[:, 0] + 0.5 * rng.standard_normal(200)),
+                               planted[:, 1], rng.standard_normal(200)])
+    _, one = match_atoms(planted, learned)
+    assert len(one) == 2 and set(one["learned"]) == {0, 2} or set(one["learned"]) == {1, 2}
+    matching, many = match_atoms(planted, learned, one_to_one=False)
+    assert sorted(zip(many["planted"], many["learned"], many["sign"])) == [(0, 0, 1), (0, 1, -1), (1, 2, 1)]
+    # both atoms of source 0 score, the second one with its direction flipped
+    expected = [{"source": 0, "atlas": "a", "network": "n", "sign": 1}]
+    tables = {p: pd.DataFrame({"atom": [0, 1], "atlas": "a", "network": "n",
+                               "associated": [p == "activated", p == "deactivated"]})
+              for p in ("activated", "deactivated")}
+    s = recovery_scores(expected, tables, many)
+    assert (s["tp"], s["fp"], s["fn"], s["recall"]) == (2, 0, 0, 1.0)
+    expected.append({"source": 1, "atlas": "a", "network": "n", "sign": 1})
+    s = recovery_scores(expected, tables, many)
+    assert (s["tp"], s["fn"], s["recall"]) == (2, 1, 0.5)  # one of the two links found
+
+
 def test_weak_pairs_stay_unmatched(rng):
     planted = rng.standard_normal((150, 3))
     learned = np.column_stack([planted[:, 0], rng.standard_normal((150, 2))])

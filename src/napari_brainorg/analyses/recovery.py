@@ -24,7 +24,8 @@ simulation's ``min_share``, with the declared sign) stay false positives; they a
 also counted apart (``fp_partial``) so that a reader sees how many false alarms are
 partial overlaps of the templates rather than links with nothing behind them.
 
-``precision = tp / (tp + fp)``, ``recall = tp / (tp + fn)``, with the counts, the
+``precision = tp / (tp + fp)``, ``recall`` = expected links found / expected links
+(several atoms matched to one source may find the same link), with the counts, the
 number of tests (rows of the tables) and of declarations, overall and per atlas and
 direction, and the matching itself.
 """
@@ -51,9 +52,9 @@ CRITERION = (
 
 
 def match_atoms(
-    planted, learned, *, min_correlation: float = MIN_CORRELATION
+    planted, learned, *, min_correlation: float = MIN_CORRELATION, one_to_one: bool = True
 ) -> tuple[dict[int, int | None], pd.DataFrame]:
-    """Pair planted sources with learned atoms by time-course correlation (Hungarian).
+    """Pair planted sources with learned atoms by time-course correlation.
 
     Parameters
     ----------
@@ -61,6 +62,12 @@ def match_atoms(
     learned : ndarray of shape (n_volumes, n_learned)
     min_correlation : float
         Pairs whose |r| is below this stay unmatched (``None``).
+    one_to_one : bool
+        True: the Hungarian assignment on ``|r|``, one atom per source. False: every
+        learned atom is matched to the source it follows most closely when that
+        ``|r|`` reaches ``min_correlation``, so a source the dictionary split into
+        several atoms has several (extra rows in ``table``; ``matching`` keeps the
+        closest).
 
     Returns
     -------
@@ -69,7 +76,8 @@ def match_atoms(
     table : DataFrame
         ``planted``, ``learned`` (or -1), ``correlation`` (signed r of the pair),
         ``sign`` (+1 / -1), ``matched`` (bool), ``best_other`` (largest |r| of the
-        source with any other learned atom); one row per planted source.
+        source with any other learned atom); one row per planted source (and, with
+        ``one_to_one=False``, one more per further atom matched to it).
     """
     planted = _atoms_2d(planted)
     learned = _atoms_2d(learned)
@@ -104,6 +112,19 @@ def match_atoms(
                 "best_other": float(others.max()) if others.size else np.nan,
             }
         )
+    if not one_to_one and planted.shape[1]:
+        best = np.abs(corr).argmax(axis=0)  # each learned atom's closest source
+        taken = {(rec["planted"], rec["learned"]) for rec in records}
+        for c in range(learned.shape[1]):
+            p = int(best[c])
+            r = float(corr[p, c])
+            if abs(r) >= min_correlation and (p, c) not in taken and matching.get(p) != c:
+                if not records[p]["matched"]:  # the source's closest atom, then
+                    records[p].update(learned=c, correlation=r, sign=int(np.sign(r)), matched=True)
+                    matching[p] = c
+                else:
+                    records.append({"planted": p, "learned": c, "correlation": r, "sign": int(np.sign(r)),
+                                    "matched": True, "best_other": np.nan})
     return matching, pd.DataFrame(records, columns=["planted", "learned", "correlation", "sign", "matched",
                                                     "best_other"])
 
@@ -162,9 +183,11 @@ def _expected(expected_links) -> set[tuple[int, str, str, int]]:
     return out
 
 
-def _rates(tp: int, fp: int, fn: int) -> dict:
+def _rates(tp: int, fp: int, fn: int, hits: int | None = None) -> dict:
+    """``hits``: distinct expected links found (several atoms of one source may find one)."""
+    hits = tp if hits is None else hits
     precision = tp / (tp + fp) if tp + fp else None
-    recall = tp / (tp + fn) if tp + fn else None
+    recall = hits / (hits + fn) if hits + fn else None
     f1 = (2 * precision * recall / (precision + recall)) if precision and recall else (0.0 if tp + fp and tp + fn else None)
     return {"precision": precision, "recall": recall, "f1": f1, "tp": tp, "fp": fp, "fn": fn}
 
@@ -255,8 +278,9 @@ def recovery_scores(
 
     def counts(mask_det, n_tests, n_decl, n_exp) -> dict:
         sub = det[mask_det]
-        out = _rates(int((sub["status"] == "tp").sum()), int((sub["status"] == "fp").sum()),
-                     int((sub["status"] == "fn").sum()))
+        found = sub[sub["status"] == "tp"]
+        hits = len(set(zip(found["source"], found["atlas"], found["network"], found["source_sign"])))
+        out = _rates(int(len(found)), int((sub["status"] == "fp").sum()), int((sub["status"] == "fn").sum()), hits)
         out.update(n_tests=int(n_tests), n_declared=int(n_decl), n_expected=int(n_exp),
                    fp_partial=int(((sub["status"] == "fp") & sub["partial_share"].notna()).sum()))
         return out
