@@ -350,3 +350,4 @@ def test_bad_atoms_and_tr(atoms):
     with pytest.raises(ShapeError, match="constant"):
         simulate_fmri(flat, _plan(resolution_mm=8.0), tr=TR)
 
+

@@ -23,6 +23,8 @@ under test:
 - **Signs and atlases.** Sources activate (``links``) or deactivate
   (``negative_links``) networks of any bundled atlas (``"yeo7:Default"``); the truth
   says which networks of every scored atlas each source covers (``expected_links``).
+  Networks are made disjoint within an atlas (each voxel to the network with the
+  highest map value), as the association test uses them.
 
 The generative model, per subject and in-mask voxel ``v`` at volume ``t``::
 
@@ -838,6 +840,7 @@ def _load_atlases(plan: SimulationPlan, mask_img, names: list[str]) -> dict:
     from .datasets import BUNDLED_ATLASES
     from .errors import ResamplingWarning
     from .io.atlases import load_fbn
+    from .networks.association import disjoint_networks
 
     out = {}
     grid = _grid_key(mask_img)
@@ -855,7 +858,9 @@ def _load_atlases(plan: SimulationPlan, mask_img, names: list[str]) -> dict:
                         _ATLAS_CACHE.clear()
                     _ATLAS_CACHE[key] = fbn
             threshold = plan.atlas_threshold if name == plan.atlas else None
-            out[name] = (fbn, np.asarray(fbn.masks(threshold=threshold), dtype=bool))
+            # disjoint within an atlas, as the analysis tests them (each voxel to the network
+            # with the highest map value), so that planted and tested networks are the same
+            out[name] = (fbn, disjoint_networks(fbn.maps, np.asarray(fbn.masks(threshold=threshold), dtype=bool)))
     return out
 
 

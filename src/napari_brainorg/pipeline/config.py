@@ -412,16 +412,12 @@ def _resolve_paths(data: dict, base: Path) -> dict:
     return data
 
 
-# The demo's study design (see the README, "What the demo shows"). Until the stimulus-null
-# association test is in the pipeline, the demo plants the analysis' own atoms under
-# simple noise (what the spatial null was built for); the realistic simulation is the
-# SimulateConfig default and `brainorg simulate`'s.
-DEMO_SUBJECTS = 3
+# The demo's study design (README, "What the demo shows"): one story (a run takes one
+# story), the realistic simulation (SimulateConfig's defaults), power from subjects.
+DEMO_SUBJECTS = 12
 DEMO_RESOLUTION_MM = 4.0
-QUICK_SUBJECTS = 2
+QUICK_SUBJECTS = 8
 QUICK_RESOLUTION_MM = 6.0
-_DEMO_SIMULATION = {"sources": "atoms", "r2_min": 0.05, "r2_max": 0.2, "ar1_grey": 0.4, "ar1_other": 0.4,
-                    "hrf_delay_s": 0.0, "hrf_dispersion_s": 0.0, "fluctuation_atlases": []}
 
 
 def demo_config(out: str | Path, *, models: list[str] | None = None, quick: bool = False) -> PipelineConfig:
@@ -440,7 +436,7 @@ def demo_config(out: str | Path, *, models: list[str] | None = None, quick: bool
         "story": {"path": "pieman", "onset": 0.0, "tr": 1.5, "n_volumes": 300},
         "features": {"models": models or (["minilm"] if quick else ["minilm", "smollm2"])},
         "fmri": {"simulate": {"n_subjects": DEMO_SUBJECTS, "resolution_mm": DEMO_RESOLUTION_MM,
-                              "atlas": "smith10", **_DEMO_SIMULATION}},
+                              "atlas": "smith10"}},
         "networks": {"atlases": ["smith10", "yeo7"]},
         "out": str(out),
     }
