@@ -9,13 +9,11 @@ def add_parser(subparsers) -> None:
         help="run the whole pipeline on the bundled story and model with simulated subjects",
         description=(
             "The embedded default: the 'pieman' story (Narratives), the bundled MiniLM (BERT "
-            "architecture) and SmolLM2 (Llama architecture), 64 atoms each, twelve clearly labelled "
-            "SIMULATED subjects (4 mm) in which sources built from MiniLM's artificial neurons (not "
-            "its atoms) activate and deactivate known Smith-2009 and Yeo-7 networks through varying "
-            "HRFs, with tissue-dependent autocorrelated noise and network fluctuations; both encoding "
-            "models, and network association with smith10 and yeo7, the two models side by side. "
-            "Writes NIfTI maps, CSV tables, PNG figures, summary.json and recovery.json (every "
-            "declaration scored against the planted links)."
+            "architecture) and SmolLM2 (Llama architecture), 64 atoms each, three clearly labelled "
+            "SIMULATED subjects whose BOLD in known Smith-2009 and Yeo-7 networks is activated or "
+            "deactivated by known atoms, both encoding models, and network association with smith10 "
+            "and yeo7, the two models side by side. Writes NIfTI maps, CSV tables, PNG figures, "
+            "summary.json and recovery.json (every declaration scored against the planted links)."
         ),
     )
     p.add_argument("--out", required=True, help="output folder (new, empty, or an earlier result to reuse)")
@@ -23,7 +21,7 @@ def add_parser(subparsers) -> None:
                    help="models to compare; the first drives the simulated subjects "
                         "(default: minilm smollm2; with --quick: minilm)")
     p.add_argument("--quick", action="store_true",
-                   help="a smaller run (16 atoms, 8 subjects, 6 mm grid) for a first look in a few minutes")
+                   help="a smaller run (16 atoms, 2 subjects, 6 mm grid) for a first look in seconds")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
