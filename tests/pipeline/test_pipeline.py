@@ -148,7 +148,7 @@ def test_top_words_of_planted_atoms_fall_where_the_planted_time_course_peaks(qui
     assert min(r) > 0.95, np.round(r, 3)
 
     truth = json.loads((res.path / "simulated/truth.json").read_text())
-    planted = np.load(res.path / "simulated/planted_atoms.npy")
+    planted = np.load(res.path / "simulated/planted_sources.npy")  # the demo plants its own atoms
     rng = np.random.default_rng(0)
     onsets = words["onset"].to_numpy()
     for atom in map(int, truth["links"]):
