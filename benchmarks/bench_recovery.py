@@ -52,6 +52,8 @@ def _config(out: Path, seed: int, condition: str, args) -> dict:
         data["fmri"]["simulate"]["n_subjects"] = args.n_subjects
     if args.n_atoms:
         data["atoms"]["n_atoms"] = args.n_atoms
+    if args.n_permutations:
+        data["networks"]["n_permutations"] = args.n_permutations
     return data
 
 
@@ -84,6 +86,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="the quick demo's design instead of the full one")
     parser.add_argument("--n-subjects", type=int, default=None, help="override the design's number of subjects")
     parser.add_argument("--n-atoms", type=int, default=None, help="override the design's number of atoms")
+    parser.add_argument("--n-permutations", type=int, default=None, help="override the association test's draws")
     parser.add_argument("--out", default=None, help="result folder shared by the runs (default: a temporary one)")
     args = parser.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="brainorg-recovery-")) / "result"
@@ -96,7 +99,8 @@ def main() -> None:
     design = _config(out, 0, "combined", args)
     sim = design["fmri"]["simulate"]
     print(f"\nSIMULATED recovery, {'quick' if args.quick else 'full'} demo design: {sim['n_subjects']} subjects, "
-          f"{sim['resolution_mm']:g} mm, {design['atoms']['n_atoms']} atoms; seeds {args.seeds}")
+          f"{sim['resolution_mm']:g} mm, {design['atoms']['n_atoms']} atoms, "
+          f"{design['networks']['n_permutations']} draws; seeds {args.seeds}")
     print(f"{'condition':<10} {'precision':<18} {'recall':<18} {'tp':>4} {'fp':>4} {'(part)':>6} {'fn':>4} "
           f"{'tests':>6} {'pooled P':>8} {'pooled R':>8}")
     for condition in args.conditions:

@@ -250,12 +250,20 @@ def methods_paragraph(result: ResultFolder) -> tuple[str, list[str]]:
         f"combination of atoms.")
     if fmri.get("simulate"):
         sim = fmri["simulate"]
+        drivers = {"atoms": "chosen atoms of the analysed dictionary",
+                   "an_mix": "sources mixed from member ANs of atoms (not the atoms themselves)",
+                   "relearned": "atoms of a dictionary learned again on a subset of the ANs"}
+        fluct = sim.get("fluctuation_atlases") or []
         parts.append(
             f"<b>The fMRI data are SIMULATED</b>: {sim.get('n_subjects', '?')} subjects whose BOLD in chosen "
-            f"{_esc(sim.get('atlas', 'smith10'))} networks is driven by chosen atoms (true R&sup2; "
-            f"{sim.get('r2_min', '?')}&ndash;{sim.get('r2_max', '?')}), with temporally autocorrelated, "
-            f"spatially smooth noise, at {sim.get('resolution_mm', '?')} mm; the planted links are the "
-            f"ground truth of the validation below.")
+            f"networks is activated or deactivated by {_esc(drivers.get(sim.get('sources', 'atoms'), 'planted sources'))} "
+            f"(true R&sup2; {sim.get('r2_min', '?')}&ndash;{sim.get('r2_max', '?')}; HRF delay within "
+            f"&plusmn;{sim.get('hrf_delay_s', 0)} s), with AR(1) noise (&rho; {sim.get('ar1_grey', '?')} in grey "
+            f"matter, {sim.get('ar1_other', '?')} elsewhere), spatially smooth"
+            + (f", and independent spontaneous fluctuations of the {_esc(', '.join(fluct))} networks in every "
+               f"subject" if fluct else "")
+            + f", at {sim.get('resolution_mm', '?')} mm; the planted links are the ground truth of the "
+              f"validation below.")
     elif fmri.get("bids"):
         parts.append(f"fMRI: the BIDS dataset {_esc(fmri['bids'].get('root', '?'))}.")
     elif fmri.get("images"):
