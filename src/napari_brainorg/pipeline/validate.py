@@ -133,11 +133,12 @@ def _check_options(config: PipelineConfig) -> None:
                 check_choice("fmri.simulate.atlas", sim.atlas, BUNDLED_ATLASES)
             except ConfigError as exc:
                 raise ConfigError(str(exc)) from None
-        if sim.links:
-            bad = [a for a in sim.links if not 0 <= int(a) < k]
+        for name, links in (("links", sim.links), ("negative_links", sim.negative_links)):
+            bad = [a for a in (links or {}) if not 0 <= int(a) < k]
             if bad:
                 raise ConfigError(
-                    f"fmri.simulate.links names atoms {bad}; atoms are numbered 0..{k - 1} (atoms.n_atoms {k}).")
+                    f"fmri.simulate.{name} names sources {bad}; sources are numbered like the atoms, "
+                    f"0..{k - 1} (atoms.n_atoms {k}).")
 
 
 def _nifti_header(path: str, what: str):
