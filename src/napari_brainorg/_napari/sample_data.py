@@ -5,7 +5,7 @@ built by the pipeline's quick demo configuration (``demo_config(out, quick=True)
 16 atoms, 2 simulated subjects on a 6 mm grid, 100 permutations) into a cache
 folder; later openings read the cache. While it is built (a minute or two on a
 laptop CPU) the viewer stays usable: the sample returns the MNI template at once,
-the pipeline runs in a worker thread, and the result's layers replace the template
+the pipeline runs in its own process (``brainorg demo --quick``), and the result's layers replace the template
 when it is done (a notification says when). The cache folder is
 ``$NAPARI_BRAINORG_DEMO`` when set, otherwise
 ``<user cache>/napari-brainorg/demo-quick`` (platformdirs).
@@ -53,50 +53,78 @@ def ensure_demo_result(progress=None, cancel=None):
 
 
 def _build_in_background(viewer) -> None:
-    """Build the demo in a thread (progress in the status bar), then show its layers."""
+    """Build the demo in a separate process (``brainorg demo --quick``), then show its layers.
+
+    A process, not a thread: loading the language model's libraries holds Python's GIL
+    for seconds (the GUI would freeze); the process also dies cleanly with a Cancel or
+    when napari quits. Its progress lines go to the status bar.
+    """
+    import subprocess
+    import sys
+
     from napari.utils.notifications import show_error, show_info
+    from qtpy.QtCore import QTimer
 
     from . import layers as _layers
-    from ._tasks import Task
-    from .workers import OverallProgress
 
     if "demo" in _RUNNING:
         return
-    overall = OverallProgress()
+    path = demo_result_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    log = path.parent / f"{path.name}.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "napari_brainorg.cli", "demo", "--quick", "--out", str(path)],
+                                stdout=out, stderr=subprocess.STDOUT)
+    timer = QTimer()
+    timer.setInterval(250)
 
-    def build(progress, cancel):
-        result = ensure_demo_result(progress=progress, cancel=cancel)
-        return result, _layers.result_layer_data(result)  # read here, not in the GUI thread
-
-    def on_progress(report):
-        overall.update(*report)
+    def last_line() -> str:
         try:
-            viewer.status = f"napari-brainorg: building the quick demo: {overall.text()}"
+            text = log.read_bytes()[-4000:].decode(errors="replace")
+        except OSError:
+            return ""
+        lines = [ln.strip() for ln in text.replace("\r", "\n").splitlines() if ln.strip()]
+        return lines[-1][-120:] if lines else ""
+
+    def poll():
+        code = proc.poll()
+        try:
+            if code is None:
+                viewer.status = f"napari-brainorg: building the quick demo: {last_line()}"
+                return
         except RuntimeError:  # the viewer was closed
             pass
-
-    def done(value):
+        timer.stop()
         _RUNNING.pop("demo", None)
-        result, items = value
-        _layers.replace_result_layers(viewer, items)
-        show_info(f"napari-brainorg: the quick demo result is ready ({result.path}; SIMULATED fMRI).")
+        if code != 0:
+            show_error(f"napari-brainorg: building the quick demo failed (exit {code}): {last_line()} "
+                       f"(log: {log})")
+            return
+        _layers.show_result_async(viewer, path, on_shown=lambda _added: show_info(
+            f"napari-brainorg: the quick demo result is ready ({path}; SIMULATED fMRI)."))
 
-    def failed(exc):
-        _RUNNING.pop("demo", None)
-        show_error(f"napari-brainorg: building the quick demo failed: {type(exc).__name__}: {exc}")
+    timer.timeout.connect(poll)
+    timer.start()
+    _RUNNING["demo"] = (proc, timer)
 
-    task = Task(build, (), {}, on_done=done, on_error=failed, on_progress=on_progress, name="quick demo")
-    task.kwargs.update(progress=lambda stage, d, t: task.emit_progress((str(stage), int(d), int(t))),
-                       cancel=task.cancel_event)
-    _RUNNING["demo"] = task
-    task.start()
+
+def _stop_build() -> None:  # at exit: no orphan process
+    entry = _RUNNING.pop("demo", None)
+    if entry is not None and entry[0].poll() is None:
+        entry[0].terminate()
+
+
+import atexit  # noqa: E402
+
+atexit.register(_stop_build)
 
 
 def demo_sample() -> list[tuple]:
     """napari sample-data provider: the quick demo result's layers.
 
     When the demo is not cached yet, returns the MNI template now and adds the
-    result's layers to the current viewer once the pipeline has built it.
+    result's layers to the current viewer once the pipeline (in its own process) has
+    built it.
     """
     import napari
     from napari.utils.notifications import show_info
