@@ -615,10 +615,6 @@ class ResultFolder:
         return self.path / REPORT
 
     # -- per-model extras -----------------------------------------------------------
-    def top_words(self, model: str | None = None):
-        """``atoms/<model>/top_words.tsv`` (the words that drive each atom most), else ``None``."""
-        return self._table(f"atoms/{self._check_model(model)}/top_words.tsv")
-
     def comparison_tables(self) -> dict:
         """The model-comparison tables (``comparison/*.csv``) by name."""
         out = {}
