@@ -141,7 +141,7 @@ def test_report_shows_top_words_when_the_run_saved_them(quick_result, tmp_path):
     copy = tmp_path / "result"
     shutil.copytree(quick_result.path, copy)
     (copy / "atoms/minilm/top_words.tsv").unlink(missing_ok=True)
-    assert "top words" not in build_report(copy)
+    assert "top words:" not in build_report(copy)  # the atom viewer's line (step timings name the step too)
     # atoms/<model>/top_words.tsv as the napari side writes it (one row per atom x direction x rank)
     pd.DataFrame({"atom": [0, 0, 0, 1], "direction": ["activate", "activate", "suppress", "activate"],
                   "rank": [1, 0, 0, 0], "word": ["pie", "man", "quiet", "story"],
