@@ -404,7 +404,8 @@ def _top_words_of(top, atom: int, n: int = 8) -> str:
         rows = rows[rows["direction"].astype(str) == "activate"]
     if "rank" in rows.columns:
         rows = rows.sort_values("rank")
-    return ", ".join(rows["word"].astype(str).head(n))
+    # one entry per word (a frequent word may be among the top responses several times)
+    return ", ".join(list(dict.fromkeys(rows["word"].astype(str)))[:n])
 
 
 def _atom_table(result: ResultFolder, model: str) -> str:
