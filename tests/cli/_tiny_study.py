@@ -152,6 +152,8 @@ def copy_study(finished: Path, dest: Path) -> Path:
 
 
 #: files whose content legitimately differs between two runs of the same inputs
+# (report.html shows the folder's path and step timings; warnings.json what this run warned,
+# which a rerun that reuses steps does not repeat)
 VOLATILE = ("provenance.json", "summary.json", "config.yaml", ".napari-brainorg", "report.html",
             "dataset_description.json", "warnings.json")
 

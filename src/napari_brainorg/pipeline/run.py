@@ -1359,7 +1359,7 @@ def dataset_description(config: PipelineConfig) -> dict:
     fmri = config.fmri
     desc = {
         "Name": f"napari-brainorg: atoms of {', '.join(config.features.models)} and their brain maps"
-                f" ({'SIMULATED fMRI' if fmri.simulate is not None else 'fMRI'}, story {config.story.path})",
+                f" ({'SIMULATED fMRI' if fmri.simulate is not None else 'fMRI'}, story {Path(config.story.path).name})",
         "BIDSVersion": "1.10.0",
         "DatasetType": "derivative",
         "GeneratedBy": [{
