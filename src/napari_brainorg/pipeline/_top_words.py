@@ -57,6 +57,13 @@ def step_top_words(ctx, words, model: str, slug: str, codes, index) -> None:
     W = word_level_activations(words, model, keep=keep, site=cfg.features.site, context=cfg.features.context,
                                device=_device(cfg.features.device), dtype=cfg.features.dtype,
                                progress=ctx.progress, cancel=ctx.cancel)
+    if cfg.features.center_words:
+        # the AN responses were built from centred word activations (features.center_words):
+        # read the atoms out of the same centred activations (words without tokens stay 0)
+        W = np.array(W, dtype=np.float64)
+        has_tokens = np.any(W != 0, axis=1)
+        if has_tokens.any():
+            W[has_tokens] -= W[has_tokens].mean(axis=0)
     n_volumes, tr = cfg.story.n_volumes, cfg.story.tr
     H = np.asarray(hrf_operator(words.onsets, n_volumes, tr, method=cfg.features.alignment))
     responses = word_atom_responses(W, H, codes)
