@@ -83,13 +83,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--subjects", type=int, nargs="+", default=[8, 3])
-    parser.add_argument("--draws", type=int, default=5000)
+    parser.add_argument("--draws", type=int, default=10000)
     parser.add_argument("--null", default="phase", choices=["phase", "shift"])
+    parser.add_argument("--moved", default="auto", choices=["auto", "all", "unique"])
+    parser.add_argument("--contribution", default="unique", choices=["unique", "marginal"])
+    parser.add_argument("--maps", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
     planted = {3: (0, 1), 10: (2, -1), 20: (4, 1), 30: (6, 1)}
     truth = {(a, n, "activated" if s > 0 else "deactivated") for a, (n, s) in planted.items()}
-    kw = dict(tr=TR, n_permutations=args.draws, null=args.null, min_effect=0.0, min_relative_effect=0.0)
-    print(f"stimulus null: {args.null}, {args.draws} draws; 64 atoms x 7 networks x 2 directions = 896 tests; "
+    kw = dict(tr=TR, n_permutations=args.draws, null=args.null, min_effect=0.0, min_relative_effect=0.0,
+              moved=args.moved, contribution=args.contribution)
+    print(f"stimulus null: {args.null}, {args.draws} draws, moved {args.moved}, {args.contribution} contribution; 64 atoms x 7 networks x 2 directions = 896 tests; "
           "no effect-size rule (q < 0.05 alone)")
     totals = {}
     for n_sub in args.subjects:
@@ -115,6 +119,8 @@ def main() -> None:
         print(f"subjects {n_sub}: {key}: total {sum(v)} over {len(v)} seeds, runs with any: "
               f"{sum(x > 0 for x in v)}")
 
+    if not args.maps:
+        return
     print("\natom maps, P(|z| > 1.96) on no-signal voxels (64 atoms, 300 volumes, 3000 voxels)")
     for rho in (0.4, 0.6):
         rates, rates_ols = [], []

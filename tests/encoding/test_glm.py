@@ -95,3 +95,17 @@ def test_gls_maps_tissue_dependent_noise_and_a_driven_voxel(rng):
     assert np.all(white.rho == 0) and white.noise_model == "ols"
     with pytest.raises(ValueError, match="'noise_model' must be one of"):
         gls_atom_maps(X, Y, noise_model="ar2")
+
+
+def test_gls_maps_partial_out_confounds(rng):
+    from napari_brainorg.encoding.glm import gls_atom_maps
+
+    n = 300
+    X = _smooth_atoms(rng, n, 6)
+    rate = X[:, 0] + 0.5 * _smooth_atoms(rng, n, 1)[:, 0]  # a word-rate-like confound, correlated with atom 0
+    Y = _ar1_noise(rng, 0.3, n, 400)
+    Y += 3 * (rate / rate.std())[:, None] * Y.std(0)
+    plain = gls_atom_maps(X, Y)
+    partial = gls_atom_maps(X, Y, confounds=rate[:, None])
+    assert np.mean(np.abs(plain.z[0]) > 1.96) > 0.9  # atom 0 takes the confound's variance
+    assert 0.0 <= np.mean(np.abs(partial.z[0]) > 1.96) <= 0.12  # not once it is partialled out

@@ -81,7 +81,7 @@ def test_null_is_the_refit_of_every_subject_under_each_shift(rng):
     atoms = make_atoms(rng, n, k)
     data, networks = make_study(rng, atoms, n_subjects=3, planted={1: (0, 1)}, n_net=3, per_net=20, n_other=40)
     table = stimulus_association(atoms, data, networks, tr=TR, null="shift", n_permutations=10_000,
-                                 group_effects="fixed", highpass_cutoff=None)
+                                 group_effects="fixed", highpass_cutoff=None, moved="unique")
     shifts = np.arange(n // 10, n - n // 10 + 1)
     assert table.attrs["n_permutations"] == len(shifts)
     # brute force: per subject, standardise voxels after the drift basis, contrast, and for
@@ -115,6 +115,31 @@ def test_null_is_the_refit_of_every_subject_under_each_shift(rng):
     np.testing.assert_allclose(act["p"].to_numpy(), p.ravel())
     assert set(table.columns) >= {"atom", "atlas", "network", "direction", "statistic", "p", "q",
                                   "associated", "test"}
+
+
+def test_joint_null_is_the_refit_with_every_atom_shifted(rng):
+    n, k = 120, 4
+    atoms = make_atoms(rng, n, k)
+    data, networks = make_study(rng, atoms, n_subjects=3, planted={1: (0, 1)}, n_net=3, per_net=20, n_other=40)
+    table = stimulus_association(atoms, data, networks, tr=TR, null="shift", n_permutations=10_000,
+                                 group_effects="fixed", highpass_cutoff=None)
+    shifts = np.arange(n // 10, n - n // 10 + 1)
+    Q = drift_basis(n, TR, None)
+    Xr = atoms - Q @ (Q.T @ atoms)
+    Xr /= Xr.std(0)
+    C = network_contrasts(networks, "mean")
+    ys = [((Y - Q @ (Q.T @ Y)) / (Y - Q @ (Q.T @ Y)).std(0)) @ C for Y in data]
+    unique_norm = 1 / np.sqrt(np.diag(np.linalg.inv(Xr.T @ Xr)))  # ||r_j||
+
+    def stat(design):  # Stouffer-type sum of the subjects' z-form coefficients
+        return sum(np.linalg.lstsq(design, y, rcond=None)[0] * unique_norm[:, None] for y in ys) / np.sqrt(3)
+
+    obs = stat(Xr)
+    null = np.stack([stat(np.roll(Xr, s, axis=0)) for s in shifts])
+    act = table[table["direction"] == "activated"]
+    np.testing.assert_allclose(act["statistic"].to_numpy(), obs.ravel(), rtol=1e-8, atol=1e-10)
+    p = (1 + (null >= obs - 1e-6 * np.maximum(1, abs(obs))).sum(0)) / (1 + len(shifts))
+    np.testing.assert_allclose(act["p"].to_numpy(), p.ravel())
 
 
 def test_null_data_and_surrogate_atoms_stay_within_fdr_and_planted_links_are_found(rng):

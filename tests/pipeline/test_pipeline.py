@@ -165,3 +165,21 @@ def test_top_words_of_planted_atoms_fall_where_the_planted_time_course_peaks(qui
         chance = [at_peak(rng.choice(onsets, 15, replace=False)) for _ in range(1000)]
         lo, hi = np.percentile(chance, [1, 99])
         assert up > hi and down < lo, (atom, up, down, lo, hi)
+
+
+def test_maps_and_association_test_are_recorded(quick_result):
+    summary = quick_result.summary
+    maps = summary["maps"]["minilm"]
+    # 2 subjects: below the 6 needed for random effects, so fixed effects, said so
+    assert maps["group_effects"] == "fixed" and maps["noise_model"] == "ar1" and maps["n_subjects"] == 2
+    assert maps["confounds"] == ["word_rate", "word_length", "word_frequency", "pause"]
+    test = summary["networks"]["minilm"]
+    assert test["test"].startswith("stimulus-phase/unique/mean") and test["n_permutations"] == 2000
+    for part in ("activated", "deactivated"):
+        table = quick_result.associations(part=part)
+        assert {"statistic", "effect", "direction", "test", "p", "q"} <= set(table.columns)
+        assert (table["direction"] == part).all()
+        assert (table["p"] >= 1 / 2001).all()  # never below what the draws support
+        # a declared association has the sign of its direction
+        hits = table[table["associated"]]
+        assert (np.sign(hits["statistic"]) == (1 if part == "activated" else -1)).all()

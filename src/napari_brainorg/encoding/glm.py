@@ -217,7 +217,7 @@ def _whiten(A: np.ndarray, rho: float) -> np.ndarray:
     return W
 
 
-def gls_atom_maps(X, Y, *, nuisance=None, noise_model: str = "ar1", bin_width: float = 0.02,
+def gls_atom_maps(X, Y, *, nuisance=None, confounds=None, noise_model: str = "ar1", bin_width: float = 0.02,
                   max_rho: float = 0.95) -> AtomMaps:
     """Per-subject atom maps whose z is valid under AR(1) noise (GLS, noise without the atoms).
 
@@ -231,6 +231,8 @@ def gls_atom_maps(X, Y, *, nuisance=None, noise_model: str = "ar1", bin_width: f
         Regressors of no interest fitted with the atoms: the drift basis
         (:func:`~napari_brainorg.encoding.preprocessing.drift_basis`) and confounds
         (word rate, word length/frequency, pauses). A constant is always included.
+    confounds : array of shape (n_volumes, n_confounds), optional
+        More nuisance regressors (e.g. the story's nuisance table), added to ``nuisance``.
     noise_model : {"ar1", "ols"}, default "ar1"
         ``"ar1"``: each voxel's AR(1) coefficient from :func:`ar1_coefficients` (the
         fMRI minus the nuisance only; bias-corrected), voxels binned by it
@@ -254,8 +256,8 @@ def gls_atom_maps(X, Y, *, nuisance=None, noise_model: str = "ar1", bin_width: f
             f"got X {X.shape} and Y {Y.shape}."
         )
     n, k = X.shape
-    nuis = np.ones((n, 1)) if nuisance is None else np.column_stack(
-        [np.ones(n), np.asarray(nuisance, np.float64).reshape(n, -1)])
+    extra = [np.asarray(a, np.float64).reshape(n, -1) for a in (nuisance, confounds) if a is not None]
+    nuis = np.column_stack([np.ones((n, 1))] + extra)
     Q = _orthonormal(nuis)
     design = np.column_stack([X, Q])
     rank = np.linalg.matrix_rank(design.T @ design, hermitian=True)

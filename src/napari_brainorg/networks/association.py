@@ -20,18 +20,24 @@ atom would with its lock to the story broken. Per subject ``s`` and network ``n`
    effects, from :data:`~napari_brainorg.encoding.inference.MIN_SUBJECTS_RANDOM_EFFECTS`
    subjects).
 
-The null transforms the unique parts' time courses, ``r_j -> P_d r_j``, with one draw
-``P_d`` shared by every subject (the story is shared): phase randomisation (default:
-any number of distinct draws) or circular shifts. A subject's value is taken in z
-form, ``r_j' y / ||r_j||`` observed and ``(P_d r_j)' e / ||M P_d r_j||`` for a draw, with
-``e`` the full model's residual and ``M`` its residual-forming matrix (ter Braak's
-residuals, Winkler et al. 2014; the norm accounts for the part of the moved regressor
-that the other atoms and the nuisance explain, so the draws have the observed value's
-spread under white noise, which a fixed-effects sum needs; a t over subjects is
-unaffected by it). The group statistic is recomputed for every draw. Both kinds of
-draw keep the Gram matrix, so all of this is one cross-spectrum per subject and one
-matrix product per batch of draws; the shift null equals refitting every subject with
-the moved regressor (``tests/networks/test_association.py``).
+The null transforms the atoms' time courses with one draw ``P_d`` shared by every
+subject (the story is shared): phase randomisation (default: any number of distinct
+draws) or circular shifts. Two ways to move them (``moved``):
+
+- ``"all"`` (with fixed effects): every atom moves together. The Gram matrix is
+  unchanged, so a draw's refitted coefficients are ``G^-1 (P_d X)' y`` for all atoms at
+  once, on the observed scale; under stationary noise of any autocorrelation this is
+  an exact draw when no atom drives the network, conservative when other atoms do.
+- ``"unique"`` (with random effects): only the tested atom's unique part moves,
+  ``(P_d r_j)' e / ||M P_d r_j||`` against the full model's residual ``e`` (ter Braak;
+  Winkler et al. 2014), ``M`` its residual-forming matrix; the observed value is
+  ``r_j' y / ||r_j||``. The one-sample t over subjects is scale-free per draw, so it is
+  calibrated, and the draws carry none of the stimulus-locked signal that the moved
+  atoms would stop explaining (which, shared by all subjects, makes a t null wide).
+
+The group statistic is recomputed for every draw. Everything is one cross-spectrum
+per subject and one matrix product per batch of draws; both variants equal refitting
+every subject with the moved regressors (``tests/networks/test_association.py``).
 
 p-values are ``(1 + #{null >= observed}) / (1 + n_draws)``, one-sided in each
 direction: "activated" tests a positive effect, "deactivated" a negative one (the
@@ -59,6 +65,8 @@ __all__ = ["CONTRIBUTIONS", "NETWORK_SCORES", "disjoint_networks", "network_cont
 
 #: What the atom is credited with: its partial effect, or its marginal effect.
 CONTRIBUTIONS = ("unique", "marginal")
+#: What a null draw moves: every atom together, or only the tested atom's unique part.
+MOVED = ("auto", "all", "unique")
 #: Continuous network scores of an unthresholded map (both linear in the map).
 NETWORK_SCORES = ("mean", "contrast")
 
@@ -185,8 +193,9 @@ def _unique_parts(X: np.ndarray, contribution: str) -> tuple[np.ndarray, np.ndar
 
 def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None, atlas_names=None,
                          confounds=None, highpass_cutoff: float | None = 128.0, null: str = "phase",
-                         n_permutations: int = 5000, min_shift: int | None = None,
-                         contribution: str = "unique", network_score: str = "mean", group_effects: str = "auto",
+                         n_permutations: int = 10_000, min_shift: int | None = None,
+                         contribution: str = "unique", moved: str = "auto", network_score: str = "mean",
+                         group_effects: str = "auto",
                          min_subjects_random: int = MIN_SUBJECTS_RANDOM_EFFECTS, alpha: float = 0.05,
                          min_effect: float = 0.0, min_relative_effect: float = 0.0, atom_names=None, batch_size: int = 256, random_state=None, progress=None,
                          cancel=None):
@@ -212,11 +221,24 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
     null : {"phase", "shift"}, default "phase"
         Phase randomisation (same random phases for every atom and subject) or circular
         shifts (same shift for every atom and subject).
-    n_permutations : int, default 5000
+    n_permutations : int, default 10000
         Null draws (circular shifts: at most ``n_volumes - 2 min_shift + 1``). 0: no
         test (p, q NaN, nothing associated).
     min_shift : int, optional
         For ``null="shift"`` (default ``n_volumes // 10``).
+    moved : {"auto", "all", "unique"}, default "auto"
+        ``"all"``: a draw moves every atom together (the other atoms keep their relation
+        to the tested one; the Gram matrix, hence the coefficients' covariance, is
+        unchanged, so the refitted coefficients ``G^-1 (P X)' y`` are exact draws under
+        stationary noise of any autocorrelation when no atom drives the network, and
+        conservative when other atoms do). ``"unique"``: only the tested atom's unique
+        part moves, against the full model's residual (ter Braak), normalised for white
+        noise; with a one-sample t over subjects (scale-free) it is calibrated, but a
+        fixed-effects sum is liberal under strongly autocorrelated noise (3 subjects,
+        ``benchmarks/bench_association_null.py``). ``"auto"``: ``"unique"`` with random
+        effects, ``"all"`` with fixed effects. (With ``"all"`` a t over subjects loses its
+        power: the stimulus-locked signal the moved atoms no longer explain is shared by
+        every subject and makes the null's t large.)
     network_score : {"mean", "contrast"}, default "mean"
         The continuous score of the unthresholded map: its mean inside the network, or
         inside minus outside (:func:`network_contrasts`). Networks should not overlap
@@ -263,6 +285,7 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
     check_choice("null", null, NULLS)
     check_choice("contribution", contribution, CONTRIBUTIONS)
     check_choice("network_score", network_score, NETWORK_SCORES)
+    check_choice("moved", moved, MOVED)
     if isinstance(n_permutations, bool) or not isinstance(n_permutations, (int, np.integer)) or n_permutations < 0:
         raise ConfigError(f"'n_permutations' must be an integer >= 0; {n_permutations!r} was provided.")
     if not 0 < alpha < 1:
@@ -289,6 +312,8 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
         raise ShapeError("'network_names' and 'atlas_names' need one entry per network, 'atom_names' one per atom.")
     S = len(Ys)
     method = group_effects_method(S, group_effects, min_random=min_subjects_random)
+    if moved == "auto":
+        moved = "unique" if method == "random" else "all"
 
     Q = _nuisance_basis(n, tr, highpass_cutoff, confounds)
     Xr = X - Q @ (Q.T @ X)
@@ -341,12 +366,13 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
         if n % 2 == 0:
             w[-1] = 1.0
         scale = (w / n)[:, None]
-        FR = np.fft.rfft(R, axis=0)  # (nf, k)
-        FE = np.fft.rfft(resid, axis=1)  # (S, nf, n_net)
+        joint = moved == "all"
+        FR = np.fft.rfft(Xr if joint else R, axis=0)  # (nf, k)
+        FE = np.fft.rfft(ys if joint else resid, axis=1)  # (S, nf, n_net)
         cross = np.einsum("fk,sfn->fskn", FR, np.conj(FE)) * scale[:, :, None, None]
         cross = cross.reshape(nf, -1).astype(np.complex64)
         cross_q = (np.einsum("fk,fq->fkq", FR, np.conj(np.fft.rfft(Q, axis=0))) * scale[:, :, None]).reshape(nf, -1)
-        if Ginv is not None:
+        if Ginv is not None and not joint:
             cross_x = (np.einsum("fk,fi->fki", FR, np.conj(np.fft.rfft(Xr, axis=0))) * scale[:, :, None]).reshape(nf, -1)
         tol = 1e-6 * np.maximum(1.0, np.abs(observed))
         total = phases.shape[0]
@@ -357,6 +383,18 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
             b_n = len(ph)
             rot = np.exp(1j * ph)
             num = (rot.astype(np.complex64) @ cross).real.reshape(b_n, S, k, n_net)
+            if joint:
+                # every atom moved together: the Gram matrix is unchanged, so the refitted
+                # coefficients are G^-1 (P X)' y, on the observed scale
+                if Ginv is not None:
+                    num = np.einsum("jl,bsln->bsjn", Ginv.astype(np.float32), num)
+                stat = group_stat(num * (np.sqrt(norm2) if Ginv is not None else 1 / np.sqrt(norm2))
+                                  [None, None, :, None].astype(np.float32))
+                exceed_hi += (stat >= observed[None] - tol).sum(0)
+                exceed_lo += (stat <= observed[None] + tol).sum(0)
+                used += b_n
+                report(progress, stage, used, total)
+                continue
             # ||M P r_j||^2 = ||r_j||^2 - ||Q' P r_j||^2 - c' G^-1 c, c = X' P r_j
             cq = (rot @ cross_q).real.reshape(b_n, k, -1)
             moved2 = norm2[None] - (cq * cq).sum(-1)
@@ -385,7 +423,7 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
             q_hi[:, cols], q_lo[:, cols] = q[0], q[1]
     null_desc = ("phase randomisation (the same random phases for every atom and subject)" if null == "phase"
                  else "circular shifts (the same shift for every atom and subject)")
-    test = f"stimulus-{null}/{contribution}/{network_score}/{method}-effects"
+    test = f"stimulus-{null}/{contribution}/{network_score}/{method}-effects/moved-{moved}"
     strong = np.abs(effect) >= min_effect
     if min_relative_effect > 0:
         for atlas in dict.fromkeys(atlas_names):
@@ -423,5 +461,5 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
         if tested else "no test (n_permutations = 0): nothing associated.")
     table.attrs.update({"criterion": criterion, "n_permutations": used, "null": null if tested else "none",
                         "group_effects": method, "contribution": contribution, "alpha": alpha,
-                        "n_subjects": S, "test": test, "network_score": network_score})
+                        "n_subjects": S, "test": test, "network_score": network_score, "moved": moved})
     return table

@@ -254,6 +254,10 @@ class NetworksConfig(_Section):
     contribution: Literal["unique", "marginal"] = Field("unique", description=(
         "'unique': the atom's effect beyond the other atoms and the nuisance regressors (partial coefficient); "
         "'marginal': beyond the nuisance alone."))
+    moved: Literal["auto", "all", "unique"] = Field("auto", description=(
+        "What a stimulus-null draw moves: 'all' atoms together (exact under autocorrelated noise when no atom "
+        "drives the network; used with fixed effects), or only the tested atom's 'unique' part against the full "
+        "model's residual (used with the random-effects t); 'auto' picks by the group model."))
     network_score: Literal["mean", "contrast"] = Field("mean", description=(
         "Continuous network score of the unthresholded map tested by the stimulus test: its mean inside the "
         "network ('mean'; networks made disjoint, each voxel to its highest network) or inside minus outside "
@@ -267,7 +271,7 @@ class NetworksConfig(_Section):
     score: Literal["overlap_rate", "dice", "correlation"] = Field("overlap_rate", description=(
         "Descriptive score shown in tables and figures (the score tested with test 'spatial')."))
     n_permutations: int | None = Field(None, ge=0, description=(
-        "Null draws; default 5000 for the stimulus test (p down to 2e-4, enough for FDR over hundreds of "
+        "Null draws; default 10000 for the stimulus test (p down to 1e-4, enough for FDR over hundreds of "
         "tests), 500 for the spatial test. 0: no test."))
     alpha: float = Field(0.05, gt=0, lt=1)
     min_score: float = Field(0.1, ge=0, description="With test 'spatial', an association also needs at least this score.")

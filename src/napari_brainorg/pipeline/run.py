@@ -686,8 +686,7 @@ def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str, an=None):
     # the story's confounds; the atoms themselves stay unfiltered in the GLS
     confounds = _confounds(ctx, slug)
     nuisance = drift_basis(atoms.shape[0], tr, ec.highpass_cutoff)
-    if confounds is not None:
-        nuisance = np.column_stack([nuisance, confounds])
+    confound_values = None if confounds is None else confounds.to_numpy(np.float64)
     results: dict[str, list] = {"z": [], "effect": [], "rho": [], "coef": [], "r2_sparse": [], "r2_cv": [],
                                 "r_cv": [], "p_cv": [], "baseline_r2": [], "r2_sparse_null": []}
     baseline_layers = None
@@ -696,7 +695,7 @@ def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str, an=None):
     for s, Y in enumerate(data.data):
         Yf = highpass(Y, tr, cutoff=ec.highpass_cutoff) if ec.highpass_cutoff else np.asarray(Y, np.float64)
         ctx.stage(f"encoding {slug}", done, total)
-        maps = gls_atom_maps(atoms, Y, nuisance=nuisance, noise_model=ec.noise_model)
+        maps = gls_atom_maps(atoms, Y, nuisance=nuisance, confounds=confound_values, noise_model=ec.noise_model)
         results["z"].append(maps.z)
         results["effect"].append(maps.effect)
         results["rho"].append(maps.rho)
@@ -987,12 +986,12 @@ def _stimulus_tables(ctx: _Context, data, group: dict, atoms: np.ndarray, atlase
     confounds = _confounds(ctx, slug)
     names = [(a, n) for a, atlas in atlases.items() for n in atlas.network_names]
     networks = np.concatenate([disjoint_networks(atlas.maps, atlas.masks()) for atlas in atlases.values()])
-    n_perm = 5000 if nc.n_permutations is None else nc.n_permutations
+    n_perm = 10_000 if nc.n_permutations is None else nc.n_permutations
     table = stimulus_association(
         atoms, data.data, networks, tr=ctx.config.story.tr, network_names=[n for _, n in names],
         atlas_names=[a for a, _ in names], confounds=None if confounds is None else confounds.to_numpy(),
         highpass_cutoff=ec.highpass_cutoff, null=nc.null, n_permutations=n_perm, contribution=nc.contribution,
-        network_score=nc.network_score, min_effect=nc.min_effect, min_relative_effect=nc.min_relative_effect,
+        network_score=nc.network_score, moved=nc.moved, min_effect=nc.min_effect, min_relative_effect=nc.min_relative_effect,
         group_effects=ec.group_effects, min_subjects_random=ec.min_subjects_random, alpha=nc.alpha,
         random_state=ctx.config.seed, progress=ctx.progress, cancel=ctx.cancel)
     maps = group["z"] if nc.map_stat == "z" else group["coef"]
@@ -1009,7 +1008,7 @@ def _stimulus_tables(ctx: _Context, data, group: dict, atoms: np.ndarray, atlase
     criterion = {"test": table.attrs["test"], "criterion": table.attrs["criterion"],
                  "n_permutations": table.attrs["n_permutations"], "null": table.attrs["null"],
                  "group_effects": table.attrs["group_effects"], "contribution": table.attrs["contribution"],
-                 "network_score": nc.network_score, "networks": "disjoint (each voxel to its highest network)",
+                 "network_score": nc.network_score, "moved": table.attrs["moved"], "networks": "disjoint (each voxel to its highest network)",
                  "fdr_family": "atoms x networks x both directions, per atlas and model",
                  "display_threshold": {"map": nc.map_stat, "threshold": nc.threshold},
                  "confounds": [] if confounds is None else list(confounds.columns)}
