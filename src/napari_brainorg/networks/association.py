@@ -258,7 +258,7 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
         voxel per SD of the atom).
     min_relative_effect : float, default 0.0
         An association also needs ``|effect|`` at least this fraction of the atom's
-        largest ``|effect|`` over the networks of the same atlas: a network the atom's
+        largest ``|effect|`` over all networks given (every atlas): a network the atom's
         signal reaches only as a spill from its main network (overlapping templates,
         spatial smoothness) is not called a link. Both rules only remove declarations,
         so the FDR control of the test is kept.
@@ -426,10 +426,10 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
     test = f"stimulus-{null}/{contribution}/{network_score}/{method}-effects/moved-{moved}"
     strong = np.abs(effect) >= min_effect
     if min_relative_effect > 0:
-        for atlas in dict.fromkeys(atlas_names):
-            cols = np.array([a == atlas for a in atlas_names])
-            peak = np.abs(effect[:, cols]).max(1, keepdims=True)
-            strong[:, cols] &= np.abs(effect[:, cols]) >= min_relative_effect * peak
+        # relative to the atom's strongest network effect in any atlas: a network of one
+        # atlas that only partly covers the atom's main target elsewhere is spill
+        peak = np.abs(effect).max(1, keepdims=True)
+        strong &= np.abs(effect) >= min_relative_effect * peak
     frames = []
     for direction, p, q in (("activated", p_hi, q_hi), ("deactivated", p_lo, q_lo)):
         frames.append(pd.DataFrame({
@@ -454,7 +454,7 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
         f"time series ({'mean of the standardised voxels inside the network' if network_score == 'mean' else 'mean of the standardised voxels inside the network minus outside'}; drifts "
         f"and confounds removed)"
         + (f"; and |effect| >= {min_effect:g}" if min_effect > 0 else "")
-        + (f"; and |effect| >= {min_relative_effect:g} x the atom's largest |effect| in the atlas"
+        + (f"; and |effect| >= {min_relative_effect:g} x the atom's largest |effect| over every atlas's networks"
            if min_relative_effect > 0 else "")
         + f"; p = (1 + #null >= observed) / (1 + {used}) one-sided, from {used} draws "
         f"of {null_desc}, each re-estimating every subject's effects."

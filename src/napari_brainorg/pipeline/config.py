@@ -278,9 +278,9 @@ class NetworksConfig(_Section):
     min_effect: float = Field(0.05, ge=0, description=(
         "With test 'stimulus', an association also needs |effect| >= this: the atom moves the network's mean "
         "voxel by at least this many SD per SD of the atom (0.05: 0.25 % of its variance)."))
-    min_relative_effect: float = Field(0.33, ge=0, le=1, description=(
+    min_relative_effect: float = Field(0.25, ge=0, le=1, description=(
         "With test 'stimulus', an association also needs |effect| >= this fraction of the atom's largest |effect| "
-        "over the atlas's networks: a network reached only by spill from the atom's main network (overlapping "
+        "over the networks of every atlas: a network reached only by spill from the atom's main network (overlapping "
         "templates, smooth maps) is not called a link. Removing declarations keeps the FDR control."))
 
 
