@@ -1,12 +1,15 @@
-"""Run the pipeline off the GUI thread, with overall progress, an ETA and cancellation.
+"""Run the pipeline off the GUI, with overall progress, an ETA and cancellation.
 
-:func:`start_pipeline` runs ``run_pipeline(config, progress, cancel)`` in a thread
-(:mod:`._tasks`: safe when the viewer closes mid-run). The pipeline's
-``progress(stage, done, total)`` callback is called in that thread; it is relayed to
-the GUI thread through a queued Qt signal, so the progress bar is only ever touched
-by the GUI thread. Cancel sets a ``threading.Event`` that the pipeline checks
-between chunks of work; it then raises :class:`~napari_brainorg.errors.CancelledError`,
-which arrives as :attr:`PipelineJob.failed`.
+:func:`start_pipeline` runs the pipeline in a child process
+(:func:`~napari_brainorg.pipeline.child.run_pipeline_in_process`), waited on by a
+thread (:mod:`._tasks`: safe when the viewer closes mid-run). A thread alone is not
+enough: the run's imports and figure drawing hold the GIL for hundreds of
+milliseconds, and the viewer would freeze for as long. The child's
+``progress(stage, done, total)`` reports arrive in that thread and are relayed to the
+GUI thread through a queued Qt signal, so the progress bar is only ever touched by
+the GUI thread. Cancel sets a ``threading.Event``, forwarded to the child, which stops
+at its next checkpoint; :class:`~napari_brainorg.errors.CancelledError` then arrives
+as :attr:`PipelineJob.failed`.
 
 :class:`OverallProgress` turns the pipeline's per-stage reports into one fraction of
 the whole run (each step of each model weighted by its usual share of the time) and
@@ -108,7 +111,7 @@ class OverallProgress:
 
 
 class PipelineJob(QObject):
-    """One pipeline run in a worker thread.
+    """One pipeline run in a child process, waited on by a worker thread.
 
     Signals
     -------
@@ -134,10 +137,10 @@ class PipelineJob(QObject):
         return self.task.cancel_event if self.task is not None else None
 
     def start(self) -> PipelineJob:
-        from ..pipeline import run_pipeline
+        from ..pipeline.child import run_pipeline_in_process
         from ._tasks import Task
 
-        task = Task(run_pipeline, (self.config,), {}, owner=self, name="pipeline",
+        task = Task(run_pipeline_in_process, (self.config,), {}, owner=self, name="pipeline",
                     on_done=self.finished_ok.emit, on_error=self.failed.emit,
                     on_progress=lambda report: self.progressed.emit(*report))
         task.kwargs.update(progress=lambda stage, done, total: task.emit_progress(
@@ -156,5 +159,5 @@ class PipelineJob(QObject):
 
 
 def start_pipeline(config, parent: QObject | None = None) -> PipelineJob:
-    """Start ``run_pipeline(config)`` in a worker thread; returns the running job."""
+    """Start ``run_pipeline(config)`` in a child process; returns the running job."""
     return PipelineJob(config, parent).start()
