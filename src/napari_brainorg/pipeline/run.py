@@ -1366,7 +1366,6 @@ def dataset_description(config: PipelineConfig) -> dict:
             "Version": __version__,
             "Description": "Sparse dictionary atoms of language-model artificial neurons, voxel-wise "
                            "encoding of fMRI and atom-network associations (Sun et al. 2024, arXiv:2410.19542).",
-            "CodeURL": "https://github.com/napari-brainorg/napari-brainorg",
         }],
         "HowToAcknowledge": "Cite Sun et al. (2024) arXiv:2410.19542 and the atlases used "
                             "(see report.html, Methods).",
