@@ -1379,16 +1379,7 @@ def dataset_description(config: PipelineConfig) -> dict:
 
 def _run_steps(config: PipelineConfig, progress: ProgressCallback | None = None,
                cancel: CancelToken | None = None) -> ResultFolder:
-    """Every step of ``config``, in order (see :func:`run_pipeline`).
-
-    Parameters
-    ----------
-    config : PipelineConfig
-    progress : callable ``progress(stage, done, total)``, optional
-    cancel : object with ``is_set()`` (a ``threading.Event``), optional
-        When set, the run stops at the next checkpoint with ``CancelledError``;
-        files already written are complete (atomic) and reused by the next run.
-    """
+    """Every step of ``config``, in order; the parameters are :func:`run_pipeline`'s."""
     validate_config(config)  # before the folder is touched: a bad input changes nothing
     writer = ResultWriter(config.out)
     from ..report import record_warnings, write_report
