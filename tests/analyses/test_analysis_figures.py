@@ -79,6 +79,15 @@ def test_association_heatmap_figure(association, tmp_path):
         figures.association_heatmap_figure(association.drop(columns="overlap"))
 
 
+def test_signed_association_heatmap_is_centred_on_zero(association):
+    table = association.assign(statistic=np.linspace(-3.0, 1.0, len(association)))
+    image = figures.association_heatmap_figure(table, value="statistic", signed=True).axes[0].images[0]
+    assert image.get_clim() == (-3.0, 3.0)  # a deactivation (-3) is as strong a colour as +3
+    assert image.get_cmap().name == "RdBu_r"
+    unsigned = figures.association_heatmap_figure(table, value="statistic").axes[0].images[0]
+    assert unsigned.get_clim() == (-3.0, 1.0)
+
+
 @pytest.mark.parametrize("display", ["glass", "stat"])
 def test_r2_figure(display, tmp_path):
     from napari_brainorg.datasets import mni_mask_path

@@ -23,6 +23,9 @@ def test_quick_demo_recovers_the_planted_links(quick_result):
     rec = json.loads((quick_result.path / "recovery.json").read_text())
     assert rec["simulated"] is True
     assert rec["precision"] >= 0.9 and rec["recall"] >= 0.9, rec
+    # the rule recovery scored is the one the networks step declared with
+    test = json.loads((quick_result.path / "networks/minilm/test.json").read_text())
+    assert rec["declaration_rule"] == f"{test['test']}: {test['criterion']}"
 
 
 def test_result_folder_holds_maps_tables_and_figures(quick_result):

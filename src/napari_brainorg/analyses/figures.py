@@ -178,6 +178,7 @@ def association_heatmap_figure(
     networks: Sequence[str] | None = None,
     title: str | None = None,
     cmap: str = "magma",
+    signed: bool = False,
     figsize: tuple[float, float] | None = None,
 ) -> Figure:
     """Atoms × networks heatmap of an association score, associated cells marked.
@@ -196,6 +197,9 @@ def association_heatmap_figure(
         order of appearance).
     title : str, optional
     cmap : str
+    signed : bool
+        The score has a sign (the association test's ``statistic``: + activates,
+        − deactivates): a diverging map centred on zero (``RdBu_r``) replaces ``cmap``.
     figsize : (width, height), optional
 
     Returns
@@ -223,7 +227,11 @@ def association_heatmap_figure(
         figsize = (2.5 + 0.45 * len(networks), 2.0 + 0.14 * len(atoms))
     fig = Figure(figsize=figsize)
     ax = fig.add_subplot()
-    im = ax.imshow(mat, aspect="auto", cmap=cmap, interpolation="nearest")
+    if signed:
+        lim = float(np.nanmax(np.abs(mat))) if np.isfinite(mat).any() else 1.0
+        im = ax.imshow(mat, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+    else:
+        im = ax.imshow(mat, aspect="auto", cmap=cmap, interpolation="nearest")
     if associated in table.columns:
         flags = (table.assign(network=table["network"].astype(str), _f=table[associated].astype(float))
                  .pivot_table(index="atom", columns="network", values="_f", aggfunc="max")

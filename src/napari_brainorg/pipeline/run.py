@@ -1113,8 +1113,9 @@ def _step_report(ctx: _Context, per_model: dict, truth: dict | None) -> None:
         for part, table in res["tables"].items():
             for atlas in table["atlas"].unique():
                 sub = table[table["atlas"] == atlas]
+                value = _tested_value(sub, ctx.config)
                 w.write_figure(f"figures/{slug}_{atlas}_{part}_association.png",
-                               figs.association_heatmap_figure(sub, value=ctx.config.networks.score))
+                               figs.association_heatmap_figure(sub, value=value, signed=value == "statistic"))
         r2_name = "r2_cv" if "r2_cv" in group else "r2_sparse"
         r2_img = ctx.out / f"encoding/{slug}/{r2_name}.nii.gz"
         if r2_img.exists():  # voxel data (region time series have a table instead)
@@ -1164,11 +1165,28 @@ def _score_recovery(ctx: _Context, per_model: dict, truth: dict) -> None:
                           partial_links=truth.get("network_shares"))
     rec.update({"simulated": True, "driving_model": slug, "sources": truth["sources"].get("kind"),
                 "atlases": sorted(rec["by_atlas"]),
-                "declaration_rule": (f"q < {ctx.config.networks.alpha} (BH-FDR over atom x network tests) and "
-                                     f"{ctx.config.networks.score} >= {ctx.config.networks.min_score}"),
+                "declaration_rule": _declaration_rule(ctx, slug),
                 "expected_rule": truth.get("expected_rule")})
     ctx.writer.write_json("recovery.json", rec)
     ctx.summary["recovery"] = {k: rec[k] for k in ("precision", "recall", "tp", "fp", "fn", "fp_partial", "n_tests")}
+
+
+def _tested_value(table, config) -> str:
+    """The column the association test scored (``statistic``), else the display score."""
+    if "statistic" in table.columns and table["statistic"].notna().any():
+        return "statistic"
+    return config.networks.score
+
+
+def _declaration_rule(ctx: _Context, slug: str) -> str:
+    """How a link was declared, as the networks step recorded it in ``test.json``."""
+    path = ctx.out / f"networks/{slug}/test.json"
+    if path.exists():
+        recorded = json.loads(path.read_text())
+        if recorded.get("criterion"):
+            return f"{recorded.get('test', '')}: {recorded['criterion']}".strip(": ")
+    return (f"q < {ctx.config.networks.alpha} (BH-FDR over atom x network tests) and "
+            f"{ctx.config.networks.score} >= {ctx.config.networks.min_score}")
 
 
 def _compare_baselines(ctx: _Context, models: dict, baselines: dict) -> None:
