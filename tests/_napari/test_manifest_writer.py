@@ -102,3 +102,20 @@ def test_writer_refuses_a_2d_layer(tmp_path):
 
     with pytest.raises(ShapeError, match="3D volumes"):
         write_nifti(str(tmp_path / "x.nii"), np.zeros((3, 4)), {})
+
+
+def test_a_gz_name_that_is_not_nifti_is_refused_and_nothing_written(tiny_result, tmp_path):
+    """The manifest lists ".gz" for npe2 < 0.9 (last-suffix matching); the writer still
+    writes only .nii / .nii.gz names."""
+    from napari.layers import Layer
+
+    from napari_brainorg.io.results import ResultFolder
+
+    path, truth = tiny_result
+    layer = Layer.create(*L.atom_map_layer_data(ResultFolder(path), truth["model"], atom=1, stat="z"))
+    out = tmp_path / "table.csv.gz"
+    try:
+        written = layer.save(str(out), plugin=PLUGIN)
+    except Exception:  # napari 0.5 says no plugin could write it, newer ones pass the writer's error
+        written = []
+    assert not written and not out.exists()
