@@ -310,4 +310,21 @@ def _in_mni_box(items) -> bool:
 def read_result_folder(path) -> list[tuple]:
     """Read a napari-brainorg result folder: template, R², atom 0's map, network outlines."""
     _install_on_current_viewer()
-    return _layers.result_layer_data(str(path))
+    items = _layers.result_layer_data(str(path))
+    _dock_regions_on_current_viewer(str(path))
+    return items
+
+
+def _dock_regions_on_current_viewer(path: str) -> None:
+    """A region result has no maps: its values go to the Regions panel of the current viewer."""
+    try:
+        import napari
+
+        viewer = napari.current_viewer()
+    except Exception:  # noqa: BLE001 - a reader must read even without a viewer
+        return
+    if viewer is None:
+        return
+    from .regions_panel import dock_regions_panel
+
+    dock_regions_panel(viewer, path)

@@ -12,14 +12,15 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def open_viewer(result: ResultFolder | str, *, model: str | None = None, atlas: str | None = None,
                 atom: int = 0, pipeline: bool = True, viewer: napari.Viewer | None = None,
-                show: bool = True):
+                show: bool = True, roi_atlas: str | None = None):
     """Open (or reuse) a viewer with ``result`` loaded and the plugin's widgets docked.
 
     Returns
     -------
     napari.Viewer
         Its widgets are in ``viewer.window.dock_widgets``
-        ('Atom explorer', 'Brain networks' and, unless ``pipeline=False``, 'Run pipeline').
+        ('Atom explorer', 'Brain networks' and, unless ``pipeline=False``, 'Run pipeline';
+        'Regions' for a region result, its values painted through ``roi_atlas`` when given).
     """
     import napari
 
@@ -41,6 +42,9 @@ def open_viewer(result: ResultFolder | str, *, model: str | None = None, atlas: 
     _layers.dock_tabbed(viewer, networks, "Brain networks")
     _layers.dock_tabbed(viewer, explorer, "Atom explorer", raise_=True)
     _layers.add_result_layers(viewer, result, model, atlas=atlas)
+    from .regions_panel import dock_regions_panel
+
+    dock_regions_panel(viewer, result, model, roi_atlas=roi_atlas)  # region results only
     if atom:
         def _show_first(state, atom=atom):
             explorer.loaded.disconnect(_show_first)

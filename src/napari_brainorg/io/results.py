@@ -493,6 +493,32 @@ class ResultFolder:
                 table[c] = table[c].fillna("")
         return table
 
+    @property
+    def is_region_result(self) -> bool:
+        """True when the fMRI was given as region time series (tables per region, no maps)."""
+        fmri = self.summary.get("fmri")
+        if isinstance(fmri, dict) and fmri.get("kind") == "regions":
+            return True
+        return any((self.path / f"encoding/{m}/regions.csv").is_file() for m in self.models)
+
+    def region_table(self, model: str | None = None):
+        """``encoding/<model>/regions.csv``: one row per region (``region``, ``r_cv`` with
+        ``r_cv_ci_low``/``r_cv_ci_high`` over subjects, R², q, ``noise_ceiling``, and one
+        ``r_cv_<baseline>`` column per baseline); ``None`` when absent (a voxel result)."""
+        return self._table(f"encoding/{self._check_model(model)}/regions.csv", text_columns=("region",))
+
+    def region_atom_table(self, model: str | None = None, stat: str = "coef"):
+        """``encoding/<model>/atom_maps.csv`` (``stat='coef'``) or ``atom_maps_z.csv``
+        (``'z'``): regions x atoms (index ``region``, columns ``atom_<i>``); ``None`` when absent."""
+        from ..errors import check_choice
+
+        check_choice("stat", stat, ("coef", "z"))
+        name = "atom_maps.csv" if stat == "coef" else "atom_maps_z.csv"
+        df = self._table(f"encoding/{self._check_model(model)}/{name}", text_columns=("region",))
+        if df is not None and "region" in df.columns:
+            df = df.set_index("region")
+        return df
+
     def an_index(self, model: str | None = None):
         return self._table(f"features/{self._check_model(model)}/an_index.tsv")
 
