@@ -135,3 +135,14 @@ def test_region_result_through_the_reader_and_bad_input_notifies(make_napari_vie
     assert fresh.set_result(bad) is False
     assert "r_cv" in fresh.header.text() and "regions.csv" in fresh.header.text()
     assert panel.select_atom(2) is None and panel.atom == 2
+
+
+def test_view_roi_atlas_option_is_checked_before_napari_starts(region_result, tiny_result, tmp_path, capsys):
+    from napari_brainorg.cli import main
+
+    path, _, _, atlas, _ = region_result
+    assert main(["view", str(path), "--roi-atlas", str(tmp_path / "nope.nii.gz")]) == 2
+    err = capsys.readouterr().err
+    assert "nope.nii.gz" in err and "does not exist" in err
+    assert main(["view", str(tiny_result[0]), "--roi-atlas", str(atlas)]) == 2
+    assert "region results" in capsys.readouterr().err

@@ -308,14 +308,18 @@ class RegionsPanel(QWidget):
         name = f"{what} per region ({self.model})"
         bound = float(np.nanmax(np.abs(image))) if np.isfinite(image).any() else 1.0
         bound = bound or 1.0
+        # signed values (coefficients) on a diverging map centred on zero; r >= 0 on a sequential one
+        signed = bool(np.nanmin(image) < 0) if np.isfinite(image).any() else False
+        colormap, limits = ("coolwarm", (-bound, bound)) if signed else ("inferno", (0.0, bound))
         layer = _layers.find_layer(self.viewer, ROI_LAYER)
         if layer is not None:
             layer.data = image
             layer.name = name
-            layer.contrast_limits = (-bound, bound)
+            layer.colormap = colormap
+            layer.contrast_limits = limits
             return
-        self.viewer.add_image(image, affine=affine, name=name, colormap="coolwarm", opacity=0.8,
-                              contrast_limits=(-bound, bound), blending="translucent",
+        self.viewer.add_image(image, affine=affine, name=name, colormap=colormap, opacity=0.8,
+                              contrast_limits=limits, blending="translucent",
                               metadata={_layers.ROLE: ROI_LAYER, BRAIN: True})
 
 
