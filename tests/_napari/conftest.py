@@ -87,6 +87,26 @@ def build_result_folder(path, seed: int = 7):
     atoms = np.stack([np.sin(2 * np.pi * t / p + a) for a, p in enumerate((30, 45, 60, 90))], 1)
     atoms /= np.linalg.norm(atoms, axis=0)
     w.write_npy(f"atoms/{model}/atoms.npy", atoms.astype(np.float32))
+    # SIMULATED BOLD of 2 subjects (baseline 100, slow drift, planted z-weighted atoms, noise)
+    # and the paper's sparse fit's prediction, saved the way the encoding step saves them
+    from napari_brainorg.encoding.preprocessing import highpass
+    from napari_brainorg.encoding.sparse_fit import SparseAtomEncoder
+    from napari_brainorg.pipeline.config import EncodingConfig
+    from napari_brainorg.pipeline.run import _save_voxel_timecourses
+
+    enc_cfg = EncodingConfig()
+    X = highpass(atoms, TR, cutoff=enc_cfg.highpass_cutoff)
+    subjects = ["sub-01", "sub-02"]
+    bold, courses = [], {"measured": [], "predicted": []}
+    for _ in subjects:
+        Y = (100.0 + 0.02 * t[:, None] + 3.0 * atoms @ z[mask].T
+             + rng.normal(0.0, 1.0, size=(N_VOLUMES, int(mask.sum()))))
+        Yf = highpass(Y, TR, cutoff=enc_cfg.highpass_cutoff)
+        bold.append(Y)
+        courses["measured"].append(np.asarray(Yf, np.float32).T)
+        courses["predicted"].append(
+            SparseAtomEncoder(alpha=enc_cfg.sparse_alpha).fit(X, Yf).predict(X).astype(np.float32).T)
+    _save_voxel_timecourses(w, f"encoding/{model}", courses, enc_cfg, subjects)
     hist = rng.integers(0, 40, size=(k, N_LAYERS))
     hist_df = pd.DataFrame(hist, columns=[str(i) for i in range(N_LAYERS)])
     hist_df.insert(0, "atom", np.arange(k))
@@ -139,7 +159,7 @@ def build_result_folder(path, seed: int = 7):
         "note": "SIMULATED test fixture: planted atom maps in Yeo-7 networks, not real fMRI",
     })
     return {"mask": mask, "atlas": atlas, "z": z, "coef": coef, "r2": r2, "affine": GRID_AFFINE,
-            "atoms": atoms, "hist": hist, "words": words, "model": model}
+            "atoms": atoms, "bold": bold, "subjects": subjects, "hist": hist, "words": words, "model": model}
 
 
 @pytest.fixture(scope="session")

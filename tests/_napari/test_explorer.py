@@ -340,3 +340,55 @@ def test_threshold_zero_keeps_empty_voxels_clear(make_napari_viewer, qtbot, tiny
     assert r2.visible  # moving its slider shows the R² layer
     assert L.visible_fraction(r2, np.array([0.0, -0.1])).tolist() == [0.0, 0.0]
     assert L.visible_fraction(r2, np.array([0.02]))[0] > 0.5
+
+
+def test_voxel_panel_shows_measured_and_the_encoders_prediction(make_napari_viewer, qtbot, tiny_result,
+                                                               artifacts_dir):
+    """The clicked voxel's measured course is the preprocessed fMRI and its predicted course
+    the sparse encoder's own prediction, both recomputed here from the SIMULATED BOLD."""
+    from napari_brainorg.encoding.preprocessing import highpass
+    from napari_brainorg.encoding.sparse_fit import SparseAtomEncoder
+    from napari_brainorg.pipeline.config import EncodingConfig
+
+    path, truth = tiny_result
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1366, 768)
+    explorer = AtomExplorer(viewer)
+    L.dock_tabbed(viewer, explorer, "Atom explorer")
+    with qtbot.waitSignal(explorer.loaded, timeout=30000):
+        L.add_result_layers(viewer, path)
+    explorer.lower_tabs.setCurrentIndex(2)
+    inside = truth["mask"] & L.inside_mni_brain(truth["affine"], truth["mask"].shape)
+    i, j, k = np.argwhere((truth["atlas"] == 7) & inside)[12]  # a Default-network voxel
+    column = int(np.cumsum(truth["mask"].ravel())[np.ravel_multi_index((i, j, k), truth["mask"].shape)] - 1)
+    world = L.world_of_voxel(truth["affine"], (i, j, k))
+    viewer.dims.set_point(0, world[0])
+    assert explorer.show_voxel(world) is not None
+
+    cfg = EncodingConfig()
+    X = highpass(truth["atoms"], 1.5, cutoff=cfg.highpass_cutoff)
+    measured, predicted = [], []
+    for Y in truth["bold"]:
+        y = highpass(Y[:, [column]], 1.5, cutoff=cfg.highpass_cutoff)
+        measured.append(y[:, 0])
+        predicted.append(SparseAtomEncoder(alpha=cfg.sparse_alpha).fit(X, y).predict(X)[:, 0])
+    canvas = explorer.voxel_timecourse
+    combo = explorer.voxel_subject_combo
+    assert [combo.itemText(n) for n in range(combo.count())] == ["mean over subjects", *truth["subjects"]]
+    # group mean
+    np.testing.assert_allclose(canvas.measured_line.get_ydata(), np.mean(measured, 0), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(canvas.line.get_ydata(), np.mean(predicted, 0), rtol=1e-5, atol=1e-4)
+    assert np.ptp(predicted[0]) > 1.0  # a planted voxel: the prediction is not flat
+    # one subject
+    combo.setCurrentIndex(2)
+    np.testing.assert_allclose(canvas.measured_line.get_ydata(), measured[1], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(canvas.line.get_ydata(), predicted[1], rtol=1e-5, atol=1e-4)
+    assert not np.allclose(measured[0], measured[1], atol=1e-3)
+    assert "sparse fit (in sample)" in explorer.voxel_course_label.text()
+    assert "SparseAtomEncoder.predict" in explorer.voxel_course_label.toolTip()
+    # the words of a volume on hover, as in the atom time course
+    volume = int(truth["words"]["volume"].iloc[-1])
+    assert canvas.show_volume(canvas.volume_at(volume * 1.5)) == explorer.state.words[volume] != ""
+    combo.setCurrentIndex(0)
+    qtbot.wait(150)
+    viewer.window._qt_window.grab().save(str(artifacts_dir / "napari_1366x768_voxel_timecourse.png"))

@@ -210,7 +210,7 @@ class VoxelAtomsCanvas(LayerHistogramCanvas):
     voxel's network are drawn in green, the others grey."""
 
     def __init__(self, parent=None):
-        _BlitCanvas.__init__(self, parent, figsize=(4, 1.6), title="this voxel: each atom's map value")
+        _BlitCanvas.__init__(self, parent, figsize=(4, 1.6), title="each atom's map here")
         self.ax.set_xlabel("atom", fontsize=9)
         self.ax.set_ylabel("map value", fontsize=9)
         self.bars = None
@@ -233,3 +233,34 @@ class VoxelAtomsCanvas(LayerHistogramCanvas):
             bar.set_height(height)
             bar.set_color("#4cd964" if on else "#9a9a9a")
         self.refresh()
+
+
+class VoxelTimecourseCanvas(TimecourseCanvas):
+    """One voxel's measured (grey) and predicted (orange) time course, with the words of
+    the volume under the cursor (the hover of :class:`TimecourseCanvas`)."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.ax.set_title("measured (grey), predicted (orange)", fontsize=9, color=_FG,
+                          loc="left")
+        self.ax.set_ylabel("BOLD", fontsize=9)
+        (self.measured_line,) = self.ax.plot([], [], color="#bdbdbd", lw=0.9, animated=True)
+        self.measured = np.zeros(0)
+
+    def _animated(self) -> list:
+        return [self.measured_line, self.line, self.cursor, self.words_text]
+
+    def set_voxel(self, measured: np.ndarray, predicted: np.ndarray) -> None:
+        """Show ``measured`` and ``predicted`` of shape (n_volumes,); the y range fits both."""
+        self.measured = np.asarray(measured, dtype=float)
+        self.timecourse = np.asarray(predicted, dtype=float)
+        times = np.arange(self.timecourse.size) * self.tr
+        self.measured_line.set_data(times, self.measured)
+        self.line.set_data(times, self.timecourse)
+        both = np.concatenate([self.measured, self.timecourse])
+        if both.size:
+            lo, hi = float(both.min()), float(both.max())
+            pad = 0.05 * (hi - lo or 1.0)
+            self.ax.set_xlim(0.0, max((self.timecourse.size - 1) * self.tr, self.tr))
+            self.ax.set_ylim(lo - pad, hi + pad)
+        self.full_redraw()

@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QListWidget,
     QPushButton,
+    QSizePolicy,
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
@@ -35,7 +36,7 @@ from superqt import QLabeledDoubleSlider
 
 from . import layers as _layers
 from ._atom_table import COLUMNS, HEADER_TIPS, atom_rows
-from ._plots import LayerHistogramCanvas, TimecourseCanvas, VoxelAtomsCanvas
+from ._plots import LayerHistogramCanvas, TimecourseCanvas, VoxelAtomsCanvas, VoxelTimecourseCanvas
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -202,10 +203,32 @@ class AtomExplorer(QWidget):
         voxel_layout = QVBoxLayout(voxel_page)
         voxel_layout.setContentsMargins(0, 0, 0, 0)
         voxel_layout.addWidget(self.voxel_label)
-        voxel_layout.addWidget(self.voxel_plot, 1)
+        self.voxel_subject_combo = QComboBox()
+        self.voxel_subject_combo.setToolTip("Whose time course: the mean over subjects or one subject")
+        self.voxel_subject_combo.currentIndexChanged.connect(lambda _i: self._show_voxel_timecourse())
+        self.voxel_course_label = QLabel("")
+        self.voxel_course_label.setWordWrap(True)
+        subject_row = QHBoxLayout()
+        subject_row.addWidget(QLabel("time course of"))
+        subject_row.addWidget(self.voxel_subject_combo)
+        subject_row.addWidget(self.voxel_course_label, 1)
+        voxel_layout.addLayout(subject_row)
+        self.voxel_timecourse = VoxelTimecourseCanvas(self)
+        # side by side: both keep the page's height at 1366x768; their figure-size hints
+        # (360 px each) must not widen the dock and squeeze the canvas
+        for canvas in (self.voxel_plot, self.voxel_timecourse):
+            canvas.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Expanding)
+            canvas.setMinimumWidth(120)
+        self.voxel_course_label.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        plots_row = QHBoxLayout()
+        plots_row.addWidget(self.voxel_plot, 2)
+        plots_row.addWidget(self.voxel_timecourse, 3)
+        voxel_layout.addLayout(plots_row, 1)
         self.lower_tabs.addTab(voxel_page, "voxel")
         self.voxel = None
+        self.voxel_column = None
         self._voxel_lookup = None
+        self._voxel_courses = None  # (state, courses dict or None, file-order column lookup)
         self.lower_tabs.currentChanged.connect(
             lambda i: self._show_top_words(self.atom) if i == 1 and self.atom is not None else None)
 
@@ -547,7 +570,75 @@ class AtomExplorer(QWidget):
             self.voxel_plot._limit = maps.color_limit
         self.voxel_plot.set_values(values, marked)
         self.voxel = index
+        self.voxel_column = self._encoding_column(ijk)
+        self._show_voxel_timecourse()
         return index
+
+    # -- measured vs predicted ------------------------------------------------------------
+    def _courses(self):
+        """The result's saved time courses and a lookup from file voxel (i, j, k) to their
+        column, read once per shown model (memory maps: a click reads one voxel)."""
+        state = self.state
+        if self._voxel_courses is None or self._voxel_courses[0] is not state:
+            courses = state.result.voxel_timecourses(state.model)
+            lookup = None
+            if courses is not None:
+                mask = np.asarray(state.result.mask_img(state.model).dataobj) > 0
+                lookup = np.full(mask.shape, -1, np.int64)
+                lookup[mask] = np.arange(int(mask.sum()))
+                if int(mask.sum()) != courses["measured"].shape[1]:
+                    courses, lookup = None, None
+            self._voxel_courses = (state, courses, lookup)
+            combo = self.voxel_subject_combo
+            combo.blockSignals(True)
+            combo.clear()
+            if courses is not None:
+                combo.addItem("mean over subjects")
+                combo.addItems([str(s) for s in courses["subjects"]])
+                self.voxel_timecourse.set_story(state.result.tr, state.words)
+            combo.blockSignals(False)
+        return self._voxel_courses[1], self._voxel_courses[2]
+
+    def _encoding_column(self, ijk) -> int | None:
+        courses, lookup = self._courses()
+        if courses is None:
+            return None
+        column = int(lookup[tuple(int(v) for v in ijk)])
+        return column if column >= 0 else None
+
+    def voxel_courses(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(measured, predicted)`` of shape (n_volumes,) shown for the clicked voxel and the
+        chosen subject (or the mean over subjects), or ``None``."""
+        if self.state is None or self.voxel_column is None:
+            return None
+        courses, _ = self._courses()
+        if courses is None:
+            return None
+        choice = self.voxel_subject_combo.currentIndex()
+        picked = slice(None) if choice <= 0 else slice(choice - 1, choice)
+        measured = np.asarray(courses["measured"][picked, self.voxel_column, :], np.float64).mean(0)
+        predicted = np.asarray(courses["predicted"][picked, self.voxel_column, :], np.float64).mean(0)
+        return measured, predicted
+
+    def _show_voxel_timecourse(self) -> None:
+        if self.state is None:
+            return
+        shown = self.voxel_courses()
+        courses, _ = self._courses()
+        if courses is None:
+            self.voxel_course_label.setText("This result saved no time courses (encoding.save_timecourses).")
+            self.voxel_timecourse.set_voxel(np.zeros(0), np.zeros(0))
+            return
+        if shown is None:
+            self.voxel_course_label.setText("")
+            self.voxel_timecourse.set_voxel(np.zeros(0), np.zeros(0))
+            return
+        measured, predicted = shown
+        r = np.corrcoef(measured, predicted)[0, 1] if measured.std() > 0 and predicted.std() > 0 else np.nan
+        label = courses["predicted_label"].split(":")[0]
+        self.voxel_course_label.setText(f"predicted: {label} · r = {r:.2f}")
+        self.voxel_course_label.setToolTip(courses["predicted_label"])
+        self.voxel_timecourse.set_voxel(measured, predicted)
 
     def _show_top_words(self, atom: int) -> None:
         top = self.state.top_words if self.state is not None else None

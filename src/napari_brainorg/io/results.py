@@ -474,6 +474,27 @@ class ResultFolder:
     def atom_timecourses(self, model: str | None = None) -> np.ndarray:
         return np.load(self.path / f"atoms/{self._check_model(model)}/atoms.npy")
 
+    def voxel_timecourses(self, model: str | None = None) -> dict | None:
+        """Measured and predicted time courses of every voxel (or region), read lazily.
+
+        Returns
+        -------
+        dict or None
+            ``measured`` and ``predicted``: read-only memory maps of shape
+            (n_subjects, n_voxels, n_volumes), float32, voxels in the order of the
+            model's ``mask.nii.gz``; ``subjects``; ``predicted_label`` (which model's
+            prediction, in or out of sample); ``None`` when the run saved none
+            (``encoding.save_timecourses: false`` or an older result).
+        """
+        rel = f"encoding/{self._check_model(model)}"
+        files = [self.path / rel / n for n in ("voxel_measured.npy", "voxel_predicted.npy", "voxel_timecourses.json")]
+        if not all(f.exists() for f in files):
+            return None
+        info = json.loads(files[2].read_text())
+        return {"measured": np.load(files[0], mmap_mode="r"), "predicted": np.load(files[1], mmap_mode="r"),
+                "subjects": list(info.get("subjects", [])), "predicted_label": str(info.get("predicted", "")),
+                "model": info.get("model")}
+
     def codes(self, model: str | None = None):
         import scipy.sparse as sp
 

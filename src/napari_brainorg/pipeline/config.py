@@ -233,6 +233,9 @@ class EncodingConfig(_Section):
     confounds: bool = Field(True, description=(
         "Fit the story's nuisance regressors (story/nuisance.tsv: word rate, length, frequency, pauses) with "
         "the atoms when the story step provides them."))
+    save_timecourses: bool = Field(True, description=(
+        "Save each subject's preprocessed fMRI and the model's prediction of every voxel (float32, "
+        "8 x subjects x voxels x volumes bytes) for the viewer's measured-vs-predicted plot; false: off."))
     sparse_null_shifts: int = Field(20, ge=0, description=(
         "Circular shifts of the atoms (the same for every subject) that refit the paper's sparse model to give "
         "its in-sample R2 a chance level (per voxel and per map); 0: off."))

@@ -690,6 +690,7 @@ def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str, an=None):
     results: dict[str, list] = {"z": [], "effect": [], "rho": [], "coef": [], "r2_sparse": [], "r2_cv": [],
                                 "r_cv": [], "p_cv": [], "baseline_r2": [], "r2_sparse_null": []}
     baseline_layers = None
+    timecourses: dict[str, list] = {"measured": [], "predicted": []}
     total = n_sub * (1 + len(ec.models))
     done = 0
     for s, Y in enumerate(data.data):
@@ -705,6 +706,9 @@ def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str, an=None):
 
             enc = SparseAtomEncoder(alpha=ec.sparse_alpha).fit(X, Yf)
             results["coef"].append(np.asarray(enc.coef_, np.float32))
+            if ec.save_timecourses:
+                timecourses["measured"].append(np.asarray(Yf, np.float32).T)
+                timecourses["predicted"].append(np.asarray(enc.predict(X), np.float32).T)
             results["r2_sparse"].append(np.asarray(enc.r2_, np.float32))
             if ec.sparse_null_shifts:
                 from ..encoding.inference import circular_shift_draws
@@ -722,6 +726,9 @@ def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str, an=None):
             enc = CVRidgeEncoder(alphas=np.asarray(ec.alphas), n_folds=ec.n_folds, gap=ec.gap,
                                  delays=tuple(ec.delays), highpass_cutoff=ec.highpass_cutoff, tr=tr)
             enc.fit(atoms, Y)
+            if ec.save_timecourses and "sparse" not in ec.models:
+                timecourses["measured"].append(np.asarray(enc._filter(np.asarray(Y, np.float64)) + enc.y_mean_, np.float32).T)
+                timecourses["predicted"].append(np.asarray(enc.predict(atoms), np.float32).T)
             results["r2_cv"].append(np.asarray(enc.r2_, np.float32))
             results["r_cv"].append(np.asarray(enc.r_, np.float32))
             if ec.n_permutations:
@@ -804,9 +811,34 @@ def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str, an=None):
                               "r2_p95": list(np.percentile(group["baseline_r2"], 95, 1))
                               + [np.percentile(group["r2_cv"], 95)]})
         w.write_table(f"{rel}/baseline.csv", table)
+    if timecourses["measured"]:
+        _save_voxel_timecourses(w, rel, timecourses, ec, data.subjects)
     _save_npz(w, outputs[3], group)
     ctx.done(step, outputs=_files_under(ctx, rel))
     return group
+
+
+def _save_voxel_timecourses(writer: ResultWriter, rel: str, timecourses: dict, ec, subjects) -> None:
+    """Each subject's measured (preprocessed) and predicted time course of every voxel,
+    float32 arrays of shape (n_subjects, n_voxels, n_volumes) (a voxel's courses are
+    contiguous, so the viewer reads one voxel from a memory map). The prediction is the
+    encoding model's own: the paper's sparse fit (in sample) when it runs, else the
+    ridge's final fit (in sample). Size: 8 x subjects x voxels x volumes bytes (e.g. 10
+    subjects x 50,000 voxels x 300 volumes = 1.2 GB); ``encoding.save_timecourses: false``
+    turns it off."""
+    sparse = "sparse" in ec.models
+    writer.write_npy(f"{rel}/voxel_measured.npy", np.stack(timecourses["measured"]))
+    writer.write_npy(f"{rel}/voxel_predicted.npy", np.stack(timecourses["predicted"]))
+    writer.write_json(f"{rel}/voxel_timecourses.json", {
+        "subjects": list(subjects),
+        "shape": "(n_subjects, n_voxels, n_volumes); voxels in the order of mask.nii.gz (C order)",
+        "measured": "the fMRI as the model saw it: cosine high-pass "
+                    f"(cut-off {ec.highpass_cutoff} s) with its detrending, in the data's units"
+                    + ("" if sparse else ", plus the voxel's mean"),
+        "predicted": ("sparse fit (in sample): SparseAtomEncoder.predict of the high-passed atoms"
+                      if sparse else "ridge final fit (in sample): CVRidgeEncoder.predict of the atoms"),
+        "model": "sparse" if sparse else "ridge",
+    })
 
 
 def _sparse_r2_chance(observed: np.ndarray, null: np.ndarray) -> dict[str, np.ndarray]:
