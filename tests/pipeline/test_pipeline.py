@@ -186,3 +186,29 @@ def test_maps_and_association_test_are_recorded(quick_result):
         # a declared association has the sign of its direction
         hits = table[table["associated"]]
         assert (np.sign(hits["statistic"]) == (1 if part == "activated" else -1)).all()
+
+
+def test_encoding_saves_the_fmri_and_the_models_prediction_of_every_voxel(quick_result):
+    """voxel_measured.npy is the high-passed SIMULATED fMRI the model saw; voxel_predicted.npy
+    the SparseAtomEncoder's prediction, both recomputed here from the subjects' files."""
+    from napari_brainorg.encoding.preprocessing import highpass
+    from napari_brainorg.encoding.sparse_fit import SparseAtomEncoder
+    from napari_brainorg.io.fmri import load_fmri
+
+    res = ResultFolder(quick_result.path)
+    courses = res.voxel_timecourses("minilm")
+    ec = res.config()["encoding"]
+    sim = quick_result.path / "simulated"
+    images = sorted(sim.glob("sub-*_bold.nii.gz"))
+    data = load_fmri([str(p) for p in images], mask=str(sim / "mask.nii.gz"), n_volumes=res.n_volumes, tr=res.tr)
+    n_sub, n_vox, n_vol = courses["measured"].shape
+    assert courses["predicted"].shape == (n_sub, n_vox, n_vol) == (len(images), data.data[0].shape[1], res.n_volumes)
+    assert courses["measured"].dtype == np.float32 and courses["subjects"] == [p.name.split("_")[0] for p in images]
+    assert courses["predicted_label"].startswith("sparse fit (in sample)")
+    X = highpass(res.atom_timecourses("minilm").astype(np.float64), res.tr, cutoff=ec["highpass_cutoff"])
+    for s in (0, n_sub - 1):
+        Yf = highpass(np.asarray(data.data[s], np.float64), res.tr, cutoff=ec["highpass_cutoff"])
+        np.testing.assert_allclose(courses["measured"][s], Yf.T, rtol=1e-5, atol=1e-5 * np.abs(Yf).max())
+        pred = SparseAtomEncoder(alpha=ec["sparse_alpha"]).fit(X, Yf).predict(X)
+        np.testing.assert_allclose(courses["predicted"][s], pred.T, rtol=1e-4, atol=1e-4 * np.abs(pred).max())
+        assert np.ptp(pred) > 0
