@@ -188,6 +188,15 @@ def test_maps_and_association_test_are_recorded(quick_result):
         assert (np.sign(hits["statistic"]) == (1 if part == "activated" else -1)).all()
 
 
+def test_voxel_time_courses_too_large_for_the_cap_are_skipped_with_a_warning():
+    from napari_brainorg.errors import BrainorgWarning
+    from napari_brainorg.pipeline.run import _timecourses_fit
+
+    assert _timecourses_fit(3, (300, 20_000), 2.0, "minilm")  # 0.13 GiB
+    with pytest.warns(BrainorgWarning, match=r"29\.8 GiB.*timecourses_max_gb = 2;"):
+        assert not _timecourses_fit(20, (1000, 200_000), 2.0, "llama")
+
+
 def test_encoding_saves_the_fmri_and_the_models_prediction_of_every_voxel(quick_result):
     """voxel_measured.npy is the high-passed SIMULATED fMRI the model saw; voxel_predicted.npy
     the SparseAtomEncoder's prediction, both recomputed here from the subjects' files."""

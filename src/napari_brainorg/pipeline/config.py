@@ -236,6 +236,9 @@ class EncodingConfig(_Section):
     save_timecourses: bool = Field(True, description=(
         "Save each subject's preprocessed fMRI and the model's prediction of every voxel (float32, "
         "8 x subjects x voxels x volumes bytes) for the viewer's measured-vs-predicted plot; false: off."))
+    timecourses_max_gb: float = Field(2.0, gt=0, description=(
+        "save_timecourses is skipped, with a warning, when those arrays would exceed this many GiB "
+        "(they are held in memory until written: 20 subjects x 200,000 voxels x 1,000 volumes would be 30 GiB)."))
     sparse_null_shifts: int = Field(20, ge=0, description=(
         "Circular shifts of the atoms (the same for every subject) that refit the paper's sparse model to give "
         "its in-sample R2 a chance level (per voxel and per map); 0: off."))

@@ -693,7 +693,10 @@ def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str, an=None):
     timecourses: dict[str, list] = {"measured": [], "predicted": []}
     total = n_sub * (1 + len(ec.models))
     done = 0
+    keep_courses = ec.save_timecourses
     for s, Y in enumerate(data.data):
+        if s == 0 and keep_courses:
+            keep_courses = _timecourses_fit(n_sub, Y.shape, ec.timecourses_max_gb, slug)
         Yf = highpass(Y, tr, cutoff=ec.highpass_cutoff) if ec.highpass_cutoff else np.asarray(Y, np.float64)
         ctx.stage(f"encoding {slug}", done, total)
         maps = gls_atom_maps(atoms, Y, nuisance=nuisance, confounds=confound_values, noise_model=ec.noise_model)
@@ -706,7 +709,7 @@ def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str, an=None):
 
             enc = SparseAtomEncoder(alpha=ec.sparse_alpha).fit(X, Yf)
             results["coef"].append(np.asarray(enc.coef_, np.float32))
-            if ec.save_timecourses:
+            if keep_courses:
                 timecourses["measured"].append(np.asarray(Yf, np.float32).T)
                 timecourses["predicted"].append(np.asarray(enc.predict(X), np.float32).T)
             results["r2_sparse"].append(np.asarray(enc.r2_, np.float32))
@@ -726,7 +729,7 @@ def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str, an=None):
             enc = CVRidgeEncoder(alphas=np.asarray(ec.alphas), n_folds=ec.n_folds, gap=ec.gap,
                                  delays=tuple(ec.delays), highpass_cutoff=ec.highpass_cutoff, tr=tr)
             enc.fit(atoms, Y)
-            if ec.save_timecourses and "sparse" not in ec.models:
+            if keep_courses and "sparse" not in ec.models:
                 timecourses["measured"].append(np.asarray(enc._filter(np.asarray(Y, np.float64)) + enc.y_mean_, np.float32).T)
                 timecourses["predicted"].append(np.asarray(enc.predict(atoms), np.float32).T)
             results["r2_cv"].append(np.asarray(enc.r2_, np.float32))
@@ -816,6 +819,22 @@ def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str, an=None):
     _save_npz(w, outputs[3], group)
     ctx.done(step, outputs=_files_under(ctx, rel))
     return group
+
+
+def _timecourses_fit(n_subjects: int, shape: tuple[int, int], max_gb: float, slug: str) -> bool:
+    """Whether every subject's measured and predicted courses, shape ``(n_volumes,
+    n_voxels)`` each, fit within ``encoding.timecourses_max_gb``; a warning says when not."""
+    n_bytes = 8 * n_subjects * int(shape[0]) * int(shape[1])
+    if n_bytes <= max_gb * 2**30:
+        return True
+    from ..errors import BrainorgWarning
+
+    warnings.warn(
+        f"encoding.save_timecourses: the voxel time courses of {slug} would take {n_bytes / 2**30:.1f} GiB "
+        f"({n_subjects} subjects x {shape[1]} voxels x {shape[0]} volumes x 2 x float32), more than "
+        f"encoding.timecourses_max_gb = {max_gb:g}; they are not saved (the viewer's voxel panel shows no "
+        "time course). Raise encoding.timecourses_max_gb to keep them.", BrainorgWarning, stacklevel=2)
+    return False
 
 
 def _save_voxel_timecourses(writer: ResultWriter, rel: str, timecourses: dict, ec, subjects) -> None:
