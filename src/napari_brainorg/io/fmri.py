@@ -190,7 +190,7 @@ def _load_img(img, what: str):
         try:
             return nib.load(str(path))
         except Exception as exc:  # nibabel raises several types for unreadable files
-            raise FMRIInputError(f"{what} {str(path)!r} cannot be read as NIfTI: {exc}") from exc
+            raise FMRIInputError(f"{what} {str(path)!r} cannot be read as NIfTI: {type(exc).__name__}: {exc}") from exc
     if isinstance(img, nib.spatialimages.SpatialImage):
         return img
     raise TypeError(f"{what} must be a NIfTI path or a nibabel image; got {type(img).__name__}.")

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AtlasError, ConfigError, FMRIInputError, StoryTimingWarning
+from ..io.fmri import _load_img
 from .config import PipelineConfig
 
 #: warn when more than this fraction of the story's words fall outside the scan
@@ -141,23 +142,11 @@ def _check_options(config: PipelineConfig) -> None:
                     f"0..{k - 1} (atoms.n_atoms {k}).")
 
 
-def _nifti_header(path: str, what: str):
-    import nibabel as nib
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{what} {str(p)!r} does not exist.")
-    try:
-        return nib.load(str(p))
-    except Exception as exc:  # nibabel raises several types for unreadable files
-        raise FMRIInputError(f"{what} {str(p)!r} cannot be read as NIfTI: {type(exc).__name__}: {exc}") from None
-
-
 def _check_fmri(config: PipelineConfig) -> None:
     fc = config.fmri
     n = config.story.n_volumes
     for i, image in enumerate(fc.images):
-        img = _nifti_header(image, f"fmri.images[{i}]")
+        img = _load_img(image, f"fmri.images[{i}]")
         shape = img.shape
         if len(shape) != 4:
             raise FMRIInputError(
@@ -176,7 +165,7 @@ def _check_fmri(config: PipelineConfig) -> None:
         if not Path(table).is_file():
             raise FileNotFoundError(f"fmri.regions[{i}] {str(table)!r} does not exist.")
     if fc.mask != "mni" and (fc.images or fc.bids is not None):
-        mask = _nifti_header(fc.mask, "fmri.mask")
+        mask = _load_img(fc.mask, "fmri.mask")
         if len(mask.shape) not in (3, 4) or (len(mask.shape) == 4 and mask.shape[3] != 1):
             raise FMRIInputError(f"fmri.mask {str(fc.mask)!r} has shape {mask.shape}; expected a 3D mask.")
         try:
@@ -225,7 +214,7 @@ def _check_atlases(config: PipelineConfig) -> None:
             raise AtlasError(
                 f"networks.atlases[{i}] must be one of {list(BUNDLED_ATLASES)} or a NIfTI path; {str(atlas)!r} was "
                 f"provided.{did_you_mean(str(atlas), BUNDLED_ATLASES)}")
-        _nifti_header(str(path), f"networks.atlases[{i}]")
+        _load_img(str(path), f"networks.atlases[{i}]")
 
 
 def _check_models(config: PipelineConfig) -> None:
