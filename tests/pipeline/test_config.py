@@ -42,3 +42,50 @@ def test_config_is_frozen_and_cache_keys_follow_sections():
     assert a.story.cache_key() == b.story.cache_key()
     assert a.atoms.cache_key("f") != b.atoms.cache_key("f")
     assert a.atoms.cache_key("f") != a.atoms.cache_key("g")  # upstream change invalidates
+
+
+# ------------------------------------------------------------------ several stories
+_TWO = {"stories": [{"path": "pieman", "n_volumes": 100}, {"path": "lucy", "tr": 2.0, "n_volumes": 120}],
+        "fmri": {"images": {"pieman": ["p1.nii.gz", "p2.nii.gz"], "lucy": ["l1.nii.gz", "l2.nii.gz"]}},
+        "out": "x"}
+
+
+def test_single_story_config_is_unchanged_and_stories_lists_several():
+    one = make_config({"story": {"path": "pieman", "n_volumes": 100}, "out": "x"})
+    assert one.stories is None and not one.multi_story and [s.label for s in one.story_list] == ["pieman"]
+    two = make_config(_TWO)
+    assert two.multi_story and [s.label for s in two.story_list] == ["pieman", "lucy"]
+    assert two.story == two.stories[0]  # single-story readers see the first story
+    assert two.stories[1].tr == 2.0 and two.stories[1].n_volumes == 120
+    # the resolved configuration (config.yaml) reads back as the same configuration
+    import yaml
+
+    from napari_brainorg.pipeline.config import config_to_yaml
+
+    assert make_config(yaml.safe_load(config_to_yaml(two))) == two
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"story": {"path": "black"}}, r"either 'story' \(one story\) or 'stories'"),
+    ({"stories": [{"path": "pieman"}, {"path": "pieman"}]}, r"names must be unique; \['pieman'\]"),
+    ({"atoms": {"stories": ["lucky"]}}, r"atoms\.stories: 'lucky' is not a story.*Did you mean 'lucy'"),
+    ({"encoding": {"map_stories": ["piemen"]}}, r"encoding\.map_stories: 'piemen'.*Did you mean 'pieman'"),
+    ({"fmri": {"images": {"pieman": ["a"], "lcy": ["b"]}}}, r"missing \['lucy'\]; not a story \['lcy'\]"),
+    ({"fmri": {"images": {"pieman": ["a"], "lucy": ["b", "c"]}}}, r"\{'pieman': 1, 'lucy': 2\} runs"),
+    ({"fmri": {"images": ["a", "b"]}}, r"fmri\.images: with several stories, give a mapping"),
+    ({"stories": [{"path": "pieman", "nvolumes": 3}]}, r"stories\.0\.nvolumes.*Did you mean 'n_volumes'"),
+    ({"stories": [{"path": "pieman", "name": "a/b"}]}, r"stories\.0\.name: a story name .*'a/b'"),
+])
+def test_bad_story_lists_are_refused_naming_key_and_value(change, message):
+    with pytest.raises(ConfigError, match=message):
+        make_config({**_TWO, **change})
+
+
+def test_story_paths_and_per_story_runs_are_taken_from_the_config_folder(tmp_path):
+    (tmp_path / "a.tsv").write_text("word\tonset\toffset\nhello\t1.0\t1.5\n")
+    cfg = tmp_path / "study.yaml"
+    cfg.write_text("stories:\n  - {path: a.tsv, n_volumes: 20}\n  - {path: pieman, n_volumes: 20}\n"
+                   "fmri:\n  regions:\n    a: [r1.tsv]\n    pieman: [r2.tsv]\nout: res\n")
+    config = load_config(cfg)
+    assert config.stories[0].path == str(tmp_path / "a.tsv") and config.stories[1].path == "pieman"
+    assert config.fmri.regions == {"a": [str(tmp_path / "r1.tsv")], "pieman": [str(tmp_path / "r2.tsv")]}

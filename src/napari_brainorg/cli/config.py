@@ -37,6 +37,22 @@ def example_yaml() -> str:
         "#   images: [sub-01_bold.nii.gz, sub-02_bold.nii.gz]      # 4D NIfTI runs, one per subject",
         "#   bids: {root: /data/ds002345, task: pieman, subjects: ['001', '002']}",
         "#   regions: [sub-01_regions.tsv, sub-02_regions.tsv]       # region time series",
+        "#",
+        "# Several stories heard by the same subjects: replace 'story' by a list 'stories' (each",
+        "# with its own timing file, onset, TR and volumes) and give each story's runs by name:",
+        "#   stories:",
+        "#     - {path: pieman, onset: 0.0, tr: 1.5, n_volumes: 300}",
+        "#     - {name: lucy, path: lucy_align.csv, onset: 3.0, tr: 1.5, n_volumes: 370}",
+        "#   fmri:",
+        "#     subjects: [sub-01, sub-02]",
+        "#     images:",
+        "#       pieman: [sub-01_task-pieman_bold.nii.gz, sub-02_task-pieman_bold.nii.gz]",
+        "#       lucy: [sub-01_task-lucy_bold.nii.gz, sub-02_task-lucy_bold.nii.gz]",
+        "#   (or bids: {root: /data/ds002345, task: {pieman: pieman, lucy: lucy}})",
+        "# ANs are extracted per story, the atoms learned on every story's volumes (atoms.stories:",
+        "# only those), and the ridge is also scored leave-one-story-out",
+        "# (encoding.leave_one_story_out); encoding.map_stories reports maps and associations",
+        "# on chosen (e.g. held-out) stories.",
     ]
     import yaml
 

@@ -9,8 +9,10 @@ def add_parser(subparsers) -> None:
         help="run the pipeline described by a YAML configuration file",
         description=(
             "Run story -> AN responses -> atoms -> encoding -> networks on your data, as "
-            "described by a YAML file (see the README for an annotated example). Steps whose "
-            "inputs did not change are reused from the output folder."
+            "described by a YAML file (`brainorg config --example` prints an annotated one). Steps whose "
+            "inputs did not change are reused from the output folder. Several stories per subject: "
+            "a list 'stories' (each with its path, onset, tr, n_volumes) and fmri.images (or regions) "
+            "as a mapping story -> runs; the ridge is then also scored leave-one-story-out."
         ),
     )
     p.add_argument("config", help="YAML configuration file")

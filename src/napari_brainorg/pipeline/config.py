@@ -22,6 +22,16 @@ Example (YAML)::
     networks:
       atlases: [smith10, yeo7]
     out: results/pieman
+
+Several stories heard by the same subjects (each story's runs given by its name)::
+
+    stories:
+      - {path: pieman, tr: 1.5, n_volumes: 300}
+      - {name: lucy, path: lucy_align.csv, onset: 3.0, tr: 1.5, n_volumes: 370}
+    fmri:
+      images:
+        pieman: [sub-001_task-pieman_bold.nii.gz, sub-002_task-pieman_bold.nii.gz]
+        lucy: [sub-001_task-lucy_bold.nii.gz, sub-002_task-lucy_bold.nii.gz]
 """
 
 from __future__ import annotations
@@ -59,6 +69,9 @@ class _Section(BaseModel):
 class StoryConfig(_Section):
     """The story: timed words and the scan they were heard in."""
 
+    name: str | None = Field(None, description=(
+        "The story's name in the result folder and in fmri.images/regions mappings (default: the bundled "
+        "story's name or the file's name without extension)."))
     path: str = Field("pieman", description="Bundled story name or a story file (align.json, align.csv, word/onset/offset TSV/CSV, TextGrid).")
     onset: float = Field(0.0, description="Seconds added to every word time: where the story's audio starts in the scan.")
     events: str | None = Field(None, description="BIDS events.tsv to read the onset from (overrides 'onset').")
@@ -68,6 +81,20 @@ class StoryConfig(_Section):
         "Forced-aligner labels read as silence, not words (case-blind): removed before the models run, "
         "counted in a warning; [] keeps every entry."))
     min_pause: float = Field(0.3, ge=0, description="Shortest gap between words counted as a pause (s), for the pause regressor.")
+
+    @property
+    def label(self) -> str:
+        """The story's name: ``name``, else the bundled name or the file's stem."""
+        if self.name:
+            return self.name
+        return Path(str(self.path)).name.split(".")[0] or str(self.path)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_folder_name(cls, v):
+        if v is not None and (not v.strip() or any(c in v for c in "/\\:") or v in (".", "..")):
+            raise ValueError(f"a story name must be a plain folder name (no '/', backslash or ':'); {v!r} was provided.")
+        return v
 
 
 class FeaturesConfig(_Section):
@@ -129,6 +156,10 @@ class AtomsConfig(_Section):
         "Sign rule: 'members' flips an atom (time course and codes together) when most of its member ANs "
         "have negative codes, so a positive atom means its ANs respond above their mean; 'none' keeps "
         "the learner's arbitrary signs."))
+    stories: list[str] | None = Field(None, description=(
+        "Stories whose volumes the dictionary is learned on (several stories); default every story. The atoms' "
+        "time courses on the other stories are the least-squares projection of their ANs on the learned codes, "
+        "so those stories are held out of the dictionary."))
     n_restarts: int = Field(1, ge=0, description=(
         "Extra starts (seeds seed+1, ...) learned only to report atom reproducibility: the fraction of "
         "atoms matched at |r| >= 0.9 from another start; 0: not measured."))
@@ -180,7 +211,9 @@ class SimulateConfig(_Section):
 
 class BidsConfig(_Section):
     root: str
-    task: str
+    task: str | dict[str, str] = Field(..., description=(
+        "The BIDS task of the story; with several stories a mapping story name -> task (a story not "
+        "named is its own task)."))
     subjects: list[str] | None = None
     derivative: str = "afni-nosmooth"
     space: str = "MNI152NLin2009cAsym"
@@ -189,8 +222,12 @@ class BidsConfig(_Section):
 class FMRIConfig(_Section):
     """fMRI of one or more subjects who heard the story: exactly one source."""
 
-    images: list[str] = Field(default_factory=list, description="4D NIfTI runs, one per subject.")
-    regions: list[str] = Field(default_factory=list, description="Region time series (CSV/TSV/NPY), one per subject.")
+    images: list[str] | dict[str, list[str]] = Field(default_factory=list, description=(
+        "4D NIfTI runs, one per subject; with several stories a mapping story name -> runs, one per subject "
+        "in the same order."))
+    regions: list[str] | dict[str, list[str]] = Field(default_factory=list, description=(
+        "Region time series (CSV/TSV/NPY), one per subject; with several stories a mapping story name -> "
+        "tables, one per subject in the same order."))
     bids: BidsConfig | None = None
     simulate: SimulateConfig | None = None
     subjects: list[str] | None = None
@@ -239,6 +276,12 @@ class EncodingConfig(_Section):
     timecourses_max_gb: float = Field(2.0, gt=0, description=(
         "save_timecourses is skipped, with a warning, when those arrays would exceed this many GiB "
         "(they are held in memory until written: 20 subjects x 200,000 voxels x 1,000 volumes would be 30 GiB)."))
+    leave_one_story_out: bool = Field(True, description=(
+        "With several stories, also score the ridge leave-one-story-out: train on the other stories, test on "
+        "the held-out one (r2_loso, r_loso per story), beside the contiguous folds (r2_cv)."))
+    map_stories: list[str] | None = Field(None, description=(
+        "Stories whose fMRI gives the atom maps and the network association tests (default: every story); "
+        "with atoms.stories, naming the stories the dictionary did not see reports them on held-out stories."))
     sparse_null_shifts: int = Field(20, ge=0, description=(
         "Circular shifts of the atoms (the same for every subject) that refit the paper's sparse model to give "
         "its in-sample R2 a chance level (per voxel and per map); 0: off."))
@@ -293,7 +336,11 @@ class NetworksConfig(_Section):
 class PipelineConfig(_Section):
     """Everything one run needs; the same object for the CLI and the napari widgets."""
 
-    story: StoryConfig = Field(default_factory=StoryConfig)
+    story: StoryConfig = Field(default_factory=StoryConfig, description=(
+        "The story (one story); with 'stories' it is the first of them."))
+    stories: list[StoryConfig] | None = Field(None, min_length=1, description=(
+        "Several stories heard by the same subjects, each with its own timing, onset, TR and volumes; their "
+        "runs are analysed one after another (drifts and confounds per run)."))
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     atoms: AtomsConfig = Field(default_factory=AtomsConfig)
     fmri: FMRIConfig = Field(default_factory=lambda: FMRIConfig(simulate=SimulateConfig()))
@@ -309,9 +356,74 @@ class PipelineConfig(_Section):
             raise ValueError("'out' must name a folder.")
         return v
 
+    @model_validator(mode="after")
+    def _stories_agree(self):
+        if self.stories is None:
+            return self
+        if "story" not in self.model_fields_set:
+            # `story` holds the first story, so that single-story code reads config.story
+            object.__setattr__(self, "story", self.stories[0])
+        elif self.story != self.stories[0]:
+            raise ValueError("give either 'story' (one story) or 'stories' (a list), not both.")
+        names = [s.label for s in self.stories]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"stories: names must be unique; {dup} occur more than once (set 'name' to tell them "
+                             "apart).")
+        for key, chosen in (("atoms.stories", self.atoms.stories), ("encoding.map_stories", self.encoding.map_stories)):
+            for name in chosen or []:
+                if name not in names:
+                    raise ValueError(f"{key}: {name!r} is not a story; the stories are {names}."
+                                     + did_you_mean(name, names))
+        if self.atoms.stories is not None and not self.atoms.stories:
+            raise ValueError("atoms.stories must name at least one story (or be null for every story).")
+        return self
+
+    @model_validator(mode="after")
+    def _runs_per_story(self):
+        names = [s.label for s in self.story_list]
+        fc = self.fmri
+        for key in ("images", "regions"):
+            runs = getattr(fc, key)
+            if isinstance(runs, dict):
+                missing = [n for n in names if n not in runs]
+                extra = [n for n in runs if n not in names]
+                if missing or extra:
+                    raise ValueError(
+                        f"fmri.{key} must map every story to its runs: the stories are {names}"
+                        + (f"; missing {missing}" if missing else "") + (f"; not a story {extra}" if extra else "")
+                        + "." + (did_you_mean(extra[0], names) if extra else ""))
+                counts = {n: len(runs[n]) for n in names}
+                if len(set(counts.values())) > 1:
+                    raise ValueError(f"fmri.{key}: every story needs one run per subject, in the same order; "
+                                     f"the stories have {counts} runs.")
+                if not all(counts.values()):
+                    raise ValueError(f"fmri.{key}: every story needs one run per subject; {counts} were given.")
+            elif runs and len(names) > 1:
+                raise ValueError(f"fmri.{key}: with several stories, give a mapping story name -> runs (one per "
+                                 f"subject) for the stories {names}; a list of {len(runs)} runs was provided.")
+        if fc.bids is not None and isinstance(fc.bids.task, dict):
+            extra = [n for n in fc.bids.task if n not in names]
+            if extra:
+                raise ValueError(f"fmri.bids.task names {extra}, which are not stories; the stories are {names}."
+                                 + did_you_mean(extra[0], names))
+        elif fc.bids is not None and len(names) > 1:
+            raise ValueError(f"fmri.bids.task: with several stories, give a mapping story name -> BIDS task "
+                             f"(a story not named is its own task); {fc.bids.task!r} was provided.")
+        return self
+
+    @property
+    def story_list(self) -> list[StoryConfig]:
+        """Every story of the run, in order (one for a single-story config)."""
+        return list(self.stories) if self.stories else [self.story]
+
+    @property
+    def multi_story(self) -> bool:
+        return bool(self.stories) and len(self.stories) > 1
+
 
 _SECTIONS = {
-    "story": StoryConfig, "features": FeaturesConfig, "atoms": AtomsConfig, "fmri": FMRIConfig,
+    "story": StoryConfig, "stories": StoryConfig, "features": FeaturesConfig, "atoms": AtomsConfig, "fmri": FMRIConfig,
     "encoding": EncodingConfig, "networks": NetworksConfig, "simulate": SimulateConfig, "bids": BidsConfig,
 }
 
@@ -335,7 +447,8 @@ def _explain(exc: ValidationError, source: str) -> ConfigError:
             lines.append(f"unknown key {where!r}; allowed here: {allowed}.{did_you_mean(key, allowed)}")
         else:
             msg = str(err.get("msg", "")).removeprefix("Value error, ")
-            lines.append(f"{where}: {msg} (got {err.get('input')!r})")
+            # a check across sections names its keys and values itself
+            lines.append(f"{where}: {msg} (got {err.get('input')!r})" if loc else msg)
     return ConfigError(f"Invalid configuration in {source}: " + "; ".join(lines))
 
 
@@ -393,17 +506,21 @@ def _resolve_paths(data: dict, base: Path) -> dict:
         return fix(p)
 
     data = json.loads(json.dumps(data))  # deep copy of plain YAML data
-    story = data.get("story")
-    if isinstance(story, dict):
-        if story.get("path") is not None:
-            story["path"] = fix_name_or_path(story["path"], list_stories())
-        if story.get("events") is not None:
-            story["events"] = fix(story["events"])
+    stories = data.get("stories") if isinstance(data.get("stories"), list) else []
+    for story in [data.get("story"), *stories]:
+        if isinstance(story, dict):
+            if story.get("path") is not None:
+                story["path"] = fix_name_or_path(story["path"], list_stories())
+            if story.get("events") is not None:
+                story["events"] = fix(story["events"])
     fmri = data.get("fmri")
     if isinstance(fmri, dict):
         for key in ("images", "regions"):
             if isinstance(fmri.get(key), list):
                 fmri[key] = [fix(p) for p in fmri[key]]
+            elif isinstance(fmri.get(key), dict):
+                fmri[key] = {name: [fix(p) for p in runs] if isinstance(runs, list) else runs
+                             for name, runs in fmri[key].items()}
         if fmri.get("mask") not in (None, "mni"):
             fmri["mask"] = fix(fmri["mask"])
         if isinstance(fmri.get("bids"), dict) and "root" in fmri["bids"]:

@@ -72,9 +72,17 @@ def check_output_writable(out: str | os.PathLike) -> None:
 
 
 def _check_story(config: PipelineConfig) -> dict:
+    facts = {"n_words": 0, "n_words_in_scan": 0}
+    for i, cfg in enumerate(config.story_list):
+        key = f"stories[{i}]" if config.stories else "story"
+        one = _check_one_story(cfg, key)
+        facts = {k: facts[k] + one[k] for k in facts}
+    return facts
+
+
+def _check_one_story(cfg, key: str = "story") -> dict:
     from ..io.stimuli import read_story, read_story_onset
 
-    cfg = config.story
     onset = read_story_onset(cfg.events) if cfg.events else cfg.onset
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the story step reads it again and warns then
@@ -82,18 +90,18 @@ def _check_story(config: PipelineConfig) -> dict:
     scan_end = cfg.n_volumes * cfg.tr
     inside = (words.onsets >= 0) & (words.onsets < scan_end)
     n_in = int(inside.sum())
-    where = f"story.path {str(cfg.path)!r}"
+    where = f"{key}.path {str(cfg.path)!r}"
     if n_in == 0:
         raise ConfigError(
             f"{where}: none of its {len(words)} words falls in the scan (onsets "
             f"{words.onsets.min():.1f}-{words.onsets.max():.1f} s with onset {onset} s; the scan lasts "
-            f"0-{scan_end:.1f} s = story.n_volumes {cfg.n_volumes} x story.tr {cfg.tr}); check "
-            "story.onset / story.events, story.tr and story.n_volumes.")
+            f"0-{scan_end:.1f} s = {key}.n_volumes {cfg.n_volumes} x {key}.tr {cfg.tr}); check "
+            f"{key}.onset / {key}.events, {key}.tr and {key}.n_volumes.")
     outside = 1 - n_in / len(words)
     if outside > OUTSIDE_WARN_FRACTION:
         warnings.warn(
             f"{where}: {len(words) - n_in} of {len(words)} words ({100 * outside:.0f} %) fall outside the scan "
-            f"(0-{scan_end:.1f} s); they are not modelled. Check story.onset, story.tr and story.n_volumes.",
+            f"(0-{scan_end:.1f} s); they are not modelled. Check {key}.onset, {key}.tr and {key}.n_volumes.",
             StoryTimingWarning, stacklevel=3)
     return {"n_words": len(words), "n_words_in_scan": n_in}
 
@@ -101,10 +109,14 @@ def _check_story(config: PipelineConfig) -> dict:
 def _check_options(config: PipelineConfig) -> None:
     from ..encoding.ridge import _folds_of, contiguous_folds
 
-    n = config.story.n_volumes
+    if config.multi_story:
+        raise ConfigError("stories: several stories are accepted by the configuration but this version "
+                          f"runs one story; {len(config.stories)} were given.")
+    n = sum(s.n_volumes for s in config.story_list)
     k = config.atoms.n_atoms
     if k > n:
-        raise ConfigError(f"atoms.n_atoms must not exceed story.n_volumes ({n}); {k} was provided.")
+        what = "story.n_volumes" if not config.stories else "the stories' volumes in all"
+        raise ConfigError(f"atoms.n_atoms must not exceed {what} ({n}); {k} was provided.")
     ec = config.encoding
     if "ridge" in ec.models:
         try:
@@ -142,28 +154,43 @@ def _check_options(config: PipelineConfig) -> None:
                     f"0..{k - 1} (atoms.n_atoms {k}).")
 
 
+def story_runs(config: PipelineConfig, key: str) -> dict[str, list[str]]:
+    """``fmri.images`` or ``fmri.regions`` as story name -> runs (one per subject)."""
+    runs = getattr(config.fmri, key)
+    if isinstance(runs, dict):
+        return {s.label: list(runs[s.label]) for s in config.story_list}
+    return {config.story.label: list(runs)} if runs else {}
+
+
 def _check_fmri(config: PipelineConfig) -> None:
     fc = config.fmri
-    n = config.story.n_volumes
-    for i, image in enumerate(fc.images):
-        img = _load_img(image, f"fmri.images[{i}]")
-        shape = img.shape
-        if len(shape) != 4:
-            raise FMRIInputError(
-                f"fmri.images[{i}] {str(image)!r} has shape {shape}; expected a 4D run (x, y, z, {n}).")
-        if shape[3] != n:
-            raise FMRIInputError(
-                f"fmri.images[{i}] {str(image)!r} has {shape[3]} volumes; story.n_volumes is {n}.")
-    n_inputs = len(fc.images) or len(fc.regions)
+    images = story_runs(config, "images")
+    for story in config.story_list:
+        n = story.n_volumes
+        what = "story.n_volumes" if not config.stories else f"story {story.label!r} has n_volumes"
+        for i, image in enumerate(images.get(story.label, [])):
+            key = f"fmri.images[{i}]" if not isinstance(fc.images, dict) else f"fmri.images.{story.label}[{i}]"
+            img = _load_img(image, key)
+            shape = img.shape
+            if len(shape) != 4:
+                raise FMRIInputError(
+                    f"{key} {str(image)!r} has shape {shape}; expected a 4D run (x, y, z, {n}).")
+            if shape[3] != n:
+                raise FMRIInputError(f"{key} {str(image)!r} has {shape[3]} volumes; {what} {n}.")
+    regions = story_runs(config, "regions")
+    first_images = next(iter(images.values()), [])
+    n_inputs = len(first_images) or len(next(iter(regions.values()), []))
     if fc.subjects is not None and n_inputs:
         if len(fc.subjects) != n_inputs:
             raise FMRIInputError(
                 f"fmri.subjects has {len(fc.subjects)} names for {n_inputs} runs; give one name per run.")
         if len(set(fc.subjects)) != len(fc.subjects):
             raise FMRIInputError(f"fmri.subjects must be unique; {list(fc.subjects)} was provided.")
-    for i, table in enumerate(fc.regions):
-        if not Path(table).is_file():
-            raise FileNotFoundError(f"fmri.regions[{i}] {str(table)!r} does not exist.")
+    for name, tables in regions.items():
+        for i, table in enumerate(tables):
+            if not Path(table).is_file():
+                key = f"fmri.regions[{i}]" if not isinstance(fc.regions, dict) else f"fmri.regions.{name}[{i}]"
+                raise FileNotFoundError(f"{key} {str(table)!r} does not exist.")
     if fc.mask != "mni" and (fc.images or fc.bids is not None):
         mask = _load_img(fc.mask, "fmri.mask")
         if len(mask.shape) not in (3, 4) or (len(mask.shape) == 4 and mask.shape[3] != 1):
@@ -174,8 +201,8 @@ def _check_fmri(config: PipelineConfig) -> None:
             raise FMRIInputError(f"fmri.mask {str(fc.mask)!r} cannot be read: {type(exc).__name__}: {exc}") from None
         if not np.any(np.nan_to_num(data) != 0):
             raise FMRIInputError(f"fmri.mask {str(fc.mask)!r} has no non-zero voxel; expected a brain mask.")
-        if fc.images:
-            _check_overlap(fc.mask, mask, data, fc.images[0])
+        if first_images:
+            _check_overlap(fc.mask, mask, data, first_images[0])
     if fc.bids is not None and not Path(fc.bids.root).is_dir():
         raise FileNotFoundError(f"fmri.bids.root {str(fc.bids.root)!r} does not exist.")
 
