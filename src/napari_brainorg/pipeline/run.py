@@ -656,98 +656,235 @@ def _confounds(ctx: _Context, slug: str | None = None):
     return table if table.shape[1] else None
 
 
-def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str, an=None):
-    """``an``: (AN responses, their layers), needed only for the layer-wise baseline."""
+def subject_file_name(subject: str) -> str:
+    """The file-safe name of a subject's encoding artifact (``sub-01`` -> ``sub-01``)."""
+    return model_slug(subject)
+
+
+def _encoding_key_parts(ctx: _Context, slug: str) -> list:
+    """What every encoding task of ``slug`` depends on: the encoding options and the keys of
+    the atoms, the fMRI and the story (the confounds)."""
+    cfg = ctx.config
+    return [cfg.encoding.model_dump(mode="json"), ctx.keys[f"atoms/{slug}"], ctx.keys["fmri"], ctx.keys["story"],
+            cfg.seed, cfg.story.tr]
+
+
+@dataclass(frozen=True)
+class SubjectTask:
+    """One encoding task: a model's atoms against one subject's fMRI.
+
+    Everything a worker needs besides the arrays: which model and subject, the subject's
+    place in the study (``index``: it seeds the subject's permutations, so a split run
+    draws what one run draws), whether time courses are kept, and the step key.
+    """
+
+    slug: str
+    subject: str
+    index: int
+    n_subjects: int
+    keep_courses: bool
+    key: str
+
+    @property
+    def step(self) -> str:
+        return f"encoding/{self.slug}/subjects/{subject_file_name(self.subject)}"
+
+    @property
+    def artifact(self) -> str:
+        return f"{self.step}.npz"
+
+
+def _subject_tasks(ctx: _Context, data, slug: str) -> list[SubjectTask]:
+    """The encoding tasks of ``slug``, one per subject of ``data``, keyed by content."""
+    ec = ctx.config.encoding
+    n_sub = len(data.data)
+    keep = bool(ec.save_timecourses) and _timecourses_fit(n_sub, data.data[0].shape, ec.timecourses_max_gb, slug)
+    upstream = key_of(f"encoding/{slug}/subjects", _encoding_key_parts(ctx, slug))
+    return [SubjectTask(slug, subject, s, n_sub, keep, key_of(upstream, subject, s, keep))
+            for s, subject in enumerate(data.subjects)]
+
+
+def encode_subject(ctx: _Context, task: SubjectTask, Y: np.ndarray, atoms: np.ndarray, confounds=None,
+                   an=None, tick=None) -> dict[str, np.ndarray]:
+    """One subject's encoding: GLS atom maps, the paper's sparse fit (and its shift null),
+    the cross-validated ridge (and its permutation p), the layer-wise baseline.
+
+    Writes ``encoding/<model>/subjects/<subject>.npz`` (stamped in ``.cache`` with
+    ``task.key``), or reads it back when the stamp matches; the group step reads only
+    these files, so subjects computed by other processes or jobs merge into one run.
+
+    Parameters
+    ----------
+    ctx : _Context
+        Only ``config``, ``writer`` and ``cancel`` are used (a worker builds its own).
+    task : SubjectTask
+    Y : ndarray of shape (n_volumes, n_voxels)
+        The subject's fMRI.
+    atoms : ndarray of shape (n_volumes, k)
+    confounds : ndarray of shape (n_volumes, n_confounds) or None
+    an : tuple (ndarray (n_volumes, n_ans), ndarray (n_ans,) of layers) or None
+        For the layer-wise baseline only.
+    tick : callable, optional
+        Called after each model fitted (progress).
+
+    Returns
+    -------
+    dict of str -> ndarray
+        ``z``, ``effect``, ``rho`` (each (k, n_voxels) or (n_voxels,)), and as configured
+        ``coef``, ``r2_sparse``, ``r2_sparse_null``, ``r2_cv``, ``r_cv``, ``p_cv``,
+        ``baseline_r2``, ``baseline_layers``, ``measured``, ``predicted``.
+    """
     from ..encoding.glm import gls_atom_maps
-    from ..encoding.inference import group_effects
     from ..encoding.preprocessing import drift_basis, highpass
 
+    if ctx.cached(task.step, [task.key], [task.artifact]):
+        arr = np.load(ctx.out / task.artifact)
+        if tick is not None:
+            for _ in range(1 + len(ctx.config.encoding.models)):
+                tick()
+        return {k: arr[k] for k in arr.files}
+    cfg = ctx.config
+    ec = cfg.encoding
+    tr = cfg.story.tr
+    k = atoms.shape[1]
+    X = atoms.astype(np.float64)
+    if ec.highpass_cutoff:
+        X = highpass(X, tr, cutoff=ec.highpass_cutoff)
+    # the maps' nuisance: the drifts the high-pass removes (constant, trend, cosines) and
+    # the story's confounds; the atoms themselves stay unfiltered in the GLS
+    nuisance = drift_basis(atoms.shape[0], tr, ec.highpass_cutoff)
+    out: dict[str, np.ndarray] = {}
+    check_cancel(ctx.cancel)
+    Yf = highpass(Y, tr, cutoff=ec.highpass_cutoff) if ec.highpass_cutoff else np.asarray(Y, np.float64)
+    maps = gls_atom_maps(atoms, Y, nuisance=nuisance, confounds=confounds, noise_model=ec.noise_model)
+    out["z"], out["effect"], out["rho"] = maps.z, maps.effect, maps.rho
+    if tick is not None:
+        tick()
+    if "sparse" in ec.models:
+        from ..encoding.sparse_fit import SparseAtomEncoder
+
+        enc = SparseAtomEncoder(alpha=ec.sparse_alpha).fit(X, Yf)
+        out["coef"] = np.asarray(enc.coef_, np.float32)
+        if task.keep_courses:
+            out["measured"] = np.asarray(Yf, np.float32).T
+            out["predicted"] = np.asarray(enc.predict(X), np.float32).T
+        out["r2_sparse"] = np.asarray(enc.r2_, np.float32)
+        if ec.sparse_null_shifts:
+            from ..encoding.inference import circular_shift_draws
+            from ..encoding.sparse_fit import sparse_r2_null
+
+            # the same shifts for every subject: the story is shared
+            shifts = circular_shift_draws(X.shape[0], ec.sparse_null_shifts, random_state=cfg.seed)
+            out["r2_sparse_null"] = sparse_r2_null(X, Yf, shifts, alpha=ec.sparse_alpha,
+                                                   cancel=ctx.cancel).astype(np.float32)
+        if tick is not None:
+            tick()
+    if "ridge" in ec.models:
+        from ..encoding.ridge import CVRidgeEncoder
+
+        enc = CVRidgeEncoder(alphas=np.asarray(ec.alphas), n_folds=ec.n_folds, gap=ec.gap,
+                             delays=tuple(ec.delays), highpass_cutoff=ec.highpass_cutoff, tr=tr)
+        enc.fit(atoms, Y)
+        if task.keep_courses and "sparse" not in ec.models:
+            out["measured"] = np.asarray(enc._filter(np.asarray(Y, np.float64)) + enc.y_mean_, np.float32).T
+            out["predicted"] = np.asarray(enc.predict(atoms), np.float32).T
+        out["r2_cv"] = np.asarray(enc.r2_, np.float32)
+        out["r_cv"] = np.asarray(enc.r_, np.float32)
+        if ec.n_permutations:
+            out["p_cv"] = _ridge_p_values(ctx, enc, atoms, Yf, seed=cfg.seed + task.index)
+        if ec.baseline and an is not None:
+            from ..encoding.baseline import layerwise_encoding
+
+            base = layerwise_encoding(an[0], an[1], Y, enc.folds_, np.asarray(ec.alphas), gap=ec.gap,
+                                      delays=tuple(ec.delays), tr=tr, highpass_cutoff=ec.highpass_cutoff,
+                                      progress=ctx.progress, cancel=ctx.cancel)
+            out["baseline_r2"] = np.asarray(base.r2, np.float32)
+            out["baseline_layers"] = np.asarray(base.layers)
+        if "sparse" not in ec.models:
+            out["coef"] = np.asarray(enc.coef_[:k], np.float32)
+        if tick is not None:
+            tick()
+    target = ctx.writer._target(task.artifact)
+    from ..io.results import atomic_path
+
+    with atomic_path(target, ".npz") as tmp:
+        np.savez(tmp, **out)  # uncompressed: written and read once per run, as large as the data
+    ctx.done(task.step)
+    return out
+
+
+def _encoding_confounds(ctx: _Context, slug: str):
+    """The confound values (n_volumes, n_confounds) of ``slug``'s encoding, or None."""
+    confounds = _confounds(ctx, slug)
+    return None if confounds is None else confounds.to_numpy(np.float64)
+
+
+def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str, an=None, subject_results=None):
+    """Per model: every subject's encoding (:func:`encode_subject`), then the group maps.
+
+    ``an``: (AN responses, their layers), needed only for the layer-wise baseline.
+    ``subject_results``: the subjects' results computed elsewhere (by Dask workers), in
+    the subjects' order; by default they are computed (or read back) here, one by one.
+    """
     cfg = ctx.config
     ec = cfg.encoding
     rel = f"encoding/{slug}"
     step = f"encoding/{slug}"
-    key_parts = [ec.model_dump(mode="json"), ctx.keys[f"atoms/{slug}"], ctx.keys["fmri"], ctx.keys["story"],
-                 cfg.seed, cfg.story.tr]
+    key_parts = _encoding_key_parts(ctx, slug)
     outputs = ([f"{rel}/regions.csv", f"{rel}/atom_maps.csv", f"{rel}/atom_maps_z.csv", f"{rel}/arrays.npz"]
                if data.kind == "regions" else
                [f"{rel}/atom_maps.nii.gz", f"{rel}/atom_maps_z.nii.gz", f"{rel}/mask.nii.gz", f"{rel}/arrays.npz"])
     if ctx.cached(step, key_parts, outputs):
         arr = np.load(ctx.out / outputs[3])
         return {k: arr[k] for k in arr.files}
-    _clear(ctx, rel)  # no map of an earlier configuration stays beside the new ones
+    tasks = _subject_tasks(ctx, data, slug)
+    if subject_results is None:
+        total = len(tasks) * (1 + len(ec.models))
+        counter = {"done": 0}
 
+        def tick():
+            counter["done"] += 1
+            ctx.stage(f"encoding {slug}", counter["done"], total)
+
+        confounds = _encoding_confounds(ctx, slug)
+        ctx.stage(f"encoding {slug}", 0, total)
+        subject_results = [encode_subject(ctx, task, Y, atoms, confounds, an, tick)
+                           for task, Y in zip(tasks, data.data)]
+    return _encoding_group(ctx, data, slug, tasks, subject_results, atoms.shape[1], outputs)
+
+
+def _encoding_group(ctx: _Context, data, slug: str, tasks: list[SubjectTask], subject_results: list[dict],
+                    k: int, outputs: list[str]) -> dict[str, np.ndarray]:
+    """The group part of the encoding: group maps, chance levels and noise ceiling from the
+    subjects' results (read from their artifacts), written beside them."""
+    from ..encoding.inference import group_effects
+    from ..encoding.preprocessing import highpass
+
+    cfg = ctx.config
+    ec = cfg.encoding
     tr = cfg.story.tr
-    X = atoms.astype(np.float64)
-    if ec.highpass_cutoff:
-        X = highpass(X, tr, cutoff=ec.highpass_cutoff)
-    n_sub = len(data.data)
-    k = atoms.shape[1]
-    # the maps' nuisance: the drifts the high-pass removes (constant, trend, cosines) and
-    # the story's confounds; the atoms themselves stay unfiltered in the GLS
+    rel = f"encoding/{slug}"
+    step = f"encoding/{slug}"
+    n_sub = len(subject_results)
+    # no map of an earlier configuration stays beside the new ones; the subjects'
+    # artifacts stay (they are keyed), except those of subjects this run does not have
+    keep = {f"{t.step.rsplit('/', 1)[-1]}.npz" for t in tasks}
+    for child in sorted((ctx.out / rel).glob("*")):
+        if child.name == "subjects":
+            for f in child.glob("*"):
+                if f.name not in keep:
+                    f.unlink()
+        else:
+            _clear(ctx, str(child.relative_to(ctx.out)))
+
+    def stacked(name):
+        return [r[name] for r in subject_results if name in r]
+
+    results = {name: stacked(name) for name in ("z", "effect", "rho", "coef", "r2_sparse", "r2_cv", "r_cv",
+                                                "p_cv", "baseline_r2", "r2_sparse_null")}
+    baseline_layers = subject_results[0].get("baseline_layers")
+    timecourses = {"measured": stacked("measured"), "predicted": stacked("predicted")}
     confounds = _confounds(ctx, slug)
-    nuisance = drift_basis(atoms.shape[0], tr, ec.highpass_cutoff)
-    confound_values = None if confounds is None else confounds.to_numpy(np.float64)
-    results: dict[str, list] = {"z": [], "effect": [], "rho": [], "coef": [], "r2_sparse": [], "r2_cv": [],
-                                "r_cv": [], "p_cv": [], "baseline_r2": [], "r2_sparse_null": []}
-    baseline_layers = None
-    timecourses: dict[str, list] = {"measured": [], "predicted": []}
-    total = n_sub * (1 + len(ec.models))
-    done = 0
-    keep_courses = ec.save_timecourses
-    for s, Y in enumerate(data.data):
-        if s == 0 and keep_courses:
-            keep_courses = _timecourses_fit(n_sub, Y.shape, ec.timecourses_max_gb, slug)
-        Yf = highpass(Y, tr, cutoff=ec.highpass_cutoff) if ec.highpass_cutoff else np.asarray(Y, np.float64)
-        ctx.stage(f"encoding {slug}", done, total)
-        maps = gls_atom_maps(atoms, Y, nuisance=nuisance, confounds=confound_values, noise_model=ec.noise_model)
-        results["z"].append(maps.z)
-        results["effect"].append(maps.effect)
-        results["rho"].append(maps.rho)
-        done += 1
-        if "sparse" in ec.models:
-            from ..encoding.sparse_fit import SparseAtomEncoder
-
-            enc = SparseAtomEncoder(alpha=ec.sparse_alpha).fit(X, Yf)
-            results["coef"].append(np.asarray(enc.coef_, np.float32))
-            if keep_courses:
-                timecourses["measured"].append(np.asarray(Yf, np.float32).T)
-                timecourses["predicted"].append(np.asarray(enc.predict(X), np.float32).T)
-            results["r2_sparse"].append(np.asarray(enc.r2_, np.float32))
-            if ec.sparse_null_shifts:
-                from ..encoding.inference import circular_shift_draws
-                from ..encoding.sparse_fit import sparse_r2_null
-
-                # the same shifts for every subject: the story is shared
-                shifts = circular_shift_draws(X.shape[0], ec.sparse_null_shifts, random_state=cfg.seed)
-                results["r2_sparse_null"].append(
-                    sparse_r2_null(X, Yf, shifts, alpha=ec.sparse_alpha, cancel=ctx.cancel).astype(np.float32))
-            done += 1
-            ctx.stage(f"encoding {slug}", done, total)
-        if "ridge" in ec.models:
-            from ..encoding.ridge import CVRidgeEncoder
-
-            enc = CVRidgeEncoder(alphas=np.asarray(ec.alphas), n_folds=ec.n_folds, gap=ec.gap,
-                                 delays=tuple(ec.delays), highpass_cutoff=ec.highpass_cutoff, tr=tr)
-            enc.fit(atoms, Y)
-            if keep_courses and "sparse" not in ec.models:
-                timecourses["measured"].append(np.asarray(enc._filter(np.asarray(Y, np.float64)) + enc.y_mean_, np.float32).T)
-                timecourses["predicted"].append(np.asarray(enc.predict(atoms), np.float32).T)
-            results["r2_cv"].append(np.asarray(enc.r2_, np.float32))
-            results["r_cv"].append(np.asarray(enc.r_, np.float32))
-            if ec.n_permutations:
-                results["p_cv"].append(_ridge_p_values(ctx, enc, atoms, Yf, seed=ctx.config.seed + s))
-            if ec.baseline and an is not None:
-                from ..encoding.baseline import layerwise_encoding
-
-                base = layerwise_encoding(an[0], an[1], Y, enc.folds_, np.asarray(ec.alphas), gap=ec.gap,
-                                          delays=tuple(ec.delays), tr=tr, highpass_cutoff=ec.highpass_cutoff,
-                                          progress=ctx.progress, cancel=ctx.cancel)
-                results["baseline_r2"].append(np.asarray(base.r2, np.float32))
-                baseline_layers = np.asarray(base.layers)
-            if "sparse" not in ec.models:
-                results["coef"].append(np.asarray(enc.coef_[:k], np.float32))
-            done += 1
-            ctx.stage(f"encoding {slug}", done, total)
     group_z, group_method = group_effects(np.stack(results["effect"]), np.stack(results["z"]),
                                           method=ec.group_effects, min_random=ec.min_subjects_random)
     group = {
@@ -817,7 +954,7 @@ def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str, an=None):
     if timecourses["measured"]:
         _save_voxel_timecourses(w, rel, timecourses, ec, data.subjects)
     _save_npz(w, outputs[3], group)
-    ctx.done(step, outputs=_files_under(ctx, rel))
+    ctx.done(step, outputs=[f for f in _files_under(ctx, rel) if not f.startswith(f"{rel}/subjects/")])
     return group
 
 
