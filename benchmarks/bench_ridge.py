@@ -13,7 +13,14 @@ Compared like with like:
   compared with himalaya's;
 - ours, nested: ``cv_ridge_scores`` (α chosen by an inner 4-fold CV inside each of the
   5 training folds, held-out R² and r per fold), which himalaya does not do in one
-  call; and the whole ``CVRidgeEncoder.fit`` (high-pass, nested CV, final fit).
+  call, before and after: ``path="predictions"`` (every α's test predictions formed,
+  the implementation up to issue 10, still the torch path) and ``path="spectral"``
+  (the default on numpy: the α path's test errors from the factorisation); chosen α
+  and scores of the two are compared; and the whole ``CVRidgeEncoder.fit``
+  (high-pass, nested CV, final fit).
+
+The load average is printed before and after: on a shared machine other processes
+take cores, and wall times grow with them.
 
 Run with ``nice -n 10 python benchmarks/bench_ridge.py`` (defaults: 300 volumes ×
 200,000 voxels × 64 features, 15 α, 5 contiguous folds with a gap of 5).
@@ -72,6 +79,7 @@ def main() -> None:
                     help="himalaya's n_targets_batch (default: all voxels at once)")
     ap.add_argument("--skip-himalaya", action="store_true")
     ap.add_argument("--skip-nested", action="store_true")
+    ap.add_argument("--skip-before", action="store_true", help="do not time the nested CV's previous path")
     args = ap.parse_args()
 
     alphas = np.logspace(-1, 6, 15)
@@ -132,14 +140,31 @@ def main() -> None:
         del ref
 
     if not args.skip_nested:
+        nested_args = dict(inner_folds=4, gap=args.gap, backend=args.backend, device=args.device)
+        before = None
+        if not args.skip_before and args.backend == "numpy":
+            print(f"load average now: {os.getloadavg()}")
+            before, t_before = timed(
+                f"BEFORE nested cv_ridge_scores path=predictions ({args.n_folds} x 4 folds)",
+                lambda: cv_ridge_scores(X, Y, folds, alphas, path="predictions", **nested_args),
+                args.repeat,
+            )
+        print(f"load average now: {os.getloadavg()}")
         nested, t_nested = timed(
-            f"ours nested cv_ridge_scores ({args.n_folds} x 4 folds)",
-            lambda: cv_ridge_scores(X, Y, folds, alphas, inner_folds=4, gap=args.gap,
-                                    backend=args.backend, device=args.device),
+            f"AFTER  nested cv_ridge_scores path=auto ({'spectral' if args.backend == 'numpy' else 'predictions'})",
+            lambda: cv_ridge_scores(X, Y, folds, alphas, **nested_args),
             args.repeat,
         )
         print(f"  held-out R2: mean {nested.r2.mean():.4f}, voxels with R2 > 0.05: "
               f"{(nested.r2 > 0.05).mean() * 100:.1f} %")
+        if before is not None:
+            same = before.alpha_folds == nested.alpha_folds
+            print(f"{'speed-up before / after':<52s} {t_before / t_nested:9.2f} x")
+            print(f"  chosen alpha identical in {same.mean() * 100:.4f} % of voxel x fold; max |R2 diff| "
+                  f"{np.abs(before.r2_folds - nested.r2_folds).max():.3g}, max |r diff| "
+                  f"{np.abs(before.r_folds - nested.r_folds).max():.3g} (float32 data)")
+            del before
+        print(f"load average now: {os.getloadavg()}")
         _, t_fit = timed(
             "ours CVRidgeEncoder.fit (high-pass + nested + final)",
             lambda: CVRidgeEncoder(alphas=alphas, n_folds=args.n_folds, gap=args.gap, tr=1.5,

@@ -246,3 +246,71 @@ def test_progress_and_cancel(rng):
     cancel.set()
     with pytest.raises(CancelledError):
         cv_ridge_scores(X, Y, folds, ALPHAS, inner_folds=3, gap=1, cancel=cancel)
+
+
+# --------------------------------------------------------------------------- spectral path
+
+
+def _assert_same_scores(a, b, atol):
+    np.testing.assert_array_equal(a.alpha_folds, b.alpha_folds)
+    np.testing.assert_allclose(a.r2_folds, b.r2_folds, atol=atol)
+    np.testing.assert_allclose(a.r_folds, b.r_folds, atol=atol)
+
+
+@pytest.mark.parametrize("solver", ["svd", "eigh"])
+def test_spectral_path_equals_the_predictions_path(rng, solver):
+    """Nested CV scored without the α path's predictions gives the same α and scores.
+
+    "eigh" with fewer regressors than training volumes leaves many eigenvalues at zero
+    (ties), which the spectral path sums directly; a duplicated regressor and a
+    regressor constant in some training folds make the SVD rank-deficient.
+    """
+    import napari_brainorg.encoding.ridge as ridge
+
+    X, Y = _simulated(rng, n=150, p=7, v=40)
+    X[:, 5] = X[:, 4]                                          # duplicated regressor
+    X[:60, 6] = 1.0                                            # constant in some training folds
+    folds = contiguous_folds(150, 4, 3)
+    common = dict(inner_folds=3, gap=3, solver=solver, chunk_size=9)   # several chunks, on threads
+    ref = cv_ridge_scores(X, Y, folds, ALPHAS, path="predictions", **common)
+    fast = cv_ridge_scores(X, Y, folds, ALPHAS, path="spectral", **common)
+    _assert_same_scores(fast, ref, 1e-10)
+    assert len(np.unique(ref.alpha_folds)) > 1
+    if solver == "eigh":  # the tie branch ran
+        bk = ridge.get_backend("numpy", None, "float64")
+        f = ridge._factorise(bk, X, folds[0][0][:80], folds[0][0][80:], standardize=True, solver="eigh",
+                             alphas=ALPHAS)
+        assert f.spectral.near is not None
+    # float32 data: float32 projections, float64 path
+    f32 = [a.astype(np.float32) for a in (X, Y)]
+    _assert_same_scores(cv_ridge_scores(*f32, folds, ALPHAS, path="spectral", **common),
+                        cv_ridge_scores(*f32, folds, ALPHAS, path="predictions", **common), 2e-5)
+    # single level: same choice, scores, coefficients and intercepts
+    a = ridge_cv_fit(X, Y, folds, ALPHAS, path="spectral", solver=solver, chunk_size=9)
+    b = ridge_cv_fit(X, Y, folds, ALPHAS, path="predictions", solver=solver, chunk_size=9)
+    np.testing.assert_array_equal(a.alpha, b.alpha)
+    for name in ("cv_scores", "coef", "intercept"):
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), atol=1e-9)
+
+
+def test_spectral_path_sums_every_pair_directly_when_told(rng, monkeypatch):
+    """The partial-fraction sum and the direct sum over all pairs agree."""
+    import napari_brainorg.encoding.ridge as ridge
+
+    X, Y = _simulated(rng, n=120, p=6, v=20)
+    folds = contiguous_folds(120, 4, 2)
+    spectral = cv_ridge_scores(X, Y, folds, ALPHAS, inner_folds=3, gap=2)
+    monkeypatch.setattr(ridge, "_NEAR_GAP", np.inf)
+    direct = cv_ridge_scores(X, Y, folds, ALPHAS, inner_folds=3, gap=2)
+    _assert_same_scores(spectral, direct, 1e-10)
+
+
+def test_spectral_path_takes_unsorted_and_repeated_training_indices(rng):
+    X, Y = _simulated(rng, n=100, p=5, v=12)
+    train = np.concatenate([np.arange(60, 100)[::-1], np.arange(60, 70)])   # unsorted, repeated
+    folds = [(train, np.arange(0, 50)), (np.arange(0, 50), np.arange(60, 100))]
+    a = cv_ridge_scores(X, Y, folds, ALPHAS, inner_folds=3, gap=1)
+    b = cv_ridge_scores(X, Y, folds, ALPHAS, inner_folds=3, gap=1, path="predictions")
+    _assert_same_scores(a, b, 1e-10)
+    with pytest.raises(ConfigError, match="'path'"):
+        cv_ridge_scores(X, Y, folds, ALPHAS, path="fast")

@@ -12,6 +12,15 @@ is one more, and choosing a different α per voxel is a gather of the diagonal
 factor. Nothing loops over voxels; voxels are processed in chunks so that memory
 stays bounded for 200,000 voxels.
 
+Choosing α scores the whole path on every inner test fold. On the numpy backend this
+is done without forming the path's predictions (``path="spectral"``, the default
+there): the test error of every α follows from the factorisation, the voxel's
+projections ``U'y`` and ``B'y`` and one r × r product (partial fractions over pairs
+of eigenvalues; see the section "spectral path" below), several times fewer
+operations than the n_alphas × n_test × r of the predictions, with the same α and
+scores. Chunks of voxels small enough for a core's cache run on as many threads as
+BLAS may use.
+
 Cross-validation follows METHOD §3:
 
 - folds are contiguous blocks of volumes, never shuffled, and ``gap`` volumes on each
@@ -36,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from dataclasses import dataclass, field
 from numbers import Integral
 from typing import Any
@@ -75,6 +85,8 @@ SOLVERS = ("auto", "svd", "eigh")
 # fold, (n_alphas, n_test, chunk). Small enough to stay in cache on a CPU, large
 # enough to keep a GPU busy.
 _CHUNK_BYTES = {"numpy": 128 * 2**20, "torch": 512 * 2**20}
+#: Voxels per chunk on the spectral path (numpy).
+_SPECTRAL_CHUNK = 1024
 
 
 # --------------------------------------------------------------------------- folds
@@ -206,10 +218,16 @@ class _Factor:
     XtU: Any                      # (p, r) X' U = V S
     B: Any = None                 # (n_test, r) X_test X' U
     n_test: int = 0
+    spectral: Any = None          # _Spectral (numpy backend, when α are given)
 
 
 def _factorise(bk: Backend, X, train: np.ndarray, test: np.ndarray | None, *,
-               standardize: bool, solver: str) -> _Factor:
+               standardize: bool, solver: str, alphas: np.ndarray | None = None) -> _Factor:
+    """Factorise the training rows of ``X``; project the test rows on the factors.
+
+    With the numpy backend and ``alphas`` given, also prepares the spectral path
+    (:class:`_Spectral`) that scores the whole α path without its predictions.
+    """
     xp = bk.xp
     tr = _index(bk, train)
     Xtr = X[tr]
@@ -237,13 +255,20 @@ def _factorise(bk: Backend, X, train: np.ndarray, test: np.ndarray | None, *,
         eig, U = xp.linalg.eigh(X64 @ X64.T)
         eig = eig * (eig > 0)
         XtU = X64.T @ U
+    eig64, XtU64 = eig, XtU
     U, eig, XtU = bk.asarray(U), bk.asarray(eig), bk.asarray(XtU)
     f = _Factor(train=tr, test=None, x_mean=x_mean, x_scale=x_scale, U=U, eig=eig, XtU=XtU)
+    Xte = None
     if test is not None:
         te = _index(bk, test)
         f.test = te
-        f.B = ((X[te] - x_mean) / x_scale) @ XtU
+        Xte = (X[te] - x_mean) / x_scale
+        f.B = Xte @ XtU
         f.n_test = len(test)
+    if bk.name == "numpy" and alphas is not None:
+        f.spectral = _spectral(f, np.asarray(train), None if test is None else np.asarray(test),
+                               np.asarray(alphas, dtype=np.float64), eig64,
+                               None if Xte is None else Xte.astype(np.float64) @ XtU64)
     return f
 
 
@@ -310,16 +335,26 @@ def _path_scores(bk: Backend, f: _Factor, Yc, alphas, metric: str):
 def _select_alphas(bk: Backend, factors: list[_Factor], Yc, alphas, metric: str):
     """Per-voxel index of the best α, averaged over the factors' test folds.
 
-    Ties (e.g. a flat voxel) go to the largest α, the most regularised model.
+    Ties (e.g. a flat voxel) go to the largest α, the most regularised model. Factors
+    prepared for the spectral path (numpy) are scored by it, in float64.
     """
     total = None
     for f in factors:
-        s = _path_scores(bk, f, Yc, alphas, metric)
-        total = s if total is None else total + s
+        if f.spectral is not None:
+            s = _spectral_scores(f.spectral, Yc, metric)
+        else:
+            s = _path_scores(bk, f, Yc, alphas, metric)
+        if total is None:
+            total = s
+        else:
+            total += s
     mean = total / len(factors)
     n_alphas = mean.shape[0]
-    rev = _index(bk, np.arange(n_alphas - 1, -1, -1))
-    best = (n_alphas - 1) - mean[rev].argmax(0)
+    if isinstance(mean, np.ndarray):
+        best = (n_alphas - 1) - mean[::-1].argmax(0)
+    else:
+        rev = _index(bk, np.arange(n_alphas - 1, -1, -1))
+        best = (n_alphas - 1) - mean[rev].argmax(0)
     return best, mean
 
 
@@ -327,6 +362,151 @@ def _refit(bk: Backend, f: _Factor, Yc, G_table, best):
     """Weights in the factor's basis with each voxel's own α: (r, c), and y_mean."""
     y_mean, UtY = _train_projection(f, Yc)
     return G_table[:, best] * UtY, y_mean
+
+
+# --------------------------------------------------------------------------- spectral path (numpy)
+#
+# The test error of the whole α path without forming the path's predictions. For one
+# factor (training eigenvalues ``e_j = s_j²``, test design in the factor's basis ``B``,
+# ``C = B'B``) and one voxel, with ``u = U'(y_train - m)`` and ``z = B'(y_test - m)``:
+#
+#     ||y_test - m - B diag(g) u||² = ||y_test - m||² - 2 Σ_j g_j z_j u_j + Σ_jk C_jk g_j g_k u_j u_k,
+#     g_j = 1 / (e_j + α).
+#
+# The quadratic term is what costs: n_alphas × n_test × r per voxel when the
+# predictions are formed. Its off-diagonal part follows from the partial fractions
+# ``g_j g_k = (g_j - g_k) / (e_k - e_j)``:
+#
+#     Σ_{j≠k} C_jk g_j g_k u_j u_k = 2 Σ_j g_j u_j (D u)_j,   D_jk = C_jk / (e_k - e_j),
+#
+# so a voxel's own work is ``D u`` (r × r) whatever the number of α, and the whole
+# path is one small product ``[g², 2g] @ [diag(C) u², u ∘ (D u - z)]``. Pairs of
+# components whose eigenvalues are too close for the difference to be accurate
+# (relative gap below ``_NEAR_GAP``: repeated singular values, components at zero)
+# are summed directly, α by α. The projections of the fMRI (``U'Y``) are BLAS
+# products in the data's precision; everything after them is float64.
+
+#: Relative eigenvalue gap below which a pair of components is summed directly.
+_NEAR_GAP = 1e-6
+
+
+@dataclass
+class _Spectral:
+    """One factor, prepared for the spectral path (see the section's comment)."""
+
+    train_runs: list                # (start, stop, row of U) of each run of consecutive training volumes
+    n_train: int
+    U: np.ndarray                   # (n_train, r), data precision
+    s1: np.ndarray                  # (r,) float64: U'1 (zero up to rounding: X is centred on train)
+    G: np.ndarray                   # (r, n_alphas) float64: 1 / (e + α)
+    test: np.ndarray | None = None  # (n_test,) volume indices
+    B: np.ndarray | None = None     # (n_test, r), data precision
+    b1: np.ndarray | None = None    # (r,) float64: B'1
+    B64: np.ndarray | None = None   # (n_test, r) float64
+    M: np.ndarray | None = None     # (n_alphas, 2r) float64: [g², 2g]
+    D: np.ndarray | None = None     # (r, r) float64 partial-fraction matrix (far pairs)
+    c_diag: np.ndarray | None = None
+    near: tuple | None = None       # (J, K): components summed directly, (n_alphas·|J|, |J|)
+
+
+def _runs(idx: np.ndarray) -> list[tuple[int, int, int]]:
+    """Runs of consecutive sorted indices: (first, last + 1, position of the first in idx)."""
+    idx = np.asarray(idx)
+    if idx.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(idx) != 1) + 1
+    starts = np.concatenate([[0], breaks]).astype(int)
+    stops = np.concatenate([breaks, [idx.size]]).astype(int)
+    return [(int(idx[a]), int(idx[b - 1]) + 1, int(a)) for a, b in zip(starts, stops)]
+
+
+def _spectral(f: _Factor, train: np.ndarray, test: np.ndarray | None, alphas: np.ndarray,
+              eig: np.ndarray, B64: np.ndarray | None) -> _Spectral:
+    U = np.ascontiguousarray(f.U)
+    # runs of consecutive volumes are read in place; folds given with repeated or
+    # unsorted training indices are gathered as one block
+    runs = _runs(train) if np.all(np.diff(train) > 0) else [(np.asarray(train), None, 0)]
+    sp = _Spectral(train_runs=runs, n_train=len(train), U=U,
+                   s1=U.astype(np.float64).sum(0), G=1.0 / (eig[:, None] + alphas[None, :]))
+    if test is None:
+        return sp
+    sp.test, sp.B64 = np.asarray(test), np.ascontiguousarray(B64)
+    sp.B = np.ascontiguousarray(f.B)
+    sp.b1 = np.asarray(f.B, dtype=np.float64).sum(0)
+    C = B64.T @ B64
+    g = sp.G.T                                                       # (a, r)
+    sp.M = np.concatenate([g * g, 2.0 * g], axis=1)
+    sp.c_diag = np.diag(C).copy()
+    diff = eig[None, :] - eig[:, None]                               # [j, k] = e_k - e_j
+    scale = np.maximum(eig[:, None], eig[None, :]) + alphas.min()
+    off = ~np.eye(len(eig), dtype=bool)
+    near = (np.abs(diff) <= _NEAR_GAP * scale) & (C != 0) & off
+    sp.D = np.where(near | ~off, 0.0, C / np.where(near | ~off, 1.0, diff))
+    if near.any():
+        J = np.flatnonzero(near.any(0))
+        CJ = np.where(near[np.ix_(J, J)], C[np.ix_(J, J)], 0.0)
+        gJ = g[:, J]                                                 # (a, |J|)
+        K = CJ[None, :, :] * gJ[:, :, None] * gJ[:, None, :]         # (a, |J|, |J|)
+        sp.near = (J, K.reshape(len(alphas) * len(J), len(J)))
+    return sp
+
+
+def _project(sp: _Spectral, Yc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Training mean ``m`` and ``u = U'(y_train - m)`` of every voxel, float64.
+
+    The training rows of ``Yc`` are read in place, run by run: no copy, no centring
+    pass (``U'(Y - 1 m') = U'Y - (U'1) m'``; ``Yc`` comes centred on all its volumes, so
+    ``m`` is small and the correction loses nothing).
+    """
+    UtY = total = None
+    for start, stop, row in sp.train_runs:
+        if stop is None:  # an index array
+            block = Yc[start]
+            part = sp.U.T @ block
+        else:
+            block = Yc[start:stop]
+            part = sp.U[row:row + stop - start].T @ block
+        s = block.sum(0, dtype=np.float64)
+        if UtY is None:
+            UtY, total = part, s
+        else:
+            UtY += part
+            total += s
+    m = total / sp.n_train
+    u = UtY.astype(np.float64)
+    u -= sp.s1[:, None] * m[None, :]
+    return m, u
+
+
+def _spectral_scores(sp: _Spectral, Yc: np.ndarray, metric: str) -> np.ndarray:
+    """Score of every α on the factor's test set, every voxel: (n_alphas, c) float64."""
+    m, u = _project(sp, Yc)
+    Yte = Yc[sp.test]
+    z = (sp.B.T @ Yte).astype(np.float64)                            # B'(y_test - m) = B'y_test - (B'1) m
+    z -= sp.b1[:, None] * m[None, :]
+    r = u.shape[0]
+    Z = np.empty((2 * r, u.shape[1]))
+    np.multiply(u, u, out=Z[:r])
+    Z[:r] *= sp.c_diag[:, None]
+    Du = np.matmul(sp.D, u, out=Z[r:])
+    Du -= z
+    Du *= u
+    ss_res = sp.M @ Z                                                # pp - 2 cross
+    if sp.near is not None:
+        J, K = sp.near
+        uJ = u[J]
+        ss_res += np.einsum("ajc,jc->ac", (K @ uJ).reshape(len(ss_res), len(J), -1), uJ)
+    Yte = Yte.astype(np.float64)
+    Yte -= m
+    ss_res += np.einsum("nc,nc->c", Yte, Yte)
+    np.maximum(ss_res, 0.0, out=ss_res)                              # rounding below an exact fit
+    n_test = len(sp.test)
+    if metric == "neg_mse":
+        return ss_res / -n_test
+    Yte -= Yte.mean(0)
+    ss_tot = np.einsum("nc,nc->c", Yte, Yte)
+    flat = ss_tot <= 0
+    return (1.0 - ss_res / (ss_tot + flat)) * ~flat
 
 
 # --------------------------------------------------------------------------- functions
@@ -402,12 +582,99 @@ def _resolve(backend: str, device, dtype, X, Y) -> Backend:
     return get_backend(backend, device, dtype)
 
 
-def _chunk_size(bk: Backend, chunk_size, n_alphas: int, n_test: int, n_voxels: int) -> int:
+def _chunk_size(bk: Backend, chunk_size, n_alphas: int, n_test: int, n_voxels: int,
+                spectral: bool = False) -> int:
     if chunk_size is not None:
         return _check_int("chunk_size", chunk_size, 1)
+    if spectral:
+        # the spectral path's working set is a few kB per voxel: chunks that stay in
+        # each core's L2 cache (measured in benchmarks/bench_ridge.py)
+        return int(max(1, min(n_voxels, _SPECTRAL_CHUNK)))
     itemsize = 8 if bk.dtype == "float64" else 4
     budget = _CHUNK_BYTES["numpy" if bk.name == "numpy" or bk.device == "cpu" else "torch"]
     return int(max(256, min(n_voxels, budget // max(1, n_alphas * n_test * itemsize))))
+
+
+PATHS = ("auto", "spectral", "predictions")
+
+
+def _use_spectral(path: str, bk: Backend) -> bool:
+    check_choice("path", path, PATHS)
+    if path == "spectral" and bk.name != "numpy":
+        raise ConfigError(f"'path' 'spectral' runs on the numpy backend; backend {bk.name!r} was asked for "
+                          "(use path='predictions' or 'auto').")
+    return bk.name == "numpy" and path != "predictions"
+
+
+def _load_chunk(bk: Backend, Y: np.ndarray, start: int, step: int, centre: bool):
+    """Voxels ``start:start + step`` of ``Y`` in the backend's array type, checked finite.
+
+    ``centre``: minus each voxel's mean over all volumes (one pass, which makes every
+    later projection's mean correction small; scores do not depend on it), contiguous.
+    """
+    block = Y[:, start:start + step]
+    _check_finite_chunk(block, start)
+    if not centre:
+        return bk.asarray(block)
+    out = np.empty(block.shape, dtype=bk.dtype)
+    np.subtract(block, block.mean(0, dtype=np.float64).astype(bk.dtype), out=out, casting="unsafe")
+    return out
+
+
+def _chunk_threads(bk: Backend) -> int:
+    """Threads that process voxel chunks: the BLAS threads allowed now (numpy only).
+
+    Each thread then runs BLAS single-threaded: the products are small, and one
+    thread per core on separate chunks beats several threads on one small product. A
+    limit set outside (``threadpoolctl``, ``OMP_NUM_THREADS`` on a Dask worker) is
+    respected.
+    """
+    if bk.name != "numpy":
+        return 1
+    try:
+        from threadpoolctl import threadpool_info
+
+        counts = [int(i.get("num_threads", 1)) for i in threadpool_info() if i.get("user_api") == "blas"]
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        counts = []
+    return max(1, min(max(counts, default=1), os.cpu_count() or 1))
+
+
+def _map_chunks(fn, starts, n_threads: int, cancel):
+    """``fn(start)`` for every chunk, results in order; on ``n_threads`` threads.
+
+    ``cancel`` is checked between chunks; chunks not yet started are dropped when the
+    caller stops early.
+    """
+    if n_threads <= 1 or len(starts) <= 1:
+        for start in starts:
+            check_cancel(cancel)
+            yield fn(start)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    todo = iter(starts)
+    pending: deque = deque()
+    with threadpool_limits(1), ThreadPoolExecutor(n_threads, thread_name_prefix="brainorg-ridge") as pool:
+        try:
+            check_cancel(cancel)
+            for start in todo:
+                pending.append(pool.submit(fn, start))
+                if len(pending) >= 2 * n_threads:
+                    break
+            while pending:
+                result = pending.popleft().result()
+                check_cancel(cancel)
+                nxt = next(todo, None)
+                if nxt is not None:
+                    pending.append(pool.submit(fn, nxt))
+                yield result
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 @dataclass
@@ -440,8 +707,8 @@ class CVRidgeScores:
 def cv_ridge_scores(X, Y, folds, alphas=DEFAULT_ALPHAS, *, inner_folds: int = 4, gap: int = 5,
                     alpha_score: str = "r2", standardize: bool = True, solver: str = "auto",
                     backend: str = "numpy", device: str | None = None, dtype: str | None = None,
-                    chunk_size: int | None = None, fixed_alpha=None, progress=None,
-                    cancel=None) -> CVRidgeScores:
+                    chunk_size: int | None = None, fixed_alpha=None, path: str = "auto",
+                    progress=None, cancel=None) -> CVRidgeScores:
     """Nested cross-validated ridge: held-out R² and r of every voxel.
 
     For each outer fold: the regressors are standardised with the training fold's
@@ -482,6 +749,11 @@ def cv_ridge_scores(X, Y, folds, alphas=DEFAULT_ALPHAS, *, inner_folds: int = 4,
     fixed_alpha : float or array of shape (n_voxels,), optional
         Skip the inner CV and use this α for every fold (e.g. each voxel's α from a fit
         on the real data, to build a cheap permutation null); ``alphas`` is then ignored.
+    path : {"auto", "spectral", "predictions"}, default "auto"
+        How the α path is scored on each inner test fold: ``"predictions"`` forms the
+        test predictions of every α (any backend); ``"spectral"`` gets the same errors
+        from the factorisation without them (numpy backend; several times fewer
+        operations, see the module's notes); ``"auto"``: spectral on numpy.
     progress : callable, optional
         ``progress("cross-validated ridge", done_chunks, n_chunks)``.
     cancel : object with ``is_set()``, optional
@@ -514,6 +786,7 @@ def cv_ridge_scores(X, Y, folds, alphas=DEFAULT_ALPHAS, *, inner_folds: int = 4,
     Xb = bk.asarray(X)
     alphas_b = bk.asarray(alphas_np)
 
+    spectral = _use_spectral(path, bk)
     plans = []
     max_test = 1
     with _small_lapack(bk):
@@ -521,36 +794,53 @@ def cv_ridge_scores(X, Y, folds, alphas=DEFAULT_ALPHAS, *, inner_folds: int = 4,
             inner = []
             if len(alphas_np) > 1 and fixed_idx is None:
                 for itrain, itest in _folds_of(np.sort(train), inner_folds, gap):
-                    inner.append(_factorise(bk, Xb, itrain, itest, standardize=standardize, solver=solver))
+                    inner.append(_factorise(bk, Xb, itrain, itest, standardize=standardize, solver=solver,
+                                            alphas=alphas_np if spectral else None))
                     max_test = max(max_test, len(itest))
-            outer = _factorise(bk, Xb, train, test, standardize=standardize, solver=solver)
+            outer = _factorise(bk, Xb, np.sort(train), np.sort(test), standardize=standardize, solver=solver,
+                               alphas=alphas_np if spectral else None)
             plans.append((inner, outer, _shrinkage(bk, outer.eig, alphas_b).T))
 
     n_folds = len(folds)
-    r2_folds = np.zeros((n_folds, n_voxels), dtype=np.float32 if bk.dtype == "float32" else np.float64)
+    out_dtype = np.float32 if bk.dtype == "float32" else np.float64
+    r2_folds = np.zeros((n_folds, n_voxels), dtype=out_dtype)
     r_folds = np.zeros_like(r2_folds)
     alpha_idx = np.zeros((n_folds, n_voxels), dtype=np.intp)
-    step = _chunk_size(bk, chunk_size, len(alphas_np), max_test, n_voxels)
-    n_chunks = math.ceil(n_voxels / step)
-    for c, start in enumerate(range(0, n_voxels, step)):
-        check_cancel(cancel)
-        block = Y[:, start:start + step]
-        _check_finite_chunk(block, start)
-        Yc = bk.asarray(block)
+    step = _chunk_size(bk, chunk_size, len(alphas_np), max_test, n_voxels, spectral)
+
+    def one_chunk(start: int):
+        Yc = _load_chunk(bk, Y, start, step, spectral)
+        width = Yc.shape[1]
+        r2 = np.zeros((n_folds, width), dtype=out_dtype)
+        r = np.zeros_like(r2)
+        chosen = np.zeros((n_folds, width), dtype=np.intp)
         for o, (inner, outer, G_table) in enumerate(plans):
             if inner:
                 best, _ = _select_alphas(bk, inner, Yc, alphas_b, alpha_score)
             elif fixed_idx is not None:
                 best = _index(bk, np.ascontiguousarray(fixed_idx[start:start + step]))
             else:
-                best = _index(bk, np.zeros(Yc.shape[1], dtype=np.intp))
-            W, y_mean = _refit(bk, outer, Yc, G_table, best)
-            pred = outer.B @ W + y_mean
-            Yte = Yc[outer.test]
-            r2_folds[o, start:start + step] = bk.to_numpy(r2_score_columns(Yte, pred))
-            r_folds[o, start:start + step] = bk.to_numpy(correlation_columns(Yte, pred))
-            alpha_idx[o, start:start + step] = bk.to_numpy(best)
-        report(progress, "cross-validated ridge", c + 1, n_chunks)
+                best = _index(bk, np.zeros(width, dtype=np.intp))
+            if spectral:
+                sp = outer.spectral
+                m, u = _project(sp, Yc)
+                pred = sp.B64 @ (sp.G[:, best] * u)
+                pred += m
+                Yte = Yc[sp.test].astype(np.float64)
+            else:
+                W, y_mean = _refit(bk, outer, Yc, G_table, best)
+                pred = outer.B @ W + y_mean
+                Yte = Yc[outer.test]
+            r2[o] = bk.to_numpy(r2_score_columns(Yte, pred))
+            r[o] = bk.to_numpy(correlation_columns(Yte, pred))
+            chosen[o] = bk.to_numpy(best)
+        return start, r2, r, chosen
+
+    starts = range(0, n_voxels, step)
+    for c, (start, r2, r, chosen) in enumerate(_map_chunks(one_chunk, starts, _chunk_threads(bk), cancel)):
+        sl = slice(start, start + step)
+        r2_folds[:, sl], r_folds[:, sl], alpha_idx[:, sl] = r2, r, chosen
+        report(progress, "cross-validated ridge", c + 1, len(starts))
     return CVRidgeScores(
         r2=r2_folds.mean(0), r=r_folds.mean(0), r2_folds=r2_folds, r_folds=r_folds,
         alpha_folds=alphas_np[alpha_idx], alphas=alphas_np, folds=folds,
@@ -594,7 +884,7 @@ class RidgeCVFit:
 def ridge_cv_fit(X, Y, folds, alphas=DEFAULT_ALPHAS, *, alpha_score: str = "r2",
                  standardize: bool = True, solver: str = "auto", backend: str = "numpy",
                  device: str | None = None, dtype: str | None = None,
-                 chunk_size: int | None = None, progress=None, cancel=None) -> RidgeCVFit:
+                 chunk_size: int | None = None, path: str = "auto", progress=None, cancel=None) -> RidgeCVFit:
     """Choose each voxel's α by cross-validation on ``folds``, then refit on all volumes.
 
     This is the single-level procedure of himalaya's ``RidgeCV`` (and the final fit
@@ -606,7 +896,7 @@ def ridge_cv_fit(X, Y, folds, alphas=DEFAULT_ALPHAS, *, alpha_score: str = "r2",
     X : array of shape (n_volumes, n_features)
     Y : array of shape (n_volumes, n_voxels)
     folds : list of (train, test) index arrays
-    alphas, alpha_score, standardize, solver, backend, device, dtype, chunk_size,
+    alphas, alpha_score, standardize, solver, backend, device, dtype, chunk_size, path,
     progress, cancel
         As in :func:`cv_ridge_scores`.
 
@@ -623,8 +913,10 @@ def ridge_cv_fit(X, Y, folds, alphas=DEFAULT_ALPHAS, *, alpha_score: str = "r2",
     bk = _resolve(backend, device, dtype, X, Y)
     Xb = bk.asarray(X)
     alphas_b = bk.asarray(alphas_np)
+    spectral = _use_spectral(path, bk)
     with _small_lapack(bk):
-        factors = [_factorise(bk, Xb, tr, te, standardize=standardize, solver=solver) for tr, te in folds]
+        factors = [_factorise(bk, Xb, np.sort(tr), np.sort(te), standardize=standardize, solver=solver,
+                              alphas=alphas_np if spectral else None) for tr, te in folds]
         full = _factorise(bk, Xb, np.arange(n_volumes), None, standardize=standardize, solver=solver)
     G_table = _shrinkage(bk, full.eig, alphas_b).T
 
@@ -633,24 +925,28 @@ def ridge_cv_fit(X, Y, folds, alphas=DEFAULT_ALPHAS, *, alpha_score: str = "r2",
     intercept = np.zeros(n_voxels, dtype=out_dtype)
     cv_scores = np.zeros((len(alphas_np), n_voxels), dtype=out_dtype)
     alpha_idx = np.zeros(n_voxels, dtype=np.intp)
-    step = _chunk_size(bk, chunk_size, len(alphas_np), max(len(te) for _, te in folds), n_voxels)
-    n_chunks = math.ceil(n_voxels / step)
-    for c, start in enumerate(range(0, n_voxels, step)):
-        check_cancel(cancel)
-        block = Y[:, start:start + step]
-        _check_finite_chunk(block, start)
-        Yc = bk.asarray(block)
-        sl = slice(start, start + step)
+    step = _chunk_size(bk, chunk_size, len(alphas_np), max(len(te) for _, te in folds), n_voxels, spectral)
+
+    def one_chunk(start: int):
+        Yc = _load_chunk(bk, Y, start, step, spectral)
+        mean = None
         if len(alphas_np) > 1:
             best, mean = _select_alphas(bk, factors, Yc, alphas_b, alpha_score)
-            cv_scores[:, sl] = bk.to_numpy(mean)
         else:
             best = _index(bk, np.zeros(Yc.shape[1], dtype=np.intp))
         W, y_mean = _refit(bk, full, Yc, G_table, best)
-        coef[:, sl] = bk.to_numpy(full.XtU @ W)
-        intercept[sl] = bk.to_numpy(y_mean)
-        alpha_idx[sl] = bk.to_numpy(best)
-        report(progress, "ridge fit", c + 1, n_chunks)
+        if spectral:  # the chunk was centred on its own mean: put it back
+            y_mean = y_mean + Y[:, start:start + step].mean(0, dtype=np.float64)
+        return (start, None if mean is None else bk.to_numpy(mean), bk.to_numpy(full.XtU @ W),
+                bk.to_numpy(y_mean), bk.to_numpy(best))
+
+    starts = range(0, n_voxels, step)
+    for c, (start, mean, W, y_mean, best) in enumerate(_map_chunks(one_chunk, starts, _chunk_threads(bk), cancel)):
+        sl = slice(start, start + step)
+        if mean is not None:
+            cv_scores[:, sl] = mean
+        coef[:, sl], intercept[sl], alpha_idx[sl] = W, y_mean, best
+        report(progress, "ridge fit", c + 1, len(starts))
     return RidgeCVFit(
         alpha=alphas_np[alpha_idx], cv_scores=cv_scores, coef=coef, intercept=intercept,
         x_mean=bk.to_numpy(full.x_mean).astype(out_dtype),
