@@ -25,7 +25,9 @@ Every solver runs on numpy or torch (CPU or CUDA) through
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
 from numbers import Integral, Real
 
@@ -38,6 +40,7 @@ from ..errors import ShapeError, check_choice
 
 __all__ = [
     "DEFAULT_ALPHA",
+    "SOLVERS",
     "dictionary_objective",
     "lambda_from_alpha",
     "learn_dictionary",
@@ -52,13 +55,22 @@ __all__ = [
 #: over 300 volumes (the bundled story's length), and about 4.7 over 1,000.
 DEFAULT_ALPHA = 0.15
 
-# Working-set size of one chunk of columns in the code solver; what matters is the
-# handful of (k, chunk) arrays FISTA keeps plus the (n_volumes, chunk) slice of X.
 # Relative decrease of the objective per iteration below which an atom swap is tried
 # (see learn_dictionary): early enough to skip the slow approach to a poor local
 # minimum; a swap is kept only when it lowers the objective.
 _SWAP_BELOW = 1e-2
+#: Code solvers: coordinate descent (numpy) or FISTA (numpy or torch); "auto" picks
+#: coordinate descent on numpy and FISTA on torch.
+SOLVERS = ("auto", "cd", "fista")
+# Working set of one chunk of columns in the code solver. FISTA keeps a handful of
+# (k, chunk) arrays besides the (n_volumes, chunk) slice of X; coordinate descent
+# keeps D'X_c and the slice, small enough to stay in cache between the two products
+# of a chunk (D'X_c, then X_c A_c).
 _CHUNK_BYTES = 256 * 2**20
+_CD_CHUNK_BYTES = 8 * 2**20
+_CD_MIN_PART = 64  # columns below which a chunk is not split over threads
+_EMPTY = np.empty(0)
+_EMPTY2 = np.empty((0, 0))
 
 
 # --------------------------------------------------------------------------- helpers
@@ -141,7 +153,11 @@ def _lipschitz(be: Backend, gram) -> float:
     return float(np.linalg.eigvalsh(g)[-1]) if g.size else 0.0
 
 
-def _default_chunk(n_volumes: int, k: int, itemsize: int) -> int:
+def _default_chunk(n_volumes: int, k: int, itemsize: int, solver: str = "fista", n_cols: int = 0) -> int:
+    if solver == "cd":
+        chunk = max(1, _CD_CHUNK_BYTES // ((n_volumes + 2 * k) * itemsize))
+        # at least a few chunks per worker thread, so that the threads share the work
+        return min(chunk, max(_CD_MIN_PART, -(-n_cols // (4 * _n_threads()))))
     per_column = (n_volumes + 7 * k) * itemsize
     return max(1, _CHUNK_BYTES // per_column)
 
@@ -289,57 +305,234 @@ def _column_l1(be: Backend, a):
     return _sum_cols(be, abs(a))
 
 
-def _encode_block(be, X, D, gram, lam, lipschitz, init, *, positive, max_iter, tol,
-                  chunk_size, progress, cancel, stage, want_residual=False, x_sq=None):
-    """Code every column of ``X`` (backend or numpy array) chunk by chunk.
+def _resolve_solver(be: Backend, solver: str) -> str:
+    check_choice("solver", solver, SOLVERS)
+    if solver == "auto":
+        return "cd" if be.name == "numpy" else "fista"
+    if solver == "cd" and be.name != "numpy":
+        raise ValueError(
+            "'solver' 'cd' runs on the numpy backend only; with backend 'torch' use "
+            "solver='fista' (or 'auto')."
+        )
+    return solver
 
-    Returns ``(A, n_iter_max, residual_sq)`` with ``A`` a backend array (k, n_cols)
-    and ``residual_sq`` a float64 numpy array of per-column |x - D a|^2, or None.
-    ``x_sq`` (per-column |x|^2, float64) spares recomputing it.
+
+_CONTROLLER = None
+
+
+def _blas_controller():
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER
+
+
+def _n_threads() -> int:
+    """Worker threads: the BLAS threads the caller allows (e.g. a Dask worker's 1), at most the cores."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    blas = [int(i["num_threads"]) for i in _blas_controller().select(user_api="blas").info()]
+    return max(1, min([cores] + blas))
+
+
+class _Workers:
+    """Column chunks processed by ``n`` threads, their results taken in chunk order.
+
+    Each thread runs single-threaded BLAS and numba kernels (both release the GIL) on
+    its own chunk, so nothing waits at a barrier between threads: on a loaded
+    machine this keeps the cores busy where multi-threaded BLAS on small products
+    spins. Results are consumed in order, so sums over chunks are deterministic.
+    """
+
+    def __init__(self, n: int):
+        self.n = max(1, int(n))
+        self.pool = None
+        if self.n > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(self.n, thread_name_prefix="brainorg-sparse")
+
+    def close(self):
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+            self.pool = None
+
+    def map(self, fn, n_cols: int, chunk_size: int):
+        """Yield ``(slice, fn(slice))`` for consecutive column chunks, in order."""
+        slices = (slice(s, min(s + chunk_size, n_cols)) for s in range(0, n_cols, chunk_size))
+        if self.pool is None:
+            for sl in slices:
+                yield sl, fn(sl)
+            return
+        from collections import deque
+        from concurrent.futures import wait
+
+        pending = deque()
+        try:
+            for sl in slices:
+                pending.append((sl, self.pool.submit(fn, sl)))
+                if len(pending) >= 2 * self.n:
+                    sl0, fut = pending.popleft()
+                    yield sl0, fut.result()
+            while pending:
+                sl0, fut = pending.popleft()
+                yield sl0, fut.result()
+        finally:
+            # On an error or a cancel, let no chunk run on behind the caller's back.
+            for _, fut in pending:
+                fut.cancel()
+            wait([fut for _, fut in pending])
+
+
+@contextlib.contextmanager
+def _workers(be: Backend, solver: str):
+    """Worker threads for the coordinate-descent path (BLAS limited to one thread each)."""
+    if be.name != "numpy" or solver != "cd":
+        yield _Workers(1)
+        return
+    n = _n_threads()
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        w = _Workers(n)
+        try:
+            yield w
+        finally:
+            w.close()
+
+
+def _chunk(be: Backend, X, sl: slice):
+    """Columns ``sl`` of ``X`` as a backend array of the backend's dtype (a view when possible)."""
+    if be.name == "numpy":
+        return np.asarray(X[:, sl], dtype=be.dtype)
+    return be.asarray(X[:, sl])
+
+
+def _code_pass(be: Backend, X, D, A, lam, *, solver: str, positive: bool, max_iter: int,
+               tol: float, chunk_size: int, workers, warm: bool = True, x_sq=None,
+               stats: bool = False, progress=None, cancel=None, stage: str = "sparse codes") -> dict:
+    """Codes of every column of ``X`` on the atoms ``D``, in one pass over ``X``.
+
+    ``X`` (n_volumes, n_cols) is read one chunk of columns at a time (numpy arrays,
+    memory maps or torch tensors; never copied whole). For each chunk: ``C = X_c' D``,
+    the codes (coordinate descent or FISTA, in place in ``A``), and, when ``stats``,
+    the sufficient statistics of the atom update and of the objective, while the
+    chunk is still in cache.
+
+    Parameters
+    ----------
+    D : backend array (n_volumes, k), the backend's dtype
+    A : backend array (n_cols, k)
+        Codes, one row per column of ``X``: the warm start when ``warm`` (else zeroed
+        chunk by chunk), overwritten.
+    lam : float or float64 ndarray (n_cols,)
+    workers : _Workers
+    x_sq : float64 ndarray (n_cols,), optional
+        ``||x_i||^2``; needed for ``res_sq`` (``stats``).
+
+    Returns
+    -------
+    dict
+        ``n_iter`` (iterations or sweeps of the slowest column); with ``stats`` also
+        ``XAt`` (n_volumes, k), ``AAt`` (k, k), ``l1_rows`` (k,) (λ-weighted |codes| per
+        atom) and ``res_sq`` (n_cols,) (per-column squared residual), all float64 numpy.
     """
     n_volumes, n_cols = _shape_of(X)
     k = _shape_of(D)[1]
-    A = _zeros(be, (k, n_cols))
-    res_sq = np.empty(n_cols) if want_residual else None
-    n_iter_max = 0
-    n_chunks = max(1, -(-n_cols // chunk_size))
-    report(progress, stage, 0, n_chunks)
-    for c, start in enumerate(range(0, n_cols, chunk_size)):
-        check_cancel(cancel)
-        stop = min(start + chunk_size, n_cols)
-        xc = be.asarray(X[:, start:stop])
-        dtx = D.T @ xc
-        col_check = np.asarray(be.to_numpy(_sum_cols(be, dtx))).ravel()
+    per_col = not isinstance(lam, float)
+    res_sq = np.empty(n_cols) if stats else None
+    if solver == "cd":
+        from ._cd import cd_lasso_gram
+
+        Dn = np.asarray(be.to_numpy(D), dtype=np.float64)
+        G = Dn.T @ Dn
+        G = np.ascontiguousarray(0.5 * (G + G.T))
+    else:
+        gram = D.T @ D
+        lipschitz = _lipschitz(be, gram)
+
+    def work(sl):
+        xc = _chunk(be, X, sl)
+        Cc = xc.T @ D
+        col_check = np.asarray(be.to_numpy(Cc.sum(1)))
         if not np.isfinite(col_check).all():
-            bad = np.flatnonzero(~np.isfinite(col_check))[:5] + start
+            bad = np.flatnonzero(~np.isfinite(col_check))[:5] + sl.start
             raise ValueError(
                 f"'X' must contain only finite values; columns {bad.tolist()} contain NaN or inf."
             )
-        lam_c = _lam_row(be, lam, start, stop)
-        if lipschitz <= 0.0:
-            # Every atom is zero: the only minimiser is a zero code.
-            ac = _zeros(be, (k, stop - start))
-            n_it = 0
+        Ac = A[sl]
+        if not warm:
+            Ac[...] = 0
+        if solver == "cd":
+            n = sl.stop - sl.start
+            sweeps = np.empty(n, dtype=np.int32)
+            AAt_c, l1_c = (np.zeros((k, k)), np.zeros(k)) if stats else (_EMPTY2, _EMPTY)
+            cd_lasso_gram(G, np.ascontiguousarray(Cc), Ac, lam[sl] if per_col else np.full(n, lam),
+                          positive, max_iter, tol, x_sq[sl] if stats else _EMPTY,
+                          res_sq[sl] if stats else np.empty(n), np.empty(n), sweeps, AAt_c, l1_c)
+            n_it = int(sweeps.max(initial=0))
+            # X_c A_c' is a dense product (BLAS beats a scatter over the sparse codes)
+            return n_it, ((xc @ Ac), AAt_c, l1_c) if stats else None
         else:
-            a0 = _zeros(be, (k, stop - start)) if init is None else be.asarray(init[:, start:stop])
-            ac, n_it = _fista(be, gram, dtx, lam_c, lipschitz, a0, positive=positive,
-                              max_iter=max_iter, tol=tol, cancel=cancel)
-        smooth = _column_smooth_loss(be, gram, dtx, ac) if (want_residual or init is not None) else None
-        if init is not None and lipschitz > 0.0:
-            # FISTA is not monotone: never hand back a code worse than the warm start.
-            smooth_old = _column_smooth_loss(be, gram, dtx, a0)
-            worse = (smooth_old + lam_c * _column_l1(be, a0) < smooth + lam_c * _column_l1(be, ac)).reshape(-1)
-            if bool(worse.any()):
-                ac[:, worse] = a0[:, worse]
-                smooth = _where(be, worse.reshape(1, -1), smooth_old, smooth)
-        A[:, start:stop] = ac
-        if want_residual:
-            xs = _sum_cols(be, xc * xc) if x_sq is None else x_sq[start:stop]
-            r = np.asarray(be.to_numpy(smooth), dtype=np.float64).ravel()
-            res_sq[start:stop] = np.maximum(np.asarray(be.to_numpy(xs), dtype=np.float64).ravel() + 2.0 * r, 0.0)
-        n_iter_max = max(n_iter_max, n_it)
+            n_it = _fista_chunk(be, gram, lipschitz, Cc.T, Ac, _lam_row(be, lam, sl.start, sl.stop),
+                                warm=warm, positive=positive, max_iter=max_iter, tol=tol, cancel=cancel,
+                                res_sq=res_sq[sl] if stats else None, x_sq=x_sq[sl] if stats else None)
+        if not stats:
+            return n_it, None
+        absA = np.asarray(be.to_numpy(abs(Ac)))
+        return n_it, (np.asarray(be.to_numpy(xc @ Ac)), np.asarray(be.to_numpy(Ac.T @ Ac)),
+                      (lam[sl] @ absA) if per_col else lam * absA.sum(0, dtype=np.float64))
+
+    out = {"n_iter": 0}
+    if stats:
+        XAt = np.zeros((n_volumes, k))
+        AAt = np.zeros((k, k))
+        l1_rows = np.zeros(k)
+    n_chunks = max(1, -(-n_cols // chunk_size))
+    report(progress, stage, 0, n_chunks)
+    check_cancel(cancel)
+    for c, (_, (n_it, st)) in enumerate(workers.map(work, n_cols, chunk_size)):
+        out["n_iter"] = max(out["n_iter"], n_it)
+        if stats:
+            XAt += st[0]
+            AAt += st[1]
+            l1_rows += st[2]
         report(progress, stage, c + 1, n_chunks)
-    return A, n_iter_max, res_sq
+        check_cancel(cancel)
+    if stats:
+        out.update(XAt=XAt, AAt=0.5 * (AAt + AAt.T), l1_rows=l1_rows, res_sq=res_sq)
+    return out
+
+
+def _fista_chunk(be, gram, lipschitz, dtx, Ac, lam_c, *, warm, positive, max_iter, tol, cancel,
+                 res_sq=None, x_sq=None) -> int:
+    """FISTA on one chunk (``dtx`` (k, c), codes ``Ac`` (c, k) in place); returns its iterations."""
+    k, n = _shape_of(dtx)
+    if lipschitz <= 0.0:
+        # Every atom is zero: the only minimiser is a zero code.
+        Ac[...] = 0
+        if res_sq is not None:
+            res_sq[:] = x_sq
+        return 0
+    a0 = _copy(be, Ac.T)
+    ac, n_it = _fista(be, gram, dtx, lam_c, lipschitz, a0, positive=positive, max_iter=max_iter,
+                      tol=tol, cancel=cancel)
+    want = res_sq is not None
+    smooth = _column_smooth_loss(be, gram, dtx, ac) if (want or warm) else None
+    if warm:
+        # FISTA is not monotone: never hand back a code worse than the warm start.
+        smooth_old = _column_smooth_loss(be, gram, dtx, a0)
+        worse = (smooth_old + lam_c * _column_l1(be, a0) < smooth + lam_c * _column_l1(be, ac)).reshape(-1)
+        if bool(worse.any()):
+            ac[:, worse] = a0[:, worse]
+            smooth = _where(be, worse.reshape(1, -1), smooth_old, smooth)
+    Ac[...] = ac.T
+    if want:
+        r = np.asarray(be.to_numpy(smooth), dtype=np.float64).ravel()
+        res_sq[:] = np.maximum(x_sq + 2.0 * r, 0.0)
+    return n_it
 
 
 def _check_random_state(random_state):
@@ -373,7 +566,7 @@ def _check_lam(lam, n_cols: int):
 
 def sparse_encode(X, D, lam, *, positive=False, max_iter=200, tol=1e-4, init=None,
                   backend="numpy", device=None, chunk_size=None, dtype="float32",
-                  progress=None, cancel=None) -> np.ndarray:
+                  solver="auto", progress=None, cancel=None) -> np.ndarray:
     """Sparse codes of every column of ``X`` on a fixed dictionary ``D``.
 
     Solves, independently for every column ``x`` of ``X``,
@@ -440,6 +633,7 @@ def sparse_encode(X, D, lam, *, positive=False, max_iter=200, tol=1e-4, init=Non
     """
     dtype = _dtype_for(dtype)
     be = get_backend(backend, device, dtype)
+    solver = _resolve_solver(be, solver)
     X = _as_2d("X", X, "(n_volumes, n_columns)")
     D = _as_2d("D", D, "(n_volumes, k)")
     n_volumes, n_cols = _shape_of(X)
@@ -460,26 +654,25 @@ def sparse_encode(X, D, lam, *, positive=False, max_iter=200, tol=1e-4, init=Non
                 f"shape {_shape_of(init)} was provided."
             )
     if chunk_size is None:
-        chunk_size = _default_chunk(n_volumes, k, np.dtype(dtype).itemsize)
+        chunk_size = _default_chunk(n_volumes, k, np.dtype(dtype).itemsize, solver, n_cols)
     chunk_size = _check_positive_int("chunk_size", chunk_size)
     Db = be.asarray(D)
     if not np.isfinite(be.to_numpy(Db)).all():
         raise ValueError("'D' must contain only finite values; NaN or inf was found.")
-    if be.name == "torch":
-        import torch
+    with contextlib.ExitStack() as stack:
+        if be.name == "torch":
+            import torch
 
-        ctx = torch.inference_mode()
-    else:
-        import contextlib
-
-        ctx = contextlib.nullcontext()
-    with ctx:
-        gram = Db.T @ Db
-        lipschitz = _lipschitz(be, gram)
-        A, _, _ = _encode_block(be, X, Db, gram, lam, lipschitz, init, positive=positive,
-                                max_iter=max_iter, tol=tol, chunk_size=chunk_size,
-                                progress=progress, cancel=cancel, stage="sparse codes")
-        return np.asarray(be.to_numpy(A), dtype=dtype)
+            stack.enter_context(torch.inference_mode())
+        workers = stack.enter_context(_workers(be, solver))
+        A = _zeros(be, (n_cols, k))
+        if init is not None:
+            A[...] = be.asarray(init).T
+        _code_pass(be, X, Db, A, lam, solver=solver, positive=positive, max_iter=max_iter, tol=tol,
+                   chunk_size=chunk_size, workers=workers, warm=init is not None, progress=progress,
+                   cancel=cancel)
+        # solved one column per row: returned as a (k, n_columns) view
+        return np.asarray(be.to_numpy(A), dtype=dtype).T
 
 
 # --------------------------------------------------------------------------- objective
@@ -565,9 +758,36 @@ def _vnorm(be: Backend, v) -> float:
     return float(np.linalg.norm(v)) if be.name == "numpy" else float(v.norm())
 
 
-def _init_atoms(be, Xb, n_atoms: int, init, rs):
-    """Initial dictionary (n_volumes, k) and ``X X'`` (float64 numpy) when computed, else None."""
-    n_volumes, n_ans = _shape_of(Xb)
+def _data_pass(be: Backend, X, chunk_size: int, want_xxt: bool, workers=None):
+    """One pass over ``X``: per-column ``||x_i||^2`` and, if asked, ``X X'`` (both float64).
+
+    Raises ValueError when ``X`` holds NaN or inf.
+    """
+    n_volumes, n_cols = _shape_of(X)
+    x_sq = np.empty(n_cols)
+    xxt = np.zeros((n_volumes, n_volumes)) if want_xxt else None
+
+    def work(sl):
+        xc = _chunk(be, X, sl)
+        if be.name == "numpy":
+            x_sq[sl] = np.einsum("ij,ij->j", xc, xc, dtype=np.float64)
+        else:
+            x_sq[sl] = np.asarray(be.to_numpy((xc * xc).sum(0)), dtype=np.float64)
+        if not np.isfinite(x_sq[sl]).all():
+            raise ValueError("'X' must contain only finite values; NaN or inf was found.")
+        return np.asarray(be.to_numpy(xc @ xc.T)) if want_xxt else None
+
+    for _, part in (workers or _Workers(1)).map(work, n_cols, chunk_size):
+        if want_xxt:
+            xxt += part
+    if want_xxt:
+        xxt = 0.5 * (xxt + xxt.T)
+    return x_sq, xxt
+
+
+def _init_atoms(be, X, n_atoms: int, init, rs, xxt):
+    """Initial dictionary (n_volumes, k) as float64 numpy, from ``X X'`` (``xxt``) for "svd"."""
+    n_volumes, n_ans = _shape_of(X)
     if not isinstance(init, str):
         D0 = np.asarray(be.to_numpy(init), dtype=np.float64)
         if D0.shape != (n_volumes, n_atoms):
@@ -578,16 +798,14 @@ def _init_atoms(be, Xb, n_atoms: int, init, rs):
         norms = np.linalg.norm(D0, axis=0)
         if not np.all(np.isfinite(D0)) or np.any(norms == 0):
             raise ValueError("'init' must hold finite, non-zero atoms; a zero or non-finite column was found.")
-        return D0 / norms, None
+        return D0 / norms
     check_choice("init", init, ("svd", "random"))
     n_filled = 0
-    xxt = None
     D0 = np.zeros((n_volumes, n_atoms))
     if init == "svd":
-        # Left singular vectors from the small (n_volumes, n_volumes) covariance: one
-        # pass over X, never an SVD of the full (n_volumes, n_ans) matrix.
-        cov = np.asarray(be.to_numpy(Xb @ Xb.T), dtype=np.float64)
-        evals, evecs = np.linalg.eigh(0.5 * (cov + cov.T))
+        # Left singular vectors from the small (n_volumes, n_volumes) covariance X X'
+        # (one pass over X), never an SVD of the full (n_volumes, n_ans) matrix.
+        evals, evecs = np.linalg.eigh(xxt)
         order = np.argsort(evals)[::-1]
         keep = order[evals[order] > 1e-10 * max(evals.max(initial=0.0), 1e-300)][:n_atoms]
         vecs = evecs[:, keep]
@@ -595,15 +813,14 @@ def _init_atoms(be, Xb, n_atoms: int, init, rs):
         flip = np.sign(vecs[np.abs(vecs).argmax(0), np.arange(vecs.shape[1])])
         D0[:, : vecs.shape[1]] = vecs * flip
         n_filled = vecs.shape[1]
-        xxt = cov
     else:
         cols = rs.choice(n_ans, size=min(n_atoms, n_ans), replace=False)
         if be.name == "torch":
             import torch
 
-            picked = Xb[:, torch.as_tensor(cols, device=Xb.device)]
+            picked = X[:, torch.as_tensor(cols, device=X.device)]
         else:
-            picked = Xb[:, cols]
+            picked = X[:, cols]  # reads only these columns (X may be a memory map)
         picked = np.asarray(be.to_numpy(picked), dtype=np.float64)
         norms = np.linalg.norm(picked, axis=0)
         ok = norms > 0
@@ -613,146 +830,171 @@ def _init_atoms(be, Xb, n_atoms: int, init, rs):
         # More atoms than the data's rank (or than ANs): random unit directions.
         extra = rs.standard_normal((n_volumes, n_atoms - n_filled))
         D0[:, n_filled:] = extra / np.linalg.norm(extra, axis=0)
-    return D0, xxt
+    return D0
 
 
-def _update_atoms(be, D, XAt, AAt, A, Xb, res_sq, rs):
+def _update_atoms(be, D, XAt, AAt, A, X, res_sq, rs):
     """One block-coordinate pass over the atoms (exact minimisation on ||d_j|| <= 1).
 
-    ``D`` is updated in place. Atoms that no AN uses are re-initialised from the
-    residuals of the worst-reconstructed ANs. Returns the indices of those atoms.
+    ``D`` (float64 numpy, (n_volumes, k)) is updated in place from ``X A'`` and
+    ``A A'``. Atoms that no AN uses are re-initialised from the residuals of the
+    worst-reconstructed ANs; their codes (columns of ``A``, (n_ans, k)) and
+    statistics are set to zero. Returns the indices of those atoms.
     """
-    k = _shape_of(D)[1]
-    diag = np.asarray(be.to_numpy(AAt.diagonal()), dtype=np.float64)
+    k = D.shape[1]
+    diag = AAt.diagonal().copy()
     unused_threshold = 1e-10 * max(float(diag.max(initial=0.0)), 1e-300)
     unused = [j for j in range(k) if diag[j] <= unused_threshold]
     used = [j for j in range(k) if diag[j] > unused_threshold]
     for j in used:
-        u = D[:, j] + (XAt[:, j] - D @ AAt[:, j]) / float(diag[j])
-        D[:, j] = u / max(_vnorm(be, u), 1.0)
+        u = D[:, j] + (XAt[:, j] - D @ AAt[:, j]) / diag[j]
+        D[:, j] = u / max(float(np.linalg.norm(u)), 1.0)
     if unused:
         # Worst-reconstructed ANs first; a stable sort keeps ties (and runs) deterministic.
         order = np.argsort(-res_sq, kind="stable")
         for rank, j in enumerate(unused):
-            A[j, :] = 0
+            A[:, j] = 0
+            XAt[:, j] = 0.0
+            AAt[j, :] = 0.0
+            AAt[:, j] = 0.0
             i = int(order[rank % len(order)])
-            r = Xb[:, i] - D @ A[:, i]
-            nr = _vnorm(be, r)
+            x = np.asarray(be.to_numpy(X[:, i]), dtype=np.float64)
+            r = x - D @ np.asarray(be.to_numpy(A[i]), dtype=np.float64)
+            nr = float(np.linalg.norm(r))
             if not (nr > 1e-12 * max(math.sqrt(float(res_sq.max(initial=0.0))), 1e-300)):
-                r = be.asarray(rs.standard_normal(_shape_of(D)[0]))
-                nr = _vnorm(be, r)
+                r = rs.standard_normal(D.shape[0])
+                nr = float(np.linalg.norm(r))
             D[:, j] = r / nr
     return unused
 
 
-def _rank_one_gain(be, c, lam, positive: bool):
-    """Codes of a unit-norm atom on residual correlations ``c`` and the objective drop."""
-    if positive:
-        a = (c - lam).clamp(min=0) if be.name == "torch" else np.maximum(c - lam, 0)
-    else:
-        a = _shrink(be, _copy(be, c), lam, False)
-    return a, 0.5 * float((a * a).sum())
+def _rank_one_gain(c, lam, positive: bool):
+    """Codes of a unit-norm atom on residual correlations ``c`` (float64) and the objective drop."""
+    a = np.maximum(c - lam, 0.0) if positive else c - np.clip(c, -lam, lam)
+    return a, 0.5 * float(a @ a)
 
 
-def _replace_weakest_atom(be, Xb, D, A, lam, res_sq, xxt, XAt, AAt, chunk_size: int,
-                          positive: bool) -> bool:
+def _correlations(be, X, V, D, A, j: int, chunk_size: int, workers=None):
+    """``v' (x_i - D a_i + d_j a_ji)`` for every AN ``i`` and column ``v`` of ``V``: (n_ans, m) float64.
+
+    One pass over ``X``; ``V`` (n_volumes, m) and ``D`` float64 numpy, ``A`` (n_ans, k).
+    """
+    n_volumes, n_ans = _shape_of(X)
+    Vb = be.asarray(V)
+    DtV = D.T @ V
+    djV = V.T @ D[:, j]
+    out = np.empty((n_ans, V.shape[1]))
+
+    def work(sl):
+        Ac = np.asarray(be.to_numpy(A[sl]), dtype=np.float64)
+        out[sl] = np.asarray(be.to_numpy(_chunk(be, X, sl).T @ Vb), dtype=np.float64) - Ac @ DtV
+        out[sl] += Ac[:, [j]] * djV
+
+    for _ in (workers or _Workers(1)).map(work, n_ans, chunk_size):
+        pass
+    return out
+
+
+def _residual_times(be, X, W, D, A, j: int, chunk_size: int, workers=None):
+    """``sum_i (x_i - D a_i + d_j a_ji) w_i'`` for the columns of ``W`` (n_ans, m): (n_volumes, m).
+
+    One pass over ``X``; float64 numpy in and out.
+    """
+    n_volumes, n_ans = _shape_of(X)
+    XW = np.zeros((n_volumes, W.shape[1]))
+    AtW = np.zeros((D.shape[1], W.shape[1]))
+
+    def work(sl):
+        return (np.asarray(be.to_numpy(_chunk(be, X, sl) @ be.asarray(W[sl])), dtype=np.float64),
+                np.asarray(be.to_numpy(A[sl]), dtype=np.float64).T @ W[sl])
+
+    for _, (xw, atw) in (workers or _Workers(1)).map(work, n_ans, chunk_size):
+        XW += xw
+        AtW += atw
+    return XW - D @ AtW + np.outer(D[:, j], AtW[j])
+
+
+def _replace_weakest_atom(be, X, D, A, lam, res_sq, xxt, XAt, AAt, l1_rows, chunk_size: int,
+                          positive: bool, workers=None) -> bool:
     """Swap the least useful atom for the residual's leading direction, if that helps.
 
     Alternating minimisation can settle with one atom shared by two sources of
     variance and another atom barely used. With every other atom and code fixed,
     removing atom ``j`` raises the objective by
     ``sum_i a_ji d_j'r_i - a_ji^2 |d_j|^2 / 2 - lam |a_ji|`` (``r_i`` the residual
-    without atom ``j``), and a unit-norm atom ``d`` with its best codes lowers it by
-    ``sum_i (|d'r_i| - lam)_+^2 / 2``: both are exact, so the swap is made only when
-    it lowers the objective, and the descent stays monotone. Candidates: the leading
-    eigenvector of the residual covariance ``(X - DA)(X - DA)'`` (from ``X X'``,
-    ``X A'`` and ``A A'``, no pass over ``X``) and the residual of the
-    worst-reconstructed AN, each refined by one block-coordinate step.
+    without atom ``j``), which is ``(D'XA')_jj - (GAA')_jj + G_jj (AA')_jj / 2 -
+    lam |a_j|_1`` (no pass over ``X``); a unit-norm atom ``d`` with its best codes
+    lowers it by ``sum_i (|d'r_i| - lam)_+^2 / 2``: both are exact, so the swap is
+    made only when it lowers the objective, and the descent stays monotone.
+    Candidates: the leading eigenvector of the residual covariance
+    ``(X - DA)(X - DA)'`` (from ``X X'``, ``X A'`` and ``A A'``) and the residual of
+    the worst-reconstructed AN, each refined by one block-coordinate step (three
+    passes over ``X`` for both candidates together).
 
-    ``xxt`` is ``X X'`` as a float64 numpy array of shape (n_volumes, n_volumes).
+    ``D`` is float64 numpy (n_volumes, k); ``A`` (n_ans, k) the codes; ``xxt``,
+    ``XAt`` and ``AAt`` float64 numpy ``X X'``, ``X A'`` and ``A' A`` of these codes;
+    ``l1_rows`` (k,) the λ-weighted L1 norm of each atom's codes.
 
     Returns True when an atom was replaced (``D`` and ``A`` updated in place).
     """
-    n_volumes, n_ans = _shape_of(Xb)
     gram = D.T @ D
-    gdiag = gram.diagonal()[:, None]
-    loss_if_removed = None
-    for start in range(0, n_ans, chunk_size):
-        sl = slice(start, min(start + chunk_size, n_ans))
-        ac = A[:, sl]
-        corr_without = D.T @ Xb[:, sl] - gram @ ac + gdiag * ac
-        lam_c = _lam_row(be, lam, sl.start, sl.stop)
-        part = _sum_rows(be, ac * corr_without - 0.5 * gdiag * ac * ac - lam_c * abs(ac))
-        loss_if_removed = part if loss_if_removed is None else loss_if_removed + part
-    loss_if_removed = np.asarray(be.to_numpy(loss_if_removed), dtype=np.float64).ravel()
+    g = gram.diagonal()
+    loss_if_removed = (np.einsum("ij,ij->j", D, XAt) - np.einsum("jl,lj->j", gram, AAt)
+                       + 0.5 * g * AAt.diagonal() - l1_rows)
     j = int(np.argmin(loss_if_removed))
     i = int(np.argmax(res_sq))
-    dj, aj = D[:, j], A[j, :]
-    lam_all = lam if isinstance(lam, float) else be.asarray(lam)
-
-    def correlations(d):
-        # d' (x_i - D a_i + d_j a_ji) for every AN, in one pass over X.
-        return Xb.T @ d - A.T @ (D.T @ d) + (d @ dj) * aj
-
-    Dn = np.asarray(be.to_numpy(D), dtype=np.float64)
-    XAtn = np.asarray(be.to_numpy(XAt), dtype=np.float64)
-    cross = XAtn @ Dn.T
-    resid_cov = xxt - cross - cross.T + Dn @ np.asarray(be.to_numpy(AAt), dtype=np.float64) @ Dn.T
+    cross = XAt @ D.T
+    resid_cov = xxt - cross - cross.T + D @ AAt @ D.T
     from scipy.linalg import eigh
 
     n = resid_cov.shape[0]
     _, top = eigh(0.5 * (resid_cov + resid_cov.T), subset_by_index=[n - 1, n - 1])
-    candidates = [be.asarray(top[:, 0]), Xb[:, i] - D @ A[:, i] + dj * A[j, i]]
-    best_d, best_a, best_gain = None, None, 0.0
-    for d in candidates:
-        nd = _vnorm(be, d)
-        if not nd > 0:
-            continue
-        d = d / nd
-        a, gain = _rank_one_gain(be, correlations(d), lam_all, positive)
+    a_i = np.asarray(be.to_numpy(A[i]), dtype=np.float64)
+    worst = np.asarray(be.to_numpy(X[:, i]), dtype=np.float64) - D @ a_i + D[:, j] * a_i[j]
+    cands = [d / nd for d in (top[:, 0], worst) if (nd := float(np.linalg.norm(d))) > 0]
+    if not cands:
+        return False
+    V = np.stack(cands, 1)
+    corr = _correlations(be, X, V, D, A, j, chunk_size, workers)
+    found = []
+    for m in range(V.shape[1]):
+        a, gain = _rank_one_gain(corr[:, m], lam, positive)
         if positive and gain == 0.0:
-            d = -d
-            a, gain = _rank_one_gain(be, correlations(d), lam_all, positive)
-        if gain > 0:
-            # One block-coordinate step on the new atom given its codes.
-            refined = Xb @ a - D @ (A @ a) + dj * float(aj @ a)
-            nref = _vnorm(be, refined)
-            if nref > 0:
-                a_ref, gain_ref = _rank_one_gain(be, correlations(refined / nref), lam_all, positive)
-                if gain_ref > gain:
-                    d, a, gain = refined / nref, a_ref, gain_ref
-        if gain > best_gain:
-            best_d, best_a, best_gain = d, a, gain
-    if best_d is None or best_gain <= loss_if_removed[j] + 1e-7 * abs(loss_if_removed).max(initial=0.0):
+            V[:, m] = -V[:, m]
+            a, gain = _rank_one_gain(-corr[:, m], lam, positive)
+        found.append((V[:, m], a, gain))
+    useful = [m for m in range(len(found)) if found[m][2] > 0]
+    if useful:
+        # One block-coordinate step on each new atom given its codes.
+        refined = _residual_times(be, X, np.stack([found[m][1] for m in useful], 1), D, A, j, chunk_size,
+                                   workers)
+        norms = np.linalg.norm(refined, axis=0)
+        ok = [t for t in range(len(useful)) if norms[t] > 0]
+        if ok:
+            R = refined[:, ok] / norms[ok]
+            corr_r = _correlations(be, X, R, D, A, j, chunk_size, workers)
+            for col, t in enumerate(ok):
+                a_ref, gain_ref = _rank_one_gain(corr_r[:, col], lam, positive)
+                if gain_ref > found[useful[t]][2]:
+                    found[useful[t]] = (R[:, col], a_ref, gain_ref)
+    best_d, best_a, best_gain = max(found, key=lambda f: f[2])
+    if not best_gain > 0 or best_gain <= loss_if_removed[j] + 1e-7 * abs(loss_if_removed).max(initial=0.0):
         return False
     D[:, j] = best_d
-    A[j, :] = best_a
+    A[:, j] = best_a if be.name == "numpy" else be.asarray(best_a)
     return True
 
 
-def _sum_rows(be: Backend, a):
-    """Row sums as a (k, 1) array."""
-    return a.sum(1, keepdims=True) if be.name == "numpy" else a.sum(1, keepdim=True)
-
-
-def _objective_from_stats(be, D, XAt, AAt, l1, x_sq: float) -> float:
-    """0.5||X - D A||^2 + λ||A||_1 from X A' (n_volumes, k), A A' (k, k) and λ-weighted |A|."""
-    Dn = np.asarray(be.to_numpy(D), dtype=np.float64)
-    XAtn = np.asarray(be.to_numpy(XAt), dtype=np.float64)
-    AAtn = np.asarray(be.to_numpy(AAt), dtype=np.float64)
-    fit = x_sq - 2.0 * float(np.sum(Dn * XAtn)) + float(np.sum((Dn.T @ Dn) * AAtn))
+def _objective_from_stats(D, XAt, AAt, l1: float, x_sq: float) -> float:
+    """0.5||X - D A||^2 + λ||A||_1 from X A' (n_volumes, k), A A' (k, k) and the λ-weighted |A|."""
+    fit = x_sq - 2.0 * float(np.sum(D * XAt)) + float(np.sum((D.T @ D) * AAt))
     return 0.5 * max(fit, 0.0) + l1
-
-
-def _weighted_l1(be, A, lam) -> float:
-    col = np.asarray(be.to_numpy(_column_l1(be, A)), dtype=np.float64).ravel()
-    return float(np.sum(col * lam)) if not isinstance(lam, float) else lam * float(col.sum())
 
 
 def learn_dictionary(X, n_atoms=64, lam=None, *, max_iter=200, tol=1e-6, init="svd",
                      random_state=None, positive_codes=False, code_max_iter=200, code_tol=1e-3,
                      replace_atoms=True, backend="numpy", device=None, dtype="float32",
-                     chunk_size=None, progress=None, cancel=None):
+                     chunk_size=None, solver="auto", progress=None, cancel=None):
     """Learn atoms ``D`` and sparse codes ``A`` with ``X ≈ D A``.
 
     Minimises ``0.5 * ||X - D A||_F^2 + lam * ||A||_1`` over ``D`` with unit-norm
@@ -830,6 +1072,7 @@ def learn_dictionary(X, n_atoms=64, lam=None, *, max_iter=200, tol=1e-6, init="s
     t0 = time.perf_counter()
     dtype = _dtype_for(dtype)
     be = get_backend(backend, device, dtype)
+    solver = _resolve_solver(be, solver)
     X = _as_2d("X", X, "(n_volumes, n_ans)")
     n_volumes, n_ans = _shape_of(X)
     if n_volumes < 1 or n_ans < 1:
@@ -840,60 +1083,48 @@ def learn_dictionary(X, n_atoms=64, lam=None, *, max_iter=200, tol=1e-6, init="s
     code_max_iter = _check_positive_int("code_max_iter", code_max_iter)
     code_tol = _check_nonneg_real("code_tol", code_tol)
     if chunk_size is None:
-        chunk_size = _default_chunk(n_volumes, n_atoms, np.dtype(dtype).itemsize)
+        chunk_size = _default_chunk(n_volumes, n_atoms, np.dtype(dtype).itemsize, solver, n_ans)
     chunk_size = _check_positive_int("chunk_size", chunk_size)
     rs = _check_random_state(random_state)
 
-    if be.name == "torch":
-        import torch
+    with contextlib.ExitStack() as stack:
+        if be.name == "torch":
+            import torch
 
-        ctx = torch.inference_mode()
-    else:
-        import contextlib
-
-        ctx = contextlib.nullcontext()
-    with ctx:
-        Xb = be.asarray(X)
-        if not np.isfinite(float(be.to_numpy(Xb.sum()))):
-            raise ValueError("'X' must contain only finite values; NaN or inf was found.")
-        x_sq_cols = np.concatenate([
-            np.asarray(be.to_numpy(_sum_cols(be, Xb[:, sl] * Xb[:, sl])), dtype=np.float64).ravel()
-            for sl in _column_blocks(n_ans, n_volumes)
-        ])
+            stack.enter_context(torch.inference_mode())
+        workers = stack.enter_context(_workers(be, solver))
+        # numpy: X stays where it is (array or memory map) and is read chunk by chunk;
+        # torch: X is moved to the device once.
+        Xb = be.asarray(X) if be.name == "torch" else X
+        x_sq_cols, xxt = _data_pass(be, Xb, chunk_size, isinstance(init, str) and init == "svd", workers)
         x_sq = float(x_sq_cols.sum())
         lam = DEFAULT_ALPHA * math.sqrt(x_sq / n_ans) if lam is None else _check_lam(lam, n_ans)
-        D0, xxt = _init_atoms(be, Xb, n_atoms, init, rs)
-        D = be.asarray(D0)
-        A = None
+        D = _init_atoms(be, Xb, n_atoms, init, rs, xxt)
+        A = _zeros(be, (n_ans, n_atoms))
         objective, n_reinit = [], []
         converged = False
         n_iter = 0
-        code_kw = dict(positive=positive_codes, max_iter=code_max_iter, tol=code_tol,
-                       chunk_size=chunk_size, progress=None, cancel=cancel)
+        code_kw = dict(solver=solver, positive=positive_codes, max_iter=code_max_iter, tol=code_tol,
+                       chunk_size=chunk_size, workers=workers, cancel=cancel)
         n_replaced = 0
         next_swap_try = 1
         for n_iter in range(1, max_iter + 1):
             check_cancel(cancel)
-            gram = D.T @ D
-            A, _, res_sq = _encode_block(be, Xb, D, gram, lam, _lipschitz(be, gram), A,
-                                         want_residual=True, x_sq=x_sq_cols, stage="sparse codes",
-                                         **code_kw)
-            XAt = Xb @ A.T
-            AAt = A @ A.T
+            st = _code_pass(be, Xb, be.asarray(D), A, lam, warm=n_iter > 1, x_sq=x_sq_cols, stats=True,
+                            **code_kw)
+            XAt, AAt, l1_rows, res_sq = st["XAt"], st["AAt"], st["l1_rows"], st["res_sq"]
             unused = _update_atoms(be, D, XAt, AAt, A, Xb, res_sq, rs)
-            norms = np.array([_vnorm(be, D[:, j]) for j in range(n_atoms)])
+            if unused:
+                l1_rows[unused] = 0.0
+            norms = np.linalg.norm(D, axis=0)
             scale = np.where((norms > 0) & (norms < 1.0), norms, 1.0)
             if np.any(scale != 1.0):
-                s = be.asarray(scale)
-                D = D / s
-                A = A * s[:, None]
-                XAt = XAt * s
-                AAt = AAt * s[:, None] * s[None, :]
-            if unused:
-                # Re-initialised atoms carry zero codes: recompute the statistics.
-                XAt = Xb @ A.T
-                AAt = A @ A.T
-            f = _objective_from_stats(be, D, XAt, AAt, _weighted_l1(be, A, lam), x_sq)
+                D /= scale
+                A *= scale[None, :] if be.name == "numpy" else be.asarray(scale)[None, :]
+                XAt *= scale
+                AAt *= np.outer(scale, scale)
+                l1_rows *= scale
+            f = _objective_from_stats(D, XAt, AAt, float(l1_rows.sum()), x_sq)
             objective.append(f)
             n_reinit.append(len(unused))
             report(progress, "dictionary", n_iter, max_iter)
@@ -905,9 +1136,9 @@ def learn_dictionary(X, n_atoms=64, lam=None, *, max_iter=200, tol=1e-6, init="s
             slowing = decrease <= max(_SWAP_BELOW, tol) and n_iter >= next_swap_try
             if (stalled or slowing) and not unused:
                 if replace_atoms and xxt is None:
-                    xxt = np.asarray(be.to_numpy(Xb @ Xb.T), dtype=np.float64)
-                if replace_atoms and _replace_weakest_atom(be, Xb, D, A, lam, res_sq, xxt, XAt, AAt,
-                                                           chunk_size, positive_codes):
+                    xxt = _data_pass(be, Xb, chunk_size, True, workers)[1]
+                if replace_atoms and _replace_weakest_atom(be, Xb, D, A, lam, res_sq, xxt, XAt, AAt, l1_rows,
+                                                           chunk_size, positive_codes, workers):
                     n_replaced += 1
                     next_swap_try = n_iter + 1
                     continue
@@ -916,14 +1147,15 @@ def learn_dictionary(X, n_atoms=64, lam=None, *, max_iter=200, tol=1e-6, init="s
                     continue
                 converged = True
                 break
-        gram = D.T @ D
         code_kw["tol"] = code_tol / 10.0
         # The final codes start from zero, exactly as sparse_encode (and so the
         # estimator's transform) computes them: when the lasso has several solutions
         # (more atoms than volumes), a warm start could land on another one.
-        A, _, _ = _encode_block(be, Xb, D, gram, lam, _lipschitz(be, gram), None,
-                                stage="sparse codes", **code_kw)
-        final = _objective_from_stats(be, D, Xb @ A.T, A @ A.T, _weighted_l1(be, A, lam), x_sq)
+        D_out = D.astype(dtype)
+        st = _code_pass(be, Xb, be.asarray(D_out), A, lam, warm=False, x_sq=x_sq_cols, stats=True,
+                        stage="sparse codes", **code_kw)
+        final = _objective_from_stats(D_out.astype(np.float64), st["XAt"], st["AAt"], float(st["l1_rows"].sum()),
+                                      x_sq)
         report(progress, "dictionary", max_iter, max_iter)
         info = {
             "objective": objective,
@@ -933,10 +1165,11 @@ def learn_dictionary(X, n_atoms=64, lam=None, *, max_iter=200, tol=1e-6, init="s
             "lam": lam,
             "n_reinit": n_reinit,
             "n_replaced": n_replaced,
+            "solver": solver,
             "time_s": time.perf_counter() - t0,
         }
-        D_out = np.asarray(be.to_numpy(D), dtype=dtype)
-        A_out = np.asarray(be.to_numpy(A), dtype=dtype)
+        # The codes are computed one AN per row; A is returned as a (n_atoms, n_ans) view.
+        A_out = np.asarray(be.to_numpy(A), dtype=dtype).T
     return D_out, A_out, info
 
 
