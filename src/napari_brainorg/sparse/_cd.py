@@ -112,6 +112,8 @@ def cd_lasso_gram(G, C, A, lam, positive, max_sweeps, tol, x_sq, res_sq, l1, swe
                 gjj = diag[j]
                 if gjj <= 0.0:
                     continue
+                if a[j] == 0.0 and q[j] <= lam_i and (positive or q[j] >= -lam_i):
+                    continue  # optimality holds at zero: the code stays zero
                 d = _coord(G, q, a, j, gjj, lam_i, positive)
                 d2 += d * d
                 aj = np.float64(a[j])
