@@ -16,9 +16,17 @@ Prints, for each bundled model on the pieman story (TR 1.5 s, 300 volumes):
    traced), and for scale the size the responses would take without streaming
    (tokens x ANs x 4 bytes).
 
+3. the same for a model of Llama-3-8B's shape with RANDOM weights
+   (``features.models.llama3_8b_shaped_model``: hidden 4,096, FFN 14,336, 32 heads, 8
+   key-value heads, vocabulary 128,256; built from the configuration, nothing
+   downloaded; the bundled SmolLM2 tokenizer). On a GPU all 32 layers (458,752 ANs,
+   bfloat16 by default); on a CPU only ``--llama-layers`` (default 1 and 2, float32),
+   and the figures for 32 layers are EXTRAPOLATED linearly from those runs and
+   printed as such.
+
 Run::
 
-    nice -n 10 python benchmarks/bench_extract.py [--models minilm smollm2] [--threads N]
+    nice -n 10 python benchmarks/bench_extract.py [--models minilm smollm2 llama3-8b-shape] [--threads N]
 """
 
 from __future__ import annotations
@@ -137,18 +145,32 @@ def throughput(model_name: str, repeats: int) -> dict:
     }
 
 
+LLAMA = "llama3-8b-shape"
+
+
 def memory_run(model_name: str) -> dict:
-    """One extraction on pieman (TR 1.5 s, 300 volumes); run in a fresh process."""
+    """One extraction on pieman (TR 1.5 s, 300 volumes); run in a fresh process.
+
+    ``model_name`` ``"llama3-8b-shape:N"``: the Llama-3-8B-shaped model with RANDOM
+    weights and its first N layers.
+    """
     import tracemalloc
 
     import torch
 
     from napari_brainorg.features.extract import extract_an_responses
-    from napari_brainorg.features.models import load_language_model
+    from napari_brainorg.features.models import llama3_8b_shaped_model, load_language_model
 
+    cuda = torch.cuda.is_available()
     t0 = time.perf_counter()
-    lm = load_language_model(model_name)
+    if model_name.startswith(LLAMA + ":"):
+        lm = llama3_8b_shaped_model(int(model_name.split(":")[1]))
+    else:
+        lm = load_language_model(model_name)
+    if cuda:
+        torch.cuda.synchronize()
     t_load = time.perf_counter() - t0
+    gpu_after_load = torch.cuda.memory_allocated() if cuda else 0
     rss_loaded = _rss_kib("VmRSS")
     words = _pieman()
     # Reference: the peak of one plain forward pass over the story's longest window.
@@ -163,15 +185,27 @@ def memory_run(model_name: str) -> dict:
     forward_peak = _rss_kib("VmHWM")
     del tokens, plan, longest
     _reset_peak_rss()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     tracemalloc.start()
     t1 = time.perf_counter()
     res = extract_an_responses(words, lm, tr=1.5, n_volumes=300)
+    if cuda:
+        torch.cuda.synchronize()
     t_extract = time.perf_counter() - t1
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     prov = res.provenance
     return {
         "model": model_name,
+        "name": lm.spec.name,
+        "n_layers": lm.n_layers,
+        "device": prov["device"],
+        "dtype": prov["dtype"],
+        "gpu": torch.cuda.get_device_name() if cuda else None,
+        "gpu_weights_gib": round(gpu_after_load / 2**30, 2),
+        "gpu_peak_extraction_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
         "n_ans": prov["n_ans"],
         "n_words": prov["story"]["n_words"],
         "n_tokens": prov["n_tokens"],
@@ -191,7 +225,11 @@ def memory_run(model_name: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["minilm", "smollm2"], help="bundled models to measure")
+    parser.add_argument("--models", nargs="+", default=["minilm", "smollm2", LLAMA],
+                        help=f"bundled models to measure, and {LLAMA!r} (random weights, Llama-3-8B's shape)")
+    parser.add_argument("--llama-layers", nargs="+", type=int, default=None,
+                        help="layers of the Llama-3-8B-shaped model (default: 32 on CUDA; 1 and 2 on CPU, "
+                             "extrapolated to 32)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each variant (medians compared)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--only", choices=("throughput", "memory"), default=None, help="run one part only")
@@ -209,9 +247,10 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}")
+    bundled = [m for m in args.models if m != LLAMA]
     if args.only in (None, "throughput"):
         print("\n== hooks vs plain forward (pieman, same windows) ==")
-        for name in args.models:
+        for name in bundled:
             r = throughput(name, args.repeats)
             print(f"{name}: {r['n_ans']} ANs, {r['story_tokens']} story tokens -> {r['model_tokens']} "
                   f"model tokens in {r['windows']} windows of <= {r['context']}")
@@ -225,21 +264,55 @@ def main() -> None:
                   "rest of the run")
     if args.only in (None, "memory"):
         print("\n== extract_an_responses(pieman, TR 1.5 s, 300 volumes), fresh process each ==")
-        for name in args.models:
+        runs = list(bundled)
+        if LLAMA in args.models:
+            layers = args.llama_layers or ([32] if torch.cuda.is_available() else [1, 2])
+            runs += [f"{LLAMA}:{n}" for n in layers]
+        llama = []
+        for name in runs:
             cmd = [sys.executable, __file__, "--_child", name]
             if args.threads:
                 cmd += ["--threads", str(args.threads)]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode != 0:
+                print(f"{name}: FAILED ({out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode})")
+                continue
             r = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"{name}: {r['n_ans']} ANs, {r['n_words']} words, {r['n_tokens']} tokens")
+            where = f"{r['device']} ({r['gpu']})" if r["gpu"] else r["device"]
+            print(f"{r['name']}: {r['n_layers']} layers, {r['n_ans']:,} ANs, {r['n_words']} words, "
+                  f"{r['n_tokens']} tokens; {r['dtype']} on {where}")
             print(f"  load {r['load_s']} s, extraction {r['extract_s']} s")
             print(f"  RSS after load {r['rss_after_load_mib']} MiB; peak RSS of one plain forward pass "
                   f"over the longest window {r['plain_forward_peak_rss_mib']} MiB; peak RSS of the "
                   f"extraction {r['peak_rss_mib']} MiB "
                   f"({'peaks reset after load' if r['peak_rss_reset_after_load'] else 'whole process'}); "
                   f"tracemalloc peak {r['tracemalloc_peak_mib']} MiB")
+            if r["gpu"]:
+                print(f"  GPU memory: weights {r['gpu_weights_gib']} GiB, peak during extraction "
+                      f"{r['gpu_peak_extraction_gib']} GiB")
             print(f"  for scale: responses {r['responses_mib']} MiB, float64 accumulator "
                   f"{r['accumulator_float64_mib']} MiB, tokens x ANs would be {r['tokens_x_ans_float32_mib']} MiB")
+            if name.startswith(LLAMA):
+                llama.append(r)
+        cpu_runs = sorted((r for r in llama if not r["gpu"]), key=lambda r: r["n_layers"])
+        if len(cpu_runs) >= 2 and cpu_runs[-1]["n_layers"] < 32:
+            a, b = cpu_runs[0], cpu_runs[-1]
+            dl = b["n_layers"] - a["n_layers"]
+
+            def at32(key):
+                slope = (b[key] - a[key]) / dl
+                return b[key] + slope * (32 - b["n_layers"]), slope
+
+            t32, t_slope = at32("extract_s")
+            l32, _ = at32("load_s")
+            m32, m_slope = at32("rss_after_load_mib")
+            p32, _ = at32("peak_rss_mib")
+            print(f"\nEXTRAPOLATED, NOT MEASURED: the Llama-3-8B-shaped model with all 32 layers (458,752 ANs) "
+                  f"on this CPU in {b['dtype']}, linear in the layer count from the {a['n_layers']}- and "
+                  f"{b['n_layers']}-layer runs above:")
+            print(f"  extraction ~{t32:.0f} s ({t_slope:.1f} s per layer), build ~{l32:.0f} s; weights "
+                  f"~{m32 / 1024:.1f} GiB resident after load ({m_slope:.0f} MiB per layer), peak RSS "
+                  f"~{p32 / 1024:.1f} GiB; bfloat16 would halve the weights")
 
 
 if __name__ == "__main__":

