@@ -314,3 +314,24 @@ def test_spectral_path_takes_unsorted_and_repeated_training_indices(rng):
     _assert_same_scores(a, b, 1e-10)
     with pytest.raises(ConfigError, match="'path'"):
         cv_ridge_scores(X, Y, folds, ALPHAS, path="fast")
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+    return bool(torch.cuda.is_available())
+
+
+@pytest.mark.skipif(not _cuda_available(), reason="no CUDA device here: the ridge's GPU path (torch on CUDA) is not run")
+def test_cuda_ridge_equals_the_numpy_spectral_path(rng):
+    X, Y = _simulated(rng, n=120, p=6, v=30)
+    folds = contiguous_folds(120, 4, 2)
+    cpu = cv_ridge_scores(X, Y, folds, ALPHAS, inner_folds=3, gap=2)
+    gpu = cv_ridge_scores(X, Y, folds, ALPHAS, inner_folds=3, gap=2, backend="torch", device="cuda")
+    _assert_same_scores(gpu, cpu, 1e-8)
+    fit_cpu = ridge_cv_fit(X, Y, folds, ALPHAS)
+    fit_gpu = ridge_cv_fit(X, Y, folds, ALPHAS, backend="torch", device="cuda")
+    np.testing.assert_array_equal(fit_gpu.alpha, fit_cpu.alpha)
+    np.testing.assert_allclose(fit_gpu.coef, fit_cpu.coef, atol=1e-8)
