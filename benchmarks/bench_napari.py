@@ -12,6 +12,11 @@ redraw (an opacity nudge of the map layer): under Xvfb the window is composited 
 software OpenGL, so that floor depends on the window size and the machine's load,
 which is printed too.
 
+Orthogonal views: "ortho-view click" is a click in the coronal panel until the crosshair,
+napari's axial slice and the sagittal plane are redrawn; "panels redrawn" is the plugin's
+drawing of both panels from the layers; "select_atom, ortho shown" an atom click while
+the panels are on screen (they redraw with the map).
+
 Model switch (a result with two models; a single-model result is copied with a
 SIMULATED second model, its maps reversed in sign): "until repaint" is from choosing
 the model until the new model's table, plots and map are shown; the work reads
@@ -130,7 +135,7 @@ def measure(result_path: Path, repeats: int, window=(1500, 950)) -> dict[str, fl
     # a toast about the Qt binding would sit over the canvas and be repainted with it
     warnings.filterwarnings("ignore", message=".*PyQt5 backend.*")
     import napari  # noqa: F401
-    from qtpy.QtCore import Qt
+    from qtpy.QtCore import QPoint, Qt
     from qtpy.QtTest import QTest
     from qtpy.QtWidgets import QApplication
 
@@ -211,6 +216,36 @@ def measure(result_path: Path, repeats: int, window=(1500, 950)) -> dict[str, fl
         handler_voxel.append(1e3 * (time.perf_counter() - t))
         settle()
         voxel_ms.append(1e3 * (time.perf_counter() - t))
+    # orthogonal views: a click in the coronal panel moves the crosshair, the axial slice and
+    # the sagittal plane; an atom click redraws both panels (only while they are shown)
+    from napari_brainorg._napari.orthoviews import PANEL_NAME
+
+    ortho_ms, handler_ortho, ortho_select_ms, ortho_render = [], [], [], []
+    ortho = viewer.window.dock_widgets.get(PANEL_NAME)
+    if ortho is not None:
+        _layers.raise_dock(ortho)
+        for _ in range(10):
+            settle()
+        coronal = ortho.panels["coronal"]
+        rect = coronal.image_rect()
+        for i in range(repeats):
+            x = rect.left() + rect.width() * (0.3 + 0.4 * rng.random())
+            y = rect.top() + rect.height() * (0.3 + 0.4 * rng.random())
+            n_render = len(ortho.render_ms)
+            t = time.perf_counter()
+            QTest.mouseClick(coronal, Qt.LeftButton, pos=QPoint(int(x), int(y)))
+            handler_ortho.append(1e3 * (time.perf_counter() - t))
+            settle()
+            ortho_ms.append(1e3 * (time.perf_counter() - t))
+            ortho_render.extend(ortho.render_ms[n_render:])
+        for i in range(repeats):
+            atom = (i * 5 + 2) % n_atoms
+            t = time.perf_counter()
+            explorer.select_atom(atom)
+            settle()
+            ortho_select_ms.append(1e3 * (time.perf_counter() - t))
+        _layers.raise_dock(explorer)
+        settle()
     switch_ms, stall_ms = [], []
     models = explorer.state.result.models
     if len(models) > 1:
@@ -241,7 +276,9 @@ def measure(result_path: Path, repeats: int, window=(1500, 950)) -> dict[str, fl
             "click": click_ms, "select": select_ms, "threshold": thr_ms, "floor": floor_ms,
             "handler_select": handler_click, "handler_threshold": handler_thr,
             "model_switch": switch_ms, "model_switch_stall": stall_ms,
-            "voxel": voxel_ms, "handler_voxel": handler_voxel}
+            "voxel": voxel_ms, "handler_voxel": handler_voxel,
+            "ortho_click": ortho_ms, "handler_ortho": handler_ortho, "ortho_render": ortho_render,
+            "ortho_select": ortho_select_ms}
 
 
 def _report(name: str, m: dict) -> None:
@@ -254,6 +291,10 @@ def _report(name: str, m: dict) -> None:
                        ("handler_threshold", "  handler of threshold"),
                        ("voxel", "voxel click"),
                        ("handler_voxel", "  handler of voxel click"),
+                       ("ortho_click", "ortho-view click"),
+                       ("handler_ortho", "  handler of ortho click"),
+                       ("ortho_render", "  panels redrawn (both)"),
+                       ("ortho_select", "select_atom, ortho shown"),
                        ("floor", "floor: opacity nudge"),
                        ("model_switch", "model switch (repaint)"),
                        ("model_switch_stall", "  longest stall in it")):

@@ -31,7 +31,7 @@ def test_manifest_is_valid_and_names_the_contributions():
 
     manifest = npe2.PluginManifest.from_file(files("napari_brainorg") / "napari.yaml")
     widgets = {w.display_name for w in manifest.contributions.widgets}
-    assert widgets == {"Run pipeline", "Atom explorer", "Brain networks"}
+    assert widgets == {"Run pipeline", "Atom explorer", "Brain networks", "Orthogonal views"}
     (reader,) = manifest.contributions.readers
     assert reader.accepts_directories and "*.nii.gz" in reader.filename_patterns
     assert [s.key for s in manifest.contributions.sample_data] == ["demo"]
@@ -71,7 +71,7 @@ def test_view_opens_the_result_with_the_explorer_docked(make_napari_viewer, qtbo
     inside = L.inside_mni_brain(truth["affine"], truth["mask"].shape) & truth["mask"]
     np.testing.assert_allclose(layer.data, truth["z"][..., 2].T * inside.T, atol=1e-6)
     assert [layer.metadata.get(L.ROLE) for layer in viewer.layers] == [
-        "template", "r2", "atom_map", "networks", "orientation"]
+        "template", "r2", "atom_map", "networks", "orientation", "crosshair"]
 
 
 @pytest.mark.gui

@@ -19,7 +19,7 @@ def open_viewer(result: ResultFolder | str, *, model: str | None = None, atlas: 
     -------
     napari.Viewer
         Its widgets are in ``viewer.window.dock_widgets``
-        ('Atom explorer', 'Brain networks' and, unless ``pipeline=False``, 'Run pipeline';
+        ('Atom explorer', 'Brain networks', 'Orthogonal views' and, unless ``pipeline=False``, 'Run pipeline';
         'Regions' for a region result, its values painted through ``roi_atlas`` when given).
     """
     import napari
@@ -40,6 +40,9 @@ def open_viewer(result: ResultFolder | str, *, model: str | None = None, atlas: 
     if pipeline:
         _layers.dock_tabbed(viewer, PipelineWidget(viewer), "Run pipeline")
     _layers.dock_tabbed(viewer, networks, "Brain networks")
+    from .orthoviews import dock_ortho_views
+
+    dock_ortho_views(viewer)
     _layers.dock_tabbed(viewer, explorer, "Atom explorer", raise_=True)
     _layers.add_result_layers(viewer, result, model, atlas=atlas)
     from .regions_panel import dock_regions_panel
