@@ -220,12 +220,18 @@ def measure(result_path: Path, repeats: int, window=(1500, 950)) -> dict[str, fl
     # the sagittal plane; an atom click redraws both panels (only while they are shown)
     from napari_brainorg._napari.orthoviews import PANEL_NAME
 
-    ortho_ms, handler_ortho, ortho_select_ms, ortho_render = [], [], [], []
+    ortho_ms, handler_ortho, ortho_select_ms, ortho_render, zstep_ms = [], [], [], [], []
     ortho = viewer.window.dock_widgets.get(PANEL_NAME)
     if ortho is not None:
         _layers.raise_dock(ortho)
         for _ in range(10):
             settle()
+        # napari's own cost of showing another axial slice (what the z slider costs)
+        for i in range(repeats):
+            t = time.perf_counter()
+            viewer.dims.set_point(0, -20.0 + 4.0 * (i % 10))
+            settle()
+            zstep_ms.append(1e3 * (time.perf_counter() - t))
         coronal = ortho.panels["coronal"]
         rect = coronal.image_rect()
         for i in range(repeats):
@@ -278,7 +284,7 @@ def measure(result_path: Path, repeats: int, window=(1500, 950)) -> dict[str, fl
             "model_switch": switch_ms, "model_switch_stall": stall_ms,
             "voxel": voxel_ms, "handler_voxel": handler_voxel,
             "ortho_click": ortho_ms, "handler_ortho": handler_ortho, "ortho_render": ortho_render,
-            "ortho_select": ortho_select_ms}
+            "ortho_select": ortho_select_ms, "zstep": zstep_ms}
 
 
 def _report(name: str, m: dict) -> None:
@@ -296,6 +302,7 @@ def _report(name: str, m: dict) -> None:
                        ("ortho_render", "  panels redrawn (both)"),
                        ("ortho_select", "select_atom, ortho shown"),
                        ("floor", "floor: opacity nudge"),
+                       ("zstep", "floor: napari z step"),
                        ("model_switch", "model switch (repaint)"),
                        ("model_switch_stall", "  longest stall in it")):
         v = np.asarray(m.get(key, []))

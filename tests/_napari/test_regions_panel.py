@@ -67,6 +67,8 @@ def test_region_result_opens_with_its_bars_atoms_and_painted_rois(make_napari_vi
     viewer.window._qt_window.resize(1366, 768)
     panel = viewer.window.dock_widgets[PANEL_NAME]
     assert panel.regions == REGIONS
+    header = viewer.window.dock_widgets["Atom explorer"].header.text()
+    assert "Open a result folder" not in header and "Regions" in header and "region result" in header
     # fit chart: r, each baseline, CI error bars and the noise ceiling, equal to regions.csv
     np.testing.assert_allclose(_heights(panel.fit_bars["r_cv"]), regions["r_cv"], rtol=1e-6)
     for col in ("r_cv_minilm-phase-randomised", "r_cv_nuisance"):
@@ -146,3 +148,41 @@ def test_view_roi_atlas_option_is_checked_before_napari_starts(region_result, ti
     assert "nope.nii.gz" in err and "does not exist" in err
     assert main(["view", str(tiny_result[0]), "--roi-atlas", str(atlas)]) == 2
     assert "region results" in capsys.readouterr().err
+
+
+def test_pipeline_widget_on_region_data_shows_the_regions_panel(make_napari_viewer, qtbot, region_result, tmp_path):
+    """The widget builds a region-data run, and a finished region run docks the Regions panel
+    (its finished signal delivers the result folder as a run's does), the explorer says where to look."""
+    from napari_brainorg._napari import layers as L
+    from napari_brainorg._napari.explorer import AtomExplorer
+    from napari_brainorg._napari.pipeline_widget import FMRI_SOURCES, PipelineWidget
+    from napari_brainorg._napari.regions_panel import PANEL_NAME
+    from napari_brainorg.io.results import ResultFolder
+
+    path, regions, coefs, _, _ = region_result
+    viewer = make_napari_viewer(show=True)
+    widget = PipelineWidget(viewer)
+    explorer = AtomExplorer(viewer)
+    L.dock_tabbed(viewer, widget, "Run pipeline")
+    L.dock_tabbed(viewer, explorer, "Atom explorer", raise_=True)
+    tables = []
+    for sub in ("01", "02"):
+        table = tmp_path / f"sub-{sub}_regions.tsv"
+        pd.DataFrame(np.random.default_rng(int(sub)).normal(size=(300, 4)), columns=REGIONS).to_csv(
+            table, sep="\t", index=False)
+        tables.append(str(table))
+    widget.fmri_source.setCurrentIndex(FMRI_SOURCES.index("region time series"))
+    widget.region_files.setText("; ".join(tables))
+    assert widget.config_dict()["fmri"] == {"regions": tables}
+    config = widget.build_config()
+    assert [str(p) for p in config.fmri.regions] == tables
+    done = []
+    widget.finished.connect(done.append)
+    widget._on_finished(ResultFolder(path))
+    qtbot.waitUntil(lambda: bool(done), timeout=30000)
+    panel = viewer.window.dock_widgets[PANEL_NAME]
+    assert panel.regions == REGIONS
+    np.testing.assert_allclose(_heights(panel.fit_bars["r_cv"]), regions["r_cv"], rtol=1e-6)
+    assert panel.isVisible()  # its tab is the one in front
+    header = explorer.header.text()
+    assert "Open a result folder" not in header and "Regions" in header

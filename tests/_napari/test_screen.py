@@ -109,8 +109,49 @@ def _two_model_result(src, dst):
     return dst
 
 
+def _check_comparison(viewer, explorer, qtbot, path, artifacts_dir):
+    """Two real models side by side: each atom's best match by time-course r, r shown, both maps
+    and time courses drawn (on the pipeline's MiniLM + SmolLM2 result)."""
+    from napari_brainorg._napari.compare import PANEL_NAME
+    from napari_brainorg.io.results import ResultFolder
+
+    result = ResultFolder(path)
+    assert result.models == ["minilm", "smollm2"]
+    qtbot.waitUntil(lambda: PANEL_NAME in viewer.window.dock_widgets, timeout=30000)
+    panel = viewer.window.dock_widgets[PANEL_NAME]
+    qtbot.waitUntil(lambda: panel.other is not None, timeout=30000)
+    L.raise_dock(panel)
+    a, b = result.atom_timecourses("minilm"), result.atom_timecourses("smollm2")
+    other = L.AtomMaps.from_result(result, "smollm2", stat=explorer.state.maps.stat)
+    for atom in range(a.shape[1]):
+        explorer.select_atom(atom)
+        r = [np.corrcoef(a[:, atom], b[:, j])[0, 1] for j in range(b.shape[1])]
+        best = int(np.nanargmax(np.abs(r)))
+        assert panel.match == best and panel.r == pytest.approx(r[best], abs=1e-6), (atom, panel.match, r)
+        assert f"r = <b>{r[best]:+.2f}</b>" in panel.info.text()
+        sign = np.sign(r[best])
+        np.testing.assert_allclose(panel.timecourse.other_line.get_ydata(), sign * b[:, best], rtol=1e-5)
+        np.testing.assert_allclose(panel.timecourse.line.get_ydata(), a[:, atom], rtol=1e-5)
+    # a click on the second-best match shows that atom's map (the panel draws smollm2's volume)
+    panel.matches.setCurrentRow(1)
+    row = np.abs([np.corrcoef(a[:, explorer.atom], b[:, j])[0, 1] for j in range(b.shape[1])])
+    assert panel.match == int(np.argsort(-row, kind="stable")[1])
+    qtbot.wait(100)
+    for side in (panel.left, panel.right):  # drawn, not blank: the template's greys at least
+        assert side._buffer is not None and np.asarray(side._buffer, float).std() > 10
+    z = panel._z()
+    from napari_brainorg._napari.orthoviews import VolumeSource, render_layers
+
+    expected = render_layers([L.find_layer(viewer, "template"), VolumeSource(
+        other.volume(panel.match), other.affine, L.diverging_threshold_colormap(
+            L.find_layer(viewer, "atom_map").metadata["threshold"], other.color_limit),
+        (-other.color_limit, other.color_limit))], "axial", z)
+    np.testing.assert_array_equal(panel.right._buffer, expected)
+    viewer.window._qt_window.grab().save(str(artifacts_dir / "napari_1366x768_compare_models.png"))
+
+
 def test_1366x768_before_and_after_a_pipeline_run_and_no_stall(make_napari_viewer, qtbot, tiny_result, tmp_path,
-                                                               artifacts_dir, monkeypatch):
+                                                               artifacts_dir, monkeypatch, capsys):
     from napari_brainorg._napari import view as view_module
 
     path = _two_model_result(tiny_result[0], tmp_path / "two")
@@ -155,7 +196,9 @@ def test_1366x768_before_and_after_a_pipeline_run_and_no_stall(make_napari_viewe
     widget.sim_resolution.setValue(8.0)
     widget.n_atoms.setValue(4)
     widget.out.setText(str(tmp_path / "run"))
-    tiny = {"atoms": {"max_iter": 20}, "encoding": {"n_folds": 2, "gap": 2, "alphas": [1.0, 100.0, 10000.0]},
+    # two real models (MiniLM and SmolLM2): the run's result is also the one the comparison is checked on
+    tiny = {"features": {"models": ["minilm", "smollm2"]},
+            "atoms": {"max_iter": 20}, "encoding": {"n_folds": 2, "gap": 2, "alphas": [1.0, 100.0, 10000.0]},
             "networks": {"n_permutations": 20, "atlases": ["yeo7"]}}
     outcome = {}
     widget.finished.connect(lambda result: outcome.setdefault("result", result))
@@ -171,13 +214,16 @@ def test_1366x768_before_and_after_a_pipeline_run_and_no_stall(make_napari_viewe
         qtbot.wait(100)
     assert "failed" not in outcome, outcome.get("failed")
     assert any("%" in t for t in texts), texts[-5:]  # overall progress was shown
+    _check_comparison(viewer, explorer, qtbot, tmp_path / "run", artifacts_dir)
+    L.raise_dock(explorer)
     qtbot.wait(200)
     _check_fits(viewer, explorer, "after_run", artifacts_dir)
-    print(f"\nlongest event-loop stall: model switch {switch.longest:.0f} ms, pipeline run {run.longest:.0f} ms"
-          f" (after: {run.when!r})")
     import os
 
     load = os.getloadavg()[0]
+    with capsys.disabled():  # the figures are printed whether the limit is checked or not
+        print(f"\nlongest event-loop stall: model switch {switch.longest:.0f} ms, pipeline run {run.longest:.0f} ms"
+              f" (after: {run.when!r}); load average {load:.1f} on {os.cpu_count()} cores")
     if load > 2 * (os.cpu_count() or 1):
         # a shared machine this busy measures the other jobs, not this plugin; say so
         pytest.skip(f"stall limit not checked: load average {load:.1f} on {os.cpu_count()} cores "

@@ -140,7 +140,7 @@ class AtomExplorer(QWidget):
         self.model_combo.activated.connect(self._on_model_chosen)
         self.stat_combo = QComboBox()
         self.stat_combo.addItems(["z", "coef"])
-        self.stat_combo.setToolTip("z: group statistic of each atom's map; coef: mean coefficient")
+        self.stat_combo.setToolTip("Map values: z, the group statistic of each atom's map; coef, its mean coefficient")
         self.stat_combo.activated.connect(self._on_stat_chosen)
         self.threshold_slider = QLabeledDoubleSlider(Qt.Horizontal)
         self.threshold_slider.setToolTip("Voxels with |map| under this value are transparent")
@@ -153,7 +153,8 @@ class AtomExplorer(QWidget):
 
         self.convention_combo = QComboBox()
         self.convention_combo.addItems(["neurological (R on right)", "radiological (R on left)"])
-        self.convention_combo.setToolTip("Which side of the screen shows the subject's right")
+        self.convention_combo.setToolTip("Which side of the screen shows the subject's right: "
+                                         "neurological, R on the right; radiological, R on the left")
         from . import display
 
         self.convention_combo.setCurrentIndex(display.CONVENTIONS.index(display.convention()))
@@ -232,6 +233,10 @@ class AtomExplorer(QWidget):
         self.lower_tabs.currentChanged.connect(
             lambda i: self._show_top_words(self.atom) if i == 1 and self.atom is not None else None)
 
+        for combo, chars in ((self.model_combo, 6),):
+            # the dock keeps its width: long model names are cut (the list shows them whole)
+            combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(chars)
         top_row = QHBoxLayout()
         top_row.addWidget(QLabel("model"))
         top_row.addWidget(self.model_combo, 1)
@@ -254,9 +259,16 @@ class AtomExplorer(QWidget):
         plots_layout.addWidget(self.timecourse, 1)
         splitter.addWidget(plots)
         splitter.addWidget(self.lower_tabs)
-        splitter.setStretchFactor(0, 3)
-        splitter.setStretchFactor(1, 2)
-        splitter.setStretchFactor(2, 2)
+        # the table keeps about 8.5 rows (it scrolls, the row shown is scrolled to); the
+        # two plots share what is left, so they grow with the window
+        row_h = self.table.verticalHeader().defaultSectionSize()
+        chrome = self.table.horizontalHeader().sizeHint().height() \
+            + self.table.horizontalScrollBar().sizeHint().height() + 2 * self.table.frameWidth()
+        self.table.setMinimumHeight(int(8.3 * row_h + chrome))
+        self.table.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Minimum)
+        splitter.setStretchFactor(0, 0)
+        splitter.setStretchFactor(1, 4)  # the time course (under a two-line label)
+        splitter.setStretchFactor(2, 3)  # the tabs (under their tab bar)
         self.splitter = splitter
         buttons = QHBoxLayout()
         buttons.addWidget(self.header, 1)
@@ -281,6 +293,14 @@ class AtomExplorer(QWidget):
         for widget in (self.model_combo, self.stat_combo, self.threshold_slider, self.table):
             widget.setEnabled(on)
         self.r2_slider.setEnabled(on and self._r2_layer() is not None)
+
+    def show_region_note(self, result) -> None:
+        """Say that ``result`` is a region result, shown in the Regions tab (no atom maps here)."""
+        if self.state is not None and self.state.result.path == result.path:
+            return
+        self.header.setText(f"<b>{result.path.name}</b> is a region result (fMRI given as region time series): "
+                            "no voxel maps to explore. Its regions (r, noise ceiling, baselines) and each atom's "
+                            "coefficient per region are in the <b>Regions</b> tab.")
 
     def _choose_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open a napari-brainorg result folder")
@@ -418,6 +438,21 @@ class AtomExplorer(QWidget):
         self.select_atom(min(atom, maps.n_atoms - 1))
         self.shown_state = state
         self.loaded.emit(state)
+        if len(state.result.models) > 1:  # two models side by side: a tab of its own
+            self._dock_comparison()
+
+    def _dock_comparison(self) -> None:
+        window = getattr(self.viewer, "window", None)
+        if window is None or not hasattr(window, "dock_widgets"):
+            return
+        from .compare import PANEL_NAME, dock_comparison
+
+        if PANEL_NAME in window.dock_widgets:
+            return
+        shown = self.isVisible()
+        dock_comparison(self.viewer, self)
+        if shown:  # a new tab comes to the front: the explorer stays there
+            _layers.raise_dock(self)
 
     def _fill_table(self, rows) -> None:
         self.table.blockSignals(True)

@@ -51,7 +51,10 @@ _BACKGROUND = (0, 0, 0)
 PLANES = {
     "coronal": (1, 2, 0),
     "sagittal": (2, 1, 0),
+    "axial": (0, 2, 1),
 }
+#: the planes this dock widget draws (napari's canvas shows the axial one)
+ORTHO_PLANES = ("coronal", "sagittal")
 _AXIS_NAME = {0: "z", 1: "y", 2: "x"}
 _BOX = (display.BRAIN_BOX["z"], display.BRAIN_BOX["y"], display.BRAIN_BOX["x"])
 
@@ -64,17 +67,47 @@ def _axis_values(axis: int, step: float = GRID_MM) -> np.ndarray:
 def horizontal_flipped(plane: str) -> bool:
     """Whether the plane's horizontal world axis runs right-to-left on screen.
 
-    Coronal: ``x`` (the subject's right) increases to the right in the neurological
+    Coronal and axial: ``x`` (the subject's right) increases to the right in the neurological
     convention, to the left in the radiological one. Sagittal: anterior (``y``
     increasing) on the left, as FSLeyes draws it.
     """
-    if plane == "coronal":
+    if plane in ("coronal", "axial"):
         return display.convention() == "radiological"
     return True
 
 
+class VolumeSource:
+    """A 3D volume drawn like a napari image layer without being one (a map of another model).
+
+    Parameters
+    ----------
+    data : ndarray of shape (nz, ny, nx)
+    affine : ndarray of shape (4, 4)
+        Layer affine: data index ``(k, j, i)`` to world ``(z, y, x)`` mm.
+    colormap : napari Colormap
+    contrast_limits : (float, float)
+    """
+
+    _type_string = "image"
+    rgb = False
+    visible = True
+    blending = "translucent"
+    gamma = 1.0
+
+    def __init__(self, data, affine, colormap, contrast_limits, opacity: float = 1.0):
+        self.data = np.asarray(data)
+        self.ndim = self.data.ndim
+        self.affine_matrix = np.asarray(affine, float)
+        self.colormap = colormap
+        self.contrast_limits = tuple(contrast_limits)
+        self.opacity = float(opacity)
+
+
 def _world_to_data(layer) -> tuple[np.ndarray, np.ndarray] | None:
     """``(A, b)`` with ``data = A @ world + b`` for a layer's last three axes (public API only)."""
+    if isinstance(layer, VolumeSource):
+        inverse = np.linalg.inv(layer.affine_matrix)
+        return inverse[:3, :3], inverse[:3, 3]
     ndim = layer.ndim
     if ndim < 3:
         return None
@@ -88,6 +121,13 @@ def _world_to_data(layer) -> tuple[np.ndarray, np.ndarray] | None:
     return A, b
 
 
+def _transform_key(layer) -> tuple:
+    if isinstance(layer, VolumeSource):
+        return (layer.affine_matrix.tobytes(),)
+    return (layer.affine.affine_matrix.tobytes(), tuple(np.asarray(layer.scale, float)),
+            tuple(np.asarray(layer.translate, float)))
+
+
 def _layer_slice(layer, axis: int, position: float, h: np.ndarray, v: np.ndarray, leading: tuple):
     """Nearest-voxel values of ``layer`` on the plane ``world[axis] = position``.
 
@@ -96,8 +136,7 @@ def _layer_slice(layer, axis: int, position: float, h: np.ndarray, v: np.ndarray
     data = layer.data
     if not isinstance(data, np.ndarray) or data.ndim not in (3, 4) or data.ndim != layer.ndim:
         return None
-    key = (layer.affine.affine_matrix.tobytes(), tuple(np.asarray(layer.scale, float)),
-           tuple(np.asarray(layer.translate, float)), data.ndim)
+    key = _transform_key(layer) + (data.ndim,)
     cache = layer.__dict__.setdefault("_brainorg_w2d", {})
     if cache.get("key") != key:
         cache["key"], cache["value"] = key, _world_to_data(layer)
@@ -161,9 +200,7 @@ def _labels_rgba(layer, values: np.ndarray, inside: np.ndarray) -> np.ndarray:
 def _layer_rgba(layer, kind, axis, position, h, v, leading, cache):
     """RGBA of shape (len(v), len(h), 4) and the inside mask of one layer on one plane."""
     where = (id(layer), axis, h.size, v.size)
-    sample_key = (id(layer.data), float(position), layer.affine.affine_matrix.tobytes(),
-                  tuple(np.asarray(layer.scale, float)), tuple(np.asarray(layer.translate, float)),
-                  tuple(leading))
+    sample_key = (id(layer.data), float(position), *_transform_key(layer), tuple(leading))
     if kind == "image":
         style_key = (id(layer.colormap), tuple(float(c) for c in layer.contrast_limits),
                      float(getattr(layer, "gamma", 1.0)))
@@ -192,9 +229,9 @@ def render_plane(viewer: napari.Viewer, plane: str, position: float, step: float
     Parameters
     ----------
     viewer : napari.Viewer
-    plane : {'coronal', 'sagittal'}
+    plane : {'coronal', 'sagittal', 'axial'}
     position : float
-        ``y`` (coronal) or ``x`` (sagittal) in mm.
+        ``y`` (coronal), ``x`` (sagittal) or ``z`` (axial) in mm.
     step : float
         Sampling step in mm.
     cache : dict, optional
@@ -205,15 +242,21 @@ def render_plane(viewer: napari.Viewer, plane: str, position: float, step: float
     Returns
     -------
     ndarray of shape (n_vertical, n_horizontal, 3), uint8
-        Row 0 is the top of the panel (superior), columns left to right on screen
-        (:func:`horizontal_flipped`).
+        Row 0 is the top of the panel (superior; anterior for axial), columns left to
+        right on screen (:func:`horizontal_flipped`).
     """
+    leading = tuple(viewer.dims.point[:-3]) if viewer.dims.ndim > 3 else ()
+    return render_layers(list(viewer.layers), plane, position, step, cache, leading)
+
+
+def render_layers(layers, plane: str, position: float, step: float = GRID_MM, cache: dict | None = None,
+                  leading: tuple = ()) -> np.ndarray:
+    """:func:`render_plane` of a list of layers (napari layers or :class:`VolumeSource`), bottom first."""
     axis, haxis, vaxis = PLANES[plane]
     h, v = _axis_values(haxis, step), _axis_values(vaxis, step)[::-1]
     out = np.zeros((v.size, h.size, 3), float)
     out[:] = np.asarray(_BACKGROUND, float) / 255.0
-    leading = tuple(viewer.dims.point[:-3]) if viewer.dims.ndim > 3 else ()
-    for layer in viewer.layers:
+    for layer in layers:
         if not layer.visible or layer.opacity <= 0:
             continue
         kind = layer._type_string
@@ -260,6 +303,10 @@ class SlicePanel(QWidget):
         self._buffer = None
         self.cross = (0.0, 0.0)  # (horizontal, vertical) world mm
         self.position = 0.0
+        #: a line of text at the panel's bottom (what it shows), besides the plane's position
+        self.title = ""
+        self.show_cross = True
+        self.show_position = True
         self.setMinimumSize(160, 140)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
         self.setCursor(Qt.CrossCursor)
@@ -308,9 +355,14 @@ class SlicePanel(QWidget):
         self.update()
 
     def _letters(self) -> tuple[str, str]:
-        if self.plane == "coronal":
+        """Letters at the left and right edges."""
+        if self.plane in ("coronal", "axial"):
             return ("L", "R") if not horizontal_flipped(self.plane) else ("R", "L")
         return ("A", "P") if horizontal_flipped(self.plane) else ("P", "A")
+
+    def _vertical_letters(self) -> tuple[str, str]:
+        """Letters at the top and bottom edges."""
+        return ("A", "P") if self.vaxis == 1 else ("S", "I")
 
     def paintEvent(self, event):  # noqa: N802 - Qt's name
         painter = QPainter(self)
@@ -318,16 +370,17 @@ class SlicePanel(QWidget):
         rect = self.image_rect()
         if self.image is not None:
             painter.drawImage(rect, self.image)
-        color = QColor.fromRgbF(*CROSSHAIR_COLOR)
-        pen = QPen(color)
-        pen.setWidthF(1.0)
-        painter.setPen(pen)
-        x, y = self.world_to_pixel(*self.cross)
-        gap = CROSSHAIR_GAP_MM * rect.width() / (self.h[-1] - self.h[0] + GRID_MM)
-        painter.drawLine(QPointF(rect.left(), y), QPointF(x - gap, y))
-        painter.drawLine(QPointF(x + gap, y), QPointF(rect.right(), y))
-        painter.drawLine(QPointF(x, rect.top()), QPointF(x, y - gap))
-        painter.drawLine(QPointF(x, y + gap), QPointF(x, rect.bottom()))
+        if self.show_cross:
+            color = QColor.fromRgbF(*CROSSHAIR_COLOR)
+            pen = QPen(color)
+            pen.setWidthF(1.0)
+            painter.setPen(pen)
+            x, y = self.world_to_pixel(*self.cross)
+            gap = CROSSHAIR_GAP_MM * rect.width() / (self.h[-1] - self.h[0] + GRID_MM)
+            painter.drawLine(QPointF(rect.left(), y), QPointF(x - gap, y))
+            painter.drawLine(QPointF(x + gap, y), QPointF(rect.right(), y))
+            painter.drawLine(QPointF(x, rect.top()), QPointF(x, y - gap))
+            painter.drawLine(QPointF(x, y + gap), QPointF(x, rect.bottom()))
         font = QFont(painter.font())
         font.setPointSizeF(10.0)
         font.setBold(True)
@@ -338,14 +391,19 @@ class SlicePanel(QWidget):
         painter.drawText(QRectF(rect.left() + 2, mid - 10, 20, 20), Qt.AlignLeft | Qt.AlignVCenter, left)
         painter.drawText(QRectF(rect.right() - 22, mid - 10, 20, 20), Qt.AlignRight | Qt.AlignVCenter, right)
         cx = rect.left() + rect.width() / 2
-        painter.drawText(QRectF(cx - 10, rect.top() + 1, 20, 18), Qt.AlignCenter, "S")
-        painter.drawText(QRectF(cx - 10, rect.bottom() - 19, 20, 18), Qt.AlignCenter, "I")
+        top, bottom = self._vertical_letters()
+        painter.drawText(QRectF(cx - 10, rect.top() + 1, 20, 18), Qt.AlignCenter, top)
+        painter.drawText(QRectF(cx - 10, rect.bottom() - 19, 20, 18), Qt.AlignCenter, bottom)
         font.setBold(False)
         font.setPointSizeF(9.0)
         painter.setFont(font)
         painter.setPen(QColor("#d0d0d0"))
-        painter.drawText(QRectF(rect.left() + 4, rect.top() + 2, rect.width(), 18), Qt.AlignLeft | Qt.AlignTop,
-                         f"{self.plane} {_AXIS_NAME[self.axis]} = {self.position:+.0f} mm")
+        if self.show_position:
+            painter.drawText(QRectF(rect.left() + 4, rect.top() + 2, rect.width(), 18), Qt.AlignLeft | Qt.AlignTop,
+                             f"{self.plane} {_AXIS_NAME[self.axis]} = {self.position:+.0f} mm")
+        if self.title:
+            painter.drawText(QRectF(rect.left() + 4, rect.bottom() - 20, rect.width() - 8, 18),
+                             Qt.AlignLeft | Qt.AlignBottom, self.title)
         painter.end()
 
     def mousePressEvent(self, event):  # noqa: N802 - Qt's name
@@ -366,12 +424,23 @@ def crosshair_layer_data(position) -> tuple:
 
 
 def _cross_lines(position) -> list[np.ndarray]:
+    """Four segments (y, x) from the brain box's edges to the gap around ``position``.
+
+    They never leave the box: the layer's extent stays inside the template's, so moving
+    the crosshair never changes napari's world range (which would reset the view)."""
     _, y, x = (float(v) for v in np.asarray(position, float)[-3:])
     (y0, y1), (x0, x1) = display.BRAIN_BOX["y"], display.BRAIN_BOX["x"]
     y0, y1, x0, x1 = y0 - _MARGIN_MM, y1 + _MARGIN_MM, x0 - _MARGIN_MM, x1 + _MARGIN_MM
+    y, x = min(max(y, y0), y1), min(max(x, x0), x1)
     g = CROSSHAIR_GAP_MM
-    return [np.array([[y, x0], [y, x - g]]), np.array([[y, x + g], [y, x1]]),
-            np.array([[y0, x], [y - g, x]]), np.array([[y + g, x], [y1, x]])]
+    return [np.array([[y, x0], [y, max(x - g, x0)]]), np.array([[y, min(x + g, x1)], [y, x1]]),
+            np.array([[y0, x], [max(y - g, y0), x]]), np.array([[min(y + g, y1), x], [y1, x]])]
+
+
+def crosshair_position(layer) -> tuple[float, float]:
+    """``(y, x)`` mm of the crosshair a crosshair layer draws."""
+    lines = layer.data
+    return float(lines[0][0][0]), float(lines[2][0][1])
 
 
 class OrthoViews(QWidget):
@@ -393,7 +462,7 @@ class OrthoViews(QWidget):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.position = np.zeros(3)  # (z, y, x) mm
-        self.panels = {name: SlicePanel(name, self) for name in PLANES}
+        self.panels = {name: SlicePanel(name, self) for name in ORTHO_PLANES}
         self.label = QLabel("")
         self.label.setWordWrap(True)
         self.label.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
@@ -408,12 +477,13 @@ class OrthoViews(QWidget):
             layout.addWidget(panel, 1)
             panel.clicked.connect(lambda h, v, name=name: self._on_panel_click(name, h, v))
         layout.addWidget(hint)
-        self._dirty = {name: True for name in PLANES}
-        self._shown_at = {name: None for name in PLANES}
+        self._dirty = {name: True for name in ORTHO_PLANES}
+        self._shown_at = {name: None for name in ORTHO_PLANES}
         self._scheduled = False
         self._watched: weakref.WeakSet = weakref.WeakSet()
         self.render_ms: list[float] = []
         self._cache: dict = {}
+        self._moving = False
 
         viewer = self.viewer
         viewer.layers.events.inserted.connect(self._on_inserted)
@@ -493,7 +563,7 @@ class OrthoViews(QWidget):
         if _deleted(self):
             return
         z = self._axial_z()
-        if z is not None and z != self.position[0]:
+        if z is not None and z != self.position[0] and not self._moving:
             self.position[0] = z
             self._update_cross(move_dims=False)
         if self.viewer.dims.ndim > 3:  # a 4D layer: another volume shown
@@ -549,18 +619,21 @@ class OrthoViews(QWidget):
         z, y, x = self.position
         if move_dims and self.viewer.dims.ndim >= 3:
             axis = self.viewer.dims.ndim - 3
-            self.viewer.dims.set_point(axis, z)
+            self._moving = True
+            try:
+                self.viewer.dims.set_point(axis, z)
+            finally:
+                self._moving = False
             z = self._axial_z()
             self.position[0] = z
         for panel in self.panels.values():
             panel.set_cross(self.position[panel.haxis], self.position[panel.vaxis], self.position[panel.axis])
         if self._has_volume():
             layer = self._crosshair_layer()
-            lines = _cross_lines(self.position)
             if layer is None:
                 self._add_crosshair_layer()
-            else:
-                layer.data = lines
+            elif crosshair_position(layer) != (float(self.position[1]), float(self.position[2])):
+                layer.data = _cross_lines(self.position)
         self.label.setText(self._describe())
         self._schedule()
         self.moved.emit(self.position.copy())

@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .workers import PipelineJob
 
-FMRI_SOURCES = ("simulated subjects", "NIfTI files", "BIDS folder")
+FMRI_SOURCES = ("simulated subjects", "NIfTI files", "BIDS folder", "region time series")
 ENCODINGS = {"both": ["sparse", "ridge"], "sparse": ["sparse"], "ridge": ["ridge"]}
 #: the "quick" preset: the napari sample's size (16 atoms, 2 SIMULATED subjects on a 6 mm grid)
 QUICK_PRESET = {"n_atoms": 16, "n_subjects": 2, "resolution_mm": 6.0, "n_permutations": 300,
@@ -142,7 +142,14 @@ class PipelineWidget(QWidget):
         bids_form.addRow("root", _with_browse(self.bids_root, self._choose_bids_root))
         bids_form.addRow("task", self.bids_task)
         bids_form.addRow("subjects", self.bids_subjects)
-        for page in (sim_page, files_page, bids_page):
+        self.region_files = QLineEdit()
+        self.region_files.setPlaceholderText("sub-01_regions.tsv; sub-02_regions.tsv")
+        self.region_files.setToolTip("One table per subject (CSV/TSV with one column per region, one row "
+                                     "per volume, or NPY): the result is a region result")
+        regions_page = QWidget()
+        regions_form = QFormLayout(regions_page)
+        regions_form.addRow("tables", _with_browse(self.region_files, self._choose_region_files))
+        for page in (sim_page, files_page, bids_page, regions_page):
             self.fmri_pages.addWidget(page)
         self.fmri_source.currentIndexChanged.connect(self.fmri_pages.setCurrentIndex)
         # atoms, encoding, networks
@@ -241,6 +248,12 @@ class PipelineWidget(QWidget):
         if paths:
             self.fmri_files.setText("; ".join(paths))
 
+    def _choose_region_files(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(self, "Region time series, one per subject", "",
+                                                "Tables (*.csv *.tsv *.npy)")
+        if paths:
+            self.region_files.setText("; ".join(paths))
+
     def _choose_mask(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Brain mask", "", "NIfTI (*.nii *.nii.gz)")
         if path:
@@ -286,6 +299,8 @@ class PipelineWidget(QWidget):
                                                  "atlas": self.sim_atlas.currentText()}}
         elif source == "NIfTI files":
             fmri = {"images": _split_paths(self.fmri_files.text()), "mask": self.mask.text().strip() or "mni"}
+        elif source == "region time series":
+            fmri = {"regions": _split_paths(self.region_files.text())}
         else:
             subjects = [s.strip() for s in self.bids_subjects.text().replace(";", ",").split(",") if s.strip()]
             fmri = {"bids": {"root": self.bids_root.text().strip(),
@@ -388,7 +403,11 @@ class PipelineWidget(QWidget):
         self.status.setText(f"done: {result.path}{note}; loading its layers…")
 
         def shown(_added):
-            if self.open_explorer.isChecked():
+            if result.is_region_result:  # no maps: its regions, r and atom coefficients
+                from .regions_panel import dock_regions_panel
+
+                dock_regions_panel(self.viewer, result)
+            elif self.open_explorer.isChecked():
                 self._ensure_explorer()
             self.status.setText(f"done: {result.path}{note}")
             show_info(f"napari-brainorg: results in {result.path}{note}")

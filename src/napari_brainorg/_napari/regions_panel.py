@@ -340,6 +340,11 @@ def dock_regions_panel(viewer: napari.Viewer, result, model: str | None = None, 
         _layers.dock_tabbed(viewer, panel, PANEL_NAME)
     if panel.set_result(result, model) and roi_atlas:
         panel.set_atlas(roi_atlas)
+    from .explorer import AtomExplorer
+
+    for widget in list(docked.values()):
+        if isinstance(widget, AtomExplorer):  # it has no maps to show: it says where to look
+            widget.show_region_note(result)
     if raise_:
         _layers.raise_dock(panel)
     return panel
