@@ -932,10 +932,9 @@ def llama3_8b_shaped_model(n_layers: int = 32, *, seed: int = 0, device: str = "
     with _quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(tok_folder)
         config = llama3_8b_config(n_layers)
-        with torch.random.fork_rng(devices=[]):
+        cuda = [torch.device(device).index or 0] if device.startswith("cuda") else []
+        with torch.random.fork_rng(devices=cuda):  # the caller's random state is left as it was
             torch.manual_seed(int(seed))
-            if device.startswith("cuda"):
-                torch.cuda.manual_seed_all(int(seed))
             with torch.device(device):
                 model = AutoModel.from_config(config, **{_dtype_keyword(): getattr(torch, dtype)})
     model.eval()
