@@ -139,3 +139,23 @@ def test_cuda_llama3_8b_shaped_model_in_full(short_story):
     assert ans.provenance["n_ans"] == 458_752
     assert np.isfinite(ans.responses).all()
     assert torch.cuda.max_memory_allocated() < 40 * 2**30           # 15 GB of weights plus streaming
+
+
+def test_the_readme_llama_example_is_a_valid_features_section():
+    """The README's Llama-3-8B configuration parses, with its placement reaching the loader's checks."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from napari_brainorg.features.models import _check_placement
+    from napari_brainorg.pipeline.config import FeaturesConfig
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("### Large models: Llama-3-8B", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    features = FeaturesConfig(**yaml.safe_load(block)["features"])
+    assert "meta-llama/Meta-Llama-3-8B" in features.models
+    assert features.dtype == "auto" and features.device_map == "auto"
+    device_map, memory, folder = _check_placement(features.device_map, features.max_memory, features.offload_folder)
+    assert memory == {0: "20GiB", "cpu": "48GiB"} and folder == "/scratch/offload"

@@ -113,7 +113,7 @@ class FeaturesConfig(_Section):
         None, description=(
             "Spread a model too large for one device over the GPUs, then the CPU's memory, then the disk "
             "(accelerate); null: the whole model on 'device'."))
-    max_memory: dict[str, str] | None = Field(None, description=(
+    max_memory: dict[int | str, str | int] | None = Field(None, description=(
         "With device_map: the most each device may hold, e.g. {0: 70GiB, cpu: 100GiB}."))
     offload_folder: str | None = Field(None, description=(
         "With device_map: folder for the weights that fit nowhere else when the placement reaches the disk "
