@@ -457,6 +457,15 @@ def _smooth(volume: np.ndarray, sigma: np.ndarray, fwhm_mm: float) -> np.ndarray
     return gaussian_filter(volume, sigma, mode="constant", truncate=4.0, output=np.float32)
 
 
+def _block_diagonal(blocks: list[np.ndarray]) -> np.ndarray:
+    out = np.zeros((sum(b.shape[0] for b in blocks), sum(b.shape[1] for b in blocks)))
+    r = c = 0
+    for b in blocks:
+        out[r:r + b.shape[0], c:c + b.shape[1]] = b
+        r, c = r + b.shape[0], c + b.shape[1]
+    return out
+
+
 def _drift_basis(n_volumes: int) -> np.ndarray:
     """The two slowest DCT-II cosines (periods 2T and T volumes), unit variance."""
     t = np.arange(n_volumes)
@@ -628,6 +637,7 @@ def simulate_fmri(
     tr: float,
     source_info: dict | None = None,
     keep_components: bool = False,
+    runs: Sequence[tuple[str, int, float]] | None = None,
     progress=None,
     cancel=None,
 ) -> SimulatedFMRI:
@@ -649,6 +659,12 @@ def simulate_fmri(
         How the sources were made (recorded in ``truth.json``).
     keep_components : bool
         Keep signal, noise, fluctuations, drift and baseline apart (for tests).
+    runs : list of (name, n_volumes, tr), optional
+        Several stories heard by the same subjects: ``sources`` holds their volumes one
+        story after another. The same planted truth (links, weights, R², HRFs) drives
+        every story; each story's HRF variants, drifts and spontaneous fluctuations stay
+        within its own run (with its TR). :func:`write_simulation` writes one image per
+        subject and story.
     progress, cancel
         Progress callback (stage ``"simulate"``) and cancel token.
 
@@ -669,6 +685,10 @@ def simulate_fmri(
         raise ShapeError("'sources' holds NaN or infinite values.")
     if not tr > 0:
         raise ConfigError(f"'tr' must be > 0 seconds; {tr!r} was provided.")
+    runs = [(str(n), int(v), float(t)) for n, v, t in runs] if runs else [("", n_volumes, float(tr))]
+    if sum(v for _, v, _ in runs) != n_volumes:
+        raise ShapeError(f"'runs' add up to {sum(v for _, v, _ in runs)} volumes; 'sources' has {n_volumes}.")
+    run_starts = np.cumsum([0] + [v for _, v, _ in runs])
     planted = [(a, *_network_key(n, plan.atlas), +1) for a, ns in plan.links.items() for n in ns]
     planted += [(a, *_network_key(n, plan.atlas), -1) for a, ns in plan.negative_links.items() for n in ns]
     bad = sorted({p[0] for p in planted if not 0 <= p[0] < n_sources})
@@ -736,7 +756,7 @@ def simulate_fmri(
     baseline_map = (plan.baseline * (1.0 + BASELINE_SPATIAL_SD * baseline_field)).astype(np.float32)
 
     box, inner, sigma, norm = fields.setup(plan.smoothness_fwhm_mm)
-    drift_basis = _drift_basis(n_volumes).astype(np.float32)
+    drift_basis = _block_diagonal([_drift_basis(v) for _, v, _ in runs]).astype(np.float32)
     lo, hi = plan.r2_range
     subjects = [f"sub-{i + 1:02d}" for i in range(plan.n_subjects)]
     data, components = [], []
@@ -763,7 +783,8 @@ def simulate_fmri(
                 check_cancel(cancel)
                 report(progress, "simulate", s * n_volumes + t, total)
         noise *= ar_scale
-        courses = _fluctuation_courses(rng, n_volumes, len(fl_names), tr).astype(np.float32)
+        courses = np.concatenate([_fluctuation_courses(rng, v, len(fl_names), t) for _, v, t in runs]
+                                 ).astype(np.float32)
         fl_courses[s] = courses
         fluct = (math.sqrt(share) * courses) @ fl_weights if len(fl_names) else np.zeros_like(noise)
         background = (noise + fluct) * np.float32(plan.noise_sd)
@@ -787,7 +808,9 @@ def simulate_fmri(
             which = np.ravel(which)
             for b, (d, w) in enumerate(keys):
                 cols = np.flatnonzero(which == b)
-                shaped = _hrf_variant(z_src[:, link_src], float(d), float(w), tr).astype(np.float32)
+                shaped = np.concatenate([_hrf_variant(z_src[a:b, link_src], float(d), float(w), t)
+                                         for (_, _, t), a, b in zip(runs, run_starts[:-1], run_starts[1:])]
+                                        ).astype(np.float32)
                 signal[:, cols] = shaped @ weights[:, cols].astype(np.float32)
             r2_sig = (lo + (hi - lo) * ndtr(mixed[len(planted)][sig_idx])).astype(np.float64)
             var_s = signal.var(axis=0, dtype=np.float64)
@@ -817,6 +840,9 @@ def simulate_fmri(
     truth = _truth(plan, z_src, tr, mask_img, subjects, planted, link_masks, signal_voxels, true_r2,
                    atlases, truth_atlases, expected, shares, rho, grey, hrf_delay, hrf_dispersion,
                    fl_names, source_info)
+    if runs[0][0]:
+        truth["runs"] = [{"story": n, "n_volumes": v, "tr": t, "first_volume": int(a)}
+                         for (n, v, t), a in zip(runs, run_starts[:-1])]
     return SimulatedFMRI(
         data=data, mask_img=mask_img, truth=truth, subjects=subjects, true_r2=true_r2,
         signal_voxels=signal_voxels, planted=planted, link_masks=link_masks,
@@ -1053,7 +1079,8 @@ def write_simulation(sim: SimulatedFMRI, out_dir: str | os.PathLike, *, dtype: s
     Returns
     -------
     paths : list of Path
-        ``sub-XX_sim_bold.nii.gz`` per subject, ``mask.nii.gz``, ``true_r2.nii.gz``,
+        ``sub-XX_sim_bold.nii.gz`` per subject (several stories:
+        ``sub-XX_task-<story>_sim_bold.nii.gz`` per subject and story), ``mask.nii.gz``, ``true_r2.nii.gz``,
         ``true_r2_subjects.nii.gz``, ``signal_mask.nii.gz``, ``noise_ar1.nii.gz``,
         ``hrf_delay_subjects.nii.gz``, ``hrf_dispersion_subjects.nii.gz``,
         ``planted_sources.npy``, ``fluctuations.npy``, ``truth.json``, ``README.txt``.
@@ -1079,7 +1106,18 @@ def write_simulation(sim: SimulatedFMRI, out_dir: str | os.PathLike, *, dtype: s
         written.append(out / name)
 
     files = {"bold": []}
-    for sub, img in zip(sim.subjects, sim.images):
+    runs = sim.truth.get("runs")
+    for i, sub in enumerate(sim.subjects):
+        if runs:  # several stories: one run per subject and story
+            for run in runs:
+                rows = slice(run["first_volume"], run["first_volume"] + run["n_volumes"])
+                part = unmask_to_image(sim.data[i][rows], sim.mask_img, tr=run["tr"])
+                part.set_data_dtype(np.int16 if dtype == "int16" else np.float32)
+                name = f"{sub}_task-{run['story']}_sim_bold.nii.gz"
+                save_img(part, name)
+                files["bold"].append(name)
+            continue
+        img = sim.images[i]
         img.set_data_dtype(np.int16 if dtype == "int16" else np.float32)
         name = f"{sub}_sim_bold.nii.gz"
         save_img(img, name)

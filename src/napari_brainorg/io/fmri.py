@@ -108,6 +108,9 @@ class FMRIData:
         Where each subject's data came from.
     notes : list of str
         Every fix applied to the inputs (resampling, reorientation, dropped voxels...).
+    runs : list of (str, int, float)
+        With several stories (:func:`concat_story_runs`): each story's name, volumes and
+        TR, in the order its rows follow one another in ``data``; empty for one story.
     """
 
     data: list[np.ndarray]
@@ -118,6 +121,7 @@ class FMRIData:
     tr: float | None
     sources: list[str]
     notes: list[str] = field(default_factory=list)
+    runs: list[tuple[str, int, float]] = field(default_factory=list)
 
     @property
     def n_volumes(self) -> int:
@@ -146,6 +150,49 @@ class FMRIData:
                 f"({self.region_names[:3] if self.region_names else []}...)."
             )
         return unmask(values, self.mask_img)
+
+
+def concat_story_runs(per_story: dict[str, FMRIData], trs: dict[str, float] | None = None) -> FMRIData:
+    """The runs of several stories, one after another, as one :class:`FMRIData`.
+
+    Parameters
+    ----------
+    per_story : dict of str to FMRIData
+        Story name -> that story's runs (one per subject), in story order. Every story
+        must have the same subjects, in the same order, and the same voxels (one mask)
+        or regions.
+    trs : dict of str to float, optional
+        Each story's TR (default: the data's own).
+
+    Returns
+    -------
+    FMRIData
+        ``data[s]`` of shape (sum of the stories' volumes, n_features), rows in story
+        order; ``runs`` = [(story, n_volumes, tr), ...].
+    """
+    names = list(per_story)
+    if not names:
+        raise FMRIInputError("concat_story_runs needs at least one story.")
+    first = per_story[names[0]]
+    for name in names[1:]:
+        other = per_story[name]
+        if list(other.subjects) != list(first.subjects):
+            raise FMRIInputError(
+                f"story {name!r} has the subjects {list(other.subjects)}; story {names[0]!r} has "
+                f"{list(first.subjects)}: every story needs one run per subject, in the same order.")
+        if other.kind != first.kind or other.n_features != first.n_features:
+            raise FMRIInputError(
+                f"story {name!r} has {other.n_features} {other.kind}; story {names[0]!r} has "
+                f"{first.n_features} {first.kind}: every story must be on the same mask or regions.")
+        if first.kind == "regions" and list(other.region_names or []) != list(first.region_names or []):
+            raise FMRIInputError(f"story {name!r} names its regions differently from story {names[0]!r}.")
+    trs = trs or {}
+    runs = [(n, per_story[n].n_volumes, float(trs.get(n) or per_story[n].tr or 0.0)) for n in names]
+    data = [np.concatenate([per_story[n].data[s] for n in names], axis=0) for s in range(len(first.subjects))]
+    sources = [" + ".join(f"{n}: {per_story[n].sources[s]}" for n in names) for s in range(len(first.subjects))]
+    notes = [f"{n}: {note}" for n in names for note in per_story[n].notes]
+    return FMRIData(data=data, subjects=list(first.subjects), kind=first.kind, mask_img=first.mask_img,
+                    region_names=first.region_names, tr=first.tr, sources=sources, notes=notes, runs=runs)
 
 
 def unmask(values, mask_img) -> nibabel.Nifti1Image:

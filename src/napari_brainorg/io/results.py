@@ -5,6 +5,7 @@ Layout (see ``docs/architecture.md``)::
     OUT/summary.json, provenance.json, config.yaml
     OUT/story/words.tsv
     OUT/story/nuisance.tsv        low-level nuisance regressors per volume (confounds)
+    OUT/story/stories.tsv, story/<story>/   several stories: each story's words and confounds
     OUT/features/<model>/...      (an_responses.npy, an_index.tsv, provenance.json)
     OUT/atoms/<model>/atoms.npy, codes.npz, atoms.tsv, layer_hist.tsv
     OUT/encoding/<model>/mask.nii.gz, r2_sparse.nii.gz, r2_cv.nii.gz, atom_maps.nii.gz, atom_maps_z.nii.gz
@@ -572,6 +573,23 @@ class ResultFolder:
         of :meth:`words_table`, before the HRF; ``None`` when absent."""
         p = self.path / f"atoms/{self._check_model(model)}/word_responses.npy"
         return np.load(p) if p.exists() else None
+
+    def stories(self) -> list[dict]:
+        """The stories of the run, in the order their volumes follow one another:
+        ``story, n_volumes, tr, first_volume`` each (one entry for a single-story run).
+        With several stories, every per-volume array (atoms, time courses, words'
+        ``volume``) runs over the stories one after another; ``first_volume`` marks
+        each boundary."""
+        listed = self.summary.get("stories")
+        if listed:
+            return [{"story": s["story"], "n_volumes": int(s["n_volumes"]), "tr": float(s["tr"]),
+                     "first_volume": int(s["first_volume"])} for s in listed]
+        name = Path(str(self.config().get("story", {}).get("path", "story"))).name.split(".")[0]
+        return [{"story": name, "n_volumes": self.n_volumes, "tr": self.tr, "first_volume": 0}]
+
+    def story_boundaries(self) -> list[int]:
+        """The volumes where a new story starts (empty for a single story)."""
+        return [s["first_volume"] for s in self.stories()[1:]]
 
     def nuisance_table(self):
         """Nuisance regressors (volume, word_rate, word_length, word_frequency, pause)."""

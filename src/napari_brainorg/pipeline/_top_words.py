@@ -41,6 +41,10 @@ def step_top_words(ctx, words, model: str, slug: str, codes, index) -> None:
     from ..features.sites import an_index
     from .run import _device
 
+    if isinstance(words, list):  # several stories
+        from ._stories import step_top_words_stories
+
+        return step_top_words_stories(ctx, words, model, slug, codes, index)
     cfg = ctx.config
     rel = f"atoms/{slug}"
     step = f"top_words/{slug}"

@@ -109,6 +109,8 @@ class _Context:
     confounds: Any = None
     #: every input file read, path -> content identity (for provenance.json)
     inputs: dict[str, str] = field(default_factory=dict)
+    #: the story runs, [(story, n_volumes, tr), ...] in the order their volumes are stacked
+    runs: list = field(default_factory=list)
     _outputs: dict[str, list[str]] = field(default_factory=dict)
 
     @property
@@ -207,7 +209,12 @@ def _step_story(ctx: _Context):
     from ..features.nuisance import PauseLabelsWarning, nuisance_regressors, remove_pause_labels
     from ..io.stimuli import read_story, read_story_onset
 
+    if ctx.config.multi_story:  # each story on its own, stacked (pipeline._stories)
+        from ._stories import step_stories
+
+        return step_stories(ctx)
     cfg = ctx.config.story
+    ctx.runs = [(cfg.label, cfg.n_volumes, cfg.tr)]
     onset = read_story_onset(cfg.events) if cfg.events else cfg.onset
     words = read_story(cfg.path, onset=onset)
     words, n_pause_labels = remove_pause_labels(words, cfg.pause_labels)
@@ -242,6 +249,10 @@ def _step_features(ctx: _Context, words, model: str, untrained_seed: int | None 
 
     cfg = ctx.config
     slug = model_slug(model) + ("-untrained" if untrained_seed is not None else "")
+    if isinstance(words, list):  # several stories: one extraction per story, stacked
+        from ._stories import features_stories
+
+        return features_stories(ctx, words, model, slug, untrained_seed)
     step = f"features/{slug}"
     # the extraction keys its own cache (story, model weights, options); this stamp adds
     # the checksums of its files, so a corrupted cache is recomputed, not trusted
@@ -371,17 +382,33 @@ def _step_atoms(ctx: _Context, ans, slug: str):
         X = X[:, columns]
         index = index.iloc[columns].reset_index(drop=True)
     backend = cfg.backend
+    # several stories: the dictionary may be learned on some of them (atoms.stories)
+    rows = None
+    if cfg.stories is not None and len(ctx.runs) > 1:
+        from ..encoding.stories import run_rows
+
+        rows = run_rows(ctx.runs, cfg.stories)
+    X_all = X
+    if rows is not None:
+        X = X[rows]
     est = SparseDictionary(n_atoms=cfg.n_atoms, alpha=cfg.alpha, max_iter=cfg.max_iter, tol=cfg.tol,
                            init=cfg.init, random_state=cfg.seed, backend=backend)
     est.fit(np.ascontiguousarray(X.T), progress=ctx.progress, cancel=ctx.cancel)
     atoms = np.asarray(est.atoms_, dtype=np.float32)
     codes = sp.csr_matrix(est.codes_)
+    if rows is not None:
+        from ..sparse.atoms import atoms_on_new_volumes
+
+        # the other stories' atom time courses: their ANs projected on the codes
+        full = atoms_on_new_volumes(X_all, codes).astype(np.float32)
+        full[rows] = atoms
+        atoms = full
     flipped = np.zeros(atoms.shape[1], bool)
     if cfg.orient == "members":
         from ..sparse.atoms import orient_atoms
 
         atoms, codes, flipped = orient_atoms(atoms, codes)
-    reproducibility = _atom_reproducibility(ctx, X, atoms)
+    reproducibility = _atom_reproducibility(ctx, X, atoms if rows is None else atoms[rows])
     size_control = _size_control_spread(ctx, ans.responses, draws, atoms) if draws is not None else None
     hist = layer_histogram(codes, index)
     hist_df = hist.copy()
@@ -398,6 +425,9 @@ def _step_atoms(ctx: _Context, ans, slug: str):
         "n_ans": int(X.shape[1]), "mean_nonzero_per_an": float(codes.getnnz() / max(X.shape[1], 1)),
         "init": cfg.init, "seed": cfg.seed,
         "orient": cfg.orient, "n_flipped": int(flipped.sum()),
+        "stories": ([r[0] for r in ctx.runs] if cfg.stories is None else list(cfg.stories)),
+        "other_stories": (None if rows is None else
+                          "atom time courses = least-squares projection of the story's ANs on the codes"),
         "reproducibility": reproducibility,
         "size_control": size_control,
     })
@@ -521,6 +551,15 @@ def _step_fmri(ctx: _Context, planting: dict | None):
         return _simulate(ctx, planting)
     from ..io.fmri import find_bids_runs, load_fmri, load_region_timeseries
 
+    if cfg.multi_story:  # every story's runs, stacked per subject
+        from ._stories import fmri_stories
+
+        data = fmri_stories(ctx)
+        ctx.summary["fmri"] = {"kind": data.kind, "subjects": data.subjects, "sources": data.sources,
+                               "notes": data.notes, "simulated": False,
+                               "runs": [{"story": n, "n_volumes": v, "tr": t} for n, v, t in data.runs]}
+        return data, None
+
     if fc.regions:
         ctx.key("fmri", [fc.model_dump(mode="json", exclude=_FMRI_PATHS), cfg.story.n_volumes],
                 inputs=list(fc.regions))
@@ -591,6 +630,9 @@ def _simulate(ctx: _Context, planting: dict):
     slug = planting["slug"]
     sim_dir = ctx.out / "simulated"
     key_parts = [sc.model_dump(mode="json"), ctx.keys[f"atoms/{slug}"], list(cfg.networks.atlases), cfg.story.tr]
+    runs = ctx.runs if cfg.multi_story else None
+    if runs:
+        key_parts.append([list(r) for r in runs])
     stamp = _read_stamp(ctx, "simulate")
     if not ctx.cached("simulate", key_parts, sorted(stamp.get("outputs", {})) or ["simulated/truth.json"]):
         # nothing of an earlier simulation may be read as a subject of this one
@@ -607,15 +649,25 @@ def _simulate(ctx: _Context, planting: dict):
             ar1_other=sc.ar1_other, hrf_delay_s=sc.hrf_delay_s, hrf_dispersion_s=sc.hrf_dispersion_s,
             fluctuation_atlases=list(sc.fluctuation_atlases), fluctuation_share=sc.fluctuation_share,
             seed=sc.seed, resolution_mm=sc.resolution_mm)
-        sim = simulate_fmri(sources, plan, tr=cfg.story.tr, source_info=info, progress=ctx.progress,
+        sim = simulate_fmri(sources, plan, tr=cfg.story.tr, source_info=info, runs=runs, progress=ctx.progress,
                             cancel=ctx.cancel)
         written = write_simulation(sim, sim_dir)
         ctx.done("simulate", outputs=[str(Path(p).relative_to(ctx.out)) for p in written])
-    images = sorted(sim_dir.glob("sub-*_bold.nii.gz"))
     ctx.keys["fmri"] = ctx.keys["simulate"]
-    data = load_fmri([str(p) for p in images], mask=str(sim_dir / "mask.nii.gz"),
-                     n_volumes=cfg.story.n_volumes, tr=cfg.story.tr,
-                     subjects=[p.name.split("_")[0] for p in images])
+    if runs:  # one image per subject and story, stacked per subject
+        from ..io.fmri import concat_story_runs
+
+        per_story = {}
+        for name, n_volumes, tr in runs:
+            images = sorted(sim_dir.glob(f"sub-*_task-{name}_sim_bold.nii.gz"))
+            per_story[name] = load_fmri([str(p) for p in images], mask=str(sim_dir / "mask.nii.gz"),
+                                        n_volumes=n_volumes, tr=tr, subjects=[p.name.split("_")[0] for p in images])
+        data = concat_story_runs(per_story, {n: t for n, _, t in runs})
+    else:
+        images = sorted(sim_dir.glob("sub-*_bold.nii.gz"))
+        data = load_fmri([str(p) for p in images], mask=str(sim_dir / "mask.nii.gz"),
+                         n_volumes=cfg.story.n_volumes, tr=cfg.story.tr,
+                         subjects=[p.name.split("_")[0] for p in images])
     truth = json.loads((sim_dir / "truth.json").read_text())
     ctx.summary["fmri"] = {"kind": "voxels", "subjects": data.subjects, "simulated": True,
                            "driving_model": slug, "sources": truth["sources"].get("kind"),
@@ -654,10 +706,44 @@ def _confounds(ctx: _Context, slug: str | None = None):
     if table is None:
         return None
     table = table.select_dtypes("number")
-    if len(table) != ctx.config.story.n_volumes or table.shape[1] == 0:
+    if len(table) != sum(r[1] for r in ctx.runs or [(None, ctx.config.story.n_volumes)]) or table.shape[1] == 0:
         return None
     table = table.loc[:, table.std() > 0]
     return table if table.shape[1] else None
+
+
+def _runs(config: PipelineConfig) -> list[tuple[str, int, float]]:
+    """The story runs of ``config``, [(story, n_volumes, tr), ...] in the order their
+    volumes are stacked (one for a single story)."""
+    return [(s.label, s.n_volumes, s.tr) for s in config.story_list]
+
+
+def _filter_runs(ctx: _Context, Y: np.ndarray) -> np.ndarray:
+    """``encoding.highpass_cutoff`` applied to ``Y`` (n_volumes, n_columns): over the story,
+    or within each story's run when there are several (its own TR, drifts and mean)."""
+    from ..encoding.preprocessing import highpass
+
+    ec = ctx.config.encoding
+    runs = _runs(ctx.config)
+    if len(runs) > 1:
+        from ..encoding.stories import highpass_runs
+
+        return highpass_runs(np.asarray(Y, np.float64), runs, ec.highpass_cutoff)
+    return highpass(Y, ctx.config.story.tr, cutoff=ec.highpass_cutoff) if ec.highpass_cutoff \
+        else np.asarray(Y, np.float64)
+
+
+def _map_rows(ctx: _Context) -> tuple[np.ndarray, list]:
+    """The volumes (rows) and runs the atom maps and association tests use:
+    ``encoding.map_stories``, by default every story."""
+    names = ctx.config.encoding.map_stories
+    runs = _runs(ctx.config)
+    n = sum(r[1] for r in runs)
+    if names is None or len(runs) < 2:
+        return np.arange(n), runs
+    from ..encoding.stories import run_rows
+
+    return run_rows(runs, names), [r for r in runs if r[0] in names]
 
 
 def subject_file_name(subject: str) -> str:
@@ -751,23 +837,31 @@ def encode_subject(ctx: _Context, task: SubjectTask, Y: np.ndarray, atoms: np.nd
     ec = cfg.encoding
     tr = cfg.story.tr
     k = atoms.shape[1]
-    X = atoms.astype(np.float64)
-    if ec.highpass_cutoff:
-        X = highpass(X, tr, cutoff=ec.highpass_cutoff)
+    runs = _runs(cfg) if cfg.multi_story else None  # several stories: drifts and delays per run
+    X = _filter_runs(ctx, atoms.astype(np.float64))
+    # the volumes of the atom maps (encoding.map_stories: e.g. stories held out of the dictionary)
+    mrows, map_runs = _map_rows(ctx)
     # the maps' nuisance: the drifts the high-pass removes (constant, trend, cosines) and
     # the story's confounds; the atoms themselves stay unfiltered in the GLS
-    nuisance = drift_basis(atoms.shape[0], tr, ec.highpass_cutoff)
+    if runs:
+        from ..encoding.stories import run_drift_basis
+
+        nuisance = run_drift_basis(map_runs, ec.highpass_cutoff)
+    else:
+        nuisance = drift_basis(atoms.shape[0], tr, ec.highpass_cutoff)
     out: dict[str, np.ndarray] = {}
     check_cancel(ctx.cancel)
-    Yf = highpass(Y, tr, cutoff=ec.highpass_cutoff) if ec.highpass_cutoff else np.asarray(Y, np.float64)
-    maps = gls_atom_maps(atoms, Y, nuisance=nuisance, confounds=confounds, noise_model=ec.noise_model)
+    Yf = _filter_runs(ctx, Y)
+    maps = gls_atom_maps(atoms[mrows], Y[mrows], nuisance=nuisance,
+                         confounds=None if confounds is None else np.asarray(confounds)[mrows],
+                         noise_model=ec.noise_model)
     out["z"], out["effect"], out["rho"] = maps.z, maps.effect, maps.rho
     if tick is not None:
         tick()
     if "sparse" in ec.models:
         from ..encoding.sparse_fit import SparseAtomEncoder
 
-        enc = SparseAtomEncoder(alpha=ec.sparse_alpha).fit(X, Yf)
+        enc = SparseAtomEncoder(alpha=ec.sparse_alpha).fit(X[mrows], Yf[mrows])
         out["coef"] = np.asarray(enc.coef_, np.float32)
         if task.keep_courses:
             out["measured"] = np.asarray(Yf, np.float32).T
@@ -778,24 +872,41 @@ def encode_subject(ctx: _Context, task: SubjectTask, Y: np.ndarray, atoms: np.nd
             from ..encoding.sparse_fit import sparse_r2_null
 
             # the same shifts for every subject: the story is shared
-            shifts = circular_shift_draws(X.shape[0], ec.sparse_null_shifts, random_state=cfg.seed)
-            out["r2_sparse_null"] = sparse_r2_null(X, Yf, shifts, alpha=ec.sparse_alpha,
+            shifts = circular_shift_draws(len(mrows), ec.sparse_null_shifts, random_state=cfg.seed)
+            out["r2_sparse_null"] = sparse_r2_null(X[mrows], Yf[mrows], shifts, alpha=ec.sparse_alpha,
                                                    cancel=ctx.cancel).astype(np.float32)
         if tick is not None:
             tick()
     if "ridge" in ec.models:
         from ..encoding.ridge import CVRidgeEncoder
 
-        enc = CVRidgeEncoder(alphas=np.asarray(ec.alphas), n_folds=ec.n_folds, gap=ec.gap,
-                             delays=tuple(ec.delays), highpass_cutoff=ec.highpass_cutoff, tr=tr)
-        enc.fit(atoms, Y)
+        if runs:  # several stories: delays and drifts within each run, done here
+            from ..encoding.stories import highpass_runs, leave_one_story_out, make_delays_runs
+
+            design = highpass_runs(make_delays_runs(atoms, runs, ec.delays), runs, ec.highpass_cutoff)
+            enc = CVRidgeEncoder(alphas=np.asarray(ec.alphas), n_folds=ec.n_folds, gap=ec.gap, delays=(0,),
+                                 highpass_cutoff=None, detrend=False, tr=tr)
+            enc.fit(design, Yf)
+        else:
+            design = None
+            enc = CVRidgeEncoder(alphas=np.asarray(ec.alphas), n_folds=ec.n_folds, gap=ec.gap,
+                                 delays=tuple(ec.delays), highpass_cutoff=ec.highpass_cutoff, tr=tr)
+            enc.fit(atoms, Y)
         if task.keep_courses and "sparse" not in ec.models:
-            out["measured"] = np.asarray(enc._filter(np.asarray(Y, np.float64)) + enc.y_mean_, np.float32).T
-            out["predicted"] = np.asarray(enc.predict(atoms), np.float32).T
+            measured = Yf if runs else enc._filter(np.asarray(Y, np.float64))
+            out["measured"] = np.asarray(measured + enc.y_mean_, np.float32).T
+            out["predicted"] = np.asarray(enc.predict(atoms if design is None else design), np.float32).T
         out["r2_cv"] = np.asarray(enc.r2_, np.float32)
         out["r_cv"] = np.asarray(enc.r_, np.float32)
+        if runs and ec.leave_one_story_out:
+            # trained on the other stories, scored on each held-out one: (n_stories, n_voxels)
+            loso = leave_one_story_out(atoms, Yf, runs, np.asarray(ec.alphas), delays=tuple(ec.delays),
+                                       highpass_cutoff=ec.highpass_cutoff, gap=ec.gap, filtered=True,
+                                       cancel=ctx.cancel)
+            out["r2_loso"] = np.asarray(loso.r2, np.float32)
+            out["r_loso"] = np.asarray(loso.r, np.float32)
         if ec.n_permutations:
-            out["p_cv"] = _ridge_p_values(ctx, enc, atoms, Yf, seed=cfg.seed + task.index)
+            out["p_cv"] = _ridge_p_values(ctx, enc, atoms, Yf, seed=cfg.seed + task.index, design=design)
         if ec.baseline and an is not None:
             from ..encoding.baseline import layerwise_encoding
 
@@ -885,10 +996,12 @@ def _encoding_group(ctx: _Context, data, slug: str, tasks: list[SubjectTask], su
         return [r[name] for r in subject_results if name in r]
 
     results = {name: stacked(name) for name in ("z", "effect", "rho", "coef", "r2_sparse", "r2_cv", "r_cv",
-                                                "p_cv", "baseline_r2", "r2_sparse_null")}
+                                                "p_cv", "baseline_r2", "r2_sparse_null", "r2_loso", "r_loso")}
     baseline_layers = subject_results[0].get("baseline_layers")
     timecourses = {"measured": stacked("measured"), "predicted": stacked("predicted")}
     confounds = _confounds(ctx, slug)
+    runs = _runs(cfg) if cfg.multi_story else None
+    map_runs = _map_rows(ctx)[1]
     group_z, group_method = group_effects(np.stack(results["effect"]), np.stack(results["z"]),
                                           method=ec.group_effects, min_random=ec.min_subjects_random)
     group = {
@@ -908,6 +1021,8 @@ def _encoding_group(ctx: _Context, data, slug: str, tasks: list[SubjectTask], su
                             if group_method == "random" else "Stouffer sum of subject z / sqrt(n)"),
         "confounds": [] if confounds is None else list(confounds.columns),
     }
+    if runs:
+        ctx.summary["maps"][slug]["stories"] = [r[0] for r in map_runs]
     if results["p_cv"]:
         from ..encoding.inference import fdr, stouffer_p
 
@@ -925,10 +1040,16 @@ def _encoding_group(ctx: _Context, data, slug: str, tasks: list[SubjectTask], su
         if results[name]:
             group[name] = np.mean(np.stack(results[name]), 0).astype(np.float32)
             group[f"subject_{name}"] = np.stack(results[name]).astype(np.float32)
+    for name in ("r2_loso", "r_loso"):  # (n_subjects, n_stories, n_voxels): held-out story per row
+        if results[name]:
+            per_story = np.mean(np.stack(results[name]), 0)
+            group[f"{name}_stories"] = per_story.astype(np.float32)
+            group[name] = per_story.mean(0).astype(np.float32)
+            group[f"subject_{name}"] = np.stack(results[name]).astype(np.float32)
     if n_sub > 1:
         from ..encoding.stats import noise_ceiling_isc, noise_ceiling_split_half
 
-        filtered = [highpass(Y, tr, cutoff=ec.highpass_cutoff) if ec.highpass_cutoff else Y for Y in data.data]
+        filtered = [_filter_runs(ctx, Y) if runs or ec.highpass_cutoff else Y for Y in data.data]
         # the ceiling of one subject's r (split-half + Spearman-Brown), beside the
         # leave-one-out ISC (a lower reference with few subjects)
         ceiling = noise_ceiling_split_half(filtered, random_state=cfg.seed)
@@ -942,7 +1063,8 @@ def _encoding_group(ctx: _Context, data, slug: str, tasks: list[SubjectTask], su
         w.write_nifti(f"{rel}/mask.nii.gz", data.mask_img)
         w.write_nifti(outputs[0], data.unmask(group["coef"]))
         w.write_nifti(outputs[1], data.unmask(group["z"]))
-        for name in ("r2_sparse", "r2_cv", "r_cv", "noise_ceiling", "q_cv", "ar1", "r2_sparse_null_p95"):
+        for name in ("r2_sparse", "r2_cv", "r_cv", "noise_ceiling", "q_cv", "ar1", "r2_sparse_null_p95",
+                     "r2_loso", "r_loso", "r2_loso_stories"):
             if name in group:
                 w.write_nifti(f"{rel}/{name}.nii.gz", data.unmask(group[name]))
         if "baseline_r2" in group:
@@ -1016,16 +1138,21 @@ def _sparse_r2_chance(observed: np.ndarray, null: np.ndarray) -> dict[str, np.nd
     }
 
 
-def _ridge_p_values(ctx: _Context, enc, atoms: np.ndarray, Yf: np.ndarray, seed: int) -> np.ndarray:
+def _ridge_p_values(ctx: _Context, enc, atoms: np.ndarray, Yf: np.ndarray, seed: int,
+                    design: np.ndarray | None = None) -> np.ndarray:
     """One-sided p of each voxel's held-out R2 against circular shifts of the atoms, with
-    the real fit's folds and per-voxel alphas (see ``make_ridge_score_fn``)."""
+    the real fit's folds and per-voxel alphas (see ``make_ridge_score_fn``). ``design``:
+    the delayed, filtered atoms when already made (several stories: per run)."""
     from ..encoding.preprocessing import highpass, make_delays
     from ..encoding.stats import circular_shift_null, make_ridge_score_fn
 
     ec = ctx.config.encoding
-    X = make_delays(atoms, tuple(ec.delays))
-    if ec.highpass_cutoff:
-        X = highpass(X, ctx.config.story.tr, cutoff=ec.highpass_cutoff)
+    if design is not None:
+        X = design
+    else:
+        X = make_delays(atoms, tuple(ec.delays))
+        if ec.highpass_cutoff:
+            X = highpass(X, ctx.config.story.tr, cutoff=ec.highpass_cutoff)
     score_fn = make_ridge_score_fn(enc.folds_, np.asarray(ec.alphas), fixed_alpha=enc.alpha_, gap=ec.gap)
     null = circular_shift_null(X, Yf, score_fn, n_permutations=ec.n_permutations, random_state=seed,
                                keep_null=False, progress=ctx.progress, cancel=ctx.cancel)
@@ -1040,7 +1167,7 @@ def _write_region_tables(writer: ResultWriter, rel: str, names, group: dict, k: 
 
     per_region = pd.DataFrame({"region": list(names)})
     for name in ("r2_sparse", "r2_sparse_null_median", "r2_sparse_null_p95", "r2_sparse_p", "r2_cv", "r_cv",
-                 "q_cv", "noise_ceiling", "isc_loo"):
+                 "q_cv", "noise_ceiling", "isc_loo", "r2_loso", "r_loso"):
         if name in group:
             per_region[name] = group[name]
     if "r2_sparse_p" in group:
@@ -1179,10 +1306,21 @@ def _stimulus_tables(ctx: _Context, data, group: dict, atoms: np.ndarray, atlase
     names = [(a, n) for a, atlas in atlases.items() for n in atlas.network_names]
     networks = np.concatenate([disjoint_networks(atlas.maps, atlas.masks()) for atlas in atlases.values()])
     n_perm = 10_000 if nc.n_permutations is None else nc.n_permutations
+    confound_values = None if confounds is None else confounds.to_numpy(np.float64)
+    fmri, highpass_cutoff = data.data, ec.highpass_cutoff
+    if len(ctx.runs) > 1:
+        # several stories: the volumes of encoding.map_stories, each run's drifts as confounds
+        from ..encoding.stories import run_drift_basis
+
+        rows, map_runs = _map_rows(ctx)
+        atoms, fmri = atoms[rows], [Y[rows] for Y in data.data]
+        drifts = run_drift_basis(map_runs, ec.highpass_cutoff)
+        confound_values = drifts if confound_values is None else np.column_stack([confound_values[rows], drifts])
+        highpass_cutoff = None  # the drifts are in the confounds
     table = stimulus_association(
-        atoms, data.data, networks, tr=ctx.config.story.tr, network_names=[n for _, n in names],
-        atlas_names=[a for a, _ in names], confounds=None if confounds is None else confounds.to_numpy(),
-        highpass_cutoff=ec.highpass_cutoff, null=nc.null, n_permutations=n_perm, contribution=nc.contribution,
+        atoms, fmri, networks, tr=ctx.config.story.tr, network_names=[n for _, n in names],
+        atlas_names=[a for a, _ in names], confounds=confound_values,
+        highpass_cutoff=highpass_cutoff, null=nc.null, n_permutations=n_perm, contribution=nc.contribution,
         network_score=nc.network_score, moved=nc.moved, min_effect=nc.min_effect, min_relative_effect=nc.min_relative_effect,
         group_effects=ec.group_effects, min_subjects_random=ec.min_subjects_random, alpha=nc.alpha,
         random_state=ctx.config.seed, progress=ctx.progress, cancel=ctx.cancel)
@@ -1204,6 +1342,9 @@ def _stimulus_tables(ctx: _Context, data, group: dict, atoms: np.ndarray, atlase
                  "fdr_family": "atoms x networks x both directions, per atlas and model",
                  "display_threshold": {"map": nc.map_stat, "threshold": nc.threshold},
                  "confounds": [] if confounds is None else list(confounds.columns)}
+    if len(ctx.runs) > 1:
+        criterion["stories"] = [r[0] for r in _map_rows(ctx)[1]]
+        criterion["drifts"] = "per story run (constant, trend, cosines), with the confounds"
     return tables, criterion
 
 
@@ -1321,6 +1462,14 @@ def _step_report(ctx: _Context, per_model: dict, truth: dict | None) -> None:
             "n_associations": {p: int(t["associated"].astype(bool).sum()) for p, t in res["tables"].items()},
         }
         summary_models[slug].update(_chance_summary(group))
+        if "r2_loso_stories" in group:  # several stories: the ridge trained on the others, per held-out story
+            summary_models[slug]["r2_loso"] = {
+                "median": float(np.median(group["r2_loso"])), "p95": float(np.percentile(group["r2_loso"], 95)),
+                "per_story_median": {r[0]: float(np.median(v)) for r, v in zip(_runs(ctx.config),
+                                                                                group["r2_loso_stories"])},
+                "per_story_p95": {r[0]: float(np.percentile(v, 95)) for r, v in zip(_runs(ctx.config),
+                                                                                 group["r2_loso_stories"])},
+                "r_median": float(np.median(group["r_loso"]))}
         dict_path = ctx.out / f"atoms/{slug}/dictionary.json"
         if dict_path.exists():
             info = json.loads(dict_path.read_text())
@@ -1461,6 +1610,25 @@ def _chance_summary(group: dict) -> dict:
         out["r_cv_subjects"] = {"per_subject_median": [float(v) for v in per_subject], "mean": float(mean[0]),
                                 "ci95": [float(lo[0]), float(hi[0])], "n_subjects": int(per_subject.size),
                                 "ci": "t interval over subjects of each subject's median r over voxels/regions"}
+    return out
+
+
+def _encoding_scheme(ctx: _Context) -> dict:
+    """How encoding was scored (summary.json and provenance.json)."""
+    cfg = ctx.config
+    ec = cfg.encoding
+    stories = [r[0] for r in ctx.runs]
+    out = {"contiguous_folds": {"n_folds": ec.n_folds, "gap": ec.gap,
+                                "over": "the stories' volumes one after another" if len(stories) > 1 else "the story"},
+           "stories": stories,
+           "dictionary_stories": list(cfg.atoms.stories) if cfg.atoms.stories else stories,
+           "map_stories": list(ec.map_stories) if ec.map_stories else stories}
+    if len(stories) > 1:
+        out["drifts"] = "per story run: constant, trend and cosine high-pass with the run's TR; confounds per story"
+        from ..encoding.stories import loso_scheme
+
+        out["leave_one_story_out"] = (loso_scheme(ctx.runs, ec.delays, ec.highpass_cutoff, gap=ec.gap)
+                                      if ec.leave_one_story_out and "ridge" in ec.models else None)
     return out
 
 
@@ -1655,13 +1823,14 @@ def _run_locked(config: PipelineConfig, writer: ResultWriter, progress, cancel,
         _compare_baselines(ctx, dict(list(per_model.items())[:n_real]), baselines)
     _region_results(ctx, data, per_model, baselines)
     ctx.summary["headline"] = _headlines(ctx, data.kind)
+    ctx.summary["encoding_scheme"] = _encoding_scheme(ctx)
 
     ctx.summary.update({
         "napari_brainorg": __version__,
         "models": list(per_model)[:n_real],
         "model_sources": {s: r["model"] for s, r in list(per_model.items())[:n_real]},
         "baselines": {s: r["model"] for s, r in baselines.items()},
-        "tr": config.story.tr, "n_volumes": config.story.n_volumes,
+        "tr": config.story.tr, "n_volumes": sum(r[1] for r in ctx.runs) or config.story.n_volumes,
         "simulated": bool(truth is not None),
         "atlases": [atlas_slug(a) for a in config.networks.atlases],
         "template": None,
@@ -1670,6 +1839,8 @@ def _run_locked(config: PipelineConfig, writer: ResultWriter, progress, cancel,
     })
     writer.write_json("provenance.json", {"config": config.model_dump(mode="json"), "versions": _versions(),
                                           "inputs": ctx.inputs, "cache_keys": ctx.keys, "seed": config.seed,
+                                          "stories": [{"story": n, "n_volumes": v, "tr": t} for n, v, t in ctx.runs],
+                                          "encoding_scheme": _encoding_scheme(ctx),
                                           "input_identity": _IDENTITY_DOC})
     _describe_outputs(ctx, list(caught or []))
     writer.write_json(SUMMARY, ctx.summary)  # last: a folder without it is incomplete
@@ -1683,8 +1854,11 @@ _IDENTITY_DOC = (
 
 def _config_inputs(config: PipelineConfig) -> list[Path]:
     """Every file or folder the configuration reads (never cleared from ``out``)."""
+    from .validate import story_runs
+
     c = config
-    paths = [c.story.path, c.story.events, *c.fmri.images, *c.fmri.regions, c.fmri.mask,
+    runs = [p for key in ("images", "regions") for files in story_runs(c, key).values() for p in files]
+    paths = [*[p for s in c.story_list for p in (s.path, s.events)], *runs, c.fmri.mask,
              *c.networks.atlases, *c.features.models]
     if c.fmri.bids is not None:
         paths.append(c.fmri.bids.root)

@@ -109,9 +109,9 @@ def _check_one_story(cfg, key: str = "story") -> dict:
 def _check_options(config: PipelineConfig) -> None:
     from ..encoding.ridge import _folds_of, contiguous_folds
 
-    if config.multi_story:
-        raise ConfigError("stories: several stories are accepted by the configuration but this version "
-                          f"runs one story; {len(config.stories)} were given.")
+    if config.multi_story and config.encoding.baseline:
+        raise ConfigError("encoding.baseline (the layer-wise population baseline) runs on one story; with "
+                          f"{len(config.stories)} stories set encoding.baseline: false.")
     n = sum(s.n_volumes for s in config.story_list)
     k = config.atoms.n_atoms
     if k > n:

@@ -276,3 +276,30 @@ def orient_atoms(atoms, codes):
     else:
         out_codes = np.asarray(codes) * factor[:, None].astype(np.asarray(codes).dtype)
     return out_atoms, out_codes, flipped
+
+
+def atoms_on_new_volumes(an_responses, codes) -> np.ndarray:
+    """The atoms' time courses on volumes the dictionary was not learned on.
+
+    With the codes ``C`` fixed (which ANs make each atom, with what weight), the atoms'
+    time courses ``D`` on new volumes are the least-squares solution of
+    ``X_new ≈ D C``: ``D = X_new C' (C C')^+``, on the same scale as the learned atoms
+    (``X ≈ D C`` on the training volumes).
+
+    Parameters
+    ----------
+    an_responses : ndarray of shape (n_new_volumes, n_ans)
+        The ANs' responses on the new volumes (the columns of ``codes``).
+    codes : ndarray or scipy.sparse matrix of shape (k, n_ans)
+
+    Returns
+    -------
+    atoms : ndarray of shape (n_new_volumes, k), float64
+        An atom that no AN uses is 0.
+    """
+    X = np.asarray(an_responses, dtype=np.float64)
+    C = codes.toarray() if hasattr(codes, "toarray") else np.asarray(codes, dtype=np.float64)
+    C = np.asarray(C, dtype=np.float64)
+    if C.shape[1] != X.shape[1]:
+        raise ShapeError(f"'codes' has {C.shape[1]} ANs; 'an_responses' has {X.shape[1]}.")
+    return (X @ C.T) @ np.linalg.pinv(C @ C.T, hermitian=True)
