@@ -280,6 +280,21 @@ def methods_paragraph(result: ResultFolder) -> tuple[str, list[str]]:
                          f"with a gap of {enc.get('gap', '?')} volumes (penalty chosen per voxel by an inner "
                          f"cross-validation; held-out R&sup2;)")
     hp = enc.get("highpass_cutoff")
+    stories = cfg.get("stories") or []
+    if len(stories) > 1:
+        names = [st.get("name") or Path(str(st.get("path", "?"))).name.split(".")[0] for st in stories]
+        scheme = s.get("encoding_scheme", {})
+        parts.append(
+            f"The subjects heard {len(stories)} stories ({_fmt_list(_esc(n) for n in names)}), each extracted and "
+            f"aligned to its own scan; their volumes were analysed one after another, with drifts and nuisance "
+            f"regressors per story; the dictionary was learned on "
+            f"{_fmt_list(_esc(n) for n in scheme.get('dictionary_stories', names))}"
+            + (" (the other stories' atom time courses projected from their ANs with the codes)"
+               if scheme.get("dictionary_stories", names) != names else "")
+            + (f"; the ridge was also scored leave-one-story-out (trained on the other stories, held-out R&sup2; "
+               f"on each story)" if scheme.get("leave_one_story_out") else "")
+            + (f"; the atom maps and association tests used {_fmt_list(_esc(n) for n in scheme['map_stories'])}"
+               if scheme.get("map_stories") and scheme["map_stories"] != names else "") + ".")
     parts.append(
         f"Voxel-wise encoding models were fitted with {_fmt_list(enc_parts) or 'the configured models'}"
         f"{f', after a cosine high-pass filter ({hp} s) applied to fMRI and atoms alike' if hp else ''}, "
@@ -504,7 +519,8 @@ def build_report(result: ResultFolder | str | os.PathLike) -> str:
               if result.simulated else "")
     fmri = s.get("fmri", {})
     data_rows = [
-        ("story", cfg.get("story", {}).get("path", "?")),
+        ("story", cfg.get("story", {}).get("path", "?")) if not cfg.get("stories") or len(cfg["stories"]) < 2 else
+        ("stories", ", ".join(f"{st.get('story')} ({st.get('n_volumes')} volumes)" for st in s.get("stories", []))),
         ("volumes", f"{s.get('n_volumes', '?')} at TR {s.get('tr', '?')} s"),
         ("language models", ", ".join(f"{m} ({s.get('model_sources', {}).get(m, m)})" for m in models)),
         ("fMRI", "SIMULATED subjects" if result.simulated else (fmri.get("source") or fmri.get("kind") or "user data")),

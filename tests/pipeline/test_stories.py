@@ -113,7 +113,8 @@ def test_each_story_keeps_its_own_volumes_and_views_still_work(two_story_result)
     assert len(result.words_per_volume()) == 2 * N_VOLUMES
     assert result.an_index().shape[0] == np.load(result.path / "atoms/minilm/codes.npz")["shape"][1]
     assert (result.path / "simulated/sub-01_task-lucy_sim_bold.nii.gz").is_file()
-    assert "lucy" in build_report(result)
+    report = build_report(result)
+    assert "pieman (150 volumes), lucy (150 volumes)" in report and "leave-one-story-out" in report
 
 
 # ------------------------------------------------------------------ per-run pieces
@@ -146,3 +147,43 @@ def test_leave_one_story_out_scores_a_voxel_driven_by_the_atoms(rng):
     assert (scores.r2[:, 0] > 0.6).all() and (scores.r2[:, 1] < 0.05).all()
     with pytest.raises(Exception, match="at least 2 stories"):
         leave_one_story_out(atoms[:60], Y[:60], RUNS[:1], alphas=[1.0])
+
+
+def test_simulator_plants_one_truth_in_several_stories_without_crossing_them(rng, tmp_path):
+    from napari_brainorg.simulate import SimulationPlan, simulate_fmri, write_simulation
+
+    runs = [("a", 50, 1.5), ("b", 60, 2.0)]
+    sources = rng.standard_normal((110, 3))
+    plan = SimulationPlan(links={1: ["auditory"]}, n_subjects=1, resolution_mm=8.0, seed=3,
+                          fluctuation_atlases=[], truth_atlases=["smith10"])
+    sim = simulate_fmri(sources, plan, tr=1.5, runs=runs, keep_components=True)
+    assert [r["story"] for r in sim.truth["runs"]] == ["a", "b"] and sim.truth["runs"][1]["first_volume"] == 50
+    other = sources.copy()
+    other[:50] = rng.standard_normal((50, 3))  # another first story, the same second one
+    again = simulate_fmri(other, plan, tr=1.5, runs=runs, keep_components=True)
+    sig = sim.signal_voxels
+    b1 = sim.components[0]["signal"][50:, sig]
+    b2 = again.components[0]["signal"][50:, sig]
+    # story b's signal does not depend on story a (only the overall scale of c[v] may)
+    r = [np.corrcoef(x, y)[0, 1] for x, y in zip(b1.T[:50], b2.T[:50])]
+    assert np.min(r) > 0.9999
+    drift = sim.components[0]["drift"]
+    assert abs(np.corrcoef(drift[:50, 0], drift[50:100, 0])[0, 1]) < 0.99  # each run its own drifts
+    written = {p.name for p in write_simulation(sim, tmp_path)}
+    assert {"sub-01_task-a_sim_bold.nii.gz", "sub-01_task-b_sim_bold.nii.gz"} <= written
+    import nibabel as nib
+
+    img = nib.load(tmp_path / "sub-01_task-b_sim_bold.nii.gz")
+    assert img.shape[3] == 60 and img.header.get_zooms()[3] == 2.0
+
+
+def test_rerun_of_a_multi_story_study_reuses_every_step(two_story_result):
+    from napari_brainorg.pipeline import make_config, run_pipeline
+
+    files = [two_story_result.path / rel for rel in (
+        "atoms/minilm/atoms.npy", "atoms/minilm/top_words.tsv", "features/minilm/lucy/an_responses.npy",
+        "simulated/sub-02_task-lucy_sim_bold.nii.gz", "encoding/minilm/r2_loso_stories.nii.gz")]
+    before = [f.stat().st_mtime_ns for f in files]
+    again = run_pipeline(make_config(two_story_result.config()))
+    assert [f.stat().st_mtime_ns for f in files] == before
+    assert again.recovery()["precision"] == two_story_result.recovery()["precision"]

@@ -128,6 +128,14 @@ def _check_options(config: PipelineConfig) -> None:
             raise ConfigError(
                 f"encoding.n_folds {ec.n_folds} and encoding.gap {ec.gap} do not fit story.n_volumes {n}: "
                 f"{exc}") from None
+    if config.multi_story and ec.leave_one_story_out and "ridge" in ec.models and len(ec.alphas) > 1:
+        for story in config.stories:
+            try:  # the inner CV that picks each voxel's alpha runs on the other stories
+                _folds_of(np.arange(n - story.n_volumes), 4, ec.gap)
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"encoding.leave_one_story_out: holding out story {story.label!r} leaves {n - story.n_volumes} "
+                    f"volumes for training, too few for the inner CV with encoding.gap {ec.gap}: {exc}") from None
     if any(d < 0 for d in ec.delays):
         raise ConfigError(f"encoding.delays must be >= 0 volumes; {list(ec.delays)} was provided.")
     if any(not (a > 0 and math.isfinite(a)) for a in ec.alphas):
