@@ -187,3 +187,64 @@ def test_rerun_of_a_multi_story_study_reuses_every_step(two_story_result):
     again = run_pipeline(make_config(two_story_result.config()))
     assert [f.stat().st_mtime_ns for f in files] == before
     assert again.recovery()["precision"] == two_story_result.recovery()["precision"]
+
+
+def test_own_data_in_several_stories_runs_from_the_command_line(tmp_path, capsys):
+    """`brainorg run` on a tiny study on disk: two stories, a NIfTI run per subject and
+    story (random numbers, not brain data), fmri.images as a mapping story -> runs."""
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
+    import _tiny_study as tiny
+
+    from napari_brainorg.cli import main
+    from napari_brainorg.io.results import ResultFolder
+
+    tiny.write_story(tmp_path / "one.tsv", tiny.story_rows())
+    tiny.write_story(tmp_path / "two.tsv", tiny.story_rows(shift=3.0))
+    for s in (1, 2):
+        tiny.write_run(tmp_path / f"sub-0{s}_task-one_bold.nii.gz", s)
+        tiny.write_run(tmp_path / f"sub-0{s}_task-two_bold.nii.gz", 10 + s, n_volumes=tiny.N_VOLUMES + 10)
+    tiny.write_mask(tmp_path / "mask.nii.gz")
+    cfg = tiny.config_dict()
+    cfg.pop("story")
+    cfg["stories"] = [{"path": "one.tsv", "tr": tiny.TR, "n_volumes": tiny.N_VOLUMES},
+                      {"path": "two.tsv", "tr": tiny.TR, "n_volumes": tiny.N_VOLUMES + 10}]
+    cfg["fmri"] = {"images": {"one": ["sub-01_task-one_bold.nii.gz", "sub-02_task-one_bold.nii.gz"],
+                              "two": ["sub-01_task-two_bold.nii.gz", "sub-02_task-two_bold.nii.gz"]},
+                   "subjects": ["sub-01", "sub-02"], "mask": "mask.nii.gz"}
+    cfg["networks"] = {"atlases": ["smith10"], "n_permutations": 20}
+    cfg["encoding"].update({"gap": 1, "models": ["ridge"]})
+    tiny.write_config(tmp_path / "study.yaml", cfg)
+    # a run of the wrong length is refused before anything runs, naming the story's key
+    bad = dict(cfg, stories=[cfg["stories"][0], {**cfg["stories"][1], "n_volumes": tiny.N_VOLUMES}])
+    tiny.write_config(tmp_path / "bad.yaml", bad)
+    assert main(["run", str(tmp_path / "bad.yaml"), "--quiet"]) == 2 and not (tmp_path / "result").exists()
+    assert "fmri.images.two[0]" in capsys.readouterr().err
+    assert main(["run", str(tmp_path / "study.yaml"), "--quiet"]) == 0
+    result = ResultFolder(tmp_path / "result")
+    assert [s["story"] for s in result.stories()] == ["one", "two"] and result.n_volumes == 2 * tiny.N_VOLUMES + 10
+    arrays = np.load(result.path / "encoding/minilm/arrays.npz")
+    assert arrays["r2_loso_stories"].shape[0] == 2
+    assert yaml.safe_load((result.path / "config.yaml").read_text())["fmri"]["images"]["two"][1].endswith(
+        "sub-02_task-two_bold.nii.gz")
+
+
+def test_stacking_runs_refuses_stories_that_do_not_match(rng):
+    from napari_brainorg.errors import FMRIInputError
+    from napari_brainorg.io.fmri import FMRIData, concat_story_runs
+
+    def regions(subjects, n_volumes, n_regions=3):
+        return FMRIData(data=[rng.standard_normal((n_volumes, n_regions)) for _ in subjects], subjects=subjects,
+                        kind="regions", mask_img=None, region_names=[f"r{i}" for i in range(n_regions)], tr=1.5,
+                        sources=[f"{s}.tsv" for s in subjects])
+
+    both = concat_story_runs({"a": regions(["s1", "s2"], 20), "b": regions(["s1", "s2"], 30)})
+    assert both.runs == [("a", 20, 1.5), ("b", 30, 1.5)] and both.data[1].shape == (50, 3)
+    with pytest.raises(FMRIInputError, match=r"story 'b' has the subjects \['s2', 's1'\]"):
+        concat_story_runs({"a": regions(["s1", "s2"], 20), "b": regions(["s2", "s1"], 30)})
+    with pytest.raises(FMRIInputError, match="story 'b' has 4 regions"):
+        concat_story_runs({"a": regions(["s1"], 20), "b": regions(["s1"], 30, n_regions=4)})
