@@ -22,6 +22,7 @@ COMMANDS = {
     "simulate": "simulate",
     "demo": "demo",
     "run": "run",
+    "merge": "merge",
     "view": "view",
     "report": "report",
     "config": "config",

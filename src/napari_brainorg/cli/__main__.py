@@ -4,4 +4,6 @@ import sys
 
 from . import main
 
-sys.exit(main())
+# guarded: Dask worker processes (brainorg run --jobs N) import this module again
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,15 +7,48 @@ import threading
 from pathlib import Path
 
 
-def run_with_progress(config, quiet: bool = False):
-    """Run the pipeline with tqdm bars; Ctrl-C stops it at the next checkpoint."""
+def add_execution_options(parser) -> None:
+    """--jobs and --scheduler: where the tasks run (default: this process, one after another)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
+                       help="run the tasks (features and atoms per model, encoding per model x subject) on a "
+                            "local Dask cluster of N worker processes, each with cores/N BLAS threads "
+                            "(needs dask[distributed])")
+    group.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="run the tasks on an existing Dask cluster: its scheduler's address "
+                            "(tcp://host:8786) or scheduler file (.json); its workers must see the output "
+                            "folder at the same path (see the README for SLURM)")
+
+
+def _positive_int(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of workers >= 1; {text!r} was provided")
+    return value
+
+
+def execution_kwargs(args) -> dict:
+    return {"jobs": getattr(args, "jobs", None), "scheduler": getattr(args, "scheduler", None)}
+
+
+def run_with_progress(config, quiet: bool = False, run=None, **kwargs):
+    """Run the pipeline with tqdm bars; Ctrl-C stops it at the next checkpoint.
+
+    ``run``: the function to call (default :func:`~napari_brainorg.pipeline.run_pipeline`),
+    with ``kwargs`` (``jobs``, ``scheduler``, ``merge``...).
+    """
     from .._progress import TqdmProgress
     from ..pipeline import run_pipeline
 
     bars = TqdmProgress(disable=quiet)
     cancel = threading.Event()
     try:
-        return run_pipeline(config, progress=bars, cancel=cancel)
+        return (run or run_pipeline)(config, progress=bars, cancel=cancel, **kwargs)
     except KeyboardInterrupt:
         cancel.set()
         raise

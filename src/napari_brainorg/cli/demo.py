@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 
+from ._common import add_execution_options
+
+
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "demo",
@@ -23,14 +26,15 @@ def add_parser(subparsers) -> None:
     p.add_argument("--quick", action="store_true",
                    help="a smaller run (16 atoms, 2 subjects, 6 mm grid) for a first look in seconds")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_execution_options(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ..pipeline import demo_config
-    from ._common import print_summary, run_with_progress
+    from ._common import execution_kwargs, print_summary, run_with_progress
 
     config = demo_config(args.out, models=args.models, quick=args.quick)
-    result = run_with_progress(config, quiet=args.quiet)
+    result = run_with_progress(config, quiet=args.quiet, **execution_kwargs(args))
     print_summary(result)
     return 0

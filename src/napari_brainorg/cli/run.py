@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 
+from ._common import add_execution_options
+
+
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "run",
@@ -18,15 +21,35 @@ def add_parser(subparsers) -> None:
     p.add_argument("config", help="YAML configuration file")
     p.add_argument("--out", help="output folder (overrides 'out' in the file)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_execution_options(p)
+    p.add_argument("--subjects", nargs="+", default=None, metavar="SUBJECT",
+                   help="one part of a run split by subjects: the shared steps and only these subjects' "
+                        "encoding (e.g. sub-01 sub-02), into the same output folder as the other parts; "
+                        "then `brainorg merge CONFIG` makes the group maps and tables")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ..pipeline import load_config
-    from ._common import print_summary, run_with_progress
+    from ..pipeline.run import run_subjects
+    from ._common import execution_kwargs, print_summary, run_with_progress
 
     overrides = {"out": args.out} if args.out else {}
     config = load_config(args.config, **overrides)
-    result = run_with_progress(config, quiet=args.quiet)
+    if args.subjects:
+        written = run_with_progress(config, quiet=args.quiet, run=run_subjects_of(args.subjects, run_subjects),
+                                    **execution_kwargs(args))
+        print(f"\nEncoded {len(args.subjects)} subject(s) ({len(written)} artifact(s)) in {config.out}; "
+              f"when every part has run: brainorg merge {args.config}"
+              + (f" --out {args.out}" if args.out else ""))
+        return 0
+    result = run_with_progress(config, quiet=args.quiet, **execution_kwargs(args))
     print_summary(result)
     return 0
+
+
+def run_subjects_of(subjects, run_subjects):
+    """``run_subjects`` with the subjects bound (the call shape of ``run_pipeline``)."""
+    def call(config, **kwargs):
+        return run_subjects(config, subjects, **kwargs)
+    return call

@@ -22,6 +22,7 @@ written into.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import tempfile
@@ -34,6 +35,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, FolderInUseError, IncompleteResultError
+
+_log = logging.getLogger(__name__)
 
 SUMMARY = "summary.json"
 MARKER = ".napari-brainorg"
@@ -162,21 +165,33 @@ class RunLock:
     operating system when the process dies, so a killed run never blocks the next);
     ``OUT/.napari-brainorg.run.json`` names the holder.
 
+    Parameters
+    ----------
+    folder : path-like
+    timeout : float
+        Seconds to wait for another run to give the folder back: 0 (default) fails at
+        once, -1 waits as long as it takes (a part of a run split by subjects waits
+        while another part runs the shared steps).
+
     Raises
     ------
     FolderInUseError
         Another process holds the folder.
     """
 
-    def __init__(self, folder: str | os.PathLike):
+    def __init__(self, folder: str | os.PathLike, timeout: float = 0):
         from filelock import FileLock
 
         self.folder = Path(folder)
-        self._lock = FileLock(str(self.folder / LOCK_FILE), timeout=0)
+        self.timeout = timeout
+        self._lock = FileLock(str(self.folder / LOCK_FILE), timeout=timeout)
 
     def __enter__(self) -> RunLock:
         from filelock import Timeout
 
+        if self.timeout != 0 and is_locked(self.folder):
+            holder = read_holder(self.folder)
+            _log.info("waiting for %s (held by PID %s on %s)", self.folder, holder.get("pid"), holder.get("host"))
         try:
             self._lock.acquire()
         except Timeout:
@@ -195,6 +210,12 @@ class RunLock:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Give the folder back (before the end of the ``with`` block; calling it again does nothing)."""
+        if not self._lock.is_locked:
+            return
         try:
             (self.folder / HOLDER_FILE).unlink(missing_ok=True)
         finally:

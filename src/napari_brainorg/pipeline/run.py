@@ -33,7 +33,7 @@ import numpy as np
 
 from .. import __version__
 from .._progress import CancelToken, ProgressCallback, check_cancel, report
-from ..errors import CacheMismatchWarning, ConfigError
+from ..errors import CacheMismatchWarning, ConfigError, FolderInUseError
 from ..io.results import (DATASET_DESCRIPTION, SUMMARY, WARNINGS, ResultFolder, ResultWriter, RunLock,
                           check_output_folder)
 from ._state import file_identity, key_of
@@ -784,11 +784,12 @@ class SubjectTask:
         return f"{self.step}.npz"
 
 
-def _subject_tasks(ctx: _Context, data, slug: str) -> list[SubjectTask]:
+def _subject_tasks(ctx: _Context, data, slug: str, warn: bool = True) -> list[SubjectTask]:
     """The encoding tasks of ``slug``, one per subject of ``data``, keyed by content."""
     ec = ctx.config.encoding
     n_sub = len(data.data)
-    keep = bool(ec.save_timecourses) and _timecourses_fit(n_sub, data.data[0].shape, ec.timecourses_max_gb, slug)
+    keep = bool(ec.save_timecourses) and _timecourses_fit(n_sub, data.data[0].shape, ec.timecourses_max_gb, slug,
+                                                          warn=warn)
     upstream = key_of(f"encoding/{slug}/subjects", _encoding_key_parts(ctx, slug))
     return [SubjectTask(slug, subject, s, n_sub, keep, key_of(upstream, subject, s, keep))
             for s, subject in enumerate(data.subjects)]
@@ -934,6 +935,14 @@ def _encoding_confounds(ctx: _Context, slug: str):
     return None if confounds is None else confounds.to_numpy(np.float64)
 
 
+def _encoding_outputs(slug: str, kind: str) -> list[str]:
+    """The files the group encoding step of ``slug`` is stamped with (arrays.npz last)."""
+    rel = f"encoding/{slug}"
+    if kind == "regions":
+        return [f"{rel}/regions.csv", f"{rel}/atom_maps.csv", f"{rel}/atom_maps_z.csv", f"{rel}/arrays.npz"]
+    return [f"{rel}/atom_maps.nii.gz", f"{rel}/atom_maps_z.nii.gz", f"{rel}/mask.nii.gz", f"{rel}/arrays.npz"]
+
+
 def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str, an=None, subject_results=None):
     """Per model: every subject's encoding (:func:`encode_subject`), then the group maps.
 
@@ -946,9 +955,7 @@ def _step_encoding(ctx: _Context, data, atoms: np.ndarray, slug: str, an=None, s
     rel = f"encoding/{slug}"
     step = f"encoding/{slug}"
     key_parts = _encoding_key_parts(ctx, slug)
-    outputs = ([f"{rel}/regions.csv", f"{rel}/atom_maps.csv", f"{rel}/atom_maps_z.csv", f"{rel}/arrays.npz"]
-               if data.kind == "regions" else
-               [f"{rel}/atom_maps.nii.gz", f"{rel}/atom_maps_z.nii.gz", f"{rel}/mask.nii.gz", f"{rel}/arrays.npz"])
+    outputs = _encoding_outputs(slug, data.kind)
     if ctx.cached(step, key_parts, outputs):
         arr = np.load(ctx.out / outputs[3])
         return {k: arr[k] for k in arr.files}
@@ -1084,12 +1091,14 @@ def _encoding_group(ctx: _Context, data, slug: str, tasks: list[SubjectTask], su
     return group
 
 
-def _timecourses_fit(n_subjects: int, shape: tuple[int, int], max_gb: float, slug: str) -> bool:
+def _timecourses_fit(n_subjects: int, shape: tuple[int, int], max_gb: float, slug: str, warn: bool = True) -> bool:
     """Whether every subject's measured and predicted courses, shape ``(n_volumes,
     n_voxels)`` each, fit within ``encoding.timecourses_max_gb``; a warning says when not."""
     n_bytes = 8 * n_subjects * int(shape[0]) * int(shape[1])
     if n_bytes <= max_gb * 2**30:
         return True
+    if not warn:
+        return False
     from ..errors import BrainorgWarning
 
     warnings.warn(
@@ -1700,9 +1709,146 @@ def _planting(ctx: _Context, slug: str, ans, atoms, codes) -> dict:
             "responses": np.asarray(ans.responses[:, columns])}
 
 
+# ---------------------------------------------------------------------------- tasks
+# Functions a worker runs (see .tasks): they take the configuration, the folder and the
+# arrays, write their artifacts and return names; the run that submitted them holds the
+# folder's lock and reads the artifacts back through the same cached steps.
+def _task_context(config: PipelineConfig, out: str, keys: dict | None = None) -> _Context:
+    return _Context(config, ResultWriter(out), None, None, keys=dict(keys or {}))
+
+
+def _model_task(config: PipelineConfig, out: str, model: str, story_key: str, words) -> str:
+    """Features, atoms and top words of one model -> their folders."""
+    ctx = _task_context(config, out, {"story": story_key})
+    slug = model_slug(model)
+    ans = _step_features(ctx, words, model)
+    _, codes, index = _step_atoms(ctx, ans, slug)
+    step_top_words(ctx, words, model, slug, codes, index)
+    return slug
+
+
+def _subject_task(config: PipelineConfig, out: str, task: SubjectTask, Y, atoms, confounds, an) -> str:
+    """One model x subject encoding -> ``encoding/<model>/subjects/<subject>.npz``."""
+    encode_subject(_task_context(config, out), task, Y, atoms, confounds, None if an is None else tuple(an))
+    return task.artifact
+
+
+#: folder of the per-subject locks of a run split by subjects
+SUBJECT_LOCKS = ".locks"
+
+
+def _subject_lock(out: Path, subject: str):
+    from filelock import FileLock
+
+    path = out / SUBJECT_LOCKS / f"subject-{subject_file_name(subject)}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path), timeout=0)
+
+
+def _encoding_tasks(ctx: _Context, executor, data, per_model: dict, subjects: list[str] | None, merge: bool,
+                    release=None) -> list[Path]:
+    """The encoding tasks (model x subject) whose artifacts are missing, run on ``executor``.
+
+    ``subjects`` (a part of a split run): only theirs, after giving the folder's lock back
+    (``release``), each subject under its own lock. ``merge``: none; a subject still
+    locked by a part, or without its artifact, is an error naming it.
+    """
+    from filelock import Timeout
+
+    from ..errors import IncompleteResultError
+
+    if subjects is not None:
+        unknown = [s for s in subjects if s not in data.subjects]
+        if unknown:
+            raise ConfigError(f"--subjects: {unknown} are not subjects of this study; expected some of "
+                              f"{data.subjects}.")
+    todo = []
+    for slug, res in per_model.items():
+        if subjects is None and ctx.cached(f"encoding/{slug}", _encoding_key_parts(ctx, slug),
+                                           _encoding_outputs(slug, data.kind)):
+            continue
+        for task, Y in zip(_subject_tasks(ctx, data, slug, warn=False), data.data):
+            if subjects is not None and task.subject not in subjects:
+                continue
+            if not ctx.cached(task.step, [task.key], [task.artifact]):
+                todo.append((slug, task, Y))
+    if merge:
+        busy = []
+        for subject in data.subjects:
+            lock = _subject_lock(ctx.out, subject)
+            try:
+                lock.acquire()
+                lock.release()
+            except Timeout:
+                busy.append(subject)
+        if busy:
+            raise FolderInUseError(f"merge: subjects {busy} are still being encoded by another part of the run "
+                                   f"in {str(ctx.out)!r}; merge once those runs have finished.")
+        if todo:
+            missing = sorted({f"{task.subject} ({slug})" for slug, task, _ in todo})
+            raise IncompleteResultError(
+                f"merge: {len(missing)} subject encodings are missing or out of date in {str(ctx.out)!r}: "
+                f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}; run `brainorg run CONFIG "
+                "--subjects ...` for them with this configuration first.")
+        return []
+    locks = []
+    if subjects is not None:
+        if release is not None:
+            release()  # the other parts may now run (or reuse) the shared steps
+        for subject in subjects:
+            lock = _subject_lock(ctx.out, subject)
+            try:
+                lock.acquire()
+            except Timeout:
+                for held in locks:
+                    held.release()
+                raise FolderInUseError(f"subject {subject!r} of {str(ctx.out)!r} is being encoded by another "
+                                       "run; give each part of a split run other subjects.") from None
+            locks.append(lock)
+    try:
+        _run_encoding_tasks(ctx, executor, per_model, todo)
+    finally:
+        for lock in locks:
+            lock.release()
+    return [ctx.out / task.artifact for slug in per_model
+            for task in _subject_tasks(ctx, data, slug, warn=False)
+            if subjects is None or task.subject in subjects]
+
+
+def _run_encoding_tasks(ctx: _Context, executor, per_model: dict, todo: list) -> None:
+    stage = "encoding (subject tasks)"
+    confounds = {slug: _encoding_confounds(ctx, slug) for slug in {slug for slug, _, _ in todo}}
+    if executor is None or executor.name == "sequential":
+        for i, (slug, task, Y) in enumerate(todo):
+            ctx.stage(stage, i, len(todo))
+            res = per_model[slug]
+            encode_subject(ctx, task, Y, res["atoms"], confounds[slug], res.get("an"))
+        ctx.stage(stage, len(todo), len(todo))
+        return
+    # large arrays go to the workers once, not once per task
+    shared: dict[Any, Any] = {}
+
+    def sent(key, value):
+        if value is None:
+            return None
+        if key not in shared:
+            shared[key] = executor.scatter(value)
+        return shared[key]
+
+    arguments = []
+    for slug, task, Y in todo:
+        res = per_model[slug]
+        an = res.get("an")
+        arguments.append((ctx.config, str(ctx.out), task, sent(("Y", task.subject), Y),
+                          sent(("atoms", slug), np.asarray(res["atoms"])), sent(("confounds", slug), confounds[slug]),
+                          None if an is None else [sent(("an", slug, i), a) for i, a in enumerate(an)]))
+    executor.map(_subject_task, arguments, stage=stage, progress=ctx.progress, cancel=ctx.cancel)
+
+
 # ---------------------------------------------------------------------------- entry
 def run_pipeline(config: PipelineConfig, progress: ProgressCallback | None = None,
-                 cancel: CancelToken | None = None) -> ResultFolder:
+                 cancel: CancelToken | None = None, *, jobs: int | None = None, scheduler: str | None = None,
+                 merge: bool = False) -> ResultFolder:
     """Run every step of ``config`` and return the result folder.
 
     The warnings the run raises are shown as usual and kept in ``warnings.json``; the
@@ -1717,8 +1863,45 @@ def run_pipeline(config: PipelineConfig, progress: ProgressCallback | None = Non
     cancel : object with ``is_set()`` (a ``threading.Event``), optional
         When set, the run stops at the next checkpoint with ``CancelledError``;
         files already written are complete (atomic) and reused by the next run.
+    jobs : int, optional
+        Run the tasks (features and atoms per model, encoding per model x subject) on a
+        local Dask cluster of ``jobs`` workers (:mod:`.tasks`); default: in this process.
+    scheduler : str, optional
+        Run them on an existing Dask cluster (scheduler address or scheduler file).
+    merge : bool
+        Use only subjects already encoded by :func:`run_subjects` (a run split by
+        subjects): a subject without its artifact is an error instead of being computed.
     """
-    return _run_steps(config, progress, cancel)
+    return _run_steps(config, progress, cancel, jobs=jobs, scheduler=scheduler, merge=merge)
+
+
+def run_subjects(config: PipelineConfig, subjects, progress: ProgressCallback | None = None,
+                 cancel: CancelToken | None = None, *, jobs: int | None = None,
+                 scheduler: str | None = None) -> list[Path]:
+    """One part of a run split by subjects: the shared steps and these subjects' encoding.
+
+    Several such runs (separate jobs, on other machines) may share ``config.out``: each
+    waits for the folder's lock only while it runs (or reuses) the shared steps (story,
+    features, atoms, simulation), then releases it and encodes its subjects under one
+    lock per subject. ``run_pipeline(config, merge=True)`` (``brainorg merge``) then makes
+    the group maps, tables and report from the files: the same as one run.
+
+    Parameters
+    ----------
+    config : PipelineConfig
+        The same configuration for every part and the merge (it keys the artifacts).
+    subjects : list of str
+        Subjects of the study (as in ``summary.json``'s ``fmri.subjects``, e.g. ``sub-01``).
+
+    Returns
+    -------
+    list of Path
+        The subjects' artifacts, ``OUT/encoding/<model>/subjects/<subject>.npz``.
+    """
+    subjects = [str(s) for s in subjects]
+    if not subjects:
+        raise ConfigError("'subjects' is empty; give at least one subject to encode.")
+    return _run_steps(config, progress, cancel, jobs=jobs, scheduler=scheduler, subjects=subjects)
 
 
 def _describe_outputs(ctx: _Context, caught: list[dict]) -> None:
@@ -1756,24 +1939,37 @@ def dataset_description(config: PipelineConfig) -> dict:
 
 
 def _run_steps(config: PipelineConfig, progress: ProgressCallback | None = None,
-               cancel: CancelToken | None = None) -> ResultFolder:
+               cancel: CancelToken | None = None, *, jobs: int | None = None, scheduler: str | None = None,
+               subjects: list[str] | None = None, merge: bool = False):
     """Every step of ``config``, in order; the parameters are :func:`run_pipeline`'s."""
     validate_config(config)  # before the folder is touched: a bad input changes nothing
     writer = ResultWriter(config.out)
     from ..report import record_warnings, write_report
+    from .tasks import make_executor
 
     _log.info("run: %s -> %s", ", ".join(config.features.models), config.out)
-    with RunLock(writer.path):
-        with record_warnings() as caught:
-            result = _run_locked(config, writer, progress, cancel, caught)
-        # a view of the finished folder (`brainorg report DIR` rebuilds it)
-        _log.info("report: %s (%d warning(s) recorded)", write_report(result), len(caught))
-        return result
+    # a part of a split run waits for the folder while another part runs the shared steps
+    lock = RunLock(writer.path, timeout=-1 if subjects is not None else 0)
+    executor = make_executor(jobs=jobs, scheduler=scheduler)
+    try:
+        with lock:
+            with record_warnings() as caught:
+                result = _run_locked(config, writer, progress, cancel, caught, executor=executor,
+                                     subjects=subjects, merge=merge, release=lock.release)
+            if subjects is not None:
+                return result
+            # a view of the finished folder (`brainorg report DIR` rebuilds it)
+            _log.info("report: %s (%d warning(s) recorded)", write_report(result), len(caught))
+            return result
+    finally:
+        executor.close()
 
 
 def _run_locked(config: PipelineConfig, writer: ResultWriter, progress, cancel,
-                caught: list[dict] | None = None) -> ResultFolder:
+                caught: list[dict] | None = None, *, executor=None, subjects: list[str] | None = None,
+                merge: bool = False, release=None):
     ctx = _Context(config, writer, progress, cancel)
+    distributed = executor is not None and executor.name != "sequential"
     t0 = time.perf_counter()
     data = truth = None
     if config.fmri.simulate is None:
@@ -1797,6 +1993,11 @@ def _run_locked(config: PipelineConfig, writer: ResultWriter, progress, cancel,
     per_model: dict[str, dict] = {}
     driving = _driving_model(config) if config.fmri.simulate is not None else None
     planting = None
+    if distributed and len(config.features.models) > 1:
+        # each model's features, atoms and top words on a worker; the loop below reads them back
+        timed("tasks: models", lambda: executor.map(
+            _model_task, [(config, str(writer.path), m, ctx.keys["story"], words) for m in config.features.models],
+            stage="features and atoms (model tasks)", progress=progress, cancel=cancel))
     for model in config.features.models:
         slug = model_slug(model)
         ans = timed("features", _step_features, ctx, words, model)
@@ -1814,6 +2015,11 @@ def _run_locked(config: PipelineConfig, writer: ResultWriter, progress, cancel,
     baselines = timed("baselines", _step_baselines, ctx, words, per_model)
     n_real = len(per_model)
     per_model.update(baselines)
+    if distributed or subjects is not None or merge:
+        written = timed("tasks: encoding", _encoding_tasks, ctx, executor, data, per_model, subjects, merge,
+                        release)
+        if subjects is not None:
+            return written
     for slug, res in per_model.items():
         res["group"] = timed("encoding", _step_encoding, ctx, data, res["atoms"], slug, res.get("an"))
         res["tables"] = timed("networks", _step_networks, ctx, data, res["group"], slug, res["atoms"])
@@ -1841,6 +2047,8 @@ def _run_locked(config: PipelineConfig, writer: ResultWriter, progress, cancel,
                                           "inputs": ctx.inputs, "cache_keys": ctx.keys, "seed": config.seed,
                                           "stories": [{"story": n, "n_volumes": v, "tr": t} for n, v, t in ctx.runs],
                                           "encoding_scheme": _encoding_scheme(ctx),
+                                          "execution": {**(executor.describe() if executor is not None
+                                                           else {"executor": "sequential"}), "merge": merge},
                                           "input_identity": _IDENTITY_DOC})
     _describe_outputs(ctx, list(caught or []))
     writer.write_json(SUMMARY, ctx.summary)  # last: a folder without it is incomplete
