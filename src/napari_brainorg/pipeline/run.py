@@ -1717,9 +1717,11 @@ def _task_context(config: PipelineConfig, out: str, keys: dict | None = None) ->
     return _Context(config, ResultWriter(out), None, None, keys=dict(keys or {}))
 
 
-def _model_task(config: PipelineConfig, out: str, model: str, story_key: str, words) -> str:
-    """Features, atoms and top words of one model -> their folders."""
+def _model_task(config: PipelineConfig, out: str, model: str, story_key: str, words, runs) -> str:
+    """Features, atoms and top words of one model -> their folders (``words`` and ``runs``:
+    the story step's, one entry per story)."""
     ctx = _task_context(config, out, {"story": story_key})
+    ctx.runs = list(runs)
     slug = model_slug(model)
     ans = _step_features(ctx, words, model)
     _, codes, index = _step_atoms(ctx, ans, slug)
@@ -1996,7 +1998,8 @@ def _run_locked(config: PipelineConfig, writer: ResultWriter, progress, cancel,
     if distributed and len(config.features.models) > 1:
         # each model's features, atoms and top words on a worker; the loop below reads them back
         timed("tasks: models", lambda: executor.map(
-            _model_task, [(config, str(writer.path), m, ctx.keys["story"], words) for m in config.features.models],
+            _model_task, [(config, str(writer.path), m, ctx.keys["story"], words, ctx.runs)
+                          for m in config.features.models],
             stage="features and atoms (model tasks)", progress=progress, cancel=cancel))
     for model in config.features.models:
         slug = model_slug(model)
