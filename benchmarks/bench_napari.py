@@ -15,7 +15,8 @@ which is printed too.
 Orthogonal views: "ortho-view click" is a click in the coronal panel until the crosshair,
 napari's axial slice and the sagittal plane are redrawn; "panels redrawn" is the plugin's
 drawing of both panels from the layers; "select_atom, ortho shown" an atom click while
-the panels are on screen (they redraw with the map).
+the panels are on screen (they redraw with the map). "select_atom, compare shown": an atom
+click while the Compare models tab is in front (best match, two small maps, two lines).
 
 Model switch (a result with two models; a single-model result is copied with a
 SIMULATED second model, its maps reversed in sign): "until repaint" is from choosing
@@ -252,6 +253,29 @@ def measure(result_path: Path, repeats: int, window=(1500, 950)) -> dict[str, fl
             ortho_select_ms.append(1e3 * (time.perf_counter() - t))
         _layers.raise_dock(explorer)
         settle()
+    # two models side by side: an atom click while the comparison is shown (its best match,
+    # both maps on the axial slice, both time courses)
+    from napari_brainorg._napari.compare import PANEL_NAME as COMPARE
+
+    compare_ms, handler_compare = [], []
+    compare = viewer.window.dock_widgets.get(COMPARE)
+    if compare is not None:
+        t0 = time.perf_counter()
+        while compare.other is None and time.perf_counter() - t0 < 60:
+            app.processEvents()
+            time.sleep(0.005)
+        _layers.raise_dock(compare)
+        for _ in range(10):
+            settle()
+        for i in range(repeats):
+            atom = (i * 3 + 1) % n_atoms
+            t = time.perf_counter()
+            explorer.select_atom(atom)
+            handler_compare.append(1e3 * (time.perf_counter() - t))
+            settle()
+            compare_ms.append(1e3 * (time.perf_counter() - t))
+        _layers.raise_dock(explorer)
+        settle()
     switch_ms, stall_ms = [], []
     models = explorer.state.result.models
     if len(models) > 1:
@@ -284,7 +308,8 @@ def measure(result_path: Path, repeats: int, window=(1500, 950)) -> dict[str, fl
             "model_switch": switch_ms, "model_switch_stall": stall_ms,
             "voxel": voxel_ms, "handler_voxel": handler_voxel,
             "ortho_click": ortho_ms, "handler_ortho": handler_ortho, "ortho_render": ortho_render,
-            "ortho_select": ortho_select_ms, "zstep": zstep_ms}
+            "ortho_select": ortho_select_ms, "zstep": zstep_ms,
+            "compare_select": compare_ms, "handler_compare": handler_compare}
 
 
 def _report(name: str, m: dict) -> None:
@@ -301,6 +326,8 @@ def _report(name: str, m: dict) -> None:
                        ("handler_ortho", "  handler of ortho click"),
                        ("ortho_render", "  panels redrawn (both)"),
                        ("ortho_select", "select_atom, ortho shown"),
+                       ("compare_select", "select_atom, compare shown"),
+                       ("handler_compare", "  handler of it"),
                        ("floor", "floor: opacity nudge"),
                        ("zstep", "floor: napari z step"),
                        ("model_switch", "model switch (repaint)"),

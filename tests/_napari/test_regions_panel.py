@@ -150,7 +150,8 @@ def test_view_roi_atlas_option_is_checked_before_napari_starts(region_result, ti
     assert "region results" in capsys.readouterr().err
 
 
-def test_pipeline_widget_on_region_data_shows_the_regions_panel(make_napari_viewer, qtbot, region_result, tmp_path):
+def test_pipeline_widget_on_region_data_shows_the_regions_panel(make_napari_viewer, qtbot, region_result, tmp_path,
+                                                                 artifacts_dir):
     """The widget builds a region-data run, and a finished region run docks the Regions panel
     (its finished signal delivers the result folder as a run's does), the explorer says where to look."""
     from napari_brainorg._napari import layers as L
@@ -186,3 +187,10 @@ def test_pipeline_widget_on_region_data_shows_the_regions_panel(make_napari_view
     assert panel.isVisible()  # its tab is the one in front
     header = explorer.header.text()
     assert "Open a result folder" not in header and "Regions" in header
+    viewer.window._qt_window.resize(1366, 768)
+    qtbot.wait(200)
+    viewer.window._qt_window.grab().save(str(artifacts_dir / "napari_1366x768_regions_after_pipeline_run.png"))
+    explorer.show()
+    L.raise_dock(explorer)
+    qtbot.wait(100)
+    viewer.window._qt_window.grab().save(str(artifacts_dir / "napari_1366x768_explorer_on_region_result.png"))

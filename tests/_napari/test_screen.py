@@ -119,8 +119,12 @@ def _check_comparison(viewer, explorer, qtbot, path, artifacts_dir):
     assert result.models == ["minilm", "smollm2"]
     qtbot.waitUntil(lambda: PANEL_NAME in viewer.window.dock_widgets, timeout=30000)
     panel = viewer.window.dock_widgets[PANEL_NAME]
-    qtbot.waitUntil(lambda: panel.other is not None, timeout=30000)
+    qtbot.waitUntil(lambda: panel.other is not None and panel.other["key"][0] == str(result.path)
+                    and panel.other["model"] == "smollm2", timeout=30000)
+    from napari_brainorg._napari.orthoviews import on_screen
+
     L.raise_dock(panel)
+    qtbot.waitUntil(lambda: on_screen(panel), timeout=5000)
     a, b = result.atom_timecourses("minilm"), result.atom_timecourses("smollm2")
     other = L.AtomMaps.from_result(result, "smollm2", stat=explorer.state.maps.stat)
     for atom in range(a.shape[1]):

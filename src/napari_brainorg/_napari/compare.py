@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-from qtpy.QtCore import Signal
+from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QHBoxLayout,
@@ -29,7 +29,7 @@ from qtpy.QtWidgets import (
 
 from . import layers as _layers
 from ._plots import _FG, TimecourseCanvas
-from .orthoviews import SlicePanel, VolumeSource, render_layers
+from .orthoviews import SlicePanel, VolumeSource, on_screen, render_layers
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -121,6 +121,8 @@ class ModelComparison(QWidget):
         self.match: int | None = None
         self.r: float | None = None
         self._loading = None
+        self._pending = False
+        self._scheduled = False
 
         self.model_combo = QComboBox()
         self.model_combo.setToolTip("The second model of this result")
@@ -134,6 +136,7 @@ class ModelComparison(QWidget):
             panel.setToolTip("The axial slice shown in napari; the same threshold as the atom map")
             panel.setMinimumSize(120, 140)
             panel.show_cross = False
+            panel.on_paint = self._on_panel_paint
             panel.show_position = False
         self.left_title, self.right_title = QLabel(""), QLabel("")
         for label in (self.left_title, self.right_title):
@@ -193,8 +196,15 @@ class ModelComparison(QWidget):
             self.model_combo.setCurrentText(current)
         self.model_combo.blockSignals(False)
         if not others:
-            self.other = None
-            self.info.setText(f"{state.result.path.name} holds one model ({state.model}): nothing to compare.")
+            self.other, self.match, self.r = None, None, None
+            self.matches.clear()
+            for panel, title in ((self.left, self.left_title), (self.right, self.right_title)):
+                panel.image = None
+                panel.update()
+                title.setText("")
+            self.info.setText(f"{state.result.path.name} holds one model ({state.model}): nothing to compare. "
+                              "A result with several models (features.models) shows each atom beside its "
+                              "best match here.")
             return
         self._load_other()
 
@@ -244,6 +254,10 @@ class ModelComparison(QWidget):
 
         if _deleted(self):
             return
+        if not on_screen(self):  # a tab behind another: an atom click stays cheap; drawn when shown
+            self._pending = True
+            return
+        self._pending = False
         state, other, atom = self.explorer.state, self.other, self.explorer.atom
         if state is None or other is None or atom is None or other["key"][:2] != (str(state.result.path), state.model):
             return
@@ -284,12 +298,24 @@ class ModelComparison(QWidget):
     def _on_dims(self, event=None) -> None:
         from ._tasks import _deleted
 
-        if not _deleted(self) and self.isVisible():
+        if not _deleted(self):
             self._draw_maps()
 
-    def showEvent(self, event):  # noqa: N802 - Qt's name
-        super().showEvent(event)
-        self._draw_maps()
+    def _on_panel_paint(self) -> None:
+        if self._pending and not self._scheduled:  # shown again: what changed meanwhile
+            self._scheduled = True
+            QTimer.singleShot(0, self._update_if_alive)
+
+    def _update_if_alive(self) -> None:
+        from ._tasks import _deleted, _report
+
+        self._scheduled = False
+        if _deleted(self):
+            return
+        try:
+            self.update_match()
+        except Exception as exc:  # noqa: BLE001 - never raise into Qt
+            _report(exc, "compare models")
 
     def _z(self) -> float:
         dims = self.viewer.dims
@@ -298,7 +324,8 @@ class ModelComparison(QWidget):
     def _draw_maps(self, force: bool = False) -> None:
         """Both maps on napari's axial slice, over the viewer's template, with its threshold
         (only while the panel is on screen, unless ``force``)."""
-        if not (force or self.isVisible()):
+        if not (force or on_screen(self)):
+            self._pending = True
             return
         if self.other is None or self.match is None or self.explorer.state is None:
             return

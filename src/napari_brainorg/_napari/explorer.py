@@ -438,8 +438,8 @@ class AtomExplorer(QWidget):
         self.select_atom(min(atom, maps.n_atoms - 1))
         self.shown_state = state
         self.loaded.emit(state)
-        if len(state.result.models) > 1:  # two models side by side: a tab of its own
-            self._dock_comparison()
+        if len(state.result.models) > 1:  # two models side by side: a tab of its own, docked
+            self._later(self._dock_comparison)  # in a turn of its own (a dock relayouts the window)
 
     def _dock_comparison(self) -> None:
         window = getattr(self.viewer, "window", None)

@@ -64,6 +64,12 @@ def _axis_values(axis: int, step: float = GRID_MM) -> np.ndarray:
     return np.arange(lo - _MARGIN_MM, hi + _MARGIN_MM + 1e-9, step)
 
 
+def on_screen(widget) -> bool:
+    """Whether any part of ``widget`` is on screen (a dock in a tab behind another is not,
+    though Qt calls it visible)."""
+    return widget.isVisible() and not widget.visibleRegion().isEmpty()
+
+
 def horizontal_flipped(plane: str) -> bool:
     """Whether the plane's horizontal world axis runs right-to-left on screen.
 
@@ -307,6 +313,8 @@ class SlicePanel(QWidget):
         self.title = ""
         self.show_cross = True
         self.show_position = True
+        #: called before each paint: the owner draws what changed while the panel was hidden
+        self.on_paint = None
         self.setMinimumSize(160, 140)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
         self.setCursor(Qt.CrossCursor)
@@ -365,6 +373,8 @@ class SlicePanel(QWidget):
         return ("A", "P") if self.vaxis == 1 else ("S", "I")
 
     def paintEvent(self, event):  # noqa: N802 - Qt's name
+        if self.on_paint is not None:
+            self.on_paint()
         painter = QPainter(self)
         painter.fillRect(self.rect(), QColor(*_BACKGROUND))
         rect = self.image_rect()
@@ -476,6 +486,7 @@ class OrthoViews(QWidget):
         for name, panel in self.panels.items():
             layout.addWidget(panel, 1)
             panel.clicked.connect(lambda h, v, name=name: self._on_panel_click(name, h, v))
+            panel.on_paint = self._on_panel_paint
         layout.addWidget(hint)
         self._dirty = {name: True for name in ORTHO_PLANES}
         self._shown_at = {name: None for name in ORTHO_PLANES}
@@ -585,11 +596,19 @@ class OrthoViews(QWidget):
         except Exception as exc:  # noqa: BLE001 - a panel never takes napari down
             _report(exc, "orthogonal views")
 
+    def _stale(self) -> bool:
+        return any(self._dirty[name] or self._shown_at[name] != float(self.position[panel.axis])
+                   for name, panel in self.panels.items())
+
+    def _on_panel_paint(self) -> None:
+        if not self._scheduled and self._stale():  # shown again after changes while hidden
+            self._schedule()
+
     def render_now(self, force: bool = False) -> None:
-        """Redraw the panels whose content changed (only when visible, unless ``force``)."""
+        """Redraw the panels whose content changed (only when on screen, unless ``force``)."""
         import time
 
-        if not force and not self.isVisible():
+        if not force and not on_screen(self):
             return
         t = time.perf_counter()
         for name, panel in self.panels.items():
@@ -600,10 +619,6 @@ class OrthoViews(QWidget):
                 self._shown_at[name] = at
         self.render_ms.append(1e3 * (time.perf_counter() - t))
         del self.render_ms[:-200]
-
-    def showEvent(self, event):  # noqa: N802 - Qt's name
-        super().showEvent(event)
-        self._schedule()
 
     # -- the crosshair ----------------------------------------------------------------------
     def _crosshair_layer(self):

@@ -19,7 +19,7 @@ def open_viewer(result: ResultFolder | str, *, model: str | None = None, atlas: 
     -------
     napari.Viewer
         Its widgets are in ``viewer.window.dock_widgets``
-        ('Atom explorer', 'Brain networks', 'Orthogonal views' and, unless ``pipeline=False``, 'Run pipeline';
+        ('Atom explorer', 'Brain networks', 'Orthogonal views', 'Compare models' and, unless ``pipeline=False``, 'Run pipeline';
         'Regions' for a region result, its values painted through ``roi_atlas`` when given).
     """
     import napari
@@ -43,6 +43,10 @@ def open_viewer(result: ResultFolder | str, *, model: str | None = None, atlas: 
     from .orthoviews import dock_ortho_views
 
     dock_ortho_views(viewer)
+    from .compare import dock_comparison
+
+    # docked now (a tab appearing later relayouts the window while the explorer loads)
+    dock_comparison(viewer, explorer)
     _layers.dock_tabbed(viewer, explorer, "Atom explorer", raise_=True)
     _layers.add_result_layers(viewer, result, model, atlas=atlas)
     from .regions_panel import dock_regions_panel
