@@ -393,7 +393,7 @@ def _step_atoms(ctx: _Context, ans, slug: str):
         X = X[rows]
     est = SparseDictionary(n_atoms=cfg.n_atoms, alpha=cfg.alpha, max_iter=cfg.max_iter, tol=cfg.tol,
                            init=cfg.init, random_state=cfg.seed, backend=backend)
-    est.fit(np.ascontiguousarray(X.T), progress=ctx.progress, cancel=ctx.cancel)
+    est.fit(X.T, progress=ctx.progress, cancel=ctx.cancel)
     atoms = np.asarray(est.atoms_, dtype=np.float32)
     codes = sp.csr_matrix(est.codes_)
     if rows is not None:
@@ -493,7 +493,7 @@ def _atom_reproducibility(ctx: _Context, X: np.ndarray, atoms: np.ndarray) -> di
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # the kept start warns already
-            other.fit(np.ascontiguousarray(X.T), cancel=ctx.cancel)
+            other.fit(X.T, cancel=ctx.cancel)
         ref_idx, _, abs_r = match_atoms(atoms, other.atoms_)
         best[i, ref_idx] = abs_r
     fractions = (best >= 0.9).mean(1)

@@ -29,8 +29,8 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _coord(G, q, a_row, j, gjj, lam_i, positive):
-    """One exact coordinate step; returns the change of ``a_j`` (float64)."""
+def _step(q, a_row, j, gjj, lam_i, positive):
+    """Minimise exactly along coordinate ``j``; returns the change of ``a_j`` (float64)."""
     old = np.float64(a_row[j])
     z = q[j] + gjj * old
     if positive:
@@ -42,10 +42,15 @@ def _coord(G, q, a_row, j, gjj, lam_i, positive):
     else:
         new = 0.0
     a_row[j] = new
-    d = np.float64(a_row[j]) - old  # the stored (possibly float32) value
+    return np.float64(a_row[j]) - old  # the stored (possibly float32) value
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _coord(G, q, a_row, j, gjj, lam_i, positive):
+    """One coordinate step, ``q`` updated for every coordinate; returns the change."""
+    d = _step(q, a_row, j, gjj, lam_i, positive)
     if d != 0.0:
-        k = q.shape[0]
-        for m in range(k):
+        for m in range(q.shape[0]):
             q[m] -= G[j, m] * d
     return d
 
@@ -87,6 +92,7 @@ def cd_lasso_gram(G, C, A, lam, positive, max_sweeps, tol, x_sq, res_sq, l1, swe
     vals = np.empty(k)
     q = np.empty(k)
     act = np.empty(k, np.int64)
+    a_ws = np.empty(k)
     diag = np.empty(k)
     for j in range(k):
         diag[j] = G[j, j]
@@ -95,48 +101,70 @@ def cd_lasso_gram(G, C, A, lam, positive, max_sweeps, tol, x_sq, res_sq, l1, swe
         lam_i = lam[i]
         for j in range(k):
             q[j] = C[i, j]
+        n_act = 0
         for j in range(k):
             if diag[j] <= 0.0:
                 a[j] = 0.0
             aj = np.float64(a[j])
             if aj != 0.0:
+                act[n_act] = j
+                n_act += 1
                 for m in range(k):
                     q[m] -= G[j, m] * aj
         n_sw = 0
+        # A warm start's non-zero codes are swept first; a full sweep then checks.
+        full = n_act == 0
         while n_sw < max_sweeps:
-            # Full sweep: the KKT check of every coordinate.
-            d2 = 0.0
-            a2 = 0.0
-            n_act = 0
-            for j in range(k):
-                gjj = diag[j]
-                if gjj <= 0.0:
-                    continue
-                if a[j] == 0.0 and q[j] <= lam_i and (positive or q[j] >= -lam_i):
-                    continue  # optimality holds at zero: the code stays zero
-                d = _coord(G, q, a, j, gjj, lam_i, positive)
-                d2 += d * d
-                aj = np.float64(a[j])
-                if aj != 0.0:
-                    a2 += aj * aj
-                    act[n_act] = j
-                    n_act += 1
-            n_sw += 1
-            if d2 <= tol2 * a2:
-                break
-            # Working-set sweeps until the non-zero coordinates settle.
+            if full:
+                # Full sweep: the optimality (KKT) check of every coordinate.
+                d2 = 0.0
+                a2 = 0.0
+                n_act = 0
+                for j in range(k):
+                    gjj = diag[j]
+                    if gjj <= 0.0:
+                        continue
+                    if a[j] == 0.0 and q[j] <= lam_i and (positive or q[j] >= -lam_i):
+                        continue  # optimality holds at zero: the code stays zero
+                    d = _coord(G, q, a, j, gjj, lam_i, positive)
+                    d2 += d * d
+                    aj = np.float64(a[j])
+                    if aj != 0.0:
+                        a2 += aj * aj
+                        act[n_act] = j
+                        n_act += 1
+                n_sw += 1
+                if d2 <= tol2 * a2:
+                    break
+            full = True
+            # Working-set sweeps until the non-zero coordinates settle; meanwhile only
+            # the working set's entries of q are kept up to date, the others are
+            # caught up once afterwards.
+            for t in range(n_act):
+                a_ws[t] = a[act[t]]
             while n_sw < max_sweeps:
                 d2 = 0.0
                 a2 = 0.0
                 for t in range(n_act):
                     j = act[t]
-                    d = _coord(G, q, a, j, diag[j], lam_i, positive)
+                    d = _step(q, a, j, diag[j], lam_i, positive)
+                    if d != 0.0:
+                        for u in range(n_act):
+                            q[act[u]] -= G[j, act[u]] * d
                     d2 += d * d
                     aj = np.float64(a[j])
                     a2 += aj * aj
                 n_sw += 1
                 if d2 <= tol2 * a2:
                     break
+            for t in range(n_act):
+                j = act[t]
+                dj = np.float64(a[j]) - a_ws[t]
+                if dj != 0.0:
+                    for m in range(k):
+                        q[m] -= G[j, m] * dj
+                    for u in range(n_act):
+                        q[act[u]] += G[j, act[u]] * dj
         sweeps[i] = n_sw
         s1 = 0.0
         ac = 0.0
