@@ -1735,16 +1735,11 @@ def _subject_task(config: PipelineConfig, out: str, task: SubjectTask, Y, atoms,
     return task.artifact
 
 
-#: folder of the per-subject locks of a run split by subjects
-SUBJECT_LOCKS = ".locks"
-
-
 def _subject_lock(out: Path, subject: str):
+    """The lock a part of a run split by subjects holds while it encodes ``subject``."""
     from filelock import FileLock
 
-    path = out / SUBJECT_LOCKS / f"subject-{subject_file_name(subject)}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(path), timeout=0)
+    return FileLock(str(out / f".napari-brainorg.subject-{subject_file_name(subject)}.lock"), timeout=0)
 
 
 def _encoding_tasks(ctx: _Context, executor, data, per_model: dict, subjects: list[str] | None, merge: bool,
