@@ -384,10 +384,10 @@ def _step_atoms(ctx: _Context, ans, slug: str):
     backend = cfg.backend
     # several stories: the dictionary may be learned on some of them (atoms.stories)
     rows = None
-    if cfg.stories is not None and len(ctx.runs) > 1:
+    if cfg.stories is not None and ctx.config.multi_story:
         from ..encoding.stories import run_rows
 
-        rows = run_rows(ctx.runs, cfg.stories)
+        rows = run_rows(_runs(ctx.config), cfg.stories)
     X_all = X
     if rows is not None:
         X = X[rows]
@@ -1317,7 +1317,7 @@ def _stimulus_tables(ctx: _Context, data, group: dict, atoms: np.ndarray, atlase
     n_perm = 10_000 if nc.n_permutations is None else nc.n_permutations
     confound_values = None if confounds is None else confounds.to_numpy(np.float64)
     fmri, highpass_cutoff = data.data, ec.highpass_cutoff
-    if len(ctx.runs) > 1:
+    if ctx.config.multi_story:
         # several stories: the volumes of encoding.map_stories, each run's drifts as confounds
         from ..encoding.stories import run_drift_basis
 
@@ -1351,7 +1351,7 @@ def _stimulus_tables(ctx: _Context, data, group: dict, atoms: np.ndarray, atlase
                  "fdr_family": "atoms x networks x both directions, per atlas and model",
                  "display_threshold": {"map": nc.map_stat, "threshold": nc.threshold},
                  "confounds": [] if confounds is None else list(confounds.columns)}
-    if len(ctx.runs) > 1:
+    if ctx.config.multi_story:
         criterion["stories"] = [r[0] for r in _map_rows(ctx)[1]]
         criterion["drifts"] = "per story run (constant, trend, cosines), with the confounds"
     return tables, criterion
