@@ -310,9 +310,16 @@ def main() -> None:
             print(f"\nEXTRAPOLATED, NOT MEASURED: the Llama-3-8B-shaped model with all 32 layers (458,752 ANs) "
                   f"on this CPU in {b['dtype']}, linear in the layer count from the {a['n_layers']}- and "
                   f"{b['n_layers']}-layer runs above:")
+            with open("/proc/meminfo") as fh:
+                ram = int(fh.readline().split()[1]) / 2**20
             print(f"  extraction ~{t32:.0f} s ({t_slope:.1f} s per layer), build ~{l32:.0f} s; weights "
                   f"~{m32 / 1024:.1f} GiB resident after load ({m_slope:.0f} MiB per layer), peak RSS "
-                  f"~{p32 / 1024:.1f} GiB; bfloat16 would halve the weights")
+                  f"~{p32 / 1024:.1f} GiB ({'fits' if p32 / 1024 < ram else 'does NOT fit'} this machine's "
+                  f"{ram:.0f} GiB); bfloat16 would halve the weights")
+            n_tokens = b["n_tokens"]
+            print(f"  streaming at 458,752 ANs: float64 accumulator {300 * 458752 * 8 / 2**30:.2f} GiB, a chunk of "
+                  f"512 words {512 * 458752 * 4 / 2**30:.2f} GiB; tokens x ANs (not held) would be "
+                  f"{n_tokens * 458752 * 4 / 2**30:.2f} GiB")
 
 
 if __name__ == "__main__":
