@@ -40,20 +40,19 @@ def short_story() -> WordEvents:
                       measured=story.measured[:n], source=story.source)
 
 
-def test_dtype_auto_is_bfloat16_on_cuda_and_float32_elsewhere(short_story):
+def test_dtype_auto_is_bfloat16_on_cuda_and_float32_elsewhere():
     assert resolve_dtype("auto", "cuda") == resolve_dtype("auto", "cuda:1") == "bfloat16"
     assert resolve_dtype("auto", "cpu") == resolve_dtype("auto", "mps") == "float32"
     assert resolve_dtype("float16", "cpu") == "float16"
     with pytest.raises(ConfigError, match="'dtype'"):
         resolve_dtype("int8", "cpu")
-    ans = extract_an_responses(short_story, "minilm", tr=1.5, n_volumes=30, device="cpu")
-    assert ans.provenance["dtype"] == "float32"                      # the default, resolved and recorded
-    assert ans.provenance["device_map"] is None and ans.provenance["placement"] is None
 
 
 def test_a_model_offloaded_to_disk_gives_the_same_responses(short_story, tmp_path):
     """device_map with a memory cap: most layers wait on disk, the numbers do not change."""
     plain = extract_an_responses(short_story, "smollm2", tr=1.5, n_volumes=30, device="cpu")
+    assert plain.provenance["dtype"] == "float32"                    # the default 'auto', resolved and recorded
+    assert plain.provenance["device_map"] is None and plain.provenance["placement"] is None
     offloaded = extract_an_responses(short_story, "smollm2", tr=1.5, n_volumes=30, device="cpu",
                                      device_map="auto", max_memory={"cpu": "150MB"},
                                      offload_folder=tmp_path / "offload")
