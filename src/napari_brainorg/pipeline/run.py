@@ -1735,6 +1735,24 @@ def _subject_task(config: PipelineConfig, out: str, task: SubjectTask, Y, atoms,
     return task.artifact
 
 
+def _networks_task(config: PipelineConfig, out: str, slug: str, encoding_key: str, runs, confounds, data, group,
+                   atoms) -> str:
+    """One model's association tables -> ``networks/<model>/`` (its group maps given)."""
+    ctx = _task_context(config, out, {f"encoding/{slug}": encoding_key})
+    ctx.runs, ctx.confounds = list(runs), confounds
+    _step_networks(ctx, data, group, slug, atoms)
+    return slug
+
+
+def _networks_tasks(ctx: _Context, executor, data, per_model: dict) -> None:
+    """Every model's network step on ``executor`` (the run reads the tables back)."""
+    shared = executor.scatter(data)  # every subject's fMRI, sent once
+    executor.map(_networks_task, [(ctx.config, str(ctx.out), slug, ctx.keys[f"encoding/{slug}"], ctx.runs,
+                                   ctx.confounds, shared, executor.scatter(res["group"]), res["atoms"])
+                                  for slug, res in per_model.items()],
+                 stage="networks (model tasks)", progress=ctx.progress, cancel=ctx.cancel)
+
+
 def _subject_lock(out: Path, subject: str):
     """The lock a part of a run split by subjects holds while it encodes ``subject``."""
     from filelock import FileLock
@@ -2018,8 +2036,14 @@ def _run_locked(config: PipelineConfig, writer: ResultWriter, progress, cancel,
                         release)
         if subjects is not None:
             return written
+    if distributed and data.kind == "voxels" and len(per_model) > 1:
+        # every model's group maps first, then each model's network tests on a worker
+        for slug, res in per_model.items():
+            res["group"] = timed("encoding", _step_encoding, ctx, data, res["atoms"], slug, res.get("an"))
+        timed("tasks: networks", _networks_tasks, ctx, executor, data, per_model)
     for slug, res in per_model.items():
-        res["group"] = timed("encoding", _step_encoding, ctx, data, res["atoms"], slug, res.get("an"))
+        if "group" not in res:
+            res["group"] = timed("encoding", _step_encoding, ctx, data, res["atoms"], slug, res.get("an"))
         res["tables"] = timed("networks", _step_networks, ctx, data, res["group"], slug, res["atoms"])
         _annotate_atoms_table(ctx, slug, res["tables"], res["codes"], res["index"], res["atoms"])
     timed("report", _step_report, ctx, per_model, truth)

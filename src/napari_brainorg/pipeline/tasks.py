@@ -2,7 +2,7 @@
 
 The pipeline splits into tasks that take paths and parameters and write their artifact
 into the result folder (``features``/``atoms``/``top_words`` per model, encoding per
-model x subject); the group steps read those files. An *executor* runs a list of tasks:
+model x subject, the network tests per model); the group steps read those files. An *executor* runs a list of tasks:
 
 - :class:`SequentialExecutor` (the default): in this process, in order; Dask is not
   imported.
@@ -57,6 +57,9 @@ class SequentialExecutor:
 
     name = "sequential"
     n_workers = 1
+
+    def scatter(self, value):
+        return value
 
     def map(self, fn: Callable, arguments: Sequence[tuple], *, stage: str | None = None,
             progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> list:
@@ -157,8 +160,12 @@ class DaskExecutor:
                 "blas_threads_per_worker": self.blas_threads}
 
     def scatter(self, value):
-        """Send a large argument to the workers once (a future that tasks take as argument)."""
-        return self.client.scatter(value, broadcast=False, hash=False)
+        """Send a large argument to the workers once (a future that tasks take as argument).
+
+        Wrapped in a list, so that a dict, list or tuple travels as one object (scattered
+        directly, a dict's keys would become the futures' names and collide).
+        """
+        return self.client.scatter([value], broadcast=False, hash=False)[0]
 
     def map(self, fn: Callable, arguments: Sequence[tuple], *, stage: str | None = None,
             progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> list:
