@@ -380,7 +380,7 @@ def _refit(bk: Backend, f: _Factor, Yc, G_table, best):
 #     Σ_{j≠k} C_jk g_j g_k u_j u_k = 2 Σ_j g_j u_j (D u)_j,   D_jk = C_jk / (e_k - e_j),
 #
 # so a voxel's own work is ``D u`` (r × r) whatever the number of α, and the whole
-# path is one small product ``[g², 2g] @ [diag(C) u², u ∘ (D u - z)]``. Pairs of
+# path is one small product ``[g² diag(C), 2g] @ [u², u ∘ (D u - z)]``. Pairs of
 # components whose eigenvalues are too close for the difference to be accurate
 # (relative gap below ``_NEAR_GAP``: repeated singular values, components at zero)
 # are summed directly, α by α. The projections of the fMRI (``U'Y``) are BLAS
@@ -400,10 +400,11 @@ class _Spectral:
     s1: np.ndarray                  # (r,) float64: U'1 (zero up to rounding: X is centred on train)
     G: np.ndarray                   # (r, n_alphas) float64: 1 / (e + α)
     test: np.ndarray | None = None  # (n_test,) volume indices
+    test_rows: Any = None           # the same as a slice when they are consecutive
     B: np.ndarray | None = None     # (n_test, r), data precision
     b1: np.ndarray | None = None    # (r,) float64: B'1
     B64: np.ndarray | None = None   # (n_test, r) float64
-    M: np.ndarray | None = None     # (n_alphas, 2r) float64: [g², 2g]
+    M: np.ndarray | None = None     # (n_alphas, 2r) float64: [g² diag(C), 2g]
     D: np.ndarray | None = None     # (r, r) float64 partial-fraction matrix (far pairs)
     c_diag: np.ndarray | None = None
     near: tuple | None = None       # (J, K): components summed directly, (n_alphas·|J|, |J|)
@@ -431,12 +432,14 @@ def _spectral(f: _Factor, train: np.ndarray, test: np.ndarray | None, alphas: np
     if test is None:
         return sp
     sp.test, sp.B64 = np.asarray(test), np.ascontiguousarray(B64)
+    runs = _runs(sp.test)
+    sp.test_rows = slice(runs[0][0], runs[0][1]) if len(runs) == 1 else sp.test   # a view when contiguous
     sp.B = np.ascontiguousarray(f.B)
     sp.b1 = np.asarray(f.B, dtype=np.float64).sum(0)
     C = B64.T @ B64
     g = sp.G.T                                                       # (a, r)
-    sp.M = np.concatenate([g * g, 2.0 * g], axis=1)
     sp.c_diag = np.diag(C).copy()
+    sp.M = np.concatenate([g * g * sp.c_diag[None, :], 2.0 * g], axis=1)
     diff = eig[None, :] - eig[:, None]                               # [j, k] = e_k - e_j
     scale = np.maximum(eig[:, None], eig[None, :]) + alphas.min()
     off = ~np.eye(len(eig), dtype=bool)
@@ -481,17 +484,17 @@ def _project(sp: _Spectral, Yc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _spectral_scores(sp: _Spectral, Yc: np.ndarray, metric: str) -> np.ndarray:
     """Score of every α on the factor's test set, every voxel: (n_alphas, c) float64."""
     m, u = _project(sp, Yc)
-    Yte = Yc[sp.test]
+    Yte = Yc[sp.test_rows]
     z = (sp.B.T @ Yte).astype(np.float64)                            # B'(y_test - m) = B'y_test - (B'1) m
     z -= sp.b1[:, None] * m[None, :]
     r = u.shape[0]
     Z = np.empty((2 * r, u.shape[1]))
-    np.multiply(u, u, out=Z[:r])
-    Z[:r] *= sp.c_diag[:, None]
+    np.multiply(u, u, out=Z[:r])                                     # diag(C) is folded into M
     Du = np.matmul(sp.D, u, out=Z[r:])
     Du -= z
     Du *= u
-    ss_res = sp.M @ Z                                                # pp - 2 cross
+    # pp - 2 cross; (Z'M')' runs the small product with the voxels as its long side
+    ss_res = (Z.T @ sp.M.T).T
     if sp.near is not None:
         J, K = sp.near
         uJ = u[J]
@@ -506,7 +509,10 @@ def _spectral_scores(sp: _Spectral, Yc: np.ndarray, metric: str) -> np.ndarray:
     Yte -= Yte.mean(0)
     ss_tot = np.einsum("nc,nc->c", Yte, Yte)
     flat = ss_tot <= 0
-    return (1.0 - ss_res / (ss_tot + flat)) * ~flat
+    ss_res /= ss_tot + flat
+    np.subtract(1.0, ss_res, out=ss_res)
+    ss_res *= ~flat
+    return ss_res
 
 
 # --------------------------------------------------------------------------- functions
