@@ -11,16 +11,22 @@ with ``X`` of shape (n_volumes, n_ans) (z-scored columns), ``D`` of shape
 (n_volumes, k) (the atoms: unit-norm time courses) and ``A`` of shape (k, n_ans)
 (sparse codes: which atoms each AN uses).
 
-- :func:`sparse_encode` solves the codes for a fixed ``D``, batched over every
-  column at once (FISTA on the Gram matrix). The encoding step uses it too, with
-  voxels as columns.
-- :func:`learn_dictionary` alternates codes (warm-started FISTA) and atoms
-  (block-coordinate descent, one pass over the atoms, as in Mairal et al. 2010).
+- :func:`sparse_encode` solves the codes for a fixed ``D``, one chunk of columns
+  at a time, on the Gram matrix ``D'D``: by coordinate descent (numpy; a numba
+  kernel in :mod:`._cd` that checks every atom's optimality condition in a full
+  sweep and then sweeps only the non-zero codes) or by FISTA (numpy or torch, CPU
+  or CUDA). The encoding step uses it too, with voxels as columns.
+- :func:`learn_dictionary` alternates codes (warm-started) and atoms
+  (block-coordinate descent, one pass over the atoms, as in Mairal et al. 2010),
+  reading ``X`` once per iteration, chunk by chunk: ``X`` may be a memory map and
+  is never copied whole, so the peak memory stays near ``X``'s size plus the codes.
 - :class:`SparseDictionary` wraps both with scikit-learn's contract and
   orientation (each AN is a sample).
 
-Every solver runs on numpy or torch (CPU or CUDA) through
-:func:`napari_brainorg._backend.get_backend`.
+Backends: numpy or torch (CPU or CUDA) through
+:func:`napari_brainorg._backend.get_backend`. On numpy, column chunks run in
+worker threads (as many as the BLAS threads allowed, at most the cores), each with
+single-threaded BLAS.
 """
 
 from __future__ import annotations
@@ -68,7 +74,7 @@ SOLVERS = ("auto", "cd", "fista")
 # of a chunk (D'X_c, then X_c A_c).
 _CHUNK_BYTES = 256 * 2**20
 _CD_CHUNK_BYTES = 8 * 2**20
-_CD_MIN_PART = 64  # columns below which a chunk is not split over threads
+_CD_MIN_PART = 64  # smallest default chunk of columns
 _EMPTY = np.empty(0)
 _EMPTY2 = np.empty((0, 0))
 
@@ -573,10 +579,17 @@ def sparse_encode(X, D, lam, *, positive=False, max_iter=200, tol=1e-4, init=Non
 
     ``min_a 0.5 * ||x - D a||_2^2 + lam * ||a||_1``   (and ``a >= 0`` if ``positive``)
 
-    with FISTA on the Gram matrix ``G = D' D`` and ``D' X`` (computed once per chunk
-    of columns), step ``1 / L`` with ``L`` the largest eigenvalue of ``G``, and
-    momentum restarted per column where it points uphill. Columns are processed all
-    at once, in chunks that bound the memory.
+    on the Gram matrix ``G = D' D`` and ``D' X`` (computed once per chunk of columns;
+    ``X`` is read chunk by chunk and may be a memory map), by
+
+    - coordinate descent (``solver="cd"``, numpy): each coordinate minimised exactly
+      in turn; a full sweep checks every atom's optimality condition (a zero code
+      with ``|d_j' r| <= lam`` stays zero at O(1) cost), then only the non-zero codes
+      are swept until they settle, then a full sweep checks again. Monotone, so a
+      warm start is never made worse;
+    - FISTA (``solver="fista"``, numpy or torch): step ``1 / L`` with ``L`` the
+      largest eigenvalue of ``G``, momentum restarted per column where it points
+      uphill, all columns of a chunk at once.
 
     Parameters
     ----------
@@ -590,11 +603,11 @@ def sparse_encode(X, D, lam, *, positive=False, max_iter=200, tol=1e-4, init=Non
     positive : bool, default False
         Constrain the codes to be non-negative.
     max_iter : int, default 200
-        Maximum FISTA iterations per column.
+        Maximum iterations (FISTA) or sweeps (coordinate descent) per column.
     tol : float, default 1e-4
         Stop a column when ``||a_new - a||_2 <= tol * ||a_new||_2`` between two
-        iterations. Each column stops on its own, so its code does not depend on
-        which other columns share its chunk.
+        iterations (or over a sweep). Each column stops on its own, so its code does
+        not depend on which other columns share its chunk.
     init : array of shape (k, n_columns), optional
         Warm start. A column is never returned with an objective worse than its
         warm start.
@@ -602,9 +615,13 @@ def sparse_encode(X, D, lam, *, positive=False, max_iter=200, tol=1e-4, init=Non
     device : str, optional
         torch device (``"cuda"``, ``"cpu"``); ignored by numpy.
     chunk_size : int, optional
-        Columns per chunk; default keeps one chunk's working set near 256 MiB.
+        Columns per chunk; by default a chunk of ``X`` takes about 8 MiB (coordinate
+        descent) or one chunk's working set about 256 MiB (FISTA).
     dtype : {"float32", "float64"}, default "float32"
         Precision of the computation and of the result.
+    solver : {"auto", "cd", "fista"}, default "auto"
+        Coordinate descent ("cd", numpy only) or FISTA; "auto": "cd" on numpy,
+        "fista" on torch.
     progress : callable, optional
         ``progress("sparse codes", done_chunks, n_chunks)``.
     cancel : object with ``is_set()``, optional
@@ -613,7 +630,8 @@ def sparse_encode(X, D, lam, *, positive=False, max_iter=200, tol=1e-4, init=Non
     Returns
     -------
     A : ndarray of shape (k, n_columns)
-        The codes, as a numpy array of ``dtype``.
+        The codes, as a numpy array of ``dtype`` (the transpose of a C-ordered
+        (n_columns, k) array: each column's code is contiguous).
 
     Raises
     ------
@@ -752,10 +770,6 @@ def dictionary_objective(X, D, A, lam) -> float:
 
 
 # --------------------------------------------------------------------------- atoms
-
-
-def _vnorm(be: Backend, v) -> float:
-    return float(np.linalg.norm(v)) if be.name == "numpy" else float(v.norm())
 
 
 def _data_pass(be: Backend, X, chunk_size: int, want_xxt: bool, workers=None):
@@ -1000,7 +1014,7 @@ def learn_dictionary(X, n_atoms=64, lam=None, *, max_iter=200, tol=1e-6, init="s
     Minimises ``0.5 * ||X - D A||_F^2 + lam * ||A||_1`` over ``D`` with unit-norm
     columns and ``A``, alternating
 
-    1. codes: :func:`sparse_encode`'s FISTA on all ANs at once, warm-started from the
+    1. codes: :func:`sparse_encode`'s solver on all ANs, warm-started from the
        previous codes (never worse than them);
     2. atoms: one pass of block-coordinate descent over the atoms, each the exact
        minimiser on the unit ball given the others (Mairal et al. 2010, as in
@@ -1013,13 +1027,18 @@ def learn_dictionary(X, n_atoms=64, lam=None, *, max_iter=200, tol=1e-6, init="s
        is swapped for the leading direction of the residual when, with everything
        else fixed, that provably lowers the objective.
 
-    Each iteration touches ``X`` twice (``D' X`` and ``X A'``); the objective is
-    computed from the same small matrices, so it is exact and free.
+    Each iteration reads ``X`` once, chunk by chunk: ``D' X_c``, the chunk's codes, then
+    ``X_c A_c'`` and ``A_c' A_c`` while the chunk is in cache. The objective and the
+    swap test's cost of removing an atom are computed from these small matrices, so
+    they are exact and free. Memory: ``X`` is never copied (a memory map is read in
+    place), the codes take ``4 * n_ans * n_atoms`` bytes (float32) and the chunks a
+    few MiB per thread.
 
     Parameters
     ----------
     X : array of shape (n_volumes, n_ans)
-        AN responses, z-scored columns. numpy array or torch tensor.
+        AN responses, z-scored columns. numpy array (a ``np.memmap`` of a ``.npy``
+        file is read in place) or torch tensor.
     n_atoms : int, default 64
         k, the number of atoms (the paper's 64).
     lam : float >= 0 or array of shape (n_ans,), optional
@@ -1038,10 +1057,10 @@ def learn_dictionary(X, n_atoms=64, lam=None, *, max_iter=200, tol=1e-6, init="s
     positive_codes : bool, default False
         Constrain codes to be non-negative.
     code_max_iter : int, default 200
-        FISTA's iteration limit for each code step (see :func:`sparse_encode`).
+        The code solver's iteration limit for each code step (see :func:`sparse_encode`).
     code_tol : float, default 1e-3
-        FISTA's tolerance for the code steps inside the alternation (warm-started, so
-        they need not be exact); the final codes are solved to ``code_tol / 10``.
+        The code solver's tolerance inside the alternation (warm-started, so the codes
+        need not be exact); the final codes are solved to ``code_tol / 10``.
     replace_atoms : bool, default True
         Once progress slows (relative decrease below 1e-2) and again when it stalls,
         try swapping the least useful atom for the residual's leading direction,
@@ -1053,6 +1072,8 @@ def learn_dictionary(X, n_atoms=64, lam=None, *, max_iter=200, tol=1e-6, init="s
     dtype : {"float32", "float64"}, default "float32"
     chunk_size : int, optional
         ANs per chunk in the code step.
+    solver : {"auto", "cd", "fista"}, default "auto"
+        The code solver (see :func:`sparse_encode`).
     progress : callable, optional
         ``progress("dictionary", iteration, max_iter)``.
     cancel : object with ``is_set()``, optional
@@ -1067,7 +1088,8 @@ def learn_dictionary(X, n_atoms=64, lam=None, *, max_iter=200, tol=1e-6, init="s
     info : dict
         ``objective`` (list, after each iteration), ``final_objective`` (after the
         final code refit), ``n_iter``, ``converged``, ``lam``, ``n_reinit`` (list,
-        atoms re-initialised per iteration), ``time_s``.
+        atoms re-initialised per iteration), ``n_replaced`` (atom swaps),
+        ``solver`` (the code solver used), ``time_s``.
     """
     t0 = time.perf_counter()
     dtype = _dtype_for(dtype)
@@ -1218,7 +1240,7 @@ class SparseDictionary(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
     positive_codes : bool, default False
     code_max_iter : int, default 200
     code_tol : float, default 1e-3
-        FISTA's limits inside the alternation (see :func:`learn_dictionary`);
+        The code solver's limits inside the alternation (see :func:`learn_dictionary`);
         ``transform`` solves codes to ``code_tol / 10``.
     backend : {"numpy", "torch", "auto"}, default "numpy"
     device : str, optional
@@ -1227,6 +1249,9 @@ class SparseDictionary(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         Precision of the computation and of the codes.
     chunk_size : int, optional
         ANs per chunk in the code step.
+    solver : {"auto", "cd", "fista"}, default "auto"
+        The code solver: coordinate descent on numpy, FISTA on torch (see
+        :func:`sparse_encode`).
 
     Attributes
     ----------
@@ -1258,7 +1283,7 @@ class SparseDictionary(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
     def __init__(self, n_atoms=64, alpha=DEFAULT_ALPHA, *, alpha_scale="rms", max_iter=200,
                  tol=1e-6, init="svd", random_state=None, positive_codes=False,
                  code_max_iter=200, code_tol=1e-3, backend="numpy", device=None,
-                 dtype="float32", chunk_size=None):
+                 dtype="float32", chunk_size=None, solver="auto"):
         self.n_atoms = n_atoms
         self.alpha = alpha
         self.alpha_scale = alpha_scale
@@ -1273,6 +1298,7 @@ class SparseDictionary(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         self.device = device
         self.dtype = dtype
         self.chunk_size = chunk_size
+        self.solver = solver
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -1301,8 +1327,8 @@ class SparseDictionary(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
             X.T, self.n_atoms, lam, max_iter=self.max_iter, tol=self.tol, init=self.init,
             random_state=self.random_state, positive_codes=self.positive_codes,
             code_max_iter=self.code_max_iter, code_tol=self.code_tol, backend=self.backend,
-            device=self.device, dtype=dtype, chunk_size=self.chunk_size, progress=progress,
-            cancel=cancel,
+            device=self.device, dtype=dtype, chunk_size=self.chunk_size, solver=self.solver,
+            progress=progress, cancel=cancel,
         )
         self.components_ = np.ascontiguousarray(D.T)
         self.codes_ = A
@@ -1356,7 +1382,7 @@ class SparseDictionary(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
             X.T, self.components_.T, self.lam_, positive=self.positive_codes,
             max_iter=self.code_max_iter, tol=self.code_tol / 10.0, backend=self.backend,
             device=self.device, chunk_size=self.chunk_size, dtype=_dtype_for(self.dtype),
-            progress=progress, cancel=cancel,
+            solver=self.solver, progress=progress, cancel=cancel,
         )
         return A.T
 
