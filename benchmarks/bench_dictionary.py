@@ -28,20 +28,34 @@ the system's temporary directory) and reused.
 
 Run:  nice -n 10 python benchmarks/bench_dictionary.py [--memmap] [--skip-large]
 
-Measured numbers, this 2-core AMD EPYC machine (24 GB), k = 64, shared with other
-developers (load average given with each run):
+Measured on this 2-core AMD EPYC machine (24 GB), shared with other developers (load
+average 10-21 during these runs, so wall times are several times a quiet machine's;
+CPU time, summed over threads, is the steadier figure). "before" is the learner of
+commit 3456dd7 (FISTA codes, X copied whole) run by the same harness
+(``--before SRC`` with that commit's src/); k = 64 throughout.
 
-==========================  =========================  =====================================
-case                        before (FISTA, X copied)   after (coordinate descent, streamed)
-==========================  =========================  =====================================
-10k x 300, wall             1.63 s (quiet), 3.9x       see the closing note of issue 10
-                            faster than MiniBatch
-458,752 x 300, peak         4.7 GB (8.5x X)
-458,752 x 300, wall         38.6 s quiet, 180 s loaded
-2,293,760 x 300             not run: ~23 GB > 24 GB
-==========================  =========================  =====================================
+=========================  =================================  ==================================
+case                       before                             after (coordinate descent, streamed)
+=========================  =================================  ==================================
+10k x 300 vs MiniBatch     3.9x (issue 10, quiet); 0.9x       11.0x wall, 10.1x CPU (load 18-21);
+                           wall, 6.59 s vs 6.08 s CPU         0.59 s CPU vs 5.96 s; single-threaded
+                           (load 14)                          BLAS for both: ~5.7x CPU
+10k x 300 objective        9.668062e5 (the same)              9.668062e5 vs MiniBatch 9.701077e5
+458,752 x 300              434.6 s wall, 126.9 s CPU,         34.1 s wall, 16.1 s CPU,
+                           peak 1.24 GB = 2.25x X             peak 0.72 GB = 1.31x X, recovery 0.9999
+2,293,760 x 300            stopped by hand after 377 s        214-264 s wall (load 11-16), 84 s CPU,
+                           (unfinished, RSS 4.2 GB)           peak 3.56 GB = 1.29x X, recovery 1.0000
+458,752 x 2,000 memmap     not run                            215-393 s wall (load 10-16), 100-102 s
+                                                              CPU, peak 4.07 GB incl. the mapped
+                                                              file (own memory 0.40 GB), recovery
+                                                              1.0000
+=========================  =================================  ==================================
 
-(The "after" column is filled by running this script; see the commit that changed it.)
+The issue's 4.7 GB (8.5x) was most likely the previous benchmark's whole-process
+peak, which includes generating the data in float64; measured alone, in a fresh process, the previous learner peaked
+at 2.25x X here (the pipeline's copy of X.T added another 1x). From 84 s of CPU
+time on 2 cores, 2,293,760 ANs should take about 45-60 s on a quiet machine (an
+estimate: no quiet machine was available).
 """
 
 from __future__ import annotations
