@@ -37,14 +37,16 @@ commit 3456dd7 (FISTA codes, X copied whole) run by the same harness
 =========================  =================================  ==================================
 case                       before                             after (coordinate descent, streamed)
 =========================  =================================  ==================================
-10k x 300 vs MiniBatch     3.9x (issue 10, quiet); 0.9x       11.0x wall, 10.1x CPU (load 18-21);
-                           wall, 6.59 s vs 6.08 s CPU         0.59 s CPU vs 5.96 s; single-threaded
-                           (load 14)                          BLAS for both: ~5.7x CPU
+10k x 300 vs MiniBatch     3.9x (issue 10, quiet); 0.9x       16.1x wall: 0.55 s vs 8.84 s (load
+                           wall, 6.59 s vs 6.08 s CPU         1-3); 11.0x wall, 10.1x CPU (load
+                           (load 14)                          18-21); single-threaded BLAS for
+                                                              both: 0.55 s vs 3.3 s CPU (~6x)
 10k x 300 objective        9.668062e5 (the same)              9.668062e5 vs MiniBatch 9.701077e5
 458,752 x 300              434.6 s wall, 126.9 s CPU,         34.1 s wall, 16.1 s CPU,
                            peak 1.24 GB = 2.25x X             peak 0.72 GB = 1.31x X, recovery 0.9999
-2,293,760 x 300            stopped by hand after 377 s        214-264 s wall (load 11-16), 84 s CPU,
-                           (unfinished, RSS 4.2 GB)           peak 3.56 GB = 1.29x X, recovery 1.0000
+2,293,760 x 300            stopped by hand after 377 s        81 s wall, 77 s CPU (load 3-5);
+                           (unfinished, RSS 4.2 GB)           214-264 s wall, 84 s CPU (load 11-16);
+                                                              peak 3.56 GB = 1.29x X, recovery 1.0000
 458,752 x 2,000 memmap     not run                            215-393 s wall (load 10-16), 100-102 s
                                                               CPU, peak 4.07 GB incl. the mapped
                                                               file (own memory 0.40 GB), recovery
@@ -53,9 +55,9 @@ case                       before                             after (coordinate 
 
 The issue's 4.7 GB (8.5x) was most likely the previous benchmark's whole-process
 peak, which includes generating the data in float64; measured alone, in a fresh process, the previous learner peaked
-at 2.25x X here (the pipeline's copy of X.T added another 1x). From 84 s of CPU
+at 2.25x X here (the pipeline's copy of X.T added another 1x). From 77-84 s of CPU
 time on 2 cores, 2,293,760 ANs should take about 45-60 s on a quiet machine (an
-estimate: no quiet machine was available).
+estimate: even the load-3 run shared the cores with other work).
 """
 
 from __future__ import annotations
