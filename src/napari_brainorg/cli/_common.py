@@ -11,9 +11,10 @@ def add_execution_options(parser) -> None:
     """--jobs and --scheduler: where the tasks run (default: this process, one after another)."""
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
-                       help="run the tasks (features and atoms per model, encoding per model x subject) on a "
-                            "local Dask cluster of N worker processes, each with cores/N BLAS threads "
-                            "(needs dask[distributed])")
+                       help="run the tasks (features and atoms per model, encoding per model x subject, "
+                            "network tests per model) on a local Dask cluster of N worker processes, each "
+                            "with cores/N BLAS threads (needs dask[distributed]); 1: in this process, as "
+                            "without --jobs")
     group.add_argument("--scheduler", default=None, metavar="ADDRESS",
                        help="run the tasks on an existing Dask cluster: its scheduler's address "
                             "(tcp://host:8786) or scheduler file (.json); its workers must see the output "
