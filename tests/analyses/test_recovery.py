@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_brainorg.analyses.recovery import match_atoms, recovery_scores
+from napari_brainorg.analyses.recovery import match_atoms, recovery_scores, source_constituents
 from napari_brainorg.errors import ShapeError
 
 NETWORKS = ["auditory", "default mode", "visual", "sensorimotor"]
@@ -208,3 +208,30 @@ def test_planted_links_are_recovered_end_to_end(planted):
     else:
         assert scores["tp"] == scores["fn"] == 0
         assert scores["fp"] <= 0.05 * scores["n_tests"]
+
+
+def test_constituent_reading_credits_the_atoms_a_mixed_source_is_made_of(rng):
+    """A source that is 0.8 atom 3 - 0.5 atom 7 drives auditory: atom 7's deactivation of
+    auditory is a true partial effect. The one-to-one reading calls it false, the
+    constituent reading credits it; an atom outside the source stays false in both."""
+    n = 300
+    atoms = rng.standard_normal((n, 10))
+    source = 0.8 * atoms[:, 3] - 0.5 * atoms[:, 7] + 0.05 * rng.standard_normal(n)
+    other = atoms[:, 1] + 0.1 * rng.standard_normal(n)
+    cons = source_constituents(np.column_stack([source, other]), atoms)
+    beta = cons.pivot(index="learned", columns="planted", values="beta")
+    assert beta.loc[3, 0] > 0.6 and beta.loc[7, 0] < -0.35 and abs(beta.loc[5, 0]) < 0.1
+    assert set(cons.loc[cons["constituent"] & (cons["planted"] == 0), "learned"]) == {3, 7}
+    assert cons["r2"].min() > 0.95
+    expected = [{"source": 0, "atlas": "smith10", "network": "auditory", "sign": 1}]
+    declared = {(3, "smith10", "auditory", "activated"), (7, "smith10", "auditory", "deactivated"),
+                (5, "smith10", "auditory", "activated"), (7, "smith10", "auditory", "activated")}
+    match = _matching({0: (3, 1), 1: (1, 1)})
+    strict = recovery_scores(expected, _tables(declared), match)
+    assert (strict["tp"], strict["fp"], strict["fn"]) == (1, 3, 0)
+    both = recovery_scores(expected, _tables(declared), match, constituents=cons)
+    # atom 7 deactivating is right (its coefficient is negative); atom 7 activating and atom 5 are not
+    assert (both["tp"], both["fp"], both["fn"]) == (2, 2, 0) and both["recall"] == 1.0
+    assert "Constituent reading" in both["criterion"]
+    with pytest.raises(ShapeError, match="volumes"):
+        source_constituents(source[:, None], atoms[:-1])

@@ -14,6 +14,8 @@ from napari_brainorg.encoding.inference import phase_randomise
 from napari_brainorg.encoding.preprocessing import drift_basis
 from napari_brainorg.networks.association import (
     disjoint_networks,
+    family_fdr,
+    main_drivers,
     network_contrasts,
     stimulus_association,
 )
@@ -182,6 +184,45 @@ def test_unique_contribution_does_not_credit_a_collinear_atom(rng):
 
     assert (2, 0) in declared(unique) and (6, 0) not in declared(unique)
     assert (6, 0) in declared(marginal)  # what the unique contribution prevents
+
+
+def test_family_fdr_corrects_every_model_together_per_atlas(rng):
+    import pandas as pd
+    from scipy.stats import false_discovery_control
+
+    def table(n):
+        return pd.DataFrame({"atom": np.arange(n), "atlas": np.where(np.arange(n) % 3 == 0, "yeo7", "smith10"),
+                             "network": "n", "p": rng.uniform(0, 0.02, n), "q": 0.0,
+                             "effect_ok": np.arange(n) % 5 != 0})
+
+    tables = {"a": [table(40), table(40)], "b": table(30)}
+    out = family_fdr(tables, alpha=0.05)
+    for atlas in ("smith10", "yeo7"):
+        frames = [*out["a"], out["b"]]
+        p = np.concatenate([f.loc[f["atlas"] == atlas, "p"].to_numpy() for f in frames])
+        q = np.concatenate([f.loc[f["atlas"] == atlas, "q"].to_numpy() for f in frames])
+        np.testing.assert_allclose(q, false_discovery_control(p))  # one family: every model's tests of the atlas
+    for f in (*out["a"], out["b"]):
+        assert (f["q_model"] == 0.0).all()  # each model's own q is kept
+        np.testing.assert_array_equal(f["associated"], (f["q"] < 0.05) & f["effect_ok"])
+    alone = family_fdr({"b": tables["b"]})["b"]  # one model: its own family
+    for atlas in ("smith10", "yeo7"):
+        here = alone["atlas"] == atlas
+        np.testing.assert_allclose(alone.loc[here, "q"], false_discovery_control(tables["b"].loc[here, "p"]))
+    with pytest.raises(ValueError, match="lacks columns"):
+        family_fdr({"a": tables["b"].drop(columns="effect_ok")})
+
+
+def test_main_drivers_keep_the_strong_declarations_of_each_network():
+    import pandas as pd
+
+    t = pd.DataFrame({"atom": [0, 1, 2, 0, 1, 3], "atlas": ["a"] * 3 + ["b"] * 3,
+                      "network": ["x", "x", "x", "x", "x", "y"], "effect": [0.30, -0.20, 0.10, 0.05, 0.5, 0.01],
+                      "associated": [True, True, True, True, False, True]})
+    # network a:x: 0.30 is the peak, 0.20 passes half of it, 0.10 does not; b:x: the
+    # undeclared 0.5 does not count, so 0.05 is its own peak; b:y alone keeps its 0.01
+    np.testing.assert_array_equal(main_drivers(t, 0.5), [True, True, False, True, False, True])
+    np.testing.assert_array_equal(main_drivers(t, 0.0), t["associated"])
 
 
 def test_bad_input_is_named():

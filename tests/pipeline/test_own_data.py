@@ -97,7 +97,23 @@ def test_run_on_region_time_series_writes_region_tables(simulated):
     assert z.loc["auditory"].abs().idxmax() == "atom_3"
     assert z.loc["default mode"].abs().idxmax() == "atom_8"
     summary = json.loads((out / "summary.json").read_text())
-    assert "networks/minilm" in summary["skipped"]
+    # the stimulus-null association test on the region table, every region a network of its own
+    table = pd.concat([pd.read_csv(out / f"networks/minilm/association_{p}.csv")
+                       for p in ("activated", "deactivated")])
+    assert set(table["atlas"]) == {"regions"} and set(table["network"]) == set(atlas.network_names)
+    assert len(table) == 12 * len(atlas.network_names) * 2 and table["test"].str.startswith("stimulus-phase").all()
+    found = {(int(a), n, d) for a, n, d in
+             table.loc[table["associated"], ["atom", "network", "direction"]].itertuples(index=False)}
+    assert {(3, "auditory", "activated"), (8, "default mode", "activated")} <= found, found
+    # nothing else: only the planted atoms, only in regions that hold voxels of their network
+    # (these regions are the overlapping Smith masks, so auditory signal is also in sensorimotor's mean)
+    names = list(atlas.network_names)
+    masks = atlas.masks()
+    planted = {3: masks[names.index("auditory")], 8: masks[names.index("default mode")]}
+    for a, n, d in found:
+        assert a in planted and d == "activated" and (planted[a] & masks[names.index(n)]).any(), (a, n, d)
+    assert "regions" in json.loads((out / "networks/minilm/test.json").read_text())["fdr_family"]
+    assert "networks/minilm" not in summary.get("skipped", {})
 
     # region results: r with its CI over subjects, R2 beside its chance level, q, the
     # noise ceiling and every baseline's r, per region

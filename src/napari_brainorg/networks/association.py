@@ -60,8 +60,8 @@ from ..encoding.inference import (
 )
 from ..errors import ConfigError, ShapeError, check_choice
 
-__all__ = ["CONTRIBUTIONS", "NETWORK_SCORES", "disjoint_networks", "network_contrasts", "network_time_series",
-           "stimulus_association"]
+__all__ = ["CONTRIBUTIONS", "NETWORK_SCORES", "disjoint_networks", "family_fdr", "main_drivers", "network_contrasts",
+           "network_time_series", "stimulus_association"]
 
 #: What the atom is credited with: its partial effect, or its marginal effect.
 CONTRIBUTIONS = ("unique", "marginal")
@@ -197,8 +197,9 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
                          contribution: str = "unique", moved: str = "auto", network_score: str = "mean",
                          group_effects: str = "auto",
                          min_subjects_random: int = MIN_SUBJECTS_RANDOM_EFFECTS, alpha: float = 0.05,
-                         min_effect: float = 0.0, min_relative_effect: float = 0.0, atom_names=None, batch_size: int = 256, random_state=None, progress=None,
-                         cancel=None):
+                         min_effect: float = 0.0, min_relative_effect: float = 0.0,
+                         min_network_relative_effect: float = 0.0, atom_names=None, batch_size: int = 256,
+                         random_state=None, progress=None, cancel=None):
     """Test every atom × network for a drive of the network by the atom's time course.
 
     Parameters
@@ -262,6 +263,12 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
         signal reaches only as a spill from its main network (overlapping templates,
         spatial smoothness) is not called a link. Both rules only remove declarations,
         so the FDR control of the test is kept.
+    min_network_relative_effect : float, default 0.0
+        An association also needs ``|effect|`` at least this fraction of the largest
+        ``|effect|`` among the atoms declared for the same network (either direction):
+        the network's main drivers are named, not the atoms that explain a small
+        remainder of a driver they do not match (a source spread over several atoms,
+        an HRF that differs from the atoms' canonical one). See :func:`main_drivers`.
     atom_names : list, optional
     batch_size : int
         Null draws per matrix product.
@@ -276,7 +283,10 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
         ``direction`` ("activated"/"deactivated"), ``statistic`` (the group statistic
         tested), ``effect`` (mean over subjects of the unique coefficient contrast:
         inside minus outside, in SD of the voxels per SD of the atom's unique part),
-        ``p``, ``q``, ``associated`` (``q < alpha`` in this direction), ``test``.
+        ``p``, ``q``, ``associated`` (``q < alpha`` in this direction and ``effect_ok``),
+        ``effect_ok`` (the effect-size rules ``min_effect`` / ``min_relative_effect``
+        hold, so that a correction over a larger family, :func:`family_fdr`, can
+        declare again), ``test``.
         ``attrs``: ``criterion``, ``n_permutations``, ``null``, ``group_effects``,
         ``contribution``, ``alpha``.
     """
@@ -442,11 +452,14 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
             "p": p.ravel(),
             "q": q.ravel(),
             "associated": ((np.nan_to_num(q, nan=1.0) < alpha) & strong).ravel() if tested else False,
+            "effect_ok": strong.ravel(),
             "test": test,
         }))
     table = pd.concat(frames, ignore_index=True)
     if atom_names is None:
         table["atom"] = table["atom"].astype(int)
+    if tested and min_network_relative_effect > 0:
+        table["associated"] = main_drivers(table, min_network_relative_effect)
     stat_desc = ("the one-sample t over subjects" if method == "random" else "the mean over subjects")
     criterion = (
         f"associated = q < {alpha:g}, Benjamini-Hochberg FDR over atoms x networks x both directions of "
@@ -456,10 +469,111 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
         + (f"; and |effect| >= {min_effect:g}" if min_effect > 0 else "")
         + (f"; and |effect| >= {min_relative_effect:g} x the atom's largest |effect| over every atlas's networks"
            if min_relative_effect > 0 else "")
+        + (f"; and |effect| >= {min_network_relative_effect:g} x the largest |effect| of the atoms declared for "
+           "the network" if min_network_relative_effect > 0 else "")
         + f"; p = (1 + #null >= observed) / (1 + {used}) one-sided, from {used} draws "
         f"of {null_desc}, each re-estimating every subject's effects."
         if tested else "no test (n_permutations = 0): nothing associated.")
     table.attrs.update({"criterion": criterion, "n_permutations": used, "null": null if tested else "none",
                         "group_effects": method, "contribution": contribution, "alpha": alpha,
-                        "n_subjects": S, "test": test, "network_score": network_score, "moved": moved})
+                        "n_subjects": S, "test": test, "network_score": network_score, "moved": moved,
+                        "min_network_relative_effect": float(min_network_relative_effect)})
     return table
+
+
+def main_drivers(table, fraction: float):
+    """Keep the declarations whose effect is at least ``fraction`` of the network's strongest declared one.
+
+    A network driven by a time course that is no single atom (a mix of several, or
+    seen through an HRF that differs from the atoms' canonical one) gives every atom
+    that explains part of it a unique coefficient: the one or few atoms that carry
+    most of it have large effects, the atoms that take up the remainder small ones.
+    Naming only the main drivers removes declarations and never adds one, so the FDR
+    control of the test is kept.
+
+    Parameters
+    ----------
+    table : DataFrame
+        Rows of one model: ``atlas``, ``network``, ``effect``, ``associated``.
+    fraction : float in [0, 1]
+
+    Returns
+    -------
+    ndarray of bool
+        The new ``associated`` column.
+    """
+    import pandas as pd
+
+    declared = table["associated"].astype(bool).to_numpy()
+    if fraction <= 0 or not declared.any():
+        return declared
+    size = table["effect"].abs().to_numpy(float)
+    keys = pd.MultiIndex.from_arrays([table["atlas"].astype(str), table["network"].astype(str)])
+    peak = pd.Series(np.where(declared, size, 0.0), index=keys).groupby(level=[0, 1]).max()
+    return declared & (size >= fraction * peak.reindex(keys).to_numpy() - 1e-12)
+
+
+def family_fdr(tables, *, alpha: float = 0.05, min_network_relative_effect: float = 0.0):
+    """Benjamini–Hochberg over several models' tests, one family per atlas.
+
+    The question "which atoms of which model drive which network" is asked of every
+    model at once, so its false discoveries are controlled over atoms × networks ×
+    both directions × models (per atlas, as in :func:`stimulus_association`).
+
+    Parameters
+    ----------
+    tables : mapping model -> DataFrame
+        Each with ``atlas``, ``p`` and ``effect_ok`` (rows of every direction; several
+        frames of one model, e.g. activated and deactivated, may be given as a list).
+    alpha : float
+    min_network_relative_effect : float
+        Applied per model after the correction (:func:`main_drivers`).
+
+    Returns
+    -------
+    dict model -> DataFrame (or list of DataFrames, as given)
+        Copies with ``q_model`` (the model's own q, as the test computed it), ``q``
+        (over the family) and ``associated = q < alpha & effect_ok`` (and the main-driver
+        rule).
+    """
+    import pandas as pd
+
+    if not 0 < alpha < 1:
+        raise ConfigError(f"'alpha' must be a rate in (0, 1); {alpha!r} was provided.")
+    flat = []
+    for model, frames in tables.items():
+        for i, df in enumerate(frames if isinstance(frames, list) else [frames]):
+            missing = {"atlas", "p", "effect_ok"} - set(df.columns)
+            if missing:
+                raise ShapeError(f"The association table of {model!r} lacks columns {sorted(missing)}.")
+            flat.append((model, i, df.copy()))
+    for model, i, df in flat:
+        if "q_model" not in df.columns:
+            df["q_model"] = df["q"] if "q" in df.columns else np.nan
+        df["q"] = np.nan
+    atlases = pd.unique(pd.concat([df["atlas"].astype(str) for _, _, df in flat])) if flat else []
+    for atlas in atlases:
+        parts = [(df, (df["atlas"].astype(str) == atlas).to_numpy() & df["p"].notna().to_numpy())
+                 for _, _, df in flat]
+        p = np.concatenate([df["p"].to_numpy(float)[m] for df, m in parts])
+        if not p.size:
+            continue
+        _, q = fdr(p, alpha)
+        start = 0
+        for df, m in parts:
+            n = int(m.sum())
+            df.loc[m, "q"] = q[start:start + n]
+            start += n
+    out: dict = {}
+    for model, i, df in flat:
+        df["associated"] = (np.nan_to_num(df["q"].to_numpy(float), nan=1.0) < alpha) & df["effect_ok"].astype(bool)
+        out.setdefault(model, []).append(df)
+    if min_network_relative_effect > 0:
+        for model, frames in out.items():
+            both = pd.concat(frames, keys=range(len(frames)))
+            keep = main_drivers(both, min_network_relative_effect)
+            start = 0
+            for df in frames:
+                df["associated"] = keep[start:start + len(df)]
+                start += len(df)
+    return {m: (out[m] if isinstance(tables[m], list) else out[m][0]) for m in out}

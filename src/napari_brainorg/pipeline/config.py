@@ -335,6 +335,10 @@ class NetworksConfig(_Section):
         "tests), 500 for the spatial test. 0: no test."))
     alpha: float = Field(0.05, gt=0, lt=1)
     min_score: float = Field(0.1, ge=0, description="With test 'spatial', an association also needs at least this score.")
+    fdr_across_models: bool = Field(True, description=(
+        "With test 'stimulus': Benjamini-Hochberg over atoms x networks x both directions x every model of the run "
+        "(per atlas), so the run's claims about all its models hold at 'alpha'; false: each model corrected alone "
+        "(its q is kept as q_model either way). Baselines are corrected alone."))
     min_effect: float = Field(0.05, ge=0, description=(
         "With test 'stimulus', an association also needs |effect| >= this: the atom moves the network's mean "
         "voxel by at least this many SD per SD of the atom (0.05: 0.25 % of its variance)."))
@@ -342,6 +346,11 @@ class NetworksConfig(_Section):
         "With test 'stimulus', an association also needs |effect| >= this fraction of the atom's largest |effect| "
         "over the networks of every atlas: a network reached only by spill from the atom's main network (overlapping "
         "templates, smooth maps) is not called a link. Removing declarations keeps the FDR control."))
+    min_network_relative_effect: float = Field(0.5, ge=0, le=1, description=(
+        "With test 'stimulus', an association also needs |effect| >= this fraction of the largest |effect| among "
+        "the atoms declared for the same network: its main drivers are named, not atoms that take up a small "
+        "remainder of a driver they do not match (a time course spread over several atoms, an HRF unlike the "
+        "atoms' canonical one). 0: off. Removing declarations keeps the FDR control."))
 
 
 class PipelineConfig(_Section):

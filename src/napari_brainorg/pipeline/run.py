@@ -1255,28 +1255,32 @@ def _step_networks(ctx: _Context, data, group: dict, slug: str, atoms: np.ndarra
     from ..io.atlases import load_fbn
 
     nc = ctx.config.networks
-    if data.kind == "regions":
+    regions = data.kind == "regions"
+    if regions and (nc.test != "stimulus" or atoms is None):
         ctx.summary.setdefault("skipped", {})[f"networks/{slug}"] = (
-            "region time series have no voxel maps to compare with network templates; "
-            "per-region atom coefficients are in encoding/<model>/atom_maps*.csv")
+            "region time series have no voxel maps for the spatial test; the stimulus test "
+            "(networks.test 'stimulus') tests every atom x region")
         return {}
     step = f"networks/{slug}"
     rel = f"networks/{slug}"
     outputs = [f"{rel}/association_activated.csv", f"{rel}/association_deactivated.csv"]
     atlases = {}
-    for name in nc.atlases:
+    for name in ([] if regions else nc.atlases):
         atlas = load_fbn(name, data.mask_img)
         atlases[atlas_slug(name)] = atlas  # tables, figures and display files name it so
         _write_atlas_display(ctx, atlas_slug(name), atlas, data.mask_img)
-    if ctx.cached(step, [nc.model_dump(mode="json", exclude={"atlases"}), [atlas_slug(a) for a in nc.atlases],
+    if ctx.cached(step, [nc.model_dump(mode="json", exclude={"atlases"}),
+                         ["regions"] if regions else [atlas_slug(a) for a in nc.atlases],
                          ctx.keys[f"encoding/{slug}"], ctx.config.seed], outputs,
-                  inputs=[atlas_file(name) for name in nc.atlases]):
+                  inputs=[] if regions else [atlas_file(name) for name in nc.atlases]):
         summary = ctx.out / f"{rel}/test.json"
         if summary.exists():
             ctx.summary.setdefault("networks", {})[slug] = json.loads(summary.read_text())
         return {p: pd.read_csv(ctx.out / o) for p, o in zip(("activated", "deactivated"), outputs)}
     _clear(ctx, rel)
-    if nc.test == "stimulus" and atoms is not None:
+    if regions:
+        tables, criterion = _region_tables(ctx, data, atoms, slug)
+    elif nc.test == "stimulus" and atoms is not None:
         tables, criterion = _stimulus_tables(ctx, data, group, atoms, atlases, slug)
     else:
         tables, criterion = _spatial_tables(ctx, data, group, atlases, slug)
@@ -1286,6 +1290,54 @@ def _step_networks(ctx: _Context, data, group: dict, slug: str, atoms: np.ndarra
     ctx.summary.setdefault("networks", {})[slug] = criterion
     ctx.done(step)
     return tables
+
+
+def _fdr_across_models(ctx: _Context, per_model: dict) -> None:
+    """q over atoms x networks x directions x every model of the run, per atlas.
+
+    The networks step corrects each model alone (kept as ``q_model``); with
+    ``networks.fdr_across_models`` (default) the models' p-values are corrected together,
+    so the run's claims about all its models hold at the FDR level. Baselines keep
+    their own family: they are corrected less strictly than the models, which can only
+    make "model beats baseline" harder. The tables are rewritten and the networks steps
+    stamped again with them (the correction is redone from the p-values on every run).
+    """
+    from ..networks.association import family_fdr
+
+    nc = ctx.config.networks
+    tested = {slug: res for slug, res in per_model.items()
+              if res.get("tables") and all("effect_ok" in t.columns for t in res["tables"].values())}
+    if not tested:
+        return
+    regions = all(set(t["atlas"].astype(str)) == {"regions"} for res in tested.values()
+                  for t in res["tables"].values())
+    units, per = ("regions", "") if regions else ("networks", ", per atlas")
+    if nc.fdr_across_models and len(tested) > 1:
+        family = f"atoms x {units} x both directions x models ({', '.join(tested)}){per}"
+        corrected = family_fdr({slug: [res["tables"]["activated"], res["tables"]["deactivated"]]
+                                for slug, res in tested.items()}, alpha=nc.alpha,
+                               min_network_relative_effect=nc.min_network_relative_effect)
+    else:
+        family = (f"atoms x {units} x both directions{per}, "
+                  + ("each model alone" if len(tested) > 1 else "one model"))
+        corrected = {slug: [t if "q_model" in t.columns else t.assign(q_model=t["q"])
+                            for t in (res["tables"]["activated"], res["tables"]["deactivated"])]
+                     for slug, res in tested.items()}
+    for slug, (act, deact) in corrected.items():
+        rel = f"networks/{slug}"
+        tables = {"activated": act.assign(fdr_family=family), "deactivated": deact.assign(fdr_family=family)}
+        for part, table in tables.items():
+            ctx.writer.write_table(f"{rel}/association_{part}.csv", table)
+        record = dict(ctx.summary.get("networks", {}).get(slug) or {})
+        if record:
+            record["fdr_family"] = family
+            if nc.fdr_across_models and len(tested) > 1 and "of one atlas;" in record.get("criterion", ""):
+                record["criterion"] = record["criterion"].replace(
+                    "of one atlas;", f"of one atlas and every model of the run ({', '.join(tested)});", 1)
+            ctx.writer.write_json(f"{rel}/test.json", record)
+            ctx.summary["networks"][slug] = record
+        ctx.done(rel)
+        per_model[slug]["tables"] = tables
 
 
 def _display_columns(maps, atlas, mask_img, part: str, nc) -> dict:
@@ -1310,29 +1362,12 @@ def _stimulus_tables(ctx: _Context, data, group: dict, atoms: np.ndarray, atlase
     from ..networks.association import disjoint_networks, stimulus_association
 
     nc = ctx.config.networks
-    ec = ctx.config.encoding
-    confounds = _confounds(ctx, slug)
     names = [(a, n) for a, atlas in atlases.items() for n in atlas.network_names]
     networks = np.concatenate([disjoint_networks(atlas.maps, atlas.masks()) for atlas in atlases.values()])
-    n_perm = 10_000 if nc.n_permutations is None else nc.n_permutations
-    confound_values = None if confounds is None else confounds.to_numpy(np.float64)
-    fmri, highpass_cutoff = data.data, ec.highpass_cutoff
-    if ctx.config.multi_story:
-        # several stories: the volumes of encoding.map_stories, each run's drifts as confounds
-        from ..encoding.stories import run_drift_basis
-
-        rows, map_runs = _map_rows(ctx)
-        atoms, fmri = atoms[rows], [Y[rows] for Y in data.data]
-        drifts = run_drift_basis(map_runs, ec.highpass_cutoff)
-        confound_values = drifts if confound_values is None else np.column_stack([confound_values[rows], drifts])
-        highpass_cutoff = None  # the drifts are in the confounds
-    table = stimulus_association(
-        atoms, fmri, networks, tr=ctx.config.story.tr, network_names=[n for _, n in names],
-        atlas_names=[a for a, _ in names], confounds=confound_values,
-        highpass_cutoff=highpass_cutoff, null=nc.null, n_permutations=n_perm, contribution=nc.contribution,
-        network_score=nc.network_score, moved=nc.moved, min_effect=nc.min_effect, min_relative_effect=nc.min_relative_effect,
-        group_effects=ec.group_effects, min_subjects_random=ec.min_subjects_random, alpha=nc.alpha,
-        random_state=ctx.config.seed, progress=ctx.progress, cancel=ctx.cancel)
+    kwargs, confounds = _association_args(ctx, slug)
+    atoms, fmri = _map_volumes(ctx, atoms, data, kwargs)
+    table = stimulus_association(atoms, fmri, networks, network_names=[n for _, n in names],
+                                 atlas_names=[a for a, _ in names], **kwargs)
     maps = group["z"] if nc.map_stat == "z" else group["coef"]
     tables = {}
     for part in ("activated", "deactivated"):
@@ -1344,16 +1379,75 @@ def _stimulus_tables(ctx: _Context, data, group: dict, atoms: np.ndarray, atlase
                 sub[col] = values
             frames.append(sub)
         tables[part] = pd.concat(frames, ignore_index=True)
-    criterion = {"test": table.attrs["test"], "criterion": table.attrs["criterion"],
-                 "n_permutations": table.attrs["n_permutations"], "null": table.attrs["null"],
-                 "group_effects": table.attrs["group_effects"], "contribution": table.attrs["contribution"],
-                 "network_score": nc.network_score, "moved": table.attrs["moved"], "networks": "disjoint (each voxel to its highest network)",
-                 "fdr_family": "atoms x networks x both directions, per atlas and model",
-                 "display_threshold": {"map": nc.map_stat, "threshold": nc.threshold},
-                 "confounds": [] if confounds is None else list(confounds.columns)}
+    criterion = _criterion_record(ctx, table, nc, confounds, "atoms x networks x both directions, per atlas and model")
+    criterion.update({"networks": "disjoint (each voxel to its highest network)",
+                      "display_threshold": {"map": nc.map_stat, "threshold": nc.threshold}})
+    return tables, criterion
+
+
+def _map_volumes(ctx: _Context, atoms: np.ndarray, data, kwargs: dict):
+    """The atoms and fMRI the association test reads: with several stories, the volumes of
+    encoding.map_stories, each run's drifts added to the confounds (``kwargs`` updated)."""
+    if not ctx.config.multi_story:
+        return atoms, data.data
+    from ..encoding.stories import run_drift_basis
+
+    rows, map_runs = _map_rows(ctx)
+    drifts = run_drift_basis(map_runs, ctx.config.encoding.highpass_cutoff)
+    conf = kwargs["confounds"]
+    kwargs["confounds"] = drifts if conf is None else np.column_stack([conf[rows], drifts])
+    kwargs["highpass_cutoff"] = None  # the drifts are in the confounds
+    return atoms[rows], [Y[rows] for Y in data.data]
+
+
+def _association_args(ctx: _Context, slug: str) -> dict:
+    """The stimulus test's options, shared by voxel and region data."""
+    nc = ctx.config.networks
+    ec = ctx.config.encoding
+    confounds = _confounds(ctx, slug)
+    return dict(tr=ctx.config.story.tr, confounds=None if confounds is None else confounds.to_numpy(np.float64),
+                highpass_cutoff=ec.highpass_cutoff, null=nc.null,
+                n_permutations=10_000 if nc.n_permutations is None else nc.n_permutations,
+                contribution=nc.contribution, network_score=nc.network_score, moved=nc.moved,
+                min_effect=nc.min_effect, min_relative_effect=nc.min_relative_effect,
+                min_network_relative_effect=nc.min_network_relative_effect, group_effects=ec.group_effects, min_subjects_random=ec.min_subjects_random, alpha=nc.alpha,
+                random_state=ctx.config.seed, progress=ctx.progress, cancel=ctx.cancel), confounds
+
+
+def _criterion_record(ctx: _Context, table, nc, confounds, fdr_family: str) -> dict:
+    record = {"test": table.attrs["test"], "criterion": table.attrs["criterion"],
+              "n_permutations": table.attrs["n_permutations"], "null": table.attrs["null"],
+              "group_effects": table.attrs["group_effects"], "contribution": table.attrs["contribution"],
+              "network_score": nc.network_score, "moved": table.attrs["moved"], "fdr_family": fdr_family,
+              "confounds": [] if confounds is None else list(confounds.columns)}
     if ctx.config.multi_story:
-        criterion["stories"] = [r[0] for r in _map_rows(ctx)[1]]
-        criterion["drifts"] = "per story run (constant, trend, cosines), with the confounds"
+        record["stories"] = [r[0] for r in _map_rows(ctx)[1]]
+        record["drifts"] = "per story run (constant, trend, cosines), with the confounds"
+    return record
+
+
+def _region_tables(ctx: _Context, data, atoms: np.ndarray, slug: str):
+    """The stimulus test on region time series: every region is a network of its own.
+
+    A region's series is its column, drifts and confounds removed and standardised, as
+    a network's mean over standardised voxels is for voxel data; the null, the unique
+    contribution, the group statistic and the FDR are the voxel test's.
+    """
+    from ..networks.association import stimulus_association
+
+    nc = ctx.config.networks
+    names = list(data.region_names or [f"region_{i}" for i in range(data.data[0].shape[1])])
+    kwargs, confounds = _association_args(ctx, slug)
+    atoms, fmri = _map_volumes(ctx, atoms, data, kwargs)
+    table = stimulus_association(atoms, fmri, np.eye(len(names), dtype=bool), network_names=names,
+                                 atlas_names=["regions"] * len(names), **kwargs)
+    tables = {}
+    for part in ("activated", "deactivated"):
+        sub = table[table["direction"] == part].reset_index(drop=True)
+        sub.insert(3, "part", part)
+        tables[part] = sub
+    criterion = _criterion_record(ctx, table, nc, confounds, "atoms x regions x both directions, per model")
+    criterion["networks"] = "the regions of the region table (each its own network)"
     return tables, criterion
 
 
@@ -1428,7 +1522,8 @@ def _annotate_atoms_table(ctx: _Context, slug: str, tables: dict, codes, index, 
         names = names.to_dict()
         table[f"networks_{part}"] = [names.get(a, "") for a in table["atom"]]
     best = pd.concat([d.assign(part=p) for p, d in tables.items()])
-    table["best_score"] = table["atom"].map(best.groupby("atom")[score].max()).fillna(0.0)
+    if score in best.columns:  # region tables have no thresholded-map overlap
+        table["best_score"] = table["atom"].map(best.groupby("atom")[score].max()).fillna(0.0)
     ctx.writer.write_table(f"atoms/{slug}/atoms.tsv", table)
 
 
@@ -1498,7 +1593,7 @@ def _score_recovery(ctx: _Context, per_model: dict, truth: dict) -> None:
     """recovery.json: every declaration of the driving model scored against the planted truth."""
     import pandas as pd
 
-    from ..analyses.recovery import MIN_CORRELATION, match_atoms, recovery_scores
+    from ..analyses.recovery import MIN_CORRELATION, match_atoms, recovery_scores, source_constituents
 
     slug = ctx.summary["fmri"]["driving_model"]
     tables = per_model[slug]["tables"]
@@ -1513,12 +1608,32 @@ def _score_recovery(ctx: _Context, per_model: dict, truth: dict) -> None:
         match = pd.DataFrame(columns=["planted", "learned", "correlation", "sign", "matched", "best_other"])
     rec = recovery_scores(truth["expected_links"], tables, match, min_correlation=MIN_CORRELATION,
                           partial_links=truth.get("network_shares"))
+    if planted:
+        # the constituent reading: sources as combinations of the learned atoms, with the
+        # drifts and confounds the association test removes (analyses.recovery)
+        from ..encoding.preprocessing import drift_basis
+
+        nuisance = [drift_basis(sources.shape[0], ctx.config.story.tr, ctx.config.encoding.highpass_cutoff)]
+        confounds = _confounds(ctx, slug)
+        if confounds is not None:
+            nuisance.append(confounds.to_numpy())
+        cons = source_constituents(sources[:, planted], per_model[slug]["atoms"], nuisance=np.column_stack(nuisance))
+        cons["planted"] = [planted[i] for i in cons["planted"]]
+        alt = recovery_scores(truth["expected_links"], tables, match, partial_links=truth.get("network_shares"),
+                              constituents=cons)
+        rec["constituents"] = {k: alt[k] for k in ("precision", "recall", "f1", "tp", "fp", "fn", "fp_partial",
+                                                   "by_atlas", "by_direction", "details", "criterion")}
+        rec["constituents"]["betas"] = [{"source": int(r.planted), "atom": int(r.learned), "beta": round(float(r.beta), 4)}
+                                        for r in cons[cons["constituent"]].itertuples(index=False)]
     rec.update({"simulated": True, "driving_model": slug, "sources": truth["sources"].get("kind"),
                 "atlases": sorted(rec["by_atlas"]),
                 "declaration_rule": _declaration_rule(ctx, slug),
                 "expected_rule": truth.get("expected_rule")})
     ctx.writer.write_json("recovery.json", rec)
     ctx.summary["recovery"] = {k: rec[k] for k in ("precision", "recall", "tp", "fp", "fn", "fp_partial", "n_tests")}
+    if "constituents" in rec:
+        ctx.summary["recovery"]["constituents"] = {k: rec["constituents"][k]
+                                                   for k in ("precision", "recall", "tp", "fp", "fn")}
 
 
 def _tested_value(table, config) -> str:
@@ -2045,6 +2160,8 @@ def _run_locked(config: PipelineConfig, writer: ResultWriter, progress, cancel,
         if "group" not in res:
             res["group"] = timed("encoding", _step_encoding, ctx, data, res["atoms"], slug, res.get("an"))
         res["tables"] = timed("networks", _step_networks, ctx, data, res["group"], slug, res["atoms"])
+    _fdr_across_models(ctx, dict(list(per_model.items())[:n_real]))
+    for slug, res in per_model.items():
         _annotate_atoms_table(ctx, slug, res["tables"], res["codes"], res["index"], res["atoms"])
     timed("report", _step_report, ctx, per_model, truth)
     if baselines:
