@@ -42,8 +42,14 @@ every subject with the moved regressors (``tests/networks/test_association.py``)
 p-values are ``(1 + #{null >= observed}) / (1 + n_draws)``, one-sided in each
 direction: "activated" tests a positive effect, "deactivated" a negative one (the
 sign of the continuous effect; atoms oriented by a sign rule upstream). q is the
-Benjamini–Hochberg FDR over all atoms × networks × both directions of one atlas.
-Thresholded maps are for display only: they do not enter the test.
+Benjamini–Hochberg FDR over all atoms × networks × both directions of one atlas;
+:func:`family_fdr` extends the family to several models. Effect-size rules
+(``min_effect``, ``min_relative_effect``, ``min_network_relative_effect``,
+:func:`main_drivers`) can only remove declarations. Thresholded maps are for display
+only: they do not enter the test.
+
+Region data (a table of region time series instead of voxels) goes through the same
+test with every region a network of its own (``networks = np.eye(n_regions)``).
 """
 
 from __future__ import annotations

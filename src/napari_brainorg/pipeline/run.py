@@ -1292,7 +1292,7 @@ def _step_networks(ctx: _Context, data, group: dict, slug: str, atoms: np.ndarra
     return tables
 
 
-def _fdr_across_models(ctx: _Context, per_model: dict) -> None:
+def _fdr_across_models(ctx: _Context, per_model: dict, baseline: bool = False) -> None:
     """q over atoms x networks x directions x every model of the run, per atlas.
 
     The networks step corrects each model alone (kept as ``q_model``); with
@@ -1319,7 +1319,7 @@ def _fdr_across_models(ctx: _Context, per_model: dict) -> None:
                                min_network_relative_effect=nc.min_network_relative_effect)
     else:
         family = (f"atoms x {units} x both directions{per}, "
-                  + ("each model alone" if len(tested) > 1 else "one model"))
+                  + ("this baseline alone" if baseline else "each model alone" if len(tested) > 1 else "one model"))
         corrected = {slug: [t if "q_model" in t.columns else t.assign(q_model=t["q"])
                             for t in (res["tables"]["activated"], res["tables"]["deactivated"])]
                      for slug, res in tested.items()}
@@ -2161,6 +2161,8 @@ def _run_locked(config: PipelineConfig, writer: ResultWriter, progress, cancel,
             res["group"] = timed("encoding", _step_encoding, ctx, data, res["atoms"], slug, res.get("an"))
         res["tables"] = timed("networks", _step_networks, ctx, data, res["group"], slug, res["atoms"])
     _fdr_across_models(ctx, dict(list(per_model.items())[:n_real]))
+    for slug in list(per_model)[n_real:]:  # each baseline corrected alone
+        _fdr_across_models(ctx, {slug: per_model[slug]}, baseline=True)
     for slug, res in per_model.items():
         _annotate_atoms_table(ctx, slug, res["tables"], res["codes"], res["index"], res["atoms"])
     timed("report", _step_report, ctx, per_model, truth)
