@@ -26,7 +26,11 @@ here (``--full-encoding`` keeps the demo's encoding): the declarations are the d
 Prints one JSON line per run and a table of precision and recall per condition (mean
 and range over seeds; pooled counts).
 
-    nice -n 10 python benchmarks/bench_recovery.py [--seeds 0 1 2 3 4] [--conditions ...] [--quick]
+    nice -n 10 python benchmarks/bench_recovery.py [--seeds 0 1 2 3 4] [--conditions ...] [--quick] [--lean]
+
+``--lean`` runs only what the declarations depend on: the pipeline's simulation step
+(``run_simulation``) and the networks step's association test with the configuration's
+options and seed; it also scores the same tables without the main-driver rule.
 """
 
 from __future__ import annotations
@@ -83,6 +87,76 @@ def run(out: Path, seed: int, condition: str, args) -> dict:
     return row
 
 
+def run_lean(out: Path, seed: int, condition: str, args) -> dict:
+    """The pipeline's own simulation step, then the networks step's association test with the
+    configuration's options (the same function, arguments and seed as ``_stimulus_tables``);
+    the encoding, figures and report, which the test does not read, are not run."""
+    import warnings
+
+    import numpy as np
+    import pandas as pd
+
+    from napari_brainorg.analyses.recovery import MIN_CORRELATION, match_atoms, recovery_scores, source_constituents
+    from napari_brainorg.encoding.preprocessing import drift_basis
+    from napari_brainorg.io.atlases import load_fbn
+    from napari_brainorg.io.fmri import load_fmri
+    from napari_brainorg.networks.association import disjoint_networks, main_drivers, stimulus_association
+    from napari_brainorg.pipeline.run import run_simulation
+
+    t = time.perf_counter()
+    cfg = make_config(_config(out, seed, condition, args))
+    sim = run_simulation(cfg)
+    images = sorted(sim.glob("sub-*_bold.nii.gz"))
+    fmri = load_fmri([str(i) for i in images], mask=str(sim / "mask.nii.gz"), n_volumes=cfg.story.n_volumes,
+                     tr=cfg.story.tr, subjects=[i.name.split("_")[0] for i in images])
+    atoms = np.load(out / "atoms/minilm/atoms.npy")
+    confounds = pd.read_csv(out / "story/nuisance.tsv", sep="\t").select_dtypes("number")
+    confounds = confounds.loc[:, confounds.std() > 0]
+    nc, ec = cfg.networks, cfg.encoding
+    names, networks = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # atlases resampled to the simulation's grid
+        for atlas in nc.atlases:
+            fbn = load_fbn(atlas, fmri.mask_img)
+            names += [(atlas, n) for n in fbn.network_names]
+            networks.append(disjoint_networks(fbn.maps, fbn.masks()))
+    table = stimulus_association(
+        atoms, fmri.data, np.concatenate(networks), tr=cfg.story.tr, network_names=[n for _, n in names],
+        atlas_names=[a for a, _ in names], confounds=confounds.to_numpy(np.float64),
+        highpass_cutoff=ec.highpass_cutoff, null=nc.null,
+        n_permutations=10_000 if nc.n_permutations is None else nc.n_permutations, contribution=nc.contribution,
+        network_score=nc.network_score, moved=nc.moved, min_effect=nc.min_effect,
+        min_relative_effect=nc.min_relative_effect, min_network_relative_effect=0.0,
+        group_effects=ec.group_effects, min_subjects_random=ec.min_subjects_random, alpha=nc.alpha,
+        random_state=cfg.seed)
+    truth = json.loads((sim / "truth.json").read_text())
+    sources = np.load(sim / truth["files"]["planted_sources"])
+    planted = sorted(int(x) for x in truth["sources"]["planted"])
+    if planted:
+        _, match = match_atoms(sources[:, planted], atoms, min_correlation=MIN_CORRELATION)
+        match["planted"] = [planted[i] for i in match["planted"]]
+        nuisance = np.column_stack([drift_basis(sources.shape[0], cfg.story.tr, ec.highpass_cutoff),
+                                    confounds.to_numpy(np.float64)])
+        cons = source_constituents(sources[:, planted], atoms, nuisance=nuisance)
+        cons["planted"] = [planted[i] for i in cons["planted"]]
+    else:
+        match = pd.DataFrame(columns=["planted", "learned", "correlation", "sign", "matched", "best_other"])
+        cons = None
+    row = {"condition": condition, "seed": seed}
+    for label, rho in (("", nc.min_network_relative_effect), ("norule_", 0.0)):
+        t2 = table.assign(associated=main_drivers(table, rho))
+        tabs = {d: t2[t2["direction"] == d].reset_index(drop=True) for d in ("activated", "deactivated")}
+        rec = recovery_scores(truth["expected_links"], tabs, match, partial_links=truth.get("network_shares"))
+        row.update({f"{label}{k}": rec[k] for k in ("precision", "recall", "tp", "fp", "fn", "fp_partial")})
+        if label == "":
+            row.update({k: rec[k] for k in ("n_tests", "n_declared", "n_expected")})
+        con = (recovery_scores(truth["expected_links"], tabs, match, constituents=cons) if cons is not None
+               else {k: None for k in ("precision", "recall", "tp", "fp", "fn")})
+        row.update({f"{label}c_{k}": con[k] for k in ("precision", "recall", "tp", "fp", "fn")})
+    row["wall_s"] = round(time.perf_counter() - t, 1)
+    return row
+
+
 def _fmt(values) -> str:
     values = [v for v in values if v is not None]
     if not values:
@@ -99,6 +173,9 @@ def main() -> None:
     parser.add_argument("--n-subjects", type=int, default=None, help="override the design's number of subjects")
     parser.add_argument("--n-atoms", type=int, default=None, help="override the design's number of atoms")
     parser.add_argument("--n-permutations", type=int, default=None, help="override the association test's draws")
+    parser.add_argument("--lean", action="store_true",
+                        help="only the simulation step and the networks step's association test (same options and "
+                             "seed as the pipeline's; with and without the main-driver rule)")
     parser.add_argument("--full-encoding", action="store_true",
                         help="keep the demo's whole encoding step (slower; the declarations do not change)")
     parser.add_argument("--out", default=None, help="result folder shared by the runs (default: a temporary one)")
@@ -107,7 +184,7 @@ def main() -> None:
     rows = []
     for condition in args.conditions:
         for seed in args.seeds:
-            row = run(out, seed, condition, args)
+            row = (run_lean if args.lean else run)(out, seed, condition, args)
             rows.append(row)
             print(json.dumps(row), flush=True)
     design = _config(out, 0, "combined", args)
@@ -115,28 +192,37 @@ def main() -> None:
     print(f"\nSIMULATED recovery, {'quick' if args.quick else 'full'} demo design: {sim['n_subjects']} subjects, "
           f"{sim['resolution_mm']:g} mm, {design['atoms']['n_atoms']} atoms, "
           f"{design['networks']['n_permutations']} draws; seeds {args.seeds}")
+    prefixes = [("", "")] + ([("norule_", " without the main-driver rule (min_network_relative_effect 0)")]
+                             if rows and "norule_tp" in rows[0] else [])
+    for prefix, title in prefixes:
+        _table(rows, args.conditions, prefix, title)
+
+
+def _table(rows, conditions, prefix: str, title: str) -> None:
+    print(f"\none-to-one matching (headline){title}:")
     print(f"{'condition':<10} {'precision':<18} {'recall':<18} {'tp':>4} {'fp':>4} {'(part)':>6} {'fn':>4} "
           f"{'tests':>6} {'pooled P':>8} {'pooled R':>8}")
-    for condition in args.conditions:
+    for condition in conditions:
         sub = [r for r in rows if r["condition"] == condition]
-        tp, fp, fn, part = (sum(r[k] for r in sub) for k in ("tp", "fp", "fn", "fp_partial"))
+        tp, fp, fn, part = (sum(r[prefix + k] for r in sub) for k in ("tp", "fp", "fn", "fp_partial"))
         tests = sum(r["n_tests"] for r in sub)
         pooled_p = f"{tp / (tp + fp):.2f}" if tp + fp else "-"
         pooled_r = f"{tp / (tp + fn):.2f}" if tp + fn else "-"
-        print(f"{condition:<10} {_fmt([r['precision'] for r in sub]):<18} {_fmt([r['recall'] for r in sub]):<18} "
+        print(f"{condition:<10} {_fmt([r[prefix + 'precision'] for r in sub]):<18} "
+              f"{_fmt([r[prefix + 'recall'] for r in sub]):<18} "
               f"{tp:>4} {fp:>4} {part:>6} {fn:>4} {tests:>6} {pooled_p:>8} {pooled_r:>8}")
     print("(part): false positives in networks the source covers only in part (< 30 % of their voxels); "
           "counted in fp")
-    print("\nconstituent reading (a declaration by an atom whose coefficient in the planted source is >= 0.2, "
-          "with the matching sign, is correct):")
+    print(f"constituent reading{title} (a declaration by an atom whose coefficient in the planted source is "
+          ">= 0.2, with the matching sign, is correct):")
     print(f"{'condition':<10} {'precision':<18} {'recall':<18} {'tp':>4} {'fp':>4} {'fn':>4}")
-    for condition in args.conditions:
-        sub = [r for r in rows if r["condition"] == condition and r["c_tp"] is not None]
+    for condition in conditions:
+        sub = [r for r in rows if r["condition"] == condition and r.get(prefix + "c_tp") is not None]
         if not sub:
             continue
-        tp, fp, fn = (sum(r[k] for r in sub) for k in ("c_tp", "c_fp", "c_fn"))
-        print(f"{condition:<10} {_fmt([r['c_precision'] for r in sub]):<18} {_fmt([r['c_recall'] for r in sub]):<18} "
-              f"{tp:>4} {fp:>4} {fn:>4}")
+        tp, fp, fn = (sum(r[prefix + k] for r in sub) for k in ("c_tp", "c_fp", "c_fn"))
+        print(f"{condition:<10} {_fmt([r[prefix + 'c_precision'] for r in sub]):<18} "
+              f"{_fmt([r[prefix + 'c_recall'] for r in sub]):<18} {tp:>4} {fp:>4} {fn:>4}")
 
 
 if __name__ == "__main__":
