@@ -63,7 +63,7 @@ def test_split_by_subjects_on_a_local_cluster_then_merged_equals_one_run(quick_r
     _shared_steps_of(quick_result.path, out)
     config = demo_config(out, quick=True)
     subjects = quick_result.summary["fmri"]["subjects"]
-    assert len(subjects) == 2
+    assert len(subjects) >= 2  # the quick demo's subjects (8), split into two parts below
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
@@ -79,7 +79,7 @@ def test_split_by_subjects_on_a_local_cluster_then_merged_equals_one_run(quick_r
     assert sorted(p.name for p in (out / "encoding/minilm/subjects").glob("*.npz")) == \
         [f"{s}.npz" for s in subjects]
     ran = [t for t in stream.data if str(t["key"]).startswith("_run_task")]
-    assert len(ran) == 2 and {t["worker"] for t in ran} <= workers, stream.data
+    assert len(ran) == len(subjects) and {t["worker"] for t in ran} <= workers, stream.data  # a task per subject
     # the parts make no group maps and leave the folder incomplete
     assert not (out / "summary.json").exists() and not (out / "encoding/minilm/atom_maps.nii.gz").exists()
 
