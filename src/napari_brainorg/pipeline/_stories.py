@@ -131,15 +131,19 @@ def extract_story(ctx, words, model, slug: str, story, untrained_seed=None):
     cfg = ctx.config
     name = story.label
     step = f"features/{slug}/{name}"
-    if not ctx.cached(step, [cfg.features.model_dump(mode="json", exclude={"models"}), slug, ctx.keys["story"],
+    # where the model runs (device_map, max_memory, offload_folder) changes no number
+    placement = {"device_map", "max_memory", "offload_folder"}
+    if not ctx.cached(step, [cfg.features.model_dump(mode="json", exclude={"models", *placement}), slug,
+                             ctx.keys["story"],
                              untrained_seed, name],
                       [f"{step}/{f}" for f in AN_FILES]):
         (ctx.out / step / AN_FILES[-1]).unlink(missing_ok=True)
     ans = extract_an_responses(
         words, model, tr=story.tr, n_volumes=story.n_volumes, site=cfg.features.site,
         alignment=cfg.features.alignment, context=cfg.features.context, device=_device(cfg.features.device),
-        dtype=cfg.features.dtype, center_words=cfg.features.center_words, pause_labels=story.pause_labels,
-        cache_dir=ctx.out / step, progress=ctx.progress, cancel=ctx.cancel)
+        dtype=cfg.features.dtype, **cfg.features.model_dump(include=placement),
+        center_words=cfg.features.center_words, pause_labels=story.pause_labels, cache_dir=ctx.out / step,
+        progress=ctx.progress, cancel=ctx.cancel)
     ctx.done(step)
     return ans, key_of(ctx.keys[step], str(ans.provenance.get("cache_key", "")))
 
