@@ -231,3 +231,41 @@ def test_bad_input_is_named():
         stimulus_association(atoms, [np.zeros((40, 10))], np.ones((1, 10), bool), tr=TR)
     with pytest.raises(ValueError, match="'null' must be one of"):
         stimulus_association(atoms, [np.zeros((50, 10))], np.ones((1, 10), bool), tr=TR, null="spatial")
+
+
+def test_cells_at_the_floor_get_more_draws_and_keep_the_other_p(rng):
+    """Two-stage p: only cells that no first draw reached are drawn again, over every draw."""
+    atoms = make_atoms(rng, n=200, k=6)
+    data, networks = make_study(rng, atoms, n_subjects=6, planted={2: (0, 1)}, n_net=3, per_net=40,
+                                n_other=80, r2=0.3)
+    kw = dict(tr=TR, n_permutations=99, random_state=0)
+    first = stimulus_association(atoms, data, networks, n_refine=0, **kw)
+    both = stimulus_association(atoms, data, networks, n_refine=900, **kw)
+    assert first.attrs["n_refine"] == 0 and both.attrs["n_refine"] == 900
+    cell = (first["atom"] == 2) & (first["network"].astype(str) == "0") & (first["direction"] == "activated")
+    assert first.loc[cell, "p"].item() == pytest.approx(1 / 100)
+    assert both.loc[cell, "p"].item() == pytest.approx(1 / 1000)  # no draw of the 999 reaches the planted link
+    above = first["p"] > 1 / 100 + 1e-12
+    np.testing.assert_array_equal(both.loc[above, "p"], first.loc[above, "p"])  # the same first draws
+    floor = ~above
+    counts = both.loc[floor, "p"].to_numpy() * 1000
+    np.testing.assert_allclose(counts, np.round(counts), atol=1e-6)  # (1 + #null >= observed) / (1 + 999)
+    assert np.all(both.loc[floor, "p"] <= 1 / 100 + 1e-12)
+    assert "over 999 draws" in both.attrs["criterion"]
+
+
+def test_two_stage_p_is_calibrated_on_null_data(rng):
+    """Null data (tissue AR, network fluctuations): refined p stay uniform, P(p <= a) <= a."""
+    atoms = make_atoms(rng, n=200, k=8)
+    ps = []
+    for seed in range(12):
+        data, networks = make_study(rng, atoms, n_subjects=6, n_net=5, per_net=30, n_other=60)
+        table = stimulus_association(atoms, data, networks, tr=TR, n_permutations=19, n_refine=180,
+                                     random_state=seed)
+        ps.append(table["p"].to_numpy())
+    p = np.concatenate(ps)  # 12 x 8 atoms x 5 networks x 2 directions = 960 p (floor 1/20 before refining)
+    print(f"two-stage null p: P(p <= 0.05) = {np.mean(p <= 0.05):.3f}, P(p <= 0.02) = {np.mean(p <= 0.02):.3f}, "
+          f"refined {np.mean(p < 0.05 - 1e-9):.3f}")
+    assert np.mean(p <= 0.05) <= 0.07
+    assert np.mean(p <= 0.02) <= 0.035
+    assert np.mean(p < 0.05 - 1e-9) > 0  # some cells were refined below the first floor

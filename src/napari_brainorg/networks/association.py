@@ -199,7 +199,7 @@ def _unique_parts(X: np.ndarray, contribution: str) -> tuple[np.ndarray, np.ndar
 
 def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None, atlas_names=None,
                          confounds=None, highpass_cutoff: float | None = 128.0, null: str = "phase",
-                         n_permutations: int = 10_000, min_shift: int | None = None,
+                         n_permutations: int = 10_000, n_refine: int = 90_000, min_shift: int | None = None,
                          contribution: str = "unique", moved: str = "auto", network_score: str = "mean",
                          group_effects: str = "auto",
                          min_subjects_random: int = MIN_SUBJECTS_RANDOM_EFFECTS, alpha: float = 0.05,
@@ -231,6 +231,14 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
     n_permutations : int, default 10000
         Null draws (circular shifts: at most ``n_volumes - 2 min_shift + 1``). 0: no
         test (p, q NaN, nothing associated).
+    n_refine : int, default 90000
+        With ``null="phase"``: further draws for the atoms with a cell that none of the
+        first ``n_permutations`` draws reached (p at its floor ``1 / (1 + n_permutations)``);
+        those cells get ``p = (1 + #null >= observed) / (1 + n_permutations + n_refine)``
+        over all draws, every other cell keeps its first p. The two-stage p stays valid
+        (``P(p <= a) <= a`` under the null for every ``a``, the argument of Besag & Clifford's
+        sequential Monte Carlo p), and a strong link is no longer stopped by the floor
+        when FDR runs over thousands of tests. 0: off.
     min_shift : int, optional
         For ``null="shift"`` (default ``n_volumes // 10``).
     moved : {"auto", "all", "unique"}, default "auto"
@@ -304,6 +312,8 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
     check_choice("moved", moved, MOVED)
     if isinstance(n_permutations, bool) or not isinstance(n_permutations, (int, np.integer)) or n_permutations < 0:
         raise ConfigError(f"'n_permutations' must be an integer >= 0; {n_permutations!r} was provided.")
+    if isinstance(n_refine, bool) or not isinstance(n_refine, (int, np.integer)) or n_refine < 0:
+        raise ConfigError(f"'n_refine' must be an integer >= 0; {n_refine!r} was provided.")
     if not 0 < alpha < 1:
         raise ConfigError(f"'alpha' must be a rate in (0, 1); {alpha!r} was provided.")
     X = np.asarray(atoms, dtype=np.float64)
@@ -372,10 +382,11 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
     observed = group_stat(coef * np.sqrt(norm2)[None, :, None])
     effect = coef.mean(0)
     used = 0
+    refined = 0
     exceed_hi = np.zeros((k, n_net), np.int64)
     exceed_lo = np.zeros((k, n_net), np.int64)
+    p_hi = p_lo = np.full((k, n_net), np.nan)
     if n_permutations > 0:
-        phases = null_phases(null, n, n_permutations, min_shift=min_shift, random_state=random_state)
         nf = n // 2 + 1
         w = np.full(nf, 2.0)
         w[0] = 1.0
@@ -385,51 +396,78 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
         joint = moved == "all"
         FR = np.fft.rfft(Xr if joint else R, axis=0)  # (nf, k)
         FE = np.fft.rfft(ys if joint else resid, axis=1)  # (S, nf, n_net)
-        cross = np.einsum("fk,sfn->fskn", FR, np.conj(FE)) * scale[:, :, None, None]
-        cross = cross.reshape(nf, -1).astype(np.complex64)
-        cross_q = (np.einsum("fk,fq->fkq", FR, np.conj(np.fft.rfft(Q, axis=0))) * scale[:, :, None]).reshape(nf, -1)
+        cross = (np.einsum("fk,sfn->fskn", FR, np.conj(FE)) * scale[:, :, None, None]).astype(np.complex64)
+        cross_q = np.einsum("fk,fq->fkq", FR, np.conj(np.fft.rfft(Q, axis=0))) * scale[:, :, None]
+        cross_x = None
         if Ginv is not None and not joint:
-            cross_x = (np.einsum("fk,fi->fki", FR, np.conj(np.fft.rfft(Xr, axis=0))) * scale[:, :, None]).reshape(nf, -1)
+            cross_x = np.einsum("fk,fi->fki", FR, np.conj(np.fft.rfft(Xr, axis=0))) * scale[:, :, None]
         tol = 1e-6 * np.maximum(1.0, np.abs(observed))
-        total = phases.shape[0]
-        report(progress, stage, 0, total)
-        for start in range(0, total, batch_size):
-            check_cancel(cancel)
-            ph = phases[start:start + batch_size]
-            b_n = len(ph)
-            rot = np.exp(1j * ph)
-            num = (rot.astype(np.complex64) @ cross).real.reshape(b_n, S, k, n_net)
-            if joint:
-                # every atom moved together: the Gram matrix is unchanged, so the refitted
-                # coefficients are G^-1 (P X)' y, on the observed scale
-                if Ginv is not None:
-                    num = np.einsum("jl,bsln->bsjn", Ginv.astype(np.float32), num)
-                stat = group_stat(num * (np.sqrt(norm2) if Ginv is not None else 1 / np.sqrt(norm2))
-                                  [None, None, :, None].astype(np.float32))
-                exceed_hi += (stat >= observed[None] - tol).sum(0)
-                exceed_lo += (stat <= observed[None] + tol).sum(0)
-                used += b_n
-                report(progress, stage, used, total)
-                continue
-            # ||M P r_j||^2 = ||r_j||^2 - ||Q' P r_j||^2 - c' G^-1 c, c = X' P r_j
-            cq = (rot @ cross_q).real.reshape(b_n, k, -1)
-            moved2 = norm2[None] - (cq * cq).sum(-1)
-            if Ginv is not None:
-                c = (rot @ cross_x).real.reshape(b_n, k, k)
-                moved2 = moved2 - np.einsum("dji,il,djl->dj", c, Ginv, c)
-            moved2 = np.maximum(moved2, 1e-6 * norm2[None])
-            zform = num / np.sqrt(moved2)[:, None, :, None].astype(np.float32)
-            stat = group_stat(zform)
-            exceed_hi += (stat >= observed[None] - tol).sum(0)
-            exceed_lo += (stat <= observed[None] + tol).sum(0)
-            used += b_n
-            report(progress, stage, used, total)
-    tested = used > 0
-    if tested:
+
+        def count(phases, rows, done=0, total=None):
+            """Null draws at or beyond the observed statistic of the atoms ``rows``."""
+            kr = len(rows)
+            c_sub = (cross if joint else cross[:, :, rows]).reshape(nf, -1)
+            cq_sub = cross_q[:, rows].reshape(nf, -1)
+            cx_sub = None if cross_x is None else cross_x[:, rows].reshape(nf, -1)
+            obs, tl = observed[rows], tol[rows]
+            hi = np.zeros((kr, n_net), np.int64)
+            lo = np.zeros((kr, n_net), np.int64)
+            for start in range(0, len(phases), batch_size):
+                check_cancel(cancel)
+                ph = phases[start:start + batch_size]
+                b_n = len(ph)
+                rot = np.exp(1j * ph)
+                if joint:
+                    # every atom moved together: the Gram matrix is unchanged, so the refitted
+                    # coefficients are G^-1 (P X)' y, on the observed scale
+                    num = (rot.astype(np.complex64) @ c_sub).real.reshape(b_n, S, k, n_net)
+                    if Ginv is not None:
+                        num = np.einsum("jl,bsln->bsjn", Ginv[rows].astype(np.float32), num)
+                    else:
+                        num = num[:, :, rows]
+                    stat = group_stat(num * (np.sqrt(norm2[rows]) if Ginv is not None else 1 / np.sqrt(norm2[rows]))
+                                      [None, None, :, None].astype(np.float32))
+                else:
+                    num = (rot.astype(np.complex64) @ c_sub).real.reshape(b_n, S, kr, n_net)
+                    # ||M P r_j||^2 = ||r_j||^2 - ||Q' P r_j||^2 - c' G^-1 c, c = X' P r_j
+                    cq = (rot @ cq_sub).real.reshape(b_n, kr, -1)
+                    moved2 = norm2[rows][None] - (cq * cq).sum(-1)
+                    if cx_sub is not None:
+                        c = (rot @ cx_sub).real.reshape(b_n, kr, k)
+                        moved2 = moved2 - np.einsum("dji,il,djl->dj", c, Ginv, c)
+                    moved2 = np.maximum(moved2, 1e-6 * norm2[rows][None])
+                    stat = group_stat(num / np.sqrt(moved2)[:, None, :, None].astype(np.float32))
+                hi += (stat >= obs[None] - tl).sum(0)
+                lo += (stat <= obs[None] + tl).sum(0)
+                if total is not None:
+                    report(progress, stage, done + start + b_n, total)
+            return hi, lo
+
+        phases = null_phases(null, n, n_permutations, min_shift=min_shift, random_state=random_state)
+        used = phases.shape[0]
+        report(progress, stage, 0, used)
+        exceed_hi, exceed_lo = count(phases, np.arange(k), 0, used)
         p_hi = (1.0 + exceed_hi) / (1.0 + used)
         p_lo = (1.0 + exceed_lo) / (1.0 + used)
-    else:
-        p_hi = p_lo = np.full((k, n_net), np.nan)
+        # cells that no draw reached sit at the floor 1 / (1 + draws): more draws for them
+        # alone (two-stage Monte Carlo p: a cell keeps its first p unless none of its first
+        # draws reached it; P(p <= a) <= a still holds, as for Besag & Clifford's sequential p)
+        floor_hi, floor_lo = exceed_hi == 0, exceed_lo == 0
+        rows = np.flatnonzero(floor_hi.any(1) | floor_lo.any(1))
+        if null == "phase" and n_refine > 0 and rows.size:
+            if isinstance(random_state, np.random.Generator) or random_state is None:
+                rng = np.random.default_rng(random_state)  # a Generator goes on past the first draws
+            else:
+                rng = np.random.default_rng([int(random_state), 1])  # not the first draws again
+            more = null_phases(null, n, n_refine, random_state=rng)
+            refined = more.shape[0]
+            report(progress, stage + " (cells at the floor)", 0, refined)
+            hi2, lo2 = count(more, rows, 0, None)
+            for p, floor, extra in ((p_hi, floor_hi, hi2), (p_lo, floor_lo, lo2)):
+                sub = floor[rows]
+                p[rows] = np.where(sub, (1.0 + extra) / (1.0 + used + refined), p[rows])
+            report(progress, stage + " (cells at the floor)", refined, refined)
+    tested = used > 0
     q_hi = np.full((k, n_net), np.nan)
     q_lo = np.full((k, n_net), np.nan)
     if tested:
@@ -478,9 +516,12 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
         + (f"; and |effect| >= {min_network_relative_effect:g} x the largest |effect| of the atoms declared for "
            "the network" if min_network_relative_effect > 0 else "")
         + f"; p = (1 + #null >= observed) / (1 + {used}) one-sided, from {used} draws "
-        f"of {null_desc}, each re-estimating every subject's effects."
+        f"of {null_desc}, each re-estimating every subject's effects"
+        + (f"; cells that none of them reached: over {used + refined} draws (the {refined} further draws "
+           "made for those atoms only)." if refined else ".")
         if tested else "no test (n_permutations = 0): nothing associated.")
-    table.attrs.update({"criterion": criterion, "n_permutations": used, "null": null if tested else "none",
+    table.attrs.update({"criterion": criterion, "n_permutations": used, "n_refine": refined,
+                        "null": null if tested else "none",
                         "group_effects": method, "contribution": contribution, "alpha": alpha,
                         "n_subjects": S, "test": test, "network_score": network_score, "moved": moved,
                         "min_network_relative_effect": float(min_network_relative_effect)})

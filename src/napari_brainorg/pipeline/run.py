@@ -1408,7 +1408,7 @@ def _association_args(ctx: _Context, slug: str) -> dict:
     return dict(tr=ctx.config.story.tr, confounds=None if confounds is None else confounds.to_numpy(np.float64),
                 highpass_cutoff=ec.highpass_cutoff, null=nc.null,
                 n_permutations=10_000 if nc.n_permutations is None else nc.n_permutations,
-                contribution=nc.contribution, network_score=nc.network_score, moved=nc.moved,
+                n_refine=nc.n_refine, contribution=nc.contribution, network_score=nc.network_score, moved=nc.moved,
                 min_effect=nc.min_effect, min_relative_effect=nc.min_relative_effect,
                 min_network_relative_effect=nc.min_network_relative_effect, group_effects=ec.group_effects, min_subjects_random=ec.min_subjects_random, alpha=nc.alpha,
                 random_state=ctx.config.seed, progress=ctx.progress, cancel=ctx.cancel), confounds
@@ -1416,7 +1416,8 @@ def _association_args(ctx: _Context, slug: str) -> dict:
 
 def _criterion_record(ctx: _Context, table, nc, confounds, fdr_family: str) -> dict:
     record = {"test": table.attrs["test"], "criterion": table.attrs["criterion"],
-              "n_permutations": table.attrs["n_permutations"], "null": table.attrs["null"],
+              "n_permutations": table.attrs["n_permutations"], "n_refine": table.attrs.get("n_refine", 0),
+              "null": table.attrs["null"],
               "group_effects": table.attrs["group_effects"], "contribution": table.attrs["contribution"],
               "network_score": nc.network_score, "moved": table.attrs["moved"], "fdr_family": fdr_family,
               "confounds": [] if confounds is None else list(confounds.columns)}
