@@ -403,7 +403,7 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
             cross_x = np.einsum("fk,fi->fki", FR, np.conj(np.fft.rfft(Xr, axis=0))) * scale[:, :, None]
         tol = 1e-6 * np.maximum(1.0, np.abs(observed))
 
-        def count(phases, rows, done=0, total=None):
+        def count(phases, rows, label):
             """Null draws at or beyond the observed statistic of the atoms ``rows``."""
             kr = len(rows)
             c_sub = (cross if joint else cross[:, :, rows]).reshape(nf, -1)
@@ -439,14 +439,13 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
                     stat = group_stat(num / np.sqrt(moved2)[:, None, :, None].astype(np.float32))
                 hi += (stat >= obs[None] - tl).sum(0)
                 lo += (stat <= obs[None] + tl).sum(0)
-                if total is not None:
-                    report(progress, stage, done + start + b_n, total)
+                report(progress, label, start + b_n, len(phases))
             return hi, lo
 
         phases = null_phases(null, n, n_permutations, min_shift=min_shift, random_state=random_state)
         used = phases.shape[0]
         report(progress, stage, 0, used)
-        exceed_hi, exceed_lo = count(phases, np.arange(k), 0, used)
+        exceed_hi, exceed_lo = count(phases, np.arange(k), stage)
         p_hi = (1.0 + exceed_hi) / (1.0 + used)
         p_lo = (1.0 + exceed_lo) / (1.0 + used)
         # cells that no draw reached sit at the floor 1 / (1 + draws): more draws for them
@@ -461,12 +460,12 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
                 rng = np.random.default_rng([int(random_state), 1])  # not the first draws again
             more = null_phases(null, n, n_refine, random_state=rng)
             refined = more.shape[0]
-            report(progress, stage + " (cells at the floor)", 0, refined)
-            hi2, lo2 = count(more, rows, 0, None)
+            label = f"{stage} (more draws for {rows.size} atoms at the floor)"
+            report(progress, label, 0, refined)
+            hi2, lo2 = count(more, rows, label)
             for p, floor, extra in ((p_hi, floor_hi, hi2), (p_lo, floor_lo, lo2)):
                 sub = floor[rows]
                 p[rows] = np.where(sub, (1.0 + extra) / (1.0 + used + refined), p[rows])
-            report(progress, stage + " (cells at the floor)", refined, refined)
     tested = used > 0
     q_hi = np.full((k, n_net), np.nan)
     q_lo = np.full((k, n_net), np.nan)
