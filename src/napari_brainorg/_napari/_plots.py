@@ -112,12 +112,17 @@ class TimecourseCanvas(_BlitCanvas):
         self.tr = float(tr)
         self.words = list(words_per_volume)
         if timecourses is not None and np.size(timecourses):
-            timecourses = np.asarray(timecourses, dtype=float)
-            lo, hi = float(np.nanmin(timecourses)), float(np.nanmax(timecourses))
-            pad = 0.05 * (hi - lo or 1.0)
-            self.ax.set_xlim(0.0, max((timecourses.shape[0] - 1) * self.tr, self.tr))
-            self.ax.set_ylim(lo - pad, hi + pad)
+            self.fit_axes(np.asarray(timecourses, dtype=float))
         self.full_redraw()
+
+    def fit_axes(self, series: np.ndarray) -> None:
+        """Axes' limits for ``series`` (n_volumes, ...): the story's time, the values with 5 % margins."""
+        if not np.size(series):
+            return
+        lo, hi = float(np.nanmin(series)), float(np.nanmax(series))
+        pad = 0.05 * (hi - lo or 1.0)
+        self.ax.set_xlim(0.0, max((series.shape[0] - 1) * self.tr, self.tr))
+        self.ax.set_ylim(lo - pad, hi + pad)
 
     def set_timecourse(self, timecourse: np.ndarray, atom: int) -> None:
         """Show ``timecourse`` of shape (n_volumes,) for atom ``atom``."""
@@ -257,10 +262,5 @@ class VoxelTimecourseCanvas(TimecourseCanvas):
         times = np.arange(self.timecourse.size) * self.tr
         self.measured_line.set_data(times, self.measured)
         self.line.set_data(times, self.timecourse)
-        both = np.concatenate([self.measured, self.timecourse])
-        if both.size:
-            lo, hi = float(both.min()), float(both.max())
-            pad = 0.05 * (hi - lo or 1.0)
-            self.ax.set_xlim(0.0, max((self.timecourse.size - 1) * self.tr, self.tr))
-            self.ax.set_ylim(lo - pad, hi + pad)
+        self.fit_axes(np.column_stack([self.measured, self.timecourse]))
         self.full_redraw()

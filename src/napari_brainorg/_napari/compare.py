@@ -87,12 +87,7 @@ class _CompareCanvas(TimecourseCanvas):
         times = np.arange(self.timecourse.size) * self.tr
         self.line.set_data(times, self.timecourse)
         self.other_line.set_data(times, np.asarray(match, float))
-        both = np.concatenate([self.timecourse, np.asarray(match, float)])
-        if both.size:
-            lo, hi = float(both.min()), float(both.max())
-            pad = 0.05 * (hi - lo or 1.0)
-            self.ax.set_xlim(0.0, max((self.timecourse.size - 1) * self.tr, self.tr))
-            self.ax.set_ylim(lo - pad, hi + pad)
+        self.fit_axes(np.column_stack([self.timecourse, np.asarray(match, float)]))
         self.full_redraw()
 
 
