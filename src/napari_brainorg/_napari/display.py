@@ -189,10 +189,15 @@ def _ensure_orientation_labels(viewer: napari.Viewer) -> None:
     data, kwargs, kind = orientation_layer_data()
     layer = Layer.create(data, kwargs, kind)
     layer.editable = False
+    # the letters never take the selection (the status bar follows the active layer)
+    append_unselected(viewer, layer)
+
+
+def append_unselected(viewer, layer) -> None:
+    """Add ``layer`` to ``viewer`` keeping the selection and the active layer as they were."""
     selected = list(viewer.layers.selection)
     active = viewer.layers.selection.active
     viewer.layers.append(layer)
-    # the letters never take the selection (the status bar follows the active layer)
     viewer.layers.selection.clear()
     viewer.layers.selection.update(selected)
     viewer.layers.selection.active = active

@@ -659,13 +659,7 @@ class OrthoViews(QWidget):
         data, kwargs, kind = crosshair_layer_data(self.position)
         layer = Layer.create(data, kwargs, kind)
         layer.editable = False
-        viewer = self.viewer
-        selected = list(viewer.layers.selection)
-        active = viewer.layers.selection.active
-        viewer.layers.append(layer)
-        viewer.layers.selection.clear()
-        viewer.layers.selection.update(selected)
-        viewer.layers.selection.active = active
+        display.append_unselected(self.viewer, layer)
 
     def _describe(self) -> str:
         text = display.mni_text(self.position)
