@@ -240,9 +240,10 @@ def fmri_stories(ctx):
     return concat_story_runs(per_story, {s.label: s.tr for s in cfg.story_list})
 
 
-def step_top_words_stories(ctx, words_list, model: str, slug: str, codes, index) -> None:
+def step_top_words_stories(ctx, words_list, model: str, slug: str, codes, index, step: str, outputs) -> None:
     """``top_words/<model>`` over every story: each story's words through its own HRF
-    operator, stacked (volumes on the stacked axis, a ``story`` column)."""
+    operator, stacked (volumes on the stacked axis, a ``story`` column). The caller has
+    checked the step's cache (``step``, ``outputs``: ``top_words.tsv``, ``word_responses.npy``)."""
     import scipy.sparse as sp
 
     from ..analyses.top_words import top_words_table, word_atom_responses, word_level_activations
@@ -253,11 +254,6 @@ def step_top_words_stories(ctx, words_list, model: str, slug: str, codes, index)
     from .run import _device
 
     cfg = ctx.config
-    rel = f"atoms/{slug}"
-    step = f"top_words/{slug}"
-    outputs = [f"{rel}/top_words.tsv", f"{rel}/word_responses.npy"]
-    if ctx.cached(step, [ctx.keys[f"atoms/{slug}"], ctx.keys["story"], TOP_WORDS], outputs):
-        return
     used = set(zip(index["layer"].astype(int), index["unit"].astype(int)))
     Ws, Hs, onsets, tokens, volumes, stories = [], [], [], [], [], []
     start = 0

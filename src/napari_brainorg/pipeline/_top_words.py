@@ -41,16 +41,16 @@ def step_top_words(ctx, words, model: str, slug: str, codes, index) -> None:
     from ..features.sites import an_index
     from .run import _device
 
-    if isinstance(words, list):  # several stories
-        from ._stories import step_top_words_stories
-
-        return step_top_words_stories(ctx, words, model, slug, codes, index)
     cfg = ctx.config
     rel = f"atoms/{slug}"
     step = f"top_words/{slug}"
     outputs = [f"{rel}/top_words.tsv", f"{rel}/word_responses.npy"]
     if ctx.cached(step, [ctx.keys[f"atoms/{slug}"], ctx.keys["story"], TOP_WORDS], outputs):
         return
+    if isinstance(words, list):  # several stories
+        from ._stories import step_top_words_stories
+
+        return step_top_words_stories(ctx, words, model, slug, codes, index, step, outputs)
     features = load_an_responses(ctx.out / "features" / slug)
     prov = features.provenance
     full = an_index(int(prov["n_layers"]), list(prov["units_per_layer"]), prov["site"])
