@@ -15,7 +15,8 @@ overlapping atoms. For every seed it prints:
 A test that controls the FDR at 0.05 declares, when every null is true, at least one
 association in at most 5 % of the runs.
 
-    python benchmarks/bench_association_null.py [--seeds 0 1 2 3 4] [--subjects 8] [--draws 5000]
+    python benchmarks/bench_association_null.py [--seeds 0 1 2 3 4] [--subjects 8] [--draws 10000]
+        [--planted-networks 7 --r2 0.15] [--moved conditional|unique|all]
 """
 
 from __future__ import annotations
@@ -85,17 +86,23 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, nargs="+", default=[8, 3])
     parser.add_argument("--draws", type=int, default=10000)
     parser.add_argument("--null", default="phase", choices=["phase", "shift"])
-    parser.add_argument("--moved", default="auto", choices=["auto", "all", "unique"])
+    parser.add_argument("--moved", default="auto", choices=["auto", "all", "conditional", "unique"])
+    parser.add_argument("--planted-networks", type=int, default=4, choices=range(1, 8),
+                        help="networks driven in the planted data (atoms 3, 10, 20, ... each drive one)")
+    parser.add_argument("--refine", type=int, default=20000, help="further draws for cells at the floor")
     parser.add_argument("--contribution", default="unique", choices=["unique", "marginal"])
     parser.add_argument("--maps", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--smooth", type=float, default=2.5, help="atom smoothness (volumes): collinearity")
     parser.add_argument("--r2", type=float, default=0.08, help="planted R2 in the network's voxels")
     args = parser.parse_args()
-    planted = {3: (0, 1), 10: (2, -1), 20: (4, 1), 30: (6, 1)}
+    planted = ({3: (0, 1), 10: (2, -1), 20: (4, 1), 30: (6, 1)} if args.planted_networks == 4 else
+               dict(list({3: (0, 1), 10: (1, -1), 20: (2, 1), 30: (3, 1), 40: (4, -1), 50: (5, 1),
+                          60: (6, 1)}.items())[:args.planted_networks]))
     truth = {(a, n, "activated" if s > 0 else "deactivated") for a, (n, s) in planted.items()}
-    kw = dict(tr=TR, n_permutations=args.draws, null=args.null, min_effect=0.0, min_relative_effect=0.0,
+    kw = dict(tr=TR, n_permutations=args.draws, n_refine=args.refine, null=args.null, min_effect=0.0, min_relative_effect=0.0,
               moved=args.moved, contribution=args.contribution)
-    print(f"stimulus null: {args.null}, {args.draws} draws, moved {args.moved}, {args.contribution} contribution; 64 atoms x 7 networks x 2 directions = 896 tests; "
+    print(f"planted data: {len(planted)} networks driven at R2 {args.r2:g}")
+    print(f"stimulus null: {args.null}, {args.draws} draws (+{args.refine} at the floor), moved {args.moved}, {args.contribution} contribution; 64 atoms x 7 networks x 2 directions = 896 tests; "
           "no effect-size rule (q < 0.05 alone)")
     totals = {}
     for n_sub in args.subjects:
@@ -106,17 +113,20 @@ def main() -> None:
             data, nets = make_study(rng, atoms, n_sub)
             null = stimulus_association(atoms, data, nets, random_state=seed, **kw)
             frac = float(np.mean(null["p"] <= 0.05))
+            sp = None
             data, nets = make_study(rng, atoms, n_sub, planted=planted, r2=args.r2)
             surrogate = stimulus_association(phase_randomise(atoms, random_state=seed + 100), data, nets,
                                              random_state=seed, **kw)
+            sp = surrogate["p"].to_numpy()
             real = stimulus_association(atoms, data, nets, random_state=seed, **kw)
             found = declared(real)
             row = (len(declared(null)), len(declared(surrogate)), len(found & truth), len(found - truth))
             for key, v in zip(("null", "surrogate", "found", "other"), row):
                 totals.setdefault((n_sub, key), []).append(v)
             print(f"subjects {n_sub} ({null.attrs['group_effects']} effects) seed {seed}: null data declared "
-                  f"{row[0]} (p<=0.05: {frac:.3f}); surrogate atoms declared {row[1]}; real atoms: planted "
-                  f"found {row[2]}/4, other declared {row[3]}  [{time.perf_counter() - t0:.1f} s]")
+                  f"{row[0]} (p<=0.05: {frac:.3f}); surrogate atoms declared {row[1]} (p<=0.05: {np.mean(sp <= 0.05):.3f}, "
+                  f"p<=0.01: {np.mean(sp <= 0.01):.4f}, p<=0.002: {np.mean(sp <= 0.002):.4f}); real atoms: planted "
+                  f"found {row[2]}/{len(truth)}, other declared {row[3]}  [{time.perf_counter() - t0:.1f} s]")
     for (n_sub, key), v in totals.items():
         print(f"subjects {n_sub}: {key}: total {sum(v)} over {len(v)} seeds, runs with any: "
               f"{sum(x > 0 for x in v)}")

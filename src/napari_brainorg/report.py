@@ -330,7 +330,16 @@ def methods_paragraph(result: ResultFolder) -> tuple[str, list[str]]:
             f"Each atom was tested against each functional brain network of {atlas_text}: its "
             f"{'unique ' if nets.get('contribution', 'unique') == 'unique' else ''}coefficient on the network's "
             f"{'mean' if nets.get('network_score', 'mean') == 'mean' else 'inside-minus-outside'} time series, "
-            f"against {n_draws} draws of {null} atoms (the same draw for every subject, every subject refitted); "
+            f"against {n_draws} draws of {null} atoms (the same draw for every subject, every subject refitted"
+            + {"conditional": "; only the tested atom's unique part moved, the other atoms kept (a conditional "
+                              "randomisation test), the subjects' mean effect over its between-subject standard error",
+               "auto": "; with random effects only the tested atom's unique part moved, the other atoms kept (a "
+                       "conditional randomisation test), the subjects' mean effect over its between-subject "
+                       "standard error; with fixed effects every atom moved together",
+               "all": "; every atom moved together",
+               "unique": "; the tested atom's unique part moved against the full model's residual"}.get(
+                   str(nets.get("moved", "auto")), "")
+            + "); "
             f"an atom and a network were called associated when q &lt; {nets.get('alpha', '?')} "
             f"(Benjamini&ndash;Hochberg over atoms &times; networks &times; directions), the effect was at least "
             f"{nets.get('min_effect', '?')} and at least {nets.get('min_relative_effect', '?')} of the atom's "

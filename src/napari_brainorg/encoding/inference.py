@@ -52,6 +52,7 @@ __all__ = [
     "MIN_SUBJECTS_RANDOM_EFFECTS",
     "NULLS",
     "apply_phases",
+    "between_subject_spectrum",
     "circular_shift_draws",
     "fdr",
     "gpd_tail_pvalues",
@@ -477,3 +478,42 @@ def group_effects(effects, z=None, *, method: str = "auto",
     if big.any():
         zabs[big] = np.sqrt(-2 * logp[big] - np.log(-4 * np.pi * logp[big]))
     return np.sign(t) * zabs, used
+
+
+def between_subject_spectrum(series, smooth: int = 5) -> np.ndarray:
+    """Spectral density of the subjects' deviations from their mean: the between-subject variance by frequency.
+
+    The deviations ``y_s - mean_s y`` hold no stimulus-locked signal that every subject
+    shares, only what differs between subjects (their noise, fluctuations and the part
+    of the response that varies over subjects), so ``u' Sigma u / n_subjects`` with this
+    spectrum is the variance of the subjects' mean projection on a regressor ``u``:
+    ``sum_f w_f |U_f|^2 P_f / n`` (``w``: the real FFT's weights). It depends on the
+    regressor alone, not on which subjects happen to agree in one null draw, so a null
+    statistic divided by it is not inflated by the shared signal.
+
+    Parameters
+    ----------
+    series : array of shape (n_subjects, n_volumes, n_series)
+        At least two subjects.
+    smooth : int, default 5
+        Width (frequency bins) of the running mean over frequencies (Daniell window).
+
+    Returns
+    -------
+    ndarray of shape (n_volumes // 2 + 1, n_series)
+        ``P_f = sum_s |D_sf|^2 / ((n_subjects - 1) n_volumes)``, smoothed.
+    """
+    y = np.asarray(series, dtype=np.float64)
+    if y.ndim != 3:
+        raise ShapeError(f"'series' must have shape (n_subjects, n_volumes, n_series); got shape {y.shape}.")
+    S, n = y.shape[:2]
+    if S < 2:
+        raise ShapeError("The between-subject spectrum needs at least 2 subjects; got 1.")
+    d = y - y.mean(0, keepdims=True)
+    P = (np.abs(np.fft.rfft(d, axis=1)) ** 2).sum(0) / ((S - 1) * n)
+    if smooth > 1:
+        kernel = np.ones(int(smooth)) / int(smooth)
+        pad = int(smooth) // 2
+        padded = np.concatenate([P[1:pad + 1][::-1], P, P[-pad - 1:-1][::-1]], axis=0)
+        P = np.stack([np.convolve(padded[:, j], kernel, mode="valid") for j in range(P.shape[1])], axis=1)
+    return P

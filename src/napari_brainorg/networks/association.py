@@ -16,27 +16,42 @@ atom would with its lock to the story broken. Per subject ``s`` and network ``n`
    ``b_snj = r_j' y_sn / r_j' r_j``, with ``r_j`` the part of atom ``j`` that the other
    atoms and the nuisance do not explain (Frisch–Waugh–Lovell);
 3. the group statistic is the Stouffer-like sum of the subjects' z-form values over
-   ``sqrt(n_subjects)`` (fixed effects) or their one-sample t over subjects (random
-   effects, from :data:`~napari_brainorg.encoding.inference.MIN_SUBJECTS_RANDOM_EFFECTS`
-   subjects).
+   ``sqrt(n_subjects)`` (fixed effects), or, with random effects (from
+   :data:`~napari_brainorg.encoding.inference.MIN_SUBJECTS_RANDOM_EFFECTS` subjects),
+   the subjects' mean effect over its between-subject standard error (below).
 
 The null transforms the atoms' time courses with one draw ``P_d`` shared by every
 subject (the story is shared): phase randomisation (default: any number of distinct
-draws) or circular shifts. Two ways to move them (``moved``):
+draws) or circular shifts. What a draw moves (``moved``):
 
 - ``"all"`` (with fixed effects): every atom moves together. The Gram matrix is
   unchanged, so a draw's refitted coefficients are ``G^-1 (P_d X)' y`` for all atoms at
   once, on the observed scale; under stationary noise of any autocorrelation this is
   an exact draw when no atom drives the network, conservative when other atoms do.
-- ``"unique"`` (with random effects): only the tested atom's unique part moves,
-  ``(P_d r_j)' e / ||M P_d r_j||`` against the full model's residual ``e`` (ter Braak;
-  Winkler et al. 2014), ``M`` its residual-forming matrix; the observed value is
-  ``r_j' y / ||r_j||``. The one-sample t over subjects is scale-free per draw, so it is
-  calibrated, and the draws carry none of the stimulus-locked signal that the moved
-  atoms would stop explaining (which, shared by all subjects, makes a t null wide).
+- ``"conditional"`` (with random effects, default): a conditional randomisation test of
+  atom ``j`` given the others. The draw replaces atom ``j``'s unique part ``r_j`` by
+  ``P_d r_j`` and refits every subject with the other atoms and the nuisance unchanged:
+  the moved regressor is ``u = M_-j P_d r_j`` (``M_-j``: residual-forming matrix of the
+  drifts, confounds and the other atoms) and a subject's value is ``u' e_s``, with
+  ``e_s = M_-j y_s`` the residual of the reduced model, which keeps the shared signal
+  the other atoms leave. The statistic is the same function of the tested regressor
+  for the observed atom and every draw, ``mean_s u' y_s / se(u)``, with
+  ``se(u)^2 = sum_f w_f |U_f|^2 P_f / (n S)`` and ``P`` the spectrum of the subjects'
+  deviations from their mean (:func:`~napari_brainorg.encoding.inference.between_subject_spectrum`):
+  a random-effects variance (what differs between subjects) pooled over frequencies,
+  and independent of the draw's numerator, so the stimulus-locked signal every subject
+  shares neither inflates nor deflates it.
+- ``"unique"`` (kept for comparison): only the tested atom's unique part moves, against
+  the *full* model's residual (ter Braak), with a one-sample t over subjects. The
+  observed value is computed from ``y``, the draws from a residual from which the tested
+  atom's own chance fit was removed, so the draws miss the chance alignment of a random
+  atom with the shared signal: liberal on strongly driven networks (phase-randomised
+  atoms on planted data, 64 collinear atoms, 8 subjects: P(p <= 0.002) = 0.006-0.011 and
+  2 false declarations in 2 of 3 seeds, ``benchmarks/bench_association_null.py
+  --planted-networks 7``).
 
 The group statistic is recomputed for every draw. Everything is one cross-spectrum
-per subject and one matrix product per batch of draws; both variants equal refitting
+per subject and one matrix product per batch of draws; every variant equals refitting
 every subject with the moved regressors (``tests/networks/test_association.py``).
 
 p-values are ``(1 + #{null >= observed}) / (1 + n_draws)``, one-sided in each
@@ -60,6 +75,7 @@ from .._progress import check_cancel, report
 from ..encoding.inference import (
     MIN_SUBJECTS_RANDOM_EFFECTS,
     NULLS,
+    between_subject_spectrum,
     fdr,
     group_effects_method,
     null_phases,
@@ -71,8 +87,9 @@ __all__ = ["CONTRIBUTIONS", "NETWORK_SCORES", "disjoint_networks", "family_fdr",
 
 #: What the atom is credited with: its partial effect, or its marginal effect.
 CONTRIBUTIONS = ("unique", "marginal")
-#: What a null draw moves: every atom together, or only the tested atom's unique part.
-MOVED = ("auto", "all", "unique")
+#: What a null draw moves: every atom together, or the tested atom's unique part (a conditional
+#: randomisation test, or ter Braak's residual draws).
+MOVED = ("auto", "all", "conditional", "unique")
 #: Continuous network scores of an unthresholded map (both linear in the map).
 NETWORK_SCORES = ("mean", "contrast")
 
@@ -241,19 +258,20 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
         when FDR runs over thousands of tests. 0: off.
     min_shift : int, optional
         For ``null="shift"`` (default ``n_volumes // 10``).
-    moved : {"auto", "all", "unique"}, default "auto"
-        ``"all"``: a draw moves every atom together (the other atoms keep their relation
-        to the tested one; the Gram matrix, hence the coefficients' covariance, is
-        unchanged, so the refitted coefficients ``G^-1 (P X)' y`` are exact draws under
-        stationary noise of any autocorrelation when no atom drives the network, and
-        conservative when other atoms do). ``"unique"``: only the tested atom's unique
-        part moves, against the full model's residual (ter Braak), normalised for white
-        noise; with a one-sample t over subjects (scale-free) it is calibrated, but a
-        fixed-effects sum is liberal under strongly autocorrelated noise (3 subjects,
-        ``benchmarks/bench_association_null.py``). ``"auto"``: ``"unique"`` with random
-        effects, ``"all"`` with fixed effects. (With ``"all"`` a t over subjects loses its
-        power: the stimulus-locked signal the moved atoms no longer explain is shared by
-        every subject and makes the null's t large.)
+    moved : {"auto", "all", "conditional", "unique"}, default "auto"
+        ``"all"``: a draw moves every atom together (the Gram matrix, hence the
+        coefficients' covariance, is unchanged, so the refitted coefficients
+        ``G^-1 (P X)' y`` are exact draws under stationary noise of any autocorrelation
+        when no atom drives the network, and conservative when other atoms do).
+        ``"conditional"``: a conditional randomisation test of the tested atom given the
+        others: its unique part is moved and every subject refitted with the other atoms
+        and the nuisance unchanged; the statistic is the subjects' mean effect over the
+        between-subject standard error of the moved regressor (module docstring); needs
+        ``contribution="unique"`` and 2 or more subjects. ``"unique"``: the tested atom's
+        unique part moved against the full model's residual (ter Braak) with the t over
+        subjects; liberal where networks are strongly driven (module docstring), kept for
+        comparison. ``"auto"``: ``"conditional"`` with random effects, ``"all"`` with
+        fixed effects.
     network_score : {"mean", "contrast"}, default "mean"
         The continuous score of the unthresholded map: its mean inside the network, or
         inside minus outside (:func:`network_contrasts`). Networks should not overlap
@@ -339,7 +357,11 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
     S = len(Ys)
     method = group_effects_method(S, group_effects, min_random=min_subjects_random)
     if moved == "auto":
-        moved = "unique" if method == "random" else "all"
+        moved = "all" if method == "fixed" else ("conditional" if contribution == "unique" else "unique")
+    if moved == "conditional" and (contribution != "unique" or S < 2):
+        raise ConfigError("moved='conditional' tests an atom given the other atoms: it needs contribution='unique' "
+                          f"and at least 2 subjects; contribution={contribution!r} with {S} subject(s) was provided.")
+    conditional = moved == "conditional"
 
     Q = _nuisance_basis(n, tr, highpass_cutoff, confounds)
     Xr = X - Q @ (Q.T @ X)
@@ -379,7 +401,22 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(sdv > 0, mean / (sdv / np.sqrt(S)), 0.0)
 
-    observed = group_stat(coef * np.sqrt(norm2)[None, :, None])
+    nf = n // 2 + 1
+    w = np.full(nf, 2.0)
+    w[0] = 1.0
+    if n % 2 == 0:
+        w[-1] = 1.0
+    scale = (w / n)[:, None]
+    FR = np.fft.rfft(Xr if moved == "all" else R, axis=0)  # (nf, k)
+    if conditional:
+        # the subjects' mean effect over its standard error from the between-subject
+        # deviations' spectrum: a statistic of the moved regressor alone (no per-draw
+        # between-subject SD, which the shared stimulus-locked signal would inflate)
+        spectrum = between_subject_spectrum(ys)  # (nf, n_net)
+        se_obs = np.sqrt((scale * np.abs(FR) ** 2).T @ spectrum / S)  # (k, n_net)
+        observed = (coef * norm2[None, :, None]).mean(0) / np.maximum(se_obs, 1e-300)
+    else:
+        observed = group_stat(coef * np.sqrt(norm2)[None, :, None])
     effect = coef.mean(0)
     used = 0
     refined = 0
@@ -387,26 +424,24 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
     exceed_lo = np.zeros((k, n_net), np.int64)
     p_hi = p_lo = np.full((k, n_net), np.nan)
     if n_permutations > 0:
-        nf = n // 2 + 1
-        w = np.full(nf, 2.0)
-        w[0] = 1.0
-        if n % 2 == 0:
-            w[-1] = 1.0
-        scale = (w / n)[:, None]
         joint = moved == "all"
-        FR = np.fft.rfft(Xr if joint else R, axis=0)  # (nf, k)
         FE = np.fft.rfft(ys if joint else resid, axis=1)  # (S, nf, n_net)
         cross = (np.einsum("fk,sfn->fskn", FR, np.conj(FE)) * scale[:, :, None, None]).astype(np.complex64)
+        cross_mean = cross.mean(1) if conditional else None  # (nf, k, n_net): the statistic reads the mean
         cross_q = np.einsum("fk,fq->fkq", FR, np.conj(np.fft.rfft(Q, axis=0))) * scale[:, :, None]
         cross_x = None
         if Ginv is not None and not joint:
-            cross_x = np.einsum("fk,fi->fki", FR, np.conj(np.fft.rfft(Xr, axis=0))) * scale[:, :, None]
+            FX = np.fft.rfft(Xr, axis=0)
+            cross_x = np.einsum("fk,fi->fki", FR, np.conj(FX)) * scale[:, :, None]
+        if conditional:
+            FQ = np.fft.rfft(Q, axis=0)
+            weighted_spectrum = (scale * spectrum).astype(np.float64)  # (nf, n_net)
         tol = 1e-6 * np.maximum(1.0, np.abs(observed))
 
         def count(phases, rows, label):
             """Null draws at or beyond the observed statistic of the atoms ``rows``."""
             kr = len(rows)
-            c_sub = (cross if joint else cross[:, :, rows]).reshape(nf, -1)
+            c_sub = (cross if joint else cross_mean[:, rows] if conditional else cross[:, :, rows]).reshape(nf, -1)
             cq_sub = cross_q[:, rows].reshape(nf, -1)
             cx_sub = None if cross_x is None else cross_x[:, rows].reshape(nf, -1)
             obs, tl = observed[rows], tol[rows]
@@ -427,6 +462,22 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
                         num = num[:, :, rows]
                     stat = group_stat(num * (np.sqrt(norm2[rows]) if Ginv is not None else 1 / np.sqrt(norm2[rows]))
                                       [None, None, :, None].astype(np.float32))
+                elif conditional:
+                    # the moved regressor u = M_-j P r_j replaces atom j's unique part; a
+                    # subject's value u' e_s with e_s = M_-j y_s = e_full + b_sj r_j, so the
+                    # subjects' mean is (P r_j)' mean(e) + mean(b_j) (P r_j)' r_j, where
+                    # (P r_j)' r_j = (G^-1 c)_j ||r_j||^2 with c = X' P r_j
+                    num = (rot.astype(np.complex64) @ c_sub).real.reshape(b_n, kr, n_net)
+                    cq = (rot @ cq_sub).real.reshape(b_n, kr, -1)  # Q' P r_j
+                    c = (rot @ cx_sub).real.reshape(b_n, kr, k)  # X' P r_j
+                    g = (c * Ginv[rows][None]).sum(-1) * norm2[rows][None]
+                    num = num + effect[rows][None] * g[..., None]
+                    # u's spectrum: P r_j less its fit on the drifts and on the other atoms,
+                    # gamma = G_-j^-1 c_-j = G^-1 c - (G^-1 c)_j G^-1 e_j / (G^-1)_jj
+                    gam = c @ Ginv - g[..., None] * Ginv[rows][None]
+                    fu = FR[:, rows].T[None] * rot[:, None, :] - cq @ FQ.T - gam @ FX.T  # (b, kr, nf)
+                    se = np.sqrt(np.maximum((fu.real ** 2 + fu.imag ** 2) @ weighted_spectrum, 1e-300) / S)
+                    stat = num / se
                 else:
                     num = (rot.astype(np.complex64) @ c_sub).real.reshape(b_n, S, kr, n_net)
                     # ||M P r_j||^2 = ||r_j||^2 - ||Q' P r_j||^2 - c' G^-1 c, c = X' P r_j
@@ -503,7 +554,8 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
         table["atom"] = table["atom"].astype(int)
     if tested and min_network_relative_effect > 0:
         table["associated"] = main_drivers(table, min_network_relative_effect)
-    stat_desc = ("the one-sample t over subjects" if method == "random" else "the mean over subjects")
+    stat_desc = ("the mean over subjects over its between-subject standard error (deviations' spectrum)"
+                 if conditional else "the one-sample t over subjects" if method == "random" else "the mean over subjects")
     criterion = (
         f"associated = q < {alpha:g}, Benjamini-Hochberg FDR over atoms x networks x both directions of "
         f"one atlas; statistic = {stat_desc} of each atom's {contribution} coefficient on the network's "

@@ -314,10 +314,13 @@ class NetworksConfig(_Section):
     contribution: Literal["unique", "marginal"] = Field("unique", description=(
         "'unique': the atom's effect beyond the other atoms and the nuisance regressors (partial coefficient); "
         "'marginal': beyond the nuisance alone."))
-    moved: Literal["auto", "all", "unique"] = Field("auto", description=(
+    moved: Literal["auto", "all", "conditional", "unique"] = Field("auto", description=(
         "What a stimulus-null draw moves: 'all' atoms together (exact under autocorrelated noise when no atom "
-        "drives the network; used with fixed effects), or only the tested atom's 'unique' part against the full "
-        "model's residual (used with the random-effects t); 'auto' picks by the group model."))
+        "drives the network; used with fixed effects); 'conditional': the tested atom's unique part, every "
+        "subject refitted with the other atoms unchanged, statistic = the subjects' mean effect over its "
+        "between-subject standard error (a conditional randomisation test; used with random effects); "
+        "'unique': the tested atom's unique part against the full model's residual with a t over subjects "
+        "(ter Braak; liberal on strongly driven networks, kept for comparison); 'auto' picks by the group model."))
     network_score: Literal["mean", "contrast"] = Field("mean", description=(
         "Continuous network score of the unthresholded map tested by the stimulus test: its mean inside the "
         "network ('mean'; networks made disjoint, each voxel to its highest network) or inside minus outside "
