@@ -5,6 +5,7 @@ import pytest
 from scipy import stats
 
 from napari_brainorg.encoding.inference import (
+    between_subject_spectrum,
     apply_phases,
     circular_shift_draws,
     fdr,
@@ -118,3 +119,23 @@ def test_group_effects_random_from_six_subjects_fixed_below(rng):
     np.testing.assert_allclose(zf, zs.sum(0) / np.sqrt(3))
     with pytest.raises(ConfigError, match="'group_effects' must be one of"):
         group_effects_method(4, "mixed")
+
+
+def test_between_subject_spectrum_ignores_the_shared_signal_and_gives_the_mean_projections_variance(rng):
+    """A signal every subject shares leaves the spectrum unchanged; for white noise of variance
+    v the spectrum is v at every frequency, so u' Sigma u / S = v ||u||^2 / S."""
+    S, n, v = 8, 256, 2.0
+    noise = rng.standard_normal((S, n, 3)) * np.sqrt(v)
+    shared = np.cumsum(rng.standard_normal((n, 3)), 0)
+    P = between_subject_spectrum(noise, smooth=1)
+    np.testing.assert_allclose(between_subject_spectrum(noise + shared[None], smooth=1), P, atol=1e-9)
+    assert abs(np.median(P) - v) < 0.15 * v
+    u = rng.standard_normal(n)
+    w = np.full(n // 2 + 1, 2.0)
+    w[0] = w[-1] = 1.0
+    # the variance of the subjects' mean projection over many noise draws
+    proj = np.array([(u @ (rng.standard_normal((S, n)) * np.sqrt(v)).mean(0)) for _ in range(4000)])
+    expected = (w / n * np.abs(np.fft.rfft(u)) ** 2) @ between_subject_spectrum(noise)[:, 0] / S
+    assert proj.var() == pytest.approx(expected, rel=0.1)
+    with pytest.raises(ValueError, match="at least 2 subjects"):
+        between_subject_spectrum(noise[:1])
