@@ -576,9 +576,9 @@ def _resolve_paths(data: dict, base: Path) -> dict:
 # 0.6 in grey matter and 0.2 elsewhere; independent Smith-10 / Yeo-7 fluctuations in every
 # subject; true R2 0.02-0.2). Power comes from subjects: one 300-volume story, so a
 # planted link is seen through an atom's unique part in a few hundred volumes, and the
-# random-effects t over subjects (from 6 subjects) must reach the p-value floor of the
-# permutation null. The quick demo (16 atoms) has 8 subjects: recall about 0.6 at
-# precision >= 0.9 (benchmarks/bench_recovery.py); the full demo (64 atoms, two models,
+# random-effects statistic (from 6 subjects) must beat the atom's chance alignment with the
+# signal every subject shares (conditional randomisation null). The quick demo (16 atoms)
+# has 8 subjects: recall about 0.8 at precision >= 0.9 (benchmarks/bench_recovery.py); the full demo (64 atoms, two models,
 # three baselines) has the 6 subjects that random effects need, which keeps it within
 # about ten minutes, and finds fewer links (64 collinear atoms: small unique parts).
 DEMO_SUBJECTS = 6
