@@ -139,3 +139,19 @@ def test_between_subject_spectrum_ignores_the_shared_signal_and_gives_the_mean_p
     assert proj.var() == pytest.approx(expected, rel=0.1)
     with pytest.raises(ValueError, match="at least 2 subjects"):
         between_subject_spectrum(noise[:1])
+
+
+def test_phase_randomise_keeps_each_runs_own_spectrum(rng):
+    """With runs, each story's segment is a surrogate of that segment alone: its amplitude
+    spectrum and its columns' cross-spectra are kept, and nothing of the other story enters."""
+    X = rng.standard_normal((130, 3)).cumsum(0)
+    runs = [80, 50]
+    Z = phase_randomise(X, random_state=0, runs=runs)
+    for a, b in ((0, 80), (80, 130)):
+        np.testing.assert_allclose(np.abs(np.fft.rfft(Z[a:b], axis=0)), np.abs(np.fft.rfft(X[a:b], axis=0)),
+                                   rtol=1e-8, atol=1e-8)
+        np.testing.assert_allclose(np.corrcoef(Z[a:b].T), np.corrcoef(X[a:b].T), atol=1e-8)
+    whole = phase_randomise(X, random_state=0)  # one series: the segments' spectra are not kept
+    assert not np.allclose(np.abs(np.fft.rfft(whole[:80], axis=0)), np.abs(np.fft.rfft(X[:80], axis=0)), rtol=1e-3)
+    with pytest.raises(ValueError, match="add up"):
+        phase_randomise(X, runs=[80, 40])

@@ -189,6 +189,61 @@ def test_conditional_null_is_the_refit_with_the_tested_atoms_unique_part_shifted
                              contribution="marginal")
 
 
+def test_runs_are_phase_randomised_each_on_its_own(rng):
+    """Two stories stacked: every draw equals turning each story's part of the tested atom's
+    unique part by that story's own phases, then refitting every subject (conditional test)."""
+    from napari_brainorg.encoding.inference import apply_phases, between_subject_spectrum
+    from napari_brainorg.networks.association import _run_phases
+
+    runs, k, S = [70, 51], 3, 6
+    n = sum(runs)
+    atoms = make_atoms(rng, n, k)
+    data, networks = make_study(rng, atoms, n_subjects=S, planted={1: (0, 1)}, n_net=2, per_net=20, n_other=30)
+    # drifts per run (a constant and a trend each), given as confounds
+    drifts = np.zeros((n, 4))
+    for i, (a, b) in enumerate(((0, 70), (70, n))):
+        drifts[a:b, 2 * i] = 1.0
+        drifts[a:b, 2 * i + 1] = np.linspace(-1, 1, b - a)
+    table = stimulus_association(atoms, data, networks, tr=TR, confounds=drifts, highpass_cutoff=None,
+                                 n_permutations=40, n_refine=0, runs=runs, random_state=7)
+    phases = _run_phases("phase", runs, 40, random_state=7)
+    Q = np.linalg.qr(drifts)[0]
+    Xr = atoms - Q @ (Q.T @ atoms)
+    Xr /= Xr.std(0)
+    C = network_contrasts(networks, "mean")
+    ys = np.stack([((Y - Q @ (Q.T @ Y)) / (Y - Q @ (Q.T @ Y)).std(0)) @ C for Y in data])
+    spectra = [between_subject_spectrum(ys[:, :70]), between_subject_spectrum(ys[:, 70:])]
+
+    def se(u):
+        total = 0.0
+        for (a, b), P in zip(((0, 70), (70, n)), spectra):
+            m = b - a
+            w = np.full(m // 2 + 1, 2.0)
+            w[0] = 1.0
+            if m % 2 == 0:
+                w[-1] = 1.0
+            total = total + (w / m * np.abs(np.fft.rfft(u[a:b])) ** 2) @ P
+        return np.sqrt(total / S)
+
+    exceed = np.zeros((k, 2))
+    obs = np.zeros((k, 2))
+    for j in range(k):
+        others = np.column_stack([Q, np.delete(Xr, j, axis=1)])
+        r = Xr[:, j] - others @ np.linalg.lstsq(others, Xr[:, j], rcond=None)[0]
+        obs[j] = ys.mean(0).T @ r / se(r)
+        for ph in phases:
+            moved_r = np.concatenate([apply_phases(r[:70, None], ph[:36])[:, 0], apply_phases(r[70:, None], ph[36:])[:, 0]])
+            u = moved_r - others @ np.linalg.lstsq(others, moved_r, rcond=None)[0]
+            exceed[j] += (ys.mean(0).T @ u / se(u)) >= obs[j] - 1e-6 * np.maximum(1, abs(obs[j]))
+    act = table[table["direction"] == "activated"]
+    np.testing.assert_allclose(act["statistic"].to_numpy(), obs.ravel(), rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(act["p"].to_numpy(), ((1 + exceed) / 41).ravel())
+    with pytest.raises(ValueError, match="adding up"):
+        stimulus_association(atoms, data, networks, tr=TR, n_permutations=5, runs=[70, 50])
+    with pytest.raises(ValueError, match="null='phase'"):
+        stimulus_association(atoms, data, networks, tr=TR, n_permutations=5, runs=runs, null="shift")
+
+
 def test_surrogate_atoms_on_strongly_driven_networks_stay_within_fdr(rng):
     """Phase-randomised copies of 64 collinear atoms, tested on data where 7 networks are driven
     by the real atoms: ter Braak's residual draws (``moved="unique"``) miss the chance alignment

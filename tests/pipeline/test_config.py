@@ -75,6 +75,7 @@ def test_single_story_config_is_unchanged_and_stories_lists_several():
     ({"fmri": {"images": ["a", "b"]}}, r"fmri\.images: with several stories, give a mapping"),
     ({"stories": [{"path": "pieman", "nvolumes": 3}]}, r"stories\.0\.nvolumes.*Did you mean 'n_volumes'"),
     ({"stories": [{"path": "pieman", "name": "a/b"}]}, r"stories\.0\.name: a story name .*'a/b'"),
+    ({"networks": {"null": "shift"}}, r"networks\.null: 'shift' moves one series.*2 stories"),
 ])
 def test_bad_story_lists_are_refused_naming_key_and_value(change, message):
     with pytest.raises(ConfigError, match=message):

@@ -190,10 +190,21 @@ def apply_phases(X, phases) -> np.ndarray:
     return np.fft.irfft(F[None] * rot[:, :, None], n=n, axis=1)
 
 
-def phase_randomise(X, random_state=None) -> np.ndarray:
-    """One phase-randomised surrogate of ``X`` (n_volumes, n_columns), phases shared by columns."""
+def phase_randomise(X, random_state=None, runs=None) -> np.ndarray:
+    """One phase-randomised surrogate of ``X`` (n_volumes, n_columns), phases shared by columns.
+
+    ``runs`` (lengths of stacked runs, e.g. stories) randomises each run's phases on its
+    own, so the surrogate of one story never carries another's time course.
+    """
     X = np.asarray(X, dtype=np.float64)
-    return apply_phases(X, phase_randomisation_draws(X.shape[0], 1, random_state)[0])
+    if runs is None or len(runs) == 1:
+        return apply_phases(X, phase_randomisation_draws(X.shape[0], 1, random_state)[0])
+    if sum(runs) != X.shape[0]:
+        raise ShapeError(f"'runs' {list(runs)} must add up to the {X.shape[0]} volumes of 'X'.")
+    rng = _rng(random_state)
+    ends = np.cumsum(runs)
+    return np.concatenate([apply_phases(X[e - m:e], phase_randomisation_draws(m, 1, rng)[0])
+                           for e, m in zip(ends, runs)], axis=0)
 
 
 def phase_cross_products(A, B, phases, *, chunk: int = 256) -> np.ndarray:

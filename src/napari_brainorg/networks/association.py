@@ -90,6 +90,10 @@ CONTRIBUTIONS = ("unique", "marginal")
 #: What a null draw moves: every atom together, or the tested atom's unique part (a conditional
 #: randomisation test, or ter Braak's residual draws).
 MOVED = ("auto", "all", "conditional", "unique")
+#: Revision of the test's algorithm, part of the networks step's cache key: results of an
+#: earlier revision in a result folder are recomputed, never reused (2: the conditional
+#: randomisation test with random effects, each story's phases drawn on their own).
+TEST_REVISION = 2
 #: Continuous network scores of an unthresholded map (both linear in the map).
 NETWORK_SCORES = ("mean", "contrast")
 
@@ -214,9 +218,39 @@ def _unique_parts(X: np.ndarray, contribution: str) -> tuple[np.ndarray, np.ndar
     return R, 1.0 / d
 
 
+def _rfft_weights(m: int) -> np.ndarray:
+    """Weights of the real FFT's bins in an inner product: ``a' b = sum_f w_f Re(A_f conj(B_f)) / m``."""
+    w = np.full(m // 2 + 1, 2.0)
+    w[0] = 1.0
+    if m % 2 == 0:
+        w[-1] = 1.0
+    return w
+
+
+def _bounds(runs) -> list[tuple[int, int]]:
+    ends = np.cumsum(runs)
+    return [(int(e - m), int(e)) for e, m in zip(ends, runs)]
+
+
+def _run_rfft(A: np.ndarray, runs, axis: int) -> np.ndarray:
+    """Each run's real FFT along ``axis`` (the volumes), the runs' bins concatenated."""
+    A = np.moveaxis(np.asarray(A), axis, 0)
+    parts = [np.fft.rfft(A[a:b], axis=0) for a, b in _bounds(runs)]
+    return np.moveaxis(np.concatenate(parts, axis=0), 0, axis)
+
+
+def _run_phases(null: str, runs, n_draws: int, *, min_shift=None, random_state=None) -> np.ndarray:
+    """Null draws as phases over every run's bins: each run's phases drawn on its own."""
+    if len(runs) == 1:
+        return null_phases(null, runs[0], n_draws, min_shift=min_shift, random_state=random_state)
+    rng = np.random.default_rng(random_state)
+    return np.concatenate([null_phases(null, m, n_draws, random_state=rng) for m in runs], axis=1)
+
+
 def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None, atlas_names=None,
                          confounds=None, highpass_cutoff: float | None = 128.0, null: str = "phase",
                          n_permutations: int = 10_000, n_refine: int = 90_000, min_shift: int | None = None,
+                         runs=None,
                          contribution: str = "unique", moved: str = "auto", network_score: str = "mean",
                          group_effects: str = "auto",
                          min_subjects_random: int = MIN_SUBJECTS_RANDOM_EFFECTS, alpha: float = 0.05,
@@ -258,6 +292,12 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
         when FDR runs over thousands of tests. 0: off.
     min_shift : int, optional
         For ``null="shift"`` (default ``n_volumes // 10``).
+    runs : list of int, optional
+        Lengths of the runs (stories) stacked in ``atoms`` and ``fmri``, in order (default:
+        one run). A phase draw turns each run's phases on its own (the same draw for every
+        subject), so no draw carries one story's time course into another, and the
+        between-subject spectrum is each run's own. Drifts per run belong in ``confounds``
+        (with ``highpass_cutoff=None``).
     moved : {"auto", "all", "conditional", "unique"}, default "auto"
         ``"all"``: a draw moves every atom together (the Gram matrix, hence the
         coefficients' covariance, is unchanged, so the refitted coefficients
@@ -338,6 +378,13 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
     if X.ndim != 2:
         raise ShapeError(f"'atoms' must have shape (n_volumes, k); got shape {X.shape}.")
     n, k = X.shape
+    runs = [n] if runs is None else [int(m) for m in runs]
+    if sum(runs) != n or min(runs) < 2:
+        raise ShapeError(f"'runs' must be run lengths of at least 2 volumes adding up to the atoms' {n} volumes; "
+                         f"{runs!r} was provided.")
+    if null == "shift" and len(runs) > 1:
+        raise ConfigError("null='shift' moves one series; with several runs (stories) use null='phase', which "
+                          "turns each run's phases on its own.")
     Ys = list(fmri)
     if not Ys:
         raise ShapeError("'fmri' must hold at least one subject.")
@@ -401,18 +448,17 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(sdv > 0, mean / (sdv / np.sqrt(S)), 0.0)
 
-    nf = n // 2 + 1
-    w = np.full(nf, 2.0)
-    w[0] = 1.0
-    if n % 2 == 0:
-        w[-1] = 1.0
-    scale = (w / n)[:, None]
-    FR = np.fft.rfft(Xr if moved == "all" else R, axis=0)  # (nf, k)
+    # every run's own real-FFT bins, one after the other: a draw turns each run's phases
+    # independently (the same draw for every subject), and every inner product is a sum
+    # over the bins of all runs
+    scale = np.concatenate([_rfft_weights(m) / m for m in runs])[:, None]
+    nf = scale.shape[0]
+    FR = _run_rfft(Xr if moved == "all" else R, runs, axis=0)  # (nf, k)
     if conditional:
         # the subjects' mean effect over its standard error from the between-subject
         # deviations' spectrum: a statistic of the moved regressor alone (no per-draw
         # between-subject SD, which the shared stimulus-locked signal would inflate)
-        spectrum = between_subject_spectrum(ys)  # (nf, n_net)
+        spectrum = np.concatenate([between_subject_spectrum(ys[:, a:b]) for a, b in _bounds(runs)])  # (nf, n_net)
         se_obs = np.sqrt((scale * np.abs(FR) ** 2).T @ spectrum / S)  # (k, n_net)
         observed = (coef * norm2[None, :, None]).mean(0) / np.maximum(se_obs, 1e-300)
     else:
@@ -425,16 +471,16 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
     p_hi = p_lo = np.full((k, n_net), np.nan)
     if n_permutations > 0:
         joint = moved == "all"
-        FE = np.fft.rfft(ys if joint else resid, axis=1)  # (S, nf, n_net)
+        FE = _run_rfft(ys if joint else resid, runs, axis=1)  # (S, nf, n_net)
         cross = (np.einsum("fk,sfn->fskn", FR, np.conj(FE)) * scale[:, :, None, None]).astype(np.complex64)
         cross_mean = cross.mean(1) if conditional else None  # (nf, k, n_net): the statistic reads the mean
-        cross_q = np.einsum("fk,fq->fkq", FR, np.conj(np.fft.rfft(Q, axis=0))) * scale[:, :, None]
+        cross_q = np.einsum("fk,fq->fkq", FR, np.conj(_run_rfft(Q, runs, axis=0))) * scale[:, :, None]
         cross_x = None
         if Ginv is not None and not joint:
-            FX = np.fft.rfft(Xr, axis=0)
+            FX = _run_rfft(Xr, runs, axis=0)
             cross_x = np.einsum("fk,fi->fki", FR, np.conj(FX)) * scale[:, :, None]
         if conditional:
-            FQ = np.fft.rfft(Q, axis=0)
+            FQ = _run_rfft(Q, runs, axis=0)
             weighted_spectrum = (scale * spectrum).astype(np.float64)  # (nf, n_net)
         tol = 1e-6 * np.maximum(1.0, np.abs(observed))
 
@@ -493,7 +539,7 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
                 report(progress, label, start + b_n, len(phases))
             return hi, lo
 
-        phases = null_phases(null, n, n_permutations, min_shift=min_shift, random_state=random_state)
+        phases = _run_phases(null, runs, n_permutations, min_shift=min_shift, random_state=random_state)
         used = phases.shape[0]
         report(progress, stage, 0, used)
         exceed_hi, exceed_lo = count(phases, np.arange(k), stage)
@@ -509,7 +555,7 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
                 rng = np.random.default_rng(random_state)  # a Generator goes on past the first draws
             else:
                 rng = np.random.default_rng([int(random_state), 1])  # not the first draws again
-            more = null_phases(null, n, n_refine, random_state=rng)
+            more = _run_phases(null, runs, n_refine, random_state=rng)
             refined = more.shape[0]
             label = f"{stage} (more draws for {rows.size} atoms at the floor)"
             report(progress, label, 0, refined)

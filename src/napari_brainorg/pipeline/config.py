@@ -405,6 +405,11 @@ class PipelineConfig(_Section):
                                      + did_you_mean(name, names))
         if self.atoms.stories is not None and not self.atoms.stories:
             raise ValueError("atoms.stories must name at least one story (or be null for every story).")
+        mapped = self.encoding.map_stories or names
+        if self.networks.test == "stimulus" and self.networks.null == "shift" and len(mapped) > 1:
+            raise ValueError(f"networks.null: 'shift' moves one series, but the association tests read {len(mapped)} "
+                             f"stories ({mapped}); use 'phase' (each story's phases drawn on their own) or set "
+                             "encoding.map_stories to one story.")
         return self
 
     @model_validator(mode="after")

@@ -319,14 +319,15 @@ def _step_baselines(ctx: _Context, words, per_model: dict) -> dict[str, dict]:
                          "dropped": len(ans.dropped), "an": None, "baseline": kind}
             continue
         if kind == "phase_randomised":
-            from ..encoding.inference import apply_phases, phase_randomisation_draws
+            from ..encoding.inference import phase_randomise
 
             src = per_model[source]
-            phases = phase_randomisation_draws(src["atoms"].shape[0], 1, random_state=cfg.seed)[0]
-            atoms = apply_phases(src["atoms"], phases).astype(np.float32)
+            lengths = [r[1] for r in _runs(cfg)]
+            atoms = phase_randomise(src["atoms"], random_state=cfg.seed, runs=lengths).astype(np.float32)
             codes, index = src["codes"], src["index"]
-            label = f"{source_name} atoms, Fourier phases randomised (the same phases for every atom), seed {cfg.seed}"
-            upstream = ctx.keys[f"atoms/{source}"]
+            label = (f"{source_name} atoms, Fourier phases randomised (the same phases for every atom"
+                     + (", each story's on its own" if len(lengths) > 1 else "") + f"), seed {cfg.seed}")
+            upstream = [ctx.keys[f"atoms/{source}"], "phases per story run", lengths]
         else:  # nuisance
             conf = ctx.confounds
             atoms = np.asarray(conf.to_numpy(), np.float64)
@@ -1269,9 +1270,11 @@ def _step_networks(ctx: _Context, data, group: dict, slug: str, atoms: np.ndarra
         atlas = load_fbn(name, data.mask_img)
         atlases[atlas_slug(name)] = atlas  # tables, figures and display files name it so
         _write_atlas_display(ctx, atlas_slug(name), atlas, data.mask_img)
+    from ..networks.association import TEST_REVISION
+
     if ctx.cached(step, [nc.model_dump(mode="json", exclude={"atlases"}),
                          ["regions"] if regions else [atlas_slug(a) for a in nc.atlases],
-                         ctx.keys[f"encoding/{slug}"], ctx.config.seed], outputs,
+                         ctx.keys[f"encoding/{slug}"], ctx.config.seed, ["test revision", TEST_REVISION]], outputs,
                   inputs=[] if regions else [atlas_file(name) for name in nc.atlases]):
         summary = ctx.out / f"{rel}/test.json"
         if summary.exists():
@@ -1397,6 +1400,7 @@ def _map_volumes(ctx: _Context, atoms: np.ndarray, data, kwargs: dict):
     conf = kwargs["confounds"]
     kwargs["confounds"] = drifts if conf is None else np.column_stack([conf[rows], drifts])
     kwargs["highpass_cutoff"] = None  # the drifts are in the confounds
+    kwargs["runs"] = [int(r[1]) for r in map_runs]  # each story's phases drawn on their own
     return atoms[rows], [Y[rows] for Y in data.data]
 
 
