@@ -108,6 +108,22 @@ def test_a_corrupted_cached_array_is_recomputed_with_a_warning(finished_study, t
     tiny.assert_same_results(study / "result", finished_study / "result")
 
 
+def test_a_new_revision_of_the_association_test_is_recomputed_not_reused(finished_study, tmp_path, monkeypatch):
+    """Results of an earlier revision of the test in a folder are never taken for the new one."""
+    import json
+
+    from napari_brainorg.networks import association
+
+    study = tiny.copy_study(finished_study, tmp_path / "study")
+    stamp = study / "result/.cache/networks/minilm.json"
+    old_key = json.loads(stamp.read_text())["key"]
+    _run(study)
+    assert json.loads(stamp.read_text())["key"] == old_key  # nothing changed: reused
+    monkeypatch.setattr(association, "TEST_REVISION", association.TEST_REVISION + 1)
+    _run(study)
+    assert json.loads(stamp.read_text())["key"] != old_key
+
+
 # ------------------------------------------------------------------------------ interrupts
 def _wait_for(predicate, proc, timeout=120.0):
     t0 = time.time()
