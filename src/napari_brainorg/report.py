@@ -324,7 +324,11 @@ def methods_paragraph(result: ResultFolder) -> tuple[str, list[str]]:
     test = nets.get("test", "spatial")
     n_draws = nets.get("n_permutations")
     if test == "stimulus":
-        n_draws = 5000 if n_draws is None else n_draws
+        # what the networks step recorded (test.json, in the summary) over the configuration
+        record = next(iter((s.get("networks") or {}).values()), None) or {}
+        n_draws = record.get("n_permutations") or (10_000 if n_draws is None else n_draws)
+        if record.get("n_refine"):
+            n_draws = f"{n_draws} (+{record['n_refine']} for the cells that none of them reached)"
         null = {"phase": "phase-randomised", "shift": "circularly shifted"}.get(nets.get("null", "phase"), "transformed")
         parts.append(
             f"Each atom was tested against each functional brain network of {atlas_text}: its "
@@ -338,10 +342,12 @@ def methods_paragraph(result: ResultFolder) -> tuple[str, list[str]]:
                        "standard error; with fixed effects every atom moved together",
                "all": "; every atom moved together",
                "unique": "; the tested atom's unique part moved against the full model's residual"}.get(
-                   str(nets.get("moved", "auto")), "")
+                   str(record.get("moved") or nets.get("moved", "auto")), "")
             + "); "
             f"an atom and a network were called associated when q &lt; {nets.get('alpha', '?')} "
-            f"(Benjamini&ndash;Hochberg over atoms &times; networks &times; directions), the effect was at least "
+            f"(Benjamini&ndash;Hochberg over "
+            f"{_esc(record['fdr_family']).replace(' x ', ' &times; ') if record.get('fdr_family') else 'atoms &times; networks &times; directions'}"
+            f"), the effect was at least "
             f"{nets.get('min_effect', '?')} and at least {nets.get('min_relative_effect', '?')} of the atom's "
             f"largest effect in the atlas. Maps are shown thresholded at |z| &gt; {nets.get('threshold', '?')}.")
     else:
