@@ -124,6 +124,22 @@ def test_a_new_revision_of_the_association_test_is_recomputed_not_reused(finishe
     assert json.loads(stamp.read_text())["key"] != old_key
 
 
+def test_maps_of_a_model_the_rerun_no_longer_has_are_cleared(finished_study, tmp_path):
+    """A model removed from the configuration leaves no BIDS maps behind in the folder."""
+    study = tiny.copy_study(finished_study, tmp_path / "study")
+    maps = study / "result/maps"
+    kept = sorted(p.name for p in maps.rglob("*model-minilm_*"))
+    assert kept
+    old = [maps / "group/model-gone_atom-00_stat-z_statmap.nii.gz", maps / "group/model-gone_atom-00_stat-z_statmap.json",
+           maps / "sub-01/sub-01_model-gone_atom-00_stat-z_statmap.nii.gz"]
+    for path in old:
+        path.write_bytes(b"from a run with another model")
+    (study / "result/.cache/statmaps_gone.json").write_text("{}")
+    _run(study)
+    assert not any(p.exists() for p in old) and not (study / "result/.cache/statmaps_gone.json").exists()
+    assert sorted(p.name for p in maps.rglob("*model-minilm_*")) == kept
+
+
 # ------------------------------------------------------------------------------ interrupts
 def _wait_for(predicate, proc, timeout=120.0):
     t0 = time.time()

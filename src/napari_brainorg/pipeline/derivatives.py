@@ -51,10 +51,16 @@ def write_statmaps(writer: ResultWriter, config, model: str, source: str) -> lis
     stamp = {"arrays": [st.st_size, st.st_mtime_ns], "version": __version__,
              "threshold": config.networks.threshold}
     stamp_file = out / stamp_rel
+    previous = {}
     if stamp_file.exists():
         previous = json.loads(stamp_file.read_text())
         if previous.get("stamp") == stamp and all((out / f).exists() for f in previous.get("files", [])):
             return previous["files"]
+    # the maps written last time (a subject or an atom this run no longer has would stay)
+    for rel in previous.get("files", []):
+        for path in (out / rel, out / str(rel).replace(".nii.gz", ".json")):
+            if path.is_file() and "maps" in path.relative_to(out).parts[:1]:
+                path.unlink()
 
     mask_img = nib.load(mask_path)
     mask = np.asarray(mask_img.dataobj) > 0

@@ -2236,6 +2236,15 @@ def _start_run(ctx: _Context) -> None:
         for child in sorted((out / top).glob("*")):
             if child.is_dir() and child.name not in slugs:
                 stale += [child, out / ".cache" / top / f"{child.name}.json"]
+    # BIDS maps (maps/group, maps/sub-XX): those of a model this configuration does not run
+    labels = {"".join(ch for ch in slug if ch.isalnum()) for slug in slugs}
+    for path in sorted((out / "maps").glob("*/*_statmap.*")):
+        label = next((e[len("model-"):] for e in path.name.split("_") if e.startswith("model-")), None)
+        if label is not None and label not in labels:
+            stale.append(path)
+    for stamp in sorted((out / ".cache").glob("statmaps_*.json")):
+        if stamp.stem[len("statmaps_"):] not in slugs:
+            stale.append(stamp)
     atlases = {atlas_slug(a) for a in cfg.networks.atlases}
     for child in sorted((out / "networks").glob("atlas_*")):
         if child.name.split(".")[0][len("atlas_"):] not in atlases:
