@@ -522,7 +522,7 @@ def between_subject_spectrum(series, smooth: int = 5) -> np.ndarray:
         raise ShapeError("The between-subject spectrum needs at least 2 subjects; got 1.")
     d = y - y.mean(0, keepdims=True)
     P = (np.abs(np.fft.rfft(d, axis=1)) ** 2).sum(0) / ((S - 1) * n)
-    if smooth > 1:
+    if smooth > 1 and P.shape[0] > smooth:  # a run too short for the window keeps its raw periodogram
         kernel = np.ones(int(smooth)) / int(smooth)
         pad = int(smooth) // 2
         padded = np.concatenate([P[1:pad + 1][::-1], P, P[-pad - 1:-1][::-1]], axis=0)
