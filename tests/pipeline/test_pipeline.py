@@ -91,6 +91,27 @@ def test_rerun_reuses_every_step(quick_result):
     assert again.summary["timings_s"]["atoms"] < 5
 
 
+def test_a_simulation_rerun_with_fewer_subjects_replaces_the_earlier_one(quick_result, tmp_path):
+    """A simulation redone into a folder that held more subjects: only the new subjects are
+    there, and the step's stamp names only what it wrote (the earlier subjects' files, removed
+    before the new simulation, were once still listed and the stamp failed on them)."""
+    import shutil
+
+    from napari_brainorg.pipeline.run import run_simulation
+
+    out = tmp_path / "result"
+    shutil.copytree(quick_result.path, out)
+    before = sorted(p.name for p in (out / "simulated").glob("sub-*_bold.nii.gz"))
+    data = demo_config(out, quick=True).model_dump()
+    data["fmri"]["simulate"]["n_subjects"] = 3
+    sim = run_simulation(make_config(data))
+    after = sorted(p.name for p in sim.glob("sub-*_bold.nii.gz"))
+    assert len(before) > 3 and len(after) == 3 and set(after) <= set(before)
+    stamp = json.loads((out / ".cache/simulate.json").read_text())
+    assert all((out / rel).exists() for rel in stamp["outputs"])
+    assert not any("sub-04" in rel for rel in stamp["outputs"])
+
+
 def test_no_planted_signal_gives_few_associations(tmp_path):
     """The quick demo's design with nothing planted: tissue AR noise and network fluctuations only."""
     config = demo_config(tmp_path / "null", quick=True)

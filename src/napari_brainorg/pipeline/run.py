@@ -636,8 +636,10 @@ def _simulate(ctx: _Context, planting: dict):
         key_parts.append([list(r) for r in runs])
     stamp = _read_stamp(ctx, "simulate")
     if not ctx.cached("simulate", key_parts, sorted(stamp.get("outputs", {})) or ["simulated/truth.json"]):
-        # nothing of an earlier simulation may be read as a subject of this one
+        # nothing of an earlier simulation may be read as a subject of this one, and its
+        # stamp's files (another number of subjects) are not this step's outputs
         shutil.rmtree(sim_dir, ignore_errors=True)
+        ctx._outputs.pop("simulate", None)
         sources, info = _planted_sources(ctx, planting)
         if sc.links is None and sc.negative_links is None:
             chosen = distinct_sources(sources, sc.n_links) if sc.n_links else []
