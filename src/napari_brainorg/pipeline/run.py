@@ -176,6 +176,12 @@ class _Context:
                 return False
         return True
 
+    def forget_outputs(self, step: str) -> None:
+        """Drop the outputs :meth:`cached` registered for ``step``: for a step whose files are
+        known only once it has run, checked against its previous stamp's list, which is not
+        what the new run writes."""
+        self._outputs.pop(step, None)
+
     def done(self, step: str, extra: dict | None = None, outputs=()) -> None:
         """Stamp ``step`` as finished: its key and the checksums of its outputs
         (those given to :meth:`cached`, plus ``outputs``)."""
@@ -639,7 +645,7 @@ def _simulate(ctx: _Context, planting: dict):
         # nothing of an earlier simulation may be read as a subject of this one, and its
         # stamp's files (another number of subjects) are not this step's outputs
         shutil.rmtree(sim_dir, ignore_errors=True)
-        ctx._outputs.pop("simulate", None)
+        ctx.forget_outputs("simulate")
         sources, info = _planted_sources(ctx, planting)
         if sc.links is None and sc.negative_links is None:
             chosen = distinct_sources(sources, sc.n_links) if sc.n_links else []
