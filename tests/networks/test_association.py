@@ -193,7 +193,7 @@ def test_runs_are_phase_randomised_each_on_its_own(rng):
     """Two stories stacked: every draw equals turning each story's part of the tested atom's
     unique part by that story's own phases, then refitting every subject (conditional test)."""
     from napari_brainorg.encoding.inference import apply_phases, between_subject_spectrum
-    from napari_brainorg.networks.association import _run_phases
+    from napari_brainorg.encoding.inference import run_null_phases
 
     runs, k, S = [70, 51], 3, 6
     n = sum(runs)
@@ -206,7 +206,7 @@ def test_runs_are_phase_randomised_each_on_its_own(rng):
         drifts[a:b, 2 * i + 1] = np.linspace(-1, 1, b - a)
     table = stimulus_association(atoms, data, networks, tr=TR, confounds=drifts, highpass_cutoff=None,
                                  n_permutations=40, n_refine=0, runs=runs, random_state=7)
-    phases = _run_phases("phase", runs, 40, random_state=7)
+    phases = run_null_phases("phase", runs, 40, random_state=7)
     Q = np.linalg.qr(drifts)[0]
     Xr = atoms - Q @ (Q.T @ atoms)
     Xr /= Xr.std(0)

@@ -63,6 +63,7 @@ __all__ = [
     "phase_cross_products",
     "phase_randomisation_draws",
     "phase_randomise",
+    "run_null_phases",
     "shift_phases",
     "stouffer_p",
 ]
@@ -166,6 +167,19 @@ def null_phases(kind: str, n_volumes: int, n_draws: int, *, min_shift: int | Non
     return phase_randomisation_draws(n_volumes, n_draws, random_state)
 
 
+def run_null_phases(kind: str, runs, n_draws: int, *, min_shift: int | None = None,
+                    random_state=None) -> np.ndarray:
+    """Null draws over stacked runs (stories): each run's phases drawn on its own.
+
+    Returns the phases of every run's real-FFT bins, one run after the other, shape
+    ``(n_draws, sum(m // 2 + 1 for m in runs))``; one run gives :func:`null_phases`.
+    """
+    if len(runs) == 1:
+        return null_phases(kind, runs[0], n_draws, min_shift=min_shift, random_state=random_state)
+    rng = np.random.default_rng(random_state)
+    return np.concatenate([null_phases(kind, m, n_draws, random_state=rng) for m in runs], axis=1)
+
+
 def apply_phases(X, phases) -> np.ndarray:
     """Surrogate time courses: every column of ``X`` turned by the same phases.
 
@@ -201,10 +215,10 @@ def phase_randomise(X, random_state=None, runs=None) -> np.ndarray:
         return apply_phases(X, phase_randomisation_draws(X.shape[0], 1, random_state)[0])
     if sum(runs) != X.shape[0]:
         raise ShapeError(f"'runs' {list(runs)} must add up to the {X.shape[0]} volumes of 'X'.")
-    rng = _rng(random_state)
-    ends = np.cumsum(runs)
-    return np.concatenate([apply_phases(X[e - m:e], phase_randomisation_draws(m, 1, rng)[0])
-                           for e, m in zip(ends, runs)], axis=0)
+    phases = run_null_phases("phase", runs, 1, random_state=random_state)[0]
+    ends, bins = np.cumsum(runs), np.cumsum([m // 2 + 1 for m in runs])
+    return np.concatenate([apply_phases(X[e - m:e], phases[b - (m // 2 + 1):b])
+                           for e, m, b in zip(ends, runs, bins)], axis=0)
 
 
 def phase_cross_products(A, B, phases, *, chunk: int = 256) -> np.ndarray:

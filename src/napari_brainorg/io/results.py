@@ -72,6 +72,11 @@ STATMAPS = {
 }
 
 
+def statmap_model_label(model: str) -> str:
+    """The ``model-<label>`` entity of a model's BIDS map names (its letters and digits)."""
+    return "".join(ch for ch in model if ch.isalnum())
+
+
 def statmap_name(model: str, stat: str, atom: int | None = None, subject: str | None = None) -> str:
     """Path (inside a result folder) of a BIDS-derivatives statistical map.
 
@@ -82,8 +87,7 @@ def statmap_name(model: str, stat: str, atom: int | None = None, subject: str | 
         from ..errors import check_choice
 
         check_choice("stat", stat, tuple(STATMAPS))
-    model_label = "".join(ch for ch in model if ch.isalnum())
-    entities = [f"model-{model_label}"]
+    entities = [f"model-{statmap_model_label(model)}"]
     if atom is not None:
         entities.append(f"atom-{int(atom):02d}")
     entities.append(f"stat-{stat}")

@@ -80,7 +80,7 @@ from ..encoding.inference import (
     between_subject_spectrum,
     fdr,
     group_effects_method,
-    null_phases,
+    run_null_phases,
 )
 from ..errors import ConfigError, ShapeError, check_choice
 
@@ -239,14 +239,6 @@ def _run_rfft(A: np.ndarray, runs, axis: int) -> np.ndarray:
     A = np.moveaxis(np.asarray(A), axis, 0)
     parts = [np.fft.rfft(A[a:b], axis=0) for a, b in _bounds(runs)]
     return np.moveaxis(np.concatenate(parts, axis=0), 0, axis)
-
-
-def _run_phases(null: str, runs, n_draws: int, *, min_shift=None, random_state=None) -> np.ndarray:
-    """Null draws as phases over every run's bins: each run's phases drawn on its own."""
-    if len(runs) == 1:
-        return null_phases(null, runs[0], n_draws, min_shift=min_shift, random_state=random_state)
-    rng = np.random.default_rng(random_state)
-    return np.concatenate([null_phases(null, m, n_draws, random_state=rng) for m in runs], axis=1)
 
 
 def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None, atlas_names=None,
@@ -541,7 +533,7 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
                 report(progress, label, start + b_n, len(phases))
             return hi, lo
 
-        phases = _run_phases(null, runs, n_permutations, min_shift=min_shift, random_state=random_state)
+        phases = run_null_phases(null, runs, n_permutations, min_shift=min_shift, random_state=random_state)
         used = phases.shape[0]
         report(progress, stage, 0, used)
         exceed_hi, exceed_lo = count(phases, np.arange(k), stage)
@@ -557,7 +549,7 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
                 rng = np.random.default_rng(random_state)  # a Generator goes on past the first draws
             else:
                 rng = np.random.default_rng([int(random_state), 1])  # not the first draws again
-            more = _run_phases(null, runs, n_refine, random_state=rng)
+            more = run_null_phases(null, runs, n_refine, random_state=rng)
             refined = more.shape[0]
             label = f"{stage} (more draws for {rows.size} atoms at the floor)"
             report(progress, label, 0, refined)

@@ -2245,7 +2245,9 @@ def _start_run(ctx: _Context) -> None:
             if child.is_dir() and child.name not in slugs:
                 stale += [child, out / ".cache" / top / f"{child.name}.json"]
     # BIDS maps (maps/group, maps/sub-XX): those of a model this configuration does not run
-    labels = {"".join(ch for ch in slug if ch.isalnum()) for slug in slugs}
+    from ..io.results import statmap_model_label
+
+    labels = {statmap_model_label(slug) for slug in slugs}
     for path in sorted((out / "maps").glob("*/*_statmap.*")):
         label = next((e[len("model-"):] for e in path.name.split("_") if e.startswith("model-")), None)
         if label is not None and label not in labels:
