@@ -61,6 +61,10 @@ SIMULATED_DESCRIP = "napari-brainorg SIMULATED"
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 WEIGHT_LOG_SD = 0.5
 BASELINE_SPATIAL_SD = 0.05
+#: Revision of the generator, part of the pipeline's simulation key: a result folder's subjects
+#: from an earlier revision are simulated again, never reused (2: each story's AR noise starts
+#: afresh instead of running on from the previous story).
+SIMULATOR_REVISION = 2
 
 README_TEXT = """\
 SIMULATED fMRI -- NOT BRAIN DATA
@@ -662,8 +666,8 @@ def simulate_fmri(
     runs : list of (name, n_volumes, tr), optional
         Several stories heard by the same subjects: ``sources`` holds their volumes one
         story after another. The same planted truth (links, weights, R², HRFs) drives
-        every story; each story's HRF variants, drifts and spontaneous fluctuations stay
-        within its own run (with its TR). :func:`write_simulation` writes one image per
+        every story; each story's HRF variants, drifts, AR noise and spontaneous
+        fluctuations stay within its own run (with its TR). :func:`write_simulation` writes one image per
         subject and story.
     progress, cancel
         Progress callback (stage ``"simulate"``) and cancel token.
@@ -689,6 +693,7 @@ def simulate_fmri(
     if sum(v for _, v, _ in runs) != n_volumes:
         raise ShapeError(f"'runs' add up to {sum(v for _, v, _ in runs)} volumes; 'sources' has {n_volumes}.")
     run_starts = np.cumsum([0] + [v for _, v, _ in runs])
+    later_starts = set(int(a) for a in run_starts[1:-1])
     planted = [(a, *_network_key(n, plan.atlas), +1) for a, ns in plan.links.items() for n in ns]
     planted += [(a, *_network_key(n, plan.atlas), -1) for a, ns in plan.negative_links.items() for n in ns]
     bad = sorted({p[0] for p in planted if not 0 <= p[0] < n_sources})
@@ -775,7 +780,10 @@ def simulate_fmri(
         noise = np.empty((n_volumes, n_voxels), np.float32)
         state = _smooth(rng.standard_normal(box, dtype=np.float32), sigma, plan.smoothness_fwhm_mm)[inner] / norm
         for t in range(n_volumes):
-            if t:
+            if t in later_starts:  # each story is a scan of its own: its noise starts afresh (stationary)
+                state = _smooth(rng.standard_normal(box, dtype=np.float32), sigma,
+                                plan.smoothness_fwhm_mm)[inner] / norm
+            elif t:
                 e = _smooth(rng.standard_normal(box, dtype=np.float32), sigma, plan.smoothness_fwhm_mm)[inner]
                 state = rho * state + innovation * (e / norm)
             noise[t] = state
@@ -987,7 +995,7 @@ def _truth(plan, z_src, tr, mask_img, subjects, planted, link_masks, signal_voxe
                         "deactivate the listed networks; every voxel also carries autocorrelated noise and "
                         "network-structured spontaneous fluctuations."),
         "generator": {"package": "napari-brainorg", "version": __version__,
-                      "function": "napari_brainorg.simulate.simulate_fmri"},
+                      "function": "napari_brainorg.simulate.simulate_fmri", "revision": SIMULATOR_REVISION},
         "sources": {"n_sources": int(z_src.shape[1]), "planted": used, **(source_info or {}),
                     "time_courses": {str(a): np.round(z_src[:, a], 5).tolist() for a in used},
                     "time_courses_note": "z-scored, before each voxel's HRF variant"},

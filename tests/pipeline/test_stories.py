@@ -172,6 +172,12 @@ def test_simulator_plants_one_truth_in_several_stories_without_crossing_them(rng
     assert np.min(r) > 0.9999
     drift = sim.components[0]["drift"]
     assert abs(np.corrcoef(drift[:50, 0], drift[50:100, 0])[0, 1]) < 0.99  # each run its own drifts
+    # each run's AR noise starts afresh: consecutive volumes within a run share ~rho of their
+    # noise field, the last volume of story a and the first of story b nothing
+    noise = sim.components[0]["noise"].astype(np.float64)
+    within = [np.corrcoef(noise[t], noise[t + 1])[0, 1] for t in (10, 30, 48, 50, 80)]
+    assert min(within) > 0.25
+    assert abs(np.corrcoef(noise[49], noise[50])[0, 1]) < 0.1
     written = {p.name for p in write_simulation(sim, tmp_path)}
     assert {"sub-01_task-a_sim_bold.nii.gz", "sub-01_task-b_sim_bold.nii.gz"} <= written
     import nibabel as nib

@@ -630,13 +630,14 @@ def _planted_sources(ctx: _Context, planting: dict) -> tuple[np.ndarray, dict]:
 
 def _simulate(ctx: _Context, planting: dict):
     from ..io.fmri import load_fmri
-    from ..simulate import SimulationPlan, distinct_sources, simulate_fmri, write_simulation
+    from ..simulate import SIMULATOR_REVISION, SimulationPlan, distinct_sources, simulate_fmri, write_simulation
 
     cfg = ctx.config
     sc = cfg.fmri.simulate
     slug = planting["slug"]
     sim_dir = ctx.out / "simulated"
-    key_parts = [sc.model_dump(mode="json"), ctx.keys[f"atoms/{slug}"], list(cfg.networks.atlases), cfg.story.tr]
+    key_parts = [sc.model_dump(mode="json"), ctx.keys[f"atoms/{slug}"], list(cfg.networks.atlases), cfg.story.tr,
+                 ["simulator revision", SIMULATOR_REVISION]]
     runs = ctx.runs if cfg.multi_story else None
     if runs:
         key_parts.append([list(r) for r in runs])
