@@ -150,3 +150,18 @@ def test_report_shows_top_words_when_the_run_saved_them(quick_result, tmp_path):
     text = build_report(copy)
     assert "top words: man, pie" in text  # by rank, the activating words only
     assert "quiet" not in text.split('data-atom="0"')[1].split('data-atom="1"')[0]
+
+
+def test_a_warning_shown_several_times_is_recorded_once_with_its_count():
+    import warnings
+
+    from napari_brainorg.report import record_warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        with record_warnings() as caught:
+            for _ in range(3):
+                warnings.warn("atlas resampled", UserWarning, stacklevel=1)
+            warnings.warn("another", RuntimeWarning, stacklevel=1)
+    assert [(w["category"], w["message"], w["count"]) for w in caught] == [
+        ("UserWarning", "atlas resampled", 3), ("RuntimeWarning", "another", 1)]

@@ -71,16 +71,24 @@ _ATLAS_REFS = {"smith10": "smith10", "smith10_thr3": "smith10", "yeo7": "yeo", "
 def record_warnings():
     """Keep a record of the warnings shown while the block runs (they are still shown).
 
-    Yields a list that fills with ``{"category", "message", "source"}`` dicts, one per
-    warning that Python's filters let through (the ones a user sees), for
-    ``warnings.json`` and the report.
+    Yields a list that fills with ``{"category", "message", "source", "count"}`` dicts,
+    one per distinct warning that Python's filters let through (the ones a user sees),
+    for ``warnings.json`` and the report; ``count`` is how often it was shown (a step
+    that loads an atlas several times warns each time).
     """
     caught: list[dict] = []
+    seen: dict[tuple, dict] = {}
     previous = warnings.showwarning
 
     def showwarning(message, category, filename, lineno, file=None, line=None):
-        caught.append({"category": getattr(category, "__name__", str(category)), "message": str(message),
-                       "source": f"{os.path.basename(str(filename))}:{lineno}"})
+        entry = {"category": getattr(category, "__name__", str(category)), "message": str(message),
+                 "source": f"{os.path.basename(str(filename))}:{lineno}"}
+        key = tuple(entry.values())
+        if key in seen:
+            seen[key]["count"] += 1
+        else:
+            seen[key] = {**entry, "count": 1}
+            caught.append(seen[key])
         previous(message, category, filename, lineno, file, line)
 
     warnings.showwarning = showwarning
@@ -573,7 +581,8 @@ def build_report(result: ResultFolder | str | os.PathLike) -> str:
 
     warns = result.run_warnings()
     warn_html = ("".join(f"<div class='warn'><b>{_esc(w.get('category', 'Warning'))}</b>: {_esc(w.get('message', ''))}"
-                         f"{' <span class=muted>(' + _esc(w['source']) + ')</span>' if w.get('source') else ''}</div>"
+                         f"{' <span class=muted>(' + _esc(w['source']) + ')</span>' if w.get('source') else ''}"
+                         f"{' <span class=muted>×' + str(int(w['count'])) + '</span>' if w.get('count', 1) > 1 else ''}</div>"
                          for w in warns) if warns else "<p class='muted'>No warnings were raised during the run.</p>")
 
     prov = result.provenance()
