@@ -61,6 +61,7 @@ def test_methods_paragraph_follows_the_configuration(quick_result):
     assert f"{cfg['encoding']['n_folds']} contiguous folds" in text
     assert f"|z| &gt; {cfg['networks']['threshold']}" in text
     assert f"q &lt; {cfg['networks']['alpha']}" in text
+    assert f"at least {cfg['networks']['min_network_relative_marginal']} of the best atom's correlation" in text
     assert "sun2024" in cites and "nilearn" in cites and "smith10" in cites  # the paper, nilearn, the atlas
 
 

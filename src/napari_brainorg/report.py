@@ -357,7 +357,13 @@ def methods_paragraph(result: ResultFolder) -> tuple[str, list[str]]:
             f"{_esc(record['fdr_family']).replace(' x ', ' &times; ') if record.get('fdr_family') else 'atoms &times; networks &times; directions'}"
             f"), the effect was at least "
             f"{nets.get('min_effect', '?')} and at least {nets.get('min_relative_effect', '?')} of the atom's "
-            f"largest effect in the atlas. Maps are shown thresholded at |z| &gt; {nets.get('threshold', '?')}.")
+            f"largest effect in the atlas"
+            + (f", at least {nets['min_network_relative_effect']} of the largest effect among the atoms declared for "
+               "the network" if nets.get("min_network_relative_effect") else "")
+            + (f", and the atom's time course correlated with the network's mean time series in the link's "
+               f"direction, at least {nets['min_network_relative_marginal']} of the best atom's correlation"
+               if nets.get("min_network_relative_marginal") else "")
+            + f". Maps are shown thresholded at |z| &gt; {nets.get('threshold', '?')}.")
     else:
         n_draws = 500 if n_draws is None else n_draws
         parts.append(

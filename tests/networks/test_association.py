@@ -15,6 +15,7 @@ from napari_brainorg.encoding.preprocessing import drift_basis
 from napari_brainorg.networks.association import (
     disjoint_networks,
     family_fdr,
+    follows_network,
     main_drivers,
     network_contrasts,
     stimulus_association,
@@ -315,6 +316,51 @@ def test_unique_contribution_does_not_credit_a_collinear_atom(rng):
 
     assert (2, 0) in declared(unique) and (6, 0) not in declared(unique)
     assert (6, 0) in declared(marginal)  # what the unique contribution prevents
+
+
+def test_resemblance_rule_drops_a_suppressor_and_keeps_the_driver(rng):
+    """A network driven by a time course made of two atoms, one of which does not follow it.
+
+    The driver is ``x0 - c x1`` with ``c`` chosen so that ``x1`` is uncorrelated with it:
+    ``x1``'s unique contribution is real (the test declares it, deactivated), but a
+    neuroscientist reading "atom 1 is linked to network 0" would look for network 0 in
+    atom 1's time course and not find it. The rule keeps the atom that follows the network.
+    """
+    atoms = make_atoms(rng, k=6)
+    x = (atoms - atoms.mean(0)) / atoms.std(0)
+    x1 = 0.7 * x[:, 0] + 0.7 * x[:, 1]  # atom 1 shares half its variance with atom 0
+    atoms = np.column_stack([x[:, 0], x1 / x1.std(), x[:, 2:]])
+    c = (atoms[:, 0] @ atoms[:, 1]) / (atoms[:, 1] @ atoms[:, 1])
+    driver = atoms[:, 0] - c * atoms[:, 1]  # orthogonal to atom 1: its marginal r is 0
+    data, networks = make_study(rng, np.column_stack([atoms, driver]), planted={6: (0, 1)}, r2=0.3)
+    kwargs = dict(tr=TR, n_permutations=2000, n_refine=0, random_state=0, highpass_cutoff=None)
+    plain = stimulus_association(atoms, data, networks, **kwargs)
+    ruled = stimulus_association(atoms, data, networks, min_network_relative_marginal=0.5, **kwargs)
+
+    def declared(t):
+        rows = t.loc[t["associated"] & (t["network"] == "0"), ["atom", "direction"]]
+        return {(int(a), d) for a, d in rows.itertuples(index=False)}
+
+    assert {(0, "activated"), (1, "deactivated")} <= declared(plain)
+    assert declared(ruled) == {(0, "activated")}
+    marginal = ruled.set_index(["atom", "network", "direction"])["marginal"]
+    assert marginal[(0, "0", "activated")] > 0.4 and abs(marginal[(1, "0", "activated")]) < 0.15
+    # the rule only removes declarations, and keeps p and q
+    np.testing.assert_array_equal(ruled["p"], plain["p"])
+    assert not (ruled["associated"] & ~plain["associated"]).any()
+    assert "the atom's correlation with the network's mean time series" in ruled.attrs["criterion"]
+
+
+def test_follows_network_needs_the_sign_and_a_share_of_the_best_atoms_correlation():
+    import pandas as pd
+
+    t = pd.DataFrame({"atom": [0, 1, 2, 0, 1, 2], "atlas": "a", "network": "x",
+                      "direction": ["activated"] * 3 + ["deactivated"] * 3,
+                      "marginal": [0.6, -0.4, 0.2, 0.6, -0.4, 0.2]})
+    # peak |r| 0.6: atom 0 (0.6) and atom 1 (-0.4 >= 0.3) reach half of it, atom 2 (0.2) does not;
+    # each only in the direction of its sign
+    np.testing.assert_array_equal(follows_network(t, 0.5), [True, False, False, False, True, False])
+    np.testing.assert_array_equal(follows_network(t, 0.0), [True, False, True, False, True, False])
 
 
 def test_family_fdr_corrects_every_model_together_per_atlas(rng):

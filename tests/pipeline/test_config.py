@@ -44,6 +44,20 @@ def test_config_is_frozen_and_cache_keys_follow_sections():
     assert a.atoms.cache_key("f") != a.atoms.cache_key("g")  # upstream change invalidates
 
 
+def test_full_demo_subjects_hear_several_stories_whose_scans_hold_every_word():
+    from napari_brainorg.io.stimuli import read_story
+    from napari_brainorg.pipeline.config import DEMO_STORIES
+
+    full, quick = demo_config("out"), demo_config("out", quick=True)
+    assert full.multi_story and [s.label for s in full.stories] == list(DEMO_STORIES)
+    assert sum(s.n_volumes for s in full.stories) == sum(DEMO_STORIES.values()) >= 1000
+    assert not quick.multi_story and quick.story.label == "pieman"
+    for story in full.stories:
+        words = read_story(story.path, onset=story.onset)
+        # the scan runs past the last word by more than the HRF's peak, so no word's response is cut
+        assert words.offsets.max() + 6.0 < story.n_volumes * story.tr, story.label
+
+
 # ------------------------------------------------------------------ several stories
 _TWO = {"stories": [{"path": "pieman", "n_volumes": 100}, {"path": "lucy", "tr": 2.0, "n_volumes": 120}],
         "fmri": {"images": {"pieman": ["p1.nii.gz", "p2.nii.gz"], "lucy": ["l1.nii.gz", "l2.nii.gz"]}},

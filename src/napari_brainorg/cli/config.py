@@ -26,9 +26,12 @@ def example_yaml() -> str:
     """A complete, annotated YAML configuration with every option at its default."""
     from pydantic import BaseModel
 
-    from ..pipeline.config import PipelineConfig, demo_config
+    from ..pipeline.config import PipelineConfig, demo_config, make_config
 
-    config = demo_config("results/my-study")
+    # the full demo's options on its first story alone: several stories are shown below
+    data = demo_config("results/my-study").model_dump()
+    data["stories"] = None
+    config = make_config(data, source="the example configuration")
     lines = [
         "# napari-brainorg configuration (brainorg run THIS_FILE).",
         "# Every option is shown at its default. Relative paths are taken from this file's folder.",

@@ -9,14 +9,17 @@ from ._common import add_execution_options
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "demo",
-        help="run the whole pipeline on the bundled story and model with simulated subjects",
+        help="run the whole pipeline on bundled stories and models with simulated subjects",
         description=(
-            "The embedded default: the 'pieman' story (Narratives), the bundled MiniLM (BERT "
-            "architecture) and SmolLM2 (Llama architecture), 64 atoms each, three clearly labelled "
-            "SIMULATED subjects whose BOLD in known Smith-2009 and Yeo-7 networks is activated or "
-            "deactivated by known atoms, both encoding models, and network association with smith10 "
-            "and yeo7, the two models side by side. Writes NIfTI maps, CSV tables, PNG figures, "
-            "summary.json and recovery.json (every declaration scored against the planted links)."
+            "The embedded default: four Narratives stories (pieman, lucy, bronx, notthefallintact; "
+            "1,460 volumes), the bundled MiniLM (BERT architecture) and SmolLM2 (Llama architecture), "
+            "64 atoms each, beside three baselines (phase-randomised atoms, an untrained MiniLM, the "
+            "nuisance regressors), and six clearly labelled SIMULATED subjects whose BOLD in known "
+            "Smith-2009 and Yeo-7 networks is activated or deactivated by time courses mixed from "
+            "MiniLM's artificial neurons (varying HRFs, tissue AR noise, network fluctuations). Both "
+            "encoding models, the network association test with smith10 and yeo7, the models side by "
+            "side. Writes NIfTI maps, CSV tables, PNG figures, report.html, summary.json and "
+            "recovery.json (every declaration scored against the planted links)."
         ),
     )
     p.add_argument("--out", required=True, help="output folder (new, empty, or an earlier result to reuse)")
@@ -24,7 +27,8 @@ def add_parser(subparsers) -> None:
                    help="models to compare; the first drives the simulated subjects "
                         "(default: minilm smollm2; with --quick: minilm)")
     p.add_argument("--quick", action="store_true",
-                   help="a smaller run (16 atoms, 2 subjects, 6 mm grid) for a first look in seconds")
+                   help="a smaller run (pieman alone, MiniLM, 16 atoms, 8 subjects, 6 mm grid, no baselines) "
+                        "for a first look in a few minutes")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_execution_options(p)
     p.set_defaults(func=run)

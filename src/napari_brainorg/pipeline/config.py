@@ -359,6 +359,12 @@ class NetworksConfig(_Section):
         "the atoms declared for the same network: its main drivers are named, not atoms that take up a small "
         "remainder of a driver they do not match (a time course spread over several atoms, an HRF unlike the "
         "atoms' canonical one). 0: off. Removing declarations keeps the FDR control."))
+    min_network_relative_marginal: float = Field(0.5, ge=0, le=1, description=(
+        "With test 'stimulus', an association also needs the atom's correlation with the network's mean time "
+        "series to have the sign of the link and to reach this fraction of the largest |r| of any atom with that "
+        "network: a link names atoms that follow the network, not atoms whose unique part only adjusts the "
+        "others' fit (the parts of a time course spread over several atoms, suppressors). 0: off. Removing "
+        "declarations keeps the FDR control."))
 
 
 class PipelineConfig(_Section):
@@ -579,21 +585,28 @@ def _resolve_paths(data: dict, base: Path) -> dict:
 # simulation (SimulateConfig's defaults: sources mixed from MiniLM's member ANs, never the
 # analysis' atoms; HRF delay and dispersion varying over voxels and subjects; AR(1) noise
 # 0.6 in grey matter and 0.2 elsewhere; independent Smith-10 / Yeo-7 fluctuations in every
-# subject; true R2 0.02-0.2). Power comes from subjects: one 300-volume story, so a
-# planted link is seen through an atom's unique part in a few hundred volumes, and the
-# random-effects statistic (from 6 subjects) must beat the atom's chance alignment with the
-# signal every subject shares (conditional randomisation null). The quick demo (16 atoms)
-# has 8 subjects: recall about 0.8 at precision >= 0.9 (benchmarks/bench_recovery.py); the full demo (64 atoms, two models,
-# three baselines) has the 6 subjects that random effects need, which keeps it within
-# about ten minutes, and finds fewer links (64 collinear atoms: small unique parts).
+# subject; true R2 0.02-0.2). A planted link is seen only through the part of its atom that
+# the other atoms do not explain, and the random-effects statistic (from 6 subjects) must
+# beat that part's chance alignment with what the network does (conditional randomisation
+# null). With 64 atoms over one 300-volume story that part is a few per cent of an atom's
+# variance and the full design found 3 of 45 planted links over 5 seeds; more subjects
+# barely help (20 subjects: 3 of 9), more volumes do: the full demo's subjects hear four
+# Narratives stories (DEMO_STORIES, 1,460 volumes; benchmarks/bench_recovery.py --stories).
+# The quick demo (16 atoms, pieman alone) has 8 subjects: recall about 0.8 at precision
+# >= 0.9.
 DEMO_SUBJECTS = 6
 DEMO_RESOLUTION_MM = 4.0
+#: The full demo's stories and their volumes (the Narratives scans' lengths at TR 1.5 s).
+DEMO_STORIES = {"pieman": 300, "lucy": 370, "bronx": 390, "notthefallintact": 400}
 QUICK_SUBJECTS = 8
 QUICK_RESOLUTION_MM = 6.0
 
 
 def demo_config(out: str | Path, *, models: list[str] | None = None, quick: bool = False) -> PipelineConfig:
-    """The embedded default: pieman, the bundled MiniLM and SmolLM2, simulated subjects.
+    """The embedded default: Narratives stories, the bundled MiniLM and SmolLM2, simulated subjects.
+
+    The full demo's subjects hear four stories (:data:`DEMO_STORIES`, 1,460 volumes); the
+    quick one hears pieman alone.
 
     The simulated subjects' BOLD is driven by sources mixed from MiniLM's artificial
     neurons (the first model), under the realistic simulation (``SimulateConfig``'s
@@ -619,6 +632,9 @@ def demo_config(out: str | Path, *, models: list[str] | None = None, quick: bool
         data["fmri"]["simulate"].update({"n_subjects": QUICK_SUBJECTS, "resolution_mm": QUICK_RESOLUTION_MM})
         data["encoding"] = {"n_folds": 3, "sparse_null_shifts": 10}
     else:
+        # several stories: each atom's unique part needs more than one story's volumes (above)
+        del data["story"]
+        data["stories"] = [{"path": name, "tr": 1.5, "n_volumes": n, "onset": 0.0} for name, n in DEMO_STORIES.items()]
         # every claim of the demo beside the same test on story-free and untrained baselines
         data["features"]["baselines"] = ["phase_randomised", "untrained", "nuisance"]
         # five models (two language models, three baselines) x the subjects: 10 shifts for the

@@ -1423,7 +1423,8 @@ def _association_args(ctx: _Context, slug: str) -> dict:
                 n_permutations=10_000 if nc.n_permutations is None else nc.n_permutations,
                 n_refine=nc.n_refine, contribution=nc.contribution, network_score=nc.network_score, moved=nc.moved,
                 min_effect=nc.min_effect, min_relative_effect=nc.min_relative_effect,
-                min_network_relative_effect=nc.min_network_relative_effect, group_effects=ec.group_effects, min_subjects_random=ec.min_subjects_random, alpha=nc.alpha,
+                min_network_relative_effect=nc.min_network_relative_effect,
+                min_network_relative_marginal=nc.min_network_relative_marginal, group_effects=ec.group_effects, min_subjects_random=ec.min_subjects_random, alpha=nc.alpha,
                 random_state=ctx.config.seed, progress=ctx.progress, cancel=ctx.cancel), confounds
 
 
