@@ -27,10 +27,14 @@ Prints one JSON line per run and a table of precision and recall per condition (
 and range over seeds; pooled counts).
 
     nice -n 10 python benchmarks/bench_recovery.py [--seeds 0 1 2 3 4] [--conditions ...] [--quick] [--lean]
+        [--stories pieman lucy ...] [--surrogates]
 
-``--lean`` runs only what the declarations depend on: the pipeline's simulation step
-(``run_simulation``) and the networks step's association test with the configuration's
-options and seed; it also scores the same tables without the main-driver rule.
+The full design's subjects hear the full demo's four stories, the quick design's pieman
+(``--stories`` names others). ``--lean`` runs only what the declarations depend on: the
+pipeline's simulation step (``run_simulation``) and the networks step's association test
+with the configuration's options and seed; it also scores the same tables without the
+resemblance rule and without either rule. ``--surrogates`` (with ``--lean``) tests
+phase-randomised copies of the atoms on the same data: every declaration is false.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import time
 from pathlib import Path
 
 from napari_brainorg.pipeline import demo_config, make_config, run_pipeline
+from napari_brainorg.pipeline.config import DEMO_STORIES
 
 NOISE = {"ar1_grey": 0.6, "ar1_other": 0.2, "fluctuation_atlases": ["smith10", "yeo7"], "fluctuation_share": 0.3}
 EASY = {**NOISE, "sources": "atoms", "hrf_delay_s": 0.0, "hrf_dispersion_s": 0.0, "r2_min": 0.05, "r2_max": 0.2}
@@ -58,6 +63,10 @@ CONDITIONS = {
 
 def _config(out: Path, seed: int, condition: str, args) -> dict:
     data = demo_config(out, models=["minilm"], quick=args.quick).model_dump()
+    if args.stories:  # the subjects hear these bundled stories (volumes: the Narratives scans')
+        data.pop("story")
+        data["stories"] = [{"path": name, "tr": 1.5, "n_volumes": DEMO_STORIES.get(name, 300), "onset": 0.0}
+                           for name in args.stories]
     data["fmri"]["simulate"].update(CONDITIONS[condition], seed=seed)
     if args.n_subjects:
         data["fmri"]["simulate"]["n_subjects"] = args.n_subjects
@@ -100,19 +109,38 @@ def run_lean(out: Path, seed: int, condition: str, args) -> dict:
     from napari_brainorg.encoding.preprocessing import drift_basis
     from napari_brainorg.io.atlases import load_fbn
     from napari_brainorg.io.fmri import load_fmri
-    from napari_brainorg.networks.association import disjoint_networks, main_drivers, stimulus_association
+    from napari_brainorg.networks.association import (disjoint_networks, follows_network, main_drivers,
+                                                      stimulus_association)
     from napari_brainorg.pipeline.run import run_simulation
 
     t = time.perf_counter()
     cfg = make_config(_config(out, seed, condition, args))
     sim = run_simulation(cfg)
-    images = sorted(sim.glob("sub-*_bold.nii.gz"))
-    fmri = load_fmri([str(i) for i in images], mask=str(sim / "mask.nii.gz"), n_volumes=cfg.story.n_volumes,
-                     tr=cfg.story.tr, subjects=[i.name.split("_")[0] for i in images])
     atoms = np.load(out / "atoms/minilm/atoms.npy")
     confounds = pd.read_csv(out / "story/nuisance.tsv", sep="\t").select_dtypes("number")
     confounds = confounds.loc[:, confounds.std() > 0]
     nc, ec = cfg.networks, cfg.encoding
+    highpass, runs = ec.highpass_cutoff, None
+    if cfg.multi_story:  # one image per subject and story, stacked; each run's drifts in the confounds
+        from napari_brainorg.encoding.stories import run_drift_basis
+        from napari_brainorg.io.fmri import concat_story_runs
+
+        story_runs = [(s.label, s.n_volumes, s.tr) for s in cfg.stories]
+        per_story = {}
+        for name, n_volumes, tr in story_runs:
+            images = sorted(sim.glob(f"sub-*_task-{name}_sim_bold.nii.gz"))
+            per_story[name] = load_fmri([str(i) for i in images], mask=str(sim / "mask.nii.gz"), n_volumes=n_volumes,
+                                        tr=tr, subjects=[i.name.split("_")[0] for i in images])
+        fmri = concat_story_runs(per_story, {name: tr for name, _, tr in story_runs})
+        confounds = confounds.drop(columns="volume", errors="ignore")
+        drifts = run_drift_basis(story_runs, highpass)
+        confounds = pd.concat([confounds.reset_index(drop=True),
+                               pd.DataFrame(drifts, columns=[f"drift_{i}" for i in range(drifts.shape[1])])], axis=1)
+        highpass, runs = None, [n for _, n, _ in story_runs]
+    else:
+        images = sorted(sim.glob("sub-*_bold.nii.gz"))
+        fmri = load_fmri([str(i) for i in images], mask=str(sim / "mask.nii.gz"), n_volumes=cfg.story.n_volumes,
+                         tr=cfg.story.tr, subjects=[i.name.split("_")[0] for i in images])
     names, networks = [], []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # atlases resampled to the simulation's grid
@@ -120,31 +148,48 @@ def run_lean(out: Path, seed: int, condition: str, args) -> dict:
             fbn = load_fbn(atlas, fmri.mask_img)
             names += [(atlas, n) for n in fbn.network_names]
             networks.append(disjoint_networks(fbn.maps, fbn.masks()))
-    table = stimulus_association(
-        atoms, fmri.data, np.concatenate(networks), tr=cfg.story.tr, network_names=[n for _, n in names],
-        atlas_names=[a for a, _ in names], confounds=confounds.to_numpy(np.float64),
-        highpass_cutoff=ec.highpass_cutoff, null=nc.null,
-        n_permutations=10_000 if nc.n_permutations is None else nc.n_permutations, contribution=nc.contribution,
-        network_score=nc.network_score, moved=nc.moved, min_effect=nc.min_effect,
-        min_relative_effect=nc.min_relative_effect, min_network_relative_effect=0.0,
-        group_effects=ec.group_effects, min_subjects_random=ec.min_subjects_random, alpha=nc.alpha,
-        random_state=cfg.seed)
+    def test(regressors):
+        return stimulus_association(
+            regressors, fmri.data, np.concatenate(networks), tr=cfg.story.tr, network_names=[n for _, n in names],
+            atlas_names=[a for a, _ in names], confounds=confounds.to_numpy(np.float64),
+            highpass_cutoff=highpass, runs=runs, null=nc.null,
+            n_permutations=10_000 if nc.n_permutations is None else nc.n_permutations,
+            contribution=nc.contribution, network_score=nc.network_score, moved=nc.moved, min_effect=nc.min_effect,
+            min_relative_effect=nc.min_relative_effect, min_network_relative_effect=0.0,
+            group_effects=ec.group_effects, min_subjects_random=ec.min_subjects_random, alpha=nc.alpha,
+            random_state=cfg.seed)
+
+    table = test(atoms)
+    surrogate = None
+    if args.surrogates:  # the same data and test, the atoms' lock to the story broken (every declaration false)
+        from napari_brainorg.encoding.inference import phase_randomise
+
+        st = test(phase_randomise(atoms, random_state=[seed, 7], runs=runs))
+        p = st["p"].to_numpy(float)
+        st["associated"] &= follows_network(st, nc.min_network_relative_marginal)
+        surrogate = {"declared": int(main_drivers(st, nc.min_network_relative_effect).sum()),
+                     "p_le_0.01": round(float(np.mean(p <= 0.01)), 4), "p_le_0.002": round(float(np.mean(p <= 0.002)), 4),
+                     "min_p": float(p.min())}
     truth = json.loads((sim / "truth.json").read_text())
     sources = np.load(sim / truth["files"]["planted_sources"])
     planted = sorted(int(x) for x in truth["sources"]["planted"])
     if planted:
         _, match = match_atoms(sources[:, planted], atoms, min_correlation=MIN_CORRELATION)
         match["planted"] = [planted[i] for i in match["planted"]]
-        nuisance = np.column_stack([drift_basis(sources.shape[0], cfg.story.tr, ec.highpass_cutoff),
-                                    confounds.to_numpy(np.float64)])
+        nuisance = confounds.to_numpy(np.float64)
+        if runs is None:
+            nuisance = np.column_stack([drift_basis(sources.shape[0], cfg.story.tr, ec.highpass_cutoff), nuisance])
         cons = source_constituents(sources[:, planted], atoms, nuisance=nuisance)
         cons["planted"] = [planted[i] for i in cons["planted"]]
     else:
         match = pd.DataFrame(columns=["planted", "learned", "correlation", "sign", "matched", "best_other"])
         cons = None
     row = {"condition": condition, "seed": seed}
-    for label, rho in (("", nc.min_network_relative_effect), ("norule_", 0.0)):
-        t2 = table.assign(associated=main_drivers(table, rho))
+    follows = follows_network(table, nc.min_network_relative_marginal)
+    for label, rho, marginal_rule in (("", nc.min_network_relative_effect, True),
+                                      ("nomarg_", nc.min_network_relative_effect, False), ("norule_", 0.0, False)):
+        t2 = table.assign(associated=table["associated"] & follows) if marginal_rule else table
+        t2 = t2.assign(associated=main_drivers(t2, rho))
         tabs = {d: t2[t2["direction"] == d].reset_index(drop=True) for d in ("activated", "deactivated")}
         rec = recovery_scores(truth["expected_links"], tabs, match, partial_links=truth.get("network_shares"))
         row.update({f"{label}{k}": rec[k] for k in ("precision", "recall", "tp", "fp", "fn", "fp_partial")})
@@ -153,6 +198,8 @@ def run_lean(out: Path, seed: int, condition: str, args) -> dict:
         con = (recovery_scores(truth["expected_links"], tabs, match, constituents=cons) if cons is not None
                else {k: None for k in ("precision", "recall", "tp", "fp", "fn")})
         row.update({f"{label}c_{k}": con[k] for k in ("precision", "recall", "tp", "fp", "fn")})
+    if surrogate is not None:
+        row["surrogates"] = surrogate
     row["wall_s"] = round(time.perf_counter() - t, 1)
     return row
 
@@ -173,9 +220,15 @@ def main() -> None:
     parser.add_argument("--n-subjects", type=int, default=None, help="override the design's number of subjects")
     parser.add_argument("--n-atoms", type=int, default=None, help="override the design's number of atoms")
     parser.add_argument("--n-permutations", type=int, default=None, help="override the association test's draws")
+    parser.add_argument("--stories", nargs="+", default=None, metavar="STORY",
+                        help="the subjects hear these bundled stories (default: the design's own: the full demo's "
+                             f"{', '.join(DEMO_STORIES)}, the quick demo's pieman)")
     parser.add_argument("--lean", action="store_true",
                         help="only the simulation step and the networks step's association test (same options and "
                              "seed as the pipeline's; with and without the main-driver rule)")
+    parser.add_argument("--surrogates", action="store_true",
+                        help="with --lean: also test phase-randomised copies of the atoms on the same data (each "
+                             "story's phases on their own); every declaration of theirs is false")
     parser.add_argument("--full-encoding", action="store_true",
                         help="keep the demo's whole encoding step (slower; the declarations do not change)")
     parser.add_argument("--out", default=None, help="result folder shared by the runs (default: a temporary one)")
@@ -189,10 +242,13 @@ def main() -> None:
             print(json.dumps(row), flush=True)
     design = _config(out, 0, "combined", args)
     sim = design["fmri"]["simulate"]
+    stories = [s["path"] for s in design["stories"]] if design.get("stories") else [design["story"]["path"]]
     print(f"\nSIMULATED recovery, {'quick' if args.quick else 'full'} demo design: {sim['n_subjects']} subjects, "
-          f"{sim['resolution_mm']:g} mm, {design['atoms']['n_atoms']} atoms, "
+          f"stories {', '.join(stories)}, {sim['resolution_mm']:g} mm, {design['atoms']['n_atoms']} atoms, "
           f"{design['networks']['n_permutations']} draws; seeds {args.seeds}")
-    prefixes = [("", "")] + ([("norule_", " without the main-driver rule (min_network_relative_effect 0)")]
+    prefixes = [("", "")] + ([("nomarg_", " without the resemblance rule (min_network_relative_marginal 0)"),
+                              ("norule_", " without either rule (min_network_relative_marginal 0, "
+                                          "min_network_relative_effect 0)")]
                              if rows and "norule_tp" in rows[0] else [])
     for prefix, title in prefixes:
         _table(rows, args.conditions, prefix, title)
