@@ -58,6 +58,7 @@ def test_methods_paragraph_follows_the_configuration(quick_result):
     cfg = res.config()
     text, cites = methods_paragraph(res)
     assert f"k = {cfg['atoms']['n_atoms']}" in text
+    assert "the story &ldquo;pieman&rdquo;" in text and f"the {cfg['story']['n_volumes']} volumes (TR 1.5 s)" in text
     assert f"{cfg['encoding']['n_folds']} contiguous folds" in text
     assert f"|z| &gt; {cfg['networks']['threshold']}" in text
     assert f"q &lt; {cfg['networks']['alpha']}" in text

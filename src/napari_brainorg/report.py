@@ -215,6 +215,11 @@ def _fmt_list(items) -> str:
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
+def _story_label(story: dict) -> str:
+    """A story's name as the result folder uses it: ``name``, else the bundled name or the file's stem."""
+    return story.get("name") or Path(str(story.get("path", "?"))).name.split(".")[0]
+
+
 def methods_paragraph(result: ResultFolder) -> tuple[str, list[str]]:
     """The methods paragraph of ``result`` (HTML) and the reference keys it cites.
 
@@ -232,26 +237,31 @@ def methods_paragraph(result: ResultFolder) -> tuple[str, list[str]]:
             "residual": "each layer's output hidden state"}.get(feats.get("site", ""), feats.get("site", "?"))
     alignment = feats.get("alignment", "glover")
     parts = []
-    story_name = story.get("path", "?")
     from .datasets import list_stories
 
-    bundled_story = story_name in list_stories()
+    every_story = cfg.get("stories") or [story]
+    bundled_story = all(str(st.get("path", "?")) in list_stories() for st in every_story)
     if bundled_story:
         cites.append("narratives")
+    named = _fmt_list(f"&ldquo;{_esc(_story_label(st))}&rdquo;" for st in every_story)
     parts.append(
-        f"Following Sun et al. (2024) [sun2024], the story &ldquo;{_esc(story_name)}&rdquo;"
-        f"{' (Narratives, Nastase et al. 2021 [narratives])' if bundled_story else ''} was presented word by "
+        f"Following Sun et al. (2024) [sun2024], the {'story' if len(every_story) == 1 else 'stories'} {named}"
+        f"{' (Narratives, Nastase et al. 2021 [narratives])' if bundled_story else ''} "
+        f"{'was' if len(every_story) == 1 else 'were'} presented word by "
         f"word to {_fmt_list(_esc(m) for m in s.get('models', []))}, and the response of every artificial neuron "
         f"(AN; {site}) to each word (the mean over its sub-word tokens) was recorded.")
+    trs = sorted({st.get("tr", "?") for st in every_story}, key=str)
+    tr_text = f"TR {', '.join(str(t) for t in trs)} s"
+    volumes = (f"the {story.get('n_volumes', '?')} volumes ({tr_text})" if len(every_story) == 1 else
+               f"each story's volumes ({sum(int(st.get('n_volumes', 0)) for st in every_story)} in all, {tr_text})")
     if alignment in ("glover", "spm"):
         cites.append("glover")
         parts.append(
             f"Word responses were placed at the words' onsets, convolved with the canonical "
             f"{'Glover' if alignment == 'glover' else 'SPM'} haemodynamic response function [glover] and sampled "
-            f"at the {story.get('n_volumes', '?')} volumes (TR {story.get('tr', '?')} s), then z-scored.")
+            f"at {volumes}, then z-scored.")
     else:
-        parts.append(f"Word responses were aligned to the {story.get('n_volumes', '?')} volumes "
-                     f"(TR {story.get('tr', '?')} s) with the {_esc(alignment)} operator, then z-scored.")
+        parts.append(f"Word responses were aligned to {volumes} with the {_esc(alignment)} operator, then z-scored.")
     parts.append(
         f"A sparse dictionary of k = {atoms.get('n_atoms', '?')} temporal atoms was learned over all ANs "
         f"(code sparsity &alpha; = {atoms.get('alpha', '?')} on the correlation scale), each AN a sparse "
@@ -290,7 +300,7 @@ def methods_paragraph(result: ResultFolder) -> tuple[str, list[str]]:
     hp = enc.get("highpass_cutoff")
     stories = cfg.get("stories") or []
     if len(stories) > 1:
-        names = [st.get("name") or Path(str(st.get("path", "?"))).name.split(".")[0] for st in stories]
+        names = [_story_label(st) for st in stories]
         scheme = s.get("encoding_scheme", {})
         parts.append(
             f"The subjects heard {len(stories)} stories ({_fmt_list(_esc(n) for n in names)}), each extracted and "

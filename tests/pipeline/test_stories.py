@@ -69,6 +69,15 @@ def test_planted_links_are_recovered_on_the_held_out_story(two_story_result):
     assert rec["tp"] >= 6  # every planted link, on the story the dictionary never saw
 
 
+def test_methods_paragraph_names_every_story_and_their_volumes(two_story_result):
+    from napari_brainorg.io.results import ResultFolder
+    from napari_brainorg.report import methods_paragraph
+
+    text, _ = methods_paragraph(ResultFolder(two_story_result.path))
+    assert "the stories &ldquo;pieman&rdquo; and &ldquo;lucy&rdquo;" in text and " were presented" in text
+    assert f"each story's volumes ({2 * N_VOLUMES} in all, TR {TR} s)" in text
+
+
 def test_encoding_is_scored_leave_one_story_out(two_story_result):
     result = two_story_result
     loso = result.summary["encoding_scheme"]["leave_one_story_out"]
