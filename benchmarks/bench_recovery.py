@@ -245,7 +245,7 @@ def main() -> None:
     stories = [s["path"] for s in design["stories"]] if design.get("stories") else [design["story"]["path"]]
     print(f"\nSIMULATED recovery, {'quick' if args.quick else 'full'} demo design: {sim['n_subjects']} subjects, "
           f"stories {', '.join(stories)}, {sim['resolution_mm']:g} mm, {design['atoms']['n_atoms']} atoms, "
-          f"{design['networks']['n_permutations']} draws; seeds {args.seeds}")
+          f"{design['networks']['n_permutations'] or 10_000} draws; seeds {args.seeds}")
     prefixes = [("", "")] + ([("nomarg_", " without the resemblance rule (min_network_relative_marginal 0)"),
                               ("norule_", " without either rule (min_network_relative_marginal 0, "
                                           "min_network_relative_effect 0)")]
