@@ -117,7 +117,9 @@ def run_lean(out: Path, seed: int, condition: str, args) -> dict:
     cfg = make_config(_config(out, seed, condition, args))
     sim = run_simulation(cfg)
     atoms = np.load(out / "atoms/minilm/atoms.npy")
-    confounds = pd.read_csv(out / "story/nuisance.tsv", sep="\t").select_dtypes("number")
+    # the story's confounds as the pipeline reads them (its volume index is not one)
+    confounds = pd.read_csv(out / "story/nuisance.tsv", sep="\t").select_dtypes("number").drop(columns="volume",
+                                                                                               errors="ignore")
     confounds = confounds.loc[:, confounds.std() > 0]
     nc, ec = cfg.networks, cfg.encoding
     highpass, runs = ec.highpass_cutoff, None
@@ -132,7 +134,6 @@ def run_lean(out: Path, seed: int, condition: str, args) -> dict:
             per_story[name] = load_fmri([str(i) for i in images], mask=str(sim / "mask.nii.gz"), n_volumes=n_volumes,
                                         tr=tr, subjects=[i.name.split("_")[0] for i in images])
         fmri = concat_story_runs(per_story, {name: tr for name, _, tr in story_runs})
-        confounds = confounds.drop(columns="volume", errors="ignore")
         drifts = run_drift_basis(story_runs, highpass)
         confounds = pd.concat([confounds.reset_index(drop=True),
                                pd.DataFrame(drifts, columns=[f"drift_{i}" for i in range(drifts.shape[1])])], axis=1)
