@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 
 from napari_brainorg.pipeline import demo_config, make_config, run_pipeline
-from napari_brainorg.pipeline.config import DEMO_STORIES
+from napari_brainorg.pipeline.config import DEMO_STORIES, demo_stories
 
 NOISE = {"ar1_grey": 0.6, "ar1_other": 0.2, "fluctuation_atlases": ["smith10", "yeo7"], "fluctuation_share": 0.3}
 EASY = {**NOISE, "sources": "atoms", "hrf_delay_s": 0.0, "hrf_dispersion_s": 0.0, "r2_min": 0.05, "r2_max": 0.2}
@@ -65,8 +65,7 @@ def _config(out: Path, seed: int, condition: str, args) -> dict:
     data = demo_config(out, models=["minilm"], quick=args.quick).model_dump()
     if args.stories:  # the subjects hear these bundled stories (volumes: the Narratives scans')
         data.pop("story")
-        data["stories"] = [{"path": name, "tr": 1.5, "n_volumes": DEMO_STORIES.get(name, 300), "onset": 0.0}
-                           for name in args.stories]
+        data["stories"] = demo_stories(args.stories)
     data["fmri"]["simulate"].update(CONDITIONS[condition], seed=seed)
     if args.n_subjects:
         data["fmri"]["simulate"]["n_subjects"] = args.n_subjects
@@ -108,10 +107,9 @@ def run_lean(out: Path, seed: int, condition: str, args) -> dict:
     from napari_brainorg.analyses.recovery import MIN_CORRELATION, match_atoms, recovery_scores, source_constituents
     from napari_brainorg.encoding.preprocessing import drift_basis
     from napari_brainorg.io.atlases import load_fbn
-    from napari_brainorg.io.fmri import load_fmri
     from napari_brainorg.networks.association import (disjoint_networks, follows_network, main_drivers,
                                                       stimulus_association)
-    from napari_brainorg.pipeline.run import run_simulation
+    from napari_brainorg.pipeline.run import load_simulated_subjects, run_simulation
 
     t = time.perf_counter()
     cfg = make_config(_config(out, seed, condition, args))
@@ -123,25 +121,15 @@ def run_lean(out: Path, seed: int, condition: str, args) -> dict:
     confounds = confounds.loc[:, confounds.std() > 0]
     nc, ec = cfg.networks, cfg.encoding
     highpass, runs = ec.highpass_cutoff, None
-    if cfg.multi_story:  # one image per subject and story, stacked; each run's drifts in the confounds
+    fmri = load_simulated_subjects(cfg, sim)
+    if cfg.multi_story:  # each story's drifts in the confounds, as the networks step has them
         from napari_brainorg.encoding.stories import run_drift_basis
-        from napari_brainorg.io.fmri import concat_story_runs
 
         story_runs = [(s.label, s.n_volumes, s.tr) for s in cfg.stories]
-        per_story = {}
-        for name, n_volumes, tr in story_runs:
-            images = sorted(sim.glob(f"sub-*_task-{name}_sim_bold.nii.gz"))
-            per_story[name] = load_fmri([str(i) for i in images], mask=str(sim / "mask.nii.gz"), n_volumes=n_volumes,
-                                        tr=tr, subjects=[i.name.split("_")[0] for i in images])
-        fmri = concat_story_runs(per_story, {name: tr for name, _, tr in story_runs})
         drifts = run_drift_basis(story_runs, highpass)
         confounds = pd.concat([confounds.reset_index(drop=True),
                                pd.DataFrame(drifts, columns=[f"drift_{i}" for i in range(drifts.shape[1])])], axis=1)
         highpass, runs = None, [n for _, n, _ in story_runs]
-    else:
-        images = sorted(sim.glob("sub-*_bold.nii.gz"))
-        fmri = load_fmri([str(i) for i in images], mask=str(sim / "mask.nii.gz"), n_volumes=cfg.story.n_volumes,
-                         tr=cfg.story.tr, subjects=[i.name.split("_")[0] for i in images])
     names, networks = [], []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # atlases resampled to the simulation's grid

@@ -602,6 +602,13 @@ QUICK_SUBJECTS = 8
 QUICK_RESOLUTION_MM = 6.0
 
 
+def demo_stories(names=None) -> list[dict]:
+    """``stories`` entries of bundled Narratives stories at TR 1.5 s, each with its scan's
+    volumes (:data:`DEMO_STORIES`; 300 for another story); default: the full demo's."""
+    return [{"path": name, "tr": 1.5, "n_volumes": DEMO_STORIES.get(name, 300), "onset": 0.0}
+            for name in (DEMO_STORIES if names is None else names)]
+
+
 def demo_config(out: str | Path, *, models: list[str] | None = None, quick: bool = False) -> PipelineConfig:
     """The embedded default: Narratives stories, the bundled MiniLM and SmolLM2, simulated subjects.
 
@@ -634,7 +641,7 @@ def demo_config(out: str | Path, *, models: list[str] | None = None, quick: bool
     else:
         # several stories: each atom's unique part needs more than one story's volumes (above)
         del data["story"]
-        data["stories"] = [{"path": name, "tr": 1.5, "n_volumes": n, "onset": 0.0} for name, n in DEMO_STORIES.items()]
+        data["stories"] = demo_stories()
         # every claim of the demo beside the same test on story-free and untrained baselines
         data["features"]["baselines"] = ["phase_randomised", "untrained", "nuisance"]
         # five models (two language models, three baselines) x the subjects x 1,460 volumes: 10

@@ -628,8 +628,31 @@ def _planted_sources(ctx: _Context, planting: dict) -> tuple[np.ndarray, dict]:
         "note": "atoms of a dictionary learned again from another start on a random subset of the ANs"}
 
 
+def load_simulated_subjects(config: PipelineConfig, sim_dir: Path):
+    """The simulated subjects written in ``sim_dir`` as the analysis reads them.
+
+    With several stories, each subject's images (one per story) are stacked in the
+    configuration's story order.
+
+    Returns
+    -------
+    FMRIData
+    """
+    from ..io.fmri import concat_story_runs, load_fmri
+
+    def load(pattern, n_volumes, tr):
+        images = sorted(Path(sim_dir).glob(pattern))
+        return load_fmri([str(p) for p in images], mask=str(Path(sim_dir) / "mask.nii.gz"), n_volumes=n_volumes,
+                         tr=tr, subjects=[p.name.split("_")[0] for p in images])
+
+    if not config.multi_story:
+        return load("sub-*_bold.nii.gz", config.story.n_volumes, config.story.tr)
+    per_story = {st.label: load(f"sub-*_task-{st.label}_sim_bold.nii.gz", st.n_volumes, st.tr)
+                 for st in config.stories}
+    return concat_story_runs(per_story, {st.label: st.tr for st in config.stories})
+
+
 def _simulate(ctx: _Context, planting: dict):
-    from ..io.fmri import load_fmri
     from ..simulate import SIMULATOR_REVISION, SimulationPlan, distinct_sources, simulate_fmri, write_simulation
 
     cfg = ctx.config
@@ -664,20 +687,7 @@ def _simulate(ctx: _Context, planting: dict):
         written = write_simulation(sim, sim_dir)
         ctx.done("simulate", outputs=[str(Path(p).relative_to(ctx.out)) for p in written])
     ctx.keys["fmri"] = ctx.keys["simulate"]
-    if runs:  # one image per subject and story, stacked per subject
-        from ..io.fmri import concat_story_runs
-
-        per_story = {}
-        for name, n_volumes, tr in runs:
-            images = sorted(sim_dir.glob(f"sub-*_task-{name}_sim_bold.nii.gz"))
-            per_story[name] = load_fmri([str(p) for p in images], mask=str(sim_dir / "mask.nii.gz"),
-                                        n_volumes=n_volumes, tr=tr, subjects=[p.name.split("_")[0] for p in images])
-        data = concat_story_runs(per_story, {n: t for n, _, t in runs})
-    else:
-        images = sorted(sim_dir.glob("sub-*_bold.nii.gz"))
-        data = load_fmri([str(p) for p in images], mask=str(sim_dir / "mask.nii.gz"),
-                         n_volumes=cfg.story.n_volumes, tr=cfg.story.tr,
-                         subjects=[p.name.split("_")[0] for p in images])
+    data = load_simulated_subjects(cfg, sim_dir)
     truth = json.loads((sim_dir / "truth.json").read_text())
     ctx.summary["fmri"] = {"kind": "voxels", "subjects": data.subjects, "simulated": True,
                            "driving_model": slug, "sources": truth["sources"].get("kind"),
