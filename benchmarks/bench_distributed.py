@@ -85,7 +85,9 @@ def run_mode(args) -> dict:
     from napari_brainorg.io.fmri import FMRIData
     from napari_brainorg.io.results import ResultWriter
     from napari_brainorg.pipeline import make_config
-    from napari_brainorg.pipeline.run import _Context, _encoding_tasks, _step_encoding
+    from napari_brainorg.pipeline.context import StepContext
+    from napari_brainorg.pipeline.execution import encoding_tasks
+    from napari_brainorg.pipeline.steps.encoding import step_encoding
 
     atoms, data = simulate(args.subjects, args.volumes, args.columns, args.atoms)
     subjects = [f"sub-{i + 1:02d}" for i in range(args.subjects)]
@@ -96,7 +98,7 @@ def run_mode(args) -> dict:
     fmri = FMRIData(data=data, subjects=subjects, kind="regions", mask_img=None,
                     region_names=[f"column {j}" for j in range(args.columns)], tr=1.5,
                     sources=["SIMULATED"] * args.subjects)
-    ctx = _Context(config, ResultWriter(out), None, None)
+    ctx = StepContext(config, ResultWriter(out), None, None)
     ctx.keys.update({"atoms/sim": "simulated atoms", "fmri": "simulated fMRI", "story": "no story"})
     per_model = {"sim": {"atoms": atoms, "an": None}}
     started = time.perf_counter()
@@ -109,8 +111,8 @@ def run_mode(args) -> dict:
         cluster_ready = time.perf_counter()
         try:
             if executor is not None:
-                _encoding_tasks(ctx, executor, fmri, per_model, None, False)
-            group = _step_encoding(ctx, fmri, atoms, "sim")
+                encoding_tasks(ctx, executor, fmri, per_model, None, False)
+            group = step_encoding(ctx, fmri, atoms, "sim")
         finally:
             stage_done = time.perf_counter()
             if executor is not None:

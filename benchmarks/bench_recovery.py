@@ -109,7 +109,8 @@ def run_lean(out: Path, seed: int, condition: str, args) -> dict:
     from napari_brainorg.io.atlases import load_fbn
     from napari_brainorg.networks.association import (disjoint_networks, follows_network, main_drivers,
                                                       stimulus_association)
-    from napari_brainorg.pipeline.run import load_simulated_subjects, run_simulation
+    from napari_brainorg.pipeline import run_simulation
+    from napari_brainorg.pipeline.steps.simulation import load_simulated_subjects
 
     t = time.perf_counter()
     cfg = make_config(_config(out, seed, condition, args))

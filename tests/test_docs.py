@@ -55,3 +55,5 @@ def test_docs_build_without_warnings(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     html = (tmp_path / "html" / "api.html").read_text()
     assert "CVRidgeEncoder" in html and "ResultFolder" in html  # the API reference came from docstrings
+    architecture = (tmp_path / "html" / "architecture.html").read_text()
+    assert "steps/" in architecture and "StepContext" in architecture  # the layout page is part of the site

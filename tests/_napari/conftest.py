@@ -92,7 +92,7 @@ def build_result_folder(path, seed: int = 7):
     from napari_brainorg.encoding.preprocessing import highpass
     from napari_brainorg.encoding.sparse_fit import SparseAtomEncoder
     from napari_brainorg.pipeline.config import EncodingConfig
-    from napari_brainorg.pipeline.run import _save_voxel_timecourses
+    from napari_brainorg.pipeline.steps.encoding import save_voxel_timecourses
 
     enc_cfg = EncodingConfig()
     X = highpass(atoms, TR, cutoff=enc_cfg.highpass_cutoff)
@@ -106,7 +106,7 @@ def build_result_folder(path, seed: int = 7):
         courses["measured"].append(np.asarray(Yf, np.float32).T)
         courses["predicted"].append(
             SparseAtomEncoder(alpha=enc_cfg.sparse_alpha).fit(X, Yf).predict(X).astype(np.float32).T)
-    _save_voxel_timecourses(w, f"encoding/{model}", courses, enc_cfg, subjects)
+    save_voxel_timecourses(w, f"encoding/{model}", courses, enc_cfg, subjects)
     hist = rng.integers(0, 40, size=(k, N_LAYERS))
     hist_df = pd.DataFrame(hist, columns=[str(i) for i in range(N_LAYERS)])
     hist_df.insert(0, "atom", np.arange(k))

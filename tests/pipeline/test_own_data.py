@@ -16,7 +16,7 @@ import pytest
 from napari_brainorg.cli import main
 from napari_brainorg.io.results import ResultFolder
 from napari_brainorg.pipeline import make_config
-from napari_brainorg.pipeline.run import run_simulation
+from napari_brainorg.pipeline import run_simulation
 
 pytestmark = pytest.mark.slow
 

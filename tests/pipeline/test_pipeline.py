@@ -97,7 +97,7 @@ def test_a_simulation_rerun_with_fewer_subjects_replaces_the_earlier_one(quick_r
     before the new simulation, were once still listed and the stamp failed on them)."""
     import shutil
 
-    from napari_brainorg.pipeline.run import run_simulation
+    from napari_brainorg.pipeline import run_simulation
 
     out = tmp_path / "result"
     shutil.copytree(quick_result.path, out)
@@ -239,11 +239,11 @@ def test_maps_and_association_test_are_recorded(quick_result):
 
 def test_voxel_time_courses_too_large_for_the_cap_are_skipped_with_a_warning():
     from napari_brainorg.errors import BrainorgWarning
-    from napari_brainorg.pipeline.run import _timecourses_fit
+    from napari_brainorg.pipeline.steps.encoding import timecourses_fit
 
-    assert _timecourses_fit(3, (300, 20_000), 2.0, "minilm")  # 0.13 GiB
+    assert timecourses_fit(3, (300, 20_000), 2.0, "minilm")  # 0.13 GiB
     with pytest.warns(BrainorgWarning, match=r"29\.8 GiB.*timecourses_max_gb = 2;"):
-        assert not _timecourses_fit(20, (1000, 200_000), 2.0, "llama")
+        assert not timecourses_fit(20, (1000, 200_000), 2.0, "llama")
 
 
 def test_encoding_saves_the_fmri_and_the_models_prediction_of_every_voxel(quick_result):

@@ -12,7 +12,8 @@ import pytest
 from napari_brainorg.errors import ConfigError
 from napari_brainorg.io.results import ResultWriter
 from napari_brainorg.pipeline import make_config
-from napari_brainorg.pipeline.run import _Context, _step_atoms
+from napari_brainorg.pipeline.context import StepContext
+from napari_brainorg.pipeline.steps.atoms import step_atoms
 from napari_brainorg.sparse.planted import planted_ans
 
 
@@ -27,11 +28,11 @@ def test_ans_total_equalises_models_of_different_depth(rng, tmp_path):
     config = make_config({"atoms": {"n_atoms": 5, "max_iter": 20, "ans_total": 240, "size_draws": 3,
                                     "n_restarts": 0, "backend": "numpy"},
                           "out": str(tmp_path / "out")})
-    ctx = _Context(config, ResultWriter(tmp_path / "out"), None, None)
+    ctx = StepContext(config, ResultWriter(tmp_path / "out"), None, None)
     for slug, n_layers in (("shallow", 6), ("deep", 30)):
         ctx.keys[f"features/{slug}"] = slug
         model = _fake_model(rng, n_layers, 50)
-        atoms, codes, index = _step_atoms(ctx, model, slug)
+        atoms, codes, index = step_atoms(ctx, model, slug)
         assert codes.shape[1] == len(index) == 240  # the same total, whatever the depth
         counts = index["layer"].value_counts()
         assert len(counts) == n_layers and counts.max() - counts.min() <= 1  # spread evenly over layers
@@ -48,10 +49,10 @@ def test_size_rules_are_exclusive_and_a_model_too_small_is_named(rng, tmp_path):
     with pytest.raises(ConfigError, match="at most one of 'ans_per_layer'"):
         make_config({"atoms": {"ans_per_layer": 10, "ans_total": 100}, "out": str(tmp_path / "x")})
     config = make_config({"atoms": {"n_atoms": 3, "ans_total": 1000, "n_restarts": 0}, "out": str(tmp_path / "y")})
-    ctx = _Context(config, ResultWriter(tmp_path / "y"), None, None)
+    ctx = StepContext(config, ResultWriter(tmp_path / "y"), None, None)
     ctx.keys["features/small"] = "small"
     with pytest.raises(ConfigError, match=r"'small' \(300 ANs\).*n_total"):
-        _step_atoms(ctx, _fake_model(rng, 6, 50), "small")
+        step_atoms(ctx, _fake_model(rng, 6, 50), "small")
 
 
 def test_atoms_seed_changes_the_start_and_atoms_are_oriented(rng, tmp_path):
@@ -60,9 +61,9 @@ def test_atoms_seed_changes_the_start_and_atoms_are_oriented(rng, tmp_path):
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
         config = make_config({"atoms": {"n_atoms": 8, "max_iter": 15, "seed": seed, "n_restarts": 1,
                                         "backend": "numpy"}, "out": str(tmp_path / name)})
-        ctx = _Context(config, ResultWriter(tmp_path / name), None, None)
+        ctx = StepContext(config, ResultWriter(tmp_path / name), None, None)
         ctx.keys["features/m"] = "m"
-        atoms, codes, _ = _step_atoms(ctx, model, "m")
+        atoms, codes, _ = step_atoms(ctx, model, "m")
         learned[name] = atoms
         dense = codes.toarray()
         for j in range(dense.shape[0]):  # the sign rule: most members of every atom positive
@@ -81,17 +82,17 @@ def test_baseline_model_must_be_one_of_the_models(tmp_path):
                      "out": str(tmp_path / "x")})
     config = make_config({"features": {"models": ["minilm"], "baselines": ["phase_randomised", "nuisance"]},
                           "out": str(tmp_path / "y")})
-    from napari_brainorg.pipeline.run import baseline_slugs
+    from napari_brainorg.pipeline.context import baseline_slugs
 
     assert baseline_slugs(config) == {"phase_randomised": "minilm-phase-randomised", "nuisance": "nuisance"}
 
 
 def test_the_nuisance_baseline_is_not_its_own_confound(tmp_path):
-    from napari_brainorg.pipeline.run import _confounds
+    from napari_brainorg.pipeline.study import study_confounds
 
     config = make_config({"features": {"models": ["minilm"], "baselines": ["nuisance"]}, "out": str(tmp_path / "x")})
-    ctx = _Context(config, ResultWriter(tmp_path / "x"), None, None)
+    ctx = StepContext(config, ResultWriter(tmp_path / "x"), None, None)
     ctx.confounds = pd.DataFrame(np.random.default_rng(0).standard_normal((300, 4)),
                                  columns=["word_rate", "word_length", "word_frequency", "pause"])
-    assert _confounds(ctx, "minilm").shape == (300, 4)  # the models are fitted with the confounds
-    assert _confounds(ctx, "nuisance") is None          # the nuisance atoms are the confounds
+    assert study_confounds(ctx, "minilm").shape == (300, 4)  # the models are fitted with the confounds
+    assert study_confounds(ctx, "nuisance") is None          # the nuisance atoms are the confounds

@@ -15,7 +15,7 @@ from napari_brainorg.errors import CacheMismatchWarning, FolderInUseError, Incom
 from napari_brainorg.io.results import ResultFolder, ResultWriter, RunLock, check_complete, is_locked
 from napari_brainorg.io import _identity as _state
 from napari_brainorg.pipeline import make_config
-from napari_brainorg.pipeline.run import _Context
+from napari_brainorg.pipeline.context import StepContext
 
 
 def test_file_identity_follows_content_not_path_or_time(tmp_path):
@@ -41,7 +41,7 @@ def test_large_files_use_size_mtime_and_sampled_blocks(tmp_path, monkeypatch):
 
 def _ctx(tmp_path):
     config = make_config({"out": str(tmp_path / "out")})
-    return _Context(config, ResultWriter(config.out), None, None)
+    return StepContext(config, ResultWriter(config.out), None, None)
 
 
 def test_stamp_detects_a_same_size_corruption_and_names_the_file(tmp_path):
@@ -132,7 +132,7 @@ def test_a_new_run_clears_what_belongs_to_the_old_one_and_never_an_input(tmp_pat
                           "fmri": {"images": [str(out / "simulated/sub-03_bold.nii.gz")],
                                    "mask": str(out / "simulated/mask.nii.gz")},
                           "out": str(out)})
-    _start_run(_Context(config, w, None, None))
+    _start_run(StepContext(config, w, None, None))
     left = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != ".napari-brainorg")
     # this run's model and atlas stay (their steps decide); what the config reads is never removed
     assert left == ["atoms/minilm/atoms.npy", "networks/atlas_smith10.tsv", "simulated/mask.nii.gz",

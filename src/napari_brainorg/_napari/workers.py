@@ -137,7 +137,7 @@ class PipelineJob(QObject):
         return self.task.cancel_event if self.task is not None else None
 
     def start(self) -> PipelineJob:
-        from ..pipeline.child import run_pipeline_in_process
+        from ..pipeline import run_pipeline_in_process
         from ._tasks import Task
 
         task = Task(run_pipeline_in_process, (self.config,), {}, owner=self, name="pipeline",

@@ -30,8 +30,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..pipeline import load_config
-    from ..pipeline.run import run_subjects
+    from ..pipeline import load_config, run_subjects
     from ._common import execution_kwargs, print_summary, run_with_progress
 
     overrides = {"out": args.out} if args.out else {}

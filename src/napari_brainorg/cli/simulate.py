@@ -60,8 +60,7 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from .._progress import TqdmProgress
-    from ..pipeline import make_config
-    from ..pipeline.run import run_simulation
+    from ..pipeline import make_config, run_simulation
 
     config = make_config({
         "story": {"path": args.story, "onset": args.onset, "tr": args.tr, "n_volumes": args.n_volumes},

@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
 
     threading.Thread(target=listen, daemon=True).start()
     try:
-        from . import make_config, run_pipeline
+        from .config import make_config
+        from .run import run_pipeline
 
         config = make_config(json.loads(Path(argv[0]).read_text()), source=argv[0])
         result = run_pipeline(config, progress=lambda stage, done, total: send(

@@ -1,0 +1,469 @@
+"""Step ``encoding/<model>``: atoms as regressors of every subject's fMRI, then the group.
+
+Reads
+    the atoms step's atoms, the fMRI (or simulation) step's data, the story step's
+    confounds, and the AN responses for the layer-wise baseline.
+Writes
+    ``encoding/<model>/subjects/<subject>.npz`` per subject (:func:`encode_subject`: GLS
+    atom maps, the paper's sparse fit and its shift null, the cross-validated ridge and
+    its permutation p, the layer-wise baseline; each keyed on its own, so subjects
+    computed by other processes or jobs merge into one run), then the group files:
+    ``atom_maps.nii.gz``, ``atom_maps_z.nii.gz``, ``mask.nii.gz``, score maps
+    (``r2_cv``, ``r_cv``, ``r2_sparse``, ``noise_ceiling``, ``q_cv``...), ``arrays.npz``
+    (every group array), ``baseline.csv``, voxel time courses; for region data
+    ``regions.csv``, ``atom_maps.csv``, ``atom_maps_z.csv``.
+Key
+    the encoding options, the keys of the atoms, the fMRI and the story, the seed and TR;
+    each subject's task adds the subject, its place in the study and whether its time
+    courses are kept.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..._progress import check_cancel
+from ...io.results import ResultWriter
+from .._state import key_of
+from ..context import StepContext, clear_output, files_under, save_npz, subject_file_name
+from ..study import encoding_confounds, highpass_study, map_rows, study_confounds, study_runs, subject_ci
+
+
+def encoding_key_parts(ctx: StepContext, slug: str) -> list:
+    """What every encoding task of ``slug`` depends on: the encoding options and the keys of
+    the atoms, the fMRI and the story (the confounds)."""
+    cfg = ctx.config
+    return [cfg.encoding.model_dump(mode="json"), ctx.keys[f"atoms/{slug}"], ctx.keys["fmri"], ctx.keys["story"],
+            cfg.seed, cfg.story.tr]
+
+
+@dataclass(frozen=True)
+class SubjectTask:
+    """One encoding task: a model's atoms against one subject's fMRI.
+
+    Everything a worker needs besides the arrays: which model and subject, the subject's
+    place in the study (``index``: it seeds the subject's permutations, so a split run
+    draws what one run draws), whether time courses are kept, and the step key.
+    """
+
+    slug: str
+    subject: str
+    index: int
+    n_subjects: int
+    keep_courses: bool
+    key: str
+
+    @property
+    def step(self) -> str:
+        return f"encoding/{self.slug}/subjects/{subject_file_name(self.subject)}"
+
+    @property
+    def artifact(self) -> str:
+        return f"{self.step}.npz"
+
+
+def subject_tasks(ctx: StepContext, data, slug: str, warn: bool = True) -> list[SubjectTask]:
+    """The encoding tasks of ``slug``, one per subject of ``data``, keyed by content."""
+    ec = ctx.config.encoding
+    n_sub = len(data.data)
+    keep = bool(ec.save_timecourses) and timecourses_fit(n_sub, data.data[0].shape, ec.timecourses_max_gb, slug,
+                                                          warn=warn)
+    upstream = key_of(f"encoding/{slug}/subjects", encoding_key_parts(ctx, slug))
+    return [SubjectTask(slug, subject, s, n_sub, keep, key_of(upstream, subject, s, keep))
+            for s, subject in enumerate(data.subjects)]
+
+
+def encode_subject(ctx: StepContext, task: SubjectTask, Y: np.ndarray, atoms: np.ndarray, confounds=None,
+                   an=None, tick=None) -> dict[str, np.ndarray]:
+    """One subject's encoding: GLS atom maps, the paper's sparse fit (and its shift null),
+    the cross-validated ridge (and its permutation p), the layer-wise baseline.
+
+    Writes ``encoding/<model>/subjects/<subject>.npz`` (stamped in ``.cache`` with
+    ``task.key``), or reads it back when the stamp matches; the group step reads only
+    these files, so subjects computed by other processes or jobs merge into one run.
+
+    Parameters
+    ----------
+    ctx : StepContext
+        Only ``config``, ``writer`` and ``cancel`` are used (a worker builds its own).
+    task : SubjectTask
+    Y : ndarray of shape (n_volumes, n_voxels)
+        The subject's fMRI.
+    atoms : ndarray of shape (n_volumes, k)
+    confounds : ndarray of shape (n_volumes, n_confounds) or None
+    an : tuple (ndarray (n_volumes, n_ans), ndarray (n_ans,) of layers) or None
+        For the layer-wise baseline only.
+    tick : callable, optional
+        Called after each model fitted (progress).
+
+    Returns
+    -------
+    dict of str -> ndarray
+        ``z``, ``effect``, ``rho`` (each (k, n_voxels) or (n_voxels,)), and as configured
+        ``coef``, ``r2_sparse``, ``r2_sparse_null``, ``r2_cv``, ``r_cv``, ``p_cv``,
+        ``baseline_r2``, ``baseline_layers``, ``measured``, ``predicted``.
+    """
+    from ...encoding.glm import gls_atom_maps
+    from ...encoding.preprocessing import drift_basis
+
+    if ctx.cached(task.step, [task.key], [task.artifact]):
+        arr = np.load(ctx.out / task.artifact)
+        if tick is not None:
+            for _ in range(1 + len(ctx.config.encoding.models)):
+                tick()
+        return {k: arr[k] for k in arr.files}
+    cfg = ctx.config
+    ec = cfg.encoding
+    tr = cfg.story.tr
+    k = atoms.shape[1]
+    runs = study_runs(cfg) if cfg.multi_story else None  # several stories: drifts and delays per run
+    X = highpass_study(ctx, atoms.astype(np.float64))
+    # the volumes of the atom maps (encoding.map_stories: e.g. stories held out of the dictionary)
+    mrows, map_runs = map_rows(ctx)
+    # the maps' nuisance: the drifts the high-pass removes (constant, trend, cosines) and
+    # the story's confounds; the atoms themselves stay unfiltered in the GLS
+    if runs:
+        from ...encoding.stories import run_drift_basis
+
+        nuisance = run_drift_basis(map_runs, ec.highpass_cutoff)
+    else:
+        nuisance = drift_basis(atoms.shape[0], tr, ec.highpass_cutoff)
+    out: dict[str, np.ndarray] = {}
+    check_cancel(ctx.cancel)
+    Yf = highpass_study(ctx, Y)
+    maps = gls_atom_maps(atoms[mrows], Y[mrows], nuisance=nuisance,
+                         confounds=None if confounds is None else np.asarray(confounds)[mrows],
+                         noise_model=ec.noise_model)
+    out["z"], out["effect"], out["rho"] = maps.z, maps.effect, maps.rho
+    if tick is not None:
+        tick()
+    if "sparse" in ec.models:
+        from ...encoding.sparse_fit import SparseAtomEncoder
+
+        enc = SparseAtomEncoder(alpha=ec.sparse_alpha).fit(X[mrows], Yf[mrows])
+        out["coef"] = np.asarray(enc.coef_, np.float32)
+        if task.keep_courses:
+            out["measured"] = np.asarray(Yf, np.float32).T
+            out["predicted"] = np.asarray(enc.predict(X), np.float32).T
+        out["r2_sparse"] = np.asarray(enc.r2_, np.float32)
+        if ec.sparse_null_shifts:
+            from ...encoding.inference import circular_shift_draws
+            from ...encoding.sparse_fit import sparse_r2_null
+
+            # the same shifts for every subject: the story is shared
+            shifts = circular_shift_draws(len(mrows), ec.sparse_null_shifts, random_state=cfg.seed)
+            out["r2_sparse_null"] = sparse_r2_null(X[mrows], Yf[mrows], shifts, alpha=ec.sparse_alpha,
+                                                   cancel=ctx.cancel).astype(np.float32)
+        if tick is not None:
+            tick()
+    if "ridge" in ec.models:
+        from ...encoding.ridge import CVRidgeEncoder
+
+        if runs:  # several stories: delays and drifts within each run, done here
+            from ...encoding.stories import highpass_runs, leave_one_story_out, make_delays_runs
+
+            design = highpass_runs(make_delays_runs(atoms, runs, ec.delays), runs, ec.highpass_cutoff)
+            enc = CVRidgeEncoder(alphas=np.asarray(ec.alphas), n_folds=ec.n_folds, gap=ec.gap, delays=(0,),
+                                 highpass_cutoff=None, detrend=False, tr=tr)
+            enc.fit(design, Yf)
+        else:
+            design = None
+            enc = CVRidgeEncoder(alphas=np.asarray(ec.alphas), n_folds=ec.n_folds, gap=ec.gap,
+                                 delays=tuple(ec.delays), highpass_cutoff=ec.highpass_cutoff, tr=tr)
+            enc.fit(atoms, Y)
+        if task.keep_courses and "sparse" not in ec.models:
+            measured = Yf if runs else enc._filter(np.asarray(Y, np.float64))
+            out["measured"] = np.asarray(measured + enc.y_mean_, np.float32).T
+            out["predicted"] = np.asarray(enc.predict(atoms if design is None else design), np.float32).T
+        out["r2_cv"] = np.asarray(enc.r2_, np.float32)
+        out["r_cv"] = np.asarray(enc.r_, np.float32)
+        if runs and ec.leave_one_story_out:
+            # trained on the other stories, scored on each held-out one: (n_stories, n_voxels)
+            loso = leave_one_story_out(atoms, Yf, runs, np.asarray(ec.alphas), delays=tuple(ec.delays),
+                                       highpass_cutoff=ec.highpass_cutoff, gap=ec.gap, filtered=True,
+                                       cancel=ctx.cancel)
+            out["r2_loso"] = np.asarray(loso.r2, np.float32)
+            out["r_loso"] = np.asarray(loso.r, np.float32)
+        if ec.n_permutations:
+            out["p_cv"] = _ridge_p_values(ctx, enc, atoms, Yf, seed=cfg.seed + task.index, design=design)
+        if ec.baseline and an is not None:
+            from ...encoding.baseline import layerwise_encoding
+
+            base = layerwise_encoding(an[0], an[1], Y, enc.folds_, np.asarray(ec.alphas), gap=ec.gap,
+                                      delays=tuple(ec.delays), tr=tr, highpass_cutoff=ec.highpass_cutoff,
+                                      progress=ctx.progress, cancel=ctx.cancel)
+            out["baseline_r2"] = np.asarray(base.r2, np.float32)
+            out["baseline_layers"] = np.asarray(base.layers)
+        if "sparse" not in ec.models:
+            out["coef"] = np.asarray(enc.coef_[:k], np.float32)
+        if tick is not None:
+            tick()
+    target = ctx.writer._target(task.artifact)
+    from ...io.results import atomic_path
+
+    with atomic_path(target, ".npz") as tmp:
+        np.savez(tmp, **out)  # uncompressed: written and read once per run, as large as the data
+    ctx.done(task.step)
+    return out
+
+
+def encoding_outputs(slug: str, kind: str) -> list[str]:
+    """The files the group encoding step of ``slug`` is stamped with (arrays.npz last)."""
+    rel = f"encoding/{slug}"
+    if kind == "regions":
+        return [f"{rel}/regions.csv", f"{rel}/atom_maps.csv", f"{rel}/atom_maps_z.csv", f"{rel}/arrays.npz"]
+    return [f"{rel}/atom_maps.nii.gz", f"{rel}/atom_maps_z.nii.gz", f"{rel}/mask.nii.gz", f"{rel}/arrays.npz"]
+
+
+def step_encoding(ctx: StepContext, data, atoms: np.ndarray, slug: str, an=None, subject_results=None):
+    """Per model: every subject's encoding (:func:`encode_subject`), then the group maps.
+
+    ``an``: (AN responses, their layers), needed only for the layer-wise baseline.
+    ``subject_results``: the subjects' results computed elsewhere (by Dask workers), in
+    the subjects' order; by default they are computed (or read back) here, one by one.
+    """
+    cfg = ctx.config
+    ec = cfg.encoding
+    step = f"encoding/{slug}"
+    key_parts = encoding_key_parts(ctx, slug)
+    outputs = encoding_outputs(slug, data.kind)
+    if ctx.cached(step, key_parts, outputs):
+        arr = np.load(ctx.out / outputs[3])
+        return {k: arr[k] for k in arr.files}
+    tasks = subject_tasks(ctx, data, slug)
+    if subject_results is None:
+        total = len(tasks) * (1 + len(ec.models))
+        counter = {"done": 0}
+
+        def tick():
+            counter["done"] += 1
+            ctx.stage(f"encoding {slug}", counter["done"], total)
+
+        confounds = encoding_confounds(ctx, slug)
+        ctx.stage(f"encoding {slug}", 0, total)
+        subject_results = [encode_subject(ctx, task, Y, atoms, confounds, an, tick)
+                           for task, Y in zip(tasks, data.data)]
+    return _encoding_group(ctx, data, slug, tasks, subject_results, atoms.shape[1], outputs)
+
+
+def _encoding_group(ctx: StepContext, data, slug: str, tasks: list[SubjectTask], subject_results: list[dict],
+                    k: int, outputs: list[str]) -> dict[str, np.ndarray]:
+    """The group part of the encoding: group maps, chance levels and noise ceiling from the
+    subjects' results (read from their artifacts), written beside them."""
+    from ...encoding.inference import group_effects
+
+    cfg = ctx.config
+    ec = cfg.encoding
+    rel = f"encoding/{slug}"
+    step = f"encoding/{slug}"
+    n_sub = len(subject_results)
+    # no map of an earlier configuration stays beside the new ones; the subjects'
+    # artifacts stay (they are keyed), except those of subjects this run does not have
+    keep = {f"{t.step.rsplit('/', 1)[-1]}.npz" for t in tasks}
+    for child in sorted((ctx.out / rel).glob("*")):
+        if child.name == "subjects":
+            for f in child.glob("*"):
+                if f.name not in keep:
+                    f.unlink()
+        else:
+            clear_output(ctx, str(child.relative_to(ctx.out)))
+
+    def stacked(name):
+        return [r[name] for r in subject_results if name in r]
+
+    results = {name: stacked(name) for name in ("z", "effect", "rho", "coef", "r2_sparse", "r2_cv", "r_cv",
+                                                "p_cv", "baseline_r2", "r2_sparse_null", "r2_loso", "r_loso")}
+    baseline_layers = subject_results[0].get("baseline_layers")
+    timecourses = {"measured": stacked("measured"), "predicted": stacked("predicted")}
+    confounds = study_confounds(ctx, slug)
+    runs = study_runs(cfg) if cfg.multi_story else None
+    map_runs = map_rows(ctx)[1]
+    group_z, group_method = group_effects(np.stack(results["effect"]), np.stack(results["z"]),
+                                          method=ec.group_effects, min_random=ec.min_subjects_random)
+    group = {
+        "z": np.asarray(group_z, np.float32),
+        "effect": np.mean(np.stack(results["effect"]), 0).astype(np.float32),
+        "ar1": np.mean(np.stack(results["rho"]), 0).astype(np.float32),
+        "coef": np.mean(np.stack(results["coef"]), 0).astype(np.float32),
+        "subject_z": np.stack(results["z"]).astype(np.float32),
+        "subject_effect": np.stack(results["effect"]).astype(np.float32),
+    }
+    ctx.summary.setdefault("maps", {})[slug] = {
+        "statistic": f"per-subject GLS z of each atom with all atoms, drifts and confounds "
+                     f"(noise model {ec.noise_model}, estimated without the atoms)",
+        "noise_model": ec.noise_model, "group_effects": group_method, "n_subjects": n_sub,
+        "min_subjects_random": ec.min_subjects_random,
+        "group_statistic": ("one-sample t over subjects of the standardised effects, as z"
+                            if group_method == "random" else "Stouffer sum of subject z / sqrt(n)"),
+        "confounds": [] if confounds is None else list(confounds.columns),
+    }
+    if runs:
+        ctx.summary["maps"][slug]["stories"] = [r[0] for r in map_runs]
+    if results["p_cv"]:
+        from ...encoding.inference import fdr, stouffer_p
+
+        # subjects' one-sided permutation p combined by Stouffer (mid-p: a subject whose
+        # observed R2 is below every draw gives a finite z), then FDR over voxels
+        _, p_group = stouffer_p(np.stack(results["p_cv"]), n_draws=ec.n_permutations)
+        group["q_cv"] = np.asarray(fdr(p_group, 0.05)[1], np.float32)
+    if results["baseline_r2"]:
+        group["baseline_r2"] = np.mean(np.stack(results["baseline_r2"]), 0).astype(np.float32)
+        group["baseline_layers"] = baseline_layers
+    if results["r2_sparse_null"]:
+        group.update(_sparse_r2_chance(np.mean(np.stack(results["r2_sparse"]), 0),
+                                       np.mean(np.stack(results["r2_sparse_null"]), 0)))
+    for name in ("r2_sparse", "r2_cv", "r_cv"):
+        if results[name]:
+            group[name] = np.mean(np.stack(results[name]), 0).astype(np.float32)
+            group[f"subject_{name}"] = np.stack(results[name]).astype(np.float32)
+    for name in ("r2_loso", "r_loso"):  # (n_subjects, n_stories, n_voxels): held-out story per row
+        if results[name]:
+            per_story = np.mean(np.stack(results[name]), 0)
+            group[f"{name}_stories"] = per_story.astype(np.float32)
+            group[name] = per_story.mean(0).astype(np.float32)
+            group[f"subject_{name}"] = np.stack(results[name]).astype(np.float32)
+    if n_sub > 1:
+        from ...encoding.stats import noise_ceiling_isc, noise_ceiling_split_half
+
+        filtered = [highpass_study(ctx, Y) if runs or ec.highpass_cutoff else Y for Y in data.data]
+        # the ceiling of one subject's r (split-half + Spearman-Brown), beside the
+        # leave-one-out ISC (a lower reference with few subjects)
+        ceiling = noise_ceiling_split_half(filtered, random_state=cfg.seed)
+        group["noise_ceiling"] = np.asarray(ceiling.subject_r, np.float32)
+        group["noise_ceiling_group"] = np.asarray(ceiling.group_r, np.float32)
+        group["isc_loo"] = np.asarray(noise_ceiling_isc(filtered), np.float32)
+    w = ctx.writer
+    if data.kind == "regions":
+        _write_region_tables(w, rel, data.region_names, group, k)
+    else:
+        w.write_nifti(f"{rel}/mask.nii.gz", data.mask_img)
+        w.write_nifti(outputs[0], data.unmask(group["coef"]))
+        w.write_nifti(outputs[1], data.unmask(group["z"]))
+        for name in ("r2_sparse", "r2_cv", "r_cv", "noise_ceiling", "q_cv", "ar1", "r2_sparse_null_p95",
+                     "r2_loso", "r_loso", "r2_loso_stories"):
+            if name in group:
+                w.write_nifti(f"{rel}/{name}.nii.gz", data.unmask(group[name]))
+        if "baseline_r2" in group:
+            w.write_nifti(f"{rel}/baseline_r2_layers.nii.gz", data.unmask(group["baseline_r2"]))
+    if "baseline_r2" in group:
+        import pandas as pd
+
+        table = pd.DataFrame({"model": [f"layer {int(l)}" for l in group["baseline_layers"]] + ["atoms"],
+                              "r2_median": list(np.median(group["baseline_r2"], 1)) + [np.median(group["r2_cv"])],
+                              "r2_p95": list(np.percentile(group["baseline_r2"], 95, 1))
+                              + [np.percentile(group["r2_cv"], 95)]})
+        w.write_table(f"{rel}/baseline.csv", table)
+    if timecourses["measured"]:
+        save_voxel_timecourses(w, rel, timecourses, ec, data.subjects)
+    save_npz(w, outputs[3], group)
+    ctx.done(step, outputs=[f for f in files_under(ctx, rel) if not f.startswith(f"{rel}/subjects/")])
+    return group
+
+
+def timecourses_fit(n_subjects: int, shape: tuple[int, int], max_gb: float, slug: str, warn: bool = True) -> bool:
+    """Whether every subject's measured and predicted courses, shape ``(n_volumes,
+    n_voxels)`` each, fit within ``encoding.timecourses_max_gb``; a warning says when not."""
+    n_bytes = 8 * n_subjects * int(shape[0]) * int(shape[1])
+    if n_bytes <= max_gb * 2**30:
+        return True
+    if not warn:
+        return False
+    from ...errors import BrainorgWarning
+
+    warnings.warn(
+        f"encoding.save_timecourses: the voxel time courses of {slug} would take {n_bytes / 2**30:.1f} GiB "
+        f"({n_subjects} subjects x {shape[1]} voxels x {shape[0]} volumes x 2 x float32), more than "
+        f"encoding.timecourses_max_gb = {max_gb:g}; they are not saved (the viewer's voxel panel shows no "
+        "time course). Raise encoding.timecourses_max_gb to keep them.", BrainorgWarning, stacklevel=2)
+    return False
+
+
+def save_voxel_timecourses(writer: ResultWriter, rel: str, timecourses: dict, ec, subjects) -> None:
+    """Each subject's measured (preprocessed) and predicted time course of every voxel,
+    float32 arrays of shape (n_subjects, n_voxels, n_volumes) (a voxel's courses are
+    contiguous, so the viewer reads one voxel from a memory map). The prediction is the
+    encoding model's own: the paper's sparse fit (in sample) when it runs, else the
+    ridge's final fit (in sample). Size: 8 x subjects x voxels x volumes bytes (e.g. 10
+    subjects x 50,000 voxels x 300 volumes = 1.2 GB); ``encoding.save_timecourses: false``
+    turns it off."""
+    sparse = "sparse" in ec.models
+    writer.write_npy(f"{rel}/voxel_measured.npy", np.stack(timecourses["measured"]))
+    writer.write_npy(f"{rel}/voxel_predicted.npy", np.stack(timecourses["predicted"]))
+    writer.write_json(f"{rel}/voxel_timecourses.json", {
+        "subjects": list(subjects),
+        "shape": "(n_subjects, n_voxels, n_volumes); voxels in the order of mask.nii.gz (C order)",
+        "measured": "the fMRI as the model saw it: cosine high-pass "
+                    f"(cut-off {ec.highpass_cutoff} s) with its detrending, in the data's units"
+                    + ("" if sparse else ", plus the voxel's mean"),
+        "predicted": ("sparse fit (in sample): SparseAtomEncoder.predict of the high-passed atoms"
+                      if sparse else "ridge final fit (in sample): CVRidgeEncoder.predict of the atoms"),
+        "model": "sparse" if sparse else "ridge",
+    })
+
+
+def _sparse_r2_chance(observed: np.ndarray, null: np.ndarray) -> dict[str, np.ndarray]:
+    """The paper's in-sample R2 (group mean, per voxel) against its circular-shift null
+    (group mean under each shared shift, (n_shifts, n_voxels)): per-voxel null median,
+    95th percentile and p; per-draw map median and 95th percentile (map-level chance)."""
+    from ...encoding.inference import permutation_p
+
+    return {
+        "r2_sparse_null_median": np.median(null, 0).astype(np.float32),
+        "r2_sparse_null_p95": np.percentile(null, 95, 0).astype(np.float32),
+        "r2_sparse_p": np.asarray(permutation_p(observed, null), np.float32),
+        "r2_sparse_null_map_median": np.median(null, 1).astype(np.float32),
+        "r2_sparse_null_map_p95": np.percentile(null, 95, 1).astype(np.float32),
+    }
+
+
+def _ridge_p_values(ctx: StepContext, enc, atoms: np.ndarray, Yf: np.ndarray, seed: int,
+                    design: np.ndarray | None = None) -> np.ndarray:
+    """One-sided p of each voxel's held-out R2 against circular shifts of the atoms, with
+    the real fit's folds and per-voxel alphas (see ``make_ridge_score_fn``). ``design``:
+    the delayed, filtered atoms when already made (several stories: per run)."""
+    from ...encoding.preprocessing import highpass, make_delays
+    from ...encoding.stats import circular_shift_null, make_ridge_score_fn
+
+    ec = ctx.config.encoding
+    if design is not None:
+        X = design
+    else:
+        X = make_delays(atoms, tuple(ec.delays))
+        if ec.highpass_cutoff:
+            X = highpass(X, ctx.config.story.tr, cutoff=ec.highpass_cutoff)
+    score_fn = make_ridge_score_fn(enc.folds_, np.asarray(ec.alphas), fixed_alpha=enc.alpha_, gap=ec.gap)
+    null = circular_shift_null(X, Yf, score_fn, n_permutations=ec.n_permutations, random_state=seed,
+                               keep_null=False, progress=ctx.progress, cancel=ctx.cancel)
+    return np.asarray(null.p_values, np.float64)
+
+
+def _write_region_tables(writer: ResultWriter, rel: str, names, group: dict, k: int) -> None:
+    """Parcellated data: one row per region instead of NIfTI maps."""
+    import pandas as pd
+
+    from ...encoding.inference import fdr
+
+    per_region = pd.DataFrame({"region": list(names)})
+    for name in ("r2_sparse", "r2_sparse_null_median", "r2_sparse_null_p95", "r2_sparse_p", "r2_cv", "r_cv",
+                 "q_cv", "noise_ceiling", "isc_loo", "r2_loso", "r_loso"):
+        if name in group:
+            per_region[name] = group[name]
+    if "r2_sparse_p" in group:
+        per_region.insert(list(per_region.columns).index("r2_sparse_p") + 1, "r2_sparse_q",
+                          fdr(np.asarray(group["r2_sparse_p"], np.float64))[1])
+    if "subject_r_cv" in group:
+        _, lo, hi = subject_ci(group["subject_r_cv"])
+        at = list(per_region.columns).index("r_cv") + 1
+        per_region.insert(at, "r_cv_ci_high", hi)
+        per_region.insert(at, "r_cv_ci_low", lo)
+    if "baseline_r2" in group:  # the layer-wise population baseline, best layer per region
+        per_region["baseline_layer_r2_best"] = np.max(group["baseline_r2"], 0)
+        per_region["baseline_layer_best"] = np.asarray(group["baseline_layers"])[np.argmax(group["baseline_r2"], 0)]
+    writer.write_table(f"{rel}/regions.csv", per_region)
+    for stat, rel_name in (("coef", "atom_maps.csv"), ("z", "atom_maps_z.csv")):
+        table = pd.DataFrame(group[stat].T, columns=[f"atom_{i}" for i in range(k)])
+        table.insert(0, "region", list(names))
+        writer.write_table(f"{rel}/{rel_name}", table)

@@ -1,0 +1,148 @@
+"""Step ``features/<model>``: every artificial neuron's response per volume.
+
+Reads
+    the story step's words; the model (weights), or its untrained twin.
+Writes
+    ``features/<model>/`` (the extraction's own cache: responses, index, provenance).
+    With several stories, ``features/<model>/<story>/`` per story (each z-scored on its
+    own), stacked in story order keeping the ANs that vary in every story, and
+    ``features/<model>/an_index.tsv``.
+Key
+    the feature options (not where the model runs), the model, the story step's key and
+    the extraction's own cache key (which covers the model's weights).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._state import key_of
+from ..context import StepContext, model_slug, resolve_device
+
+
+def step_features(ctx: StepContext, words, model: str, untrained_seed: int | None = None):
+    """``untrained_seed``: the baseline of the same architecture with random weights."""
+    from ...features.extract import AN_FILES, extract_an_responses
+
+    cfg = ctx.config
+    slug = model_slug(model) + ("-untrained" if untrained_seed is not None else "")
+    if isinstance(words, list):  # several stories: one extraction per story, stacked
+
+        return features_stories(ctx, words, model, slug, untrained_seed)
+    step = f"features/{slug}"
+    # the extraction keys its own cache (story, model weights, options); this stamp adds
+    # the checksums of its files, so a corrupted cache is recomputed, not trusted
+    # where the model runs (device_map, max_memory, offload_folder) changes no number
+    placement = {"device_map", "max_memory", "offload_folder"}
+    if not ctx.cached(step, [cfg.features.model_dump(mode="json", exclude={"models", *placement}), slug,
+                             ctx.keys["story"],
+                             untrained_seed],
+                      [f"{step}/{name}" for name in AN_FILES]):
+        (ctx.out / step / AN_FILES[-1]).unlink(missing_ok=True)
+    if untrained_seed is not None:
+        from ...features.untrained import load_untrained_model
+
+        model = load_untrained_model(model, seed=untrained_seed, device=resolve_device(cfg.features.device),
+                                     dtype=cfg.features.dtype)
+    ans = extract_an_responses(
+        words, model, tr=cfg.story.tr, n_volumes=cfg.story.n_volumes,
+        site=cfg.features.site, alignment=cfg.features.alignment, context=cfg.features.context,
+        device=resolve_device(cfg.features.device), dtype=cfg.features.dtype,
+        **cfg.features.model_dump(include=placement),
+        center_words=cfg.features.center_words, pause_labels=cfg.story.pause_labels,
+        cache_dir=ctx.out / "features" / slug, progress=ctx.progress, cancel=ctx.cancel,
+    )
+    ctx.done(step)
+    ctx.keys[step] = key_of(ctx.keys[step], str(ans.provenance.get("cache_key", "")))
+    return ans
+
+
+def extract_story(ctx, words, model, slug: str, story, untrained_seed=None):
+    """One story's AN responses (the task "extraction per model x story").
+
+    Cached by the extraction itself in ``features/<slug>/<story>/`` and stamped as step
+    ``features/<slug>/<story>``; ``model`` may be a name or a model already loaded.
+
+    Returns
+    -------
+    ans : ANResponses
+        (story.n_volumes, n_ans), z-scored within the story.
+    key : str
+        The step's key (options, story, the extraction's own cache key).
+    """
+    from ...features.extract import AN_FILES, extract_an_responses
+
+    cfg = ctx.config
+    name = story.label
+    step = f"features/{slug}/{name}"
+    # where the model runs (device_map, max_memory, offload_folder) changes no number
+    placement = {"device_map", "max_memory", "offload_folder"}
+    if not ctx.cached(step, [cfg.features.model_dump(mode="json", exclude={"models", *placement}), slug,
+                             ctx.keys["story"],
+                             untrained_seed, name],
+                      [f"{step}/{f}" for f in AN_FILES]):
+        (ctx.out / step / AN_FILES[-1]).unlink(missing_ok=True)
+    ans = extract_an_responses(
+        words, model, tr=story.tr, n_volumes=story.n_volumes, site=cfg.features.site,
+        alignment=cfg.features.alignment, context=cfg.features.context, device=resolve_device(cfg.features.device),
+        dtype=cfg.features.dtype, **cfg.features.model_dump(include=placement),
+        center_words=cfg.features.center_words, pause_labels=story.pause_labels, cache_dir=ctx.out / step,
+        progress=ctx.progress, cancel=ctx.cancel)
+    ctx.done(step)
+    return ans, key_of(ctx.keys[step], str(ans.provenance.get("cache_key", "")))
+
+
+def stack_story_responses(per_story, names, site: str):
+    """The stories' AN responses one after another (rows in story order).
+
+    Only the ANs that vary in every story are kept (each story drops its own constant
+    ANs); the others are listed in ``dropped`` with the reason.
+    """
+    import pandas as pd
+
+    from ...features.extract import ANResponses
+
+    ids = [list(zip(a.index["layer"].astype(int), a.index["unit"].astype(int))) for a in per_story]
+    common = set(ids[0]).intersection(*map(set, ids[1:]))
+    first_cols = np.array([i for i, k in enumerate(ids[0]) if k in common], dtype=int)
+    order = [ids[0][i] for i in first_cols]
+    blocks = []
+    for ans, story_ids in zip(per_story, ids):
+        where = {k: i for i, k in enumerate(story_ids)}
+        blocks.append(ans.responses[:, [where[k] for k in order]])
+    index = per_story[0].index.iloc[first_cols].reset_index(drop=True)
+    dropped_parts = [a.dropped.assign(story=n) for a, n in zip(per_story, names) if len(a.dropped)]
+    missing = sorted(k for k in set().union(*map(set, ids)) if k not in common)
+    if missing:
+        dropped_parts.append(pd.DataFrame({"layer": [k[0] for k in missing], "unit": [k[1] for k in missing],
+                                           "site": site, "reason": "no variance in another story", "story": ""}))
+    dropped = pd.concat(dropped_parts, ignore_index=True) if dropped_parts else per_story[0].dropped
+    provenance = dict(per_story[0].provenance)
+    provenance.update({"stories": list(names),
+                       "per_story": {n: {"n_volumes": a.n_volumes, "cache_key": a.provenance.get("cache_key"),
+                                         "n_dropped": int(len(a.dropped))} for n, a in zip(names, per_story)},
+                       "stacking": "each story extracted and z-scored on its own; ANs varying in every story kept; "
+                                   "rows stacked in story order"})
+    return ANResponses(responses=np.ascontiguousarray(np.concatenate(blocks, axis=0), dtype=np.float32),
+                       index=index, dropped=dropped, provenance=provenance)
+
+
+def features_stories(ctx, words_list, model, slug: str, untrained_seed=None):
+    """AN responses of every story (:func:`extract_story`), stacked (:func:`stack_story_responses`);
+    writes ``features/<slug>/an_index.tsv`` and keys ``features/<slug>`` by every story's key."""
+
+    cfg = ctx.config
+    if untrained_seed is not None:
+        from ...features.untrained import load_untrained_model
+
+        model = load_untrained_model(model, seed=untrained_seed, device=resolve_device(cfg.features.device),
+                                     dtype=cfg.features.dtype)
+    per_story, keys = [], []
+    for words, story in zip(words_list, cfg.story_list):
+        ans, key = extract_story(ctx, words, model, slug, story, untrained_seed)
+        per_story.append(ans)
+        keys.append(key)
+    stacked = stack_story_responses(per_story, [s.label for s in cfg.story_list], cfg.features.site)
+    ctx.writer.write_table(f"features/{slug}/an_index.tsv", stacked.index)
+    ctx.keys[f"features/{slug}"] = key_of(f"features/{slug}", *keys)
+    return stacked

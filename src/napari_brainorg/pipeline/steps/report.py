@@ -1,0 +1,246 @@
+"""Step ``report``: figures, ``summary.json``'s results and the folder's self-description.
+
+Reads
+    every model's atoms, tables and group arrays, ``atoms/<model>/layer_hist.tsv`` and
+    ``dictionary.json``.
+Writes
+    ``figures/<model>_*.png`` (layer histograms, atom correlations, association heat
+    maps, R2 glass brains); the summary's ``results``, ``baseline_results`` and
+    ``headline``; ``provenance.json``; the BIDS-named maps (``maps/``), ``warnings.json``
+    and ``dataset_description.json``. ``report.html`` is rendered from the finished
+    folder by :func:`napari_brainorg.report.write_report`.
+Key
+    none: rebuilt on every run.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ... import __version__
+from ...io.results import DATASET_DESCRIPTION, WARNINGS
+from ..config import PipelineConfig
+from ..context import StepContext, model_slug
+from ..study import study_runs, subject_ci
+
+
+def step_report(ctx: StepContext, per_model: dict) -> None:
+    """Each model's figures and its entry of the summary's ``results`` (scores beside
+    their chance levels and the noise ceiling, association counts, the dictionary's
+    reproducibility); each baseline's numbers in ``baseline_results``."""
+    import pandas as pd
+
+    from ...analyses import figures as figs
+
+    w = ctx.writer
+    summary_models = {}
+    for slug, res in per_model.items():
+        group = res["group"]
+        if res.get("baseline"):  # pseudo-models: numbers in the summary and tables, no figures
+            r2 = group.get("r2_cv", group.get("r2_sparse"))
+            ctx.summary.setdefault("baseline_results", {})[slug] = {
+                "baseline": res["baseline"], "source": res["model"], "n_atoms": int(res["atoms"].shape[1]),
+                "r2_median": float(np.median(r2)) if r2 is not None else None,
+                "n_associations": {p: int(t["associated"].astype(bool).sum()) for p, t in res["tables"].items()},
+                **chance_summary(group)}
+            continue
+        hist_df = pd.read_csv(ctx.out / f"atoms/{slug}/layer_hist.tsv", sep="\t").set_index("atom")
+        w.write_figure(f"figures/{slug}_layer_histograms.png", figs.layer_histogram_figure(hist_df))
+        w.write_figure(f"figures/{slug}_atom_correlation.png", figs.atom_correlation_figure(res["atoms"]))
+        for part, table in res["tables"].items():
+            for atlas in table["atlas"].unique():
+                sub = table[table["atlas"] == atlas]
+                value = _tested_value(sub, ctx.config)
+                w.write_figure(f"figures/{slug}_{atlas}_{part}_association.png",
+                               figs.association_heatmap_figure(sub, value=value, signed=value == "statistic"))
+        r2_name = "r2_cv" if "r2_cv" in group else "r2_sparse"
+        r2_img = ctx.out / f"encoding/{slug}/{r2_name}.nii.gz"
+        if r2_img.exists():  # voxel data (region time series have a table instead)
+            w.write_figure(f"figures/{slug}_{r2_name}.png", figs.r2_glass_figure(str(r2_img)))
+        r2 = group.get(r2_name)
+        summary_models[slug] = {
+            "n_ans": int(res["n_ans"]), "n_atoms": int(res["atoms"].shape[1]),
+            "r2_kind": r2_name,
+            "r2_median": float(np.median(r2)) if r2 is not None else None,
+            "r2_p95": float(np.percentile(r2, 95)) if r2 is not None else None,
+            "n_associations": {p: int(t["associated"].astype(bool).sum()) for p, t in res["tables"].items()},
+        }
+        summary_models[slug].update(chance_summary(group))
+        if "r2_loso_stories" in group:  # several stories: the ridge trained on the others, per held-out story
+            summary_models[slug]["r2_loso"] = {
+                "median": float(np.median(group["r2_loso"])), "p95": float(np.percentile(group["r2_loso"], 95)),
+                "per_story_median": {r[0]: float(np.median(v)) for r, v in zip(study_runs(ctx.config),
+                                                                                group["r2_loso_stories"])},
+                "per_story_p95": {r[0]: float(np.percentile(v, 95)) for r, v in zip(study_runs(ctx.config),
+                                                                                 group["r2_loso_stories"])},
+                "r_median": float(np.median(group["r_loso"]))}
+        dict_path = ctx.out / f"atoms/{slug}/dictionary.json"
+        if dict_path.exists():
+            info = json.loads(dict_path.read_text())
+            rep = info.get("reproducibility") or {}
+            summary_models[slug]["atoms"] = {
+                "init": info.get("init"), "orient": info.get("orient"), "n_flipped": info.get("n_flipped"),
+                "fraction_reproduced": rep.get("mean_fraction_reproduced"),
+                "reproduced_at": rep.get("threshold"), "n_restarts": rep.get("n_restarts", 0),
+                "size_control": info.get("size_control")}
+    ctx.summary["results"] = summary_models
+
+
+def _tested_value(table, config) -> str:
+    """The column the association test scored (``statistic``), else the display score."""
+    if "statistic" in table.columns and table["statistic"].notna().any():
+        return "statistic"
+    return config.networks.score
+
+
+def chance_summary(group: dict) -> dict:
+    """Scores beside their chance levels and the noise ceiling, for summary.json."""
+    out: dict[str, Any] = {}
+    if "r2_sparse" in group:
+        r2 = group["r2_sparse"]
+        entry = {"median": float(np.median(r2)), "p95": float(np.percentile(r2, 95)),
+                 "kind": "in-sample R2 of the paper's sparse fit (group mean)"}
+        if "r2_sparse_null_map_median" in group:
+            med, p95 = group["r2_sparse_null_map_median"], group["r2_sparse_null_map_p95"]
+            entry.update({
+                "null": "circular shifts of the atoms, the same for every subject, sparse model refit",
+                "n_shifts": int(med.size),
+                "null_median": float(np.median(med)), "null_median_95th": float(np.percentile(med, 95)),
+                "null_p95": float(np.median(p95)),
+                "p_map_median": float((1 + (med >= entry["median"]).sum()) / (1 + med.size)),
+                "fraction_voxels_p05": float(np.mean(group["r2_sparse_p"] <= 0.05)),
+            })
+        out["r2_sparse"] = entry
+    if "noise_ceiling" in group:
+        out["noise_ceiling"] = {
+            "estimator": "split-half ISC with Spearman-Brown, ceiling of one subject's r (sqrt of the "
+                         "single-subject reliability), mean over random splits",
+            "median": float(np.median(group["noise_ceiling"])),
+            "p95": float(np.percentile(group["noise_ceiling"], 95)),
+            "isc_loo_median": float(np.median(group["isc_loo"])) if "isc_loo" in group else None,
+        }
+    if "r_cv" in group:
+        out["r_cv_median"] = float(np.median(group["r_cv"]))
+    if "subject_r_cv" in group:
+        per_subject = np.median(group["subject_r_cv"], axis=1)  # each subject's median over voxels
+        mean, lo, hi = subject_ci(per_subject[:, None])
+        out["r_cv_subjects"] = {"per_subject_median": [float(v) for v in per_subject], "mean": float(mean[0]),
+                                "ci95": [float(lo[0]), float(hi[0])], "n_subjects": int(per_subject.size),
+                                "ci": "t interval over subjects of each subject's median r over voxels/regions"}
+    return out
+
+
+def headlines(ctx: StepContext, kind: str) -> list[str]:
+    """One line per model: held-out r with its CI over subjects, the paper's R2 beside its
+    chance level, the noise ceiling, and the baselines."""
+    unit = "regions" if kind == "regions" else "voxels"
+    lines = []
+    for slug, info in ctx.summary.get("results", {}).items():
+        parts = [slug + ":"]
+        rs = info.get("r_cv_subjects")
+        if rs:
+            ci = "" if np.isnan(rs["ci95"][0]) else f" [95% CI {rs['ci95'][0]:.3f}, {rs['ci95'][1]:.3f}]"
+            parts.append(f"held-out r {rs['mean']:.3f}{ci} over {rs['n_subjects']} subjects (median over {unit})")
+        r2 = info.get("r2_sparse")
+        if r2 and "null_median" in r2:
+            parts.append(f"paper's in-sample R2 {r2['median']:.3f} vs {r2['null_median']:.3f} by chance "
+                         f"(shift null, 95th pct of the map median {r2['null_median_95th']:.3f})")
+        nc = info.get("noise_ceiling")
+        if nc:
+            parts.append(f"noise ceiling r {nc['median']:.3f}")
+        for row in ctx.summary.get("baseline_comparison", []):
+            if row["model"] == slug and row["metric"] == "median r_cv":
+                parts.append(f"vs {row['baseline']} {row['difference']:+.3f} (p = {row['p']:.2g})")
+        lines.append("; ".join([parts[0] + " " + parts[1]] + parts[2:]) if len(parts) > 1 else parts[0])
+    return lines
+
+
+def encoding_scheme(ctx: StepContext) -> dict:
+    """How encoding was scored (summary.json and provenance.json)."""
+    cfg = ctx.config
+    ec = cfg.encoding
+    stories = [r[0] for r in ctx.runs]
+    out = {"contiguous_folds": {"n_folds": ec.n_folds, "gap": ec.gap,
+                                "over": "the stories' volumes one after another" if len(stories) > 1 else "the story"},
+           "stories": stories,
+           "dictionary_stories": list(cfg.atoms.stories) if cfg.atoms.stories else stories,
+           "map_stories": list(ec.map_stories) if ec.map_stories else stories}
+    if len(stories) > 1:
+        out["drifts"] = "per story run: constant, trend and cosine high-pass with the run's TR; confounds per story"
+        from ...encoding.stories import loso_scheme
+
+        out["leave_one_story_out"] = (loso_scheme(ctx.runs, ec.delays, ec.highpass_cutoff, gap=ec.gap)
+                                      if ec.leave_one_story_out and "ridge" in ec.models else None)
+    return out
+
+
+def package_versions() -> dict[str, str]:
+    """The versions of Python and the packages a result depends on (provenance.json)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("numpy", "scipy", "scikit-learn", "nibabel", "nilearn", "torch", "transformers", "pandas"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+#: how provenance.json identifies an input file's contents
+IDENTITY_DOC = (
+    "sha256 of the whole file up to 256 MiB; larger files: size, modification time (ns) and "
+    "sha256 of 16 evenly spaced 1 MiB blocks")
+
+
+def describe_outputs(ctx: StepContext, caught: list[dict]) -> None:
+    """Self-describing outputs: BIDS-named maps with sidecars, warnings, dataset description."""
+    from ..derivatives import write_statmaps
+
+    for model in ctx.config.features.models:
+        write_statmaps(ctx.writer, ctx.config, model_slug(model), model)
+    ctx.writer.write_json(WARNINGS, caught)
+    ctx.writer.write_json(DATASET_DESCRIPTION, dataset_description(ctx.config))
+
+
+def dataset_description(config: PipelineConfig) -> dict:
+    """The BIDS-derivatives ``dataset_description.json`` of a run's result folder."""
+    fmri = config.fmri
+    desc = {
+        "Name": f"napari-brainorg: atoms of {', '.join(config.features.models)} and their brain maps"
+                f" ({'SIMULATED fMRI' if fmri.simulate is not None else 'fMRI'}, story {Path(config.story.path).name})",
+        "BIDSVersion": "1.10.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [{
+            "Name": "napari-brainorg",
+            "Version": __version__,
+            "Description": "Sparse dictionary atoms of language-model artificial neurons, voxel-wise "
+                           "encoding of fMRI and atom-network associations (Sun et al. 2024, arXiv:2410.19542).",
+        }],
+        "HowToAcknowledge": "Cite Sun et al. (2024) arXiv:2410.19542 and the atlases used "
+                            "(see report.html, Methods).",
+    }
+    if fmri.bids is not None:
+        desc["SourceDatasets"] = [{"URL": Path(fmri.bids.root).resolve().as_uri()}]
+    if fmri.simulate is not None:
+        desc["SourceDatasets"] = [{"URL": "simulated/"}]
+    return desc
+
+
+def write_provenance(ctx: StepContext, executor, merge: bool) -> None:
+    """``provenance.json``: the configuration, package versions, every input's content
+    identity, every step's key, the stories, the encoding scheme and where tasks ran."""
+    config = ctx.config
+    ctx.writer.write_json("provenance.json", {
+        "config": config.model_dump(mode="json"), "versions": package_versions(),
+        "inputs": ctx.inputs, "cache_keys": ctx.keys, "seed": config.seed,
+        "stories": [{"story": n, "n_volumes": v, "tr": t} for n, v, t in ctx.runs],
+        "encoding_scheme": encoding_scheme(ctx),
+        "execution": {**(executor.describe() if executor is not None else {"executor": "sequential"}),
+                      "merge": merge},
+        "input_identity": IDENTITY_DOC})
