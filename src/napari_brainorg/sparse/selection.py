@@ -49,7 +49,9 @@ import pandas as pd
 
 from .._progress import check_cancel, report
 from ..errors import BrainorgWarning, ShapeError, check_choice
-from .dictionary import _rms_column_norm, learn_dictionary, sparse_encode
+from ._encode import sparse_encode
+from ._learn import learn_dictionary
+from ._objective import _rms_column_norm
 
 __all__ = ["RULES", "choose_k_lambda", "match_atoms", "matched_correlation", "sweep_dictionary"]
 
