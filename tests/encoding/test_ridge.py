@@ -295,12 +295,12 @@ def test_spectral_path_equals_the_predictions_path(rng, solver):
 
 def test_spectral_path_sums_every_pair_directly_when_told(rng, monkeypatch):
     """The partial-fraction sum and the direct sum over all pairs agree."""
-    import napari_brainorg.encoding.ridge as ridge
+    import napari_brainorg.encoding._ridge_spectral as spectral_path
 
     X, Y = _simulated(rng, n=120, p=6, v=20)
     folds = contiguous_folds(120, 4, 2)
     spectral = cv_ridge_scores(X, Y, folds, ALPHAS, inner_folds=3, gap=2)
-    monkeypatch.setattr(ridge, "_NEAR_GAP", np.inf)
+    monkeypatch.setattr(spectral_path, "_NEAR_GAP", np.inf)
     direct = cv_ridge_scores(X, Y, folds, ALPHAS, inner_folds=3, gap=2)
     _assert_same_scores(spectral, direct, 1e-10)
 

@@ -16,7 +16,7 @@ Choosing α scores the whole path on every inner test fold. On the numpy backend
 is done without forming the path's predictions (``path="spectral"``, the default
 there): the test error of every α follows from the factorisation, the voxel's
 projections ``U'y`` and ``B'y`` and one r × r product (partial fractions over pairs
-of eigenvalues; see the section "spectral path" below), several times fewer
+of eigenvalues; see :mod:`._ridge_spectral`), several times fewer
 operations than the n_alphas × n_test × r of the predictions, with the same α and
 scores. Chunks of voxels small enough for a core's cache run on as many threads as
 BLAS may use.
@@ -39,31 +39,40 @@ Cross-validation follows METHOD §3:
 then refit on, like himalaya's ``RidgeCV``); :class:`CVRidgeEncoder` wraps both with
 scikit-learn's contract. The penalty is scikit-learn's and himalaya's:
 ``||y - X b||² + α ||b||²`` (a sum of squares, not a mean).
+
+The functions and the estimator live here; the pieces they are made of beside them:
+the folds in :mod:`.folds`, the factorisation and the choice of each voxel's α in
+:mod:`._ridge_solver` and :mod:`._ridge_spectral`, the input checks and the chunks
+of voxels in :mod:`._ridge_chunks`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
-import os
 from dataclasses import dataclass, field
-from numbers import Integral
-from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.exceptions import NotFittedError as _SkNotFittedError
 
-from .._backend import Backend, get_backend
-from .._progress import check_cancel, report
-from ..errors import ConfigError, FMRIInputError, NotFittedError, ShapeError, check_choice
+from .._backend import get_backend  # noqa: F401  (the tests reach it through this module)
+from .._progress import report
+from ..errors import FMRIInputError, NotFittedError, ShapeError, check_choice
+from ._ridge_chunks import (
+    _as_float_2d,
+    _check_alphas,
+    _check_XY,
+    _chunk_size,
+    _chunk_threads,
+    _load_chunk,
+    _map_chunks,
+    _resolve,
+    _use_spectral,
+)
+from ._ridge_solver import _factorise, _index, _refit, _select_alphas, _shrinkage, _small_lapack
+from ._ridge_spectral import _project
+from .folds import _check_folds, _check_int, _folds_of, contiguous_folds
 from .preprocessing import ConstantColumnsWarning, highpass, make_delays
 from .scores import correlation_columns, r2_score_columns
-
-from sklearn.base import BaseEstimator, RegressorMixin  # noqa: E402  (scikit-learn estimators)
-from sklearn.exceptions import NotFittedError as _SkNotFittedError  # noqa: E402
-
-
-class EncoderNotFittedError(NotFittedError, _SkNotFittedError):
-    """``predict`` before ``fit`` (both this package's and scikit-learn's NotFittedError)."""
 
 __all__ = [
     "DEFAULT_ALPHAS",
@@ -81,465 +90,9 @@ DEFAULT_ALPHAS = np.logspace(-1, 6, 15)
 ALPHA_SCORES = ("r2", "neg_mse")
 SOLVERS = ("auto", "svd", "eigh")
 
-# Working set of one chunk of voxels: the predictions of the whole α path on one test
-# fold, (n_alphas, n_test, chunk). Small enough to stay in cache on a CPU, large
-# enough to keep a GPU busy.
-_CHUNK_BYTES = {"numpy": 128 * 2**20, "torch": 512 * 2**20}
-#: Voxels per chunk on the spectral path (numpy).
-_SPECTRAL_CHUNK = 1024
 
-
-# --------------------------------------------------------------------------- folds
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
-        raise ConfigError(f"{name!r} must be an integer >= {minimum}; {value!r} was provided.")
-    return int(value)
-
-
-def _folds_of(times: np.ndarray, n_folds: int, gap: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Contiguous folds over the sorted volume indices ``times`` (a subset of a run).
-
-    Test blocks are consecutive runs of ``times``; a volume is dropped from training
-    when it lies within ``gap`` volumes (in scan time) of any test volume.
-    """
-    times = np.asarray(times, dtype=np.intp)
-    if len(times) < n_folds:
-        raise ConfigError(
-            f"'n_folds' must not exceed the number of volumes to split ({len(times)}); "
-            f"{n_folds} was provided."
-        )
-    span = int(times.max()) + 1 if len(times) else 0
-    window = np.ones(2 * gap + 1)
-    folds = []
-    for test in np.array_split(times, n_folds):
-        is_test = np.zeros(span)
-        is_test[test] = 1.0
-        near = np.convolve(is_test, window, mode="same") > 0.5
-        train = times[~near[times]]
-        if len(train) == 0:
-            raise ConfigError(
-                f"With 'n_folds'={n_folds} and 'gap'={gap} a training set is empty "
-                f"({len(times)} volumes); use fewer folds or a smaller gap."
-            )
-        folds.append((train, test.copy()))
-    return folds
-
-
-def contiguous_folds(n_volumes: int, n_folds: int = 5, gap: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Contiguous cross-validation folds with a gap around each test block.
-
-    Parameters
-    ----------
-    n_volumes : int
-        Number of volumes in the run.
-    n_folds : int, default 5
-        Number of test blocks: consecutive volumes, sizes differing by at most one,
-        covering the run once, in time order (never shuffled).
-    gap : int, default 5
-        Volumes dropped from training on each side of the test block, so that the
-        hemodynamic response and the autocorrelation of the noise do not carry
-        information from the test block into training.
-
-    Returns
-    -------
-    folds : list of (train, test) pairs of int arrays
-        Sorted volume indices.
-
-    Examples
-    --------
-    >>> [(int(tr.min()), int(tr.max()), int(te.min()), int(te.max()))
-    ...  for tr, te in contiguous_folds(20, 2, 2)]
-    [(12, 19, 0, 9), (0, 7, 10, 19)]
-    """
-    n_volumes = _check_int("n_volumes", n_volumes, 2)
-    n_folds = _check_int("n_folds", n_folds, 2)
-    gap = _check_int("gap", gap, 0)
-    return _folds_of(np.arange(n_volumes), n_folds, gap)
-
-
-def _check_folds(folds, n_volumes: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    out = []
-    try:
-        pairs = list(folds)
-    except TypeError:
-        raise ConfigError(f"'folds' must be a list of (train, test) index arrays; {folds!r} was provided.") from None
-    if not pairs:
-        raise ConfigError("'folds' must hold at least one (train, test) pair; an empty list was provided.")
-    for i, pair in enumerate(pairs):
-        try:
-            train, test = pair
-        except (TypeError, ValueError):
-            raise ConfigError(f"'folds'[{i}] must be a (train, test) pair of index arrays.") from None
-        train = np.asarray(train, dtype=np.intp).ravel()
-        test = np.asarray(test, dtype=np.intp).ravel()
-        for name, idx in (("train", train), ("test", test)):
-            if len(idx) == 0 or idx.min() < 0 or idx.max() >= n_volumes:
-                raise ConfigError(
-                    f"'folds'[{i}] {name} indices must be non-empty and within [0, {n_volumes}); "
-                    f"{len(idx)} indices ranging over "
-                    f"[{idx.min() if len(idx) else None}, {idx.max() if len(idx) else None}] were provided."
-                )
-        if np.intersect1d(train, test).size:
-            raise ConfigError(f"'folds'[{i}]: train and test indices overlap.")
-        out.append((train, test))
-    return out
-
-
-def _check_alphas(alphas) -> np.ndarray:
-    a = np.atleast_1d(np.asarray(alphas, dtype=np.float64)).ravel()
-    if a.size == 0 or not np.all(np.isfinite(a)) or np.any(a <= 0):
-        raise ConfigError(f"'alphas' must be one or more finite numbers > 0; {alphas!r} was provided.")
-    return a
-
-
-# --------------------------------------------------------------------------- solver
-
-
-def _index(bk: Backend, idx: np.ndarray):
-    if bk.name == "numpy":
-        return idx
-    import torch
-
-    return torch.as_tensor(idx, dtype=torch.long, device=bk.device)
-
-
-@dataclass
-class _Factor:
-    """One training set, factorised; optionally a test set projected on it."""
-
-    train: Any                    # backend index (n_train,)
-    test: Any                     # backend index (n_test,) or None
-    x_mean: Any                   # (p,)
-    x_scale: Any                  # (p,)
-    U: Any                        # (n_train, r) left singular vectors / eigenvectors
-    eig: Any                      # (r,) squared singular values (eigenvalues of X X')
-    XtU: Any                      # (p, r) X' U = V S
-    B: Any = None                 # (n_test, r) X_test X' U
-    n_test: int = 0
-    spectral: Any = None          # _Spectral (numpy backend, when α are given)
-
-
-def _factorise(bk: Backend, X, train: np.ndarray, test: np.ndarray | None, *,
-               standardize: bool, solver: str, alphas: np.ndarray | None = None) -> _Factor:
-    """Factorise the training rows of ``X``; project the test rows on the factors.
-
-    With the numpy backend and ``alphas`` given, also prepares the spectral path
-    (:class:`_Spectral`) that scores the whole α path without its predictions.
-    """
-    xp = bk.xp
-    tr = _index(bk, train)
-    Xtr = X[tr]
-    x_mean = Xtr.mean(0)
-    Xtr = Xtr - x_mean
-    if standardize:
-        sd = ((Xtr * Xtr).mean(0)) ** 0.5
-        # A regressor that is constant in this training fold carries no information;
-        # scaling by 1 leaves it at zero instead of dividing by zero.
-        x_scale = sd + (sd <= 0) * 1.0
-        Xtr = Xtr / x_scale
-    else:
-        x_scale = xp.ones_like(x_mean)
-    n_train, p = Xtr.shape
-    # The factorisation is small (n_train × p) and done in float64 whatever the data's
-    # precision, so float32 data lose nothing to a near-collinear design.
-    X64 = Xtr.astype(np.float64) if bk.name == "numpy" else Xtr.double()
-    if solver == "svd" or (solver == "auto" and p <= n_train):
-        U, s, Vt = xp.linalg.svd(X64, full_matrices=False)
-        eig = s * s
-        XtU = Vt.T * s
-    else:
-        # Kernel (dual) form: an (n_train × n_train) eigendecomposition is cheaper than
-        # the SVD when there are more regressors than training volumes.
-        eig, U = xp.linalg.eigh(X64 @ X64.T)
-        eig = eig * (eig > 0)
-        XtU = X64.T @ U
-    eig64, XtU64 = eig, XtU
-    U, eig, XtU = bk.asarray(U), bk.asarray(eig), bk.asarray(XtU)
-    f = _Factor(train=tr, test=None, x_mean=x_mean, x_scale=x_scale, U=U, eig=eig, XtU=XtU)
-    Xte = None
-    if test is not None:
-        te = _index(bk, test)
-        f.test = te
-        Xte = (X[te] - x_mean) / x_scale
-        f.B = Xte @ XtU
-        f.n_test = len(test)
-    if bk.name == "numpy" and alphas is not None:
-        f.spectral = _spectral(f, np.asarray(train), None if test is None else np.asarray(test),
-                               np.asarray(alphas, dtype=np.float64), eig64,
-                               None if Xte is None else Xte.astype(np.float64) @ XtU64)
-    return f
-
-
-@contextlib.contextmanager
-def _small_lapack(bk: Backend):
-    """Run small CPU factorisations on one BLAS thread.
-
-    LAPACK on a few hundred rows gains nothing from threads, and on a busy machine
-    threads that spin-wait for each other make an SVD ten times slower.
-    """
-    if bk.name != "numpy":
-        yield
-        return
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        yield
-        return
-    with threadpool_limits(1):
-        yield
-
-
-def _train_projection(f: _Factor, Yc):
-    """Training mean of each voxel and ``U' (y - mean)``."""
-    Ytr = Yc[f.train]
-    y_mean = Ytr.mean(0)
-    return y_mean, f.U.T @ (Ytr - y_mean)
-
-
-def _shrinkage(bk: Backend, eig, alphas):
-    """``1 / (s² + α)``, shape (n_alphas, r)."""
-    return 1.0 / (eig[None, :] + alphas[:, None])
-
-
-def _path_scores(bk: Backend, f: _Factor, Yc, alphas, metric: str):
-    """Score of every α on the test set of ``f``, for every voxel of the chunk.
-
-    Returns an array of shape (n_alphas, n_voxels_chunk).
-    """
-    y_mean, UtY = _train_projection(f, Yc)
-    G = _shrinkage(bk, f.eig, alphas)                        # (a, r)
-    n_alphas, r = G.shape
-    Yte = Yc[f.test] - y_mean                                  # (n_te, c)
-    BG = (f.B[None, :, :] * G[:, None, :]).reshape(n_alphas * f.n_test, r)
-    P = (BG @ UtY).reshape(n_alphas, f.n_test, -1)             # predictions of the path
-    # ||y - p||² = ||y||² - 2 y'p + ||p||², with y'p for every α from one small product
-    # (y'p = sum_j g_j (B'y)_j (U'y)_j): one read of P instead of three passes over it.
-    # numpy's einsum reduces without a temporary; torch's goes through a batched
-    # matrix product that copies P, so there a product and a sum are faster.
-    pp = np.einsum("anc,anc->ac", P, P) if bk.name == "numpy" else (P * P).sum(1)
-    del P
-    cross = G @ ((f.B.T @ Yte) * UtY)                          # (a, c)
-    yy = (Yte * Yte).sum(0)
-    ss_res = yy[None, :] - 2.0 * cross + pp
-    ss_res = ss_res * (ss_res > 0)                             # rounding below an exact fit
-    if metric == "neg_mse":
-        return -ss_res / f.n_test
-    Yd = Yte - Yte.mean(0)
-    ss_tot = (Yd * Yd).sum(0)
-    flat = ss_tot <= 0
-    return (1.0 - ss_res / (ss_tot + flat * 1.0)) * (~flat)
-
-
-def _select_alphas(bk: Backend, factors: list[_Factor], Yc, alphas, metric: str):
-    """Per-voxel index of the best α, averaged over the factors' test folds.
-
-    Ties (e.g. a flat voxel) go to the largest α, the most regularised model. Factors
-    prepared for the spectral path (numpy) are scored by it, in float64.
-    """
-    total = None
-    for f in factors:
-        if f.spectral is not None:
-            s = _spectral_scores(f.spectral, Yc, metric)
-        else:
-            s = _path_scores(bk, f, Yc, alphas, metric)
-        if total is None:
-            total = s
-        else:
-            total += s
-    mean = total / len(factors)
-    n_alphas = mean.shape[0]
-    if isinstance(mean, np.ndarray):
-        best = (n_alphas - 1) - mean[::-1].argmax(0)
-    else:
-        rev = _index(bk, np.arange(n_alphas - 1, -1, -1))
-        best = (n_alphas - 1) - mean[rev].argmax(0)
-    return best, mean
-
-
-def _refit(bk: Backend, f: _Factor, Yc, G_table, best):
-    """Weights in the factor's basis with each voxel's own α: (r, c), and y_mean."""
-    y_mean, UtY = _train_projection(f, Yc)
-    return G_table[:, best] * UtY, y_mean
-
-
-# --------------------------------------------------------------------------- spectral path (numpy)
-#
-# The test error of the whole α path without forming the path's predictions. For one
-# factor (training eigenvalues ``e_j = s_j²``, test design in the factor's basis ``B``,
-# ``C = B'B``) and one voxel, with ``u = U'(y_train - m)`` and ``z = B'(y_test - m)``:
-#
-#     ||y_test - m - B diag(g) u||² = ||y_test - m||² - 2 Σ_j g_j z_j u_j + Σ_jk C_jk g_j g_k u_j u_k,
-#     g_j = 1 / (e_j + α).
-#
-# The quadratic term is what costs: n_alphas × n_test × r per voxel when the
-# predictions are formed. Its off-diagonal part follows from the partial fractions
-# ``g_j g_k = (g_j - g_k) / (e_k - e_j)``:
-#
-#     Σ_{j≠k} C_jk g_j g_k u_j u_k = 2 Σ_j g_j u_j (D u)_j,   D_jk = C_jk / (e_k - e_j),
-#
-# so a voxel's own work is ``D u`` (r × r) whatever the number of α, and the whole
-# path is one small product ``[g² diag(C), 2g] @ [u², u ∘ (D u - z)]``. Pairs of
-# components whose eigenvalues are too close for the difference to be accurate
-# (relative gap below ``_NEAR_GAP``: repeated singular values, components at zero)
-# are summed directly, α by α. The projections of the fMRI (``U'Y``) are BLAS
-# products in the data's precision; everything after them is float64.
-
-#: Relative eigenvalue gap below which a pair of components is summed directly.
-_NEAR_GAP = 1e-6
-
-
-@dataclass
-class _Spectral:
-    """One factor, prepared for the spectral path (see the section's comment)."""
-
-    train_runs: list                # (start, stop, row of U) of each run of consecutive training volumes
-    n_train: int
-    U: np.ndarray                   # (n_train, r), data precision
-    s1: np.ndarray                  # (r,) float64: U'1 (zero up to rounding: X is centred on train)
-    G: np.ndarray                   # (r, n_alphas) float64: 1 / (e + α)
-    test: np.ndarray | None = None  # (n_test,) volume indices
-    test_rows: Any = None           # the same as a slice when they are consecutive
-    B: np.ndarray | None = None     # (n_test, r), data precision
-    b1: np.ndarray | None = None    # (r,) float64: B'1
-    B64: np.ndarray | None = None   # (n_test, r) float64
-    M: np.ndarray | None = None     # (n_alphas, 2r) float64: [g² diag(C), 2g]
-    D: np.ndarray | None = None     # (r, r) float64 partial-fraction matrix (far pairs)
-    c_diag: np.ndarray | None = None
-    near: tuple | None = None       # (J, K): components summed directly, (n_alphas·|J|, |J|)
-
-
-def _runs(idx: np.ndarray) -> list[tuple[int, int, int]]:
-    """Runs of consecutive sorted indices: (first, last + 1, position of the first in idx)."""
-    idx = np.asarray(idx)
-    if idx.size == 0:
-        return []
-    breaks = np.flatnonzero(np.diff(idx) != 1) + 1
-    starts = np.concatenate([[0], breaks]).astype(int)
-    stops = np.concatenate([breaks, [idx.size]]).astype(int)
-    return [(int(idx[a]), int(idx[b - 1]) + 1, int(a)) for a, b in zip(starts, stops)]
-
-
-def _spectral(f: _Factor, train: np.ndarray, test: np.ndarray | None, alphas: np.ndarray,
-              eig: np.ndarray, B64: np.ndarray | None) -> _Spectral:
-    U = np.ascontiguousarray(f.U)
-    # runs of consecutive volumes are read in place; folds given with repeated or
-    # unsorted training indices are gathered as one block
-    runs = _runs(train) if np.all(np.diff(train) > 0) else [(np.asarray(train), None, 0)]
-    sp = _Spectral(train_runs=runs, n_train=len(train), U=U,
-                   s1=U.astype(np.float64).sum(0), G=1.0 / (eig[:, None] + alphas[None, :]))
-    if test is None:
-        return sp
-    sp.test, sp.B64 = np.asarray(test), np.ascontiguousarray(B64)
-    runs = _runs(sp.test)
-    sp.test_rows = slice(runs[0][0], runs[0][1]) if len(runs) == 1 else sp.test   # a view when contiguous
-    sp.B = np.ascontiguousarray(f.B)
-    sp.b1 = np.asarray(f.B, dtype=np.float64).sum(0)
-    C = B64.T @ B64
-    g = sp.G.T                                                       # (a, r)
-    sp.c_diag = np.diag(C).copy()
-    sp.M = np.concatenate([g * g * sp.c_diag[None, :], 2.0 * g], axis=1)
-    diff = eig[None, :] - eig[:, None]                               # [j, k] = e_k - e_j
-    scale = np.maximum(eig[:, None], eig[None, :]) + alphas.min()
-    off = ~np.eye(len(eig), dtype=bool)
-    near = (np.abs(diff) <= _NEAR_GAP * scale) & (C != 0) & off
-    sp.D = np.where(near | ~off, 0.0, C / np.where(near | ~off, 1.0, diff))
-    if near.any():
-        J = np.flatnonzero(near.any(0))
-        CJ = np.where(near[np.ix_(J, J)], C[np.ix_(J, J)], 0.0)
-        gJ = g[:, J]                                                 # (a, |J|)
-        K = CJ[None, :, :] * gJ[:, :, None] * gJ[:, None, :]         # (a, |J|, |J|)
-        sp.near = (J, K.reshape(len(alphas) * len(J), len(J)))
-    return sp
-
-
-def _project(sp: _Spectral, Yc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Training mean ``m`` and ``u = U'(y_train - m)`` of every voxel, float64.
-
-    The training rows of ``Yc`` are read in place, run by run: no copy, no centring
-    pass (``U'(Y - 1 m') = U'Y - (U'1) m'``; ``Yc`` comes centred on all its volumes, so
-    ``m`` is small and the correction loses nothing).
-    """
-    UtY = total = None
-    for start, stop, row in sp.train_runs:
-        if stop is None:  # an index array
-            block = Yc[start]
-            part = sp.U.T @ block
-        else:
-            block = Yc[start:stop]
-            part = sp.U[row:row + stop - start].T @ block
-        s = block.sum(0, dtype=np.float64)
-        if UtY is None:
-            UtY, total = part, s
-        else:
-            UtY += part
-            total += s
-    m = total / sp.n_train
-    u = UtY.astype(np.float64)
-    u -= sp.s1[:, None] * m[None, :]
-    return m, u
-
-
-def _spectral_scores(sp: _Spectral, Yc: np.ndarray, metric: str) -> np.ndarray:
-    """Score of every α on the factor's test set, every voxel: (n_alphas, c) float64."""
-    m, u = _project(sp, Yc)
-    Yte = Yc[sp.test_rows]
-    z = (sp.B.T @ Yte).astype(np.float64)                            # B'(y_test - m) = B'y_test - (B'1) m
-    z -= sp.b1[:, None] * m[None, :]
-    r = u.shape[0]
-    Z = np.empty((2 * r, u.shape[1]))
-    np.multiply(u, u, out=Z[:r])                                     # diag(C) is folded into M
-    Du = np.matmul(sp.D, u, out=Z[r:])
-    Du -= z
-    Du *= u
-    # pp - 2 cross; (Z'M')' runs the small product with the voxels as its long side
-    ss_res = (Z.T @ sp.M.T).T
-    if sp.near is not None:
-        J, K = sp.near
-        uJ = u[J]
-        ss_res += np.einsum("ajc,jc->ac", (K @ uJ).reshape(len(ss_res), len(J), -1), uJ)
-    Yte = Yte.astype(np.float64)
-    Yte -= m
-    ss_res += np.einsum("nc,nc->c", Yte, Yte)
-    np.maximum(ss_res, 0.0, out=ss_res)                              # rounding below an exact fit
-    n_test = len(sp.test)
-    if metric == "neg_mse":
-        return ss_res / -n_test
-    Yte -= Yte.mean(0)
-    ss_tot = np.einsum("nc,nc->c", Yte, Yte)
-    flat = ss_tot <= 0
-    ss_res /= ss_tot + flat
-    np.subtract(1.0, ss_res, out=ss_res)
-    ss_res *= ~flat
-    return ss_res
-
-
-# --------------------------------------------------------------------------- functions
-
-
-def _as_float_2d(name: str, a, expected: str) -> np.ndarray:
-    if type(a).__module__.split(".")[0] == "torch":
-        a = a.detach().cpu().numpy()
-    a = np.asarray(a)
-    if a.ndim != 2:
-        raise ShapeError(f"{name!r} must be an array of shape {expected}; an array of shape {a.shape} was provided.")
-    if not np.issubdtype(a.dtype, np.floating):
-        a = a.astype(np.float64)
-    return a
-
-
-def _check_XY(X, Y):
-    X = _as_float_2d("X", X, "(n_volumes, n_features)")
-    Y = _as_float_2d("Y", Y, "(n_volumes, n_voxels)")
-    if X.shape[0] != Y.shape[0]:
-        raise ShapeError(
-            f"'X' and 'Y' must have the same number of volumes (rows); X has {X.shape[0]} "
-            f"and Y has {Y.shape[0]}."
-        )
-    if not np.all(np.isfinite(X)):
-        raise ShapeError(f"'X' holds {int(np.count_nonzero(~np.isfinite(X)))} NaN or infinite values.")
-    return X, Y
+class EncoderNotFittedError(NotFittedError, _SkNotFittedError):
+    """``predict`` before ``fit`` (both this package's and scikit-learn's NotFittedError)."""
 
 
 def _sklearn_validate(estimator, X, Y, reset: bool) -> None:
@@ -570,117 +123,6 @@ def _encoder_tags(tags):
     tags.target_tags.multi_output = True  # one output per voxel
     tags.target_tags.single_output = True
     return tags
-
-
-def _check_finite_chunk(Yc: np.ndarray, start: int) -> None:
-    bad = ~np.isfinite(Yc).all(0)
-    if bad.any():
-        cols = (np.flatnonzero(bad)[:5] + start).tolist()
-        raise FMRIInputError(
-            f"'Y' holds NaN or infinite values in voxel columns {cols}"
-            f"{' and more' if bad.sum() > 5 else ''}; remove them (mask) before encoding."
-        )
-
-
-def _resolve(backend: str, device, dtype, X, Y) -> Backend:
-    if dtype is None:
-        dtype = "float64" if (X.dtype == np.float64 and Y.dtype == np.float64) else "float32"
-    return get_backend(backend, device, dtype)
-
-
-def _chunk_size(bk: Backend, chunk_size, n_alphas: int, n_test: int, n_voxels: int,
-                spectral: bool = False) -> int:
-    if chunk_size is not None:
-        return _check_int("chunk_size", chunk_size, 1)
-    if spectral:
-        # the spectral path's working set is a few kB per voxel: chunks that stay in
-        # each core's L2 cache (measured in benchmarks/bench_ridge.py)
-        return int(max(1, min(n_voxels, _SPECTRAL_CHUNK)))
-    itemsize = 8 if bk.dtype == "float64" else 4
-    budget = _CHUNK_BYTES["numpy" if bk.name == "numpy" or bk.device == "cpu" else "torch"]
-    return int(max(256, min(n_voxels, budget // max(1, n_alphas * n_test * itemsize))))
-
-
-PATHS = ("auto", "spectral", "predictions")
-
-
-def _use_spectral(path: str, bk: Backend) -> bool:
-    check_choice("path", path, PATHS)
-    if path == "spectral" and bk.name != "numpy":
-        raise ConfigError(f"'path' 'spectral' runs on the numpy backend; backend {bk.name!r} was asked for "
-                          "(use path='predictions' or 'auto').")
-    return bk.name == "numpy" and path != "predictions"
-
-
-def _load_chunk(bk: Backend, Y: np.ndarray, start: int, step: int, centre: bool):
-    """Voxels ``start:start + step`` of ``Y`` in the backend's array type, checked finite.
-
-    ``centre``: minus each voxel's mean over all volumes (one pass, which makes every
-    later projection's mean correction small; scores do not depend on it), contiguous.
-    """
-    block = Y[:, start:start + step]
-    _check_finite_chunk(block, start)
-    if not centre:
-        return bk.asarray(block)
-    out = np.empty(block.shape, dtype=bk.dtype)
-    np.subtract(block, block.mean(0, dtype=np.float64).astype(bk.dtype), out=out, casting="unsafe")
-    return out
-
-
-def _chunk_threads(bk: Backend) -> int:
-    """Threads that process voxel chunks: the BLAS threads allowed now (numpy only).
-
-    Each thread then runs BLAS single-threaded: the products are small, and one
-    thread per core on separate chunks beats several threads on one small product. A
-    limit set outside (``threadpoolctl``, ``OMP_NUM_THREADS`` on a Dask worker) is
-    respected.
-    """
-    if bk.name != "numpy":
-        return 1
-    try:
-        from threadpoolctl import threadpool_info
-
-        counts = [int(i.get("num_threads", 1)) for i in threadpool_info() if i.get("user_api") == "blas"]
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        counts = []
-    return max(1, min(max(counts, default=1), os.cpu_count() or 1))
-
-
-def _map_chunks(fn, starts, n_threads: int, cancel):
-    """``fn(start)`` for every chunk, results in order; on ``n_threads`` threads.
-
-    ``cancel`` is checked between chunks; chunks not yet started are dropped when the
-    caller stops early.
-    """
-    if n_threads <= 1 or len(starts) <= 1:
-        for start in starts:
-            check_cancel(cancel)
-            yield fn(start)
-        return
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
-    from threadpoolctl import threadpool_limits
-
-    todo = iter(starts)
-    pending: deque = deque()
-    with threadpool_limits(1), ThreadPoolExecutor(n_threads, thread_name_prefix="brainorg-ridge") as pool:
-        try:
-            check_cancel(cancel)
-            for start in todo:
-                pending.append(pool.submit(fn, start))
-                if len(pending) >= 2 * n_threads:
-                    break
-            while pending:
-                result = pending.popleft().result()
-                check_cancel(cancel)
-                nxt = next(todo, None)
-                if nxt is not None:
-                    pending.append(pool.submit(fn, nxt))
-                yield result
-        finally:
-            for future in pending:
-                future.cancel()
 
 
 @dataclass

@@ -14,7 +14,7 @@ sweep is the lasso's optimality (KKT) check: a coordinate with
 touched. After a full sweep only the non-zero coordinates (the working set, a
 handful of the k atoms for sparse codes) are swept until they settle, then a full
 sweep checks again; the column stops when a sweep changes ``a`` by at most
-``tol * ||a||`` (2-norms), as FISTA's rule in :mod:`.dictionary`. Each coordinate
+``tol * ||a||`` (2-norms), as FISTA's rule in :mod:`._fista`. Each coordinate
 step minimises the objective exactly along that coordinate, so the objective never
 rises: a warm start is never made worse.
 

@@ -49,7 +49,9 @@ import pandas as pd
 
 from .._progress import check_cancel, report
 from ..errors import BrainorgWarning, ShapeError, check_choice
-from .dictionary import _rms_column_norm, learn_dictionary, sparse_encode
+from ._encode import sparse_encode
+from ._learn import learn_dictionary
+from ._objective import _rms_column_norm
 
 __all__ = ["RULES", "choose_k_lambda", "match_atoms", "matched_correlation", "sweep_dictionary"]
 
@@ -174,6 +176,65 @@ def sweep_dictionary(X, ks: Sequence[int], lams: Sequence[float], *, n_seeds: in
         ``nonzeros_per_an``, ``encoding_score`` (NaN without a callable),
         ``n_iter`` (mean alternations), ``time_s`` (mean seconds per fit), ``n_seeds``.
     """
+    X, ks, lams, n_block, n_test = _check_sweep(X, ks, lams, n_seeds, holdout_fraction, lam_scale, holdout, gap)
+    n_volumes = X.shape[0]
+    rms = _rms_column_norm(X)
+    splits, fit_seeds = _seed_splits(random_state, n_seeds, X.shape, n_block, n_test, gap)
+    fit_kw = dict(init=init, max_iter=max_iter, tol=tol, backend=backend, device=device, dtype=dtype,
+                  cancel=cancel)
+    rows = []
+    n_fits = len(ks) * len(lams) * n_seeds
+    done = 0
+    report(progress, "dictionary sweep", 0, n_fits)
+    for k in ks:
+        for lam_value in lams:
+            lam = float(lam_value) * rms if lam_scale == "rms" else float(lam_value)
+            r2s, nnz, scores, iters, times, dicts = [], [], [], [], [], []
+            for split, fit_seed in zip(splits, fit_seeds):
+                check_cancel(cancel)
+                t0 = time.perf_counter()
+                fit = (_fit_heldout_ans if holdout == "ans" else _fit_heldout_time)(X, int(k), lam, split, fit_seed,
+                                                                                  fit_kw)
+                r2s.append(_heldout_r2(fit["X_test"], fit["resid"]))
+                nnz.append(float((fit["A_test"] != 0).sum(0).mean()))
+                scores.append(float(encoding_score(fit["atoms_all"])) if encoding_score is not None else np.nan)
+                iters.append(fit["n_iter"])
+                times.append(time.perf_counter() - t0)
+                full = np.full((n_volumes, fit["D"].shape[1]), np.nan)
+                full[fit["fit_volumes"]] = fit["D"]
+                dicts.append(full)
+                done += 1
+                report(progress, "dictionary sweep", done, n_fits)
+            stability, reproducible = _stability(dicts, n_seeds, match_threshold)
+            rows.append({
+                "k": int(k),
+                "lam": lam,
+                "alpha": lam / rms if rms > 0 else np.nan,
+                "heldout_r2": float(np.mean(r2s)),
+                "heldout_r2_sd": float(np.std(r2s, ddof=1)) if n_seeds > 1 else np.nan,
+                "stability": stability,
+                "reproducible_fraction": reproducible,
+                "nonzeros_per_an": float(np.mean(nnz)),
+                "encoding_score": float(np.mean(scores)),
+                "n_iter": float(np.mean(iters)),
+                "time_s": float(np.mean(times)),
+                "n_seeds": n_seeds,
+            })
+    return pd.DataFrame(rows)
+
+
+def _check_sweep(X, ks, lams, n_seeds, holdout_fraction, lam_scale, holdout, gap):
+    """Check :func:`sweep_dictionary`'s arguments; the held-out block's and test set's sizes.
+
+    Returns
+    -------
+    X : ndarray of shape (n_volumes, n_ans)
+    ks, lams : list
+    n_block : int
+        Volumes in the held-out block (``holdout="time"``).
+    n_test : int
+        Held-out ANs.
+    """
     if not hasattr(X, "shape") or len(X.shape) != 2:
         raise ShapeError(f"'X' must be a 2D array of shape (n_volumes, n_ans); shape "
                          f"{getattr(X, 'shape', None)} was provided.")
@@ -202,8 +263,22 @@ def sweep_dictionary(X, ks: Sequence[int], lams: Sequence[float], *, n_seeds: in
             f"'holdout_fraction'={holdout_fraction} leaves {n_test} held-out and {n_ans - n_test} "
             f"training ANs out of {n_ans}; both need at least one."
         )
-    rms = _rms_column_norm(X)
+    return X, ks, lams, n_block, n_test
 
+
+def _seed_splits(random_state, n_seeds: int, shape: tuple[int, int], n_block: int, n_test: int, gap: int):
+    """Each seed's split of the ANs and of the volumes, and the seed of its fit.
+
+    Every (k, λ) uses the same splits, so settings are compared on the same ANs.
+
+    Returns
+    -------
+    splits : list of ((fit_ans, test_ans), (train_volumes, block)) int arrays
+        ``block``: the held-out volumes (``holdout="time"``); ``train_volumes``: the
+        volumes outside it and its ``gap`` on each side.
+    fit_seeds : list of int
+    """
+    n_volumes, n_ans = shape
     seeds = np.random.SeedSequence(random_state).spawn(n_seeds)
     splits, fit_seeds = [], []
     for ss in seeds:
@@ -215,79 +290,91 @@ def sweep_dictionary(X, ks: Sequence[int], lams: Sequence[float], *, n_seeds: in
         train_vol = np.setdiff1d(np.arange(n_volumes), np.arange(start - gap, start + n_block + gap))
         splits.append((ans_split, (train_vol, block)))
         fit_seeds.append(int(rng.integers(2**31 - 1)))
+    return splits, fit_seeds
 
-    rows = []
-    n_fits = len(ks) * len(lams) * n_seeds
-    done = 0
-    report(progress, "dictionary sweep", 0, n_fits)
-    for k in ks:
-        for lam_value in lams:
-            lam = float(lam_value) * rms if lam_scale == "rms" else float(lam_value)
-            r2s, nnz, scores, iters, times, dicts = [], [], [], [], [], []
-            for ((train, test), (train_vol, block)), fit_seed in zip(splits, fit_seeds):
-                check_cancel(cancel)
-                t0 = time.perf_counter()
-                if holdout == "ans":
-                    D, _, info = learn_dictionary(
-                        X[:, train], int(k), lam, init=init, random_state=fit_seed, max_iter=max_iter,
-                        tol=tol, backend=backend, device=device, dtype=dtype, cancel=cancel,
-                    )
-                    X_test = X[:, test].astype(np.float64)
-                    A_test = sparse_encode(X_test, D, lam, backend=backend, device=device, dtype=dtype,
-                                           cancel=cancel).astype(np.float64)
-                    resid = X_test - D.astype(np.float64) @ A_test
-                else:
-                    # λ keeps its correlation scale on the shorter training series
-                    lam_t = lam * math.sqrt(len(train_vol) / n_volumes)
-                    X_fit = np.ascontiguousarray(X[np.ix_(train_vol, train)])
-                    D, A_fit, info = learn_dictionary(
-                        X_fit, int(k), lam_t, init=init, random_state=fit_seed, max_iter=max_iter,
-                        tol=tol, backend=backend, device=device, dtype=dtype, cancel=cancel,
-                    )
-                    A_test = sparse_encode(np.ascontiguousarray(X[np.ix_(train_vol, test)]), D, lam_t,
-                                           backend=backend, device=device, dtype=dtype,
-                                           cancel=cancel).astype(np.float64)
-                    A_fit = A_fit.astype(np.float64)
-                    # the atoms in the held-out block, from the fit ANs (ridge-stabilised LS)
-                    gram = A_fit @ A_fit.T
-                    gram[np.diag_indices_from(gram)] += 1e-6 * max(float(np.trace(gram)) / max(k, 1), 1e-12)
-                    # (all volumes: the block's rows are what the score uses; the whole series
-                    # serves encoding_score, which needs the atoms on every volume)
-                    D_all = np.linalg.solve(gram, A_fit @ X[:, train].astype(np.float64).T).T
-                    D_block = D_all[block]
-                    X_test = X[np.ix_(block, test)].astype(np.float64)
-                    resid = X_test - D_block @ A_test
-                total = X_test - X_test.mean(0)
-                ss_tot = float(np.einsum("ij,ij->", total, total))
-                r2s.append(1.0 - float(np.einsum("ij,ij->", resid, resid)) / ss_tot if ss_tot > 0 else np.nan)
-                nnz.append(float((A_test != 0).sum(0).mean()))
-                scores.append(float(encoding_score(D if holdout == "ans" else D_all))
-                              if encoding_score is not None else np.nan)
-                iters.append(info["n_iter"])
-                times.append(time.perf_counter() - t0)
-                full = np.full((n_volumes, D.shape[1]), np.nan)
-                full[np.arange(n_volumes) if holdout == "ans" else train_vol] = D
-                dicts.append(full)
-                done += 1
-                report(progress, "dictionary sweep", done, n_fits)
-            pairs = [_match_common(dicts[a], dicts[b])
-                     for a in range(n_seeds) for b in range(a + 1, n_seeds)]
-            rows.append({
-                "k": int(k),
-                "lam": lam,
-                "alpha": lam / rms if rms > 0 else np.nan,
-                "heldout_r2": float(np.mean(r2s)),
-                "heldout_r2_sd": float(np.std(r2s, ddof=1)) if n_seeds > 1 else np.nan,
-                "stability": float(np.mean([p.mean() for p in pairs])) if pairs else np.nan,
-                "reproducible_fraction": float(np.mean([(p >= match_threshold).mean() for p in pairs]))
-                if pairs else np.nan,
-                "nonzeros_per_an": float(np.mean(nnz)),
-                "encoding_score": float(np.mean(scores)),
-                "n_iter": float(np.mean(iters)),
-                "time_s": float(np.mean(times)),
-                "n_seeds": n_seeds,
-            })
-    return pd.DataFrame(rows)
+
+def _fit_heldout_ans(X, k: int, lam: float, split, fit_seed: int, fit_kw: dict) -> dict:
+    """``holdout="ans"``: learn on the fit ANs, code the held-out ANs over the same volumes.
+
+    Returns
+    -------
+    dict
+        ``D`` (n_volumes, k) the atoms and ``fit_volumes`` the volumes they cover
+        (all); ``atoms_all`` what ``encoding_score`` gets (``D``); ``X_test``
+        (n_volumes, n_test) the held-out data, ``A_test`` (k, n_test) their codes
+        and ``resid`` their residual, float64; ``n_iter`` the alternations.
+    """
+    (train, test), _ = split
+    D, _, info = learn_dictionary(X[:, train], k, lam, random_state=fit_seed, **fit_kw)
+    X_test = X[:, test].astype(np.float64)
+    A_test = sparse_encode(X_test, D, lam, backend=fit_kw["backend"], device=fit_kw["device"],
+                           dtype=fit_kw["dtype"], cancel=fit_kw["cancel"]).astype(np.float64)
+    resid = X_test - D.astype(np.float64) @ A_test
+    return dict(D=D, fit_volumes=np.arange(X.shape[0]), atoms_all=D, X_test=X_test, A_test=A_test,
+                resid=resid, n_iter=info["n_iter"])
+
+
+def _fit_heldout_time(X, k: int, lam: float, split, fit_seed: int, fit_kw: dict) -> dict:
+    """``holdout="time"``: bi-cross-validation over the volumes and the ANs.
+
+    The dictionary is learnt on the training volumes of the fit ANs; the held-out
+    ANs are coded on it from the training volumes; the atoms' time courses in the
+    held-out block are estimated from the fit ANs by (ridge-stabilised) least
+    squares on their codes, and predict the held-out ANs there.
+
+    Returns
+    -------
+    dict
+        ``D`` (n_train_volumes, k) the atoms and ``fit_volumes`` the volumes they
+        cover; ``atoms_all`` (n_volumes, k) the atoms' time courses on every volume,
+        from the fit ANs' codes (what ``encoding_score`` gets); ``X_test``
+        (n_block, n_test) the held-out block of the held-out ANs, ``A_test``
+        (k, n_test) their codes and ``resid`` their residual, float64; ``n_iter``.
+    """
+    (train, test), (train_vol, block) = split
+    n_volumes = X.shape[0]
+    # λ keeps its correlation scale on the shorter training series
+    lam_t = lam * math.sqrt(len(train_vol) / n_volumes)
+    X_fit = np.ascontiguousarray(X[np.ix_(train_vol, train)])
+    D, A_fit, info = learn_dictionary(X_fit, k, lam_t, random_state=fit_seed, **fit_kw)
+    A_test = sparse_encode(np.ascontiguousarray(X[np.ix_(train_vol, test)]), D, lam_t,
+                           backend=fit_kw["backend"], device=fit_kw["device"], dtype=fit_kw["dtype"],
+                           cancel=fit_kw["cancel"]).astype(np.float64)
+    A_fit = A_fit.astype(np.float64)
+    # the atoms in the held-out block, from the fit ANs (ridge-stabilised LS)
+    gram = A_fit @ A_fit.T
+    gram[np.diag_indices_from(gram)] += 1e-6 * max(float(np.trace(gram)) / max(k, 1), 1e-12)
+    # (all volumes: the block's rows are what the score uses; the whole series
+    # serves encoding_score, which needs the atoms on every volume)
+    D_all = np.linalg.solve(gram, A_fit @ X[:, train].astype(np.float64).T).T
+    D_block = D_all[block]
+    X_test = X[np.ix_(block, test)].astype(np.float64)
+    resid = X_test - D_block @ A_test
+    return dict(D=D, fit_volumes=train_vol, atoms_all=D_all, X_test=X_test, A_test=A_test, resid=resid,
+                n_iter=info["n_iter"])
+
+
+def _heldout_r2(X_test: np.ndarray, resid: np.ndarray) -> float:
+    """``1 - ||resid||^2 / ||X_test - mean||^2`` (means over the held-out volumes); NaN if flat.
+
+    ``X_test`` and ``resid`` of shape (n_heldout_volumes, n_test), float64.
+    """
+    total = X_test - X_test.mean(0)
+    ss_tot = float(np.einsum("ij,ij->", total, total))
+    return 1.0 - float(np.einsum("ij,ij->", resid, resid)) / ss_tot if ss_tot > 0 else np.nan
+
+
+def _stability(dicts: list, n_seeds: int, match_threshold: float) -> tuple[float, float]:
+    """Mean matched ``|r|`` of the atoms over pairs of seeds, and the share reaching ``match_threshold``.
+
+    ``dicts``: each seed's atoms of shape (n_volumes, k), NaN on the volumes its fit
+    did not see; a pair is matched over the volumes both saw. NaN for one seed.
+    """
+    pairs = [_match_common(dicts[a], dicts[b])
+             for a in range(n_seeds) for b in range(a + 1, n_seeds)]
+    stability = float(np.mean([p.mean() for p in pairs])) if pairs else np.nan
+    reproducible = float(np.mean([(p >= match_threshold).mean() for p in pairs])) if pairs else np.nan
+    return stability, reproducible
 
 
 def choose_k_lambda(table: pd.DataFrame, rule: str = "stable_r2", *, min_stability: float = 0.8,
