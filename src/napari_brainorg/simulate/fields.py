@@ -49,11 +49,29 @@ class _FieldMaker:
 
     def fields(self, rng: np.random.Generator, n: int, fwhm_mm: float) -> np.ndarray:
         """``n`` independent smooth unit-variance fields, masked: (n, n_voxels)."""
-        box, inner, sigma, norm = self.setup(fwhm_mm)
-        out = np.empty((n, int(inner.sum())), np.float32)
+        setup = self.setup(fwhm_mm)
+        out = np.empty((n, int(setup[1].sum())), np.float32)
         for i in range(n):
-            out[i] = _smooth(rng.standard_normal(box, dtype=np.float32), sigma, fwhm_mm)[inner] / norm
+            out[i] = self.field(rng, fwhm_mm, setup)
         return out
+
+    def field(self, rng: np.random.Generator, fwhm_mm: float, setup: tuple) -> np.ndarray:
+        """One smooth unit-variance field on the mask's voxels.
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+            Draws one standard normal volume of the padded box.
+        fwhm_mm : float
+        setup : tuple
+            :meth:`setup`'s answer for ``fwhm_mm``, computed once for many fields.
+
+        Returns
+        -------
+        field : ndarray of shape (n_voxels,), float32
+        """
+        box, inner, sigma, norm = setup
+        return _smooth(rng.standard_normal(box, dtype=np.float32), sigma, fwhm_mm)[inner] / norm
 
 
 def _smooth(volume: np.ndarray, sigma: np.ndarray, fwhm_mm: float) -> np.ndarray:

@@ -10,6 +10,7 @@ plan asks for one.
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -188,3 +189,39 @@ def resample_mask(mask_img, resolution_mm: float):
                                  interpolation="linear", force_resample=True, copy_header=True)
     data = (np.asarray(resampled.dataobj) >= 0.5).astype(np.uint8)
     return nib.Nifti1Image(data, new_affine)
+
+
+def _simulation_mask(mask_img, resolution_mm: float | None):
+    """The simulation's grid: the brain mask, binarised, resampled and labelled as simulated.
+
+    Parameters
+    ----------
+    mask_img : nibabel.Nifti1Image, path or None
+        A 3D brain mask; None for the bundled FSL MNI152 2 mm brain mask.
+    resolution_mm : float or None
+        Resample the mask to this isotropic voxel size (:func:`resample_mask`); None
+        keeps its grid.
+
+    Returns
+    -------
+    mask_img : nibabel.Nifti1Image of uint8
+    mask : ndarray of bool, shape (nx, ny, nz)
+    """
+    import nibabel as nib
+
+    if mask_img is None:
+        from ..datasets import mni_mask_path
+
+        mask_img = mni_mask_path()
+    mask_img = nib.load(str(mask_img)) if isinstance(mask_img, (str, os.PathLike)) else mask_img
+    if len(mask_img.shape) != 3:
+        raise ShapeError(f"'mask_img' must be a 3D image; shape {mask_img.shape} was provided.")
+    if resolution_mm is not None:
+        mask_img = resample_mask(mask_img, resolution_mm)
+    else:
+        mask_img = nib.Nifti1Image((np.asarray(mask_img.dataobj) > 0).astype(np.uint8), mask_img.affine)
+    _labelled_header(mask_img)
+    mask = np.asarray(mask_img.dataobj) > 0
+    if int(mask.sum()) == 0:
+        raise ShapeError("'mask_img' holds no voxel.")
+    return mask_img, mask

@@ -8,6 +8,7 @@ says which networks of every scored atlas each planted source covers.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,6 +19,75 @@ from .plan import SimulationPlan
 def _network_key(name: str, default_atlas: str) -> tuple[str, str]:
     atlas, sep, network = str(name).partition(":")
     return (atlas.strip(), network.strip()) if sep else (default_atlas, str(name))
+
+
+def _planted_links(plan: SimulationPlan) -> list[tuple[int, str, str, int]]:
+    """The plan's links as (source, atlas, network, sign), activations first, names as written."""
+    planted = [(a, *_network_key(n, plan.atlas), +1) for a, ns in plan.links.items() for n in ns]
+    planted += [(a, *_network_key(n, plan.atlas), -1) for a, ns in plan.negative_links.items() for n in ns]
+    return planted
+
+
+@dataclass
+class _PlantedNetworks:
+    """The networks of a simulation on its grid.
+
+    Attributes
+    ----------
+    atlases : dict of str to (FBNAtlas, ndarray of bool of shape (n_networks, n_voxels))
+        Every atlas planted in, scored or fluctuating, with its disjoint network masks.
+    truth_atlases : list of str
+        The atlases the truth is stated in.
+    planted : list of (int, str, str, int)
+        The planted links (source, atlas, network, sign), network names as the atlas
+        spells them.
+    link_masks : ndarray of bool, shape (n_links, n_voxels)
+    signal_voxels : ndarray of bool, shape (n_voxels,)
+        Voxels of any planted link.
+    link_src : ndarray of int, shape (n_links,)
+        The source of each link.
+    link_sign : ndarray of float32, shape (n_links,)
+        +1 for an activation, -1 for a deactivation.
+    """
+
+    atlases: dict
+    truth_atlases: list[str]
+    planted: list
+    link_masks: np.ndarray
+    signal_voxels: np.ndarray
+    link_src: np.ndarray
+    link_sign: np.ndarray
+
+
+def _planted_networks(plan: SimulationPlan, planted: list, mask_img, n_voxels: int) -> _PlantedNetworks:
+    """Load the atlases planted in, scored and fluctuating, and mask each planted link.
+
+    Parameters
+    ----------
+    plan : SimulationPlan
+    planted : list of (int, str, str, int)
+        :func:`_planted_links`' answer.
+    mask_img : nibabel.Nifti1Image
+        The simulation's grid.
+    n_voxels : int
+        In-mask voxels.
+
+    Returns
+    -------
+    networks : _PlantedNetworks
+    """
+    truth_atlases = list(dict.fromkeys(plan.truth_atlases or [p[1] for p in planted] or [plan.atlas]))
+    atlases = _load_atlases(plan, mask_img, list(dict.fromkeys(
+        [p[1] for p in planted] + truth_atlases + list(plan.fluctuation_atlases))))
+    link_masks = np.stack([_network_mask(atlases, atlas, net, plan) for _, atlas, net, _ in planted]) \
+        if planted else np.zeros((0, n_voxels), bool)
+    planted = [(a, atlas, _canonical(atlases, atlas, net), s) for a, atlas, net, s in planted]
+    signal_voxels = link_masks.any(axis=0) if planted else np.zeros(n_voxels, bool)
+    return _PlantedNetworks(
+        atlases=atlases, truth_atlases=truth_atlases, planted=planted, link_masks=link_masks,
+        signal_voxels=signal_voxels, link_src=np.array([p[0] for p in planted], dtype=int),
+        link_sign=np.array([p[3] for p in planted], dtype=np.float32),
+    )
 
 
 _ATLAS_CACHE: dict = {}

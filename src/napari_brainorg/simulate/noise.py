@@ -8,10 +8,13 @@ slowest cosines of each run.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
 
+from .._progress import check_cancel, report
+from .fields import _FieldMaker
 from .sources import _zscore
 
 
@@ -74,3 +77,117 @@ def _fluctuation_courses(rng, n_volumes: int, n: int, tr: float) -> np.ndarray:
     events = rng.standard_normal((n_volumes + pad, n))
     out = np.stack([np.convolve(events[:, j], hrf)[pad:pad + n_volumes] for j in range(n)], axis=1)
     return _zscore(out)
+
+
+def _ar1_by_tissue(mask_img, ar1_grey: float, ar1_other: float):
+    """Each voxel's AR(1) coefficient, from its grey-matter fraction.
+
+    Returns
+    -------
+    grey : ndarray of shape (n_voxels,), float32
+        Grey-matter fraction (:func:`grey_matter_fraction`).
+    rho : ndarray of shape (n_voxels,), float32
+        ``ar1_other + (ar1_grey - ar1_other) * grey``.
+    innovation : ndarray of shape (n_voxels,), float32
+        ``sqrt(1 - rho²)``, the innovations' scale that keeps the noise at unit variance.
+    """
+    grey = grey_matter_fraction(mask_img)
+    rho = (ar1_other + (ar1_grey - ar1_other) * grey).astype(np.float32)
+    innovation = np.sqrt(1.0 - rho * rho).astype(np.float32)
+    return grey, rho, innovation
+
+
+def _fluctuation_weights(fl_maps: np.ndarray, share: float):
+    """How much each voxel takes of each network's fluctuation, and what is left to the AR noise.
+
+    A voxel's weights are its maps' values, scaled down where their squares sum past 1,
+    so that fluctuations (``share`` of the variance at most) and AR noise add up to unit
+    variance.
+
+    Parameters
+    ----------
+    fl_maps : ndarray of shape (n_networks, n_voxels)
+        :func:`~napari_brainorg.simulate.networks._fluctuation_maps`' maps (max 1).
+    share : float
+        ``plan.fluctuation_share``.
+
+    Returns
+    -------
+    fl_weights : ndarray of shape (n_networks, n_voxels), float32
+    ar_scale : ndarray of shape (n_voxels,), float32
+        The AR noise's scale.
+    """
+    fl_norm = np.sqrt(np.maximum(1.0, (fl_maps**2).sum(axis=0)))
+    fl_weights = (fl_maps / fl_norm).astype(np.float32)
+    fl_var = (fl_weights**2).sum(axis=0)  # <= 1
+    ar_scale = np.sqrt(np.clip(1.0 - share * fl_var, 0.0, 1.0)).astype(np.float32)
+    return fl_weights, ar_scale
+
+
+def _ar1_noise(rng, fields: _FieldMaker, fwhm_mm: float, setup: tuple, rho, innovation, ar_scale,
+               n_volumes: int, run_starts: set[int], *, progress=None, cancel=None, done: int = 0,
+               total: int = 0) -> np.ndarray:
+    """One subject's AR(1) noise in time, with a per-voxel coefficient, on smooth innovations.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The subject's generator: one smooth field per volume.
+    fields : _FieldMaker
+    fwhm_mm : float
+        Spatial smoothness of the innovations (``plan.smoothness_fwhm_mm``).
+    setup : tuple
+        ``fields.setup(fwhm_mm)``.
+    rho, innovation, ar_scale : ndarray of shape (n_voxels,), float32
+        AR(1) coefficient, innovations' scale (:func:`_ar1_by_tissue`) and the noise's
+        final scale (:func:`_fluctuation_weights`).
+    n_volumes : int
+    run_starts : set of int
+        First volumes of the runs after the first: each story is a scan of its own,
+        whose noise starts afresh from the stationary distribution.
+    progress, cancel
+        Progress callback (stage ``"simulate"``, ``done + t`` of ``total``) and cancel token.
+
+    Returns
+    -------
+    noise : ndarray of shape (n_volumes, n_voxels), float32
+    """
+    noise = np.empty((n_volumes, rho.shape[0]), np.float32)
+    state = fields.field(rng, fwhm_mm, setup)
+    for t in range(n_volumes):
+        if t in run_starts:
+            state = fields.field(rng, fwhm_mm, setup)
+        elif t:
+            state = rho * state + innovation * fields.field(rng, fwhm_mm, setup)
+        noise[t] = state
+        if t % 16 == 0:
+            check_cancel(cancel)
+            report(progress, "simulate", done + t, total)
+    noise *= ar_scale
+    return noise
+
+
+def _subject_fluctuations(rng, runs: list[tuple[str, int, float]], fl_weights: np.ndarray, share: float):
+    """One subject's spontaneous network fluctuations, each run's courses drawn afresh.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The subject's generator.
+    runs : list of (name, n_volumes, tr)
+    fl_weights : ndarray of shape (n_networks, n_voxels), float32
+        :func:`_fluctuation_weights`' weights.
+    share : float
+        ``plan.fluctuation_share``.
+
+    Returns
+    -------
+    courses : ndarray of shape (n_volumes, n_networks), float32
+        Every network's course, z-scored within each run.
+    fluctuations : ndarray of shape (n_volumes, n_voxels), float32
+    """
+    n_networks, n_voxels = fl_weights.shape
+    courses = np.concatenate([_fluctuation_courses(rng, v, n_networks, t) for _, v, t in runs]).astype(np.float32)
+    if not n_networks:
+        return courses, np.zeros((courses.shape[0], n_voxels), np.float32)
+    return courses, (math.sqrt(share) * courses) @ fl_weights

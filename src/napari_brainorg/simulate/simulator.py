@@ -1,21 +1,36 @@
-"""The simulator: subjects whose planted networks follow the planted sources."""
+"""The simulator: subjects whose planted networks follow the planted sources.
+
+:func:`simulate_fmri` runs the stages in order: check the inputs, build the grid and
+the networks, the noise model and the maps every subject shares, then each subject
+(its own maps, noise, fluctuations, HRFs and planted signal), then the truth. The
+random draws come from one ``SeedSequence(plan.seed)``: its first child draws the
+shared maps, child ``1 + s`` everything of subject ``s``, always in the same order,
+so a seed gives the same data bit for bit.
+"""
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from .._progress import check_cancel, report
+from .._progress import report
 from ..errors import ConfigError, ShapeError
-from .fields import _FieldMaker, _smooth
-from .images import SimulatedFMRI, _labelled_header, _voxel_sizes, resample_mask
-from .networks import _canonical, _expected_links, _fluctuation_maps, _load_atlases, _network_key, _network_mask
-from .noise import _block_diagonal, _drift_basis, _fluctuation_courses, grey_matter_fraction
-from .planting import HRF_STEP_S, WEIGHT_LOG_SD, _hrf_variant
+from .fields import _FieldMaker
+from .images import SimulatedFMRI, _simulation_mask, _voxel_sizes
+from .networks import _expected_links, _fluctuation_maps, _planted_links, _planted_networks, _PlantedNetworks
+from .noise import (
+    _ar1_by_tissue,
+    _ar1_noise,
+    _block_diagonal,
+    _drift_basis,
+    _fluctuation_weights,
+    _subject_fluctuations,
+)
 from .plan import SimulationPlan
+from .planting import _hrf_maps, _planted_signal
 from .sources import _zscore
 from .truth import _truth
 
@@ -65,9 +80,61 @@ def simulate_fmri(
     -------
     sim : SimulatedFMRI
     """
-    import nibabel as nib
-    from scipy.special import ndtr
+    sources, runs, planted = _checked_inputs(sources, plan, tr, runs)
+    mask_img, mask = _simulation_mask(mask_img, plan.resolution_mm)
+    networks = _planted_networks(plan, planted, mask_img, int(mask.sum()))
+    grey, rho, innovation = _ar1_by_tissue(mask_img, plan.ar1_grey, plan.ar1_other)
+    fl_names, fl_maps = _fluctuation_maps(networks.atlases, plan)
+    fl_weights, ar_scale = _fluctuation_weights(fl_maps, float(plan.fluctuation_share))
+    seeds = np.random.SeedSequence(plan.seed).spawn(1 + plan.n_subjects)
+    fields = _FieldMaker(mask, _voxel_sizes(mask_img.affine))
+    shared, baseline_map = _shared_maps(np.random.default_rng(seeds[0]), fields, plan, len(networks.planted))
+    population = _Population(
+        z_src=_zscore(sources), runs=runs, run_starts=np.cumsum([0] + [v for _, v, _ in runs]),
+        networks=networks, fields=fields, noise_setup=fields.setup(plan.smoothness_fwhm_mm), rho=rho,
+        innovation=innovation, ar_scale=ar_scale, fl_weights=fl_weights, shared=shared,
+        baseline_map=baseline_map,
+        drift_basis=_block_diagonal([_drift_basis(v) for _, v, _ in runs]).astype(np.float32),
+    )
+    subjects = [f"sub-{i + 1:02d}" for i in range(plan.n_subjects)]
+    data, true_r2, hrf_delay, hrf_dispersion, fl_courses, components = _simulate_subjects(
+        seeds[1:], population, plan, keep_components=keep_components, progress=progress, cancel=cancel)
 
+    expected, shares = _expected_links(networks.planted, networks.link_masks, networks.atlases,
+                                       networks.truth_atlases, plan)
+    truth = _truth(plan, population.z_src, tr, mask_img, subjects, networks.planted, networks.link_masks,
+                   networks.signal_voxels, true_r2, networks.atlases, networks.truth_atlases, expected, shares,
+                   rho, grey, hrf_delay, hrf_dispersion, fl_names, source_info)
+    if runs[0][0]:
+        truth["runs"] = [{"story": n, "n_volumes": v, "tr": t, "first_volume": int(a)}
+                         for (n, v, t), a in zip(runs, population.run_starts[:-1])]
+    return SimulatedFMRI(
+        data=data, mask_img=mask_img, truth=truth, subjects=subjects, true_r2=true_r2,
+        signal_voxels=networks.signal_voxels, planted=networks.planted, link_masks=networks.link_masks,
+        sources=sources, tr=float(tr), ar1=rho, grey_matter=grey, hrf_delay=hrf_delay,
+        hrf_dispersion=hrf_dispersion, fluctuation_names=fl_names, fluctuation_courses=fl_courses,
+        components=components,
+    )
+
+
+def _checked_inputs(sources, plan: SimulationPlan, tr: float, runs):
+    """Check the sources, the TR and the runs against the plan.
+
+    Parameters
+    ----------
+    sources : array-like of shape (n_volumes, n_sources)
+    plan : SimulationPlan
+    tr : float
+    runs : list of (name, n_volumes, tr) or None
+
+    Returns
+    -------
+    sources : ndarray of shape (n_volumes, n_sources), float64
+    runs : list of (str, int, float)
+        One unnamed run of every volume when ``runs`` is None.
+    planted : list of (int, str, str, int)
+        The plan's links (source, atlas, network, sign), names as written.
+    """
     sources = np.asarray(sources, dtype=np.float64)
     if sources.ndim != 2:
         raise ShapeError(f"'sources' must be 2D (n_volumes, n_sources); shape {sources.shape} was provided.")
@@ -81,10 +148,7 @@ def simulate_fmri(
     runs = [(str(n), int(v), float(t)) for n, v, t in runs] if runs else [("", n_volumes, float(tr))]
     if sum(v for _, v, _ in runs) != n_volumes:
         raise ShapeError(f"'runs' add up to {sum(v for _, v, _ in runs)} volumes; 'sources' has {n_volumes}.")
-    run_starts = np.cumsum([0] + [v for _, v, _ in runs])
-    later_starts = set(int(a) for a in run_starts[1:-1])
-    planted = [(a, *_network_key(n, plan.atlas), +1) for a, ns in plan.links.items() for n in ns]
-    planted += [(a, *_network_key(n, plan.atlas), -1) for a, ns in plan.negative_links.items() for n in ns]
+    planted = _planted_links(plan)
     bad = sorted({p[0] for p in planted if not 0 <= p[0] < n_sources})
     if bad:
         raise ConfigError(
@@ -94,156 +158,166 @@ def simulate_fmri(
     used = sorted({p[0] for p in planted})
     if used and np.any(sources[:, used].std(axis=0) == 0):
         raise ShapeError("A planted source has a constant time course; it cannot carry signal.")
+    return sources, runs, planted
 
-    # Grid.
-    if mask_img is None:
-        from ..datasets import mni_mask_path
 
-        mask_img = mni_mask_path()
-    mask_img = nib.load(str(mask_img)) if isinstance(mask_img, (str, os.PathLike)) else mask_img
-    if len(mask_img.shape) != 3:
-        raise ShapeError(f"'mask_img' must be a 3D image; shape {mask_img.shape} was provided.")
-    if plan.resolution_mm is not None:
-        mask_img = resample_mask(mask_img, plan.resolution_mm)
-    else:
-        mask_img = nib.Nifti1Image((np.asarray(mask_img.dataobj) > 0).astype(np.uint8), mask_img.affine)
-    _labelled_header(mask_img)
-    mask = np.asarray(mask_img.dataobj) > 0
-    n_voxels = int(mask.sum())
-    if n_voxels == 0:
-        raise ShapeError("'mask_img' holds no voxel.")
+def _shared_maps(rng, fields: _FieldMaker, plan: SimulationPlan, n_links: int):
+    """The smooth maps every subject shares a part of, and the baseline.
 
-    # Networks: planted ones, the atlases the truth is stated in, the fluctuating ones.
-    truth_atlases = list(dict.fromkeys(plan.truth_atlases or [p[1] for p in planted] or [plan.atlas]))
-    atlases = _load_atlases(plan, mask_img, list(dict.fromkeys(
-        [p[1] for p in planted] + truth_atlases + list(plan.fluctuation_atlases))))
-    link_masks = np.stack([_network_mask(atlases, atlas, net, plan) for _, atlas, net, _ in planted]) \
-        if planted else np.zeros((0, n_voxels), bool)
-    planted = [(a, atlas, _canonical(atlases, atlas, net), s) for a, atlas, net, s in planted]
-    signal_voxels = link_masks.any(axis=0) if planted else np.zeros(n_voxels, bool)
-    n_signal = int(signal_voxels.sum())
-    link_src = np.array([p[0] for p in planted], dtype=int)
-    link_sign = np.array([p[3] for p in planted], dtype=np.float32)
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The shared generator (first child of the plan's seed).
+    fields : _FieldMaker
+    plan : SimulationPlan
+    n_links : int
 
-    # Tissue: AR(1) coefficient per voxel from the grey-matter proxy.
-    grey = grey_matter_fraction(mask_img)
-    rho = (plan.ar1_other + (plan.ar1_grey - plan.ar1_other) * grey).astype(np.float32)
-    innovation = np.sqrt(1.0 - rho * rho).astype(np.float32)
-
-    # Spontaneous fluctuations: one course per network and subject, on the network's map.
-    fl_names, fl_maps = _fluctuation_maps(atlases, plan)
-    fl_norm = np.sqrt(np.maximum(1.0, (fl_maps**2).sum(axis=0)))
-    fl_weights = (fl_maps / fl_norm).astype(np.float32)  # (n_fl, n_voxels)
-    fl_var = (fl_weights**2).sum(axis=0)  # <= 1
-    share = float(plan.fluctuation_share)
-    ar_scale = np.sqrt(np.clip(1.0 - share * fl_var, 0.0, 1.0)).astype(np.float32)
-
-    z_src = _zscore(sources)
-    seeds = np.random.SeedSequence(plan.seed).spawn(1 + plan.n_subjects)
-    shared_rng = np.random.default_rng(seeds[0])
-    fields = _FieldMaker(mask, _voxel_sizes(mask_img.affine))
-    v = plan.subject_variability
-    # Shared maps: one per link (weights), one for R2, two for the HRF, one for the baseline.
-    n_maps = len(planted) + 3
-    shared = fields.fields(shared_rng, n_maps, plan.pattern_fwhm_mm)
-    baseline_field = fields.fields(shared_rng, 1, plan.pattern_fwhm_mm)[0]
+    Returns
+    -------
+    shared : ndarray of shape (n_links + 3, n_voxels), float32
+        One map per link (weights), one for the R², two for the HRF (delay, dispersion).
+    baseline_map : ndarray of shape (n_voxels,), float32
+        Each voxel's mean intensity.
+    """
+    shared = fields.fields(rng, n_links + 3, plan.pattern_fwhm_mm)
+    baseline_field = fields.fields(rng, 1, plan.pattern_fwhm_mm)[0]
     baseline_map = (plan.baseline * (1.0 + BASELINE_SPATIAL_SD * baseline_field)).astype(np.float32)
+    return shared, baseline_map
 
-    box, inner, sigma, norm = fields.setup(plan.smoothness_fwhm_mm)
-    drift_basis = _block_diagonal([_drift_basis(v) for _, v, _ in runs]).astype(np.float32)
-    lo, hi = plan.r2_range
-    subjects = [f"sub-{i + 1:02d}" for i in range(plan.n_subjects)]
+
+@dataclass
+class _Population:
+    """What every simulated subject shares.
+
+    Attributes
+    ----------
+    z_src : ndarray of shape (n_volumes, n_sources)
+        The z-scored sources.
+    runs : list of (name, n_volumes, tr)
+    run_starts : ndarray of int, shape (n_runs + 1,)
+        First volume of each run, then ``n_volumes``.
+    networks : _PlantedNetworks
+    fields : _FieldMaker
+    noise_setup : tuple
+        ``fields.setup(plan.smoothness_fwhm_mm)``, for the noise's innovations.
+    rho, innovation, ar_scale : ndarray of shape (n_voxels,), float32
+        The noise's AR(1) coefficient, innovations' scale and final scale.
+    fl_weights : ndarray of shape (n_networks, n_voxels), float32
+        Fluctuating networks' weights.
+    shared : ndarray of shape (n_links + 3, n_voxels), float32
+        The shared part of the subjects' maps (:func:`_shared_maps`).
+    baseline_map : ndarray of shape (n_voxels,), float32
+    drift_basis : ndarray of shape (n_volumes, 2 * n_runs), float32
+        Two slow cosines per run.
+    """
+
+    z_src: np.ndarray
+    runs: list
+    run_starts: np.ndarray
+    networks: _PlantedNetworks
+    fields: _FieldMaker
+    noise_setup: tuple
+    rho: np.ndarray
+    innovation: np.ndarray
+    ar_scale: np.ndarray
+    fl_weights: np.ndarray
+    shared: np.ndarray
+    baseline_map: np.ndarray
+    drift_basis: np.ndarray
+
+
+def _simulate_subjects(seeds: Sequence, population: _Population, plan: SimulationPlan, *,
+                       keep_components: bool = False, progress=None, cancel=None):
+    """Every subject, one after another, each from its own seed.
+
+    Parameters
+    ----------
+    seeds : sequence of numpy.random.SeedSequence
+        One per subject.
+    population : _Population
+    plan : SimulationPlan
+    keep_components : bool
+    progress, cancel
+        Progress callback (stage ``"simulate"``, counted in volumes) and cancel token.
+
+    Returns
+    -------
+    data : list of ndarray of shape (n_volumes, n_voxels), float32
+    true_r2, hrf_delay, hrf_dispersion : ndarray of shape (n_subjects, n_voxels), float32
+    fl_courses : ndarray of shape (n_subjects, n_volumes, n_networks), float32
+    components : list of dict or None
+        With ``keep_components``: each subject's parts (:func:`_simulate_subject`).
+    """
+    n_volumes, n_voxels = population.z_src.shape[0], population.rho.shape[0]
     data, components = [], []
     true_r2 = np.zeros((plan.n_subjects, n_voxels), np.float32)
     hrf_delay = np.zeros((plan.n_subjects, n_voxels), np.float32)
     hrf_dispersion = np.zeros((plan.n_subjects, n_voxels), np.float32)
-    fl_courses = np.zeros((plan.n_subjects, n_volumes, len(fl_names)), np.float32)
+    fl_courses = np.zeros((plan.n_subjects, n_volumes, population.fl_weights.shape[0]), np.float32)
     total = plan.n_subjects * n_volumes
     for s in range(plan.n_subjects):
-        rng = np.random.default_rng(seeds[1 + s])
-        own = fields.fields(rng, n_maps, plan.pattern_fwhm_mm)
-        mixed = (math.sqrt(1.0 - v) * shared + math.sqrt(v) * own) if v < 1 else own
-        drift_coef = fields.fields(rng, drift_basis.shape[1], plan.pattern_fwhm_mm) * (plan.drift_sd * plan.noise_sd)
-
-        # AR(1) in time with a per-voxel coefficient, on spatially smooth innovations.
-        noise = np.empty((n_volumes, n_voxels), np.float32)
-        state = _smooth(rng.standard_normal(box, dtype=np.float32), sigma, plan.smoothness_fwhm_mm)[inner] / norm
-        for t in range(n_volumes):
-            if t in later_starts:  # each story is a scan of its own: its noise starts afresh (stationary)
-                state = _smooth(rng.standard_normal(box, dtype=np.float32), sigma,
-                                plan.smoothness_fwhm_mm)[inner] / norm
-            elif t:
-                e = _smooth(rng.standard_normal(box, dtype=np.float32), sigma, plan.smoothness_fwhm_mm)[inner]
-                state = rho * state + innovation * (e / norm)
-            noise[t] = state
-            if t % 16 == 0:
-                check_cancel(cancel)
-                report(progress, "simulate", s * n_volumes + t, total)
-        noise *= ar_scale
-        courses = np.concatenate([_fluctuation_courses(rng, v, len(fl_names), t) for _, v, t in runs]
-                                 ).astype(np.float32)
-        fl_courses[s] = courses
-        fluct = (math.sqrt(share) * courses) @ fl_weights if len(fl_names) else np.zeros_like(noise)
-        background = (noise + fluct) * np.float32(plan.noise_sd)
-
-        # HRF of each voxel: delay in [-d, d] and dispersion in [0, w], smooth over voxels,
-        # partly shared by subjects; quantised to HRF_STEP_S so that voxels share variants.
-        delay = plan.hrf_delay_s * (2.0 * ndtr(mixed[-2]) - 1.0)
-        disp = plan.hrf_dispersion_s * ndtr(mixed[-1])
-        delay = np.round(delay / HRF_STEP_S) * HRF_STEP_S
-        disp = np.round(disp / HRF_STEP_S) * HRF_STEP_S
-        hrf_delay[s], hrf_dispersion[s] = delay, disp
-
-        signal = np.zeros((n_volumes, n_signal), np.float32)
-        r2 = np.zeros(n_voxels, np.float32)
-        if n_signal:
-            sig_idx = np.flatnonzero(signal_voxels)
-            weights = np.exp(WEIGHT_LOG_SD * mixed[:len(planted)][:, sig_idx]) * link_sign[:, None]
-            weights *= link_masks[:, sig_idx]
-            variant = np.stack([delay[sig_idx], disp[sig_idx]], axis=1)
-            keys, which = np.unique(variant, axis=0, return_inverse=True)
-            which = np.ravel(which)
-            for b, (d, w) in enumerate(keys):
-                cols = np.flatnonzero(which == b)
-                shaped = np.concatenate([_hrf_variant(z_src[a:b, link_src], float(d), float(w), t)
-                                         for (_, _, t), a, b in zip(runs, run_starts[:-1], run_starts[1:])]
-                                        ).astype(np.float32)
-                signal[:, cols] = shaped @ weights[:, cols].astype(np.float32)
-            r2_sig = (lo + (hi - lo) * ndtr(mixed[len(planted)][sig_idx])).astype(np.float64)
-            var_s = signal.var(axis=0, dtype=np.float64)
-            var_n = background[:, sig_idx].var(axis=0, dtype=np.float64)
-            carries = var_s > 0
-            scale = np.zeros(n_signal)
-            scale[carries] = np.sqrt(r2_sig[carries] / (1.0 - r2_sig[carries]) * var_n[carries] / var_s[carries])
-            signal *= scale.astype(np.float32)
-            r2[sig_idx] = np.where(carries, r2_sig, 0.0)
-        drift = drift_basis @ drift_coef
-        y = background + drift
-        y += baseline_map
-        if n_signal:
-            y[:, signal_voxels] += signal
+        y, parts = _simulate_subject(np.random.default_rng(seeds[s]), population, plan,
+                                     keep_components=keep_components, progress=progress, cancel=cancel,
+                                     done=s * n_volumes, total=total)
         data.append(y)
-        true_r2[s] = r2
+        true_r2[s], hrf_delay[s], hrf_dispersion[s] = parts.pop("true_r2"), parts.pop("delay"), parts.pop("dispersion")
+        fl_courses[s] = parts.pop("courses")
         if keep_components:
-            full_signal = np.zeros((n_volumes, n_voxels), np.float32)
-            full_signal[:, signal_voxels] = signal
-            components.append({"signal": full_signal, "noise": noise * np.float32(plan.noise_sd),
-                               "fluctuations": fluct * np.float32(plan.noise_sd), "drift": drift,
-                               "baseline": baseline_map})
-        del noise, drift, background
+            components.append(parts)
     report(progress, "simulate", total, total)
+    return data, true_r2, hrf_delay, hrf_dispersion, fl_courses, components if keep_components else None
 
-    expected, shares = _expected_links(planted, link_masks, atlases, truth_atlases, plan)
-    truth = _truth(plan, z_src, tr, mask_img, subjects, planted, link_masks, signal_voxels, true_r2,
-                   atlases, truth_atlases, expected, shares, rho, grey, hrf_delay, hrf_dispersion,
-                   fl_names, source_info)
-    if runs[0][0]:
-        truth["runs"] = [{"story": n, "n_volumes": v, "tr": t, "first_volume": int(a)}
-                         for (n, v, t), a in zip(runs, run_starts[:-1])]
-    return SimulatedFMRI(
-        data=data, mask_img=mask_img, truth=truth, subjects=subjects, true_r2=true_r2,
-        signal_voxels=signal_voxels, planted=planted, link_masks=link_masks,
-        sources=sources, tr=float(tr), ar1=rho, grey_matter=grey, hrf_delay=hrf_delay,
-        hrf_dispersion=hrf_dispersion, fluctuation_names=fl_names, fluctuation_courses=fl_courses,
-        components=components if keep_components else None,
-    )
+
+def _simulate_subject(rng, population: _Population, plan: SimulationPlan, *, keep_components: bool = False,
+                      progress=None, cancel=None, done: int = 0, total: int = 0):
+    """One subject: its maps, drifts, AR noise, fluctuations, HRFs and planted signal.
+
+    The subject's generator draws, in this order, its own part of the maps, its drift
+    coefficients, its AR noise and its fluctuation courses.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The subject's generator.
+    population : _Population
+    plan : SimulationPlan
+    keep_components : bool
+    progress, cancel, done, total
+        Progress callback, cancel token, volumes done before this subject and in all.
+
+    Returns
+    -------
+    bold : ndarray of shape (n_volumes, n_voxels), float32
+        ``baseline + signal + sd * (noise + fluctuations) + drift``.
+    parts : dict
+        ``true_r2``, ``delay``, ``dispersion`` (n_voxels,), ``courses`` (n_volumes,
+        n_networks); with ``keep_components`` also ``signal``, ``noise``,
+        ``fluctuations``, ``drift`` (n_volumes, n_voxels, image units) and ``baseline``
+        (n_voxels,).
+    """
+    pop, networks, v = population, population.networks, plan.subject_variability
+    own = pop.fields.fields(rng, pop.shared.shape[0], plan.pattern_fwhm_mm)
+    mixed = (math.sqrt(1.0 - v) * pop.shared + math.sqrt(v) * own) if v < 1 else own
+    drift_coef = (pop.fields.fields(rng, pop.drift_basis.shape[1], plan.pattern_fwhm_mm)
+                  * (plan.drift_sd * plan.noise_sd))
+    noise = _ar1_noise(rng, pop.fields, plan.smoothness_fwhm_mm, pop.noise_setup, pop.rho, pop.innovation,
+                       pop.ar_scale, pop.z_src.shape[0], set(int(a) for a in pop.run_starts[1:-1]),
+                       progress=progress, cancel=cancel, done=done, total=total)
+    courses, fluct = _subject_fluctuations(rng, pop.runs, pop.fl_weights, float(plan.fluctuation_share))
+    background = (noise + fluct) * np.float32(plan.noise_sd)
+    delay, disp = _hrf_maps(mixed[-2], mixed[-1], plan.hrf_delay_s, plan.hrf_dispersion_s)
+    signal, r2 = _planted_signal(pop.z_src, pop.runs, pop.run_starts, networks, mixed, delay, disp, background,
+                                 plan.r2_range)
+    drift = pop.drift_basis @ drift_coef
+    y = background + drift
+    y += pop.baseline_map
+    if signal.shape[1]:
+        y[:, networks.signal_voxels] += signal
+    parts = {"true_r2": r2, "delay": delay, "dispersion": disp, "courses": courses}
+    if keep_components:
+        full_signal = np.zeros(y.shape, np.float32)
+        full_signal[:, networks.signal_voxels] = signal
+        parts.update({"signal": full_signal, "noise": noise * np.float32(plan.noise_sd),
+                      "fluctuations": fluct * np.float32(plan.noise_sd), "drift": drift,
+                      "baseline": pop.baseline_map})
+    return y, parts
