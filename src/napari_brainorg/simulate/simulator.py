@@ -54,7 +54,7 @@ def simulate_fmri(
     Parameters
     ----------
     sources : ndarray of shape (n_volumes, n_sources)
-        The planted time courses (e.g. :func:`an_mix_sources`, or atoms of a
+        The planted time courses (e.g. :func:`~napari_brainorg.simulate.an_mix_sources`, or atoms of a
         dictionary learned independently of the one the analysis will use); only the
         linked ones are used.
     plan : SimulationPlan
@@ -71,7 +71,8 @@ def simulate_fmri(
         Several stories heard by the same subjects: ``sources`` holds their volumes one
         story after another. The same planted truth (links, weights, R², HRFs) drives
         every story; each story's HRF variants, drifts, AR noise and spontaneous
-        fluctuations stay within its own run (with its TR). :func:`write_simulation` writes one image per
+        fluctuations stay within its own run (with its TR).
+        :func:`~napari_brainorg.simulate.write_simulation` writes one image per
         subject and story.
     progress, cancel
         Progress callback (stage ``"simulate"``) and cancel token.
