@@ -224,22 +224,46 @@ def methods_paragraph(result: ResultFolder) -> tuple[str, list[str]]:
     """The methods paragraph of ``result`` (HTML) and the reference keys it cites.
 
     Written from the run's configuration (``provenance.json``) and summary, so the
-    numbers in it are the ones the run used.
+    numbers in it are the ones the run used: the stimulus, the features, the
+    dictionary, the fMRI, several stories, the encoding models and the network tests,
+    in that order.
     """
     cfg = result.config()
     s = result.summary
-    story, feats = cfg.get("story", {}), cfg.get("features", {})
-    atoms, enc, nets = cfg.get("atoms", {}), cfg.get("encoding", {}), cfg.get("networks", {})
-    fmri = cfg.get("fmri", {})
-    cites = ["sun2024"]
+    parts, cites = [], ["sun2024"]
+    for write in (_stimulus_sentences, _feature_sentences, _dictionary_sentences, _fmri_sentences,
+                  _stories_sentences, _encoding_sentences, _network_sentences):
+        sentences, refs = write(cfg, s)
+        parts += sentences
+        cites += refs
+    return " ".join(parts), list(dict.fromkeys(cites))
+
+
+def _stimulus_sentences(cfg: dict, s: dict) -> tuple[list[str], list[str]]:
+    """The stories presented word by word to the models, and the ANs whose responses were recorded.
+
+    Parameters
+    ----------
+    cfg : dict
+        The run's configuration (``provenance.json``).
+    s : dict
+        The run's summary.
+
+    Returns
+    -------
+    sentences : list of str
+        HTML sentences, in the paragraph's order.
+    cites : list of str
+        The reference keys they cite, in order.
+    """
+    from .datasets import list_stories
+
+    feats = cfg.get("features", {})
+    parts, cites = [], []
     site = {"ffn_hidden": "the hidden units of each layer's feed-forward network after its nonlinearity",
             "ffn_out": "the outputs of each layer's feed-forward network",
             "residual": "each layer's output hidden state"}.get(feats.get("site", ""), feats.get("site", "?"))
-    alignment = feats.get("alignment", "glover")
-    parts = []
-    from .datasets import list_stories
-
-    every_story = cfg.get("stories") or [story]
+    every_story = cfg.get("stories") or [cfg.get("story", {})]
     bundled_story = all(str(st.get("path", "?")) in list_stories() for st in every_story)
     if bundled_story:
         cites.append("narratives")
@@ -250,6 +274,18 @@ def methods_paragraph(result: ResultFolder) -> tuple[str, list[str]]:
         f"{'was' if len(every_story) == 1 else 'were'} presented word by "
         f"word to {_fmt_list(_esc(m) for m in s.get('models', []))}, and the response of every artificial neuron "
         f"(AN; {site}) to each word (the mean over its sub-word tokens) was recorded.")
+    return parts, cites
+
+
+def _feature_sentences(cfg: dict, s: dict) -> tuple[list[str], list[str]]:
+    """How the word responses were brought onto the volumes (an HRF or another operator).
+
+    Parameters and returns as :func:`_stimulus_sentences`.
+    """
+    story, feats = cfg.get("story", {}), cfg.get("features", {})
+    alignment = feats.get("alignment", "glover")
+    every_story = cfg.get("stories") or [story]
+    parts, cites = [], []
     trs = sorted({st.get("tr", "?") for st in every_story}, key=str)
     tr_text = f"TR {', '.join(str(t) for t in trs)} s"
     volumes = (f"the {story.get('n_volumes', '?')} volumes ({tr_text})" if len(every_story) == 1 else
@@ -262,10 +298,29 @@ def methods_paragraph(result: ResultFolder) -> tuple[str, list[str]]:
             f"at {volumes}, then z-scored.")
     else:
         parts.append(f"Word responses were aligned to {volumes} with the {_esc(alignment)} operator, then z-scored.")
-    parts.append(
+    return parts, cites
+
+
+def _dictionary_sentences(cfg: dict, s: dict) -> tuple[list[str], list[str]]:
+    """The sparse dictionary of temporal atoms learned over the ANs.
+
+    Parameters and returns as :func:`_stimulus_sentences`.
+    """
+    atoms = cfg.get("atoms", {})
+    sentence = (
         f"A sparse dictionary of k = {atoms.get('n_atoms', '?')} temporal atoms was learned over all ANs "
         f"(code sparsity &alpha; = {atoms.get('alpha', '?')} on the correlation scale), each AN a sparse "
         f"combination of atoms.")
+    return [sentence], []
+
+
+def _fmri_sentences(cfg: dict, s: dict) -> tuple[list[str], list[str]]:
+    """Where the fMRI came from: simulated subjects (and how), a BIDS dataset, NIfTI runs or regions.
+
+    Parameters and returns as :func:`_stimulus_sentences`.
+    """
+    fmri = cfg.get("fmri", {})
+    parts = []
     if fmri.get("simulate"):
         sim = fmri["simulate"]
         drivers = {"atoms": "chosen atoms of the analysed dictionary",
@@ -288,16 +343,15 @@ def methods_paragraph(result: ResultFolder) -> tuple[str, list[str]]:
         parts.append(f"fMRI: {len(fmri['images'])} NIfTI run(s) given by the user.")
     elif fmri.get("regions"):
         parts.append(f"fMRI: region time series of {len(fmri['regions'])} subject(s).")
-    models = enc.get("models", [])
-    enc_parts = []
-    if "sparse" in models:
-        enc_parts.append(f"the paper's per-voxel lasso on the fixed atoms (&alpha; = {enc.get('sparse_alpha', '?')}, "
-                         f"in-sample R&sup2;)")
-    if "ridge" in models:
-        enc_parts.append(f"a ridge regression cross-validated over {enc.get('n_folds', '?')} contiguous folds "
-                         f"with a gap of {enc.get('gap', '?')} volumes (penalty chosen per voxel by an inner "
-                         f"cross-validation; held-out R&sup2;)")
-    hp = enc.get("highpass_cutoff")
+    return parts, []
+
+
+def _stories_sentences(cfg: dict, s: dict) -> tuple[list[str], list[str]]:
+    """How several stories were analysed together (nothing for one story).
+
+    Parameters and returns as :func:`_stimulus_sentences`.
+    """
+    parts = []
     stories = cfg.get("stories") or []
     if len(stories) > 1:
         names = [_story_label(st) for st in stories]
@@ -313,11 +367,30 @@ def methods_paragraph(result: ResultFolder) -> tuple[str, list[str]]:
                f"on each story)" if scheme.get("leave_one_story_out") else "")
             + (f"; the atom maps and association tests used {_fmt_list(_esc(n) for n in scheme['map_stories'])}"
                if scheme.get("map_stories") and scheme["map_stories"] != names else "") + ".")
+    return parts, []
+
+
+def _encoding_sentences(cfg: dict, s: dict) -> tuple[list[str], list[str]]:
+    """The voxel-wise encoding models, their voxel significance and the per-subject atom maps.
+
+    Parameters and returns as :func:`_stimulus_sentences`.
+    """
+    enc = cfg.get("encoding", {})
+    parts = []
+    models = enc.get("models", [])
+    enc_parts = []
+    if "sparse" in models:
+        enc_parts.append(f"the paper's per-voxel lasso on the fixed atoms (&alpha; = {enc.get('sparse_alpha', '?')}, "
+                         f"in-sample R&sup2;)")
+    if "ridge" in models:
+        enc_parts.append(f"a ridge regression cross-validated over {enc.get('n_folds', '?')} contiguous folds "
+                         f"with a gap of {enc.get('gap', '?')} volumes (penalty chosen per voxel by an inner "
+                         f"cross-validation; held-out R&sup2;)")
+    hp = enc.get("highpass_cutoff")
     parts.append(
         f"Voxel-wise encoding models were fitted with {_fmt_list(enc_parts) or 'the configured models'}"
         f"{f', after a cosine high-pass filter ({hp} s) applied to fMRI and atoms alike' if hp else ''}, "
         f"using scikit-learn [sklearn], nilearn [nilearn] and nibabel [nibabel].")
-    cites += ["sklearn", "nilearn", "nibabel"]
     if enc.get("n_permutations"):
         parts.append(f"Voxel significance came from {enc['n_permutations']} circular shifts of the atoms, with "
                      f"Benjamini&ndash;Hochberg FDR control.")
@@ -329,61 +402,105 @@ def methods_paragraph(result: ResultFolder) -> tuple[str, list[str]]:
         f" of all atoms together{', with the story' + chr(39) + 's nuisance regressors (word rate, length, frequency, pauses)' if confounds else ''}"
         f"; subjects were combined by "
         f"{ {'random': 'random effects (one-sample t over subjects)', 'fixed': 'fixed effects (Stouffer)', None: 'fixed effects (Stouffer)'}.get(enc.get('group_effects'), 'random effects from ' + str(enc.get('min_subjects_random', 6)) + ' subjects on, fixed effects (Stouffer) below') }.")
+    return parts, ["sklearn", "nilearn", "nibabel"]
+
+
+def _network_sentences(cfg: dict, s: dict) -> tuple[list[str], list[str]]:
+    """The test of every atom against every network of the atlases, and what was called associated.
+
+    Parameters and returns as :func:`_stimulus_sentences`.
+    """
+    nets = cfg.get("networks", {})
     atlases = nets.get("atlases", [])
     atlas_cites = []
     for a in atlases:
         key = _ATLAS_REFS.get(str(a))
         if key and key not in atlas_cites:
             atlas_cites.append(key)
-    cites += atlas_cites
-    cites.append("mni")
+    cites = atlas_cites + ["mni"]
     atlas_text = (f"{_fmt_list(_esc(a) for a in atlases)}"
                   f"{' [' + '], ['.join(atlas_cites) + ']' if atlas_cites else ''} in MNI152 space [mni]")
-    test = nets.get("test", "spatial")
+    if nets.get("test", "spatial") == "stimulus":
+        return [_stimulus_test_sentence(nets, s, atlas_text)], cites
+    return [_spatial_test_sentence(nets, atlas_text)], cites
+
+
+def _stimulus_test_sentence(nets: dict, s: dict, atlas_text: str) -> str:
+    """The stimulus-locked test: each atom's effect on each network's time series against phase-randomised or shifted atoms.
+
+    Parameters
+    ----------
+    nets : dict
+        The configuration's ``networks`` part.
+    s : dict
+        The run's summary (what the networks step recorded, under ``networks``).
+    atlas_text : str
+        The atlases, named and cited (HTML).
+
+    Returns
+    -------
+    sentence : str
+        HTML.
+    """
     n_draws = nets.get("n_permutations")
-    if test == "stimulus":
-        # what the networks step recorded (test.json, in the summary) over the configuration
-        record = next(iter((s.get("networks") or {}).values()), None) or {}
-        n_draws = record.get("n_permutations") or (10_000 if n_draws is None else n_draws)
-        if record.get("n_refine"):
-            n_draws = f"{n_draws} (+{record['n_refine']} for the cells that none of them reached)"
-        null = {"phase": "phase-randomised", "shift": "circularly shifted"}.get(nets.get("null", "phase"), "transformed")
-        parts.append(
-            f"Each atom was tested against each functional brain network of {atlas_text}: its "
-            f"{'unique ' if nets.get('contribution', 'unique') == 'unique' else ''}coefficient on the network's "
-            f"{'mean' if nets.get('network_score', 'mean') == 'mean' else 'inside-minus-outside'} time series, "
-            f"against {n_draws} draws of {null} atoms (the same draw for every subject, every subject refitted"
-            + {"conditional": "; only the tested atom's unique part moved, the other atoms kept (a conditional "
-                              "randomisation test), the subjects' mean effect over its between-subject standard error",
-               "auto": "; with random effects only the tested atom's unique part moved, the other atoms kept (a "
-                       "conditional randomisation test), the subjects' mean effect over its between-subject "
-                       "standard error; with fixed effects every atom moved together",
-               "all": "; every atom moved together",
-               "unique": "; the tested atom's unique part moved against the full model's residual"}.get(
-                   str(record.get("moved") or nets.get("moved", "auto")), "")
-            + "); "
-            f"an atom and a network were called associated when q &lt; {nets.get('alpha', '?')} "
-            f"(Benjamini&ndash;Hochberg over "
-            f"{_esc(record['fdr_family']).replace(' x ', ' &times; ') if record.get('fdr_family') else 'atoms &times; networks &times; directions'}"
-            f"), the effect was at least "
-            f"{nets.get('min_effect', '?')} and at least {nets.get('min_relative_effect', '?')} of the atom's "
-            f"largest effect in the atlas"
-            + (f", at least {nets['min_network_relative_effect']} of the largest effect among the atoms declared for "
-               "the network" if nets.get("min_network_relative_effect") else "")
-            + (f", and the atom's time course correlated with the network's mean time series in the link's "
-               f"direction, at least {nets['min_network_relative_marginal']} of the best atom's correlation"
-               if nets.get("min_network_relative_marginal") else "")
-            + f". Maps are shown thresholded at |z| &gt; {nets.get('threshold', '?')}.")
-    else:
-        n_draws = 500 if n_draws is None else n_draws
-        parts.append(
-            f"Each atom's group map ({_esc(nets.get('map_stat', 'z'))}, thresholded at |z| &gt; "
-            f"{nets.get('threshold', '?')}) was compared with the functional brain networks of {atlas_text} by its "
-            f"{_esc(str(nets.get('score', 'overlap_rate')).replace('_', ' '))}, with a permutation null of "
-            f"{n_draws} spatially moved maps; an atom and a network were called associated when "
-            f"q &lt; {nets.get('alpha', '?')} (Benjamini&ndash;Hochberg over atom &times; network tests) and the "
-            f"score was at least {nets.get('min_score', '?')}.")
-    return " ".join(parts), list(dict.fromkeys(cites))
+    # what the networks step recorded (test.json, in the summary) over the configuration
+    record = next(iter((s.get("networks") or {}).values()), None) or {}
+    n_draws = record.get("n_permutations") or (10_000 if n_draws is None else n_draws)
+    if record.get("n_refine"):
+        n_draws = f"{n_draws} (+{record['n_refine']} for the cells that none of them reached)"
+    null = {"phase": "phase-randomised", "shift": "circularly shifted"}.get(nets.get("null", "phase"), "transformed")
+    return (
+        f"Each atom was tested against each functional brain network of {atlas_text}: its "
+        f"{'unique ' if nets.get('contribution', 'unique') == 'unique' else ''}coefficient on the network's "
+        f"{'mean' if nets.get('network_score', 'mean') == 'mean' else 'inside-minus-outside'} time series, "
+        f"against {n_draws} draws of {null} atoms (the same draw for every subject, every subject refitted"
+        + {"conditional": "; only the tested atom's unique part moved, the other atoms kept (a conditional "
+                          "randomisation test), the subjects' mean effect over its between-subject standard error",
+           "auto": "; with random effects only the tested atom's unique part moved, the other atoms kept (a "
+                   "conditional randomisation test), the subjects' mean effect over its between-subject "
+                   "standard error; with fixed effects every atom moved together",
+           "all": "; every atom moved together",
+           "unique": "; the tested atom's unique part moved against the full model's residual"}.get(
+               str(record.get("moved") or nets.get("moved", "auto")), "")
+        + "); "
+        f"an atom and a network were called associated when q &lt; {nets.get('alpha', '?')} "
+        f"(Benjamini&ndash;Hochberg over "
+        f"{_esc(record['fdr_family']).replace(' x ', ' &times; ') if record.get('fdr_family') else 'atoms &times; networks &times; directions'}"
+        f"), the effect was at least "
+        f"{nets.get('min_effect', '?')} and at least {nets.get('min_relative_effect', '?')} of the atom's "
+        f"largest effect in the atlas"
+        + (f", at least {nets['min_network_relative_effect']} of the largest effect among the atoms declared for "
+           "the network" if nets.get("min_network_relative_effect") else "")
+        + (f", and the atom's time course correlated with the network's mean time series in the link's "
+           f"direction, at least {nets['min_network_relative_marginal']} of the best atom's correlation"
+           if nets.get("min_network_relative_marginal") else "")
+        + f". Maps are shown thresholded at |z| &gt; {nets.get('threshold', '?')}.")
+
+
+def _spatial_test_sentence(nets: dict, atlas_text: str) -> str:
+    """The spatial test: each atom's group map against each network, with spatially moved maps as null.
+
+    Parameters
+    ----------
+    nets : dict
+        The configuration's ``networks`` part.
+    atlas_text : str
+        The atlases, named and cited (HTML).
+
+    Returns
+    -------
+    sentence : str
+        HTML.
+    """
+    n_draws = nets.get("n_permutations")
+    n_draws = 500 if n_draws is None else n_draws
+    return (
+        f"Each atom's group map ({_esc(nets.get('map_stat', 'z'))}, thresholded at |z| &gt; "
+        f"{nets.get('threshold', '?')}) was compared with the functional brain networks of {atlas_text} by its "
+        f"{_esc(str(nets.get('score', 'overlap_rate')).replace('_', ' '))}, with a permutation null of "
+        f"{n_draws} spatially moved maps; an atom and a network were called associated when "
+        f"q &lt; {nets.get('alpha', '?')} (Benjamini&ndash;Hochberg over atom &times; network tests) and the "
+        f"score was at least {nets.get('min_score', '?')}.")
 
 
 # ----------------------------------------------------------------------------- sections
