@@ -67,6 +67,12 @@ class BrainorgWarning(UserWarning):
     """Base class of napari-brainorg's warnings."""
 
 
+class VerdictWarning(BrainorgWarning):
+    """A result a reader could misread, said in words: a model not ahead of a baseline,
+    atoms that add nothing beyond the nuisance regressors, layers that beat the atoms,
+    links a story-free baseline matches, a null result."""
+
+
 class FilledTimesWarning(BrainorgWarning):
     """Word times that were missing in a story file were filled in."""
 

@@ -67,6 +67,11 @@ def print_summary(result) -> None:
               f"associations {info['n_associations']}")
     for line in s.get("headline", []):
         print(f"  {line}")
+    findings = s.get("verdict", [])
+    if findings:
+        print("  verdict:")
+        for f in findings:
+            print(f"    {'!' if f['severity'] == 'warning' else '-'} {f['text']}")
     if "recovery" in s:
         print(f"  recovery of planted atom-network links: {json.dumps(s['recovery'])}")
     figs = sorted(Path(result.path, "figures").glob("*.png"))

@@ -38,6 +38,7 @@ __all__ = [
     "fdr_bh",
     "noise_ceiling_isc",
     "noise_ceiling_split_half",
+    "sign_flip_p",
     "NoiseCeiling",
     "group_one_sample",
 ]
@@ -426,6 +427,38 @@ def group_one_sample(maps, method: str = "sign_flip", n_permutations: int = 1000
         report(progress, "sign-flip permutations", min(start + batch, n_perm), n_perm)
     p = exceed / n_perm if exact else (1.0 + exceed) / (1.0 + n_perm)
     return t.reshape(maps.shape[1:]), p.reshape(maps.shape[1:])
+
+
+def sign_flip_p(differences, *, n_draws: int = 10000, random_state=None) -> tuple[float, str]:
+    """One-sided p that the subjects' mean difference is above 0, by flipping their signs.
+
+    Exact (every sign pattern, the observed one included, so p >= 2**-n) for up to 16
+    subjects; else ``n_draws`` random patterns with ``p = (1 + #) / (1 + n_draws)``. A
+    draw equal to the observed mean up to rounding counts as reaching it.
+
+    Parameters
+    ----------
+    differences : array of shape (n_subjects,)
+    n_draws : int, default 10000
+    random_state : int or numpy Generator, optional
+
+    Returns
+    -------
+    p : float
+    test : str
+        How it was computed, for tables.
+    """
+    import itertools
+
+    diff = np.asarray(differences, dtype=np.float64).ravel()
+    n = diff.size
+    tol = 1e-9 * max(1.0, float(np.abs(diff).max(initial=0.0)))
+    if n <= 16:
+        null = (np.array(list(itertools.product([1.0, -1.0], repeat=n))) * diff).mean(1)
+        return float(np.mean(null >= diff.mean() - tol)), "exact sign-flip over subjects, one-sided"
+    signs = np.random.default_rng(random_state).choice([1.0, -1.0], size=(n_draws, n))
+    p = float((1 + np.sum((signs * diff).mean(1) >= diff.mean() - tol)) / (n_draws + 1))
+    return p, f"sign-flip over subjects ({n_draws:,} draws), one-sided"
 
 
 class NoiseCeiling(NamedTuple):

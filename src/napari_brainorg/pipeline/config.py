@@ -118,9 +118,10 @@ class FeaturesConfig(_Section):
     offload_folder: str | None = Field(None, description=(
         "With device_map: folder for the weights that fit nowhere else when the placement reaches the disk "
         "(safetensors weights are read from their own files and need none)."))
-    center_words: bool = Field(True, description=(
-        "Remove each AN's mean word activation before the word -> volume operator (default); False keeps "
-        "the paper's raw form, in which every AN carries the word rate."))
+    center_words: bool = Field(False, description=(
+        "Remove each AN's mean word activation before the word -> volume operator. Default False: the "
+        "paper's raw responses (Sun et al.), in which every AN also carries the word rate; True centres them "
+        "(on Alice it lowered held-out r from 0.143 to 0.120). The report's methods name the choice."))
     baselines: list[Literal["phase_randomised", "untrained", "nuisance"]] = Field(default_factory=list, description=(
         "Pseudo-models run through the same encoding and association tests as the models: 'phase_randomised' "
         "(the baseline model's atoms with their Fourier phases randomised: same power spectra and mutual "
@@ -296,6 +297,18 @@ class EncodingConfig(_Section):
     sparse_null_shifts: int = Field(20, ge=0, description=(
         "Circular shifts of the atoms (the same for every subject) that refit the paper's sparse model to give "
         "its in-sample R2 a chance level (per voxel and per map); 0: off."))
+    nuisance_comparison: bool = Field(True, description=(
+        "With confounds on, also fit the nuisance regressors alone and together with the atoms (same folds and "
+        "alpha grid): what the atoms add beyond word rate, length, frequency and pauses (r_cv_atoms_and_nuisance - "
+        "r_cv_nuisance_only, per voxel or region and over subjects)."))
+    chance_shifts: int = Field(10, ge=0, description=(
+        "Circular shifts of each feature set (the same for every subject), with the nested CV and its alpha "
+        "choice run again in each, that give the median held-out r its chance level; comparisons between "
+        "feature sets (a model against a baseline, the atoms' gain over the nuisance regressors) subtract each "
+        "set's own chance level; 0: off."))
+    chance_voxels: int = Field(1000, ge=1, description=(
+        "Voxels whose median held-out r summarises a subject in those comparisons: every voxel, or this many "
+        "drawn once (seed), the same for every subject and feature set."))
 
 
 class NetworksConfig(_Section):
@@ -628,7 +641,9 @@ def demo_config(out: str | Path, *, models: list[str] | None = None, quick: bool
     """
     data: dict[str, Any] = {
         "story": {"path": "pieman", "onset": 0.0, "tr": 1.5, "n_volumes": 300},
-        "features": {"models": models or (["minilm"] if quick else ["minilm", "smollm2"])},
+        # centred word activations: the demo's planted design and its recovery figures (README) were
+        # measured with them; the report's methods say so (features.center_words, default False)
+        "features": {"models": models or (["minilm"] if quick else ["minilm", "smollm2"]), "center_words": True},
         "fmri": {"simulate": {"n_subjects": DEMO_SUBJECTS, "resolution_mm": DEMO_RESOLUTION_MM,
                               "atlas": "smith10"}},
         "networks": {"atlases": ["smith10", "yeo7"]},

@@ -41,7 +41,7 @@ from .steps.features import step_features
 from .steps.fmri import step_fmri
 from .steps.networks import annotate_atoms_table, fdr_across_models, step_networks
 from .steps.recovery import score_recovery
-from .steps.report import describe_outputs, encoding_scheme, headlines, step_report, write_provenance
+from .steps.report import describe_outputs, encoding_scheme, headlines, say_verdict, step_report, write_provenance
 from .steps.simulation import driving_model, planting_of, step_simulation
 from .steps.story import step_story
 from .steps.top_words import step_top_words
@@ -208,6 +208,7 @@ def _run_locked(config: PipelineConfig, writer: ResultWriter, progress, cancel,
         compare_baselines(ctx, models, baselines)
     region_results(ctx, data, per_model, baselines)
     ctx.summary["headline"] = headlines(ctx, data.kind)
+    ctx.summary["verdict"] = say_verdict(ctx)
     ctx.summary["encoding_scheme"] = encoding_scheme(ctx)
     _finish_summary(ctx, models, baselines, truth, t0)
     write_provenance(ctx, executor, merge)

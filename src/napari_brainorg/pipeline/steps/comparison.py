@@ -44,38 +44,52 @@ def compare_models(ctx: StepContext, per_model: dict) -> None:
     ctx.summary["comparison"] = json.loads(out["summary"].to_json(orient="index"))
 
 
+#: the comparisons of a model with a baseline: (metric, how a subject's value is read from the group arrays)
+_METRICS = (
+    ("median r_cv above chance", "subject_chance_atoms"),
+    ("median r_cv", "subject_r_cv"),
+    ("median r2_sparse", "subject_r2_sparse"),
+)
+
+
+def _subject_values(group: dict, key: str) -> np.ndarray:
+    """Each subject's value of a comparison metric: the median over voxels of a subject map,
+    or (chance arrays) the observed median minus its chance level."""
+    if key.startswith("subject_chance_"):
+        values = np.asarray(group[key], np.float64)
+        return values[:, 0] - values[:, 1]
+    return np.median(group[key], axis=1).astype(np.float64)
+
+
 def compare_baselines(ctx: StepContext, models: dict, baselines: dict) -> None:
     """Each model against each baseline through the same tests: per-subject median
-    held-out r (and the paper's in-sample R2) of the model minus the baseline's, with a
-    one-sided exact sign-flip p over subjects; association counts side by side.
+    held-out r of the model minus the baseline's, each first minus its own chance level
+    (circular shifts of that feature set, alpha chosen again: a richer feature set has a
+    higher chance r), then without that correction and on the paper's in-sample R2; a
+    one-sided sign-flip p over subjects with a t interval; association counts side by side.
     -> comparison/baselines.csv and summary.json["baseline_comparison"]."""
     import itertools
 
     import pandas as pd
 
+    from ...encoding.stats import sign_flip_p
+    from ..study import subject_ci
+
     rows = []
     for (m, res), (b, base) in itertools.product(models.items(), baselines.items()):
-        for metric, key in (("median r_cv", "subject_r_cv"), ("median r2_sparse", "subject_r2_sparse")):
+        for metric, key in _METRICS:
             if key not in res["group"] or key not in base["group"]:
                 continue
-            mv = np.median(res["group"][key], axis=1).astype(np.float64)
-            bv = np.median(base["group"][key], axis=1).astype(np.float64)
+            mv = _subject_values(res["group"], key)
+            bv = _subject_values(base["group"], key)
             diff = mv - bv
-            n = diff.size
-            # exact sign flips over subjects (one-sided: the model beats the baseline); a
-            # draw equal to the observed mean up to rounding counts as reaching it
-            tol = 1e-9 * max(1.0, float(np.abs(diff).max(initial=0.0)))
-            if n <= 16:  # every pattern, the observed one included: p >= 2**-n
-                null = (np.array(list(itertools.product([1.0, -1.0], repeat=n))) * diff).mean(1)
-                p = float(np.mean(null >= diff.mean() - tol))
-            else:
-                signs = np.random.default_rng(ctx.config.seed).choice([1.0, -1.0], size=(10000, n))
-                p = float((1 + np.sum((signs * diff).mean(1) >= diff.mean() - tol)) / 10001)
+            p, test = sign_flip_p(diff, random_state=ctx.config.seed)
+            _, lo, hi = subject_ci(diff[:, None])
             rows.append({"model": m, "baseline": b, "baseline_kind": base.get("baseline"), "metric": metric,
+                         "chance_corrected": key.startswith("subject_chance_"),
                          "model_value": float(mv.mean()), "baseline_value": float(bv.mean()),
-                         "difference": float(diff.mean()), "p": p, "n_subjects": int(n),
-                         "test": "exact sign-flip over subjects, one-sided" if n <= 16 else
-                                 "sign-flip over subjects (10,000 draws), one-sided",
+                         "difference": float(diff.mean()), "ci_low": float(lo[0]), "ci_high": float(hi[0]),
+                         "p": p, "n_subjects": int(diff.size), "test": test,
                          "model_associations": int(sum(t["associated"].astype(bool).sum()
                                                        for t in res["tables"].values())) if res["tables"] else None,
                          "baseline_associations": int(sum(t["associated"].astype(bool).sum()

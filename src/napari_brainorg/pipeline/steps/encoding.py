@@ -106,99 +106,25 @@ def encode_subject(ctx: StepContext, task: SubjectTask, Y: np.ndarray, atoms: np
         ``coef``, ``r2_sparse``, ``r2_sparse_null``, ``r2_cv``, ``r_cv``, ``p_cv``,
         ``baseline_r2``, ``baseline_layers``, ``measured``, ``predicted``.
     """
-    from ...encoding.glm import gls_atom_maps
-    from ...encoding.preprocessing import drift_basis
-
     if ctx.cached(task.step, [task.key], [task.artifact]):
         arr = np.load(ctx.out / task.artifact)
         if tick is not None:
             for _ in range(1 + len(ctx.config.encoding.models)):
                 tick()
         return {k: arr[k] for k in arr.files}
-    cfg = ctx.config
-    ec = cfg.encoding
-    tr = cfg.story.tr
-    k = atoms.shape[1]
-    runs = study_runs(cfg) if cfg.multi_story else None  # several stories: drifts and delays per run
-    X = highpass_study(ctx, atoms.astype(np.float64))
-    # the volumes of the atom maps (encoding.map_stories: e.g. stories held out of the dictionary)
-    mrows, map_runs = map_rows(ctx)
-    # the maps' nuisance: the drifts the high-pass removes (constant, trend, cosines) and
-    # the story's confounds; the atoms themselves stay unfiltered in the GLS
-    if runs:
-        from ...encoding.stories import run_drift_basis
-
-        nuisance = run_drift_basis(map_runs, ec.highpass_cutoff)
-    else:
-        nuisance = drift_basis(atoms.shape[0], tr, ec.highpass_cutoff)
+    ec = ctx.config.encoding
     out: dict[str, np.ndarray] = {}
     check_cancel(ctx.cancel)
     Yf = highpass_study(ctx, Y)
-    maps = gls_atom_maps(atoms[mrows], Y[mrows], nuisance=nuisance,
-                         confounds=None if confounds is None else np.asarray(confounds)[mrows],
-                         noise_model=ec.noise_model)
-    out["z"], out["effect"], out["rho"] = maps.z, maps.effect, maps.rho
+    out.update(_gls_maps(ctx, Y, atoms, confounds))
     if tick is not None:
         tick()
     if "sparse" in ec.models:
-        from ...encoding.sparse_fit import SparseAtomEncoder
-
-        enc = SparseAtomEncoder(alpha=ec.sparse_alpha).fit(X[mrows], Yf[mrows])
-        out["coef"] = np.asarray(enc.coef_, np.float32)
-        if task.keep_courses:
-            out["measured"] = np.asarray(Yf, np.float32).T
-            out["predicted"] = np.asarray(enc.predict(X), np.float32).T
-        out["r2_sparse"] = np.asarray(enc.r2_, np.float32)
-        if ec.sparse_null_shifts:
-            from ...encoding.inference import circular_shift_draws
-            from ...encoding.sparse_fit import sparse_r2_null
-
-            # the same shifts for every subject: the story is shared
-            shifts = circular_shift_draws(len(mrows), ec.sparse_null_shifts, random_state=cfg.seed)
-            out["r2_sparse_null"] = sparse_r2_null(X[mrows], Yf[mrows], shifts, alpha=ec.sparse_alpha,
-                                                   cancel=ctx.cancel).astype(np.float32)
+        out.update(_sparse_fit(ctx, task, atoms, Yf))
         if tick is not None:
             tick()
     if "ridge" in ec.models:
-        from ...encoding.ridge import CVRidgeEncoder
-
-        if runs:  # several stories: delays and drifts within each run, done here
-            from ...encoding.stories import highpass_runs, leave_one_story_out, make_delays_runs
-
-            design = highpass_runs(make_delays_runs(atoms, runs, ec.delays), runs, ec.highpass_cutoff)
-            enc = CVRidgeEncoder(alphas=np.asarray(ec.alphas), n_folds=ec.n_folds, gap=ec.gap, delays=(0,),
-                                 highpass_cutoff=None, detrend=False, tr=tr)
-            enc.fit(design, Yf)
-        else:
-            design = None
-            enc = CVRidgeEncoder(alphas=np.asarray(ec.alphas), n_folds=ec.n_folds, gap=ec.gap,
-                                 delays=tuple(ec.delays), highpass_cutoff=ec.highpass_cutoff, tr=tr)
-            enc.fit(atoms, Y)
-        if task.keep_courses and "sparse" not in ec.models:
-            measured = Yf if runs else enc._filter(np.asarray(Y, np.float64))
-            out["measured"] = np.asarray(measured + enc.y_mean_, np.float32).T
-            out["predicted"] = np.asarray(enc.predict(atoms if design is None else design), np.float32).T
-        out["r2_cv"] = np.asarray(enc.r2_, np.float32)
-        out["r_cv"] = np.asarray(enc.r_, np.float32)
-        if runs and ec.leave_one_story_out:
-            # trained on the other stories, scored on each held-out one: (n_stories, n_voxels)
-            loso = leave_one_story_out(atoms, Yf, runs, np.asarray(ec.alphas), delays=tuple(ec.delays),
-                                       highpass_cutoff=ec.highpass_cutoff, gap=ec.gap, filtered=True,
-                                       cancel=ctx.cancel)
-            out["r2_loso"] = np.asarray(loso.r2, np.float32)
-            out["r_loso"] = np.asarray(loso.r, np.float32)
-        if ec.n_permutations:
-            out["p_cv"] = _ridge_p_values(ctx, enc, atoms, Yf, seed=cfg.seed + task.index, design=design)
-        if ec.baseline and an is not None:
-            from ...encoding.baseline import layerwise_encoding
-
-            base = layerwise_encoding(an[0], an[1], Y, enc.folds_, np.asarray(ec.alphas), gap=ec.gap,
-                                      delays=tuple(ec.delays), tr=tr, highpass_cutoff=ec.highpass_cutoff,
-                                      progress=ctx.progress, cancel=ctx.cancel)
-            out["baseline_r2"] = np.asarray(base.r2, np.float32)
-            out["baseline_layers"] = np.asarray(base.layers)
-        if "sparse" not in ec.models:
-            out["coef"] = np.asarray(enc.coef_[:k], np.float32)
+        out.update(_ridge_fits(ctx, task, Y, Yf, atoms, confounds, an, keep_courses="sparse" not in ec.models))
         if tick is not None:
             tick()
     target = ctx.writer._target(task.artifact)
@@ -207,6 +133,181 @@ def encode_subject(ctx: StepContext, task: SubjectTask, Y: np.ndarray, atoms: np
     with atomic_path(target, ".npz") as tmp:
         np.savez(tmp, **out)  # uncompressed: written and read once per run, as large as the data
     ctx.done(task.step)
+    return out
+
+
+def _gls_maps(ctx: StepContext, Y: np.ndarray, atoms: np.ndarray, confounds) -> dict[str, np.ndarray]:
+    """Each atom's GLS map (``z``, ``effect``) and the noise's AR(1) (``rho``) on the map
+    volumes (``encoding.map_stories``), with the drifts and confounds as nuisance."""
+    from ...encoding.glm import gls_atom_maps
+    from ...encoding.preprocessing import drift_basis
+
+    cfg = ctx.config
+    ec = cfg.encoding
+    # the volumes of the atom maps (encoding.map_stories: e.g. stories held out of the dictionary)
+    mrows, map_runs = map_rows(ctx)
+    # the maps' nuisance: the drifts the high-pass removes (constant, trend, cosines) and
+    # the story's confounds; the atoms themselves stay unfiltered in the GLS
+    if cfg.multi_story:
+        from ...encoding.stories import run_drift_basis
+
+        nuisance = run_drift_basis(map_runs, ec.highpass_cutoff)
+    else:
+        nuisance = drift_basis(atoms.shape[0], cfg.story.tr, ec.highpass_cutoff)
+    maps = gls_atom_maps(atoms[mrows], Y[mrows], nuisance=nuisance,
+                         confounds=None if confounds is None else np.asarray(confounds)[mrows],
+                         noise_model=ec.noise_model)
+    return {"z": maps.z, "effect": maps.effect, "rho": maps.rho}
+
+
+def _sparse_fit(ctx: StepContext, task: SubjectTask, atoms: np.ndarray, Yf: np.ndarray) -> dict[str, np.ndarray]:
+    """The paper's sparse fit on the map volumes: coefficients, in-sample R2, its shift null,
+    and (when kept) the measured and predicted time courses."""
+    from ...encoding.sparse_fit import SparseAtomEncoder
+
+    cfg = ctx.config
+    ec = cfg.encoding
+    mrows, _ = map_rows(ctx)
+    X = highpass_study(ctx, atoms.astype(np.float64))
+    out: dict[str, np.ndarray] = {}
+    enc = SparseAtomEncoder(alpha=ec.sparse_alpha).fit(X[mrows], Yf[mrows])
+    out["coef"] = np.asarray(enc.coef_, np.float32)
+    if task.keep_courses:
+        out["measured"] = np.asarray(Yf, np.float32).T
+        out["predicted"] = np.asarray(enc.predict(X), np.float32).T
+    out["r2_sparse"] = np.asarray(enc.r2_, np.float32)
+    if ec.sparse_null_shifts:
+        from ...encoding.inference import circular_shift_draws
+        from ...encoding.sparse_fit import sparse_r2_null
+
+        # the same shifts for every subject: the story is shared
+        shifts = circular_shift_draws(len(mrows), ec.sparse_null_shifts, random_state=cfg.seed)
+        out["r2_sparse_null"] = sparse_r2_null(X[mrows], Yf[mrows], shifts, alpha=ec.sparse_alpha,
+                                               cancel=ctx.cancel).astype(np.float32)
+    return out
+
+
+def _ridge_design(ctx: StepContext, features: np.ndarray, runs) -> np.ndarray | None:
+    """``features`` as the ridge reads them: delayed and high-passed (per story run when
+    there are several); None for one story without a high-pass or delays to apply here."""
+    ec = ctx.config.encoding
+    if runs:
+        from ...encoding.stories import highpass_runs, make_delays_runs
+
+        return highpass_runs(make_delays_runs(features, runs, ec.delays), runs, ec.highpass_cutoff)
+    from ...encoding.preprocessing import highpass, make_delays
+
+    X = make_delays(features, tuple(ec.delays))
+    if ec.highpass_cutoff:
+        X = highpass(X, ctx.config.story.tr, cutoff=ec.highpass_cutoff)
+    return X
+
+
+def _fit_ridge(ctx: StepContext, features: np.ndarray, Y: np.ndarray, Yf: np.ndarray, runs):
+    """The cross-validated ridge of ``Y`` on ``features`` (contiguous folds, α per voxel by
+    the inner CV). Returns the fitted encoder and, with several stories, the design it
+    was fitted on (delays and drifts per run, made here), else None."""
+    from ...encoding.ridge import CVRidgeEncoder
+
+    ec = ctx.config.encoding
+    tr = ctx.config.story.tr
+    if runs:  # several stories: delays and drifts within each run, done here
+        design = _ridge_design(ctx, features, runs)
+        enc = CVRidgeEncoder(alphas=np.asarray(ec.alphas), n_folds=ec.n_folds, gap=ec.gap, delays=(0,),
+                             highpass_cutoff=None, detrend=False, tr=tr)
+        enc.fit(design, Yf)
+        return enc, design
+    enc = CVRidgeEncoder(alphas=np.asarray(ec.alphas), n_folds=ec.n_folds, gap=ec.gap,
+                         delays=tuple(ec.delays), highpass_cutoff=ec.highpass_cutoff, tr=tr)
+    enc.fit(features, Y)
+    return enc, None
+
+
+def _ridge_fits(ctx: StepContext, task: SubjectTask, Y: np.ndarray, Yf: np.ndarray, atoms: np.ndarray,
+                confounds, an, keep_courses: bool) -> dict[str, np.ndarray]:
+    """The cross-validated ridge of the atoms and everything scored with its folds: the
+    leave-one-story-out scores, the permutation p, the layer-wise baseline, the nuisance
+    regressors alone and with the atoms, and each feature set's chance level."""
+    cfg = ctx.config
+    ec = cfg.encoding
+    k = atoms.shape[1]
+    runs = study_runs(cfg) if cfg.multi_story else None  # several stories: drifts and delays per run
+    enc, design = _fit_ridge(ctx, atoms, Y, Yf, runs)
+    out: dict[str, np.ndarray] = {}
+    if task.keep_courses and keep_courses:
+        measured = Yf if runs else enc._filter(np.asarray(Y, np.float64))
+        out["measured"] = np.asarray(measured + enc.y_mean_, np.float32).T
+        out["predicted"] = np.asarray(enc.predict(atoms if design is None else design), np.float32).T
+    out["r2_cv"] = np.asarray(enc.r2_, np.float32)
+    out["r_cv"] = np.asarray(enc.r_, np.float32)
+    if runs and ec.leave_one_story_out:
+        from ...encoding.stories import leave_one_story_out
+
+        # trained on the other stories, scored on each held-out one: (n_stories, n_voxels)
+        loso = leave_one_story_out(atoms, Yf, runs, np.asarray(ec.alphas), delays=tuple(ec.delays),
+                                   highpass_cutoff=ec.highpass_cutoff, gap=ec.gap, filtered=True,
+                                   cancel=ctx.cancel)
+        out["r2_loso"] = np.asarray(loso.r2, np.float32)
+        out["r_loso"] = np.asarray(loso.r, np.float32)
+    if ec.n_permutations:
+        out["p_cv"] = _ridge_p_values(ctx, enc, atoms, Yf, seed=cfg.seed + task.index, design=design)
+    if ec.baseline and an is not None:
+        from ...encoding.baseline import layerwise_encoding
+
+        base = layerwise_encoding(an[0], an[1], Y, enc.folds_, np.asarray(ec.alphas), gap=ec.gap,
+                                  delays=tuple(ec.delays), tr=cfg.story.tr, highpass_cutoff=ec.highpass_cutoff,
+                                  progress=ctx.progress, cancel=ctx.cancel)
+        out["baseline_r2"] = np.asarray(base.r2, np.float32)
+        out["baseline_r"] = np.asarray(base.r, np.float32)
+        out["baseline_layers"] = np.asarray(base.layers)
+    if "sparse" not in ec.models:
+        out["coef"] = np.asarray(enc.coef_[:k], np.float32)
+    with_nuisance = confounds is not None and ec.nuisance_comparison
+    if with_nuisance:
+        out.update(_nuisance_comparison(ctx, Y, Yf, atoms, np.asarray(confounds, np.float64), runs))
+    if ec.chance_shifts:
+        out.update(_chance_levels(ctx, enc.folds_, Yf, atoms, confounds if with_nuisance else None, runs))
+    return out
+
+
+def _nuisance_comparison(ctx: StepContext, Y, Yf, atoms, confounds, runs) -> dict[str, np.ndarray]:
+    """The nuisance regressors alone and together with the atoms, fitted like the atoms
+    (same folds and α grid): what the atoms add is ``r_cv_atoms_and_nuisance - r_cv_nuisance_only``."""
+    out: dict[str, np.ndarray] = {}
+    for name, features in (("nuisance_only", confounds), ("atoms_and_nuisance", np.column_stack([atoms, confounds]))):
+        check_cancel(ctx.cancel)
+        enc, _ = _fit_ridge(ctx, features, Y, Yf, runs)
+        out[f"r2_cv_{name}"] = np.asarray(enc.r2_, np.float32)
+        out[f"r_cv_{name}"] = np.asarray(enc.r_, np.float32)
+    return out
+
+
+def _chance_levels(ctx: StepContext, folds, Yf, atoms, confounds, runs) -> dict[str, np.ndarray]:
+    """Each feature set's median held-out r over the summary voxels beside its chance level
+    (circular shifts, α chosen again): ``chance_<set>`` = [observed median, chance] and
+    ``chance_<set>_draws``; for the atoms, the nuisance regressors and the atoms' gain
+    over them (the joint model with only the atoms shifted, minus the nuisance model)."""
+    from ...encoding.chance import held_out_chance, summary_voxels
+
+    cfg = ctx.config
+    ec = cfg.encoding
+    voxels = summary_voxels(Yf.shape[1], ec.chance_voxels, random_state=cfg.seed)
+    Ys = np.asarray(Yf, np.float64)[:, voxels]
+    kwargs = dict(n_shifts=ec.chance_shifts, gap=ec.gap, random_state=cfg.seed, cancel=ctx.cancel)
+    alphas = np.asarray(ec.alphas)
+    sets = {"atoms": held_out_chance(_ridge_design(ctx, atoms, runs), Ys, folds, alphas, **kwargs)}
+    if confounds is not None:
+        confounds = np.asarray(confounds, np.float64)
+        sets["nuisance"] = held_out_chance(_ridge_design(ctx, confounds, runs), Ys, folds, alphas, **kwargs)
+        # the joint design is delay-major: every delay's block holds the atoms, then the confounds
+        shifted = np.tile(np.r_[np.ones(atoms.shape[1], bool), np.zeros(confounds.shape[1], bool)],
+                          len(ec.delays))
+        sets["gain"] = held_out_chance(_ridge_design(ctx, np.column_stack([atoms, confounds]), runs), Ys, folds,
+                                       alphas, shifted=shifted, reference=sets["nuisance"].observed, **kwargs)
+    out = {"chance_voxels": voxels}
+    for name, ch in sets.items():
+        out[f"chance_{name}"] = np.array([ch.median, ch.chance])
+        out[f"chance_{name}_draws"] = ch.draws
     return out
 
 
@@ -303,12 +404,11 @@ def _encoding_group(ctx: StepContext, data, slug: str, tasks: list[SubjectTask],
     if runs:
         ctx.summary["maps"][slug]["stories"] = [r[0] for r in map_runs]
     if results["p_cv"]:
-        from ...encoding.inference import fdr, stouffer_p
+        from ...encoding.inference import fdr
 
-        # subjects' one-sided permutation p combined by Stouffer (mid-p: a subject whose
-        # observed R2 is below every draw gives a finite z), then FDR over voxels
-        _, p_group = stouffer_p(np.stack(results["p_cv"]), n_draws=ec.n_permutations)
+        p_group, combined = held_out_group_p(np.stack(results["p_cv"]), ec.n_permutations, group_method)
         group["q_cv"] = np.asarray(fdr(p_group, 0.05)[1], np.float32)
+        ctx.summary["maps"][slug]["held_out_group_test"] = combined
     if results["baseline_r2"]:
         group["baseline_r2"] = np.mean(np.stack(results["baseline_r2"]), 0).astype(np.float32)
         group["baseline_layers"] = baseline_layers
@@ -319,6 +419,7 @@ def _encoding_group(ctx: StepContext, data, slug: str, tasks: list[SubjectTask],
         if results[name]:
             group[name] = np.mean(np.stack(results[name]), 0).astype(np.float32)
             group[f"subject_{name}"] = np.stack(results[name]).astype(np.float32)
+    group.update(comparison_arrays(subject_results))
     for name in ("r2_loso", "r_loso"):  # (n_subjects, n_stories, n_voxels): held-out story per row
         if results[name]:
             per_story = np.mean(np.stack(results[name]), 0)
@@ -343,7 +444,8 @@ def _encoding_group(ctx: StepContext, data, slug: str, tasks: list[SubjectTask],
         w.write_nifti(outputs[0], data.unmask(group["coef"]))
         w.write_nifti(outputs[1], data.unmask(group["z"]))
         for name in ("r2_sparse", "r2_cv", "r_cv", "noise_ceiling", "q_cv", "ar1", "r2_sparse_null_p95",
-                     "r2_loso", "r_loso", "r2_loso_stories"):
+                     "r2_loso", "r_loso", "r2_loso_stories", "r_cv_nuisance_only", "delta_r_beyond_nuisance",
+                     "delta_r2_beyond_nuisance", "delta_r_beyond_nuisance_t"):
             if name in group:
                 w.write_nifti(f"{rel}/{name}.nii.gz", data.unmask(group[name]))
         if "baseline_r2" in group:
@@ -361,6 +463,80 @@ def _encoding_group(ctx: StepContext, data, slug: str, tasks: list[SubjectTask],
     save_npz(w, outputs[3], group)
     ctx.done(step, outputs=[f for f in files_under(ctx, rel) if not f.startswith(f"{rel}/subjects/")])
     return group
+
+
+def held_out_group_p(p_subjects: np.ndarray, n_permutations: int, method: str) -> tuple[np.ndarray, str]:
+    """The group p of each voxel's held-out R2 from the subjects' permutation p-values.
+
+    Each subject's one-sided p becomes a z through its mid-p (a subject whose observed
+    R2 is below every draw gives a finite z). ``method`` "random": a one-sample t-test
+    over subjects of those z (subjects as random effects: a small excess that every
+    subject shares is not multiplied by the number of subjects); "fixed": Stouffer's sum.
+
+    Parameters
+    ----------
+    p_subjects : ndarray of shape (n_subjects, n_voxels)
+    n_permutations : int
+    method : {"random", "fixed"}
+
+    Returns
+    -------
+    p_group : ndarray of shape (n_voxels,)
+    description : str
+    """
+    from ...encoding.inference import stouffer_p
+
+    if method == "random" and p_subjects.shape[0] > 1:
+        from scipy import stats as sps
+
+        half = 0.5 / (1.0 + n_permutations)
+        z = sps.norm.isf(np.clip(p_subjects - half, half, 1.0 - half))
+        p_group = sps.ttest_1samp(z, 0.0, axis=0, alternative="greater").pvalue
+        p_group = np.where(np.isnan(p_group), 1.0, p_group)
+        return p_group, ("one-sample t over subjects (random effects) of each subject's permutation z "
+                         "(alpha chosen again in every draw)")
+    _, p_group = stouffer_p(p_subjects, n_draws=n_permutations)
+    return p_group, "Stouffer sum of the subjects' permutation z (fixed effects; alpha chosen again in every draw)"
+
+
+def comparison_arrays(subject_results: list[dict]) -> dict[str, np.ndarray]:
+    """The group arrays of the comparisons between feature sets (when the subjects have them).
+
+    ``r_cv_nuisance_only`` / ``r_cv_atoms_and_nuisance`` (and R2): the nuisance regressors alone and with the
+    atoms, mean over subjects; ``delta_r_beyond_nuisance`` / ``delta_r2_beyond_nuisance``: what the atoms
+    add, mean over subjects, with ``subject_delta_*`` and ``delta_r_beyond_nuisance_t`` (t over
+    subjects); ``subject_chance_<set>`` (n_subjects, 2): each subject's observed median r
+    over the summary voxels and its chance level, ``subject_chance_<set>_draws``;
+    ``subject_baseline_r_median`` (n_subjects, n_layers): each layer's median r.
+    """
+    def stacked(name):
+        values = [r[name] for r in subject_results if name in r]
+        return np.stack(values) if len(values) == len(subject_results) and values else None
+
+    out: dict[str, np.ndarray] = {}
+    joint, nuisance = stacked("r_cv_atoms_and_nuisance"), stacked("r_cv_nuisance_only")
+    if joint is not None and nuisance is not None:
+        out["r_cv_nuisance_only"] = nuisance.mean(0).astype(np.float32)
+        out["r_cv_atoms_and_nuisance"] = joint.mean(0).astype(np.float32)
+        for name, a, b in (("delta_r_beyond_nuisance", joint, nuisance),
+                           ("delta_r2_beyond_nuisance", stacked("r2_cv_atoms_and_nuisance"), stacked("r2_cv_nuisance_only"))):
+            delta = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+            out[name] = delta.mean(0).astype(np.float32)
+            out[f"subject_{name}"] = delta.astype(np.float32)
+        if len(subject_results) > 1:
+            from ...encoding.stats import group_one_sample
+
+            t, _ = group_one_sample(out["subject_delta_r_beyond_nuisance"], method="t")
+            out["delta_r_beyond_nuisance_t"] = np.asarray(t, np.float32)
+    for name in ("atoms", "nuisance", "gain"):
+        values, draws = stacked(f"chance_{name}"), stacked(f"chance_{name}_draws")
+        if values is not None:
+            out[f"subject_chance_{name}"] = values.astype(np.float64)
+            out[f"subject_chance_{name}_draws"] = draws.astype(np.float64)
+    layers = stacked("baseline_r")
+    if layers is not None:
+        out["subject_baseline_r_median"] = np.median(layers, axis=2)
+    return out
 
 
 def timecourses_fit(n_subjects: int, shape: tuple[int, int], max_gb: float, slug: str, warn: bool = True) -> bool:
@@ -422,19 +598,14 @@ def _sparse_r2_chance(observed: np.ndarray, null: np.ndarray) -> dict[str, np.nd
 def _ridge_p_values(ctx: StepContext, enc, atoms: np.ndarray, Yf: np.ndarray, seed: int,
                     design: np.ndarray | None = None) -> np.ndarray:
     """One-sided p of each voxel's held-out R2 against circular shifts of the atoms, with
-    the real fit's folds and per-voxel alphas (see ``make_ridge_score_fn``). ``design``:
-    the delayed, filtered atoms when already made (several stories: per run)."""
-    from ...encoding.preprocessing import highpass, make_delays
+    the real fit's folds and the whole α selection run again in every draw (the real
+    fit's α would make the null narrower than the real procedure, and p too small).
+    ``design``: the delayed, filtered atoms when already made (several stories: per run)."""
     from ...encoding.stats import circular_shift_null, make_ridge_score_fn
 
     ec = ctx.config.encoding
-    if design is not None:
-        X = design
-    else:
-        X = make_delays(atoms, tuple(ec.delays))
-        if ec.highpass_cutoff:
-            X = highpass(X, ctx.config.story.tr, cutoff=ec.highpass_cutoff)
-    score_fn = make_ridge_score_fn(enc.folds_, np.asarray(ec.alphas), fixed_alpha=enc.alpha_, gap=ec.gap)
+    X = design if design is not None else _ridge_design(ctx, atoms, None)
+    score_fn = make_ridge_score_fn(enc.folds_, np.asarray(ec.alphas), gap=ec.gap)
     null = circular_shift_null(X, Yf, score_fn, n_permutations=ec.n_permutations, random_state=seed,
                                keep_null=False, progress=ctx.progress, cancel=ctx.cancel)
     return np.asarray(null.p_values, np.float64)
@@ -459,6 +630,13 @@ def _write_region_tables(writer: ResultWriter, rel: str, names, group: dict, k: 
         at = list(per_region.columns).index("r_cv") + 1
         per_region.insert(at, "r_cv_ci_high", hi)
         per_region.insert(at, "r_cv_ci_low", lo)
+    if "subject_delta_r_beyond_nuisance" in group:  # what the atoms add beyond the nuisance regressors
+        per_region["r_cv_nuisance_only"] = group["r_cv_nuisance_only"]
+        for name in ("delta_r_beyond_nuisance", "delta_r2_beyond_nuisance"):
+            mean, lo, hi = subject_ci(group[f"subject_{name}"])
+            per_region[name] = mean
+            per_region[f"{name}_ci_low"] = lo
+            per_region[f"{name}_ci_high"] = hi
     if "baseline_r2" in group:  # the layer-wise population baseline, best layer per region
         per_region["baseline_layer_r2_best"] = np.max(group["baseline_r2"], 0)
         per_region["baseline_layer_best"] = np.asarray(group["baseline_layers"])[np.argmax(group["baseline_r2"], 0)]

@@ -47,7 +47,7 @@ def step_report(ctx: StepContext, per_model: dict) -> None:
                 "baseline": res["baseline"], "source": res["model"], "n_atoms": int(res["atoms"].shape[1]),
                 "r2_median": float(np.median(r2)) if r2 is not None else None,
                 "n_associations": {p: int(t["associated"].astype(bool).sum()) for p, t in res["tables"].items()},
-                **chance_summary(group)}
+                **chance_summary(group, ctx.config.seed)}
             continue
         hist_df = pd.read_csv(ctx.out / f"atoms/{slug}/layer_hist.tsv", sep="\t").set_index("atom")
         w.write_figure(f"figures/{slug}_layer_histograms.png", figs.layer_histogram_figure(hist_df))
@@ -70,7 +70,7 @@ def step_report(ctx: StepContext, per_model: dict) -> None:
             "r2_p95": float(np.percentile(r2, 95)) if r2 is not None else None,
             "n_associations": {p: int(t["associated"].astype(bool).sum()) for p, t in res["tables"].items()},
         }
-        summary_models[slug].update(chance_summary(group))
+        summary_models[slug].update(chance_summary(group, ctx.config.seed))
         if "r2_loso_stories" in group:  # several stories: the ridge trained on the others, per held-out story
             summary_models[slug]["r2_loso"] = {
                 "median": float(np.median(group["r2_loso"])), "p95": float(np.percentile(group["r2_loso"], 95)),
@@ -98,7 +98,7 @@ def _tested_value(table, config) -> str:
     return config.networks.score
 
 
-def chance_summary(group: dict) -> dict:
+def chance_summary(group: dict, seed: int = 0) -> dict:
     """Scores beside their chance levels and the noise ceiling, for summary.json."""
     out: dict[str, Any] = {}
     if "r2_sparse" in group:
@@ -132,7 +132,87 @@ def chance_summary(group: dict) -> dict:
         out["r_cv_subjects"] = {"per_subject_median": [float(v) for v in per_subject], "mean": float(mean[0]),
                                 "ci95": [float(lo[0]), float(hi[0])], "n_subjects": int(per_subject.size),
                                 "ci": "t interval over subjects of each subject's median r over voxels/regions"}
+    out.update(_comparisons_summary(group, seed))
     return out
+
+
+def _subject_mean(values: np.ndarray, seed: int) -> dict[str, Any]:
+    """Mean over subjects with its t interval and a one-sided sign-flip p (mean > 0)."""
+    from ...encoding.stats import sign_flip_p
+
+    values = np.asarray(values, np.float64)
+    mean, lo, hi = subject_ci(values[:, None])
+    p, test = sign_flip_p(values, random_state=seed)
+    return {"mean": float(mean[0]), "ci95": [float(lo[0]), float(hi[0])], "p": p, "test": test,
+            "n_subjects": int(values.size)}
+
+
+def _comparisons_summary(group: dict, seed: int) -> dict[str, Any]:
+    """The held-out r above its chance level, what the atoms add beyond the nuisance
+    regressors in the encoding model itself, and single layers against the atoms."""
+    out: dict[str, Any] = {}
+    if "subject_chance_atoms" in group:
+        obs, chance = np.asarray(group["subject_chance_atoms"], np.float64).T
+        out["r_cv_chance"] = {
+            "chance": float(chance.mean()), "observed": float(obs.mean()),
+            "above_chance": _subject_mean(obs - chance, seed),
+            "n_shifts": int(np.shape(group["subject_chance_atoms_draws"])[1]),
+            "rule": "each subject's median held-out r over the summary voxels; chance = its mean over "
+                    "circular shifts of the features with the nested CV (alpha included) run again"}
+    if "subject_delta_r_beyond_nuisance" in group:
+        entry = {
+            "model": "ridge on the atoms and the nuisance regressors together vs the nuisance regressors "
+                     "alone, same folds and alpha grid",
+            "delta_r": _subject_mean(np.median(group["subject_delta_r_beyond_nuisance"], axis=1), seed),
+            "delta_r2": _subject_mean(np.median(group["subject_delta_r2_beyond_nuisance"], axis=1), seed),
+            "r_nuisance": float(np.median(group["r_cv_nuisance_only"])),
+            "r_joint": float(np.median(group["r_cv_atoms_and_nuisance"]))}
+        if "subject_chance_gain" in group:
+            obs, chance = np.asarray(group["subject_chance_gain"], np.float64).T
+            entry["delta_r_above_chance"] = {
+                "chance": float(chance.mean()), **_subject_mean(obs - chance, seed),
+                "rule": "each subject's median gain over the summary voxels minus the gain of circularly "
+                        "shifted atoms with the same nuisance regressors"}
+        out["vs_nuisance_in_model"] = entry
+    if "subject_baseline_r_median" in group and "subject_r_cv" in group:
+        out["layers_vs_atoms"] = _layers_vs_atoms(group, seed)
+    return out
+
+
+def _layers_vs_atoms(group: dict, seed: int) -> dict[str, Any]:
+    """Each layer's median held-out r against the atoms', per subject: sign-flip p that the
+    layer is ahead, Benjamini-Hochberg over layers."""
+    from ...encoding.inference import fdr
+
+    atoms = np.median(group["subject_r_cv"], axis=1).astype(np.float64)
+    layers = np.asarray(group["subject_baseline_r_median"], np.float64)
+    tests = [_subject_mean(layers[:, j] - atoms, seed) for j in range(layers.shape[1])]
+    q = fdr(np.array([t["p"] for t in tests]))[1]
+    labels = [int(v) for v in np.asarray(group.get("baseline_layers", np.arange(layers.shape[1])))]
+    rows = [{"layer": lab, "difference": t["mean"], "ci95": t["ci95"], "p": t["p"], "q": float(qv)}
+            for lab, t, qv in zip(labels, tests, q)]
+    return {"n_layers": len(rows), "n_ahead_of_atoms": int(sum(r["difference"] > 0 for r in rows)),
+            "n_significantly_ahead": int(sum(r["q"] < 0.05 and r["difference"] > 0 for r in rows)),
+            "test": "per layer: each subject's median held-out r of the layer minus the atoms', sign-flip over "
+                    "subjects (one-sided, layer ahead), BH over layers; the layers' own chance level is not "
+                    "subtracted (a layer whose chance r is higher reads as ahead more easily: the warning errs towards being said)",
+            "layers": rows}
+
+
+def say_verdict(ctx: StepContext) -> list[dict]:
+    """The run's findings (:func:`napari_brainorg.analyses.verdict.verdict`) from the summary
+    so far; each one a reader could misread is raised as a ``VerdictWarning`` (console,
+    ``warnings.json``, the report's first screen, the viewer)."""
+    import warnings
+
+    from ...analyses.verdict import verdict
+    from ...errors import VerdictWarning
+
+    findings = verdict(ctx.summary)
+    for finding in findings:
+        if finding["severity"] == "warning":
+            warnings.warn(finding["text"], VerdictWarning, stacklevel=2)
+    return findings
 
 
 def headlines(ctx: StepContext, kind: str) -> list[str]:
