@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QLabel, QPushButton,
                             QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
+from ._label_tables import label_table
 from ._plots import _FACE, _FG, _style
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -252,7 +253,6 @@ class RegionsPanel(QWidget):
         from napari.utils.notifications import show_error, show_warning
 
         from . import layers as _layers
-        from .reader import label_table
 
         try:
             import nibabel as nib
