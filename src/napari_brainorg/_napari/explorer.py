@@ -77,15 +77,6 @@ def load_state(path: str | Path, model: str | None = None, stat: str = "z") -> E
                          words=result.words_per_volume(), top_words=top)
 
 
-def _value_at(layer, world):
-    """The layer's voxel value at a world position (also for a hidden, unsliced layer)."""
-    index = np.rint(np.asarray(layer.world_to_data(tuple(world)), float)).astype(int)
-    shape = np.asarray(layer.data.shape)
-    if index.size != shape.size or np.any(index < 0) or np.any(index >= shape):
-        return None
-    return layer.data[tuple(index)]
-
-
 class _SortableItem(QTableWidgetItem):
     """A cell that sorts by its number when it has one."""
 
@@ -580,13 +571,13 @@ class AtomExplorer(QWidget):
         parts = [where]
         r2_layer = self._r2_layer()
         if r2_layer is not None:
-            r2 = _value_at(r2_layer, world)
+            r2 = _layers.value_at(r2_layer, world)
             if r2 is not None:
                 parts.append(f"R² = {float(r2):.3f}")
         network = None
         networks = _layers.find_layer(self.viewer, "networks")
         if networks is not None:
-            label = _value_at(networks, world)
+            label = _layers.value_at(networks, world)
             meta = networks.metadata
             if label:
                 names = dict(zip(meta.get("labels", []), meta.get("names", [])))

@@ -753,6 +753,26 @@ def find_layer(viewer: napari.Viewer, role: str):
     return None
 
 
+def value_at(layer, world):
+    """The layer's voxel value at a world position (also for a hidden, unsliced layer).
+
+    Parameters
+    ----------
+    layer : napari layer
+    world : sequence of float
+        World position, ``(z, y, x)`` in mm for a volume.
+
+    Returns
+    -------
+    The value of the nearest voxel, or ``None`` outside the layer's data.
+    """
+    index = np.rint(np.asarray(layer.world_to_data(tuple(world)), float)).astype(int)
+    shape = np.asarray(layer.data.shape)
+    if index.size != shape.size or np.any(index < 0) or np.any(index >= shape):
+        return None
+    return layer.data[tuple(index)]
+
+
 def add_result_layers(viewer: napari.Viewer, result: ResultFolder | str | os.PathLike,
                       model: str | None = None, **kwargs) -> dict[str, Any]:
     """Show a result folder in ``viewer``; returns ``{role: layer}``.
@@ -905,6 +925,16 @@ def dock_tabbed(viewer: napari.Viewer, widget, name: str, raise_: bool = False):
     if raise_:
         raise_dock(widget)
     return dock
+
+
+def docked_widgets_with(viewer: napari.Viewer, method: str) -> list:
+    """The widgets docked in ``viewer``'s window that have a method named ``method``.
+
+    A panel reaches the atom explorer this way (``show_voxel``, ``show_region_note``)
+    without importing it: the explorer sits above the panels it docks.
+    """
+    return [widget for widget in list(viewer.window.dock_widgets.values())
+            if callable(getattr(widget, method, None))]
 
 
 def raise_dock(widget) -> None:

@@ -340,11 +340,8 @@ def dock_regions_panel(viewer: napari.Viewer, result, model: str | None = None, 
         _layers.dock_tabbed(viewer, panel, PANEL_NAME)
     if panel.set_result(result, model) and roi_atlas:
         panel.set_atlas(roi_atlas)
-    from .explorer import AtomExplorer
-
-    for widget in list(docked.values()):
-        if isinstance(widget, AtomExplorer):  # it has no maps to show: it says where to look
-            widget.show_region_note(result)
+    for widget in _layers.docked_widgets_with(viewer, "show_region_note"):
+        widget.show_region_note(result)  # the atom explorer has no maps to show: it says where to look
     if raise_:
         _layers.raise_dock(panel)
     return panel
