@@ -34,8 +34,6 @@ from .orthoviews import SlicePanel, VolumeSource, on_screen, render_layers
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
-    from .explorer import AtomExplorer
-
 PANEL_NAME = "Compare models"
 N_LISTED = 5
 
@@ -98,7 +96,9 @@ class ModelComparison(QWidget):
     ----------
     napari_viewer : napari.Viewer
     explorer : AtomExplorer
-        Followed: its result, model, selected atom and threshold.
+        Followed: its result, model, selected atom and threshold (its ``state``, ``atom``
+        and ``threshold_slider``, its ``loaded`` and ``atom_shown`` signals). The explorer
+        docks this panel and passes itself in; this module does not import it.
 
     Signals
     -------
@@ -108,7 +108,7 @@ class ModelComparison(QWidget):
 
     ready = Signal(str)
 
-    def __init__(self, napari_viewer: napari.Viewer, explorer: AtomExplorer, parent: QWidget | None = None):
+    def __init__(self, napari_viewer: napari.Viewer, explorer, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.explorer = explorer
@@ -341,8 +341,8 @@ class ModelComparison(QWidget):
         self.z_label = z
 
 
-def dock_comparison(viewer: napari.Viewer, explorer: AtomExplorer, raise_: bool = False) -> ModelComparison:
-    """Dock the :class:`ModelComparison` of ``explorer`` as a tab on the right (once)."""
+def dock_comparison(viewer: napari.Viewer, explorer, raise_: bool = False) -> ModelComparison:
+    """Dock the :class:`ModelComparison` of ``explorer`` (the atom explorer) as a tab on the right (once)."""
     docked = viewer.window.dock_widgets
     if PANEL_NAME in docked and isinstance(docked[PANEL_NAME], ModelComparison):
         return docked[PANEL_NAME]

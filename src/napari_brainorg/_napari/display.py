@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._layer_style import finish_layer
+
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
@@ -254,8 +256,6 @@ def install(viewer: napari.Viewer | None) -> None:
         mark_brain_layer(layer)
         if layer.metadata.get("brainorg_role") == ORIENTATION_ROLE:
             return
-        from .layers import finish_layer
-
         finish_layer(layer)
         first = not viewer_.__dict__.get("_brainorg_framed", False)
         _ensure_orientation_labels(viewer_)

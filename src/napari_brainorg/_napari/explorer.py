@@ -77,15 +77,6 @@ def load_state(path: str | Path, model: str | None = None, stat: str = "z") -> E
                          words=result.words_per_volume(), top_words=top)
 
 
-def _value_at(layer, world):
-    """The layer's voxel value at a world position (also for a hidden, unsliced layer)."""
-    index = np.rint(np.asarray(layer.world_to_data(tuple(world)), float)).astype(int)
-    shape = np.asarray(layer.data.shape)
-    if index.size != shape.size or np.any(index < 0) or np.any(index >= shape):
-        return None
-    return layer.data[tuple(index)]
-
-
 class _SortableItem(QTableWidgetItem):
     """A cell that sorts by its number when it has one."""
 
@@ -126,6 +117,17 @@ class AtomExplorer(QWidget):
         self._loading: tuple[str, str | None, str] | None = None
         self._own_layer = False
 
+        self._build_controls()
+        self._build_table()
+        self._build_plots()
+        self._lay_out()
+        self._set_enabled(False)
+        self._follow_viewer()
+
+    # -- construction ---------------------------------------------------------------------
+    def _build_controls(self) -> None:
+        """The header, the Open button and the controls of what the map shows: model, statistic,
+        map and R² thresholds, left/right convention."""
         self.header = QLabel("Open a result folder (File ▸ Open Folder…) or run the pipeline.")
         self.header.setWordWrap(True)
         self.atom_label = QLabel("")
@@ -160,6 +162,8 @@ class AtomExplorer(QWidget):
         self.convention_combo.setCurrentIndex(display.CONVENTIONS.index(display.convention()))
         self.convention_combo.activated.connect(self._on_convention_chosen)
 
+    def _build_table(self) -> None:
+        """The sortable table of atoms, one row each (columns of :data:`._atom_table.COLUMNS`)."""
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels([h for _, h in COLUMNS])
         for c, (column, _) in enumerate(COLUMNS):
@@ -176,10 +180,27 @@ class AtomExplorer(QWidget):
         self.table.setSortingEnabled(True)
         self.table.itemSelectionChanged.connect(self._on_row_selected)
 
+    def _build_plots(self) -> None:
+        """The selected atom's time course, and three tabs under it: its histogram over the
+        model's layers, its top words, and what explains a clicked voxel."""
         self.timecourse = TimecourseCanvas(self)
         self.histogram = LayerHistogramCanvas(self)
         self.timecourse.setMinimumHeight(90)
         self.histogram.setMinimumHeight(90)
+        words_page = self._top_words_page()
+        self.lower_tabs = QTabWidget()
+        self.lower_tabs.addTab(self.histogram, "layers")
+        self.lower_tabs.addTab(words_page, "top words")
+        self.lower_tabs.addTab(self._voxel_page(), "voxel")
+        self.voxel = None
+        self.voxel_column = None
+        self._voxel_lookup = None
+        self._voxel_courses = None  # (state, courses dict or None, file-order column lookup)
+        self.lower_tabs.currentChanged.connect(
+            lambda i: self._show_top_words(self.atom) if i == 1 and self.atom is not None else None)
+
+    def _top_words_page(self) -> QWidget:
+        """The words that most activate and most suppress the selected atom, side by side."""
         self.top_up = QListWidget()
         self.top_down = QListWidget()
         for lst, tip in ((self.top_up, "Words whose word-level response of this atom is highest"),
@@ -194,9 +215,11 @@ class AtomExplorer(QWidget):
             column.addWidget(QLabel(f"<b>{title}</b>"))
             column.addWidget(lst, 1)
             words_layout.addLayout(column)
-        self.lower_tabs = QTabWidget()
-        self.lower_tabs.addTab(self.histogram, "layers")
-        self.lower_tabs.addTab(words_page, "top words")
+        return words_page
+
+    def _voxel_page(self) -> QWidget:
+        """A clicked voxel: every atom's map value there, and its measured and predicted time
+        course (the mean over subjects or one subject's)."""
         self.voxel_label = QLabel("Click a voxel of the brain to see what explains it.")
         self.voxel_label.setWordWrap(True)
         self.voxel_plot = VoxelAtomsCanvas(self)
@@ -225,14 +248,24 @@ class AtomExplorer(QWidget):
         plots_row.addWidget(self.voxel_plot, 2)
         plots_row.addWidget(self.voxel_timecourse, 3)
         voxel_layout.addLayout(plots_row, 1)
-        self.lower_tabs.addTab(voxel_page, "voxel")
-        self.voxel = None
-        self.voxel_column = None
-        self._voxel_lookup = None
-        self._voxel_courses = None  # (state, courses dict or None, file-order column lookup)
-        self.lower_tabs.currentChanged.connect(
-            lambda i: self._show_top_words(self.atom) if i == 1 and self.atom is not None else None)
+        return voxel_page
 
+    def _lay_out(self) -> None:
+        """The header and controls above a splitter of the table, the time course and the tabs."""
+        form = self._control_form()
+        self.splitter = self._build_splitter()
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.header, 1)
+        buttons.addWidget(self.open_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.setSpacing(3)
+        layout.addLayout(buttons)
+        layout.addLayout(form)
+        layout.addWidget(self.splitter, 1)
+
+    def _control_form(self) -> QFormLayout:
+        """Model and statistic on one row, then the two thresholds and the convention."""
         for combo, chars in ((self.model_combo, 6),):
             # the dock keeps its width: long model names are cut (the list shows them whole)
             combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
@@ -249,6 +282,10 @@ class AtomExplorer(QWidget):
         form.addRow("|map| ≥", self.threshold_slider)
         form.addRow("R² >", self.r2_slider)
         form.addRow("view", self.convention_combo)
+        return form
+
+    def _build_splitter(self) -> QSplitter:
+        """Table, time course and tabs, one above the other; the table keeps a fixed height."""
         splitter = QSplitter(Qt.Vertical)
         splitter.setChildrenCollapsible(False)
         splitter.addWidget(self.table)
@@ -269,18 +306,10 @@ class AtomExplorer(QWidget):
         splitter.setStretchFactor(0, 0)
         splitter.setStretchFactor(1, 4)  # the time course (under a two-line label)
         splitter.setStretchFactor(2, 3)  # the tabs (under their tab bar)
-        self.splitter = splitter
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.header, 1)
-        buttons.addWidget(self.open_button)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(4, 4, 4, 4)
-        layout.setSpacing(3)
-        layout.addLayout(buttons)
-        layout.addLayout(form)
-        layout.addWidget(splitter, 1)
-        self._set_enabled(False)
+        return splitter
 
+    def _follow_viewer(self) -> None:
+        """Follow the viewer: a result's atom-map layer arriving or replaced, a click on the canvas."""
         self.viewer.layers.events.inserted.connect(self._on_layer_inserted)
         self.viewer.mouse_drag_callbacks.append(self._on_canvas_press)
         _layers.on_result_updated(self.viewer, self._on_result_updated)
@@ -580,13 +609,13 @@ class AtomExplorer(QWidget):
         parts = [where]
         r2_layer = self._r2_layer()
         if r2_layer is not None:
-            r2 = _value_at(r2_layer, world)
+            r2 = _layers.value_at(r2_layer, world)
             if r2 is not None:
                 parts.append(f"R² = {float(r2):.3f}")
         network = None
         networks = _layers.find_layer(self.viewer, "networks")
         if networks is not None:
-            label = _value_at(networks, world)
+            label = _layers.value_at(networks, world)
             meta = networks.metadata
             if label:
                 names = dict(zip(meta.get("labels", []), meta.get("names", [])))

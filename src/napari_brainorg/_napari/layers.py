@@ -35,6 +35,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+# the metadata keys and the finishing touches live below this module and .display, which
+# both use them; outline_networks is re-exported for the networks widget
+from ._layer_style import (  # noqa: F401
+    MODEL,
+    RESULT,
+    ROLE,
+    finish_layer,
+    outline_networks,
+    style_map_layer,
+)
+
 if TYPE_CHECKING:  # pragma: no cover
     import napari
     import nibabel as nib
@@ -43,12 +54,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: napari's world axes for every volume this plugin shows
 WORLD_AXES = ("z", "y", "x")
-#: key of the metadata entry that says which part of a result a layer shows
-ROLE = "brainorg_role"
-#: metadata key of the result folder a layer belongs to
-RESULT = "brainorg_result"
-#: metadata key of the model a layer belongs to
-MODEL = "brainorg_model"
 
 TEMPLATE_NAME = "MNI template"
 ATOM_MAP_NAME = "atom map"  # prefix of every atom-map layer's name (see atom_map_name)
@@ -591,13 +596,6 @@ def network_layer_data(result: ResultFolder, atlas: str, model: str | None = Non
     return (data, kwargs, "labels")
 
 
-def outline_networks(layer, on: bool = True) -> None:
-    """Draw a networks layer as outlines (``on``; colours of :data:`OUTLINE_PALETTE`) or filled."""
-    layer.metadata["outline"] = bool(on)
-    layer.contour = 1 if on else 0
-    layer.opacity = 0.9 if on else 0.4
-
-
 def set_network_visible(layer, label: int, visible: bool) -> None:
     """Show or hide one network of a networks layer (only the colormap changes)."""
     labels = np.asarray(layer.metadata["labels"])
@@ -755,6 +753,26 @@ def find_layer(viewer: napari.Viewer, role: str):
     return None
 
 
+def value_at(layer, world):
+    """The layer's voxel value at a world position (also for a hidden, unsliced layer).
+
+    Parameters
+    ----------
+    layer : napari layer
+    world : sequence of float
+        World position, ``(z, y, x)`` in mm for a volume.
+
+    Returns
+    -------
+    The value of the nearest voxel, or ``None`` outside the layer's data.
+    """
+    index = np.rint(np.asarray(layer.world_to_data(tuple(world)), float)).astype(int)
+    shape = np.asarray(layer.data.shape)
+    if index.size != shape.size or np.any(index < 0) or np.any(index >= shape):
+        return None
+    return layer.data[tuple(index)]
+
+
 def add_result_layers(viewer: napari.Viewer, result: ResultFolder | str | os.PathLike,
                       model: str | None = None, **kwargs) -> dict[str, Any]:
     """Show a result folder in ``viewer``; returns ``{role: layer}``.
@@ -870,27 +888,6 @@ def set_axial_view(viewer: napari.Viewer) -> None:
     display.reframe(viewer)
 
 
-def style_map_layer(layer) -> None:
-    """A colour bar for a map layer (atom map, R², a statistical NIfTI)."""
-    try:
-        bar = layer.colorbar
-    except AttributeError:  # pragma: no cover - napari < 0.6
-        return
-    bar.visible = True
-    bar.size = (14, 110)
-    bar.font_size = 8
-    bar.position = "top_right" if layer.metadata.get(ROLE) != "r2" else "bottom_right"
-
-
-def finish_layer(layer) -> None:
-    """What layer-data tuples cannot say: outlines, colour bars (every route calls this)."""
-    role = layer.metadata.get(ROLE)
-    if role == "networks" and layer.metadata.get("outline", True) and not layer.contour:
-        outline_networks(layer, True)
-    elif role in ("atom_map", "r2") or layer.metadata.get("brainorg_stat_map"):
-        style_map_layer(layer)
-
-
 def result_path_of(layer) -> Path | None:
     """The result folder a layer came from, or ``None``."""
     path = layer.metadata.get(RESULT)
@@ -928,6 +925,16 @@ def dock_tabbed(viewer: napari.Viewer, widget, name: str, raise_: bool = False):
     if raise_:
         raise_dock(widget)
     return dock
+
+
+def docked_widgets_with(viewer: napari.Viewer, method: str) -> list:
+    """The widgets docked in ``viewer``'s window that have a method named ``method``.
+
+    A panel reaches the atom explorer this way (``show_voxel``, ``show_region_note``)
+    without importing it: the explorer sits above the panels it docks.
+    """
+    return [widget for widget in list(viewer.window.dock_widgets.values())
+            if callable(getattr(widget, method, None))]
 
 
 def raise_dock(widget) -> None:

@@ -665,9 +665,7 @@ class OrthoViews(QWidget):
         text = display.mni_text(self.position)
         layer = _layers.find_layer(self.viewer, "atom_map")
         if layer is not None:
-            from .explorer import _value_at
-
-            value = _value_at(layer, self.position)
+            value = _layers.value_at(layer, self.position)
             if value is not None:
                 text += f" · {layer.metadata.get('stat', 'map')} = {float(value):+.2f}"
         return text
@@ -679,11 +677,10 @@ class OrthoViews(QWidget):
         self.set_position(world)
         # the voxel panel of the atom explorer follows a click here as it follows the canvas
         from ._tasks import _report
-        from .explorer import AtomExplorer
 
         try:
-            for widget in self.viewer.window.dock_widgets.values():
-                if isinstance(widget, AtomExplorer) and widget.state is not None:
+            for widget in _layers.docked_widgets_with(self.viewer, "show_voxel"):
+                if widget.state is not None:
                     widget.show_voxel(self.position)
         except Exception as exc:  # noqa: BLE001 - a click never takes napari down
             _report(exc, "orthogonal views")

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QLabel, QPushButton,
                             QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
+from ._label_tables import label_table
 from ._plots import _FACE, _FG, _style
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -252,7 +253,6 @@ class RegionsPanel(QWidget):
         from napari.utils.notifications import show_error, show_warning
 
         from . import layers as _layers
-        from .reader import label_table
 
         try:
             import nibabel as nib
@@ -340,11 +340,8 @@ def dock_regions_panel(viewer: napari.Viewer, result, model: str | None = None, 
         _layers.dock_tabbed(viewer, panel, PANEL_NAME)
     if panel.set_result(result, model) and roi_atlas:
         panel.set_atlas(roi_atlas)
-    from .explorer import AtomExplorer
-
-    for widget in list(docked.values()):
-        if isinstance(widget, AtomExplorer):  # it has no maps to show: it says where to look
-            widget.show_region_note(result)
+    for widget in _layers.docked_widgets_with(viewer, "show_region_note"):
+        widget.show_region_note(result)  # the atom explorer has no maps to show: it says where to look
     if raise_:
         _layers.raise_dock(panel)
     return panel
