@@ -548,10 +548,8 @@ def load_fmri(images, *, mask="mni", n_volumes: int | None = None, subjects=None
         3D images, wrong volume counts, NaN (with ``on_nan="error"``), runs with no
         signal inside the mask, disagreeing TRs, different grids with ``mask=None``.
     """
-    import nibabel as nib
     from nilearn.maskers import NiftiMasker
 
-    _NO_STANDARDIZE = _nilearn_no_standardize()
     check_choice("on_nan", on_nan, ("error", "drop"))
     check_choice("interpolation", interpolation, ("linear", "continuous", "nearest"))
     images = expand_images(images)
@@ -559,6 +557,59 @@ def load_fmri(images, *, mask="mni", n_volumes: int | None = None, subjects=None
         raise FMRIInputError("'images' is empty; give at least one 4D fMRI run.")
     subjects = _check_subjects(subjects, len(images)) or _default_subjects(images)
     notes: list[str] = []
+    imgs, names = _open_runs(images, subjects, n_volumes)
+    tr = _resolve_tr(imgs, names, tr, notes)
+    mask_img = _analysis_mask(mask, imgs, names, notes)
+    mask_bool = np.asarray(mask_img.dataobj) > 0
+    masker = NiftiMasker(mask_img=mask_img, standardize=_nilearn_no_standardize(), detrend=False).fit()
+
+    data, bad_nan, bad_const = [], [], []
+    for s, (img, name) in enumerate(zip(imgs, names)):
+        check_cancel(cancel)
+        report(progress, "fmri: load runs", s, len(imgs))
+        ts, finite = _masked_run(img, name, mask_img, mask_bool, masker, interpolation=interpolation,
+                                 notes=notes, cancel=cancel)
+        const = _check_run_values(ts, finite, name, mask_img, mask_bool, on_nan=on_nan, notes=notes)
+        bad_nan.append(~finite)
+        bad_const.append(const)
+        data.append(ts)
+    report(progress, "fmri: load runs", len(imgs), len(imgs))
+
+    data, mask_img = _leave_out_voxels(data, bad_nan, bad_const, mask_bool, mask_img, notes)
+    if standardize:
+        data = [_zscore(d) for d in data]
+        notes.append("standardize: each voxel's time series z-scored per subject.")
+    return FMRIData(data=data, subjects=list(subjects), kind="voxels", mask_img=mask_img,
+                    region_names=None, tr=tr,
+                    sources=[str(i) if isinstance(i, (str, os.PathLike)) else n for i, n in zip(images, names)],
+                    notes=notes)
+
+
+def _open_runs(images: list, subjects: list[str], n_volumes: int | None) -> tuple[list, list[str]]:
+    """Open every run (headers only) and check that each is 4D with the story's volumes.
+
+    Parameters
+    ----------
+    images : list
+        What :func:`expand_images` returned, one run per subject.
+    subjects : list of str
+        One name per run, used where a run has no file name.
+    n_volumes : int or None
+        Volumes the story needs; None: only that every run has the same count.
+
+    Returns
+    -------
+    imgs : list of nibabel images
+        Data not read yet.
+    names : list of str
+        How errors, warnings and notes name each run.
+
+    Raises
+    ------
+    FMRIInputError
+        A 3D (or single-volume) image, another number of dimensions, a volume count
+        other than ``n_volumes``, or runs with different volume counts.
+    """
     imgs, names = [], []
     for i, item in enumerate(images):
         img = _load_img(item, "fMRI image")
@@ -583,120 +634,217 @@ def load_fmri(images, *, mask="mni", n_volumes: int | None = None, subjects=None
             f"The runs have different numbers of volumes {counts}; every subject must have "
             "heard the same story with the same volumes (give n_volumes to check against the story)."
         )
-    tr = _resolve_tr(imgs, names, tr, notes)
+    return imgs, names
 
-    if mask is None:
-        grids = {(img.shape[:3], tuple(np.round(img.affine, 3).ravel())) for img in imgs}
-        if len(grids) > 1:
-            desc = ", ".join(f"{n}: {img.shape[:3]} {_fmt_zooms(img.header.get_zooms()[:3])} mm"
-                             for n, img in zip(names, imgs))
-            raise FMRIInputError(
-                f"The subjects' runs are on different grids ({desc}); give a mask (for example "
-                "mask='mni') so that every run is resampled onto the mask's grid."
-            )
-        from nilearn.masking import compute_multi_epi_mask
 
-        mask_img = compute_multi_epi_mask(imgs, threshold=1.0)
-        mask_img = load_mask(mask_img)
-        notes.append("mask: computed from the data (nilearn compute_multi_epi_mask, intersection "
-                     f"of the subjects' masks): {int(np.asarray(mask_img.dataobj).sum())} voxels.")
+def _analysis_mask(mask, imgs: list, names: list[str], notes: list[str]):
+    """The analysis mask: ``mask`` as given (:func:`load_mask`), or computed from the runs.
+
+    With ``mask=None`` the mask is the intersection of the subjects' EPI masks (nilearn
+    ``compute_multi_epi_mask``), which needs every run on one grid; noted.
+
+    Returns
+    -------
+    nibabel.Nifti1Image
+        3D, uint8.
+
+    Raises
+    ------
+    FMRIInputError
+        With ``mask=None``, runs on different grids.
+    """
+    if mask is not None:
+        return load_mask(mask)
+    grids = {(img.shape[:3], tuple(np.round(img.affine, 3).ravel())) for img in imgs}
+    if len(grids) > 1:
+        desc = ", ".join(f"{n}: {img.shape[:3]} {_fmt_zooms(img.header.get_zooms()[:3])} mm"
+                         for n, img in zip(names, imgs))
+        raise FMRIInputError(
+            f"The subjects' runs are on different grids ({desc}); give a mask (for example "
+            "mask='mni') so that every run is resampled onto the mask's grid."
+        )
+    from nilearn.masking import compute_multi_epi_mask
+
+    mask_img = compute_multi_epi_mask(imgs, threshold=1.0)
+    mask_img = load_mask(mask_img)
+    notes.append("mask: computed from the data (nilearn compute_multi_epi_mask, intersection "
+                 f"of the subjects' masks): {int(np.asarray(mask_img.dataobj).sum())} voxels.")
+    return mask_img
+
+
+def _masked_run(img, name: str, mask_img, mask_bool: np.ndarray, masker, *, interpolation: str,
+                notes: list[str], cancel) -> tuple[np.ndarray, np.ndarray]:
+    """Read one run, bring it onto the mask grid and mask it, volume chunk by volume chunk.
+
+    NaN and infinite values are found first, on the run's own grid (nilearn's masker and
+    resampler would replace them silently), set to 0 and carried to the mask grid by
+    nearest neighbour.
+
+    Parameters
+    ----------
+    img : nibabel image
+        A 4D run of shape (x, y, z, n_volumes), on any grid.
+    name : str
+        How messages name the run.
+    mask_img : nibabel.Nifti1Image
+        The 3D analysis mask.
+    mask_bool : ndarray of shape (x', y', z'), bool
+        Its voxels.
+    masker : nilearn.maskers.NiftiMasker
+        Fitted on ``mask_img``.
+    interpolation, cancel
+        As in :func:`load_fmri`; resampling is noted and warned once per run.
+    notes : list of str
+        Appended to.
+
+    Returns
+    -------
+    ts : ndarray of shape (n_volumes, n_voxels), float32
+        The run's time series in the mask's voxel order (0 where values were not finite).
+    finite : ndarray of shape (n_voxels,), bool
+        False for mask voxels with a NaN or infinite value at any volume.
+
+    Raises
+    ------
+    FMRIInputError
+        When the file is truncated or damaged.
+    """
+    import nibabel as nib
+
+    try:
+        vol = img.get_fdata(dtype=np.float32, caching="unchanged")
+    except (OSError, EOFError, ValueError, zlib.error) as exc:  # a truncated or damaged file
+        raise FMRIInputError(f"{name} cannot be read: {type(exc).__name__}: {exc}; the file is truncated "
+                             "or damaged.") from None
+    n_t = vol.shape[3]
+    bad = np.zeros(vol.shape[:3], dtype=bool)
+    for start in range(0, n_t, _RESAMPLE_CHUNK):
+        chunk = vol[..., start:start + _RESAMPLE_CHUNK]
+        not_finite = ~np.isfinite(chunk)
+        if not_finite.any():
+            bad |= not_finite.any(axis=3)
+            chunk[not_finite] = 0.0
+    if bad.any():
+        bad = to_grid(bad.astype(np.uint8), img.affine, mask_img, interpolation="nearest",
+                      what=name, warn=False) > 0
+        finite = ~bad[mask_bool]
     else:
-        mask_img = load_mask(mask)
-    mask_bool = np.asarray(mask_img.dataobj) > 0
-    masker = NiftiMasker(mask_img=mask_img, standardize=_NO_STANDARDIZE, detrend=False).fit()
-
-    data, bad_nan, bad_const = [], [], []
-    for s, (img, name) in enumerate(zip(imgs, names)):
+        finite = np.ones(int(mask_bool.sum()), dtype=bool)
+    # volume chunks onto the mask grid and through the masker: a resampled copy of
+    # the whole run never exists
+    ts = np.empty((n_t, int(mask_bool.sum())), dtype=np.float32)
+    for start in range(0, n_t, _RESAMPLE_CHUNK):
         check_cancel(cancel)
-        report(progress, "fmri: load runs", s, len(imgs))
-        try:
-            vol = img.get_fdata(dtype=np.float32, caching="unchanged")
-        except (OSError, EOFError, ValueError, zlib.error) as exc:  # a truncated or damaged file
-            raise FMRIInputError(f"{name} cannot be read: {type(exc).__name__}: {exc}; the file is truncated "
-                                 "or damaged.") from None
-        n_t = vol.shape[3]
-        # nilearn's masker and resampler replace NaN silently: find them first, on the
-        # run's own grid, and carry them to the mask grid by nearest neighbour.
-        bad = np.zeros(vol.shape[:3], dtype=bool)
-        for start in range(0, n_t, _RESAMPLE_CHUNK):
-            chunk = vol[..., start:start + _RESAMPLE_CHUNK]
-            not_finite = ~np.isfinite(chunk)
-            if not_finite.any():
-                bad |= not_finite.any(axis=3)
-                chunk[not_finite] = 0.0
-        if bad.any():
-            bad = to_grid(bad.astype(np.uint8), img.affine, mask_img, interpolation="nearest",
-                          what=name, warn=False) > 0
-            finite = ~bad[mask_bool]
-        else:
-            finite = np.ones(int(mask_bool.sum()), dtype=bool)
-        # volume chunks onto the mask grid and through the masker: a resampled copy of
-        # the whole run never exists
-        ts = np.empty((n_t, int(mask_bool.sum())), dtype=np.float32)
-        for start in range(0, n_t, _RESAMPLE_CHUNK):
-            check_cancel(cancel)
-            stop = min(start + _RESAMPLE_CHUNK, n_t)
-            first_chunk = start == 0
-            chunk = to_grid(vol[..., start:stop], img.affine, mask_img, interpolation=interpolation,
-                            what=name, notes=notes if first_chunk else None, warn=first_chunk,
-                            stacklevel=3)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                ts[start:stop] = masker.transform(nib.Nifti1Image(np.ascontiguousarray(chunk), mask_img.affine))
-        del vol
-        if not finite.all():
-            n_bad = int((~finite).sum())
-            first = np.argwhere(mask_bool)[np.flatnonzero(~finite)[0]]
-            if on_nan == "error":
-                raise FMRIInputError(
-                    f"{name} has NaN or infinite values in {n_bad} voxels inside the mask "
-                    f"(first at voxel {tuple(int(v) for v in first)}, {_world(mask_img.affine, first)}); "
-                    "expected finite values. Fix the image, use a mask that excludes them, or "
-                    "pass on_nan='drop' to leave those voxels out."
-                )
-            notes.append(f"{name}: {n_bad} voxels with NaN/inf left the mask (on_nan='drop').")
-        ts_f = np.where(finite, ts, 0.0)
-        const = finite & (ts_f.max(axis=0) == ts_f.min(axis=0))
-        if const.all():
+        stop = min(start + _RESAMPLE_CHUNK, n_t)
+        first_chunk = start == 0
+        chunk = to_grid(vol[..., start:stop], img.affine, mask_img, interpolation=interpolation,
+                        what=name, notes=notes if first_chunk else None, warn=first_chunk,
+                        stacklevel=4)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ts[start:stop] = masker.transform(nib.Nifti1Image(np.ascontiguousarray(chunk), mask_img.affine))
+    return ts, finite
+
+
+def _check_run_values(ts: np.ndarray, finite: np.ndarray, name: str, mask_img, mask_bool: np.ndarray, *,
+                      on_nan: str, notes: list[str]) -> np.ndarray:
+    """Check one masked run for NaN/inf (per ``on_nan``) and find its constant voxels.
+
+    Parameters
+    ----------
+    ts : ndarray of shape (n_volumes, n_voxels), float32
+    finite : ndarray of shape (n_voxels,), bool
+        From :func:`_masked_run`.
+    name : str
+    mask_img, mask_bool
+        The analysis mask, to say where the first non-finite voxel is.
+    on_nan : {"error", "drop"}
+    notes : list of str
+        Appended to (voxels dropped for NaN, constant voxels).
+
+    Returns
+    -------
+    const : ndarray of shape (n_voxels,), bool
+        Finite voxels whose time series is constant.
+
+    Raises
+    ------
+    FMRIInputError
+        NaN/inf inside the mask with ``on_nan="error"``, or no voxel with signal.
+    """
+    if not finite.all():
+        n_bad = int((~finite).sum())
+        first = np.argwhere(mask_bool)[np.flatnonzero(~finite)[0]]
+        if on_nan == "error":
             raise FMRIInputError(
-                f"{name} has no signal inside the mask (all {const.size} voxels are constant); "
-                "is the run in the same space as the mask (e.g. MNI for mask='mni')?"
+                f"{name} has NaN or infinite values in {n_bad} voxels inside the mask "
+                f"(first at voxel {tuple(int(v) for v in first)}, {_world(mask_img.affine, first)}); "
+                "expected finite values. Fix the image, use a mask that excludes them, or "
+                "pass on_nan='drop' to leave those voxels out."
             )
-        if const.any():
-            frac = const.mean()
-            notes.append(f"{name}: {int(const.sum())} constant voxels ({frac:.1%} of the mask, "
-                         "e.g. outside the run's field of view) left the mask.")
-        bad_nan.append(~finite)
-        bad_const.append(const)
-        data.append(ts)
-    report(progress, "fmri: load runs", len(imgs), len(imgs))
+        notes.append(f"{name}: {n_bad} voxels with NaN/inf left the mask (on_nan='drop').")
+    ts_f = np.where(finite, ts, 0.0)
+    const = finite & (ts_f.max(axis=0) == ts_f.min(axis=0))
+    if const.all():
+        raise FMRIInputError(
+            f"{name} has no signal inside the mask (all {const.size} voxels are constant); "
+            "is the run in the same space as the mask (e.g. MNI for mask='mni')?"
+        )
+    if const.any():
+        frac = const.mean()
+        notes.append(f"{name}: {int(const.sum())} constant voxels ({frac:.1%} of the mask, "
+                     "e.g. outside the run's field of view) left the mask.")
+    return const
+
+
+def _leave_out_voxels(data: list[np.ndarray], bad_nan: list[np.ndarray], bad_const: list[np.ndarray],
+                      mask_bool: np.ndarray, mask_img, notes: list[str]) -> tuple[list[np.ndarray], Any]:
+    """Leave the voxels that are NaN/inf or constant in any run out for every subject.
+
+    Parameters
+    ----------
+    data : list of ndarray of shape (n_volumes, n_voxels), float32
+    bad_nan, bad_const : list of ndarray of shape (n_voxels,), bool
+        One per run.
+    mask_bool : ndarray of shape (x, y, z), bool
+    mask_img : nibabel.Nifti1Image
+    notes : list of str
+        Appended to when voxels leave.
+
+    Returns
+    -------
+    data : list of ndarray of shape (n_volumes, n_kept), float32
+    mask_img : nibabel.Nifti1Image
+        The mask without the voxels left out (uint8); the one given when none are.
+
+    Warns
+    -----
+    DroppedVoxelsWarning
+        Pointing at the caller of :func:`load_fmri`.
+    """
+    import nibabel as nib
 
     drop = np.zeros(mask_bool.sum(), dtype=bool)
     for a, b in zip(bad_nan, bad_const):
         drop |= a | b
-    if drop.any():
-        n_nan = int(np.logical_or.reduce(bad_nan).sum())
-        n_const = int(drop.sum()) - n_nan if n_nan else int(drop.sum())
-        warnings.warn(
-            f"{int(drop.sum())} of {drop.size} mask voxels were left out for every subject "
-            f"({n_const} constant in at least one run"
-            + (f", {n_nan} with NaN/inf" if n_nan else "") + "); see FMRIData.notes.",
-            DroppedVoxelsWarning, stacklevel=2,
-        )
-        keep = ~drop
-        data = [np.ascontiguousarray(d[:, keep]) for d in data]
-        new_mask = np.zeros_like(mask_bool)
-        new_mask[mask_bool] = keep
-        mask_img = nib.Nifti1Image(new_mask.astype(np.uint8), mask_img.affine)
-        notes.append(f"mask: {int(keep.sum())} voxels remain of {keep.size} after leaving out "
-                     f"{int(drop.sum())} (union over subjects).")
-    if standardize:
-        data = [_zscore(d) for d in data]
-        notes.append("standardize: each voxel's time series z-scored per subject.")
-    return FMRIData(data=data, subjects=list(subjects), kind="voxels", mask_img=mask_img,
-                    region_names=None, tr=tr,
-                    sources=[str(i) if isinstance(i, (str, os.PathLike)) else n for i, n in zip(images, names)],
-                    notes=notes)
+    if not drop.any():
+        return data, mask_img
+    n_nan = int(np.logical_or.reduce(bad_nan).sum())
+    n_const = int(drop.sum()) - n_nan if n_nan else int(drop.sum())
+    warnings.warn(
+        f"{int(drop.sum())} of {drop.size} mask voxels were left out for every subject "
+        f"({n_const} constant in at least one run"
+        + (f", {n_nan} with NaN/inf" if n_nan else "") + "); see FMRIData.notes.",
+        DroppedVoxelsWarning, stacklevel=3,
+    )
+    keep = ~drop
+    data = [np.ascontiguousarray(d[:, keep]) for d in data]
+    new_mask = np.zeros_like(mask_bool)
+    new_mask[mask_bool] = keep
+    mask_img = nib.Nifti1Image(new_mask.astype(np.uint8), mask_img.affine)
+    notes.append(f"mask: {int(keep.sum())} voxels remain of {keep.size} after leaving out "
+                 f"{int(drop.sum())} (union over subjects).")
+    return data, mask_img
 
 
 def _zscore(d: np.ndarray) -> np.ndarray:
