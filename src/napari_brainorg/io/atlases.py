@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import AtlasError, BrainorgWarning, did_you_mean
-from .fmri import _load_img, load_mask, to_grid
+from ._images import _load_img, load_mask, to_grid
 
 if TYPE_CHECKING:  # pragma: no cover
     import nibabel
