@@ -320,19 +320,85 @@ def extract_an_responses(
     ``batch_words`` only change rounding, so they are recorded but not part of the key:
     results computed on a GPU are reused on the CPU.
     """
-    from .alignment import ALIGNMENT_METHODS, hrf_operator
-    from .models import LoadedModel, _check_device, _check_placement, resolve_dtype, resolve_model, weights_sha256
-
     started = time.perf_counter()
+    tr, n_volumes = _check_extract_options(site, alignment, tr, n_volumes, batch_words)
+    words = _read_words(story, onset)
+    words, _ = remove_pause_labels(words, pause_labels, warn=True)
+    align_kwargs, align_record = _alignment_kwargs(words, alignment_options)
+    loaded, spec, device, dtype = _resolve_language_model(model, device, dtype, device_map, max_memory,
+                                                          offload_folder)
+    model_record, story_record = _model_record(spec, loaded), _story_record(words)
+    options = _numeric_options(site=site, alignment=alignment, align_record=align_record, tr=tr,
+                               n_volumes=n_volumes, context=context, min_context=min_context, dtype=dtype,
+                               center_words=center_words, pause_labels=pause_labels)
+    cache_key = _cache_key(model_record, story_record, options)
+    folder, cached = _open_cache(cache_dir, cache_key)
+    if cached is not None:
+        return cached
+
+    if loaded is None:
+        loaded = _load_reporting(spec, progress, device=device, dtype=dtype, device_map=device_map,
+                                 max_memory=max_memory, offload_folder=offload_folder)
+    check_cancel(cancel)
+    H = _word_to_volume_operator(words, n_volumes, tr, alignment, align_kwargs)
+    R, units_per_layer, prepared = _stream_words_through_operator(
+        loaded, words, H, site=site, context=context, min_context=min_context,
+        batch_words=batch_words, center_words=center_words, progress=progress, cancel=cancel,
+        stage=f"{spec.name} ANs")
+    responses, keep, reason = _zscore_columns(R)
+    del R  # the float64 responses are the largest array of the run
+    index, dropped = _drop_constant_ans(keep, reason, units_per_layer, site, spec.name)
+
+    provenance = _provenance(cache_key=cache_key, model_record=model_record, story_record=story_record,
+                             options=options, loaded=loaded, prepared=prepared,
+                             units_per_layer=units_per_layer, keep=keep, words=words,
+                             batch_words=batch_words, started=started)
+    result = ANResponses(responses=responses, index=index, dropped=dropped, provenance=provenance)
+    if folder is not None:
+        _write(folder, result)
+    return result
+
+
+# --------------------------------------------------------- steps of extract_an_responses
+
+
+def _check_extract_options(site: str, alignment: str, tr, n_volumes, batch_words) -> tuple[float, int]:
+    """Check the options that need neither the story nor the model.
+
+    Returns
+    -------
+    tr : float
+    n_volumes : int
+
+    Raises
+    ------
+    ConfigError
+        Naming the first option that is not allowed.
+    """
+    from .alignment import ALIGNMENT_METHODS
+
     check_choice("site", site, SITES)
     check_choice("alignment", alignment, ALIGNMENT_METHODS)
     tr = _check_tr(tr)
     n_volumes = _check_n_volumes(n_volumes)
     if isinstance(batch_words, bool) or not isinstance(batch_words, (int, np.integer)) or batch_words < 1:
         raise ConfigError(f"'batch_words' must be a positive number of words; {batch_words!r} was provided.")
-    words = _read_words(story, onset)
-    words, _ = remove_pause_labels(words, pause_labels, warn=True)
-    align_kwargs, align_record = _alignment_kwargs(words, alignment_options)
+    return tr, n_volumes
+
+
+def _resolve_language_model(model, device: str, dtype: str, device_map, max_memory,
+                            offload_folder) -> tuple[Any, Any, str, str]:
+    """Find the model and the device and precision it will run in, without loading it.
+
+    Returns
+    -------
+    loaded : LoadedModel or None
+        ``model`` itself when it was already loaded, else None.
+    spec : ModelSpec
+    device, dtype : str
+        A loaded model's own; otherwise as resolved (``"auto"`` made explicit).
+    """
+    from .models import LoadedModel, _check_device, _check_placement, resolve_dtype, resolve_model
 
     loaded = model if isinstance(model, LoadedModel) else None
     spec = loaded.spec if loaded is not None else resolve_model(model)
@@ -343,7 +409,14 @@ def extract_an_responses(
         device = _check_device(device)
         dtype = resolve_dtype(dtype, device)
         _check_placement(device_map, max_memory, offload_folder)
-    model_record = {
+    return loaded, spec, device, dtype
+
+
+def _model_record(spec, loaded) -> dict:
+    """The model's part of the provenance: name, kind, source and weight hashes."""
+    from .models import weights_sha256
+
+    record = {
         "name": spec.name,
         "kind": spec.kind,
         "source": str(spec.path),
@@ -353,11 +426,16 @@ def extract_an_responses(
     }
     if loaded is not None and loaded.extra.get("untrained"):
         # random weights from the model's configuration (features.untrained), not these files
-        model_record["untrained_init_seed"] = int(loaded.extra["init_seed"])
+        record["untrained_init_seed"] = int(loaded.extra["init_seed"])
     if loaded is not None and loaded.extra.get("random_weights"):
         # a shape-only model (models.llama3_8b_shaped_model): no trained weights at all
-        model_record["random_weights"] = loaded.extra["random_weights"]
-    story_record = {
+        record["random_weights"] = loaded.extra["random_weights"]
+    return record
+
+
+def _story_record(words: WordEvents) -> dict:
+    """The story's part of the provenance: source, size, onset and hashes."""
+    record = {
         "source": words.source,
         "n_words": len(words),
         "onset_shift": words.onset_shift,
@@ -365,8 +443,14 @@ def extract_an_responses(
     }
     story_file = _story_file(words.source)
     if story_file is not None:
-        story_record["file_sha256"] = _file_sha256(story_file)
-    options = {
+        record["file_sha256"] = _file_sha256(story_file)
+    return record
+
+
+def _numeric_options(*, site, alignment, align_record, tr, n_volumes, context, min_context, dtype,
+                     center_words, pause_labels) -> dict:
+    """The options that can change the numbers, in the JSON form the cache key hashes."""
+    return {
         "site": site,
         "alignment": alignment,
         "alignment_options": align_record,
@@ -378,53 +462,108 @@ def extract_an_responses(
         "center_words": bool(center_words),
         "pause_labels": sorted({str(p).strip().lower() for p in (pause_labels or ())}),
     }
+
+
+def _cache_key(model_record: dict, story_record: dict, options: dict) -> str:
+    """sha256 of what the numbers depend on: model weights, story, options, version."""
     key_source = {
         "model": {k: model_record[k] for k in ("name", "kind", "architecture", "weights_sha256")},
         "story_sha256": story_record["words_sha256"],
         "options": options,
         "version": [_versions().get("napari-brainorg", "0"), _ALGORITHM_VERSION],
     }
-    cache_key = hashlib.sha256(json.dumps(key_source, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(key_source, sort_keys=True).encode()).hexdigest()
 
-    folder = None
-    if cache_dir is not None:
-        from ..io.results import check_output_folder
 
-        folder = check_output_folder(cache_dir)
-        if _cache_valid(folder, cache_key):
-            cached = load_an_responses(folder)
-            cached.from_cache = True
-            return cached
+def _open_cache(cache_dir, cache_key: str) -> tuple[Path | None, ANResponses | None]:
+    """The cache folder (None without ``cache_dir``) and its results when they match the key.
 
-    if loaded is None:
-        from .models import load_language_model
+    Raises
+    ------
+    ConfigError
+        When the folder holds files that napari-brainorg did not write.
+    """
+    if cache_dir is None:
+        return None, None
+    from ..io.results import check_output_folder
 
-        report(progress, f"load {spec.name}", 0, 1)
-        loaded = load_language_model(spec, device=device, dtype=dtype, device_map=device_map,
-                                     max_memory=max_memory, offload_folder=offload_folder)
-        report(progress, f"load {spec.name}", 1, 1)
-    check_cancel(cancel)
+    folder = check_output_folder(cache_dir)
+    if not _cache_valid(folder, cache_key):
+        return folder, None
+    cached = load_an_responses(folder)
+    cached.from_cache = True
+    return folder, cached
 
-    import torch
 
-    from .activations import iter_word_activations, prepare_story
+def _load_reporting(spec, progress: ProgressCallback | None, **placement):
+    """Load the model, reported as the stage ``"load <name>"`` (0 then 1 of 1)."""
+    from .models import load_language_model
 
-    # H once; its nonzero rows per chunk decide which volumes a chunk of words reaches.
+    report(progress, f"load {spec.name}", 0, 1)
+    loaded = load_language_model(spec, **placement)
+    report(progress, f"load {spec.name}", 1, 1)
+    return loaded
+
+
+def _word_to_volume_operator(words: WordEvents, n_volumes: int, tr: float, alignment: str,
+                             align_kwargs: dict) -> np.ndarray:
+    """The operator ``H`` that turns word activations into volume responses.
+
+    Returns
+    -------
+    H : ndarray of shape (n_volumes, n_words)
+    """
+    from .alignment import hrf_operator
+
     H = np.asarray(hrf_operator(words.onsets, n_volumes, tr, method=alignment, **align_kwargs))
     if H.shape != (n_volumes, len(words)):  # pragma: no cover - alignment's contract
         raise ConfigError(f"hrf_operator returned shape {H.shape}; expected {(n_volumes, len(words))}.")
+    return H
+
+
+def _stream_words_through_operator(loaded, words: WordEvents, H: np.ndarray, *, site: str,
+                                   context, min_context, batch_words: int, center_words: bool,
+                                   progress, cancel, stage: str):
+    """``R = H @ A`` (or ``H @ (A - mean_w A)``), word windows streamed through the model.
+
+    Parameters
+    ----------
+    loaded : LoadedModel
+    words : WordEvents, length n_words
+    H : ndarray of shape (n_volumes, n_words)
+        From :func:`_word_to_volume_operator`.
+    site, context, min_context, batch_words, center_words, progress, cancel
+        As in :func:`extract_an_responses`.
+    stage : str
+        Name of the progress stage (reported in words).
+
+    Returns
+    -------
+    R : torch.Tensor of shape (n_volumes, n_ans), float64
+        On the model's device; zeros when no word has a token.
+    units_per_layer : list of int
+        Number of ANs of each layer at ``site`` (``sum == n_ans``).
+    prepared : (WordTokens, ContextPolicy, WindowPlan)
+        The story's tokens, context policy and windows
+        (:func:`.activations.prepare_story`).
+    """
+    import torch
+
+    from .activations import iter_word_activations, prepare_story
+    from .sites import site_hooks
+
+    n_volumes = H.shape[0]
     dev = torch.device(loaded.device)
     H_t = torch.as_tensor(H, dtype=torch.float32, device=dev)
+    # H's nonzero rows per chunk decide which volumes a chunk of words reaches
     reaches = H != 0
-
-    tokens, policy, plan = prepared = prepare_story(loaded, words.words, context, min_context)
-
+    prepared = prepare_story(loaded, words.words, context, min_context)
     R = None
     word_sum = None  # sum over words of each AN's activation (float64), for centring
     seen = np.zeros(len(words), dtype=bool)
     chunks = iter_word_activations(
         loaded, words.words, site=site, context=context, min_context=min_context,
-        batch_words=int(batch_words), progress=progress, cancel=cancel, stage=f"{spec.name} ANs",
+        batch_words=int(batch_words), progress=progress, cancel=cancel, stage=stage,
         prepared=prepared,
     )
     for chunk in chunks:
@@ -442,35 +581,66 @@ def extract_an_responses(
         # have no activation to centre (they contribute nothing either way)
         rate = torch.as_tensor(H[:, seen].sum(axis=1), dtype=torch.float64, device=dev)
         R -= torch.outer(rate, word_sum / int(seen.sum()))
-
-    hooks_units = None
+    units_per_layer = [h.n_units for h in site_hooks(loaded.model, loaded.spec.architecture, site)]
     if R is None:  # no word has a token: every AN is empty
-        from .sites import site_hooks
+        R = torch.zeros((n_volumes, int(sum(units_per_layer))), dtype=torch.float64, device=dev)
+    return R, units_per_layer, prepared
 
-        hooks_units = [h.n_units for h in site_hooks(loaded.model, loaded.spec.architecture, site)]
-        R = torch.zeros((n_volumes, int(sum(hooks_units))), dtype=torch.float64, device=dev)
-    if hooks_units is None:
-        from .sites import site_hooks
 
-        hooks_units = [h.n_units for h in site_hooks(loaded.model, loaded.spec.architecture, site)]
+def _drop_constant_ans(keep: np.ndarray, reason: np.ndarray, units_per_layer: list[int], site: str,
+                       model_name: str) -> tuple[pandas.DataFrame, pandas.DataFrame]:
+    """Index the kept ANs and list the dropped ones, warning when there are any.
 
-    responses, keep, reason = _zscore_columns(R)
-    del R
-    full_index = an_index(len(hooks_units), hooks_units, site)
+    Parameters
+    ----------
+    keep : ndarray of shape (n_ans,), bool
+    reason : ndarray of shape (n_ans,), object
+        From :func:`_zscore_columns`.
+    units_per_layer : list of int
+    site, model_name : str
+        Named in the warning.
+
+    Returns
+    -------
+    index : pandas.DataFrame
+        ``layer, unit, site`` of the kept ANs (n_kept rows).
+    dropped : pandas.DataFrame
+        ``layer, unit, site, reason`` of the others.
+
+    Warns
+    -----
+    DroppedANsWarning
+        Pointing at the caller of :func:`extract_an_responses`.
+    """
+    full_index = an_index(len(units_per_layer), units_per_layer, site)
     index = full_index[keep].reset_index(drop=True)
     dropped = full_index[~keep].reset_index(drop=True)
     dropped["reason"] = reason[~keep]
     if len(dropped):
         warnings.warn(
-            f"{len(dropped)} of {len(full_index)} ANs of {spec.name!r} at site {site!r} have a "
+            f"{len(dropped)} of {len(full_index)} ANs of {model_name!r} at site {site!r} have a "
             "response with no variance over the volumes (or non-finite values) and were "
             "dropped; see ANResponses.dropped.",
             DroppedANsWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
+    return index, dropped
 
-    versions = _versions(("gguf",) if spec.kind == "gguf" else ())
-    provenance = {
+
+def _provenance(*, cache_key: str, model_record: dict, story_record: dict, options: dict, loaded,
+                prepared, units_per_layer: list[int], keep: np.ndarray, words: WordEvents,
+                batch_words: int, started: float) -> dict:
+    """What produced the responses, written as ``provenance.json``.
+
+    ``options`` is :func:`_numeric_options`'s record; ``prepared`` what
+    :func:`.activations.prepare_story` returned; ``keep`` of shape (n_ans,), bool;
+    ``started`` the :func:`time.perf_counter` value at the call's start.
+    """
+    import torch
+
+    tokens, policy, plan = prepared
+    center_words = options["center_words"]
+    return {
         "cache_key": cache_key,
         "model": model_record,
         "tokenizer": {
@@ -480,19 +650,19 @@ def extract_an_responses(
             "suffix_ids": list(tokens.suffix_ids),
         },
         "n_layers": loaded.n_layers,
-        "units_per_layer": hooks_units,
-        "site": site,
+        "units_per_layer": units_per_layer,
+        "site": options["site"],
         "context_policy": policy.as_dict(),
-        "alignment": {"method": alignment, **align_record},
-        "tr": tr,
-        "n_volumes": n_volumes,
+        "alignment": {"method": options["alignment"], **options["alignment_options"]},
+        "tr": options["tr"],
+        "n_volumes": options["n_volumes"],
         "onset": words.onset_shift,
         "story": story_record,
         "n_tokens": tokens.n_tokens,
         "n_words_without_tokens": int((tokens.word_stop <= tokens.word_start).sum()),
         "n_windows": plan.n_windows,
         "tokens_through_model": int((plan.stop - plan.start).sum() + plan.n_windows * tokens.n_special),
-        "n_ans": int(len(full_index)),
+        "n_ans": int(len(keep)),
         "n_ans_kept": int(keep.sum()),
         "n_ans_dropped": int((~keep).sum()),
         "zscore": "columns centred and divided by their standard deviation over volumes (ddof=0)",
@@ -508,14 +678,10 @@ def extract_an_responses(
         "placement": loaded.extra.get("placement"),
         "batch_words": int(batch_words),
         "torch_threads": int(torch.get_num_threads()),
-        "versions": versions,
+        "versions": _versions(("gguf",) if model_record["kind"] == "gguf" else ()),
         "seconds": round(time.perf_counter() - started, 3),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    result = ANResponses(responses=responses, index=index, dropped=dropped, provenance=provenance)
-    if folder is not None:
-        _write(folder, result)
-    return result
 
 
 def _accumulate(R, H_t, reaches: np.ndarray, chunk, block: int = 1 << 14) -> None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import AtlasError, BrainorgWarning, did_you_mean
-from .fmri import _load_img, load_mask, to_grid
+from ._images import _load_img, load_mask, to_grid
 
 if TYPE_CHECKING:  # pragma: no cover
     import nibabel
@@ -254,21 +254,72 @@ def load_fbn(atlas, mask_img, *, labels=None, threshold: float | None = None) ->
         An unknown name, a missing file, an image that is neither 3D integer labels
         nor 4D maps, or names that do not match the networks.
     """
-    from .. import datasets
-
     if not isinstance(atlas, (str, os.PathLike)) and hasattr(atlas, "maps"):  # nilearn's Bunch
         if labels is None and getattr(atlas, "labels", None) is not None:
             labels = [str(name.decode() if isinstance(name, bytes) else name) for name in atlas.labels]
         atlas = atlas.maps
     mask_img = load_mask(mask_img)
     mask = np.asarray(mask_img.dataobj) > 0
-    bundled = None
+    img, source, name, bundled = _open_atlas(atlas)
+
+    data = np.asarray(img.dataobj)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    what = Path(source).name if source != "<in-memory image>" else "the atlas image"
+    notes: list[str] = []
+    if data.ndim == 3:
+        kind = "labels"
+        maps, names = _label_networks(data, img.affine, mask_img, mask, name=name, what=what, bundled=bundled,
+                                      labels=labels, notes=notes)
+    elif data.ndim == 4:
+        kind = "maps"
+        maps, names = _map_networks(data, img.affine, mask_img, mask, name=name, what=what, bundled=bundled,
+                                    labels=labels, notes=notes)
+    else:
+        raise AtlasError(
+            f"{what} has shape {data.shape}; expected a 3D integer label image (one network "
+            "per label) or a 4D stack of maps (one network per volume)."
+        )
+
+    if threshold is None:
+        threshold = _BUNDLED_THRESHOLDS.get(bundled, 0.0) if kind == "maps" else 0.0
+    colors = _BUNDLED_COLORS.get(bundled)
+    if colors is None or len(colors) != len(names):
+        colors = qualitative_colors(len(names))
+    fbn = FBNAtlas(name=name, network_names=[str(n) for n in names], maps=maps, kind=kind,
+                   colors=np.asarray(colors, dtype=float), source=source, threshold=float(threshold),
+                   notes=notes)
+    _warn_empty_or_broad_networks(fbn, threshold, mask)
+    return fbn
+
+
+def _open_atlas(atlas) -> tuple[nibabel.spatialimages.SpatialImage, str, str, str | None]:
+    """Open a template given as a bundled name, a NIfTI path or a nibabel image.
+
+    Returns
+    -------
+    img : nibabel image
+        Data not read yet.
+    source : str
+        The file read, or ``"<in-memory image>"``.
+    name : str
+        The bundled name, or the file name without its extensions (``"atlas"`` for an
+        in-memory image).
+    bundled : str or None
+        The bundled name, None for the user's templates.
+
+    Raises
+    ------
+    AtlasError
+        An unknown name (with the closest bundled one), a missing or unreadable file, or
+        an object that is not an image.
+    """
+    from .. import datasets
+
     if isinstance(atlas, str) and atlas in datasets.BUNDLED_ATLASES:
-        bundled = atlas
         source = str(datasets.atlas_path(atlas))
-        img = _load_img(source, "atlas")
-        name = atlas
-    elif isinstance(atlas, (str, os.PathLike)):
+        return _load_img(source, "atlas"), source, atlas, atlas
+    if isinstance(atlas, (str, os.PathLike)):
         path = Path(atlas)
         looks_like_file = path.suffix.lower() in (".nii", ".gz", ".img", ".hdr") or os.sep in str(atlas)
         if not path.is_file():
@@ -285,88 +336,133 @@ def load_fbn(atlas, mask_img, *, labels=None, threshold: float | None = None) ->
             img = _load_img(path, "atlas")
         except Exception as exc:
             raise AtlasError(f"'atlas' {path.name!r} cannot be read as NIfTI: {exc}") from exc
-        source = str(path)
-        name = path.name.split(".")[0]
-    else:
-        try:
-            img = _load_img(atlas, "atlas")
-        except TypeError as exc:
-            raise AtlasError(str(exc).replace("atlas must", "'atlas' must")) from exc
-        fname = img.get_filename()
-        source = str(fname) if fname else "<in-memory image>"
-        name = Path(fname).name.split(".")[0] if fname else "atlas"
+        return img, str(path), path.name.split(".")[0], None
+    try:
+        img = _load_img(atlas, "atlas")
+    except TypeError as exc:
+        raise AtlasError(str(exc).replace("atlas must", "'atlas' must")) from exc
+    fname = img.get_filename()
+    source = str(fname) if fname else "<in-memory image>"
+    return img, source, Path(fname).name.split(".")[0] if fname else "atlas", None
 
-    data = np.asarray(img.dataobj)
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    what = Path(source).name if source != "<in-memory image>" else "the atlas image"
-    notes: list[str] = []
-    if data.ndim == 3:
-        finite = np.isfinite(data)
-        integer = finite.all() and np.array_equal(data, np.round(data)) and (data >= 0).all()
-        if not integer:
-            bad = np.argwhere(~finite | (data != np.round(np.nan_to_num(data))) | (data < 0))[0]
-            raise AtlasError(
-                f"{what} is a 3D image with non-integer or negative values (e.g. "
-                f"{data[tuple(bad)]!r} at voxel {tuple(int(v) for v in bad)}); expected a 3D "
-                "integer label image (one network per label) or a 4D stack of maps (one "
-                "network per volume)."
-            )
-        kind = "labels"
-        values = np.unique(data[data > 0]).astype(np.int64)
-        if values.size == 0:
-            raise AtlasError(f"{what} has no non-zero label; expected network labels 1..n.")
-        ints = data.astype(np.int32)
-        on_grid = to_grid(ints, img.affine, mask_img, interpolation="nearest", what=f"atlas {name}",
-                          notes=notes, stacklevel=3)
-        inside = on_grid[mask]
-        maps = (inside[None, :] == values[:, None]).astype(np.float32)
-        if bundled:
-            names = list(labels) if labels is not None else datasets.atlas_labels(bundled)
-            expected = np.arange(1, len(names) + 1)
-            if len(names) != values.size or (labels is None and not np.array_equal(values, expected)):
-                raise AtlasError(f"Bundled atlas {bundled!r} has labels {values.tolist()} but {len(names)} names.")
-        else:
-            names = _names_for(values, labels, "network", "label image")
-    elif data.ndim == 4:
-        kind = "maps"
-        if not np.isfinite(data).all():
-            raise AtlasError(f"{what} has NaN or infinite values; expected finite network maps.")
-        on_grid = to_grid(data.astype(np.float32), img.affine, mask_img, interpolation="continuous",
-                          what=f"atlas {name}", notes=notes, stacklevel=3)
-        maps = np.ascontiguousarray(on_grid[mask].T, dtype=np.float32)
-        values = np.arange(1, data.shape[3] + 1)
-        if bundled:
-            names = list(labels) if labels is not None else datasets.atlas_labels(bundled)
-            if len(names) != data.shape[3]:
-                raise AtlasError(f"'labels' has {len(names)} names for the {data.shape[3]} maps of {bundled!r}.")
-        else:
-            names = _names_for(values, labels, "network", "map stack")
-    else:
+
+def _label_networks(data: np.ndarray, affine: np.ndarray, mask_img, mask: np.ndarray, *, name: str, what: str,
+                    bundled: str | None, labels, notes: list[str]) -> tuple[np.ndarray, list[str]]:
+    """One 0/1 network per label of a 3D label image, on the mask's voxels.
+
+    Parameters
+    ----------
+    data : ndarray of shape (x, y, z)
+        The label image, on the grid of ``affine``; brought onto the mask's grid by
+        nearest neighbour (noted in ``notes``, warned when resampled).
+    affine : ndarray of shape (4, 4)
+    mask_img : nibabel.Nifti1Image
+    mask : ndarray of shape (x', y', z'), bool
+        Its voxels.
+    name, what : str
+        The atlas in notes, and its file in errors.
+    bundled : str or None
+        The bundled name, whose label names are known.
+    labels
+        As in :func:`load_fbn`.
+    notes : list of str
+        Appended to.
+
+    Returns
+    -------
+    maps : ndarray of shape (n_networks, n_voxels), float32
+    names : list of str
+
+    Raises
+    ------
+    AtlasError
+        Non-integer or negative values, no label, or names that do not match the labels.
+    """
+    finite = np.isfinite(data)
+    integer = finite.all() and np.array_equal(data, np.round(data)) and (data >= 0).all()
+    if not integer:
+        bad = np.argwhere(~finite | (data != np.round(np.nan_to_num(data))) | (data < 0))[0]
         raise AtlasError(
-            f"{what} has shape {data.shape}; expected a 3D integer label image (one network "
-            "per label) or a 4D stack of maps (one network per volume)."
+            f"{what} is a 3D image with non-integer or negative values (e.g. "
+            f"{data[tuple(bad)]!r} at voxel {tuple(int(v) for v in bad)}); expected a 3D "
+            "integer label image (one network per label) or a 4D stack of maps (one "
+            "network per volume)."
         )
+    values = np.unique(data[data > 0]).astype(np.int64)
+    if values.size == 0:
+        raise AtlasError(f"{what} has no non-zero label; expected network labels 1..n.")
+    ints = data.astype(np.int32)
+    on_grid = to_grid(ints, affine, mask_img, interpolation="nearest", what=f"atlas {name}",
+                      notes=notes, stacklevel=4)
+    inside = on_grid[mask]
+    maps = (inside[None, :] == values[:, None]).astype(np.float32)
+    if not bundled:
+        return maps, _names_for(values, labels, "network", "label image")
+    from .. import datasets
 
-    if threshold is None:
-        threshold = _BUNDLED_THRESHOLDS.get(bundled, 0.0) if kind == "maps" else 0.0
-    colors = _BUNDLED_COLORS.get(bundled)
-    if colors is None or len(colors) != len(names):
-        colors = qualitative_colors(len(names))
-    fbn = FBNAtlas(name=name, network_names=[str(n) for n in names], maps=maps, kind=kind,
-                   colors=np.asarray(colors, dtype=float), source=source, threshold=float(threshold),
-                   notes=notes)
+    names = list(labels) if labels is not None else datasets.atlas_labels(bundled)
+    expected = np.arange(1, len(names) + 1)
+    if len(names) != values.size or (labels is None and not np.array_equal(values, expected)):
+        raise AtlasError(f"Bundled atlas {bundled!r} has labels {values.tolist()} but {len(names)} names.")
+    return maps, names
+
+
+def _map_networks(data: np.ndarray, affine: np.ndarray, mask_img, mask: np.ndarray, *, name: str, what: str,
+                  bundled: str | None, labels, notes: list[str]) -> tuple[np.ndarray, list[str]]:
+    """One network per volume of a 4D stack of maps, on the mask's voxels.
+
+    Parameters
+    ----------
+    data : ndarray of shape (x, y, z, n_networks)
+        The maps, on the grid of ``affine``; brought onto the mask's grid by continuous
+        interpolation (noted in ``notes``, warned when resampled).
+    affine, mask_img, mask, name, what, bundled, labels, notes
+        As in :func:`_label_networks`.
+
+    Returns
+    -------
+    maps : ndarray of shape (n_networks, n_voxels), float32
+        The map values.
+    names : list of str
+
+    Raises
+    ------
+    AtlasError
+        NaN or infinite values, or names that do not match the maps.
+    """
+    if not np.isfinite(data).all():
+        raise AtlasError(f"{what} has NaN or infinite values; expected finite network maps.")
+    on_grid = to_grid(data.astype(np.float32), affine, mask_img, interpolation="continuous",
+                      what=f"atlas {name}", notes=notes, stacklevel=4)
+    maps = np.ascontiguousarray(on_grid[mask].T, dtype=np.float32)
+    values = np.arange(1, data.shape[3] + 1)
+    if not bundled:
+        return maps, _names_for(values, labels, "network", "map stack")
+    from .. import datasets
+
+    names = list(labels) if labels is not None else datasets.atlas_labels(bundled)
+    if len(names) != data.shape[3]:
+        raise AtlasError(f"'labels' has {len(names)} names for the {data.shape[3]} maps of {bundled!r}.")
+    return maps, names
+
+
+def _warn_empty_or_broad_networks(fbn: FBNAtlas, threshold, mask: np.ndarray) -> None:
+    """Warn (and note in ``fbn.notes``) about networks that the mask makes meaningless.
+
+    A network without a voxel inside the mask (:class:`EmptyNetworkWarning`), or a map
+    network covering more than half of the mask at ``threshold`` (maps not thresholded).
+    Warnings point at the caller of :func:`load_fbn`.
+    """
     member = fbn.masks()
     empty = [n for n, m in zip(fbn.network_names, member) if not m.any()]
     if empty:
-        msg = f"atlas {name}: networks {empty} have no voxel inside the mask ({mask.sum()} voxels)."
-        warnings.warn(msg, EmptyNetworkWarning, stacklevel=2)
-        notes.append(msg)
-    if kind == "maps":
+        msg = f"atlas {fbn.name}: networks {empty} have no voxel inside the mask ({mask.sum()} voxels)."
+        warnings.warn(msg, EmptyNetworkWarning, stacklevel=3)
+        fbn.notes.append(msg)
+    if fbn.kind == "maps":
         broad = [n for n, m in zip(fbn.network_names, member) if m.mean() > 0.5]
         if broad:
-            msg = (f"atlas {name}: networks {broad} cover more than half of the mask at threshold "
+            msg = (f"atlas {fbn.name}: networks {broad} cover more than half of the mask at threshold "
                    f"{threshold:g}; for unthresholded maps give 'threshold' (e.g. 2.3 for z-maps).")
-            warnings.warn(msg, BrainorgWarning, stacklevel=2)
-            notes.append(msg)
-    return fbn
+            warnings.warn(msg, BrainorgWarning, stacklevel=3)
+            fbn.notes.append(msg)

@@ -22,6 +22,10 @@ header TR != ``tr``              ``tr`` wins; noted and warned (:class:`TRMismat
 subjects on different grids      each resampled to the mask grid; with ``mask=None``
                                  (mask computed from the data) an error
 ===============================  ===================================================
+
+Reading images, the analysis mask and bringing arrays onto its grid live in
+:mod:`._images`, finding the runs of a BIDS folder in :mod:`._bids`; their public
+functions are importable from here.
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ import os
 import re
 import warnings
 import zlib
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,13 +41,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._progress import check_cancel, report
-from ..errors import (
-    BrainorgWarning,
-    FMRIInputError,
-    ResamplingWarning,
-    ShapeError,
-    check_choice,
-    did_you_mean,
+from ..errors import BrainorgWarning, FMRIInputError, ShapeError, check_choice
+from ._bids import find_bids_runs
+from ._images import (
+    _RESAMPLE_CHUNK,
+    _as_list,
+    _fmt_zooms,
+    _load_img,
+    _name,
+    expand_images,
+    load_mask,
+    same_grid,
+    to_grid,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -54,10 +62,12 @@ __all__ = [
     "DroppedVoxelsWarning",
     "FMRIData",
     "TRMismatchWarning",
+    "expand_images",
     "find_bids_runs",
     "load_fmri",
     "load_mask",
     "load_region_timeseries",
+    "same_grid",
     "to_grid",
 ]
 
@@ -77,10 +87,6 @@ def _nilearn_no_standardize():
 
     major, minor = (int(v) for v in nilearn.__version__.split(".")[:2])
     return None if (major, minor) >= (0, 14) else False
-
-
-#: Volumes resampled at once: bounds the memory of a resampled run.
-_RESAMPLE_CHUNK = 32
 
 
 # --------------------------------------------------------------------------- data
@@ -224,178 +230,6 @@ def unmask(values, mask_img) -> nibabel.Nifti1Image:
     return nib.Nifti1Image(vol, mask_img.affine)
 
 
-# --------------------------------------------------------------------------- grids
-
-
-def _load_img(img, what: str):
-    import nibabel as nib
-
-    if isinstance(img, (str, os.PathLike)):
-        path = Path(img)
-        if not path.is_file():
-            raise FileNotFoundError(f"{what} {str(path)!r} does not exist.")
-        try:
-            return nib.load(str(path))
-        except Exception as exc:  # nibabel raises several types for unreadable files
-            raise FMRIInputError(f"{what} {str(path)!r} cannot be read as NIfTI: {type(exc).__name__}: {exc}") from exc
-    if isinstance(img, nib.spatialimages.SpatialImage):
-        return img
-    raise TypeError(f"{what} must be a NIfTI path or a nibabel image; got {type(img).__name__}.")
-
-
-def _name(img, fallback: str) -> str:
-    if isinstance(img, (str, os.PathLike)):
-        return Path(img).name
-    fname = getattr(img, "get_filename", lambda: None)()
-    return Path(fname).name if fname else fallback
-
-
-def load_mask(mask="mni") -> nibabel.Nifti1Image:
-    """The analysis mask as a 3D uint8 image.
-
-    Parameters
-    ----------
-    mask : "mni", path, nibabel image or fitted nilearn masker
-        ``"mni"``: the bundled FSL MNI152 2 mm brain mask (91×109×91, LAS). Any other
-        3D image is binarised (value > 0); a 4D image with one volume is accepted; a
-        fitted masker (``NiftiMasker``) gives its ``mask_img_``.
-    """
-    import nibabel as nib
-
-    if hasattr(mask, "mask_img_"):  # a fitted nilearn masker
-        mask = mask.mask_img_
-
-    if isinstance(mask, str) and mask == "mni":
-        from ..datasets import mni_mask_path
-
-        mask = str(mni_mask_path())
-    img = _load_img(mask, "mask")
-    data = np.asarray(img.dataobj)
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise ShapeError(
-            f"The mask {_name(mask, 'image')!r} must be 3D; got shape {data.shape}."
-        )
-    binary = (np.nan_to_num(data) > 0).astype(np.uint8)
-    if not binary.any():
-        raise FMRIInputError(f"The mask {_name(mask, 'image')!r} has no non-zero voxel.")
-    out = nib.Nifti1Image(binary, img.affine)
-    out.set_qform(img.affine, code=1)
-    out.set_sform(img.affine, code=1)
-    return out
-
-
-def same_grid(affine_a, shape_a, affine_b, shape_b, atol: float = 1e-3) -> bool:
-    """True when two images share their voxel grid (shape and affine)."""
-    return tuple(shape_a[:3]) == tuple(shape_b[:3]) and np.allclose(affine_a, affine_b, atol=atol)
-
-
-def _reorientation(src_affine, src_shape, dst_affine, dst_shape, atol: float = 1e-3):
-    """Axis permutation and flips mapping the source grid onto the target grid exactly.
-
-    Returns ``(perm, flips)`` such that ``np.flip(np.transpose(src, perm), flips)`` is
-    on the target grid, or ``None`` when the grids differ by more than axis order and
-    direction (voxel size, shift, rotation, field of view).
-    """
-    t = np.linalg.inv(dst_affine) @ src_affine  # source voxel -> target voxel
-    rot, shift = t[:3, :3], t[:3, 3]
-    rounded = np.round(rot)
-    if not np.allclose(rot, rounded, atol=atol) or not np.allclose(shift, np.round(shift), atol=atol):
-        return None
-    if not (np.abs(rounded).sum(axis=0) == 1).all() or not (np.abs(rounded).sum(axis=1) == 1).all():
-        return None
-    perm, flips = [], []
-    for j in range(3):  # target axis j takes source axis i
-        i = int(np.flatnonzero(rounded[j])[0])
-        sign = rounded[j, i]
-        n_src, n_dst = src_shape[i], dst_shape[j]
-        if n_src != n_dst:
-            return None
-        offset = round(shift[j])
-        # index_dst = sign * index_src + offset must map 0..n-1 onto 0..n-1
-        if sign > 0 and offset != 0:
-            return None
-        if sign < 0 and offset != n_dst - 1:
-            return None
-        perm.append(i)
-        if sign < 0:
-            flips.append(j)
-    return perm, tuple(flips)
-
-
-def to_grid(data: np.ndarray, src_affine, target_img, *, interpolation: str = "continuous",
-            what: str = "image", notes: list[str] | None = None, warn: bool = True,
-            stacklevel: int = 3) -> np.ndarray:
-    """Bring a 3D or 4D array from its grid onto ``target_img``'s grid.
-
-    Same grid: returned as is. Same voxels in another axis order or direction (e.g.
-    RAS vs the LAS of the FSL MNI152 grid): reoriented exactly, noted. Otherwise
-    resampled with nilearn (``interpolation``: "continuous" or "nearest"), noted and
-    warned with :class:`~napari_brainorg.errors.ResamplingWarning`.
-
-    ``interpolation``: "continuous" (cubic spline), "linear" or "nearest" (labels).
-
-    Parameters
-    ----------
-    data : ndarray of shape (x, y, z) or (x, y, z, t)
-    src_affine : ndarray of shape (4, 4)
-    target_img : nibabel image
-        3D image whose grid (shape and affine) is the target.
-    """
-    import nibabel as nib
-
-    dst_shape = target_img.shape[:3]
-    dst_affine = target_img.affine
-    if same_grid(src_affine, data.shape, dst_affine, dst_shape):
-        return data
-    ornt = _reorientation(src_affine, data.shape[:3], dst_affine, dst_shape)
-    if ornt is not None:
-        perm, flips = ornt
-        out = np.transpose(data, list(perm) + list(range(3, data.ndim)))
-        if flips:
-            out = np.flip(out, flips)
-        if notes is not None:
-            notes.append(f"{what}: reoriented to the mask grid (axes {perm}, flipped {list(flips)}); "
-                         "same voxels, no interpolation.")
-        return np.ascontiguousarray(out)
-
-    from nilearn.image import resample_img
-
-    src_zooms = np.sqrt((np.asarray(src_affine)[:3, :3] ** 2).sum(0))
-    dst_zooms = np.sqrt((np.asarray(dst_affine)[:3, :3] ** 2).sum(0))
-    msg = (f"{what}: resampled ({interpolation}) from its grid {tuple(data.shape[:3])} "
-           f"({_fmt_zooms(src_zooms)} mm) to the mask grid {tuple(dst_shape)} "
-           f"({_fmt_zooms(dst_zooms)} mm).")
-    if warn:
-        warnings.warn(msg, ResamplingWarning, stacklevel=stacklevel)
-    if notes is not None:
-        notes.append(msg)
-
-    def _resample(block):
-        img = nib.Nifti1Image(block, src_affine)
-        with warnings.catch_warnings():
-            # nilearn's own notes about resampling (and NaN handling) are covered by ours
-            warnings.simplefilter("ignore")
-            res = resample_img(img, target_affine=dst_affine, target_shape=dst_shape,
-                               interpolation=interpolation, force_resample=True,
-                               copy_header=True)
-        return np.asarray(res.dataobj)
-
-    if data.ndim == 3:
-        out = _resample(data)
-        return out.astype(data.dtype) if interpolation == "nearest" else out.astype(np.float32, copy=False)
-    out = np.empty(tuple(dst_shape) + data.shape[3:], dtype=np.float32)
-    for start in range(0, data.shape[3], _RESAMPLE_CHUNK):
-        stop = min(start + _RESAMPLE_CHUNK, data.shape[3])
-        out[..., start:stop] = _resample(data[..., start:stop])
-    return out
-
-
-def _fmt_zooms(z) -> str:
-    return "×".join(f"{v:g}" for v in np.round(z, 3))
-
-
 # --------------------------------------------------------------------------- NIfTI runs
 
 
@@ -457,38 +291,6 @@ def _check_subjects(subjects, n: int) -> list[str] | None:
     return subjects
 
 
-def _as_list(x) -> list:
-    if isinstance(x, (str, os.PathLike)) or not isinstance(x, Sequence):
-        return [x]
-    return list(x)
-
-
-def expand_images(images) -> list:
-    """What nilearn accepts as images, as a list of runs.
-
-    A path, a ``Nifti1Image``, a glob pattern (``"sub-*_bold.nii.gz"``: the matching
-    files, sorted), or a list mixing them (glob patterns expanded in place).
-
-    Raises
-    ------
-    FileNotFoundError
-        A glob pattern that matches no file.
-    """
-    import glob
-
-    out = []
-    for item in _as_list(images):
-        text = os.fspath(item) if isinstance(item, (str, os.PathLike)) else None
-        if text is not None and glob.has_magic(text) and not Path(text).exists():
-            matches = sorted(glob.glob(os.path.expanduser(text)))
-            if not matches:
-                raise FileNotFoundError(f"No file matches the pattern {text!r}.")
-            out.extend(matches)
-        else:
-            out.append(item)
-    return out
-
-
 def _world(affine, ijk) -> str:
     xyz = np.asarray(affine) @ np.r_[np.asarray(ijk, dtype=float), 1.0]
     return "(" + ", ".join(f"{v:.1f}" for v in xyz[:3]) + ") mm"
@@ -548,10 +350,8 @@ def load_fmri(images, *, mask="mni", n_volumes: int | None = None, subjects=None
         3D images, wrong volume counts, NaN (with ``on_nan="error"``), runs with no
         signal inside the mask, disagreeing TRs, different grids with ``mask=None``.
     """
-    import nibabel as nib
     from nilearn.maskers import NiftiMasker
 
-    _NO_STANDARDIZE = _nilearn_no_standardize()
     check_choice("on_nan", on_nan, ("error", "drop"))
     check_choice("interpolation", interpolation, ("linear", "continuous", "nearest"))
     images = expand_images(images)
@@ -559,6 +359,59 @@ def load_fmri(images, *, mask="mni", n_volumes: int | None = None, subjects=None
         raise FMRIInputError("'images' is empty; give at least one 4D fMRI run.")
     subjects = _check_subjects(subjects, len(images)) or _default_subjects(images)
     notes: list[str] = []
+    imgs, names = _open_runs(images, subjects, n_volumes)
+    tr = _resolve_tr(imgs, names, tr, notes)
+    mask_img = _analysis_mask(mask, imgs, names, notes)
+    mask_bool = np.asarray(mask_img.dataobj) > 0
+    masker = NiftiMasker(mask_img=mask_img, standardize=_nilearn_no_standardize(), detrend=False).fit()
+
+    data, bad_nan, bad_const = [], [], []
+    for s, (img, name) in enumerate(zip(imgs, names)):
+        check_cancel(cancel)
+        report(progress, "fmri: load runs", s, len(imgs))
+        ts, finite = _masked_run(img, name, mask_img, mask_bool, masker, interpolation=interpolation,
+                                 notes=notes, cancel=cancel)
+        const = _check_run_values(ts, finite, name, mask_img, mask_bool, on_nan=on_nan, notes=notes)
+        bad_nan.append(~finite)
+        bad_const.append(const)
+        data.append(ts)
+    report(progress, "fmri: load runs", len(imgs), len(imgs))
+
+    data, mask_img = _leave_out_voxels(data, bad_nan, bad_const, mask_bool, mask_img, notes)
+    if standardize:
+        data = [_zscore(d) for d in data]
+        notes.append("standardize: each voxel's time series z-scored per subject.")
+    return FMRIData(data=data, subjects=list(subjects), kind="voxels", mask_img=mask_img,
+                    region_names=None, tr=tr,
+                    sources=[str(i) if isinstance(i, (str, os.PathLike)) else n for i, n in zip(images, names)],
+                    notes=notes)
+
+
+def _open_runs(images: list, subjects: list[str], n_volumes: int | None) -> tuple[list, list[str]]:
+    """Open every run (headers only) and check that each is 4D with the story's volumes.
+
+    Parameters
+    ----------
+    images : list
+        What :func:`expand_images` returned, one run per subject.
+    subjects : list of str
+        One name per run, used where a run has no file name.
+    n_volumes : int or None
+        Volumes the story needs; None: only that every run has the same count.
+
+    Returns
+    -------
+    imgs : list of nibabel images
+        Data not read yet.
+    names : list of str
+        How errors, warnings and notes name each run.
+
+    Raises
+    ------
+    FMRIInputError
+        A 3D (or single-volume) image, another number of dimensions, a volume count
+        other than ``n_volumes``, or runs with different volume counts.
+    """
     imgs, names = [], []
     for i, item in enumerate(images):
         img = _load_img(item, "fMRI image")
@@ -583,120 +436,217 @@ def load_fmri(images, *, mask="mni", n_volumes: int | None = None, subjects=None
             f"The runs have different numbers of volumes {counts}; every subject must have "
             "heard the same story with the same volumes (give n_volumes to check against the story)."
         )
-    tr = _resolve_tr(imgs, names, tr, notes)
+    return imgs, names
 
-    if mask is None:
-        grids = {(img.shape[:3], tuple(np.round(img.affine, 3).ravel())) for img in imgs}
-        if len(grids) > 1:
-            desc = ", ".join(f"{n}: {img.shape[:3]} {_fmt_zooms(img.header.get_zooms()[:3])} mm"
-                             for n, img in zip(names, imgs))
-            raise FMRIInputError(
-                f"The subjects' runs are on different grids ({desc}); give a mask (for example "
-                "mask='mni') so that every run is resampled onto the mask's grid."
-            )
-        from nilearn.masking import compute_multi_epi_mask
 
-        mask_img = compute_multi_epi_mask(imgs, threshold=1.0)
-        mask_img = load_mask(mask_img)
-        notes.append("mask: computed from the data (nilearn compute_multi_epi_mask, intersection "
-                     f"of the subjects' masks): {int(np.asarray(mask_img.dataobj).sum())} voxels.")
+def _analysis_mask(mask, imgs: list, names: list[str], notes: list[str]):
+    """The analysis mask: ``mask`` as given (:func:`load_mask`), or computed from the runs.
+
+    With ``mask=None`` the mask is the intersection of the subjects' EPI masks (nilearn
+    ``compute_multi_epi_mask``), which needs every run on one grid; noted.
+
+    Returns
+    -------
+    nibabel.Nifti1Image
+        3D, uint8.
+
+    Raises
+    ------
+    FMRIInputError
+        With ``mask=None``, runs on different grids.
+    """
+    if mask is not None:
+        return load_mask(mask)
+    grids = {(img.shape[:3], tuple(np.round(img.affine, 3).ravel())) for img in imgs}
+    if len(grids) > 1:
+        desc = ", ".join(f"{n}: {img.shape[:3]} {_fmt_zooms(img.header.get_zooms()[:3])} mm"
+                         for n, img in zip(names, imgs))
+        raise FMRIInputError(
+            f"The subjects' runs are on different grids ({desc}); give a mask (for example "
+            "mask='mni') so that every run is resampled onto the mask's grid."
+        )
+    from nilearn.masking import compute_multi_epi_mask
+
+    mask_img = compute_multi_epi_mask(imgs, threshold=1.0)
+    mask_img = load_mask(mask_img)
+    notes.append("mask: computed from the data (nilearn compute_multi_epi_mask, intersection "
+                 f"of the subjects' masks): {int(np.asarray(mask_img.dataobj).sum())} voxels.")
+    return mask_img
+
+
+def _masked_run(img, name: str, mask_img, mask_bool: np.ndarray, masker, *, interpolation: str,
+                notes: list[str], cancel) -> tuple[np.ndarray, np.ndarray]:
+    """Read one run, bring it onto the mask grid and mask it, volume chunk by volume chunk.
+
+    NaN and infinite values are found first, on the run's own grid (nilearn's masker and
+    resampler would replace them silently), set to 0 and carried to the mask grid by
+    nearest neighbour.
+
+    Parameters
+    ----------
+    img : nibabel image
+        A 4D run of shape (x, y, z, n_volumes), on any grid.
+    name : str
+        How messages name the run.
+    mask_img : nibabel.Nifti1Image
+        The 3D analysis mask.
+    mask_bool : ndarray of shape (x', y', z'), bool
+        Its voxels.
+    masker : nilearn.maskers.NiftiMasker
+        Fitted on ``mask_img``.
+    interpolation, cancel
+        As in :func:`load_fmri`; resampling is noted and warned once per run.
+    notes : list of str
+        Appended to.
+
+    Returns
+    -------
+    ts : ndarray of shape (n_volumes, n_voxels), float32
+        The run's time series in the mask's voxel order (0 where values were not finite).
+    finite : ndarray of shape (n_voxels,), bool
+        False for mask voxels with a NaN or infinite value at any volume.
+
+    Raises
+    ------
+    FMRIInputError
+        When the file is truncated or damaged.
+    """
+    import nibabel as nib
+
+    try:
+        vol = img.get_fdata(dtype=np.float32, caching="unchanged")
+    except (OSError, EOFError, ValueError, zlib.error) as exc:  # a truncated or damaged file
+        raise FMRIInputError(f"{name} cannot be read: {type(exc).__name__}: {exc}; the file is truncated "
+                             "or damaged.") from None
+    n_t = vol.shape[3]
+    bad = np.zeros(vol.shape[:3], dtype=bool)
+    for start in range(0, n_t, _RESAMPLE_CHUNK):
+        chunk = vol[..., start:start + _RESAMPLE_CHUNK]
+        not_finite = ~np.isfinite(chunk)
+        if not_finite.any():
+            bad |= not_finite.any(axis=3)
+            chunk[not_finite] = 0.0
+    if bad.any():
+        bad = to_grid(bad.astype(np.uint8), img.affine, mask_img, interpolation="nearest",
+                      what=name, warn=False) > 0
+        finite = ~bad[mask_bool]
     else:
-        mask_img = load_mask(mask)
-    mask_bool = np.asarray(mask_img.dataobj) > 0
-    masker = NiftiMasker(mask_img=mask_img, standardize=_NO_STANDARDIZE, detrend=False).fit()
-
-    data, bad_nan, bad_const = [], [], []
-    for s, (img, name) in enumerate(zip(imgs, names)):
+        finite = np.ones(int(mask_bool.sum()), dtype=bool)
+    # volume chunks onto the mask grid and through the masker: a resampled copy of
+    # the whole run never exists
+    ts = np.empty((n_t, int(mask_bool.sum())), dtype=np.float32)
+    for start in range(0, n_t, _RESAMPLE_CHUNK):
         check_cancel(cancel)
-        report(progress, "fmri: load runs", s, len(imgs))
-        try:
-            vol = img.get_fdata(dtype=np.float32, caching="unchanged")
-        except (OSError, EOFError, ValueError, zlib.error) as exc:  # a truncated or damaged file
-            raise FMRIInputError(f"{name} cannot be read: {type(exc).__name__}: {exc}; the file is truncated "
-                                 "or damaged.") from None
-        n_t = vol.shape[3]
-        # nilearn's masker and resampler replace NaN silently: find them first, on the
-        # run's own grid, and carry them to the mask grid by nearest neighbour.
-        bad = np.zeros(vol.shape[:3], dtype=bool)
-        for start in range(0, n_t, _RESAMPLE_CHUNK):
-            chunk = vol[..., start:start + _RESAMPLE_CHUNK]
-            not_finite = ~np.isfinite(chunk)
-            if not_finite.any():
-                bad |= not_finite.any(axis=3)
-                chunk[not_finite] = 0.0
-        if bad.any():
-            bad = to_grid(bad.astype(np.uint8), img.affine, mask_img, interpolation="nearest",
-                          what=name, warn=False) > 0
-            finite = ~bad[mask_bool]
-        else:
-            finite = np.ones(int(mask_bool.sum()), dtype=bool)
-        # volume chunks onto the mask grid and through the masker: a resampled copy of
-        # the whole run never exists
-        ts = np.empty((n_t, int(mask_bool.sum())), dtype=np.float32)
-        for start in range(0, n_t, _RESAMPLE_CHUNK):
-            check_cancel(cancel)
-            stop = min(start + _RESAMPLE_CHUNK, n_t)
-            first_chunk = start == 0
-            chunk = to_grid(vol[..., start:stop], img.affine, mask_img, interpolation=interpolation,
-                            what=name, notes=notes if first_chunk else None, warn=first_chunk,
-                            stacklevel=3)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                ts[start:stop] = masker.transform(nib.Nifti1Image(np.ascontiguousarray(chunk), mask_img.affine))
-        del vol
-        if not finite.all():
-            n_bad = int((~finite).sum())
-            first = np.argwhere(mask_bool)[np.flatnonzero(~finite)[0]]
-            if on_nan == "error":
-                raise FMRIInputError(
-                    f"{name} has NaN or infinite values in {n_bad} voxels inside the mask "
-                    f"(first at voxel {tuple(int(v) for v in first)}, {_world(mask_img.affine, first)}); "
-                    "expected finite values. Fix the image, use a mask that excludes them, or "
-                    "pass on_nan='drop' to leave those voxels out."
-                )
-            notes.append(f"{name}: {n_bad} voxels with NaN/inf left the mask (on_nan='drop').")
-        ts_f = np.where(finite, ts, 0.0)
-        const = finite & (ts_f.max(axis=0) == ts_f.min(axis=0))
-        if const.all():
+        stop = min(start + _RESAMPLE_CHUNK, n_t)
+        first_chunk = start == 0
+        chunk = to_grid(vol[..., start:stop], img.affine, mask_img, interpolation=interpolation,
+                        what=name, notes=notes if first_chunk else None, warn=first_chunk,
+                        stacklevel=4)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ts[start:stop] = masker.transform(nib.Nifti1Image(np.ascontiguousarray(chunk), mask_img.affine))
+    return ts, finite
+
+
+def _check_run_values(ts: np.ndarray, finite: np.ndarray, name: str, mask_img, mask_bool: np.ndarray, *,
+                      on_nan: str, notes: list[str]) -> np.ndarray:
+    """Check one masked run for NaN/inf (per ``on_nan``) and find its constant voxels.
+
+    Parameters
+    ----------
+    ts : ndarray of shape (n_volumes, n_voxels), float32
+    finite : ndarray of shape (n_voxels,), bool
+        From :func:`_masked_run`.
+    name : str
+    mask_img, mask_bool
+        The analysis mask, to say where the first non-finite voxel is.
+    on_nan : {"error", "drop"}
+    notes : list of str
+        Appended to (voxels dropped for NaN, constant voxels).
+
+    Returns
+    -------
+    const : ndarray of shape (n_voxels,), bool
+        Finite voxels whose time series is constant.
+
+    Raises
+    ------
+    FMRIInputError
+        NaN/inf inside the mask with ``on_nan="error"``, or no voxel with signal.
+    """
+    if not finite.all():
+        n_bad = int((~finite).sum())
+        first = np.argwhere(mask_bool)[np.flatnonzero(~finite)[0]]
+        if on_nan == "error":
             raise FMRIInputError(
-                f"{name} has no signal inside the mask (all {const.size} voxels are constant); "
-                "is the run in the same space as the mask (e.g. MNI for mask='mni')?"
+                f"{name} has NaN or infinite values in {n_bad} voxels inside the mask "
+                f"(first at voxel {tuple(int(v) for v in first)}, {_world(mask_img.affine, first)}); "
+                "expected finite values. Fix the image, use a mask that excludes them, or "
+                "pass on_nan='drop' to leave those voxels out."
             )
-        if const.any():
-            frac = const.mean()
-            notes.append(f"{name}: {int(const.sum())} constant voxels ({frac:.1%} of the mask, "
-                         "e.g. outside the run's field of view) left the mask.")
-        bad_nan.append(~finite)
-        bad_const.append(const)
-        data.append(ts)
-    report(progress, "fmri: load runs", len(imgs), len(imgs))
+        notes.append(f"{name}: {n_bad} voxels with NaN/inf left the mask (on_nan='drop').")
+    ts_f = np.where(finite, ts, 0.0)
+    const = finite & (ts_f.max(axis=0) == ts_f.min(axis=0))
+    if const.all():
+        raise FMRIInputError(
+            f"{name} has no signal inside the mask (all {const.size} voxels are constant); "
+            "is the run in the same space as the mask (e.g. MNI for mask='mni')?"
+        )
+    if const.any():
+        frac = const.mean()
+        notes.append(f"{name}: {int(const.sum())} constant voxels ({frac:.1%} of the mask, "
+                     "e.g. outside the run's field of view) left the mask.")
+    return const
+
+
+def _leave_out_voxels(data: list[np.ndarray], bad_nan: list[np.ndarray], bad_const: list[np.ndarray],
+                      mask_bool: np.ndarray, mask_img, notes: list[str]) -> tuple[list[np.ndarray], Any]:
+    """Leave the voxels that are NaN/inf or constant in any run out for every subject.
+
+    Parameters
+    ----------
+    data : list of ndarray of shape (n_volumes, n_voxels), float32
+    bad_nan, bad_const : list of ndarray of shape (n_voxels,), bool
+        One per run.
+    mask_bool : ndarray of shape (x, y, z), bool
+    mask_img : nibabel.Nifti1Image
+    notes : list of str
+        Appended to when voxels leave.
+
+    Returns
+    -------
+    data : list of ndarray of shape (n_volumes, n_kept), float32
+    mask_img : nibabel.Nifti1Image
+        The mask without the voxels left out (uint8); the one given when none are.
+
+    Warns
+    -----
+    DroppedVoxelsWarning
+        Pointing at the caller of :func:`load_fmri`.
+    """
+    import nibabel as nib
 
     drop = np.zeros(mask_bool.sum(), dtype=bool)
     for a, b in zip(bad_nan, bad_const):
         drop |= a | b
-    if drop.any():
-        n_nan = int(np.logical_or.reduce(bad_nan).sum())
-        n_const = int(drop.sum()) - n_nan if n_nan else int(drop.sum())
-        warnings.warn(
-            f"{int(drop.sum())} of {drop.size} mask voxels were left out for every subject "
-            f"({n_const} constant in at least one run"
-            + (f", {n_nan} with NaN/inf" if n_nan else "") + "); see FMRIData.notes.",
-            DroppedVoxelsWarning, stacklevel=2,
-        )
-        keep = ~drop
-        data = [np.ascontiguousarray(d[:, keep]) for d in data]
-        new_mask = np.zeros_like(mask_bool)
-        new_mask[mask_bool] = keep
-        mask_img = nib.Nifti1Image(new_mask.astype(np.uint8), mask_img.affine)
-        notes.append(f"mask: {int(keep.sum())} voxels remain of {keep.size} after leaving out "
-                     f"{int(drop.sum())} (union over subjects).")
-    if standardize:
-        data = [_zscore(d) for d in data]
-        notes.append("standardize: each voxel's time series z-scored per subject.")
-    return FMRIData(data=data, subjects=list(subjects), kind="voxels", mask_img=mask_img,
-                    region_names=None, tr=tr,
-                    sources=[str(i) if isinstance(i, (str, os.PathLike)) else n for i, n in zip(images, names)],
-                    notes=notes)
+    if not drop.any():
+        return data, mask_img
+    n_nan = int(np.logical_or.reduce(bad_nan).sum())
+    n_const = int(drop.sum()) - n_nan if n_nan else int(drop.sum())
+    warnings.warn(
+        f"{int(drop.sum())} of {drop.size} mask voxels were left out for every subject "
+        f"({n_const} constant in at least one run"
+        + (f", {n_nan} with NaN/inf" if n_nan else "") + "); see FMRIData.notes.",
+        DroppedVoxelsWarning, stacklevel=3,
+    )
+    keep = ~drop
+    data = [np.ascontiguousarray(d[:, keep]) for d in data]
+    new_mask = np.zeros_like(mask_bool)
+    new_mask[mask_bool] = keep
+    mask_img = nib.Nifti1Image(new_mask.astype(np.uint8), mask_img.affine)
+    notes.append(f"mask: {int(keep.sum())} voxels remain of {keep.size} after leaving out "
+                 f"{int(drop.sum())} (union over subjects).")
+    return data, mask_img
 
 
 def _zscore(d: np.ndarray) -> np.ndarray:
@@ -890,99 +840,3 @@ def load_region_timeseries(paths, *, names=None, n_volumes: int | None = None,
         region_names = [n for n, k in zip(region_names, keep) if k]
     return FMRIData(data=data, subjects=list(subjects), kind="regions", mask_img=None,
                     region_names=list(region_names), tr=None, sources=sources, notes=notes)
-
-
-# --------------------------------------------------------------------------- BIDS
-
-
-def find_bids_runs(bids_root, task: str, *, subjects=None, derivative: str | None = "afni-nosmooth",
-                   space: str | None = "MNI152NLin2009cAsym") -> list[dict[str, Any]]:
-    """Find the BOLD runs of one task in a BIDS folder (Narratives layout).
-
-    Looks for ``derivatives/<derivative>/sub-*/func/sub-*_task-<task>[_run-*]_space-<space>*_bold.nii[.gz]``
-    (``derivative=None``: the raw ``sub-*/func/sub-*_task-<task>[_run-*]_bold.nii[.gz]``),
-    and beside each the raw ``events.tsv`` that says where the story starts.
-
-    Parameters
-    ----------
-    bids_root : path
-    task : str
-        The story, e.g. ``"pieman"``.
-    subjects : list of str, optional
-        ``"001"`` or ``"sub-001"``; default every subject with the task.
-    derivative : str or None
-    space : str or None
-        Required ``space-`` entity of derivative files (ignored for raw data).
-
-    Returns
-    -------
-    list of dict
-        One per run, sorted: ``subject`` (unique label: ``sub-001``, or
-        ``sub-001_run-2`` when a subject has several runs), ``participant``,
-        ``run`` (str or None), ``bold`` (path), ``events`` (path or None).
-    """
-    root = Path(bids_root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"BIDS folder {str(root)!r} does not exist.")
-    if derivative:
-        base = root / "derivatives" / derivative
-        if not base.is_dir():
-            present = sorted(p.name for p in (root / "derivatives").glob("*") if p.is_dir())
-            raise FMRIInputError(
-                f"'derivative' {derivative!r} is not in {str(root / 'derivatives')!r}; found {present}. "
-                "Pass derivative=None for the raw runs."
-            )
-    else:
-        base = root
-    pattern = re.compile(
-        rf"^(sub-[A-Za-z0-9]+)(?:_ses-[A-Za-z0-9]+)?_task-{re.escape(task)}(?:_acq-[A-Za-z0-9]+)?"
-        rf"(?:_run-([0-9]+))?_(.*)bold\.nii(\.gz)?$"
-    )
-    found = []
-    for path in sorted(base.glob("sub-*/**/func/*_bold.nii*")) + sorted(base.glob("sub-*/func/*_bold.nii*")):
-        m = pattern.match(path.name)
-        if not m:
-            continue
-        rest = m.group(3)
-        if derivative and space and f"space-{space}_" not in rest and not rest.startswith(f"space-{space}"):
-            continue
-        found.append((m.group(1), m.group(2), rest, path))
-    found = sorted(set(found), key=lambda t: (t[0], int(t[1] or 0), t[2]))
-    if not found:
-        tasks = sorted({m.group(1) for p in base.glob("sub-*/**/*_bold.nii*")
-                        if (m := re.search(r"_task-([A-Za-z0-9]+)", p.name))})
-        raise FMRIInputError(
-            f"No BOLD runs of task {task!r}" + (f" in space {space!r}" if derivative and space else "")
-            + f" under {str(base)!r}; tasks found there: {tasks}." + did_you_mean(task, tasks)
-        )
-    by_run: dict[tuple[str, str | None], list] = {}
-    for sub, run, rest, path in found:
-        by_run.setdefault((sub, run), []).append((rest, path))
-    if subjects is not None:
-        wanted = [s if str(s).startswith("sub-") else f"sub-{s}" for s in _as_list(subjects)]
-        have = sorted({s for s, _ in by_run})
-        missing = [s for s in wanted if s not in have]
-        if missing:
-            raise FMRIInputError(f"Subjects {missing} have no run of task {task!r}; available: {have}.")
-        by_run = {k: v for k, v in by_run.items() if k[0] in wanted}
-    runs_per_sub: dict[str, int] = {}
-    for sub, _ in by_run:
-        runs_per_sub[sub] = runs_per_sub.get(sub, 0) + 1
-    out = []
-    for (sub, run), files in sorted(by_run.items(), key=lambda kv: (kv[0][0], int(kv[0][1] or 0))):
-        if len(files) > 1:
-            clean = [f for f in files if "desc-clean" in f[0]]
-            if len(clean) != 1:
-                raise FMRIInputError(
-                    f"{sub}{'_run-' + run if run else ''}: several candidate runs "
-                    f"{[f[1].name for f in files]}; keep one per run or narrow 'space'."
-                )
-            files = clean
-        bold = files[0][1]
-        stem = f"{sub}_task-{task}" + (f"_run-{run}" if run else "")
-        ev = [root / sub / "func" / f"{stem}_events.tsv", bold.parent / f"{stem}_events.tsv",
-              root / f"task-{task}_events.tsv"]
-        events = next((str(p) for p in ev if p.is_file()), None)
-        label = sub if runs_per_sub[sub] == 1 else f"{sub}_run-{run}"
-        out.append({"subject": label, "participant": sub, "run": run, "bold": str(bold), "events": events})
-    return out
