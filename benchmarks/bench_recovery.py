@@ -58,6 +58,10 @@ CONDITIONS = {
     "combined": {**NOISE, "sources": "an_mix", "hrf_delay_s": 1.5, "hrf_dispersion_s": 1.5, "r2_min": 0.02,
                  "r2_max": 0.2},
     "null": {**NOISE, "links": {}, "negative_links": {}},
+    # sources that owe nothing to the dictionary: sums of 4 random ANs with random signs, which the
+    # atoms approximate as combinations with negative parts (the direction reading below)
+    "random_mix": {**NOISE, "sources": "random_an_mix", "n_members": 4, "hrf_delay_s": 1.5, "hrf_dispersion_s": 1.5,
+                   "r2_min": 0.05, "r2_max": 0.2},
 }
 
 
@@ -92,6 +96,7 @@ def run(out: Path, seed: int, condition: str, args) -> dict:
     row["matched_r"] = [None if m["correlation"] is None else round(m["correlation"], 2) for m in rec["matching"]]
     row["by_atlas"] = {a: {k: v[k] for k in ("tp", "fp", "fn")} for a, v in rec["by_atlas"].items()}
     row["by_direction"] = {d: {k: v[k] for k in ("tp", "fp", "fn")} for d, v in rec["by_direction"].items()}
+    row["directions"] = rec.get("directions")
     return row
 
 
@@ -242,6 +247,29 @@ def main() -> None:
                              if rows and "norule_tp" in rows[0] else [])
     for prefix, title in prefixes:
         _table(rows, args.conditions, prefix, title)
+    _directions_table(rows, args.conditions)
+
+
+def _directions_table(rows, conditions) -> None:
+    """The direction reading: links whose direction is opposite to the planted sign, as the link
+    tests label them and as they are presented with the network readouts (a negatively
+    weighted part of an activating driver must not read as a deactivation)."""
+    sub = [r for r in rows if r.get("directions")]
+    if not sub:
+        return
+    print("\ndirection reading (planted networks: declared, right direction as presented; links opposite to the "
+          "planted sign as tested -> as presented):")
+    print(f"{'condition':<10} {'planted':>8} {'declared':>9} {'right':>6} {'opposite tested':>16} "
+          f"{'opposite presented':>19}")
+    for condition in conditions:
+        cond = [r["directions"] for r in sub if r["condition"] == condition]
+        if cond:
+            total = {k: sum(d[k] for d in cond) for k in ("networks_planted", "networks_declared",
+                                                          "networks_right_direction", "opposite_links_tested",
+                                                          "opposite_links_presented")}
+            print(f"{condition:<10} {total['networks_planted']:>8} {total['networks_declared']:>9} "
+                  f"{total['networks_right_direction']:>6} {total['opposite_links_tested']:>16} "
+                  f"{total['opposite_links_presented']:>19}")
 
 
 def _table(rows, conditions, prefix: str, title: str) -> None:

@@ -231,6 +231,25 @@ def test_the_planted_source_is_not_a_dictionary_atom(rng):
         an_mix_sources(ans, np.zeros((1, n_ans)), [0])
 
 
+def test_random_an_mixes_are_sparse_signed_sums_of_random_ans(rng):
+    from napari_brainorg.simulate import random_an_mix_sources
+
+    ans = rng.standard_normal((150, 300))
+    sources, info = random_an_mix_sources(ans, 5, n_members=4, seed=3)
+    assert sources.shape == (150, 5)
+    for j, entry in enumerate(info):
+        cols, weights = np.asarray(entry["members"]), np.asarray(entry["weights"])
+        assert len(set(cols)) == 4 and np.all((np.abs(weights) >= 0.5) & (np.abs(weights) <= 1.0))
+        mix = ans[:, cols] @ weights
+        np.testing.assert_allclose(sources[:, j], (mix - mix.mean()) / mix.std(), atol=1e-3)
+    signs = np.concatenate([np.sign(e["weights"]) for e in info])
+    assert (signs > 0).any() and (signs < 0).any()  # both signs are drawn
+    again, _ = random_an_mix_sources(ans, 5, n_members=4, seed=3)
+    assert np.array_equal(sources, again)
+    with pytest.raises(ShapeError, match="n_members"):
+        random_an_mix_sources(ans, 2, n_members=0)
+
+
 def test_distinct_sources_avoid_near_copies(rng):
     base = _hrf_atoms(200, 3, seed=2)
     copies = np.column_stack([base, base[:, 0] + 0.05 * rng.standard_normal(200)])

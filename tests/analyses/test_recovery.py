@@ -235,3 +235,26 @@ def test_constituent_reading_credits_the_atoms_a_mixed_source_is_made_of(rng):
     assert "Constituent reading" in both["criterion"]
     with pytest.raises(ShapeError, match="volumes"):
         source_constituents(source[:, None], atoms[:-1])
+
+
+def test_direction_reading_counts_opposite_links_as_tested_and_as_presented():
+    from napari_brainorg.analyses.recovery import direction_reading
+
+    expected = [{"source": 0, "atlas": "smith10", "network": "auditory", "sign": 1, "share": 1.0},
+                {"source": 0, "atlas": "yeo7", "network": "Somatomotor", "sign": 1, "share": 0.3},
+                {"source": 1, "atlas": "yeo7", "network": "Limbic", "sign": -1, "share": 1.0}]
+    act = pd.DataFrame({"atlas": ["smith10", "yeo7"], "network": ["auditory", "Somatomotor"], "atom": [5, 5],
+                        "associated": [True, True], "network_direction": ["activated", "activated"]})
+    deact = pd.DataFrame({"atlas": ["smith10", "yeo7", "yeo7"], "network": ["auditory", "Limbic", "Limbic"],
+                          "atom": [8, 3, 4], "associated": [True, True, False],
+                          "network_direction": ["activated", "deactivated", ""]})
+    out = direction_reading(expected, {"activated": act, "deactivated": deact})
+    # the partly covered Somatomotor network is not a planted network of this reading
+    assert out["networks_planted"] == 2 and out["networks_declared"] == 2
+    # atom 8's negative coefficient on the activated auditory network: opposite as tested, not as presented
+    assert out["opposite_links_tested"] == 1 and out["opposite_links_presented"] == 0
+    assert out["networks_right_direction"] == 2
+    # without a readout the tested direction is what a reader sees
+    plain = direction_reading(expected, {"activated": act.drop(columns="network_direction"),
+                                         "deactivated": deact.drop(columns="network_direction")})
+    assert plain["opposite_links_presented"] == 1 and plain["networks_right_direction"] == 1

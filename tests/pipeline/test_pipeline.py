@@ -270,3 +270,30 @@ def test_encoding_saves_the_fmri_and_the_models_prediction_of_every_voxel(quick_
         pred = SparseAtomEncoder(alpha=ec["sparse_alpha"]).fit(X, Yf).predict(X)
         np.testing.assert_allclose(courses["predicted"][s], pred.T, rtol=1e-4, atol=1e-4 * np.abs(pred).max())
         assert np.ptp(pred) > 0
+
+
+def test_each_network_is_read_as_one_driver_and_no_part_is_presented_against_it(quick_result):
+    import json
+
+    import pandas as pd
+
+    out = quick_result.path
+    readout = pd.read_csv(out / "networks/minilm/readout.csv")
+    tables = pd.concat([pd.read_csv(out / f"networks/minilm/association_{p}.csv") for p in ("activated",
+                                                                                           "deactivated")])
+    declared = tables[tables["associated"].astype(bool)]
+    # one row per network with a declared atom, its main atom among them
+    assert set(zip(readout["atlas"], readout["network"])) == set(zip(declared["atlas"], declared["network"]))
+    for r in readout.itertuples(index=False):
+        here = declared[(declared["atlas"] == r.atlas) & (declared["network"] == r.network)]
+        assert r.main_atom in set(here["atom"]) and r.n_atoms == len(set(here["atom"]))
+        # every link of the network is presented with the network's direction, the main one named
+        assert set(here["network_direction"]) == {r.direction}
+        assert (here["role"] == "main driver").sum() == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["network_readouts"]["minilm"]) == len(readout)
+    assert any(f["topic"] == "network drivers" for f in summary["verdict"])
+    # the planted networks read in their planted direction (recovery.json's direction reading)
+    directions = json.loads((out / "recovery.json").read_text())["directions"]
+    assert directions["opposite_links_presented"] == 0
+    assert directions["networks_right_direction"] == directions["networks_declared"] > 0

@@ -249,6 +249,53 @@ def declarations(tables: Mapping[str, pd.DataFrame] | pd.DataFrame, *, associate
         columns=["atom", "atlas", "network", "direction", "declared"])
 
 
+def direction_reading(expected_links, tables: Mapping[str, pd.DataFrame], *, min_share: float = 0.5) -> dict:
+    """Whether the directions a reader sees on the planted networks are the planted signs.
+
+    A network driven by one source, positively, must not be presented as "deactivated" by
+    the negatively weighted parts of that source in the atoms' span. This reading counts,
+    on every planted network (a share of at least ``min_share`` of the network in the
+    source's mask), the declared links whose direction is the opposite of the planted
+    sign: as the link tests label them (``direction``), and as they are presented with
+    the network readout (``network_direction``, the direction of the network's driver,
+    when the tables have it); and the planted networks whose presented direction is right.
+
+    Parameters
+    ----------
+    expected_links : list of dict
+        ``truth.json``'s ``expected_links`` (``atlas``, ``network``, ``sign``, ``share``).
+    tables : mapping ``{"activated": DataFrame, "deactivated": DataFrame}``
+    min_share : float, default 0.5
+
+    Returns
+    -------
+    dict
+        ``networks_planted``, ``networks_declared`` (with at least one declared link),
+        ``networks_right_direction`` (every presented link with the planted sign),
+        ``opposite_links_tested`` and ``opposite_links_presented``.
+    """
+    planted: dict[tuple[str, str], int] = {}
+    for row in expected_links:
+        if float(row.get("share", 1.0)) >= min_share:
+            planted[(str(row.get("atlas", "")), str(row["network"]))] = int(np.sign(row["sign"]))
+    links = pd.concat([df.assign(_part=part) for part, df in tables.items()], ignore_index=True)
+    links = links[links["associated"].astype(bool)]
+    out = {"networks_planted": len(planted), "networks_declared": 0, "networks_right_direction": 0,
+           "opposite_links_tested": 0, "opposite_links_presented": 0, "min_share": min_share}
+    for (atlas, network), sign in planted.items():
+        here = links[(links["atlas"].astype(str) == atlas) & (links["network"].astype(str) == network)]
+        if not len(here):
+            continue
+        tested = here["_part"].map(_direction_of).to_numpy()
+        shown_col = here["network_direction"] if "network_direction" in here.columns else here["_part"]
+        shown = shown_col.map(lambda d: _direction_of(d) if d else 0).to_numpy()
+        out["networks_declared"] += 1
+        out["networks_right_direction"] += int(np.all(shown == sign))
+        out["opposite_links_tested"] += int(np.sum(tested == -sign))
+        out["opposite_links_presented"] += int(np.sum(shown == -sign))
+    return out
+
+
 def _expected(expected_links) -> set[tuple[int, str, str, int]]:
     out = set()
     for row in expected_links:

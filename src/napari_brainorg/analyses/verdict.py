@@ -124,6 +124,23 @@ def _links_finding(model: str, info: dict, baselines: dict) -> dict | None:
                     + (f"; the story-free baseline declared {others}." if others else "."), n_links=n)
 
 
+def _readout_finding(model: str, readouts: list[dict]) -> dict | None:
+    """The networks as drivers: how many, each one's direction, main atom and parts."""
+    if not readouts:
+        return None
+    parts = []
+    for r in sorted(readouts, key=lambda r: -r["r_heldout"])[:6]:
+        others = r["n_atoms"] - 1
+        parts.append(f"{r['atlas']}:{r['network']} {r['direction']} by atom {r['main_atom']}"
+                     + (f" with {others} other atom{'s' if others > 1 else ''} as parts" if others else "")
+                     + f" (held-out r {r['r_heldout']:.2f})")
+    more = len(readouts) - len(parts)
+    return _finding(model, "network drivers", "info",
+                    f"{model}: {len(readouts)} network{'s' if len(readouts) > 1 else ''} with a driver, read "
+                    f"as one driver each (its atoms together): " + "; ".join(parts)
+                    + (f"; and {more} more" if more > 0 else "") + ".", n_networks=len(readouts))
+
+
 def verdict(summary: dict) -> list[dict[str, Any]]:
     """The findings of a run, one per question and model.
 
@@ -144,8 +161,9 @@ def verdict(summary: dict) -> list[dict[str, Any]]:
     by_model = {m: [f for f in _baseline_findings(summary) if f["model"] == m] for m in results}
     for model, info in results.items():
         out += by_model.get(model, [])
+        readouts = summary.get("network_readouts", {}).get(model, [])
         for finding in (_nuisance_finding(model, info), _layers_finding(model, info),
-                        _links_finding(model, info, baselines)):
+                        _links_finding(model, info, baselines), _readout_finding(model, readouts)):
             if finding is not None:
                 out.append(finding)
     return out

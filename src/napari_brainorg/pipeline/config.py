@@ -189,11 +189,13 @@ class SimulateConfig(_Section):
     """Clearly labelled simulated subjects with a planted ground truth (see napari_brainorg.simulate)."""
 
     model: str | None = Field(None, description="Whose ANs make the planted sources (default: the first model).")
-    sources: Literal["an_mix", "relearned", "atoms"] = Field("an_mix", description=(
-        "What is planted: 'an_mix' the signed mean of n_members member ANs of an atom; 'relearned' atoms of a "
+    sources: Literal["an_mix", "random_an_mix", "relearned", "atoms"] = Field("an_mix", description=(
+        "What is planted: 'an_mix' the signed mean of n_members member ANs of an atom; 'random_an_mix' a sparse "
+        "mix of n_members random ANs with random signs (members of no atom in particular: the atoms can only "
+        "approximate it as a combination, some parts with negative weights); 'relearned' atoms of a "
         "dictionary learned again from another start on relearn_fraction of the ANs; 'atoms' the analysis' own "
         "atoms (easy: it only shows that the code runs)."))
-    n_members: int = Field(30, gt=0, description="ANs averaged into each 'an_mix' source.")
+    n_members: int = Field(30, gt=0, description="ANs in each source: averaged for 'an_mix', summed with random weights for 'random_an_mix' (e.g. 4).")
     relearn_fraction: float = Field(0.8, gt=0, le=1, description="Share of the ANs the 'relearned' dictionary sees.")
     links: dict[int, list[str]] | None = Field(None, description=(
         "source index -> networks it activates ('network' of atlas, or 'atlas:network'); None plants a default "

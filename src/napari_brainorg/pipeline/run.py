@@ -39,7 +39,7 @@ from .steps.comparison import compare_baselines, compare_models, region_results
 from .steps.encoding import step_encoding
 from .steps.features import step_features
 from .steps.fmri import step_fmri
-from .steps.networks import annotate_atoms_table, fdr_across_models, step_networks
+from .steps.networks import annotate_atoms_table, fdr_across_models, load_atlases, network_readouts, step_networks
 from .steps.recovery import score_recovery
 from .steps.report import describe_outputs, encoding_scheme, headlines, say_verdict, step_report, write_provenance
 from .steps.simulation import driving_model, planting_of, step_simulation
@@ -196,11 +196,13 @@ def _run_locked(config: PipelineConfig, writer: ResultWriter, progress, cancel,
                         release)
         if subjects is not None:
             return written
-    _encoding_and_networks(ctx, timed, data, per_model, executor if distributed else None)
+    atlases = load_atlases(ctx, data)
+    _encoding_and_networks(ctx, timed, data, per_model, atlases, executor if distributed else None)
     models = dict(list(per_model.items())[:n_real])
     fdr_across_models(ctx, models)
     for slug in list(per_model)[n_real:]:  # each baseline corrected alone
         fdr_across_models(ctx, {slug: per_model[slug]}, baseline=True)
+    timed("network readouts", network_readouts, ctx, data, per_model, atlases)
     for slug, res in per_model.items():
         annotate_atoms_table(ctx, slug, res["tables"], res["codes"], res["index"], res["atoms"])
     timed("report", _report_steps, ctx, per_model, truth)
@@ -253,7 +255,7 @@ def _learn_untrained(ctx: StepContext, words, model: str):
     return ans, step_atoms(ctx, ans, slug)
 
 
-def _encoding_and_networks(ctx: StepContext, timed, data, per_model: dict, executor=None) -> None:
+def _encoding_and_networks(ctx: StepContext, timed, data, per_model: dict, atlases: dict, executor=None) -> None:
     """Every model's group encoding and network tables (``res["group"]``, ``res["tables"]``).
     On a cluster with voxel data, every model's group maps come first, then each model's
     network tests run on a worker."""
@@ -264,7 +266,7 @@ def _encoding_and_networks(ctx: StepContext, timed, data, per_model: dict, execu
     for slug, res in per_model.items():
         if "group" not in res:
             res["group"] = timed("encoding", step_encoding, ctx, data, res["atoms"], slug, res.get("an"))
-        res["tables"] = timed("networks", step_networks, ctx, data, res["group"], slug, res["atoms"])
+        res["tables"] = timed("networks", step_networks, ctx, data, res["group"], slug, res["atoms"], atlases)
 
 
 def _report_steps(ctx: StepContext, per_model: dict, truth: dict | None) -> None:

@@ -57,7 +57,7 @@ from .plan import SimulationPlan
 from .planting import HRF_STEP_S, WEIGHT_LOG_SD
 from .planting import _hrf_variant  # noqa: F401 (private; the tests check the HRF variants through it)
 from .simulator import BASELINE_SPATIAL_SD, simulate_fmri
-from .sources import an_mix_sources, distinct_sources
+from .sources import an_mix_sources, distinct_sources, random_an_mix_sources
 from .truth import SIMULATOR_REVISION, read_truth
 
 __all__ = [
@@ -72,6 +72,7 @@ __all__ = [
     "SimulatedFMRI",
     "SimulationPlan",
     "an_mix_sources",
+    "random_an_mix_sources",
     "distinct_sources",
     "grey_matter_fraction",
     "read_truth",

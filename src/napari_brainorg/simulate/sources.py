@@ -1,7 +1,8 @@
 """The planted sources: time courses built from the artificial neurons, not the atoms.
 
 :func:`an_mix_sources` mixes member ANs of chosen atoms into sources the analysis'
-dictionary does not hold; :func:`distinct_sources` picks sources as uncorrelated with
+dictionary does not hold; :func:`random_an_mix_sources` mixes random ANs, members of no
+atom in particular; :func:`distinct_sources` picks sources as uncorrelated with
 one another (and with nuisance courses such as the word rate) as possible.
 """
 
@@ -55,6 +56,43 @@ def an_mix_sources(an_responses, codes, atoms, *, n_members: int = 30, seed: int
         out[:, j] = X[:, cols] @ signs / cols.size
         info.append({"atom": int(a), "n_members_available": int(members.size),
                      "members": sorted(int(c) for c in cols)})
+    return _zscore(out), info
+
+
+def random_an_mix_sources(an_responses, n_sources: int, *, n_members: int = 4, seed: int = 0):
+    """Planted sources that owe nothing to the dictionary: sparse mixes of random ANs.
+
+    Each source is the sum of ``n_members`` ANs drawn at random among all of them (not
+    the members of one atom), each with a random sign and a weight drawn uniformly in
+    [0.5, 1]: a source the atoms can only approximate as a combination of several atoms,
+    some with negative weights.
+
+    Parameters
+    ----------
+    an_responses : ndarray of shape (n_volumes, n_ans)
+    n_sources : int
+    n_members : int, default 4
+    seed : int
+
+    Returns
+    -------
+    sources : ndarray of shape (n_volumes, n_sources), float64, columns z-scored
+    info : list of dict
+        Per source: ``members`` (AN columns) and their signed ``weights``.
+    """
+    X = np.asarray(an_responses, dtype=np.float64)
+    if X.ndim != 2:
+        raise ShapeError(f"'an_responses' must be 2D (n_volumes, n_ans); shape {X.shape} was provided.")
+    if not 0 < n_members <= X.shape[1]:
+        raise ShapeError(f"'n_members' must be between 1 and the number of ANs ({X.shape[1]}); "
+                         f"{n_members} was provided.")
+    rng = np.random.default_rng(seed)
+    out, info = np.empty((X.shape[0], int(n_sources))), []
+    for j in range(int(n_sources)):
+        cols = np.sort(rng.choice(X.shape[1], size=n_members, replace=False))
+        weights = rng.choice([-1.0, 1.0], size=n_members) * rng.uniform(0.5, 1.0, size=n_members)
+        out[:, j] = X[:, cols] @ weights
+        info.append({"members": [int(c) for c in cols], "weights": [round(float(w), 4) for w in weights]})
     return _zscore(out), info
 
 

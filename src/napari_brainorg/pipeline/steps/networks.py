@@ -25,16 +25,48 @@ from ..context import StepContext, atlas_file, atlas_slug, clear_output
 from ..study import map_rows, study_confounds
 
 
-def step_networks(ctx: StepContext, data, group: dict, slug: str, atoms: np.ndarray | None = None):
+def load_atlases(ctx: StepContext, data) -> dict:
+    """Every atlas of ``networks.atlases`` on the data's grid (none for region data), by its
+    name in the folder; each also written for display (``networks/atlas_<name>.*``)."""
+    from ...io.atlases import load_fbn
+
+    atlases = {}
+    for name in ([] if data.kind == "regions" else ctx.config.networks.atlases):
+        atlas = load_fbn(name, data.mask_img)
+        atlases[atlas_slug(name)] = atlas  # tables, figures and display files name it so
+        _write_atlas_display(ctx, atlas_slug(name), atlas, data.mask_img)
+    return atlases
+
+
+def tested_networks(data, atlases: dict) -> tuple[np.ndarray, list[str], list[str]]:
+    """The networks the stimulus test reads: every atlas's networks made disjoint (each voxel
+    to its highest network), or each region its own network.
+
+    Returns
+    -------
+    networks : ndarray of shape (n_networks, n_voxels or n_regions), bool
+    network_names, atlas_names : list of str
+    """
+    from ...networks.association import disjoint_networks
+
+    if data.kind == "regions":
+        names = list(data.region_names or [f"region_{i}" for i in range(data.data[0].shape[1])])
+        return np.eye(len(names), dtype=bool), names, ["regions"] * len(names)
+    names = [(a, n) for a, atlas in atlases.items() for n in atlas.network_names]
+    networks = np.concatenate([disjoint_networks(atlas.maps, atlas.masks()) for atlas in atlases.values()])
+    return networks, [n for _, n in names], [a for a, _ in names]
+
+
+def step_networks(ctx: StepContext, data, group: dict, slug: str, atoms: np.ndarray | None = None,
+                  atlases: dict | None = None):
     """The association tables of ``slug`` (``{"activated": df, "deactivated": df}``).
 
     The stimulus test (``networks.test: stimulus``, the default) on the atoms' time
     courses against each network's (or region's) mean time series; the spatial test on
     the group maps otherwise. Region data have no spatial test: ``{}`` and a note.
+    ``atlases``: :func:`load_atlases`'s, loaded here when not given.
     """
     import pandas as pd
-
-    from ...io.atlases import load_fbn
 
     nc = ctx.config.networks
     regions = data.kind == "regions"
@@ -46,11 +78,8 @@ def step_networks(ctx: StepContext, data, group: dict, slug: str, atoms: np.ndar
     step = f"networks/{slug}"
     rel = f"networks/{slug}"
     outputs = [f"{rel}/association_activated.csv", f"{rel}/association_deactivated.csv"]
-    atlases = {}
-    for name in ([] if regions else nc.atlases):
-        atlas = load_fbn(name, data.mask_img)
-        atlases[atlas_slug(name)] = atlas  # tables, figures and display files name it so
-        _write_atlas_display(ctx, atlas_slug(name), atlas, data.mask_img)
+    if atlases is None:
+        atlases = load_atlases(ctx, data)
     from ...networks.association import TEST_REVISION
 
     if ctx.cached(step, [nc.model_dump(mode="json", exclude={"atlases"}),
@@ -81,15 +110,14 @@ def _stimulus_tables(ctx: StepContext, data, group: dict, atoms: np.ndarray, atl
     the thresholded group maps beside each row."""
     import pandas as pd
 
-    from ...networks.association import disjoint_networks, stimulus_association
+    from ...networks.association import stimulus_association
 
     nc = ctx.config.networks
-    names = [(a, n) for a, atlas in atlases.items() for n in atlas.network_names]
-    networks = np.concatenate([disjoint_networks(atlas.maps, atlas.masks()) for atlas in atlases.values()])
+    networks, network_names, atlas_names = tested_networks(data, atlases)
     kwargs, confounds = _association_args(ctx, slug)
     atoms, fmri = _map_volumes(ctx, atoms, data, kwargs)
-    table = stimulus_association(atoms, fmri, networks, network_names=[n for _, n in names],
-                                 atlas_names=[a for a, _ in names], **kwargs)
+    table = stimulus_association(atoms, fmri, networks, network_names=network_names,
+                                 atlas_names=atlas_names, **kwargs)
     maps = group["z"] if nc.map_stat == "z" else group["coef"]
     tables = {}
     for part in ("activated", "deactivated"):
@@ -117,11 +145,10 @@ def _region_tables(ctx: StepContext, data, atoms: np.ndarray, slug: str):
     from ...networks.association import stimulus_association
 
     nc = ctx.config.networks
-    names = list(data.region_names or [f"region_{i}" for i in range(data.data[0].shape[1])])
+    networks, names, atlas_names = tested_networks(data, {})
     kwargs, confounds = _association_args(ctx, slug)
     atoms, fmri = _map_volumes(ctx, atoms, data, kwargs)
-    table = stimulus_association(atoms, fmri, np.eye(len(names), dtype=bool), network_names=names,
-                                 atlas_names=["regions"] * len(names), **kwargs)
+    table = stimulus_association(atoms, fmri, networks, network_names=names, atlas_names=atlas_names, **kwargs)
     tables = {}
     for part in ("activated", "deactivated"):
         sub = table[table["direction"] == part].reset_index(drop=True)
@@ -205,6 +232,49 @@ def _criterion_record(ctx: StepContext, table, nc, confounds, fdr_family: str) -
         record["stories"] = [r[0] for r in map_rows(ctx)[1]]
         record["drifts"] = "per story run (constant, trend, cosines), with the confounds"
     return record
+
+
+def network_readouts(ctx: StepContext, data, per_model: dict, atlases: dict) -> None:
+    """One readout per network of every model tested by the stimulus test
+    (:func:`napari_brainorg.networks.readout.network_readout`), after the FDR across models.
+
+    Writes ``networks/<model>/readout.csv`` (per network: direction, main atom, the atoms of
+    its driver with their weights and shares, the driver's held-out r with its CI) and adds
+    ``role`` (main driver / part / counterweight) and ``network_direction`` (the direction
+    the link is presented with: its network's) to the association tables; the networks
+    steps are stamped again with them. ``summary["network_readouts"]``.
+    """
+
+    from ...networks.readout import link_roles, network_readout
+
+    nc = ctx.config.networks
+    ec = ctx.config.encoding
+    for slug, res in per_model.items():
+        tables = res.get("tables") or {}
+        if not tables or not all("effect_ok" in t.columns for t in tables.values()):
+            continue  # the spatial test (or none): no time-course drivers to read
+        networks, names, atlas_names = tested_networks(data, atlases)
+        index = {(a, n): j for j, (a, n) in enumerate(zip(atlas_names, names))}
+        declared: dict[int, list[int]] = {}
+        for t in tables.values():
+            for atlas, network, atom in t.loc[t["associated"].astype(bool), ["atlas", "network", "atom"]].itertuples(
+                    index=False):
+                declared.setdefault(index[(str(atlas), str(network))], []).append(int(atom))
+        kwargs, _ = _association_args(ctx, slug)
+        atoms, fmri = _map_volumes(ctx, res["atoms"], data, kwargs)
+        readout = network_readout(atoms, fmri, networks, declared, tr=ctx.config.story.tr, network_names=names,
+                                  atlas_names=atlas_names, confounds=kwargs["confounds"],
+                                  highpass_cutoff=kwargs["highpass_cutoff"], network_score=nc.network_score,
+                                  n_folds=ec.n_folds, gap=ec.gap)
+        rel = f"networks/{slug}"
+        for part, t in tables.items():
+            roles, shown = link_roles(t, readout)
+            tables[part] = t.assign(role=roles, network_direction=shown)
+            ctx.writer.write_table(f"{rel}/association_{part}.csv", tables[part])
+        ctx.writer.write_table(f"{rel}/readout.csv", readout)
+        ctx.done(rel, outputs=[f"{rel}/readout.csv"])
+        res["readout"] = readout
+        ctx.summary.setdefault("network_readouts", {})[slug] = json.loads(readout.to_json(orient="records"))
 
 
 def _display_columns(maps, atlas, mask_img, part: str, nc) -> dict:
@@ -304,14 +374,21 @@ def annotate_atoms_table(ctx: StepContext, slug: str, tables: dict, codes, index
         ctx.writer.write_table(f"atoms/{slug}/atoms.tsv", table)
         return
     score = ctx.config.networks.score
-    for part, df in tables.items():
-        shown = "statistic" if "statistic" in df.columns else score
-        assoc = df[df["associated"].astype(bool)]
-        names = assoc.groupby("atom").apply(
-            lambda g: "; ".join(f"{a}:{n} ({s:.2f})" for a, n, s in zip(g["atlas"], g["network"], g[shown])),
-            include_groups=False,
-        ) if len(assoc) else pd.Series(dtype=str)
-        names = names.to_dict()
+    links = pd.concat(list(tables.values()), ignore_index=True)
+    links = links[links["associated"].astype(bool)]
+    # with a network readout a link is listed under its network's direction (a counterweight
+    # of an activating driver is not a deactivation), and its role is named
+    by = links["network_direction"] if "network_direction" in links.columns else links["direction"]
+    shown = "statistic" if "statistic" in links.columns else score
+
+    def describe(g):
+        roles = g["role"] if "role" in g.columns else [""] * len(g)
+        return "; ".join(f"{a}:{n} ({s:.2f}{'' if r in ('', 'main driver') else ', ' + r})"
+                         for a, n, s, r in zip(g["atlas"], g["network"], g[shown], roles))
+
+    for part in tables:
+        assoc = links[by == part]
+        names = assoc.groupby("atom").apply(describe, include_groups=False).to_dict() if len(assoc) else {}
         table[f"networks_{part}"] = [names.get(a, "") for a in table["atom"]]
     best = pd.concat([d.assign(part=p) for p, d in tables.items()])
     if score in best.columns:  # region tables have no thresholded-map overlap

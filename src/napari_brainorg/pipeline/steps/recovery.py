@@ -56,12 +56,16 @@ def score_recovery(ctx: StepContext, per_model: dict, truth: dict) -> None:
                                                    "by_atlas", "by_direction", "details", "criterion")}
         rec["constituents"]["betas"] = [{"source": int(r.planted), "atom": int(r.learned), "beta": round(float(r.beta), 4)}
                                         for r in cons[cons["constituent"]].itertuples(index=False)]
+    from ...analyses.recovery import direction_reading
+
+    rec["directions"] = direction_reading(truth["expected_links"], tables)
     rec.update({"simulated": True, "driving_model": slug, "sources": truth["sources"].get("kind"),
                 "atlases": sorted(rec["by_atlas"]),
                 "declaration_rule": _declaration_rule(ctx, slug),
                 "expected_rule": truth.get("expected_rule")})
     ctx.writer.write_json("recovery.json", rec)
-    ctx.summary["recovery"] = {k: rec[k] for k in ("precision", "recall", "tp", "fp", "fn", "fp_partial", "n_tests")}
+    ctx.summary["recovery"] = {k: rec[k] for k in ("precision", "recall", "tp", "fp", "fn", "fp_partial", "n_tests",
+                                                   "directions")}
     if "constituents" in rec:
         ctx.summary["recovery"]["constituents"] = {k: rec["constituents"][k]
                                                    for k in ("precision", "recall", "tp", "fp", "fn")}

@@ -56,6 +56,14 @@ def _planted_sources(ctx: StepContext, planting: dict) -> tuple[np.ndarray, dict
         return sources, {"kind": "an_mix", "n_members": sc.n_members, "model": planting["slug"],
                          "note": "signed mean of n_members ANs drawn among the members of one atom each",
                          "members": {str(i): d for i, d in enumerate(info)}}
+    if sc.sources == "random_an_mix":
+        from ...simulate import random_an_mix_sources
+
+        # as many candidates as atoms: distinct_sources picks the planted ones among them
+        sources, info = random_an_mix_sources(responses, atoms.shape[1], n_members=sc.n_members, seed=sc.seed)
+        return sources, {"kind": "random_an_mix", "n_members": sc.n_members, "model": planting["slug"],
+                         "note": "sum of n_members random ANs with random signs and weights (no atom's members)",
+                         "members": {str(i): d for i, d in enumerate(info)}}
     from ...sparse.dictionary import SparseDictionary
 
     ac = ctx.config.atoms
