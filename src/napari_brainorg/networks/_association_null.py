@@ -143,6 +143,12 @@ class StimulusNull:
     moved : {"all", "conditional", "unique"}
     method : {"fixed", "random"}
         The group model (:func:`group_statistic`; the conditional test has its own).
+
+    Notes
+    -----
+    Each ``_refit_*`` method takes one batch's per-bin rotations ``rot`` of shape
+    (batch, n_bins), the atoms tested ``rows`` and their flattened cross-spectra
+    (``_operands``), and returns the batch's statistics, of shape (batch, kr, n_networks).
     """
 
     def __init__(self, fits: SubjectFits, runs, moved: str, method: str):
@@ -173,6 +179,7 @@ class StimulusNull:
         return group_statistic(f.coef * np.sqrt(f.norm2)[None, :, None], self.method)
 
     def _cross_spectra(self) -> _CrossSpectra:
+        """Computed once, at the first draws: what the refits of every draw read."""
         f, runs, scale, FR = self.fits, self.runs, self.scale, self.FR
         joint = self.moved == "all"
         FE = _run_rfft(f.ys if joint else f.resid, runs, axis=1)  # (S, nf, n_net)

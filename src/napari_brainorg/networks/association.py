@@ -177,59 +177,7 @@ def disjoint_networks(maps, masks) -> np.ndarray:
     return out
 
 
-def _nuisance_basis(n_volumes: int, tr: float, highpass_cutoff, confounds) -> np.ndarray:
-    from ..encoding.preprocessing import drift_basis
-
-    parts = [drift_basis(n_volumes, tr, highpass_cutoff)]
-    if confounds is not None:
-        c = np.asarray(confounds, dtype=np.float64)
-        c = c[:, None] if c.ndim == 1 else c
-        if c.shape[0] != n_volumes:
-            raise ShapeError(f"'confounds' must have {n_volumes} rows (volumes); got shape {c.shape}.")
-        parts.append(c)
-    return _orthonormal(np.column_stack(parts))
-
-
-def network_time_series(Y, contrasts, Q) -> np.ndarray:
-    """A subject's network contrast time series from voxels standardised after nuisance removal.
-
-    Parameters
-    ----------
-    Y : array of shape (n_volumes, n_voxels)
-    contrasts : array of shape (n_voxels, n_networks)
-    Q : array of shape (n_volumes, n_nuisance), orthonormal
-
-    Returns
-    -------
-    ndarray of shape (n_volumes, n_networks)
-    """
-    n = Y.shape[0]
-    out = np.zeros((n, contrasts.shape[1]))
-    chunk = max(1, int(2e7 // max(n, 1)))
-    for start in range(0, Y.shape[1], chunk):
-        R = np.asarray(Y[:, start:start + chunk], dtype=np.float64)
-        R = R - Q @ (Q.T @ R)
-        sd = R.std(0)
-        R = np.where(sd > 0, R / np.where(sd > 0, sd, 1.0), 0.0)
-        out += R @ contrasts[start:start + chunk]
-    return out
-
-
-def _unique_parts(X: np.ndarray, contribution: str) -> tuple[np.ndarray, np.ndarray]:
-    """Regressors whose inner product with y gives each atom's (partial) coefficient × norm.
-
-    Returns ``R`` (n_volumes, k) and ``norm2`` (k,) with ``b_j = R_j' y / norm2_j``.
-    """
-    if contribution == "marginal":
-        return X, (X * X).sum(0)
-    G = X.T @ X
-    Ginv = np.linalg.pinv(G, hermitian=True)
-    d = np.diag(Ginv)
-    if np.any(d <= 1e-12 * np.abs(Ginv).max()):
-        raise ShapeError("The atoms are collinear with one another and the nuisance regressors; "
-                         "an atom's unique contribution is undefined.")
-    R = X @ Ginv / d[None]  # r_j, orthogonal to every other atom (FWL)
-    return R, 1.0 / d
+# --------------------------------------------------------------------------- checks
 
 
 def _checked_options(null, contribution, network_score, moved, n_permutations, n_refine, alpha) -> None:
@@ -303,6 +251,62 @@ def _resolved_moved(moved: str, method: str, contribution: str, n_subjects: int)
 
 
 # --------------------------------------------------------------------------- residualise and fit
+
+
+def _nuisance_basis(n_volumes: int, tr: float, highpass_cutoff, confounds) -> np.ndarray:
+    """Orthonormal basis of the drifts and the confounds, of shape (n_volumes, n_nuisance)."""
+    from ..encoding.preprocessing import drift_basis
+
+    parts = [drift_basis(n_volumes, tr, highpass_cutoff)]
+    if confounds is not None:
+        c = np.asarray(confounds, dtype=np.float64)
+        c = c[:, None] if c.ndim == 1 else c
+        if c.shape[0] != n_volumes:
+            raise ShapeError(f"'confounds' must have {n_volumes} rows (volumes); got shape {c.shape}.")
+        parts.append(c)
+    return _orthonormal(np.column_stack(parts))
+
+
+def network_time_series(Y, contrasts, Q) -> np.ndarray:
+    """A subject's network contrast time series from voxels standardised after nuisance removal.
+
+    Parameters
+    ----------
+    Y : array of shape (n_volumes, n_voxels)
+    contrasts : array of shape (n_voxels, n_networks)
+    Q : array of shape (n_volumes, n_nuisance), orthonormal
+
+    Returns
+    -------
+    ndarray of shape (n_volumes, n_networks)
+    """
+    n = Y.shape[0]
+    out = np.zeros((n, contrasts.shape[1]))
+    chunk = max(1, int(2e7 // max(n, 1)))
+    for start in range(0, Y.shape[1], chunk):
+        R = np.asarray(Y[:, start:start + chunk], dtype=np.float64)
+        R = R - Q @ (Q.T @ R)
+        sd = R.std(0)
+        R = np.where(sd > 0, R / np.where(sd > 0, sd, 1.0), 0.0)
+        out += R @ contrasts[start:start + chunk]
+    return out
+
+
+def _unique_parts(X: np.ndarray, contribution: str) -> tuple[np.ndarray, np.ndarray]:
+    """Regressors whose inner product with y gives each atom's (partial) coefficient × norm.
+
+    Returns ``R`` (n_volumes, k) and ``norm2`` (k,) with ``b_j = R_j' y / norm2_j``.
+    """
+    if contribution == "marginal":
+        return X, (X * X).sum(0)
+    G = X.T @ X
+    Ginv = np.linalg.pinv(G, hermitian=True)
+    d = np.diag(Ginv)
+    if np.any(d <= 1e-12 * np.abs(Ginv).max()):
+        raise ShapeError("The atoms are collinear with one another and the nuisance regressors; "
+                         "an atom's unique contribution is undefined.")
+    R = X @ Ginv / d[None]  # r_j, orthogonal to every other atom (FWL)
+    return R, 1.0 / d
 
 
 def _residual_atoms(X: np.ndarray, Q: np.ndarray) -> np.ndarray:
