@@ -53,19 +53,34 @@ draws) or circular shifts. What a draw moves (``moved``):
   phase-randomised atoms).
 
 The group statistic is recomputed for every draw. Everything is one cross-spectrum
-per subject and one matrix product per batch of draws; every variant equals refitting
+per subject and one matrix product per batch of draws
+(:mod:`napari_brainorg.networks._association_null`); every variant equals refitting
 every subject with the moved regressors (``tests/networks/test_association.py``).
 
 p-values are ``(1 + #{null >= observed}) / (1 + n_draws)``, one-sided in each
 direction: "activated" tests a positive effect, "deactivated" a negative one (the
-sign of the continuous effect; atoms oriented by a sign rule upstream). q is the
-Benjamini–Hochberg FDR over all atoms × networks × both directions of one atlas;
-:func:`family_fdr` extends the family to several models. Effect-size rules
-(``min_effect``, ``min_relative_effect``, ``min_network_relative_effect``,
-:func:`main_drivers`) and the resemblance rule (``min_network_relative_marginal``: the
-atom must follow the network's time course, not only add to the other atoms) can only
-remove declarations. Thresholded maps are for display
-only: they do not enter the test.
+sign of the continuous effect; atoms oriented by a sign rule upstream). With phase
+randomisation, an atom with a cell that none of the first ``n_permutations`` draws
+reached (p at its floor ``1 / (1 + n_permutations)``) gets ``n_refine`` further draws,
+and those cells get ``p = (1 + #null >= observed) / (1 + n_permutations + n_refine)``
+over all draws; every other cell keeps its first p. The two-stage p stays valid
+(``P(p <= a) <= a`` under the null for every ``a``, the argument of Besag & Clifford's
+sequential Monte Carlo p), and a strong link is no longer stopped by the floor when
+FDR runs over thousands of tests. q is the Benjamini–Hochberg FDR over all atoms ×
+networks × both directions of one atlas; :func:`family_fdr` extends the family to
+several models.
+
+Effect-size rules (``min_effect``, ``min_relative_effect``,
+``min_network_relative_effect``, :func:`main_drivers`) and the resemblance rule
+(``min_network_relative_marginal``, :func:`follows_network`) can only remove
+declarations. The resemblance rule asks the atom to follow the network's time course,
+not only to add to the other atoms: the test credits each atom with its unique part,
+and a network driven by a time course that is no single atom gives a unique
+coefficient to every atom the course is made of, some of which do not follow the
+network at all (suppressors: a unique effect against a marginal correlation near zero
+or of the other sign); with power, those were most false declarations of the full demo
+(sources mixed from ANs, four stories). Thresholded maps are for display only: they
+do not enter the test.
 
 Region data (a table of region time series instead of voxels) goes through the same
 test with every region a network of its own (``networks = np.eye(n_regions)``).
@@ -76,15 +91,9 @@ from __future__ import annotations
 import numpy as np
 
 from .._progress import check_cancel, report
-from ..encoding.inference import (
-    MIN_SUBJECTS_RANDOM_EFFECTS,
-    NULLS,
-    between_subject_spectrum,
-    fdr,
-    group_effects_method,
-    run_null_phases,
-)
+from ..encoding.inference import MIN_SUBJECTS_RANDOM_EFFECTS, NULLS, fdr, group_effects_method
 from ..errors import ConfigError, ShapeError, check_choice
+from ._association_null import StimulusNull, SubjectFits, two_stage_pvalues
 
 __all__ = ["CONTRIBUTIONS", "NETWORK_SCORES", "disjoint_networks", "family_fdr", "follows_network", "main_drivers",
            "network_contrasts", "network_time_series", "stimulus_association"]
@@ -168,7 +177,84 @@ def disjoint_networks(maps, masks) -> np.ndarray:
     return out
 
 
+# --------------------------------------------------------------------------- checks
+
+
+def _checked_options(null, contribution, network_score, moved, n_permutations, n_refine, alpha) -> None:
+    """Raise on an option the test does not know, or a count or a rate out of its range."""
+    check_choice("null", null, NULLS)
+    check_choice("contribution", contribution, CONTRIBUTIONS)
+    check_choice("network_score", network_score, NETWORK_SCORES)
+    check_choice("moved", moved, MOVED)
+    if isinstance(n_permutations, bool) or not isinstance(n_permutations, (int, np.integer)) or n_permutations < 0:
+        raise ConfigError(f"'n_permutations' must be an integer >= 0; {n_permutations!r} was provided.")
+    if isinstance(n_refine, bool) or not isinstance(n_refine, (int, np.integer)) or n_refine < 0:
+        raise ConfigError(f"'n_refine' must be an integer >= 0; {n_refine!r} was provided.")
+    if not 0 < alpha < 1:
+        raise ConfigError(f"'alpha' must be a rate in (0, 1); {alpha!r} was provided.")
+
+
+def _checked_data(atoms, fmri, networks, runs, null: str):
+    """The atoms, the subjects' fMRI, the networks and the runs, checked against one another.
+
+    Returns
+    -------
+    X : ndarray of shape (n_volumes, k), float64
+    Ys : list of n_subjects arrays of shape (n_volumes, n_voxels)
+    networks : ndarray of shape (n_networks, n_voxels), bool
+    runs : list of int
+        The run lengths (default: one run).
+    """
+    X = np.asarray(atoms, dtype=np.float64)
+    if X.ndim != 2:
+        raise ShapeError(f"'atoms' must have shape (n_volumes, k); got shape {X.shape}.")
+    n = X.shape[0]
+    runs = [n] if runs is None else [int(m) for m in runs]
+    if sum(runs) != n or min(runs) < 2:
+        raise ShapeError(f"'runs' must be run lengths of at least 2 volumes adding up to the atoms' {n} volumes; "
+                         f"{runs!r} was provided.")
+    if null == "shift" and len(runs) > 1:
+        raise ConfigError("null='shift' moves one series; with several runs (stories) use null='phase', which "
+                          "turns each run's phases on its own.")
+    Ys = list(fmri)
+    if not Ys:
+        raise ShapeError("'fmri' must hold at least one subject.")
+    networks = np.asarray(networks, dtype=bool)
+    networks = networks[None] if networks.ndim == 1 else networks
+    for i, Y in enumerate(Ys):
+        if np.ndim(Y) != 2 or np.shape(Y)[0] != n or np.shape(Y)[1] != networks.shape[1]:
+            raise ShapeError(
+                f"subject {i}: fMRI of shape {np.shape(Y)}; expected ({n}, {networks.shape[1]}) "
+                "(the atoms' volumes, the networks' voxels).")
+    return X, Ys, networks, runs
+
+
+def _checked_names(network_names, atlas_names, atom_names, n_networks: int, k: int):
+    """The networks', atlases' and atoms' names (defaults: ``"0"``..., ``"atlas"``, 0...), one per entry."""
+    network_names = [str(i) for i in range(n_networks)] if network_names is None else list(network_names)
+    atlas_names = ["atlas"] * n_networks if atlas_names is None else list(atlas_names)
+    names = list(range(k)) if atom_names is None else list(atom_names)
+    if len(network_names) != n_networks or len(atlas_names) != n_networks or len(names) != k:
+        raise ShapeError("'network_names' and 'atlas_names' need one entry per network, 'atom_names' one per atom.")
+    return network_names, atlas_names, names
+
+
+def _resolved_moved(moved: str, method: str, contribution: str, n_subjects: int) -> str:
+    """What a null draw moves: ``"auto"`` resolved for the group model, the conditional test's needs checked."""
+    if moved == "auto":
+        moved = "all" if method == "fixed" else ("conditional" if contribution == "unique" else "unique")
+    if moved == "conditional" and (contribution != "unique" or n_subjects < 2):
+        raise ConfigError("moved='conditional' tests an atom given the other atoms: it needs contribution='unique' "
+                          f"and at least 2 subjects; contribution={contribution!r} with {n_subjects} subject(s) "
+                          "was provided.")
+    return moved
+
+
+# --------------------------------------------------------------------------- residualise and fit
+
+
 def _nuisance_basis(n_volumes: int, tr: float, highpass_cutoff, confounds) -> np.ndarray:
+    """Orthonormal basis of the drifts and the confounds, of shape (n_volumes, n_nuisance)."""
     from ..encoding.preprocessing import drift_basis
 
     parts = [drift_basis(n_volumes, tr, highpass_cutoff)]
@@ -223,38 +309,267 @@ def _unique_parts(X: np.ndarray, contribution: str) -> tuple[np.ndarray, np.ndar
     return R, 1.0 / d
 
 
-def _rfft_weights(m: int) -> np.ndarray:
-    """Weights of the real FFT's bins in an inner product: ``a' b = sum_f w_f Re(A_f conj(B_f)) / m``."""
-    w = np.full(m // 2 + 1, 2.0)
-    w[0] = 1.0
-    if m % 2 == 0:
-        w[-1] = 1.0
-    return w
+def _residual_atoms(X: np.ndarray, Q: np.ndarray) -> np.ndarray:
+    """The atoms with the drifts and confounds projected out, each scaled to unit SD.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_volumes, k)
+    Q : ndarray of shape (n_volumes, n_nuisance), orthonormal
+
+    Returns
+    -------
+    ndarray of shape (n_volumes, k)
+    """
+    Xr = X - Q @ (Q.T @ X)
+    sd = Xr.std(0)
+    if np.any(sd <= 1e-12 * max(1.0, np.abs(X).max())):
+        raise ShapeError("An atom is constant once drifts and confounds are removed; it cannot be tested.")
+    return Xr / sd
 
 
-def _bounds(runs) -> list[tuple[int, int]]:
-    ends = np.cumsum(runs)
-    return [(int(e - m), int(e)) for e, m in zip(ends, runs)]
+def _subject_network_series(Ys, contrasts: np.ndarray, Q: np.ndarray, progress=None, cancel=None) -> np.ndarray:
+    """Every subject's network time series (:func:`network_time_series`), of shape (n_subjects, n_volumes, n_networks)."""
+    ys = []
+    for s, Y in enumerate(Ys):
+        check_cancel(cancel)
+        ys.append(network_time_series(Y, contrasts, Q))  # (n, n_net)
+        report(progress, "networks: network time series", s + 1, len(Ys))
+    return np.stack(ys)
 
 
-def _run_rfft(A: np.ndarray, runs, axis: int) -> np.ndarray:
-    """Each run's real FFT along ``axis`` (the volumes), the runs' bins concatenated."""
-    A = np.moveaxis(np.asarray(A), axis, 0)
-    parts = [np.fft.rfft(A[a:b], axis=0) for a, b in _bounds(runs)]
-    return np.moveaxis(np.concatenate(parts, axis=0), 0, axis)
+def _marginal_correlations(Xr: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """How well each atom follows each network: its correlation with the subjects' mean series.
+
+    Parameters
+    ----------
+    Xr : ndarray of shape (n_volumes, k)
+    ys : ndarray of shape (n_subjects, n_volumes, n_networks)
+
+    Returns
+    -------
+    ndarray of shape (k, n_networks)
+        0 for a network whose mean series is constant.
+    """
+    ybar = ys.mean(0) - ys.mean((0, 1))
+    ysd = ybar.std(0)
+    xc = Xr - Xr.mean(0)
+    return (xc.T @ np.where(ysd > 0, ybar / np.where(ysd > 0, ysd, 1.0), 0.0)) / (Xr.shape[0] * xc.std(0)[:, None])
 
 
-def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None, atlas_names=None,
-                         confounds=None, highpass_cutoff: float | None = 128.0, null: str = "phase",
-                         n_permutations: int = 10_000, n_refine: int = 90_000, min_shift: int | None = None,
-                         runs=None,
-                         contribution: str = "unique", moved: str = "auto", network_score: str = "mean",
-                         group_effects: str = "auto",
+def _subject_coefficients(Xr: np.ndarray, R: np.ndarray, norm2: np.ndarray, ys: np.ndarray, contribution: str):
+    """Every subject's coefficients, the residuals the null draws are tested against, and ``G^-1``.
+
+    The residual is the full model's for the unique contribution (ter Braak: the draws
+    then carry no signal of the atom tested, which keeps the power of a random-effects
+    t), the nuisance's alone (``ys`` itself) for the marginal one.
+
+    Parameters
+    ----------
+    Xr, R : ndarray of shape (n_volumes, k)
+    norm2 : ndarray of shape (k,)
+    ys : ndarray of shape (n_subjects, n_volumes, n_networks)
+    contribution : {"unique", "marginal"}
+
+    Returns
+    -------
+    coef : ndarray of shape (n_subjects, k, n_networks)
+    resid : ndarray of shape (n_subjects, n_volumes, n_networks)
+    Ginv : ndarray of shape (k, k), or None for the marginal contribution
+    """
+    S, n, n_net = ys.shape
+    k = Xr.shape[1]
+    coef = np.einsum("tk,stn->skn", R, ys) / norm2[None, :, None]
+    if contribution != "unique":
+        return coef, ys, None
+    beta = np.linalg.lstsq(Xr, ys.transpose(1, 0, 2).reshape(n, -1), rcond=None)[0]
+    resid = ys - np.einsum("tk,skn->stn", Xr, beta.reshape(k, S, n_net).transpose(1, 0, 2))
+    return coef, resid, np.linalg.pinv(Xr.T @ Xr, hermitian=True)
+
+
+def _fit_subjects(X, Ys, networks, *, tr: float, highpass_cutoff, confounds, contribution: str, network_score: str,
+                  progress=None, cancel=None) -> SubjectFits:
+    """Residualise the atoms and the fMRI on the nuisance and regress each subject's network series on the atoms.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_volumes, k)
+    Ys : list of arrays of shape (n_volumes, n_voxels)
+    networks : ndarray of shape (n_networks, n_voxels), bool
+    tr, highpass_cutoff, confounds, contribution, network_score
+        As in :func:`stimulus_association`.
+
+    Returns
+    -------
+    SubjectFits
+    """
+    Q = _nuisance_basis(X.shape[0], tr, highpass_cutoff, confounds)
+    Xr = _residual_atoms(X, Q)
+    R, norm2 = _unique_parts(Xr, contribution)
+    ys = _subject_network_series(Ys, network_contrasts(networks, network_score), Q, progress, cancel)
+    coef, resid, Ginv = _subject_coefficients(Xr, R, norm2, ys, contribution)
+    return SubjectFits(Q=Q, Xr=Xr, R=R, norm2=norm2, ys=ys, coef=coef, resid=resid, Ginv=Ginv,
+                       effect=coef.mean(0), marginal=_marginal_correlations(Xr, ys))
+
+
+# --------------------------------------------------------------------------- decide
+
+
+def _atlas_fdr(p_hi: np.ndarray, p_lo: np.ndarray, atlas_names, alpha: float):
+    """Benjamini–Hochberg q over atoms × networks × both directions, one family per atlas.
+
+    Parameters
+    ----------
+    p_hi, p_lo : ndarray of shape (k, n_networks)
+    atlas_names : list of str, one per network
+
+    Returns
+    -------
+    q_hi, q_lo : ndarray of shape (k, n_networks)
+    """
+    q_hi = np.full(p_hi.shape, np.nan)
+    q_lo = np.full(p_lo.shape, np.nan)
+    for atlas in dict.fromkeys(atlas_names):
+        cols = np.array([a == atlas for a in atlas_names])
+        _, q = fdr(np.stack([p_hi[:, cols], p_lo[:, cols]]), alpha)
+        q_hi[:, cols], q_lo[:, cols] = q[0], q[1]
+    return q_hi, q_lo
+
+
+def _effect_size_rule(effect: np.ndarray, min_effect: float, min_relative_effect: float) -> np.ndarray:
+    """Where ``|effect|`` reaches ``min_effect`` and ``min_relative_effect`` × the atom's largest ``|effect|``.
+
+    Parameters
+    ----------
+    effect : ndarray of shape (k, n_networks)
+
+    Returns
+    -------
+    ndarray of shape (k, n_networks), bool
+    """
+    strong = np.abs(effect) >= min_effect
+    if min_relative_effect > 0:
+        # relative to the atom's strongest network effect in any atlas: a network of one
+        # atlas that only partly covers the atom's main target elsewhere is spill
+        peak = np.abs(effect).max(1, keepdims=True)
+        strong &= np.abs(effect) >= min_relative_effect * peak
+    return strong
+
+
+def _association_table(names, atlas_names, network_names, *, statistic, effect, marginal, p, q, effect_ok,
+                       alpha: float, tested: bool, test: str, integer_atoms: bool):
+    """One row per atom × network × direction, ``associated`` where ``q < alpha`` and the effect rules hold.
+
+    Parameters
+    ----------
+    names, atlas_names, network_names : list
+        One per atom, per network, per network.
+    statistic, effect, marginal, effect_ok : ndarray of shape (k, n_networks)
+    p, q : pair of ndarray of shape (k, n_networks)
+        The "activated" then the "deactivated" direction's.
+    tested : bool
+        False: nothing is associated.
+    integer_atoms : bool
+        The ``atom`` column as integers (the default names).
+
+    Returns
+    -------
+    pandas.DataFrame
+    """
+    import pandas as pd
+
+    k, n_net = effect.shape
+    frames = []
+    for direction, p_d, q_d in zip(("activated", "deactivated"), p, q):
+        frames.append(pd.DataFrame({
+            "atom": np.repeat(np.asarray(names, dtype=object), n_net),
+            "atlas": np.tile(np.asarray(atlas_names, dtype=object), k),
+            "network": np.tile(np.asarray(network_names, dtype=object), k),
+            "direction": direction,
+            "statistic": statistic.ravel(),
+            "effect": effect.ravel(),
+            "marginal": marginal.ravel(),
+            "p": p_d.ravel(),
+            "q": q_d.ravel(),
+            "associated": ((np.nan_to_num(q_d, nan=1.0) < alpha) & effect_ok).ravel() if tested else False,
+            "effect_ok": effect_ok.ravel(),
+            "test": test,
+        }))
+    table = pd.concat(frames, ignore_index=True)
+    if integer_atoms:
+        table["atom"] = table["atom"].astype(int)
+    return table
+
+
+def _network_rules(table, *, tested: bool, min_network_relative_marginal: float, min_network_relative_effect: float):
+    """The resemblance rule (:func:`follows_network`) and the main-driver rule (:func:`main_drivers`), in place.
+
+    Both only remove declarations. The resemblance rule also clears ``effect_ok``, so
+    that a correction over a larger family (:func:`family_fdr`) keeps it.
+    """
+    if min_network_relative_marginal > 0:
+        follows = follows_network(table, min_network_relative_marginal)
+        table["effect_ok"] &= follows
+        table["associated"] &= follows
+    if tested and min_network_relative_effect > 0:
+        table["associated"] = main_drivers(table, min_network_relative_effect)
+    return table
+
+
+def _criterion(*, tested: bool, null: str, contribution: str, network_score: str, moved: str, method: str,
+               alpha: float, min_effect: float, min_relative_effect: float, min_network_relative_marginal: float,
+               min_network_relative_effect: float, used: int, refined: int) -> str:
+    """The test and its declaration rule, in words."""
+    if not tested:
+        return "no test (n_permutations = 0): nothing associated."
+    null_desc = ("phase randomisation (the same random phases for every atom and subject)" if null == "phase"
+                 else "circular shifts (the same shift for every atom and subject)")
+    stat_desc = ("the mean over subjects over its between-subject standard error (deviations' spectrum)"
+                 if moved == "conditional" else "the one-sample t over subjects" if method == "random"
+                 else "the mean over subjects")
+    return (
+        f"associated = q < {alpha:g}, Benjamini-Hochberg FDR over atoms x networks x both directions of "
+        f"one atlas; statistic = {stat_desc} of each atom's {contribution} coefficient on the network's "
+        f"time series ({'mean of the standardised voxels inside the network' if network_score == 'mean' else 'mean of the standardised voxels inside the network minus outside'}; drifts "
+        f"and confounds removed)"
+        + (f"; and |effect| >= {min_effect:g}" if min_effect > 0 else "")
+        + (f"; and |effect| >= {min_relative_effect:g} x the atom's largest |effect| over every atlas's networks"
+           if min_relative_effect > 0 else "")
+        + (f"; and the atom's correlation with the network's mean time series has the direction's sign and "
+           f"|r| >= {min_network_relative_marginal:g} x the largest |r| of any atom with that network"
+           if min_network_relative_marginal > 0 else "")
+        + (f"; and |effect| >= {min_network_relative_effect:g} x the largest |effect| of the atoms declared for "
+           "the network" if min_network_relative_effect > 0 else "")
+        + f"; p = (1 + #null >= observed) / (1 + {used}) one-sided, from {used} draws "
+        f"of {null_desc}, each re-estimating every subject's effects"
+        + (f"; cells that none of them reached: over {used + refined} draws (the {refined} further draws "
+           "made for those atoms only)." if refined else "."))
+
+
+def _test_attrs(*, tested: bool, null: str, contribution: str, network_score: str, moved: str, method: str,
+                alpha: float, min_effect: float, min_relative_effect: float, min_network_relative_marginal: float,
+                min_network_relative_effect: float, used: int, refined: int, n_subjects: int, test: str) -> dict:
+    """The table's ``attrs``: the criterion in words, the draws made and the options the test ran with."""
+    criterion = _criterion(
+        tested=tested, null=null, contribution=contribution, network_score=network_score, moved=moved, method=method,
+        alpha=alpha, min_effect=min_effect, min_relative_effect=min_relative_effect,
+        min_network_relative_marginal=min_network_relative_marginal,
+        min_network_relative_effect=min_network_relative_effect, used=used, refined=refined)
+    return {"criterion": criterion, "n_permutations": used, "n_refine": refined, "null": null if tested else "none",
+            "group_effects": method, "contribution": contribution, "alpha": alpha,
+            "n_subjects": n_subjects, "test": test, "network_score": network_score, "moved": moved,
+            "min_network_relative_effect": float(min_network_relative_effect),
+            "min_network_relative_marginal": float(min_network_relative_marginal)}
+
+
+def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None, atlas_names=None, confounds=None,
+                         highpass_cutoff: float | None = 128.0, null: str = "phase", n_permutations: int = 10_000,
+                         n_refine: int = 90_000, min_shift: int | None = None, runs=None, contribution: str = "unique",
+                         moved: str = "auto", network_score: str = "mean", group_effects: str = "auto",
                          min_subjects_random: int = MIN_SUBJECTS_RANDOM_EFFECTS, alpha: float = 0.05,
                          min_effect: float = 0.0, min_relative_effect: float = 0.0,
                          min_network_relative_effect: float = 0.0, min_network_relative_marginal: float = 0.0,
-                         atom_names=None, batch_size: int = 256,
-                         random_state=None, progress=None, cancel=None):
+                         atom_names=None, batch_size: int = 256, random_state=None, progress=None, cancel=None):
     """Test every atom × network for a drive of the network by the atom's time course.
 
     Parameters
@@ -282,12 +597,8 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
         test (p, q NaN, nothing associated).
     n_refine : int, default 90000
         With ``null="phase"``: further draws for the atoms with a cell that none of the
-        first ``n_permutations`` draws reached (p at its floor ``1 / (1 + n_permutations)``);
-        those cells get ``p = (1 + #null >= observed) / (1 + n_permutations + n_refine)``
-        over all draws, every other cell keeps its first p. The two-stage p stays valid
-        (``P(p <= a) <= a`` under the null for every ``a``, the argument of Besag & Clifford's
-        sequential Monte Carlo p), and a strong link is no longer stopped by the floor
-        when FDR runs over thousands of tests. 0: off.
+        first ``n_permutations`` draws reached; those cells get their p over all draws,
+        every other cell keeps its first p (a valid two-stage p: module docstring). 0: off.
     min_shift : int, optional
         For ``null="shift"`` (default ``n_volumes // 10``).
     runs : list of int, optional
@@ -297,19 +608,13 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
         between-subject spectrum is each run's own. Drifts per run belong in ``confounds``
         (with ``highpass_cutoff=None``).
     moved : {"auto", "all", "conditional", "unique"}, default "auto"
-        ``"all"``: a draw moves every atom together (the Gram matrix, hence the
-        coefficients' covariance, is unchanged, so the refitted coefficients
-        ``G^-1 (P X)' y`` are exact draws under stationary noise of any autocorrelation
-        when no atom drives the network, and conservative when other atoms do).
-        ``"conditional"``: a conditional randomisation test of the tested atom given the
-        others: its unique part is moved and every subject refitted with the other atoms
-        and the nuisance unchanged; the statistic is the subjects' mean effect over the
-        between-subject standard error of the moved regressor (module docstring); needs
-        ``contribution="unique"`` and 2 or more subjects. ``"unique"``: the tested atom's
-        unique part moved against the full model's residual (ter Braak) with the t over
-        subjects; liberal where networks are strongly driven (module docstring), kept for
-        comparison. ``"auto"``: ``"conditional"`` with random effects, ``"all"`` with
-        fixed effects.
+        What a draw moves (module docstring). ``"all"``: every atom together, exact when
+        no atom drives the network. ``"conditional"``: the tested atom's unique part, every
+        subject refitted with the other atoms and the nuisance unchanged (a conditional
+        randomisation test; needs ``contribution="unique"`` and 2 or more subjects).
+        ``"unique"``: the tested atom's unique part against the full model's residual
+        (ter Braak), liberal where networks are strongly driven, kept for comparison.
+        ``"auto"``: ``"conditional"`` with random effects, ``"all"`` with fixed effects.
     network_score : {"mean", "contrast"}, default "mean"
         The continuous score of the unthresholded map: its mean inside the network, or
         inside minus outside (:func:`network_contrasts`). Networks should not overlap
@@ -331,8 +636,7 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
         An association also needs ``|effect|`` at least this fraction of the atom's
         largest ``|effect|`` over all networks given (every atlas): a network the atom's
         signal reaches only as a spill from its main network (overlapping templates,
-        spatial smoothness) is not called a link. Both rules only remove declarations,
-        so the FDR control of the test is kept.
+        spatial smoothness) is not called a link.
     min_network_relative_effect : float, default 0.0
         An association also needs ``|effect|`` at least this fraction of the largest
         ``|effect|`` among the atoms declared for the same network (either direction):
@@ -343,13 +647,9 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
         An association also needs the atom's *marginal* correlation with the network's
         time series (the subjects' mean, drifts and confounds removed; ``marginal`` in the
         table) to have the sign of the direction tested and to reach this fraction of the
-        largest ``|marginal|`` of any atom for that network. The test credits each atom
-        with its unique part, and a network driven by a time course that is no single atom
-        gives a unique coefficient to every atom the course is made of, some of which do
-        not follow the network at all (suppressors: a unique effect against a marginal
-        correlation near zero or of the other sign); with power, those were most false
-        declarations of the full demo (sources mixed from ANs, four stories). A link then
-        names atoms that both follow the network and add to the others. 0: off.
+        largest ``|marginal|`` of any atom for that network: the atom must follow the
+        network, not only add to the other atoms (the resemblance rule, module
+        docstring). 0: off.
     atom_names : list, optional
     batch_size : int
         Null draws per matrix product.
@@ -368,284 +668,41 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
         ``p``, ``q``, ``associated`` (``q < alpha`` in this direction and ``effect_ok``),
         ``effect_ok`` (the rules ``min_effect`` / ``min_relative_effect`` /
         ``min_network_relative_marginal`` hold, so that a correction over a larger family, :func:`family_fdr`, can
-        declare again), ``test``.
-        ``attrs``: ``criterion``, ``n_permutations``, ``null``, ``group_effects``,
-        ``contribution``, ``alpha``.
+        declare again), ``test``. ``attrs``: ``criterion`` (the test and its rule in words),
+        ``n_permutations`` and ``n_refine`` (draws made), and the options the test ran with.
     """
-    import pandas as pd
-
-    check_choice("null", null, NULLS)
-    check_choice("contribution", contribution, CONTRIBUTIONS)
-    check_choice("network_score", network_score, NETWORK_SCORES)
-    check_choice("moved", moved, MOVED)
-    if isinstance(n_permutations, bool) or not isinstance(n_permutations, (int, np.integer)) or n_permutations < 0:
-        raise ConfigError(f"'n_permutations' must be an integer >= 0; {n_permutations!r} was provided.")
-    if isinstance(n_refine, bool) or not isinstance(n_refine, (int, np.integer)) or n_refine < 0:
-        raise ConfigError(f"'n_refine' must be an integer >= 0; {n_refine!r} was provided.")
-    if not 0 < alpha < 1:
-        raise ConfigError(f"'alpha' must be a rate in (0, 1); {alpha!r} was provided.")
-    X = np.asarray(atoms, dtype=np.float64)
-    if X.ndim != 2:
-        raise ShapeError(f"'atoms' must have shape (n_volumes, k); got shape {X.shape}.")
-    n, k = X.shape
-    runs = [n] if runs is None else [int(m) for m in runs]
-    if sum(runs) != n or min(runs) < 2:
-        raise ShapeError(f"'runs' must be run lengths of at least 2 volumes adding up to the atoms' {n} volumes; "
-                         f"{runs!r} was provided.")
-    if null == "shift" and len(runs) > 1:
-        raise ConfigError("null='shift' moves one series; with several runs (stories) use null='phase', which "
-                          "turns each run's phases on its own.")
-    Ys = list(fmri)
-    if not Ys:
-        raise ShapeError("'fmri' must hold at least one subject.")
-    networks = np.asarray(networks, dtype=bool)
-    networks = networks[None] if networks.ndim == 1 else networks
-    for i, Y in enumerate(Ys):
-        if np.ndim(Y) != 2 or np.shape(Y)[0] != n or np.shape(Y)[1] != networks.shape[1]:
-            raise ShapeError(
-                f"subject {i}: fMRI of shape {np.shape(Y)}; expected ({n}, {networks.shape[1]}) "
-                "(the atoms' volumes, the networks' voxels).")
-    n_net = networks.shape[0]
-    network_names = [str(i) for i in range(n_net)] if network_names is None else list(network_names)
-    atlas_names = ["atlas"] * n_net if atlas_names is None else list(atlas_names)
-    names = list(range(k)) if atom_names is None else list(atom_names)
-    if len(network_names) != n_net or len(atlas_names) != n_net or len(names) != k:
-        raise ShapeError("'network_names' and 'atlas_names' need one entry per network, 'atom_names' one per atom.")
-    S = len(Ys)
+    _checked_options(null, contribution, network_score, moved, n_permutations, n_refine, alpha)
+    X, Ys, networks, runs = _checked_data(atoms, fmri, networks, runs, null)
+    k, n_net, S = X.shape[1], networks.shape[0], len(Ys)
+    network_names, atlas_names, names = _checked_names(network_names, atlas_names, atom_names, n_net, k)
     method = group_effects_method(S, group_effects, min_random=min_subjects_random)
-    if moved == "auto":
-        moved = "all" if method == "fixed" else ("conditional" if contribution == "unique" else "unique")
-    if moved == "conditional" and (contribution != "unique" or S < 2):
-        raise ConfigError("moved='conditional' tests an atom given the other atoms: it needs contribution='unique' "
-                          f"and at least 2 subjects; contribution={contribution!r} with {S} subject(s) was provided.")
-    conditional = moved == "conditional"
-
-    Q = _nuisance_basis(n, tr, highpass_cutoff, confounds)
-    Xr = X - Q @ (Q.T @ X)
-    sd = Xr.std(0)
-    if np.any(sd <= 1e-12 * max(1.0, np.abs(X).max())):
-        raise ShapeError("An atom is constant once drifts and confounds are removed; it cannot be tested.")
-    Xr = Xr / sd
-    R, norm2 = _unique_parts(Xr, contribution)
-    C = network_contrasts(networks, network_score)
-    stage = "networks: stimulus null"
-    ys = []
-    for s, Y in enumerate(Ys):
-        check_cancel(cancel)
-        ys.append(network_time_series(Y, C, Q))  # (n, n_net)
-        report(progress, "networks: network time series", s + 1, S)
-    ys = np.stack(ys)  # (S, n, n_net)
-    # how well each atom follows each network: its correlation with the subjects' mean series
-    ybar = ys.mean(0) - ys.mean((0, 1))
-    ysd = ybar.std(0)
-    xc = Xr - Xr.mean(0)
-    marginal = (xc.T @ np.where(ysd > 0, ybar / np.where(ysd > 0, ysd, 1.0), 0.0)) / (n * xc.std(0)[:, None])
-    # per-subject coefficients (the "effect") and residuals: of the full model for the
-    # unique contribution (ter Braak: the draws then carry no signal of the atom tested,
-    # which keeps the power of a random-effects t), of the nuisance alone for "marginal"
-    coef = np.einsum("tk,stn->skn", R, ys) / norm2[None, :, None]  # (S, k, n_net)
-    if contribution == "unique":
-        beta = np.linalg.lstsq(Xr, ys.transpose(1, 0, 2).reshape(n, -1), rcond=None)[0]
-        resid = ys - np.einsum("tk,skn->stn", Xr, beta.reshape(k, S, n_net).transpose(1, 0, 2))
-        Ginv = np.linalg.pinv(Xr.T @ Xr, hermitian=True)
-    else:
-        resid = ys
-        Ginv = None
-    # every subject's value in z form, r_j' y / ||r_j||: under white noise its null
-    # spread equals that of a draw, (P r_j)' e / ||M P r_j|| (M: residual-forming matrix
-    # of the model), whose norm shrinks where the other regressors explain the moved part
-
-    def group_stat(b):  # b (..., S, k, n_net) -> (..., k, n_net)
-        mean = b.mean(-3)
-        if method == "fixed":
-            return mean * np.sqrt(S)
-        sdv = b.std(-3, ddof=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(sdv > 0, mean / (sdv / np.sqrt(S)), 0.0)
-
-    # every run's own real-FFT bins, one after the other: a draw turns each run's phases
-    # independently (the same draw for every subject), and every inner product is a sum
-    # over the bins of all runs
-    scale = np.concatenate([_rfft_weights(m) / m for m in runs])[:, None]
-    nf = scale.shape[0]
-    FR = _run_rfft(Xr if moved == "all" else R, runs, axis=0)  # (nf, k)
-    if conditional:
-        # the subjects' mean effect over its standard error from the between-subject
-        # deviations' spectrum: a statistic of the moved regressor alone (no per-draw
-        # between-subject SD, which the shared stimulus-locked signal would inflate)
-        spectrum = np.concatenate([between_subject_spectrum(ys[:, a:b]) for a, b in _bounds(runs)])  # (nf, n_net)
-        se_obs = np.sqrt((scale * np.abs(FR) ** 2).T @ spectrum / S)  # (k, n_net)
-        observed = (coef * norm2[None, :, None]).mean(0) / np.maximum(se_obs, 1e-300)
-    else:
-        observed = group_stat(coef * np.sqrt(norm2)[None, :, None])
-    effect = coef.mean(0)
-    used = 0
-    refined = 0
-    exceed_hi = np.zeros((k, n_net), np.int64)
-    exceed_lo = np.zeros((k, n_net), np.int64)
-    p_hi = p_lo = np.full((k, n_net), np.nan)
-    if n_permutations > 0:
-        joint = moved == "all"
-        FE = _run_rfft(ys if joint else resid, runs, axis=1)  # (S, nf, n_net)
-        cross = (np.einsum("fk,sfn->fskn", FR, np.conj(FE)) * scale[:, :, None, None]).astype(np.complex64)
-        cross_mean = cross.mean(1) if conditional else None  # (nf, k, n_net): the statistic reads the mean
-        cross_q = np.einsum("fk,fq->fkq", FR, np.conj(_run_rfft(Q, runs, axis=0))) * scale[:, :, None]
-        cross_x = None
-        if Ginv is not None and not joint:
-            FX = _run_rfft(Xr, runs, axis=0)
-            cross_x = np.einsum("fk,fi->fki", FR, np.conj(FX)) * scale[:, :, None]
-        if conditional:
-            FQ = _run_rfft(Q, runs, axis=0)
-            weighted_spectrum = (scale * spectrum).astype(np.float64)  # (nf, n_net)
-        tol = 1e-6 * np.maximum(1.0, np.abs(observed))
-
-        def count(phases, rows, label):
-            """Null draws at or beyond the observed statistic of the atoms ``rows``."""
-            kr = len(rows)
-            c_sub = (cross if joint else cross_mean[:, rows] if conditional else cross[:, :, rows]).reshape(nf, -1)
-            cq_sub = cross_q[:, rows].reshape(nf, -1)
-            cx_sub = None if cross_x is None else cross_x[:, rows].reshape(nf, -1)
-            obs, tl = observed[rows], tol[rows]
-            hi = np.zeros((kr, n_net), np.int64)
-            lo = np.zeros((kr, n_net), np.int64)
-            for start in range(0, len(phases), batch_size):
-                check_cancel(cancel)
-                ph = phases[start:start + batch_size]
-                b_n = len(ph)
-                rot = np.exp(1j * ph)
-                if joint:
-                    # every atom moved together: the Gram matrix is unchanged, so the refitted
-                    # coefficients are G^-1 (P X)' y, on the observed scale
-                    num = (rot.astype(np.complex64) @ c_sub).real.reshape(b_n, S, k, n_net)
-                    if Ginv is not None:
-                        num = np.einsum("jl,bsln->bsjn", Ginv[rows].astype(np.float32), num)
-                    else:
-                        num = num[:, :, rows]
-                    stat = group_stat(num * (np.sqrt(norm2[rows]) if Ginv is not None else 1 / np.sqrt(norm2[rows]))
-                                      [None, None, :, None].astype(np.float32))
-                elif conditional:
-                    # the moved regressor u = M_-j P r_j replaces atom j's unique part; a
-                    # subject's value u' e_s with e_s = M_-j y_s = e_full + b_sj r_j, so the
-                    # subjects' mean is (P r_j)' mean(e) + mean(b_j) (P r_j)' r_j, where
-                    # (P r_j)' r_j = (G^-1 c)_j ||r_j||^2 with c = X' P r_j
-                    num = (rot.astype(np.complex64) @ c_sub).real.reshape(b_n, kr, n_net)
-                    cq = (rot @ cq_sub).real.reshape(b_n, kr, -1)  # Q' P r_j
-                    c = (rot @ cx_sub).real.reshape(b_n, kr, k)  # X' P r_j
-                    g = (c * Ginv[rows][None]).sum(-1) * norm2[rows][None]
-                    num = num + effect[rows][None] * g[..., None]
-                    # u's spectrum: P r_j less its fit on the drifts and on the other atoms,
-                    # gamma = G_-j^-1 c_-j = G^-1 c - (G^-1 c)_j G^-1 e_j / (G^-1)_jj
-                    gam = c @ Ginv - g[..., None] * Ginv[rows][None]
-                    fu = FR[:, rows].T[None] * rot[:, None, :] - cq @ FQ.T - gam @ FX.T  # (b, kr, nf)
-                    se = np.sqrt(np.maximum((fu.real ** 2 + fu.imag ** 2) @ weighted_spectrum, 1e-300) / S)
-                    stat = num / se
-                else:
-                    num = (rot.astype(np.complex64) @ c_sub).real.reshape(b_n, S, kr, n_net)
-                    # ||M P r_j||^2 = ||r_j||^2 - ||Q' P r_j||^2 - c' G^-1 c, c = X' P r_j
-                    cq = (rot @ cq_sub).real.reshape(b_n, kr, -1)
-                    moved2 = norm2[rows][None] - (cq * cq).sum(-1)
-                    if cx_sub is not None:
-                        c = (rot @ cx_sub).real.reshape(b_n, kr, k)
-                        moved2 = moved2 - np.einsum("dji,il,djl->dj", c, Ginv, c)
-                    moved2 = np.maximum(moved2, 1e-6 * norm2[rows][None])
-                    stat = group_stat(num / np.sqrt(moved2)[:, None, :, None].astype(np.float32))
-                hi += (stat >= obs[None] - tl).sum(0)
-                lo += (stat <= obs[None] + tl).sum(0)
-                report(progress, label, start + b_n, len(phases))
-            return hi, lo
-
-        phases = run_null_phases(null, runs, n_permutations, min_shift=min_shift, random_state=random_state)
-        used = phases.shape[0]
-        report(progress, stage, 0, used)
-        exceed_hi, exceed_lo = count(phases, np.arange(k), stage)
-        p_hi = (1.0 + exceed_hi) / (1.0 + used)
-        p_lo = (1.0 + exceed_lo) / (1.0 + used)
-        # cells that no draw reached sit at the floor 1 / (1 + draws): more draws for them
-        # alone (two-stage Monte Carlo p: a cell keeps its first p unless none of its first
-        # draws reached it; P(p <= a) <= a still holds, as for Besag & Clifford's sequential p)
-        floor_hi, floor_lo = exceed_hi == 0, exceed_lo == 0
-        rows = np.flatnonzero(floor_hi.any(1) | floor_lo.any(1))
-        if null == "phase" and n_refine > 0 and rows.size:
-            if isinstance(random_state, np.random.Generator) or random_state is None:
-                rng = np.random.default_rng(random_state)  # a Generator goes on past the first draws
-            else:
-                rng = np.random.default_rng([int(random_state), 1])  # not the first draws again
-            more = run_null_phases(null, runs, n_refine, random_state=rng)
-            refined = more.shape[0]
-            label = f"{stage} (more draws for {rows.size} atoms at the floor)"
-            report(progress, label, 0, refined)
-            hi2, lo2 = count(more, rows, label)
-            for p, floor, extra in ((p_hi, floor_hi, hi2), (p_lo, floor_lo, lo2)):
-                sub = floor[rows]
-                p[rows] = np.where(sub, (1.0 + extra) / (1.0 + used + refined), p[rows])
+    moved = _resolved_moved(moved, method, contribution, S)
+    # residualise and fit: every subject's network series on the atoms, nuisance removed
+    fits = _fit_subjects(X, Ys, networks, tr=tr, highpass_cutoff=highpass_cutoff, confounds=confounds,
+                         contribution=contribution, network_score=network_score, progress=progress, cancel=cancel)
+    # combine: the group statistic of the observed atoms; draw and refit: the same for every null draw
+    model = StimulusNull(fits, runs, moved, method)
+    observed = model.observed()
+    p_hi, p_lo, used, refined = two_stage_pvalues(
+        model, observed, null=null, n_permutations=n_permutations, n_refine=n_refine, min_shift=min_shift,
+        random_state=random_state, batch_size=batch_size, stage="networks: stimulus null", progress=progress,
+        cancel=cancel)
+    # decide: FDR per atlas, then rules that only remove declarations
     tested = used > 0
-    q_hi = np.full((k, n_net), np.nan)
-    q_lo = np.full((k, n_net), np.nan)
-    if tested:
-        for atlas in dict.fromkeys(atlas_names):
-            cols = np.array([a == atlas for a in atlas_names])
-            _, q = fdr(np.stack([p_hi[:, cols], p_lo[:, cols]]), alpha)
-            q_hi[:, cols], q_lo[:, cols] = q[0], q[1]
-    null_desc = ("phase randomisation (the same random phases for every atom and subject)" if null == "phase"
-                 else "circular shifts (the same shift for every atom and subject)")
+    q_hi, q_lo = (_atlas_fdr(p_hi, p_lo, atlas_names, alpha) if tested
+                  else (np.full((k, n_net), np.nan), np.full((k, n_net), np.nan)))
     test = f"stimulus-{null}/{contribution}/{network_score}/{method}-effects/moved-{moved}"
-    strong = np.abs(effect) >= min_effect
-    if min_relative_effect > 0:
-        # relative to the atom's strongest network effect in any atlas: a network of one
-        # atlas that only partly covers the atom's main target elsewhere is spill
-        peak = np.abs(effect).max(1, keepdims=True)
-        strong &= np.abs(effect) >= min_relative_effect * peak
-    frames = []
-    for direction, p, q in (("activated", p_hi, q_hi), ("deactivated", p_lo, q_lo)):
-        frames.append(pd.DataFrame({
-            "atom": np.repeat(np.asarray(names, dtype=object), n_net),
-            "atlas": np.tile(np.asarray(atlas_names, dtype=object), k),
-            "network": np.tile(np.asarray(network_names, dtype=object), k),
-            "direction": direction,
-            "statistic": observed.ravel(),
-            "effect": effect.ravel(),
-            "marginal": marginal.ravel(),
-            "p": p.ravel(),
-            "q": q.ravel(),
-            "associated": ((np.nan_to_num(q, nan=1.0) < alpha) & strong).ravel() if tested else False,
-            "effect_ok": strong.ravel(),
-            "test": test,
-        }))
-    table = pd.concat(frames, ignore_index=True)
-    if atom_names is None:
-        table["atom"] = table["atom"].astype(int)
-    if min_network_relative_marginal > 0:
-        follows = follows_network(table, min_network_relative_marginal)
-        table["effect_ok"] &= follows
-        table["associated"] &= follows
-    if tested and min_network_relative_effect > 0:
-        table["associated"] = main_drivers(table, min_network_relative_effect)
-    stat_desc = ("the mean over subjects over its between-subject standard error (deviations' spectrum)"
-                 if conditional else "the one-sample t over subjects" if method == "random" else "the mean over subjects")
-    criterion = (
-        f"associated = q < {alpha:g}, Benjamini-Hochberg FDR over atoms x networks x both directions of "
-        f"one atlas; statistic = {stat_desc} of each atom's {contribution} coefficient on the network's "
-        f"time series ({'mean of the standardised voxels inside the network' if network_score == 'mean' else 'mean of the standardised voxels inside the network minus outside'}; drifts "
-        f"and confounds removed)"
-        + (f"; and |effect| >= {min_effect:g}" if min_effect > 0 else "")
-        + (f"; and |effect| >= {min_relative_effect:g} x the atom's largest |effect| over every atlas's networks"
-           if min_relative_effect > 0 else "")
-        + (f"; and the atom's correlation with the network's mean time series has the direction's sign and "
-           f"|r| >= {min_network_relative_marginal:g} x the largest |r| of any atom with that network"
-           if min_network_relative_marginal > 0 else "")
-        + (f"; and |effect| >= {min_network_relative_effect:g} x the largest |effect| of the atoms declared for "
-           "the network" if min_network_relative_effect > 0 else "")
-        + f"; p = (1 + #null >= observed) / (1 + {used}) one-sided, from {used} draws "
-        f"of {null_desc}, each re-estimating every subject's effects"
-        + (f"; cells that none of them reached: over {used + refined} draws (the {refined} further draws "
-           "made for those atoms only)." if refined else ".")
-        if tested else "no test (n_permutations = 0): nothing associated.")
-    table.attrs.update({"criterion": criterion, "n_permutations": used, "n_refine": refined,
-                        "null": null if tested else "none",
-                        "group_effects": method, "contribution": contribution, "alpha": alpha,
-                        "n_subjects": S, "test": test, "network_score": network_score, "moved": moved,
-                        "min_network_relative_effect": float(min_network_relative_effect),
-                        "min_network_relative_marginal": float(min_network_relative_marginal)})
+    table = _association_table(
+        names, atlas_names, network_names, statistic=observed, effect=fits.effect, marginal=fits.marginal,
+        p=(p_hi, p_lo), q=(q_hi, q_lo), effect_ok=_effect_size_rule(fits.effect, min_effect, min_relative_effect),
+        alpha=alpha, tested=tested, test=test, integer_atoms=atom_names is None)
+    _network_rules(table, tested=tested, min_network_relative_marginal=min_network_relative_marginal,
+                   min_network_relative_effect=min_network_relative_effect)
+    table.attrs.update(_test_attrs(
+        tested=tested, null=null, contribution=contribution, network_score=network_score, moved=moved, method=method,
+        alpha=alpha, min_effect=min_effect, min_relative_effect=min_relative_effect,
+        min_network_relative_marginal=min_network_relative_marginal,
+        min_network_relative_effect=min_network_relative_effect, used=used, refined=refined, n_subjects=S, test=test))
     return table
 
 

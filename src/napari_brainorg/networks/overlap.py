@@ -412,6 +412,28 @@ class _ShiftScorer:
         r[~np.isfinite(r) | (var <= 0)] = np.nan
         return np.clip(r, -1.0, 1.0)
 
+    def draws(self, rng: np.random.Generator, n_draws: int, *, flips: bool, max_pieces: int,
+              per: int = 16) -> Iterator[np.ndarray]:
+        """Scores of ``n_draws`` moved copies of the maps, ``per`` draws at a time.
+
+        Yields
+        ------
+        ndarray of shape (batch, k, n_networks)
+        """
+        geom = self.geom
+        for start in range(0, n_draws, per):
+            out = []
+            for _ in range(min(per, n_draws - start)):
+                moves = geom.draw_moves(rng, flips, max_pieces)
+                if self.needs_counts:
+                    src = geom.patched(moves)
+                else:
+                    # only the networks' voxels are read: the others' sources are never looked up
+                    src = np.full(geom.n_voxels, -1, dtype=np.intp)
+                    src[self.union] = geom.patched(moves, self.union)
+                out.append(self.scores(src))
+            yield np.stack(out)
+
 
 def _mask_array(mask_img) -> np.ndarray:
     from ..io.fmri import load_mask
@@ -548,6 +570,210 @@ def _iter_null_batches(null_maps) -> Iterator[np.ndarray]:
         yield item[None] if item.ndim == 2 else item
 
 
+class _NullTally:
+    """What the p-values need of the null draws, accumulated batch by batch.
+
+    Attributes
+    ----------
+    exceed : ndarray of shape (k, n_networks), int64
+        Draws at or above the observed score (within 1e-12).
+    n_valid : ndarray of shape (k, n_networks), int64
+        Draws with a finite score.
+    top : ndarray of shape (n_tail + 1, k, n_networks)
+        The largest draws, for the tail fit (``-inf`` until filled).
+    used : int
+        Draws seen.
+    """
+
+    def __init__(self, shape: tuple[int, int], n_tail: int, keep_top: bool):
+        self.exceed = np.zeros(shape, dtype=np.int64)
+        self.n_valid = np.zeros(shape, dtype=np.int64)
+        self.n_tail = n_tail
+        self.top = np.full((n_tail + 1,) + shape, -np.inf)  # running largest null draws
+        self.keep_top = keep_top
+        self.used = 0
+
+    def add(self, null_scores: np.ndarray, observed: np.ndarray) -> None:
+        """Count a batch of null scores, of shape (batch, k, n_networks); NaN: no value in that draw."""
+        ok = np.isfinite(null_scores)
+        self.n_valid += ok.sum(axis=0)
+        with np.errstate(invalid="ignore"):
+            self.exceed += (ok & (null_scores >= observed[None] - 1e-12)).sum(axis=0)
+        if self.keep_top:
+            merged = np.concatenate([self.top, np.where(ok, null_scores, -np.inf)], axis=0)
+            self.top = -np.partition(-merged, self.n_tail, axis=0)[: self.n_tail + 1]
+        self.used += null_scores.shape[0]
+
+    def pvalues(self, observed: np.ndarray, tail: str) -> tuple[np.ndarray, np.ndarray]:
+        """Permutation p-values, refined by the generalised Pareto tail where few draws reach the score.
+
+        Returns
+        -------
+        p : ndarray of shape (k, n_networks)
+            NaN where no draw had a value (or none was made).
+        p_method : ndarray of shape (k, n_networks), object
+            "permutation", "gpd_tail" or "none".
+        """
+        exceed, n_valid, top = self.exceed, self.n_valid, self.top
+        with np.errstate(invalid="ignore", divide="ignore"):
+            p = np.where(np.isfinite(observed) & (n_valid > 0), (1.0 + exceed) / (1.0 + n_valid), np.nan)
+        p_method = np.where(np.isfinite(p), "permutation", "none").astype(object)
+        if tail == "gpd" and self.used > 0:
+            few = (exceed < 10) & np.isfinite(p) & np.isfinite(top).all(axis=0)
+            if few.any():
+                p_tail = gpd_tail_pvalues(observed, np.where(np.isfinite(top), top, np.nan), n_valid)
+                refine = few & np.isfinite(p_tail)
+                p = np.where(refine, p_tail, p)
+                p_method[refine] = "gpd_tail"
+        return p, p_method
+
+
+def _checked_null(part: str, score: str, threshold_method: str, null, null_maps, tail: str, fill: str,
+                  alpha: float, n_permutations: int) -> str:
+    """The options of :func:`associate_atoms` checked, and the null it runs (``"maps"`` when maps are given)."""
+    check_choice("part", part, ("activated", "deactivated"))
+    check_choice("score", score, SCORES)
+    check_choice("threshold_method", threshold_method, THRESHOLD_METHODS)
+    if null is None:
+        null = "maps" if null_maps is not None else "shift"
+    check_choice("null", null, ("shift", "maps"))
+    check_choice("tail", tail, ("gpd", "none"))
+    check_choice("fill", fill, FILLS)
+    if null == "maps" and null_maps is None:
+        raise ValueError("null='maps' needs 'null_maps' (an array or an iterable of null atom maps).")
+    if not 0 < alpha < 1:
+        raise ValueError(f"'alpha' must be in (0, 1); {alpha!r} was provided.")
+    if n_permutations < 0:
+        raise ValueError(f"'n_permutations' must be >= 0; {n_permutations!r} was provided.")
+    return null
+
+
+def _checked_atom_maps(atom_maps, atlas, mask_img, atom_names):
+    """The atom maps as float32 rows on the mask's voxels, checked against the mask and the atlas.
+
+    Returns
+    -------
+    maps : ndarray of shape (k, n_voxels), float32
+    mask : ndarray of bool, the mask's 3D grid
+    names : list
+        The atoms' names (default 0..k-1).
+    """
+    maps = np.asarray(atom_maps, dtype=np.float32)
+    maps = maps[None] if maps.ndim == 1 else maps
+    mask = _mask_array(mask_img)
+    n_vox = int(mask.sum())
+    if maps.ndim != 2 or maps.shape[1] != n_vox:
+        raise ShapeError(
+            f"'atom_maps' must have shape (k, n_voxels) with n_voxels={n_vox} (the mask's voxels); "
+            f"got shape {maps.shape}."
+        )
+    if atlas.maps.shape[1] != n_vox:
+        raise ShapeError(
+            f"The atlas {atlas.name!r} is on {atlas.maps.shape[1]} voxels but the mask has {n_vox}; "
+            "load it with load_fbn(..., mask_img) on the same mask."
+        )
+    if not np.isfinite(maps).all():
+        raise ValueError("'atom_maps' has NaN or infinite values; expected finite maps.")
+    k = maps.shape[0]
+    names = list(range(k)) if atom_names is None else list(atom_names)
+    if len(names) != k:
+        raise ShapeError(f"'atom_names' has {len(names)} entries for {k} atoms.")
+    return maps, mask, names
+
+
+def _signed_parts(maps: np.ndarray, part: str, threshold_method: str, threshold: float):
+    """The maps signed so that the part tested is positive, and the part's voxels.
+
+    Parameters
+    ----------
+    maps : ndarray of shape (k, n_voxels), float32
+
+    Returns
+    -------
+    sign : numpy.float32
+        1 for the activated part, -1 for the deactivated one.
+    signed : ndarray of shape (k, n_voxels), float32
+    parts : ndarray of shape (k, n_voxels), bool
+    """
+    sign = np.float32(1.0 if part == "activated" else -1.0)
+    signed = sign * maps
+    upper, lower = threshold_cutoffs(maps, method=threshold_method, value=threshold)
+    cut = upper if part == "activated" else -lower  # signed > cut  <=>  part voxel
+    return sign, signed, signed > cut[:, None].astype(np.float32)
+
+
+def _given_null_scores(null_maps, scorer: _Scorer, *, sign, part: str, threshold_method: str, threshold: float,
+                       score: str, maps_shape: tuple[int, int]) -> Iterator[np.ndarray]:
+    """Scores of null maps computed elsewhere, thresholded by the observed maps' method.
+
+    Yields
+    ------
+    ndarray of shape (batch, k, n_networks)
+        NaN where a draw has no value at a voxel the score needs.
+    """
+    k, n_vox = maps_shape
+    for arr in _iter_null_batches(null_maps):
+        if arr.ndim != 3 or arr.shape[1:] != maps_shape:
+            raise ShapeError(
+                f"'null_maps' must hold maps of shape (k, n_voxels) = {maps_shape}; got a "
+                f"batch of shape {arr.shape}."
+            )
+        valid = np.isfinite(arr).all(axis=1)
+        x = np.where(valid[:, None, :], sign * arr, 0.0).astype(np.float32)
+        up, lo = threshold_cutoffs(
+            np.where(valid[:, None, :], arr, np.nan).reshape(-1, n_vox),
+            method=threshold_method, value=threshold)
+        c = (up if part == "activated" else -lo).reshape(arr.shape[0], k, 1)
+        parts = (x > c) & valid[:, None, :]
+        yield scorer.scores(parts, valid, (score,), values=x if score == "correlation" else None)[score]
+
+
+def _overlap_table(names, network_names, part: str, obs: dict, parts: np.ndarray, networks: np.ndarray,
+                   p: np.ndarray, p_method: np.ndarray, q: np.ndarray, associated: np.ndarray, integer_atoms: bool):
+    """One row per atom × network: the scores of the observed part, p, q and the declaration."""
+    import pandas as pd
+
+    k = parts.shape[0]
+    n_part = parts.sum(axis=1)
+    n_net = networks.sum(axis=1)
+    n_networks = len(network_names)
+    table = pd.DataFrame({
+        "atom": np.repeat(np.asarray(names, dtype=object), n_networks),
+        "network": np.tile(np.asarray(network_names, dtype=object), k),
+        "part": part,
+        "overlap_rate": obs["overlap_rate"].ravel(),
+        "dice": obs["dice"].ravel(),
+        "correlation": obs["correlation"].ravel(),
+        "n_part_voxels": np.repeat(n_part, n_networks),
+        "n_network_voxels": np.tile(n_net, k),
+        "p": p.ravel(),
+        "p_method": p_method.ravel(),
+        "q": q.ravel(),
+        "associated": associated.ravel().astype(bool),
+    })
+    if integer_atoms:
+        table["atom"] = table["atom"].astype(int)
+    return table
+
+
+def _overlap_criterion(*, tested: bool, null: str, used: int, flips: bool, fill: str, alpha: float, n_tests: int,
+                       part: str, atlas_name: str, score: str, min_score: float, tail: str,
+                       threshold_method: str, threshold: float) -> str:
+    """The test and its declaration rule, in words (the table's ``attrs["criterion"]``)."""
+    null_desc = (f"{used} spatial circular shifts{' and flips' if flips else ''} of the maps ({fill} fill)"
+                 if null == "shift" else f"{used} null maps given")
+    if not tested:
+        return (f"associated = {score} >= {min_score:g} (no permutation test: n_permutations=0); "
+                f"parts cut by {threshold_method} at {threshold:g}.")
+    return (f"associated = q < {alpha:g} (Benjamini-Hochberg FDR over the {n_tests} atom x "
+            f"network tests of the {part} part, atlas {atlas_name}) and {score} >= {min_score:g}; "
+            f"p = (1 + #null >= observed) / (1 + #null) from {null_desc}"
+            + ("; where fewer than 10 null draws reach the observed score, p from a generalised "
+               "Pareto fit of the null's upper tail" if tail == "gpd" else "")
+            + "; parts cut by "
+            f"{threshold_method} at {threshold:g}.")
+
+
 def associate_atoms(atom_maps, atlas, mask_img, *, part: str = "activated",
                     threshold_method: str = "z", threshold: float | None = None,
                     score: str = "overlap_rate", n_permutations: int = 1000,
@@ -625,173 +851,55 @@ def associate_atoms(atom_maps, atlas, mask_img, *, part: str = "activated",
         ``n_permutations`` (draws used), ``threshold_method``, ``threshold``,
         ``part``, ``atlas``.
     """
-    import pandas as pd
-
-    check_choice("part", part, ("activated", "deactivated"))
-    check_choice("score", score, SCORES)
-    check_choice("threshold_method", threshold_method, THRESHOLD_METHODS)
-    if null is None:
-        null = "maps" if null_maps is not None else "shift"
-    check_choice("null", null, ("shift", "maps"))
-    check_choice("tail", tail, ("gpd", "none"))
-    check_choice("fill", fill, FILLS)
-    if null == "maps" and null_maps is None:
-        raise ValueError("null='maps' needs 'null_maps' (an array or an iterable of null atom maps).")
-    if not 0 < alpha < 1:
-        raise ValueError(f"'alpha' must be in (0, 1); {alpha!r} was provided.")
-    if n_permutations < 0:
-        raise ValueError(f"'n_permutations' must be >= 0; {n_permutations!r} was provided.")
+    null = _checked_null(part, score, threshold_method, null, null_maps, tail, fill, alpha, n_permutations)
     threshold = _DEFAULT_THRESHOLDS[threshold_method] if threshold is None else float(threshold)
-
-    maps = np.asarray(atom_maps, dtype=np.float32)
-    maps = maps[None] if maps.ndim == 1 else maps
-    mask = _mask_array(mask_img)
-    n_vox = int(mask.sum())
-    if maps.ndim != 2 or maps.shape[1] != n_vox:
-        raise ShapeError(
-            f"'atom_maps' must have shape (k, n_voxels) with n_voxels={n_vox} (the mask's voxels); "
-            f"got shape {maps.shape}."
-        )
-    if atlas.maps.shape[1] != n_vox:
-        raise ShapeError(
-            f"The atlas {atlas.name!r} is on {atlas.maps.shape[1]} voxels but the mask has {n_vox}; "
-            "load it with load_fbn(..., mask_img) on the same mask."
-        )
-    if not np.isfinite(maps).all():
-        raise ValueError("'atom_maps' has NaN or infinite values; expected finite maps.")
-    k = maps.shape[0]
-    names = list(range(k)) if atom_names is None else list(atom_names)
-    if len(names) != k:
-        raise ShapeError(f"'atom_names' has {len(names)} entries for {k} atoms.")
-    sign = np.float32(1.0 if part == "activated" else -1.0)
-    signed = sign * maps
-    upper, lower = threshold_cutoffs(maps, method=threshold_method, value=threshold)
-    cut = upper if part == "activated" else -lower  # signed > cut  <=>  part voxel
-
+    maps, mask, names = _checked_atom_maps(atom_maps, atlas, mask_img, atom_names)
+    # threshold the maps, then score each part against each network
+    sign, signed, parts = _signed_parts(maps, part, threshold_method, threshold)
     networks = atlas.masks(network_threshold)
-    scorer = _Scorer(networks, atlas.network_maps(network_threshold))
-    obs_parts = (signed > cut[:, None].astype(np.float32))[None]
+    network_maps = atlas.network_maps(network_threshold)
+    scorer = _Scorer(networks, network_maps)
     # the table's scores, in float64; the tests compare draws with the observed maps
     # scored by the same arithmetic as the draws (so that ties are ties)
-    obs = overlap_scores(obs_parts[0], networks, maps=signed, network_maps=atlas.network_maps(network_threshold))
-    observed = scorer.scores(obs_parts, np.ones((1, n_vox), bool), (score,), values=signed[None])[score][0]
-
-    exceed = np.zeros(observed.shape, dtype=np.int64)
-    n_valid = np.zeros(observed.shape, dtype=np.int64)
+    obs = overlap_scores(parts, networks, maps=signed, network_maps=network_maps)
+    observed = scorer.scores(parts[None], np.ones((1, maps.shape[1]), bool), (score,), values=signed[None])[score][0]
+    # the null: moved copies of the maps, or null maps given
     expected_draws = len(null_maps) if (null == "maps" and isinstance(null_maps, np.ndarray)) else n_permutations
-    n_tail = max(25, expected_draws // 10)  # the tail fit uses the top tenth of the draws
-    top = np.full((n_tail + 1,) + observed.shape, -np.inf)  # running largest null draws
-    need_values = score == "correlation"
+    tally = _NullTally(observed.shape, n_tail=max(25, expected_draws // 10),  # the top tenth of the draws
+                       keep_top=tail == "gpd")
     stage = f"networks: {atlas.name} {part} null"
-    used = 0
     if n_permutations > 0 or null == "maps":
         if null == "shift":
-            geom = _ShiftGeometry(mask, fill=fill)
+            shifter = _ShiftScorer(_ShiftGeometry(mask, fill=fill), parts, signed, networks, network_maps, score)
             rng = np.random.default_rng(random_state)
-            shifter = _ShiftScorer(geom, obs_parts[0], signed, networks,
-                                   atlas.network_maps(network_threshold), score)
-            # compared with the draws through the same arithmetic, so that ties are ties
-            observed = shifter.scores(shifter.identity())
-            full = shifter.needs_counts
-            total = n_permutations
-            per = 16
-
-            def batches():
-                for start in range(0, n_permutations, per):
-                    out = []
-                    for _ in range(min(per, n_permutations - start)):
-                        moves = geom.draw_moves(rng, flips, max_pieces)
-                        if full:
-                            src = geom.patched(moves)
-                        else:
-                            src = np.full(n_vox, -1, dtype=np.intp)
-                            src[shifter.union] = geom.patched(moves, shifter.union)
-                        out.append(shifter.scores(src))
-                    yield np.stack(out)
+            observed = shifter.scores(shifter.identity())  # through the draws' arithmetic, so that ties are ties
+            batches, total = shifter.draws(rng, n_permutations, flips=flips, max_pieces=max_pieces), n_permutations
         else:
+            batches = _given_null_scores(null_maps, scorer, sign=sign, part=part, threshold_method=threshold_method,
+                                         threshold=threshold, score=score, maps_shape=maps.shape)
             total = len(null_maps) if isinstance(null_maps, np.ndarray) else n_permutations
-
-            def batches():
-                for arr in _iter_null_batches(null_maps):
-                    if arr.ndim != 3 or arr.shape[1:] != maps.shape:
-                        raise ShapeError(
-                            f"'null_maps' must hold maps of shape (k, n_voxels) = {maps.shape}; got a "
-                            f"batch of shape {arr.shape}."
-                        )
-                    valid = np.isfinite(arr).all(axis=1)
-                    x = np.where(valid[:, None, :], sign * arr, 0.0).astype(np.float32)
-                    up, lo = threshold_cutoffs(
-                        np.where(valid[:, None, :], arr, np.nan).reshape(-1, n_vox),
-                        method=threshold_method, value=threshold)
-                    c = (up if part == "activated" else -lo).reshape(arr.shape[0], k, 1)
-                    parts = (x > c) & valid[:, None, :]
-                    yield scorer.scores(parts, valid, (score,), values=x if need_values else None)[score]
-
         report(progress, stage, 0, total)
         check_cancel(cancel)
-        for null_scores in batches():
+        for null_scores in batches:
             check_cancel(cancel)
-            ok = np.isfinite(null_scores)
-            n_valid += ok.sum(axis=0)
-            with np.errstate(invalid="ignore"):
-                exceed += (ok & (null_scores >= observed[None] - 1e-12)).sum(axis=0)
-            if tail == "gpd":
-                merged = np.concatenate([top, np.where(ok, null_scores, -np.inf)], axis=0)
-                top = -np.partition(-merged, n_tail, axis=0)[: n_tail + 1]
-            used += null_scores.shape[0]
-            report(progress, stage, used, max(total, used))
-
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p = np.where(np.isfinite(observed) & (n_valid > 0), (1.0 + exceed) / (1.0 + n_valid), np.nan)
-    p_method = np.where(np.isfinite(p), "permutation", "none").astype(object)
-    if tail == "gpd" and used > 0:
-        few = (exceed < 10) & np.isfinite(p) & np.isfinite(top).all(axis=0)
-        if few.any():
-            p_tail = gpd_tail_pvalues(observed, np.where(np.isfinite(top), top, np.nan), n_valid)
-            refine = few & np.isfinite(p_tail)
-            p = np.where(refine, p_tail, p)
-            p_method[refine] = "gpd_tail"
-    tested = used > 0
+            tally.add(null_scores, observed)
+            report(progress, stage, tally.used, max(total, tally.used))
+    # decide: p, FDR over the atlas's tests, and the score's floor
+    p, p_method = tally.pvalues(observed, tail)
+    tested = tally.used > 0
     q = benjamini_hochberg(p) if tested else np.full(p.shape, np.nan)
     with np.errstate(invalid="ignore"):
         strong = np.nan_to_num(obs[score], nan=-np.inf) >= min_score
         associated = (q < alpha) & strong if tested else strong
-
-    n_part = obs_parts[0].sum(axis=1)
-    n_net = networks.sum(axis=1)
-    n_networks = len(atlas.network_names)
-    table = pd.DataFrame({
-        "atom": np.repeat(np.asarray(names, dtype=object), n_networks),
-        "network": np.tile(np.asarray(atlas.network_names, dtype=object), k),
-        "part": part,
-        "overlap_rate": obs["overlap_rate"].ravel(),
-        "dice": obs["dice"].ravel(),
-        "correlation": obs["correlation"].ravel(),
-        "n_part_voxels": np.repeat(n_part, n_networks),
-        "n_network_voxels": np.tile(n_net, k),
-        "p": p.ravel(),
-        "p_method": p_method.ravel(),
-        "q": q.ravel(),
-        "associated": associated.ravel().astype(bool),
-    })
-    if atom_names is None:
-        table["atom"] = table["atom"].astype(int)
-    null_desc = (f"{used} spatial circular shifts{' and flips' if flips else ''} of the maps ({fill} fill)"
-                 if null == "shift" else f"{used} null maps given")
-    if tested:
-        criterion = (f"associated = q < {alpha:g} (Benjamini-Hochberg FDR over the {p.size} atom x "
-                     f"network tests of the {part} part, atlas {atlas.name}) and {score} >= {min_score:g}; "
-                     f"p = (1 + #null >= observed) / (1 + #null) from {null_desc}"
-                     + ("; where fewer than 10 null draws reach the observed score, p from a generalised "
-                        "Pareto fit of the null's upper tail" if tail == "gpd" else "")
-                     + "; parts cut by "
-                     f"{threshold_method} at {threshold:g}.")
-    else:
-        criterion = (f"associated = {score} >= {min_score:g} (no permutation test: n_permutations=0); "
-                     f"parts cut by {threshold_method} at {threshold:g}.")
+    table = _overlap_table(names, atlas.network_names, part, obs, parts, networks, p, p_method, q, associated,
+                           integer_atoms=atom_names is None)
+    criterion = _overlap_criterion(
+        tested=tested, null=null, used=tally.used, flips=flips, fill=fill, alpha=alpha, n_tests=p.size, part=part,
+        atlas_name=atlas.name, score=score, min_score=min_score, tail=tail, threshold_method=threshold_method,
+        threshold=threshold)
     table.attrs.update({
         "criterion": criterion, "score": score, "alpha": alpha, "min_score": min_score,
-        "null": null if tested else "none", "n_permutations": used,
+        "null": null if tested else "none", "n_permutations": tally.used,
         "threshold_method": threshold_method, "threshold": threshold, "part": part,
         "atlas": atlas.name,
     })
