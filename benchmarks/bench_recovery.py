@@ -251,25 +251,26 @@ def main() -> None:
 
 
 def _directions_table(rows, conditions) -> None:
-    """The direction reading: links whose direction is opposite to the planted sign, as the link
+    """The direction reading (analyses.recovery.direction_reading): on the planted networks,
+    declared links shown in the other direction than their network's main link, as the link
     tests label them and as they are presented with the network readouts (a negatively
-    weighted part of an activating driver must not read as a deactivation)."""
+    weighted part of an activating source must not read as a deactivation), and the
+    networks presented in their planted direction (in the source's terms)."""
     sub = [r for r in rows if r.get("directions")]
     if not sub:
         return
-    print("\ndirection reading (planted networks: declared, right direction as presented; links opposite to the "
-          "planted sign as tested -> as presented):")
-    print(f"{'condition':<10} {'planted':>8} {'declared':>9} {'right':>6} {'opposite tested':>16} "
-          f"{'opposite presented':>19}")
+    keys = ("networks_planted", "networks_declared", "networks_right_direction", "opposite_parts_tested",
+            "opposite_parts_presented")
+    print("\ndirection reading on the planted networks:")
+    print(f"{'condition':<10} {'planted':>8} {'declared':>9} {'right':>6} {'opposite parts: tested':>23} "
+          f"{'presented':>10}")
     for condition in conditions:
         cond = [r["directions"] for r in sub if r["condition"] == condition]
         if cond:
-            total = {k: sum(d[k] for d in cond) for k in ("networks_planted", "networks_declared",
-                                                          "networks_right_direction", "opposite_links_tested",
-                                                          "opposite_links_presented")}
+            total = {k: sum(d[k] or 0 for d in cond) for k in keys}
             print(f"{condition:<10} {total['networks_planted']:>8} {total['networks_declared']:>9} "
-                  f"{total['networks_right_direction']:>6} {total['opposite_links_tested']:>16} "
-                  f"{total['opposite_links_presented']:>19}")
+                  f"{total['networks_right_direction']:>6} {total['opposite_parts_tested']:>23} "
+                  f"{total['opposite_parts_presented']:>10}")
 
 
 def _table(rows, conditions, prefix: str, title: str) -> None:

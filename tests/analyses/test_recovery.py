@@ -237,24 +237,33 @@ def test_constituent_reading_credits_the_atoms_a_mixed_source_is_made_of(rng):
         source_constituents(source[:, None], atoms[:-1])
 
 
-def test_direction_reading_counts_opposite_links_as_tested_and_as_presented():
+def test_direction_reading_in_the_sources_terms():
     from napari_brainorg.analyses.recovery import direction_reading
 
     expected = [{"source": 0, "atlas": "smith10", "network": "auditory", "sign": 1, "share": 1.0},
                 {"source": 0, "atlas": "yeo7", "network": "Somatomotor", "sign": 1, "share": 0.3},
                 {"source": 1, "atlas": "yeo7", "network": "Limbic", "sign": -1, "share": 1.0}]
-    act = pd.DataFrame({"atlas": ["smith10", "yeo7"], "network": ["auditory", "Somatomotor"], "atom": [5, 5],
-                        "associated": [True, True], "network_direction": ["activated", "activated"]})
-    deact = pd.DataFrame({"atlas": ["smith10", "yeo7", "yeo7"], "network": ["auditory", "Limbic", "Limbic"],
-                          "atom": [8, 3, 4], "associated": [True, True, False],
-                          "network_direction": ["activated", "deactivated", ""]})
-    out = direction_reading(expected, {"activated": act, "deactivated": deact})
+    # source 0 = atom 5 - 0.5 atom 8; source 1 = -atom 3 (the atom is anti-aligned with its source)
+    cons = pd.DataFrame({"planted": [0, 0, 1], "learned": [5, 8, 3], "beta": [0.9, -0.45, -0.95]})
+    act = pd.DataFrame({"atlas": ["smith10", "yeo7", "yeo7"], "network": ["auditory", "Somatomotor", "Limbic"],
+                        "atom": [5, 5, 3], "statistic": [9.0, 4.0, 7.0], "associated": [True, True, True],
+                        "role": ["main driver"] * 3, "network_direction": ["activated"] * 3})
+    deact = pd.DataFrame({"atlas": ["smith10"], "network": ["auditory"], "atom": [8], "statistic": [-5.0],
+                          "associated": [True], "role": ["counterweight"], "network_direction": ["activated"]})
+    out = direction_reading(expected, {"activated": act, "deactivated": deact}, cons)
     # the partly covered Somatomotor network is not a planted network of this reading
     assert out["networks_planted"] == 2 and out["networks_declared"] == 2
-    # atom 8's negative coefficient on the activated auditory network: opposite as tested, not as presented
-    assert out["opposite_links_tested"] == 1 and out["opposite_links_presented"] == 0
+    # atom 8's negative part of the activating source: opposite as tested, not as presented
+    assert out["opposite_parts_tested"] == 1 and out["opposite_parts_presented"] == 0
+    # Limbic, deactivated by source 1 = -atom 3, is "activated by atom 3": right in the source's terms
     assert out["networks_right_direction"] == 2
-    # without a readout the tested direction is what a reader sees
-    plain = direction_reading(expected, {"activated": act.drop(columns="network_direction"),
-                                         "deactivated": deact.drop(columns="network_direction")})
-    assert plain["opposite_links_presented"] == 1 and plain["networks_right_direction"] == 1
+    # without the readout columns, what the tests label is what a reader sees
+    plain = direction_reading(expected, {"activated": act.drop(columns=["role", "network_direction"]),
+                                         "deactivated": deact.drop(columns=["role", "network_direction"])}, cons)
+    assert plain["opposite_parts_presented"] == 1
+    # a network presented in the other direction than planted is not right
+    wrong = act.assign(network_direction=["deactivated", "activated", "activated"])
+    out = direction_reading(expected, {"activated": wrong, "deactivated": deact.assign(network_direction="deactivated")},
+                            cons)
+    assert out["networks_right_direction"] == 1
+    assert direction_reading(expected, {"activated": act, "deactivated": deact})["networks_right_direction"] is None

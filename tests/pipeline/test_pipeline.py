@@ -295,5 +295,5 @@ def test_each_network_is_read_as_one_driver_and_no_part_is_presented_against_it(
     assert any(f["topic"] == "network drivers" for f in summary["verdict"])
     # the planted networks read in their planted direction (recovery.json's direction reading)
     directions = json.loads((out / "recovery.json").read_text())["directions"]
-    assert directions["opposite_links_presented"] == 0
+    assert directions["opposite_parts_presented"] == 0
     assert directions["networks_right_direction"] == directions["networks_declared"] > 0

@@ -249,50 +249,67 @@ def declarations(tables: Mapping[str, pd.DataFrame] | pd.DataFrame, *, associate
         columns=["atom", "atlas", "network", "direction", "declared"])
 
 
-def direction_reading(expected_links, tables: Mapping[str, pd.DataFrame], *, min_share: float = 0.5) -> dict:
-    """Whether the directions a reader sees on the planted networks are the planted signs.
+def direction_reading(expected_links, tables: Mapping[str, pd.DataFrame], constituents: pd.DataFrame | None = None,
+                      *, min_share: float = 0.5) -> dict:
+    """Whether a planted network reads as one drive in its planted direction.
 
-    A network driven by one source, positively, must not be presented as "deactivated" by
-    the negatively weighted parts of that source in the atoms' span. This reading counts,
-    on every planted network (a share of at least ``min_share`` of the network in the
-    source's mask), the declared links whose direction is the opposite of the planted
-    sign: as the link tests label them (``direction``), and as they are presented with
-    the network readout (``network_direction``, the direction of the network's driver,
-    when the tables have it); and the planted networks whose presented direction is right.
+    A network driven positively by one source must not be presented as "activated by
+    atom 5, deactivated by atom 8" when atom 8 is a negatively weighted part of that same
+    source in the atoms' span. On every planted network (a share of at least
+    ``min_share`` of it in the source's mask) with declared links, this reading counts:
+
+    - ``opposite_parts_tested`` / ``opposite_parts_presented``: declared links shown in the
+      other direction than their network's main link (the main driver of the readout, or
+      the link with the largest |statistic| without one), as the link tests label them
+      (``direction``) and as they are presented (``network_direction``, the direction of
+      the network's driver, when the tables have it);
+    - ``networks_right_direction``: networks whose presented direction, read in the
+      source's terms (the direction times the sign of the main atom's coefficient in the
+      planted source, ``constituents``), is the planted sign.
 
     Parameters
     ----------
     expected_links : list of dict
-        ``truth.json``'s ``expected_links`` (``atlas``, ``network``, ``sign``, ``share``).
+        ``truth.json``'s ``expected_links`` (``source``, ``atlas``, ``network``, ``sign``,
+        ``share``).
     tables : mapping ``{"activated": DataFrame, "deactivated": DataFrame}``
+    constituents : DataFrame, optional
+        :func:`source_constituents` (``planted`` = source id, ``learned``, ``beta``);
+        without it ``networks_right_direction`` is not computed.
     min_share : float, default 0.5
 
     Returns
     -------
     dict
-        ``networks_planted``, ``networks_declared`` (with at least one declared link),
-        ``networks_right_direction`` (every presented link with the planted sign),
-        ``opposite_links_tested`` and ``opposite_links_presented``.
     """
-    planted: dict[tuple[str, str], int] = {}
+    planted: dict[tuple[str, str], tuple[int, int]] = {}
     for row in expected_links:
         if float(row.get("share", 1.0)) >= min_share:
-            planted[(str(row.get("atlas", "")), str(row["network"]))] = int(np.sign(row["sign"]))
+            planted[(str(row.get("atlas", "")), str(row["network"]))] = (int(row["source"]), int(np.sign(row["sign"])))
+    beta = ({(int(r.planted), int(r.learned)): float(r.beta) for r in constituents.itertuples(index=False)}
+            if constituents is not None else None)
     links = pd.concat([df.assign(_part=part) for part, df in tables.items()], ignore_index=True)
     links = links[links["associated"].astype(bool)]
-    out = {"networks_planted": len(planted), "networks_declared": 0, "networks_right_direction": 0,
-           "opposite_links_tested": 0, "opposite_links_presented": 0, "min_share": min_share}
-    for (atlas, network), sign in planted.items():
+    out = {"networks_planted": len(planted), "networks_declared": 0, "opposite_parts_tested": 0,
+           "opposite_parts_presented": 0, "networks_right_direction": None if beta is None else 0,
+           "min_share": min_share}
+    for (atlas, network), (source, sign) in planted.items():
         here = links[(links["atlas"].astype(str) == atlas) & (links["network"].astype(str) == network)]
         if not len(here):
             continue
-        tested = here["_part"].map(_direction_of).to_numpy()
-        shown_col = here["network_direction"] if "network_direction" in here.columns else here["_part"]
-        shown = shown_col.map(lambda d: _direction_of(d) if d else 0).to_numpy()
         out["networks_declared"] += 1
-        out["networks_right_direction"] += int(np.all(shown == sign))
-        out["opposite_links_tested"] += int(np.sum(tested == -sign))
-        out["opposite_links_presented"] += int(np.sum(shown == -sign))
+        tested = here["_part"].map(_direction_of).to_numpy()
+        shown = (here["network_direction"].map(_direction_of).to_numpy() if "network_direction" in here.columns
+                 else tested)
+        if "role" in here.columns and (here["role"] == "main driver").any():
+            main = int(np.flatnonzero((here["role"] == "main driver").to_numpy())[0])
+        else:
+            main = int(np.argmax(np.abs(here["statistic"].to_numpy()))) if "statistic" in here.columns else 0
+        out["opposite_parts_tested"] += int(np.sum(tested != tested[main]))
+        out["opposite_parts_presented"] += int(np.sum(shown != shown[main]))
+        if beta is not None:
+            in_source = shown[main] * np.sign(beta.get((source, int(here["atom"].iloc[main])), 0.0))
+            out["networks_right_direction"] += int(in_source == sign)
     return out
 
 

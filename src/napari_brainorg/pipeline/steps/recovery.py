@@ -58,7 +58,7 @@ def score_recovery(ctx: StepContext, per_model: dict, truth: dict) -> None:
                                         for r in cons[cons["constituent"]].itertuples(index=False)]
     from ...analyses.recovery import direction_reading
 
-    rec["directions"] = direction_reading(truth["expected_links"], tables)
+    rec["directions"] = direction_reading(truth["expected_links"], tables, cons if planted else None)
     rec.update({"simulated": True, "driving_model": slug, "sources": truth["sources"].get("kind"),
                 "atlases": sorted(rec["by_atlas"]),
                 "declaration_rule": _declaration_rule(ctx, slug),
