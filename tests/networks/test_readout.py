@@ -58,3 +58,20 @@ def test_noise_alone_gives_a_driver_without_held_out_fit(rng):
     readout = network_readout(atoms, fmri, networks, {2: [0, 1]}, tr=TR, network_names=["a", "b", "c"],
                               atlas_names=["toy"] * 3, highpass_cutoff=128.0)
     assert abs(readout.iloc[0]["r_heldout"]) < 0.1
+
+
+def test_a_link_recurs_where_the_matched_atom_keeps_its_sign_and_strength():
+    from napari_brainorg.networks.readout import link_recurrence
+
+    table = pd.DataFrame({"atlas": "toy", "network": ["visual", "visual", "motor"], "atom": [5, 8, 1],
+                          "direction": ["activated", "deactivated", "activated"],
+                          "statistic": [6.0, -4.0, 0.5], "associated": [True, True, False]})
+
+    def restart(s5, s8):
+        return pd.DataFrame({"atlas": "toy", "network": ["visual", "visual", "motor"], "atom": [5, 8, 1],
+                             "direction": ["activated", "deactivated", "activated"], "statistic": [s5, s8, 0.1]})
+
+    # three re-learned dictionaries: atom 5 strong in all, atom 8 weak in one and flipped in another
+    out = link_recurrence(table, [restart(5.0, -4.5), restart(7.0, -1.0), restart(4.2, 3.0)], threshold=4.0)
+    assert out[0] == 1.0 and abs(out[1] - 1 / 3) < 1e-12 and np.isnan(out[2])
+    assert np.isnan(link_recurrence(table, [], 4.0)).all()

@@ -100,7 +100,15 @@ def _layers_finding(model: str, info: dict) -> dict | None:
                     f"{_ci(best)}): the atoms lose information the layers hold.", n_ahead=len(ahead))
 
 
-def _links_finding(model: str, info: dict, baselines: dict) -> dict | None:
+def _recurrence_text(recurrence: dict | None) -> str:
+    if not recurrence:
+        return ""
+    n, k, r = recurrence["n_links"], recurrence["n_recurring"], recurrence["n_restarts"]
+    return (f" {k} of {n} links recur with the same sign in the dictionar{'y' if r == 1 else 'ies'} learned "
+            f"again from {r} other start{'' if r == 1 else 's'}.")
+
+
+def _links_finding(model: str, info: dict, baselines: dict, recurrence: dict | None = None) -> dict | None:
     counts = info.get("n_associations")
     if counts is None:
         return None
@@ -121,7 +129,8 @@ def _links_finding(model: str, info: dict, baselines: dict) -> dict | None:
     return _finding(model, "network links", "info",
                     f"{model} declared {n} network links ({counts.get('activated', 0)} activated, "
                     f"{counts.get('deactivated', 0)} deactivated)"
-                    + (f"; the story-free baseline declared {others}." if others else "."), n_links=n)
+                    + (f"; the story-free baseline declared {others}." if others else ".")
+                    + _recurrence_text(recurrence), n_links=n)
 
 
 def _readout_finding(model: str, readouts: list[dict]) -> dict | None:
@@ -163,7 +172,8 @@ def verdict(summary: dict) -> list[dict[str, Any]]:
         out += by_model.get(model, [])
         readouts = summary.get("network_readouts", {}).get(model, [])
         for finding in (_nuisance_finding(model, info), _layers_finding(model, info),
-                        _links_finding(model, info, baselines), _readout_finding(model, readouts)):
+                        _links_finding(model, info, baselines, summary.get("link_recurrence", {}).get(model)),
+                        _readout_finding(model, readouts)):
             if finding is not None:
                 out.append(finding)
     return out

@@ -27,7 +27,7 @@ import numpy as np
 from ..encoding.folds import contiguous_folds
 from .association import _nuisance_basis, network_contrasts, network_time_series
 
-__all__ = ["network_readout", "link_roles", "READOUT_COLUMNS"]
+__all__ = ["network_readout", "link_roles", "link_recurrence", "READOUT_COLUMNS"]
 
 #: the columns of a readout table, one row per network with at least one declared atom
 READOUT_COLUMNS = ["atlas", "network", "direction", "main_atom", "n_atoms", "atoms", "weights", "shares",
@@ -164,3 +164,41 @@ def link_roles(table, readout):
         roles.append(role)
         directions.append(r.direction)
     return roles, directions
+
+
+def link_recurrence(table, restart_tables, threshold: float) -> np.ndarray:
+    """How often each declared link recurs when the dictionary is learned again.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Association rows (``atlas``, ``network``, ``atom``, ``direction``, ``statistic``,
+        ``associated``).
+    restart_tables : list of pandas.DataFrame
+        The same test's observed statistics (no null draws needed) for each other start's
+        atoms, matched to these atoms one to one by time course and turned to correlate
+        positively with them, so ``atom`` means the same atom.
+    threshold : float
+        The |statistic| a link must reach: the weakest statistic declared in this run.
+
+    Returns
+    -------
+    ndarray of shape (len(table),)
+        The fraction of restarts in which the matched atom's statistic on the same network
+        and direction has the link's sign and reaches ``threshold``; NaN for rows that
+        are not declared (and without restarts).
+    """
+    out = np.full(len(table), np.nan)
+    if not restart_tables:
+        return out
+    keys = ["atlas", "network", "atom", "direction"]
+    others = [r.set_index(keys)["statistic"] for r in restart_tables]
+    rows = table.reset_index(drop=True)
+    for i, row in rows.iterrows():
+        if not bool(row["associated"]):
+            continue
+        key = (row["atlas"], row["network"], int(row["atom"]), row["direction"])
+        sign = np.sign(row["statistic"])
+        hits = [float(np.sign(s[key]) == sign and abs(s[key]) >= threshold) for s in others if key in s.index]
+        out[i] = float(np.mean(hits)) if hits else 0.0
+    return out

@@ -5,8 +5,9 @@ Reads
     only the stories of ``atoms.stories``).
 Writes
     ``atoms/<model>/atoms.npy`` (n_volumes, k), ``codes.npz`` (k, n_ANs, sparse),
-    ``columns.npy`` (the ANs used), ``layer_hist.tsv`` and ``dictionary.json`` (options,
-    objective, atom reproducibility over other starts, the size-control spread).
+    ``columns.npy`` (the ANs used), ``layer_hist.tsv``, ``dictionary.json`` (options,
+    objective, atom reproducibility over other starts, the size-control spread) and
+    ``restart_atoms.npy`` (n_restarts, n_volumes, k: the other starts' atoms matched to these).
     ``atoms.tsv`` is written later by the networks step (it annotates the atoms).
 Key
     the ``atoms`` options and the features step's key.
@@ -52,7 +53,7 @@ def step_atoms(ctx: StepContext, ans, slug: str):
     rel = f"atoms/{slug}"
     # atoms.tsv is not an output of this step: the networks step rewrites it (annotated)
     outputs = [f"{rel}/atoms.npy", f"{rel}/codes.npz", f"{rel}/dictionary.json", f"{rel}/layer_hist.tsv",
-               f"{rel}/columns.npy"]
+               f"{rel}/columns.npy"] + ([f"{rel}/restart_atoms.npy"] if cfg.n_restarts else [])
     step = f"atoms/{slug}"
     if ctx.cached(step, [cfg.model_dump(mode="json"), ctx.keys[f"features/{slug}"]], outputs):
         atoms = np.load(ctx.out / outputs[0])
@@ -102,7 +103,7 @@ def step_atoms(ctx: StepContext, ans, slug: str):
         from ...sparse.atoms import orient_atoms
 
         atoms, codes, flipped = orient_atoms(atoms, codes)
-    reproducibility = _atom_reproducibility(ctx, X, atoms if rows is None else atoms[rows])
+    reproducibility, restarts = _atom_reproducibility(ctx, X, atoms, X_all=X_all, rows=rows)
     size_control = _size_control_spread(ctx, ans.responses, draws, atoms) if draws is not None else None
     hist = layer_histogram(codes, index)
     hist_df = hist.copy()
@@ -112,6 +113,8 @@ def step_atoms(ctx: StepContext, ans, slug: str):
     w.write_npz_sparse(outputs[1], codes)
     w.write_table(outputs[3], pd.DataFrame(hist_df))
     w.write_npy(outputs[4], columns)
+    if restarts is not None:  # the networks step asks whether each link recurs with them
+        w.write_npy(f"{rel}/restart_atoms.npy", restarts)
     w.write_json(f"{rel}/dictionary.json", {
         "n_atoms": cfg.n_atoms, "alpha": float(getattr(est, "alpha", np.nan)) if not isinstance(getattr(est, "alpha", None), str) else est.alpha,
         "n_iter": int(getattr(est, "n_iter_", -1)),
@@ -166,17 +169,25 @@ def _size_control_spread(ctx: StepContext, X_all: np.ndarray, draws: list, atoms
     return out
 
 
-def _atom_reproducibility(ctx: StepContext, X: np.ndarray, atoms: np.ndarray) -> dict | None:
+def _atom_reproducibility(ctx: StepContext, X: np.ndarray, atoms: np.ndarray, *, X_all: np.ndarray,
+                          rows=None) -> tuple[dict | None, np.ndarray | None]:
     """Learn the dictionary again from ``n_restarts`` other starts (seeds seed+1, ...):
     each atom's matched |r| (Hungarian, mean over restarts; ``per_atom``, the
-    ``reproducibility`` column of atoms.tsv) and the fraction matched at |r| >= 0.9."""
+    ``reproducibility`` column of atoms.tsv) and the fraction matched at |r| >= 0.9.
+
+    Also returns the restarts' atoms aligned with ``atoms``, shape (n_restarts, n_volumes,
+    k): column j of restart i is the atom matched to atom j, its sign turned to correlate
+    positively (every volume: with ``rows``, the dictionary's volumes, the others projected
+    as for the atoms), or None without restarts."""
     from ...sparse.dictionary import SparseDictionary
     from ...sparse.selection import match_atoms
 
     cfg = ctx.config.atoms
     if not cfg.n_restarts:
-        return None
+        return None, None
+    learned_on = atoms if rows is None else atoms[rows]
     best = np.zeros((cfg.n_restarts, atoms.shape[1]))
+    aligned = np.zeros((cfg.n_restarts, *atoms.shape), np.float32)
     for i in range(cfg.n_restarts):
         ctx.stage("atom reproducibility", i, cfg.n_restarts)
         other = SparseDictionary(n_atoms=cfg.n_atoms, alpha=cfg.alpha, max_iter=cfg.max_iter, tol=cfg.tol,
@@ -188,11 +199,21 @@ def _atom_reproducibility(ctx: StepContext, X: np.ndarray, atoms: np.ndarray) ->
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # the kept start warns already
             other.fit(X.T, cancel=ctx.cancel)
-        ref_idx, _, abs_r = match_atoms(atoms, other.atoms_)
+        ref_idx, other_idx, abs_r = match_atoms(learned_on, other.atoms_)
         best[i, ref_idx] = abs_r
+        courses = np.asarray(other.atoms_, np.float64)
+        if rows is not None:
+            from ...sparse.atoms import atoms_on_new_volumes
+
+            full = atoms_on_new_volumes(X_all, other.codes_)
+            full[rows] = courses
+            courses = full
+        for j, m in zip(ref_idx, other_idx):
+            sign = 1.0 if np.corrcoef(learned_on[:, j], other.atoms_[:, m])[0, 1] >= 0 else -1.0
+            aligned[i, :, j] = sign * courses[:, m]
     fractions = (best >= 0.9).mean(1)
     return {"n_restarts": cfg.n_restarts, "seeds": [cfg.seed + 1 + i for i in range(cfg.n_restarts)],
             "threshold": 0.9, "fraction_reproduced": [float(f) for f in fractions],
             "mean_fraction_reproduced": float(fractions.mean()),
             "rule": "each atom matched one to one to another start's atoms by |Pearson r| (Hungarian)",
-            "per_atom": [float(v) for v in best.mean(0)]}
+            "per_atom": [float(v) for v in best.mean(0)]}, aligned

@@ -245,6 +245,8 @@ def network_readouts(ctx: StepContext, data, per_model: dict, atlases: dict) -> 
     steps are stamped again with them. ``summary["network_readouts"]``.
     """
 
+    import pandas as pd
+
     from ...networks.readout import link_roles, network_readout
 
     nc = ctx.config.networks
@@ -266,15 +268,61 @@ def network_readouts(ctx: StepContext, data, per_model: dict, atlases: dict) -> 
                                   atlas_names=atlas_names, confounds=kwargs["confounds"],
                                   highpass_cutoff=kwargs["highpass_cutoff"], network_score=nc.network_score,
                                   n_folds=ec.n_folds, gap=ec.gap)
+        recurrence = _recurrence(ctx, data, slug, tables, networks, names, atlas_names)
         rel = f"networks/{slug}"
         for part, t in tables.items():
             roles, shown = link_roles(t, readout)
-            tables[part] = t.assign(role=roles, network_direction=shown)
+            tables[part] = t.assign(role=roles, network_direction=shown, recurrence=recurrence[part])
             ctx.writer.write_table(f"{rel}/association_{part}.csv", tables[part])
+        main = pd.concat(tables.values())
+        main = main[main["role"] == "main driver"].set_index(["atlas", "network"])["recurrence"]
+        readout["recurrence"] = [main.get((a, n), np.nan) for a, n in zip(readout["atlas"], readout["network"])]
+        declared_recurrence = _declared_links(tables)["recurrence"].to_numpy(np.float64)
+        if declared_recurrence.size and np.isfinite(declared_recurrence).all():
+            ctx.summary.setdefault("link_recurrence", {})[slug] = {
+                "n_links": int(declared_recurrence.size), "n_recurring": int((declared_recurrence == 1).sum()),
+                "mean": float(declared_recurrence.mean()),
+                "n_restarts": int(ctx.config.atoms.n_restarts),
+                "rule": "the link's matched atom in a dictionary learned from another start (Hungarian on |r|, "
+                        "sign turned to correlate positively) has the link's sign and at least the weakest "
+                        "declared |statistic| of the run"}
         ctx.writer.write_table(f"{rel}/readout.csv", readout)
         ctx.done(rel, outputs=[f"{rel}/readout.csv"])
         res["readout"] = readout
         ctx.summary.setdefault("network_readouts", {})[slug] = json.loads(readout.to_json(orient="records"))
+
+
+def _recurrence(ctx: StepContext, data, slug: str, tables: dict, networks, names, atlas_names) -> dict:
+    """Each declared link's recurrence over the dictionaries learned from other starts
+    (``atoms/<model>/restart_atoms.npy``): the same test's observed statistics for each
+    start's matched atoms (no null draws), a link recurring where its matched atom has
+    the link's sign and at least the weakest declared |statistic|. NaN without restarts."""
+    from ...networks.association import stimulus_association
+    from ...networks.readout import link_recurrence
+
+    path = ctx.out / f"atoms/{slug}/restart_atoms.npy"
+    links = _declared_links(tables)
+    if not path.exists() or not len(links):
+        return {part: np.full(len(t), np.nan) for part, t in tables.items()}
+    threshold = float(np.abs(links["statistic"]).min())
+    restarts = np.load(path)
+    restart_tables = []
+    for i, restart in enumerate(restarts):
+        ctx.stage(f"networks {slug}: links in re-learned dictionaries", i, len(restarts))
+        kwargs, _ = _association_args(ctx, slug)
+        kwargs.update(n_permutations=0, n_refine=0, progress=None)
+        atoms, fmri = _map_volumes(ctx, restart, data, kwargs)
+        restart_tables.append(stimulus_association(atoms, fmri, networks, network_names=names,
+                                                   atlas_names=atlas_names, **kwargs))
+    return {part: link_recurrence(t, restart_tables, threshold) for part, t in tables.items()}
+
+
+def _declared_links(tables: dict):
+    """Every declared link of the tables, both directions."""
+    import pandas as pd
+
+    links = pd.concat(list(tables.values()), ignore_index=True)
+    return links[links["associated"].astype(bool)]
 
 
 def _display_columns(maps, atlas, mask_img, part: str, nc) -> dict:
@@ -374,8 +422,7 @@ def annotate_atoms_table(ctx: StepContext, slug: str, tables: dict, codes, index
         ctx.writer.write_table(f"atoms/{slug}/atoms.tsv", table)
         return
     score = ctx.config.networks.score
-    links = pd.concat(list(tables.values()), ignore_index=True)
-    links = links[links["associated"].astype(bool)]
+    links = _declared_links(tables)
     # with a network readout a link is listed under its network's direction (a counterweight
     # of an activating driver is not a deactivation), and its role is named
     by = links["network_direction"] if "network_direction" in links.columns else links["direction"]
