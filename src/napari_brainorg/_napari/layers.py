@@ -915,34 +915,13 @@ def show_result_async(viewer: napari.Viewer, result: ResultFolder | str | os.Pat
     return run_in_thread(build, owner=owner, on_done=done, on_error=on_error, name="loading a result")
 
 
-def dock_tabbed(viewer: napari.Viewer, widget, name: str, raise_: bool = False):
-    """Dock ``widget`` on the right, as a tab beside the plugin's other panels."""
-    window = viewer.window
-    docked = window.dock_widgets
-    if name in docked:
-        return docked[name]
-    dock = window.add_dock_widget(widget, name=name, area="right", tabify=True)
-    if raise_:
-        raise_dock(widget)
-    return dock
+_DOCKING = ("dock_tabbed", "docked_widgets_with", "raise_dock")
 
 
-def docked_widgets_with(viewer: napari.Viewer, method: str) -> list:
-    """The widgets docked in ``viewer``'s window that have a method named ``method``.
+def __getattr__(name: str):
+    """The docking helpers live in :mod:`._docking` (it imports Qt; this module need not)."""
+    if name in _DOCKING:
+        from . import _docking
 
-    A panel reaches the atom explorer this way (``show_voxel``, ``show_region_note``)
-    without importing it: the explorer sits above the panels it docks.
-    """
-    return [widget for widget in list(viewer.window.dock_widgets.values())
-            if callable(getattr(widget, method, None))]
-
-
-def raise_dock(widget) -> None:
-    """Bring the dock (tab) holding ``widget`` to the front."""
-    from qtpy.QtWidgets import QDockWidget
-
-    parent = widget.parent()
-    while parent is not None and not isinstance(parent, QDockWidget):
-        parent = parent.parent()
-    if parent is not None:
-        parent.raise_()
+        return getattr(_docking, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -85,6 +85,9 @@ class PipelineWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
+        from ._docking import join_plugin_tabs
+
+        join_plugin_tabs(self)  # from the Plugins menu too: a tab beside the plugin's other panels
         from ..datasets import list_stories
 
         self.viewer = napari_viewer
