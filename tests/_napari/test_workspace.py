@@ -66,3 +66,111 @@ def test_brainorg_view_fits_the_screen(make_napari_viewer, qtbot, tiny_result):
     qtbot.waitUntil(lambda: explorer.shown_state is not None, timeout=30000)
     qtbot.wait(100)
     assert viewer.window._qt_window.minimumSizeHint().height() <= MAX_MIN_HEIGHT
+
+
+def _shown_explorer(viewer, qtbot, path):
+    from napari_brainorg._napari.view import open_viewer
+
+    viewer.window._qt_window.resize(1366, 768)
+    open_viewer(path, viewer=viewer, pipeline=False)
+    explorer = viewer.window.dock_widgets["Atom explorer"]
+    qtbot.waitUntil(lambda: explorer.shown_state is not None, timeout=30000)
+    return explorer
+
+
+def test_cluster_peak_is_in_the_largest_cluster_not_at_a_stray_voxel():
+    from napari_brainorg._napari._peak import cluster_peak
+
+    volume = np.zeros((20, 20, 20), np.float32)
+    volume[2, 2, 2] = 9.0  # one stray voxel, strongest of all
+    volume[10:14, 10:14, 10:14] = -3.0  # the largest cluster (deactivated)
+    volume[12, 11, 13] = -5.0
+    assert cluster_peak(volume, 2.3) == (12, 11, 13)
+    assert cluster_peak(volume, 6.0) == (2, 2, 2)
+    assert cluster_peak(volume, 10.0) is None
+    assert cluster_peak(np.zeros((3, 3, 3)), 0.0) is None  # zeros are never a cluster
+
+
+def test_selecting_an_atom_moves_the_slice_to_its_peak(make_napari_viewer, qtbot, tiny_result):
+    from napari_brainorg._napari._peak import peak_world
+
+    path, truth = tiny_result
+    viewer = make_napari_viewer(show=True)
+    explorer = _shown_explorer(viewer, qtbot, path)
+    z_axis = viewer.dims.ndim - 3
+    maps = explorer.state.maps
+    threshold = explorer.threshold_slider.value()
+    for atom, network in ((2, 6), (0, 1), (1, 7)):  # planted: Frontoparietal, Visual, Default (+5; -5 elsewhere)
+        viewer.dims.set_point(z_axis, 0.0)
+        explorer.select_atom(atom)
+        world, value = peak_world(maps.volume(atom), maps.affine, threshold)
+        assert abs(value) >= threshold
+        step = viewer.dims.range[z_axis].step
+        assert viewer.dims.point[z_axis] == pytest.approx(world[0], abs=step / 2 + 1e-6)
+        assert np.allclose(explorer.peak, world)
+        # the peak lies in the planted network (file voxel of the peak in the truth's atlas)
+        ijk = np.rint(np.linalg.solve(truth["affine"], np.r_[world[::-1], 1.0])[:3]).astype(int)
+        assert truth["atlas"][tuple(ijk)] == network, (atom, world)
+        x, y, z = world[::-1]
+        assert f"{x:+.0f}, {y:+.0f}, {z:+.0f}" in explorer.peak_label.text()
+    # the button finds it again after the slice moved away
+    viewer.dims.set_point(z_axis, 0.0)
+    explorer.peak_button.click()
+    assert viewer.dims.point[z_axis] == pytest.approx(world[0], abs=step / 2 + 1e-6)
+    # the orthogonal views' crosshair went there too
+    ortho = viewer.window.dock_widgets["Orthogonal views"]
+    assert np.allclose(ortho.position[1:], world[1:])
+
+
+def _painted(viewer, qtbot) -> int:
+    qtbot.wait(50)
+    shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+    return int((shot.max(-1) > 40).sum())
+
+
+def test_threshold_zero_leaves_zero_voxels_unpainted(make_napari_viewer, qtbot, tiny_result):
+    """Rendered, not computed: at threshold 0 the map paints no more than its non-zero voxels."""
+    path, _ = tiny_result
+    viewer = make_napari_viewer(show=True)
+    explorer = _shown_explorer(viewer, qtbot, path)
+    explorer.select_atom(0)
+    explorer.threshold_slider.setValue(0.0)
+    layer = L.find_layer(viewer, "atom_map")
+    assert layer.metadata["threshold"] == 0.0
+    for other in viewer.layers:
+        other.visible = other is layer
+    painted = _painted(viewer, qtbot)
+    # the same slice of a white mask of the map's non-zero voxels: what may be painted
+    mask = viewer.add_image((layer.data != 0).astype(np.float32), affine=layer.affine.affine_matrix,
+                            colormap="gray", contrast_limits=(0.0, 1.0), name="non-zero voxels")
+    layer.visible = False
+    allowed = _painted(viewer, qtbot)
+    assert allowed > 1000  # the slice shows brain
+    assert painted <= 1.02 * allowed + 50, (painted, allowed)
+    # the box around the brain holds many more pixels: the bug this guards against painted it all
+    mask.data = np.ones_like(mask.data)
+    assert _painted(viewer, qtbot) > 1.2 * allowed
+
+
+def test_colour_bars_label_their_ends_and_the_threshold(make_napari_viewer, qtbot, tiny_result):
+    from napari_brainorg._napari._colorbar import _colorbar_visual, tick_text
+
+    viewer = make_napari_viewer(show=True)
+    explorer = _shown_explorer(viewer, qtbot, tiny_result[0])
+    layer = L.find_layer(viewer, "atom_map")
+
+    def labels(layer):
+        visual = _colorbar_visual(viewer, layer)
+        return visual.node.ticks.ticker._get_tick_frac_labels()[2]
+
+    qtbot.waitUntil(lambda: layer.metadata.get("_ticks_follow", False), timeout=5000)
+    limit = layer.contrast_limits[1]
+    for threshold in (2.3, 3.0):
+        explorer.threshold_slider.setValue(threshold)
+        assert labels(layer) == [tick_text(-limit), tick_text(-threshold), "0", tick_text(threshold),
+                                 tick_text(limit)]
+    r2 = L.find_layer(viewer, "r2")
+    r2.visible = True
+    qtbot.waitUntil(lambda: r2.metadata.get("_ticks_follow", False), timeout=5000)
+    lo, hi = r2.contrast_limits
+    assert labels(r2) == [tick_text(lo), tick_text(hi)]

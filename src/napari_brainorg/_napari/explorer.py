@@ -151,6 +151,14 @@ class AtomExplorer(QWidget):
         self.threshold_slider.setToolTip("Voxels with |map| under this value are transparent")
         self.threshold_slider.setDecimals(2)
         self.threshold_slider.valueChanged.connect(self.set_threshold)
+        self.peak_button = QPushButton("Go to peak")
+        self.peak_button.setToolTip("Move the slices to the peak of the atom's largest cluster above the "
+                                    "threshold (done on every atom chosen)")
+        self.peak_button.clicked.connect(lambda: self.go_to_peak())
+        self.peak_label = QLabel("")
+        self.peak_label.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        #: world position (z, y, x) mm of the shown atom's peak, once found
+        self.peak: np.ndarray | None = None
         self.r2_slider = QLabeledDoubleSlider(Qt.Horizontal)
         self.r2_slider.setToolTip("R² at or under this value is transparent (the R² layer's lower contrast limit)")
         self.r2_slider.setDecimals(3)
@@ -283,6 +291,10 @@ class AtomExplorer(QWidget):
         form.setVerticalSpacing(2)
         form.addRow(top_row)
         form.addRow("|map| ≥", self.threshold_slider)
+        peak_row = QHBoxLayout()
+        peak_row.addWidget(self.peak_button)
+        peak_row.addWidget(self.peak_label, 1)
+        form.addRow(peak_row)
         form.addRow("R² >", self.r2_slider)
         form.addRow("view", self.convention_combo)
         return form
@@ -322,7 +334,7 @@ class AtomExplorer(QWidget):
 
     # -- loading ----------------------------------------------------------------------
     def _set_enabled(self, on: bool) -> None:
-        for widget in (self.model_combo, self.stat_combo, self.threshold_slider, self.table):
+        for widget in (self.model_combo, self.stat_combo, self.threshold_slider, self.table, self.peak_button):
             widget.setEnabled(on)
         self.r2_slider.setEnabled(on and self._r2_layer() is not None)
 
@@ -562,6 +574,7 @@ class AtomExplorer(QWidget):
         layer = self._atom_layer()
         _layers.show_atom(layer, state.maps, int(atom), self.threshold_slider.value())
         self.atom = int(atom)
+        self.go_to_peak(layer.data)
         if 0 <= atom < state.timecourses.shape[1]:
             self.timecourse.set_timecourse(state.timecourses[:, atom], atom)
         if state.layer_hist is not None and atom in state.layer_hist.index:
@@ -571,6 +584,39 @@ class AtomExplorer(QWidget):
             self._show_top_words(atom)
         self._select_row_of(atom)
         self.atom_shown.emit(int(atom))
+
+    def go_to_peak(self, volume: np.ndarray | None = None) -> np.ndarray | None:
+        """Move the slices (and the orthogonal views' crosshair) to the shown atom's peak.
+
+        The peak of the largest cluster of ``|map| >= threshold`` (:func:`._peak.cluster_peak`)
+        of ``volume`` (the shown atom's map, shape ``maps.shape``; read again when ``None``).
+        Returns its world position ``(z, y, x)`` mm, or ``None`` when no voxel is above the
+        threshold (the slices stay).
+        """
+        from . import display
+        from ._peak import peak_world
+
+        if self.state is None or self.atom is None:
+            return None
+        maps = self.state.maps
+        if volume is None:
+            volume = maps.volume(self.atom)
+        found = peak_world(volume, maps.affine, self.threshold_slider.value())
+        if found is None:
+            self.peak = None
+            self.peak_label.setText("no voxel above the threshold")
+            return None
+        world, value = found
+        self.peak = world
+        text = f"peak {display.mni_text(world).replace('MNI x, y, z = ', 'MNI ')}, {maps.stat} = {value:+.2f}"
+        self.peak_label.setText(text)
+        self.peak_label.setToolTip(text)
+        movers = _layers.docked_widgets_with(self.viewer, "set_position")  # the orthogonal views
+        for widget in movers:
+            widget.set_position(world)
+        if not movers and self.viewer.dims.ndim >= 3:
+            self.viewer.dims.set_point(self.viewer.dims.ndim - 3, float(world[0]))
+        return world
 
     # -- what explains this voxel ------------------------------------------------------------
     def _on_canvas_press(self, viewer, event):

@@ -170,6 +170,10 @@ _NEG_NEAR = (0.0, 0.25, 1.0, 1.0)  # blue just under -threshold
 _POS_NEAR = (0.85, 0.0, 0.0, 1.0)  # red just above +threshold
 _POS_FAR = (1.0, 1.0, 0.2, 1.0)  # yellow at +vmax
 _CLEAR = (0.0, 0.0, 0.0, 0.0)
+#: half-width of the smallest clear band around zero, in colormap units (2 of vispy's 1024
+#: table entries: both entries around zero are clear), and the width of the fade-in beyond it
+_LUT_BAND = 2.0 / 1024
+_LUT_STEP = 1.0 / 1024
 
 
 def diverging_threshold_colormap(threshold: float, vmax: float, name: str = "brainorg atom"):
@@ -182,19 +186,21 @@ def diverging_threshold_colormap(threshold: float, vmax: float, name: str = "bra
     -------
     napari.utils.Colormap
         Six control points; the clear band is ``[0.5 - t, 0.5 + t]`` with
-        ``t = threshold / (2 vmax)``.
+        ``t = threshold / (2 vmax)``, at least ``±_LUT_BAND`` wide, and the colours fade
+        in just outside it: no value under the threshold, and no zero, is painted.
     """
     from napari.utils.colormaps import Colormap
 
     vmax = float(vmax) if np.isfinite(vmax) and vmax > 0 else 1.0
     half = min(max(float(threshold), 0.0) / (2.0 * vmax), 0.5)
-    eps = 1e-4
+    # the GPU looks colours up in a 1024-entry table, interpolated: a clear band narrower
+    # than a few entries is blended away and zero (outside the mask) gets painted
+    eps = _LUT_BAND
     low = min(0.5 - half, 0.5 - eps)
     high = max(0.5 + half, 0.5 + eps)
-    low = max(low, 2 * eps)
-    high = min(high, 1 - 2 * eps)
-    delta = min(eps, (high - low) / 3)
-    controls = [0.0, low, low + delta, high - delta, high, 1.0]
+    low = min(max(low, 2 * eps), 0.5 - eps)
+    high = max(min(high, 1 - 2 * eps), 0.5 + eps)
+    controls = [0.0, low - _LUT_STEP, low, high, high + _LUT_STEP, 1.0]
     colors = [_NEG_FAR, _NEG_NEAR, _CLEAR, _CLEAR, _POS_NEAR, _POS_FAR]
     return Colormap(colors=colors, controls=controls, name=name, interpolation="linear")
 
