@@ -174,3 +174,31 @@ def test_colour_bars_label_their_ends_and_the_threshold(make_napari_viewer, qtbo
     qtbot.waitUntil(lambda: r2.metadata.get("_ticks_follow", False), timeout=5000)
     lo, hi = r2.contrast_limits
     assert labels(r2) == [tick_text(lo), tick_text(hi)]
+
+
+@pytest.mark.parametrize("atlas", ["smith10", "yeo7", "yeo17"])
+def test_no_two_network_outlines_of_an_atlas_share_a_colour(atlas):
+    import colorsys
+
+    from napari_brainorg import datasets
+    from napari_brainorg._napari.orthoviews import CROSSHAIR_COLOR
+
+    n = len(datasets.atlas_labels(atlas))
+    colours = L.outline_colors(n)[:, :3]
+    assert len({tuple(c) for c in colours}) == n
+    pairwise = np.linalg.norm(colours[:, None] - colours[None], axis=2) + 9 * np.eye(n)
+    assert pairwise.min() > 0.2, pairwise.min()
+    # readable on the grey template: saturated, never grey or white
+    assert min(colorsys.rgb_to_hsv(*c)[1] for c in colours) >= 0.2
+    # none is the crosshair's or a map's colour
+    map_colours = np.vstack([L.diverging_threshold_colormap(2.3, 8.0).map(np.linspace(0, 1, 401)),
+                             L.sequential_threshold_colormap().map(np.linspace(0, 1, 401))])
+    others = np.vstack([map_colours[map_colours[:, 3] > 0.5, :3], np.asarray(CROSSHAIR_COLOR)[:3]])
+    assert np.linalg.norm(colours[:, None] - others[None], axis=2).min() > 0.3
+
+
+def test_outlines_in_the_viewer_follow_the_palette(make_napari_viewer, tiny_result):
+    viewer = make_napari_viewer()
+    layer = L.add_result_layers(viewer, tiny_result[0])["networks"]
+    shown = layer.colormap.map(np.asarray(layer.metadata["labels"]))[:, :3]
+    assert len({tuple(np.round(c, 4)) for c in shown}) == len(shown)

@@ -476,24 +476,38 @@ def set_r2_threshold(layer, threshold: float) -> None:
 
 # -- networks ------------------------------------------------------------------------
 
-#: outline colours of networks: greens, violets and greys, none of which the map
-#: colours use (activated red -> yellow, deactivated blue -> cyan, R² dark red -> yellow)
+#: outline colours of networks, one per network of the largest bundled atlas (Yeo-17):
+#: violets, magentas, pinks, greens, turquoise, olive and brown, each at least 0.3 (RGB
+#: distance) from every colour a map takes (activated red -> yellow, deactivated blue ->
+#: cyan, R² dark red -> yellow) and from the crosshair's green, 0.2 from one another, none
+#: grey or white (they vanish on the template), in an order where the first ones differ most. The atlases'
+#: own colours are not used: Yeo's Default and the Smith-10 default-mode red are the
+#: maps' red, and their greys are the template's.
 OUTLINE_PALETTE = np.array([
-    (1.0, 1.0, 1.0, 1.0),     # white
-    (0.35, 1.0, 0.35, 1.0),   # green
-    (0.80, 0.45, 1.0, 1.0),   # violet
-    (0.65, 0.65, 0.65, 1.0),  # grey
-    (0.85, 0.85, 0.55, 1.0),  # khaki
-    (1.0, 0.55, 1.0, 1.0),    # light magenta
-    (0.10, 0.65, 0.25, 1.0),  # dark green
-    (0.55, 0.35, 0.85, 1.0),  # purple
+    (0.70, 0.35, 1.00, 1.0),  # violet
+    (0.00, 0.80, 0.00, 1.0),  # green
+    (1.00, 0.00, 0.90, 1.0),  # magenta
+    (0.00, 0.85, 0.80, 1.0),  # turquoise
+    (0.60, 0.70, 0.35, 1.0),  # olive green
+    (1.00, 0.50, 0.65, 1.0),  # pink
+    (0.45, 0.35, 0.75, 1.0),  # slate purple
+    (0.50, 1.00, 0.00, 1.0),  # chartreuse
+    (0.56, 0.00, 0.70, 1.0),  # purple
+    (0.00, 0.60, 0.45, 1.0),  # sea green
+    (0.75, 0.25, 0.45, 1.0),  # raspberry
+    (1.00, 0.60, 1.00, 1.0),  # light magenta
+    (0.30, 0.50, 0.10, 1.0),  # moss
+    (0.85, 0.75, 1.00, 1.0),  # lavender
+    (0.60, 0.45, 0.30, 1.0),  # brown
+    (0.45, 0.00, 1.00, 1.0),  # indigo
+    (0.70, 0.90, 0.70, 1.0),  # pale green
 ])
 
 
 def outline_colors(n: int) -> np.ndarray:
-    """``n`` RGBA outline colours from :data:`OUTLINE_PALETTE` (cycled)."""
+    """``n`` RGBA outline colours: the first ``n`` of :data:`OUTLINE_PALETTE`, all different
+    up to its length (cycled beyond, for an atlas of more networks than Yeo-17)."""
     return OUTLINE_PALETTE[np.arange(n) % len(OUTLINE_PALETTE)].copy()
-
 
 
 def network_colormap(labels: np.ndarray, colors: np.ndarray, visible: np.ndarray | None = None):
