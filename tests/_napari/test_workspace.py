@@ -112,7 +112,7 @@ def test_selecting_an_atom_moves_the_slice_to_its_peak(make_napari_viewer, qtbot
         ijk = np.rint(np.linalg.solve(truth["affine"], np.r_[world[::-1], 1.0])[:3]).astype(int)
         assert truth["atlas"][tuple(ijk)] == network, (atom, world)
         x, y, z = world[::-1]
-        assert f"{x:+.0f}, {y:+.0f}, {z:+.0f}" in explorer.peak_label.text()
+        assert f"({x:+.0f}, {y:+.0f}, {z:+.0f}) mm" in explorer.peak_label.text()
     # the button finds it again after the slice moved away
     viewer.dims.set_point(z_axis, 0.0)
     explorer.peak_button.click()
@@ -202,3 +202,84 @@ def test_outlines_in_the_viewer_follow_the_palette(make_napari_viewer, tiny_resu
     layer = L.add_result_layers(viewer, tiny_result[0])["networks"]
     shown = layer.colormap.map(np.asarray(layer.metadata["labels"]))[:, :3]
     assert len({tuple(np.round(c, 4)) for c in shown}) == len(shown)
+
+
+def test_the_explorer_states_the_runs_verdict_on_the_shown_model(make_napari_viewer, qtbot, tiny_result, tmp_path,
+                                                                 artifacts_dir):
+    import json
+    import shutil
+
+    path = tmp_path / "with_verdict"
+    shutil.copytree(tiny_result[0], path)
+    summary = json.loads((path / "summary.json").read_text())
+    summary["verdict"] = [
+        {"model": "minilm", "topic": "vs nuisance", "severity": "warning",
+         "text": "minilm is not ahead of the nuisance baseline: +0.014 r [95% CI -0.01, +0.04], p = 0.22."},
+        {"model": "minilm", "topic": "network links", "severity": "info",
+         "text": "minilm declared 3 network links (2 activated, 1 deactivated)."},
+        {"model": "other", "topic": "network links", "severity": "info", "text": "other declared 9 links."},
+    ]
+    (path / "summary.json").write_text(json.dumps(summary))
+    viewer = make_napari_viewer(show=True)
+    explorer = _shown_explorer(viewer, qtbot, path)
+    text = explorer.verdict_view.toPlainText()
+    assert "not ahead of the nuisance baseline" in text and "declared 3 network links" in text
+    assert "other declared 9" not in text  # another model's findings are not this one's
+    assert "⚠ vs nuisance" in text  # the warning is marked, and comes first
+    assert text.index("⚠ vs nuisance") < text.index("declared 3")
+    line = explorer.verdict_line
+    assert line.isVisible() and "1 warning" in line.text() and "2 findings" in line.text()
+    # with a warning the verdict is in front, readable in the dock at 1366 x 768
+    tabs = explorer.lower_tabs
+    assert tabs.currentWidget() is explorer.verdict_view and "⚠" in tabs.tabText(tabs.currentIndex())
+    qtbot.wait(100)
+    rect = explorer.verdict_view.viewport().visibleRegion().boundingRect()
+    assert rect.width() >= 250 and rect.height() >= 80, rect
+    assert viewer.window._qt_window.minimumSizeHint().height() <= MAX_MIN_HEIGHT
+    viewer.window._qt_window.grab().save(str(artifacts_dir / "napari_1366x768_verdict.png"))
+    # a result without a verdict says so, and shows no line
+    explorer.set_result(tiny_result[0])
+    qtbot.waitUntil(lambda: explorer.shown_state.result.path == tiny_result[0], timeout=30000)
+    assert not explorer.verdict_line.isVisible() and "no verdict" in explorer.verdict_view.toPlainText()
+
+
+def test_compact_layer_summary():
+    from napari_brainorg._napari._atom_table import compact_layers
+
+    assert compact_layers("3,4,5,6,9,10", 30) == "3-6, 9-10 (6 of 30)"
+    assert compact_layers("12,2", 30) == "2, 12"
+    assert compact_layers("", 30) == ""
+
+
+def test_strongest_link_is_signed_by_its_part():
+    import pandas as pd
+
+    from napari_brainorg._napari._atom_table import strongest_links
+
+    class Result:
+        def associations(self, model, part):
+            if part == "activated":
+                return pd.DataFrame({"atom": [0, 0, 1], "atlas": "yeo7", "network": ["Visual", "Default", "Visual"],
+                                     "statistic": [2.0, 5.0, 1.0], "q": [0.5, 0.01, 0.9]})
+            return pd.DataFrame({"atom": [0, 1], "atlas": "yeo7", "network": ["Limbic", "Default"],
+                                 "statistic": [9.0, 4.0], "q": [0.2, 0.003]})
+
+    links = strongest_links(Result(), "m")
+    assert links.loc[0, "statistic"] == 5.0 and links.loc[0, "q"] == 0.01
+    assert links.loc[0, "network"] == "yeo7:Default (activated)"
+    assert links.loc[1, "statistic"] == -4.0 and links.loc[1, "network"] == "yeo7:Default (deactivated)"
+
+
+def test_atom_table_columns_say_what_they_hold(make_napari_viewer, qtbot, tiny_result):
+    viewer = make_napari_viewer(show=True)
+    explorer = _shown_explorer(viewer, qtbot, tiny_result[0])
+    table = explorer.table
+    headers = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())]
+    assert "best score" not in headers and "statistic" in headers and "q" in headers
+    stat_col, q_col = headers.index("statistic"), headers.index("q")
+    assert "statistic" in table.horizontalHeaderItem(stat_col).toolTip()
+    row0 = explorer.row_of_atom(0)
+    assert table.item(row0, stat_col).text() == "+0.80" and table.item(row0, q_col).text() == "0.01"
+    assert "Visual (activated)" in table.item(row0, stat_col).toolTip()
+    table.sortItems(q_col)  # the atoms with links first
+    assert [table.item(r, 0).data(0) for r in range(table.rowCount())][-1] == "3"

@@ -28,13 +28,14 @@ from qtpy.QtWidgets import (
     QSplitter,
     QTableWidget,
     QTabWidget,
+    QTextBrowser,
     QVBoxLayout,
     QWidget,
 )
 from superqt import QLabeledDoubleSlider
 
 from . import layers as _layers
-from ._atom_table import COLUMNS, HEADER_TIPS, atom_rows
+from ._atom_table import COLUMNS, FORMATS, HEADER_TIPS, atom_rows
 from ._table_items import SortableItem
 from ._plots import LayerHistogramCanvas, TimecourseCanvas, VoxelAtomsCanvas, VoxelTimecourseCanvas
 
@@ -78,6 +79,9 @@ def load_state(path: str | Path, model: str | None = None, stat: str = "z") -> E
 
 
 _SortableItem = SortableItem  # the name tests and older code use
+#: colour of a warning (amber: no map colour, readable on the dark theme)
+_WARN = "#ffb000"
+_LINK = "#8ab4f8"  # a link readable on the dark theme
 
 
 class AtomExplorer(QWidget):
@@ -196,6 +200,7 @@ class AtomExplorer(QWidget):
         self.lower_tabs.addTab(self.histogram, "layers")
         self.lower_tabs.addTab(words_page, "top words")
         self.lower_tabs.addTab(self._voxel_page(), "voxel")
+        self.lower_tabs.addTab(self._verdict_page(), "verdict")
         self.voxel = None
         self.voxel_column = None
         self._voxel_lookup = None
@@ -220,6 +225,20 @@ class AtomExplorer(QWidget):
             column.addWidget(lst, 1)
             words_layout.addLayout(column)
         return words_page
+
+    def _verdict_page(self) -> QWidget:
+        """The run's verdict on the shown model (``summary['verdict']``), one finding a paragraph;
+        a line above the table says how many there are and marks warnings."""
+        self.verdict_view = QTextBrowser()
+        self.verdict_view.setOpenLinks(False)
+        self.verdict_view.setToolTip("The run's findings on this model: against each baseline, beyond the "
+                                     "nuisance regressors, layers against atoms, links against a story-free baseline")
+        self.verdict_line = QLabel("")
+        self.verdict_line.setTextFormat(Qt.RichText)
+        self.verdict_line.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        self.verdict_line.linkActivated.connect(lambda _link: self.lower_tabs.setCurrentWidget(self.verdict_view))
+        self.verdict_line.setVisible(False)
+        return self.verdict_view
 
     def _voxel_page(self) -> QWidget:
         """A clicked voxel: every atom's map value there, and its measured and predicted time
@@ -265,6 +284,7 @@ class AtomExplorer(QWidget):
         layout.setContentsMargins(4, 4, 4, 4)
         layout.setSpacing(3)
         layout.addLayout(buttons)
+        layout.addWidget(self.verdict_line)
         layout.addLayout(form)
         layout.addWidget(self.splitter, 1)
 
@@ -430,6 +450,7 @@ class AtomExplorer(QWidget):
         self.model_combo.setCurrentText(state.model)
         self.stat_combo.setCurrentText(maps.stat)
         self._fill_table(state.rows)
+        self.show_verdict(state)
         self._later(lambda: self._show_plots(state))
 
     def _later(self, fn) -> None:
@@ -503,8 +524,11 @@ class AtomExplorer(QWidget):
                     item = _SortableItem(str(int(value)))
                     item.setData(Qt.UserRole + 1, int(value))
                 elif isinstance(value, (float, np.floating)):
-                    item = _SortableItem("" if np.isnan(value) else f"{value:.2f}")
+                    item = _SortableItem("" if np.isnan(value) else FORMATS.get(column, "{:.2f}").format(value))
                     item.setData(Qt.UserRole + 1, float(value) if not np.isnan(value) else -np.inf)
+                    tip = getattr(row, f"{column}_tip", "") if column == "statistic" else ""
+                    if tip:
+                        item.setToolTip(f"strongest test: {tip}")
                 else:
                     item = _SortableItem(str(value))
                     tip = getattr(row, f"{column}_tip", "") if column in ("activated", "deactivated") else ""
@@ -601,9 +625,10 @@ class AtomExplorer(QWidget):
             return None
         world, value = found
         self.peak = world
-        text = f"peak {display.mni_text(world).replace('MNI x, y, z = ', 'MNI ')}, {maps.stat} = {value:+.2f}"
-        self.peak_label.setText(text)
-        self.peak_label.setToolTip(text)
+        where = display.mni_text(world).replace("MNI x, y, z = ", "")
+        self.peak_label.setText(f"{where} · {maps.stat} {value:+.2f}")
+        self.peak_label.setToolTip(f"The peak of atom {self.atom}'s largest cluster above the threshold: "
+                                   f"MNI x, y, z = {where}, {maps.stat} = {value:+.2f}")
         movers = _layers.docked_widgets_with(self.viewer, "set_position")  # the orthogonal views
         for widget in movers:
             widget.set_position(world)
@@ -758,6 +783,45 @@ class AtomExplorer(QWidget):
             part = rows[rows["direction"] == direction].sort_values("rank")
             for r in part.to_dict("records"):
                 lst.addItem(f"{r['word']}  ({r['response']:+.2f}, {r['onset']:.1f} s)\n   …{r['context']}…")
+
+    def show_verdict(self, state: ExplorerState) -> list[dict]:
+        """Show the run's findings on ``state.model`` (``summary['verdict']``); returns them.
+
+        Warnings come first, marked ⚠; with any, the verdict tab comes to the front.
+        """
+        from html import escape
+
+        findings = [f for f in (state.result.summary.get("verdict") or [])
+                    if isinstance(f, dict) and f.get("model", state.model) == state.model]
+        findings.sort(key=lambda f: f.get("severity") != "warning")
+        warnings = sum(f.get("severity") == "warning" for f in findings)
+        index = self.lower_tabs.indexOf(self.verdict_view)
+        if not findings:
+            self.verdict_line.setVisible(False)
+            self.verdict_view.setHtml("<p>This result states no verdict (summary.json has none: an older run).</p>")
+            self.lower_tabs.setTabText(index, "verdict")
+            return findings
+        paragraphs = []
+        for f in findings:
+            topic = escape(str(f.get("topic", "")))
+            text = escape(str(f.get("text", "")))
+            if f.get("severity") == "warning":
+                paragraphs.append(f'<p style="color:{_WARN}"><b>⚠ {topic}</b>: {text}</p>')
+            else:
+                paragraphs.append(f"<p><b>{topic}</b>: {text}</p>")
+        self.verdict_view.setHtml(f"<p><b>Verdict on {escape(state.model)}</b></p>" + "".join(paragraphs))
+        counted = f"{len(findings)} finding{'s' if len(findings) != 1 else ''}"
+        if warnings:
+            mark = f'<span style="color:{_WARN}"><b>⚠ {warnings} warning{"s" if warnings != 1 else ""}</b></span>'
+            self.verdict_line.setText(f"<b>Verdict</b>: {mark} · {counted} · <a href='verdict' style='color:{_LINK}'>read</a>")
+            self.lower_tabs.setTabText(index, "verdict ⚠")
+            self.lower_tabs.setCurrentIndex(index)
+        else:
+            self.verdict_line.setText(f"<b>Verdict</b>: {counted}, no warning · <a href='verdict' style='color:{_LINK}'>read</a>")
+            self.lower_tabs.setTabText(index, "verdict")
+        self.verdict_line.setToolTip(" ".join(str(f.get("text", "")) for f in findings[:2]))
+        self.verdict_line.setVisible(True)
+        return findings
 
     def _describe(self, atom: int) -> str:
         rows = self.state.rows
