@@ -197,7 +197,8 @@ def test_pipeline_widget_on_region_data_shows_the_regions_panel(make_napari_view
 
 
 def test_region_associations_are_listed_and_the_painted_layer_has_a_colour_bar(make_napari_viewer, qtbot,
-                                                                               region_result, tmp_path):
+                                                                               region_result, tmp_path,
+                                                                               artifacts_dir):
     """The association test of atoms with regions (statistic, q, declared) in the Regions tab."""
     import shutil
 
@@ -244,3 +245,8 @@ def test_region_associations_are_listed_and_the_painted_layer_has_a_colour_bar(m
     layer = L.find_layer(viewer, ROI_LAYER)
     assert layer.colorbar.visible
     assert L.visible_fraction(layer, np.array([0.0])).tolist() == [0.0]
+    viewer.window._qt_window.resize(1366, 768)
+    panel.lists.setCurrentIndex(1)
+    viewer.dims.set_point(0, 0.0)
+    qtbot.wait(300)
+    viewer.window._qt_window.grab().save(str(artifacts_dir / "napari_1366x768_region_associations.png"))

@@ -8,7 +8,7 @@ import pytest
 
 napari = pytest.importorskip("napari")
 
-from napari_brainorg._napari import layers as L  # noqa: E402
+from napari_brainorg._napari import layers as L  # noqa: E402 - after the importorskip
 
 pytestmark = pytest.mark.gui
 
@@ -229,8 +229,9 @@ def test_the_explorer_states_the_runs_verdict_on_the_shown_model(make_napari_vie
     assert text.index("⚠ vs nuisance") < text.index("declared 3")
     line = explorer.verdict_line
     assert line.isVisible() and "1 warning" in line.text() and "2 findings" in line.text()
-    # with a warning the verdict is in front, readable in the dock at 1366 x 768
+    # the line's "read" link brings the verdict (its tab marked) to the front, readable at 1366 x 768
     tabs = explorer.lower_tabs
+    line.linkActivated.emit("verdict")
     assert tabs.currentWidget() is explorer.verdict_view and "⚠" in tabs.tabText(tabs.currentIndex())
     qtbot.wait(100)
     rect = explorer.verdict_view.viewport().visibleRegion().boundingRect()

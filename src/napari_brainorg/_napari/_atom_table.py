@@ -16,10 +16,10 @@ COLUMNS = (
     ("atom", "atom"),
     ("n_ans", "ANs"),
     ("main_layers", "main layers"),
+    ("statistic", "statistic"),  # before the long network lists: on screen in a docked panel
+    ("q", "q"),
     ("activated", "activated networks"),
     ("deactivated", "deactivated networks"),
-    ("statistic", "statistic"),
-    ("q", "q"),
 )
 
 #: how a number column is written (others: two decimals)

@@ -36,8 +36,14 @@ from superqt import QLabeledDoubleSlider
 
 from . import layers as _layers
 from ._atom_table import COLUMNS, FORMATS, HEADER_TIPS, atom_rows
+from ._docking import join_plugin_tabs
+from ._plots import (
+    LayerHistogramCanvas,
+    TimecourseCanvas,
+    VoxelAtomsCanvas,
+    VoxelTimecourseCanvas,
+)
 from ._table_items import SortableItem
-from ._plots import LayerHistogramCanvas, TimecourseCanvas, VoxelAtomsCanvas, VoxelTimecourseCanvas
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -105,8 +111,6 @@ class AtomExplorer(QWidget):
 
     def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
-        from ._docking import join_plugin_tabs
-
         join_plugin_tabs(self)  # from the Plugins menu too: a tab beside the plugin's other panels
         self.viewer = napari_viewer
         self.state: ExplorerState | None = None
@@ -787,7 +791,8 @@ class AtomExplorer(QWidget):
     def show_verdict(self, state: ExplorerState) -> list[dict]:
         """Show the run's findings on ``state.model`` (``summary['verdict']``); returns them.
 
-        Warnings come first, marked ⚠; with any, the verdict tab comes to the front.
+        Warnings come first, marked ⚠ (in the line above the controls and on the verdict tab,
+        which the line's "read" link brings to the front; the tab shown stays as it was).
         """
         from html import escape
 
@@ -815,7 +820,6 @@ class AtomExplorer(QWidget):
             mark = f'<span style="color:{_WARN}"><b>⚠ {warnings} warning{"s" if warnings != 1 else ""}</b></span>'
             self.verdict_line.setText(f"<b>Verdict</b>: {mark} · {counted} · <a href='verdict' style='color:{_LINK}'>read</a>")
             self.lower_tabs.setTabText(index, "verdict ⚠")
-            self.lower_tabs.setCurrentIndex(index)
         else:
             self.verdict_line.setText(f"<b>Verdict</b>: {counted}, no warning · <a href='verdict' style='color:{_LINK}'>read</a>")
             self.lower_tabs.setTabText(index, "verdict")
