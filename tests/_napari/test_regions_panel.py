@@ -194,3 +194,59 @@ def test_pipeline_widget_on_region_data_shows_the_regions_panel(make_napari_view
     L.raise_dock(explorer)
     qtbot.wait(100)
     viewer.window._qt_window.grab().save(str(artifacts_dir / "napari_1366x768_explorer_on_region_result.png"))
+
+
+def test_region_associations_are_listed_and_the_painted_layer_has_a_colour_bar(make_napari_viewer, qtbot,
+                                                                               region_result, tmp_path,
+                                                                               artifacts_dir):
+    """The association test of atoms with regions (statistic, q, declared) in the Regions tab."""
+    import shutil
+
+    from napari_brainorg._napari import layers as L
+    from napari_brainorg._napari.regions_panel import PANEL_NAME, ROI_LAYER
+    from napari_brainorg._napari.view import open_viewer
+    from napari_brainorg.io.results import ResultWriter
+
+    src, _, coefs, atlas, _ = region_result
+    path = tmp_path / "with_links"
+    shutil.copytree(src, path)
+    rng = np.random.default_rng(11)
+    w = ResultWriter(path)
+    declared = {("activated", 2, "auditory"), ("deactivated", 4, "default mode")}
+    for part in ("activated", "deactivated"):
+        rows = [{"atom": a, "atlas": "regions", "network": region, "statistic": rng.normal(0, 2),
+                 "p": rng.uniform(0.2, 1), "q": rng.uniform(0.3, 1), "associated": False}
+                for a in range(coefs.shape[1]) for region in REGIONS]
+        for row in rows:
+            if (part, row["atom"], row["network"]) in declared:
+                row.update(statistic=7.5 if part == "activated" else -6.0, p=1e-4, q=0.004, associated=True)
+        w.write_table(f"networks/minilm/association_{part}.csv", pd.DataFrame(rows))
+    viewer = make_napari_viewer(show=True)
+    open_viewer(path, viewer=viewer, roi_atlas=str(atlas))
+    panel = viewer.window.dock_widgets[PANEL_NAME]
+    table = panel.links
+    assert table.rowCount() == 2 * coefs.shape[1] * len(REGIONS)
+    assert "2 declared" in panel.lists.tabText(1)
+    headers = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())]
+    assert headers == ["atom", "region", "part", "statistic", "q", "associated"]
+    listed = {(table.item(r, 2).text(), int(table.item(r, 0).text()), table.item(r, 1).text())
+              for r in range(2)}
+    assert listed == declared  # declared links first
+    assert {table.item(r, 5).text() for r in range(2)} == {"yes"}
+    assert {table.item(r, 3).text() for r in range(2)} == {"+7.50", "-6.00"}
+    assert float(table.item(0, 4).text()) == pytest.approx(0.004)
+    # sortable by the signed statistic
+    table.sortItems(3)
+    assert table.item(0, 3).text() == "-6.00"
+    # a click on a link shows that atom
+    table.selectRow(0)
+    assert panel.atom == 4
+    # the painted layer carries a colour bar and leaves zero clear
+    layer = L.find_layer(viewer, ROI_LAYER)
+    assert layer.colorbar.visible
+    assert L.visible_fraction(layer, np.array([0.0])).tolist() == [0.0]
+    viewer.window._qt_window.resize(1366, 768)
+    panel.lists.setCurrentIndex(1)
+    viewer.dims.set_point(0, 0.0)
+    qtbot.wait(300)
+    viewer.window._qt_window.grab().save(str(artifacts_dir / "napari_1366x768_region_associations.png"))

@@ -16,20 +16,28 @@ COLUMNS = (
     ("atom", "atom"),
     ("n_ans", "ANs"),
     ("main_layers", "main layers"),
+    ("statistic", "statistic"),  # before the long network lists: on screen in a docked panel
+    ("q", "q"),
     ("activated", "activated networks"),
     ("deactivated", "deactivated networks"),
-    ("best_score", "best score"),
 )
+
+#: how a number column is written (others: two decimals)
+FORMATS = {"statistic": "{:+.2f}", "q": "{:.3g}"}
 
 #: tooltip of each column's header
 HEADER_TIPS = {
     "atom": "The atom's number in the dictionary (a temporal pattern shared by a group of ANs)",
     "n_ans": "Number of artificial neurons (ANs) whose sparse code uses this atom",
-    "main_layers": "The model layers holding most of the atom's ANs",
     "activated": "Networks the atom's positive map is associated with: network (statistic, q) — "
                  "the statistic tested, its FDR q-value; hover a cell for p and the test",
     "deactivated": "Networks the atom's negative map is associated with: network (statistic, q)",
-    "best_score": "The largest association statistic of the atom over all networks and both signs",
+    "main_layers": "The model layers holding most of the atom's ANs (runs of layers as first-last; "
+                   "of how many layers, when the model has many)",
+    "statistic": "The association statistic of the atom's strongest network test (smallest q, over "
+                 "networks and both parts): positive for an activated network, negative for a "
+                 "deactivated one; hover a cell for the network",
+    "q": "The FDR q-value of that test (sort by it to see the atoms with links first)",
 }
 
 #: association statistic column, in order of preference (i7-inference's 'statistic' first)
@@ -68,6 +76,56 @@ def _associated(result: ResultFolder, model: str, part: str) -> tuple[dict[int, 
     return ({a: "; ".join(v) for a, v in out.items()}, {a: "\n".join(v) for a, v in tips.items()})
 
 
+def compact_layers(text: str, n_layers: int | None = None) -> str:
+    """``'3,4,5,6,9,10'`` as ``'3-6, 9-10'`` (and ``' (6 of 30)'`` when ``n_layers`` is given and
+    more than a few are listed): a deep model's main layers at a glance."""
+    try:
+        layers = sorted({int(v) for v in str(text).replace(" ", "").split(",") if v != ""})
+    except ValueError:
+        return str(text)
+    if not layers:
+        return ""
+    runs, start = [], layers[0]
+    for prev, cur in zip(layers, layers[1:] + [None]):
+        if cur != prev + 1:
+            runs.append(f"{start}" if start == prev else f"{start}-{prev}")
+            start = cur
+    out = ", ".join(runs)
+    if n_layers and len(layers) > 3:
+        out += f" ({len(layers)} of {n_layers})"
+    return out
+
+
+def strongest_links(result: ResultFolder, model: str) -> pandas.DataFrame | None:
+    """Per atom, its strongest network test: the smallest q over networks and both parts.
+
+    Returns
+    -------
+    DataFrame indexed by atom with ``statistic`` (signed: + activated, - deactivated),
+    ``q`` and ``network`` (``'atlas:network (part)'``); ``None`` without association tables.
+    """
+    import pandas as pd
+
+    parts = []
+    for part, sign in (("activated", 1.0), ("deactivated", -1.0)):
+        table = result.associations(model, part=part)
+        if table is None or not len(table) or "q" not in table.columns:
+            continue
+        score = association_score_column(table)
+        prefix = table["atlas"].astype(str) + ":" if "atlas" in table.columns else ""
+        parts.append(pd.DataFrame({
+            "atom": table["atom"].astype(int),
+            "statistic": sign * (table[score].astype(float) if score else np.nan),
+            "magnitude": table[score].astype(float).abs() if score else 0.0,
+            "q": table["q"].astype(float),
+            "network": prefix + table["network"].astype(str) + f" ({part})"}))
+    if not parts:
+        return None
+    tests = pd.concat(parts, ignore_index=True)
+    tests = tests.sort_values(["atom", "q", "magnitude"], ascending=[True, True, False], kind="stable")
+    return tests.groupby("atom").first()[["statistic", "q", "network"]]
+
+
 def atom_rows(result: ResultFolder, model: str, n_atoms: int | None = None) -> pandas.DataFrame:
     """One row per atom: id, number of ANs, main layers, associated networks with scores.
 
@@ -91,7 +149,10 @@ def atom_rows(result: ResultFolder, model: str, n_atoms: int | None = None) -> p
         table = pd.DataFrame({"atom": np.arange(n_atoms)})
     rows = pd.DataFrame({"atom": table["atom"].astype(int)})
     rows["n_ans"] = table["n_ans"].fillna(0).astype(int) if "n_ans" in table else 0
-    rows["main_layers"] = table["main_layers"].fillna("").astype(str) if "main_layers" in table else ""
+    hist = result.layer_histogram(model)
+    n_layers = None if hist is None else hist.shape[1]
+    rows["main_layers"] = ([compact_layers(v, n_layers) for v in table["main_layers"].fillna("").astype(str)]
+                           if "main_layers" in table else "")
     for part in ("activated", "deactivated"):
         names, tips = _associated(result, model, part)
         column = f"networks_{part}"
@@ -101,5 +162,12 @@ def atom_rows(result: ResultFolder, model: str, n_atoms: int | None = None) -> p
         else:
             rows[part] = table[column].fillna("").astype(str)
         rows[f"{part}_tip"] = rows["atom"].map(tips).fillna("")
-    rows["best_score"] = table["best_score"].fillna(0.0).astype(float) if "best_score" in table else np.nan
+    strongest = strongest_links(result, model)
+    if strongest is None:
+        rows["statistic"], rows["q"], rows["statistic_tip"] = np.nan, np.nan, ""
+    else:
+        picked = strongest.reindex(rows["atom"].to_numpy())
+        rows["statistic"] = picked["statistic"].to_numpy(float)
+        rows["q"] = picked["q"].to_numpy(float)
+        rows["statistic_tip"] = picked["network"].fillna("").to_numpy(object)
     return rows

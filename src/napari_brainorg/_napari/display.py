@@ -257,6 +257,8 @@ def install(viewer: napari.Viewer | None) -> None:
         if layer.metadata.get("brainorg_role") == ORIENTATION_ROLE:
             return
         finish_layer(layer)
+        if getattr(getattr(layer, "colorbar", None), "visible", False):
+            _label_colorbar_later(viewer_, layer)
         first = not viewer_.__dict__.get("_brainorg_framed", False)
         _ensure_orientation_labels(viewer_)
         orient(viewer_)
@@ -284,6 +286,27 @@ def install(viewer: napari.Viewer | None) -> None:
         if is_brain_layer(layer):
             on_inserted(type("E", (), {"value": layer})())
     _update_corner(viewer)
+
+
+def _label_colorbar_later(viewer, layer) -> None:
+    """Ends, zero and threshold on the layer's colour bar, once napari has drawn the bar."""
+    from qtpy.QtCore import QTimer
+
+    from ._colorbar import label_colorbar
+    from ._tasks import _report
+
+    ref = weakref.ref(viewer)
+
+    def label():
+        viewer_ = ref()
+        if viewer_ is None or layer not in viewer_.layers:
+            return
+        try:
+            label_colorbar(viewer_, layer)
+        except Exception as exc:  # noqa: BLE001 - ticks are a nicety, never an error dialog
+            _report(exc, "colour bar")
+
+    QTimer.singleShot(0, label)
 
 
 def is_brain_layer(layer) -> bool:

@@ -27,16 +27,23 @@ from qtpy.QtWidgets import (
     QSizePolicy,
     QSplitter,
     QTableWidget,
-    QTableWidgetItem,
     QTabWidget,
+    QTextBrowser,
     QVBoxLayout,
     QWidget,
 )
 from superqt import QLabeledDoubleSlider
 
 from . import layers as _layers
-from ._atom_table import COLUMNS, HEADER_TIPS, atom_rows
-from ._plots import LayerHistogramCanvas, TimecourseCanvas, VoxelAtomsCanvas, VoxelTimecourseCanvas
+from ._atom_table import COLUMNS, FORMATS, HEADER_TIPS, atom_rows
+from ._docking import join_plugin_tabs
+from ._plots import (
+    LayerHistogramCanvas,
+    TimecourseCanvas,
+    VoxelAtomsCanvas,
+    VoxelTimecourseCanvas,
+)
+from ._table_items import SortableItem
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -77,14 +84,10 @@ def load_state(path: str | Path, model: str | None = None, stat: str = "z") -> E
                          words=result.words_per_volume(), top_words=top)
 
 
-class _SortableItem(QTableWidgetItem):
-    """A cell that sorts by its number when it has one."""
-
-    def __lt__(self, other):
-        a, b = self.data(Qt.UserRole + 1), other.data(Qt.UserRole + 1)
-        if a is not None and b is not None:
-            return a < b
-        return super().__lt__(other)
+_SortableItem = SortableItem  # the name tests and older code use
+#: colour of a warning (amber: no map colour, readable on the dark theme)
+_WARN = "#ffb000"
+_LINK = "#8ab4f8"  # a link readable on the dark theme
 
 
 class AtomExplorer(QWidget):
@@ -108,6 +111,7 @@ class AtomExplorer(QWidget):
 
     def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
+        join_plugin_tabs(self)  # from the Plugins menu too: a tab beside the plugin's other panels
         self.viewer = napari_viewer
         self.state: ExplorerState | None = None
         #: the state whose table, plots and map are all on screen
@@ -148,6 +152,14 @@ class AtomExplorer(QWidget):
         self.threshold_slider.setToolTip("Voxels with |map| under this value are transparent")
         self.threshold_slider.setDecimals(2)
         self.threshold_slider.valueChanged.connect(self.set_threshold)
+        self.peak_button = QPushButton("Go to peak")
+        self.peak_button.setToolTip("Move the slices to the peak of the atom's largest cluster above the "
+                                    "threshold (done on every atom chosen)")
+        self.peak_button.clicked.connect(lambda: self.go_to_peak())
+        self.peak_label = QLabel("")
+        self.peak_label.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        #: world position (z, y, x) mm of the shown atom's peak, once found
+        self.peak: np.ndarray | None = None
         self.r2_slider = QLabeledDoubleSlider(Qt.Horizontal)
         self.r2_slider.setToolTip("R² at or under this value is transparent (the R² layer's lower contrast limit)")
         self.r2_slider.setDecimals(3)
@@ -192,6 +204,7 @@ class AtomExplorer(QWidget):
         self.lower_tabs.addTab(self.histogram, "layers")
         self.lower_tabs.addTab(words_page, "top words")
         self.lower_tabs.addTab(self._voxel_page(), "voxel")
+        self.lower_tabs.addTab(self._verdict_page(), "verdict")
         self.voxel = None
         self.voxel_column = None
         self._voxel_lookup = None
@@ -216,6 +229,20 @@ class AtomExplorer(QWidget):
             column.addWidget(lst, 1)
             words_layout.addLayout(column)
         return words_page
+
+    def _verdict_page(self) -> QWidget:
+        """The run's verdict on the shown model (``summary['verdict']``), one finding a paragraph;
+        a line above the table says how many there are and marks warnings."""
+        self.verdict_view = QTextBrowser()
+        self.verdict_view.setOpenLinks(False)
+        self.verdict_view.setToolTip("The run's findings on this model: against each baseline, beyond the "
+                                     "nuisance regressors, layers against atoms, links against a story-free baseline")
+        self.verdict_line = QLabel("")
+        self.verdict_line.setTextFormat(Qt.RichText)
+        self.verdict_line.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        self.verdict_line.linkActivated.connect(lambda _link: self.lower_tabs.setCurrentWidget(self.verdict_view))
+        self.verdict_line.setVisible(False)
+        return self.verdict_view
 
     def _voxel_page(self) -> QWidget:
         """A clicked voxel: every atom's map value there, and its measured and predicted time
@@ -261,6 +288,7 @@ class AtomExplorer(QWidget):
         layout.setContentsMargins(4, 4, 4, 4)
         layout.setSpacing(3)
         layout.addLayout(buttons)
+        layout.addWidget(self.verdict_line)
         layout.addLayout(form)
         layout.addWidget(self.splitter, 1)
 
@@ -280,6 +308,10 @@ class AtomExplorer(QWidget):
         form.setVerticalSpacing(2)
         form.addRow(top_row)
         form.addRow("|map| ≥", self.threshold_slider)
+        peak_row = QHBoxLayout()
+        peak_row.addWidget(self.peak_button)
+        peak_row.addWidget(self.peak_label, 1)
+        form.addRow(peak_row)
         form.addRow("R² >", self.r2_slider)
         form.addRow("view", self.convention_combo)
         return form
@@ -319,7 +351,7 @@ class AtomExplorer(QWidget):
 
     # -- loading ----------------------------------------------------------------------
     def _set_enabled(self, on: bool) -> None:
-        for widget in (self.model_combo, self.stat_combo, self.threshold_slider, self.table):
+        for widget in (self.model_combo, self.stat_combo, self.threshold_slider, self.table, self.peak_button):
             widget.setEnabled(on)
         self.r2_slider.setEnabled(on and self._r2_layer() is not None)
 
@@ -422,6 +454,7 @@ class AtomExplorer(QWidget):
         self.model_combo.setCurrentText(state.model)
         self.stat_combo.setCurrentText(maps.stat)
         self._fill_table(state.rows)
+        self.show_verdict(state)
         self._later(lambda: self._show_plots(state))
 
     def _later(self, fn) -> None:
@@ -495,8 +528,11 @@ class AtomExplorer(QWidget):
                     item = _SortableItem(str(int(value)))
                     item.setData(Qt.UserRole + 1, int(value))
                 elif isinstance(value, (float, np.floating)):
-                    item = _SortableItem("" if np.isnan(value) else f"{value:.2f}")
+                    item = _SortableItem("" if np.isnan(value) else FORMATS.get(column, "{:.2f}").format(value))
                     item.setData(Qt.UserRole + 1, float(value) if not np.isnan(value) else -np.inf)
+                    tip = getattr(row, f"{column}_tip", "") if column == "statistic" else ""
+                    if tip:
+                        item.setToolTip(f"strongest test: {tip}")
                 else:
                     item = _SortableItem(str(value))
                     tip = getattr(row, f"{column}_tip", "") if column in ("activated", "deactivated") else ""
@@ -559,6 +595,7 @@ class AtomExplorer(QWidget):
         layer = self._atom_layer()
         _layers.show_atom(layer, state.maps, int(atom), self.threshold_slider.value())
         self.atom = int(atom)
+        self.go_to_peak(layer.data)
         if 0 <= atom < state.timecourses.shape[1]:
             self.timecourse.set_timecourse(state.timecourses[:, atom], atom)
         if state.layer_hist is not None and atom in state.layer_hist.index:
@@ -568,6 +605,40 @@ class AtomExplorer(QWidget):
             self._show_top_words(atom)
         self._select_row_of(atom)
         self.atom_shown.emit(int(atom))
+
+    def go_to_peak(self, volume: np.ndarray | None = None) -> np.ndarray | None:
+        """Move the slices (and the orthogonal views' crosshair) to the shown atom's peak.
+
+        The peak of the largest cluster of ``|map| >= threshold`` (:func:`._peak.cluster_peak`)
+        of ``volume`` (the shown atom's map, shape ``maps.shape``; read again when ``None``).
+        Returns its world position ``(z, y, x)`` mm, or ``None`` when no voxel is above the
+        threshold (the slices stay).
+        """
+        from . import display
+        from ._peak import peak_world
+
+        if self.state is None or self.atom is None:
+            return None
+        maps = self.state.maps
+        if volume is None:
+            volume = maps.volume(self.atom)
+        found = peak_world(volume, maps.affine, self.threshold_slider.value())
+        if found is None:
+            self.peak = None
+            self.peak_label.setText("no voxel above the threshold")
+            return None
+        world, value = found
+        self.peak = world
+        where = display.mni_text(world).replace("MNI x, y, z = ", "")
+        self.peak_label.setText(f"{where} · {maps.stat} {value:+.2f}")
+        self.peak_label.setToolTip(f"The peak of atom {self.atom}'s largest cluster above the threshold: "
+                                   f"MNI x, y, z = {where}, {maps.stat} = {value:+.2f}")
+        movers = _layers.docked_widgets_with(self.viewer, "set_position")  # the orthogonal views
+        for widget in movers:
+            widget.set_position(world)
+        if not movers and self.viewer.dims.ndim >= 3:
+            self.viewer.dims.set_point(self.viewer.dims.ndim - 3, float(world[0]))
+        return world
 
     # -- what explains this voxel ------------------------------------------------------------
     def _on_canvas_press(self, viewer, event):
@@ -716,6 +787,45 @@ class AtomExplorer(QWidget):
             part = rows[rows["direction"] == direction].sort_values("rank")
             for r in part.to_dict("records"):
                 lst.addItem(f"{r['word']}  ({r['response']:+.2f}, {r['onset']:.1f} s)\n   …{r['context']}…")
+
+    def show_verdict(self, state: ExplorerState) -> list[dict]:
+        """Show the run's findings on ``state.model`` (``summary['verdict']``); returns them.
+
+        Warnings come first, marked ⚠ (in the line above the controls and on the verdict tab,
+        which the line's "read" link brings to the front; the tab shown stays as it was).
+        """
+        from html import escape
+
+        findings = [f for f in (state.result.summary.get("verdict") or [])
+                    if isinstance(f, dict) and f.get("model", state.model) == state.model]
+        findings.sort(key=lambda f: f.get("severity") != "warning")
+        warnings = sum(f.get("severity") == "warning" for f in findings)
+        index = self.lower_tabs.indexOf(self.verdict_view)
+        if not findings:
+            self.verdict_line.setVisible(False)
+            self.verdict_view.setHtml("<p>This result states no verdict (summary.json has none: an older run).</p>")
+            self.lower_tabs.setTabText(index, "verdict")
+            return findings
+        paragraphs = []
+        for f in findings:
+            topic = escape(str(f.get("topic", "")))
+            text = escape(str(f.get("text", "")))
+            if f.get("severity") == "warning":
+                paragraphs.append(f'<p style="color:{_WARN}"><b>⚠ {topic}</b>: {text}</p>')
+            else:
+                paragraphs.append(f"<p><b>{topic}</b>: {text}</p>")
+        self.verdict_view.setHtml(f"<p><b>Verdict on {escape(state.model)}</b></p>" + "".join(paragraphs))
+        counted = f"{len(findings)} finding{'s' if len(findings) != 1 else ''}"
+        if warnings:
+            mark = f'<span style="color:{_WARN}"><b>⚠ {warnings} warning{"s" if warnings != 1 else ""}</b></span>'
+            self.verdict_line.setText(f"<b>Verdict</b>: {mark} · {counted} · <a href='verdict' style='color:{_LINK}'>read</a>")
+            self.lower_tabs.setTabText(index, "verdict ⚠")
+        else:
+            self.verdict_line.setText(f"<b>Verdict</b>: {counted}, no warning · <a href='verdict' style='color:{_LINK}'>read</a>")
+            self.lower_tabs.setTabText(index, "verdict")
+        self.verdict_line.setToolTip(" ".join(str(f.get("text", "")) for f in findings[:2]))
+        self.verdict_line.setVisible(True)
+        return findings
 
     def _describe(self, atom: int) -> str:
         rows = self.state.rows

@@ -170,6 +170,10 @@ _NEG_NEAR = (0.0, 0.25, 1.0, 1.0)  # blue just under -threshold
 _POS_NEAR = (0.85, 0.0, 0.0, 1.0)  # red just above +threshold
 _POS_FAR = (1.0, 1.0, 0.2, 1.0)  # yellow at +vmax
 _CLEAR = (0.0, 0.0, 0.0, 0.0)
+#: half-width of the smallest clear band around zero, in colormap units (2 of vispy's 1024
+#: table entries: both entries around zero are clear), and the width of the fade-in beyond it
+_LUT_BAND = 2.0 / 1024
+_LUT_STEP = 1.0 / 1024
 
 
 def diverging_threshold_colormap(threshold: float, vmax: float, name: str = "brainorg atom"):
@@ -182,19 +186,21 @@ def diverging_threshold_colormap(threshold: float, vmax: float, name: str = "bra
     -------
     napari.utils.Colormap
         Six control points; the clear band is ``[0.5 - t, 0.5 + t]`` with
-        ``t = threshold / (2 vmax)``.
+        ``t = threshold / (2 vmax)``, at least ``±_LUT_BAND`` wide, and the colours fade
+        in just outside it: no value under the threshold, and no zero, is painted.
     """
     from napari.utils.colormaps import Colormap
 
     vmax = float(vmax) if np.isfinite(vmax) and vmax > 0 else 1.0
     half = min(max(float(threshold), 0.0) / (2.0 * vmax), 0.5)
-    eps = 1e-4
+    # the GPU looks colours up in a 1024-entry table, interpolated: a clear band narrower
+    # than a few entries is blended away and zero (outside the mask) gets painted
+    eps = _LUT_BAND
     low = min(0.5 - half, 0.5 - eps)
     high = max(0.5 + half, 0.5 + eps)
-    low = max(low, 2 * eps)
-    high = min(high, 1 - 2 * eps)
-    delta = min(eps, (high - low) / 3)
-    controls = [0.0, low, low + delta, high - delta, high, 1.0]
+    low = min(max(low, 2 * eps), 0.5 - eps)
+    high = max(min(high, 1 - 2 * eps), 0.5 + eps)
+    controls = [0.0, low - _LUT_STEP, low, high, high + _LUT_STEP, 1.0]
     colors = [_NEG_FAR, _NEG_NEAR, _CLEAR, _CLEAR, _POS_NEAR, _POS_FAR]
     return Colormap(colors=colors, controls=controls, name=name, interpolation="linear")
 
@@ -470,24 +476,38 @@ def set_r2_threshold(layer, threshold: float) -> None:
 
 # -- networks ------------------------------------------------------------------------
 
-#: outline colours of networks: greens, violets and greys, none of which the map
-#: colours use (activated red -> yellow, deactivated blue -> cyan, R² dark red -> yellow)
+#: outline colours of networks, one per network of the largest bundled atlas (Yeo-17):
+#: violets, magentas, pinks, greens, turquoise, olive and brown, each at least 0.3 (RGB
+#: distance) from every colour a map takes (activated red -> yellow, deactivated blue ->
+#: cyan, R² dark red -> yellow) and from the crosshair's green, 0.2 from one another, none
+#: grey or white (they vanish on the template), in an order where the first ones differ most. The atlases'
+#: own colours are not used: Yeo's Default and the Smith-10 default-mode red are the
+#: maps' red, and their greys are the template's.
 OUTLINE_PALETTE = np.array([
-    (1.0, 1.0, 1.0, 1.0),     # white
-    (0.35, 1.0, 0.35, 1.0),   # green
-    (0.80, 0.45, 1.0, 1.0),   # violet
-    (0.65, 0.65, 0.65, 1.0),  # grey
-    (0.85, 0.85, 0.55, 1.0),  # khaki
-    (1.0, 0.55, 1.0, 1.0),    # light magenta
-    (0.10, 0.65, 0.25, 1.0),  # dark green
-    (0.55, 0.35, 0.85, 1.0),  # purple
+    (0.70, 0.35, 1.00, 1.0),  # violet
+    (0.00, 0.80, 0.00, 1.0),  # green
+    (1.00, 0.00, 0.90, 1.0),  # magenta
+    (0.00, 0.85, 0.80, 1.0),  # turquoise
+    (0.60, 0.70, 0.35, 1.0),  # olive green
+    (1.00, 0.50, 0.65, 1.0),  # pink
+    (0.45, 0.35, 0.75, 1.0),  # slate purple
+    (0.50, 1.00, 0.00, 1.0),  # chartreuse
+    (0.56, 0.00, 0.70, 1.0),  # purple
+    (0.00, 0.60, 0.45, 1.0),  # sea green
+    (0.75, 0.25, 0.45, 1.0),  # raspberry
+    (1.00, 0.60, 1.00, 1.0),  # light magenta
+    (0.30, 0.50, 0.10, 1.0),  # moss
+    (0.85, 0.75, 1.00, 1.0),  # lavender
+    (0.60, 0.45, 0.30, 1.0),  # brown
+    (0.45, 0.00, 1.00, 1.0),  # indigo
+    (0.70, 0.90, 0.70, 1.0),  # pale green
 ])
 
 
 def outline_colors(n: int) -> np.ndarray:
-    """``n`` RGBA outline colours from :data:`OUTLINE_PALETTE` (cycled)."""
+    """``n`` RGBA outline colours: the first ``n`` of :data:`OUTLINE_PALETTE`, all different
+    up to its length (cycled beyond, for an atlas of more networks than Yeo-17)."""
     return OUTLINE_PALETTE[np.arange(n) % len(OUTLINE_PALETTE)].copy()
-
 
 
 def network_colormap(labels: np.ndarray, colors: np.ndarray, visible: np.ndarray | None = None):
@@ -915,34 +935,13 @@ def show_result_async(viewer: napari.Viewer, result: ResultFolder | str | os.Pat
     return run_in_thread(build, owner=owner, on_done=done, on_error=on_error, name="loading a result")
 
 
-def dock_tabbed(viewer: napari.Viewer, widget, name: str, raise_: bool = False):
-    """Dock ``widget`` on the right, as a tab beside the plugin's other panels."""
-    window = viewer.window
-    docked = window.dock_widgets
-    if name in docked:
-        return docked[name]
-    dock = window.add_dock_widget(widget, name=name, area="right", tabify=True)
-    if raise_:
-        raise_dock(widget)
-    return dock
+_DOCKING = ("dock_tabbed", "docked_widgets_with", "raise_dock")
 
 
-def docked_widgets_with(viewer: napari.Viewer, method: str) -> list:
-    """The widgets docked in ``viewer``'s window that have a method named ``method``.
+def __getattr__(name: str):
+    """The docking helpers live in :mod:`._docking` (it imports Qt; this module need not)."""
+    if name in _DOCKING:
+        from . import _docking
 
-    A panel reaches the atom explorer this way (``show_voxel``, ``show_region_note``)
-    without importing it: the explorer sits above the panels it docks.
-    """
-    return [widget for widget in list(viewer.window.dock_widgets.values())
-            if callable(getattr(widget, method, None))]
-
-
-def raise_dock(widget) -> None:
-    """Bring the dock (tab) holding ``widget`` to the front."""
-    from qtpy.QtWidgets import QDockWidget
-
-    parent = widget.parent()
-    while parent is not None and not isinstance(parent, QDockWidget):
-        parent = parent.parent()
-    if parent is not None:
-        parent.raise_()
+        return getattr(_docking, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,16 +17,17 @@ from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFormLayout,
+    QHBoxLayout,
     QLabel,
     QListWidget,
     QListWidgetItem,
     QPushButton,
-    QHBoxLayout,
     QVBoxLayout,
     QWidget,
 )
 
 from . import layers as _layers
+from ._docking import join_plugin_tabs
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -51,6 +52,7 @@ class NetworksWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
+        join_plugin_tabs(self)  # from the Plugins menu too: a tab beside the plugin's other panels
         self.viewer = napari_viewer
         self.layer = None
         self._result = None

@@ -31,6 +31,7 @@ from qtpy.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from . import display
 from . import layers as _layers
+from ._docking import join_plugin_tabs
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -470,6 +471,7 @@ class OrthoViews(QWidget):
 
     def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
+        join_plugin_tabs(self)  # from the Plugins menu too: a tab beside the plugin's other panels
         self.viewer = napari_viewer
         self.position = np.zeros(3)  # (z, y, x) mm
         self.panels = {name: SlicePanel(name, self) for name in ORTHO_PLANES}

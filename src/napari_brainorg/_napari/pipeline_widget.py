@@ -35,6 +35,7 @@ from qtpy.QtWidgets import (
 )
 
 from . import layers as _layers
+from ._docking import join_plugin_tabs
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -85,6 +86,7 @@ class PipelineWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
+        join_plugin_tabs(self)  # from the Plugins menu too: a tab beside the plugin's other panels
         from ..datasets import list_stories
 
         self.viewer = napari_viewer

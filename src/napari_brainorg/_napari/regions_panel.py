@@ -16,11 +16,24 @@ from typing import TYPE_CHECKING
 import numpy as np
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
-from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QLabel, QPushButton,
-                            QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ._label_tables import label_table
 from ._plots import _FACE, _FG, _style
+from ._table_items import SortableItem, number_item
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -28,6 +41,38 @@ if TYPE_CHECKING:  # pragma: no cover
 PANEL_NAME = "Regions"
 ROI_LAYER = "regions on template"
 _BASELINE_COLORS = ("#8c8c8c", "#b07aa1", "#9c755f", "#bab0ab")
+#: (column of :meth:`ResultFolder.associations`, header) of the associations table
+LINK_COLUMNS = (("atom", "atom"), ("network", "region"), ("part", "part"), ("statistic", "statistic"),
+                ("q", "q"), ("associated", "associated"))
+LINK_TIPS = {
+    "network": "The region whose mean time course was tested against the atom",
+    "part": "activated: the region follows the atom; deactivated: it follows the atom's opposite",
+    "statistic": "The association statistic of the atom's time course with the region's (signed)",
+    "q": "FDR q-value over atoms x regions x both parts (the test's family)",
+    "associated": "Declared a link: q under the FDR level and the effect large enough",
+}
+
+
+def association_rows(result, model: str):
+    """Both parts of the region association test of ``model`` in one table, declared links
+    first, then by q; ``None`` when the result holds no association tables."""
+    import pandas as pd
+
+    parts = []
+    for part in ("activated", "deactivated"):
+        table = result.associations(model, part)
+        if table is not None and len(table):
+            table = table.copy()
+            table["part"] = part
+            parts.append(table)
+    if not parts:
+        return None
+    rows = pd.concat(parts, ignore_index=True)
+    for column, default in (("statistic", np.nan), ("q", np.nan), ("associated", False)):
+        if column not in rows.columns:
+            rows[column] = default
+    rows["associated"] = rows["associated"].astype(str).str.lower().isin(("true", "1"))
+    return rows.sort_values(["associated", "q"], ascending=[False, True], kind="stable").reset_index(drop=True)
 
 
 def _canvas(parent, height: float) -> tuple[FigureCanvasQTAgg, object]:
@@ -84,7 +129,11 @@ class RegionsPanel(QWidget):
         self.atoms.verticalHeader().setVisible(False)
         self.atoms.horizontalHeader().setStretchLastSection(True)
         self.atoms.itemSelectionChanged.connect(self._on_row_selected)
-        layout.addWidget(self.atoms, 2)
+        self.links = self._links_table()
+        self.lists = QTabWidget(self)
+        self.lists.addTab(self.atoms, "atoms")
+        self.lists.addTab(self.links, "associations")
+        layout.addWidget(self.lists, 2)
         self.coef_canvas, self.coef_ax = _canvas(self, 2.2)
         self.coef_canvas.setMinimumHeight(160)
         layout.addWidget(self.coef_canvas, 3)
@@ -99,6 +148,23 @@ class RegionsPanel(QWidget):
         self.paint_combo.currentIndexChanged.connect(lambda _i: self._paint())
         row.addWidget(self.paint_combo)
         layout.addLayout(row)
+
+    def _links_table(self) -> QTableWidget:
+        """The association tests of atoms with regions (statistic, q, declared or not), sortable."""
+        table = QTableWidget(0, len(LINK_COLUMNS), self)
+        table.setHorizontalHeaderLabels([h for _, h in LINK_COLUMNS])
+        for c, (column, _) in enumerate(LINK_COLUMNS):
+            table.horizontalHeaderItem(c).setToolTip(LINK_TIPS.get(column, ""))
+        table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        table.verticalHeader().setVisible(False)
+        table.verticalHeader().setDefaultSectionSize(table.fontMetrics().height() + 6)
+        table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        table.horizontalHeader().setStretchLastSection(True)
+        table.setSortingEnabled(True)
+        table.itemSelectionChanged.connect(self._on_link_selected)
+        return table
 
     # -- loading ------------------------------------------------------------------
     def set_result(self, result, model: str | None = None) -> bool:
@@ -133,6 +199,7 @@ class RegionsPanel(QWidget):
                             "noise ceiling and baselines" + (" (SIMULATED data)" if result.simulated else ""))
         self._draw_fit()
         self._fill_atoms()
+        self._fill_links(association_rows(result, model))
         if self.coefs is not None and self.coefs.shape[1]:
             self.select_atom(0)
         else:
@@ -204,6 +271,43 @@ class RegionsPanel(QWidget):
                 self.atoms.setItem(i, 0, QTableWidgetItem(str(col)))
                 self.atoms.setItem(i, 1, QTableWidgetItem(f"{value:.3g}"))
         self.atoms.blockSignals(False)
+
+    def _fill_links(self, rows) -> None:
+        """List the association tests; the tab's name counts the declared links."""
+        table = self.links
+        table.blockSignals(True)
+        table.setSortingEnabled(False)
+        table.clearContents()
+        table.setRowCount(0 if rows is None else len(rows))
+        self.link_rows = rows
+        for r, row in enumerate([] if rows is None else rows.to_dict("records")):
+            for c, (column, _) in enumerate(LINK_COLUMNS):
+                value = row.get(column)
+                if column == "atom":
+                    item = number_item(int(value), str(int(value)))
+                elif column in ("statistic", "q"):
+                    item = number_item(value, f"{float(value):+.2f}" if column == "statistic" else f"{float(value):.3g}")
+                elif column == "associated":
+                    item = SortableItem("yes" if value else "no")
+                    if value:
+                        item.setForeground(Qt.green)
+                else:
+                    item = SortableItem(str(value))
+                item.setData(Qt.UserRole, int(row["atom"]))
+                table.setItem(r, c, item)
+        table.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)  # keep declared first
+        table.setSortingEnabled(True)
+        table.resizeColumnsToContents()
+        table.blockSignals(False)
+        n = 0 if rows is None else int(rows["associated"].sum())
+        self.lists.setTabText(1, "associations" if rows is None else f"associations ({n} declared)")
+        self.lists.setTabToolTip(1, "No association tables in this result" if rows is None else
+                                 f"{len(rows)} tests of atoms x regions x both parts; {n} declared links first")
+
+    def _on_link_selected(self) -> None:
+        items = self.links.selectedItems()
+        if items and items[0].data(Qt.UserRole) is not None:
+            self.select_atom(int(items[0].data(Qt.UserRole)))
 
     def select_atom(self, atom: int) -> None:
         """Show atom ``atom``'s coefficient per region (and paint it, if chosen)."""
@@ -308,9 +412,11 @@ class RegionsPanel(QWidget):
         name = f"{what} per region ({self.model})"
         bound = float(np.nanmax(np.abs(image))) if np.isfinite(image).any() else 1.0
         bound = bound or 1.0
-        # signed values (coefficients) on a diverging map centred on zero; r >= 0 on a sequential one
+        # signed values (coefficients) on the maps' diverging colormap, r >= 0 on the R² one:
+        # both clear at zero, so a region near zero leaves the template as it is
         signed = bool(np.nanmin(image) < 0) if np.isfinite(image).any() else False
-        colormap, limits = ("coolwarm", (-bound, bound)) if signed else ("inferno", (0.0, bound))
+        colormap, limits = ((_layers.diverging_threshold_colormap(0.0, bound), (-bound, bound)) if signed
+                            else (_layers.sequential_threshold_colormap(), (0.0, bound)))
         layer = _layers.find_layer(self.viewer, ROI_LAYER)
         if layer is not None:
             layer.data = image
@@ -320,7 +426,7 @@ class RegionsPanel(QWidget):
             return
         self.viewer.add_image(image, affine=affine, name=name, colormap=colormap, opacity=0.8,
                               contrast_limits=limits, blending="translucent",
-                              metadata={_layers.ROLE: ROI_LAYER, BRAIN: True})
+                              metadata={_layers.ROLE: ROI_LAYER, BRAIN: True, "brainorg_stat_map": True})
 
 
 def dock_regions_panel(viewer: napari.Viewer, result, model: str | None = None, *,
