@@ -77,9 +77,18 @@ def check_writable_folder(out: str | os.PathLike, option: str) -> None:
     if not probe.is_dir():
         raise NotADirectoryError(
             f"{option} {str(path)!r} cannot be created: {str(probe)!r} is a file, not a folder.")
-    if not os.access(probe, os.W_OK | os.X_OK):
+    why = None if os.access(probe, os.W_OK | os.X_OK) else "no write permission"
+    if why is None:
+        import tempfile
+
+        try:  # permissions say yes to root even where the file system says no (read-only, /sys)
+            with tempfile.TemporaryFile(dir=probe, prefix=".brainorg-probe-"):
+                pass
+        except OSError as exc:
+            why = exc.strerror or type(exc).__name__
+    if why is not None:
         raise PermissionError(
-            f"{option} {str(path)!r} is not writable: no write permission in {str(probe)!r}; "
+            f"{option} {str(path)!r} is not writable: {why.lower()} in {str(probe)!r}; "
             "choose a folder you can write to.")
 
 
