@@ -100,9 +100,9 @@ def make_study(folder: Path) -> Path:
     return write_config(folder / "study.yaml", config_dict())
 
 
-def write_bids_tree(root: Path, runs: dict[str, list[tuple[str, str, str]]], *, tr: float = TR,
+def write_bids_tree(root: Path, layout: dict[str, list[tuple[str, str, str]]], *, tr: float = TR,
                     events_onset: float = 1.0) -> Path:
-    """A raw BIDS data set of tiny runs: ``runs`` maps a subject label to its (session, task,
+    """A raw BIDS data set of tiny runs: ``layout`` maps a subject label to its (session, task,
     run) triples. The tasks' ``RepetitionTime`` and events live once in the top folder
     (inherited by every run, as BIDS allows); every run has its own random numbers."""
     import json
@@ -111,7 +111,7 @@ def write_bids_tree(root: Path, runs: dict[str, list[tuple[str, str, str]]], *, 
     (root / "dataset_description.json").write_text(json.dumps({"Name": "tiny", "BIDSVersion": "1.8.0"}))
     seed = 100
     tasks = set()
-    for sub, entries in runs.items():
+    for sub, entries in layout.items():
         for ses, task, run in entries:
             func = root / f"sub-{sub}" / f"ses-{ses}" / "func"
             func.mkdir(parents=True, exist_ok=True)
@@ -125,12 +125,12 @@ def write_bids_tree(root: Path, runs: dict[str, list[tuple[str, str, str]]], *, 
     return root
 
 
-def make_bids_study(folder: Path, runs: dict[str, list[tuple[str, str, str]]], **bids) -> Path:
+def make_bids_study(folder: Path, layout: dict[str, list[tuple[str, str, str]]], **bids) -> Path:
     """The tiny study with its fMRI in a BIDS tree (``folder/bids``); return the config path."""
     make_study(folder)
     for sub in ("01", "02"):
         (folder / f"sub-{sub}_bold.nii.gz").unlink()
-    write_bids_tree(folder / "bids", runs)
+    write_bids_tree(folder / "bids", layout)
     cfg = config_dict(fmri={"bids": {"root": "bids", "task": "pieman", "derivative": None, **bids},
                             "mask": "mask.nii.gz"})
     return write_config(folder / "study.yaml", cfg)
