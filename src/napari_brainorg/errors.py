@@ -110,3 +110,8 @@ def check_choice(name: str, value, allowed: Iterable[str]) -> None:
             f"{name!r} must be one of {allowed}; {value!r} was provided."
             + did_you_mean(value, allowed)
         )
+
+
+class ConfigWarning(BrainorgWarning):
+    """An option value that runs but is unlikely to be what was meant (no sparsity, test
+    blocks of a few volumes)."""

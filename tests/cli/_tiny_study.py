@@ -100,6 +100,42 @@ def make_study(folder: Path) -> Path:
     return write_config(folder / "study.yaml", config_dict())
 
 
+def write_bids_tree(root: Path, layout: dict[str, list[tuple[str, str, str]]], *, tr: float = TR,
+                    events_onset: float = 1.0) -> Path:
+    """A raw BIDS data set of tiny runs: ``layout`` maps a subject label to its (session, task,
+    run) triples. The tasks' ``RepetitionTime`` and events live once in the top folder
+    (inherited by every run, as BIDS allows); every run has its own random numbers."""
+    import json
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "tiny", "BIDSVersion": "1.8.0"}))
+    seed = 100
+    tasks = set()
+    for sub, entries in layout.items():
+        for ses, task, run in entries:
+            func = root / f"sub-{sub}" / f"ses-{ses}" / "func"
+            func.mkdir(parents=True, exist_ok=True)
+            write_run(func / f"sub-{sub}_ses-{ses}_task-{task}_run-{run}_bold.nii.gz", seed)
+            seed += 1
+            tasks.add(task)
+    for task in sorted(tasks):
+        (root / f"task-{task}_bold.json").write_text(json.dumps({"RepetitionTime": tr, "TaskName": task}))
+        (root / f"task-{task}_events.tsv").write_text(
+            f"onset\tduration\ttrial_type\n{events_onset}\t{N_VOLUMES * TR - 5}\tstory\n")
+    return root
+
+
+def make_bids_study(folder: Path, layout: dict[str, list[tuple[str, str, str]]], **bids) -> Path:
+    """The tiny study with its fMRI in a BIDS tree (``folder/bids``); return the config path."""
+    make_study(folder)
+    for sub in ("01", "02"):
+        (folder / f"sub-{sub}_bold.nii.gz").unlink()
+    write_bids_tree(folder / "bids", layout)
+    cfg = config_dict(fmri={"bids": {"root": "bids", "task": "pieman", "derivative": None, **bids},
+                            "mask": "mask.nii.gz"})
+    return write_config(folder / "study.yaml", cfg)
+
+
 def edit_config(study: Path, **over) -> None:
     """Change ``section__key=value`` (or a whole ``section``) in ``study/study.yaml``."""
     cfg = yaml.safe_load((study / "study.yaml").read_text())

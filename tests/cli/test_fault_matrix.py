@@ -168,6 +168,53 @@ def _gguf_100_bytes(s: Path):
     edit_config(s, features__models=["tiny.gguf"])
 
 
+def _real_gguf_cut(s: Path):
+    from napari_brainorg.features.models import resolve_model
+
+    with open(resolve_model("smollm2").path, "rb") as fh:
+        (s / "cut.gguf").write_bytes(fh.read(100))
+    edit_config(s, features__models=["cut.gguf"])
+
+
+def _copy_run(s: Path):
+    shutil.copy(s / "sub-01_bold.nii.gz", s / "sub-03_bold.nii.gz")
+    edit_config(s, fmri__images=["sub-01_bold.nii.gz", "sub-03_bold.nii.gz"])
+
+
+def _region_tables(make):
+    """Region tables for the two subjects (``make(rng, subject) -> (text, name)``) as fmri.regions."""
+    def prepare(s: Path):
+        rng = np.random.default_rng(0)
+        names = []
+        for sub in (1, 2):
+            text, name = make(rng, sub)
+            (s / name).write_text(text)
+            names.append(name)
+        edit_config(s, fmri={"regions": names})
+    return prepare
+
+
+def _table(values, sep="\t") -> str:
+    return "".join(sep.join(f"{v:.5e}" for v in row) + "\n" for row in values)
+
+
+def _bids(layout, **bids):
+    def prepare(s: Path):
+        tiny.write_bids_tree(s / "bids", layout)
+        edit_config(s, fmri={"bids": {"root": "bids", "task": "pieman", "derivative": None, **bids},
+                             "mask": "mask.nii.gz"})
+    return prepare
+
+
+def _check(*fns):
+    """Edit the study, then `brainorg config --check study.yaml` instead of `run`."""
+    return _then(*fns, _argv("config", "--check", "study.yaml"))
+
+
+TWO_BY_TWO = {sub: [(ses, "pieman", run) for ses in ("1", "2") for run in ("1", "2")] for sub in ("01", "02")}
+EXTRACT = ("extract", "--story", "story.tsv", "--tr", "1.5", "--model", "minilm", "--device", "cpu", "--quiet")
+
+
 def _cwd_decoy(s: Path):
     # the atlas is missing beside the config but exists in the working directory
     (s / "elsewhere").mkdir()
@@ -298,6 +345,56 @@ CASES: list[Case] = [
          ("summary.json", "not valid JSON")),
     Case("simulate_bad_atlas", _argv("simulate", "--model", "minilm", "--out", "{s}/sim", "--atlas", "smith11"),
          ("smith11",)),
+    # -- `config --check` runs the pre-run validation of `run`, with the same messages
+    Case("check_image_missing", _check(lambda s: (s / "sub-02_bold.nii.gz").unlink()),
+         ("config", "sub-02_bold.nii.gz", "does not exist")),
+    Case("check_image_3d", _check(_nifti("sub-01_bold.nii.gz", np.ones(tiny.SHAPE, np.float32))),
+         ("fmri.images[0]", "sub-01_bold.nii.gz", "4D")),
+    Case("check_n_atoms_gt_volumes", _check(lambda s: edit_config(s, atoms__n_atoms=100)),
+         ("atoms.n_atoms", "100", "(40)")),
+    Case("check_story_after_scan", _check(_story(story_text(shift=1000.0))), ("story.path", "none of its")),
+    Case("check_nan_needs_the_data", _check(_nan_run), code=0,
+         extra_check=lambda s, r: "a valid configuration" in r.stderr and "NaN" in r.stderr
+         and "need the data" in r.stderr),
+    # -- the same subject twice
+    Case("image_listed_twice", lambda s: edit_config(s, fmri__images=["sub-01_bold.nii.gz"] * 2),
+         ("fmri.images[1]", "sub-01_bold.nii.gz", "listed again")),
+    Case("image_copied", _copy_run, ("fmri.images[1]", "sub-03_bold.nii.gz", "byte-identical", "sub-01_bold.nii.gz")),
+    # -- stories a model cannot read as a story
+    Case("story_three_words", _story(story_text(rows_=[("once", 1.0, 1.3), ("upon", 1.4, 1.7), ("time", 1.8, 2.1)])),
+         ("story.path", "story.tsv", "only 3 word")),
+    Case("story_all_emoji", _story(story_text(rows_=[("\U0001f600", 1.0 + i, 1.5 + i) for i in range(30)])),
+         ("story.path", "story.tsv", "no letter or digit", "[UNK]")),
+    # -- region tables
+    Case("regions_constant_subject", _region_tables(
+        lambda rng, sub: (_table(rng.normal(size=(40, 4)) * (sub == 1)), f"sub-0{sub}_regions.tsv")),
+         ("sub-02_regions.tsv", "constant")),
+    Case("regions_9_vs_10_columns", _region_tables(
+        lambda rng, sub: (_table(rng.normal(size=(40, 11 - sub))), f"sub-0{sub}_regions.tsv")),
+         ("sub-02_regions.tsv", "9 regions", "sub-01_regions.tsv", "has 10")),
+    Case("regions_txt_whitespace_glob", _check(_region_tables(
+        lambda rng, sub: ("A1 STG IFG\n" + _table(rng.normal(80, 5, size=(40, 3)), sep="   "), f"s{sub}.txt")),
+        lambda s: edit_config(s, fmri={"regions": ["s*.txt"]})), code=0,
+         extra_check=lambda s, r: "a valid configuration" in r.stderr and "s2.txt" in r.stdout),
+    # -- BIDS
+    Case("bids_two_sessions_two_runs", _bids(TWO_BY_TWO), ("sub-01 has 4 runs", "'sessions'", "'runs'")),
+    Case("bids_sidecar_tr", _then(_bids(TWO_BY_TWO, sessions=["1"], runs=["2"]),
+                                  lambda s: edit_config(s, story__tr=2.0)),
+         ("sub-01_ses-1_task-pieman_run-2_bold.nii.gz", "RepetitionTime 1.5", "story.tr is 2")),
+    # -- failing before the model runs
+    Case("gguf_real_file_cut_at_100_bytes", _real_gguf_cut, ("features.models[0]", "cut.gguf", "truncated")),
+    Case("run_unknown_subject", _argv("run", "study.yaml", "--quiet", "--subjects", "sub-09"),
+         ("--subjects", "sub-09", "sub-01")),
+    Case("extract_out_unwritable", _argv(*EXTRACT, "--n-volumes", "40", "--out", "/sys/fs/brainorg-an"),
+         ("--out", "/sys/fs/brainorg-an", "not writable")),
+    Case("extract_story_after_scan", _argv(*EXTRACT, "--n-volumes", "40", "--onset", "1000", "--out", "{s}/an"),
+         ("--story", "story.tsv", "none of its", "--onset")),
+    Case("extract_story_before_scan", _argv(*EXTRACT, "--n-volumes", "40", "--onset", "-30", "--out", "{s}/an"),
+         code=0, new_files_ok=True,
+         extra_check=lambda s, r: "StoryTimingWarning" in r.stderr and "before it starts" in r.stderr),
+    Case("extract_scan_longer_than_story", _argv(*EXTRACT, "--n-volumes", "1000", "--out", "{s}/an"),
+         code=0, new_files_ok=True,
+         extra_check=lambda s, r: "StoryTimingWarning" in r.stderr and "hear no word" in r.stderr),
 ]
 
 

@@ -314,3 +314,43 @@ def test_damaged_model_folders_are_named_and_converted_leftovers_cleaned(tmp_pat
     (leftover / "model.safetensors").write_bytes(b"half")
     assert M._converted_gguf_folder(spec) == final
     assert not leftover.exists()
+
+
+@pytest.mark.parametrize("keep", [100, 5_000_000, 90_000_000])
+def test_a_real_gguf_cut_short_is_named_before_transformers_reads_it(tmp_path, monkeypatch, keep):
+    """The bundled GGUF cut at 100 bytes (inside the header), 5 MB (inside the vocabulary's
+    tensors) and 90 MB (inside the weights): one line naming the file, before any conversion."""
+    from napari_brainorg.features import models as M
+
+    monkeypatch.setenv("BRAINORG_CACHE", str(tmp_path / "cache"))
+    with open(M.resolve_model("smollm2").path, "rb") as fh:
+        (tmp_path / "cut.gguf").write_bytes(fh.read(keep))
+    with pytest.raises(ModelNotFoundError, match=r"Cannot read the GGUF file '.*cut.gguf': .*truncated"):
+        M.check_gguf_complete(tmp_path / "cut.gguf")
+    with pytest.raises(ModelNotFoundError, match=r"'.*cut.gguf'.*truncated"):
+        load_language_model(str(tmp_path / "cut.gguf"), device="cpu")
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("config.json"))
+
+
+def test_the_bundled_weights_have_their_pinned_sha256_and_say_what_they_are(monkeypatch):
+    from napari_brainorg.errors import CorruptFileError
+    from napari_brainorg.features import models as M
+
+    for name in BUNDLED_MODELS:
+        spec = resolve_model(name)
+        assert spec.bundled and weights_sha256(spec) == M.BUNDLED_WEIGHTS_SHA256[name]
+        M.check_bundled_weights(spec)
+    assert "4-bit quantised" in resolve_model("smollm2").description
+    assert "SmolLM2-135M-Instruct" in resolve_model("smollm2").description
+    wrong = "0" * 64
+    monkeypatch.setitem(M.BUNDLED_WEIGHTS_SHA256, "minilm", {"model.safetensors": wrong})
+    spec = resolve_model("minilm")
+    with pytest.raises(CorruptFileError, match=rf"'.*model.safetensors' have SHA-256 53aa5117\w+; "
+                                               rf"expected {wrong}"):
+        M.check_bundled_weights(spec)
+    with pytest.raises(CorruptFileError, match=r"expected 0{64}"):
+        load_language_model("minilm", device="cpu")
+    # a user's folder is not the bundled model, whatever its name
+    folder_spec = M.resolve_model(spec.source)
+    assert not folder_spec.bundled
+    M.check_bundled_weights(folder_spec)

@@ -227,3 +227,26 @@ def test_images_that_are_neither_labels_nor_maps(tmp_path, mni_mask):
         load_fbn(empty, mni_mask)
     with pytest.raises(AtlasError, match="on a mask of"):
         load_fbn("yeo7", mni_mask).label_image(nib.Nifti1Image(np.ones((5, 5, 5), np.uint8), RAS3))
+
+
+@pytest.mark.parametrize("sidecar, text", [
+    ("my_networks.tsv", "index\tname\n1\tVisual\n2\tSomatomotor\n3\tLanguage\n"),
+    ("my_networks_labels.csv", "Visual\nSomatomotor\nLanguage\n"),
+])
+def test_a_user_atlas_is_named_by_its_sidecar_table(tmp_path, mni_mask, sidecar, text):
+    from napari_brainorg.io.atlases import label_sidecar
+
+    data = np.zeros(mni_mask.shape, np.int16)
+    data[20:40, 20:40, 20:40], data[50:70, 50:70, 20:40], data[20:40, 50:70, 40:60] = 1, 2, 3
+    path = tmp_path / "my_networks.nii.gz"
+    nib.save(nib.Nifti1Image(data, mni_mask.affine), path)
+    assert load_fbn(str(path), mni_mask).network_names == ["network_1", "network_2", "network_3"]
+    (tmp_path / sidecar).write_text(text)
+    assert label_sidecar(path) == tmp_path / sidecar
+    atlas = load_fbn(str(path), mni_mask)
+    assert atlas.network_names == ["Visual", "Somatomotor", "Language"]
+    assert any(sidecar in note for note in atlas.notes)
+    (tmp_path / sidecar).write_text(text.rsplit("\n", 2)[0] + "\n")  # one name short
+    with pytest.raises(AtlasError, match=rf"'labels' '.*{sidecar}' (has 2 names but the label image has 3|"
+                                         r"gives no name for label image values \[3\])"):
+        load_fbn(str(path), mni_mask)

@@ -320,11 +320,15 @@ def test_find_bids_runs_in_the_narratives_layout(tmp_path):
         find_bids_runs(tmp_path, "pieman", derivative="fmriprep")
 
 
-def test_find_bids_runs_labels_several_runs_of_one_subject(tmp_path):
+def test_find_bids_runs_refuses_several_runs_of_one_subject_and_selects_by_run(tmp_path):
     space = "space-MNI152NLin2009cAsym_res-native_desc-clean_bold.nii.gz"
     deriv = tmp_path / "derivatives" / "afni-nosmooth" / "sub-001" / "func"
     _touch(deriv / f"sub-001_task-pieman_run-1_{space}")
     _touch(deriv / f"sub-001_task-pieman_run-2_{space}")
-    runs = find_bids_runs(tmp_path, "pieman")
-    assert [r["subject"] for r in runs] == ["sub-001_run-1", "sub-001_run-2"]
-    assert {r["participant"] for r in runs} == {"sub-001"}
+    # the same person's two runs are not two subjects: the message says which entity to choose
+    with pytest.raises(FMRIInputError, match=r"sub-001 has 2 runs of task 'pieman' \(run-1, run-2\).*"
+                                             r"'runs' \(run-labels \['1', '2'\]\)"):
+        find_bids_runs(tmp_path, "pieman")
+    runs = find_bids_runs(tmp_path, "pieman", runs=["2"])
+    assert [(r["subject"], r["run"]) for r in runs] == [("sub-001", "2")]
+    assert find_bids_runs(tmp_path, "pieman", runs=[1])[0]["bold"].endswith(f"run-1_{space}")

@@ -9,9 +9,11 @@ def add_parser(subparsers) -> None:
         help="print an annotated example configuration (--example) or check a file (--check FILE)",
         description=(
             "--example prints a complete YAML configuration for `brainorg run`: every section and "
-            "option with its default value and what it means. --check FILE validates a configuration "
-            "file the way `brainorg run` would (misspelt keys, wrong values, missing files) without "
-            "running anything, and prints the resolved configuration."
+            "option with its default value and what it means. --check FILE runs the checks `brainorg run` "
+            "makes before any model runs (misspelt keys, wrong values, missing files, the story's timing, "
+            "image headers: 4D, volume counts, the mask, the atlases and models, a writable 'out'), with "
+            "the same messages and exit code 2, and prints the resolved configuration. NaN or constant "
+            "voxels need the data: `brainorg run` finds them when it reads the runs."
         ),
     )
     what = p.add_mutually_exclusive_group(required=True)
@@ -89,8 +91,14 @@ def run(args) -> int:
         return 0
     from ..pipeline import load_config
     from ..pipeline.config import config_to_yaml
+    from ..pipeline.validate import validate_config
 
     config = load_config(args.check)
+    # the checks `brainorg run` makes before any model runs, with the same messages
+    facts = validate_config(config)
     print(config_to_yaml(config), end="")
-    logging.getLogger("napari_brainorg").info("%s: a valid configuration", args.check)
+    logging.getLogger("napari_brainorg").info(
+        "%s: a valid configuration (%d words, %d in the scan; files, image headers and options checked: NaN, "
+        "infinite or constant voxels need the data and are found when `brainorg run` reads them)",
+        args.check, facts["n_words"], facts["n_words_in_scan"])
     return 0

@@ -24,7 +24,8 @@ def add_parser(subparsers) -> None:
                    help="a bundled story name (e.g. pieman) or a story file: Gentle align.json, "
                         "Narratives align.csv, a word,onset,offset CSV/TSV, or a Praat TextGrid")
     p.add_argument("--model", default="minilm",
-                   help="a bundled model (minilm: BERT MiniLM-L6; smollm2: SmolLM2-135M, Llama, GGUF), "
+                   help="a bundled model (minilm: BERT all-MiniLM-L6-v2; smollm2: SmolLM2-135M-Instruct, Llama, "
+                        "a 4-bit quantised GGUF), "
                         "a Hugging Face model folder, a .gguf file, or a hub id when the hub is "
                         "reachable (default: minilm)")
     p.add_argument("--tr", type=float, required=True, help="repetition time of the scan in seconds (e.g. 1.5)")
@@ -89,6 +90,27 @@ def _max_memory(items):
     return out
 
 
+def _check_before_the_model(args, onset: float) -> None:
+    """What `brainorg run` checks before a model runs: a writable --out, the story in the scan.
+
+    Bad --tr / --n-volumes values are left to the extraction's own checks, which name them.
+    """
+    import warnings
+
+    from ..io.stimuli import read_story
+    from ..pipeline.validate import check_story_timing, check_writable_folder
+
+    check_writable_folder(args.out, "--out")
+    if not (args.tr > 0 and args.n_volumes > 0):
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the extraction reads the story again and warns then
+        words = read_story(args.story, onset=onset)
+    names = {"path": "--story", "onset": "--onset / --events", "tr": "--tr", "n_volumes": "--n-volumes"}
+    check_story_timing(words, n_volumes=args.n_volumes, tr=args.tr, onset=onset, names=names,
+                       where=f"--story {args.story!r}", stacklevel=3)
+
+
 def run(args) -> int:
     import threading
     import time
@@ -117,6 +139,7 @@ def run(args) -> int:
 
         torch.set_num_threads(args.threads)
 
+    _check_before_the_model(args, onset)
     bars = TqdmProgress(disable=args.quiet)
     cancel = threading.Event()
     try:

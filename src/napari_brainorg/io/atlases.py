@@ -24,7 +24,7 @@ from ._images import _load_img, load_mask, to_grid
 if TYPE_CHECKING:  # pragma: no cover
     import nibabel
 
-__all__ = ["FBNAtlas", "EmptyNetworkWarning", "load_fbn", "YEO7_COLORS", "YEO17_COLORS"]
+__all__ = ["FBNAtlas", "EmptyNetworkWarning", "label_sidecar", "load_fbn", "YEO7_COLORS", "YEO17_COLORS"]
 
 
 class EmptyNetworkWarning(BrainorgWarning):
@@ -198,6 +198,25 @@ def _read_label_names(labels) -> list[str] | dict[int, str]:
 
 _BACKGROUND = {"background", "empty", "unknown", "none", "0", "???", ""}
 
+#: Sidecar tables of label names beside a NIfTI ``NAME.nii[.gz]``, in the order they are looked for
+#: (the napari reader names a label image's values from the same files).
+LABEL_SIDECARS = ("{stem}.tsv", "{stem}.csv", "{stem}.txt", "{stem}_labels.tsv", "{stem}_labels.csv")
+
+
+def label_sidecar(path: str | os.PathLike) -> Path | None:
+    """The table of label names beside an atlas ``NAME.nii[.gz]`` (:data:`LABEL_SIDECARS`), or None.
+
+    A sidecar holds one name per network (label order, or volume order for maps; a
+    leading background name is skipped) or ``index,name`` rows, with or without a header.
+    """
+    path = Path(path)
+    stem = path.name[: -len(".nii.gz")] if path.name.lower().endswith(".nii.gz") else path.stem
+    for pattern in LABEL_SIDECARS:
+        candidate = path.with_name(pattern.format(stem=stem))
+        if candidate.is_file():
+            return candidate
+    return None
+
 
 def _names_for(values: np.ndarray, labels, default_prefix: str, what: str) -> list[str]:
     """Names for the network values (label integers, or volume numbers 1..n)."""
@@ -205,16 +224,17 @@ def _names_for(values: np.ndarray, labels, default_prefix: str, what: str) -> li
     if labels is None:
         return [f"{default_prefix}_{int(v)}" for v in values]
     named = _read_label_names(labels)
+    given = f"'labels' {str(labels)!r}" if isinstance(labels, (str, os.PathLike)) else "'labels'"
     if isinstance(named, dict):
         missing = [int(v) for v in values if int(v) not in named]
         if missing:
-            raise AtlasError(f"'labels' gives no name for {what} values {missing[:10]}.")
+            raise AtlasError(f"{given} gives no name for {what} values {missing[:10]}.")
         return [named[int(v)] for v in values]
     if len(named) == n + 1 and named[0].strip().lower() in _BACKGROUND:
         named = named[1:]
     if len(named) != n:
         raise AtlasError(
-            f"'labels' has {len(named)} names but the {what} has {n} networks "
+            f"{given} has {len(named)} names but the {what} has {n} networks "
             f"({'values ' + str([int(v) for v in values[:10]]) if what == 'label image' else 'volumes'})."
         )
     return named
@@ -237,8 +257,10 @@ def load_fbn(atlas, mask_img, *, labels=None, threshold: float | None = None) ->
     labels : list of str or path, optional
         Network names: a list (one per label in increasing order, or per volume; a
         leading background name is skipped) or a CSV/TSV (one name per line, or
-        ``index,name`` rows). Default for user files: ``network_<k>`` (``k`` the
-        label value, or the volume number from 1).
+        ``index,name`` rows). Default for user files: their sidecar table of names
+        (:func:`label_sidecar`: ``NAME.tsv``, ``NAME.csv``, ``NAME.txt``,
+        ``NAME_labels.tsv`` or ``NAME_labels.csv`` beside ``NAME.nii.gz``), else
+        ``network_<k>`` (``k`` the label value, or the volume number from 1).
     threshold : float, optional
         Map atlases: a voxel belongs to a network when its value exceeds this.
         Default 2.3 for ``smith10``, 3.0 for ``smith10_thr3`` (their own cuts), 0 for
@@ -261,12 +283,16 @@ def load_fbn(atlas, mask_img, *, labels=None, threshold: float | None = None) ->
     mask_img = load_mask(mask_img)
     mask = np.asarray(mask_img.dataobj) > 0
     img, source, name, bundled = _open_atlas(atlas)
+    notes: list[str] = []
+    if labels is None and bundled is None and source != "<in-memory image>":
+        labels = label_sidecar(source)
+        if labels is not None:
+            notes.append(f"{name}: network names from {labels.name}.")
 
     data = np.asarray(img.dataobj)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     what = Path(source).name if source != "<in-memory image>" else "the atlas image"
-    notes: list[str] = []
     if data.ndim == 3:
         kind = "labels"
         maps, names = _label_networks(data, img.affine, mask_img, mask, name=name, what=what, bundled=bundled,

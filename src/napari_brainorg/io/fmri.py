@@ -42,7 +42,7 @@ import numpy as np
 
 from .._progress import check_cancel, report
 from ..errors import BrainorgWarning, FMRIInputError, ShapeError, check_choice
-from ._bids import find_bids_runs
+from ._bids import bids_sidecar_metadata, find_bids_runs
 from ._images import (
     _RESAMPLE_CHUNK,
     _as_list,
@@ -61,6 +61,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "DroppedVoxelsWarning",
     "FMRIData",
+    "bids_sidecar_metadata",
+    "check_distinct_runs",
     "TRMismatchWarning",
     "expand_images",
     "find_bids_runs",
@@ -291,6 +293,59 @@ def _check_subjects(subjects, n: int) -> list[str] | None:
     return subjects
 
 
+def check_distinct_runs(runs, names=None) -> None:
+    """Refuse the same data twice: a file listed twice, or byte-identical files under two names.
+
+    A duplicated subject is counted twice by every group statistic (noise ceiling,
+    random-effects tests), so it is an error, not a warning: there is no study in which
+    it is meant. Files are compared by path, then by SHA-256 among files of equal size
+    (only those are read).
+
+    Parameters
+    ----------
+    runs : list
+        Paths (other items, e.g. arrays or images in memory, are skipped).
+    names : list of str, optional
+        How the message names each run (e.g. ``fmri.images[1]``); default the paths.
+
+    Raises
+    ------
+    FMRIInputError
+        Naming both files.
+    """
+    import hashlib
+
+    seen: dict[Path, str] = {}
+    by_size: dict[int, list[tuple[str, Path]]] = {}
+    for i, item in enumerate(runs):
+        if not isinstance(item, (str, os.PathLike)) or not Path(item).is_file():
+            continue
+        path = Path(item)
+        label = f"{names[i]} {str(item)!r}" if names else repr(str(item))
+        real = path.resolve()
+        if real in seen:
+            raise FMRIInputError(
+                f"{label} is {seen[real]} listed again; expected each subject's run once (the same run twice "
+                "would count as two subjects in every group statistic).")
+        seen[real] = label
+        by_size.setdefault(path.stat().st_size, []).append((label, path))
+    for group in by_size.values():
+        if len(group) < 2:
+            continue
+        digests: dict[str, str] = {}
+        for label, path in group:
+            digest = hashlib.sha256()
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 22), b""):
+                    digest.update(block)
+            key = digest.hexdigest()
+            if key in digests:
+                raise FMRIInputError(
+                    f"{label} is byte-identical to {digests[key]}; expected one run per subject (a copy under "
+                    "another name would count as a second subject in every group statistic).")
+            digests[key] = label
+
+
 def _world(affine, ijk) -> str:
     xyz = np.asarray(affine) @ np.r_[np.asarray(ijk, dtype=float), 1.0]
     return "(" + ", ".join(f"{v:.1f}" for v in xyz[:3]) + ") mm"
@@ -358,6 +413,7 @@ def load_fmri(images, *, mask="mni", n_volumes: int | None = None, subjects=None
     if not images:
         raise FMRIInputError("'images' is empty; give at least one 4D fMRI run.")
     subjects = _check_subjects(subjects, len(images)) or _default_subjects(images)
+    check_distinct_runs(images)
     notes: list[str] = []
     imgs, names = _open_runs(images, subjects, n_volumes)
     tr = _resolve_tr(imgs, names, tr, notes)
@@ -685,57 +741,67 @@ def _resolve_tr(imgs, names, tr, notes) -> float | None:
 # --------------------------------------------------------------------------- regions
 
 
+def _numeric(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _table_rows(path: Path, suffix: str) -> list[tuple[int, list[str]]]:
+    """(line number, cells) of every non-empty line: ``.csv`` comma-, ``.tsv`` tab- and
+    ``.txt`` whitespace-separated (as labs share them: numpy ``savetxt``, AFNI ``1D``)."""
+    import csv
+    import io
+
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FMRIInputError(f"{path.name} cannot be read as a text table ({type(exc).__name__}: {exc}); "
+                             "expected n_volumes rows of numbers.") from None
+    if suffix == ".txt":
+        return [(i + 1, line.split()) for i, line in enumerate(text.splitlines()) if line.strip()]
+    reader = csv.reader(io.StringIO(text), delimiter="\t" if suffix == ".tsv" else ",")
+    return [(reader.line_num, [c.strip() for c in row]) for row in reader if any(c.strip() for c in row)]
+
+
 def _read_region_table(path: Path) -> tuple[np.ndarray, list[str] | None]:
+    """A region table: (n_volumes, n_regions) values and the header's region names, if any.
+
+    The first row is a header when none of its cells is a number; a first row that mixes
+    names and numbers is a data row with a bad value (an error naming it), never a header.
+    """
     suffix = "".join(path.suffixes[-1:]).lower()
     if suffix == ".npy":
         arr = np.load(path, allow_pickle=False)
         return np.asarray(arr), None
     if suffix not in (".csv", ".tsv", ".txt"):
         raise FMRIInputError(
-            f"{path.name}: region time series must be .csv, .tsv or .npy; got {suffix or 'no suffix'!r}."
+            f"{path.name}: region time series must be .csv, .tsv, .txt or .npy; got {suffix or 'no suffix'!r}."
         )
-    import pandas as pd
-
-    sep = "\t" if suffix == ".tsv" else ","
-    try:
-        raw = pd.read_csv(path, sep=sep, header=None, dtype=str, keep_default_na=False)
-    except Exception as exc:
-        raise FMRIInputError(f"{path.name} cannot be read as a table: {exc}") from exc
-    if raw.empty:
+    rows = _table_rows(path, suffix)
+    if not rows:
         raise FMRIInputError(f"{path.name} is empty; expected n_volumes rows × n_regions columns.")
-
-    def numeric(row) -> bool:
-        try:
-            [float(v) for v in row]
-            return True
-        except ValueError:
-            return False
-
-    first = list(raw.iloc[0])
     names = None
-    body = raw
-    if not numeric(first):
-        names = [str(v).strip() for v in first]
-        body = raw.iloc[1:]
-    try:
-        values = body.to_numpy().astype(np.float64)
-    except ValueError:
-        bad = None
-        for r, row in enumerate(body.itertuples(index=False)):
-            for c, v in enumerate(row):
-                try:
-                    float(v)
-                except ValueError:
-                    bad = (r, c, v)
-                    break
-            if bad:
-                break
-        r, c, v = bad
-        line = r + (2 if names else 1)
-        raise FMRIInputError(
-            f"{path.name}, line {line}, column {c + 1}: {v!r} is not a number; expected "
-            "n_volumes rows of numbers (one column per region, region names in an optional header)."
-        ) from None
+    if not any(_numeric(c) for c in rows[0][1]):
+        names = rows[0][1]
+        rows = rows[1:]
+        if not rows:
+            raise FMRIInputError(f"{path.name} has a header and no values; expected n_volumes rows of numbers.")
+    width = len(names) if names is not None else len(rows[0][1])
+    what = "the header" if names is not None else f"line {rows[0][0]}"
+    for line, cells in rows:
+        if len(cells) != width:
+            raise FMRIInputError(
+                f"{path.name}, line {line}: {len(cells)} values; {what} has {width}: expected one column per "
+                "region on every line.")
+        for c, v in enumerate(cells):
+            if not _numeric(v):
+                raise FMRIInputError(
+                    f"{path.name}, line {line}, column {c + 1}: {v!r} is not a number; expected "
+                    "n_volumes rows of numbers (one column per region, region names in an optional header).")
+    values = np.array([[float(v) for v in cells] for _, cells in rows], dtype=np.float64)
     return values, names
 
 
@@ -745,9 +811,11 @@ def load_region_timeseries(paths, *, names=None, n_volumes: int | None = None,
 
     Parameters
     ----------
-    paths : path, ndarray, or a list of them
-        CSV/TSV files (n_volumes rows × n_regions columns, an optional header of
-        region names) or NPY files / arrays of shape (n_volumes, n_regions).
+    paths : path, glob pattern, ndarray, or a list of them
+        CSV/TSV/TXT files (n_volumes rows × n_regions columns: comma-, tab- or
+        whitespace-separated; an optional header of region names, recognised by having
+        no number in it) or NPY files / arrays of shape (n_volumes, n_regions). A glob
+        pattern stands for the files it matches, sorted.
     names : list of str, optional
         Region names, for files without a header (default ``region_<k>``). With a
         header they must agree with it.
@@ -762,9 +830,10 @@ def load_region_timeseries(paths, *, names=None, n_volumes: int | None = None,
         ``kind="regions"``; regions that are constant for any subject are left out
         (noted and warned); NaN values are an error.
     """
-    paths = _as_list(paths) if not isinstance(paths, np.ndarray) else [paths]
+    paths = expand_images(paths) if not isinstance(paths, np.ndarray) else [paths]
     if not paths:
         raise FMRIInputError("'paths' is empty; give at least one region time-series file.")
+    check_distinct_runs(paths)
     subjects = _check_subjects(subjects, len(paths)) or _default_subjects(
         [p if isinstance(p, (str, os.PathLike)) else f"subject_{i + 1:02d}" for i, p in enumerate(paths)]
     )
@@ -804,9 +873,12 @@ def load_region_timeseries(paths, *, names=None, n_volumes: int | None = None,
             )
         data.append(arr.astype(np.float32))
         labels.append(label)
-    shapes = {lab: d.shape for lab, d in zip(labels, data)}
-    if len({d.shape for d in data}) > 1:
-        raise FMRIInputError(f"The tables have different shapes {shapes}; expected one (n_volumes, n_regions).")
+    for d, lab in zip(data[1:], labels[1:]):
+        if d.shape != data[0].shape:
+            rows, cols = d.shape
+            raise FMRIInputError(
+                f"{lab} has {cols} regions (columns) and {rows} volumes; {labels[0]} has {data[0].shape[1]} and "
+                f"{data[0].shape[0]}: every subject needs the same regions and volumes.")
     n_regions = data[0].shape[1]
     if names is not None:
         names = [str(n) for n in names]
@@ -824,11 +896,16 @@ def load_region_timeseries(paths, *, names=None, n_volumes: int | None = None,
     const = np.zeros(n_regions, dtype=bool)
     for d, lab in zip(data, labels):
         c = d.max(axis=0) == d.min(axis=0)
+        if c.all():
+            raise FMRIInputError(
+                f"{lab}: every one of its {n_regions} regions is constant (e.g. {region_names[0]!r} = "
+                f"{float(d[0, 0]):g} at every volume); expected time series that vary: fix or leave out this subject.")
         if c.any():
             notes.append(f"{lab}: constant regions {[region_names[k] for k in np.flatnonzero(c)][:10]} left out.")
         const |= c
     if const.all():
-        raise FMRIInputError("Every region is constant in at least one table; there is no signal to model.")
+        raise FMRIInputError(f"Every region is constant in at least one table ({'; '.join(notes[:3])}); no region "
+                             "is left to model.")
     if const.any():
         warnings.warn(
             f"{int(const.sum())} of {n_regions} regions are constant in at least one table and were "

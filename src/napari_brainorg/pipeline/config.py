@@ -224,13 +224,36 @@ class SimulateConfig(_Section):
 
 
 class BidsConfig(_Section):
-    root: str
+    """A BIDS data set: one run of the story's task per subject, selected by entity."""
+
+    root: str = Field(..., description="The raw data set's top folder (its derivatives/ holds the preprocessed runs).")
     task: str | dict[str, str] = Field(..., description=(
         "The BIDS task of the story; with several stories a mapping story name -> task (a story not "
         "named is its own task)."))
-    subjects: list[str] | None = None
-    derivative: str = "afni-nosmooth"
-    space: str = "MNI152NLin2009cAsym"
+    subjects: list[str] | None = Field(None, description="Subject labels ('001' or 'sub-001'); default every subject with the task.")
+    sessions: list[str] | None = Field(None, description=(
+        "Session labels ('1' or 'ses-1') whose runs are used; needed when a subject heard the story in several "
+        "sessions (one run per subject is analysed)."))
+    runs: list[str] | None = Field(None, description="Run labels (1 or 'run-1'), as for sessions.")
+    entities: dict[str, str] = Field(default_factory=dict, description=(
+        "Other entities a run must have, e.g. {acq: mb4} or {desc: preproc}."))
+    derivative: str | None = Field("afni-nosmooth", description="Folder under derivatives/ with the runs; null: the raw runs.")
+    space: str | None = Field("MNI152NLin2009cAsym", description="space- entity of the derivative runs.")
+
+    @field_validator("sessions", "runs", mode="before")
+    @classmethod
+    def _labels_as_text(cls, value):
+        # YAML reads `runs: [1, 2]` as numbers; BIDS labels are text
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            value = [value]
+        if isinstance(value, list):
+            return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+        return value
+
+    def selection(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`~napari_brainorg.io.fmri.find_bids_runs` besides root and task."""
+        return {"subjects": self.subjects, "sessions": self.sessions, "runs": self.runs,
+                "entities": dict(self.entities), "derivative": self.derivative, "space": self.space}
 
 
 class FMRIConfig(_Section):
@@ -246,6 +269,30 @@ class FMRIConfig(_Section):
     simulate: SimulateConfig | None = None
     subjects: list[str] | None = None
     mask: str = Field("mni", description="'mni' (bundled MNI152 2 mm brain mask) or a NIfTI mask path.")
+
+    @field_validator("images", "regions", mode="after")
+    @classmethod
+    def _expand_patterns(cls, value, info):
+        # `regions: [sub-*_regions.tsv]` stands for the files it matches, sorted (as nilearn reads images)
+        def expand(paths: list[str], where: str) -> list[str]:
+            import glob
+            import os
+
+            out = []
+            for p in paths:
+                if glob.has_magic(p) and not Path(p).exists():
+                    matches = sorted(glob.glob(os.path.expanduser(p)))
+                    if not matches:
+                        raise ValueError(f"{where}the pattern {p!r} matches no file; expected at least one "
+                                         "run per pattern (or a list of files).")
+                    out.extend(matches)
+                else:
+                    out.append(p)
+            return out
+
+        if isinstance(value, dict):
+            return {name: expand(runs, f"story {name!r}: ") for name, runs in value.items()}
+        return expand(value, "")
 
     @model_validator(mode="after")
     def _one_source(self):

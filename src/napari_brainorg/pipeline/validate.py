@@ -16,12 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import AtlasError, ConfigError, FMRIInputError, StoryTimingWarning
+from ..errors import AtlasError, ConfigError, ConfigWarning, FMRIInputError, StoryTimingWarning
 from ..io.fmri import _load_img
 from .config import PipelineConfig
 
 #: warn when more than this fraction of the story's words fall outside the scan
 OUTSIDE_WARN_FRACTION = 0.10
+#: fewer words in the scan than this is an error: no story to model
+MIN_WORDS_IN_SCAN = 10
+#: a test block of fewer volumes is warned about (its r rests on too few points)
+MIN_TEST_VOLUMES = 10
 
 
 def validate_config(config: PipelineConfig) -> dict:
@@ -55,8 +59,16 @@ def check_output_writable(out: str | os.PathLike) -> None:
     """``out`` can be created and written: no file on its path, a writable parent."""
     from ..io.results import check_output_folder
 
+    check_output_folder(Path(out))
+    check_writable_folder(out, "'out'")
+
+
+def check_writable_folder(out: str | os.PathLike, option: str) -> None:
+    """The folder ``out`` exists and can be written, or can be created: raise before any work.
+
+    ``option`` names it in the message (``"'out'"``, ``"--out"``).
+    """
     path = Path(out)
-    check_output_folder(path)
     probe = path
     while not probe.exists():
         if probe.parent == probe:
@@ -64,10 +76,19 @@ def check_output_writable(out: str | os.PathLike) -> None:
         probe = probe.parent
     if not probe.is_dir():
         raise NotADirectoryError(
-            f"'out' {str(path)!r} cannot be created: {str(probe)!r} is a file, not a folder.")
-    if not os.access(probe, os.W_OK | os.X_OK):
+            f"{option} {str(path)!r} cannot be created: {str(probe)!r} is a file, not a folder.")
+    why = None if os.access(probe, os.W_OK | os.X_OK) else "no write permission"
+    if why is None:
+        import tempfile
+
+        try:  # permissions say yes to root even where the file system says no (read-only, /sys)
+            with tempfile.TemporaryFile(dir=probe, prefix=".brainorg-probe-"):
+                pass
+        except OSError as exc:
+            why = exc.strerror or type(exc).__name__
+    if why is not None:
         raise PermissionError(
-            f"'out' {str(path)!r} is not writable: no write permission in {str(probe)!r}; "
+            f"{option} {str(path)!r} is not writable: {why.lower()} in {str(probe)!r}; "
             "choose a folder you can write to.")
 
 
@@ -87,23 +108,86 @@ def _check_one_story(cfg, key: str = "story") -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the story step reads it again and warns then
         words = read_story(cfg.path, onset=onset)
-    scan_end = cfg.n_volumes * cfg.tr
-    inside = (words.onsets >= 0) & (words.onsets < scan_end)
+    names = {"path": f"{key}.path", "onset": f"{key}.onset / {key}.events", "tr": f"{key}.tr",
+             "n_volumes": f"{key}.n_volumes"}
+    n_in = check_story_timing(words, n_volumes=cfg.n_volumes, tr=cfg.tr, onset=onset, names=names,
+                              where=f"{key}.path {str(cfg.path)!r}", stacklevel=4)
+    return {"n_words": len(words), "n_words_in_scan": n_in}
+
+
+def check_story_timing(words, *, n_volumes: int, tr: float, onset: float, names: dict[str, str], where: str,
+                       stacklevel: int = 2) -> int:
+    """The story's words against the scan they were heard in, before any model reads them.
+
+    Parameters
+    ----------
+    words : WordEvents
+        The story, its onset applied.
+    n_volumes, tr, onset
+        The scan and where the story starts in it (s).
+    names : dict
+        How the message names ``path``, ``onset``, ``tr`` and ``n_volumes`` (configuration
+        keys or command-line options).
+    where : str
+        How the message names the story (its option and file).
+
+    Returns
+    -------
+    int
+        Words that fall in the scan.
+
+    Raises
+    ------
+    ConfigError
+        No word in the scan; fewer than :data:`MIN_WORDS_IN_SCAN` words in it; most words
+        without a letter or digit (emoji, symbols: every one an unknown token).
+
+    Warns
+    -----
+    StoryTimingWarning
+        More than 10 % of the words outside the scan (how many before it starts and after
+        it ends); more than half of the scan after the last word or before the first.
+    """
+    scan_end = n_volumes * tr
+    onsets = np.asarray(words.onsets)
+    inside = (onsets >= 0) & (onsets < scan_end)
     n_in = int(inside.sum())
-    where = f"{key}.path {str(cfg.path)!r}"
+    scan = f"0-{scan_end:.1f} s = {names['n_volumes']} {n_volumes} x {names['tr']} {tr:g}"
     if n_in == 0:
         raise ConfigError(
             f"{where}: none of its {len(words)} words falls in the scan (onsets "
-            f"{words.onsets.min():.1f}-{words.onsets.max():.1f} s with onset {onset} s; the scan lasts "
-            f"0-{scan_end:.1f} s = {key}.n_volumes {cfg.n_volumes} x {key}.tr {cfg.tr}); check "
-            f"{key}.onset / {key}.events, {key}.tr and {key}.n_volumes.")
-    outside = 1 - n_in / len(words)
+            f"{onsets.min():.1f}-{onsets.max():.1f} s with onset {onset:g} s; the scan lasts "
+            f"{scan}); check {names['onset']}, {names['tr']} and {names['n_volumes']}.")
+    if n_in < MIN_WORDS_IN_SCAN:
+        raise ConfigError(
+            f"{where}: only {n_in} word(s) fall in the scan ({scan}); expected a story of at least "
+            f"{MIN_WORDS_IN_SCAN} words: the responses of so few words are a few HRFs, not a story.")
+    _check_story_text(words, where)
+    before, after = int((onsets < 0).sum()), int((onsets >= scan_end).sum())
+    outside = (before + after) / len(words)
     if outside > OUTSIDE_WARN_FRACTION:
         warnings.warn(
-            f"{where}: {len(words) - n_in} of {len(words)} words ({100 * outside:.0f} %) fall outside the scan "
-            f"(0-{scan_end:.1f} s); they are not modelled. Check {key}.onset, {key}.tr and {key}.n_volumes.",
-            StoryTimingWarning, stacklevel=3)
-    return {"n_words": len(words), "n_words_in_scan": n_in}
+            f"{where}: {before + after} of {len(words)} words ({100 * outside:.0f} %) fall outside the scan "
+            f"({before} before it starts, {after} after it ends; the scan lasts {scan}, onset {onset:g} s); they "
+            f"are not modelled. Check {names['onset']}, {names['tr']} and {names['n_volumes']}.",
+            StoryTimingWarning, stacklevel=stacklevel)
+    first, last = float(onsets[inside].min()), float(np.asarray(words.offsets)[inside].max())
+    silent = max(first, 0.0) + max(scan_end - last, 0.0)
+    if silent > 0.5 * scan_end:
+        warnings.warn(
+            f"{where}: the words fill {first:.1f}-{last:.1f} s of a {scan_end:.1f} s scan ({names['n_volumes']} "
+            f"{n_volumes} x {names['tr']} {tr:g}); {100 * silent / scan_end:.0f} % of the volumes hear no word. Check "
+            f"{names['n_volumes']} and {names['onset']}.", StoryTimingWarning, stacklevel=stacklevel)
+    return n_in
+
+
+def _check_story_text(words, where: str) -> None:
+    """Most words must hold a letter or a digit: emoji and symbols reach a model as unknown tokens."""
+    empty = [w for w in words.words if not any(ch.isalnum() for ch in w)]
+    if len(empty) > 0.5 * len(words):
+        raise ConfigError(
+            f"{where}: {len(empty)} of {len(words)} words have no letter or digit (e.g. {empty[:3]}); a language "
+            "model reads them as unknown tokens ([UNK]): expected the story's words as text.")
 
 
 def _check_options(config: PipelineConfig) -> None:
@@ -117,8 +201,19 @@ def _check_options(config: PipelineConfig) -> None:
     if k > n:
         what = "story.n_volumes" if not config.stories else "the stories' volumes in all"
         raise ConfigError(f"atoms.n_atoms must not exceed {what} ({n}); {k} was provided.")
+    if config.atoms.alpha == 0:
+        warnings.warn(
+            "atoms.alpha 0: the AN codes are not sparse (plain least squares: every AN uses every atom), so the "
+            "atoms are not a sparse dictionary and their members are all ANs; the paper's value is 0.15.",
+            ConfigWarning, stacklevel=4)
     ec = config.encoding
     if "ridge" in ec.models:
+        block = n // ec.n_folds
+        if block < MIN_TEST_VOLUMES and ec.n_folds <= n:
+            warnings.warn(
+                f"encoding.n_folds {ec.n_folds} leaves test blocks of {block} volumes of {n}: each fold's r and "
+                f"R2 rest on {block} points, fewer than {MIN_TEST_VOLUMES} (and shorter than the HRF); 3-10 "
+                "folds are usual.", ConfigWarning, stacklevel=4)
         try:
             folds = contiguous_folds(n, ec.n_folds, ec.gap)
             if len(ec.alphas) > 1:  # the inner CV that picks each voxel's alpha
@@ -170,21 +265,56 @@ def story_runs(config: PipelineConfig, key: str) -> dict[str, list[str]]:
     return {config.story.label: list(runs)} if runs else {}
 
 
+def bids_runs(config: PipelineConfig) -> dict[str, list[dict]]:
+    """``fmri.bids`` as story name -> the runs found (one per subject), as the ``fmri`` step reads them."""
+    from ..io.fmri import find_bids_runs
+
+    bids = config.fmri.bids
+    if bids is None:
+        return {}
+    if not Path(bids.root).is_dir():
+        raise FileNotFoundError(f"fmri.bids.root {str(bids.root)!r} does not exist.")
+    out = {}
+    for story in config.story_list:
+        task = bids.task.get(story.label, story.label) if isinstance(bids.task, dict) else bids.task
+        try:
+            out[story.label] = find_bids_runs(bids.root, task, **bids.selection())
+        except FMRIInputError as exc:
+            raise FMRIInputError(f"fmri.bids {str(bids.root)!r}: {exc}") from None
+    return out
+
+
+def study_subjects(config: PipelineConfig) -> list[str]:
+    """The subjects' names as the run will call them (``summary.json``'s ``fmri.subjects``)."""
+    from ..io.fmri import _default_subjects
+
+    fc = config.fmri
+    if fc.simulate is not None:
+        return [f"sub-{i + 1:02d}" for i in range(fc.simulate.n_subjects)]
+    if fc.bids is not None:
+        runs = next(iter(bids_runs(config).values()), [])
+        return list(fc.subjects) if fc.subjects else [r["subject"] for r in runs]
+    key = "regions" if fc.regions else "images"
+    first = next(iter(story_runs(config, key).values()), [])
+    return list(fc.subjects) if fc.subjects else _default_subjects(first)
+
+
 def _check_fmri(config: PipelineConfig) -> None:
+    from ..io.fmri import check_distinct_runs
+
     fc = config.fmri
     images = story_runs(config, "images")
+    keys = {name: [f"fmri.images[{i}]" if not isinstance(fc.images, dict) else f"fmri.images.{name}[{i}]"
+                   for i in range(len(runs))] for name, runs in images.items()}
+    for name, runs in bids_runs(config).items():
+        images[name] = [r["bold"] for r in runs]
+        keys[name] = [f"fmri.bids ({r['subject']})" for r in runs]
+        _check_bids_tr(config, name, runs)
     for story in config.story_list:
-        n = story.n_volumes
-        what = "story.n_volumes" if not config.stories else f"story {story.label!r} has n_volumes"
-        for i, image in enumerate(images.get(story.label, [])):
-            key = f"fmri.images[{i}]" if not isinstance(fc.images, dict) else f"fmri.images.{story.label}[{i}]"
-            img = _load_img(image, key)
-            shape = img.shape
-            if len(shape) != 4:
-                raise FMRIInputError(
-                    f"{key} {str(image)!r} has shape {shape}; expected a 4D run (x, y, z, {n}).")
-            if shape[3] != n:
-                raise FMRIInputError(f"{key} {str(image)!r} has {shape[3]} volumes; {what} {n}.")
+        runs = images.get(story.label, [])
+        for key, image in zip(keys.get(story.label, []), runs):
+            _check_image_header(key, image, story, config)
+        check_distinct_runs(runs, keys.get(story.label))
     regions = story_runs(config, "regions")
     first_images = next(iter(images.values()), [])
     n_inputs = len(first_images) or len(next(iter(regions.values()), []))
@@ -194,11 +324,8 @@ def _check_fmri(config: PipelineConfig) -> None:
                 f"fmri.subjects has {len(fc.subjects)} names for {n_inputs} runs; give one name per run.")
         if len(set(fc.subjects)) != len(fc.subjects):
             raise FMRIInputError(f"fmri.subjects must be unique; {list(fc.subjects)} was provided.")
-    for name, tables in regions.items():
-        for i, table in enumerate(tables):
-            if not Path(table).is_file():
-                key = f"fmri.regions[{i}]" if not isinstance(fc.regions, dict) else f"fmri.regions.{name}[{i}]"
-                raise FileNotFoundError(f"{key} {str(table)!r} does not exist.")
+    for story in config.story_list:
+        _check_region_tables(config, story, regions.get(story.label, []))
     if fc.mask != "mni" and (fc.images or fc.bids is not None):
         mask = _load_img(fc.mask, "fmri.mask")
         if len(mask.shape) not in (3, 4) or (len(mask.shape) == 4 and mask.shape[3] != 1):
@@ -211,8 +338,45 @@ def _check_fmri(config: PipelineConfig) -> None:
             raise FMRIInputError(f"fmri.mask {str(fc.mask)!r} has no non-zero voxel; expected a brain mask.")
         if first_images:
             _check_overlap(fc.mask, mask, data, first_images[0])
-    if fc.bids is not None and not Path(fc.bids.root).is_dir():
-        raise FileNotFoundError(f"fmri.bids.root {str(fc.bids.root)!r} does not exist.")
+
+
+def _check_image_header(key: str, image, story, config: PipelineConfig) -> None:
+    """A run's header: 4D, with the story's volumes (the data are read by the ``fmri`` step)."""
+    n = story.n_volumes
+    what = "story.n_volumes" if not config.stories else f"story {story.label!r} has n_volumes"
+    img = _load_img(image, key)
+    shape = img.shape
+    if len(shape) != 4 or shape[3] == 1:
+        raise FMRIInputError(
+            f"{key} {str(image)!r} has shape {shape}; expected a 4D run (x, y, z, {n}).")
+    if shape[3] != n:
+        raise FMRIInputError(f"{key} {str(image)!r} has {shape[3]} volumes; {what} {n}.")
+
+
+def _check_bids_tr(config: PipelineConfig, name: str, runs: list[dict]) -> None:
+    """The sidecars' ``RepetitionTime`` must be the story's ``tr``."""
+    story = next(s for s in config.story_list if s.label == name)
+    key = "story.tr" if not config.stories else f"stories ({name!r}).tr"
+    for run in runs:
+        if run["tr"] is not None and abs(run["tr"] - story.tr) > 1e-3:
+            raise FMRIInputError(
+                f"fmri.bids: {Path(run['bold']).name} has RepetitionTime {run['tr']:g} s in its sidecar "
+                f"{run['sidecars'][-1]!r}; {key} is {story.tr:g} s: set {key} to the scan's TR.")
+
+
+def _check_region_tables(config: PipelineConfig, story, tables: list[str]) -> None:
+    """Region tables are small: read them whole (rows, columns, header, constant subjects)."""
+    from ..io.fmri import load_region_timeseries
+
+    fc = config.fmri
+    for i, table in enumerate(tables):
+        if not Path(table).is_file():
+            key = f"fmri.regions[{i}]" if not isinstance(fc.regions, dict) else f"fmri.regions.{story.label}[{i}]"
+            raise FileNotFoundError(f"{key} {str(table)!r} does not exist.")
+    if tables:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the fmri step reads them again and warns then
+            load_region_timeseries(tables, n_volumes=story.n_volumes, subjects=fc.subjects)
 
 
 def _check_overlap(mask_path: str, mask, mask_data: np.ndarray, image_path: str) -> None:
@@ -253,11 +417,15 @@ def _check_atlases(config: PipelineConfig) -> None:
 
 
 def _check_models(config: PipelineConfig) -> None:
-    """Each model resolves (bundled name, complete folder, readable GGUF header, hub id)."""
-    from ..features.models import resolve_model
+    """Each model resolves (bundled name, complete folder, a GGUF file as long as its header says,
+    hub id) and a bundled model's weights have their pinned SHA-256."""
+    from ..features.models import check_bundled_weights, check_gguf_complete, resolve_model
 
     for i, model in enumerate(config.features.models):
         try:
-            resolve_model(model)
+            spec = resolve_model(model)
+            if spec.kind == "gguf":
+                check_gguf_complete(spec.path)
+            check_bundled_weights(spec)
         except (OSError, ValueError) as exc:
             raise type(exc)(f"features.models[{i}]: {exc}") from None
