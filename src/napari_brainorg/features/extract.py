@@ -424,6 +424,8 @@ def _model_record(spec, loaded) -> dict:
         "causal": spec.causal,
         "weights_sha256": weights_sha256(spec),
     }
+    if getattr(spec, "description", ""):  # e.g. the bundled SmolLM2's quantisation (not part of the cache key)
+        record["description"] = spec.description
     if loaded is not None and loaded.extra.get("untrained"):
         # random weights from the model's configuration (features.untrained), not these files
         record["untrained_init_seed"] = int(loaded.extra["init_seed"])

@@ -49,8 +49,7 @@ def step_fmri(ctx: StepContext):
         images = list(fc.images)
         subjects = fc.subjects
         if fc.bids is not None:
-            runs = find_bids_runs(fc.bids.root, fc.bids.task, subjects=fc.bids.subjects,
-                                  derivative=fc.bids.derivative, space=fc.bids.space)
+            runs = find_bids_runs(fc.bids.root, fc.bids.task, **fc.bids.selection())
             images = [r["bold"] for r in runs]
             subjects = [r["subject"] for r in runs]
         mask_file = None if fc.mask == "mni" else fc.mask
@@ -83,8 +82,7 @@ def fmri_stories(ctx):
             continue
         if fc.bids is not None:
             task = fc.bids.task.get(name, name) if isinstance(fc.bids.task, dict) else fc.bids.task
-            found = find_bids_runs(fc.bids.root, task, subjects=fc.bids.subjects, derivative=fc.bids.derivative,
-                                   space=fc.bids.space)
+            found = find_bids_runs(fc.bids.root, task, **fc.bids.selection())
             images = [r["bold"] for r in found]
             subjects = [r["subject"] for r in found]
         else:
