@@ -79,14 +79,14 @@ def num(value, sig: int = 3) -> str:
 
 def fixed(value, digits: int = 3, sign: bool = False) -> str:
     """``value`` with ``digits`` decimals (``""`` for None/NaN), a leading + when ``sign``."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or not math.isfinite(float(value)):
         return ""
     return f"{float(value):{'+' if sign else ''}.{digits}f}"
 
 
 def p_text(p) -> str:
     """A p or q value as it is reported: two significant digits, ``< 0.0001`` below."""
-    if p is None or (isinstance(p, float) and math.isnan(p)):
+    if p is None or math.isnan(float(p)):
         return "n/a"
     p = float(p)
     if p < 1e-4:
@@ -96,7 +96,7 @@ def p_text(p) -> str:
 
 def ci_text(ci, digits: int = 3, sign: bool = False) -> str:
     """``[95% CI lo, hi]`` (``""`` when the interval is missing or NaN: one subject)."""
-    if not ci or ci[0] is None or (isinstance(ci[0], float) and math.isnan(ci[0])):
+    if not ci or ci[0] is None or ci[1] is None or not math.isfinite(float(ci[0])):
         return ""
     return f" [95% CI {fixed(ci[0], digits, sign)}, {fixed(ci[1], digits, sign)}]"
 
@@ -141,7 +141,7 @@ def _kv_table(rows) -> str:
 _ABS_PATH = re.compile(r"(?<![\w.:/\\-])(?:/[\w.@+~-]+(?:/[\w.@+~-]*)+|[A-Za-z]:\\[^\s'\",;)]+)")
 
 
-def relative_paths(text: str, root: str | Path | None = None) -> str:
+def relative_paths(text: str, root: str | Path | None = None, *aliases: str | Path) -> str:
     """``text`` with no machine path: paths in the result folder relative to it, files of
     this package relative to the package, any other absolute path by its file name.
 
@@ -150,21 +150,26 @@ def relative_paths(text: str, root: str | Path | None = None) -> str:
     text : str
     root : path, optional
         The result folder.
+    *aliases : path
+        Other names of the result folder: where the run wrote it (its configuration's
+        ``out``) when the folder was moved or copied since.
 
     Returns
     -------
     str
     """
     text = str(text)
-    prefixes = []
-    if root is not None:
-        root = Path(root)
-        prefixes += sorted({str(root), str(root.resolve()), str(root.absolute())}, key=len, reverse=True)
+    names: set[str] = set()
+    for folder in ([root] if root is not None else []) + [a for a in aliases if a]:
+        folder = Path(folder)
+        names |= {str(folder), str(folder.resolve()), str(folder.absolute())}
+    # absolute names only: a relative one ("result") would also match ordinary words
+    prefixes = sorted((n for n in names if Path(n).is_absolute() and n != Path(n).anchor), key=len, reverse=True)
     package = Path(__file__).resolve().parent.parent
     prefixes_pkg = sorted({str(package), str(Path(__file__).parent.parent)}, key=len, reverse=True)
-    for prefix in prefixes:
-        text = re.sub(re.escape(prefix) + r"(?:[/\\]|(?![\w.-]))", lambda m: "" if m.group(0)[-1:] in "/\\" else ".",
-                      text)
+    for prefix in prefixes:  # "<root>/a/b" -> "a/b", "<root>" alone -> "."
+        pattern = r"(?<![\w.-])" + re.escape(prefix) + r"(?:[/\\]|(?![\w.-]))"
+        text = re.sub(pattern, lambda m: "" if m.group(0)[-1:] in "/\\" else ".", text)
     for prefix in prefixes_pkg:
         text = text.replace(prefix, package.name)
 

@@ -11,6 +11,11 @@ from .atoms import _atom_table, _atom_viewer
 from .maps import maps_section
 
 
+def _relative(text: str, result: ResultFolder) -> str:
+    """``text`` with paths relative to the result folder (also under the name the run wrote it to)."""
+    return relative_paths(text, result.path, result.config().get("out") or "")
+
+
 def data_section(result: ResultFolder) -> str:
     """The question and the data: stories, volumes, models, fMRI, subjects, atlases (HTML)."""
     s, cfg = result.summary, result.config()
@@ -25,7 +30,7 @@ def data_section(result: ResultFolder) -> str:
         ("volumes", f"{s.get('n_volumes', '?')} at TR {num(s.get('tr', '?'))} s"),
         ("language models", ", ".join(f"{m} ({s.get('model_sources', {}).get(m, m)})" for m in result.models)),
         ("fMRI", "SIMULATED subjects" if result.simulated else
-         relative_paths(fmri.get("source") or fmri.get("kind") or "user data", result.path)),
+         _relative(fmri.get("source") or fmri.get("kind") or "user data", result)),
         ("subjects", subjects),
         ("atlases", ", ".join(result.atlas_names())),
         ("wall time", f"{num(s['wall_time_s'])} s" if s.get("wall_time_s") is not None else "?"),
@@ -151,7 +156,7 @@ def warnings_section(result: ResultFolder) -> str:
                 "<p class='muted'>No warnings were raised during the run.</p></section>")
     items = "".join(
         f"<div class='warn'><b>{_esc(w.get('category', 'Warning'))}</b>: "
-        f"{_esc(relative_paths(w.get('message', ''), result.path))}"
+        f"{_esc(_relative(w.get('message', ''), result))}"
         f"{' <span class=muted>(' + _esc(w['source']) + ')</span>' if w.get('source') else ''}"
         f"{' <span class=muted>×' + str(int(w['count'])) + '</span>' if w.get('count', 1) > 1 else ''}</div>"
         for w in warns)
@@ -171,11 +176,11 @@ def provenance_section(result: ResultFolder, version: str) -> str:
              f"was refitted; paths are relative to the folder, inputs outside it by file name).</p>")
     inputs = prov.get("inputs")
     if isinstance(inputs, dict) and inputs:
-        table = pd.DataFrame({"input": [relative_paths(k, result.path) for k in inputs],
+        table = pd.DataFrame({"input": [_relative(k, result) for k in inputs],
                               "identity": [str(v)[:23] + ("…" if len(str(v)) > 23 else "") for v in inputs.values()]})
         html += f"<details><summary>Inputs ({len(inputs)})</summary>{_table_html(table)}</details>"
     html += (f"<details><summary>Configuration (config.yaml)</summary>"
-             f"<pre>{_esc(relative_paths(result.config_text(), result.path))}</pre></details>")
+             f"<pre>{_esc(_relative(result.config_text(), result))}</pre></details>")
     timings = result.summary.get("timings_s")
     if isinstance(timings, dict) and timings:
         html += (f"<details><summary>Step timings</summary>"
