@@ -106,18 +106,22 @@ def counts_text(counts: dict) -> str:
     return ", ".join(f"{int(n)} {_esc(k)}" for k, n in counts.items())
 
 
-def _table_html(df, max_rows: int = 200, float_format: str | None = None, cls: str = "") -> str:
-    """A DataFrame as an HTML table, floats rounded by :func:`num` (or ``float_format``)."""
+def _table_html(df, max_rows: int = 200, float_format: str | None = None, cls: str = "",
+                formats: dict | None = None) -> str:
+    """A DataFrame as an HTML table, floats rounded by :func:`num` (or ``float_format``, or the
+    column's function in ``formats``: a fixed number of decimals down a column)."""
     if df is None or len(df) == 0:
         return "<p class='muted'>(empty)</p>"
     df = df.head(max_rows)
     head = "".join(f"<th>{_esc(c)}</th>" for c in df.columns)
+    by_column = [(formats or {}).get(c) for c in df.columns]
     rows = []
     for rec in df.itertuples(index=False):
         cells = []
-        for v in rec:
+        for v, column_format in zip(rec, by_column):
             if isinstance(v, (float, np.floating)):
-                text = "" if np.isnan(v) else (float_format.format(v) if float_format else num(v))
+                text = "" if np.isnan(v) else (column_format(v) if column_format else
+                                               float_format.format(v) if float_format else num(v))
                 cells.append(f"<td class='n'>{text}</td>")
             elif isinstance(v, (int, np.integer)) and not isinstance(v, bool):
                 cells.append(f"<td class='n'>{int(v)}</td>")

@@ -38,8 +38,7 @@ def _voxel_mm3(img) -> float:
     return float(abs(np.linalg.det(img.affine[:3, :3])))
 
 
-def peak_table(img, threshold: float, two_sided: bool, result: ResultFolder | None = None,
-               stat: str = "z"):
+def peak_table(img, threshold: float, two_sided: bool, atlases: list | None = None, stat: str = "z"):
     """The clusters and peaks of a 3D map above ``threshold``, in MNI mm (nilearn's
     ``get_clusters_table``), each peak with the networks of the run's atlases that hold it.
 
@@ -49,16 +48,16 @@ def peak_table(img, threshold: float, two_sided: bool, result: ResultFolder | No
     threshold : float
     two_sided : bool
         Negative clusters too (below ``-threshold``).
-    result : ResultFolder, optional
-        Names the networks at each peak from its ``networks/atlas_*.nii.gz``.
+    atlases : list, optional
+        :func:`atlas_lookups` of the run: names the networks at each peak.
     stat : str
         Name of the peak value's column (``"z"``, ``"r"``).
 
     Returns
     -------
     DataFrame
-        ``cluster, x, y, z (mm), peak <stat>, size (mm³), networks at the peak``; at most
-        :data:`MAX_PEAKS` rows, the largest peaks first.
+        ``cluster, x, y, z (MNI mm), peak <stat>, size (mm³), networks at the peak``; at
+        most :data:`MAX_PEAKS` rows, the clusters with the largest peaks first.
     """
     import pandas as pd
     from nilearn.reporting import get_clusters_table
@@ -76,9 +75,8 @@ def peak_table(img, threshold: float, two_sided: bool, result: ResultFolder | No
     })
     if len(out):
         out = _strongest_clusters(out, stat)
-        if result is not None:
-            out["networks at the peak"] = [
-                _networks_at(result, xyz) for xyz in out[["x", "y", "z"]].to_numpy(float)]
+        if atlases:
+            out["networks at the peak"] = [_networks_at(atlases, xyz) for xyz in out[["x", "y", "z"]].to_numpy(float)]
     return out
 
 
@@ -95,23 +93,29 @@ def _strongest_clusters(table, stat: str, n_sub: int = 2):
     return pd.concat(groups).head(MAX_PEAKS).reset_index(drop=True)
 
 
-def _networks_at(result: ResultFolder, xyz: np.ndarray) -> str:
-    """The networks of the run's atlases at MNI coordinate ``xyz`` (``atlas: network``, ``;``-joined)."""
-    names = []
+def atlas_lookups(result: ResultFolder) -> list[tuple[str, np.ndarray, np.ndarray, dict]]:
+    """The run's atlases as ``(name, labels, affine, {label: network})``, read once per report."""
+    out = []
     for atlas in result.atlas_names():
         img = result.atlas_label_image(atlas)
         if img is None or len(img.shape) != 3:
             continue
-        ijk = np.rint(np.linalg.inv(img.affine) @ np.append(xyz, 1.0))[:3].astype(int)
-        if np.any(ijk < 0) or np.any(ijk >= np.asarray(img.shape)):
-            continue
-        value = int(np.asarray(img.dataobj[tuple(ijk)]))
-        if value == 0:
-            continue
         try:
-            lookup = dict(zip(result.atlas_label_values(atlas), result.atlas_network_names(atlas)))
+            lookup = dict(zip(result.atlas_label_values(atlas).tolist(), result.atlas_network_names(atlas)))
         except ValueError:
             continue
+        out.append((atlas, np.asarray(img.dataobj), img.affine, lookup))
+    return out
+
+
+def _networks_at(atlases: list, xyz: np.ndarray) -> str:
+    """The networks at MNI coordinate ``xyz`` (``atlas: network``, ``;``-joined; see :func:`atlas_lookups`)."""
+    names = []
+    for atlas, labels, affine, lookup in atlases:
+        ijk = np.rint(np.linalg.inv(affine) @ np.append(xyz, 1.0))[:3].astype(int)
+        if np.any(ijk < 0) or np.any(ijk >= np.asarray(labels.shape)):
+            continue
+        value = int(labels[tuple(ijk)])
         if value in lookup:
             names.append(f"{atlas}: {lookup[value]}")
     return "; ".join(names)
@@ -141,23 +145,25 @@ def _peak_cut(img, table) -> tuple[float, float, float]:
 
 
 def _map_block(img, template, threshold: float, *, signed: bool, stat: str, title: str, caption: str,
-               result: ResultFolder, extra: str = "", figures: str = "") -> str:
+               atlases: list, extra: str = "", figures: str = "") -> str:
     """One shown map: the figure (and ``figures`` below it), beside its caption, its peak table
     and ``extra`` (HTML)."""
-    table = peak_table(img, threshold, two_sided=signed, result=result, stat=stat)
+    table = peak_table(img, threshold, two_sided=signed, atlases=atlases, stat=stat)
     cut = _peak_cut(img, table)
     data = np.nan_to_num(np.asarray(img.dataobj, dtype=float))
     vmax = float(np.abs(data).max()) or 1.0
     png = _stat_map_png(img, template, threshold, cut, signed=signed, vmax=vmax)
     where = f"cuts through the peak at x = {num(cut[0])}, y = {num(cut[1])}, z = {num(cut[2])} mm (MNI)"
-    peaks = (_table_html(table, cls="peaks") if len(table) else
+    digits = {"peak z": 2, "peak r": 3}
+    peaks = (_table_html(table, cls="peaks", formats={c: (lambda v, d=d: fixed(v, d)) for c, d in digits.items()})
+             if len(table) else
              f"<p class='muted'>No cluster of at least {num(MIN_CLUSTER_MM3)} mm³ above the threshold.</p>")
     return (f"<div class='mapblock'><h4>{title}</h4><div class='mapcols'><div>{_img_png(png, title, 'statmap')}"
             f"{figures}</div><div><p class='caption'>{caption}; {where}. Peak table: clusters of at least "
             f"{num(MIN_CLUSTER_MM3)} mm³; x, y, z: MNI coordinates in mm.</p>{peaks}{extra}</div></div></div>")
 
 
-def _r_map_block(result: ResultFolder, model: str, template) -> str:
+def _r_map_block(result: ResultFolder, model: str, template, atlases: list) -> str:
     """The held-out r map, thresholded at its top 5 % of voxels, with its peak table."""
     import nibabel as nib
 
@@ -174,7 +180,7 @@ def _r_map_block(result: ResultFolder, model: str, template) -> str:
     return _map_block(img, template, threshold, signed=False, stat="r", title="Held-out r (group)",
                       caption=(f"Cross-validated held-out r of the ridge on the atoms, the subjects&rsquo; mean; "
                                f"shown where r &ge; {num(threshold)} (the top 5 % of the mask&rsquo;s voxels)"),
-                      result=result)
+                      atlases=atlases)
 
 
 def _timecourse_png(result: ResultFolder, model: str, atom: int) -> bytes | None:
@@ -212,7 +218,7 @@ def shown_atoms(result: ResultFolder, model: str) -> list[int]:
     return sorted(strength, key=lambda a: (-strength[a], a))[:MAX_ATOMS]
 
 
-def _atom_blocks(result: ResultFolder, model: str, template) -> list[str]:
+def _atom_blocks(result: ResultFolder, model: str, template, atlases: list) -> list[str]:
     """Each shown atom: its z map on the template with its peak table, its time course, what it is."""
     from .atoms import _word_type_means
 
@@ -236,7 +242,7 @@ def _atom_blocks(result: ResultFolder, model: str, template) -> list[str]:
                 index_img(img, atom), template, threshold, signed=True, stat="z", title=f"Atom {atom}",
                 caption=(f"Group z of atom {atom}&rsquo;s coefficient (all atoms and nuisance regressors fitted "
                          f"together), shown where |z| &gt; {num(threshold)}; red: the voxels follow the atom, "
-                         f"blue: they move against it"), result=result, extra=about, figures=course))
+                         f"blue: they move against it"), atlases=atlases, extra=about, figures=course))
         elif regions is not None and f"atom_{atom}" in regions.columns:
             col = regions[f"atom_{atom}"].astype(float)
             best = col.reindex(col.abs().sort_values(ascending=False).index).head(MAX_PEAKS)
@@ -260,12 +266,15 @@ def _mask_block(result: ResultFolder, model: str, template) -> str:
     n = int((np.asarray(img.dataobj) > 0).sum())
     sizes = np.abs(np.diag(img.affine)[:3])
     fig = Figure(figsize=(7.6, 1.7))
+    # the mask's outline, so the anatomy under it stays visible
     plotting.plot_roi(img, bg_img=template, display_mode="z", cut_coords=7, figure=fig, annotate=True,
-                      black_bg=False, dim=-0.3, alpha=0.5, cmap="autumn", colorbar=False)
+                      black_bg=False, dim=-0.3, cmap="autumn", colorbar=False, view_type="contours",
+                      linewidths=1.2, draw_cross=False)
     grid = "&times;".join(num(s) for s in sizes)
     return (f"<div class='mapblock'><h4>Analysis mask</h4>{_img_png(figure_png(fig), 'analysis mask', 'statmap')}"
             f"<p class='caption'>The voxels analysed (encoding/{_esc(model)}/mask.nii.gz): {n} voxels of "
-            f"{grid} mm ({num(n * _voxel_mm3(img) / 1000.0)} cm³), on the MNI template; axial cuts, z in mm.</p>"
+            f"{grid} mm ({num(n * _voxel_mm3(img) / 1000.0)} cm³), its outline in red on the MNI template; axial "
+            f"cuts, z in mm.</p>"
             f"</div>")
 
 
@@ -297,8 +306,8 @@ def maps_section(result: ResultFolder, model: str) -> str:
         HTML (the region table instead of maps for region data).
     """
     if result.is_region_result:
-        return _region_block(result, model) + "".join(_atom_blocks(result, model, None))
-    template = _template(result)
-    blocks = [_r_map_block(result, model, template)] + _atom_blocks(result, model, template)
+        return _region_block(result, model) + "".join(_atom_blocks(result, model, None, []))
+    template, atlases = _template(result), atlas_lookups(result)
+    blocks = [_r_map_block(result, model, template, atlases)] + _atom_blocks(result, model, template, atlases)
     blocks.append(_mask_block(result, model, template))
     return "".join(b for b in blocks if b)
