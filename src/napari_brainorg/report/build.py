@@ -45,7 +45,7 @@ td.lead{color:#1d6b1d;font-weight:600}td.nolead{color:#a33}
 .figs{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0;max-width:560px}
 figure img,.fig{max-width:100%}figcaption,.caption{font-size:.85em;color:#555}
 .mapblock{border-top:1px solid #eee;padding-top:.3em;margin-bottom:.8em}
-.mapcols{display:grid;grid-template-columns:auto minmax(0,1fr);gap:1em;align-items:start}
+.mapcols{display:grid;grid-template-columns:minmax(0,640px) minmax(0,1fr);gap:1em;align-items:start}
 @media (max-width:1100px){.mapcols{grid-template-columns:1fr}}
 .statmap,.timecourse{max-width:100%;display:block}.atomabout{font-size:.9em;margin:.3em 0}
 table.peaks{font-size:.8em}
