@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ..io.results import ResultFolder
 from ._html import _esc, ci_text, fixed, num, p_text
+from .atoms import declared_links
 
 #: the strongest declared links listed on the first screen, per model
 N_LINKS = 5
@@ -121,14 +122,7 @@ def _all_measures_table(rows: list[dict], model: str) -> str:
 
 def _links_table(result: ResultFolder, model: str, info: dict) -> str:
     """The declared network links: their count and the strongest :data:`N_LINKS` (HTML)."""
-    import pandas as pd
-
-    parts = []
-    for part in ("activated", "deactivated"):
-        t = result.associations(model, part)
-        if t is not None and "associated" in t.columns:
-            parts.append(t[t["associated"].astype(bool)])
-    links = pd.concat(parts, ignore_index=True) if parts else None
+    links = declared_links(result, model)
     counts = info.get("n_associations") or {}
     n = int(sum(counts.values())) if counts else (0 if links is None else len(links))
     head = (f"<p class='linkcount'><b>{n} declared network link{'s' if n != 1 else ''}</b>"

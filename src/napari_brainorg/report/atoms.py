@@ -88,6 +88,25 @@ def _glass_projections(volume: np.ndarray, affine: np.ndarray, background: np.nd
 
 
 
+def declared_links(result: ResultFolder, model: str):
+    """Every declared atom-network link of a model, both directions (``part`` says which).
+
+    Returns
+    -------
+    DataFrame or None
+        The associated rows of ``networks/<model>/association_{activated,deactivated}.csv``;
+        ``None`` when the run tested no network.
+    """
+    import pandas as pd
+
+    parts = []
+    for part in ("activated", "deactivated"):
+        t = result.associations(model, part)
+        if t is not None and "associated" in t.columns:
+            parts.append(t[t["associated"].astype(bool)].assign(part=part))
+    return pd.concat(parts, ignore_index=True) if parts else None
+
+
 def linked_atoms(atoms_tab) -> list[int]:
     """The atoms with at least one declared network link (``atoms.tsv``'s network columns), sorted."""
     linked: set[int] = set()

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..io.results import ResultFolder
 from ._html import _esc, _img_file, _img_png, _table_html, figure_png, fixed, num
-from .atoms import atom_description, linked_atoms
+from .atoms import atom_description, declared_links, linked_atoms
 
 #: the most atoms whose maps and time courses a model's section shows
 MAX_ATOMS = 6
@@ -204,13 +204,10 @@ def shown_atoms(result: ResultFolder, model: str) -> list[int]:
     """The atoms a model's section shows in full: those with declared links, strongest first
     (largest |statistic| of their associated links), at most :data:`MAX_ATOMS`."""
     strength: dict[int, float] = {}
-    for part in ("activated", "deactivated"):
-        t = result.associations(model, part)
-        if t is None or "associated" not in t.columns:
-            continue
-        t = t[t["associated"].astype(bool)]
-        value = "statistic" if "statistic" in t.columns else None
-        for _, row in t.iterrows():
+    links = declared_links(result, model)
+    if links is not None:
+        value = "statistic" if "statistic" in links.columns else None
+        for _, row in links.iterrows():
             s = abs(float(row[value])) if value else 1.0
             strength[int(row["atom"])] = max(strength.get(int(row["atom"]), 0.0), s)
     for atom in linked_atoms(result.atoms_table(model)):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..io.results import ResultFolder
 from ._html import _esc, _img_file, _kv_table, _table_html, counts_text, fixed, num, relative_paths
-from .atoms import _atom_table, _atom_viewer
+from .atoms import _atom_table, _atom_viewer, declared_links
 from .maps import maps_section
 
 
@@ -103,13 +103,12 @@ def model_section(result: ResultFolder, model: str, n: int) -> str:
     sid = f"model-{n}"
     info = result.summary.get("results", {}).get(model, {})
     assoc = []
-    for part in ("activated", "deactivated"):
-        t = result.associations(model, part)
-        if t is not None and "associated" in t.columns:
-            t = t[t["associated"].astype(bool)]
-            cols = [c for c in ("atom", "atlas", "network", "overlap_rate", "statistic", "effect", "p", "q")
-                    if c in t.columns]
-            assoc.append(f"<h4>Associated networks ({part})</h4>{_table_html(t[cols])}")
+    links = declared_links(result, model)
+    for part in ("activated", "deactivated") if links is not None else ():
+        t = links[links["part"] == part]
+        cols = [c for c in ("atom", "atlas", "network", "overlap_rate", "statistic", "effect", "p", "q")
+                if c in t.columns]
+        assoc.append(f"<h4>Associated networks ({part})</h4>{_table_html(t[cols])}")
     return (f'<section id="{sid}"><h2>Model {_esc(model)}</h2>{_model_head(info)}'
             f'<h3 id="{sid}-maps">Maps</h3>{maps_section(result, model)}'
             f'<h3>Figures of the run</h3><div class="figs">{_run_figures(result, model)}</div>'
