@@ -7,6 +7,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from napari_brainorg.cli import main
@@ -167,3 +168,187 @@ def test_a_warning_shown_several_times_is_recorded_once_with_its_count():
             warnings.warn("another", RuntimeWarning, stacklevel=1)
     assert [(w["category"], w["message"], w["count"]) for w in caught] == [
         ("UserWarning", "atlas resampled", 3), ("RuntimeWarning", "another", 1)]
+
+
+# -------------------------------------------------------------------- the first screen and the maps
+
+def _answer(text: str) -> str:
+    """The report's first screen: everything before the data section."""
+    assert text.index("id='answer'") < text.index("id='data'")
+    return text[:text.index("id='data'")]
+
+
+def _visible(text: str) -> str:
+    """The document without its inline images (base64 can hold any character sequence)."""
+    return re.sub(r'src="data:[^"]*"', 'src=""', text)
+
+
+def _linked_copy(src: Path, dst: Path) -> Path:
+    """A copy of a result folder made of hard links (a file is replaced, never written in place)."""
+    import os
+
+    def link(a, b):
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    shutil.copytree(src, dst, copy_function=link)
+    return dst
+
+
+def _replace(path: Path, text: str) -> None:
+    path.unlink()
+    path.write_text(text)
+
+
+def test_first_screen_states_the_answer(quick_result):
+    import html as html_lib
+
+    text = (Path(quick_result.path) / "report.html").read_text()
+    first = _answer(text)
+    info = quick_result.summary["results"]["minilm"]
+    rs, chance, ceiling = info["r_cv_subjects"], info["r_cv_chance"], info["noise_ceiling"]
+    assert "held-out r" in first.lower() and f"{rs['mean']:.3f}" in first
+    assert f"[95% CI {rs['ci95'][0]:.3f}, {rs['ci95'][1]:.3f}]" in first  # over subjects
+    assert "chance" in first and f"{chance['chance']:.3f}" in first
+    assert "noise ceiling" in first and f"{ceiling['median']:.3f}" in first
+    for finding in quick_result.summary["verdict"]:  # every verdict sentence, in plain words
+        assert html_lib.escape(finding["text"]) in first, finding["text"]
+    n_links = sum(info["n_associations"].values())
+    assert f"{n_links} declared network links" in first
+    strongest = pd_links(quick_result.path).iloc[0]
+    assert f"{strongest['atlas']}: {strongest['network']}" in first and f"{strongest['statistic']:.2f}" in first
+    # the run's dates, and no dict or unrounded float in what a reader sees
+    assert "Run finished" in text and "report built" in text
+    visible = _visible(text)
+    assert "{'" not in visible and not re.search(r"\d\.\d{7,}", visible)
+    # FSL's MNI152 (Grabner et al. 2006) is the template the maps and atlases are on
+    assert "Grabner" in text and "Fonov" not in text
+    # one model: no comparison figure (its consistency-against-diversity panel would be empty)
+    assert 'alt="models side by side"' not in text
+
+
+def pd_links(path):
+    import pandas as pd
+
+    tables = [pd.read_csv(Path(path) / f"networks/minilm/association_{p}.csv") for p in ("activated", "deactivated")]
+    links = pd.concat([t[t["associated"].astype(bool)] for t in tables], ignore_index=True)
+    return links.reindex(links["statistic"].abs().sort_values(ascending=False, kind="stable").index)
+
+
+def test_maps_on_the_template_with_peak_tables_in_mni_mm(quick_result):
+    import nibabel as nib
+
+    text = (Path(quick_result.path) / "report.html").read_text()
+    # the held-out r map and each linked atom (at most 6) on the template, each with its peak table
+    linked = set(pd_links(quick_result.path)["atom"])
+    n_maps = text.count('class="statmap"')
+    assert n_maps == 1 + min(len(linked), 6) + 1  # r map, atoms, mask
+    assert text.count('class="peaks"') == 1 + min(len(linked), 6)
+    assert "<th>x</th><th>y</th><th>z</th>" in text and "MNI coordinates in mm" in text
+    # the r map's cut and first peak are its largest voxel, in MNI mm
+    img = nib.load(Path(quick_result.path) / "encoding/minilm/r_cv.nii.gz")
+    data = np.nan_to_num(np.asarray(img.dataobj, float))
+    peak = (img.affine @ np.append(np.unravel_index(data.argmax(), data.shape), 1.0))[:3]
+    x, y, z = (int(round(v)) for v in peak)
+    assert f"cuts through the peak at x = {x}, y = {y}, z = {z} mm (MNI)" in text
+    peaks = text.split('class="peaks"')[1].split("</table>")[0]
+    assert re.search(rf"<td class='n'>{x}</td><td class='n'>{y}</td><td class='n'>{z}</td>", peaks)
+    # the time course of each shown atom, and the analysis mask
+    assert text.count('class="timecourse"') == min(len(linked), 6)
+    assert "Analysis mask" in text and "encoding/minilm/mask.nii.gz" in text
+    # an atom is described by more than one word
+    assert "words that drive it on average:" in text
+
+
+def test_report_has_no_machine_path(quick_result, tmp_path):
+    text = build_report(quick_result.path)
+    visible = _visible(text)
+    for forbidden in (str(Path(quick_result.path).resolve()), str(Path(quick_result.path)), "/work/", "/tmp/",
+                      str(Path.home()) + "/"):
+        assert forbidden not in visible, forbidden
+    assert "out: ." in visible  # the configuration names the folder relative to itself
+
+
+def test_baselines_and_verdict_warnings_on_the_first_screen(quick_result, tmp_path):
+    import html as html_lib
+
+    from napari_brainorg.analyses.verdict import verdict
+
+    copy = _linked_copy(Path(quick_result.path), tmp_path / "result")
+    summary = json.loads((copy / "summary.json").read_text())
+    rows = []
+    for baseline, kind, diff, p in (("minilm_nuisance", "nuisance", 0.026, 0.0039),
+                                    ("minilm_untrained", "untrained", 0.002, 0.31)):
+        rows.append({"model": "minilm", "baseline": baseline, "baseline_kind": kind,
+                     "metric": "median r_cv above chance", "chance_corrected": True, "model_value": 0.038,
+                     "baseline_value": 0.038 - diff, "difference": diff, "ci_low": diff - 0.006,
+                     "ci_high": diff + 0.006, "p": p, "n_subjects": 8, "test": "exact sign-flip over subjects",
+                     "model_associations": 7, "baseline_associations": 2})
+    summary["baseline_comparison"] = rows
+    summary["verdict"] = verdict(summary)
+    _replace(copy / "summary.json", json.dumps(summary))
+    warned = [f["text"] for f in summary["verdict"] if f["severity"] == "warning"]
+    assert warned  # the untrained twin is not beaten
+    records = json.loads((copy / "warnings.json").read_text())
+    records.append({"category": "VerdictWarning", "message": "a plain-words warning the summary does not hold",
+                    "source": "run.py:1", "count": 1})
+    _replace(copy / "warnings.json", json.dumps(records))
+    first = _answer(build_report(copy))
+    assert "minilm_nuisance" in first and "minilm_untrained" in first and "class='fit baselines'" in first
+    assert "+0.026 [95% CI +0.020, +0.032]" in first
+    for sentence in warned + ["a plain-words warning the summary does not hold"]:
+        assert re.search(r"<li class='finding-warn'><span class='mark'>[^<]*</span> " + re.escape(
+            html_lib.escape(sentence)), first), sentence
+
+
+def test_region_data_report(quick_result, tmp_path):
+    """Region time series (``regions.csv``, no NIfTI maps) render: regions listed instead of maps."""
+    import pandas as pd
+
+    copy = _linked_copy(Path(quick_result.path), tmp_path / "result")
+    enc = copy / "encoding/minilm"
+    for name in ("r_cv.nii.gz", "atom_maps.nii.gz", "atom_maps_z.nii.gz", "mask.nii.gz", "r2_cv.nii.gz"):
+        (enc / name).unlink(missing_ok=True)
+    names = ["auditory", "default mode", "cerebellum"]
+    pd.DataFrame({"region": names, "r_cv": [0.2, 0.05, 0.1], "r_cv_ci_low": [0.15, 0.0, 0.06],
+                  "r_cv_ci_high": [0.25, 0.1, 0.14], "noise_ceiling": [0.4, 0.3, 0.35],
+                  "q_cv": [0.001, 0.3, 0.02]}).to_csv(enc / "regions.csv", index=False)
+    k = np.load(copy / "atoms/minilm/atoms.npy").shape[1]
+    z = pd.DataFrame(np.arange(3 * k, dtype=float).reshape(k, 3).T, columns=[f"atom_{i}" for i in range(k)])
+    z.insert(0, "region", names)
+    z.to_csv(enc / "atom_maps_z.csv", index=False)
+    summary = json.loads((copy / "summary.json").read_text())
+    summary["fmri"]["kind"] = "regions"
+    _replace(copy / "summary.json", json.dumps(summary))
+    text = build_report(copy)
+    first = _answer(text)
+    assert "median over regions" in first and "held-out r" in first.lower()
+    assert "<h4>Regions</h4>" in text and "auditory" in text.split("<h4>Regions</h4>")[1]
+    assert 'class="statmap"' not in text and "no voxel maps" in text
+    assert text.count('class="timecourse"') >= 1  # the linked atoms' time courses still show
+
+
+def test_first_screen_fits_a_laptop_in_chromium(quick_result, artifacts_dir):
+    """At 1366 x 768 the first screen shows the held-out r, chance, ceiling and links; no table of the
+    answer hides columns off-screen."""
+    report = Path(quick_result.path) / "report.html"
+    driver = _chromium()
+    try:
+        driver.set_window_size(1366, 768)
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                               {"width": 1366, "height": 768, "deviceScaleFactor": 1, "mobile": False})
+        driver.get(report.resolve().as_uri())
+        bottom = driver.execute_script(
+            "return Array.from(document.querySelectorAll('#answer .tile, #answer .linkcount'))"
+            ".map(e => e.getBoundingClientRect().bottom);")
+        assert bottom and max(bottom) <= 768, bottom
+        hidden = driver.execute_script(
+            "return Array.from(document.querySelectorAll('#answer table'))"
+            ".filter(t => t.scrollWidth > t.clientWidth + 1 || t.getBoundingClientRect().right > 1366).length;")
+        assert hidden == 0
+        assert driver.execute_script("return document.documentElement.scrollWidth") <= 1366
+        driver.save_screenshot(str(artifacts_dir / "report_first_screen.png"))
+    finally:
+        driver.quit()

@@ -163,8 +163,9 @@ def atom_correlation_figure(
     ax.set_ylabel("atom")
     fig.colorbar(im, ax=ax, label="Pearson r of time courses")
     div = atom_diversity(atoms)
-    ax.set_title(title or (f"Atom correlations (n atoms = {k}; diversity 1−mean|r| = "
-                           f"{div['diversity']:.2f}; effective number = {div['effective_number']:.1f})"),
+    # two lines: one would run over the colour bar's top label
+    ax.set_title(title or (f"Atom correlations (n atoms = {k})\ndiversity 1−mean|r| = "
+                           f"{div['diversity']:.2f}; effective number = {div['effective_number']:.1f}"),
                  fontsize=9)
     return fig
 
@@ -239,8 +240,6 @@ def association_heatmap_figure(
         rows, cols = np.nonzero(flags)
         ax.scatter(cols, rows, marker="s", s=40, facecolors="none", edgecolors="cyan", linewidths=1.5,
                    label=associated)
-        if rows.size:
-            ax.legend(loc="upper right", bbox_to_anchor=(1.0, 1.12), fontsize=7, frameon=False)
     ax.set_xticks(np.arange(len(networks)))
     ax.set_xticklabels(networks, rotation=60, ha="right", fontsize=7)
     step = max(1, len(atoms) // 40)
@@ -249,7 +248,9 @@ def association_heatmap_figure(
     ax.set_xlabel("network")
     ax.set_ylabel("atom")
     fig.colorbar(im, ax=ax, label=value)
-    ax.set_title(title or f"Atom × network {value} ({len(atoms)} atoms)", fontsize=9)
+    # the key of the marked cells in the title (a legend above the axes ran over it)
+    marked = f"; cyan squares: {associated}" if associated in table.columns and rows.size else ""
+    ax.set_title(title or f"Atom × network {value} ({len(atoms)} atoms{marked})", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -323,6 +324,7 @@ def atom_timecourse_figure(
     n_labels: int = 8,
     atom_id: int | str | None = None,
     title: str | None = None,
+    story_starts: Sequence[tuple[str, int]] | None = None,
     figsize: tuple[float, float] = (10.0, 3.5),
 ) -> Figure:
     """An atom's time course over the scan, with words at its highest peaks.
@@ -340,6 +342,9 @@ def atom_timecourse_figure(
         Label the ``n_labels`` highest peaks with their words.
     atom_id : int or str, optional
     title : str, optional
+    story_starts : sequence of (name, first_volume), optional
+        Several stories one after another: a dashed line where each story starts after
+        the first, its name above the axes.
     figsize : (width, height) in inches
 
     Returns
@@ -377,6 +382,14 @@ def atom_timecourse_figure(
                         rotation=35, fontsize=7, ha="left", va="bottom", color="0.15")
             ax.plot(times[p], atom[p], "o", color="tab:red", ms=3)
         ax.set_ylim(atom.min() - 0.05 * np.ptp(atom), atom.max() + 0.35 * (np.ptp(atom) or 1.0))
+    if story_starts:  # room above the trace for the stories' names
+        low, high = ax.get_ylim()
+        ax.set_ylim(low, high + 0.25 * (high - low))
+    for story, first in story_starts or ():
+        if first > 0:
+            ax.axvline(first * tr, color="0.35", lw=0.9, ls="--")
+        ax.annotate(str(story), (first * tr, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -3),
+                    textcoords="offset points", fontsize=7, va="top", ha="left", color="0.3")
     name = "" if atom_id is None else f" {atom_id}"
     ax.set_title(title or f"Atom{name} time course (TR = {tr:g} s, {atom.size} volumes)", fontsize=9)
     fig.tight_layout()
@@ -462,7 +475,9 @@ def model_comparison_figure(
     fig : Figure
     """
     panels = 1
-    show_cd = summary is not None and {"diversity", "mean_consistency", "n_atoms"} <= set(summary.columns)
+    # consistency against diversity needs two models and a consistency to plot (else an empty panel)
+    show_cd = (summary is not None and {"diversity", "mean_consistency", "n_atoms"} <= set(summary.columns)
+               and len(summary) > 1 and bool(pd.to_numeric(summary["mean_consistency"], errors="coerce").notna().any()))
     show_r2 = summary is not None and {"r2_median", "r2_p95"} <= set(summary.columns)
     panels += int(show_cd) + int(show_r2)
     if figsize is None:
