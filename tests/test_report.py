@@ -65,6 +65,17 @@ def test_methods_paragraph_follows_the_configuration(quick_result):
     assert f"q &lt; {cfg['networks']['alpha']}" in text
     assert f"at least {cfg['networks']['min_network_relative_marginal']} of the best atom's correlation" in text
     assert "sun2024" in cites and "nilearn" in cites and "smith10" in cites  # the paper, nilearn, the atlas
+    # the demo centres the word activations, which the paper does not: the methods say which was used
+    assert cfg["features"]["center_words"] and "centred word activations" in text
+
+
+def test_methods_paragraph_says_when_activations_are_the_papers_raw_ones():
+    from napari_brainorg.report.methods import _feature_sentences
+
+    raw, _ = _feature_sentences({"story": {"n_volumes": 300, "tr": 1.5}, "features": {"center_words": False}}, {})
+    centred, _ = _feature_sentences({"story": {"n_volumes": 300, "tr": 1.5}, "features": {"center_words": True}}, {})
+    assert "as in the paper (not centred" in " ".join(raw) and "centred" not in " ".join(raw).replace("not centred", "")
+    assert "centred word activations" in " ".join(centred)
 
 
 def test_report_command_names_a_folder_that_is_not_a_result(tmp_path, capsys):

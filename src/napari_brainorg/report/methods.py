@@ -149,6 +149,13 @@ def _feature_sentences(cfg: dict, s: dict) -> tuple[list[str], list[str]]:
             f"at {volumes}, then z-scored.")
     else:
         parts.append(f"Word responses were aligned to {volumes} with the {_esc(alignment)} operator, then z-scored.")
+    if feats.get("center_words"):
+        parts.append("Before that, each artificial neuron's mean activation over the story's words was removed "
+                     "(centred word activations, features.center_words; the paper places the raw activations, "
+                     "which also carry the word rate).")
+    else:
+        parts.append("The word activations were placed as they are, as in the paper (not centred; "
+                     "features.center_words).")
     return parts, cites
 
 
