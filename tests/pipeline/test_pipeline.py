@@ -148,7 +148,7 @@ def test_output_folder_with_user_files_is_refused(tmp_path):
 
 def test_voxel_significance_and_layerwise_baseline(tmp_path):
     data = demo_config(tmp_path / "perm", quick=True).model_dump()
-    data["encoding"].update({"n_permutations": 40, "baseline": True, "models": ["ridge"]})
+    data["encoding"].update({"n_permutations": 100, "baseline": True, "models": ["ridge"]})
     # the voxel permutation machinery, on the small easy design it was written for
     # (2 subjects, the analysis' own atoms planted under plain AR noise)
     data["fmri"]["simulate"].update({"n_subjects": 2, "sources": "atoms", "r2_min": 0.05, "ar1_grey": 0.4,
@@ -161,12 +161,15 @@ def test_voxel_significance_and_layerwise_baseline(tmp_path):
     mask = np.asarray(nib.load(folder / "mask.nii.gz").dataobj) > 0
     signal = np.asarray(nib.load(result.path / "simulated/signal_mask.nii.gz").dataobj) > 0
     q_in, q_out = q[mask & signal], q[mask & ~signal]
-    # 40 shifts bound each subject's p at 1/41, so power is limited; what must hold is that
-    # noise voxels stay near the FDR level and planted voxels are far more often significant
+    # 100 shifts bound each subject's p at 1/101, and the null chooses alpha again in every draw
+    # (the exact procedure: reusing the real fit's alpha made p too small, P(p <= 0.05) = 0.08 on
+    # broken-lock data), so power is limited: 0.16 of the planted voxels here with 100 or 200
+    # draws, where the reused alpha passed 0.2. What must hold is that noise voxels stay near the
+    # FDR level and planted voxels are far more often significant
     rate_in, rate_out = np.mean(q_in < 0.05), np.mean(q_out < 0.05)
     print(f"significant: planted voxels {rate_in:.3f}, noise voxels {rate_out:.4f}")
     assert rate_out < 0.05
-    assert rate_in > 0.2 and rate_in > 10 * rate_out
+    assert rate_in > 0.1 and rate_in > 10 * rate_out
     import pandas as pd
 
     baseline = pd.read_csv(folder / "baseline.csv")

@@ -45,7 +45,9 @@ def two_story_result(tmp_path_factory):
     base = tmp_path_factory.mktemp("stories")
     config = make_config({
         "stories": [{"name": n, "path": _story_file(base, n), "tr": TR, "n_volumes": N_VOLUMES} for n in STORIES],
-        "features": {"models": ["minilm"], "device": "cpu"},
+        # centred word activations, the design this test's recall bar was measured with (the library's
+        # default is the paper's raw responses since; raw, the same seed recovers 8 of 9)
+        "features": {"models": ["minilm"], "device": "cpu", "center_words": True},
         "atoms": {"n_atoms": 16, "max_iter": 30, "n_restarts": 0, "stories": ["pieman"]},
         # SIMULATED: the analysis' own atoms planted under simple noise (no HRF variation, no network
         # fluctuations), one truth in both stories; three subjects and 150 held-out volumes are too

@@ -33,6 +33,7 @@ import numpy as np
 from .._backend import get_backend
 from .._progress import check_cancel
 from ..errors import ConfigError, FMRIInputError, NotFittedError, ShapeError
+from ._ridge_chunks import _as_float_2d
 from .preprocessing import ConstantColumnsWarning
 
 from sklearn.base import BaseEstimator, RegressorMixin  # noqa: E402  (scikit-learn estimators)
@@ -41,17 +42,6 @@ __all__ = ["SparseAtomEncoder", "alpha_max", "sparse_r2_null"]
 
 # Voxels per block when computing in-sample R² (bounds the (n_volumes, block) copy).
 _BLOCK_BYTES = 64 * 2**20
-
-
-def _as_float_2d(name: str, a, expected: str) -> np.ndarray:
-    if type(a).__module__.split(".")[0] == "torch":
-        a = a.detach().cpu().numpy()
-    a = np.asarray(a)
-    if a.ndim != 2:
-        raise ShapeError(f"{name!r} must be an array of shape {expected}; an array of shape {a.shape} was provided.")
-    if not np.issubdtype(a.dtype, np.floating):
-        a = a.astype(np.float64)
-    return a
 
 
 def _prepare_atoms(atoms: np.ndarray):
