@@ -135,7 +135,12 @@ def _links_table(result: ResultFolder, model: str, info: dict) -> str:
         links = links.reindex(links[key].abs().sort_values(ascending=False, kind="stable").index)
     rows = []
     for _, r in links.head(N_LINKS).iterrows():
-        direction = r.get("direction", r.get("part", ""))
+        # with a network readout a link is shown with its network's direction and its role in the
+        # network's driver (a counterweight of an activating driver is no deactivation)
+        shown, role = r.get("network_direction"), r.get("role")
+        direction = shown if isinstance(shown, str) and shown else r.get("direction", r.get("part", ""))
+        if isinstance(role, str) and role and role != "main driver":
+            direction = f"{direction} ({role})"
         rows.append(f"<tr><td class='n'>{int(r['atom'])}</td><td>{_esc(r.get('atlas', ''))}: "
                     f"{_esc(r.get('network', ''))}</td><td>{_esc(direction)}</td>"
                     f"<td class='n'>{fixed(r[key], 2) if key else ''}</td>"
