@@ -92,20 +92,22 @@ def build_result_folder(path, seed: int = 7):
     from napari_brainorg.encoding.preprocessing import highpass
     from napari_brainorg.encoding.sparse_fit import SparseAtomEncoder
     from napari_brainorg.pipeline.config import EncodingConfig
-    from napari_brainorg.pipeline.steps.encoding import save_voxel_timecourses
+    from napari_brainorg.pipeline.steps.encoding import MEASURED_COURSES, save_voxel_timecourses, sparse_prediction
 
     enc_cfg = EncodingConfig()
     X = highpass(atoms, TR, cutoff=enc_cfg.highpass_cutoff)
     subjects = ["sub-01", "sub-02"]
-    bold, courses = [], {"measured": [], "predicted": []}
+    bold, measured, courses = [], [], {"design": [], "weights": [], "intercept": []}
     for _ in subjects:
         Y = (100.0 + 0.02 * t[:, None] + 3.0 * atoms @ z[mask].T
              + rng.normal(0.0, 1.0, size=(N_VOLUMES, int(mask.sum()))))
         Yf = highpass(Y, TR, cutoff=enc_cfg.highpass_cutoff)
         bold.append(Y)
-        courses["measured"].append(np.asarray(Yf, np.float32).T)
-        courses["predicted"].append(
-            SparseAtomEncoder(alpha=enc_cfg.sparse_alpha).fit(X, Yf).predict(X).astype(np.float32).T)
+        measured.append(np.asarray(Yf, np.float32).T)
+        prediction = sparse_prediction(SparseAtomEncoder(alpha=enc_cfg.sparse_alpha).fit(X, Yf), X)
+        for name, value in prediction.items():
+            courses[name.removeprefix("prediction_")].append(value)
+    w.write_npy(MEASURED_COURSES, np.stack(measured))
     save_voxel_timecourses(w, f"encoding/{model}", courses, enc_cfg, subjects)
     hist = rng.integers(0, 40, size=(k, N_LAYERS))
     hist_df = pd.DataFrame(hist, columns=[str(i) for i in range(N_LAYERS)])

@@ -244,14 +244,16 @@ def test_voxel_time_courses_too_large_for_the_cap_are_skipped_with_a_warning():
     from napari_brainorg.errors import BrainorgWarning
     from napari_brainorg.pipeline.steps.encoding import timecourses_fit
 
-    assert timecourses_fit(3, (300, 20_000), 2.0, "minilm")  # 0.13 GiB
-    with pytest.warns(BrainorgWarning, match=r"29\.8 GiB.*timecourses_max_gb = 2;"):
+    assert timecourses_fit(3, (300, 20_000), 2.0, "minilm")  # 0.07 GiB
+    # the measured courses, float32, once per study: 20 x 1000 x 200,000 x 4 bytes
+    with pytest.warns(BrainorgWarning, match=r"14\.9 GiB.*timecourses_max_gb = 2;"):
         assert not timecourses_fit(20, (1000, 200_000), 2.0, "llama")
 
 
 def test_encoding_saves_the_fmri_and_the_models_prediction_of_every_voxel(quick_result):
-    """voxel_measured.npy is the high-passed SIMULATED fMRI the model saw; voxel_predicted.npy
-    the SparseAtomEncoder's prediction, both recomputed here from the subjects' files."""
+    """encoding/voxel_measured.npy is the high-passed SIMULATED fMRI the model saw, once for
+    the study; the predicted courses (formed from the model's design and weights) are the
+    SparseAtomEncoder's prediction, both recomputed here from the subjects' files."""
     from napari_brainorg.encoding.preprocessing import highpass
     from napari_brainorg.encoding.sparse_fit import SparseAtomEncoder
     from napari_brainorg.io.fmri import load_fmri

@@ -13,6 +13,11 @@ The same draws serve "what the atoms add beyond the nuisance regressors": the jo
 (atoms and nuisance regressors) is refitted with only the atoms shifted, so the chance
 level of the gain is the gain that shifted atoms bring to the same nuisance regressors.
 
+When every column of the design is shifted, the fMRI is shifted instead (by the opposite
+amount: the same lock between features and fMRI is broken, the folds then hold the
+design's own volumes): the design's factorisations serve every draw, and all draws run
+as one fit of the stacked shifted fMRI, each column with its own α chosen again.
+
 Scores are summarised by their median over voxels (or regions); with many voxels a fixed
 random subset (:func:`summary_voxels`, the same for every subject and feature set) keeps
 the draws cheap while estimating that median.
@@ -130,15 +135,23 @@ def held_out_chance(design, Y, folds, alphas, *, n_shifts: int = 20, shifted=Non
                          f"shape {columns.shape} was provided.")
     base = 0.0 if reference is None else np.asarray(reference, dtype=np.float64)
 
-    def score(X):
-        return cv_ridge_scores(X, Y, folds, alphas, inner_folds=inner_folds, gap=gap).r - base
+    def score(X, Ys=Y):
+        return cv_ridge_scores(X, Ys, folds, alphas, inner_folds=inner_folds, gap=gap, cancel=cancel).r
 
-    observed = score(design)
     shifts = circular_shift_draws(design.shape[0], n_shifts, min_shift=min_shift, random_state=random_state)
     draws = np.empty(len(shifts))
+    if columns.all():
+        # the fMRI shifted back instead of every feature forward: one design, one fit of
+        # the stacked draws (each column its own alpha)
+        stacked = np.concatenate([Y] + [np.roll(Y, -int(shift), axis=0) for shift in shifts], axis=1)
+        scores = score(design, stacked).reshape(len(shifts) + 1, Y.shape[1]) - base
+        observed = scores[0]
+        draws[:] = np.median(scores[1:], axis=1)
+        return HeldOutChance(observed=np.asarray(observed, np.float64), draws=draws, shifts=np.asarray(shifts))
+    observed = score(design) - base
     for i, shift in enumerate(shifts):
         check_cancel(cancel)
         moved = design.copy()
         moved[:, columns] = np.roll(design[:, columns], int(shift), axis=0)
-        draws[i] = np.median(score(moved))
+        draws[i] = np.median(score(moved) - base)
     return HeldOutChance(observed=np.asarray(observed, np.float64), draws=draws, shifts=np.asarray(shifts))

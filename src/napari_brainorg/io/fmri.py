@@ -569,6 +569,8 @@ def _masked_run(img, name: str, mask_img, mask_bool: np.ndarray, masker, *, inte
     """
     import nibabel as nib
 
+    if img.shape[:3] == mask_bool.shape and np.allclose(img.affine, mask_img.affine, atol=1e-4):
+        return _masked_run_on_grid(img, name, mask_bool)
     try:
         vol = img.get_fdata(dtype=np.float32, caching="unchanged")
     except (OSError, EOFError, ValueError, zlib.error) as exc:  # a truncated or damaged file
@@ -601,6 +603,37 @@ def _masked_run(img, name: str, mask_img, mask_bool: np.ndarray, masker, *, inte
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             ts[start:stop] = masker.transform(nib.Nifti1Image(np.ascontiguousarray(chunk), mask_img.affine))
+    return ts, finite
+
+
+def _masked_run_on_grid(img, name: str, mask_bool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_masked_run` for a run already on the mask's grid: the stored values of the
+    mask's voxels only are read, scaled (the file's slope and intercept) and checked.
+
+    Returns
+    -------
+    ts : ndarray of shape (n_volumes, n_voxels), float32
+    finite : ndarray of shape (n_voxels,), bool
+    """
+    try:
+        proxy = img.dataobj
+        raw = np.asanyarray(proxy.get_unscaled()) if hasattr(proxy, "get_unscaled") else np.asanyarray(proxy)
+    except (OSError, EOFError, ValueError, zlib.error) as exc:  # a truncated or damaged file
+        raise FMRIInputError(f"{name} cannot be read: {type(exc).__name__}: {exc}; the file is truncated "
+                             "or damaged.") from None
+    if raw.ndim == 3:
+        raw = raw[..., None]
+    ts = np.ascontiguousarray(raw[mask_bool].T, dtype=np.float32)  # (n_volumes, n_voxels), C order as the masker
+    del raw
+    slope, inter = (getattr(img.dataobj, "slope", 1.0), getattr(img.dataobj, "inter", 0.0))
+    if slope is not None and np.isfinite(slope) and slope not in (0.0, 1.0):
+        ts *= np.float32(slope)
+    if inter is not None and np.isfinite(inter) and inter != 0.0:
+        ts += np.float32(inter)
+    not_finite = ~np.isfinite(ts)
+    finite = ~not_finite.any(axis=0)
+    if not finite.all():
+        ts[not_finite] = 0.0
     return ts, finite
 
 

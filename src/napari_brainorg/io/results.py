@@ -373,6 +373,43 @@ class ResultWriter:
         return target
 
 
+class PredictedCourses:
+    """Every subject's predicted course of every voxel, formed on indexing.
+
+    ``predicted[s, v, t] = design[t] @ weights[s, v] + intercept[s, v]``: the arrays hold
+    the design once and a few numbers per voxel, where the courses themselves would
+    hold n_volumes per voxel and subject. Indexed like an array of shape (n_subjects,
+    n_voxels, n_volumes); ``np.asarray`` forms all of it.
+
+    Parameters
+    ----------
+    design : ndarray of shape (n_volumes, n_features)
+    weights : ndarray of shape (n_subjects, n_voxels, n_features)
+    intercept : ndarray of shape (n_subjects, n_voxels)
+    """
+
+    def __init__(self, design: np.ndarray, weights: np.ndarray, intercept: np.ndarray):
+        self.design, self.weights, self.intercept = design, weights, intercept
+        self.shape = (weights.shape[0], weights.shape[1], design.shape[0])
+        self.dtype = np.dtype(np.float32)
+        self.ndim = 3
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (3 - len(key))
+        w = np.asarray(self.weights[key[0], key[1]], np.float64)
+        b = np.asarray(self.intercept[key[0], key[1]], np.float64)
+        courses = w @ self.design.astype(np.float64).T + b[..., None]
+        return courses[..., key[2]].astype(np.float32)
+
+    def __array__(self, dtype=None, copy=None):
+        full = self[:, :, :]
+        return full if dtype is None else full.astype(dtype)
+
+
 class ResultFolder:
     """Read access to a result folder written by the pipeline.
 
@@ -506,18 +543,33 @@ class ResultFolder:
         Returns
         -------
         dict or None
-            ``measured`` and ``predicted``: read-only memory maps of shape
-            (n_subjects, n_voxels, n_volumes), float32, voxels in the order of the
-            model's ``mask.nii.gz``; ``subjects``; ``predicted_label`` (which model's
-            prediction, in or out of sample); ``None`` when the run saved none
-            (``encoding.save_timecourses: false`` or an older result).
+            ``measured``: a read-only memory map of shape (n_subjects, n_voxels,
+            n_volumes), float32, voxels in the order of the model's ``mask.nii.gz``;
+            ``predicted``: the same shape, formed on indexing from the model's design and
+            each subject's weights (:class:`PredictedCourses`: a click reads one voxel's
+            weights); ``subjects``; ``predicted_label`` (which model's prediction, in or
+            out of sample); ``None`` when the run saved none
+            (``encoding.save_timecourses: false``).
         """
-        rel = f"encoding/{self._check_model(model)}"
-        files = [self.path / rel / n for n in ("voxel_measured.npy", "voxel_predicted.npy", "voxel_timecourses.json")]
-        if not all(f.exists() for f in files):
+        folder = self.path / f"encoding/{self._check_model(model)}"
+        info_file = folder / "voxel_timecourses.json"
+        if not info_file.exists():
             return None
-        info = json.loads(files[2].read_text())
-        return {"measured": np.load(files[0], mmap_mode="r"), "predicted": np.load(files[1], mmap_mode="r"),
+        info = json.loads(info_file.read_text())
+        if "measured_file" in info:
+            files = [folder / info["measured_file"], folder / "voxel_design.npy", folder / "voxel_weights.npy",
+                     folder / "voxel_intercept.npy"]
+            if not all(f.exists() for f in files):
+                return None
+            measured = np.load(files[0], mmap_mode="r")
+            predicted = PredictedCourses(np.load(files[1]), np.load(files[2], mmap_mode="r"),
+                                         np.load(files[3], mmap_mode="r"))
+        else:  # a result written with both arrays in full
+            files = [folder / n for n in ("voxel_measured.npy", "voxel_predicted.npy")]
+            if not all(f.exists() for f in files):
+                return None
+            measured, predicted = (np.load(f, mmap_mode="r") for f in files)
+        return {"measured": measured, "predicted": predicted,
                 "subjects": list(info.get("subjects", [])), "predicted_label": str(info.get("predicted", "")),
                 "model": info.get("model")}
 

@@ -27,7 +27,7 @@ from ._arrays import (
     _zeros,
 )
 from ._fista import _fista_chunk, _lipschitz
-from ._threads import _n_threads, _workers
+from ._threads import _workers
 
 #: Code solvers: coordinate descent (numpy) or FISTA (numpy or torch); "auto" picks
 #: coordinate descent on numpy and FISTA on torch.
@@ -39,6 +39,7 @@ SOLVERS = ("auto", "cd", "fista")
 _CHUNK_BYTES = 256 * 2**20
 _CD_CHUNK_BYTES = 8 * 2**20
 _CD_MIN_PART = 64  # smallest default chunk of columns
+_CD_MIN_CHUNKS = 16  # chunks of a default split (whatever the number of threads)
 _EMPTY = np.empty(0)
 _EMPTY2 = np.empty((0, 0))
 
@@ -46,8 +47,9 @@ _EMPTY2 = np.empty((0, 0))
 def _default_chunk(n_volumes: int, k: int, itemsize: int, solver: str = "fista", n_cols: int = 0) -> int:
     if solver == "cd":
         chunk = max(1, _CD_CHUNK_BYTES // ((n_volumes + 2 * k) * itemsize))
-        # at least a few chunks per worker thread, so that the threads share the work
-        return min(chunk, max(_CD_MIN_PART, -(-n_cols // (4 * _n_threads()))))
+        # several chunks, so that worker threads share the work; their number does not
+        # depend on the threads (sums over chunks are then the same with 1 or 8 threads)
+        return min(chunk, max(_CD_MIN_PART, -(-n_cols // _CD_MIN_CHUNKS)))
     per_column = (n_volumes + 7 * k) * itemsize
     return max(1, _CHUNK_BYTES // per_column)
 

@@ -20,7 +20,9 @@ Key
 
 from __future__ import annotations
 
+import hashlib
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +30,7 @@ import numpy as np
 from ..._progress import check_cancel
 from ...io.results import ResultWriter
 from .._state import key_of
-from ..context import StepContext, clear_output, files_under, save_npz, subject_file_name
+from ..context import StepContext, baseline_slugs, clear_output, files_under, save_npz, subject_file_name
 from ..study import encoding_confounds, highpass_study, map_rows, study_confounds, study_runs, subject_ci
 
 
@@ -55,6 +57,9 @@ class SubjectTask:
     n_subjects: int
     keep_courses: bool
     key: str
+    #: a baseline (phase-randomised, untrained, nuisance): encoded for what its comparisons
+    #: and network tests read (maps, the paper's fit, the held-out r and its chance level)
+    baseline: bool = False
 
     @property
     def step(self) -> str:
@@ -71,8 +76,9 @@ def subject_tasks(ctx: StepContext, data, slug: str, warn: bool = True) -> list[
     n_sub = len(data.data)
     keep = bool(ec.save_timecourses) and timecourses_fit(n_sub, data.data[0].shape, ec.timecourses_max_gb, slug,
                                                           warn=warn)
+    baseline = slug in set(baseline_slugs(ctx.config).values())
     upstream = key_of(f"encoding/{slug}/subjects", encoding_key_parts(ctx, slug))
-    return [SubjectTask(slug, subject, s, n_sub, keep, key_of(upstream, subject, s, keep))
+    return [SubjectTask(slug, subject, s, n_sub, keep, key_of(upstream, subject, s, keep, baseline), baseline)
             for s, subject in enumerate(data.subjects)]
 
 
@@ -104,7 +110,8 @@ def encode_subject(ctx: StepContext, task: SubjectTask, Y: np.ndarray, atoms: np
     dict of str -> ndarray
         ``z``, ``effect``, ``rho`` (each (k, n_voxels) or (n_voxels,)), and as configured
         ``coef``, ``r2_sparse``, ``r2_sparse_null``, ``r2_cv``, ``r_cv``, ``p_cv``,
-        ``baseline_r2``, ``baseline_layers``, ``measured``, ``predicted``.
+        ``baseline_r2``, ``baseline_layers``, and (time courses kept) ``prediction_design``,
+        ``prediction_weights``, ``prediction_intercept``.
     """
     if ctx.cached(task.step, [task.key], [task.artifact]):
         arr = np.load(ctx.out / task.artifact)
@@ -162,7 +169,7 @@ def _gls_maps(ctx: StepContext, Y: np.ndarray, atoms: np.ndarray, confounds) -> 
 
 def _sparse_fit(ctx: StepContext, task: SubjectTask, atoms: np.ndarray, Yf: np.ndarray) -> dict[str, np.ndarray]:
     """The paper's sparse fit on the map volumes: coefficients, in-sample R2, its shift null,
-    and (when kept) the measured and predicted time courses."""
+    and (time courses kept) the prediction as a linear map of the high-passed atoms."""
     from ...encoding.sparse_fit import SparseAtomEncoder
 
     cfg = ctx.config
@@ -173,10 +180,11 @@ def _sparse_fit(ctx: StepContext, task: SubjectTask, atoms: np.ndarray, Yf: np.n
     enc = SparseAtomEncoder(alpha=ec.sparse_alpha).fit(X[mrows], Yf[mrows])
     out["coef"] = np.asarray(enc.coef_, np.float32)
     if task.keep_courses:
-        out["measured"] = np.asarray(Yf, np.float32).T
-        out["predicted"] = np.asarray(enc.predict(X), np.float32).T
+        # the prediction as a linear map of the high-passed atoms (the viewer forms a
+        # voxel's course on a click; the measured courses are written once per study)
+        out.update(sparse_prediction(enc, X))
     out["r2_sparse"] = np.asarray(enc.r2_, np.float32)
-    if ec.sparse_null_shifts:
+    if ec.sparse_null_shifts and not task.baseline:
         from ...encoding.inference import circular_shift_draws
         from ...encoding.sparse_fit import sparse_r2_null
 
@@ -185,6 +193,26 @@ def _sparse_fit(ctx: StepContext, task: SubjectTask, atoms: np.ndarray, Yf: np.n
         out["r2_sparse_null"] = sparse_r2_null(X[mrows], Yf[mrows], shifts, alpha=ec.sparse_alpha,
                                                cancel=ctx.cancel).astype(np.float32)
     return out
+
+
+def sparse_prediction(enc, X: np.ndarray) -> dict[str, np.ndarray]:
+    """The in-sample prediction of a fitted :class:`~napari_brainorg.encoding.sparse_fit.SparseAtomEncoder`
+    on the (high-passed) atoms ``X`` (n_volumes, k) as ``X @ weights + intercept``
+    (see :func:`_prediction_arrays`)."""
+    scale = enc.y_scale_.astype(np.float64)
+    coef = enc.coef_.astype(np.float64) * scale[None, :]
+    weights = coef / enc.atom_norm_.astype(np.float64)[:, None]
+    intercept = enc.y_mean_.astype(np.float64) - (enc.atom_mean_ / enc.atom_norm_).astype(np.float64) @ coef
+    return _prediction_arrays(X, weights, intercept)
+
+
+def _prediction_arrays(design: np.ndarray, weights: np.ndarray, intercept: np.ndarray) -> dict[str, np.ndarray]:
+    """A subject's in-sample prediction as ``design @ weights + intercept``: the design
+    (n_volumes, p) float32, the weights as (n_voxels, p) float32 (a voxel's row is
+    contiguous, so a viewer reads one voxel from a memory map) and the intercept (n_voxels,)."""
+    return {"prediction_design": np.asarray(design, np.float32),
+            "prediction_weights": np.ascontiguousarray(np.asarray(weights, np.float32).T),
+            "prediction_intercept": np.asarray(intercept, np.float32)}
 
 
 def _ridge_design(ctx: StepContext, features: np.ndarray, runs) -> np.ndarray | None:
@@ -235,12 +263,16 @@ def _ridge_fits(ctx: StepContext, task: SubjectTask, Y: np.ndarray, Yf: np.ndarr
     enc, design = _fit_ridge(ctx, atoms, Y, Yf, runs)
     out: dict[str, np.ndarray] = {}
     if task.keep_courses and keep_courses:
-        measured = Yf if runs else enc._filter(np.asarray(Y, np.float64))
-        out["measured"] = np.asarray(measured + enc.y_mean_, np.float32).T
-        out["predicted"] = np.asarray(enc.predict(atoms if design is None else design), np.float32).T
+        # the final fit as a linear map of its design (delayed, filtered, as predict forms it)
+        Xd = enc._design(atoms if design is None else design).astype(np.float64)
+        coef = enc.coef_.astype(np.float64) * enc.y_scale_.astype(np.float64)[None, :]
+        weights = coef / enc.x_scale_.astype(np.float64)[:, None]
+        intercept = (enc.intercept_.astype(np.float64) * enc.y_scale_ + enc.y_mean_
+                     - (enc.x_mean_ / enc.x_scale_).astype(np.float64) @ coef)
+        out.update(_prediction_arrays(Xd, weights, intercept))
     out["r2_cv"] = np.asarray(enc.r2_, np.float32)
     out["r_cv"] = np.asarray(enc.r_, np.float32)
-    if runs and ec.leave_one_story_out:
+    if runs and ec.leave_one_story_out and not task.baseline:
         from ...encoding.stories import leave_one_story_out
 
         # trained on the other stories, scored on each held-out one: (n_stories, n_voxels)
@@ -249,7 +281,7 @@ def _ridge_fits(ctx: StepContext, task: SubjectTask, Y: np.ndarray, Yf: np.ndarr
                                    cancel=ctx.cancel)
         out["r2_loso"] = np.asarray(loso.r2, np.float32)
         out["r_loso"] = np.asarray(loso.r, np.float32)
-    if ec.n_permutations:
+    if ec.n_permutations and not task.baseline:
         out["p_cv"] = _ridge_p_values(ctx, enc, atoms, Yf, seed=cfg.seed + task.index, design=design)
     if ec.baseline and an is not None:
         from ...encoding.baseline import layerwise_encoding
@@ -262,49 +294,93 @@ def _ridge_fits(ctx: StepContext, task: SubjectTask, Y: np.ndarray, Yf: np.ndarr
         out["baseline_layers"] = np.asarray(base.layers)
     if "sparse" not in ec.models:
         out["coef"] = np.asarray(enc.coef_[:k], np.float32)
-    with_nuisance = confounds is not None and ec.nuisance_comparison
+    with_nuisance = confounds is not None and ec.nuisance_comparison and not task.baseline
+    nuisance = None
     if with_nuisance:
-        out.update(_nuisance_comparison(ctx, Y, Yf, atoms, np.asarray(confounds, np.float64), runs))
+        nuisance = _nuisance_only(ctx, task, Y, Yf, np.asarray(confounds, np.float64), runs, enc.folds_)
+        out.update({k: v for k, v in nuisance.items() if not k.startswith("_")})
+        out.update(_joint_fit(ctx, Y, Yf, atoms, np.asarray(confounds, np.float64), runs))
     if ec.chance_shifts:
-        out.update(_chance_levels(ctx, enc.folds_, Yf, atoms, confounds if with_nuisance else None, runs))
+        out.update(_chance_levels(ctx, enc.folds_, Yf, atoms, confounds if with_nuisance else None, runs, nuisance))
     return out
 
 
-def _nuisance_comparison(ctx: StepContext, Y, Yf, atoms, confounds, runs) -> dict[str, np.ndarray]:
-    """The nuisance regressors alone and together with the atoms, fitted like the atoms
-    (same folds and α grid): what the atoms add is ``r_cv_atoms_and_nuisance - r_cv_nuisance_only``."""
-    out: dict[str, np.ndarray] = {}
-    for name, features in (("nuisance_only", confounds), ("atoms_and_nuisance", np.column_stack([atoms, confounds]))):
-        check_cancel(ctx.cancel)
-        enc, _ = _fit_ridge(ctx, features, Y, Yf, runs)
-        out[f"r2_cv_{name}"] = np.asarray(enc.r2_, np.float32)
-        out[f"r_cv_{name}"] = np.asarray(enc.r_, np.float32)
+def _joint_fit(ctx: StepContext, Y, Yf, atoms, confounds, runs) -> dict[str, np.ndarray]:
+    """The atoms and the nuisance regressors together, fitted like the atoms (same folds
+    and α grid): what the atoms add is ``r_cv_atoms_and_nuisance - r_cv_nuisance_only``."""
+    check_cancel(ctx.cancel)
+    enc, _ = _fit_ridge(ctx, np.column_stack([atoms, confounds]), Y, Yf, runs)
+    return {"r2_cv_atoms_and_nuisance": np.asarray(enc.r2_, np.float32),
+            "r_cv_atoms_and_nuisance": np.asarray(enc.r_, np.float32)}
+
+
+def _nuisance_only(ctx: StepContext, task: SubjectTask, Y, Yf, confounds, runs, folds) -> dict[str, np.ndarray]:
+    """The nuisance regressors alone, fitted like the atoms, and their chance level: the
+    same for every model of the run, so computed once per subject
+    (``encoding/nuisance_only/<subject>.npz``, stamped) and read back by the others.
+
+    Returns ``r2_cv_nuisance_only``, ``r_cv_nuisance_only`` and, with chance levels on,
+    ``chance_nuisance``, ``chance_nuisance_draws`` and ``_chance_nuisance_observed`` (the
+    summary voxels' r, the reference of the atoms' gain)."""
+    ec = ctx.config.encoding
+    name = subject_file_name(task.subject)
+    step, rel = f"encoding/nuisance_only/{name}", f"encoding/nuisance_only/{name}.npz"
+    key_parts = [ec.model_dump(mode="json"), ctx.keys.get("fmri"), ctx.keys.get("story"), ctx.config.seed,
+                 ctx.config.story.tr, task.subject, task.index,
+                 hashlib.sha256(np.ascontiguousarray(confounds).tobytes()).hexdigest()]
+    if ctx.cached(step, key_parts, [rel]):
+        arr = np.load(ctx.out / rel)
+        return {k: arr[k] for k in arr.files}
+    check_cancel(ctx.cancel)
+    enc, _ = _fit_ridge(ctx, confounds, Y, Yf, runs)
+    out = {"r2_cv_nuisance_only": np.asarray(enc.r2_, np.float32), "r_cv_nuisance_only": np.asarray(enc.r_, np.float32)}
+    if ec.chance_shifts:
+        from ...encoding.chance import held_out_chance
+
+        voxels, Ys, kwargs = _chance_setup(ctx, Yf)
+        ch = held_out_chance(_ridge_design(ctx, confounds, runs), Ys, folds, np.asarray(ec.alphas), **kwargs)
+        out.update({"chance_nuisance": np.array([ch.median, ch.chance]), "chance_nuisance_draws": ch.draws,
+                    "_chance_nuisance_observed": ch.observed})
+    from ...io.results import atomic_path
+
+    with atomic_path(ctx.writer._target(rel), ".npz") as tmp:
+        np.savez(tmp, **out)
+    ctx.done(step)
     return out
 
 
-def _chance_levels(ctx: StepContext, folds, Yf, atoms, confounds, runs) -> dict[str, np.ndarray]:
-    """Each feature set's median held-out r over the summary voxels beside its chance level
-    (circular shifts, α chosen again): ``chance_<set>`` = [observed median, chance] and
-    ``chance_<set>_draws``; for the atoms, the nuisance regressors and the atoms' gain
-    over them (the joint model with only the atoms shifted, minus the nuisance model)."""
-    from ...encoding.chance import held_out_chance, summary_voxels
+def _chance_setup(ctx: StepContext, Yf) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The summary voxels, their fMRI and the options every chance level shares."""
+    from ...encoding.chance import summary_voxels
 
     cfg = ctx.config
     ec = cfg.encoding
     voxels = summary_voxels(Yf.shape[1], ec.chance_voxels, random_state=cfg.seed)
-    Ys = np.asarray(Yf, np.float64)[:, voxels]
     kwargs = dict(n_shifts=ec.chance_shifts, gap=ec.gap, random_state=cfg.seed, cancel=ctx.cancel)
+    return voxels, np.asarray(Yf, np.float64)[:, voxels], kwargs
+
+
+def _chance_levels(ctx: StepContext, folds, Yf, atoms, confounds, runs, nuisance=None) -> dict[str, np.ndarray]:
+    """Each feature set's median held-out r over the summary voxels beside its chance level
+    (circular shifts, α chosen again): ``chance_<set>`` = [observed median, chance] and
+    ``chance_<set>_draws``; for the atoms, and with the nuisance regressors (``nuisance``:
+    :func:`_nuisance_only`'s, whose chance level is computed there) the atoms' gain over
+    them (the joint model with only the atoms shifted, minus the nuisance model)."""
+    from ...encoding.chance import held_out_chance
+
+    ec = ctx.config.encoding
+    voxels, Ys, kwargs = _chance_setup(ctx, Yf)
     alphas = np.asarray(ec.alphas)
+    out = {"chance_voxels": voxels}
     sets = {"atoms": held_out_chance(_ridge_design(ctx, atoms, runs), Ys, folds, alphas, **kwargs)}
-    if confounds is not None:
+    if confounds is not None and nuisance is not None and "_chance_nuisance_observed" in nuisance:
         confounds = np.asarray(confounds, np.float64)
-        sets["nuisance"] = held_out_chance(_ridge_design(ctx, confounds, runs), Ys, folds, alphas, **kwargs)
         # the joint design is delay-major: every delay's block holds the atoms, then the confounds
         shifted = np.tile(np.r_[np.ones(atoms.shape[1], bool), np.zeros(confounds.shape[1], bool)],
                           len(ec.delays))
         sets["gain"] = held_out_chance(_ridge_design(ctx, np.column_stack([atoms, confounds]), runs), Ys, folds,
-                                       alphas, shifted=shifted, reference=sets["nuisance"].observed, **kwargs)
-    out = {"chance_voxels": voxels}
+                                       alphas, shifted=shifted, reference=nuisance["_chance_nuisance_observed"],
+                                       **kwargs)
     for name, ch in sets.items():
         out[f"chance_{name}"] = np.array([ch.median, ch.chance])
         out[f"chance_{name}_draws"] = ch.draws
@@ -378,7 +454,7 @@ def _encoding_group(ctx: StepContext, data, slug: str, tasks: list[SubjectTask],
     results = {name: stacked(name) for name in ("z", "effect", "rho", "coef", "r2_sparse", "r2_cv", "r_cv",
                                                 "p_cv", "baseline_r2", "r2_sparse_null", "r2_loso", "r_loso")}
     baseline_layers = subject_results[0].get("baseline_layers")
-    timecourses = {"measured": stacked("measured"), "predicted": stacked("predicted")}
+    prediction = {name: stacked(f"prediction_{name}") for name in ("design", "weights", "intercept")}
     confounds = study_confounds(ctx, slug)
     runs = study_runs(cfg) if cfg.multi_story else None
     map_runs = map_rows(ctx)[1]
@@ -426,16 +502,7 @@ def _encoding_group(ctx: StepContext, data, slug: str, tasks: list[SubjectTask],
             group[f"{name}_stories"] = per_story.astype(np.float32)
             group[name] = per_story.mean(0).astype(np.float32)
             group[f"subject_{name}"] = np.stack(results[name]).astype(np.float32)
-    if n_sub > 1:
-        from ...encoding.stats import noise_ceiling_isc, noise_ceiling_split_half
-
-        filtered = [highpass_study(ctx, Y) if runs or ec.highpass_cutoff else Y for Y in data.data]
-        # the ceiling of one subject's r (split-half + Spearman-Brown), beside the
-        # leave-one-out ISC (a lower reference with few subjects)
-        ceiling = noise_ceiling_split_half(filtered, random_state=cfg.seed)
-        group["noise_ceiling"] = np.asarray(ceiling.subject_r, np.float32)
-        group["noise_ceiling_group"] = np.asarray(ceiling.group_r, np.float32)
-        group["isc_loo"] = np.asarray(noise_ceiling_isc(filtered), np.float32)
+    group.update(study_arrays(ctx, data))
     w = ctx.writer
     if data.kind == "regions":
         _write_region_tables(w, rel, data.region_names, group, k)
@@ -458,8 +525,8 @@ def _encoding_group(ctx: StepContext, data, slug: str, tasks: list[SubjectTask],
                               "r2_p95": list(np.percentile(group["baseline_r2"], 95, 1))
                               + [np.percentile(group["r2_cv"], 95)]})
         w.write_table(f"{rel}/baseline.csv", table)
-    if timecourses["measured"]:
-        save_voxel_timecourses(w, rel, timecourses, ec, data.subjects)
+    if prediction["weights"]:
+        save_voxel_timecourses(w, rel, prediction, ec, data.subjects)
     save_npz(w, outputs[3], group)
     ctx.done(step, outputs=[f for f in files_under(ctx, rel) if not f.startswith(f"{rel}/subjects/")])
     return group
@@ -540,9 +607,10 @@ def comparison_arrays(subject_results: list[dict]) -> dict[str, np.ndarray]:
 
 
 def timecourses_fit(n_subjects: int, shape: tuple[int, int], max_gb: float, slug: str, warn: bool = True) -> bool:
-    """Whether every subject's measured and predicted courses, shape ``(n_volumes,
-    n_voxels)`` each, fit within ``encoding.timecourses_max_gb``; a warning says when not."""
-    n_bytes = 8 * n_subjects * int(shape[0]) * int(shape[1])
+    """Whether every subject's measured courses, shape ``(n_volumes, n_voxels)`` each,
+    float32, written once per study (``encoding/voxel_measured.npy``), fit within
+    ``encoding.timecourses_max_gb``; a warning says when not."""
+    n_bytes = 4 * n_subjects * int(shape[0]) * int(shape[1])
     if n_bytes <= max_gb * 2**30:
         return True
     if not warn:
@@ -551,33 +619,97 @@ def timecourses_fit(n_subjects: int, shape: tuple[int, int], max_gb: float, slug
 
     warnings.warn(
         f"encoding.save_timecourses: the voxel time courses of {slug} would take {n_bytes / 2**30:.1f} GiB "
-        f"({n_subjects} subjects x {shape[1]} voxels x {shape[0]} volumes x 2 x float32), more than "
+        f"({n_subjects} subjects x {shape[1]} voxels x {shape[0]} volumes x float32), more than "
         f"encoding.timecourses_max_gb = {max_gb:g}; they are not saved (the viewer's voxel panel shows no "
         "time course). Raise encoding.timecourses_max_gb to keep them.", BrainorgWarning, stacklevel=2)
     return False
 
 
-def save_voxel_timecourses(writer: ResultWriter, rel: str, timecourses: dict, ec, subjects) -> None:
-    """Each subject's measured (preprocessed) and predicted time course of every voxel,
-    float32 arrays of shape (n_subjects, n_voxels, n_volumes) (a voxel's courses are
-    contiguous, so the viewer reads one voxel from a memory map). The prediction is the
+#: the study's measured courses, shared by every model of the run
+MEASURED_COURSES = "encoding/voxel_measured.npy"
+
+
+def save_voxel_timecourses(writer: ResultWriter, rel: str, prediction: dict, ec, subjects) -> None:
+    """Each subject's prediction of every voxel as a linear map of the model's design:
+    ``voxel_design.npy`` (n_volumes, p), ``voxel_weights.npy`` (n_subjects, n_voxels, p)
+    and ``voxel_intercept.npy`` (n_subjects, n_voxels), float32, voxels in the order of
+    ``mask.nii.gz``: a voxel's predicted course is ``design @ weights[s, v] + intercept[s, v]``
+    (:meth:`~napari_brainorg.io.results.ResultFolder.voxel_timecourses` forms it on
+    demand). The measured courses are written once per study
+    (``encoding/voxel_measured.npy``, :func:`study_arrays`). The prediction is the
     encoding model's own: the paper's sparse fit (in sample) when it runs, else the
-    ridge's final fit (in sample). Size: 8 x subjects x voxels x volumes bytes (e.g. 10
-    subjects x 50,000 voxels x 300 volumes = 1.2 GB); ``encoding.save_timecourses: false``
-    turns it off."""
+    ridge's final fit (in sample). ``encoding.save_timecourses: false`` turns both off."""
     sparse = "sparse" in ec.models
-    writer.write_npy(f"{rel}/voxel_measured.npy", np.stack(timecourses["measured"]))
-    writer.write_npy(f"{rel}/voxel_predicted.npy", np.stack(timecourses["predicted"]))
+    writer.write_npy(f"{rel}/voxel_design.npy", np.asarray(prediction["design"][0], np.float32))
+    writer.write_npy(f"{rel}/voxel_weights.npy", np.stack(prediction["weights"]).astype(np.float32))
+    writer.write_npy(f"{rel}/voxel_intercept.npy", np.stack(prediction["intercept"]).astype(np.float32))
     writer.write_json(f"{rel}/voxel_timecourses.json", {
         "subjects": list(subjects),
-        "shape": "(n_subjects, n_voxels, n_volumes); voxels in the order of mask.nii.gz (C order)",
+        "measured_file": "../voxel_measured.npy",
+        "shape": "measured: (n_subjects, n_voxels, n_volumes); weights: (n_subjects, n_voxels, n_features); "
+                 "design: (n_volumes, n_features); voxels in the order of mask.nii.gz (C order)",
         "measured": "the fMRI as the model saw it: cosine high-pass "
-                    f"(cut-off {ec.highpass_cutoff} s) with its detrending, in the data's units"
-                    + ("" if sparse else ", plus the voxel's mean"),
+                    f"(cut-off {ec.highpass_cutoff} s) with its detrending, in the data's units",
         "predicted": ("sparse fit (in sample): SparseAtomEncoder.predict of the high-passed atoms"
                       if sparse else "ridge final fit (in sample): CVRidgeEncoder.predict of the atoms"),
         "model": "sparse" if sparse else "ridge",
     })
+
+
+def study_arrays(ctx: StepContext, data) -> dict[str, np.ndarray]:
+    """What depends on the fMRI alone, computed once per run whatever the number of models:
+    the split-half noise ceiling (``noise_ceiling``, ``noise_ceiling_group``), the
+    leave-one-out ISC (``isc_loo``) and, when time courses are kept, every subject's
+    high-passed fMRI in ``encoding/voxel_measured.npy`` (n_subjects, n_voxels,
+    n_volumes), float32.
+
+    Voxels are read in blocks (each block high-passed for every subject), so memory
+    stays at one block of the study beside the data. Stamped as step ``encoding/study``
+    (``encoding/study.npz``)."""
+    cfg = ctx.config
+    ec = cfg.encoding
+    n_sub = len(data.data)
+    keep_courses = bool(ec.save_timecourses) and timecourses_fit(n_sub, data.data[0].shape, ec.timecourses_max_gb,
+                                                                 "the study", warn=False)
+    if n_sub < 2 and not keep_courses:
+        return {}
+    step, rel = "encoding/study", "encoding/study.npz"
+    outputs = [rel] + ([MEASURED_COURSES] if keep_courses else [])
+    key_parts = [ctx.keys["fmri"], ctx.keys["story"], ec.highpass_cutoff, cfg.seed, keep_courses,
+                 [list(r) for r in study_runs(cfg)]]
+    if ctx.cached(step, key_parts, outputs):
+        arr = np.load(ctx.out / rel)
+        return {k: arr[k] for k in arr.files}
+    from ...encoding.stats import noise_ceiling_isc, noise_ceiling_split_half
+    from ...io.results import atomic_path
+
+    n_volumes, n_voxels = data.data[0].shape
+    block = max(1, int(256 * 2**20 // (8 * n_sub * n_volumes)))
+    names = ("noise_ceiling", "noise_ceiling_group", "isc_loo")
+    out = {name: np.zeros(n_voxels, np.float32) for name in names} if n_sub > 1 else {}
+    with atomic_path(ctx.writer._target(MEASURED_COURSES), ".npy") if keep_courses else nullcontext() as tmp:
+        measured = (np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                              shape=(n_sub, n_voxels, n_volumes)) if keep_courses else None)
+        for start in range(0, n_voxels, block):
+            check_cancel(ctx.cancel)
+            cols = slice(start, min(n_voxels, start + block))
+            filtered = [highpass_study(ctx, Y[:, cols]) for Y in data.data]
+            if measured is not None:
+                for s, Yf in enumerate(filtered):
+                    measured[s, cols] = Yf.T
+            if n_sub > 1:
+                # the ceiling of one subject's r (split-half + Spearman-Brown), beside the
+                # leave-one-out ISC (a lower reference with few subjects); the same splits in every block
+                ceiling = noise_ceiling_split_half(filtered, random_state=cfg.seed)
+                out["noise_ceiling"][cols] = ceiling.subject_r
+                out["noise_ceiling_group"][cols] = ceiling.group_r
+                out["isc_loo"][cols] = noise_ceiling_isc(filtered)
+        if measured is not None:
+            measured.flush()
+            del measured
+    save_npz(ctx.writer, rel, out)
+    ctx.done(step)
+    return out
 
 
 def _sparse_r2_chance(observed: np.ndarray, null: np.ndarray) -> dict[str, np.ndarray]:
