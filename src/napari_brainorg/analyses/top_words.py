@@ -13,6 +13,11 @@ same scale::
 so that ``H A_words ≈ D`` up to a constant per atom (the centring), and the words
 with the highest (lowest) ``A_words[:, a]`` are those that most activate (suppress)
 atom ``a``. :func:`top_words_table` lists them with the sentence around each word.
+
+``W`` is what the extraction computed on its way to the AN responses: the features step
+keeps it (``features/<model>/word_activations.npy``) and :func:`word_atom_responses`
+reads it a block of ANs at a time; :func:`word_level_activations` runs the model again
+for a folder without it.
 """
 
 from __future__ import annotations
