@@ -123,7 +123,9 @@ def _centred(block, rows) -> np.ndarray:
         rows = np.asarray(rows, dtype=bool)
         if rows.shape != (block.shape[0],):
             raise ValueError(f"'center_rows' has shape {rows.shape}; expected ({block.shape[0]},).")
-        if rows.any():
+        if rows.all():  # the usual case, in place (the same numbers as through the mask, without its copies)
+            block -= block.mean(axis=0)
+        elif rows.any():
             block[rows] -= block[rows].mean(axis=0)
     return block
 

@@ -17,9 +17,11 @@ length; it is moved to its name only once complete, before ``provenance.json``, 
 ``word_activations`` record vouches for it (shape, dtype, the words without tokens) or
 says why it was not kept.
 
-Float32, not float16: a story of 2,000 words and SmolLM2's 46,080 ANs is 0.37 GB; half
-of it in float16 would change the atoms' word responses by about 1e-3 of their scale
-(``benchmarks/bench_top_words.py`` prints the difference).
+Float32, not float16: the top words read from the file are then exactly those of a second
+pass of the model. Float16 would halve the disk (the full demo's four stories: 0.95 GiB
+for SmolLM2's 46,080 ANs, 0.19 GiB for MiniLM's 9,216) and, on pieman, change the word
+responses by up to 2e-4 (MiniLM) and 1e-5 (SmolLM2) of the largest, no top word
+(``benchmarks/bench_top_words.py`` prints both).
 """
 
 from __future__ import annotations
@@ -174,7 +176,8 @@ class StoredWordActivations:
     def __getitem__(self, key) -> np.ndarray:
         mapped = np.load(self.path, mmap_mode="r")
         try:
-            return np.array(mapped[key], dtype=_DTYPE)
+            # the indexing copies the columns out of the map: nothing refers to it afterwards
+            return np.asarray(mapped[key], dtype=_DTYPE)
         finally:
             del mapped
 
