@@ -6,7 +6,9 @@ On one bundled story and one bundled model (the pipeline's own steps, one folder
    them (``features.word_activations_max_gb`` 0): wall time and disk size;
 2. the top-words step reading ``word_activations.npy`` ("after") and the same step with
    the file hidden, which runs the model over the story again ("before"): wall and CPU
-   time, and whether ``word_responses.npy`` and ``top_words.tsv`` are identical;
+   time, the peak of numpy's memory during the step (tracemalloc: the arrays of word
+   activations; torch's own memory for the model is not traced), and whether
+   ``word_responses.npy`` and ``top_words.tsv`` are identical;
 3. the same step reading the activations rounded to float16 (half the disk): the
    largest change of the word responses and how many top-words entries change.
 
@@ -24,6 +26,7 @@ import os
 import shutil
 import tempfile
 import time
+import tracemalloc
 import warnings
 from pathlib import Path
 
@@ -62,7 +65,7 @@ def _steps(out: Path, args, budget_gb: float):
 
 
 def _top_words(ctx, words, model, codes, index):
-    """The top-words step run afresh; (word responses, table, wall s, CPU s)."""
+    """The top-words step run afresh; (word responses, table, wall s, CPU s, traced peak MB)."""
     import pandas as pd
 
     from napari_brainorg.pipeline.steps.top_words import step_top_words
@@ -70,9 +73,14 @@ def _top_words(ctx, words, model, codes, index):
     (ctx.out / f".cache/top_words/{model}.json").unlink(missing_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the second pass says it runs the model again
-        _, wall, cpu = _timed(step_top_words, ctx, words, model, model, codes, index)
+        tracemalloc.start()
+        try:
+            _, wall, cpu = _timed(step_top_words, ctx, words, model, model, codes, index)
+            peak = tracemalloc.get_traced_memory()[1] / 1e6
+        finally:
+            tracemalloc.stop()
     return (np.load(ctx.out / f"atoms/{model}/word_responses.npy"),
-            pd.read_csv(ctx.out / f"atoms/{model}/top_words.tsv", sep="\t", keep_default_na=False), wall, cpu)
+            pd.read_csv(ctx.out / f"atoms/{model}/top_words.tsv", sep="\t", keep_default_na=False), wall, cpu, peak)
 
 
 def _compare(a, b) -> str:
@@ -123,9 +131,10 @@ def main() -> None:
         before = _top_words(ctx, words, args.model, codes, index)
     finally:
         hidden.rename(kept)
-    print(f"top-words step, before (second pass of the model): {before[2]:.2f} s wall, {before[3]:.2f} s CPU")
-    print(f"top-words step, after (reading {WORD_ACTIVATIONS_FILE}):   {after[2]:.2f} s wall, {after[3]:.2f} s CPU "
-          f"({before[2] / max(after[2], 1e-9):.1f}x faster)")
+    print(f"top-words step, before (second pass of the model): {before[2]:.2f} s wall, {before[3]:.2f} s CPU, "
+          f"numpy peak {before[4]:.0f} MB")
+    print(f"top-words step, after (reading {WORD_ACTIVATIONS_FILE}):   {after[2]:.2f} s wall, {after[3]:.2f} s CPU, "
+          f"numpy peak {after[4]:.0f} MB ({before[2] / max(after[2], 1e-9):.1f}x faster)")
     print("  " + _compare(before, after))
 
     # float16: the same file with its values rounded to half precision
