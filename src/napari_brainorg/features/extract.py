@@ -13,7 +13,9 @@ A word without tokens (an empty string in the transcript) contributes nothing, a
 its activation were zero.
 
 Results can be cached in a folder (``cache_dir``): ``an_responses.npy``,
-``an_index.tsv``, ``dropped.tsv``, ``provenance.json``, each written atomically. The
+``an_index.tsv``, ``dropped.tsv``, ``provenance.json``, each written atomically, and
+within a size budget ``word_activations.npy``: ``A`` itself, streamed to disk as the
+words come (:mod:`.word_activations`), for what reads word-level responses later. The
 same inputs and options load from the folder; any change that can alter the numbers
 recomputes (see :func:`extract_an_responses`).
 """
@@ -36,13 +38,14 @@ from .._progress import ProgressCallback, check_cancel, report
 from ..errors import ConfigError, DroppedANsWarning, check_choice
 from .nuisance import DEFAULT_PAUSE_LABELS, remove_pause_labels
 from .sites import DEFAULT_SITE, SITES, an_index
+from .word_activations import WordActivationWriter
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
 
     from ..io.stimuli import WordEvents
 
-__all__ = ["AN_FILES", "ANResponses", "extract_an_responses", "load_an_responses"]
+__all__ = ["AN_FILES", "ANResponses", "extract_an_responses", "load_an_responses", "story_sha256"]
 
 #: Files of a feature folder, in the order they are written (provenance last).
 AN_FILES = ("an_responses.npy", "an_index.tsv", "dropped.tsv", "provenance.json")
@@ -110,8 +113,9 @@ def _sha256_bytes(*parts: bytes) -> str:
     return digest.hexdigest()
 
 
-def _story_sha256(words: WordEvents) -> str:
-    """Hash of what the computation reads from a story: words and scan times."""
+def story_sha256(words: WordEvents) -> str:
+    """Hash of what the computation reads from a story: words and scan times
+    (``provenance.json``'s ``story.words_sha256``)."""
     text = "\x1f".join(words.words).encode("utf-8")
     return _sha256_bytes(
         text,
@@ -241,6 +245,7 @@ def extract_an_responses(
     center_words: bool = True,
     pause_labels=DEFAULT_PAUSE_LABELS,
     cache_dir: str | os.PathLike | None = None,
+    word_activations_max_gb: float = 0.0,
     progress: ProgressCallback | None = None,
     cancel=None,
 ) -> ANResponses:
@@ -295,6 +300,13 @@ def extract_an_responses(
     cache_dir : path-like or None
         Folder for the results. When it holds results of the same inputs they are loaded
         instead of computed. It must be new, empty, or written by napari-brainorg.
+    word_activations_max_gb : float
+        With ``cache_dir``: also keep the word activations of every AN (before the
+        operator) as ``word_activations.npy`` in the folder when they take at most this
+        many GiB (float32, n_words x n_ans; :mod:`.word_activations`); 0 (default): never.
+        ``provenance.json``'s ``word_activations`` says whether they were kept and why
+        not. Not part of the cache key (it changes no number): a folder cached without
+        them stays so.
     progress, cancel
         See :mod:`napari_brainorg._progress`.
 
@@ -341,10 +353,18 @@ def extract_an_responses(
                                  max_memory=max_memory, offload_folder=offload_folder)
     check_cancel(cancel)
     H = _word_to_volume_operator(words, n_volumes, tr, alignment, align_kwargs)
-    R, units_per_layer, prepared = _stream_words_through_operator(
-        loaded, words, H, site=site, context=context, min_context=min_context,
-        batch_words=batch_words, center_words=center_words, progress=progress, cancel=cancel,
-        stage=f"{spec.name} ANs")
+    # made with the folder even when nothing is kept: it removes an earlier extraction's file
+    keeper = None if folder is None else WordActivationWriter(folder, len(words), word_activations_max_gb)
+    try:
+        R, units_per_layer, prepared = _stream_words_through_operator(
+            loaded, words, H, site=site, context=context, min_context=min_context,
+            batch_words=batch_words, center_words=center_words, progress=progress, cancel=cancel,
+            stage=f"{spec.name} ANs", keeper=keeper)
+        kept = keeper.finish() if keeper is not None else {"kept": False, "reason": "no cache folder"}
+    except BaseException:
+        if keeper is not None:
+            keeper.abort()
+        raise
     responses, keep, reason = _zscore_columns(R)
     del R  # the float64 responses are the largest array of the run
     index, dropped = _drop_constant_ans(keep, reason, units_per_layer, site, spec.name)
@@ -353,6 +373,7 @@ def extract_an_responses(
                              options=options, loaded=loaded, prepared=prepared,
                              units_per_layer=units_per_layer, keep=keep, words=words,
                              batch_words=batch_words, started=started)
+    provenance["word_activations"] = kept
     result = ANResponses(responses=responses, index=index, dropped=dropped, provenance=provenance)
     if folder is not None:
         _write(folder, result)
@@ -441,7 +462,7 @@ def _story_record(words: WordEvents) -> dict:
         "source": words.source,
         "n_words": len(words),
         "onset_shift": words.onset_shift,
-        "words_sha256": _story_sha256(words),
+        "words_sha256": story_sha256(words),
     }
     story_file = _story_file(words.source)
     if story_file is not None:
@@ -525,7 +546,7 @@ def _word_to_volume_operator(words: WordEvents, n_volumes: int, tr: float, align
 
 def _stream_words_through_operator(loaded, words: WordEvents, H: np.ndarray, *, site: str,
                                    context, min_context, batch_words: int, center_words: bool,
-                                   progress, cancel, stage: str):
+                                   progress, cancel, stage: str, keeper=None):
     """``R = H @ A`` (or ``H @ (A - mean_w A)``), word windows streamed through the model.
 
     Parameters
@@ -538,6 +559,8 @@ def _stream_words_through_operator(loaded, words: WordEvents, H: np.ndarray, *, 
         As in :func:`extract_an_responses`.
     stage : str
         Name of the progress stage (reported in words).
+    keeper : WordActivationWriter or None
+        Gets every chunk of word activations (raw, before centring) to keep on disk.
 
     Returns
     -------
@@ -572,6 +595,8 @@ def _stream_words_through_operator(loaded, words: WordEvents, H: np.ndarray, *, 
         if R is None:
             R = torch.zeros((n_volumes, chunk.values.shape[1]), dtype=torch.float64, device=dev)
         _accumulate(R, H_t, reaches, chunk)
+        if keeper is not None:
+            keeper.add(chunk.word_index, chunk.values)
         if center_words:
             part = chunk.values.sum(dim=0, dtype=torch.float64)
             word_sum = part if word_sum is None else word_sum + part

@@ -122,6 +122,12 @@ class FeaturesConfig(_Section):
         "Remove each AN's mean word activation before the word -> volume operator. Default False: the "
         "paper's raw responses (Sun et al.), in which every AN also carries the word rate; True centres them "
         "(on Alice it lowered held-out r from 0.143 to 0.120). The report's methods name the choice."))
+    word_activations_max_gb: float = Field(2.0, ge=0, description=(
+        "Keep every AN's activation per word (float32, words x ANs: the full demo's 5,543 words take 0.95 GiB for "
+        "SmolLM2, 0.19 GiB for MiniLM) in "
+        "features/<model>/word_activations.npy when a model's stories together take at most this many GiB, so "
+        "the top-words step reads them instead of running the model a second time; above it (or 0) they are "
+        "not kept and the top-words step runs the model again, with a warning."))
     baselines: list[Literal["phase_randomised", "untrained", "nuisance"]] = Field(default_factory=list, description=(
         "Pseudo-models run through the same encoding and association tests as the models: 'phase_randomised' "
         "(the baseline model's atoms with their Fourier phases randomised: same power spectra and mutual "

@@ -3,13 +3,20 @@
 Reads
     the story step's words; the model (weights), or its untrained twin.
 Writes
-    ``features/<model>/`` (the extraction's own cache: responses, index, provenance).
-    With several stories, ``features/<model>/<story>/`` per story (each z-scored on its
-    own), stacked in story order keeping the ANs that vary in every story, and
-    ``features/<model>/an_index.tsv``.
+    ``features/<model>/`` (the extraction's own cache: responses, index, provenance)
+    and ``features/<model>/word_activations.npy`` (float32, n_words x n_ans_all: every
+    AN's activation per word of ``story/words.tsv`` before the HRF, all ANs in the
+    model's order; read by the top-words step) when it fits in
+    ``features.word_activations_max_gb`` (all stories of a model together; provenance.json's
+    ``word_activations`` says whether it was kept, and why not). With several stories,
+    ``features/<model>/<story>/`` per story (each z-scored on its own, each with its own
+    ``word_activations.npy``), stacked in story order keeping the ANs that vary in every
+    story, and ``features/<model>/an_index.tsv``. The untrained baseline keeps no word
+    activations (no top words are listed for it).
 Key
-    the feature options (not where the model runs), the model, the story step's key and
-    the extraction's own cache key (which covers the model's weights).
+    the feature options (not where the model runs, nor the word activations' budget,
+    which change no number), the model, the story step's key and the extraction's own
+    cache key (which covers the model's weights).
 """
 
 from __future__ import annotations
@@ -32,11 +39,8 @@ def step_features(ctx: StepContext, words, model: str, untrained_seed: int | Non
     step = f"features/{slug}"
     # the extraction keys its own cache (story, model weights, options); this stamp adds
     # the checksums of its files, so a corrupted cache is recomputed, not trusted
-    # where the model runs (device_map, max_memory, offload_folder) changes no number
     placement = {"device_map", "max_memory", "offload_folder"}
-    if not ctx.cached(step, [cfg.features.model_dump(mode="json", exclude={"models", *placement}), slug,
-                             ctx.keys["story"],
-                             untrained_seed],
+    if not ctx.cached(step, [_numeric_options(cfg), slug, ctx.keys["story"], untrained_seed],
                       [f"{step}/{name}" for name in AN_FILES]):
         (ctx.out / step / AN_FILES[-1]).unlink(missing_ok=True)
     if untrained_seed is not None:
@@ -51,17 +55,28 @@ def step_features(ctx: StepContext, words, model: str, untrained_seed: int | Non
         **cfg.features.model_dump(include=placement),
         center_words=cfg.features.center_words, pause_labels=cfg.story.pause_labels,
         cache_dir=ctx.out / "features" / slug, progress=ctx.progress, cancel=ctx.cancel,
+        word_activations_max_gb=cfg.features.word_activations_max_gb if untrained_seed is None else 0.0,
     )
     ctx.done(step)
     ctx.keys[step] = key_of(ctx.keys[step], str(ans.provenance.get("cache_key", "")))
     return ans
 
 
-def extract_story(ctx, words, model, slug: str, story, untrained_seed=None):
+def _numeric_options(cfg) -> dict:
+    """The feature options in the features step's key: not where the model runs
+    (device_map, max_memory, offload_folder) nor the word activations' budget, which
+    change no number."""
+    return cfg.features.model_dump(mode="json", exclude={"models", "device_map", "max_memory", "offload_folder",
+                                                         "word_activations_max_gb"})
+
+
+def extract_story(ctx, words, model, slug: str, story, untrained_seed=None, word_activations_max_gb: float = 0.0):
     """One story's AN responses (the task "extraction per model x story").
 
     Cached by the extraction itself in ``features/<slug>/<story>/`` and stamped as step
-    ``features/<slug>/<story>``; ``model`` may be a name or a model already loaded.
+    ``features/<slug>/<story>``; ``model`` may be a name or a model already loaded. The
+    story's word activations are kept there when they take at most
+    ``word_activations_max_gb`` GiB.
 
     Returns
     -------
@@ -75,11 +90,8 @@ def extract_story(ctx, words, model, slug: str, story, untrained_seed=None):
     cfg = ctx.config
     name = story.label
     step = f"features/{slug}/{name}"
-    # where the model runs (device_map, max_memory, offload_folder) changes no number
     placement = {"device_map", "max_memory", "offload_folder"}
-    if not ctx.cached(step, [cfg.features.model_dump(mode="json", exclude={"models", *placement}), slug,
-                             ctx.keys["story"],
-                             untrained_seed, name],
+    if not ctx.cached(step, [_numeric_options(cfg), slug, ctx.keys["story"], untrained_seed, name],
                       [f"{step}/{f}" for f in AN_FILES]):
         (ctx.out / step / AN_FILES[-1]).unlink(missing_ok=True)
     ans = extract_an_responses(
@@ -87,7 +99,7 @@ def extract_story(ctx, words, model, slug: str, story, untrained_seed=None):
         alignment=cfg.features.alignment, context=cfg.features.context, device=resolve_device(cfg.features.device),
         dtype=cfg.features.dtype, **cfg.features.model_dump(include=placement),
         center_words=cfg.features.center_words, pause_labels=story.pause_labels, cache_dir=ctx.out / step,
-        progress=ctx.progress, cancel=ctx.cancel)
+        word_activations_max_gb=word_activations_max_gb, progress=ctx.progress, cancel=ctx.cancel)
     ctx.done(step)
     return ans, key_of(ctx.keys[step], str(ans.provenance.get("cache_key", "")))
 
@@ -137,11 +149,18 @@ def features_stories(ctx, words_list, model, slug: str, untrained_seed=None):
 
         model = load_untrained_model(model, seed=untrained_seed, device=resolve_device(cfg.features.device),
                                      dtype=cfg.features.dtype)
+    from ...features.word_activations import WORD_ACTIVATIONS_FILE
+
     per_story, keys = [], []
+    # the budget of the word activations holds for the model's stories together
+    budget = cfg.features.word_activations_max_gb if untrained_seed is None else 0.0
     for words, story in zip(words_list, cfg.story_list):
-        ans, key = extract_story(ctx, words, model, slug, story, untrained_seed)
+        ans, key = extract_story(ctx, words, model, slug, story, untrained_seed, budget)
         per_story.append(ans)
         keys.append(key)
+        kept = ctx.out / "features" / slug / story.label / WORD_ACTIVATIONS_FILE
+        if kept.is_file():
+            budget = max(0.0, budget - kept.stat().st_size / 1024 ** 3)
     stacked = stack_story_responses(per_story, [s.label for s in cfg.story_list], cfg.features.site)
     ctx.writer.write_table(f"features/{slug}/an_index.tsv", stacked.index)
     ctx.keys[f"features/{slug}"] = key_of(f"features/{slug}", *keys)
