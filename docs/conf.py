@@ -37,6 +37,7 @@ autodoc_typehints = "none"  # the numpydoc sections say the types and shapes
 autodoc_mock_imports = []
 autosummary_generate = False
 smartquotes = False  # option names (--out) and quoted values stay as typed
+highlight_language = "text"  # literal blocks (file layouts, tables) are not Python
 exclude_patterns = ["_build", "_ext", "**.ipynb_checkpoints", "jupyter_execute"]
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb"}
 myst_enable_extensions = ["colon_fence", "dollarmath"]

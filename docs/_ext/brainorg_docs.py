@@ -11,7 +11,7 @@ Directives
 ``.. brainorg-result-steps::``
     What each step of the pipeline writes into the result folder and what its cache key
     covers, read from the "Writes" and "Key" sections of the step modules' docstrings,
-    in the order the run imports them.
+    in the order the directive's content lists them (every other step module after them).
 ``.. brainorg-errors::``
     Every exception and warning class of the package with its docstring.
 
@@ -128,6 +128,15 @@ def _section_models():
     return out
 
 
+def _section_note(field, dotted: str) -> str:
+    """The description of an option without one: a section points to its own table."""
+    from pydantic import BaseModel
+
+    kinds = [a for a in (field.annotation, *typing.get_args(field.annotation))
+             if inspect.isclass(a) and issubclass(a, BaseModel)]
+    return f"A section: its options are the ``{dotted}.*`` keys below." if kinds else "—"
+
+
 class ConfigReference(_RstDirective):
     """Every option of the configuration schema."""
 
@@ -149,7 +158,7 @@ class ConfigReference(_RstDirective):
                 out += [f"   * - ``{dotted}``",
                         f"     - {_literal(_type_name(field.annotation))}",
                         f"     - {_literal(_default(field))}",
-                        f"     - {_escape(field.description or '') or '—'}"]
+                        f"     - {_escape(field.description or '') or _section_note(field, dotted)}"]
             out.append("")
         return out
 
@@ -169,14 +178,13 @@ def _option_rows(parser: argparse.ArgumentParser) -> list[tuple[str, str, str]]:
     for action in parser._actions:
         if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
             continue
+        choices = "{" + ",".join(str(c) for c in action.choices) + "}" if action.choices else None
         if action.option_strings:
             names = ", ".join(action.option_strings)
             if action.nargs != 0:
-                names += " " + (action.metavar or action.dest.upper())
+                names += " " + (action.metavar or choices or action.dest.upper())
         else:
-            names = action.metavar or action.dest
-        if action.choices and not isinstance(action, argparse._SubParsersAction):
-            names += " {" + ",".join(str(c) for c in action.choices) + "}"
+            names = action.metavar or choices or action.dest
         default = action.default
         shown = "" if default in (None, False, argparse.SUPPRESS) or action.nargs == 0 else str(default)
         rows.append((names, shown, action.help or ""))
@@ -196,7 +204,7 @@ class CliReference(_RstDirective):
         for name, sub in _subparsers(parser).items():
             title = f"brainorg {name}"
             out += [f".. _cli-{name}:", "", title, "-" * len(title), ""]
-            usage = sub.format_usage().removeprefix("usage: ").strip()
+            usage = " ".join(sub.format_usage().removeprefix("usage: ").split())
             out += [".. code-block:: text", ""]
             out += ["   " + line for line in textwrap.wrap(usage, 88, subsequent_indent="     ",
                                                           break_on_hyphens=False)]
@@ -220,47 +228,54 @@ class CliReference(_RstDirective):
 # ---------------------------------------------------------------- result folder
 
 
-def _step_modules() -> list[str]:
-    """The step modules in the order the run imports them, then any other."""
+def _step_modules(order: list[str]) -> list[str]:
+    """The step modules in ``order`` (the run's order, said in the page), then any other;
+    a name in ``order`` that is not a step module is an error, so the list cannot go stale."""
     import napari_brainorg.pipeline.steps as steps
 
-    run_source = Path(importlib.import_module("napari_brainorg.pipeline.run").__file__).read_text()
-    order = re.findall(r"from \.steps\.(\w+) import", run_source)
     names = [m.name for m in pkgutil.iter_modules(steps.__path__) if not m.name.startswith("_")]
-    return [n for n in order if n in names] + [n for n in names if n not in order]
+    unknown = [n for n in order if n not in names]
+    if unknown:
+        raise ValueError(f"brainorg-result-steps: {unknown} are not modules of napari_brainorg.pipeline.steps "
+                         f"({names}).")
+    return list(order) + [n for n in names if n not in order]
 
 
-def _docstring_sections(doc: str) -> tuple[str, dict[str, str]]:
-    """The summary line and the numpydoc-like sections (``Writes``, ``Key``...) of a module docstring."""
+def _docstring_sections(doc: str) -> tuple[str, dict[str, list[str]]]:
+    """The summary line and the sections (``Reads``, ``Writes``, ``Key``) of a step module's
+    docstring, each as its lines with their relative indentation (literal blocks kept)."""
     lines = inspect.cleandoc(doc or "").splitlines()
-    summary = " ".join(lines[:1])
     sections: dict[str, list[str]] = {}
     current = None
     for line in lines[1:]:
         if line and not line.startswith(" ") and re.fullmatch(r"[A-Z][a-z]+", line.strip()):
-            current = line.strip()
-            sections[current] = []
+            current = sections.setdefault(line.strip(), [])
         elif current is not None:
-            if not line.startswith(" ") and line.strip():  # back to prose
+            if line.strip() and not line.startswith(" "):  # back to prose
                 current = None
             else:
-                sections[current].append(line.strip())
-    return summary, {k: " ".join(v).strip() for k, v in sections.items()}
+                current.append(line)
+    return lines[0] if lines else "", {k: textwrap.dedent("\n".join(v)).strip("\n").splitlines()
+                                       for k, v in sections.items()}
 
 
 class ResultSteps(_RstDirective):
-    """What each step writes, from the step modules' docstrings."""
+    """What each step writes, from the step modules' docstrings (content: the step modules
+    in the order a run calls them, one per line)."""
+
+    has_content = True
 
     def lines(self) -> list[str]:
         out = []
-        for name in _step_modules():
+        for name in _step_modules([line.strip() for line in self.content if line.strip()]):
             module = importlib.import_module(f"napari_brainorg.pipeline.steps.{name}")
             summary, sections = _docstring_sections(module.__doc__ or "")
-            # a definition list: the step's name, then what it does, writes and is keyed on
-            out += [f"``{name}`` step", f"   {summary}", "",
-                    "   **Writes** " + (sections.get("Writes") or "nothing of its own."), ""]
-            if sections.get("Key"):
-                out += ["   **Reused when unchanged:** " + sections["Key"], ""]
+            # a definition list: the step's name, then what it does, reads, writes and is keyed on
+            out += [f"``{name}`` step", f"   {summary}", ""]
+            for title, key in (("Reads", "Reads"), ("Writes", "Writes"), ("Reused when unchanged", "Key")):
+                body = sections.get(key) or (["nothing of its own."] if key == "Writes" else [])
+                if body:
+                    out += [f"   **{title}:**", ""] + [f"   {line}".rstrip() for line in body] + [""]
         return out
 
 
