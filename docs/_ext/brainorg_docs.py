@@ -315,8 +315,9 @@ class ErrorReference(_RstDirective):
             out += [".. list-table::", "   :header-rows: 1", "   :widths: 30 70", "",
                     f"   * - {title}", "     - Raised when"]
             for cls in classes:
-                bases = ", ".join(b.__name__ for b in cls.__bases__)
-                doc = _escape(inspect.cleandoc(cls.__doc__ or "")) or "—"
+                bases = ", ".join(b.__name__ if b.__module__ in ("builtins", "napari_brainorg.errors")
+                                  else f"{b.__module__}.{b.__name__}" for b in cls.__bases__)
+                doc = " ".join(inspect.cleandoc(cls.__doc__ or "").split()) or "—"  # reST as written
                 out += [f"   * - ``{cls.__name__}``", f"     - {doc} (a ``{bases}``; ``{cls.__module__}``)"]
             out.append("")
         return out
