@@ -46,6 +46,8 @@ myst_heading_anchors = 3
 # --- executed notebooks (tutorial, gallery)
 # "cache": a page runs again only when its code changed (jupyter-cache beside the HTML); a
 # fresh build (CI) runs each page once, the study itself once (about a minute on 2 cores).
+# After a change to the package, BRAINORG_DOCS_EXECUTE=force (or a fresh output folder)
+# runs the pages again: cached outputs do not see changes outside the pages' code.
 nb_execution_mode = os.environ.get("BRAINORG_DOCS_EXECUTE", "cache")
 nb_execution_timeout = 600
 nb_execution_raise_on_error = True  # a failing cell fails the build
