@@ -32,6 +32,7 @@ extensions = [
 napoleon_google_docstring = False
 napoleon_numpy_docstring = True
 napoleon_use_rtype = False
+napoleon_use_ivar = True  # "Attributes" as fields: an attribute named like another class's (tr) is no ambiguous target
 autodoc_member_order = "bysource"
 autodoc_typehints = "none"  # the numpydoc sections say the types and shapes
 autodoc_mock_imports = []
