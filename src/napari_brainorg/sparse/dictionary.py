@@ -122,7 +122,7 @@ class SparseDictionary(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         λ of the objective.
     n_iter_ : int
         Alternations run.
-    objective_ : ndarray of shape (n_iter_,)
+    objective_ : ndarray of shape (``n_iter_``,)
         Objective after each alternation.
     final_objective_ : float
         Objective with the final codes.
