@@ -176,7 +176,7 @@ def test_result_folder_and_troubleshooting_cover_the_code(site):
     outputs = _text(site, "outputs")
     for info in pkgutil.iter_modules(steps.__path__):
         assert f"{info.name} step" in outputs, info.name
-    assert "atom_maps_z.nii.gz" in outputs and "association_activated.csv" in outputs
+    assert "AtomMapsZ" in outputs and "association_activated.tsv" in outputs and "_statmap.nii.gz" in outputs
 
     sys.path.insert(0, str(DOCS / "_ext"))
     try:

@@ -243,7 +243,7 @@ def test_first_screen_states_the_answer(quick_result):
 def pd_links(path):
     import pandas as pd
 
-    tables = [pd.read_csv(Path(path) / f"networks/minilm/association_{p}.csv") for p in ("activated", "deactivated")]
+    tables = [ResultFolder(path).associations(part=p) for p in ("activated", "deactivated")]
     links = pd.concat([t[t["associated"].astype(bool)] for t in tables], ignore_index=True)
     return links.reindex(links["statistic"].abs().sort_values(ascending=False, kind="stable").index)
 
@@ -259,7 +259,7 @@ def test_maps_on_the_template_with_peak_tables_in_mni_mm(quick_result):
     assert text.count('class="peaks"') == 1 + min(len(linked), 6)
     assert "<th>x</th><th>y</th><th>z</th>" in text and "MNI coordinates in mm" in text
     # the r map's cut and first peak are its largest voxel, in MNI mm
-    img = nib.load(Path(quick_result.path) / "encoding/minilm/r_cv.nii.gz")
+    img = nib.load(quick_result.map_path(name="r_cv"))
     data = np.nan_to_num(np.asarray(img.dataobj, float))
     peak = (img.affine @ np.append(np.unravel_index(data.argmax(), data.shape), 1.0))[:3]
     x, y, z = (int(round(v)) for v in peak)
@@ -268,7 +268,9 @@ def test_maps_on_the_template_with_peak_tables_in_mni_mm(quick_result):
     assert re.search(rf"<td class='n'>{x}</td><td class='n'>{y}</td><td class='n'>{z}</td>", peaks)
     # the time course of each shown atom, and the analysis mask
     assert text.count('class="timecourse"') == min(len(linked), 6)
-    assert "Analysis mask" in text and "encoding/minilm/mask.nii.gz" in text
+    mask_rel = str(quick_result.map_path(name="mask").relative_to(quick_result.path))
+    assert mask_rel.startswith("encoding/minilm/") and mask_rel.endswith("_desc-minilm_mask.nii.gz")
+    assert "Analysis mask" in text and mask_rel in text
     # an atom is described by more than one word
     assert "words that drive it on average:" in text
 
@@ -315,13 +317,14 @@ def test_baselines_and_verdict_warnings_on_the_first_screen(quick_result, tmp_pa
 
 
 def test_region_data_report(quick_result, tmp_path):
-    """Region time series (``regions.csv``, no NIfTI maps) render: regions listed instead of maps."""
+    """Region time series (no NIfTI maps) render: regions listed instead of maps. The tables
+    are written as an earlier version did (``regions.csv``), which is read as before."""
     import pandas as pd
 
     copy = _linked_copy(Path(quick_result.path), tmp_path / "result")
     enc = copy / "encoding/minilm"
-    for name in ("r_cv.nii.gz", "atom_maps.nii.gz", "atom_maps_z.nii.gz", "mask.nii.gz", "r2_cv.nii.gz"):
-        (enc / name).unlink(missing_ok=True)
+    for path in enc.glob("*.nii.gz"):
+        path.unlink()
     names = ["auditory", "default mode", "cerebellum"]
     pd.DataFrame({"region": names, "r_cv": [0.2, 0.05, 0.1], "r_cv_ci_low": [0.15, 0.0, 0.06],
                   "r_cv_ci_high": [0.25, 0.1, 0.14], "noise_ceiling": [0.4, 0.3, 0.35],

@@ -36,8 +36,8 @@ def region_result(tmp_path_factory):
         "r_cv_nuisance": rng.normal(0.1, 0.05, len(REGIONS))})
     coefs = pd.DataFrame(rng.normal(0, 1, (len(REGIONS), 5)), columns=[f"atom_{i}" for i in range(5)])
     coefs.insert(0, "region", REGIONS)
-    w.write_table("encoding/minilm/regions.csv", regions)
-    w.write_table("encoding/minilm/atom_maps.csv", coefs)
+    w.write_table("encoding/minilm/regions.tsv", regions)
+    w.write_table("encoding/minilm/atom_maps.tsv", coefs)
     w.write_json("summary.json", {"models": ["minilm"], "tr": 1.5, "n_volumes": 60, "simulated": True,
                                   "fmri": {"kind": "regions", "subjects": ["sub-01", "sub-02"]}})
     # an ROI atlas: one box per region (labels 1..4), names in a sidecar table; label 9 is unnamed
@@ -127,7 +127,7 @@ def test_region_result_through_the_reader_and_bad_input_notifies(make_napari_vie
     before = len(notification_manager.records)
     assert panel.set_atlas(other) is False
     assert "match a region" in str(notification_manager.records[before:][-1].message)
-    # a regions.csv without r_cv: refused with the file named, panel still alive
+    # a regions.csv (as an earlier version wrote) without r_cv: refused with the file named
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "summary.json").write_text(json.dumps({"models": ["minilm"], "tr": 1.5, "n_volumes": 60}))
@@ -220,7 +220,7 @@ def test_region_associations_are_listed_and_the_painted_layer_has_a_colour_bar(m
         for row in rows:
             if (part, row["atom"], row["network"]) in declared:
                 row.update(statistic=7.5 if part == "activated" else -6.0, p=1e-4, q=0.004, associated=True)
-        w.write_table(f"networks/minilm/association_{part}.csv", pd.DataFrame(rows))
+        w.write_table(f"networks/minilm/association_{part}.tsv", pd.DataFrame(rows))
     viewer = make_napari_viewer(show=True)
     open_viewer(path, viewer=viewer, roi_atlas=str(atlas))
     panel = viewer.window.dock_widgets[PANEL_NAME]

@@ -83,7 +83,7 @@ def test_rerun_after_an_input_change_equals_a_fresh_run(change, finished_study, 
         assert len(ResultFolder(study / "result").atlas_network_names("custom_atlas")) == 17
     else:
         z_new = np.asarray(ResultFolder(study / "result").atom_maps(stat="z").dataobj)
-        z_old = np.asarray(nib_load(finished_study / "result/encoding/minilm/atom_maps_z.nii.gz").dataobj)
+        z_old = np.asarray(nib_load(ResultFolder(finished_study / "result").map_path(name="atom_maps_z")).dataobj)
         assert z_new.shape != z_old.shape or not np.allclose(z_new, z_old)
     prov = (study / "result/provenance.json").read_text()
     assert "sha256:" in prov and "sub-01_bold.nii.gz" in prov and "custom_atlas.nii.gz" in prov
@@ -128,16 +128,18 @@ def test_maps_of_a_model_the_rerun_no_longer_has_are_cleared(finished_study, tmp
     """A model removed from the configuration leaves no BIDS maps behind in the folder."""
     study = tiny.copy_study(finished_study, tmp_path / "study")
     maps = study / "result/maps"
-    kept = sorted(p.name for p in maps.rglob("*model-minilm_*"))
+    kept = sorted(p.name for p in maps.rglob("*_desc-minilm*"))
     assert kept
-    old = [maps / "group/model-gone_atom-00_stat-z_statmap.nii.gz", maps / "group/model-gone_atom-00_stat-z_statmap.json",
+    # named as this version names maps, and as an earlier one did
+    old = [maps / "group/task-pieman_desc-goneAtom00Z_statmap.nii.gz", maps / "group/task-pieman_desc-goneAtom00Z_statmap.json",
+           maps / "group/model-gone_atom-00_stat-z_statmap.nii.gz", maps / "group/model-gone_atom-00_stat-z_statmap.json",
            maps / "sub-01/sub-01_model-gone_atom-00_stat-z_statmap.nii.gz"]
     for path in old:
         path.write_bytes(b"from a run with another model")
     (study / "result/.cache/statmaps_gone.json").write_text("{}")
     _run(study)
     assert not any(p.exists() for p in old) and not (study / "result/.cache/statmaps_gone.json").exists()
-    assert sorted(p.name for p in maps.rglob("*model-minilm_*")) == kept
+    assert sorted(p.name for p in maps.rglob("*_desc-minilm*")) == kept
 
 
 # ------------------------------------------------------------------------------ interrupts

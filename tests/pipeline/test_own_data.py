@@ -90,16 +90,16 @@ def test_run_on_region_time_series_writes_region_tables(simulated):
     cfg = _write_yaml(base / "regions.yaml", config)
     assert main(["run", str(cfg), "--quiet"]) == 0
     out = base / "regions_result"
-    per_region = pd.read_csv(out / "encoding/minilm/regions.csv")
+    res = ResultFolder(out)
+    per_region = res.region_table()
     assert per_region["region"].tolist() == atlas.network_names
-    z = pd.read_csv(out / "encoding/minilm/atom_maps_z.csv").set_index("region")
+    z = res.region_atom_table(stat="z")
     # the planted atoms are the strongest in their own networks
     assert z.loc["auditory"].abs().idxmax() == "atom_3"
     assert z.loc["default mode"].abs().idxmax() == "atom_8"
     summary = json.loads((out / "summary.json").read_text())
     # the stimulus-null association test on the region table, every region a network of its own
-    table = pd.concat([pd.read_csv(out / f"networks/minilm/association_{p}.csv")
-                       for p in ("activated", "deactivated")])
+    table = pd.concat([res.associations(part=p) for p in ("activated", "deactivated")])
     assert set(table["atlas"]) == {"regions"} and set(table["network"]) == set(atlas.network_names)
     assert len(table) == 12 * len(atlas.network_names) * 2 and table["test"].str.startswith("stimulus-phase").all()
     found = {(int(a), n, d) for a, n, d in
@@ -136,5 +136,5 @@ def test_run_on_region_time_series_writes_region_tables(simulated):
     assert {r["baseline"] for r in rows} == set(summary["baselines"]) and all(0 < r["p"] <= 1 for r in rows)
     assert summary["regions"]["minilm"][0]["region"] == per_region.sort_values("r_cv").iloc[-1]["region"]
     assert "CI" in summary["headline"][0] and "noise ceiling" in summary["headline"][0]
-    comparison = pd.read_csv(out / "comparison/baselines.csv")
+    comparison = res.comparison_tables()["baselines"]
     assert {"model", "baseline", "metric", "difference", "p", "test"} <= set(comparison.columns)

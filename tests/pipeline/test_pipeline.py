@@ -57,7 +57,7 @@ def test_result_folder_holds_maps_tables_and_figures(quick_result):
     assert (res.path / "figures/models_comparison.png").exists()
     import pandas as pd
 
-    summary = pd.read_csv(res.path / "comparison/summary.csv")
+    summary = res.comparison_tables()["summary"]
     assert summary["n_atoms"].tolist() == [k]  # the number of atoms is reported beside every figure
     table = res.atoms_table()
     assert len(table) == k and "networks_activated" in table.columns
@@ -156,9 +156,8 @@ def test_voxel_significance_and_layerwise_baseline(tmp_path):
                                      "fluctuation_atlases": []})
     data["networks"]["n_permutations"] = 0
     result = run_pipeline(make_config(data))
-    folder = result.path / "encoding/minilm"
-    q = np.asarray(nib.load(folder / "q_cv.nii.gz").dataobj)
-    mask = np.asarray(nib.load(folder / "mask.nii.gz").dataobj) > 0
+    q = np.asarray(result.map_img(name="q_cv").dataobj)
+    mask = np.asarray(result.mask_img().dataobj) > 0
     signal = np.asarray(nib.load(result.path / "simulated/signal_mask.nii.gz").dataobj) > 0
     q_in, q_out = q[mask & signal], q[mask & ~signal]
     # 100 shifts bound each subject's p at 1/101, and the null chooses alpha again in every draw
@@ -172,9 +171,9 @@ def test_voxel_significance_and_layerwise_baseline(tmp_path):
     assert rate_in > 0.1 and rate_in > 10 * rate_out
     import pandas as pd
 
-    baseline = pd.read_csv(folder / "baseline.csv")
+    baseline = result.baseline_table()
     assert baseline["model"].tolist() == [f"layer {i}" for i in range(6)] + ["atoms"]
-    layers = nib.load(folder / "baseline_r2_layers.nii.gz")
+    layers = result.map_img(name="baseline_r2_layers")
     assert layers.shape[3] == 6
 
 
@@ -283,9 +282,8 @@ def test_each_network_is_read_as_one_driver_and_no_part_is_presented_against_it(
     import pandas as pd
 
     out = quick_result.path
-    readout = pd.read_csv(out / "networks/minilm/readout.csv")
-    tables = pd.concat([pd.read_csv(out / f"networks/minilm/association_{p}.csv") for p in ("activated",
-                                                                                           "deactivated")])
+    readout = quick_result.readout_table()
+    tables = pd.concat([quick_result.associations(part=p) for p in ("activated", "deactivated")])
     declared = tables[tables["associated"].astype(bool)]
     # one row per network with a declared atom, its main atom among them
     assert set(zip(readout["atlas"], readout["network"])) == set(zip(declared["atlas"], declared["network"]))

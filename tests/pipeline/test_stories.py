@@ -92,7 +92,7 @@ def test_encoding_is_scored_leave_one_story_out(two_story_result):
     import nibabel as nib
 
     signal = np.asarray(nib.load(result.path / "simulated/signal_mask.nii.gz").dataobj) > 0
-    mask = np.asarray(nib.load(result.path / "encoding/minilm/mask.nii.gz").dataobj) > 0
+    mask = np.asarray(result.mask_img().dataobj) > 0
     inside = signal[mask]
     for story, r, r2 in zip(STORIES, arrays["r_loso_stories"], per_story):
         # r on a story the ridge never saw: the planted voxels, and chance elsewhere
@@ -100,7 +100,8 @@ def test_encoding_is_scored_leave_one_story_out(two_story_result):
         assert np.median(r2[inside]) > np.median(r2[~inside]), story
     table = result.summary["results"]["minilm"]["r2_loso"]
     assert set(table["per_story_median"]) == set(STORIES)
-    assert (result.path / "encoding/minilm/r2_loso.nii.gz").is_file()
+    assert result.map_path(name="r2_loso").name.endswith("_desc-minilmR2Loso_statmap.nii.gz")
+    assert "task-" in result.map_path(name="r2_loso").name  # the stories, joined
     provenance = result.provenance()
     assert provenance["encoding_scheme"]["leave_one_story_out"]["folds"] == list(STORIES)
     assert [s["story"] for s in provenance["stories"]] == list(STORIES)

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from napari_brainorg.cli import main
+from napari_brainorg.io.results import ResultFolder
 
 pytestmark = pytest.mark.slow
 
@@ -82,7 +83,7 @@ def test_a_model_that_word_rate_explains_is_said_not_ahead_of_the_nuisance_regre
     assert any("not ahead of the nuisance regressors" in w["message"] for w in said)
     assert "not ahead of the nuisance regressors" in capsys.readouterr().out
     # the atoms fitted with the nuisance regressors: the gain per region with its CI
-    regions = pd.read_csv(out / "encoding/minilm/regions.csv")
+    regions = ResultFolder(out).region_table()
     for col in ("r_cv_nuisance_only", "delta_r_beyond_nuisance", "delta_r_beyond_nuisance_ci_low",
                 "delta_r_beyond_nuisance_ci_high", "delta_r2_beyond_nuisance"):
         assert col in regions.columns, col
@@ -94,7 +95,7 @@ def test_a_model_that_word_rate_explains_is_said_not_ahead_of_the_nuisance_regre
 def test_broken_lock_declares_no_held_out_r_and_no_lead(base):
     shifts = np.random.default_rng(11).integers(60, 240, N_SUBJECTS)
     out, summary = _study(base, "shifted", shifts=shifts, n_permutations=100)
-    regions = pd.read_csv(out / "encoding/minilm/regions.csv")
+    regions = ResultFolder(out).region_table()
     # at most the FDR share of cells: with four regions, none
     assert (regions["q_cv"] >= 0.05).all(), regions[["region", "q_cv"]]
     assert "random effects" in summary["maps"]["minilm"]["held_out_group_test"]

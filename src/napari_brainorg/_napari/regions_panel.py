@@ -1,8 +1,8 @@
 """The panel of a region result: fMRI given as region time series (``fmri.regions``).
 
 Such a result has no maps: per region it holds r with its CI over subjects, the noise
-ceiling and every baseline's r (``encoding/<model>/regions.csv``), and each atom's
-coefficient per region (``encoding/<model>/atom_maps.csv``). The panel draws both as
+ceiling and every baseline's r (``encoding/<model>/regions.tsv``), and each atom's
+coefficient per region (``encoding/<model>/atom_maps.tsv``). The panel draws both as
 bar charts; a click on an atom in its table shows that atom's coefficients. With an ROI
 atlas (a label NIfTI whose label names match the region names) the values are painted
 on the template.
@@ -90,7 +90,7 @@ class RegionsPanel(QWidget):
     Attributes
     ----------
     regions : list of str
-        Region names, in the order of ``regions.csv`` (the bars' order).
+        Region names, in the order of ``regions.tsv`` (the bars' order).
     fit_bars : dict
         ``{'r_cv': BarContainer, <baseline column>: BarContainer}`` of the fit chart.
     coef_bars : BarContainer or None
@@ -104,7 +104,7 @@ class RegionsPanel(QWidget):
         self.viewer = napari_viewer
         self.result = None
         self.model: str | None = None
-        self.table = None        # regions.csv
+        self.table = None        # regions.tsv
         self.coefs = None        # regions x atoms
         self.regions: list[str] = []
         self.fit_bars: dict = {}
@@ -181,11 +181,11 @@ class RegionsPanel(QWidget):
                 raise ValueError(f"{str(result.path)!r} holds no model results.")
             table = result.region_table(model)
             if table is None:
-                raise ValueError(f"{str(result.file(f'encoding/{model}/regions.csv'))!r} is missing: "
+                raise ValueError(f"{str(result.file(f'encoding/{model}/regions.tsv'))!r} is missing: "
                                  "not a region result.")
             for col in ("region", "r_cv"):
                 if col not in table.columns:
-                    raise ValueError(f"{str(result.file(f'encoding/{model}/regions.csv'))!r} has no "
+                    raise ValueError(f"{str(result.table_path(f'encoding/{model}/regions.tsv'))!r} has no "
                                      f"column {col!r}; expected region, r_cv, r_cv_ci_low, r_cv_ci_high, "
                                      "noise_ceiling, r_cv_<baseline>.")
             coefs = result.region_atom_table(model, "coef")
@@ -205,13 +205,13 @@ class RegionsPanel(QWidget):
         else:
             self.coef_ax.clear()
             _style(self.coef_ax)
-            self.coef_ax.set_title("no atom coefficients (atom_maps.csv missing)", color=_FG, fontsize=9)
+            self.coef_ax.set_title("no atom coefficients (atom_maps.tsv missing)", color=_FG, fontsize=9)
             self.coef_canvas.draw_idle()
         return True
 
     @property
     def baseline_columns(self) -> list[str]:
-        """The ``r_cv_<baseline>`` columns of regions.csv (CI columns excluded)."""
+        """The ``r_cv_<baseline>`` columns of regions.tsv (CI columns excluded)."""
         if self.table is None:
             return []
         return [c for c in self.table.columns

@@ -591,7 +591,7 @@ def region_results_figure(table, *, title: str = "", top: int = 30) -> Figure:
     Parameters
     ----------
     table : DataFrame
-        ``regions.csv``: ``region``, ``r_cv``, optional ``r_cv_ci_low``/``r_cv_ci_high``,
+        ``regions.tsv``: ``region``, ``r_cv``, optional ``r_cv_ci_low``/``r_cv_ci_high``,
         ``noise_ceiling``, ``q_cv`` and ``r_cv_<baseline>`` columns.
     top : int
         Regions shown (the highest r first).

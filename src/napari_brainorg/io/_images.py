@@ -118,8 +118,11 @@ def load_mask(mask="mni") -> nibabel.Nifti1Image:
     if not binary.any():
         raise FMRIInputError(f"The mask {_name(mask, 'image')!r} has no non-zero voxel.")
     out = nib.Nifti1Image(binary, img.affine)
-    out.set_qform(img.affine, code=1)
-    out.set_sform(img.affine, code=1)
+    # the mask stays in its image's space (4: MNI for the bundled one; 2, aligned, when unknown)
+    header = getattr(img, "header", {})
+    code = int(header.get("sform_code", 0) or header.get("qform_code", 0) or 2) if hasattr(header, "get") else 2
+    out.set_qform(img.affine, code=code)
+    out.set_sform(img.affine, code=code)
     return out
 
 

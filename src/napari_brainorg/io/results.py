@@ -8,10 +8,15 @@ Layout (see ``docs/architecture.md``)::
     OUT/story/stories.tsv, story/<story>/   several stories: each story's words and confounds
     OUT/features/<model>/...      (an_responses.npy, an_index.tsv, provenance.json)
     OUT/atoms/<model>/atoms.npy, codes.npz, atoms.tsv, layer_hist.tsv
-    OUT/encoding/<model>/mask.nii.gz, r2_sparse.nii.gz, r2_cv.nii.gz, atom_maps.nii.gz, atom_maps_z.nii.gz
-    OUT/networks/<model>/association_activated.csv, association_deactivated.csv
+    OUT/encoding/<model>/<entities>_desc-<model>_mask.nii.gz, ..._desc-<model>R2Cv_statmap.nii.gz,
+        ..._desc-<model>AtomMapsZ_statmap.nii.gz ... (BIDS-derivative names, :mod:`._naming`),
+        each with a JSON sidecar
+    OUT/networks/<model>/association_activated.tsv, association_deactivated.tsv
     OUT/networks/atlas_<name>.nii.gz, atlas_<name>.tsv   (label image on the data grid, names, colours)
     OUT/figures/*.png
+
+Tables are tab-separated with a JSON sidecar describing each column (:mod:`._columns`);
+maps carry their space (sform/qform codes), units and a description in the header.
 
 Every file is written atomically (a temporary name in the same folder, then
 ``os.replace``), so an interrupted run never leaves a half-written file that a later
@@ -35,6 +40,21 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, FolderInUseError, IncompleteResultError
+# map names and headers, table columns: what other tools read (re-exported here)
+from ._columns import describe_columns
+from ._naming import (  # noqa: F401
+    GROUP_MAPS,
+    STATMAPS,
+    MapSpace,
+    find_map,
+    find_statmap,
+    group_map_name,
+    map_sidecar_name,
+    set_map_header,
+    set_nifti_meaning,
+    statmap_model_label,
+    statmap_name,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -50,57 +70,8 @@ REPORT = "report.html"
 DATASET_DESCRIPTION = "dataset_description.json"
 
 
-#: What each group map of ``encoding/<model>/`` holds: NIfTI intent and a short description
-#: (written into the header, so the file says what its values are).
-NIFTI_MEANING = {
-    "atom_maps_z.nii.gz": ("z score", "group z of each atom (subjects combined)"),
-    "atom_maps.nii.gz": ("estimate", "group mean encoding coefficient of each atom"),
-    "r2_cv.nii.gz": ("estimate", "held-out R2 of the cross-validated ridge"),
-    "r2_sparse.nii.gz": ("estimate", "in-sample R2 of the sparse atom fit"),
-    "r_cv.nii.gz": ("estimate", "held-out correlation of the cross-validated ridge"),
-    "q_cv.nii.gz": ("estimate", "FDR q of the held-out R2 (permutations)"),
-    "noise_ceiling.nii.gz": ("estimate", "split-half noise ceiling (R2 scale)"),
-    "mask.nii.gz": ("none", "analysis mask"),
-}
-
-#: ``stat-<label>`` of the BIDS-derivatives maps and what their values are
-STATMAPS = {
-    "z": ("z score", "z statistic of the atom's coefficient in the voxel's fit on all atoms "
-                     "(GLS with AR(1) noise or OLS: encoding.noise_model in the sidecar's Method)"),
-    "r2cv": ("estimate", "held-out R2 of the cross-validated ridge on all atoms (mean over test folds)"),
-    "r2sparse": ("estimate", "in-sample R2 of the paper's sparse (lasso) fit on all atoms"),
-}
-
-
-def statmap_model_label(model: str) -> str:
-    """The ``model-<label>`` entity of a model's BIDS map names (its letters and digits)."""
-    return "".join(ch for ch in model if ch.isalnum())
-
-
-def statmap_name(model: str, stat: str, atom: int | None = None, subject: str | None = None) -> str:
-    """Path (inside a result folder) of a BIDS-derivatives statistical map.
-
-    ``maps/sub-01/sub-01_model-minilm_atom-07_stat-z_statmap.nii.gz`` for a subject,
-    ``maps/group/model-minilm_atom-07_stat-z_statmap.nii.gz`` for the group.
-    """
-    if stat not in STATMAPS:
-        from ..errors import check_choice
-
-        check_choice("stat", stat, tuple(STATMAPS))
-    entities = [f"model-{statmap_model_label(model)}"]
-    if atom is not None:
-        entities.append(f"atom-{int(atom):02d}")
-    entities.append(f"stat-{stat}")
-    if subject is None:
-        return f"maps/group/{'_'.join(entities)}_statmap.nii.gz"
-    return f"maps/sub-{subject}/sub-{subject}_{'_'.join(entities)}_statmap.nii.gz"
-
-
-def set_nifti_meaning(img, intent: str, description: str):
-    """Set the intent code and the description field of a NIfTI image's header (in place)."""
-    img.header.set_intent(intent, (), name="")
-    img.header["descrip"] = description[:79].encode("ascii", "replace")
-    return img
+#: the tables of a result folder are tab-separated (BIDS); these older folders' tables were CSV
+TABLE_SUFFIX, OLD_TABLE_SUFFIX = ".tsv", ".csv"
 
 
 def _jsonable(obj: Any) -> Any:
@@ -306,6 +277,8 @@ class ResultWriter:
     def __init__(self, path: str | os.PathLike):
         self.path = check_output_folder(path)
         self.path.mkdir(parents=True, exist_ok=True)
+        #: where the run's maps lie (their names' entities and header codes); set once known
+        self.space: MapSpace | None = None
         marker = self.path / MARKER
         if not marker.exists():
             marker.write_text("This folder was written by napari-brainorg.\n")
@@ -342,25 +315,72 @@ class ResultWriter:
             sp.save_npz(tmp, sp.csr_matrix(matrix))
         return target
 
-    def write_nifti(self, rel: str, img) -> Path:
-        """Write a NIfTI image; a known map (:data:`NIFTI_MEANING`) gets its intent and description."""
+    def write_nifti(self, rel: str, img, *, description: str | None = None, intent: str | None = None,
+                    time_series: bool = False) -> Path:
+        """Write a NIfTI image whose header says where it lies and in what units.
+
+        sform and qform codes are :attr:`space`'s (4 on an MNI template's grid), else the
+        image's own (2, aligned, where it has none); units mm, and s for a 4D
+        ``time_series``; ``description`` and ``intent`` go into the header.
+        """
         import nibabel as nib
 
         target = self._target(rel)
-        meaning = NIFTI_MEANING.get(Path(rel).name)
-        if meaning is not None and isinstance(img, nib.Nifti1Image) and not img.header["intent_code"]:
-            set_nifti_meaning(img, *meaning)
+        if isinstance(img, nib.Nifti1Image):
+            set_map_header(img, code=self.space.xform_code if self.space is not None else None,
+                           description=description, intent=intent, time_series=time_series)
         suffix = ".nii.gz" if str(rel).endswith(".gz") else ".nii"
         with atomic_path(target, suffix) as tmp:
             nib.save(img, tmp)
         return target
 
+    def write_map(self, model: str, name: str, img, sidecar: dict | None = None) -> str:
+        """Write one of ``encoding/<model>/``'s maps under its BIDS-derivative name, with its sidecar.
+
+        Parameters
+        ----------
+        model : str
+            The model's short name.
+        name : str
+            A key of :data:`GROUP_MAPS` (``"r2_cv"``, ``"atom_maps_z"``, ``"mask"``...).
+        img : nibabel.Nifti1Image
+        sidecar : dict, optional
+            More fields of the JSON sidecar (the model, the method...).
+
+        Returns
+        -------
+        str
+            The map's path inside the folder.
+        """
+        space = self.space or MapSpace()
+        _, suffix, intent, meaning, units = GROUP_MAPS[name]
+        rel = group_map_name(model, name, space)
+        self.write_nifti(rel, img, description=f"{model} {meaning}", intent=intent)
+        meta = {"Description": meaning, "Units": units, "MapName": name}
+        if suffix == "mask":
+            meta["Type"] = "Brain"  # BIDS' mask type: the brain voxels analysed
+        if suffix == "statmap" and len(img.shape) == 4:
+            meta["Volumes"] = ("one per atom (atom 0 first)" if name.startswith("atom_maps")
+                               else "one per held-out story (stories.tsv order)" if name.endswith("stories")
+                               else "one per layer (baseline.tsv order)")
+        if space.resolution():
+            meta["Resolution"] = space.resolution()
+        self.write_json(map_sidecar_name(rel), {**meta, **(sidecar or {})})
+        return rel
+
     def write_table(self, rel: str, df) -> Path:
-        """Write a DataFrame as CSV (``.csv``) or tab-separated (``.tsv``)."""
+        """Write a DataFrame as a tab-separated ``.tsv`` with its BIDS JSON sidecar.
+
+        The sidecar (``NAME.json`` beside ``NAME.tsv``) describes each column (``LongName``,
+        ``Description``, ``Units``) from :mod:`._columns`.
+        """
+        if not str(rel).endswith(TABLE_SUFFIX):
+            raise ValueError(f"{str(rel)!r}: the tables of a result folder are tab-separated; expected a "
+                             f"name ending in {TABLE_SUFFIX!r}.")
         target = self._target(rel)
-        sep = "\t" if str(rel).endswith(".tsv") else ","
-        with atomic_path(target, Path(rel).suffix) as tmp:
-            df.to_csv(tmp, sep=sep, index=False)
+        with atomic_path(target, TABLE_SUFFIX) as tmp:
+            df.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
+        self.write_json(str(Path(rel).with_suffix(".json")), describe_columns(Path(rel).name, df.columns))
         return target
 
     def write_figure(self, rel: str, fig, dpi: int = 110) -> Path:
@@ -517,21 +537,59 @@ class ResultFolder:
         p = self.path / rel
         return nib.load(p) if p.exists() else None
 
+    @property
+    def space(self) -> MapSpace:
+        """Where the maps lie (``task``, ``space``, ``res`` of their names; header code)."""
+        return MapSpace.from_dict(self.summary.get("space"))
+
+    def map_path(self, model: str | None = None, name: str = "r2_cv") -> Path | None:
+        """The file of one of ``encoding/<model>/``'s maps, or None when the run wrote none.
+
+        Parameters
+        ----------
+        model : str, optional
+            Default: the first model.
+        name : str
+            What the map holds, a key of :data:`GROUP_MAPS`: ``"mask"``, ``"r2_cv"``,
+            ``"r_cv"``, ``"atom_maps"``, ``"atom_maps_z"``, ``"noise_ceiling"``, ``"q_cv"``...
+            Found under its BIDS-derivative name
+            (``task-pieman_space-MNI152NLin6Asym_res-2mm_desc-minilmR2Cv_statmap.nii.gz``)
+            or the older ``r2_cv.nii.gz``.
+        """
+        from ..errors import check_choice
+
+        check_choice("name", name, tuple(GROUP_MAPS))
+        return find_map(self.path, self._check_model(model), name)
+
+    def map_img(self, model: str | None = None, name: str = "r2_cv"):
+        """:meth:`map_path` as a nibabel image, or None."""
+        import nibabel as nib
+
+        path = self.map_path(model, name)
+        return nib.load(path) if path is not None else None
+
+    def map_sidecar(self, model: str | None = None, name: str = "r2_cv") -> dict | None:
+        """The JSON sidecar of :meth:`map_path` (what the map holds, units, method), or None."""
+        path = self.map_path(model, name)
+        if path is None:
+            return None
+        side = Path(map_sidecar_name(str(path)))
+        return json.loads(side.read_text()) if side.exists() else None
+
     def mask_img(self, model: str | None = None):
-        return self._nifti(f"encoding/{self._check_model(model)}/mask.nii.gz")
+        return self.map_img(model, "mask")
 
     def r2_map(self, model: str | None = None, kind: str = "cv"):
         from ..errors import check_choice
 
         check_choice("kind", kind, ("cv", "sparse"))
-        return self._nifti(f"encoding/{self._check_model(model)}/r2_{kind}.nii.gz")
+        return self.map_img(model, f"r2_{kind}")
 
     def atom_maps(self, model: str | None = None, stat: str = "coef"):
         from ..errors import check_choice
 
         check_choice("stat", stat, ("coef", "z"))
-        name = "atom_maps.nii.gz" if stat == "coef" else "atom_maps_z.nii.gz"
-        return self._nifti(f"encoding/{self._check_model(model)}/{name}")
+        return self.map_img(model, "atom_maps" if stat == "coef" else "atom_maps_z")
 
     # -- arrays and tables --------------------------------------------------------
     def atom_timecourses(self, model: str | None = None) -> np.ndarray:
@@ -578,11 +636,20 @@ class ResultFolder:
 
         return sp.load_npz(self.path / f"atoms/{self._check_model(model)}/codes.npz")
 
+    def table_path(self, rel: str) -> Path | None:
+        """A table of the folder: ``rel`` (``.tsv``), or the same name as ``.csv`` (older
+        folders), or None."""
+        p = self.path / rel
+        if p.exists():
+            return p
+        old = p.with_suffix(OLD_TABLE_SUFFIX) if p.suffix == TABLE_SUFFIX else None
+        return old if old is not None and old.exists() else None
+
     def _table(self, rel: str, text_columns: tuple[str, ...] = ()):
         import pandas as pd
 
-        p = self.path / rel
-        if not p.exists():
+        p = self.table_path(rel)
+        if p is None:
             return None
         # text columns stay text (an empty cell is "", not a float NaN; "3" stays "3")
         table = pd.read_csv(p, sep="\t" if p.suffix == ".tsv" else ",",
@@ -598,21 +665,21 @@ class ResultFolder:
         fmri = self.summary.get("fmri")
         if isinstance(fmri, dict) and fmri.get("kind") == "regions":
             return True
-        return any((self.path / f"encoding/{m}/regions.csv").is_file() for m in self.models)
+        return any(self.table_path(f"encoding/{m}/regions.tsv") is not None for m in self.models)
 
     def region_table(self, model: str | None = None):
-        """``encoding/<model>/regions.csv``: one row per region (``region``, ``r_cv`` with
+        """``encoding/<model>/regions.tsv``: one row per region (``region``, ``r_cv`` with
         ``r_cv_ci_low``/``r_cv_ci_high`` over subjects, R², q, ``noise_ceiling``, and one
         ``r_cv_<baseline>`` column per baseline); ``None`` when absent (a voxel result)."""
-        return self._table(f"encoding/{self._check_model(model)}/regions.csv", text_columns=("region",))
+        return self._table(f"encoding/{self._check_model(model)}/regions.tsv", text_columns=("region",))
 
     def region_atom_table(self, model: str | None = None, stat: str = "coef"):
-        """``encoding/<model>/atom_maps.csv`` (``stat='coef'``) or ``atom_maps_z.csv``
+        """``encoding/<model>/atom_maps.tsv`` (``stat='coef'``) or ``atom_maps_z.tsv``
         (``'z'``): regions x atoms (index ``region``, columns ``atom_<i>``); ``None`` when absent."""
         from ..errors import check_choice
 
         check_choice("stat", stat, ("coef", "z"))
-        name = "atom_maps.csv" if stat == "coef" else "atom_maps_z.csv"
+        name = "atom_maps.tsv" if stat == "coef" else "atom_maps_z.tsv"
         df = self._table(f"encoding/{self._check_model(model)}/{name}", text_columns=("region",))
         if df is not None and "region" in df.columns:
             df = df.set_index("region")
@@ -635,7 +702,17 @@ class ResultFolder:
         from ..errors import check_choice
 
         check_choice("part", part, ("activated", "deactivated"))
-        return self._table(f"networks/{self._check_model(model)}/association_{part}.csv")
+        return self._table(f"networks/{self._check_model(model)}/association_{part}.tsv")
+
+    def readout_table(self, model: str | None = None):
+        """``networks/<model>/readout.tsv``: one driver per network with a declared atom
+        (main atom, the atoms with weights and shares, held-out r with its CI); None when absent."""
+        return self._table(f"networks/{self._check_model(model)}/readout.tsv",
+                           text_columns=("atoms", "weights", "shares"))
+
+    def baseline_table(self, model: str | None = None):
+        """``encoding/<model>/baseline.tsv``: the layer-wise baseline's R2 beside the atoms'; None when absent."""
+        return self._table(f"encoding/{self._check_model(model)}/baseline.tsv")
 
     def words_table(self):
         return self._table("story/words.tsv")
@@ -751,15 +828,19 @@ class ResultFolder:
     def statmap(self, model: str | None = None, stat: str = "z", atom: int | None = None,
                 subject: str | None = None):
         """A BIDS-derivatives map (see :func:`statmap_name`) as a nibabel image, or ``None``."""
-        return self._nifti(statmap_name(self._check_model(model), stat, atom, subject))
+        import nibabel as nib
+
+        path = find_statmap(self.path, self._check_model(model), stat, atom, subject)
+        return nib.load(path) if path is not None else None
 
     def report_path(self) -> Path:
         return self.path / REPORT
 
     # -- per-model extras -----------------------------------------------------------
     def comparison_tables(self) -> dict:
-        """The model-comparison tables (``comparison/*.csv``) by name."""
+        """The model-comparison tables (``comparison/*.tsv``, or an older folder's ``*.csv``) by name."""
         out = {}
-        for p in sorted((self.path / "comparison").glob("*.csv")):
-            out[p.stem] = self._table(f"comparison/{p.name}")
+        for p in sorted((self.path / "comparison").glob("*.*sv")):
+            if p.suffix in (TABLE_SUFFIX, OLD_TABLE_SUFFIX) and p.stem not in out:
+                out[p.stem] = self._table(f"comparison/{p.stem}{TABLE_SUFFIX}")
         return out

@@ -1,11 +1,13 @@
 """Self-describing maps: per-subject and group NIfTI files with BIDS-derivatives names.
 
 Written from the files of a finished encoding step (``encoding/<model>/arrays.npz`` and
-``mask.nii.gz``), like the report: a view of the result folder, so a folder merged from
+its mask), like the report: a view of the result folder, so a folder merged from
 several machines gets the same maps. Each map has a JSON sidecar saying what its values
 are, the threshold used downstream, the method and the software version, and a NIfTI
-header with an intent code and a description. File names come from
-:func:`napari_brainorg.io.results.statmap_name`.
+header with its space (sform/qform code), units, an intent code and a description. File
+names come from :func:`napari_brainorg.io.results.statmap_name`: each subject's atom z
+maps and R2 maps, and the group's atom z maps, one 3D file each (the group's R2 maps are
+``encoding/<model>/``'s, not copied).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import json
 import numpy as np
 
 from .. import __version__
-from ..io.results import STATMAPS, ResultWriter, set_nifti_meaning, statmap_name
+from ..io.results import STATMAPS, MapSpace, ResultWriter, find_map, map_sidecar_name, statmap_name
 
 
 def _subject_labels(config, n: int) -> list[str]:
@@ -43,13 +45,14 @@ def write_statmaps(writer: ResultWriter, config, model: str, source: str) -> lis
 
     out = writer.path
     enc = out / f"encoding/{model}"
-    arrays_path, mask_path = enc / "arrays.npz", enc / "mask.nii.gz"
-    if not (arrays_path.exists() and mask_path.exists()):
+    arrays_path, mask_path = enc / "arrays.npz", find_map(out, model, "mask")
+    if not arrays_path.exists() or mask_path is None:
         return []  # region time series: tables, no maps
+    space = writer.space or MapSpace()
     stamp_rel = f".cache/statmaps_{model}.json"
     st = arrays_path.stat()
     stamp = {"arrays": [st.st_size, st.st_mtime_ns], "version": __version__,
-             "threshold": config.networks.threshold}
+             "threshold": config.networks.threshold, "space": space.as_dict()}
     stamp_file = out / stamp_rel
     previous = {}
     if stamp_file.exists():
@@ -58,7 +61,7 @@ def write_statmaps(writer: ResultWriter, config, model: str, source: str) -> lis
             return previous["files"]
     # the maps written last time (a subject or an atom this run no longer has would stay)
     for rel in previous.get("files", []):
-        for path in (out / rel, out / str(rel).replace(".nii.gz", ".json")):
+        for path in (out / rel, out / map_sidecar_name(str(rel))):
             if path.is_file() and "maps" in path.relative_to(out).parts[:1]:
                 path.unlink()
 
@@ -78,15 +81,14 @@ def write_statmaps(writer: ResultWriter, config, model: str, source: str) -> lis
         vol = np.zeros(mask.shape, np.float32)
         vol[mask] = values
         img = nib.Nifti1Image(vol, mask_img.affine)
-        img.header.set_xyzt_units("mm", "sec")
-        intent, meaning = STATMAPS[stat]
-        set_nifti_meaning(img, intent, f"{stat} {'atom ' + str(atom) if atom is not None else ''} {model}".strip())
-        rel = statmap_name(model, stat, atom, subject)
-        writer.write_nifti(rel, img)
+        _, intent, meaning, units = STATMAPS[stat]
+        rel = statmap_name(model, stat, atom, subject, space)
+        writer.write_nifti(rel, img, intent=intent,
+                           description=" ".join([stat, *([f"atom {atom}"] if atom is not None else []), model]))
         sidecar = {
             "Description": meaning,
             "Statistic": stat,
-            "Units": "z" if stat == "z" else "R2 (fraction of variance explained)",
+            "Units": units,
             "Threshold": ({"value": config.networks.threshold, "use": "|z| above it defines the atom's map "
                            "for the network association"} if stat == "z" else None),
             "Model": source,
@@ -96,9 +98,11 @@ def write_statmaps(writer: ResultWriter, config, model: str, source: str) -> lis
             "Simulated": simulated,
             "Method": method,
             "Software": {"Name": "napari-brainorg", "Version": __version__},
-            "Sources": [f"encoding/{model}/arrays.npz", f"encoding/{model}/mask.nii.gz"],
+            "Sources": [f"bids::encoding/{model}/arrays.npz", f"bids::{mask_path.relative_to(out)}"],
         }
-        writer.write_json(rel.replace(".nii.gz", ".json"), sidecar)
+        if space.resolution():
+            sidecar["Resolution"] = space.resolution()
+        writer.write_json(map_sidecar_name(rel), sidecar)
         written.append(rel)
 
     # z: (k, n_voxels) for the group, (n_subjects, k, n_voxels) per subject
@@ -120,6 +124,5 @@ def write_statmaps(writer: ResultWriter, config, model: str, source: str) -> lis
             per = arrays[f"subject_{name}"]
             for s, label in enumerate(_subject_labels(config, per.shape[0])):
                 save(per[s], stat, None, label, "single subject")
-            save(arrays[name], stat, None, None, "mean over subjects")
     writer.write_json(stamp_rel, {"stamp": stamp, "files": written})
     return written

@@ -97,7 +97,7 @@ def encoding_tasks(ctx: StepContext, executor, data, per_model: dict, subjects: 
     todo = []
     for slug, res in per_model.items():
         if subjects is None and ctx.cached(f"encoding/{slug}", encoding_key_parts(ctx, slug),
-                                           encoding_outputs(slug, data.kind)):
+                                           encoding_outputs(ctx, slug, data.kind)):
             continue
         for task, Y in zip(subject_tasks(ctx, data, slug, warn=False), data.data):
             if subjects is not None and task.subject not in subjects:

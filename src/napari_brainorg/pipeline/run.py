@@ -45,6 +45,7 @@ from .steps.report import describe_outputs, encoding_scheme, headlines, say_verd
 from .steps.simulation import driving_model, planting_of, step_simulation
 from .steps.story import step_story
 from .steps.top_words import step_top_words
+from .study import set_map_space
 from .validate import validate_config
 
 _log = logging.getLogger(__name__)
@@ -187,6 +188,7 @@ def _run_locked(config: PipelineConfig, writer: ResultWriter, progress, cancel,
     check_cancel(cancel)
     if data is None:
         data, truth = timed("fmri", step_simulation, ctx, planting)
+    set_map_space(ctx, data)
     baselines = timed("baselines", step_baselines, ctx, per_model,
                       lambda model: _learn_untrained(ctx, words, model))
     n_real = len(per_model)
@@ -342,8 +344,7 @@ def _start_run(ctx: StepContext) -> None:
 
     labels = {statmap_model_label(slug) for slug in slugs}
     for path in sorted((out / "maps").glob("*/*_statmap.*")):
-        label = next((e[len("model-"):] for e in path.name.split("_") if e.startswith("model-")), None)
-        if label is not None and label not in labels:
+        if _statmap_model(path.name, labels) is None:
             stale.append(path)
     for stamp in sorted((out / ".cache").glob("statmaps_*.json")):
         if stamp.stem[len("statmaps_"):] not in slugs:
@@ -359,3 +360,20 @@ def _start_run(ctx: StepContext) -> None:
         if not path.exists() or any(k == path.resolve() or path.resolve() in k.parents for k in keep):
             continue
         clear_output(ctx, str(path.relative_to(out)))
+
+
+def _statmap_model(name: str, labels: set[str]) -> str | None:
+    """The model label of a BIDS map's file name among ``labels`` (``desc-<model>...`` or the
+    older ``model-<model>``), or None when it names none of them."""
+    for entity in name.split(".")[0].split("_"):
+        key, _, value = entity.partition("-")
+        if key == "model":
+            return value if value in labels else None
+        if key == "desc":
+            # the longest label that starts the desc ("minilmuntrained" before "minilm"),
+            # followed by what the map holds (an upper-case letter)
+            for label in sorted(labels, key=len, reverse=True):
+                if value.startswith(label) and (len(value) == len(label) or value[len(label)].isupper()):
+                    return label
+            return None
+    return None

@@ -78,3 +78,33 @@ def subject_ci(values: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.
         return mean, np.full_like(mean, np.nan), np.full_like(mean, np.nan)
     half = sps.t.ppf(0.5 + level / 2, n - 1) * values.std(0, ddof=1) / np.sqrt(n)
     return mean, mean - half, mean + half
+
+
+def set_map_space(ctx: StepContext, data):
+    """Where this run's maps lie (:class:`~napari_brainorg.io.results.MapSpace`): kept on the
+    writer (names and header codes of every map it writes) and in ``summary["space"]``.
+
+    The ``task-`` label is the BIDS task, else the story (several: joined); the space is
+    the inputs' own ``space-`` entity, else ``MNI152NLin6Asym`` on the bundled template's
+    grid (the ``mni`` mask, and every simulation); the header code is 4 (MNI) there, else
+    the input images' own.
+    """
+    from ..io._naming import bids_label, map_space
+
+    cfg = ctx.config
+    bids = cfg.fmri.bids
+    if bids is not None and isinstance(bids.task, str):
+        task = bids.task
+    else:
+        labels = [bids_label(s.label) for s in cfg.story_list]
+        task = labels[0] + "".join(label[:1].upper() + label[1:] for label in labels[1:])
+    if data.kind != "voxels" or data.mask_img is None:
+        space = None
+    else:
+        # "story: path + story: path" with several stories: every path
+        sources = [part.split(": ", 1)[-1] for src in data.sources for part in str(src).split(" + ")]
+        space = map_space(task, data.mask_img, template_grid=cfg.fmri.simulate is not None or cfg.fmri.mask == "mni",
+                          sources=sources[:1])
+        ctx.summary["space"] = space.as_dict()
+    ctx.writer.space = space
+    return space

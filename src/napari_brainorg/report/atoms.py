@@ -94,7 +94,7 @@ def declared_links(result: ResultFolder, model: str):
     Returns
     -------
     DataFrame or None
-        The associated rows of ``networks/<model>/association_{activated,deactivated}.csv``;
+        The associated rows of ``networks/<model>/association_{activated,deactivated}.tsv``;
         ``None`` when the run tested no network.
     """
     import pandas as pd

@@ -7,7 +7,7 @@ used (the bundled FSL MNI152 2 mm brain unless the summary names another), and t
 tables are nilearn's ``get_clusters_table``, each peak named by the networks of the run's
 atlases that hold it. Only the held-out r map and the atoms with declared network links
 are drawn (at most :data:`MAX_ATOMS`), so a report builds in seconds per model. Region
-data (``encoding/<model>/regions.csv``) has no maps: its regions are listed instead.
+data (``encoding/<model>/regions.tsv``) has no maps: its regions are listed instead.
 """
 
 from __future__ import annotations
@@ -167,8 +167,8 @@ def _r_map_block(result: ResultFolder, model: str, template, atlases: list) -> s
     """The held-out r map, thresholded at its top 5 % of voxels, with its peak table."""
     import nibabel as nib
 
-    path = result.file(f"encoding/{model}/r_cv.nii.gz")
-    if not path.exists():
+    path = result.map_path(model, "r_cv")
+    if path is None:
         return ""
     img = nib.load(str(path))
     data = np.asarray(img.dataobj, dtype=float)
@@ -252,6 +252,11 @@ def _atom_blocks(result: ResultFolder, model: str, template, atlases: list) -> l
     return blocks
 
 
+def _rel(result: ResultFolder, path) -> str:
+    """``path`` inside the result folder, as the report names files (no machine path)."""
+    return str(path.relative_to(result.path)) if path is not None else ""
+
+
 def _mask_block(result: ResultFolder, model: str, template) -> str:
     """The analysis mask on the template (axial cuts), with its size."""
     from matplotlib.figure import Figure
@@ -269,7 +274,8 @@ def _mask_block(result: ResultFolder, model: str, template) -> str:
                       linewidths=1.2, draw_cross=False)
     grid = "&times;".join(num(s) for s in sizes)
     return (f"<div class='mapblock'><h4>Analysis mask</h4>{_img_png(figure_png(fig), 'analysis mask', 'statmap')}"
-            f"<p class='caption'>The voxels analysed (encoding/{_esc(model)}/mask.nii.gz): {n} voxels of "
+            f"<p class='caption'>The voxels analysed ({_esc(_rel(result, result.map_path(model, 'mask')))}): "
+            f"{n} voxels of "
             f"{grid} mm ({num(n * _voxel_mm3(img) / 1000.0)} cm³), its outline in red on the MNI template; axial "
             f"cuts, z in mm.</p>"
             f"</div>")

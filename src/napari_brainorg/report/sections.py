@@ -118,7 +118,7 @@ def model_section(result: ResultFolder, model: str, n: int) -> str:
 
 
 def _comparison_table(name: str, table) -> str:
-    """One ``comparison/*.csv`` as the reader needs it: no empty rows, wide tables transposed."""
+    """One ``comparison/*.tsv`` as the reader needs it: no empty rows, wide tables transposed."""
     table = table.drop(columns=[c for c in ("index", "Unnamed: 0") if c in table.columns])
     if name == "consistency" and "consistency" in table.columns:
         table = table[table["consistency"].notna()]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .images import SimulatedFMRI, _labelled_header, unmask_to_image
+from .images import SimulatedFMRI, _labelled_header, unmask_to_image, xform_code
 
 README_TEXT = """\
 SIMULATED fMRI -- NOT BRAIN DATA
@@ -101,11 +101,12 @@ def write_simulation(sim: SimulatedFMRI, out_dir: str | os.PathLike, *, dtype: s
         save_img(img, name)
         files["bold"].append(name)
     mask = nib.Nifti1Image((np.asarray(sim.mask_img.dataobj) > 0).astype(np.uint8), sim.mask_img.affine)
-    save_img(_labelled_header(mask), "mask.nii.gz")
+    code = xform_code(sim.mask_img)
+    save_img(_labelled_header(mask, code=code), "mask.nii.gz")
     save_img(unmask_to_image(sim.true_r2.mean(axis=0), sim.mask_img), "true_r2.nii.gz")
     save_img(unmask_to_image(sim.true_r2, sim.mask_img), "true_r2_subjects.nii.gz")
     sig = unmask_to_image(sim.signal_voxels.astype(np.float32), sim.mask_img)
-    save_img(_labelled_header(nib.Nifti1Image(np.asarray(sig.dataobj).astype(np.uint8), sig.affine)),
+    save_img(_labelled_header(nib.Nifti1Image(np.asarray(sig.dataobj).astype(np.uint8), sig.affine), code=code),
              "signal_mask.nii.gz")
     save_img(unmask_to_image(sim.ar1, sim.mask_img), "noise_ar1.nii.gz")
     save_img(unmask_to_image(sim.hrf_delay, sim.mask_img), "hrf_delay_subjects.nii.gz")

@@ -105,14 +105,23 @@ class _SubjectImages(Sequence):
         return unmask_to_image(self._sim.data[i], self._sim.mask_img, tr=self._sim.tr)
 
 
-def _labelled_header(img, tr: float | None = None):
+def _labelled_header(img, tr: float | None = None, code: int | None = None):
+    """Label an image as simulated; say its space (sform/qform ``code``: the mask's, 4 on the
+    MNI template), units (mm; s for a time series: ``tr`` given) and TR."""
+    from ..io._naming import set_map_header
+
     hdr = img.header
-    hdr["descrip"] = SIMULATED_DESCRIP.encode()
-    hdr.set_xyzt_units("mm", "sec")
-    if tr is not None and len(img.shape) == 4:
+    time_series = tr is not None and len(img.shape) == 4
+    set_map_header(img, code=code, description=SIMULATED_DESCRIP, time_series=time_series)
+    if time_series:
         zooms = hdr.get_zooms()
         hdr.set_zooms(tuple(zooms[:3]) + (float(tr),))
     return img
+
+
+def xform_code(img) -> int | None:
+    """The space code of an image's header (sform, else qform), None when it has none."""
+    return int(img.header["sform_code"]) or int(img.header["qform_code"]) or None
 
 
 def unmask_to_image(values, mask_img, *, tr: float | None = None):
@@ -145,7 +154,7 @@ def unmask_to_image(values, mask_img, *, tr: float | None = None):
         out = np.zeros(mask.shape + (values.shape[0],), np.float32)
         out[mask] = values.T
     img = nib.Nifti1Image(out, mask_img.affine)
-    return _labelled_header(img, tr)
+    return _labelled_header(img, tr, code=xform_code(mask_img))
 
 
 def _voxel_sizes(affine) -> np.ndarray:
@@ -216,11 +225,12 @@ def _simulation_mask(mask_img, resolution_mm: float | None):
     mask_img = nib.load(str(mask_img)) if isinstance(mask_img, (str, os.PathLike)) else mask_img
     if len(mask_img.shape) != 3:
         raise ShapeError(f"'mask_img' must be a 3D image; shape {mask_img.shape} was provided.")
+    code = xform_code(mask_img)  # the grid stays in the mask's space (MNI for the bundled one)
     if resolution_mm is not None:
         mask_img = resample_mask(mask_img, resolution_mm)
     else:
         mask_img = nib.Nifti1Image((np.asarray(mask_img.dataobj) > 0).astype(np.uint8), mask_img.affine)
-    _labelled_header(mask_img)
+    _labelled_header(mask_img, code=code)
     mask = np.asarray(mask_img.dataobj) > 0
     if int(mask.sum()) == 0:
         raise ShapeError("'mask_img' holds no voxel.")

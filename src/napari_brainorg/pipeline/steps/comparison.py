@@ -2,11 +2,11 @@
 
 Reads
     every model's atoms, tables and group scores (in memory, as the run has them), and
-    each model's ``encoding/<model>/regions.csv`` for region data.
+    each model's ``encoding/<model>/regions.tsv`` for region data.
 Writes
-    ``comparison/*.csv`` and ``figures/models_comparison.png`` (coverage, consistency,
-    diversity); ``comparison/baselines.csv`` (each model against each baseline);
-    each model's ``regions.csv`` gains the baselines' r, with ``figures/<model>_regions.png``.
+    ``comparison/*.tsv`` and ``figures/models_comparison.png`` (coverage, consistency,
+    diversity); ``comparison/baselines.tsv`` (each model against each baseline);
+    each model's ``regions.tsv`` gains the baselines' r, with ``figures/<model>_regions.png``.
 Key
     none: rebuilt on every run from the steps' outputs.
 """
@@ -38,7 +38,7 @@ def compare_models(ctx: StepContext, per_model: dict) -> None:
     out = compare_models(atoms, tables, r2_by_model=r2, n_null=500, random_state=ctx.config.seed,
                          cancel=ctx.cancel)
     for name, table in out.items():
-        ctx.writer.write_table(f"comparison/{name}.csv", table.reset_index())
+        ctx.writer.write_table(f"comparison/{name}.tsv", table.reset_index())
     ctx.writer.write_figure("figures/models_comparison.png",
                             figs.model_comparison_figure(out["coverage"], out["summary"]))
     ctx.summary["comparison"] = json.loads(out["summary"].to_json(orient="index"))
@@ -67,7 +67,7 @@ def compare_baselines(ctx: StepContext, models: dict, baselines: dict) -> None:
     (circular shifts of that feature set, alpha chosen again: a richer feature set has a
     higher chance r), then without that correction and on the paper's in-sample R2; a
     one-sided sign-flip p over subjects with a t interval; association counts side by side.
-    -> comparison/baselines.csv and summary.json["baseline_comparison"]."""
+    -> comparison/baselines.tsv and summary.json["baseline_comparison"]."""
     import itertools
 
     import pandas as pd
@@ -97,7 +97,7 @@ def compare_baselines(ctx: StepContext, models: dict, baselines: dict) -> None:
     if not rows:
         return
     table = pd.DataFrame(rows)
-    ctx.writer.write_table("comparison/baselines.csv", table)
+    ctx.writer.write_table("comparison/baselines.tsv", table)
     ctx.summary["baseline_comparison"] = [
         {**r, "reads": f"{r['model']} vs {r['baseline']} on {r['metric']}: {r['model_value']:.4f} vs "
                        f"{r['baseline_value']:.4f}, the model ahead by {r['difference']:+.4f} "
@@ -105,7 +105,7 @@ def compare_baselines(ctx: StepContext, models: dict, baselines: dict) -> None:
 
 
 def region_results(ctx: StepContext, data, per_model: dict, baselines: dict) -> None:
-    """Parcellated data: each model's regions.csv gains the baselines' r per region; a
+    """Parcellated data: each model's regions.tsv gains the baselines' r per region; a
     figure of r with its CI over subjects, the noise ceiling and the baselines; the best
     regions in summary.json."""
     import pandas as pd
@@ -116,14 +116,14 @@ def region_results(ctx: StepContext, data, per_model: dict, baselines: dict) -> 
         return
     out = {}
     for slug, res in per_model.items():
-        path = ctx.out / f"encoding/{slug}/regions.csv"
+        path = ctx.out / f"encoding/{slug}/regions.tsv"
         if res.get("baseline") or not path.exists():
             continue
-        table = pd.read_csv(path)
+        table = pd.read_csv(path, sep="\t", dtype={"region": str})
         for b, base in baselines.items():
             if "r_cv" in base["group"]:
                 table[f"r_cv_{b}"] = base["group"]["r_cv"]
-        ctx.writer.write_table(f"encoding/{slug}/regions.csv", table)
+        ctx.writer.write_table(f"encoding/{slug}/regions.tsv", table)
         if "r_cv" in table:
             ctx.writer.write_figure(f"figures/{slug}_regions.png", region_results_figure(table, title=slug))
             cols = [c for c in ("region", "r_cv", "r_cv_ci_low", "r_cv_ci_high", "r2_cv", "q_cv", "r2_sparse",

@@ -4,7 +4,7 @@ Reads
     the encoding step's group maps (and the atoms and fMRI for the stimulus test), the
     atlases (resampled to the data's grid), the story step's confounds.
 Writes
-    ``networks/<model>/association_activated.csv``, ``association_deactivated.csv`` (one
+    ``networks/<model>/association_activated.tsv``, ``association_deactivated.tsv`` (one
     row per atom × network: statistic, p, q, effect rules, display overlaps) and
     ``test.json`` (the test and its criterion); ``networks/atlas_<name>.nii.gz`` and
     ``.tsv`` (the atlas on the data's grid, with its colours, for display). After every
@@ -77,7 +77,7 @@ def step_networks(ctx: StepContext, data, group: dict, slug: str, atoms: np.ndar
         return {}
     step = f"networks/{slug}"
     rel = f"networks/{slug}"
-    outputs = [f"{rel}/association_activated.csv", f"{rel}/association_deactivated.csv"]
+    outputs = [f"{rel}/association_activated.tsv", f"{rel}/association_deactivated.tsv"]
     if atlases is None:
         atlases = load_atlases(ctx, data)
     from ...networks.association import TEST_REVISION
@@ -89,7 +89,7 @@ def step_networks(ctx: StepContext, data, group: dict, slug: str, atoms: np.ndar
         summary = ctx.out / f"{rel}/test.json"
         if summary.exists():
             ctx.summary.setdefault("networks", {})[slug] = json.loads(summary.read_text())
-        return {p: pd.read_csv(ctx.out / o) for p, o in zip(("activated", "deactivated"), outputs)}
+        return {p: pd.read_csv(ctx.out / o, sep="\t") for p, o in zip(("activated", "deactivated"), outputs)}
     clear_output(ctx, rel)
     if regions:
         tables, criterion = _region_tables(ctx, data, atoms, slug)
@@ -238,7 +238,7 @@ def network_readouts(ctx: StepContext, data, per_model: dict, atlases: dict) -> 
     """One readout per network of every model tested by the stimulus test
     (:func:`napari_brainorg.networks.readout.network_readout`), after the FDR across models.
 
-    Writes ``networks/<model>/readout.csv`` (per network: direction, main atom, the atoms of
+    Writes ``networks/<model>/readout.tsv`` (per network: direction, main atom, the atoms of
     its driver with their weights and shares, the driver's held-out r with its CI) and adds
     ``role`` (main driver / part / counterweight) and ``network_direction`` (the direction
     the link is presented with: its network's) to the association tables; the networks
@@ -273,7 +273,7 @@ def network_readouts(ctx: StepContext, data, per_model: dict, atlases: dict) -> 
         for part, t in tables.items():
             roles, shown = link_roles(t, readout)
             tables[part] = t.assign(role=roles, network_direction=shown, recurrence=recurrence[part])
-            ctx.writer.write_table(f"{rel}/association_{part}.csv", tables[part])
+            ctx.writer.write_table(f"{rel}/association_{part}.tsv", tables[part])
         main = pd.concat(tables.values())
         main = main[main["role"] == "main driver"].set_index(["atlas", "network"])["recurrence"]
         readout["recurrence"] = [main.get((a, n), np.nan) for a, n in zip(readout["atlas"], readout["network"])]
@@ -286,8 +286,8 @@ def network_readouts(ctx: StepContext, data, per_model: dict, atlases: dict) -> 
                 "rule": "the link's matched atom in a dictionary learned from another start (Hungarian on |r|, "
                         "sign turned to correlate positively) has the link's sign and at least the weakest "
                         "declared |statistic| of the run"}
-        ctx.writer.write_table(f"{rel}/readout.csv", readout)
-        ctx.done(rel, outputs=[f"{rel}/readout.csv"])
+        ctx.writer.write_table(f"{rel}/readout.tsv", readout)
+        ctx.done(rel, outputs=[f"{rel}/readout.tsv"])
         res["readout"] = readout
         ctx.summary.setdefault("network_readouts", {})[slug] = json.loads(readout.to_json(orient="records"))
 
@@ -388,7 +388,7 @@ def fdr_across_models(ctx: StepContext, per_model: dict, baseline: bool = False)
         rel = f"networks/{slug}"
         tables = {"activated": act.assign(fdr_family=family), "deactivated": deact.assign(fdr_family=family)}
         for part, table in tables.items():
-            ctx.writer.write_table(f"{rel}/association_{part}.csv", table)
+            ctx.writer.write_table(f"{rel}/association_{part}.tsv", table)
         record = dict(ctx.summary.get("networks", {}).get(slug) or {})
         if record:
             record["fdr_family"] = family

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ... import __version__
-from ...io.results import DATASET_DESCRIPTION, WARNINGS
+from ...io.results import DATASET_DESCRIPTION, WARNINGS, find_map
 from ..config import PipelineConfig
 from ..context import StepContext, model_slug
 from ..study import study_runs, subject_ci
@@ -59,8 +59,8 @@ def step_report(ctx: StepContext, per_model: dict) -> None:
                 w.write_figure(f"figures/{slug}_{atlas}_{part}_association.png",
                                figs.association_heatmap_figure(sub, value=value, signed=value == "statistic"))
         r2_name = "r2_cv" if "r2_cv" in group else "r2_sparse"
-        r2_img = ctx.out / f"encoding/{slug}/{r2_name}.nii.gz"
-        if r2_img.exists():  # voxel data (region time series have a table instead)
+        r2_img = find_map(ctx.out, slug, r2_name)
+        if r2_img is not None:  # voxel data (region time series have a table instead)
             w.write_figure(f"figures/{slug}_{r2_name}.png", figs.r2_glass_figure(str(r2_img)))
         r2 = group.get(r2_name)
         summary_models[slug] = {
@@ -288,27 +288,74 @@ def describe_outputs(ctx: StepContext, caught: list[dict]) -> None:
     ctx.writer.write_json(DATASET_DESCRIPTION, dataset_description(ctx.config))
 
 
+#: the BIDS version the result folder follows (derivatives: dataset_description, sidecars, TSV)
+BIDS_VERSION = "1.10.0"
+
+
+def _code_url() -> str | None:
+    """The package's home page from its installed metadata (``[project.urls]``), if it has one."""
+    from importlib.metadata import PackageNotFoundError, metadata
+
+    try:
+        meta = metadata("napari-brainorg")
+    except PackageNotFoundError:
+        return None
+    urls = [u.split(",", 1)[-1].strip() for u in meta.get_all("Project-URL") or []]
+    return next((u for u in urls if u), meta.get("Home-page") or None)
+
+
+def source_datasets(config: PipelineConfig) -> list[dict]:
+    """``SourceDatasets`` of the result folder: a BIDS input's DOI (from its own
+    ``dataset_description.json``) with its location as a URI; the folders of plain images
+    as ``file://`` URIs; ``bids::simulated/`` (a BIDS URI into this folder) for simulated data."""
+    fmri = config.fmri
+    if fmri.simulate is not None:
+        return [{"URL": "bids::simulated/"}]
+    if fmri.bids is not None:
+        root = Path(fmri.bids.root).resolve()
+        entry: dict[str, Any] = {"URL": root.as_uri()}
+        try:
+            theirs = json.loads((root / "dataset_description.json").read_text())
+        except (OSError, ValueError):
+            theirs = {}
+        doi = str(theirs.get("DatasetDOI") or "").strip()
+        if doi:
+            entry = {"DOI": doi if doi.startswith("doi:") else f"doi:{doi.removeprefix('https://doi.org/')}",
+                     **entry}
+        if theirs.get("Version") or theirs.get("DatasetVersion"):
+            entry["Version"] = str(theirs.get("Version") or theirs.get("DatasetVersion"))
+        return [entry]
+    files = fmri.images if isinstance(fmri.images, list) else [p for v in (fmri.images or {}).values() for p in v]
+    files = [*files, *(fmri.regions if isinstance(fmri.regions, list) else
+                       [p for v in (fmri.regions or {}).values() for p in v])]
+    folders = sorted({Path(f).resolve().parent for f in files})
+    return [{"URL": folder.as_uri()} for folder in folders]
+
+
 def dataset_description(config: PipelineConfig) -> dict:
     """The BIDS-derivatives ``dataset_description.json`` of a run's result folder."""
     fmri = config.fmri
+    generated = {
+        "Name": "napari-brainorg",
+        "Version": __version__,
+        "Description": "Sparse dictionary atoms of language-model artificial neurons, voxel-wise "
+                       "encoding of fMRI and atom-network associations (Sun et al. 2024, arXiv:2410.19542).",
+    }
+    url = _code_url()
+    if url:
+        generated["CodeURL"] = url
     desc = {
         "Name": f"napari-brainorg: atoms of {', '.join(config.features.models)} and their brain maps"
                 f" ({'SIMULATED fMRI' if fmri.simulate is not None else 'fMRI'}, story {Path(config.story.path).name})",
-        "BIDSVersion": "1.10.0",
+        "BIDSVersion": BIDS_VERSION,
         "DatasetType": "derivative",
-        "GeneratedBy": [{
-            "Name": "napari-brainorg",
-            "Version": __version__,
-            "Description": "Sparse dictionary atoms of language-model artificial neurons, voxel-wise "
-                           "encoding of fMRI and atom-network associations (Sun et al. 2024, arXiv:2410.19542).",
-        }],
+        "GeneratedBy": [generated],
         "HowToAcknowledge": "Cite Sun et al. (2024) arXiv:2410.19542 and the atlases used "
                             "(see report.html, Methods).",
     }
-    if fmri.bids is not None:
-        desc["SourceDatasets"] = [{"URL": Path(fmri.bids.root).resolve().as_uri()}]
-    if fmri.simulate is not None:
-        desc["SourceDatasets"] = [{"URL": "simulated/"}]
+    sources = source_datasets(config)
+    if sources:
+        desc["SourceDatasets"] = sources
     return desc
 
 
