@@ -55,8 +55,6 @@ def test_result_folder_holds_maps_tables_and_figures(quick_result):
         assert set(table["atlas"]) == {"smith10", "yeo7"}
     assert len(res.figures()) >= 4
     assert (res.path / "figures/models_comparison.png").exists()
-    import pandas as pd
-
     summary = res.comparison_tables()["summary"]
     assert summary["n_atoms"].tolist() == [k]  # the number of atoms is reported beside every figure
     table = res.atoms_table()
@@ -169,8 +167,6 @@ def test_voxel_significance_and_layerwise_baseline(tmp_path):
     print(f"significant: planted voxels {rate_in:.3f}, noise voxels {rate_out:.4f}")
     assert rate_out < 0.05
     assert rate_in > 0.1 and rate_in > 10 * rate_out
-    import pandas as pd
-
     baseline = result.baseline_table()
     assert baseline["model"].tolist() == [f"layer {i}" for i in range(6)] + ["atoms"]
     layers = result.map_img(name="baseline_r2_layers")
