@@ -373,7 +373,9 @@ def test_cache_hit_and_recompute_on_a_changed_option(minilm, excerpt, tmp_path):
     out = tmp_path / "features" / "minilm"
     first = extract_an_responses(excerpt, minilm, tr=TR, n_volumes=N_VOLUMES, cache_dir=out)
     assert not first.from_cache
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted(AN_FILES)
+    # the tables' column descriptions (BIDS sidecars) beside them
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted(
+        [*AN_FILES, "an_index.json", "dropped.json"])
     on_disk = np.load(out / "an_responses.npy")
     assert on_disk.dtype == np.float32
     np.testing.assert_array_equal(on_disk, first.responses)

@@ -134,7 +134,7 @@ def _as_an_earlier_version_wrote_it(path: Path) -> None:
         sub = f"sub-{values['sub']}_" if "sub" in values else ""
         p.rename(p.with_name(f"{sub}model-minilm_{stat}_statmap.nii.gz"))
     for p in [*path.glob("networks/*/*.tsv"), *path.glob("comparison/*.tsv")]:
-        pd.read_csv(p, sep="\t").to_csv(p.with_suffix(".csv"), index=False)
+        pd.read_csv(p, sep="\t", dtype=str).to_csv(p.with_suffix(".csv"), index=False)
         p.unlink()
         p.with_suffix(".json").unlink()
 

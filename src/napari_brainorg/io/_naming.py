@@ -51,7 +51,7 @@ GROUP_MAPS: dict[str, tuple[str, str, str, str, str]] = {
     "r2_sparse_null_p95": ("R2SparseNullP95", "statmap", "estimate",
                            "95th percentile of the in-sample sparse R2 under the shifted-atoms null "
                            "(the chance level of r2_sparse)", "fraction of variance explained"),
-    "q_cv": ("QCv", "statmap", "q", "FDR q of the held-out R2 (subjects' permutation p combined)",
+    "q_cv": ("QCv", "statmap", "estimate", "FDR q of the held-out R2 (subjects' permutation p combined)",
              "probability"),
     "noise_ceiling": ("NoiseCeiling", "statmap", "estimate",
                       "split-half noise ceiling of one subject's r (Spearman-Brown corrected)",
