@@ -86,6 +86,16 @@ def _truncate(rel, keep=0.5):
     return prepare
 
 
+def _truncate_map(name, keep=0.5):
+    """Truncate one of the result's ``encoding/minilm/`` maps, found by what it holds."""
+    def prepare(s: Path):
+        from napari_brainorg.io.results import find_map
+
+        path = find_map(s / "result", "minilm", name)
+        _truncate(path.relative_to(s), keep)(s)
+    return prepare
+
+
 def _then(*fns):
     def prepare(s: Path):
         argv = None
@@ -339,8 +349,8 @@ CASES: list[Case] = [
     Case("view_missing_folder", _argv("view", "{s}/nothing"), ("nothing", "does not exist")),
     Case("view_a_file", _argv("view", "{s}/study.yaml"), ("study.yaml",)),
     Case("view_foreign_folder", _argv("view", "{s}"), ("not a napari-brainorg result",)),
-    Case("view_truncated_nifti", _then(_truncate("result/encoding/minilm/atom_maps.nii.gz", 0.6),
-                                       _argv("view", "{s}/result")), ("atom_maps.nii.gz", "damaged")),
+    Case("view_truncated_nifti", _then(_truncate_map("atom_maps", 0.6),
+                                       _argv("view", "{s}/result")), ("AtomMaps_statmap.nii.gz", "damaged")),
     Case("view_summary_not_json", _then(_write("result/summary.json", text="{"), _argv("view", "{s}/result")),
          ("summary.json", "not valid JSON")),
     Case("simulate_bad_atlas", _argv("simulate", "--model", "minilm", "--out", "{s}/sim", "--atlas", "smith11"),
