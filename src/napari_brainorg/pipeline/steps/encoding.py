@@ -10,8 +10,15 @@ Writes
     computed by other processes or jobs merge into one run), then the group files:
     ``atom_maps.nii.gz``, ``atom_maps_z.nii.gz``, ``mask.nii.gz``, score maps
     (``r2_cv``, ``r_cv``, ``r2_sparse``, ``noise_ceiling``, ``q_cv``...), ``arrays.npz``
-    (every group array), ``baseline.csv``, voxel time courses; for region data
-    ``regions.csv``, ``atom_maps.csv``, ``atom_maps_z.csv``.
+    (every group array), ``baseline.csv``, the prediction as design and weights
+    (``voxel_design.npy``, ``voxel_weights.npy``, ``voxel_intercept.npy``,
+    ``voxel_timecourses.json``); for region data ``regions.csv``, ``atom_maps.csv``,
+    ``atom_maps_z.csv``. Once per run, whatever the number of models:
+    ``encoding/study.npz`` (noise ceiling, ISC), ``encoding/voxel_measured.npy`` (every
+    subject's high-passed fMRI, float32) and ``encoding/nuisance_only/<subject>.npz``
+    (the nuisance regressors' held-out fit and chance level). A baseline is encoded for
+    what its comparisons and network tests read: maps, the paper's fit, the held-out r
+    and its chance level.
 Key
     the encoding options, the keys of the atoms, the fMRI and the story, the seed and TR;
     each subject's task adds the subject, its place in the study and whether its time
