@@ -194,7 +194,7 @@ def test_runs_are_phase_randomised_each_on_its_own(rng):
     """Two stories stacked: every draw equals turning each story's part of the tested atom's
     unique part by that story's own phases, then refitting every subject (conditional test)."""
     from napari_brainorg.encoding.inference import apply_phases, between_subject_spectrum
-    from napari_brainorg.encoding.inference import run_null_phases
+    from napari_brainorg.networks._association_null import NullDraws
 
     runs, k, S = [70, 51], 3, 6
     n = sum(runs)
@@ -206,8 +206,8 @@ def test_runs_are_phase_randomised_each_on_its_own(rng):
         drifts[a:b, 2 * i] = 1.0
         drifts[a:b, 2 * i + 1] = np.linspace(-1, 1, b - a)
     table = stimulus_association(atoms, data, networks, tr=TR, confounds=drifts, highpass_cutoff=None,
-                                 n_permutations=40, n_refine=0, runs=runs, random_state=7)
-    phases = run_null_phases("phase", runs, 40, random_state=7)
+                                 n_permutations=40, n_refine=0, sequential_h=0, runs=runs, random_state=7)
+    phases = NullDraws("phase", runs, 40, random_state=7).phases(0, 40)  # draw d from the seed and d
     Q = np.linalg.qr(drifts)[0]
     Xr = atoms - Q @ (Q.T @ atoms)
     Xr /= Xr.std(0)
@@ -261,7 +261,7 @@ def test_surrogate_atoms_on_strongly_driven_networks_stay_within_fdr(rng):
     gen = np.random.default_rng(0)
     atoms = bench_atoms(gen)
     data, networks = bench_study(gen, atoms, 8, planted=planted, r2=0.15)
-    kw = dict(tr=TR, n_permutations=10_000, n_refine=20_000, random_state=0)
+    kw = dict(tr=TR, n_permutations=10_000, n_refine=90_000, random_state=0)  # the pipeline's budget
     surrogate_atoms = phase_randomise(atoms, random_state=100)
     surrogate = stimulus_association(surrogate_atoms, data, networks, **kw)
     real = stimulus_association(atoms, data, networks, **kw)
@@ -415,7 +415,7 @@ def test_cells_at_the_floor_get_more_draws_and_keep_the_other_p(rng):
     atoms = make_atoms(rng, n=200, k=6)
     data, networks = make_study(rng, atoms, n_subjects=6, planted={2: (0, 1)}, n_net=3, per_net=40,
                                 n_other=80, r2=0.3)
-    kw = dict(tr=TR, n_permutations=99, random_state=0)
+    kw = dict(tr=TR, n_permutations=99, random_state=0, sequential_h=0)  # the fixed-budget test
     first = stimulus_association(atoms, data, networks, n_refine=0, **kw)
     both = stimulus_association(atoms, data, networks, n_refine=900, **kw)
     assert first.attrs["n_refine"] == 0 and both.attrs["n_refine"] == 900
