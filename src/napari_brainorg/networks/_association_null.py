@@ -418,7 +418,8 @@ def _count_exceedances(model: StimulusNull, observed: np.ndarray, draws: NullDra
             break
         cols = np.flatnonzero(either[rows].any(0))
         b1 = min(b0 + batch_size, stop)
-        stat = model.statistics(np.exp(1j * draws.phases(b0, b1)), rows, cols)
+        phases = draws.phases(b0, b1)
+        stat = model.statistics(np.cos(phases) + 1j * np.sin(phases), rows, cols)
         cell = np.ix_(rows, cols)
         obs, tol = observed[cell][None], tl[cell][None]
         for hit, act, count, made in zip((stat >= obs - tol, stat <= obs + tol), active, counts, drawn):

@@ -305,10 +305,10 @@ def network_time_series(Y, contrasts, Q) -> np.ndarray:
         R = np.asarray(Y[:, start:start + chunk], dtype=np.float64)
         QtR = Q.T @ R
         mean = (R.sum(0) - Q.sum(0) @ QtR) / n
-        var = np.maximum(np.einsum("tv,tv->v", R, R) - np.einsum("qv,qv->v", QtR, QtR), 0.0) / n - mean ** 2
-        sd = np.sqrt(np.maximum(var, 0.0))
+        sq = np.einsum("tv,tv->v", R, R)
+        sd = np.sqrt(np.maximum((sq - np.einsum("qv,qv->v", QtR, QtR)) / n - mean ** 2, 0.0))
         # a voxel the nuisance explains to rounding is constant: it carries no weight
-        ok = sd > 1e-7 * np.sqrt(np.einsum("tv,tv->v", R, R) / n)
+        ok = sd > 1e-7 * np.sqrt(sq / n)
         W = np.where(ok, 1.0 / np.where(ok, sd, 1.0), 0.0)[:, None] * contrasts[start:start + chunk]
         out += R @ W - Q @ (QtR @ W)
     return out
