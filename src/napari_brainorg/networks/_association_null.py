@@ -125,8 +125,8 @@ class _CrossSpectra:
     FQ: np.ndarray | None  # (nf, n_nuisance): the nuisance's spectra, for the conditional test
     FX: np.ndarray | None  # (nf, k): the atoms' spectra
     weighted_spectrum: np.ndarray | None  # (nf, n_net): between-subject spectrum x bin weights
-    B_re: np.ndarray | None = None  # (n_nuisance + k, nf): real part of [FQ, FX]', for the conditional test
-    B_im: np.ndarray | None = None  # (n_nuisance + k, nf): its imaginary part
+    B_re: np.ndarray | None = None  # (n_nuisance + k, nf) float32: real part of [FQ, FX]', for the conditional test
+    B_im: np.ndarray | None = None  # (n_nuisance + k, nf) float32: its imaginary part
 
 
 class StimulusNull:
@@ -155,7 +155,7 @@ class StimulusNull:
     Notes
     -----
     Each ``_refit_*`` method takes one batch's per-bin rotations ``rot`` of shape
-    (batch, n_bins), the atoms tested ``rows`` and the flattened cross-spectra of these
+    (batch, n_bins) (complex; the conditional refit their real and imaginary parts), the atoms tested ``rows`` and the flattened cross-spectra of these
     atoms and the networks ``cols`` (``_operands``), and returns the batch's statistics, of
     shape (batch, kr, nc): a draw is computed once for every cell still drawing.
     """
@@ -206,8 +206,8 @@ class StimulusNull:
             cross=cross, cross_mean=cross_mean,
             cross_q=cross_q, cross_x=cross_x, FQ=FQ if self.conditional else None, FX=FX,
             weighted_spectrum=(scale * self.spectrum).astype(np.float64) if self.conditional else None,
-            B_re=np.ascontiguousarray(np.concatenate([FQ, FX], axis=1).real.T) if self.conditional else None,
-            B_im=np.ascontiguousarray(np.concatenate([FQ, FX], axis=1).imag.T) if self.conditional else None)
+            B_re=np.ascontiguousarray(np.concatenate([FQ, FX], axis=1).real.T, np.float32) if self.conditional else None,
+            B_im=np.ascontiguousarray(np.concatenate([FQ, FX], axis=1).imag.T, np.float32) if self.conditional else None)
 
     def _operands(self, rows: np.ndarray, cols: np.ndarray) -> tuple:
         """The cross-spectra of the atoms ``rows`` and networks ``cols``, flattened for one matrix
@@ -242,9 +242,10 @@ class StimulusNull:
         nuisance and the atoms), and u's spectrum from real products of its real and
         imaginary parts."""
         f, cs, (stacked, cols) = self.fits, self._spectra, operands
-        b_n, kr, k, n_net, S = len(rot), len(rows), f.effect.shape[0], len(cols), f.ys.shape[0]
+        cos, sin = rot  # the draws' rotations, real and imaginary parts
+        b_n, kr, k, n_net, S = len(cos), len(rows), f.effect.shape[0], len(cols), f.ys.shape[0]
         n_q = cs.FQ.shape[1]
-        prods = np.concatenate([rot.real, -rot.imag], axis=1) @ stacked
+        prods = np.concatenate([cos, -sin], axis=1) @ stacked
         # the moved regressor u = M_-j P r_j replaces atom j's unique part; a
         # subject's value u' e_s with e_s = M_-j y_s = e_full + b_sj r_j, so the
         # subjects' mean is (P r_j)' mean(e) + mean(b_j) (P r_j)' r_j, where
@@ -257,13 +258,21 @@ class StimulusNull:
         # u's spectrum: P r_j less its fit on the drifts and on the other atoms,
         # gamma = G_-j^-1 c_-j = G^-1 c - (G^-1 c)_j G^-1 e_j / (G^-1)_jj
         beta[..., n_q:] = c @ f.Ginv - g[..., None] * f.Ginv[rows][None]
+        # the denominator, a weighted sum of squares (no cancellation), in single precision:
+        # its relative error ~1e-6 moves no draw across an observed statistic in practice
         fr = self.FR[:, rows].T[None]  # (1, kr, nf)
-        rr, ri = rot.real[:, None, :], rot.imag[:, None, :]
-        fit_re, fit_im = beta @ cs.B_re, beta @ cs.B_im  # (b, kr, nf): the fit of P r_j on [Q, X]
-        u_re = fr.real * rr - fr.imag * ri - fit_re
-        u_im = fr.real * ri + fr.imag * rr - fit_im
-        power = np.square(u_re, out=u_re) + np.square(u_im, out=u_im)
-        se = np.sqrt(np.maximum(power @ cs.weighted_spectrum[:, cols], 1e-300) / S)
+        fr_re, fr_im = fr.real.astype(np.float32), fr.imag.astype(np.float32)
+        rr, ri = cos.astype(np.float32)[:, None, :], sin.astype(np.float32)[:, None, :]
+        beta = beta.astype(np.float32)
+        u_re = fr_re * rr
+        u_re -= fr_im * ri
+        u_re -= beta @ cs.B_re  # (b, kr, nf): P r_j less its fit on [Q, X]
+        u_im = fr_re * ri
+        u_im += fr_im * rr
+        u_im -= beta @ cs.B_im
+        power = np.square(u_re, out=u_re)
+        power += np.square(u_im, out=u_im)
+        se = np.sqrt(np.maximum(power.astype(np.float64) @ cs.weighted_spectrum[:, cols], 1e-300) / S)
         return num / se
 
     def _refit_unique(self, rot: np.ndarray, rows: np.ndarray, operands: tuple) -> np.ndarray:
@@ -280,13 +289,13 @@ class StimulusNull:
         moved2 = np.maximum(moved2, 1e-6 * f.norm2[rows][None])
         return group_statistic(num / np.sqrt(moved2)[:, None, :, None].astype(np.float32), self.method)
 
-    def statistics(self, rot: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    def statistics(self, phases: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """The group statistics of one batch of draws for the atoms ``rows`` and networks ``cols``.
 
         Parameters
         ----------
-        rot : ndarray of shape (batch, n_bins), complex
-            Per-bin rotations of the draws, ``exp(i phases)``.
+        phases : ndarray of shape (batch, n_bins)
+            Per-bin phase rotations of the draws (:class:`NullDraws`).
         rows, cols : ndarray of int, shapes (kr,) and (nc,)
 
         Returns
@@ -298,9 +307,10 @@ class StimulusNull:
         key = (rows.tobytes(), cols.tobytes())
         if getattr(self, "_operands_key", None) != key:  # the cells still drawing change at batch ends only
             self._operands_key, self._operands_cache = key, self._operands(rows, cols)
-        refit = {"all": self._refit_all, "conditional": self._refit_conditional,
-                 "unique": self._refit_unique}[self.moved]
-        return refit(rot, rows, self._operands_cache)
+        if self.conditional:
+            return self._refit_conditional((np.cos(phases), np.sin(phases)), rows, self._operands_cache)
+        refit = self._refit_all if self.moved == "all" else self._refit_unique
+        return refit(np.exp(1j * phases), rows, self._operands_cache)
 
 
 def _seed_of(random_state) -> int:
@@ -418,8 +428,7 @@ def _count_exceedances(model: StimulusNull, observed: np.ndarray, draws: NullDra
             break
         cols = np.flatnonzero(either[rows].any(0))
         b1 = min(b0 + batch_size, stop)
-        phases = draws.phases(b0, b1)
-        stat = model.statistics(np.cos(phases) + 1j * np.sin(phases), rows, cols)
+        stat = model.statistics(draws.phases(b0, b1), rows, cols)
         cell = np.ix_(rows, cols)
         obs, tol = observed[cell][None], tl[cell][None]
         for hit, act, count, made in zip((stat >= obs - tol, stat <= obs + tol), active, counts, drawn):
