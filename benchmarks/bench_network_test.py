@@ -122,7 +122,7 @@ def _compare(ref: dict, other: dict) -> None:
     key = ["model"] + KEY
     left = pd.DataFrame(ref["rows"]).set_index(key)
     right = pd.DataFrame(other["rows"]).set_index(key)
-    both = left.join(right, lsuffix="_fixed", rsuffix=f"_{name}", how="inner")
+    both = left.merge(right, left_index=True, right_index=True, suffixes=("_fixed", f"_{name}"))
     near = both[(both["p_fixed"] < 0.05) | (both[f"p_{name}"] < 0.05)].sort_values("p_fixed")
     shown = ["statistic_fixed", "p_fixed", f"p_{name}", "q_fixed", f"q_{name}", "associated_fixed",
              f"associated_{name}"] + [c for c in (f"n_draws_{name}",) if c in near]
