@@ -84,7 +84,9 @@ def step_networks(ctx: StepContext, data, group: dict, slug: str, atoms: np.ndar
 
     if ctx.cached(step, [nc.model_dump(mode="json", exclude={"atlases"}),
                          ["regions"] if regions else [atlas_slug(a) for a in nc.atlases],
-                         ctx.keys[f"encoding/{slug}"], ctx.config.seed, ["test revision", TEST_REVISION]], outputs,
+                         ctx.keys[f"encoding/{slug}"], ctx.config.seed, ["test revision", TEST_REVISION],
+                         # the floor cells drawn further depend on the family pooled across models
+                         ["fdr models", _fdr_models(ctx, slug)]], outputs,
                   inputs=[] if regions else [atlas_file(name) for name in nc.atlases]):
         summary = ctx.out / f"{rel}/test.json"
         if summary.exists():
