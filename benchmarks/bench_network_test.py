@@ -83,7 +83,8 @@ def _child(args) -> None:
     recovery = json.loads((out / "recovery.json").read_text()) if (out / "recovery.json").exists() else {}
     print(json.dumps({
         "variant": args.variant, "step_wall_s": clock["wall"], "step_cpu_s": clock["cpu"],
-        "timings_networks_s": summary["timings_s"].get("networks"), "load_before": load, "load_after": os.getloadavg()[0],
+        "timings_networks_s": summary["timings_s"].get("networks"), "load_before": load,
+        "load_after": os.getloadavg()[0],
         "n_draws": sum(int(t.get("n_draws") or 0) for t in tests),
         "budgets": [[t.get("n_permutations"), t.get("n_refine"), t.get("sequential_h")] for t in tests],
         "recovery": {k: recovery.get(k) for k in ("precision", "recall", "tp", "fp", "fn")},
@@ -162,7 +163,8 @@ def main() -> None:
               f"(run timings: {res['timings_networks_s']} s); load {res['load_before']:.2f} -> "
               f"{res['load_after']:.2f}; cell draws counted {res['n_draws'] or 'n/a'}; budgets "
               f"[first, further, h] {res['budgets']}; declared {len(_declared(res))}; recovery precision "
-              f"{rec['precision']}, recall {rec['recall']} (tp {rec['tp']}, fp {rec['fp']}, fn {rec['fn']})", flush=True)
+              f"{rec['precision']}, recall {rec['recall']} (tp {rec['tp']}, fp {rec['fp']}, fn {rec['fn']})",
+              flush=True)
     ref, seq = results["fixed"], results["sequential"]
     for variant in [v for v in results if v != "sequential"]:
         other = results[variant]

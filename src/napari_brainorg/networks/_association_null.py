@@ -6,9 +6,10 @@ is the same statistic after each draw of the atoms' time courses, one phase
 randomisation or circular shift shared by every subject (:class:`StimulusNull`), and
 the p-values count the draws at or beyond the observed statistic
 (:func:`monte_carlo_pvalues`): a cell stops drawing once ``h`` draws reached it (Besag &
-Clifford's sequential p), the cells that none of the first draws reached get further draws. A draw's refit is never done by refitting: every inner
-product a draw needs is a sum over real-FFT bins of cross-spectra computed once, so a
-batch of draws is one matrix product. Every run (story) has its own bins, one run after
+Clifford's sequential p), the cells that none of the first draws reached get further
+draws. A draw's refit is never done by refitting: every inner product a draw needs is a
+sum over real-FFT bins of cross-spectra computed once, so a batch of draws is one matrix
+product. Every run (story) has its own bins, one run after
 the other, so a draw turns each run's phases on its own.
 """
 
@@ -155,7 +156,8 @@ class StimulusNull:
     Notes
     -----
     Each ``_refit_*`` method takes one batch's per-bin rotations ``rot`` of shape
-    (batch, n_bins) (complex; the conditional refit their real and imaginary parts), the atoms tested ``rows`` and the flattened cross-spectra of these
+    (batch, n_bins) (complex; the conditional refit their real and imaginary parts), the
+    atoms tested ``rows`` and the flattened cross-spectra of these
     atoms and the networks ``cols`` (``_operands``), and returns the batch's statistics, of
     shape (batch, kr, nc): a draw is computed once for every cell still drawing.
     """
@@ -199,15 +201,17 @@ class StimulusNull:
         if f.Ginv is not None and not joint:
             FX = _run_rfft(f.Xr, runs, axis=0)
             cross_x = np.einsum("fk,fi->fki", FR, np.conj(FX)) * scale[:, :, None]
-        cross_mean = None
-        if self.conditional:  # the statistic reads the subjects' mean, in double precision
+        cross_mean = FB = None
+        if self.conditional:
+            FB = np.concatenate([FQ, FX], axis=1)  # what u is fitted on: the nuisance, then the atoms
+            # the statistic reads the subjects' mean, in double precision
             cross_mean = np.einsum("fk,fn->fkn", FR, np.conj(FE.mean(0))) * scale[:, :, None]
         return _CrossSpectra(
             cross=cross, cross_mean=cross_mean,
             cross_q=cross_q, cross_x=cross_x, FQ=FQ if self.conditional else None, FX=FX,
             weighted_spectrum=(scale * self.spectrum).astype(np.float64) if self.conditional else None,
-            B_re=np.ascontiguousarray(np.concatenate([FQ, FX], axis=1).real.T, np.float32) if self.conditional else None,
-            B_im=np.ascontiguousarray(np.concatenate([FQ, FX], axis=1).imag.T, np.float32) if self.conditional else None)
+            B_re=None if FB is None else np.ascontiguousarray(FB.real.T, np.float32),
+            B_im=None if FB is None else np.ascontiguousarray(FB.imag.T, np.float32))
 
     def _operands(self, rows: np.ndarray, cols: np.ndarray) -> tuple:
         """The cross-spectra of the atoms ``rows`` and networks ``cols``, flattened for one matrix
@@ -450,7 +454,7 @@ def _count_exceedances(model: StimulusNull, observed: np.ndarray, draws: NullDra
 def monte_carlo_pvalues(model: StimulusNull, observed: np.ndarray, *, null: str, n_permutations: int,
                         n_refine: int, sequential_h: int, min_shift: int | None, random_state, batch_size: int,
                         stage: str, settled=None, progress=None, cancel=None) -> MonteCarloP:
-    """One-sided Monte Carlo p-values of every atom x network: sequential, with further draws for the cells at the floor.
+    """One-sided Monte Carlo p-values of every atom x network: sequential, further draws for the floor cells.
 
     First draws (``n_permutations``): with ``sequential_h = h > 0`` a cell stops at the
     draw ``n`` that brings its ``h``-th draw at or beyond the observed statistic and gets

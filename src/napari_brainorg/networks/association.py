@@ -645,18 +645,12 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
         test (p, q NaN, nothing associated).
     n_refine : int, default 90000
         With ``null="phase"``: further draws, at most, for the cells that none of the
-        first ``n_permutations`` draws reached; those cells get their p over all their
-        draws, every other cell keeps its first p (a valid two-stage p: module
-        docstring). 0: off.
+        first draws reached, p over all their draws (a valid two-stage p). 0: off.
     sequential_h : int, default 20
-        With ``null="phase"``: a cell stops drawing once ``sequential_h`` null draws reached its observed
-        statistic, with ``p = h / n`` (Besag & Clifford's sequential p; module docstring),
-        and a cell at the floor gets no further draws where its decision is taken at the
-        floor. 0: the fixed-budget test (every cell makes every draw).
+        With ``null="phase"``: a cell stops at its ``h``-th draw at or beyond the observed
+        statistic, ``p = h / n``; a floor cell declared at the floor draws no further. 0: fixed budget.
     fdr_models : int, default 1
-        The number of models whose tests a later correction pools (:func:`family_fdr`):
-        a floor cell's decision counts as taken only if it holds with a family this many
-        times larger (the other models' tests adding no declaration).
+        Models whose tests :func:`family_fdr` pools (the floor cells' check counts them).
     min_shift : int, optional
         For ``null="shift"`` (default ``n_volumes // 10``).
     runs : list of int, optional
@@ -723,12 +717,12 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
         tested), ``effect`` (mean over subjects of the unique coefficient contrast:
         inside minus outside, in SD of the voxels per SD of the atom's unique part),
         ``marginal`` (the atom's correlation with the subjects' mean network time series),
-        ``p``, ``n_draws`` (the null draws the p counted), ``q``, ``associated`` (``q < alpha`` in this direction and ``effect_ok``),
+        ``p``, ``n_draws`` (the null draws the p counted), ``q``, ``associated`` (``q < alpha``
+        in this direction and ``effect_ok``),
         ``effect_ok`` (the rules ``min_effect`` / ``min_relative_effect`` /
         ``min_network_relative_marginal`` hold, so that a correction over a larger family, :func:`family_fdr`, can
         declare again), ``test``. ``attrs``: ``criterion`` (the test and its rule in words),
-        ``n_permutations`` and ``n_refine`` (the first and further draws' budgets), ``n_draws``
-        (cell draws made), ``sequential_h``, and the options the test ran with.
+        ``n_permutations``, ``n_refine`` (budgets), ``n_draws`` (cell draws made) and the options.
     """
     _checked_options(null, contribution, network_score, moved, n_permutations, n_refine, alpha, sequential_h,
                      fdr_models)
@@ -746,8 +740,7 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
     mc = monte_carlo_pvalues(
         model, observed, null=null, n_permutations=n_permutations, n_refine=n_refine, sequential_h=sequential_h,
         min_shift=min_shift, random_state=random_state, batch_size=batch_size, stage="networks: stimulus null",
-        settled=lambda p_hi, p_lo: _declared_at_floor(p_hi, p_lo, atlas_names, alpha, fdr_models),
-        progress=progress, cancel=cancel)
+        settled=lambda *p: _declared_at_floor(*p, atlas_names, alpha, fdr_models), progress=progress, cancel=cancel)
     p_hi, p_lo, used, refined = mc.p_hi, mc.p_lo, mc.used, mc.refined
     # decide: FDR per atlas, then rules that only remove declarations
     tested = used > 0
@@ -756,8 +749,8 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
     test = f"stimulus-{null}/{contribution}/{network_score}/{method}-effects/moved-{moved}"
     table = _association_table(
         names, atlas_names, network_names, statistic=observed, effect=fits.effect, marginal=fits.marginal,
-        p=(p_hi, p_lo), n_draws=(mc.draws_hi, mc.draws_lo), q=(q_hi, q_lo), effect_ok=_effect_size_rule(fits.effect, min_effect, min_relative_effect),
-        alpha=alpha, tested=tested, test=test, integer_atoms=atom_names is None)
+        p=(p_hi, p_lo), n_draws=(mc.draws_hi, mc.draws_lo), q=(q_hi, q_lo), alpha=alpha, tested=tested, test=test,
+        effect_ok=_effect_size_rule(fits.effect, min_effect, min_relative_effect), integer_atoms=atom_names is None)
     _network_rules(table, tested=tested, min_network_relative_marginal=min_network_relative_marginal,
                    min_network_relative_effect=min_network_relative_effect)
     table.attrs.update(_test_attrs(
@@ -765,8 +758,7 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
         alpha=alpha, min_effect=min_effect, min_relative_effect=min_relative_effect,
         min_network_relative_marginal=min_network_relative_marginal,
         min_network_relative_effect=min_network_relative_effect, used=used, refined=refined, n_subjects=S, test=test,
-        sequential_h=sequential_h))
-    table.attrs["n_draws"] = mc.n_draws
+        sequential_h=sequential_h), n_draws=mc.n_draws)
     return table
 
 
