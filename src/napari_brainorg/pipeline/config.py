@@ -405,10 +405,16 @@ class NetworksConfig(_Section):
         "Null draws; default 10000 for the stimulus test (p down to 1e-4, enough for FDR over hundreds of "
         "tests), 500 for the spatial test. 0: no test."))
     n_refine: int = Field(90_000, ge=0, description=(
-        "With the stimulus test's 'phase' null: further draws for the atoms with a cell that no first draw "
-        "reached (p at the floor 1 / (1 + n_permutations)); those cells' p counts every draw (floor 1e-5 by "
+        "With the stimulus test's 'phase' null: further draws, at most, for the cells that no first draw "
+        "reached (p at the floor 1 / (1 + n_permutations)); those cells' p counts their every draw (floor 1e-5 by "
         "default), the others keep theirs. A valid two-stage Monte Carlo p; it lets strong links pass FDR over "
         "thousands of tests (2 models x 64 atoms x 34 networks x 2 directions). 0: off."))
+    sequential_h: int = Field(20, ge=0, description=(
+        "With the stimulus test: a cell (atom x network x direction) stops drawing once this many null draws "
+        "reached its observed statistic, with p = h / (its draws) (Besag & Clifford's sequential Monte Carlo p, "
+        "valid), so cells far from significance stop after a few hundred draws; a cell at the floor gets the "
+        "further draws only where the FDR does not already declare it at the floor. 0: the fixed-budget test "
+        "(every cell makes every draw, every floor cell every further draw)."))
     alpha: float = Field(0.05, gt=0, lt=1)
     min_score: float = Field(0.1, ge=0, description="With test 'spatial', an association also needs at least this score.")
     fdr_across_models: bool = Field(True, description=(
