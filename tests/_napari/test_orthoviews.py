@@ -31,8 +31,8 @@ def _grab(widget) -> np.ndarray:
 
 
 def _crosshair_mask(rgb) -> np.ndarray:
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    return (g > 170) & (g - r > 90) & (g - b > 60)
+    """The crosshair's white (90 % opaque): bright, and grey-free of any hue a map or outline has."""
+    return (rgb.min(-1) > 215) & (rgb.max(-1) - rgb.min(-1) < 25)
 
 
 def _hot(rgb) -> np.ndarray:  # activated map colours: red to yellow, little blue
