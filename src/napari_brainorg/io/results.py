@@ -509,17 +509,23 @@ class ResultFolder:
             ``measured`` and ``predicted``: read-only memory maps of shape
             (n_subjects, n_voxels, n_volumes), float32, voxels in the order of the
             model's ``mask.nii.gz``; ``subjects``; ``predicted_label`` (which model's
-            prediction, in or out of sample); ``None`` when the run saved none
-            (``encoding.save_timecourses: false`` or an older result).
+            prediction, in or out of sample); ``heldout`` and ``heldout_label``: the
+            held-out (cross-validated) prediction of the same shape and its description
+            when the result has ``voxel_predicted_heldout.npy``, else ``None`` and ``""``;
+            ``None`` when the run saved no time courses (``encoding.save_timecourses:
+            false`` or an older result).
         """
         rel = f"encoding/{self._check_model(model)}"
         files = [self.path / rel / n for n in ("voxel_measured.npy", "voxel_predicted.npy", "voxel_timecourses.json")]
         if not all(f.exists() for f in files):
             return None
         info = json.loads(files[2].read_text())
+        heldout = self.path / rel / "voxel_predicted_heldout.npy"
         return {"measured": np.load(files[0], mmap_mode="r"), "predicted": np.load(files[1], mmap_mode="r"),
                 "subjects": list(info.get("subjects", [])), "predicted_label": str(info.get("predicted", "")),
-                "model": info.get("model")}
+                "model": info.get("model"),
+                "heldout": np.load(heldout, mmap_mode="r") if heldout.exists() else None,
+                "heldout_label": str(info.get("predicted_heldout", "held-out prediction")) if heldout.exists() else ""}
 
     def codes(self, model: str | None = None):
         import scipy.sparse as sp
