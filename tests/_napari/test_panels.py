@@ -48,7 +48,6 @@ def test_brainorg_view_shows_three_views_the_table_and_plots_at_once(make_napari
                                                                      artifacts_dir):
     from qtpy.QtWidgets import QDockWidget, QTabBar
 
-    from napari_brainorg._napari._docking import dock_of
     from napari_brainorg._napari.orthoviews import PANEL_NAME, on_screen
 
     viewer = make_napari_viewer(show=True)

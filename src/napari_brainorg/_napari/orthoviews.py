@@ -694,6 +694,10 @@ class OrthoViews(QWidget):
         layer = Layer.create(data, kwargs, kind)
         layer.editable = False
         display.append_unselected(self.viewer, layer)
+        layers = self.viewer.layers
+        index = layers.index(layer)  # the A/P/L/R letters moved above it while it was added
+        if index != len(layers) - 1:
+            layers.move(index, len(layers))
 
     def _describe(self) -> str:
         text = display.mni_text(self.position)

@@ -456,9 +456,4 @@ class PipelineWidget(QWidget):
             if isinstance(widget, AtomExplorer):
                 _layers.raise_dock(widget)  # bring its tab forward
                 return
-        from .orthoviews import OrthoViews, dock_ortho_views
-
-        # the workspace of `brainorg view`: three views beside the canvas, the explorer's tab
-        if not any(isinstance(widget, OrthoViews) for widget in docked.values()):
-            dock_ortho_views(self.viewer)
         _layers.dock_tabbed(self.viewer, AtomExplorer(self.viewer), "Atom explorer", raise_=True)
