@@ -214,7 +214,8 @@ def test_top_words_show_five_entries_docked(make_napari_viewer, qtbot, tiny_resu
     for lst in (explorer.top_up, explorer.top_down):
         assert lst.count() >= 5
         viewport = lst.viewport().rect()
-        shown = [n for n in range(lst.count()) if viewport.contains(lst.visualItemRect(lst.item(n)))]
+        rows = [lst.visualItemRect(lst.item(n)) for n in range(lst.count())]  # whole rows, top to bottom
+        shown = [r for r in rows if r.top() >= viewport.top() and r.bottom() <= viewport.bottom() and r.height() > 0]
         assert len(shown) >= 5 and _shown_height(lst.viewport()) >= 5 * lst.sizeHintForRow(0), len(shown)
     assert explorer.words_page.up_note.text()
     viewer.window._qt_window.grab().save(str(artifacts_dir / "napari_1366x768_top_words_docked.png"))
