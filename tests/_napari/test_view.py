@@ -31,7 +31,7 @@ def test_manifest_is_valid_and_names_the_contributions():
 
     manifest = npe2.PluginManifest.from_file(files("napari_brainorg") / "napari.yaml")
     widgets = {w.display_name for w in manifest.contributions.widgets}
-    assert widgets == {"Run pipeline", "Atom explorer", "Brain networks", "Orthogonal views"}
+    assert widgets == {"Run pipeline", "Atom explorer", "Brain networks", "Ortho views"}
     (reader,) = manifest.contributions.readers
     assert reader.accepts_directories and "*.nii.gz" in reader.filename_patterns
     assert [s.key for s in manifest.contributions.sample_data] == ["demo"]

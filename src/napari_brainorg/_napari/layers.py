@@ -479,7 +479,7 @@ def set_r2_threshold(layer, threshold: float) -> None:
 #: outline colours of networks, one per network of the largest bundled atlas (Yeo-17):
 #: violets, magentas, pinks, greens, turquoise, olive and brown, each at least 0.3 (RGB
 #: distance) from every colour a map takes (activated red -> yellow, deactivated blue ->
-#: cyan, R² dark red -> yellow) and from the crosshair's green, 0.2 from one another, none
+#: cyan, R² dark red -> yellow) and from the crosshair's white, 0.2 from one another, none
 #: grey or white (they vanish on the template), in an order where the first ones differ most. The atlases'
 #: own colours are not used: Yeo's Default and the Smith-10 default-mode red are the
 #: maps' red, and their greys are the template's.
@@ -497,7 +497,7 @@ OUTLINE_PALETTE = np.array([
     (0.75, 0.25, 0.45, 1.0),  # raspberry
     (1.00, 0.60, 1.00, 1.0),  # light magenta
     (0.30, 0.50, 0.10, 1.0),  # moss
-    (0.85, 0.75, 1.00, 1.0),  # lavender
+    (0.80, 0.68, 1.00, 1.0),  # lavender
     (0.60, 0.45, 0.30, 1.0),  # brown
     (0.45, 0.00, 1.00, 1.0),  # indigo
     (0.70, 0.90, 0.70, 1.0),  # pale green

@@ -143,9 +143,18 @@ _STAT_HINTS = ("zstat", "tstat", "stat", "_z", "z_", "zmap", "tmap", "r2", "beta
 _ZT_HINTS = ("zstat", "tstat", "_z", "z_", "zmap", "tmap", "_t.", "atom_maps_z")
 
 
+#: names of an R² map (``r2_cv``, ``r2_sparse``, ``rsq``...): explained variance, shown
+#: with a sequential colormap from the threshold up whatever its sign (a held-out R² is
+#: negative where the model predicts worse than the mean: that is no effect, not a
+#: "deactivation" to paint in bright blue)
+_R2_HINTS = ("r2", "rsq", "r_squared", "rsquared", "r²")
+
+
 def map_kind(name: str, data: np.ndarray) -> str:
     """``'signed'`` (a statistical map with both signs), ``'positive'`` (a non-negative
-    map named like a statistic, e.g. R²) or ``'anatomy'``."""
+    map named like a statistic, or an R² map of either sign) or ``'anatomy'``."""
+    if any(h in name.lower() for h in _R2_HINTS):
+        return "positive"
     sample = data.ravel()[:: max(1, data.size // 200000)]
     sample = sample[np.isfinite(sample)]
     if sample.size and sample.min() < 0 < sample.max():

@@ -19,7 +19,7 @@ def open_viewer(result: ResultFolder | str, *, model: str | None = None, atlas: 
     -------
     napari.Viewer
         Its widgets are in ``viewer.window.dock_widgets``
-        ('Atom explorer', 'Brain networks', 'Orthogonal views', 'Compare models' and, unless ``pipeline=False``, 'Run pipeline';
+        ('Atom explorer', 'Brain networks', 'Ortho views', 'Compare models' and, unless ``pipeline=False``, 'Run pipeline';
         'Regions' for a region result, its values painted through ``roi_atlas`` when given).
     """
     import napari

@@ -548,8 +548,10 @@ class ResultFolder:
             ``predicted``: the same shape, formed on indexing from the model's design and
             each subject's weights (:class:`PredictedCourses`: a click reads one voxel's
             weights); ``subjects``; ``predicted_label`` (which model's prediction, in or
-            out of sample); ``None`` when the run saved none
-            (``encoding.save_timecourses: false``).
+            out of sample); ``heldout`` and ``heldout_label``: the held-out
+            (cross-validated) prediction of the same shape and its description when the
+            result has ``voxel_predicted_heldout.npy``, else ``None`` and ``""``; ``None``
+            when the run saved no time courses (``encoding.save_timecourses: false``).
         """
         folder = self.path / f"encoding/{self._check_model(model)}"
         info_file = folder / "voxel_timecourses.json"
@@ -569,9 +571,12 @@ class ResultFolder:
             if not all(f.exists() for f in files):
                 return None
             measured, predicted = (np.load(f, mmap_mode="r") for f in files)
+        heldout = folder / "voxel_predicted_heldout.npy"
         return {"measured": measured, "predicted": predicted,
                 "subjects": list(info.get("subjects", [])), "predicted_label": str(info.get("predicted", "")),
-                "model": info.get("model")}
+                "model": info.get("model"),
+                "heldout": np.load(heldout, mmap_mode="r") if heldout.exists() else None,
+                "heldout_label": str(info.get("predicted_heldout", "held-out prediction")) if heldout.exists() else ""}
 
     def codes(self, model: str | None = None):
         import scipy.sparse as sp
