@@ -683,7 +683,8 @@ def demo_stories(names=None) -> list[dict]:
             for name in (DEMO_STORIES if names is None else names)]
 
 
-def demo_config(out: str | Path, *, models: list[str] | None = None, quick: bool = False) -> PipelineConfig:
+def demo_config(out: str | Path, *, models: list[str] | None = None, quick: bool = False,
+                resolution_mm: float | None = None) -> PipelineConfig:
     """The embedded default: Narratives stories, the bundled MiniLM and SmolLM2, simulated subjects.
 
     The full demo's subjects hear four stories (:data:`DEMO_STORIES`, 1,460 volumes); the
@@ -698,7 +699,8 @@ def demo_config(out: str | Path, *, models: list[str] | None = None, quick: bool
     The full demo also runs the baselines (phase-randomised MiniLM atoms, untrained
     MiniLM, nuisance regressors) through the same tests. ``quick=True`` is a smaller run
     (fewer atoms and permutations, coarser grid, no baselines) for the napari sample data
-    and the tests.
+    and the tests. ``resolution_mm`` overrides the simulated subjects' voxel size
+    (:data:`DEMO_RESOLUTION_MM`, :data:`QUICK_RESOLUTION_MM`).
     """
     data: dict[str, Any] = {
         "story": {"path": "pieman", "onset": 0.0, "tr": 1.5, "n_volumes": 300},
@@ -724,6 +726,8 @@ def demo_config(out: str | Path, *, models: list[str] | None = None, quick: bool
         # shifts for the in-sample R2's chance level (each refits every voxel's lasso) keep the
         # full demo near half an hour on two cores
         data["encoding"] = {"sparse_null_shifts": 10}
+    if resolution_mm is not None:
+        data["fmri"]["simulate"]["resolution_mm"] = float(resolution_mm)
     return make_config(data, source="the demo configuration")
 
 
