@@ -8,8 +8,9 @@ could not repaint or react to the mouse. Target: no stall over 250 ms.
 Actions (each in a fresh Python process, as a user meets it: napari's own first-use costs,
 such as compiling its label colormap, are paid inside the action that first needs them):
 
-- ``view``: what ``brainorg view DIR`` does once the window is up (dock the plugin's panels,
-  show the result's layers, fill the atom explorer);
+- ``view``: what ``brainorg view DIR`` does (``open_viewer``): the window appears with the
+  plugin's panels docked ("window on screen after"), then the result's layers and the atom
+  explorer fill in; the stall is counted from the moment the window is on screen;
 - ``reader``: File ▸ Open of the result folder (``viewer.open(DIR, plugin='napari-brainorg')``)
   in a bare viewer;
 - ``nifti``: File ▸ Open of one NIfTI of the result (its 4D atom maps, z);
@@ -61,9 +62,16 @@ def _reexec_under_xvfb() -> None:
 
 
 class Heartbeat:
-    """Gaps (ms) between ticks of a 20 ms ``QTimer`` on the GUI thread, with what was going on."""
+    """Gaps (ms) between ticks of a 20 ms ``QTimer`` on the GUI thread, with what was going on.
 
-    def __init__(self):
+    With ``why=True`` a thread samples the GUI thread's Python stack every 10 ms, and each
+    gap over the target is printed with the places it was seen most often (a diagnosis aid;
+    the sampler needs the GIL too, so a gap spent in C code holding it shows few samples).
+    """
+
+    def __init__(self, why: bool = False):
+        import threading
+
         from qtpy.QtCore import QTimer
 
         self.timer = QTimer()
@@ -71,19 +79,49 @@ class Heartbeat:
         self.timer.timeout.connect(self._tick)
         self.gaps: list[tuple[float, float]] = []  # (gap ms, seconds since start at its end)
         self.start_time = self.last = None
+        self.why = why
+        self.samples: list[tuple[float, str]] = []
+        self._gui = threading.get_ident()
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        import traceback
+
+        while not self._stop.wait(0.01):
+            frame = sys._current_frames().get(self._gui)
+            if frame is None:
+                continue
+            stack = traceback.extract_stack(frame)
+            mine = [f for f in stack if "site-packages/pint" not in f.filename][-14:]
+            text = " < ".join(f"{Path(f.filename).name}:{f.lineno}({f.name})" for f in reversed(mine))
+            self.samples.append((time.perf_counter(), text))
 
     def _tick(self) -> None:
         now = time.perf_counter()
-        self.gaps.append((1e3 * (now - self.last), now - self.start_time))
+        gap = now - self.last
+        self.gaps.append((1e3 * gap, now - self.start_time))
+        if self.why and 1e3 * gap > TARGET_MS:
+            from collections import Counter
+
+            seen = Counter(s for t, s in self.samples if self.last <= t <= now)
+            print(f"--- gap {1e3 * gap:.0f} ms ending at {now - self.start_time:.2f} s, "
+                  f"{sum(seen.values())} samples:", file=sys.stderr)
+            for text, n in seen.most_common(4):
+                print(f"  {n:4d}x {text}", file=sys.stderr)
         self.last = now
 
     def __enter__(self) -> Heartbeat:
         self.start_time = self.last = time.perf_counter()
         self.timer.start()
+        if self.why:
+            import threading
+
+            threading.Thread(target=self._sample, daemon=True).start()
         return self
 
     def __exit__(self, *exc) -> None:
         self.timer.stop()
+        self._stop.set()
         self._tick()
 
     @property
@@ -136,7 +174,7 @@ def _explorer_shown(viewer, model: str | None = None) -> bool:
     return state is not None and (model is None or state.model == model)
 
 
-def run_action(action: str, path: Path, two_models: Path | None) -> dict:
+def run_action(action: str, path: Path, two_models: Path | None, why: bool = False) -> dict:
     """One action in this process's fresh viewer; the figures as a dict."""
     import warnings
 
@@ -147,22 +185,33 @@ def run_action(action: str, path: Path, two_models: Path | None) -> dict:
 
     from napari_brainorg._napari.view import open_viewer
 
+    extra: dict = {}
+    meter = Heartbeat(why=why)
+    if action == "view":
+        # as `brainorg view DIR` does: the command makes the window; the stall is counted from
+        # the moment the window is on screen (before, no window shows, frozen or not)
+        from napari._qt.qt_event_loop import get_qapp
+
+        app = get_qapp()
+        _settle(app, 0.5)
+        t0 = time.perf_counter()
+        viewer = open_viewer(path)
+        extra["window on screen after s"] = round(time.perf_counter() - t0, 2)
+        viewer.window._qt_window.showMaximized()
+        with meter:
+            _pump(app, lambda: _has_result_layers(viewer) and _explorer_shown(viewer))
+            ready = time.perf_counter() - t0
+            _settle(app, 0.5)
+        viewer.close()
+        return {"action": action, "longest_ms": round(meter.longest, 1), "ready_s": round(ready, 2),
+                "worst": [(round(g, 1), round(t, 2)) for g, t in meter.worst()], **extra}
     viewer = napari.Viewer(title="napari-brainorg benchmark", show=True)
     window = viewer.window._qt_window
     window.resize(*SCREEN)
     window.showMaximized()
     app = QApplication.instance()
     _settle(app, 1.0)
-    extra: dict = {}
-    meter = Heartbeat()
-    if action == "view":
-        with meter:
-            t0 = time.perf_counter()
-            open_viewer(path, viewer=viewer)
-            _pump(app, lambda: _has_result_layers(viewer) and _explorer_shown(viewer))
-            ready = time.perf_counter() - t0
-            _settle(app, 0.5)
-    elif action in ("reader", "nifti", "sample"):
+    if action in ("reader", "nifti", "sample"):
         target = path / "encoding" / _first_model(path) / "atom_maps_z.nii.gz" if action == "nifti" else path
         if action == "sample":
             os.environ["NAPARI_BRAINORG_DEMO"] = str(path)
@@ -250,7 +299,8 @@ def _first_model(path: Path) -> str:
 
 def _child(args) -> int:
     before = os.getloadavg()[0]
-    figures = run_action(args.child, Path(args.dir), Path(args.two_models) if args.two_models else None)
+    figures = run_action(args.child, Path(args.dir), Path(args.two_models) if args.two_models else None,
+                         why=args.why)
     figures["load_before"] = round(before, 2)
     figures["load_after"] = round(os.getloadavg()[0], 2)
     print("RESULT " + json.dumps(figures), flush=True)
@@ -262,6 +312,8 @@ def main(argv=None) -> int:
     parser.add_argument("dir", help="a result folder (e.g. from `brainorg demo --quick --out DIR`)")
     parser.add_argument("--actions", default=",".join(ACTIONS),
                         help=f"comma-separated, from: {', '.join(ACTIONS)} (default: all)")
+    parser.add_argument("--why", action="store_true",
+                        help="print where the GUI thread was during each stall over the target (to stderr)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--two-models", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -287,13 +339,14 @@ def main(argv=None) -> int:
 
             two = with_second_model(path, Path(tmp) / "two")
         for action in actions:
-            cmd = [sys.executable, __file__, str(path), "--child", action]
+            cmd = [sys.executable, __file__, str(path), "--child", action] + (["--why"] if args.why else [])
             if two is not None:
                 cmd += ["--two-models", str(two)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None if args.why else subprocess.PIPE,
+                                  text=True, timeout=900)
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
             if proc.returncode != 0 or line is None:
-                print(f"{action}: FAILED (exit {proc.returncode})\n{(proc.stdout + proc.stderr)[-3000:]}")
+                print(f"{action}: FAILED (exit {proc.returncode})\n{(proc.stdout + (proc.stderr or ''))[-3000:]}")
                 continue
             row = json.loads(line[len("RESULT "):])
             rows.append(row)

@@ -224,6 +224,10 @@ def corner_text(viewer: napari.Viewer) -> str:
 
 
 def _update_corner(viewer) -> None:
+    from ._loading import glyphs_ready
+
+    if not glyphs_ready(viewer):  # its text comes when its characters are drawn
+        return
     try:
         _text_overlay(viewer).text = corner_text(viewer)
     except RuntimeError:  # the window is being torn down
@@ -241,12 +245,19 @@ def install(viewer: napari.Viewer | None) -> None:
     if viewer in _installed:
         return
     _installed.add(viewer)
+    from ._loading import start_warm_up
+
+    start_warm_up()  # napari's first-use costs, in a thread, before the first layer arrives
     overlay = _text_overlay(viewer)
     overlay.visible = True
     overlay.position = "bottom_left"
     overlay.font_size = 9
     overlay.color = "#d0d0d0"
     ref = weakref.ref(viewer)
+    from ._loading import warm_glyphs
+
+    # the corner text appears once its characters are drawn, a few per turn of the event loop
+    warm_glyphs(viewer, then=lambda: _update_corner(viewer))
 
     def on_inserted(event):
         layer = event.value
@@ -285,7 +296,6 @@ def install(viewer: napari.Viewer | None) -> None:
     for layer in list(viewer.layers):
         if is_brain_layer(layer):
             on_inserted(type("E", (), {"value": layer})())
-    _update_corner(viewer)
 
 
 def _label_colorbar_later(viewer, layer) -> None:
