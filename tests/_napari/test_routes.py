@@ -161,6 +161,10 @@ def test_every_route_shows_anterior_up_right_on_right_and_mni_mm(route, make_nap
     last = (lambda: any(layer.name == "sub-01_zstat" for layer in viewer.layers)) if route == "plain NIfTI" \
         else (lambda: L.find_layer(viewer, "networks") is not None)
     qtbot.waitUntil(lambda: L.find_layer(viewer, "template") is not None and last(), timeout=30000)
+    explorer = viewer.window.dock_widgets.get("Atom explorer")
+    if explorer is not None:  # it moves the slice to atom 0's peak once loaded: before the markers
+        qtbot.waitUntil(lambda: explorer.shown_state is not None, timeout=30000)
+        qtbot.wait(50)
     assert L.find_layer(viewer, display.ORIENTATION_ROLE) is not None, "no A/P/L/R labels"
     assert tuple(viewer.camera.orientation2d) == ("up", "right")
 

@@ -264,6 +264,7 @@ class LayerFeed:
         self.shown: dict[str, Any] = {}
         self.position = 0
         self.stopped = False
+        self.unfinished = None  # a layer added in the last piece, finished in the next
 
     def start(self) -> LayerFeed:
         """Supersede the viewer's running feed and schedule the first piece."""
@@ -289,9 +290,12 @@ class LayerFeed:
         return layer_source(**self.source)
 
     def _step(self) -> None:
+        from . import display
         from ._tasks import _report
 
         if self.stopped or not viewer_alive(self.viewer):
+            if self.unfinished is not None and viewer_alive(self.viewer):
+                display.finish_inserted(self.viewer, self.unfinished)  # superseded: styled all the same
             self.stopped = True
             return
         if not glyphs_ready(self.viewer):  # the first layer's paint would draw them all at once
@@ -325,6 +329,11 @@ class LayerFeed:
         from . import display
         from . import layers as _layers
 
+        if self.unfinished is not None:  # its colour bar or outlines: a piece of their own
+            layer, self.unfinished = self.unfinished, None
+            if layer in self.viewer.layers:
+                display.finish_inserted(self.viewer, layer)
+            return False
         if self.position >= len(self.items):
             if self.swap is not None:
                 self.shown.update(_layers.end_replace(self.viewer, self.swap))
@@ -337,7 +346,9 @@ class LayerFeed:
             if self.swap is None:
                 self.swap = _layers.begin_replace(self.viewer)
             layer = _layers.place_result_item(self.viewer, (data, kwargs, kind), self.swap,
-                                              source=self._layer_source())
+                                              source=self._layer_source(), finish_later=True)
+            if layer in display._deferred:  # a new layer (one updated in place is finished)
+                self.unfinished = layer
             self.shown[kwargs["metadata"][_layers.ROLE]] = layer
         else:
             from napari.layers import Layer
@@ -345,7 +356,9 @@ class LayerFeed:
             display.install(self.viewer)
             with self._layer_source() or contextlib.nullcontext():
                 layer = Layer.create(data, kwargs, kind)
+            display.finish_later(layer)
             self.viewer.add_layer(layer)
+            self.unfinished = layer
             self.shown[layer.name] = layer
         return False
 

@@ -43,6 +43,22 @@ BRAIN_BOX = {"x": (-78.0, 78.0), "y": (-112.0, 76.0), "z": (-72.0, 86.0)}
 
 _state: dict[str, Any] = {"convention": None}
 _installed: weakref.WeakSet = weakref.WeakSet()
+#: layers whose finishing touches (colour bar, outlines) come in a later turn of the event loop
+#: (:func:`finish_later`): making napari's colour-bar visual costs as much as the layer's own
+_deferred: weakref.WeakSet = weakref.WeakSet()
+
+
+def finish_later(layer) -> None:
+    """Mark ``layer`` (before it is added) to be finished by :func:`finish_inserted` later."""
+    _deferred.add(layer)
+
+
+def finish_inserted(viewer, layer) -> None:
+    """The finishing touches of a brain layer: outlines or a colour bar (and its labels)."""
+    _deferred.discard(layer)
+    finish_layer(layer)
+    if getattr(getattr(layer, "colorbar", None), "visible", False):
+        _label_colorbar_later(viewer, layer)
 
 
 def convention() -> str:
@@ -267,9 +283,8 @@ def install(viewer: napari.Viewer | None) -> None:
         mark_brain_layer(layer)
         if layer.metadata.get("brainorg_role") == ORIENTATION_ROLE:
             return
-        finish_layer(layer)
-        if getattr(getattr(layer, "colorbar", None), "visible", False):
-            _label_colorbar_later(viewer_, layer)
+        if layer not in _deferred:
+            finish_inserted(viewer_, layer)
         first = not viewer_.__dict__.get("_brainorg_framed", False)
         _ensure_orientation_labels(viewer_)
         orient(viewer_)

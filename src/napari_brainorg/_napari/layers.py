@@ -830,11 +830,13 @@ def begin_replace(viewer: napari.Viewer) -> dict[str, Any]:
     return {"first": find_layer(viewer, "template") is None, "added": {}, "updated": []}
 
 
-def place_result_item(viewer: napari.Viewer, item: tuple, swap: dict[str, Any], source=None):
+def place_result_item(viewer: napari.Viewer, item: tuple, swap: dict[str, Any], source=None,
+                      finish_later: bool = False):
     """Put one layer-data tuple of a result into ``viewer`` (in place when a layer has its role).
 
     ``source`` (napari's layer source: the file and reader a layer came from) is given to a
-    layer made here. Returns the layer shown.
+    layer made here; with ``finish_later``, its colour bar or outlines wait for
+    :func:`.display.finish_inserted`. Returns the layer shown.
     """
     import contextlib
 
@@ -855,6 +857,10 @@ def place_result_item(viewer: napari.Viewer, item: tuple, swap: dict[str, Any], 
         viewer.layers.remove(old)
     with source if source is not None else contextlib.nullcontext():
         layer = Layer.create(data, kwargs, kind)
+    if finish_later:
+        from . import display
+
+        display.finish_later(layer)
     viewer.add_layer(layer)
     swap["added"][role] = layer
     return layer
