@@ -155,7 +155,7 @@ def wait_warm(timeout: float = 30.0) -> None:
 CANVAS_TEXT = ("axial z = +0123456789 mm  ·  neurological (R on right) radiological (R on left) neuro. radio. "
                "MNI x, y, z = (-.) −e")
 #: glyphs drawn per turn of the event loop (napari renders each at 256 pt into a distance field)
-GLYPHS_PER_PIECE = 2
+GLYPHS_PER_PIECE = 1
 
 
 def _canvas_font(viewer):
