@@ -46,6 +46,22 @@ BRAIN_BOX = {"x": (-78.0, 78.0), "y": (-112.0, 76.0), "z": (-72.0, 86.0)}
 
 _state: dict[str, Any] = {"convention": None}
 _installed: weakref.WeakSet = weakref.WeakSet()
+#: layers whose finishing touches (colour bar, outlines) come in a later turn of the event loop
+#: (:func:`finish_later`): making napari's colour-bar visual costs as much as the layer's own
+_deferred: weakref.WeakSet = weakref.WeakSet()
+
+
+def finish_later(layer) -> None:
+    """Mark ``layer`` (before it is added) to be finished by :func:`finish_inserted` later."""
+    _deferred.add(layer)
+
+
+def finish_inserted(viewer, layer) -> None:
+    """The finishing touches of a brain layer: outlines or a colour bar (and its labels)."""
+    _deferred.discard(layer)
+    finish_layer(layer)
+    if getattr(getattr(layer, "colorbar", None), "visible", False):
+        _label_colorbar_later(viewer, layer)
 
 
 def convention() -> str:
@@ -295,6 +311,10 @@ def corner_text(viewer: napari.Viewer) -> str:
 
 
 def _update_corner(viewer) -> None:
+    from ._loading import glyphs_ready
+
+    if not glyphs_ready(viewer):  # its text comes when its characters are drawn
+        return
     try:
         _text_overlay(viewer).text = corner_text(viewer)
         _slider_in_mm(viewer)
@@ -358,12 +378,19 @@ def install(viewer: napari.Viewer | None) -> None:
     from qtpy.QtCore import QTimer
 
     _installed.add(viewer)
+    from ._loading import start_warm_up
+
+    start_warm_up()  # napari's first-use costs, in a thread, before the first layer arrives
     overlay = _text_overlay(viewer)
     overlay.visible = True
     overlay.position = "bottom_left"
     overlay.font_size = 9
     overlay.color = "#d0d0d0"
     ref = weakref.ref(viewer)
+    from ._loading import warm_glyphs
+
+    # the corner text appears once its characters are drawn, a few per turn of the event loop
+    warm_glyphs(viewer, then=lambda: _update_corner(viewer))
 
     def on_inserted(event):
         layer = event.value
@@ -376,9 +403,8 @@ def install(viewer: napari.Viewer | None) -> None:
             QTimer.singleShot(0, lambda: _alive(ref, lambda v: _activate_a_map(v, layer)))
         if layer.metadata.get("brainorg_role") == ORIENTATION_ROLE:
             return
-        finish_layer(layer)
-        if getattr(getattr(layer, "colorbar", None), "visible", False):
-            _label_colorbar_later(viewer_, layer)
+        if layer not in _deferred:
+            finish_inserted(viewer_, layer)
         first = not viewer_.__dict__.get("_brainorg_framed", False)
         _ensure_orientation_labels(viewer_)
         orient(viewer_)
@@ -405,7 +431,6 @@ def install(viewer: napari.Viewer | None) -> None:
     for layer in list(viewer.layers):
         if is_brain_layer(layer):
             on_inserted(type("E", (), {"value": layer})())
-    _update_corner(viewer)
 
 
 def _label_colorbar_later(viewer, layer) -> None:

@@ -8,6 +8,7 @@ then on a click or a threshold move only swaps data or a colormap in place.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -326,14 +327,19 @@ class AtomExplorer(QWidget):
             self.open_result(folder)
 
     def open_result(self, path: str | Path, model: str | None = None) -> None:
-        """Show a result folder's layers in the viewer; the explorer follows them."""
-        from napari.utils.notifications import show_error
+        """Show a result folder's layers in the viewer (read in a thread, added in pieces);
+        the explorer follows them."""
+        from ._loading import show_result_async
 
-        try:
-            _layers.add_result_layers(self.viewer, path, model)
-        except (OSError, ValueError) as exc:
+        def not_opened(exc):
+            from napari.utils.notifications import show_error
+
+            self.header.setText(f"Cannot open {str(path)!r}: {exc}")
             show_error(f"Cannot open {str(path)!r}: {exc}")
             self.failed.emit(str(exc))
+
+        self.header.setText(f"Loading {Path(path).name} …")
+        show_result_async(self.viewer, str(path), model, owner=self, on_error=not_opened)
 
     def set_result(self, path: str | Path, model: str | None = None, stat: str | None = None) -> None:
         """Load a result's atoms in a worker thread; :attr:`loaded` fires when ready.
@@ -357,6 +363,7 @@ class AtomExplorer(QWidget):
     def switch_model(self, model: str) -> None:
         """Show another model of the same result: its atoms and layers are read in a thread,
         and swapped in together (the current view stays until then)."""
+        from ._loading import LayerFeed
         from ._tasks import run_in_thread
 
         if self.state is None:
@@ -370,22 +377,34 @@ class AtomExplorer(QWidget):
         def load():
             return load_state(path, model, stat), _layers.result_layer_data(path, model, stat=stat)
 
-        def done(value, key=key):
+        def shown(_added, state, key=key):
             if self._loading != key:
                 return
-            state, items = value
-            self._own_layer = True
-            try:
-                _layers.replace_result_layers(self.viewer, items)
-            finally:
-                self._own_layer = False
             layer = _layers.find_layer(self.viewer, "atom_map")
             if layer is not None:
                 layer.metadata["atom"] = 0
             self._later(lambda: self._on_loaded(state, key))  # the layers repaint first
 
+        def done(value, key=key):
+            if self._loading != key:
+                return
+            state, items = value
+            # one layer per turn of the event loop; the explorer's own change is not followed
+            LayerFeed(self.viewer, items, name=f"{Path(path).name}: {model}", wrap=self._owning,
+                      on_done=lambda added: shown(added, state),
+                      on_error=lambda exc: self._on_load_error(exc, key)).start()
+
         self._worker = run_in_thread(load, owner=self, name="model switch", on_done=done,
                                      on_error=lambda exc, key=key: self._on_load_error(exc, key))
+
+    @contextlib.contextmanager
+    def _owning(self):
+        """Layer changes made inside are the explorer's own (it does not reload on them)."""
+        self._own_layer = True
+        try:
+            yield
+        finally:
+            self._own_layer = False
 
     def _on_load_error(self, exc: Exception, key) -> None:
         from napari.utils.notifications import show_error

@@ -594,7 +594,7 @@ def _stream_words_through_operator(loaded, words: WordEvents, H: np.ndarray, *, 
     for chunk in chunks:
         if R is None:
             R = torch.zeros((n_volumes, chunk.values.shape[1]), dtype=torch.float64, device=dev)
-        _accumulate(R, H_t, reaches, chunk)
+        _accumulate(R, H_t, reaches, chunk, cancel=cancel)
         if keeper is not None:
             keeper.add(chunk.word_index, chunk.values)
         if center_words:
@@ -711,12 +711,14 @@ def _provenance(*, cache_key: str, model_record: dict, story_record: dict, optio
     }
 
 
-def _accumulate(R, H_t, reaches: np.ndarray, chunk, block: int = 1 << 14) -> None:
+def _accumulate(R, H_t, reaches: np.ndarray, chunk, block: int = 1 << 14, cancel=None) -> None:
     """``R[rows] += H[rows, words] @ A[words]`` for one chunk of words.
 
     Only the volumes that the chunk's words reach (``rows``: nonzero rows of ``H``) are
     touched. Products are float32 (BLAS), summed into the float64 ``R``; columns go in
     blocks so that the temporaries stay a few tens of MB whatever the number of ANs.
+    ``cancel`` is checked before each block (a block of a large model takes a good part
+    of a second on a laptop CPU).
     """
     import torch
 
@@ -730,6 +732,7 @@ def _accumulate(R, H_t, reaches: np.ndarray, chunk, block: int = 1 << 14) -> Non
         weights = H_t.index_select(0, rows_t).index_select(1, cols_t)
         n_ans = chunk.values.shape[1]
         for start in range(0, n_ans, block):  # blocks of columns, not single ANs
+            check_cancel(cancel)
             stop = min(start + block, n_ans)
             product = weights @ chunk.values[:, start:stop]
             R[:, start:stop].index_add_(0, rows_t, product.to(torch.float64))
