@@ -279,6 +279,11 @@ def _ridge_fits(ctx: StepContext, task: SubjectTask, Y: np.ndarray, Yf: np.ndarr
         out.update(_prediction_arrays(Xd, weights, intercept))
     out["r2_cv"] = np.asarray(enc.r2_, np.float32)
     out["r_cv"] = np.asarray(enc.r_, np.float32)
+    if task.keep_courses:
+        # the held-out prediction, formed for a clicked voxel: each fold's volumes from the
+        # ridge trained on the others with that fold's alpha (the design and the alphas suffice)
+        out["heldout_design"] = np.asarray(enc._design(atoms if design is None else design), np.float32)
+        out["heldout_alpha_folds"] = np.ascontiguousarray(np.asarray(enc.alpha_folds_, np.float32).T)
     if runs and ec.leave_one_story_out and not task.baseline:
         from ...encoding.stories import leave_one_story_out
 
@@ -462,6 +467,8 @@ def _encoding_group(ctx: StepContext, data, slug: str, tasks: list[SubjectTask],
                                                 "p_cv", "baseline_r2", "r2_sparse_null", "r2_loso", "r_loso")}
     baseline_layers = subject_results[0].get("baseline_layers")
     prediction = {name: stacked(f"prediction_{name}") for name in ("design", "weights", "intercept")}
+    prediction["heldout_design"] = stacked("heldout_design")
+    prediction["heldout_alpha_folds"] = stacked("heldout_alpha_folds")
     confounds = study_confounds(ctx, slug)
     runs = study_runs(cfg) if cfg.multi_story else None
     map_runs = map_rows(ctx)[1]
@@ -639,7 +646,9 @@ MEASURED_COURSES = "encoding/voxel_measured.npy"
 def save_voxel_timecourses(writer: ResultWriter, rel: str, prediction: dict, ec, subjects) -> None:
     """Each subject's prediction of every voxel as a linear map of the model's design:
     ``voxel_design.npy`` (n_volumes, p), ``voxel_weights.npy`` (n_subjects, n_voxels, p)
-    and ``voxel_intercept.npy`` (n_subjects, n_voxels), float32, voxels in the order of
+    and ``voxel_intercept.npy`` (n_subjects, n_voxels), float32, and for the held-out
+    (cross-validated) prediction the ridge's design ``voxel_heldout_design.npy`` and each
+    fold's alpha ``voxel_alpha_folds.npy`` (n_subjects, n_voxels, n_folds), voxels in the order of
     ``mask.nii.gz``: a voxel's predicted course is ``design @ weights[s, v] + intercept[s, v]``
     (:meth:`~napari_brainorg.io.results.ResultFolder.voxel_timecourses` forms it on
     demand). The measured courses are written once per study
@@ -650,6 +659,10 @@ def save_voxel_timecourses(writer: ResultWriter, rel: str, prediction: dict, ec,
     writer.write_npy(f"{rel}/voxel_design.npy", np.asarray(prediction["design"][0], np.float32))
     writer.write_npy(f"{rel}/voxel_weights.npy", np.stack(prediction["weights"]).astype(np.float32))
     writer.write_npy(f"{rel}/voxel_intercept.npy", np.stack(prediction["intercept"]).astype(np.float32))
+    heldout = bool(prediction.get("heldout_alpha_folds"))
+    if heldout:
+        writer.write_npy(f"{rel}/voxel_heldout_design.npy", np.asarray(prediction["heldout_design"][0], np.float32))
+        writer.write_npy(f"{rel}/voxel_alpha_folds.npy", np.stack(prediction["heldout_alpha_folds"]).astype(np.float32))
     writer.write_json(f"{rel}/voxel_timecourses.json", {
         "subjects": list(subjects),
         "measured_file": "../voxel_measured.npy",
@@ -660,6 +673,9 @@ def save_voxel_timecourses(writer: ResultWriter, rel: str, prediction: dict, ec,
         "predicted": ("sparse fit (in sample): SparseAtomEncoder.predict of the high-passed atoms"
                       if sparse else "ridge final fit (in sample): CVRidgeEncoder.predict of the atoms"),
         "model": "sparse" if sparse else "ridge",
+        **({"heldout": {"label": "ridge, held-out: each fold's volumes predicted by the ridge trained on the "
+                                 "other folds (standardised on them, that fold's alpha)",
+                        "n_folds": int(ec.n_folds), "gap": int(ec.gap)}} if heldout else {}),
     })
 
 
