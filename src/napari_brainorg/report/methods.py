@@ -223,8 +223,8 @@ def _stories_sentences(cfg: dict, s: dict) -> tuple[list[str], list[str]]:
             f"{_fmt_list(_esc(n) for n in scheme.get('dictionary_stories', names))}"
             + (" (the other stories' atom time courses projected from their ANs with the codes)"
                if scheme.get("dictionary_stories", names) != names else "")
-            + (f"; the ridge was also scored leave-one-story-out (trained on the other stories, held-out R&sup2; "
-               f"on each story)" if scheme.get("leave_one_story_out") else "")
+            + ("; the ridge was also scored leave-one-story-out (trained on the other stories, held-out R&sup2; "
+               "on each story)" if scheme.get("leave_one_story_out") else "")
             + (f"; the atom maps and association tests used {_fmt_list(_esc(n) for n in scheme['map_stories'])}"
                if scheme.get("map_stories") and scheme["map_stories"] != names else "") + ".")
     return parts, []
