@@ -635,9 +635,8 @@ class ResultFolder:
             measured, predicted = (np.load(f, mmap_mode="r") for f in files)
         heldout, heldout_label = None, ""
         if isinstance(info.get("heldout"), dict) and (folder / "voxel_alpha_folds.npy").exists():
-            from ..encoding.folds import contiguous_folds
-
-            folds = contiguous_folds(measured.shape[2], int(info["heldout"]["n_folds"]), int(info["heldout"]["gap"]))
+            with np.load(folder / "voxel_folds.npz") as arr:
+                folds = [(arr[f"train_{i}"], arr[f"test_{i}"]) for i in range(len(arr.files) // 2)]
             heldout = HeldOutCourses(measured, np.load(folder / "voxel_heldout_design.npy"),
                                      np.load(folder / "voxel_alpha_folds.npy", mmap_mode="r"), folds)
             heldout_label = str(info["heldout"].get("label", "held-out prediction"))

@@ -718,10 +718,9 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
         inside minus outside, in SD of the voxels per SD of the atom's unique part),
         ``marginal`` (the atom's correlation with the subjects' mean network time series),
         ``p``, ``n_draws`` (the null draws the p counted), ``q``, ``associated`` (``q < alpha``
-        in this direction and ``effect_ok``),
-        ``effect_ok`` (the rules ``min_effect`` / ``min_relative_effect`` /
-        ``min_network_relative_marginal`` hold, so that a correction over a larger family, :func:`family_fdr`, can
-        declare again), ``test``. ``attrs``: ``criterion`` (the test and its rule in words),
+        in this direction and ``effect_ok``), ``effect_ok`` (the rules ``min_effect`` /
+        ``min_relative_effect`` / ``min_network_relative_marginal`` hold, so that a correction
+        over a larger family, :func:`family_fdr`, can declare again), ``test``. ``attrs``: ``criterion`` (the test and its rule in words),
         ``n_permutations``, ``n_refine`` (budgets), ``n_draws`` (cell draws made) and the options.
     """
     _checked_options(null, contribution, network_score, moved, n_permutations, n_refine, alpha, sequential_h,

@@ -647,8 +647,9 @@ def save_voxel_timecourses(writer: ResultWriter, rel: str, prediction: dict, ec,
     """Each subject's prediction of every voxel as a linear map of the model's design:
     ``voxel_design.npy`` (n_volumes, p), ``voxel_weights.npy`` (n_subjects, n_voxels, p)
     and ``voxel_intercept.npy`` (n_subjects, n_voxels), float32, and for the held-out
-    (cross-validated) prediction the ridge's design ``voxel_heldout_design.npy`` and each
-    fold's alpha ``voxel_alpha_folds.npy`` (n_subjects, n_voxels, n_folds), voxels in the order of
+    (cross-validated) prediction the ridge's design ``voxel_heldout_design.npy``, each
+    fold's alpha ``voxel_alpha_folds.npy`` (n_subjects, n_voxels, n_folds) and the folds
+    ``voxel_folds.npz`` (``train_<i>``, ``test_<i>``), voxels in the order of
     ``mask.nii.gz``: a voxel's predicted course is ``design @ weights[s, v] + intercept[s, v]``
     (:meth:`~napari_brainorg.io.results.ResultFolder.voxel_timecourses` forms it on
     demand). The measured courses are written once per study
@@ -663,6 +664,13 @@ def save_voxel_timecourses(writer: ResultWriter, rel: str, prediction: dict, ec,
     if heldout:
         writer.write_npy(f"{rel}/voxel_heldout_design.npy", np.asarray(prediction["heldout_design"][0], np.float32))
         writer.write_npy(f"{rel}/voxel_alpha_folds.npy", np.stack(prediction["heldout_alpha_folds"]).astype(np.float32))
+        from ...encoding.folds import contiguous_folds
+        from ...io.results import atomic_path
+
+        folds = contiguous_folds(len(prediction["heldout_design"][0]), int(ec.n_folds), int(ec.gap))
+        with atomic_path(writer._target(f"{rel}/voxel_folds.npz"), ".npz") as tmp:
+            np.savez(tmp, **{f"{part}_{i}": idx for i, fold in enumerate(folds)
+                             for part, idx in zip(("train", "test"), fold)})
     writer.write_json(f"{rel}/voxel_timecourses.json", {
         "subjects": list(subjects),
         "measured_file": "../voxel_measured.npy",
