@@ -75,6 +75,8 @@ def _config(out: Path, seed: int, condition: str, args) -> dict:
         data["fmri"]["simulate"]["n_subjects"] = args.n_subjects
     if args.n_atoms:
         data["atoms"]["n_atoms"] = args.n_atoms
+    if args.resolution_mm:
+        data["fmri"]["simulate"]["resolution_mm"] = args.resolution_mm
     if args.n_permutations:
         data["networks"]["n_permutations"] = args.n_permutations
     if not args.full_encoding:  # not read by the association test (module docstring)
@@ -214,6 +216,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="the quick demo's design instead of the full one")
     parser.add_argument("--n-subjects", type=int, default=None, help="override the design's number of subjects")
     parser.add_argument("--n-atoms", type=int, default=None, help="override the design's number of atoms")
+    parser.add_argument("--resolution-mm", type=float, default=None, help="override the simulated voxel size")
     parser.add_argument("--n-permutations", type=int, default=None, help="override the association test's draws")
     parser.add_argument("--stories", nargs="+", default=None, metavar="STORY",
                         help="the subjects hear these bundled stories (default: the design's own: the full demo's "

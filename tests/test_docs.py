@@ -26,6 +26,7 @@ pytestmark = pytest.mark.slow
 
 GALLERY = ["atom_maps", "network_table", "compare_models", "own_bids_data", "region_data"]
 PAGES = ["index", "install", "tutorial", "gallery/index", *(f"gallery/{g}" for g in GALLERY),
+         "gallery/napari_workspace",
          "reference/config", "reference/cli", "outputs", "api", "troubleshooting", "citing",
          "changelog", "architecture"]
 
@@ -105,6 +106,14 @@ def test_gallery_pages_were_executed(site, page):
     if page == "own_bids_data":
         text = _text(site, f"gallery/{page}")
         assert "exit code 2" in text and "has 300 volumes; story.n_volumes 200" in text
+
+
+def test_the_napari_page_shows_the_workspace(site):
+    """Screenshots of the real workspace at 1366 x 768, copied into the site."""
+    shots = _images(site, "gallery/napari_workspace")
+    assert len(shots) >= 3
+    for png in shots:
+        assert png.is_file() and png.stat().st_size > 50_000, png
 
 
 def _config_keys() -> list[str]:

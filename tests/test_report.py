@@ -12,7 +12,7 @@ import pytest
 
 from napari_brainorg.cli import main
 from napari_brainorg.io.results import ResultFolder
-from napari_brainorg.report import build_report, methods_paragraph, write_report
+from napari_brainorg.report import build_report, methods_paragraph
 
 pytestmark = pytest.mark.slow
 

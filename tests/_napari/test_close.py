@@ -28,7 +28,7 @@ SCRIPT = textwrap.dedent("""
     for i in range(20):
         viewer = napari.Viewer(show=True)
         viewer.open(path, plugin="napari-brainorg")
-        for name in ("Atom explorer", "Brain networks", "Run pipeline", "Orthogonal views"):
+        for name in ("Atom explorer", "Brain networks", "Run pipeline", "Ortho views"):
             viewer.window.add_plugin_dock_widget("napari-brainorg", name, tabify=True)
         viewer.screenshot(canvas_only=False, flash=False)
         viewer.close()

@@ -283,14 +283,19 @@ def test_top_words_of_the_selected_atom_at_1366x768(make_napari_viewer, qtbot, t
     with qtbot.waitSignal(explorer.loaded, timeout=30000):
         L.add_result_layers(viewer, path)
     explorer.lower_tabs.setCurrentIndex(1)
+    page = explorer.words_page
     for atom in (2, 1):
         explorer.select_atom(atom)
         words = truth["words"]["word"].tolist()
-        first_up = explorer.top_up.item(0).text()
-        first_down = explorer.top_down.item(0).text()
-        assert first_up.startswith(f"{words[atom]}  (+") and f"[{words[atom]}]" in first_up
-        assert first_down.startswith(f"{words[8 - atom]}  (-") and f"[{words[8 - atom]}]" in first_down
-        assert explorer.top_up.count() == 5
+        # strongest first (its passage's heading above it when the passage holds several words)
+        for lst, word, sign in ((explorer.top_up, words[atom], "+"), (explorer.top_down, words[8 - atom], "-")):
+            first = next(lst.item(n) for n in range(lst.count()) if lst.item(n).data(Qt.UserRole) == "word")
+            assert first.text().strip().startswith(f"{word}  {sign}") and f"[{word}]" in first.toolTip()
+            assert lst.row(first) == (1 if lst.item(0).data(Qt.UserRole) == "passage" else 0)
+        # five occurrences listed (a repeat inside one shown context is one "×2" entry)
+        listed = page.word_items(explorer.top_up)
+        assert sum(int(t.split("×")[1].split()[0]) if "×" in t else 1 for t in listed) == 5, listed
+        assert page.up_note.text()
     qtbot.wait(100)
     viewer.window._qt_window.grab().save(str(artifacts_dir / "napari_1366x768_top_words.png"))
 

@@ -157,7 +157,14 @@ def test_every_route_shows_anterior_up_right_on_right_and_mni_mm(route, make_nap
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(1000, 700)
     _open_route(route, viewer, qtbot, path, stat_map, monkeypatch)
-    qtbot.waitUntil(lambda: L.find_layer(viewer, "template") is not None, timeout=30000)
+    # every route reads in a thread and adds its layers one per turn of the event loop
+    last = (lambda: any(layer.name == "sub-01_zstat" for layer in viewer.layers)) if route == "plain NIfTI" \
+        else (lambda: L.find_layer(viewer, "networks") is not None)
+    qtbot.waitUntil(lambda: L.find_layer(viewer, "template") is not None and last(), timeout=30000)
+    explorer = viewer.window.dock_widgets.get("Atom explorer")
+    if explorer is not None:  # it moves the slice to atom 0's peak once loaded: before the markers
+        qtbot.waitUntil(lambda: explorer.shown_state is not None, timeout=30000)
+        qtbot.wait(50)
     assert L.find_layer(viewer, display.ORIENTATION_ROLE) is not None, "no A/P/L/R labels"
     assert tuple(viewer.camera.orientation2d) == ("up", "right")
 
@@ -184,6 +191,7 @@ def test_radiological_setting_puts_the_right_on_the_left(make_napari_viewer, qtb
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(1000, 700)
     viewer.open(str(path), plugin="napari-brainorg")
+    qtbot.waitUntil(lambda: L.find_layer(viewer, "networks") is not None, timeout=30000)  # read in a thread
     display.set_convention("radiological", viewer)
     assert display.convention() == "radiological"
     _check_orientation(viewer, qtbot, right_on_right=False)

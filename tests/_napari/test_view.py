@@ -31,7 +31,7 @@ def test_manifest_is_valid_and_names_the_contributions():
 
     manifest = npe2.PluginManifest.from_file(files("napari_brainorg") / "napari.yaml")
     widgets = {w.display_name for w in manifest.contributions.widgets}
-    assert widgets == {"Run pipeline", "Atom explorer", "Brain networks", "Orthogonal views"}
+    assert widgets == {"Run pipeline", "Atom explorer", "Brain networks", "Ortho views"}
     (reader,) = manifest.contributions.readers
     assert reader.accepts_directories and "*.nii.gz" in reader.filename_patterns
     assert [s.key for s in manifest.contributions.sample_data] == ["demo"]
@@ -75,8 +75,9 @@ def test_view_opens_the_result_with_the_explorer_docked(make_napari_viewer, qtbo
 
 
 @pytest.mark.gui
-def test_sample_data_reads_the_cached_demo(make_napari_viewer, tiny_result, monkeypatch):
-    """With a demo result in the cache, the sample opens it (here: the tiny SIMULATED folder)."""
+def test_sample_data_reads_the_cached_demo(make_napari_viewer, qtbot, tiny_result, monkeypatch):
+    """With a demo result in the cache, the sample opens it (here: the tiny SIMULATED folder):
+    the template at once, the rest read in a thread and added one layer per turn."""
     pytest.importorskip("napari")
     from napari_brainorg._napari import layers as L
     from napari_brainorg._napari.sample_data import DEMO_ENV, demo_result_path
@@ -86,6 +87,8 @@ def test_sample_data_reads_the_cached_demo(make_napari_viewer, tiny_result, monk
     assert demo_result_path() == path
     viewer = make_napari_viewer()
     viewer.open_sample("napari-brainorg", "demo")
+    assert L.find_layer(viewer, "template") is not None
+    qtbot.waitUntil(lambda: L.find_layer(viewer, "networks") is not None, timeout=30000)
     roles = [layer.metadata.get(L.ROLE) for layer in viewer.layers]
     assert roles == ["template", "r2", "atom_map", "networks", "orientation"]
     inside = L.inside_mni_brain(truth["affine"], truth["mask"].shape) & truth["mask"]

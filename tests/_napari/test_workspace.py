@@ -34,9 +34,13 @@ def _open_from_plugins_menu(command: str) -> None:
 @pytest.mark.parametrize("reverse", [False, True], ids=["manifest order", "reversed"])
 def test_plugins_menu_widgets_share_one_tabbed_dock_that_fits_the_screen(make_napari_viewer, qtbot, tiny_result,
                                                                          reverse):
+    """Every widget of the manifest from the Plugins menu: the ortho views in a column beside the
+    canvas, the others in one tab group; the window neither asks for nor grows past 768 px."""
+    from qtpy.QtCore import Qt
     from qtpy.QtWidgets import QDockWidget
 
-    from napari_brainorg._napari._docking import plugin_docks
+    from napari_brainorg._napari._docking import dock_of, plugin_docks
+    from napari_brainorg._napari.orthoviews import OrthoViews, on_screen
 
     viewer = make_napari_viewer(show=True)
     window = viewer.window._qt_window
@@ -47,13 +51,31 @@ def test_plugins_menu_widgets_share_one_tabbed_dock_that_fits_the_screen(make_na
         _open_from_plugins_menu(command)
         qtbot.wait(50)
     docks = plugin_docks(window)
-    assert len(docks) == len(commands)
+    assert len(docks) == len(commands) - 1  # all but the ortho views
     qtbot.waitUntil(lambda: all(len(window.tabifiedDockWidgets(d)) == len(docks) - 1 for d in docks), timeout=5000)
     assert window.minimumSizeHint().height() <= MAX_MIN_HEIGHT, window.minimumSizeHint()
+    qtbot.wait(50)
+    assert window.height() <= 768, window.height()  # docking did not grow the window off the screen
     # napari's own docks are left alone
     assert all(isinstance(d, QDockWidget) for d in docks)
     # tab names say what each panel is, not which plugin it belongs to
-    assert {d.windowTitle() for d in docks} == {"Run pipeline", "Atom explorer", "Brain networks", "Orthogonal views"}
+    assert {d.windowTitle() for d in docks} == {"Run pipeline", "Atom explorer", "Brain networks"}
+    # the ortho views: their own column on the left, between napari's layer docks and the canvas
+    (ortho,) = [w for w in viewer.window.dock_widgets.values() if isinstance(w, OrthoViews)]
+    ortho_dock = dock_of(ortho)
+    assert window.dockWidgetArea(ortho_dock) == Qt.LeftDockWidgetArea and not window.tabifiedDockWidgets(ortho_dock)
+    assert ortho_dock.windowTitle() == "Ortho views"
+    canvas = viewer.window._qt_viewer.canvas.native
+    canvas_left = canvas.mapTo(window, canvas.rect().topLeft()).x()
+    assert ortho_dock.geometry().right() < canvas_left
+    for dock in window.findChildren(QDockWidget):
+        if window.dockWidgetArea(dock) == Qt.LeftDockWidgetArea and dock is not ortho_dock and dock.isVisible():
+            assert dock.geometry().right() < ortho_dock.geometry().left(), dock.windowTitle()
+    # three views and the explorer at once
+    explorer = next(w for w in viewer.window.dock_widgets.values() if type(w).__name__ == "AtomExplorer")
+    L.raise_dock(explorer)
+    qtbot.waitUntil(lambda: on_screen(explorer.table), timeout=5000)
+    assert on_screen(ortho.panels["coronal"]) and on_screen(ortho.panels["sagittal"]) and on_screen(canvas)
 
 
 def test_brainorg_view_fits_the_screen(make_napari_viewer, qtbot, tiny_result):
@@ -118,7 +140,7 @@ def test_selecting_an_atom_moves_the_slice_to_its_peak(make_napari_viewer, qtbot
     explorer.peak_button.click()
     assert viewer.dims.point[z_axis] == pytest.approx(world[0], abs=step / 2 + 1e-6)
     # the orthogonal views' crosshair went there too
-    ortho = viewer.window.dock_widgets["Orthogonal views"]
+    ortho = viewer.window.dock_widgets["Ortho views"]
     assert np.allclose(ortho.position[1:], world[1:])
 
 

@@ -1,7 +1,6 @@
 import subprocess
 import sys
 
-import pytest
 
 from napari_brainorg.cli import COMMANDS, build_parser, main
 

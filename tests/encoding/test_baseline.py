@@ -60,3 +60,18 @@ def test_bad_layer_labels(rng):
     an, layers, Y = _layers(rng, n=40, per_layer=10, n_layers=2, v=3)
     with pytest.raises(ShapeError, match="one layer per AN"):
         layerwise_encoding(an, layers[:-1], Y, contiguous_folds(40, 2, 1))
+
+
+def test_layers_fitted_side_by_side_give_what_one_thread_gives(rng):
+    """Few voxels: the layers run on the BLAS threads allowed, each fit on one thread; the
+    results, in layer order, are those of the layers fitted one after another."""
+    from threadpoolctl import threadpool_limits
+
+    an, layers, Y = _layers(rng)
+    folds = contiguous_folds(len(an), 4, 2)
+    with threadpool_limits(1):
+        one = layerwise_encoding(an, layers, Y, folds, ALPHAS, inner_folds=3, gap=2)
+    with threadpool_limits(2):
+        two = layerwise_encoding(an, layers, Y, folds, ALPHAS, inner_folds=3, gap=2)
+    for name in ("r2", "r", "r2_folds", "alpha_folds", "n_ans", "layers"):
+        np.testing.assert_array_equal(getattr(one, name), getattr(two, name))

@@ -446,3 +446,31 @@ def test_progress_is_reported_and_cancel_stops(minilm, excerpt):
     cancel.set()
     with pytest.raises(CancelledError):
         extract_an_responses(excerpt, minilm, tr=TR, n_volumes=N_VOLUMES, cancel=cancel)
+
+
+def test_cancel_during_a_forward_pass_stops_before_the_next_layer(minilm, excerpt):
+    """A cancel pressed while a chunk goes through the model stops it inside that chunk: the
+    layers after the one running do not run, nor does any later chunk (one chunk of a large
+    model takes seconds; the user waits at most one layer)."""
+    from napari_brainorg.features.sites import site_hooks
+
+    layers = [h.module for h in site_hooks(minilm.model, minilm.spec.architecture, "ffn_hidden")]
+    assert len(layers) >= 4
+    cancel = threading.Event()
+    calls = []
+
+    def count(module, *_):
+        calls.append(layers.index(module))
+        if len(calls) == 2:  # the user presses Cancel while layer 1 of the first chunk runs
+            cancel.set()
+
+    handles = [m.register_forward_hook(count) for m in layers]
+    try:
+        with pytest.raises(CancelledError):
+            extract_an_responses(excerpt, minilm, tr=TR, n_volumes=N_VOLUMES, context=34, min_context=8,
+                                 batch_words=60, cancel=cancel)
+    finally:
+        for h in handles:
+            h.remove()
+    # the chunk stopped at the latest at the next layer's hook: the model's other layers never ran
+    assert calls[:2] == [0, 1] and len(calls) <= 3, calls

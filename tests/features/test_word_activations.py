@@ -46,7 +46,9 @@ def _extract(excerpt, minilm, folder, **kwargs):
 
 
 def _leftovers(folder) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.name.startswith(f".{WORD_ACTIVATIONS_FILE}"))
+    """Temporary pieces of the word activations file anywhere under ``folder``'s parent
+    (a cancel may come before the folder itself is made)."""
+    return sorted(p.name for p in folder.parent.rglob(f".{WORD_ACTIVATIONS_FILE}*"))
 
 
 def test_the_extraction_keeps_exactly_the_word_activations_it_computed(minilm, excerpt, tmp_path):

@@ -194,7 +194,7 @@ def test_runs_are_phase_randomised_each_on_its_own(rng):
     """Two stories stacked: every draw equals turning each story's part of the tested atom's
     unique part by that story's own phases, then refitting every subject (conditional test)."""
     from napari_brainorg.encoding.inference import apply_phases, between_subject_spectrum
-    from napari_brainorg.encoding.inference import run_null_phases
+    from napari_brainorg.networks._association_null import NullDraws
 
     runs, k, S = [70, 51], 3, 6
     n = sum(runs)
@@ -206,8 +206,8 @@ def test_runs_are_phase_randomised_each_on_its_own(rng):
         drifts[a:b, 2 * i] = 1.0
         drifts[a:b, 2 * i + 1] = np.linspace(-1, 1, b - a)
     table = stimulus_association(atoms, data, networks, tr=TR, confounds=drifts, highpass_cutoff=None,
-                                 n_permutations=40, n_refine=0, runs=runs, random_state=7)
-    phases = run_null_phases("phase", runs, 40, random_state=7)
+                                 n_permutations=40, n_refine=0, sequential_h=0, runs=runs, random_state=7)
+    phases = NullDraws("phase", runs, 40, random_state=7).phases(0, 40)  # draw d from the seed and d
     Q = np.linalg.qr(drifts)[0]
     Xr = atoms - Q @ (Q.T @ atoms)
     Xr /= Xr.std(0)
@@ -261,7 +261,7 @@ def test_surrogate_atoms_on_strongly_driven_networks_stay_within_fdr(rng):
     gen = np.random.default_rng(0)
     atoms = bench_atoms(gen)
     data, networks = bench_study(gen, atoms, 8, planted=planted, r2=0.15)
-    kw = dict(tr=TR, n_permutations=10_000, n_refine=20_000, random_state=0)
+    kw = dict(tr=TR, n_permutations=10_000, n_refine=90_000, random_state=0)  # the pipeline's budget
     surrogate_atoms = phase_randomise(atoms, random_state=100)
     surrogate = stimulus_association(surrogate_atoms, data, networks, **kw)
     real = stimulus_association(atoms, data, networks, **kw)
@@ -415,7 +415,7 @@ def test_cells_at_the_floor_get_more_draws_and_keep_the_other_p(rng):
     atoms = make_atoms(rng, n=200, k=6)
     data, networks = make_study(rng, atoms, n_subjects=6, planted={2: (0, 1)}, n_net=3, per_net=40,
                                 n_other=80, r2=0.3)
-    kw = dict(tr=TR, n_permutations=99, random_state=0)
+    kw = dict(tr=TR, n_permutations=99, random_state=0, sequential_h=0)  # the fixed-budget test
     first = stimulus_association(atoms, data, networks, n_refine=0, **kw)
     both = stimulus_association(atoms, data, networks, n_refine=900, **kw)
     assert first.attrs["n_refine"] == 0 and both.attrs["n_refine"] == 900
@@ -446,3 +446,94 @@ def test_two_stage_p_is_calibrated_on_null_data(rng):
     assert np.mean(p <= 0.05) <= 0.07
     assert np.mean(p <= 0.02) <= 0.035
     assert np.mean(p < 0.05 - 1e-9) > 0  # some cells were refined below the first floor
+
+
+def _sequential_study(rng):
+    """6 atoms, 3 networks, atom 2 drives network 0 (the planted link)."""
+    atoms = make_atoms(rng, n=200, k=6)
+    data, networks = make_study(rng, atoms, n_subjects=6, planted={2: (0, 1)}, n_net=3, per_net=40,
+                                n_other=80, r2=0.3)
+    return atoms, data, networks
+
+
+def _cell(table, atom, network, direction):
+    return (table["atom"] == atom) & (table["network"].astype(str) == str(network)) & (table["direction"] == direction)
+
+
+def test_sequential_p_stops_a_null_cell_early_and_equals_the_fixed_p_where_it_draws_everything(rng):
+    """Besag & Clifford: a cell stops at its h-th exceedance with p = h / n; a cell that never
+    reaches h makes every draw and gets the fixed-budget p, on the same draws."""
+    atoms, data, networks = _sequential_study(rng)
+    kw = dict(tr=TR, n_permutations=2000, n_refine=0, random_state=3)
+    fixed = stimulus_association(atoms, data, networks, sequential_h=0, **kw)
+    seq = stimulus_association(atoms, data, networks, sequential_h=10, **kw)
+    assert (fixed["n_draws"] == 2000).all()
+    full = (seq["n_draws"] == 2000).to_numpy()
+    assert full.any() and (~full).any()
+    np.testing.assert_array_equal(seq.loc[full, "p"], fixed.loc[full, "p"])
+    stopped = seq[~full]
+    np.testing.assert_allclose(stopped["p"], 10 / stopped["n_draws"])
+    # a clearly null cell (fixed p near 1/2 and above) stops after a few dozen draws
+    null_cells = (fixed["p"] > 0.4).to_numpy()
+    assert null_cells.sum() >= 3 and seq.loc[null_cells, "n_draws"].max() <= 200
+    assert seq.attrs["n_draws"] < 0.25 * fixed.attrs["n_draws"]
+    # the stop is at the exact draw of the 10th exceedance: 10 in its first n draws, 9 in n - 1
+    row = stopped.iloc[int(np.argmax(stopped["n_draws"].to_numpy()))]
+    n = int(row["n_draws"])
+    cell = _cell(fixed, row["atom"], row["network"], row["direction"])
+    for n_first, count in ((n, 10), (n - 1, 9)):
+        t = stimulus_association(atoms, data, networks, sequential_h=0, **{**kw, "n_permutations": n_first})
+        assert t.loc[cell, "p"].item() == pytest.approx((1 + count) / (1 + n_first))
+
+
+def test_sequential_test_declares_a_planted_link_and_draws_further_only_where_the_decision_is_open(rng):
+    """The planted link sits at the floor of the first draws: declared there, it gets no further
+    draws; counted in a family 10^4 times larger, it is not declared at the floor and draws on."""
+    atoms, data, networks = _sequential_study(rng)
+    kw = dict(tr=TR, n_permutations=999, n_refine=9000, random_state=0)
+    table = stimulus_association(atoms, data, networks, **kw)
+    planted = _cell(table, 2, 0, "activated")
+    assert table.loc[planted, "associated"].item()
+    assert table.loc[planted, "p"].item() == pytest.approx(1 / 1000)
+    assert table.loc[planted, "n_draws"].item() == 999
+    assert table["n_draws"].median() < 300  # the null cells stop early
+    wide = stimulus_association(atoms, data, networks, fdr_models=10_000, **kw)
+    assert wide.loc[planted, "n_draws"].item() == 9999
+    assert wide.loc[planted, "p"].item() == pytest.approx(1 / 10_000)  # no draw of the 9999 reaches it
+    fixed = stimulus_association(atoms, data, networks, sequential_h=0, **kw)
+    assert fixed.loc[planted, "p"].item() == pytest.approx(1 / 10_000)
+    assert fixed.loc[planted, "associated"].item()
+    np.testing.assert_array_equal(table["associated"], fixed["associated"])
+
+
+def test_sequential_p_depends_on_the_seed_only(rng):
+    """The same seed gives the same p whatever the batch size (draw d comes from the seed and d);
+    another seed gives other draws."""
+    atoms, data, networks = _sequential_study(rng)
+    kw = dict(tr=TR, n_permutations=3000, n_refine=3000, random_state=11)
+    ref = stimulus_association(atoms, data, networks, batch_size=256, **kw)
+    for batch_size in (37, 1000):
+        again = stimulus_association(atoms, data, networks, batch_size=batch_size, **kw)
+        np.testing.assert_array_equal(again["p"], ref["p"])
+        np.testing.assert_array_equal(again["n_draws"], ref["n_draws"])
+    other = stimulus_association(atoms, data, networks, **{**kw, "random_state": 12})
+    assert not np.array_equal(other["p"], ref["p"])
+
+
+def test_sequential_test_is_cancelled_between_batches_and_reports_progress(rng):
+    from napari_brainorg.errors import CancelledError
+
+    atoms, data, networks = _sequential_study(rng)
+    stages = []
+
+    class Token:
+        def is_set(self):
+            return any(stage.startswith("networks: stimulus null") and done > 0 for stage, done, _ in stages)
+
+    with pytest.raises(CancelledError):
+        stimulus_association(atoms, data, networks, tr=TR, n_permutations=5000, batch_size=100,
+                             progress=lambda *a: stages.append(a), cancel=Token())
+    draws = [done for stage, done, _ in stages if stage.startswith("networks: stimulus null")]
+    assert draws == [0, 100]  # stopped at the first batch boundary after the token was set
+    with pytest.raises(ValueError, match="'sequential_h' must be an integer >= 0"):
+        stimulus_association(atoms, data, networks, tr=TR, sequential_h=-1)

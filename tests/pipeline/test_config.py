@@ -104,3 +104,10 @@ def test_story_paths_and_per_story_runs_are_taken_from_the_config_folder(tmp_pat
     config = load_config(cfg)
     assert config.stories[0].path == str(tmp_path / "a.tsv") and config.stories[1].path == "pieman"
     assert config.fmri.regions == {"a": [str(tmp_path / "r1.tsv")], "pieman": [str(tmp_path / "r2.tsv")]}
+
+
+def test_network_test_stopping_rule_is_checked():
+    assert make_config({"out": "x"}).networks.sequential_h == 20
+    assert make_config({"networks": {"sequential_h": 0}, "out": "x"}).networks.sequential_h == 0
+    with pytest.raises(ConfigError, match=r"networks\.sequential_h.*-1"):
+        make_config({"networks": {"sequential_h": -1}, "out": "x"})

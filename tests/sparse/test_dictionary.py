@@ -526,3 +526,25 @@ def test_learn_dictionary_on_cuda_reaches_numpys_minimum(rng):
     assert info_c["final_objective"] == pytest.approx(info_n["final_objective"], rel=1e-4)
     assert _matched_abs_corr(planted, Dc) > 0.95
     assert info_c["final_objective"] == pytest.approx(dictionary_objective(X, Dc, Ac, lam), rel=1e-4)
+
+
+def test_the_same_dictionary_with_one_thread_and_with_two():
+    """The default chunks of the code solver do not depend on the number of threads, and
+    sums over chunks are taken in chunk order: the atoms and codes learned with 1 and with
+    2 threads are identical, bit for bit (a seeded run declares the same links whatever
+    the machine's core count)."""
+    import warnings
+
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(3)
+    X = (rng.standard_normal((60, 6)) @ rng.standard_normal((6, 2000))
+         + 0.5 * rng.standard_normal((60, 2000))).astype(np.float32)
+    fits = []
+    for n in (1, 2):
+        with threadpool_limits(n), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fits.append(SparseDictionary(n_atoms=6, max_iter=4, random_state=0, solver="cd").fit(X))
+    np.testing.assert_array_equal(fits[0].atoms_, fits[1].atoms_)
+    codes = [f.codes_.toarray() if hasattr(f.codes_, "toarray") else np.asarray(f.codes_) for f in fits]
+    np.testing.assert_array_equal(codes[0], codes[1])

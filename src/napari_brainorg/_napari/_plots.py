@@ -88,10 +88,11 @@ class TimecourseCanvas(_BlitCanvas):
     """
 
     def __init__(self, parent=None):
-        super().__init__(parent, figsize=(4, 1.8),
-                         title="time course (hover for the words of each volume)")
+        # a short title (a docked panel is ~400 px wide); the hover is said in the tooltip
+        super().__init__(parent, figsize=(4, 1.8), title="atom's time course")
+        self.setToolTip("Hover over the plot for the words heard during each volume")
         self.ax.set_xlabel("time (s)", fontsize=9)
-        self.ax.set_ylabel("atom (unit norm)", fontsize=9)
+        self.ax.set_ylabel("unit norm", fontsize=9)
         (self.line,) = self.ax.plot([], [], color="#f5a623", lw=1.0, animated=True)
         self.cursor = self.ax.axvline(0.0, color="#7fd3ff", lw=0.8, visible=False, animated=True)
         self.words_text = self.ax.text(
@@ -187,7 +188,8 @@ class LayerHistogramCanvas(_BlitCanvas):
         self.bars = self.ax.bar(x, np.zeros(len(x)), color="#5b9bd5")
         for bar in self.bars:
             bar.set_animated(True)
-        step = max(1, len(x) // 12)
+        # about one label per 40 px of the plot: "10 11 12" must not run together when narrow
+        step = max(1, int(np.ceil(len(x) / max(3, self.width() // 40))))
         self.ax.set_xticks(x[::step], [self.layer_names[i] for i in x[::step]], fontsize=8.5)
         if len(x):
             self.ax.set_xlim(-0.6, len(x) - 0.4)
@@ -215,9 +217,8 @@ class VoxelAtomsCanvas(LayerHistogramCanvas):
     voxel's network are drawn in green, the others grey."""
 
     def __init__(self, parent=None):
-        _BlitCanvas.__init__(self, parent, figsize=(4, 1.6), title="each atom's map here")
-        self.ax.set_xlabel("atom", fontsize=9)
-        self.ax.set_ylabel("map value", fontsize=9)
+        _BlitCanvas.__init__(self, parent, figsize=(4, 1.6), title="atoms' maps")
+        self.ax.set_xlabel("atom", fontsize=9)  # the title says what the bars are: no y label in 150 px
         self.bars = None
         self.layer_names = []
         self.ax.axhline(0.0, color=_FG, lw=0.6)
@@ -241,26 +242,34 @@ class VoxelAtomsCanvas(LayerHistogramCanvas):
 
 
 class VoxelTimecourseCanvas(TimecourseCanvas):
-    """One voxel's measured (grey) and predicted (orange) time course, with the words of
-    the volume under the cursor (the hover of :class:`TimecourseCanvas`)."""
+    """One voxel's measured (grey) and predicted (orange; a held-out prediction, violet)
+    time course, with the words of the volume under the cursor (the hover of
+    :class:`TimecourseCanvas`). The line above the plot names the colours."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.ax.set_title("measured (grey), predicted (orange)", fontsize=9, color=_FG,
-                          loc="left")
+        self.ax.set_title("voxel's time course", fontsize=9, color=_FG, loc="left")
         self.ax.set_ylabel("BOLD", fontsize=9)
         (self.measured_line,) = self.ax.plot([], [], color="#bdbdbd", lw=0.9, animated=True)
+        (self.heldout_line,) = self.ax.plot([], [], color="#c58cff", lw=0.9, animated=True)
         self.measured = np.zeros(0)
 
     def _animated(self) -> list:
-        return [self.measured_line, self.line, self.cursor, self.words_text]
+        return [self.measured_line, self.heldout_line, self.line, self.cursor, self.words_text]
 
-    def set_voxel(self, measured: np.ndarray, predicted: np.ndarray) -> None:
-        """Show ``measured`` and ``predicted`` of shape (n_volumes,); the y range fits both."""
+    def set_voxel(self, measured: np.ndarray, predicted: np.ndarray, heldout: np.ndarray | None = None) -> None:
+        """Show ``measured`` and ``predicted`` of shape (n_volumes,) (and ``heldout``, the
+        held-out prediction, when given); the y range fits all."""
         self.measured = np.asarray(measured, dtype=float)
         self.timecourse = np.asarray(predicted, dtype=float)
         times = np.arange(self.timecourse.size) * self.tr
         self.measured_line.set_data(times, self.measured)
         self.line.set_data(times, self.timecourse)
-        self.fit_axes(np.column_stack([self.measured, self.timecourse]))
+        series = [self.measured, self.timecourse]
+        if heldout is not None and np.size(heldout) == self.timecourse.size:
+            self.heldout_line.set_data(times, np.asarray(heldout, dtype=float))
+            series.append(np.asarray(heldout, dtype=float))
+        else:
+            self.heldout_line.set_data([], [])
+        self.fit_axes(np.column_stack(series))
         self.full_redraw()

@@ -162,7 +162,10 @@ class ModelComparison(QWidget):
         layout.addWidget(self.info)
         layout.addLayout(maps, 3)
         layout.addWidget(self.timecourse, 2)
-        layout.addWidget(QLabel("best matches (Pearson r of the time courses)"))
+        matches_title = QLabel("best matches (Pearson r of the time courses)")
+        matches_title.setWordWrap(True)  # never what sets the dock's width
+        matches_title.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        layout.addWidget(matches_title)
         layout.addWidget(self.matches)
 
         explorer.loaded.connect(lambda _state: self._on_explorer_loaded())

@@ -11,9 +11,12 @@ pipeline widget) ends in :func:`install`, which makes the viewer:
 - write ``A``, ``P``, ``R`` and ``L`` at the brain's edges (a small Points layer
   of text, anchored in world space so that the labels follow any flip);
 - print the cursor position as **MNI x, y, z in mm** in the status bar of every
-  layer this plugin made, and the slice position (``axial z = 18 mm``) and the
-  cursor in the canvas's corner;
-- fit the canvas to the brain when the first brain layer arrives.
+  layer this plugin made, with the value under the mouse of every map shown (the
+  atom's map, R², the network), not only the selected layer's; the slice position
+  (``axial z = 18 mm``) and the cursor in the canvas's corner;
+- fit the canvas to the brain when the first brain layer arrives;
+- leave a map, not an atlas, as the active layer: napari activates each layer it adds,
+  and an editable Labels layer active is paint and erase one key away.
 
 The layers' world axes are ``(z, y, x)`` in mm (see :mod:`.layers`); napari's 2D
 view shows the last two, ``y`` (posterior -> anterior) and ``x`` (left -> right).
@@ -43,6 +46,22 @@ BRAIN_BOX = {"x": (-78.0, 78.0), "y": (-112.0, 76.0), "z": (-72.0, 86.0)}
 
 _state: dict[str, Any] = {"convention": None}
 _installed: weakref.WeakSet = weakref.WeakSet()
+#: layers whose finishing touches (colour bar, outlines) come in a later turn of the event loop
+#: (:func:`finish_later`): making napari's colour-bar visual costs as much as the layer's own
+_deferred: weakref.WeakSet = weakref.WeakSet()
+
+
+def finish_later(layer) -> None:
+    """Mark ``layer`` (before it is added) to be finished by :func:`finish_inserted` later."""
+    _deferred.add(layer)
+
+
+def finish_inserted(viewer, layer) -> None:
+    """The finishing touches of a brain layer: outlines or a colour bar (and its labels)."""
+    _deferred.discard(layer)
+    finish_layer(layer)
+    if getattr(getattr(layer, "colorbar", None), "visible", False):
+        _label_colorbar_later(viewer, layer)
 
 
 def convention() -> str:
@@ -66,6 +85,7 @@ def set_convention(value: str, viewer: napari.Viewer | None = None) -> None:
     viewers = [viewer] if viewer is not None else list(_installed)
     for v in viewers:
         orient(v)
+        _update_corner(v)  # the corner names the convention: now, not when the slice next moves
 
 
 def _camera(viewer):
@@ -128,8 +148,9 @@ def mni_text(world) -> str:
     return f"MNI x, y, z = ({x:+.0f}, {y:+.0f}, {z:+.0f}) mm"
 
 
-def mni_status(layer, position=None, **kwargs) -> dict:
-    """``layer.get_status`` with the coordinates given as MNI x, y, z in mm."""
+def mni_status(layer, position=None, viewer_ref=None, **kwargs) -> dict:
+    """``layer.get_status`` with the coordinates given as MNI x, y, z in mm, followed by the
+    value under the mouse of the viewer's other shown maps (:func:`values_under`)."""
     status = type(layer).get_status(layer, position, **kwargs)
     if position is None:
         return status
@@ -139,20 +160,83 @@ def mni_status(layer, position=None, **kwargs) -> dict:
     coords = mni_text(world)
     value = status.get("value", "")
     status["coords"] = coords
-    status["coordinates"] = f"{coords}: {value}" if value != "" else coords
+    text = f"{coords}: {value}" if value != "" else coords
+    viewer = viewer_ref() if viewer_ref is not None else None
+    others = values_under(viewer, world, skip=layer) if viewer is not None else []
+    status["coordinates"] = " · ".join([text, *others])
     return status
 
 
-def mark_brain_layer(layer) -> None:
-    """Give ``layer`` the MNI status (its status bar text) and mark it as styled here."""
+def _voxel_value(layer, world):
+    """The layer's value at ``world`` (nearest voxel), or ``None`` outside its data."""
+    data = layer.data
+    if not isinstance(data, np.ndarray) or data.ndim != layer.ndim or world.size < layer.ndim:
+        return None
+    index = np.rint(np.asarray(layer.world_to_data(tuple(world[-layer.ndim:])), float)).astype(int)
+    if np.any(index < 0) or np.any(index >= np.asarray(data.shape)):
+        return None
+    return data[tuple(index)]
+
+
+def values_under(viewer, world, skip=None) -> list[str]:
+    """``['atom 5 z = +3.21', 'R² = 0.012', 'network Visual']``: the value at world
+    ``(z, y, x)`` mm of each visible map of ``viewer`` (top first) other than ``skip``.
+
+    The maps are this plugin's image layers that show values (an atom's map, R², a
+    statistical NIfTI; not the template) and its network/atlas layers (by name).
+    """
+    out = []
+    for layer in reversed(list(viewer.layers)):
+        meta = layer.metadata
+        role = meta.get("brainorg_role")
+        if layer is skip or not layer.visible or not is_brain_layer(layer) or role in (
+                "template", ORIENTATION_ROLE, "crosshair"):
+            continue
+        kind = layer._type_string
+        if kind == "image" and (role or meta.get("brainorg_stat_map")):
+            value = _voxel_value(layer, np.asarray(world, float))
+            if value is None or not np.isfinite(value):
+                continue
+            if role == "atom_map":
+                out.append(f"atom {meta.get('atom', '')} {meta.get('stat', 'map')} = {float(value):+.2f}")
+            elif role == "r2":
+                out.append(f"R² = {float(value):.3f}")
+            else:
+                out.append(f"{layer.name} = {float(value):.3g}")
+        elif kind == "labels":
+            value = _voxel_value(layer, np.asarray(world, float))
+            if not value:
+                continue
+            names = dict(zip(meta.get("labels", []), meta.get("names", [])))
+            out.append(f"{'network' if role == 'networks' else layer.name} {names.get(int(value), int(value))}")
+    return out
+
+
+def mark_brain_layer(layer, viewer=None) -> None:
+    """Give ``layer`` the MNI status (its status bar text; with ``viewer``, the other maps'
+    values under the mouse too) and mark it as styled here."""
     import functools
 
     layer.metadata[BRAIN] = True
     if getattr(layer.get_status, "_brainorg", False):
         return
-    status = functools.partial(mni_status, layer)
+    ref = weakref.ref(viewer) if viewer is not None else None
+    status = functools.partial(mni_status, layer, viewer_ref=ref)
     status._brainorg = True  # type: ignore[attr-defined]
     layer.get_status = status
+
+
+def _activate_a_map(viewer, labels) -> None:
+    """Make the top visible map (an image layer of this plugin, not the template; else any
+    image) the active layer when ``labels`` (a Labels layer just added) still is."""
+    if viewer.layers.selection.active is not labels or labels not in viewer.layers:
+        return
+    images = [layer for layer in reversed(list(viewer.layers)) if layer._type_string == "image"]
+    maps = [layer for layer in images if layer.visible and is_brain_layer(layer)
+            and layer.metadata.get("brainorg_role") != "template"]
+    choice = (maps or images or [None])[0]
+    if choice is not None:
+        viewer.layers.selection.active = choice
 
 
 # -- A/P/L/R labels --------------------------------------------------------------------------
@@ -209,23 +293,74 @@ def append_unselected(viewer, layer) -> None:
 
 
 def corner_text(viewer: napari.Viewer) -> str:
-    """``'axial z = +18 mm   ·   neurological (R on right)'`` (plus the cursor when on the canvas)."""
+    """``'axial z = +18 mm  ·  neurological (R on right)'``; with the mouse on the canvas,
+    ``'z +18 mm · neuro. (R on right) · MNI (+12, -40, +18) mm'`` (short: the canvas may
+    be 500 px wide)."""
     text = []
     if viewer.dims.ndim >= 3:
         z = float(viewer.dims.point[viewer.dims.ndim - 3])
         text.append(f"axial z = {z:+.0f} mm")
     side = "R on right" if convention() == "neurological" else "R on left"
     if getattr(viewer, "mouse_over_canvas", False):
+        text[-1:] = [f"z {z:+.0f} mm"] if text else []
         text.append(f"{convention()[:5]}. ({side})")
-        text.append(mni_text(viewer.cursor.position))
+        text.append(mni_text(viewer.cursor.position).replace("MNI x, y, z = ", "MNI "))
     else:
         text.append(f"{convention()} ({side})")
-    return "  ·  ".join(text)
+    return ("  ·  " if len(text) < 3 else " · ").join(text)
 
 
 def _update_corner(viewer) -> None:
+    from ._loading import glyphs_ready
+
+    if not glyphs_ready(viewer):  # its text comes when its characters are drawn
+        return
     try:
         _text_overlay(viewer).text = corner_text(viewer)
+        _slider_in_mm(viewer)
+    except RuntimeError:  # the window is being torn down
+        pass
+
+
+def _slider_in_mm(viewer) -> None:
+    """The slice slider says where it is in mm (``z +18 mm``), not napari's voxel index.
+
+    napari's slider shows the step index and the number of steps; for a brain in MNI mm
+    the position is what a user reads and types into other tools. The index fields are
+    hidden and a label after the slider shows the position, for each spatial axis."""
+    qt_dims = getattr(getattr(getattr(viewer, "window", None), "_qt_viewer", None), "dims", None)
+    sliders = getattr(qt_dims, "slider_widgets", None)
+    if not sliders or viewer.dims.ndim < 3:
+        return
+    from qtpy.QtWidgets import QLabel
+
+    first_spatial = viewer.dims.ndim - 3
+    for axis, slider in enumerate(sliders):
+        if axis < first_spatial or not hasattr(slider, "curslice_label"):
+            continue
+        label = getattr(slider, "_brainorg_mm", None)
+        if label is None:
+            label = slider._brainorg_mm = QLabel(slider)  # napari styles "slice_label" narrow
+            label.setToolTip("Slice position in MNI mm")
+            slider.layout().addWidget(label)
+            label.setMinimumWidth(label.fontMetrics().horizontalAdvance("z -100 mm") + 4)
+            for index_field in (slider.curslice_label, slider.totslice_label):
+                index_field.hide()
+            for n in range(slider.layout().count()):  # napari's bar between the two index fields
+                widget = slider.layout().itemAt(n).widget()
+                if widget is not None and widget.objectName() == "slice_label_sep":
+                    widget.hide()
+        name = "zyx"[axis - first_spatial]
+        label.setText(f"{name} {float(viewer.dims.point[axis]):+.0f} mm")
+
+
+def _alive(ref, fn) -> None:
+    """``fn(viewer)`` when the weakly referenced viewer is still open."""
+    viewer = ref()
+    if viewer is None:
+        return
+    try:
+        fn(viewer)
     except RuntimeError:  # the window is being torn down
         pass
 
@@ -240,25 +375,36 @@ def install(viewer: napari.Viewer | None) -> None:
         return
     if viewer in _installed:
         return
+    from qtpy.QtCore import QTimer
+
     _installed.add(viewer)
+    from ._loading import start_warm_up
+
+    start_warm_up()  # napari's first-use costs, in a thread, before the first layer arrives
     overlay = _text_overlay(viewer)
     overlay.visible = True
     overlay.position = "bottom_left"
     overlay.font_size = 9
     overlay.color = "#d0d0d0"
     ref = weakref.ref(viewer)
+    from ._loading import warm_glyphs
+
+    # the corner text appears once its characters are drawn, a few per turn of the event loop
+    warm_glyphs(viewer, then=lambda: _update_corner(viewer))
 
     def on_inserted(event):
         layer = event.value
         viewer_ = ref()
         if viewer_ is None or not is_brain_layer(layer):
             return
-        mark_brain_layer(layer)
+        mark_brain_layer(layer, viewer_)
+        if layer._type_string == "labels":
+            # napari activates the new layer after this event: look once the adding is done
+            QTimer.singleShot(0, lambda: _alive(ref, lambda v: _activate_a_map(v, layer)))
         if layer.metadata.get("brainorg_role") == ORIENTATION_ROLE:
             return
-        finish_layer(layer)
-        if getattr(getattr(layer, "colorbar", None), "visible", False):
-            _label_colorbar_later(viewer_, layer)
+        if layer not in _deferred:
+            finish_inserted(viewer_, layer)
         first = not viewer_.__dict__.get("_brainorg_framed", False)
         _ensure_orientation_labels(viewer_)
         orient(viewer_)
@@ -285,7 +431,6 @@ def install(viewer: napari.Viewer | None) -> None:
     for layer in list(viewer.layers):
         if is_brain_layer(layer):
             on_inserted(type("E", (), {"value": layer})())
-    _update_corner(viewer)
 
 
 def _label_colorbar_later(viewer, layer) -> None:

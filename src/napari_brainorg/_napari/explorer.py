@@ -8,6 +8,7 @@ then on a click or a threshold move only swaps data or a colormap in place.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,7 +23,6 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
-    QListWidget,
     QPushButton,
     QSizePolicy,
     QSplitter,
@@ -37,12 +37,8 @@ from superqt import QLabeledDoubleSlider
 from . import layers as _layers
 from ._atom_table import COLUMNS, FORMATS, HEADER_TIPS, atom_rows
 from ._docking import join_plugin_tabs
-from ._plots import (
-    LayerHistogramCanvas,
-    TimecourseCanvas,
-    VoxelAtomsCanvas,
-    VoxelTimecourseCanvas,
-)
+from ._explorer_pages import TopWordsPage, VoxelPage, course_text, r2_source
+from ._plots import LayerHistogramCanvas, TimecourseCanvas
 from ._table_items import SortableItem
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -64,6 +60,8 @@ class ExplorerState:
     rows: pandas.DataFrame
     words: list[str]
     top_words: pandas.DataFrame | None = None
+    #: the run's stories (:meth:`ResultFolder.stories`), read when the top words are first shown
+    stories: list[dict] | None = None
 
 
 def load_state(path: str | Path, model: str | None = None, stat: str = "z") -> ExplorerState:
@@ -131,13 +129,13 @@ class AtomExplorer(QWidget):
     # -- construction ---------------------------------------------------------------------
     def _build_controls(self) -> None:
         """The header, the Open button and the controls of what the map shows: model, statistic,
-        map and R² thresholds, left/right convention."""
+        map and R² thresholds (the left/right convention is in the Ortho views)."""
         self.header = QLabel("Open a result folder (File ▸ Open Folder…) or run the pipeline.")
         self.header.setWordWrap(True)
         self.atom_label = QLabel("")
         self.atom_label.setWordWrap(True)
         # a fixed height: new text for each atom must not re-lay-out the whole panel
-        self.atom_label.setFixedHeight(2 * self.atom_label.fontMetrics().lineSpacing() + 4)
+        self.atom_label.setFixedHeight(2 * self.atom_label.fontMetrics().lineSpacing() + 8)
         self.atom_label.setAlignment(Qt.AlignLeft | Qt.AlignTop)
         self.open_button = QPushButton("Open…")
         self.open_button.setToolTip("Open a napari-brainorg result folder")
@@ -165,14 +163,6 @@ class AtomExplorer(QWidget):
         self.r2_slider.setDecimals(3)
         self.r2_slider.valueChanged.connect(self.set_r2_threshold)
 
-        self.convention_combo = QComboBox()
-        self.convention_combo.addItems(["neurological (R on right)", "radiological (R on left)"])
-        self.convention_combo.setToolTip("Which side of the screen shows the subject's right: "
-                                         "neurological, R on the right; radiological, R on the left")
-        from . import display
-
-        self.convention_combo.setCurrentIndex(display.CONVENTIONS.index(display.convention()))
-        self.convention_combo.activated.connect(self._on_convention_chosen)
 
     def _build_table(self) -> None:
         """The sortable table of atoms, one row each (columns of :data:`._atom_table.COLUMNS`)."""
@@ -193,42 +183,34 @@ class AtomExplorer(QWidget):
         self.table.itemSelectionChanged.connect(self._on_row_selected)
 
     def _build_plots(self) -> None:
-        """The selected atom's time course, and three tabs under it: its histogram over the
-        model's layers, its top words, and what explains a clicked voxel."""
+        """Four tabs under the table: the selected atom (its time course above its histogram
+        over the model's layers), its top words, what explains a clicked voxel, the verdict.
+        Each tab gets the height under the table: at 1366 x 768 a voxel's plots or the top
+        words could not be read in what one plot below another leaves."""
         self.timecourse = TimecourseCanvas(self)
         self.histogram = LayerHistogramCanvas(self)
         self.timecourse.setMinimumHeight(90)
         self.histogram.setMinimumHeight(90)
-        words_page = self._top_words_page()
+        atom_page = QWidget()
+        atom_layout = QVBoxLayout(atom_page)
+        atom_layout.setContentsMargins(0, 0, 0, 0)
+        atom_layout.setSpacing(2)
+        atom_layout.addWidget(self.timecourse, 1)
+        atom_layout.addWidget(self.histogram, 1)
+        self.words_page = TopWordsPage()
+        self.top_up, self.top_down = self.words_page.up, self.words_page.down
         self.lower_tabs = QTabWidget()
-        self.lower_tabs.addTab(self.histogram, "layers")
-        self.lower_tabs.addTab(words_page, "top words")
+        self.lower_tabs.addTab(atom_page, "atom")
+        self.lower_tabs.addTab(self.words_page, "top words")
         self.lower_tabs.addTab(self._voxel_page(), "voxel")
         self.lower_tabs.addTab(self._verdict_page(), "verdict")
+        self.lower_tabs.setTabToolTip(0, "The selected atom's time course and how its ANs spread over the model's layers")
         self.voxel = None
         self.voxel_column = None
         self._voxel_lookup = None
         self._voxel_courses = None  # (state, courses dict or None, file-order column lookup)
         self.lower_tabs.currentChanged.connect(
             lambda i: self._show_top_words(self.atom) if i == 1 and self.atom is not None else None)
-
-    def _top_words_page(self) -> QWidget:
-        """The words that most activate and most suppress the selected atom, side by side."""
-        self.top_up = QListWidget()
-        self.top_down = QListWidget()
-        for lst, tip in ((self.top_up, "Words whose word-level response of this atom is highest"),
-                         (self.top_down, "Words whose word-level response of this atom is lowest")):
-            lst.setToolTip(tip)
-            lst.setWordWrap(True)
-        words_page = QWidget()
-        words_layout = QHBoxLayout(words_page)
-        words_layout.setContentsMargins(0, 0, 0, 0)
-        for title, lst in (("most activate", self.top_up), ("most suppress", self.top_down)):
-            column = QVBoxLayout()
-            column.addWidget(QLabel(f"<b>{title}</b>"))
-            column.addWidget(lst, 1)
-            words_layout.addLayout(column)
-        return words_page
 
     def _verdict_page(self) -> QWidget:
         """The run's verdict on the shown model (``summary['verdict']``), one finding a paragraph;
@@ -245,42 +227,20 @@ class AtomExplorer(QWidget):
         return self.verdict_view
 
     def _voxel_page(self) -> QWidget:
-        """A clicked voxel: every atom's map value there, and its measured and predicted time
-        course (the mean over subjects or one subject's)."""
-        self.voxel_label = QLabel("Click a voxel of the brain to see what explains it.")
-        self.voxel_label.setWordWrap(True)
-        self.voxel_plot = VoxelAtomsCanvas(self)
-        voxel_page = QWidget()
-        voxel_layout = QVBoxLayout(voxel_page)
-        voxel_layout.setContentsMargins(0, 0, 0, 0)
-        voxel_layout.addWidget(self.voxel_label)
-        self.voxel_subject_combo = QComboBox()
-        self.voxel_subject_combo.setToolTip("Whose time course: the mean over subjects or one subject")
+        """A clicked voxel (:class:`._explorer_pages.VoxelPage`): every atom's map value there,
+        and its measured and predicted time course (the mean over subjects or one subject's)."""
+        page = self.voxel_page = VoxelPage()
+        self.voxel_label, self.voxel_plot, self.voxel_timecourse = page.label, page.atoms_plot, page.timecourse
+        self.voxel_subject_combo, self.voxel_course_label = page.subject_combo, page.course_label
         self.voxel_subject_combo.currentIndexChanged.connect(lambda _i: self._show_voxel_timecourse())
-        self.voxel_course_label = QLabel("")
-        self.voxel_course_label.setWordWrap(True)
-        subject_row = QHBoxLayout()
-        subject_row.addWidget(QLabel("time course of"))
-        subject_row.addWidget(self.voxel_subject_combo)
-        subject_row.addWidget(self.voxel_course_label, 1)
-        voxel_layout.addLayout(subject_row)
-        self.voxel_timecourse = VoxelTimecourseCanvas(self)
-        # side by side: both keep the page's height at 1366x768; their figure-size hints
-        # (360 px each) must not widen the dock and squeeze the canvas
-        for canvas in (self.voxel_plot, self.voxel_timecourse):
-            canvas.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Expanding)
-            canvas.setMinimumWidth(120)
-        self.voxel_course_label.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
-        plots_row = QHBoxLayout()
-        plots_row.addWidget(self.voxel_plot, 2)
-        plots_row.addWidget(self.voxel_timecourse, 3)
-        voxel_layout.addLayout(plots_row, 1)
-        return voxel_page
+        page.heldout_check.toggled.connect(lambda _on: self._show_voxel_timecourse())
+        return page
 
     def _lay_out(self) -> None:
         """The header and controls above a splitter of the table, the time course and the tabs."""
         form = self._control_form()
         self.splitter = self._build_splitter()
+        self.header.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
         buttons = QHBoxLayout()
         buttons.addWidget(self.header, 1)
         buttons.addWidget(self.open_button)
@@ -313,21 +273,20 @@ class AtomExplorer(QWidget):
         peak_row.addWidget(self.peak_label, 1)
         form.addRow(peak_row)
         form.addRow("R² >", self.r2_slider)
-        form.addRow("view", self.convention_combo)
         return form
 
     def _build_splitter(self) -> QSplitter:
-        """Table, time course and tabs, one above the other; the table keeps a fixed height."""
+        """Table above the selected atom's line and tabs; the table keeps a fixed height."""
         splitter = QSplitter(Qt.Vertical)
         splitter.setChildrenCollapsible(False)
         splitter.addWidget(self.table)
         plots = QWidget()
         plots_layout = QVBoxLayout(plots)
         plots_layout.setContentsMargins(0, 0, 0, 0)
+        plots_layout.setSpacing(2)
         plots_layout.addWidget(self.atom_label)
-        plots_layout.addWidget(self.timecourse, 1)
+        plots_layout.addWidget(self.lower_tabs, 1)
         splitter.addWidget(plots)
-        splitter.addWidget(self.lower_tabs)
         # the table keeps about 8.5 rows (it scrolls, the row shown is scrolled to); the
         # two plots share what is left, so they grow with the window
         row_h = self.table.verticalHeader().defaultSectionSize()
@@ -336,8 +295,7 @@ class AtomExplorer(QWidget):
         self.table.setMinimumHeight(int(8.3 * row_h + chrome))
         self.table.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Minimum)
         splitter.setStretchFactor(0, 0)
-        splitter.setStretchFactor(1, 4)  # the time course (under a two-line label)
-        splitter.setStretchFactor(2, 3)  # the tabs (under their tab bar)
+        splitter.setStretchFactor(1, 1)  # the tabs take what is left, and grow with the window
         return splitter
 
     def _follow_viewer(self) -> None:
@@ -369,14 +327,19 @@ class AtomExplorer(QWidget):
             self.open_result(folder)
 
     def open_result(self, path: str | Path, model: str | None = None) -> None:
-        """Show a result folder's layers in the viewer; the explorer follows them."""
-        from napari.utils.notifications import show_error
+        """Show a result folder's layers in the viewer (read in a thread, added in pieces);
+        the explorer follows them."""
+        from ._loading import show_result_async
 
-        try:
-            _layers.add_result_layers(self.viewer, path, model)
-        except (OSError, ValueError) as exc:
+        def not_opened(exc):
+            from napari.utils.notifications import show_error
+
+            self.header.setText(f"Cannot open {str(path)!r}: {exc}")
             show_error(f"Cannot open {str(path)!r}: {exc}")
             self.failed.emit(str(exc))
+
+        self.header.setText(f"Loading {Path(path).name} …")
+        show_result_async(self.viewer, str(path), model, owner=self, on_error=not_opened)
 
     def set_result(self, path: str | Path, model: str | None = None, stat: str | None = None) -> None:
         """Load a result's atoms in a worker thread; :attr:`loaded` fires when ready.
@@ -400,6 +363,7 @@ class AtomExplorer(QWidget):
     def switch_model(self, model: str) -> None:
         """Show another model of the same result: its atoms and layers are read in a thread,
         and swapped in together (the current view stays until then)."""
+        from ._loading import LayerFeed
         from ._tasks import run_in_thread
 
         if self.state is None:
@@ -413,22 +377,34 @@ class AtomExplorer(QWidget):
         def load():
             return load_state(path, model, stat), _layers.result_layer_data(path, model, stat=stat)
 
-        def done(value, key=key):
+        def shown(_added, state, key=key):
             if self._loading != key:
                 return
-            state, items = value
-            self._own_layer = True
-            try:
-                _layers.replace_result_layers(self.viewer, items)
-            finally:
-                self._own_layer = False
             layer = _layers.find_layer(self.viewer, "atom_map")
             if layer is not None:
                 layer.metadata["atom"] = 0
             self._later(lambda: self._on_loaded(state, key))  # the layers repaint first
 
+        def done(value, key=key):
+            if self._loading != key:
+                return
+            state, items = value
+            # one layer per turn of the event loop; the explorer's own change is not followed
+            LayerFeed(self.viewer, items, name=f"{Path(path).name}: {model}", wrap=self._owning,
+                      on_done=lambda added: shown(added, state),
+                      on_error=lambda exc: self._on_load_error(exc, key)).start()
+
         self._worker = run_in_thread(load, owner=self, name="model switch", on_done=done,
                                      on_error=lambda exc, key=key: self._on_load_error(exc, key))
+
+    @contextlib.contextmanager
+    def _owning(self):
+        """Layer changes made inside are the explorer's own (it does not reload on them)."""
+        self._own_layer = True
+        try:
+            yield
+        finally:
+            self._own_layer = False
 
     def _on_load_error(self, exc: Exception, key) -> None:
         from napari.utils.notifications import show_error
@@ -654,8 +630,9 @@ class AtomExplorer(QWidget):
             _report(exc, "voxel panel")
 
     def show_voxel(self, world) -> int | None:
-        """Show what explains the voxel at world position ``(z, y, x)`` mm: its R², every atom's
-        map value there (associated atoms in green). Returns the mask-voxel index or ``None``."""
+        """Show what explains the voxel at world position ``(z, y, x)`` mm: its R² (named by its
+        model: held-out ridge or in-sample sparse fit), every atom's map value there
+        (associated atoms in green). Returns the mask-voxel index or ``None``."""
         from . import display
 
         state = self.state
@@ -682,7 +659,7 @@ class AtomExplorer(QWidget):
         if r2_layer is not None:
             r2 = _layers.value_at(r2_layer, world)
             if r2 is not None:
-                parts.append(f"R² = {float(r2):.3f}")
+                parts.append(f"{r2_source(r2_layer.metadata.get('kind'))}: R² = {float(r2):.3f}")
         network = None
         networks = _layers.find_layer(self.viewer, "networks")
         if networks is not None:
@@ -697,7 +674,7 @@ class AtomExplorer(QWidget):
             for part in ("activated", "deactivated"):
                 hit = rows[part].astype(str).str.contains(f":{network} (", regex=False)
                 marked[rows.loc[hit, "atom"].to_numpy(int)] = True
-            parts.append(f"network {network}: associated atoms in green")
+            parts.insert(1, f"{network} (its associated atoms green)")
         self.voxel_label.setText(" · ".join(parts))
         if self.voxel_plot.bars is None or len(self.voxel_plot.bars) != values.size \
                 or getattr(self.voxel_plot, "_limit", None) != maps.color_limit:
@@ -749,11 +726,13 @@ class AtomExplorer(QWidget):
         courses, _ = self._courses()
         if courses is None:
             return None
+        return self._course("measured", courses), self._course("predicted", courses)
+
+    def _course(self, key: str, courses) -> np.ndarray:
+        """``courses[key]`` at the clicked voxel, for the chosen subject or their mean, (n_volumes,)."""
         choice = self.voxel_subject_combo.currentIndex()
         picked = slice(None) if choice <= 0 else slice(choice - 1, choice)
-        measured = np.asarray(courses["measured"][picked, self.voxel_column, :], np.float64).mean(0)
-        predicted = np.asarray(courses["predicted"][picked, self.voxel_column, :], np.float64).mean(0)
-        return measured, predicted
+        return np.asarray(courses[key][picked, self.voxel_column, :], np.float64).mean(0)
 
     def _show_voxel_timecourse(self) -> None:
         if self.state is None:
@@ -769,24 +748,32 @@ class AtomExplorer(QWidget):
             self.voxel_timecourse.set_voxel(np.zeros(0), np.zeros(0))
             return
         measured, predicted = shown
-        r = np.corrcoef(measured, predicted)[0, 1] if measured.std() > 0 and predicted.std() > 0 else np.nan
+        check = self.voxel_page.heldout_check
+        check.setVisible(courses.get("heldout") is not None)
+        heldout = self._course("heldout", courses) if not check.isHidden() and check.isChecked() else None
+
+        def r_of(a, b):
+            return np.corrcoef(a, b)[0, 1] if a.std() > 0 and b.std() > 0 else np.nan
+
         label = courses["predicted_label"].split(":")[0]
-        self.voxel_course_label.setText(f"predicted: {label} · r = {r:.2f}")
-        self.voxel_course_label.setToolTip(courses["predicted_label"])
-        self.voxel_timecourse.set_voxel(measured, predicted)
+        self.voxel_course_label.setText(course_text(
+            label, r_of(measured, predicted), None if heldout is None else r_of(measured, heldout),
+            courses.get("heldout_label", "").split(":")[0]))
+        self.voxel_course_label.setToolTip(" ".join(
+            t for t in (courses["predicted_label"], courses.get("heldout_label", "") if heldout is not None else "") if t))
+        self.voxel_timecourse.set_voxel(measured, predicted, heldout)
 
     def _show_top_words(self, atom: int) -> None:
-        top = self.state.top_words if self.state is not None else None
-        for lst in (self.top_up, self.top_down):
-            lst.clear()
-        if top is None or not len(top):
-            self.top_up.addItem("(no top_words.tsv in this result)")
+        """Fill the top-words tab for ``atom``: grouped by passage, repeats merged."""
+        state = self.state
+        if state is None:
             return
-        rows = top[top["atom"] == atom]
-        for direction, lst in (("activate", self.top_up), ("suppress", self.top_down)):
-            part = rows[rows["direction"] == direction].sort_values("rank")
-            for r in part.to_dict("records"):
-                lst.addItem(f"{r['word']}  ({r['response']:+.2f}, {r['onset']:.1f} s)\n   …{r['context']}…")
+        if state.stories is None:  # read once per state (config.yaml)
+            try:
+                state.stories = state.result.stories()
+            except (OSError, ValueError, KeyError):
+                state.stories = []
+        self.words_page.show_atom(state.top_words, atom, state.stories)
 
     def show_verdict(self, state: ExplorerState) -> list[dict]:
         """Show the run's findings on ``state.model`` (``summary['verdict']``); returns them.
@@ -892,11 +879,6 @@ class AtomExplorer(QWidget):
         model = self.model_combo.itemText(index)
         if model and model != self.state.model:
             self.switch_model(model)
-
-    def _on_convention_chosen(self, index: int) -> None:
-        from . import display
-
-        display.set_convention(display.CONVENTIONS[index], self.viewer)
 
     def _on_stat_chosen(self, index: int) -> None:
         if self.state is None:

@@ -479,7 +479,7 @@ def set_r2_threshold(layer, threshold: float) -> None:
 #: outline colours of networks, one per network of the largest bundled atlas (Yeo-17):
 #: violets, magentas, pinks, greens, turquoise, olive and brown, each at least 0.3 (RGB
 #: distance) from every colour a map takes (activated red -> yellow, deactivated blue ->
-#: cyan, R² dark red -> yellow) and from the crosshair's green, 0.2 from one another, none
+#: cyan, R² dark red -> yellow) and from the crosshair's white, 0.2 from one another, none
 #: grey or white (they vanish on the template), in an order where the first ones differ most. The atlases'
 #: own colours are not used: Yeo's Default and the Smith-10 default-mode red are the
 #: maps' red, and their greys are the template's.
@@ -497,7 +497,7 @@ OUTLINE_PALETTE = np.array([
     (0.75, 0.25, 0.45, 1.0),  # raspberry
     (1.00, 0.60, 1.00, 1.0),  # light magenta
     (0.30, 0.50, 0.10, 1.0),  # moss
-    (0.85, 0.75, 1.00, 1.0),  # lavender
+    (0.80, 0.68, 1.00, 1.0),  # lavender
     (0.60, 0.45, 0.30, 1.0),  # brown
     (0.45, 0.00, 1.00, 1.0),  # indigo
     (0.70, 0.90, 0.70, 1.0),  # pale green
@@ -812,38 +812,72 @@ def replace_result_layers(viewer: napari.Viewer, items: list) -> dict[str, Any]:
     rebuilds GPU visuals and runs a full garbage collection per removal (seconds with a
     language model in memory), so another model or a new run of the same brain costs
     only new data. The previous view stays until this call.
-    """
-    from napari.layers import Layer
 
+    The same three steps (:func:`begin_replace`, :func:`place_result_item` per item,
+    :func:`end_replace`) run one per turn of the event loop in :mod:`._loading`.
+    """
+    swap = begin_replace(viewer)
+    for item in items:
+        place_result_item(viewer, item, swap)
+    return end_replace(viewer, swap)
+
+
+def begin_replace(viewer: napari.Viewer) -> dict[str, Any]:
+    """Start showing a result in ``viewer``: the bookkeeping :func:`place_result_item` fills."""
     from . import display
 
     display.install(viewer)
-    first = find_layer(viewer, "template") is None
-    added: dict[str, Any] = {}
-    updated = []
-    for item in items:
-        data, kwargs, kind = item if len(item) == 3 else (*item, "image")
-        role = kwargs["metadata"][ROLE]
-        old = find_layer(viewer, role)
-        if old is not None and old._type_string == kind and _same_content(old, kwargs):
-            added[role] = old
-            continue
-        if old is not None and old._type_string == kind and np.ndim(old.data) == np.ndim(data):
-            _update_in_place(old, data, kwargs)
-            added[role] = old
-            updated.append(old)
-            continue
-        if old is not None:
-            viewer.layers.remove(old)
+    return {"first": find_layer(viewer, "template") is None, "added": {}, "updated": []}
+
+
+def place_result_item(viewer: napari.Viewer, item: tuple, swap: dict[str, Any], source=None,
+                      finish_later: bool = False):
+    """Put one layer-data tuple of a result into ``viewer`` (in place when a layer has its role).
+
+    ``source`` (napari's layer source: the file and reader a layer came from) is given to a
+    layer made here; with ``finish_later``, its colour bar or outlines wait for
+    :func:`.display.finish_inserted`. Returns the layer shown.
+    """
+    import contextlib
+
+    from napari.layers import Layer
+
+    data, kwargs, kind = item if len(item) == 3 else (*item, "image")
+    role = kwargs["metadata"][ROLE]
+    old = find_layer(viewer, role)
+    if old is not None and old._type_string == kind and _same_content(old, kwargs):
+        swap["added"][role] = old
+        return old
+    if old is not None and old._type_string == kind and np.ndim(old.data) == np.ndim(data):
+        _update_in_place(old, data, kwargs)
+        swap["added"][role] = old
+        swap["updated"].append(old)
+        return old
+    if old is not None:
+        viewer.layers.remove(old)
+    with source if source is not None else contextlib.nullcontext():
         layer = Layer.create(data, kwargs, kind)
-        viewer.add_layer(layer)
-        added[role] = layer
-    if first:
+    if finish_later:
+        from . import display
+
+        display.finish_later(layer)
+    viewer.add_layer(layer)
+    swap["added"][role] = layer
+    return layer
+
+
+def end_replace(viewer: napari.Viewer, swap: dict[str, Any]) -> dict[str, Any]:
+    """Frame the view (a first result) or keep the slice (another model), tell the listeners;
+    returns ``{role: layer}``."""
+    from . import display
+
+    if swap["first"]:
         display.reframe(viewer)
     else:  # another model or result of the same brain: stay on the slice shown
         display.orient(viewer)
+    added = swap["added"]
     atom_map = added.get("atom_map")
-    if atom_map is not None and atom_map in updated:
+    if atom_map is not None and atom_map in swap["updated"]:
         for callback in list(_RESULT_LISTENERS.get(viewer, [])):
             callback(atom_map)
     return added
@@ -912,27 +946,6 @@ def result_path_of(layer) -> Path | None:
     """The result folder a layer came from, or ``None``."""
     path = layer.metadata.get(RESULT)
     return Path(path) if path else None
-
-
-def show_result_async(viewer: napari.Viewer, result: ResultFolder | str | os.PathLike,
-                      model: str | None = None, *, owner=None, on_shown=None, on_error=None, **kwargs):
-    """Read a result's layers in a thread, then swap them in at once (the old view stays meanwhile).
-
-    Returns the :class:`._tasks.Task`; ``on_shown({role: layer})`` runs in the GUI thread.
-    """
-    from ._tasks import run_in_thread
-
-    path = str(getattr(result, "path", result))
-
-    def build():
-        return result_layer_data(path, model, **kwargs)
-
-    def done(items):
-        added = replace_result_layers(viewer, items)
-        if on_shown is not None:
-            on_shown(added)
-
-    return run_in_thread(build, owner=owner, on_done=done, on_error=on_error, name="loading a result")
 
 
 _DOCKING = ("dock_tabbed", "docked_widgets_with", "raise_dock")

@@ -27,19 +27,21 @@ from typing import TYPE_CHECKING
 import numpy as np
 from qtpy.QtCore import QPointF, QRectF, Qt, QTimer, Signal
 from qtpy.QtGui import QColor, QFont, QImage, QPainter, QPen
-from qtpy.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from . import display
 from . import layers as _layers
-from ._docking import join_plugin_tabs
+from ._docking import keep_beside_canvas
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
 CROSSHAIR_ROLE = "crosshair"
 CROSSHAIR_NAME = "crosshair"
-#: crosshair colour: a green none of the maps uses, drawn thin and translucent
-CROSSHAIR_COLOR = (0.25, 1.0, 0.45, 0.85)
+#: crosshair colour: white, the one hue-free colour that no map value (red-yellow, blue-cyan,
+#: dark red-yellow R²) and no network outline (saturated, never grey or white) takes, so
+#: the line is never read as a network or a value; thin, with a gap at the crosshair's centre
+CROSSHAIR_COLOR = (1.0, 1.0, 1.0, 0.9)
 #: half-width (mm) of the gap left at the crosshair's centre
 CROSSHAIR_GAP_MM = 4.0
 #: sampling step of the panels (mm)
@@ -409,9 +411,9 @@ class SlicePanel(QWidget):
         font.setPointSizeF(9.0)
         painter.setFont(font)
         painter.setPen(QColor("#d0d0d0"))
-        if self.show_position:
+        if self.show_position:  # short: it shares the top edge with the centred letter
             painter.drawText(QRectF(rect.left() + 4, rect.top() + 2, rect.width(), 18), Qt.AlignLeft | Qt.AlignTop,
-                             f"{self.plane} {_AXIS_NAME[self.axis]} = {self.position:+.0f} mm")
+                             f"{_AXIS_NAME[self.axis]} {self.position:+.0f}")
         if self.title:
             painter.drawText(QRectF(rect.left() + 4, rect.bottom() - 20, rect.width() - 8, 18),
                              Qt.AlignLeft | Qt.AlignBottom, self.title)
@@ -471,7 +473,9 @@ class OrthoViews(QWidget):
 
     def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
-        join_plugin_tabs(self)  # from the Plugins menu too: a tab beside the plugin's other panels
+        # from the Plugins menu too: a column beside the canvas, not a tab, so that the three
+        # views and the explorer's table and plots are on screen together
+        keep_beside_canvas(self)
         self.viewer = napari_viewer
         self.position = np.zeros(3)  # (z, y, x) mm
         self.panels = {name: SlicePanel(name, self) for name in ORTHO_PLANES}
@@ -490,6 +494,7 @@ class OrthoViews(QWidget):
             panel.clicked.connect(lambda h, v, name=name: self._on_panel_click(name, h, v))
             panel.on_paint = self._on_panel_paint
         layout.addWidget(hint)
+        layout.addLayout(self._convention_row())
         self._dirty = {name: True for name in ORTHO_PLANES}
         self._shown_at = {name: None for name in ORTHO_PLANES}
         self._scheduled = False
@@ -504,12 +509,32 @@ class OrthoViews(QWidget):
         viewer.layers.events.moved.connect(self._on_layers_changed)
         viewer.dims.events.point.connect(self._on_dims)
         display._camera(viewer).events.orientation.connect(self._on_layers_changed)
+        display._camera(viewer).events.orientation.connect(self._sync_convention)
         viewer.mouse_drag_callbacks.append(self._on_canvas_drag)
         for layer in list(viewer.layers):
             self._watch(layer)
         z = self._axial_z()
         self.position = np.array([z if z is not None else 0.0, 0.0, 0.0])
         self._update_cross()
+
+    def _convention_row(self) -> QHBoxLayout:
+        """The left/right convention, beside the views it flips (all views and the canvas)."""
+        self.convention_combo = QComboBox()
+        self.convention_combo.addItems(list(display.CONVENTIONS))
+        self.convention_combo.setToolTip("Which side of the screen shows the subject's right: "
+                                         "neurological, R on the right; radiological, R on the left")
+        self.convention_combo.setCurrentIndex(display.CONVENTIONS.index(display.convention()))
+        self.convention_combo.activated.connect(
+            lambda index: display.set_convention(display.CONVENTIONS[index], self.viewer))
+        row = QHBoxLayout()  # the combo alone: its items say what they are, the column is narrow
+        row.addWidget(self.convention_combo, 1)
+        return row
+
+    def _sync_convention(self, event=None) -> None:
+        from ._tasks import _deleted
+
+        if not _deleted(self):
+            self.convention_combo.setCurrentIndex(display.CONVENTIONS.index(display.convention()))
 
     # -- following the viewer -------------------------------------------------------------
     _EVENTS = ("data", "colormap", "contrast_limits", "opacity", "visible", "gamma", "blending",
@@ -648,7 +673,10 @@ class OrthoViews(QWidget):
         if self._has_volume():
             layer = self._crosshair_layer()
             if layer is None:
-                self._add_crosshair_layer()
+                # not now: this may run inside napari's adding of another layer (its dims
+                # change), and a layer added there breaks the layer list's Qt model
+                # ("QSortFilterProxyModel: invalid inserted rows")
+                QTimer.singleShot(0, self._add_crosshair_layer)
             elif crosshair_position(layer) != (float(self.position[1]), float(self.position[2])):
                 layer.data = _cross_lines(self.position)
         self.label.setText(self._describe())
@@ -658,10 +686,18 @@ class OrthoViews(QWidget):
     def _add_crosshair_layer(self) -> None:
         from napari.layers import Layer
 
+        from ._tasks import _deleted
+
+        if _deleted(self) or self._crosshair_layer() is not None or not self._has_volume():
+            return
         data, kwargs, kind = crosshair_layer_data(self.position)
         layer = Layer.create(data, kwargs, kind)
         layer.editable = False
         display.append_unselected(self.viewer, layer)
+        layers = self.viewer.layers
+        index = layers.index(layer)  # the A/P/L/R letters moved above it while it was added
+        if index != len(layers) - 1:
+            layers.move(index, len(layers))
 
     def _describe(self) -> str:
         text = display.mni_text(self.position)
@@ -710,13 +746,20 @@ class OrthoViews(QWidget):
 
 
 def dock_ortho_views(viewer: napari.Viewer, raise_: bool = False) -> OrthoViews:
-    """Dock the :class:`OrthoViews` as a tab on the right (once per viewer)."""
+    """Dock the :class:`OrthoViews` in a column of their own beside the canvas (once per viewer).
+
+    ``raise_`` is accepted for the callers of the tabbed layout; the column is always shown.
+    """
+    from ._docking import place_beside_canvas
+
     docked = viewer.window.dock_widgets
     if PANEL_NAME in docked and isinstance(docked[PANEL_NAME], OrthoViews):
         return docked[PANEL_NAME]
     panel = OrthoViews(viewer)
-    _layers.dock_tabbed(viewer, panel, PANEL_NAME, raise_=raise_)
+    dock = viewer.window.add_dock_widget(panel, name=PANEL_NAME, area="left", tabify=False)
+    place_beside_canvas(dock)
     return panel
 
 
-PANEL_NAME = "Orthogonal views"
+#: the dock's name: short enough to stand whole in the title of a 170 px column
+PANEL_NAME = "Ortho views"

@@ -419,7 +419,9 @@ class PipelineWidget(QWidget):
             show_error(f"The pipeline finished but its result could not be shown: {exc}")
             self.failed.emit(str(exc))
 
-        _layers.show_result_async(self.viewer, result, owner=self, on_shown=shown, on_error=not_shown)
+        from ._loading import show_result_async
+
+        show_result_async(self.viewer, result, owner=self, on_shown=shown, on_error=not_shown)
 
     def _on_failed(self, exc) -> None:
         from napari.utils.notifications import show_error, show_info

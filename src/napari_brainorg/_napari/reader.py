@@ -29,6 +29,7 @@ import numpy as np
 
 from . import layers as _layers
 from ._label_tables import label_table, nifti_stem
+from ._loading import qt_viewer_of_reader
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -143,9 +144,18 @@ _STAT_HINTS = ("zstat", "tstat", "stat", "_z", "z_", "zmap", "tmap", "r2", "beta
 _ZT_HINTS = ("zstat", "tstat", "_z", "z_", "zmap", "tmap", "_t.", "atom_maps_z")
 
 
+#: names of an R² map (``r2_cv``, ``r2_sparse``, ``rsq``...): explained variance, shown
+#: with a sequential colormap from the threshold up whatever its sign (a held-out R² is
+#: negative where the model predicts worse than the mean: that is no effect, not a
+#: "deactivation" to paint in bright blue)
+_R2_HINTS = ("r2", "rsq", "r_squared", "rsquared", "r²")
+
+
 def map_kind(name: str, data: np.ndarray) -> str:
     """``'signed'`` (a statistical map with both signs), ``'positive'`` (a non-negative
-    map named like a statistic, e.g. R²) or ``'anatomy'``."""
+    map named like a statistic, or an R² map of either sign) or ``'anatomy'``."""
+    if any(h in name.lower() for h in _R2_HINTS):
+        return "positive"
     sample = data.ravel()[:: max(1, data.size // 200000)]
     sample = sample[np.isfinite(sample)]
     if sample.size and sample.min() < 0 < sample.max():
@@ -179,22 +189,44 @@ def _viewer_has_template() -> bool:
     return viewer is not None and _layers.find_layer(viewer, "template") is not None
 
 
+#: what a reader returns when it adds the layers itself (napari's "nothing for me to add")
+HANDLED = [(None,)]
+
+
 def read_nifti(path) -> list[tuple]:
     """Read one or more NIfTI files as layer-data tuples (the napari reader).
 
     A statistical map in MNI space comes with the MNI template under it when the
-    viewer shows none yet.
+    viewer shows none yet. In a viewer with a window (File ▸ Open, drag and drop), the
+    files are read in a thread and their layers added one per turn of the event loop
+    (:mod:`._loading`): the reader returns at once (:data:`HANDLED`).
     """
+    paths = [str(p) for p in (path if isinstance(path, (list, tuple)) else [path])]
+    viewer = qt_viewer_of_reader()
+    if viewer is None:
+        _install_on_current_viewer()
+        return nifti_items(paths, with_template=not _viewer_has_template())
+    from . import display
+    from ._loading import show_layers_async
+
+    display.install(viewer)
+    with_template = _layers.find_layer(viewer, "template") is None
+    name = nifti_stem(Path(paths[0])) + (f" and {len(paths) - 1} more" if len(paths) > 1 else "")
+    show_layers_async(viewer, lambda: nifti_items(paths, with_template=with_template), name=name,
+                      source={"path": paths[0], "reader_plugin": "napari-brainorg"})
+    return HANDLED
+
+
+def nifti_items(paths: list[str], *, with_template: bool) -> list[tuple]:
+    """Layer-data tuples of NIfTI files, the MNI template first when ``with_template`` and
+    one of them is a statistical map or labels in MNI space."""
     from ..datasets import mni_template_path
 
-    paths = path if isinstance(path, (list, tuple)) else [path]
     items = [nifti_layer_data(p) for p in paths]
-    _install_on_current_viewer()
     template = Path(mni_template_path()).resolve()
     is_template = any(Path(p).resolve() == template for p in paths)
-    if (not is_template and any(kw["metadata"].get("brainorg_stat_map") or kind == "labels"
-                                for _, kw, kind in items)
-            and not _viewer_has_template() and _in_mni_box(items)):
+    if (with_template and not is_template and _in_mni_box(items)
+            and any(kw["metadata"].get("brainorg_stat_map") or kind == "labels" for _, kw, kind in items)):
         items.insert(0, _layers.template_layer_data(template))
     return items
 
@@ -210,11 +242,23 @@ def _in_mni_box(items) -> bool:
 
 
 def read_result_folder(path) -> list[tuple]:
-    """Read a napari-brainorg result folder: template, R², atom 0's map, network outlines."""
-    _install_on_current_viewer()
-    items = _layers.result_layer_data(str(path))
+    """Read a napari-brainorg result folder: template, R², atom 0's map, network outlines.
+
+    In a viewer with a window the layers are read in a thread and added one per turn of
+    the event loop (:mod:`._loading`), replacing those of a result shown before; the
+    reader returns at once (:data:`HANDLED`).
+    """
+    viewer = qt_viewer_of_reader()
+    if viewer is None:
+        _install_on_current_viewer()
+        return _layers.result_layer_data(str(path))
+    from . import display
+    from ._loading import show_result_async
+
+    display.install(viewer)
+    show_result_async(viewer, str(path), source={"path": str(path), "reader_plugin": "napari-brainorg"})
     _dock_regions_on_current_viewer(str(path))
-    return items
+    return HANDLED
 
 
 def _dock_regions_on_current_viewer(path: str) -> None:

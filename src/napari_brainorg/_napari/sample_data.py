@@ -65,7 +65,7 @@ def _build_in_background(viewer) -> None:
     from napari.utils.notifications import show_error, show_info
     from qtpy.QtCore import QTimer
 
-    from . import layers as _layers
+    from ._loading import show_result_async
 
     if "demo" in _RUNNING:
         return
@@ -100,7 +100,7 @@ def _build_in_background(viewer) -> None:
             show_error(f"napari-brainorg: building the quick demo failed (exit {code}): {last_line()} "
                        f"(log: {log})")
             return
-        _layers.show_result_async(viewer, path, on_shown=lambda _added: show_info(
+        show_result_async(viewer, path, on_shown=lambda _added: show_info(
             f"napari-brainorg: the quick demo result is ready ({path}; SIMULATED fMRI)."))
 
     timer.timeout.connect(poll)
@@ -122,9 +122,9 @@ atexit.register(_stop_build)
 def demo_sample() -> list[tuple]:
     """napari sample-data provider: the quick demo result's layers.
 
-    When the demo is not cached yet, returns the MNI template now and adds the
-    result's layers to the current viewer once the pipeline (in its own process) has
-    built it.
+    In a viewer, returns the MNI template now; the result's other layers are read in a
+    thread and added one per turn of the event loop (:mod:`._loading`), or, when the demo
+    is not cached yet, once the pipeline (in its own process) has built it.
     """
     import napari
     from napari.utils.notifications import show_info
@@ -137,10 +137,13 @@ def demo_sample() -> list[tuple]:
     path = demo_result_path()
     viewer = napari.current_viewer()
     display.install(viewer)
-    if (path / "summary.json").exists():
-        return _layers.result_layer_data(path)
-    if viewer is None:  # no window to come back to: build it here
+    if viewer is None:  # no window to come back to: read (or build) it here
         return _layers.result_layer_data(ensure_demo_result())
+    if (path / "summary.json").exists():
+        from ._loading import show_result_async
+
+        show_result_async(viewer, path)
+        return [_layers.template_layer_data(mni_template_path())]
     show_info(f"napari-brainorg: building the quick demo result in {path} (first time only, "
               "a minute or two); its layers will appear here when it is done.")
     _build_in_background(viewer)

@@ -19,7 +19,7 @@ def open_viewer(result: ResultFolder | str, *, model: str | None = None, atlas: 
     -------
     napari.Viewer
         Its widgets are in ``viewer.window.dock_widgets``
-        ('Atom explorer', 'Brain networks', 'Orthogonal views', 'Compare models' and, unless ``pipeline=False``, 'Run pipeline';
+        ('Atom explorer', 'Brain networks', 'Ortho views', 'Compare models' and, unless ``pipeline=False``, 'Run pipeline';
         'Regions' for a region result, its values painted through ``roi_atlas`` when given).
     """
     import napari
@@ -29,10 +29,17 @@ def open_viewer(result: ResultFolder | str, *, model: str | None = None, atlas: 
     from .networks_widget import NetworksWidget
     from .pipeline_widget import PipelineWidget
 
+    from ..io.results import ResultFolder
     from . import display
 
-    if viewer is None:
-        viewer = napari.Viewer(title="napari-brainorg", show=show)
+    if not isinstance(result, ResultFolder):
+        result = ResultFolder(result)
+    _check_model_and_atlas(result, model, atlas)  # a wrong name fails here, not in the loading thread
+    # a new window appears once its panels are docked: building them (their plots, Qt's
+    # layout) is not a frozen window on screen; the layers come in a thread afterwards
+    new_window = viewer is None
+    if new_window:
+        viewer = napari.Viewer(title="napari-brainorg", show=False)
     display.install(viewer)
     explorer = AtomExplorer(viewer)
     networks = NetworksWidget(viewer)
@@ -48,10 +55,15 @@ def open_viewer(result: ResultFolder | str, *, model: str | None = None, atlas: 
     # docked now (a tab appearing later relayouts the window while the explorer loads)
     dock_comparison(viewer, explorer)
     _layers.dock_tabbed(viewer, explorer, "Atom explorer", raise_=True)
-    _layers.add_result_layers(viewer, result, model, atlas=atlas)
+    from ._loading import show_result_async
+
+    # read in a thread, shown one layer per turn of the event loop: the window never freezes
+    show_result_async(viewer, result, model, atlas=atlas)
     from .regions_panel import dock_regions_panel
 
     dock_regions_panel(viewer, result, model, roi_atlas=roi_atlas)  # region results only
+    if new_window and show:
+        viewer.window.show()
     if atom:
         def _show_first(state, atom=atom):
             explorer.loaded.disconnect(_show_first)
@@ -59,6 +71,15 @@ def open_viewer(result: ResultFolder | str, *, model: str | None = None, atlas: 
 
         explorer.loaded.connect(_show_first)
     return viewer
+
+
+def _check_model_and_atlas(result: ResultFolder, model: str | None, atlas: str | None) -> None:
+    from ..errors import check_choice
+
+    if model is not None:
+        check_choice("model", model, result.models)
+    if atlas is not None and result.atlas_names():
+        check_choice("atlas", atlas, result.atlas_names())
 
 
 def run_event_loop(viewer) -> None:  # pragma: no cover - interactive

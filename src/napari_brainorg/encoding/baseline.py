@@ -89,6 +89,22 @@ class LayerwiseEncoding:
         })
 
 
+def _each_layer(fn, labels, backend: str, n_voxels: int, cancel):
+    """``fn(layer)`` for every layer, results in layer order. With few voxels (region data)
+    each fit is one chunk of the ridge and runs on one thread, so layers run side by side
+    on the BLAS threads allowed (each fit single-threaded); with many voxels the ridge
+    spreads its voxel chunks over the threads itself."""
+    from ._ridge_chunks import _SPECTRAL_CHUNK, _chunk_threads, _map_chunks
+    from .._backend import get_backend
+
+    n_threads = _chunk_threads(get_backend(backend, None, "float64")) if n_voxels <= _SPECTRAL_CHUNK else 1
+    if n_threads <= 1:
+        for layer in labels:
+            yield fn(layer)
+        return
+    yield from _map_chunks(fn, list(labels), n_threads, cancel)
+
+
 def layerwise_encoding(an_responses, layers, Y, folds, alphas=DEFAULT_ALPHAS, *,
                        inner_folds: int = 4, gap: int = 5, delays=(0,), tr: float | None = None,
                        highpass_cutoff: float | None = 128.0, detrend: bool | int = True,
@@ -144,15 +160,19 @@ def layerwise_encoding(an_responses, layers, Y, folds, alphas=DEFAULT_ALPHAS, *,
         Y = highpass(Y, tr, highpass_cutoff, detrend)
     labels = np.unique(layers)
     n_layers = len(labels)
-    r2, r, r2_folds, alpha_folds, n_ans = [], [], [], [], []
-    for i, layer in enumerate(labels):
+
+    def one_layer(layer):
         check_cancel(cancel)
         Xl = make_delays(X[:, layers == layer], delays)
         if tr is not None:
             Xl = highpass(Xl, tr, highpass_cutoff, detrend, copy=False)
-        res = cv_ridge_scores(Xl, Y, folds, alphas, inner_folds=inner_folds, gap=gap,
-                              alpha_score=alpha_score, backend=backend, device=device,
-                              dtype=dtype, chunk_size=chunk_size, cancel=cancel)
+        return cv_ridge_scores(Xl, Y, folds, alphas, inner_folds=inner_folds, gap=gap,
+                               alpha_score=alpha_score, backend=backend, device=device,
+                               dtype=dtype, chunk_size=chunk_size, cancel=cancel)
+
+    r2, r, r2_folds, alpha_folds, n_ans = [], [], [], [], []
+    for i, res in enumerate(_each_layer(one_layer, labels, backend, Y.shape[1], cancel)):
+        layer = labels[i]
         r2.append(res.r2)
         r.append(res.r)
         r2_folds.append(res.r2_folds)

@@ -151,14 +151,19 @@ def _ar1_bias_table(Q: np.ndarray, n: int, grid: np.ndarray) -> np.ndarray:
     lag-1 operator, ``Cov(eps)_ij = rho^|i-j|`` (the ratio of expectations, Worsley et
     al. 2002, NeuroImage 15:1).
     """
-    from scipy.linalg import toeplitz
+    from scipy.signal import lfilter
 
     out = np.empty(len(grid))
-    steps = np.arange(n)
-    # trace identities for M V M with M = I - Q Q' (Q orthonormal): no n x n products
+    # trace identities for M V M with M = I - Q Q' (Q orthonormal): no n x n products;
+    # V Q with V_ij = rho^|i-j| is a causal plus an anti-causal AR(1) filter of Q, minus Q
+    QT = np.ascontiguousarray(Q.T)  # the filters run along contiguous rows
+    QT_reversed = np.ascontiguousarray(QT[:, ::-1])
     for i, rho in enumerate(grid):
-        V = toeplitz(rho ** steps if rho != 0 else (steps == 0).astype(np.float64))
-        VQ = V @ Q
+        if rho == 0:
+            VQ = Q.copy()
+        else:
+            VQ = (lfilter([1.0], [1.0, -rho], QT, axis=1) + lfilter([1.0], [1.0, -rho], QT_reversed, axis=1)[:, ::-1]
+                  - QT).T
         B = Q.T @ VQ
         total = n - np.trace(B)
         lag1 = ((n - 1) * rho - (Q[1:] * VQ[:-1]).sum() - (VQ[1:] * Q[:-1]).sum()

@@ -32,7 +32,7 @@ import numpy as np
 
 from .._backend import get_backend
 from .._progress import check_cancel
-from ..errors import ConfigError, FMRIInputError, NotFittedError, ShapeError
+from ..errors import ConfigError, FMRIInputError, ShapeError
 from ._ridge_chunks import _as_float_2d
 from .preprocessing import ConstantColumnsWarning
 

@@ -475,6 +475,9 @@ def iter_word_activations(
     state: dict[str, Any] = {}
 
     def sink(layer: int, act) -> None:
+        # a chunk's forward pass takes seconds in a large model: a cancel is honoured between
+        # two of its layers (the hooks come off as the error leaves capture_site)
+        check_cancel(cancel)
         # Named for torch.profiler: the benchmark reports the time spent here.
         with torch.profiler.record_function("brainorg.pool_words"):
             flat = act.reshape(-1, act.shape[-1])

@@ -224,6 +224,24 @@ def _cache_valid(folder: Path, key: str) -> bool:
 # ---------------------------------------------------------------------------- public
 
 
+def _stream_keeping(folder, max_gb: float, loaded, words, H, **stream_options):
+    """:func:`_stream_words_through_operator`, keeping the word activations in ``folder``
+    (within ``max_gb``); a failed or cancelled pass leaves no partial file.
+
+    Returns the stream's ``(R, units_per_layer, prepared)`` and the keeper's record."""
+    # made with the folder even when nothing is kept: it removes an earlier extraction's file
+    keeper = None if folder is None else WordActivationWriter(folder, len(words), max_gb)
+    try:
+        R, units_per_layer, prepared = _stream_words_through_operator(loaded, words, H, keeper=keeper,
+                                                                      **stream_options)
+        kept = keeper.finish() if keeper is not None else {"kept": False, "reason": "no cache folder"}
+    except BaseException:
+        if keeper is not None:
+            keeper.abort()
+        raise
+    return R, units_per_layer, prepared, kept
+
+
 def extract_an_responses(
     story,
     model,
@@ -353,18 +371,10 @@ def extract_an_responses(
                                  max_memory=max_memory, offload_folder=offload_folder)
     check_cancel(cancel)
     H = _word_to_volume_operator(words, n_volumes, tr, alignment, align_kwargs)
-    # made with the folder even when nothing is kept: it removes an earlier extraction's file
-    keeper = None if folder is None else WordActivationWriter(folder, len(words), word_activations_max_gb)
-    try:
-        R, units_per_layer, prepared = _stream_words_through_operator(
-            loaded, words, H, site=site, context=context, min_context=min_context,
-            batch_words=batch_words, center_words=center_words, progress=progress, cancel=cancel,
-            stage=f"{spec.name} ANs", keeper=keeper)
-        kept = keeper.finish() if keeper is not None else {"kept": False, "reason": "no cache folder"}
-    except BaseException:
-        if keeper is not None:
-            keeper.abort()
-        raise
+    R, units_per_layer, prepared, kept = _stream_keeping(
+        folder, word_activations_max_gb, loaded, words, H, site=site, context=context, min_context=min_context,
+        batch_words=batch_words, center_words=center_words, progress=progress, cancel=cancel,
+        stage=f"{spec.name} ANs")
     responses, keep, reason = _zscore_columns(R)
     del R  # the float64 responses are the largest array of the run
     index, dropped = _drop_constant_ans(keep, reason, units_per_layer, site, spec.name)
@@ -594,7 +604,7 @@ def _stream_words_through_operator(loaded, words: WordEvents, H: np.ndarray, *, 
     for chunk in chunks:
         if R is None:
             R = torch.zeros((n_volumes, chunk.values.shape[1]), dtype=torch.float64, device=dev)
-        _accumulate(R, H_t, reaches, chunk)
+        _accumulate(R, H_t, reaches, chunk, cancel=cancel)
         if keeper is not None:
             keeper.add(chunk.word_index, chunk.values)
         if center_words:
@@ -711,12 +721,14 @@ def _provenance(*, cache_key: str, model_record: dict, story_record: dict, optio
     }
 
 
-def _accumulate(R, H_t, reaches: np.ndarray, chunk, block: int = 1 << 14) -> None:
+def _accumulate(R, H_t, reaches: np.ndarray, chunk, block: int = 1 << 14, cancel=None) -> None:
     """``R[rows] += H[rows, words] @ A[words]`` for one chunk of words.
 
     Only the volumes that the chunk's words reach (``rows``: nonzero rows of ``H``) are
     touched. Products are float32 (BLAS), summed into the float64 ``R``; columns go in
     blocks so that the temporaries stay a few tens of MB whatever the number of ANs.
+    ``cancel`` is checked before each block (a block of a large model takes a good part
+    of a second on a laptop CPU).
     """
     import torch
 
@@ -730,6 +742,7 @@ def _accumulate(R, H_t, reaches: np.ndarray, chunk, block: int = 1 << 14) -> Non
         weights = H_t.index_select(0, rows_t).index_select(1, cols_t)
         n_ans = chunk.values.shape[1]
         for start in range(0, n_ans, block):  # blocks of columns, not single ANs
+            check_cancel(cancel)
             stop = min(start + block, n_ans)
             product = weights @ chunk.values[:, start:stop]
             R[:, start:stop].index_add_(0, rows_t, product.to(torch.float64))

@@ -45,7 +45,6 @@ from ..errors import BrainorgWarning, FMRIInputError, ShapeError, check_choice
 from ._bids import bids_sidecar_metadata, find_bids_runs
 from ._images import (
     _RESAMPLE_CHUNK,
-    _as_list,
     _fmt_zooms,
     _load_img,
     _name,

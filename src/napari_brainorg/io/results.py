@@ -430,6 +430,68 @@ class PredictedCourses:
         return full if dtype is None else full.astype(dtype)
 
 
+class HeldOutCourses:
+    """Every subject's held-out (cross-validated) prediction of every voxel, formed on indexing.
+
+    Each outer fold's volumes are predicted by the ridge fitted on that fold's training
+    volumes (the design standardised on them, the voxel centred on them) with the alpha
+    the inner cross-validation chose for that fold and voxel: what the held-out scores
+    were computed from. Indexed like an array of shape (n_subjects, n_voxels, n_volumes);
+    meant for a few voxels at a time (a click).
+
+    Parameters
+    ----------
+    measured : array of shape (n_subjects, n_voxels, n_volumes)
+        The fMRI the ridge was fitted to.
+    design : ndarray of shape (n_volumes, p)
+        The ridge's design (delayed, filtered).
+    alpha_folds : array of shape (n_subjects, n_voxels, n_folds)
+    folds : list of (train, test)
+    """
+
+    def __init__(self, measured, design: np.ndarray, alpha_folds, folds):
+        self.measured, self.design, self.alpha_folds, self.folds = measured, design, alpha_folds, folds
+        self.shape = tuple(measured.shape)
+        self.dtype = np.dtype(np.float32)
+        self.ndim = 3
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _one(self, s: int, v: int) -> np.ndarray:
+        X = np.asarray(self.design, np.float64)
+        y = np.asarray(self.measured[s, v], np.float64)
+        out = np.zeros(self.shape[2])
+        for f, (train, test) in enumerate(self.folds):
+            Xtr = X[train]
+            m = Xtr.mean(0)
+            sd = np.sqrt(((Xtr - m) ** 2).mean(0))
+            sd = sd + (sd <= 0)
+            Xs = (Xtr - m) / sd
+            y_mean = y[train].mean()
+            alpha = float(self.alpha_folds[s, v, f])
+            w = np.linalg.solve(Xs.T @ Xs + alpha * np.eye(X.shape[1]), Xs.T @ (y[train] - y_mean))
+            out[test] = ((X[test] - m) / sd) @ w + y_mean
+        return out
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (3 - len(key))
+        subjects = np.arange(self.shape[0])[key[0]]
+        voxels = np.arange(self.shape[1])[key[1]]
+        courses = np.array([[self._one(int(s), int(v)) for v in np.atleast_1d(voxels)]
+                            for s in np.atleast_1d(subjects)])
+        if np.ndim(voxels) == 0:
+            courses = courses[:, 0]
+        if np.ndim(subjects) == 0:
+            courses = courses[0]
+        return courses[..., key[2]].astype(np.float32)
+
+    def __array__(self, dtype=None, copy=None):
+        full = self[:, :, :]
+        return full if dtype is None else full.astype(dtype)
+
+
 class ResultFolder:
     """Read access to a result folder written by the pipeline.
 
@@ -606,8 +668,10 @@ class ResultFolder:
             ``predicted``: the same shape, formed on indexing from the model's design and
             each subject's weights (:class:`PredictedCourses`: a click reads one voxel's
             weights); ``subjects``; ``predicted_label`` (which model's prediction, in or
-            out of sample); ``None`` when the run saved none
-            (``encoding.save_timecourses: false``).
+            out of sample); ``heldout`` and ``heldout_label``: the held-out
+            (cross-validated) prediction of the same shape and its description when the
+            result has ``voxel_predicted_heldout.npy``, else ``None`` and ``""``; ``None``
+            when the run saved no time courses (``encoding.save_timecourses: false``).
         """
         folder = self.path / f"encoding/{self._check_model(model)}"
         info_file = folder / "voxel_timecourses.json"
@@ -627,9 +691,20 @@ class ResultFolder:
             if not all(f.exists() for f in files):
                 return None
             measured, predicted = (np.load(f, mmap_mode="r") for f in files)
+        heldout, heldout_label = None, ""
+        if isinstance(info.get("heldout"), dict) and (folder / "voxel_alpha_folds.npy").exists():
+            with np.load(folder / "voxel_folds.npz") as arr:
+                folds = [(arr[f"train_{i}"], arr[f"test_{i}"]) for i in range(len(arr.files) // 2)]
+            heldout = HeldOutCourses(measured, np.load(folder / "voxel_heldout_design.npy"),
+                                     np.load(folder / "voxel_alpha_folds.npy", mmap_mode="r"), folds)
+            heldout_label = str(info["heldout"].get("label", "held-out prediction"))
+        elif (folder / "voxel_predicted_heldout.npy").exists():
+            heldout = np.load(folder / "voxel_predicted_heldout.npy", mmap_mode="r")
+            heldout_label = str(info.get("predicted_heldout", "held-out prediction"))
         return {"measured": measured, "predicted": predicted,
                 "subjects": list(info.get("subjects", [])), "predicted_label": str(info.get("predicted", "")),
-                "model": info.get("model")}
+                "model": info.get("model"),
+                "heldout": heldout, "heldout_label": heldout_label}
 
     def codes(self, model: str | None = None):
         import scipy.sparse as sp

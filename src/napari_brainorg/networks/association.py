@@ -57,18 +57,28 @@ per subject and one matrix product per batch of draws
 (:mod:`napari_brainorg.networks._association_null`); every variant equals refitting
 every subject with the moved regressors (``tests/networks/test_association.py``).
 
-p-values are ``(1 + #{null >= observed}) / (1 + n_draws)``, one-sided in each
-direction: "activated" tests a positive effect, "deactivated" a negative one (the
-sign of the continuous effect; atoms oriented by a sign rule upstream). With phase
-randomisation, an atom with a cell that none of the first ``n_permutations`` draws
-reached (p at its floor ``1 / (1 + n_permutations)``) gets ``n_refine`` further draws,
-and those cells get ``p = (1 + #null >= observed) / (1 + n_permutations + n_refine)``
-over all draws; every other cell keeps its first p. The two-stage p stays valid
-(``P(p <= a) <= a`` under the null for every ``a``, the argument of Besag & Clifford's
-sequential Monte Carlo p), and a strong link is no longer stopped by the floor when
-FDR runs over thousands of tests. q is the Benjamini–Hochberg FDR over all atoms ×
-networks × both directions of one atlas; :func:`family_fdr` extends the family to
-several models.
+p-values are one-sided Monte Carlo p-values in each direction: "activated" tests a
+positive effect, "deactivated" a negative one (the sign of the continuous effect; atoms
+oriented by a sign rule upstream). With phase randomisation they are sequential (Besag &
+Clifford 1991, ``sequential_h = h``, default 20; circular shifts are few and come in
+order, every cell makes every one): a cell stops drawing at the draw ``n`` that brings
+its ``h``-th null statistic at or beyond the observed one and gets ``p = h / n``, so a
+cell far from significance stops after a few hundred draws; a cell that does not reach
+``h`` in the ``n_permutations`` first draws gets the usual
+``p = (1 + #{null >= observed}) / (1 + n_permutations)``. With phase randomisation, a
+cell that none of the first draws reached (p at its floor ``1 / (1 + n_permutations)``)
+gets up to ``n_refine`` further draws (the same rule) and its p over all draws, unless
+its decision is already taken at the floor (declared by the FDR with every floor cell at
+the floor, the family counted ``fdr_models`` times over: more draws could only lower its
+p). Every p stays valid (``P(p <= a) <= a`` under the null for every ``a``: each stage's
+p is, and only cells at the floor, the smallest p of their stage, go on), and a strong
+link is not stopped by the floor when FDR runs over thousands of tests. Each draw is
+computed once for every cell still drawing, and draw ``d``'s phases come from the seed
+and ``d`` alone (:class:`~napari_brainorg.networks._association_null.NullDraws`), so a
+seed gives the same p whatever the batches or threads. ``sequential_h = 0`` is the
+fixed-budget test: every cell makes every first draw, every floor cell every further
+draw. q is the Benjamini–Hochberg FDR over all atoms × networks × both directions of
+one atlas; :func:`family_fdr` extends the family to several models.
 
 Effect-size rules (``min_effect``, ``min_relative_effect``,
 ``min_network_relative_effect``, :func:`main_drivers`) and the resemblance rule
@@ -93,7 +103,7 @@ import numpy as np
 from .._progress import check_cancel, report
 from ..encoding.inference import MIN_SUBJECTS_RANDOM_EFFECTS, NULLS, fdr, group_effects_method
 from ..errors import ConfigError, ShapeError, check_choice
-from ._association_null import StimulusNull, SubjectFits, two_stage_pvalues
+from ._association_null import StimulusNull, SubjectFits, monte_carlo_pvalues
 
 __all__ = ["CONTRIBUTIONS", "NETWORK_SCORES", "disjoint_networks", "family_fdr", "follows_network", "main_drivers",
            "network_contrasts", "network_time_series", "stimulus_association"]
@@ -106,8 +116,8 @@ MOVED = ("auto", "all", "conditional", "unique")
 #: Revision of the test's algorithm, part of the networks step's cache key: results of an
 #: earlier revision in a result folder are recomputed, never reused (2: the conditional
 #: randomisation test with random effects, each story's phases drawn on their own; 3: the
-#: ``marginal`` column and the rule on it).
-TEST_REVISION = 3
+#: ``marginal`` column and the rule on it; 4: sequential p, draws keyed by the seed and their index).
+TEST_REVISION = 4
 #: Continuous network scores of an unthresholded map (both linear in the map).
 NETWORK_SCORES = ("mean", "contrast")
 
@@ -180,7 +190,8 @@ def disjoint_networks(maps, masks) -> np.ndarray:
 # --------------------------------------------------------------------------- checks
 
 
-def _checked_options(null, contribution, network_score, moved, n_permutations, n_refine, alpha) -> None:
+def _checked_options(null, contribution, network_score, moved, n_permutations, n_refine, alpha, sequential_h=0,
+                     fdr_models=1) -> None:
     """Raise on an option the test does not know, or a count or a rate out of its range."""
     check_choice("null", null, NULLS)
     check_choice("contribution", contribution, CONTRIBUTIONS)
@@ -190,6 +201,11 @@ def _checked_options(null, contribution, network_score, moved, n_permutations, n
         raise ConfigError(f"'n_permutations' must be an integer >= 0; {n_permutations!r} was provided.")
     if isinstance(n_refine, bool) or not isinstance(n_refine, (int, np.integer)) or n_refine < 0:
         raise ConfigError(f"'n_refine' must be an integer >= 0; {n_refine!r} was provided.")
+    if isinstance(sequential_h, bool) or not isinstance(sequential_h, (int, np.integer)) or sequential_h < 0:
+        raise ConfigError(f"'sequential_h' must be an integer >= 0 (0: every cell makes every draw); "
+                          f"{sequential_h!r} was provided.")
+    if isinstance(fdr_models, bool) or not isinstance(fdr_models, (int, np.integer)) or fdr_models < 1:
+        raise ConfigError(f"'fdr_models' must be an integer >= 1; {fdr_models!r} was provided.")
     if not 0 < alpha < 1:
         raise ConfigError(f"'alpha' must be a rate in (0, 1); {alpha!r} was provided.")
 
@@ -284,11 +300,17 @@ def network_time_series(Y, contrasts, Q) -> np.ndarray:
     out = np.zeros((n, contrasts.shape[1]))
     chunk = max(1, int(2e7 // max(n, 1)))
     for start in range(0, Y.shape[1], chunk):
+        # (Y - Q Q'Y) / sd @ C without forming the residual: Y @ W - Q (Q'Y @ W), W = C / sd,
+        # with the residual's variance from ||y||^2 - ||Q'y||^2 (Q orthonormal) less its mean^2
         R = np.asarray(Y[:, start:start + chunk], dtype=np.float64)
-        R = R - Q @ (Q.T @ R)
-        sd = R.std(0)
-        R = np.where(sd > 0, R / np.where(sd > 0, sd, 1.0), 0.0)
-        out += R @ contrasts[start:start + chunk]
+        QtR = Q.T @ R
+        mean = (R.sum(0) - Q.sum(0) @ QtR) / n
+        sq = np.einsum("tv,tv->v", R, R)
+        sd = np.sqrt(np.maximum((sq - np.einsum("qv,qv->v", QtR, QtR)) / n - mean ** 2, 0.0))
+        # a voxel the nuisance explains to rounding is constant: it carries no weight
+        ok = sd > 1e-7 * np.sqrt(sq / n)
+        W = np.where(ok, 1.0 / np.where(ok, sd, 1.0), 0.0)[:, None] * contrasts[start:start + chunk]
+        out += R @ W - Q @ (QtR @ W)
     return out
 
 
@@ -436,6 +458,23 @@ def _atlas_fdr(p_hi: np.ndarray, p_lo: np.ndarray, atlas_names, alpha: float):
     return q_hi, q_lo
 
 
+def _declared_at_floor(p_hi: np.ndarray, p_lo: np.ndarray, atlas_names, alpha: float, fdr_models: int):
+    """The cells that Benjamini–Hochberg declares with the p given, over a family ``fdr_models`` times larger.
+
+    Read with every cell at the floor at its floor p: more draws could only lower such a
+    cell's p (or, rarely, raise it above the floor), and with the family ``fdr_models``
+    times larger the declaration holds in a correction pooled over that many models
+    whatever their tests add (BH declares at least the cells it declares with the other
+    models' tests all at p = 1).
+
+    Returns
+    -------
+    pair of ndarray of shape (k, n_networks), bool
+    """
+    q_hi, q_lo = _atlas_fdr(p_hi, p_lo, atlas_names, alpha)
+    return q_hi * fdr_models < alpha, q_lo * fdr_models < alpha
+
+
 def _effect_size_rule(effect: np.ndarray, min_effect: float, min_relative_effect: float) -> np.ndarray:
     """Where ``|effect|`` reaches ``min_effect`` and ``min_relative_effect`` × the atom's largest ``|effect|``.
 
@@ -456,7 +495,7 @@ def _effect_size_rule(effect: np.ndarray, min_effect: float, min_relative_effect
     return strong
 
 
-def _association_table(names, atlas_names, network_names, *, statistic, effect, marginal, p, q, effect_ok,
+def _association_table(names, atlas_names, network_names, *, statistic, effect, marginal, p, n_draws, q, effect_ok,
                        alpha: float, tested: bool, test: str, integer_atoms: bool):
     """One row per atom × network × direction, ``associated`` where ``q < alpha`` and the effect rules hold.
 
@@ -465,7 +504,7 @@ def _association_table(names, atlas_names, network_names, *, statistic, effect, 
     names, atlas_names, network_names : list
         One per atom, per network, per network.
     statistic, effect, marginal, effect_ok : ndarray of shape (k, n_networks)
-    p, q : pair of ndarray of shape (k, n_networks)
+    p, n_draws, q : pair of ndarray of shape (k, n_networks)
         The "activated" then the "deactivated" direction's.
     tested : bool
         False: nothing is associated.
@@ -480,7 +519,7 @@ def _association_table(names, atlas_names, network_names, *, statistic, effect, 
 
     k, n_net = effect.shape
     frames = []
-    for direction, p_d, q_d in zip(("activated", "deactivated"), p, q):
+    for direction, p_d, n_d, q_d in zip(("activated", "deactivated"), p, n_draws, q):
         frames.append(pd.DataFrame({
             "atom": np.repeat(np.asarray(names, dtype=object), n_net),
             "atlas": np.tile(np.asarray(atlas_names, dtype=object), k),
@@ -490,6 +529,7 @@ def _association_table(names, atlas_names, network_names, *, statistic, effect, 
             "effect": effect.ravel(),
             "marginal": marginal.ravel(),
             "p": p_d.ravel(),
+            "n_draws": n_d.ravel(),
             "q": q_d.ravel(),
             "associated": ((np.nan_to_num(q_d, nan=1.0) < alpha) & effect_ok).ravel() if tested else False,
             "effect_ok": effect_ok.ravel(),
@@ -518,7 +558,7 @@ def _network_rules(table, *, tested: bool, min_network_relative_marginal: float,
 
 def _criterion(*, tested: bool, null: str, contribution: str, network_score: str, moved: str, method: str,
                alpha: float, min_effect: float, min_relative_effect: float, min_network_relative_marginal: float,
-               min_network_relative_effect: float, used: int, refined: int) -> str:
+               min_network_relative_effect: float, used: int, refined: int, sequential_h: int = 0) -> str:
     """The test and its declaration rule, in words."""
     if not tested:
         return "no test (n_permutations = 0): nothing associated."
@@ -542,20 +582,27 @@ def _criterion(*, tested: bool, null: str, contribution: str, network_score: str
            "the network" if min_network_relative_effect > 0 else "")
         + f"; p = (1 + #null >= observed) / (1 + {used}) one-sided, from {used} draws "
         f"of {null_desc}, each re-estimating every subject's effects"
-        + (f"; cells that none of them reached: over {used + refined} draws (the {refined} further draws "
-           "made for those atoms only)." if refined else "."))
+        + (f", a cell stopping at the draw n that brought its {sequential_h}th draw at or beyond the observed "
+           f"statistic with p = {sequential_h} / n (Besag & Clifford's sequential p)"
+           if sequential_h and null == "phase" else "")
+        + (f"; cells that none of them reached: over {'up to ' if sequential_h else ''}{used + refined} draws "
+           f"(the {refined} further draws "
+           "made for those cells only" + (", where the FDR did not already declare them at the floor)."
+                                           if sequential_h else ").") if refined else "."))
 
 
 def _test_attrs(*, tested: bool, null: str, contribution: str, network_score: str, moved: str, method: str,
                 alpha: float, min_effect: float, min_relative_effect: float, min_network_relative_marginal: float,
-                min_network_relative_effect: float, used: int, refined: int, n_subjects: int, test: str) -> dict:
+                min_network_relative_effect: float, used: int, refined: int, n_subjects: int, test: str,
+                sequential_h: int = 0) -> dict:
     """The table's ``attrs``: the criterion in words, the draws made and the options the test ran with."""
     criterion = _criterion(
         tested=tested, null=null, contribution=contribution, network_score=network_score, moved=moved, method=method,
         alpha=alpha, min_effect=min_effect, min_relative_effect=min_relative_effect,
         min_network_relative_marginal=min_network_relative_marginal,
-        min_network_relative_effect=min_network_relative_effect, used=used, refined=refined)
-    return {"criterion": criterion, "n_permutations": used, "n_refine": refined, "null": null if tested else "none",
+        min_network_relative_effect=min_network_relative_effect, used=used, refined=refined, sequential_h=sequential_h)
+    return {"criterion": criterion, "n_permutations": used, "n_refine": refined, "sequential_h": int(sequential_h),
+            "null": null if tested else "none",
             "group_effects": method, "contribution": contribution, "alpha": alpha,
             "n_subjects": n_subjects, "test": test, "network_score": network_score, "moved": moved,
             "min_network_relative_effect": float(min_network_relative_effect),
@@ -564,7 +611,8 @@ def _test_attrs(*, tested: bool, null: str, contribution: str, network_score: st
 
 def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None, atlas_names=None, confounds=None,
                          highpass_cutoff: float | None = 128.0, null: str = "phase", n_permutations: int = 10_000,
-                         n_refine: int = 90_000, min_shift: int | None = None, runs=None, contribution: str = "unique",
+                         n_refine: int = 90_000, sequential_h: int = 20, fdr_models: int = 1,
+                         min_shift: int | None = None, runs=None, contribution: str = "unique",
                          moved: str = "auto", network_score: str = "mean", group_effects: str = "auto",
                          min_subjects_random: int = MIN_SUBJECTS_RANDOM_EFFECTS, alpha: float = 0.05,
                          min_effect: float = 0.0, min_relative_effect: float = 0.0,
@@ -596,9 +644,13 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
         Null draws (circular shifts: at most ``n_volumes - 2 min_shift + 1``). 0: no
         test (p, q NaN, nothing associated).
     n_refine : int, default 90000
-        With ``null="phase"``: further draws for the atoms with a cell that none of the
-        first ``n_permutations`` draws reached; those cells get their p over all draws,
-        every other cell keeps its first p (a valid two-stage p: module docstring). 0: off.
+        With ``null="phase"``: further draws, at most, for the cells that none of the
+        first draws reached, p over all their draws (a valid two-stage p). 0: off.
+    sequential_h : int, default 20
+        With ``null="phase"``: a cell stops at its ``h``-th draw at or beyond the observed
+        statistic, ``p = h / n``; a floor cell declared at the floor draws no further. 0: fixed budget.
+    fdr_models : int, default 1
+        Models whose tests :func:`family_fdr` pools (the floor cells' check counts them).
     min_shift : int, optional
         For ``null="shift"`` (default ``n_volumes // 10``).
     runs : list of int, optional
@@ -652,7 +704,7 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
         docstring). 0: off.
     atom_names : list, optional
     batch_size : int
-        Null draws per matrix product.
+        Null draws per matrix product (the p do not depend on it).
     random_state : int or numpy Generator, optional
     progress, cancel
         See :mod:`napari_brainorg._progress`.
@@ -665,13 +717,14 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
         tested), ``effect`` (mean over subjects of the unique coefficient contrast:
         inside minus outside, in SD of the voxels per SD of the atom's unique part),
         ``marginal`` (the atom's correlation with the subjects' mean network time series),
-        ``p``, ``q``, ``associated`` (``q < alpha`` in this direction and ``effect_ok``),
-        ``effect_ok`` (the rules ``min_effect`` / ``min_relative_effect`` /
-        ``min_network_relative_marginal`` hold, so that a correction over a larger family, :func:`family_fdr`, can
-        declare again), ``test``. ``attrs``: ``criterion`` (the test and its rule in words),
-        ``n_permutations`` and ``n_refine`` (draws made), and the options the test ran with.
+        ``p``, ``n_draws`` (the null draws the p counted), ``q``, ``associated`` (``q < alpha``
+        in this direction and ``effect_ok``), ``effect_ok`` (the rules ``min_effect`` /
+        ``min_relative_effect`` / ``min_network_relative_marginal`` hold, so that a correction
+        over a larger family, :func:`family_fdr`, can declare again), ``test``. ``attrs``: ``criterion`` (the test and its rule in words),
+        ``n_permutations``, ``n_refine`` (budgets), ``n_draws`` (cell draws made) and the options.
     """
-    _checked_options(null, contribution, network_score, moved, n_permutations, n_refine, alpha)
+    _checked_options(null, contribution, network_score, moved, n_permutations, n_refine, alpha, sequential_h,
+                     fdr_models)
     X, Ys, networks, runs = _checked_data(atoms, fmri, networks, runs, null)
     k, n_net, S = X.shape[1], networks.shape[0], len(Ys)
     network_names, atlas_names, names = _checked_names(network_names, atlas_names, atom_names, n_net, k)
@@ -683,10 +736,11 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
     # combine: the group statistic of the observed atoms; draw and refit: the same for every null draw
     model = StimulusNull(fits, runs, moved, method)
     observed = model.observed()
-    p_hi, p_lo, used, refined = two_stage_pvalues(
-        model, observed, null=null, n_permutations=n_permutations, n_refine=n_refine, min_shift=min_shift,
-        random_state=random_state, batch_size=batch_size, stage="networks: stimulus null", progress=progress,
-        cancel=cancel)
+    mc = monte_carlo_pvalues(
+        model, observed, null=null, n_permutations=n_permutations, n_refine=n_refine, sequential_h=sequential_h,
+        min_shift=min_shift, random_state=random_state, batch_size=batch_size, stage="networks: stimulus null",
+        settled=lambda *p: _declared_at_floor(*p, atlas_names, alpha, fdr_models), progress=progress, cancel=cancel)
+    p_hi, p_lo, used, refined = mc.p_hi, mc.p_lo, mc.used, mc.refined
     # decide: FDR per atlas, then rules that only remove declarations
     tested = used > 0
     q_hi, q_lo = (_atlas_fdr(p_hi, p_lo, atlas_names, alpha) if tested
@@ -694,15 +748,16 @@ def stimulus_association(atoms, fmri, networks, *, tr: float, network_names=None
     test = f"stimulus-{null}/{contribution}/{network_score}/{method}-effects/moved-{moved}"
     table = _association_table(
         names, atlas_names, network_names, statistic=observed, effect=fits.effect, marginal=fits.marginal,
-        p=(p_hi, p_lo), q=(q_hi, q_lo), effect_ok=_effect_size_rule(fits.effect, min_effect, min_relative_effect),
-        alpha=alpha, tested=tested, test=test, integer_atoms=atom_names is None)
+        p=(p_hi, p_lo), n_draws=(mc.draws_hi, mc.draws_lo), q=(q_hi, q_lo), alpha=alpha, tested=tested, test=test,
+        effect_ok=_effect_size_rule(fits.effect, min_effect, min_relative_effect), integer_atoms=atom_names is None)
     _network_rules(table, tested=tested, min_network_relative_marginal=min_network_relative_marginal,
                    min_network_relative_effect=min_network_relative_effect)
     table.attrs.update(_test_attrs(
         tested=tested, null=null, contribution=contribution, network_score=network_score, moved=moved, method=method,
         alpha=alpha, min_effect=min_effect, min_relative_effect=min_relative_effect,
         min_network_relative_marginal=min_network_relative_marginal,
-        min_network_relative_effect=min_network_relative_effect, used=used, refined=refined, n_subjects=S, test=test))
+        min_network_relative_effect=min_network_relative_effect, used=used, refined=refined, n_subjects=S, test=test,
+        sequential_h=sequential_h), n_draws=mc.n_draws)
     return table
 
 

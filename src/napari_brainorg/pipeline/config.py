@@ -102,8 +102,14 @@ class FeaturesConfig(_Section):
 
     models: list[str] = Field(default_factory=lambda: ["minilm"], min_length=1,
                               description="Bundled names (minilm, smollm2), model folders, GGUF files or hub ids.")
-    site: Literal["ffn_hidden", "ffn_out", "residual"] = "ffn_hidden"
-    alignment: Literal["glover", "spm", "lanczos", "fir"] = "glover"
+    site: Literal["ffn_hidden", "ffn_out", "residual"] = Field("ffn_hidden", description=(
+        "Where an AN is read in each layer: ffn_hidden, the feed-forward block's hidden units after the "
+        "activation (the paper's neurons); ffn_out, its output; residual, the residual stream."))
+    alignment: Literal["glover", "spm", "lanczos", "fir"] = Field("glover", description=(
+        "How word activations become one value per volume: convolution with the Glover or SPM "
+        "canonical HRF sampled at the volumes (nilearn's compute_regressor), Lanczos resampling of the "
+        "word events to the volume times without HRF, or FIR (the mean of the words heard in the volumes "
+        "before each volume)."))
     context: int | None = Field(None, gt=0, description="Tokens of context per window; default the model's own policy.")
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'.")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field("auto", description=(
@@ -154,8 +160,10 @@ class AtomsConfig(_Section):
         "its partial correlation with it exceeds about alpha (0.15 is ~2.6 SD of chance for white series at 300 volumes, only ~1.45 SD for smooth HRF-convolved ones: a sparsity level, not a test)."))
     max_iter: int = Field(100, gt=0, description="Alternations of code and atom updates at most.")
     tol: float = Field(1e-4, gt=0, description="Stop when the objective's relative decrease per iteration falls below this.")
-    seed: int = 0
-    backend: Literal["numpy", "torch", "auto"] = "auto"
+    seed: int = Field(0, description="Seed of the dictionary's initialisation and atom replacements.")
+    backend: Literal["numpy", "torch", "auto"] = Field("auto", description=(
+        "Array library of the dictionary learning: numpy (coordinate descent on the CPU), torch "
+        "(FISTA, on the GPU when present); auto: torch on a GPU, else numpy."))
     ans_per_layer: int | None = Field(None, gt=0, description=(
         "Draw this many ANs from every layer before learning (equal layers within a model; models with more "
         "layers still get more ANs: for a size control across models use ans_total)."))
@@ -208,8 +216,8 @@ class SimulateConfig(_Section):
         "set of n_links sources that activate and deactivate networks of smith10 and yeo7."))
     negative_links: dict[int, list[str]] | None = Field(None, description="source index -> networks it deactivates.")
     n_links: int = Field(6, ge=0, description="Sources planted by default (when 'links' is None).")
-    atlas: str = "smith10"
-    n_subjects: int = Field(3, gt=0)
+    atlas: str = Field("smith10", description="Atlas whose networks receive the planted links (bundled name or NIfTI path).")
+    n_subjects: int = Field(3, gt=0, description="Number of SIMULATED subjects.")
     r2_min: float = Field(0.02, gt=0, lt=1, description="Smallest true R2 of a signal voxel.")
     r2_max: float = Field(0.2, gt=0, lt=1, description="Largest true R2 of a signal voxel.")
     ar1_grey: float = Field(0.6, ge=0, lt=1, description="AR(1) of the noise in grey matter.")
@@ -219,8 +227,8 @@ class SimulateConfig(_Section):
     fluctuation_atlases: list[str] = Field(default_factory=lambda: ["smith10", "yeo7"], description=(
         "Atlases whose networks carry independent spontaneous fluctuations in every subject."))
     fluctuation_share: float = Field(0.3, ge=0, lt=1, description="Share of non-signal variance in network cores.")
-    resolution_mm: float = Field(4.0, gt=0)
-    seed: int = 0
+    resolution_mm: float = Field(4.0, gt=0, description="Voxel size of the simulated grid in mm (the MNI template resampled).")
+    seed: int = Field(0, description="Seed of the simulation (sources, noise, HRFs, fluctuations).")
 
     @model_validator(mode="after")
     def _r2_order(self):
@@ -273,7 +281,8 @@ class FMRIConfig(_Section):
         "tables, one per subject in the same order."))
     bids: BidsConfig | None = None
     simulate: SimulateConfig | None = None
-    subjects: list[str] | None = None
+    subjects: list[str] | None = Field(None, description=(
+        "Subject labels of the images or region tables, in their order (default: read from the file names)."))
     mask: str = Field("mni", description="'mni' (bundled MNI152 2 mm brain mask) or a NIfTI mask path.")
 
     @field_validator("images", "regions", mode="after")
@@ -315,15 +324,19 @@ class FMRIConfig(_Section):
 class EncodingConfig(_Section):
     """Atoms as regressors of voxel-wise encoding models (METHOD section 3)."""
 
-    models: list[Literal["sparse", "ridge"]] = Field(default_factory=lambda: ["sparse", "ridge"], min_length=1)
+    models: list[Literal["sparse", "ridge"]] = Field(default_factory=lambda: ["sparse", "ridge"], min_length=1, description=(
+        "Encoding models: sparse, the paper's in-sample lasso of each voxel on the atoms; ridge, the "
+        "nested cross-validated ridge (held-out scores)."))
     sparse_alpha: float = Field(0.1, ge=0, description=(
         "Sparsity of the paper's per-voxel fit on the correlation scale: lambda_f = alpha x sqrt(n_volumes) "
         "for z-scored voxels and unit-norm atoms; an atom enters a voxel's fit only where their "
         "correlation exceeds about alpha."))
-    alphas: list[float] = Field(default_factory=lambda: [float(10 ** e) for e in range(-1, 7)])
-    n_folds: int = Field(5, ge=2)
+    alphas: list[float] = Field(default_factory=lambda: [float(10 ** e) for e in range(-1, 7)], description=(
+        "Ridge penalties the inner cross-validation chooses from, per voxel and fold (standardised regressors)."))
+    n_folds: int = Field(5, ge=2, description="Contiguous outer folds of the cross-validated ridge (held-out scores).")
     gap: int = Field(5, ge=0, description="Volumes left out between training and test blocks.")
-    delays: list[int] = Field(default_factory=lambda: [0])
+    delays: list[int] = Field(default_factory=lambda: [0], description=(
+        "FIR delays in volumes applied to the regressors of the ridge (0: the HRF-convolved atoms as they are)."))
     highpass_cutoff: float | None = Field(128.0, description="Cosine high-pass cut-off (s), applied to fMRI and atoms; None: off.")
     n_permutations: int = Field(0, ge=0, description="Circular-shift permutations for voxel significance (0: off).")
     baseline: bool = Field(False, description="Also fit the layer-wise population baseline with the same folds.")
@@ -369,7 +382,9 @@ class EncodingConfig(_Section):
 class NetworksConfig(_Section):
     """Atom maps vs functional brain networks (METHOD section 4)."""
 
-    atlases: list[str] = Field(default_factory=lambda: ["smith10", "yeo7"], min_length=1)
+    atlases: list[str] = Field(default_factory=lambda: ["smith10", "yeo7"], min_length=1, description=(
+        "Functional brain network atlases the atoms are tested against: a bundled one (smith10, "
+        "smith10_thr3, yeo7, yeo7_liberal, yeo17, yeo17_liberal, schaefer400_yeo7) or a NIfTI path."))
     test: Literal["stimulus", "spatial"] = Field("stimulus", description=(
         "'stimulus' (default): does the atom's time course drive the network? Its unique coefficient on the "
         "network's contrast time series (mean inside minus outside) against draws that transform the atoms' "
@@ -405,11 +420,17 @@ class NetworksConfig(_Section):
         "Null draws; default 10000 for the stimulus test (p down to 1e-4, enough for FDR over hundreds of "
         "tests), 500 for the spatial test. 0: no test."))
     n_refine: int = Field(90_000, ge=0, description=(
-        "With the stimulus test's 'phase' null: further draws for the atoms with a cell that no first draw "
-        "reached (p at the floor 1 / (1 + n_permutations)); those cells' p counts every draw (floor 1e-5 by "
+        "With the stimulus test's 'phase' null: further draws, at most, for the cells that no first draw "
+        "reached (p at the floor 1 / (1 + n_permutations)); those cells' p counts their every draw (floor 1e-5 by "
         "default), the others keep theirs. A valid two-stage Monte Carlo p; it lets strong links pass FDR over "
         "thousands of tests (2 models x 64 atoms x 34 networks x 2 directions). 0: off."))
-    alpha: float = Field(0.05, gt=0, lt=1)
+    sequential_h: int = Field(20, ge=0, description=(
+        "With the stimulus test: a cell (atom x network x direction) stops drawing once this many null draws "
+        "reached its observed statistic, with p = h / (its draws) (Besag & Clifford's sequential Monte Carlo p, "
+        "valid), so cells far from significance stop after a few hundred draws; a cell at the floor gets the "
+        "further draws only where the FDR does not already declare it at the floor. 0: the fixed-budget test "
+        "(every cell makes every draw, every floor cell every further draw)."))
+    alpha: float = Field(0.05, gt=0, lt=1, description="FDR level of the association tests (Benjamini-Hochberg q).")
     min_score: float = Field(0.1, ge=0, description="With test 'spatial', an association also needs at least this score.")
     fdr_across_models: bool = Field(True, description=(
         "With test 'stimulus': Benjamini-Hochberg over atoms x networks x both directions x every model of the run "
@@ -449,7 +470,7 @@ class PipelineConfig(_Section):
     encoding: EncodingConfig = Field(default_factory=EncodingConfig)
     networks: NetworksConfig = Field(default_factory=NetworksConfig)
     out: str = Field(..., description="Output folder (new, empty, or a previous napari-brainorg result).")
-    seed: int = 0
+    seed: int = Field(0, description="Seed of every random draw of the run (folds' shifts, nulls, splits).")
 
     @field_validator("out")
     @classmethod
@@ -677,7 +698,8 @@ def demo_stories(names=None) -> list[dict]:
             for name in (DEMO_STORIES if names is None else names)]
 
 
-def demo_config(out: str | Path, *, models: list[str] | None = None, quick: bool = False) -> PipelineConfig:
+def demo_config(out: str | Path, *, models: list[str] | None = None, quick: bool = False,
+                resolution_mm: float | None = None) -> PipelineConfig:
     """The embedded default: Narratives stories, the bundled MiniLM and SmolLM2, simulated subjects.
 
     The full demo's subjects hear four stories (:data:`DEMO_STORIES`, 1,460 volumes); the
@@ -692,7 +714,8 @@ def demo_config(out: str | Path, *, models: list[str] | None = None, quick: bool
     The full demo also runs the baselines (phase-randomised MiniLM atoms, untrained
     MiniLM, nuisance regressors) through the same tests. ``quick=True`` is a smaller run
     (fewer atoms and permutations, coarser grid, no baselines) for the napari sample data
-    and the tests.
+    and the tests. ``resolution_mm`` overrides the simulated subjects' voxel size
+    (:data:`DEMO_RESOLUTION_MM`, :data:`QUICK_RESOLUTION_MM`).
     """
     data: dict[str, Any] = {
         "story": {"path": "pieman", "onset": 0.0, "tr": 1.5, "n_volumes": 300},
@@ -718,6 +741,8 @@ def demo_config(out: str | Path, *, models: list[str] | None = None, quick: bool
         # shifts for the in-sample R2's chance level (each refits every voxel's lasso) keep the
         # full demo near half an hour on two cores
         data["encoding"] = {"sparse_null_shifts": 10}
+    if resolution_mm is not None:
+        data["fmri"]["simulate"]["resolution_mm"] = float(resolution_mm)
     return make_config(data, source="the demo configuration")
 
 

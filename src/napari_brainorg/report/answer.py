@@ -40,7 +40,7 @@ def _score_tiles(info: dict, unit: str) -> str:
     chance = info.get("r_cv_chance")
     if chance:
         above = chance.get("above_chance", {})
-        detail = (f"held-out r of circularly shifted features, the nested CV run again"
+        detail = ("held-out r of circularly shifted features, the nested CV run again"
                   + (f"<br>above chance {fixed(above['mean'], 3, True)}{ci_text(above.get('ci95'), 3, True)}, "
                      f"p {p_text(above.get('p'))}" if above else ""))
         tiles.append(_tile("chance", fixed(chance["chance"]), detail))

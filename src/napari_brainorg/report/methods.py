@@ -38,6 +38,8 @@ REFERENCES = {
            "Symmetric atlasing and model based segmentation: an application to the hippocampus in older "
            "adults. <i>MICCAI 2006</i>, LNCS 4191, 58&ndash;66 (the MNI152 nonlinear 6th-generation template, "
            "as distributed with FSL).",
+    "besag": "Besag, J., &amp; Clifford, P. (1991). Sequential Monte Carlo p-values. <i>Biometrika</i> 78, "
+             "301&ndash;304.",
     "fsl": "Jenkinson, M., Beckmann, C. F., Behrens, T. E. J., Woolrich, M. W., &amp; Smith, S. M. (2012). "
            "FSL. <i>NeuroImage</i> 62, 782&ndash;790.",
     "neuroparc": "Lawrence, R. M., Bridgeford, E. W., Myers, P. E., et al. (2021). Standardizing human brain "
@@ -221,8 +223,8 @@ def _stories_sentences(cfg: dict, s: dict) -> tuple[list[str], list[str]]:
             f"{_fmt_list(_esc(n) for n in scheme.get('dictionary_stories', names))}"
             + (" (the other stories' atom time courses projected from their ANs with the codes)"
                if scheme.get("dictionary_stories", names) != names else "")
-            + (f"; the ridge was also scored leave-one-story-out (trained on the other stories, held-out R&sup2; "
-               f"on each story)" if scheme.get("leave_one_story_out") else "")
+            + ("; the ridge was also scored leave-one-story-out (trained on the other stories, held-out R&sup2; "
+               "on each story)" if scheme.get("leave_one_story_out") else "")
             + (f"; the atom maps and association tests used {_fmt_list(_esc(n) for n in scheme['map_stories'])}"
                if scheme.get("map_stories") and scheme["map_stories"] != names else "") + ".")
     return parts, []
@@ -282,7 +284,9 @@ def _network_sentences(cfg: dict, s: dict) -> tuple[list[str], list[str]]:
                   f"{' [' + '], ['.join(atlas_cites + grid_cites) + ']' if atlas_cites else ''} on FSL's MNI152 "
                   f"template (nonlinear 6th generation, 2 mm) [mni], [fsl]")
     if nets.get("test", "spatial") == "stimulus":
-        return [_stimulus_test_sentence(nets, s, atlas_text)], cites
+        record = next(iter((s.get("networks") or {}).values()), None) or {}
+        sequential = record.get("sequential_h") and nets.get("null", "phase") == "phase"
+        return [_stimulus_test_sentence(nets, s, atlas_text)], cites + (["besag"] if sequential else [])
     return [_spatial_test_sentence(nets, atlas_text)], cites
 
 
@@ -307,8 +311,15 @@ def _stimulus_test_sentence(nets: dict, s: dict, atlas_text: str) -> str:
     # what the networks step recorded (test.json, in the summary) over the configuration
     record = next(iter((s.get("networks") or {}).values()), None) or {}
     n_draws = record.get("n_permutations") or (10_000 if n_draws is None else n_draws)
+    h = record.get("sequential_h") if nets.get("null", "phase") == "phase" else 0
     if record.get("n_refine"):
-        n_draws = f"{n_draws} (+{record['n_refine']} for the cells that none of them reached)"
+        n_draws = (f"{n_draws} (+{record['n_refine']} for the cells that none of them reached"
+                   + (", unless the FDR already declared them at that floor)" if h else ")"))
+    # Besag & Clifford's sequential p: the cells far from significance stop early
+    sequential = (f", a cell stopping once {h} draws had reached its statistic, with p = {h} / its draws (a "
+                  "sequential Monte Carlo p-value [besag]; otherwise p = (1 + draws reaching it) / (1 + draws))"
+                  if h else "")
+    n_draws = f"up to {n_draws}" if h else n_draws
     null = {"phase": "phase-randomised", "shift": "circularly shifted"}.get(nets.get("null", "phase"), "transformed")
     return (
         f"Each atom was tested against each functional brain network of {atlas_text}: its "
@@ -323,7 +334,7 @@ def _stimulus_test_sentence(nets: dict, s: dict, atlas_text: str) -> str:
            "all": "; every atom moved together",
            "unique": "; the tested atom's unique part moved against the full model's residual"}.get(
                str(record.get("moved") or nets.get("moved", "auto")), "")
-        + "); "
+        + ")" + sequential + "; "
         f"an atom and a network were called associated when q &lt; {nets.get('alpha', '?')} "
         f"(Benjamini&ndash;Hochberg over "
         f"{_esc(record['fdr_family']).replace(' x ', ' &times; ') if record.get('fdr_family') else 'atoms &times; networks &times; directions'}"

@@ -13,8 +13,15 @@ Writes
     ``..._desc-<model>AtomMaps_statmap.nii.gz`` and ``...AtomMapsZ...`` (4D, one volume
     per atom), score maps (``...R2Cv...``, ``RCv``, ``R2Sparse``, ``NoiseCeiling``,
     ``QCv``...; ``<entities>`` is ``task-<story>_space-<space>_res-<mm>``),
-    ``arrays.npz`` (every group array), ``baseline.tsv``, voxel time courses; for region
-    data ``regions.tsv``, ``atom_maps.tsv``, ``atom_maps_z.tsv`` (tables with JSON sidecars).
+    ``arrays.npz`` (every group array), ``baseline.tsv``, the prediction as design and
+    weights (``voxel_design.npy``, ``voxel_weights.npy``, ``voxel_intercept.npy``,
+    ``voxel_timecourses.json``); for region data ``regions.tsv``, ``atom_maps.tsv``,
+    ``atom_maps_z.tsv`` (tables with JSON sidecars). Once per run, whatever the number of
+    models: ``encoding/study.npz`` (noise ceiling, ISC), ``encoding/voxel_measured.npy``
+    (every subject's high-passed fMRI, float32) and ``encoding/nuisance_only/<subject>.npz``
+    (the nuisance regressors' held-out fit and chance level). A baseline is encoded for
+    what its comparisons and network tests read: maps, the paper's fit, the held-out r
+    and its chance level.
 Key
     the encoding options, the keys of the atoms, the fMRI and the story, the seed and TR;
     each subject's task adds the subject, its place in the study and whether its time
@@ -284,6 +291,11 @@ def _ridge_fits(ctx: StepContext, task: SubjectTask, Y: np.ndarray, Yf: np.ndarr
         out.update(_prediction_arrays(Xd, weights, intercept))
     out["r2_cv"] = np.asarray(enc.r2_, np.float32)
     out["r_cv"] = np.asarray(enc.r_, np.float32)
+    if task.keep_courses:
+        # the held-out prediction, formed for a clicked voxel: each fold's volumes from the
+        # ridge trained on the others with that fold's alpha (the design and the alphas suffice)
+        out["heldout_design"] = np.asarray(enc._design(atoms if design is None else design), np.float32)
+        out["heldout_alpha_folds"] = np.ascontiguousarray(np.asarray(enc.alpha_folds_, np.float32).T)
     if runs and ec.leave_one_story_out and not task.baseline:
         from ...encoding.stories import leave_one_story_out
 
@@ -469,6 +481,8 @@ def _encoding_group(ctx: StepContext, data, slug: str, tasks: list[SubjectTask],
                                                 "p_cv", "baseline_r2", "r2_sparse_null", "r2_loso", "r_loso")}
     baseline_layers = subject_results[0].get("baseline_layers")
     prediction = {name: stacked(f"prediction_{name}") for name in ("design", "weights", "intercept")}
+    prediction["heldout_design"] = stacked("heldout_design")
+    prediction["heldout_alpha_folds"] = stacked("heldout_alpha_folds")
     confounds = study_confounds(ctx, slug)
     runs = study_runs(cfg) if cfg.multi_story else None
     map_runs = map_rows(ctx)[1]
@@ -665,7 +679,10 @@ MEASURED_COURSES = "encoding/voxel_measured.npy"
 def save_voxel_timecourses(writer: ResultWriter, rel: str, prediction: dict, ec, subjects) -> None:
     """Each subject's prediction of every voxel as a linear map of the model's design:
     ``voxel_design.npy`` (n_volumes, p), ``voxel_weights.npy`` (n_subjects, n_voxels, p)
-    and ``voxel_intercept.npy`` (n_subjects, n_voxels), float32, voxels in the order of
+    and ``voxel_intercept.npy`` (n_subjects, n_voxels), float32, and for the held-out
+    (cross-validated) prediction the ridge's design ``voxel_heldout_design.npy``, each
+    fold's alpha ``voxel_alpha_folds.npy`` (n_subjects, n_voxels, n_folds) and the folds
+    ``voxel_folds.npz`` (``train_<i>``, ``test_<i>``), voxels in the order of
     ``mask.nii.gz``: a voxel's predicted course is ``design @ weights[s, v] + intercept[s, v]``
     (:meth:`~napari_brainorg.io.results.ResultFolder.voxel_timecourses` forms it on
     demand). The measured courses are written once per study
@@ -676,6 +693,17 @@ def save_voxel_timecourses(writer: ResultWriter, rel: str, prediction: dict, ec,
     writer.write_npy(f"{rel}/voxel_design.npy", np.asarray(prediction["design"][0], np.float32))
     writer.write_npy(f"{rel}/voxel_weights.npy", np.stack(prediction["weights"]).astype(np.float32))
     writer.write_npy(f"{rel}/voxel_intercept.npy", np.stack(prediction["intercept"]).astype(np.float32))
+    heldout = bool(prediction.get("heldout_alpha_folds"))
+    if heldout:
+        writer.write_npy(f"{rel}/voxel_heldout_design.npy", np.asarray(prediction["heldout_design"][0], np.float32))
+        writer.write_npy(f"{rel}/voxel_alpha_folds.npy", np.stack(prediction["heldout_alpha_folds"]).astype(np.float32))
+        from ...encoding.folds import contiguous_folds
+        from ...io.results import atomic_path
+
+        folds = contiguous_folds(len(prediction["heldout_design"][0]), int(ec.n_folds), int(ec.gap))
+        with atomic_path(writer._target(f"{rel}/voxel_folds.npz"), ".npz") as tmp:
+            np.savez(tmp, **{f"{part}_{i}": idx for i, fold in enumerate(folds)
+                             for part, idx in zip(("train", "test"), fold)})
     writer.write_json(f"{rel}/voxel_timecourses.json", {
         "subjects": list(subjects),
         "measured_file": "../voxel_measured.npy",
@@ -686,6 +714,9 @@ def save_voxel_timecourses(writer: ResultWriter, rel: str, prediction: dict, ec,
         "predicted": ("sparse fit (in sample): SparseAtomEncoder.predict of the high-passed atoms"
                       if sparse else "ridge final fit (in sample): CVRidgeEncoder.predict of the atoms"),
         "model": "sparse" if sparse else "ridge",
+        **({"heldout": {"label": "ridge, held-out: each fold's volumes predicted by the ridge trained on the "
+                                 "other folds (standardised on them, that fold's alpha)",
+                        "n_folds": int(ec.n_folds), "gap": int(ec.gap)}} if heldout else {}),
     })
 
 

@@ -21,7 +21,7 @@ import json
 
 import numpy as np
 
-from ..context import StepContext, atlas_file, atlas_slug, clear_output
+from ..context import StepContext, atlas_file, atlas_slug, baseline_slugs, clear_output
 from ..study import map_rows, study_confounds
 
 
@@ -84,7 +84,9 @@ def step_networks(ctx: StepContext, data, group: dict, slug: str, atoms: np.ndar
 
     if ctx.cached(step, [nc.model_dump(mode="json", exclude={"atlases"}),
                          ["regions"] if regions else [atlas_slug(a) for a in nc.atlases],
-                         ctx.keys[f"encoding/{slug}"], ctx.config.seed, ["test revision", TEST_REVISION]], outputs,
+                         ctx.keys[f"encoding/{slug}"], ctx.config.seed, ["test revision", TEST_REVISION],
+                         # the floor cells drawn further depend on the family pooled across models
+                         ["fdr models", _fdr_models(ctx, slug)]], outputs,
                   inputs=[] if regions else [atlas_file(name) for name in nc.atlases]):
         summary = ctx.out / f"{rel}/test.json"
         if summary.exists():
@@ -197,11 +199,21 @@ def _association_args(ctx: StepContext, slug: str) -> dict:
     return dict(tr=ctx.config.story.tr, confounds=None if confounds is None else confounds.to_numpy(np.float64),
                 highpass_cutoff=ec.highpass_cutoff, null=nc.null,
                 n_permutations=10_000 if nc.n_permutations is None else nc.n_permutations,
-                n_refine=nc.n_refine, contribution=nc.contribution, network_score=nc.network_score, moved=nc.moved,
+                n_refine=nc.n_refine, sequential_h=nc.sequential_h, fdr_models=_fdr_models(ctx, slug),
+                contribution=nc.contribution, network_score=nc.network_score, moved=nc.moved,
                 min_effect=nc.min_effect, min_relative_effect=nc.min_relative_effect,
                 min_network_relative_effect=nc.min_network_relative_effect,
                 min_network_relative_marginal=nc.min_network_relative_marginal, group_effects=ec.group_effects, min_subjects_random=ec.min_subjects_random, alpha=nc.alpha,
                 random_state=ctx.config.seed, progress=ctx.progress, cancel=ctx.cancel), confounds
+
+
+def _fdr_models(ctx: StepContext, slug: str) -> int:
+    """How many models' tests the correction across models pools with ``slug``'s (1 for a baseline,
+    corrected alone, or without ``networks.fdr_across_models``)."""
+    models = ctx.config.features.models
+    if not ctx.config.networks.fdr_across_models or slug in baseline_slugs(ctx.config).values():
+        return 1
+    return max(1, len(models))
 
 
 def _map_volumes(ctx: StepContext, atoms: np.ndarray, data, kwargs: dict):
@@ -224,6 +236,7 @@ def _criterion_record(ctx: StepContext, table, nc, confounds, fdr_family: str) -
     """``test.json``: the test, its criterion, its draws and the FDR family."""
     record = {"test": table.attrs["test"], "criterion": table.attrs["criterion"],
               "n_permutations": table.attrs["n_permutations"], "n_refine": table.attrs.get("n_refine", 0),
+              "sequential_h": table.attrs.get("sequential_h", 0), "n_draws": table.attrs.get("n_draws", 0),
               "null": table.attrs["null"],
               "group_effects": table.attrs["group_effects"], "contribution": table.attrs["contribution"],
               "network_score": nc.network_score, "moved": table.attrs["moved"], "fdr_family": fdr_family,

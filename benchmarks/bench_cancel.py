@@ -1,0 +1,85 @@
+"""How long a Cancel takes to stop AN extraction, the longest single stretch between checks.
+
+For each bundled model, ``extract_an_responses`` runs on the pieman story (TR 1.5 s, 300
+volumes, the pipeline's default chunk of 512 words) in a thread: once to time it (``T``),
+then ``--repeats`` times with the cancel event set at moments spread over 15-75 % of ``T``
+(inside forward passes and between them); the figure is the wall time from setting it to
+the extraction raising ``CancelledError``. Target: under 1 s. Median and max; the machine's
+load is printed (load stretches every figure).
+
+Run::
+
+    python benchmarks/bench_cancel.py [--models minilm smollm2] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import threading
+import time
+
+
+def cancel_latency(loaded, story, after: float | None) -> float:
+    """Seconds from setting the cancel event ``after`` seconds into the run to the extraction
+    stopping (with ``after=None``: the whole run's seconds, not cancelled)."""
+    from napari_brainorg.errors import CancelledError
+    from napari_brainorg.features.extract import extract_an_responses
+
+    cancel = threading.Event()
+    outcome: dict = {}
+
+    def run():
+        try:
+            extract_an_responses(story, loaded, tr=1.5, n_volumes=300, cancel=cancel)
+            outcome["finished"] = time.perf_counter()
+        except CancelledError:
+            outcome["stopped"] = time.perf_counter()
+
+    thread = threading.Thread(target=run, daemon=True)
+    start = time.perf_counter()
+    thread.start()
+    if after is None:
+        thread.join()
+        return outcome["finished"] - start
+    time.sleep(after)
+    t0 = time.perf_counter()
+    cancel.set()
+    thread.join(600)
+    if "stopped" not in outcome:  # it finished first (a later run ran faster than the timed one)
+        return float("nan")
+    return outcome["stopped"] - t0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=["minilm", "smollm2"])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from napari_brainorg.features.models import load_language_model
+    from napari_brainorg.io.stimuli import read_story
+
+    story = read_story("pieman")
+    print(f"cancel latency of AN extraction (pieman, 300 volumes, chunks of 512 words); "
+          f"{os.cpu_count()} CPUs; target < 1 s")
+    for name in args.models:
+        loaded = load_language_model(name)
+        cancel_latency(loaded, story, None)  # torch's first run is slower: not the one timed
+        whole = cancel_latency(loaded, story, None)
+        n = max(args.repeats, 1)
+        moments = [whole * (0.15 + 0.6 * i / max(n - 1, 1)) for i in range(n)]
+        figures = [f for f in (cancel_latency(loaded, story, t) for t in moments) if f == f]
+        if not figures:
+            print(f"  {name:8s} every run finished before its cancel ({whole:.1f} s runs)")
+            continue
+        print(f"  {name:8s} median {statistics.median(figures):.2f} s   max {max(figures):.2f} s   "
+              f"(n={len(figures)} of {n}, cancelled 15-75 % into a {whole:.1f} s extraction; "
+              f"load average {os.getloadavg()[0]:.1f})", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

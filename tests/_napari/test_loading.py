@@ -1,0 +1,188 @@
+"""Opening without freezing: read in a thread, added one layer per turn, same layers as before.
+
+The routes that used to build and add every layer in one go on the GUI thread now read in
+a worker and add the layers in pieces (napari_brainorg._napari._loading). What a user sees
+at the end must not change: the same layers, data, placement and styling as the direct,
+synchronous path (layers.add_result_layers, the reader's layer-data tuples).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+napari = pytest.importorskip("napari")
+
+from napari_brainorg._napari import _loading, display  # noqa: E402
+from napari_brainorg._napari import layers as L  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+RESULT_ROLES = ("template", "r2", "atom_map", "networks")
+
+
+def _describe(layer) -> dict:
+    """What a user sees of a layer: its kind, data, placement and styling."""
+    out = {"kind": layer._type_string, "name": layer.name, "data": np.asarray(layer.data),
+           "affine": np.asarray(layer.affine.affine_matrix), "opacity": layer.opacity,
+           "blending": layer.blending, "visible": layer.visible,
+           "metadata": {k: v for k, v in layer.metadata.items() if k != "colormap_key"}}
+    if layer._type_string == "image":
+        out["contrast_limits"] = tuple(layer.contrast_limits)
+        out["colormap"] = np.asarray(layer.colormap.colors)
+        out["colorbar"] = layer.colorbar.visible
+    elif layer._type_string == "labels":
+        out["contour"] = layer.contour
+    return out
+
+
+def _assert_same_layers(a, b) -> None:
+    assert [x.name for x in a] == [x.name for x in b]
+    for x, y in zip(a, b):
+        dx, dy = _describe(x), _describe(y)
+        assert dx.keys() == dy.keys(), x.name
+        for key in dx:
+            if isinstance(dx[key], np.ndarray):
+                np.testing.assert_array_equal(dx[key], dy[key], err_msg=f"{x.name}: {key}")
+            else:
+                assert dx[key] == dy[key], (x.name, key, dx[key], dy[key])
+
+
+def test_a_result_shown_in_pieces_equals_the_direct_path(make_napari_viewer, qtbot, tiny_result):
+    path, _ = tiny_result
+    direct = make_napari_viewer()
+    L.add_result_layers(direct, path)
+    viewer = make_napari_viewer()
+    shown = {}
+    _loading.show_result_async(viewer, path, on_shown=shown.update)
+    assert L.find_layer(viewer, "template") is None  # nothing on the GUI thread before the read
+    qtbot.waitUntil(lambda: bool(shown), timeout=30000)
+    assert set(shown) == set(RESULT_ROLES)
+    assert all(shown[role] is L.find_layer(viewer, role) for role in RESULT_ROLES)
+    _assert_same_layers(list(direct.layers), list(viewer.layers))
+    assert "shown" in viewer.status
+
+
+def test_the_reader_adds_the_same_layers_as_brainorg_view(make_napari_viewer, qtbot, tiny_result):
+    """File ▸ Open of a result folder: the reader returns at once, its layers (the tuples it
+    returns without a viewer) come in pieces, as those of the direct path."""
+    from napari_brainorg._napari.reader import HANDLED, napari_get_reader
+
+    path, _ = tiny_result
+    items = napari_get_reader(str(path))(str(path))  # no viewer yet: the tuples themselves
+    assert [kw["metadata"][L.ROLE] for _, kw, _ in items] == list(RESULT_ROLES)
+    for (data, kwargs, kind), expected in zip(items, L.result_layer_data(path)):
+        assert kind == expected[2] and kwargs["name"] == expected[1]["name"]
+        np.testing.assert_array_equal(data, expected[0])
+    direct = make_napari_viewer()
+    L.add_result_layers(direct, path)
+    viewer = make_napari_viewer()
+    assert napari_get_reader(str(path))(str(path)) == HANDLED
+    assert viewer.open(str(path), plugin="napari-brainorg") == []  # napari adds nothing itself
+    qtbot.waitUntil(lambda: L.find_layer(viewer, "networks") is not None, timeout=30000)
+    qtbot.wait(50)
+    # one result, not two: both reads of the folder replace the same layers
+    assert [layer.metadata.get(L.ROLE) for layer in viewer.layers] == [*RESULT_ROLES, "orientation"]
+    _assert_same_layers(list(direct.layers), list(viewer.layers))
+    assert L.find_layer(viewer, "atom_map").source.reader_plugin == "napari-brainorg"
+
+
+def test_pieces_add_one_layer_per_turn_of_the_event_loop(make_napari_viewer, tiny_result):
+    path, _ = tiny_result
+    viewer = make_napari_viewer()
+    items = L.result_layer_data(path)
+    feed = _loading.LayerFeed(viewer, items, name="tiny")
+    feed._schedule = lambda: None  # each turn of the event loop is one call of _step here
+    display.install(viewer)
+    viewer.__dict__["_brainorg_glyphs"] = "ready"  # (the feed waits for the canvas's glyphs)
+    counts, done = [], []
+    feed.on_done = done.append
+    while not done:
+        feed._step()
+        counts.append(sum(layer.metadata.get(L.ROLE) in RESULT_ROLES for layer in viewer.layers))
+        assert len(counts) < 3 * len(items) + 2, counts
+    # never more than one new layer per turn; each new layer's colour bar or outlines in a turn
+    # of their own (the colour bar's visual costs as much as the layer's)
+    assert counts[0] == 1 and all(b - a in (0, 1) for a, b in zip(counts, counts[1:])) and counts[-1] == 4
+    assert len(counts) == 2 * len(items) + 1, counts
+    assert L.find_layer(viewer, "atom_map").colorbar.visible and L.find_layer(viewer, "networks").contour
+    assert "shown" in viewer.status
+
+
+def test_a_newer_load_supersedes_an_older_one(make_napari_viewer, qtbot, tiny_result, tmp_path):
+    """Two results opened one after the other: the viewer ends on the second, whole."""
+    path, _ = tiny_result
+    other = tmp_path / "other"
+    shutil.copytree(path, other)
+    viewer = make_napari_viewer()
+    done = []
+    _loading.show_result_async(viewer, path, on_shown=lambda added: done.append("first"))
+    _loading.show_result_async(viewer, other, on_shown=lambda added: done.append("second"))
+    qtbot.waitUntil(lambda: "second" in done, timeout=30000)
+    qtbot.wait(100)
+    assert done == ["second"]
+    assert all(L.find_layer(viewer, role).metadata.get(L.RESULT) in (None, str(other))
+               for role in RESULT_ROLES)
+    assert L.find_layer(viewer, "atom_map").metadata[L.RESULT] == str(other)
+
+
+def test_a_broken_file_read_in_the_thread_reaches_the_user(make_napari_viewer, qtbot, tiny_result, tmp_path):
+    """An error in the loading thread becomes a notification naming the file, and the viewer
+    keeps working; with a caller's on_error (the pipeline widget), that gets the exception."""
+    from napari.utils.notifications import notification_manager
+
+    from napari_brainorg._napari.pipeline_widget import PipelineWidget
+    from napari_brainorg.io.results import ResultFolder
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_result[0], broken)
+    maps = broken / "encoding/minilm/atom_maps_z.nii.gz"
+    maps.write_bytes(maps.read_bytes()[:200])  # a truncated file
+    viewer = make_napari_viewer()
+    before = len(notification_manager.records)
+    viewer.open(str(broken), plugin="napari-brainorg")
+    qtbot.waitUntil(lambda: len(notification_manager.records) > before, timeout=30000)
+    message = " ".join(str(n.message) for n in notification_manager.records[before:])
+    assert "broken" in message, message
+    assert "could not read" in viewer.status
+    # the pipeline widget's end of a run: its own error path, a message and no dead widget
+    widget = PipelineWidget(viewer)
+    failed = []
+    widget.failed.connect(failed.append)
+    widget._on_finished(ResultFolder(broken))
+    qtbot.waitUntil(lambda: bool(failed), timeout=30000)
+    assert widget.run_button.isEnabled()
+    # the viewer still opens a good result afterwards
+    viewer.open(str(tiny_result[0]), plugin="napari-brainorg")
+    qtbot.waitUntil(lambda: L.find_layer(viewer, "networks") is not None, timeout=30000)
+
+
+WARM = textwrap.dedent("""
+    import numba
+    from napari.utils.colormaps import _accelerated_cmap as cmap
+    from napari_brainorg._napari._loading import warm_up
+
+    def compiled():
+        return sum(len(f.signatures) for f in vars(cmap).values() if isinstance(f, numba.core.dispatcher.Dispatcher))
+
+    before = compiled()
+    warm_up()
+    print(before, compiled())
+""")
+
+
+def test_warm_up_compiles_the_label_colormap_once(tmp_path):
+    """In a fresh process the warm-up leaves napari's numba label kernels compiled (so the
+    first label layer does not compile them on the GUI thread)."""
+    pytest.importorskip("numba")
+    script = tmp_path / "warm.py"
+    script.write_text(WARM)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    before, after = (int(v) for v in proc.stdout.split()[-2:])
+    assert before == 0 and after > 0, proc.stdout
