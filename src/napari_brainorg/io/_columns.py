@@ -82,6 +82,8 @@ COLUMNS: dict[str, tuple[str, str, str | None]] = {
     "marginal": ("Marginal correlation", "Pearson r of the atom with the subjects' mean time series of the "
                                          "network", None),
     "p": ("p", "one-sided p of the association against the stimulus null", None),
+    "n_draws": ("Null draws", "null draws counted for p: a cell stops drawing once networks.sequential_h "
+                              "draws reached its statistic (p = h / draws), else the full budget", None),
     "q": ("q", "Benjamini-Hochberg q over the family in fdr_family", None),
     "q_model": ("q (model alone)", "Benjamini-Hochberg q with the model corrected alone", None),
     "associated": ("Associated", "True: q below the level and the effect rules hold (a declared link)", None),
