@@ -125,7 +125,7 @@ def build_result_folder(path, seed: int = 7):
                              "q": 0.01 if planted else 0.8, "associated": planted})
     assoc = pd.DataFrame(rows)
     for part in ("activated", "deactivated"):
-        w.write_table(f"networks/{model}/association_{part}.csv",
+        w.write_table(f"networks/{model}/association_{part}.tsv",
                       assoc[assoc.part == part].drop(columns="part"))
 
     def linked(atom, sign):
