@@ -9,6 +9,7 @@ Layout (see ``docs/architecture.md``)::
     OUT/features/<model>/...      (an_responses.npy, an_index.tsv, provenance.json)
     OUT/atoms/<model>/atoms.npy, codes.npz, atoms.tsv, layer_hist.tsv
     OUT/encoding/<model>/mask.nii.gz, r2_sparse.nii.gz, r2_cv.nii.gz, atom_maps.nii.gz, atom_maps_z.nii.gz
+                                  (stimulus-calibrated; atom_maps_z_uncalibrated.nii.gz beside it)
     OUT/networks/<model>/association_activated.csv, association_deactivated.csv
     OUT/networks/atlas_<name>.nii.gz, atlas_<name>.tsv   (label image on the data grid, names, colours)
     OUT/figures/*.png
@@ -53,7 +54,8 @@ DATASET_DESCRIPTION = "dataset_description.json"
 #: What each group map of ``encoding/<model>/`` holds: NIfTI intent and a short description
 #: (written into the header, so the file says what its values are).
 NIFTI_MEANING = {
-    "atom_maps_z.nii.gz": ("z score", "group z of each atom (subjects combined)"),
+    "atom_maps_z.nii.gz": ("z score", "group z of each atom, calibrated against phase-randomised atoms"),
+    "atom_maps_z_uncalibrated.nii.gz": ("z score", "group z of each atom (subjects combined, not calibrated)"),
     "atom_maps.nii.gz": ("estimate", "group mean encoding coefficient of each atom"),
     "r2_cv.nii.gz": ("estimate", "held-out R2 of the cross-validated ridge"),
     "r2_sparse.nii.gz": ("estimate", "in-sample R2 of the sparse atom fit"),
