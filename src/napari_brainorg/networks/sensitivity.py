@@ -22,7 +22,9 @@ The test's statistic and its null
     exact sums over frequency bins (:func:`~napari_brainorg.encoding.calibration.phase_null_moments`).
     Under the driver ``T = sqrt(rho) ||r_j||^2 + sqrt(1 - rho) T_0`` (``T_0 ~ N(0, V_0)``,
     ``V_0`` the null variance from ``ybar_0``), and the draws spread with
-    ``V_rho = rho c_j + (1 - rho) V_0`` (``c_j``: the variance of ``(P r_j)' r_j``). With
+    ``V_rho = rho c_j + (1 - rho) V_0`` (``c_j``: the variance of ``(P r_j)' r_j``; both in
+    ``T``'s units, divided by the share of a draw's length the conditional test keeps,
+    :func:`~napari_brainorg.encoding.calibration.moved_norm_share`). With
     fixed effects (moved ``"all"``) the same holds for the joint coefficient
     (``r_j`` -> ``X G^-1`` column, the driver's gain 1).
 
@@ -48,7 +50,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from ..encoding.calibration import phase_null_moments
+from ..encoding.calibration import moved_norm_share, phase_null_moments
 from ..errors import ConfigError
 from .association import (_nuisance_basis, _residual_atoms, _subject_network_series, _unique_parts,
                           network_contrasts)
@@ -62,24 +64,26 @@ _GRID = np.geomspace(1e-4, 0.99, 400)
 
 
 def _moments(X: np.ndarray, ybar: np.ndarray, Q: np.ndarray, moved: str, runs):
-    """The gain of a driver, its own draw variance, and the null variance from the run's series.
+    """The gain of a driver, its own draw variance, and the null variance from the run's noise.
+
+    The noise is the run's mean network series less the fit of every atom (what no atom
+    explains), so that a driver already in the data does not count as noise twice.
 
     Returns ``gain`` (k,), ``c`` (k,), ``V0`` (k, n_networks).
     """
     Xr = _residual_atoms(X, Q)
     ybar = ybar - Q @ (Q.T @ ybar)
-    if moved == "all":
-        Ginv = np.linalg.pinv(Xr.T @ Xr, hermitian=True)
-        R = Xr @ Ginv  # a draw's joint coefficients are (P R)' ybar
-        _, _, V0 = phase_null_moments(R, ybar, runs)
-        c = np.diag(phase_null_moments(R, Xr, runs)[2])
-        return np.ones(X.shape[1]), c, V0
-    R, norm2 = _unique_parts(Xr, "unique")
     Ginv = np.linalg.pinv(Xr.T @ Xr, hermitian=True)
-    beta = Ginv @ (Xr.T @ ybar)
-    _, _, V0 = phase_null_moments(R, ybar - Xr @ beta, runs, beta=beta)
-    c = np.diag(phase_null_moments(R, R, runs)[2])
-    return norm2, c, V0
+    noise = ybar - Xr @ (Ginv @ (Xr.T @ ybar))
+    if moved == "all":
+        R = Xr @ Ginv  # a draw's joint coefficients are (P R)' ybar; the driver's gain R_j' x_j = 1
+        return np.ones(X.shape[1]), np.diag(phase_null_moments(R, Xr, runs)[2]), phase_null_moments(R, noise, runs)[2]
+    R, norm2 = _unique_parts(Xr, "unique")
+    # the conditional draws are compared at the length they keep once the other atoms are
+    # projected out again (the test's statistic divides by it): their spread in T's units
+    # grows by 1 / that share
+    share = moved_norm_share(R, np.linalg.qr(np.column_stack([Q, Xr]))[0], runs)[:, None]
+    return norm2, np.diag(phase_null_moments(R, R, runs)[2]) / share[:, 0], phase_null_moments(R, noise, runs)[2] / share
 
 
 def detectable_r2(atoms, fmri, networks, *, tr: float, confounds=None, highpass_cutoff: float | None = 128.0,
@@ -190,18 +194,20 @@ def sensitivity_summary(r2: np.ndarray, *, n_subjects: int, n_volumes: int, n_te
     k, n_net = r2.shape
     names = [f"{a}:{n}" if a else str(n) for a, n in zip(atlas_names or [""] * n_net,
                                                            network_names or range(n_net))]
-    med = float(np.median(r2)) if r2.size else float("nan")  # inf counts (as undetectable) in the median
+
+    def q(values, level):  # nearest order statistic: an undetectable pair (inf) counts, never interpolated
+        return float(np.quantile(values, level, method="nearest")) if np.size(values) else float("nan")
 
     def num(v):
         return None if not np.isfinite(v) else round(float(v), 4)
 
+    med = q(r2, 0.5)
     out = {"power": power, "alpha": alpha, "n_tests": int(n_tests), "n_subjects": int(n_subjects),
            "n_volumes": int(n_volumes), "n_atoms": int(k), "n_networks": int(n_net),
-           "median": num(med), "p10": num(np.percentile(r2, 10)) if r2.size else None,
-           "p90": num(np.percentile(r2, 90)) if r2.size else None,
+           "median": num(med), "p10": num(q(r2, 0.1)), "p90": num(q(r2, 0.9)),
            "best": num(finite.min()) if finite.size else None,
            "n_undetectable": int((~np.isfinite(r2)).sum()),
-           "per_network": {nm: num(np.median(r2[:, j])) for j, nm in enumerate(names)},
+           "per_network": {nm: num(q(r2[:, j], 0.5)) for j, nm in enumerate(names)},
            "definition": "a network driver: one atom's time course explains this share (R2) of the variance of "
                          "every voxel of the network; detected: declared by the association test at its FDR level "
                          "as the only link of its family (semi-analytic, from the run's own mean network series "
@@ -210,8 +216,8 @@ def sensitivity_summary(r2: np.ndarray, *, n_subjects: int, n_volumes: int, n_te
         out["text"] = (f"This design cannot declare any link: with {n_tests} tests in the FDR family the null draws "
                        f"cannot give a p-value small enough (more draws, fewer atoms or networks would).")
         return out
-    spread = (f"{out['p10']:.3f}-{out['p90']:.3f}" if np.isfinite(np.percentile(r2, 90))
-              else f"from {out['p10']:.3f}; {out['n_undetectable']} atom x network pairs not at all")
+    spread = (f"{out['p10']:.3f}-{out['p90']:.3f}" if out["p90"] is not None
+              else f"from {out['best']:.3f}; {out['n_undetectable']} atom x network pairs not at all")
     out["text"] = (f"With {n_subjects} subject{'s' if n_subjects != 1 else ''} and {n_volumes} volumes, this design "
                    f"detects (power {power:.0%}) a network driver explaining R2 >= "
                    + (f"{med:.3f}" if np.isfinite(med) else "(more than half of the pairs: never)")
