@@ -143,14 +143,20 @@ def phase_null_moments(R: np.ndarray, E: np.ndarray, runs=None, beta: np.ndarray
     if not fourth:
         return T, mean, np.maximum(var, 0.0)
     w4 = np.where(rand, scale ** 4, 0.0)[:, None] * P2 * P2  # (nf, k)
-    if beta is None:
-        kappa4 = -0.375 * (w4.T @ (FE.real ** 2 + FE.imag ** 2) ** 2)
-    else:  # each atom's own residual E + beta_j R_j: one atom at a time (memory)
-        kappa4 = np.empty_like(var)
-        for j in range(R.shape[1]):
-            Fj = FE + FR[:, j, None] * beta[j][None]
-            kappa4[j] = -0.375 * (w4[:, j] @ (Fj.real ** 2 + Fj.imag ** 2) ** 2)
-    return T, mean, np.maximum(var, 0.0), kappa4
+    A = FE.real ** 2 + FE.imag ** 2
+    fourth_sum = w4.T @ (A * A)
+    if beta is not None:
+        # sum_f w4 |E + b R|^4 with |E + b R|^2 = A + b^2 B + 2 b C (B = |R|^2, C = Re(E conj R)),
+        # expanded so that every term is one product (no array of atoms x bins x series)
+        Rr, Ri, Er, Ei = FR.real, FR.imag, FE.real, FE.imag
+        cc = (w4 * Rr * Rr).T @ (Er * Er) + 2 * (w4 * Rr * Ri).T @ (Er * Ei) + (w4 * Ri * Ri).T @ (Ei * Ei)
+        ab = (w4 * P2).T @ A
+        ac = (w4 * Rr).T @ (A * Er) + (w4 * Ri).T @ (A * Ei)
+        bc = (w4 * P2 * Rr).T @ Er + (w4 * P2 * Ri).T @ Ei
+        b2 = beta * beta
+        fourth_sum = (fourth_sum + b2 * b2 * (w4 * P2 * P2).sum(0)[:, None] + 4 * b2 * cc + 2 * b2 * ab
+                      + 4 * beta * ac + 4 * b2 * beta * bc)
+    return T, mean, np.maximum(var, 0.0), -0.375 * fourth_sum
 
 
 def moved_norm_share(R: np.ndarray, basis: np.ndarray, runs=None) -> np.ndarray:
@@ -273,13 +279,17 @@ def stimulus_calibrated_maps(atoms, fmri, *, nuisance=None, runs=None, chunk_vox
     for start in range(0, n_vox, int(chunk_voxels)):
         check_cancel(cancel)
         cols = slice(start, min(n_vox, start + int(chunk_voxels)))
-        ybar = np.zeros((n, cols.stop - cols.start))
+        # mean_s M Y_s / sd_s = (sum_s Y_s / sd_s - Q sum_s Q' Y_s / sd_s) / S: no residual formed per subject
+        total = np.zeros((n, cols.stop - cols.start))
+        proj = np.zeros((Q.shape[1], cols.stop - cols.start))
         for Y in fmri:
             Yc = np.asarray(Y[:, cols], np.float64)
-            Yc = Yc - Q @ (Q.T @ Yc)
-            s = Yc.std(0)
-            ybar += np.where(s > 0, Yc / np.where(s > 0, s, 1.0), 0.0)
-        ybar /= len(fmri)
+            QtY = Q.T @ Yc
+            var_s = np.maximum((Yc * Yc).sum(0) - (QtY * QtY).sum(0), 0.0) / n
+            inv = np.where(var_s > 1e-12 * np.maximum((Yc * Yc).sum(0) / n, 1e-300), 1.0 / np.sqrt(var_s), 0.0)
+            total += Yc * inv
+            proj += QtY * inv
+        ybar = (total - Q @ proj) / len(fmri)
         beta = Ginv @ (Xr.T @ ybar)
         resid = ybar - Xr @ beta
         T, mean, var, kappa4 = phase_null_moments(R, resid, runs, beta=beta, fourth=True)
