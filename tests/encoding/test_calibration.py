@@ -15,6 +15,7 @@ from scipy.ndimage import gaussian_filter1d
 
 from napari_brainorg.encoding.calibration import (
     cornish_fisher_z,
+    leverage_inflation,
     moved_norm_share,
     phase_null_moments,
     stimulus_calibrated_maps,
@@ -86,6 +87,26 @@ def test_moved_norm_share_equals_the_projected_draws():
         kept.append(row)
     np.testing.assert_allclose(share[:3], np.mean(kept, 0), atol=0.02)
     assert np.all(share < 1)  # smooth overlapping atoms: a draw loses part of its length
+
+
+def test_leverage_inflation_gives_back_the_power_the_other_atoms_took():
+    rng = np.random.default_rng(4)
+    n = 160
+    X = gaussian_filter1d(rng.standard_normal((n, 12)), 2.5, axis=0)
+    Q = np.linalg.qr(np.column_stack([np.ones(n), np.linspace(-1, 1, n)]))[0]
+    Xr = X - Q @ (Q.T @ X)
+    G = np.linalg.inv(Xr.T @ Xr)
+    R = Xr @ G / np.diag(G)
+    inflation = leverage_inflation(R, np.linalg.qr(np.column_stack([Q, Xr]))[0], max_leverage=0.99)
+    # white noise less its fit on the regressors other than atom 0: its mean periodogram is
+    # the noise's times 1 - h_f, which the inflation undoes
+    B = np.linalg.qr(np.column_stack([Q, Xr[:, 1:]]))[0]
+    eps = rng.standard_normal((n, 4000))
+    kept = np.abs(np.fft.rfft(eps - B @ (B.T @ eps), axis=0)) ** 2
+    ratio = kept.mean(1) / (np.abs(np.fft.rfft(eps, axis=0)) ** 2).mean(1)
+    low = slice(3, 30)  # where smooth atoms take power (the leverage is large), away from the drifts
+    np.testing.assert_allclose(ratio[low] * inflation[low, 0], 1.0, atol=0.08)
+    assert inflation[low, 0].max() > 1.3 and np.all(inflation >= 1.0)
 
 
 def test_cornish_fisher_raises_light_tails_only():

@@ -267,9 +267,10 @@ def _encoding_sentences(cfg: dict, s: dict) -> tuple[list[str], list[str]]:
             "The group atom maps shown (atom_maps_z) are calibrated like the network test, since a t over subjects "
             "cannot tell a chance correlation with a signal every subject shares (the story) from an effect: in each "
             "voxel, the lock of the atom's unique part with the subjects' mean standardised time series (drifts, "
-            "confounds and the other atoms removed) was set against the exact mean and standard deviation of the "
-            "same lock for phase-randomised copies of the atom (every frequency's phase uniform, each story on its "
-            "own), as a z; the subjects' combination above is kept as atom_maps_z_uncalibrated.")
+            "confounds and the other atoms removed) was set against the null mean and standard deviation of the "
+            "same lock for phase-randomised atoms (every frequency's phase uniform, each story on its own; sums over "
+            "frequencies, no draw made), as a z whose light tails were corrected by their fourth cumulant; the "
+            "subjects' combination above is kept as atom_maps_z_uncalibrated.")
     return parts, ["sklearn", "nilearn", "nibabel"]
 
 

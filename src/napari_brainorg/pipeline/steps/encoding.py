@@ -45,8 +45,9 @@ from ..study import encoding_confounds, highpass_study, map_rows, study_confound
 
 #: The group atom maps shown (``atom_maps_z``), in words; part of the group step's key.
 MAP_CALIBRATION = ("atom_maps_z: stimulus-calibrated z, each voxel's lock with the atom's unique part (the subjects' "
-                   "mean standardised series, drifts, confounds and the other atoms removed) against the exact mean "
-                   "and SD of the same lock for phase-randomised atoms (each story's phases on its own)")
+                   "mean standardised series, drifts, confounds and the other atoms removed) against the null mean "
+                   "and SD of the same lock for phase-randomised atoms (each story's phases on its own; sums over "
+                   "frequencies, no draw made), light tails corrected (Cornish-Fisher)")
 
 
 def encoding_key_parts(ctx: StepContext, slug: str) -> list:
