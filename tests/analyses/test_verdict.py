@@ -76,3 +76,23 @@ def test_layers_that_beat_the_atoms_and_story_free_links_are_warnings():
     results["minilm"]["n_associations"] = {"activated": 0, "deactivated": 0}
     none = _by_topic(verdict(_summary(results=results, baseline_results=baselines)), "network links")
     assert none["severity"] == "warning" and "null result" in none["text"]
+
+
+def test_a_null_result_says_what_the_design_could_find():
+    results = {"minilm": {"n_associations": {"activated": 0, "deactivated": 0}}}
+    text = ("With 8 subjects and 300 volumes, this design detects (power 80%) a network driver explaining "
+            "R2 >= 0.012 of each network voxel's variance (median over 12 atoms x 17 networks; 10-90%: "
+            "0.008-0.030; best 0.005); a weaker driver can go undetected.")
+    summary = _summary(results=results)
+    summary["sensitivity"] = {"minilm": {"median": 0.012, "text": text}}
+    none = _by_topic(verdict(summary), "network links")
+    assert "null result" in none["text"] and text in none["text"] and none["detectable_r2"] == 0.012
+    # with links, the statement is kept for the networks without one
+    results["minilm"]["n_associations"] = {"activated": 2, "deactivated": 0}
+    some = _by_topic(verdict(summary), "network links")
+    assert "Where no link was declared: with 8 subjects" in some["text"]
+    # a folder without the measurement: the null result is said as before
+    del summary["sensitivity"]
+    results["minilm"]["n_associations"] = {"activated": 0, "deactivated": 0}
+    plain = _by_topic(verdict(summary), "network links")
+    assert "detectable_r2" not in plain and plain["text"].endswith("design did not detect one.")

@@ -217,6 +217,16 @@ def test_maps_and_association_test_are_recorded(quick_result):
     # 8 subjects: at least the 6 needed for random effects, said so
     assert maps["group_effects"] == "random" and maps["noise_model"] == "ar1" and maps["n_subjects"] == 8
     assert maps["confounds"] == ["word_rate", "word_length", "word_frequency", "pause"]
+    # the maps shown are calibrated against phase-randomised atoms; the t over subjects is kept beside them
+    assert maps["shown"].startswith("atom_maps_z: stimulus-calibrated")
+    res = ResultFolder(quick_result.path)
+    assert res.map_path("minilm", "atom_maps_z") is not None
+    assert res.map_path("minilm", "atom_maps_z_uncalibrated") is not None
+    # what the design could find, in numbers and in the verdict's words
+    sensitivity = summary["sensitivity"]["minilm"]
+    assert 0 < sensitivity["best"] <= sensitivity["median"] < 1 and sensitivity["n_subjects"] == 8
+    links = next(f for f in summary["verdict"] if f["model"] == "minilm" and f["topic"] == "network links")
+    assert sensitivity["text"][1:] in links["text"] and links["detectable_r2"] == sensitivity["median"]
     test = summary["networks"]["minilm"]
     assert test["test"].startswith("stimulus-phase/unique/mean") and test["n_permutations"] == 10000
     assert test["n_refine"] in (0, 90_000)  # further draws only where a cell sat at the floor

@@ -104,3 +104,17 @@ def test_broken_lock_declares_no_held_out_r_and_no_lead(base):
     assert not leads, leads
     findings = [f for f in summary["verdict"] if f["topic"].startswith("vs ")]
     assert findings and all(f["severity"] == "warning" for f in findings)
+    # no link without the lock: a null result, said beside what this design could have found
+    links = next(f for f in summary["verdict"] if f["model"] == "minilm" and f["topic"] == "network links")
+    sensitivity = summary["sensitivity"]["minilm"]
+    assert links["n_links"] == 0 and sensitivity["text"] in links["text"]
+    # 500 draws and no further ones: p >= 1/501, above the 0.05 / 96 a single link of 12 atoms x 4
+    # regions x 2 directions needs, so nothing was declarable, and the statement says so
+    assert sensitivity["n_tests"] == 2 * 12 * len(REGIONS) and sensitivity["n_subjects"] == N_SUBJECTS
+    assert sensitivity["median"] is None and sensitivity["n_undetectable"] == 12 * len(REGIONS)
+    assert "cannot declare any link" in links["text"]
+    # the atom maps shown are calibrated; the subjects' combination is kept beside them
+    shown = pd.read_csv(out / "encoding/minilm/atom_maps_z.csv").set_index("region")
+    kept = pd.read_csv(out / "encoding/minilm/atom_maps_z_uncalibrated.csv").set_index("region")
+    assert shown.shape == kept.shape and not np.allclose(shown.to_numpy(), kept.to_numpy())
+    assert "stimulus-calibrated" in summary["maps"]["minilm"]["shown"]

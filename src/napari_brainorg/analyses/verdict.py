@@ -1,6 +1,7 @@
 """The run's answer in plain sentences: is each model ahead of its baselines, what do its
 atoms add beyond the nuisance regressors, do single layers beat its atoms, and how do its
-network links compare with a story-free baseline's (METHOD §4b, "Say it").
+network links compare with a story-free baseline's, and what the design could have found
+(the detectable driver R², beside every null result; METHOD §4b, "Say it").
 
 :func:`verdict` reads only the numbers a run wrote into ``summary.json`` (so a finished
 folder can be read again) and returns one finding per question and model. A finding whose
@@ -108,7 +109,18 @@ def _recurrence_text(recurrence: dict | None) -> str:
             f"again from {r} other start{'' if r == 1 else 's'}.")
 
 
-def _links_finding(model: str, info: dict, baselines: dict, recurrence: dict | None = None) -> dict | None:
+def _sensitivity_text(sensitivity: dict | None, null: bool) -> str:
+    """What the design could find (``summary["sensitivity"]``), said beside a null result."""
+    if not sensitivity or not sensitivity.get("text"):
+        return ""
+    if null:
+        return " " + sensitivity["text"]
+    return (" Where no link was declared: " + sensitivity["text"][0].lower() + sensitivity["text"][1:]
+            if sensitivity["text"].startswith("With") else " " + sensitivity["text"])
+
+
+def _links_finding(model: str, info: dict, baselines: dict, recurrence: dict | None = None,
+                   sensitivity: dict | None = None) -> dict | None:
     counts = info.get("n_associations")
     if counts is None:
         return None
@@ -125,12 +137,19 @@ def _links_finding(model: str, info: dict, baselines: dict, recurrence: dict | N
                         f"{model} declared no network link"
                         + (f" (story-free baseline: {others})" if others else "")
                         + ". A null result: it does not say that no network follows the atoms, only that this "
-                          "design did not detect one.", n_links=0)
+                          "design did not detect one." + _sensitivity_text(sensitivity, True), n_links=0,
+                        **_detectable(sensitivity))
     return _finding(model, "network links", "info",
                     f"{model} declared {n} network links ({counts.get('activated', 0)} activated, "
                     f"{counts.get('deactivated', 0)} deactivated)"
                     + (f"; the story-free baseline declared {others}." if others else ".")
-                    + _recurrence_text(recurrence), n_links=n)
+                    + _recurrence_text(recurrence) + _sensitivity_text(sensitivity, False), n_links=n,
+                    **_detectable(sensitivity))
+
+
+def _detectable(sensitivity: dict | None) -> dict:
+    """The detectable R² as a number of the finding (median over atoms x networks), when measured."""
+    return {} if not sensitivity else {"detectable_r2": sensitivity.get("median")}
 
 
 def _readout_finding(model: str, readouts: list[dict]) -> dict | None:
@@ -172,7 +191,8 @@ def verdict(summary: dict) -> list[dict[str, Any]]:
         out += by_model.get(model, [])
         readouts = summary.get("network_readouts", {}).get(model, [])
         for finding in (_nuisance_finding(model, info), _layers_finding(model, info),
-                        _links_finding(model, info, baselines, summary.get("link_recurrence", {}).get(model)),
+                        _links_finding(model, info, baselines, summary.get("link_recurrence", {}).get(model),
+                                       summary.get("sensitivity", {}).get(model)),
                         _readout_finding(model, readouts)):
             if finding is not None:
                 out.append(finding)

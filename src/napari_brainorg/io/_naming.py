@@ -37,8 +37,12 @@ GROUP_MAPS: dict[str, tuple[str, str, str, str, str]] = {
                   "group mean encoding coefficient of each atom, one volume per atom (atom 0 first)",
                   "BOLD signal (as given, high-passed) per unit of the atom's unit-norm time course"),
     "atom_maps_z": ("AtomMapsZ", "statmap", "z score",
-                    "group z of each atom's coefficient (subjects combined), one volume per atom",
+                    "group z of each atom, calibrated against phase-randomised atoms (each voxel's lock with "
+                    "the atom's unique part against the same lock for surrogates), one volume per atom",
                     "z"),
+    "atom_maps_z_uncalibrated": ("AtomMapsZUncalibrated", "statmap", "z score",
+                                 "group z of each atom's coefficient (subjects combined, not calibrated), one "
+                                 "volume per atom", "z"),
     "r2_cv": ("R2Cv", "statmap", "estimate",
               "held-out R2 of the cross-validated ridge on all atoms, mean over test folds and subjects",
               "fraction of variance explained"),

@@ -117,6 +117,9 @@ def write_statmaps(writer: ResultWriter, config, model: str, source: str) -> lis
         random = ec.group_effects == "random" or (ec.group_effects == "auto" and n_sub >= ec.min_subjects_random)
         how = ("random effects: one-sample t over subjects, as z" if random
                else "fixed effects: Stouffer's combination of the subjects' z")
+        if "z_uncalibrated" in arrays.files:  # the group map shown is the stimulus-calibrated one
+            how = ("stimulus-calibrated: the atom's lock with the subjects' mean series against phase-randomised "
+                   f"atoms, as z (uncalibrated {how.split(':')[0]}: encoding/{model}/..._desc-{model}AtomMapsZUncalibrated_statmap.nii.gz)")
         for atom in range(arrays["z"].shape[0]):
             save(arrays["z"][atom], "z", atom, None, how)
     for name, stat in (("r2_cv", "r2cv"), ("r2_sparse", "r2sparse")):

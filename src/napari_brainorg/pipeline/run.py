@@ -39,7 +39,8 @@ from .steps.comparison import compare_baselines, compare_models, region_results
 from .steps.encoding import step_encoding
 from .steps.features import step_features
 from .steps.fmri import step_fmri
-from .steps.networks import annotate_atoms_table, fdr_across_models, load_atlases, network_readouts, step_networks
+from .steps.networks import (annotate_atoms_table, fdr_across_models, load_atlases, network_readouts,
+                             network_sensitivity, step_networks)
 from .steps.recovery import score_recovery
 from .steps.report import describe_outputs, encoding_scheme, headlines, say_verdict, step_report, write_provenance
 from .steps.simulation import driving_model, planting_of, step_simulation
@@ -205,6 +206,7 @@ def _run_locked(config: PipelineConfig, writer: ResultWriter, progress, cancel,
     for slug in list(per_model)[n_real:]:  # each baseline corrected alone
         fdr_across_models(ctx, {slug: per_model[slug]}, baseline=True)
     timed("network readouts", network_readouts, ctx, data, per_model, atlases)
+    timed("network sensitivity", network_sensitivity, ctx, data, per_model, atlases)
     for slug, res in per_model.items():
         annotate_atoms_table(ctx, slug, res["tables"], res["codes"], res["index"], res["atoms"])
     timed("report", _report_steps, ctx, per_model, truth)

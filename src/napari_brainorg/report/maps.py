@@ -223,6 +223,11 @@ def _atom_blocks(result: ResultFolder, model: str, template, atlases: list) -> l
     atoms_tab, top, means = result.atoms_table(model), result.top_words(model), _word_type_means(result, model)
     threshold = float(result.config().get("networks", {}).get("threshold", 2.3))
     regions = result.region_atom_table(model, stat="z") if img is None else None
+    # the map shown: calibrated against phase-randomised atoms (or, in a folder of an earlier
+    # version, the subjects' combination of their coefficients' z)
+    calibrated = "shown" in (result.summary.get("maps", {}).get(model) or {})
+    what = "lock with the subjects' mean time course" if calibrated else "coefficient"
+    how = ", calibrated against phase-randomised copies of the atom" if calibrated else ""
     blocks = []
     for atom in shown_atoms(result, model):
         about = "<br>".join(atom_description(result, model, atom, atoms_tab, top, means))
@@ -237,8 +242,8 @@ def _atom_blocks(result: ResultFolder, model: str, template, atlases: list) -> l
 
             blocks.append(_map_block(
                 index_img(img, atom), template, threshold, signed=True, stat="z", title=f"Atom {atom}",
-                caption=(f"Group z of atom {atom}&rsquo;s coefficient (all atoms and nuisance regressors fitted "
-                         f"together), shown where |z| &gt; {num(threshold)}; red: the voxels follow the atom, "
+                caption=(f"Group z of atom {atom}&rsquo;s {what} (all atoms and nuisance regressors fitted "
+                         f"together){how}, shown where |z| &gt; {num(threshold)}; red: the voxels follow the atom, "
                          f"blue: they move against it"), atlases=atlases, extra=about, figures=course))
         elif regions is not None and f"atom_{atom}" in regions.columns:
             col = regions[f"atom_{atom}"].astype(float)

@@ -262,6 +262,15 @@ def _encoding_sentences(cfg: dict, s: dict) -> tuple[list[str], list[str]]:
         f" of all atoms together{', with the story' + chr(39) + 's nuisance regressors (word rate, length, frequency, pauses)' if confounds else ''}"
         f"; subjects were combined by "
         f"{ {'random': 'random effects (one-sample t over subjects)', 'fixed': 'fixed effects (Stouffer)', None: 'fixed effects (Stouffer)'}.get(enc.get('group_effects'), 'random effects from ' + str(enc.get('min_subjects_random', 6)) + ' subjects on, fixed effects (Stouffer) below') }.")
+    if any("shown" in m for m in s.get("maps", {}).values()):
+        parts.append(
+            "The group atom maps shown (atom_maps_z) are calibrated like the network test, since a t over subjects "
+            "cannot tell a chance correlation with a signal every subject shares (the story) from an effect: in each "
+            "voxel, the lock of the atom's unique part with the subjects' mean standardised time series (drifts, "
+            "confounds and the other atoms removed) was set against the null mean and standard deviation of the "
+            "same lock for phase-randomised atoms (every frequency's phase uniform, each story on its own; sums over "
+            "frequencies, no draw made), as a z whose light tails were corrected by their fourth cumulant; the "
+            "subjects' combination above is kept as atom_maps_z_uncalibrated.")
     return parts, ["sklearn", "nilearn", "nibabel"]
 
 

@@ -109,12 +109,27 @@ def model_section(result: ResultFolder, model: str, n: int) -> str:
         cols = [c for c in ("atom", "atlas", "network", "overlap_rate", "statistic", "effect", "p", "q")
                 if c in t.columns]
         assoc.append(f"<h4>Associated networks ({part})</h4>{_table_html(t[cols])}")
+    assoc.append(_sensitivity_html(result.summary.get("sensitivity", {}).get(model)))
     return (f'<section id="{sid}"><h2>Model {_esc(model)}</h2>{_model_head(info)}'
             f'<h3 id="{sid}-maps">Maps</h3>{maps_section(result, model)}'
             f'<h3>Figures of the run</h3><div class="figs">{_run_figures(result, model)}</div>'
             f"<h3>Atoms</h3>{_atom_viewer(result, model, sid)}"
             f"<details><summary>Atom table</summary>{_atom_table(result, model)}</details>"
             f"{''.join(assoc)}</section>")
+
+
+def _sensitivity_html(sensitivity: dict | None) -> str:
+    """What the design could find: the sentence and the detectable R² per network (HTML; empty
+    when the run did not measure it)."""
+    if not sensitivity or not sensitivity.get("text"):
+        return ""
+    import pandas as pd
+
+    per = sensitivity.get("per_network") or {}
+    table = pd.DataFrame({"network": list(per), "detectable R2 (median over atoms)":
+                          [float("inf") if v is None else v for v in per.values()]})
+    return (f"<h4>What the design could find</h4><p>{_esc(sensitivity['text'])}</p>"
+            f"<details><summary>Per network</summary>{_table_html(table)}</details>")
 
 
 def _comparison_table(name: str, table) -> str:

@@ -11,12 +11,14 @@ Writes
     files, maps with BIDS-derivative names and a JSON sidecar each (what the map holds,
     units, model, method): ``<entities>_desc-<model>_mask.nii.gz`` (the analysis mask),
     ``..._desc-<model>AtomMaps_statmap.nii.gz`` and ``...AtomMapsZ...`` (4D, one volume
-    per atom), score maps (``...R2Cv...``, ``RCv``, ``R2Sparse``, ``NoiseCeiling``,
+    per atom; the z map shown is calibrated against phase-randomised atoms,
+    :mod:`napari_brainorg.encoding.calibration`, and ``...AtomMapsZUncalibrated...`` keeps the
+    subjects' random- or fixed-effects z), score maps (``...R2Cv...``, ``RCv``, ``R2Sparse``, ``NoiseCeiling``,
     ``QCv``...; ``<entities>`` is ``task-<story>_space-<space>_res-<mm>``),
     ``arrays.npz`` (every group array), ``baseline.tsv``, the prediction as design and
     weights (``voxel_design.npy``, ``voxel_weights.npy``, ``voxel_intercept.npy``,
     ``voxel_timecourses.json``); for region data ``regions.tsv``, ``atom_maps.tsv``,
-    ``atom_maps_z.tsv`` (tables with JSON sidecars). Once per run, whatever the number of
+    ``atom_maps_z.tsv``, ``atom_maps_z_uncalibrated.tsv`` (tables with JSON sidecars). Once per run, whatever the number of
     models: ``encoding/study.npz`` (noise ceiling, ISC), ``encoding/voxel_measured.npy``
     (every subject's high-passed fMRI, float32) and ``encoding/nuisance_only/<subject>.npz``
     (the nuisance regressors' held-out fit and chance level). A baseline is encoded for
@@ -52,12 +54,19 @@ from ..context import (
 from ..study import encoding_confounds, highpass_study, map_rows, study_confounds, study_runs, subject_ci
 
 
+#: The group atom maps shown (``atom_maps_z``), in words; part of the group step's key.
+MAP_CALIBRATION = ("atom_maps_z: stimulus-calibrated z, each voxel's lock with the atom's unique part (the subjects' "
+                   "mean standardised series, drifts, confounds and the other atoms removed) against the null mean "
+                   "and SD of the same lock for phase-randomised atoms (each story's phases on its own; sums over "
+                   "frequencies, no draw made), light tails corrected (Cornish-Fisher)")
+
+
 def encoding_key_parts(ctx: StepContext, slug: str) -> list:
     """What every encoding task of ``slug`` depends on: the encoding options and the keys of
-    the atoms, the fMRI and the story (the confounds)."""
+    the atoms, the fMRI and the story (the confounds), and the group maps' calibration."""
     cfg = ctx.config
     return [cfg.encoding.model_dump(mode="json"), ctx.keys[f"atoms/{slug}"], ctx.keys["fmri"], ctx.keys["story"],
-            cfg.seed, cfg.story.tr]
+            cfg.seed, cfg.story.tr, ["maps", MAP_CALIBRATION]]
 
 
 @dataclass(frozen=True)
@@ -162,28 +171,46 @@ def encode_subject(ctx: StepContext, task: SubjectTask, Y: np.ndarray, atoms: np
     return out
 
 
-def _gls_maps(ctx: StepContext, Y: np.ndarray, atoms: np.ndarray, confounds) -> dict[str, np.ndarray]:
-    """Each atom's GLS map (``z``, ``effect``) and the noise's AR(1) (``rho``) on the map
-    volumes (``encoding.map_stories``), with the drifts and confounds as nuisance."""
-    from ...encoding.glm import gls_atom_maps
+def _map_design(ctx: StepContext, n_volumes: int, confounds):
+    """The atom maps' volumes (``encoding.map_stories``), their nuisance (the drifts the
+    high-pass removes: constant, trend, cosines, per story), the confounds on those
+    volumes and the runs' lengths."""
     from ...encoding.preprocessing import drift_basis
 
     cfg = ctx.config
     ec = cfg.encoding
-    # the volumes of the atom maps (encoding.map_stories: e.g. stories held out of the dictionary)
     mrows, map_runs = map_rows(ctx)
-    # the maps' nuisance: the drifts the high-pass removes (constant, trend, cosines) and
-    # the story's confounds; the atoms themselves stay unfiltered in the GLS
     if cfg.multi_story:
         from ...encoding.stories import run_drift_basis
 
         nuisance = run_drift_basis(map_runs, ec.highpass_cutoff)
     else:
-        nuisance = drift_basis(atoms.shape[0], cfg.story.tr, ec.highpass_cutoff)
-    maps = gls_atom_maps(atoms[mrows], Y[mrows], nuisance=nuisance,
-                         confounds=None if confounds is None else np.asarray(confounds)[mrows],
-                         noise_model=ec.noise_model)
+        nuisance = drift_basis(n_volumes, cfg.story.tr, ec.highpass_cutoff)
+    conf = None if confounds is None else np.asarray(confounds)[mrows]
+    return mrows, nuisance, conf, [int(r[1]) for r in map_runs] if cfg.multi_story else None
+
+
+def _gls_maps(ctx: StepContext, Y: np.ndarray, atoms: np.ndarray, confounds) -> dict[str, np.ndarray]:
+    """Each atom's GLS map (``z``, ``effect``) and the noise's AR(1) (``rho``) on the map
+    volumes (``encoding.map_stories``), with the drifts and confounds as nuisance."""
+    from ...encoding.glm import gls_atom_maps
+
+    # the atoms themselves stay unfiltered in the GLS: the drifts are in the model
+    mrows, nuisance, conf, _ = _map_design(ctx, atoms.shape[0], confounds)
+    maps = gls_atom_maps(atoms[mrows], Y[mrows], nuisance=nuisance, confounds=conf,
+                         noise_model=ctx.config.encoding.noise_model)
     return {"z": maps.z, "effect": maps.effect, "rho": maps.rho}
+
+
+def _calibrated_maps(ctx: StepContext, data, atoms: np.ndarray, slug: str) -> np.ndarray:
+    """The group maps shown: each voxel's lock with the atom against phase-randomised atoms
+    (:func:`napari_brainorg.encoding.calibration.stimulus_calibrated_maps`), on the map volumes."""
+    from ...encoding.calibration import stimulus_calibrated_maps
+
+    mrows, nuisance, conf, runs = _map_design(ctx, atoms.shape[0], encoding_confounds(ctx, slug))
+    extra = nuisance if conf is None else np.column_stack([nuisance, conf])
+    fmri = data.data if len(mrows) == atoms.shape[0] else [Y[mrows] for Y in data.data]
+    return stimulus_calibrated_maps(atoms[mrows], fmri, nuisance=extra, runs=runs, cancel=ctx.cancel).z
 
 
 def _sparse_fit(ctx: StepContext, task: SubjectTask, atoms: np.ndarray, Yf: np.ndarray) -> dict[str, np.ndarray]:
@@ -449,19 +476,22 @@ def step_encoding(ctx: StepContext, data, atoms: np.ndarray, slug: str, an=None,
         ctx.stage(f"encoding {slug}", 0, total)
         subject_results = [encode_subject(ctx, task, Y, atoms, confounds, an, tick)
                            for task, Y in zip(tasks, data.data)]
-    return _encoding_group(ctx, data, slug, tasks, subject_results, atoms.shape[1], outputs)
+    return _encoding_group(ctx, data, slug, tasks, subject_results, atoms, outputs)
 
 
 def _encoding_group(ctx: StepContext, data, slug: str, tasks: list[SubjectTask], subject_results: list[dict],
-                    k: int, outputs: list[str]) -> dict[str, np.ndarray]:
+                    atoms: np.ndarray, outputs: list[str]) -> dict[str, np.ndarray]:
     """The group part of the encoding: group maps, chance levels and noise ceiling from the
-    subjects' results (read from their artifacts), written beside them."""
+    subjects' results (read from their artifacts), written beside them. The map shown
+    (``z``, ``atom_maps_z``) is calibrated against phase-randomised atoms; the subjects'
+    random- or fixed-effects combination is kept as ``z_uncalibrated``."""
     from ...encoding.inference import group_effects
 
     cfg = ctx.config
     ec = cfg.encoding
     rel = f"encoding/{slug}"
     step = f"encoding/{slug}"
+    k = atoms.shape[1]
     n_sub = len(subject_results)
     # no map of an earlier configuration stays beside the new ones; the subjects'
     # artifacts stay (they are keyed), except those of subjects this run does not have
@@ -489,7 +519,8 @@ def _encoding_group(ctx: StepContext, data, slug: str, tasks: list[SubjectTask],
     group_z, group_method = group_effects(np.stack(results["effect"]), np.stack(results["z"]),
                                           method=ec.group_effects, min_random=ec.min_subjects_random)
     group = {
-        "z": np.asarray(group_z, np.float32),
+        "z": np.asarray(_calibrated_maps(ctx, data, atoms, slug), np.float32),
+        "z_uncalibrated": np.asarray(group_z, np.float32),
         "effect": np.mean(np.stack(results["effect"]), 0).astype(np.float32),
         "ar1": np.mean(np.stack(results["rho"]), 0).astype(np.float32),
         "coef": np.mean(np.stack(results["coef"]), 0).astype(np.float32),
@@ -504,6 +535,8 @@ def _encoding_group(ctx: StepContext, data, slug: str, tasks: list[SubjectTask],
         "group_statistic": ("one-sample t over subjects of the standardised effects, as z"
                             if group_method == "random" else "Stouffer sum of subject z / sqrt(n)"),
         "confounds": [] if confounds is None else list(confounds.columns),
+        "shown": MAP_CALIBRATION,
+        "uncalibrated": "atom_maps_z_uncalibrated: the group statistic above, without the stimulus calibration",
     }
     if runs:
         ctx.summary["maps"][slug]["stories"] = [r[0] for r in map_runs]
@@ -540,7 +573,8 @@ def _encoding_group(ctx: StepContext, data, slug: str, tasks: list[SubjectTask],
         about = _map_sidecar(ctx, slug, n_sub, group_method)
         mask = nib.Nifti1Image(np.asarray(data.mask_img.dataobj).astype(np.uint8), data.mask_img.affine)
         w.write_map(slug, "mask", mask, about)
-        for name, key in (("atom_maps", "coef"), ("atom_maps_z", "z"), ("baseline_r2_layers", "baseline_r2"),
+        for name, key in (("atom_maps", "coef"), ("atom_maps_z", "z"), ("atom_maps_z_uncalibrated", "z_uncalibrated"),
+                          ("baseline_r2_layers", "baseline_r2"),
                           *((n, n) for n in ("r2_sparse", "r2_cv", "r_cv", "noise_ceiling", "q_cv", "ar1",
                                              "r2_sparse_null_p95", "r2_loso", "r_loso", "r2_loso_stories",
                                              "r_cv_nuisance_only", "delta_r_beyond_nuisance",
@@ -837,7 +871,8 @@ def _write_region_tables(writer: ResultWriter, rel: str, names, group: dict, k: 
         per_region["baseline_layer_r2_best"] = np.max(group["baseline_r2"], 0)
         per_region["baseline_layer_best"] = np.asarray(group["baseline_layers"])[np.argmax(group["baseline_r2"], 0)]
     writer.write_table(f"{rel}/regions.tsv", per_region)
-    for stat, rel_name in (("coef", "atom_maps.tsv"), ("z", "atom_maps_z.tsv")):
+    for stat, rel_name in (("coef", "atom_maps.tsv"), ("z", "atom_maps_z.tsv"),
+                           ("z_uncalibrated", "atom_maps_z_uncalibrated.tsv")):
         table = pd.DataFrame(group[stat].T, columns=[f"atom_{i}" for i in range(k)])
         table.insert(0, "region", list(names))
         writer.write_table(f"{rel}/{rel_name}", table)

@@ -462,3 +462,40 @@ def _correlations(columns: np.ndarray, series: np.ndarray) -> np.ndarray:
     b = series - series.mean()
     den = np.sqrt((a * a).sum(0) * (b @ b))
     return np.where(den > 0, (b @ a) / np.where(den > 0, den, 1), 0.0)
+
+
+def network_sensitivity(ctx: StepContext, data, per_model: dict, atlases: dict) -> None:
+    """What each model's network test could find (:func:`napari_brainorg.networks.sensitivity.detectable_r2`):
+    per atom × network the smallest driver R² declared with 80 % power, from the run's own
+    subjects, volumes, atoms and mean network series, in the FDR family the test used.
+    ``summary["sensitivity"][model]`` (numbers and a sentence the verdict says beside a null result)."""
+    from ...networks.sensitivity import detectable_r2, sensitivity_summary
+    from ..context import baseline_slugs
+
+    nc = ctx.config.networks
+    baselines = set(baseline_slugs(ctx.config).values())
+    tested = {slug: res for slug, res in per_model.items()
+              if res.get("tables") and all("effect_ok" in t.columns for t in res["tables"].values())}
+    real = [slug for slug in tested if slug not in baselines]
+    across = nc.fdr_across_models and len(real) > 1
+    for slug in real:
+        record = ctx.summary.get("networks", {}).get(slug) or {}
+        if not record.get("n_permutations"):
+            continue  # no test was made (networks.n_permutations 0): no null result to qualify
+        networks, names, atlas_names = tested_networks(data, atlases)
+        kwargs, _ = _association_args(ctx, slug)
+        atoms, fmri = _map_volumes(ctx, tested[slug]["atoms"], data, kwargs)
+        # the family: atoms x the atlas's networks x both directions (x every model, corrected together)
+        per_atlas = {a: atlas_names.count(a) for a in set(atlas_names)}
+        n_tests = [2 * atoms.shape[1] * per_atlas[a] * (len(real) if across else 1) for a in atlas_names]
+        n_draws = int(record["n_permutations"]) + (int(record.get("n_refine") or 0)
+                                                   if record.get("null", nc.null) == "phase" else 0)
+        r2 = detectable_r2(atoms, fmri, networks, tr=kwargs["tr"], confounds=kwargs["confounds"],
+                           highpass_cutoff=kwargs["highpass_cutoff"], runs=kwargs.get("runs"),
+                           network_score=nc.network_score, moved=record.get("moved", "conditional"),
+                           n_tests=n_tests, alpha=nc.alpha, n_draws=n_draws, min_effect=nc.min_effect,
+                           cancel=ctx.cancel)
+        ctx.summary.setdefault("sensitivity", {})[slug] = sensitivity_summary(
+            r2, n_subjects=len(fmri), n_volumes=atoms.shape[0], n_tests=max(n_tests), alpha=nc.alpha,
+            network_names=names, atlas_names=None if data.kind == "regions" else atlas_names,
+            unit="region" if data.kind == "regions" else "network voxel")
