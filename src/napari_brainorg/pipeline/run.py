@@ -36,7 +36,7 @@ from .execution import _model_task, encoding_tasks, networks_tasks
 from .steps.atoms import step_atoms
 from .steps.baselines import step_baselines
 from .steps.comparison import compare_baselines, compare_models, region_results
-from .steps.encoding import step_encoding
+from .steps.encoding import NUISANCE_ONLY, step_encoding
 from .steps.features import step_features
 from .steps.fmri import step_fmri
 from .steps.networks import (annotate_atoms_table, fdr_across_models, load_atlases, network_readouts,
@@ -339,7 +339,7 @@ def _start_run(ctx: StepContext) -> None:
     stale = [out / "figures", out / "comparison", out / "recovery.json"]
     for top in ("features", "atoms", "encoding", "networks"):
         for child in sorted((out / top).glob("*")):
-            if child.is_dir() and child.name not in slugs:
+            if child.is_dir() and child.name not in slugs and f"{top}/{child.name}" != NUISANCE_ONLY:
                 stale += [child, out / ".cache" / top / f"{child.name}.json"]
     # BIDS maps (maps/group, maps/sub-XX): those of a model this configuration does not run
     from ..io.results import statmap_model_label

@@ -365,6 +365,10 @@ def _joint_fit(ctx: StepContext, Y, Yf, atoms, confounds, runs) -> dict[str, np.
             "r_cv_atoms_and_nuisance": np.asarray(enc.r_, np.float32)}
 
 
+#: the nuisance regressors' fit per subject, shared by every model of the run
+NUISANCE_ONLY = "encoding/nuisance_only"
+
+
 def _nuisance_only(ctx: StepContext, task: SubjectTask, Y, Yf, confounds, runs, folds) -> dict[str, np.ndarray]:
     """The nuisance regressors alone, fitted like the atoms, and their chance level: the
     same for every model of the run, so computed once per subject
@@ -375,7 +379,7 @@ def _nuisance_only(ctx: StepContext, task: SubjectTask, Y, Yf, confounds, runs, 
     summary voxels' r, the reference of the atoms' gain)."""
     ec = ctx.config.encoding
     name = subject_file_name(task.subject)
-    step, rel = f"encoding/nuisance_only/{name}", f"encoding/nuisance_only/{name}.npz"
+    step, rel = f"{NUISANCE_ONLY}/{name}", f"{NUISANCE_ONLY}/{name}.npz"
     key_parts = [ec.model_dump(mode="json"), ctx.keys.get("fmri"), ctx.keys.get("story"), ctx.config.seed,
                  ctx.config.story.tr, task.subject, task.index,
                  hashlib.sha256(np.ascontiguousarray(confounds).tobytes()).hexdigest()]
