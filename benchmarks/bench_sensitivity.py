@@ -32,14 +32,7 @@ RULES = dict(min_effect=0.05, min_relative_effect=0.25, min_network_relative_eff
              min_network_relative_marginal=0.5)
 
 
-def hrf_courses(rng, n: int, k: int) -> np.ndarray:
-    from nilearn.glm.first_level import glover_hrf
-
-    hrf = glover_hrf(TR, oversampling=1, time_length=32.0)
-    raw = rng.standard_normal((n + 40, k))
-    x = np.stack([np.convolve(raw[:, j], hrf)[40:n + 40] for j in range(k)], axis=1)
-    x = x @ (np.eye(k) + 0.3 * rng.standard_normal((k, k)) / np.sqrt(k))
-    return (x - x.mean(0)) / x.std(0)
+from bench_map_calibration import hrf_courses  # noqa: E402  (the same source-like courses; a script's folder is on sys.path)
 
 
 def study(atoms, r2, subjects, seed, resolution):
