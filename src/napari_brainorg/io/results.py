@@ -326,6 +326,11 @@ class ResultWriter:
         import nibabel as nib
 
         target = self._target(rel)
+        name = Path(rel).name[: -len(".nii.gz")]
+        if intent is None and name in GROUP_MAPS and isinstance(img, nib.Nifti1Image) \
+                and not img.header["intent_code"]:
+            # a map under its earlier name (``atom_maps_z.nii.gz``) keeps the meaning it had
+            intent, description = GROUP_MAPS[name][2], description or GROUP_MAPS[name][3]
         if isinstance(img, nib.Nifti1Image):
             set_map_header(img, code=self.space.xform_code if self.space is not None else None,
                            description=description, intent=intent, time_series=time_series)
