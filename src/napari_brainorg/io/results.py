@@ -615,7 +615,8 @@ class ResultFolder:
         Parameters
         ----------
         model : str, optional
-            Default: the first model.
+            A model of the run or one of its baselines (``summary["baselines"]``, whose
+            folders sit beside the models'). Default: the first model.
         name : str
             What the map holds, a key of :data:`GROUP_MAPS`: ``"mask"``, ``"r2_cv"``,
             ``"r_cv"``, ``"atom_maps"``, ``"atom_maps_z"``, ``"noise_ceiling"``, ``"q_cv"``...
@@ -626,7 +627,8 @@ class ResultFolder:
         from ..errors import check_choice
 
         check_choice("name", name, tuple(GROUP_MAPS))
-        return find_map(self.path, self._check_model(model), name)
+        baselines = self.summary.get("baselines") or {}
+        return find_map(self.path, model if model in baselines else self._check_model(model), name)
 
     def map_img(self, model: str | None = None, name: str = "r2_cv"):
         """:meth:`map_path` as a nibabel image, or None."""
