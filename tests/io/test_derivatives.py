@@ -208,3 +208,20 @@ def test_source_datasets_name_a_bids_input_by_its_doi_and_plain_images_by_uri(tm
     images = [str(tmp_path / "runs" / f"sub-0{i}_bold.nii.gz") for i in (1, 2)]
     config = make_config({"fmri": {"images": images}, "out": str(tmp_path / "out")})
     assert dataset_description(config)["SourceDatasets"] == [{"URL": (tmp_path / "runs").resolve().as_uri()}]
+
+
+def test_a_baselines_maps_are_found_like_a_models(tmp_path):
+    w = ResultWriter(tmp_path / "out")
+    w.space = MapSpace(task="story", res="2mm", xform_code=4, voxel_mm=(2.0, 2.0, 2.0))
+    img = nib.Nifti1Image(np.arange(8, dtype=np.float32).reshape(2, 2, 2), np.eye(4))
+    w.write_map("minilm-phase-randomised", "r_cv", img)
+    w.write_json("summary.json", {"models": ["minilm"], "baselines": {"minilm-phase-randomised": "minilm"},
+                                  "tr": 1.5, "n_volumes": 10})
+    res = ResultFolder(tmp_path / "out")
+    found = res.map_path("minilm-phase-randomised", "r_cv")
+    assert found.name == "task-story_res-2mm_desc-minilmphaserandomisedRCv_statmap.nii.gz"
+    np.testing.assert_array_equal(np.asarray(res.map_img("minilm-phase-randomised", "r_cv").dataobj),
+                                  np.asarray(img.dataobj))
+    assert res.map_path("minilm", "r_cv") is None
+    with pytest.raises(ValueError, match="'model' must be one of"):
+        res.map_path("other", "r_cv")

@@ -326,6 +326,11 @@ class ResultWriter:
         import nibabel as nib
 
         target = self._target(rel)
+        name = Path(rel).name[: -len(".nii.gz")]
+        if intent is None and name in GROUP_MAPS and isinstance(img, nib.Nifti1Image) \
+                and not img.header["intent_code"]:
+            # a map under its earlier name (``atom_maps_z.nii.gz``) keeps the meaning it had
+            intent, description = GROUP_MAPS[name][2], description or GROUP_MAPS[name][3]
         if isinstance(img, nib.Nifti1Image):
             set_map_header(img, code=self.space.xform_code if self.space is not None else None,
                            description=description, intent=intent, time_series=time_series)
@@ -610,7 +615,8 @@ class ResultFolder:
         Parameters
         ----------
         model : str, optional
-            Default: the first model.
+            A model of the run or one of its baselines (``summary["baselines"]``, whose
+            folders sit beside the models'). Default: the first model.
         name : str
             What the map holds, a key of :data:`GROUP_MAPS`: ``"mask"``, ``"r2_cv"``,
             ``"r_cv"``, ``"atom_maps"``, ``"atom_maps_z"``, ``"noise_ceiling"``, ``"q_cv"``...
@@ -621,7 +627,8 @@ class ResultFolder:
         from ..errors import check_choice
 
         check_choice("name", name, tuple(GROUP_MAPS))
-        return find_map(self.path, self._check_model(model), name)
+        baselines = self.summary.get("baselines") or {}
+        return find_map(self.path, model if model in baselines else self._check_model(model), name)
 
     def map_img(self, model: str | None = None, name: str = "r2_cv"):
         """:meth:`map_path` as a nibabel image, or None."""
