@@ -105,7 +105,9 @@ def test_voxel_plots_are_legible_docked_and_name_their_models(make_napari_viewer
     path, truth = tiny_result
     copy = tmp_path / "with_heldout"
     shutil.copytree(path, copy)
-    predicted = np.load(copy / "encoding/minilm/voxel_predicted.npy")
+    from napari_brainorg.io.results import ResultFolder
+
+    predicted = np.asarray(ResultFolder(copy).voxel_timecourses("minilm")["predicted"])
     rng = np.random.default_rng(5)
     heldout = (0.5 * predicted + rng.normal(0, 1.0, predicted.shape)).astype(np.float32)
     np.save(copy / "encoding/minilm/voxel_predicted_heldout.npy", heldout)
@@ -230,9 +232,11 @@ def test_the_active_layer_after_opening_is_a_map_not_the_atlas(make_napari_viewe
         viewer.open(str(tiny_result[0]), plugin="napari-brainorg")
     else:
         _open(viewer, qtbot, tiny_result[0], pipeline=False)
-    qtbot.waitUntil(lambda: viewer.layers.selection.active is not None
-                    and viewer.layers.selection.active._type_string != "labels", timeout=5000)
-    assert viewer.layers.selection.active.metadata.get(L.ROLE) == "atom_map"
+    # layers arrive one per turn of the event loop (read in a worker): wait for the last one
+    qtbot.waitUntil(lambda: L.find_layer(viewer, "networks") is not None
+                    and viewer.layers.selection.active is not None
+                    and viewer.layers.selection.active.metadata.get(L.ROLE) == "atom_map", timeout=15000)
+    assert viewer.layers.selection.active._type_string != "labels"
     assert L.find_layer(viewer, "networks")._type_string == "labels"  # the atlas is there, not active
 
 
@@ -241,7 +245,12 @@ def test_an_atlas_opened_after_a_map_leaves_the_map_active(make_napari_viewer, q
     path = tiny_result[0]
     viewer.open(str(path / "encoding/minilm/atom_maps_z.nii.gz"), plugin="napari-brainorg")
     viewer.open(str(path / "networks/atlas_yeo7.nii.gz"), plugin="napari-brainorg")
-    qtbot.waitUntil(lambda: viewer.layers.selection.active._type_string != "labels", timeout=5000)
+    # each file is read in a worker: wait until both layers are in
+    names = lambda: [layer.name for layer in viewer.layers]  # noqa: E731
+    qtbot.waitUntil(lambda: any(n.startswith("atom_maps_z") for n in names())
+                    and any(n.startswith("atlas_yeo7") for n in names()), timeout=15000)
+    qtbot.wait(200)
+    assert viewer.layers.selection.active._type_string != "labels"
     assert viewer.layers.selection.active.name.startswith("atom_maps_z")
 
 

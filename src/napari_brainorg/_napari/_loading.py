@@ -365,17 +365,21 @@ class LayerFeed:
 
 def show_layers_async(viewer: napari.Viewer, build: Callable[[], list], *, name: str, owner=None,
                       on_shown: Callable | None = None, on_error: Callable | None = None,
-                      source: dict | None = None, wrap: Callable[[], Any] | None = None) -> Task:
+                      source: dict | None = None, wrap: Callable[[], Any] | None = None,
+                      supersede: bool = True) -> Task:
     """Run ``build()`` (layer-data tuples) in a thread, then add them in pieces.
 
     The viewer shows what it showed until each piece arrives; ``on_shown({key: layer})``
     runs in the GUI thread after the last. Returns the :class:`._tasks.Task` of the thread.
+    ``supersede`` (a result, whose layers replace the shown ones): a newer such load of the
+    viewer stops this one; False (files opened one after another): every load adds its layers.
     """
     from ._tasks import run_in_thread
 
     start_warm_up()
     ticket = object()
-    _LATEST[viewer] = ticket
+    if supersede:
+        _LATEST[viewer] = ticket
     _set_status(viewer, f"napari-brainorg: reading {name}…")
 
     def work():
@@ -383,7 +387,7 @@ def show_layers_async(viewer: napari.Viewer, build: Callable[[], list], *, name:
         return build()
 
     def done(items):
-        if _LATEST.get(viewer) is not ticket or not viewer_alive(viewer):
+        if (supersede and _LATEST.get(viewer) is not ticket) or not viewer_alive(viewer):
             return  # a newer load of this viewer, or the viewer was closed
         LayerFeed(viewer, items, name=name, on_done=on_shown, on_error=on_error, source=source,
                   wrap=wrap).start()

@@ -212,8 +212,9 @@ def read_nifti(path) -> list[tuple]:
     display.install(viewer)
     with_template = _layers.find_layer(viewer, "template") is None
     name = nifti_stem(Path(paths[0])) + (f" and {len(paths) - 1} more" if len(paths) > 1 else "")
+    # files opened one after another each add their layers (no load supersedes another)
     show_layers_async(viewer, lambda: nifti_items(paths, with_template=with_template), name=name,
-                      source={"path": paths[0], "reader_plugin": "napari-brainorg"})
+                      source={"path": paths[0], "reader_plugin": "napari-brainorg"}, supersede=False)
     return HANDLED
 
 
