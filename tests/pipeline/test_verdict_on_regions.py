@@ -114,7 +114,7 @@ def test_broken_lock_declares_no_held_out_r_and_no_lead(base):
     assert sensitivity["median"] is None and sensitivity["n_undetectable"] == 12 * len(REGIONS)
     assert "cannot declare any link" in links["text"]
     # the atom maps shown are calibrated; the subjects' combination is kept beside them
-    shown = pd.read_csv(out / "encoding/minilm/atom_maps_z.csv").set_index("region")
-    kept = pd.read_csv(out / "encoding/minilm/atom_maps_z_uncalibrated.csv").set_index("region")
+    shown = pd.read_csv(out / "encoding/minilm/atom_maps_z.tsv", sep="\t").set_index("region")
+    kept = pd.read_csv(out / "encoding/minilm/atom_maps_z_uncalibrated.tsv", sep="\t").set_index("region")
     assert shown.shape == kept.shape and not np.allclose(shown.to_numpy(), kept.to_numpy())
     assert "stimulus-calibrated" in summary["maps"]["minilm"]["shown"]
