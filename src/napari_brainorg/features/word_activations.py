@@ -82,6 +82,14 @@ class WordActivationWriter:
         into the rows ``word_index`` (sorted, as :func:`.activations.iter_word_activations` yields them)."""
         if self._skipped is not None:
             return
+        try:
+            self._add(word_index, values)
+        except OSError as exc:  # e.g. a full disk or a file-size limit: say which file
+            if exc.filename is not None:
+                raise
+            raise OSError(exc.errno, exc.strerror or str(exc), str(self.target)) from exc
+
+    def _add(self, word_index: np.ndarray, values) -> None:
         if self._n_ans is None and not self._open(int(values.shape[1])):
             return
         block = values.cpu().numpy() if hasattr(values, "cpu") else np.asarray(values)
