@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -51,14 +50,9 @@ TIMEOUT_S = 300.0
 
 
 def _reexec_under_xvfb() -> None:
-    if os.environ.get("DISPLAY") or os.environ.get("BRAINORG_BENCH_NO_XVFB"):
-        return
-    xvfb = shutil.which("xvfb-run")
-    if xvfb is None:
-        sys.exit("No $DISPLAY and no xvfb-run: run this benchmark under an X server.")
-    env = dict(os.environ, BRAINORG_BENCH_NO_XVFB="1")
-    cmd = [xvfb, "-a", "-s", f"-screen 0 {SCREEN[0]}x{SCREEN[1]}x24", sys.executable, *sys.argv]
-    sys.exit(subprocess.call(cmd, env=env))
+    from bench_napari import _reexec_under_xvfb as reexec  # a script's folder is on sys.path
+
+    reexec(SCREEN)
 
 
 class Heartbeat:

@@ -51,14 +51,15 @@ from pathlib import Path
 import numpy as np
 
 
-def _reexec_under_xvfb() -> None:
+def _reexec_under_xvfb(screen: tuple[int, int] = (1600, 1000)) -> None:
+    """Run this script again under ``xvfb-run`` (a ``screen`` of that size) when there is no X server."""
     if os.environ.get("DISPLAY") or os.environ.get("BRAINORG_BENCH_NO_XVFB"):
         return
     xvfb = shutil.which("xvfb-run")
     if xvfb is None:
         sys.exit("No $DISPLAY and no xvfb-run: run this benchmark under an X server.")
     env = dict(os.environ, BRAINORG_BENCH_NO_XVFB="1")
-    cmd = [xvfb, "-a", "-s", "-screen 0 1600x1000x24", sys.executable, *sys.argv]
+    cmd = [xvfb, "-a", "-s", f"-screen 0 {screen[0]}x{screen[1]}x24", sys.executable, *sys.argv]
     sys.exit(subprocess.call(cmd, env=env))
 
 
