@@ -97,3 +97,27 @@ def get_backend(name: str = "numpy", device: str | None = None, dtype: str = "fl
     if device is None:
         device = "cuda" if cuda_available() else "cpu"
     return Backend("torch", device, dtype)
+
+
+_BLAS_CONTROLLER = None
+
+
+def blas_controller():
+    """The process's ``threadpoolctl.ThreadpoolController``, made once.
+
+    Making one inspects every loaded shared library (about 5 ms with torch loaded);
+    ``threadpool_limits(1)`` made one per call, and the GLS maps call it once per AR
+    bin (a thousand times a run). The BLAS that numpy uses is loaded with numpy, before
+    the first call, so the cached controller sees it.
+    """
+    global _BLAS_CONTROLLER
+    if _BLAS_CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS_CONTROLLER = ThreadpoolController()
+    return _BLAS_CONTROLLER
+
+
+def blas_limit(n: int = 1):
+    """Context manager: at most ``n`` BLAS threads inside (small products, or threads of our own)."""
+    return blas_controller().limit(limits=int(n), user_api="blas")

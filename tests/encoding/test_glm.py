@@ -97,6 +97,24 @@ def test_gls_maps_tissue_dependent_noise_and_a_driven_voxel(rng):
         gls_atom_maps(X, Y, noise_model="ar2")
 
 
+def test_gls_maps_with_the_ar1_given_are_the_maps_that_estimate_it(rng):
+    """Another model's maps of the same subject reuse its AR(1) (it is estimated without the atoms)."""
+    from napari_brainorg.encoding.glm import ar1_coefficients, gls_atom_maps
+    from napari_brainorg.encoding.preprocessing import drift_basis
+
+    n = 300
+    drift = drift_basis(n, 1.5, 128.0)
+    Y = _ar1_noise(rng, np.linspace(0.1, 0.7, 400), n, 400)
+    rho = ar1_coefficients(Y, drift)
+    for X in (_smooth_atoms(rng, n, 8), _smooth_atoms(rng, n, 5)):
+        own = gls_atom_maps(X, Y, nuisance=drift)
+        given = gls_atom_maps(X, Y, nuisance=drift, rho=rho)
+        np.testing.assert_array_equal(given.z, own.z)
+        np.testing.assert_array_equal(given.rho, own.rho)
+    with pytest.raises(ShapeError, match="one value per voxel"):
+        gls_atom_maps(X, Y, nuisance=drift, rho=rho[:10])
+
+
 def test_gls_maps_partial_out_confounds(rng):
     from napari_brainorg.encoding.glm import gls_atom_maps
 

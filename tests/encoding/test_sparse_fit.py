@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_brainorg.encoding.preprocessing import ConstantColumnsWarning
-from napari_brainorg.encoding.sparse_fit import SparseAtomEncoder, alpha_max
+from napari_brainorg.encoding.sparse_fit import SparseAtomEncoder, alpha_max, sparse_r2_null
 from napari_brainorg.errors import ConfigError, FMRIInputError, NotFittedError, ShapeError
 
 
@@ -127,3 +127,18 @@ def test_constant_voxels_and_bad_inputs(rng):
         SparseAtomEncoder().fit(flat_atoms, Y[:, :1])
     with pytest.raises(NotFittedError):
         SparseAtomEncoder().predict(atoms)
+
+
+def test_the_shift_null_is_the_fit_with_every_atom_shifted(rng):
+    """The null rolls the prepared fMRI back instead of the atoms forward: the same fits."""
+    atoms, Y, _ = _planted(rng)
+    shifts = [40, 117, 250]
+    null = sparse_r2_null(atoms, Y, shifts, alpha=0.1)
+    assert null.shape == (3, Y.shape[1])
+    for row, s in zip(null, shifts):
+        refit = SparseAtomEncoder(alpha=0.1).fit(np.roll(atoms, s, axis=0), Y).r2_
+        np.testing.assert_allclose(row, refit, atol=1e-5)
+    observed = SparseAtomEncoder(alpha=0.1).fit(atoms, Y).r2_
+    driven = observed > 0.2
+    assert driven.any() and np.all(null[:, driven] < observed[driven])
+    assert sparse_r2_null(atoms, Y, [], alpha=0.1).shape == (0, Y.shape[1])

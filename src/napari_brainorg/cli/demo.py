@@ -30,8 +30,8 @@ def add_parser(subparsers) -> None:
                    help="a smaller run (pieman alone, MiniLM, 16 atoms, 8 subjects, 6 mm grid, no baselines) "
                         "for a first look in a few minutes")
     p.add_argument("--resolution", type=float, default=None, metavar="MM",
-                   help="voxel size of the simulated subjects in mm (default: 4; with --quick 6); e.g. 6 for "
-                        "about a third of the voxels and of the simulation's and encoding's time")
+                   help="voxel size of the simulated subjects in mm (default: 5; with --quick 6); 4 for the finer "
+                        "grid (about twice the voxels, and of the simulation's and encoding's time)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_execution_options(p)
     p.set_defaults(func=run)

@@ -144,11 +144,11 @@ def _map_chunks(fn, starts, n_threads: int, cancel):
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
-    from threadpoolctl import threadpool_limits
+    from .._backend import blas_limit
 
     todo = iter(starts)
     pending: deque = deque()
-    with threadpool_limits(1), ThreadPoolExecutor(n_threads, thread_name_prefix="brainorg-ridge") as pool:
+    with blas_limit(1), ThreadPoolExecutor(n_threads, thread_name_prefix="brainorg-ridge") as pool:
         try:
             check_cancel(cancel)
             for start in todo:

@@ -109,12 +109,9 @@ def _small_lapack(bk: Backend):
     if bk.name != "numpy":
         yield
         return
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        yield
-        return
-    with threadpool_limits(1):
+    from .._backend import blas_limit
+
+    with blas_limit(1):
         yield
 
 

@@ -27,8 +27,8 @@ from scipy import stats
 
 from typing import NamedTuple
 
-from threadpoolctl import threadpool_limits
 
+from .._backend import blas_limit
 from ..errors import ConfigError, ShapeError
 
 
@@ -223,7 +223,7 @@ def _whiten(A: np.ndarray, rho: float) -> np.ndarray:
 
 
 def gls_atom_maps(X, Y, *, nuisance=None, confounds=None, noise_model: str = "ar1", bin_width: float = 0.02,
-                  max_rho: float = 0.95) -> AtomMaps:
+                  max_rho: float = 0.95, rho=None) -> AtomMaps:
     """Per-subject atom maps whose z is valid under AR(1) noise (GLS, noise without the atoms).
 
     Parameters
@@ -245,6 +245,10 @@ def gls_atom_maps(X, Y, *, nuisance=None, confounds=None, noise_model: str = "ar
         ``"ols"``: white noise assumed (only valid when it is).
     bin_width : float, default 0.02
     max_rho : float, default 0.95
+    rho : array of shape (n_voxels,), optional
+        The voxels' AR(1) coefficients as :func:`ar1_coefficients` gives them for this
+        ``Y``, ``nuisance`` and ``confounds`` (they do not depend on the atoms: one
+        subject's maps for several models share them); computed when not given.
 
     Returns
     -------
@@ -273,7 +277,10 @@ def gls_atom_maps(X, Y, *, nuisance=None, confounds=None, noise_model: str = "ar
     Xr = X - Q @ (Q.T @ X)
     sd_x = Xr.std(0)
     if noise_model == "ar1":
-        rho = ar1_coefficients(Y, nuis[:, 1:] if nuis.shape[1] > 1 else None, max_rho=max_rho)
+        if rho is None:
+            rho = ar1_coefficients(Y, nuis[:, 1:] if nuis.shape[1] > 1 else None, max_rho=max_rho)
+        elif np.shape(rho) != (Y.shape[1],):
+            raise ShapeError(f"'rho' must have one value per voxel ({Y.shape[1]}); shape {np.shape(rho)} was provided.")
         rho_used = np.round(rho / bin_width) * bin_width
     else:
         rho_used = np.zeros(Y.shape[1])
@@ -284,7 +291,7 @@ def gls_atom_maps(X, Y, *, nuisance=None, confounds=None, noise_model: str = "ar
         cols = np.flatnonzero(rho_used == value)
         D = _whiten(design, float(value))
         # normal equations (small, p x p) rather than an SVD per bin
-        with threadpool_limits(1):  # small matrices: threads only cost here
+        with blas_limit(1):  # small matrices: threads only cost here
             gram_inv = np.linalg.pinv(D.T @ D, hermitian=True)
         pinv = gram_inv @ D.T
         cov_unscaled = np.diag(gram_inv)[:k]

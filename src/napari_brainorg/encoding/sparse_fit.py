@@ -186,8 +186,14 @@ class SparseAtomEncoder(RegressorMixin, BaseEstimator):
         -------
         self
         """
-        from ..sparse.dictionary import sparse_encode
+        D, Yc = self._prepare(atoms, Y)
+        self.coef_ = self._solve(D, Yc, progress=progress, cancel=cancel)
+        self.r2_ = self._r2(D, Yc, self.coef_)
+        return self
 
+    def _prepare(self, atoms, Y) -> tuple[np.ndarray, np.ndarray]:
+        """Validate, set every fitted attribute but the codes, and return the prepared
+        atoms ``D`` (centred, unit norm) and voxels ``Yc`` (centred, scaled)."""
         try:
             alpha = float(self.alpha)
         except (TypeError, ValueError):
@@ -224,17 +230,23 @@ class SparseAtomEncoder(RegressorMixin, BaseEstimator):
         scaled_var = (std[~constant] / y_scale[~constant]) ** 2
         rms_norm = math.sqrt(n_volumes * float(scaled_var.mean())) if scaled_var.size else 0.0
         self.lambda_ = alpha * rms_norm
-        self.coef_ = sparse_encode(
-            Yc, D, self.lambda_, positive=self.positive, max_iter=self.max_iter, tol=self.tol,
-            backend=self.backend, device=self.device, chunk_size=self.chunk_size, dtype=dtype,
-            progress=progress, cancel=cancel,
-        )
-        check_cancel(cancel)
-        self.r2_ = self._r2(D, Yc, self.coef_)
+        self._dtype = dtype
         self.y_mean_, self.y_scale_ = y_mean.astype(npdt), y_scale.astype(npdt)
         self.constant_voxels_ = constant
         self.n_features_in_ = atoms.shape[1]
-        return self
+        return D, Yc
+
+    def _solve(self, D: np.ndarray, Yc: np.ndarray, progress=None, cancel=None) -> np.ndarray:
+        """The codes of the prepared voxels ``Yc`` on the prepared atoms ``D`` at ``lambda_``."""
+        from ..sparse.dictionary import sparse_encode
+
+        W = sparse_encode(
+            Yc, D, self.lambda_, positive=self.positive, max_iter=self.max_iter, tol=self.tol,
+            backend=self.backend, device=self.device, chunk_size=self.chunk_size, dtype=self._dtype,
+            progress=progress, cancel=cancel,
+        )
+        check_cancel(cancel)
+        return W
 
     @staticmethod
     def _r2(D: np.ndarray, Yc: np.ndarray, W: np.ndarray) -> np.ndarray:
@@ -285,6 +297,10 @@ def sparse_r2_null(atoms, Y, shifts, *, alpha=0.1, cancel=None, **encoder_option
     broken), the sparse model is refit, and each voxel's R² recorded: the chance level
     of the in-sample R² for these atoms, this sparsity and these voxels.
 
+    Shifting every atom forward by ``s`` and shifting the fMRI back by ``s`` permute the
+    rows of both alike, which leaves the fit unchanged; so the fMRI is centred and scaled
+    once and its rows are rolled for each draw (only the solver runs per draw).
+
     Parameters
     ----------
     atoms : array of shape (n_volumes, k)
@@ -300,11 +316,14 @@ def sparse_r2_null(atoms, Y, shifts, *, alpha=0.1, cancel=None, **encoder_option
     -------
     null_r2 : ndarray of shape (n_shifts, n_voxels)
     """
-    atoms = np.asarray(atoms)
+    shifts = [int(s) for s in shifts]
+    if not shifts:
+        return np.zeros((0, np.shape(Y)[1]))
+    enc = SparseAtomEncoder(alpha=alpha, **encoder_options)
+    D, Yc = enc._prepare(atoms, Y)
     out = []
     for s in shifts:
         check_cancel(cancel)
-        enc = SparseAtomEncoder(alpha=alpha, **encoder_options).fit(np.roll(atoms, int(s), axis=0), Y,
-                                                                      cancel=cancel)
-        out.append(np.asarray(enc.r2_))
-    return np.stack(out) if out else np.zeros((0, np.shape(Y)[1]))
+        Ys = np.roll(Yc, -s, axis=0)
+        out.append(np.asarray(enc._r2(D, Ys, enc._solve(D, Ys, cancel=cancel))))
+    return np.stack(out)

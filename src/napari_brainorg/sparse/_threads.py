@@ -5,19 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-from .._backend import Backend
-
-
-_CONTROLLER = None
-
-
-def _blas_controller():
-    global _CONTROLLER
-    if _CONTROLLER is None:
-        from threadpoolctl import ThreadpoolController
-
-        _CONTROLLER = ThreadpoolController()
-    return _CONTROLLER
+from .._backend import Backend, blas_controller as _blas_controller
 
 
 def _n_threads() -> int:

@@ -150,7 +150,7 @@ def encode_subject(ctx: StepContext, task: SubjectTask, Y: np.ndarray, atoms: np
     out: dict[str, np.ndarray] = {}
     check_cancel(ctx.cancel)
     Yf = highpass_study(ctx, Y)
-    out.update(_gls_maps(ctx, Y, atoms, confounds))
+    out.update(_gls_maps(ctx, Y, atoms, confounds, subject=task.subject))
     if tick is not None:
         tick()
     if "sparse" in ec.models:
@@ -190,15 +190,37 @@ def _map_design(ctx: StepContext, n_volumes: int, confounds):
     return mrows, nuisance, conf, [int(r[1]) for r in map_runs] if cfg.multi_story else None
 
 
-def _gls_maps(ctx: StepContext, Y: np.ndarray, atoms: np.ndarray, confounds) -> dict[str, np.ndarray]:
-    """Each atom's GLS map (``z``, ``effect``) and the noise's AR(1) (``rho``) on the map
-    volumes (``encoding.map_stories``), with the drifts and confounds as nuisance."""
-    from ...encoding.glm import gls_atom_maps
+#: the voxels' AR(1) per subject and nuisance, shared by every model's maps of that subject
+#: (the noise is estimated without the atoms); a few subjects' worth of one value per voxel
+_AR1_MEMO: dict[tuple, np.ndarray] = {}
+_AR1_MEMO_SIZE = 64
 
+
+def _gls_maps(ctx: StepContext, Y: np.ndarray, atoms: np.ndarray, confounds, subject=None) -> dict[str, np.ndarray]:
+    """Each atom's GLS map (``z``, ``effect``) and the noise's AR(1) (``rho``) on the map
+    volumes (``encoding.map_stories``), with the drifts and confounds as nuisance.
+
+    ``subject`` (its name) lets the models of a run share the subject's AR(1), which
+    does not depend on the atoms; it is keyed by the fMRI's content key, the subject, the
+    map volumes and the nuisance, so nothing of other data is reused."""
+    from ...encoding.glm import ar1_coefficients, gls_atom_maps
+
+    ec = ctx.config.encoding
     # the atoms themselves stay unfiltered in the GLS: the drifts are in the model
     mrows, nuisance, conf, _ = _map_design(ctx, atoms.shape[0], confounds)
-    maps = gls_atom_maps(atoms[mrows], Y[mrows], nuisance=nuisance, confounds=conf,
-                         noise_model=ctx.config.encoding.noise_model)
+    rho = None
+    if ec.noise_model == "ar1" and subject is not None and ctx.keys.get("fmri"):
+        extra = nuisance if conf is None else np.column_stack([nuisance, np.asarray(conf, np.float64)])
+        key = (ctx.keys["fmri"], subject, Y.shape, hashlib.sha256(np.ascontiguousarray(mrows).tobytes()
+                                                                   + np.ascontiguousarray(extra).tobytes()).hexdigest())
+        rho = _AR1_MEMO.get(key)
+        if rho is None:
+            rho = ar1_coefficients(Y[mrows], extra)
+            if len(_AR1_MEMO) >= _AR1_MEMO_SIZE:
+                _AR1_MEMO.pop(next(iter(_AR1_MEMO)))
+            _AR1_MEMO[key] = rho
+    maps = gls_atom_maps(atoms[mrows], Y[mrows], nuisance=nuisance, confounds=conf, noise_model=ec.noise_model,
+                         rho=rho)
     return {"z": maps.z, "effect": maps.effect, "rho": maps.rho}
 
 
