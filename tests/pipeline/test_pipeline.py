@@ -76,6 +76,10 @@ def test_result_folder_holds_maps_tables_and_figures(quick_result):
     r = [np.corrcoef(atoms[:, j], rate)[0, 1] for j in range(k)]
     np.testing.assert_allclose(table["r_word_rate"], r, atol=1e-4)
     assert len(res.words_per_volume()) == res.n_volumes
+    # the steps that raised the process's peak memory, each to a peak above the one before
+    peaks = res.summary["peak_memory_gb"]
+    assert set(peaks) <= set(res.summary["timings_s"])
+    assert list(peaks.values()) == sorted(peaks.values()) and all(0.01 < v < 1024 for v in peaks.values())
 
 
 def test_rerun_reuses_every_step(quick_result):

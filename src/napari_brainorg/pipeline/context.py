@@ -99,6 +99,8 @@ class StepContext:
     cancel: CancelToken | None
     keys: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    #: steps that raised the process's peak resident memory -> that peak (GB)
+    peak_memory: dict[str, float] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     #: nuisance regressors (n_volumes, n_confounds) of the story step, for the encoding step
     confounds: Any = None

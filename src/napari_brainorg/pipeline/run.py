@@ -23,6 +23,7 @@ folder reads as incomplete. The order:
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -153,18 +154,36 @@ def _run_steps(config: PipelineConfig, progress: ProgressCallback | None = None,
         executor.close()
 
 
+def peak_rss_gb() -> float | None:
+    """This process's peak resident memory so far, in GB (None where the OS does not say)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**30 if sys.platform == "darwin" else peak * 1024 / 2**30  # bytes on macOS, KiB on Linux
+
+
 class _Timer:
-    """Each step's wall time, summed over models, in ``ctx.timings`` (and the log)."""
+    """Each step's wall time, summed over models, in ``ctx.timings`` (and the log), and
+    where the process's peak memory rose: ``ctx.peak_memory`` maps a step to the peak RSS
+    (GB) it raised the process to, so the step that sets the run's peak is the largest."""
 
     def __init__(self, ctx: StepContext):
         self.ctx = ctx
 
     def __call__(self, name, fn, *args):
         t = time.perf_counter()
+        before = peak_rss_gb()
         _log.debug("step %s: start", name)
         out = fn(*args)
         self.ctx.timings[name] = self.ctx.timings.get(name, 0.0) + time.perf_counter() - t
-        _log.info("step %s: done in %.1f s", name, time.perf_counter() - t)
+        after = peak_rss_gb()
+        if after is not None and before is not None and after > before + 1e-3:
+            self.ctx.peak_memory.pop(name, None)  # in the order the peak rose (a step runs once per model)
+            self.ctx.peak_memory[name] = round(after, 3)
+        _log.info("step %s: done in %.1f s (peak memory %s GB)", name, time.perf_counter() - t,
+                  "?" if after is None else f"{after:.2f}")
         return out
 
 
@@ -294,6 +313,8 @@ def _finish_summary(ctx: StepContext, models: dict, baselines: dict, truth: dict
         "atlases": [atlas_slug(a) for a in config.networks.atlases],
         "template": None,
         "timings_s": {k: round(v, 2) for k, v in ctx.timings.items()},
+        # the steps that raised this process's peak resident memory, and to what (GB)
+        "peak_memory_gb": dict(ctx.peak_memory),
         "wall_time_s": round(time.perf_counter() - t0, 2),
     })
 

@@ -199,4 +199,8 @@ def provenance_section(result: ResultFolder, version: str) -> str:
     if isinstance(timings, dict) and timings:
         html += (f"<details><summary>Step timings</summary>"
                  f"{_kv_table((k, f'{num(v)} s') for k, v in timings.items())}</details>")
+    peaks = result.summary.get("peak_memory_gb")
+    if isinstance(peaks, dict) and peaks:
+        html += (f"<details><summary>Peak memory (the steps that raised it)</summary>"
+                 f"{_kv_table((k, f'{num(v)} GB') for k, v in peaks.items())}</details>")
     return f"<section id='provenance'><h2>Provenance</h2>{html}</section>"
