@@ -177,6 +177,7 @@ def run_action(action: str, path: Path, two_models: Path | None, why: bool = Fal
     import numpy as np
     from qtpy.QtWidgets import QApplication
 
+    from napari_brainorg._napari._label_tables import nifti_stem
     from napari_brainorg._napari.view import open_viewer
 
     extra: dict = {}
@@ -206,13 +207,13 @@ def run_action(action: str, path: Path, two_models: Path | None, why: bool = Fal
     app = QApplication.instance()
     _settle(app, 1.0)
     if action in ("reader", "nifti", "sample"):
-        target = path / "encoding" / _first_model(path) / "atom_maps_z.nii.gz" if action == "nifti" else path
+        target = _atom_maps_file(path) if action == "nifti" else path
         if action == "sample":
             os.environ["NAPARI_BRAINORG_DEMO"] = str(path)
 
         def ready_now():
             if action == "nifti":
-                return any(layer.name == "atom_maps_z" for layer in viewer.layers)
+                return any(layer.name == nifti_stem(target) for layer in viewer.layers)
             return _has_result_layers(viewer)
 
         with meter:
@@ -287,8 +288,12 @@ def run_action(action: str, path: Path, two_models: Path | None, why: bool = Fal
             "worst": [(round(g, 1), round(t, 2)) for g, t in meter.worst()], **extra}
 
 
-def _first_model(path: Path) -> str:
-    return json.loads((path / "summary.json").read_text())["models"][0]
+def _atom_maps_file(path: Path) -> Path:
+    """The first model's 4D atom maps (z) of the result, under whichever name the folder has."""
+    from napari_brainorg.io.results import ResultFolder
+
+    result = ResultFolder(path)
+    return result.map_path(result.models[0], "atom_maps_z")
 
 
 def _child(args) -> int:

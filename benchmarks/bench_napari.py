@@ -109,6 +109,7 @@ def with_second_model(path: Path, dst: Path) -> Path:
 
     import nibabel as nib
 
+    from napari_brainorg.io._naming import bids_label, find_map
     from napari_brainorg.io.results import ResultFolder
 
     result = ResultFolder(path)
@@ -120,9 +121,13 @@ def with_second_model(path: Path, dst: Path) -> Path:
     for part in ("atoms", "encoding", "networks"):
         if (dst / part / model).is_dir():
             shutil.copytree(dst / part / model, dst / part / other)
-    for name in ("atom_maps_z.nii.gz", "atom_maps.nii.gz"):
-        f = dst / "encoding" / other / name
-        if f.exists():
+    # the maps' BIDS names carry the model: the copies get the second model's
+    theirs, ours = f"desc-{bids_label(model)}", f"desc-{bids_label(other)}"
+    for f in (dst / "encoding" / other).glob(f"*{theirs}*"):
+        f.rename(f.with_name(f.name.replace(theirs, ours)))
+    for name in ("atom_maps_z", "atom_maps"):
+        f = find_map(dst, other, name)
+        if f is not None:
             img = nib.load(f)
             nib.save(nib.Nifti1Image(-np.asarray(img.dataobj), img.affine, img.header), f)
     summary = json.loads((dst / "summary.json").read_text())

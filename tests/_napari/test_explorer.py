@@ -397,3 +397,54 @@ def test_voxel_panel_shows_measured_and_the_encoders_prediction(make_napari_view
     combo.setCurrentIndex(0)
     qtbot.wait(150)
     viewer.window._qt_window.grab().save(str(artifacts_dir / "napari_1366x768_voxel_timecourse.png"))
+
+
+def test_a_voxels_time_course_redraws_only_its_data_and_looks_as_a_full_draw(qtbot):
+    """Another voxel (another value range) is drawn over the cached background, the y axis
+    with the lines: no full draw of the figure, and the same pixels as one."""
+    from napari_brainorg._napari._plots import VoxelTimecourseCanvas
+
+    canvas = VoxelTimecourseCanvas()
+    qtbot.addWidget(canvas)
+    canvas.resize(420, 200)
+    canvas.show()
+    canvas.set_story(1.5, ["word"] * 120)
+    rng = np.random.default_rng(0)
+    measured = rng.normal(0.0, 1.0, 120)
+    canvas.set_voxel(measured, 0.5 * measured)
+    qtbot.waitUntil(lambda: canvas._background is not None, timeout=5000)
+    full_draws = []
+    canvas.mpl_connect("draw_event", full_draws.append)
+    before = canvas.ax.get_ylim()
+    canvas.set_voxel(40.0 * measured, 20.0 * measured, 30.0 * measured)  # another range: other y ticks
+    qtbot.wait(100)
+    assert canvas.ax.get_ylim() != before and not full_draws
+    blitted = np.asarray(canvas.buffer_rgba()).copy()
+    canvas.draw()
+    assert len(full_draws) == 1
+    np.testing.assert_array_equal(blitted, np.asarray(canvas.buffer_rgba()))
+
+
+def test_the_voxel_description_keeps_its_tallest_height(qtbot):
+    """A shorter description (a voxel outside every network) does not shrink the label, so
+    the plots under it keep their size (a canvas that changes size draws itself anew)."""
+    from qtpy.QtWidgets import QLabel
+
+    from napari_brainorg._napari._explorer_pages import VoxelPage
+
+    page = VoxelPage()
+    qtbot.addWidget(page)
+    page.resize(300, 400)
+    page.show()
+    long = "MNI x, y, z = (-2, +26, +44) mm · left frontoparietal (its associated atoms green) · R² = 0.014"
+    page.label.setText(long)
+    qtbot.wait(50)
+    tall, plot = page.label.height(), page.timecourse.height()
+    short = "MNI x, y, z = (-20, +68, +8) mm"
+    page.label.setText(short)
+    qtbot.wait(50)
+    assert page.label.height() == tall and page.timecourse.height() == plot
+    probe = QLabel(short)  # a plain label: the height the short text alone needs
+    probe.setWordWrap(True)
+    probe.setFont(page.label.font())
+    assert probe.heightForWidth(page.label.width()) < tall

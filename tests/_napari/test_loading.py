@@ -131,6 +131,36 @@ def test_a_newer_load_supersedes_an_older_one(make_napari_viewer, qtbot, tiny_re
     assert L.find_layer(viewer, "atom_map").metadata[L.RESULT] == str(other)
 
 
+@pytest.mark.parametrize("files", [
+    ("encoding/minilm/atom_maps_z.nii.gz", "networks/atlas_yeo7.nii.gz"),
+    ("encoding/minilm/atom_maps_z.nii.gz", "encoding/minilm/r2_cv.nii.gz", "networks/atlas_yeo7.nii.gz"),
+], ids=["two", "three"])
+def test_nifti_files_opened_one_after_another_all_arrive_in_order(make_napari_viewer, qtbot, tiny_result, files):
+    """File ▸ Open of NIfTI files one right after another: each is read in a thread (the
+    reader returns at once) and every file's layers arrive, in the order opened, although
+    the first (the 4D maps) takes longest to read; one template under them; a map stays
+    the active layer when an atlas comes last."""
+    path = tiny_result[0]
+    viewer = make_napari_viewer(show=True)
+    stems = [name.split("/")[-1].removesuffix(".nii.gz") for name in files]
+    for name in files:
+        assert viewer.open(str(path / name), plugin="napari-brainorg") == []  # napari adds nothing itself
+    assert not any(layer.name in stems for layer in viewer.layers)  # each is read in a thread
+
+    def brain_layers():
+        return [layer.name for layer in viewer.layers if display.is_brain_layer(layer)
+                and layer.metadata.get(L.ROLE) != display.ORIENTATION_ROLE]
+
+    qtbot.waitUntil(lambda: all(stem in brain_layers() for stem in stems)
+                    and "shown" in viewer.status, timeout=30000)
+    qtbot.wait(200)
+    assert brain_layers() == [L.TEMPLATE_NAME, *stems]  # in order, each once, one template
+    assert L.find_layer(viewer, "template").metadata[L.ROLE] == "template"
+    active = viewer.layers.selection.active
+    assert active._type_string == "image" and active.name == stems[-2], active.name
+    assert viewer.layers[stems[-1]]._type_string == "labels"
+
+
 def test_a_broken_file_read_in_the_thread_reaches_the_user(make_napari_viewer, qtbot, tiny_result, tmp_path):
     """An error in the loading thread becomes a notification naming the file, and the viewer
     keeps working; with a caller's on_error (the pipeline widget), that gets the exception."""
@@ -165,7 +195,7 @@ def test_a_broken_file_read_in_the_thread_reaches_the_user(make_napari_viewer, q
 WARM = textwrap.dedent("""
     import numba
     from napari.utils.colormaps import _accelerated_cmap as cmap
-    from napari_brainorg._napari._loading import warm_up
+    from napari_brainorg._napari._warm import warm_up
 
     def compiled():
         return sum(len(f.signatures) for f in vars(cmap).values() if isinstance(f, numba.core.dispatcher.Dispatcher))

@@ -37,6 +37,27 @@ def _squeeze(label: QLabel) -> QLabel:
     return label
 
 
+class _TallestLabel(QLabel):
+    """A wrapped label as tall as the tallest text it showed at its width.
+
+    A voxel's description takes a line more inside a network than outside: without this,
+    the plots under it would change size from click to click, and a canvas that changes
+    size draws itself anew (ticks, titles), where a click otherwise redraws only its data.
+    """
+
+    def setText(self, text: str) -> None:  # noqa: N802 - Qt's name
+        super().setText(text)
+        if self.isVisible():
+            needed = self.heightForWidth(self.width())
+            if needed > self.minimumHeight():
+                self.setMinimumHeight(needed)
+
+    def resizeEvent(self, event):  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        if event.oldSize().width() != event.size().width():  # another width: the lines it needs now
+            self.setMinimumHeight(max(0, self.heightForWidth(event.size().width())))
+
+
 class TopWordsPage(QWidget):
     """The words that most activate and most suppress an atom, side by side, grouped by passage.
 
@@ -137,7 +158,7 @@ class VoxelPage(QWidget):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self.label = _squeeze(QLabel("Click a voxel of the brain to see what explains it."))
+        self.label = _squeeze(_TallestLabel("Click a voxel of the brain to see what explains it."))
         self.label.setTextFormat(Qt.RichText)
         self.subject_combo = QComboBox()
         self.subject_combo.setToolTip("Whose time course: the mean over subjects or one subject")

@@ -5,29 +5,31 @@ Open, Open Sample, the end of a pipeline run, the explorer's Open… button and 
 switch) goes through :func:`show_result_async` or :func:`show_layers_async`:
 
 1. a worker thread (:func:`._tasks.run_in_thread`) reads the files and builds the
-   layer-data tuples (resampling, colormaps, label tables), after :func:`warm_up`;
+   layer-data tuples (resampling, colormaps, label tables), after the warm-up of
+   napari's first-use costs (:mod:`._warm`);
 2. the GUI thread adds them one layer per turn of the event loop (:class:`LayerFeed`),
    so the window repaints and answers the mouse between two layers; a result's layers
    replace those of an earlier result in place (:func:`.layers.place_result_item`);
 3. meanwhile napari's status bar says what is loading (``loading … (2/4)``).
 
-Adding a napari layer must happen on the GUI thread and cannot be split further; what
-made it slow the first time in a process is paid by :func:`warm_up` in a thread instead:
-the imports of napari's layer and visual modules and of matplotlib, and numba's
-compilation of napari's label colormap (3.8 s of a profiled open). It starts as soon as
-the plugin meets a viewer (:func:`start_warm_up`, from :func:`.display.install`).
-
-A load that a newer one for the same viewer supersedes stops adding; so does one whose
-viewer was closed. An error in the thread or in a piece reaches the caller's
-``on_error`` or, without one, a napari notification; the viewer stays usable.
+Each viewer has one queue of loads, in the order they were asked: a load's layers are
+added once the load before it has added all of its own (its file may be read sooner, in
+its thread), so files opened one after another all arrive, in order. No load
+supersedes another, except that a result load (``supersede=True``: a result, a model
+switch) drops the result loads before it that have not finished adding: the viewer ends
+on the newest result. A closed viewer's loads stop. An error in the thread or in a piece
+reaches the caller's ``on_error`` or, without one, a napari notification; the queue goes
+on and the viewer stays usable.
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
 import weakref
 from typing import TYPE_CHECKING, Any, Callable
+
+from ._glyphs import glyphs_ready
+from ._warm import start_warm_up, wait_warm
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -37,190 +39,8 @@ if TYPE_CHECKING:  # pragma: no cover
 #: milliseconds between two pieces: room for a repaint and the user's input
 PIECE_GAP_MS = 10
 
-_WARM_LOCK = threading.Lock()
-_WARMED = threading.Event()
-_WARM_STARTED: list[bool] = []
-
-
-def _units_unused() -> bool:
-    """True while napari's unit registry (pint's application registry) was never used."""
-    import pint
-    from pint.registry import LazyRegistry
-
-    return type(pint.get_application_registry().get()) is LazyRegistry
-
-
-def _build_units():
-    """A unit registry like pint's default one, filled (a second or two: its definitions are
-    parsed): built on its own, it shares nothing with the registry other threads may use."""
-    from pint.registry import LazyRegistry
-
-    fresh = LazyRegistry()
-    fresh.pixel  # noqa: B018 - the first access fills it
-    return fresh
-
-
-def _adopt_units(fresh) -> None:
-    """Make ``fresh`` napari's unit registry if the default one was never used (then no unit
-    of it exists anywhere); on the GUI thread, where napari makes its layers."""
-    import pint
-
-    if _units_unused():
-        pint.get_application_registry().set(fresh)
-
-
-def _warm_layers() -> None:
-    """The tiny layers, imports and compilations of :func:`warm_up` (units already filled)."""
-    try:
-        import numpy as np
-        from napari.layers import Image, Labels, Layer
-
-        from . import display
-        from . import layers as _layers
-
-        Image(np.zeros((2, 2, 2), np.float32), colormap=_layers.sequential_threshold_colormap())
-        Labels(np.zeros((2, 2, 2), np.int32))
-        labels = np.array([1, 2])
-        colors = np.array([[1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 0.0, 1.0]])
-        Labels(np.ones((2, 2, 2), np.int32), colormap=_layers.network_colormap(labels, colors))
-        Layer.create(*display.orientation_layer_data())
-        import napari._qt.layer_controls.qt_layer_controls_container  # noqa: F401
-        import napari._vispy.utils.visual  # noqa: F401 - the layers' and overlays' visuals
-
-        from . import _plots  # noqa: F401 - matplotlib and its Qt canvas
-    except Exception:  # noqa: BLE001 - warming is an optimisation, never an error
-        pass
-    finally:
-        _WARMED.set()
-
-
-def warm_up() -> None:
-    """Pay napari's first-use costs now, in this thread (where no other thread makes layers).
-
-    Fills napari's unit registry (pint parses its definitions on first use), builds tiny
-    layers (not added to any viewer): an image, labels with napari's default and with a
-    direct colormap (int32, as every label layer here: numba compiles the label-to-texture
-    kernels for that type), and the points layer with text that writes A/P/L/R; imports the
-    modules napari loads when it first draws a layer, and matplotlib's Qt canvas (the
-    explorer's plots). Idempotent; never raises (a failure only means a slower first layer).
-    """
-    with _WARM_LOCK:
-        if _WARMED.is_set():
-            return
-        try:
-            if _units_unused():
-                _adopt_units(_build_units())
-        except Exception:  # noqa: BLE001
-            pass
-        _warm_layers()
-
-
-def start_warm_up() -> None:
-    """Start the warm-up in threads, once per process (on the GUI thread).
-
-    pint's registry is not safe to fill from two threads at once, and every napari layer
-    needs it: a fresh registry is filled in a thread and handed to napari on the GUI thread
-    (if napari has not filled its own meanwhile); then the rest of :func:`warm_up` runs in
-    a thread.
-    """
-    from ._tasks import run_in_thread
-
-    with _WARM_LOCK:
-        if _WARM_STARTED or _WARMED.is_set():
-            return
-        _WARM_STARTED.append(True)
-
-    def rest(*_):
-        threading.Thread(target=_warm_layers, name="napari-brainorg warm-up", daemon=True).start()
-
-    try:
-        unused = _units_unused()
-    except Exception:  # noqa: BLE001 - another pint: napari fills its registry itself
-        unused = False
-    if not unused:
-        rest()
-        return
-    run_in_thread(_build_units, name="warm-up", on_done=lambda fresh: (_adopt_units(fresh), rest()),
-                  on_error=rest)
-
-
-def wait_warm(timeout: float = 30.0) -> None:
-    """Wait (in a worker thread) until the warm-up started by :func:`start_warm_up` is over."""
-    if _WARM_STARTED:
-        _WARMED.wait(timeout)
-
-
-#: every character of the texts the plugin draws on the canvas: the corner (slice, convention,
-#: cursor in MNI mm), A/P/L/R, the colour bars' ticks
-CANVAS_TEXT = ("axial z = +0123456789 mm  ·  neurological (R on right) radiological (R on left) neuro. radio. "
-               "MNI x, y, z = (-.) −e")
-#: glyphs drawn per turn of the event loop (napari renders each at 256 pt into a distance field)
-GLYPHS_PER_PIECE = 1
-
-
-def _canvas_font(viewer):
-    """The font napari's canvas draws text with (shared by its text visuals), or ``None``."""
-    try:
-        info = viewer.window._qt_viewer.canvas._font_info
-        return info.font_manager.get_font(info.face, False, False)
-    except Exception:  # noqa: BLE001 - another napari: its text is drawn as before
-        return None
-
-
-def glyphs_ready(viewer) -> bool:
-    """True once :func:`warm_glyphs` has drawn the canvas text's characters (or cannot)."""
-    return viewer.__dict__.get("_brainorg_glyphs") in (None, "ready")
-
-
-def warm_glyphs(viewer, then: Callable[[], None] | None = None) -> None:
-    """Draw the glyphs of :data:`CANVAS_TEXT` into the canvas's font, a few per turn.
-
-    napari draws a character the first time a text shows it, at 256 pt into a signed
-    distance field: the corner text, A/P/L/R and the colour bars' ticks, all new in the
-    first paint, would freeze it for a second or more. ``then()`` runs when done.
-    """
-    from qtpy.QtCore import QTimer
-
-    font = _canvas_font(viewer)
-    if font is None or viewer.__dict__.get("_brainorg_glyphs") is not None:
-        if then is not None:
-            then()
-        return
-    viewer.__dict__["_brainorg_glyphs"] = "warming"
-    todo = sorted(set(CANVAS_TEXT) - set(getattr(font, "_glyphs", {})))
-
-    def piece():
-        try:
-            if viewer_alive(viewer):
-                for char in todo[:GLYPHS_PER_PIECE]:
-                    font[char]
-                del todo[:GLYPHS_PER_PIECE]
-                if todo:
-                    QTimer.singleShot(0, piece)
-                    return
-        except Exception:  # noqa: BLE001 - a glyph napari cannot draw is drawn (or not) as before
-            pass
-        viewer.__dict__["_brainorg_glyphs"] = "ready"
-        if then is not None and viewer_alive(viewer):
-            then()
-
-    QTimer.singleShot(0, piece)
-
-
-def viewer_alive(viewer) -> bool:
-    """False once the viewer's window was closed (a viewer without a window is alive)."""
-    from ._tasks import _deleted
-
-    window = getattr(viewer, "window", None)
-    if window is None:
-        return True
-    qt_window = getattr(window, "_qt_window", None)
-    return qt_window is not None and not _deleted(qt_window)
-
-
-#: the feed adding layers to each viewer, and the latest load asked of it (older ones give way)
-_FEEDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_LATEST: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+#: each viewer's queue of loads (:class:`LayerFeed`), the one adding layers first
+_QUEUES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _set_status(viewer, text: str) -> None:
@@ -229,15 +49,15 @@ def _set_status(viewer, text: str) -> None:
 
 
 class LayerFeed:
-    """Add layer-data tuples to a viewer one per turn of the event loop.
+    """Add layer-data tuples to a viewer one per turn of the event loop, in the viewer's queue.
 
     Parameters
     ----------
     viewer : napari.Viewer
-    items : list of tuple
+    items : list of tuple, optional
         ``(data, kwargs, kind)``. Those whose metadata names a result role replace the
         viewer's layer of that role (:func:`.layers.place_result_item`); the others are
-        added as new layers.
+        added as new layers. ``None`` while they are being read: :meth:`supply` gives them.
     name : str
         What is loading, for the status bar.
     on_done : callable, optional
@@ -249,31 +69,56 @@ class LayerFeed:
     wrap : callable, optional
         A context manager factory each piece runs inside (the explorer marks its own
         layer changes with it).
+    supersede : bool
+        A result load (its layers replace those of the result shown): starting it stops
+        the viewer's result loads that have not finished. False: it only adds.
     """
 
-    def __init__(self, viewer: napari.Viewer, items: list, *, name: str, on_done: Callable | None = None,
-                 on_error: Callable | None = None, source: dict | None = None,
-                 wrap: Callable[[], Any] | None = None):
+    def __init__(self, viewer: napari.Viewer, items: list | None, *, name: str,
+                 on_done: Callable | None = None, on_error: Callable | None = None,
+                 source: dict | None = None, wrap: Callable[[], Any] | None = None,
+                 supersede: bool = True):
         self.viewer = viewer
-        self.items = list(items)
+        self.items = None if items is None else list(items)
         self.name = name
         self.on_done, self.on_error = on_done, on_error
         self.source = source
         self.wrap = wrap or contextlib.nullcontext
+        self.supersede = supersede
         self.swap: dict | None = None
         self.shown: dict[str, Any] = {}
         self.position = 0
+        self.running = False  # its pieces have begun
         self.stopped = False
         self.unfinished = None  # a layer added in the last piece, finished in the next
 
     def start(self) -> LayerFeed:
-        """Supersede the viewer's running feed and schedule the first piece."""
-        previous = _FEEDS.get(self.viewer)
-        if previous is not None:
-            previous.stopped = True
-        _FEEDS[self.viewer] = self
-        self._schedule()
+        """Take a place at the end of the viewer's queue; the pieces begin once the loads
+        before it have added their layers and the items are here. A result load first
+        stops the unfinished result loads before it."""
+        queue = _QUEUES.setdefault(self.viewer, [])
+        if self.supersede:
+            for older in [feed for feed in queue if feed.supersede]:
+                older.stop()
+        queue.append(self)
+        _advance(self.viewer)
         return self
+
+    def supply(self, items: list) -> None:
+        """The layer-data tuples, read (on the GUI thread); the pieces begin at the head of the queue."""
+        self.items = list(items)
+        _advance(self.viewer)
+
+    def stop(self) -> None:
+        """Add nothing more (a layer added in the last piece is still finished); the next load goes on."""
+        self.stopped = True
+        self._leave()
+
+    def _leave(self) -> None:
+        queue = _QUEUES.get(self.viewer)
+        if queue is not None and self in queue:
+            queue.remove(self)
+        _advance(self.viewer)
 
     def _schedule(self) -> None:
         from qtpy.QtCore import QTimer
@@ -291,12 +136,15 @@ class LayerFeed:
 
     def _step(self) -> None:
         from . import display
-        from ._tasks import _report
+        from ._tasks import _report, viewer_alive
 
-        if self.stopped or not viewer_alive(self.viewer):
-            if self.unfinished is not None and viewer_alive(self.viewer):
+        alive = viewer_alive(self.viewer)
+        if self.stopped or not alive:
+            if self.unfinished is not None and alive:
                 display.finish_inserted(self.viewer, self.unfinished)  # superseded: styled all the same
-            self.stopped = True
+            self.unfinished = None
+            if not self.stopped:
+                self.stop()
             return
         if not glyphs_ready(self.viewer):  # the first layer's paint would draw them all at once
             self._schedule()
@@ -305,7 +153,7 @@ class LayerFeed:
             with self.wrap():
                 finished = self._piece()
         except Exception as exc:  # noqa: BLE001 - a piece never raises into Qt
-            self.stopped = True
+            self.stop()
             _set_status(self.viewer, f"napari-brainorg: could not show {self.name}")
             if self.on_error is not None:
                 try:
@@ -318,11 +166,14 @@ class LayerFeed:
         if not finished:
             self._schedule()
             return
-        if _FEEDS.get(self.viewer) is self:
-            del _FEEDS[self.viewer]
+        self.stopped = True
+        self._leave()  # the next load's pieces begin
         _set_status(self.viewer, f"napari-brainorg: {self.name} shown")
         if self.on_done is not None:
-            self.on_done(self.shown)
+            try:
+                self.on_done(self.shown)
+            except Exception as exc:  # noqa: BLE001 - a slot must not raise into Qt
+                _report(exc, f"showing {self.name}")
 
     def _piece(self) -> bool:
         """One layer (or the closing step); True once everything is shown."""
@@ -363,47 +214,63 @@ class LayerFeed:
         return False
 
 
+def _advance(viewer) -> None:
+    """Begin the pieces of the load at the head of ``viewer``'s queue, once its items are read."""
+    queue = _QUEUES.get(viewer)
+    if queue and queue[0].items is not None and not queue[0].running:
+        queue[0].running = True
+        queue[0]._schedule()
+
+
 def show_layers_async(viewer: napari.Viewer, build: Callable[[], list], *, name: str, owner=None,
                       on_shown: Callable | None = None, on_error: Callable | None = None,
                       source: dict | None = None, wrap: Callable[[], Any] | None = None,
                       supersede: bool = True) -> Task:
-    """Run ``build()`` (layer-data tuples) in a thread, then add them in pieces.
+    """Run ``build()`` (layer-data tuples) in a thread, then add them in pieces, in turn.
 
-    The viewer shows what it showed until each piece arrives; ``on_shown({key: layer})``
-    runs in the GUI thread after the last. Returns the :class:`._tasks.Task` of the thread.
-    ``supersede`` (a result, whose layers replace the shown ones): a newer such load of the
-    viewer stops this one; False (files opened one after another): every load adds its layers.
+    The load takes its place in the viewer's queue now (:class:`LayerFeed`): its layers
+    come after those of every load asked before it. The viewer shows what it showed until
+    each piece arrives; ``on_shown({key: layer})`` runs in the GUI thread after the last.
+    ``supersede`` (a result, whose layers replace the shown ones): this load stops the
+    viewer's unfinished result loads; False (files opened one after another): it only adds.
+    Once ``owner`` (a widget) is deleted, the load adds nothing and calls nothing back.
+    Returns the :class:`._tasks.Task` of the thread.
     """
-    from ._tasks import run_in_thread
+    from ._tasks import _deleted, _report, run_in_thread, viewer_alive
 
     start_warm_up()
-    ticket = object()
-    if supersede:
-        _LATEST[viewer] = ticket
+
+    def shown(added):
+        if on_shown is not None and not _deleted(owner):
+            on_shown(added)
+
+    feed = LayerFeed(viewer, None, name=name, on_done=shown, on_error=on_error, source=source,
+                     wrap=wrap, supersede=supersede).start()
     _set_status(viewer, f"napari-brainorg: reading {name}…")
 
     def work():
         wait_warm()
         return build()
 
+    # no owner for the thread: the queue must hear of the end of the read even without one
     def done(items):
-        if (supersede and _LATEST.get(viewer) is not ticket) or not viewer_alive(viewer):
-            return  # a newer load of this viewer, or the viewer was closed
-        LayerFeed(viewer, items, name=name, on_done=on_shown, on_error=on_error, source=source,
-                  wrap=wrap).start()
+        if _deleted(owner):
+            feed.stop()
+        else:
+            feed.supply(items)
 
     def failed(exc):
+        feed.stop()
+        if _deleted(owner):
+            return
         if viewer_alive(viewer):
             _set_status(viewer, f"napari-brainorg: could not read {name}")
         if on_error is not None:
             on_error(exc)
         else:
-            from ._tasks import _report
-
             _report(exc, f"reading {name}")
 
-    return run_in_thread(work, owner=owner, on_done=done, on_error=failed, name=f"loading {name}")
-
+    return run_in_thread(work, on_done=done, on_error=failed, name=f"loading {name}")
 
 
 def show_result_async(viewer: napari.Viewer, result, model: str | None = None, *, owner=None,
@@ -433,6 +300,8 @@ def qt_viewer_of_reader():
         viewer = napari.current_viewer()
     except Exception:  # noqa: BLE001 - a reader must read even without a viewer
         return None
+    from ._tasks import viewer_alive
+
     if viewer is None or not viewer_alive(viewer) or getattr(viewer, "window", None) is None:
         return None
     return viewer

@@ -252,10 +252,13 @@ class VoxelTimecourseCanvas(TimecourseCanvas):
         self.ax.set_ylabel("BOLD", fontsize=9)
         (self.measured_line,) = self.ax.plot([], [], color="#bdbdbd", lw=0.9, animated=True)
         (self.heldout_line,) = self.ax.plot([], [], color="#c58cff", lw=0.9, animated=True)
+        # the y axis follows each voxel's range: drawn with the lines over the cached
+        # background (the story's time axis, titles), a click redraws only them
+        self.ax.yaxis.set_animated(True)
         self.measured = np.zeros(0)
 
     def _animated(self) -> list:
-        return [self.measured_line, self.heldout_line, self.line, self.cursor, self.words_text]
+        return [self.ax.yaxis, self.measured_line, self.heldout_line, self.line, self.cursor, self.words_text]
 
     def set_voxel(self, measured: np.ndarray, predicted: np.ndarray, heldout: np.ndarray | None = None) -> None:
         """Show ``measured`` and ``predicted`` of shape (n_volumes,) (and ``heldout``, the
@@ -271,5 +274,9 @@ class VoxelTimecourseCanvas(TimecourseCanvas):
             series.append(np.asarray(heldout, dtype=float))
         else:
             self.heldout_line.set_data([], [])
+        xlim = self.ax.get_xlim()
         self.fit_axes(np.column_stack(series))
-        self.full_redraw()
+        if self.ax.get_xlim() != xlim:  # another story's length: the background changes
+            self.full_redraw()
+            return
+        self.refresh()

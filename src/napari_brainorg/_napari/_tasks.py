@@ -60,6 +60,15 @@ def _report(exc: BaseException, where: str) -> None:
         print(f"napari-brainorg ({where}): {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
+def viewer_alive(viewer) -> bool:
+    """False once the viewer's window was closed (a viewer without a window is alive)."""
+    window = getattr(viewer, "window", None)
+    if window is None:
+        return True
+    qt_window = getattr(window, "_qt_window", None)
+    return qt_window is not None and not _deleted(qt_window)
+
+
 class _Relay(QObject):
     done = Signal(object)
     error = Signal(object)

@@ -311,7 +311,7 @@ def corner_text(viewer: napari.Viewer) -> str:
 
 
 def _update_corner(viewer) -> None:
-    from ._loading import glyphs_ready
+    from ._glyphs import glyphs_ready
 
     if not glyphs_ready(viewer):  # its text comes when its characters are drawn
         return
@@ -378,16 +378,13 @@ def install(viewer: napari.Viewer | None) -> None:
     from qtpy.QtCore import QTimer
 
     _installed.add(viewer)
-    from ._loading import start_warm_up
-
-    start_warm_up()  # napari's first-use costs, in a thread, before the first layer arrives
     overlay = _text_overlay(viewer)
     overlay.visible = True
     overlay.position = "bottom_left"
     overlay.font_size = 9
     overlay.color = "#d0d0d0"
     ref = weakref.ref(viewer)
-    from ._loading import warm_glyphs
+    from ._glyphs import warm_glyphs
 
     # the corner text appears once its characters are drawn, a few per turn of the event loop
     warm_glyphs(viewer, then=lambda: _update_corner(viewer))

@@ -363,8 +363,7 @@ class AtomExplorer(QWidget):
     def switch_model(self, model: str) -> None:
         """Show another model of the same result: its atoms and layers are read in a thread,
         and swapped in together (the current view stays until then)."""
-        from ._loading import LayerFeed
-        from ._tasks import run_in_thread
+        from ._loading import show_layers_async
 
         if self.state is None:
             return
@@ -373,29 +372,25 @@ class AtomExplorer(QWidget):
         key = (path, model, stat)
         self._loading = key
         self.header.setText(f"Loading {model} …")
+        read: dict[str, ExplorerState] = {}
 
-        def load():
-            return load_state(path, model, stat), _layers.result_layer_data(path, model, stat=stat)
+        def build():
+            read["state"] = load_state(path, model, stat)
+            return _layers.result_layer_data(path, model, stat=stat)
 
-        def shown(_added, state, key=key):
+        def shown(_added, key=key):
             if self._loading != key:
                 return
             layer = _layers.find_layer(self.viewer, "atom_map")
             if layer is not None:
                 layer.metadata["atom"] = 0
-            self._later(lambda: self._on_loaded(state, key))  # the layers repaint first
+            self._later(lambda: self._on_loaded(read["state"], key))  # the layers repaint first
 
-        def done(value, key=key):
-            if self._loading != key:
-                return
-            state, items = value
-            # one layer per turn of the event loop; the explorer's own change is not followed
-            LayerFeed(self.viewer, items, name=f"{Path(path).name}: {model}", wrap=self._owning,
-                      on_done=lambda added: shown(added, state),
-                      on_error=lambda exc: self._on_load_error(exc, key)).start()
-
-        self._worker = run_in_thread(load, owner=self, name="model switch", on_done=done,
-                                     on_error=lambda exc, key=key: self._on_load_error(exc, key))
+        # a result load of the viewer's queue: a newer switch or result stops this one; one
+        # layer per turn of the event loop; the explorer's own change is not followed
+        self._worker = show_layers_async(self.viewer, build, name=f"{Path(path).name}: {model}", owner=self,
+                                         wrap=self._owning, on_shown=shown,
+                                         on_error=lambda exc, key=key: self._on_load_error(exc, key))
 
     @contextlib.contextmanager
     def _owning(self):

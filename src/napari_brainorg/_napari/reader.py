@@ -197,13 +197,28 @@ def read_nifti(path) -> list[tuple]:
     """Read one or more NIfTI files as layer-data tuples (the napari reader).
 
     A statistical map in MNI space comes with the MNI template under it when the
-    viewer shows none yet. The files are read here, in the GUI thread: files opened one
-    after another must each add their layers, which the worker route of a result folder
-    (one result replacing the layers of the one before) does not guarantee yet.
+    viewer shows none yet. In a viewer with a window (File ▸ Open, drag and drop), the
+    files are read in a thread and their layers added one per turn of the event loop
+    (:mod:`._loading`), after those of every file opened before: the reader returns at
+    once (:data:`HANDLED`). Without a window, the tuples themselves.
     """
     paths = [str(p) for p in (path if isinstance(path, (list, tuple)) else [path])]
-    _install_on_current_viewer()
-    return nifti_items(paths, with_template=not _viewer_has_template())
+    viewer = qt_viewer_of_reader()
+    if viewer is None:
+        _install_on_current_viewer()
+        return nifti_items(paths, with_template=not _viewer_has_template())
+    from . import display
+    from ._loading import show_layers_async
+
+    display.install(viewer)
+    # a template read with a file is kept out when one is shown by the time its layers come
+    # (its role: the layer of that role is kept, :func:`.layers.place_result_item`)
+    with_template = _layers.find_layer(viewer, "template") is None
+    name = nifti_stem(Path(paths[0])) + (f" and {len(paths) - 1} more" if len(paths) > 1 else "")
+    # files opened one after another each add their layers, in the order they were opened
+    show_layers_async(viewer, lambda: nifti_items(paths, with_template=with_template), name=name,
+                      source={"path": paths[0], "reader_plugin": "napari-brainorg"}, supersede=False)
+    return HANDLED
 
 
 def nifti_items(paths: list[str], *, with_template: bool) -> list[tuple]:

@@ -31,6 +31,7 @@ def open_viewer(result: ResultFolder | str, *, model: str | None = None, atlas: 
 
     from ..io.results import ResultFolder
     from . import display
+    from ._warm import start_warm_up
 
     if not isinstance(result, ResultFolder):
         result = ResultFolder(result)
@@ -41,6 +42,7 @@ def open_viewer(result: ResultFolder | str, *, model: str | None = None, atlas: 
     if new_window:
         viewer = napari.Viewer(title="napari-brainorg", show=False)
     display.install(viewer)
+    start_warm_up()  # napari's first-use costs, in threads, while the panels are built
     explorer = AtomExplorer(viewer)
     networks = NetworksWidget(viewer)
     # one column of tabs on the right: each panel gets the window's full height
