@@ -212,14 +212,50 @@ def ar1_coefficients(Y, nuisance=None, *, bias_correct: bool = True, max_rho: fl
     return np.clip(rho, 0.0, max_rho)
 
 
-def _whiten(A: np.ndarray, rho: float) -> np.ndarray:
-    """Prais–Winsten AR(1) prewhitening of the rows (time) of ``A``."""
-    if rho == 0:
-        return A
-    W = np.empty_like(A)
-    W[0] = np.sqrt(1.0 - rho * rho) * A[0]
-    W[1:] = A[1:] - rho * A[:-1]
-    return W
+class _LagProducts:
+    """The inner products a Prais–Winsten-whitened least-squares fit needs, for every AR(1)
+    coefficient at once.
+
+    With ``w_0 = sqrt(1 - rho^2) a_0`` and ``w_t = a_t - rho a_{t-1}``, the whitened inner
+    product of two series is ``(1 + rho^2) a'b - rho (a_1:'b_:-1 + a_:-1'b_1:) -
+    rho^2 (a_0 b_0 + a_n-1 b_n-1)``: the design's products with every voxel are made once
+    (three matrix products over the volumes), and each bin of voxels sharing a rho
+    combines them, instead of whitening its voxels' series and refitting them.
+    """
+
+    def __init__(self, design: np.ndarray, Y, chunk_values: float = 2e7):
+        n, p = design.shape
+        v = Y.shape[1]
+        self.design = design
+        self.gram = (design.T @ design, design[1:].T @ design[:-1])
+        self.edges = (design[0], design[-1])
+        self.dy = np.empty((p, v))
+        self.dy_lag = np.empty((p, v))  # d_1:' y_:-1 + d_:-1' y_1:
+        self.yy = np.empty(v)
+        self.yy_lag = np.empty(v)  # 2 y_1:' y_:-1
+        self.y_edges = np.empty((2, v))
+        chunk = max(1, int(chunk_values // max(n, 1)))
+        for start in range(0, v, chunk):
+            c = slice(start, start + chunk)
+            Yc = np.asarray(Y[:, c], dtype=np.float64)
+            self.dy[:, c] = design.T @ Yc
+            self.dy_lag[:, c] = design[1:].T @ Yc[:-1] + design[:-1].T @ Yc[1:]
+            self.yy[c] = np.einsum("ij,ij->j", Yc, Yc)
+            self.yy_lag[c] = 2.0 * np.einsum("ij,ij->j", Yc[1:], Yc[:-1])
+            self.y_edges[:, c] = Yc[[0, -1]]
+
+    def whitened(self, rho: float, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The whitened design's Gram matrix, its products with the voxels ``cols`` and
+        those voxels' whitened sums of squares."""
+        g0, g1 = self.gram
+        d0, d1 = self.edges
+        y0, y1 = self.y_edges[0, cols], self.y_edges[1, cols]
+        r2 = rho * rho
+        gram = (1 + r2) * g0 - rho * (g1 + g1.T) - r2 * (np.outer(d0, d0) + np.outer(d1, d1))
+        dy = ((1 + r2) * self.dy[:, cols] - rho * self.dy_lag[:, cols]
+              - r2 * (d0[:, None] * y0[None] + d1[:, None] * y1[None]))
+        yy = (1 + r2) * self.yy[cols] - rho * self.yy_lag[cols] - r2 * (y0 * y0 + y1 * y1)
+        return gram, dy, yy
 
 
 def gls_atom_maps(X, Y, *, nuisance=None, confounds=None, noise_model: str = "ar1", bin_width: float = 0.02,
@@ -284,29 +320,25 @@ def gls_atom_maps(X, Y, *, nuisance=None, confounds=None, noise_model: str = "ar
         rho_used = np.round(rho / bin_width) * bin_width
     else:
         rho_used = np.zeros(Y.shape[1])
+    lags = _LagProducts(design, Y)
     effect = np.empty((k, Y.shape[1]), dtype=np.float32)
     z = np.empty((k, Y.shape[1]), dtype=np.float32)
-    chunk = max(1, int(2e7 // max(n, 1)))
+    # the SD of each voxel's nuisance-free series (Q holds the constant: its residual has mean 0)
+    q_y = lags.dy[k:]
+    sd_y = np.sqrt(np.maximum(lags.yy - (q_y * q_y).sum(0), 0.0) / n)
     for value in np.unique(rho_used):
         cols = np.flatnonzero(rho_used == value)
-        D = _whiten(design, float(value))
+        gram, dy, yy = lags.whitened(float(value), cols)
         # normal equations (small, p x p) rather than an SVD per bin
         with blas_limit(1):  # small matrices: threads only cost here
-            gram_inv = np.linalg.pinv(D.T @ D, hermitian=True)
-        pinv = gram_inv @ D.T
-        cov_unscaled = np.diag(gram_inv)[:k]
-        for start in range(0, cols.size, chunk):
-            c = cols[start:start + chunk]
-            Yc = np.asarray(Y[:, c], dtype=np.float64)
-            sd_y = (Yc - Q @ (Q.T @ Yc)).std(0)
-            Yw = _whiten(Yc, float(value))
-            beta = pinv @ Yw
-            resid = Yw - D @ beta
-            sigma2 = (resid * resid).sum(0) / dof
-            se = np.sqrt(np.outer(cov_unscaled, sigma2))
-            with np.errstate(divide="ignore", invalid="ignore"):
-                t = np.where(se > 0, beta[:k] / se, 0.0)
-                eff = np.where(sd_y[None] > 0, beta[:k] * sd_x[:, None] / sd_y[None], 0.0)
-            z[:, c] = t_to_z(t, dof)
-            effect[:, c] = eff
+            gram_inv = np.linalg.pinv(gram, hermitian=True)
+        beta = gram_inv @ dy
+        sigma2 = np.maximum(yy - (beta * dy).sum(0), 0.0) / dof  # residual sum of squares of the whitened fit
+        se = np.sqrt(np.outer(np.diag(gram_inv)[:k], sigma2))
+        sd = sd_y[cols]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = np.where(se > 0, beta[:k] / se, 0.0)
+            eff = np.where(sd[None] > 0, beta[:k] * sd_x[:, None] / sd[None], 0.0)
+        z[:, cols] = t_to_z(t, dof)
+        effect[:, cols] = eff
     return AtomMaps(effect, z, rho_used.astype(np.float32), int(dof), noise_model)
