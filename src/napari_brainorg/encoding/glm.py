@@ -172,6 +172,24 @@ def _ar1_bias_table(Q: np.ndarray, n: int, grid: np.ndarray) -> np.ndarray:
     return out
 
 
+#: bias tables by nuisance: every subject of a study shares its drifts and confounds
+_BIAS_TABLES: dict[str, np.ndarray] = {}
+
+
+def _bias_table_of(Q: np.ndarray, n: int, grid: np.ndarray) -> np.ndarray:
+    """:func:`_ar1_bias_table`, computed once per nuisance basis (it depends on nothing else)."""
+    import hashlib
+
+    key = hashlib.sha256(np.ascontiguousarray(Q).tobytes() + np.ascontiguousarray(grid).tobytes()
+                         + str((Q.shape, n)).encode()).hexdigest()
+    table = _BIAS_TABLES.get(key)
+    if table is None:
+        if len(_BIAS_TABLES) >= 32:
+            _BIAS_TABLES.pop(next(iter(_BIAS_TABLES)))
+        table = _BIAS_TABLES[key] = _ar1_bias_table(Q, n, grid)
+    return table.copy()
+
+
 def ar1_coefficients(Y, nuisance=None, *, bias_correct: bool = True, max_rho: float = 0.95) -> np.ndarray:
     """Each voxel's AR(1) coefficient, estimated without the atoms.
 
@@ -206,7 +224,7 @@ def ar1_coefficients(Y, nuisance=None, *, bias_correct: bool = True, max_rho: fl
             rho[start:start + chunk] = np.where(den > 0, (R[1:] * R[:-1]).sum(0) / den, 0.0)
     if bias_correct:
         grid = np.linspace(-0.5, 0.99, 76)
-        expected = _ar1_bias_table(Q, n, grid)
+        expected = _bias_table_of(Q, n, grid)
         order = np.argsort(expected)
         rho = np.interp(rho, expected[order], grid[order])
     return np.clip(rho, 0.0, max_rho)

@@ -249,17 +249,23 @@ class SparseAtomEncoder(RegressorMixin, BaseEstimator):
         return W
 
     @staticmethod
-    def _r2(D: np.ndarray, Yc: np.ndarray, W: np.ndarray) -> np.ndarray:
+    def _r2(D: np.ndarray, Yc: np.ndarray, W: np.ndarray, ss_tot: np.ndarray | None = None) -> np.ndarray:
+        """In-sample R² from the Gram matrix: ``||y - D w||² = y'y - 2 w'D'y + w'D'D w``,
+        one product ``D'Y`` (k × n_voxels) instead of the residuals (n_volumes × n_voxels);
+        ``ss_tot`` (each voxel's ``y'y``) may be given when it is known."""
         n_volumes, n_voxels = Yc.shape
-        r2 = np.zeros(n_voxels, dtype=Yc.dtype)
+        W64 = np.asarray(W, dtype=np.float64)
+        DY = np.empty((D.shape[1], n_voxels))
         block = max(1, _BLOCK_BYTES // (Yc.itemsize * max(1, n_volumes)))
         for start in range(0, n_voxels, block):
-            y = Yc[:, start:start + block]
-            resid = y - D @ W[:, start:start + block]
-            ss_tot = (y * y).sum(0)
-            flat = ss_tot <= 0
-            r2[start:start + block] = np.where(flat, 0.0, 1.0 - (resid * resid).sum(0) / np.where(flat, 1.0, ss_tot))
-        return r2
+            DY[:, start:start + block] = D.T @ Yc[:, start:start + block]
+        if ss_tot is None:
+            ss_tot = np.einsum("ij,ij->j", Yc, Yc, dtype=np.float64)
+        G = D.T.astype(np.float64) @ D.astype(np.float64)
+        ss_res = ss_tot - 2.0 * np.einsum("ij,ij->j", W64, DY) + np.einsum("ij,ij->j", W64, G @ W64)
+        flat = ss_tot <= 0
+        r2 = np.where(flat, 0.0, 1.0 - np.maximum(ss_res, 0.0) / np.where(flat, 1.0, ss_tot))
+        return r2.astype(Yc.dtype)
 
     def predict(self, atoms) -> np.ndarray:
         """Predicted fMRI, in the units of the ``Y`` given to ``fit``.
@@ -297,9 +303,8 @@ def sparse_r2_null(atoms, Y, shifts, *, alpha=0.1, cancel=None, **encoder_option
     broken), the sparse model is refit, and each voxel's R² recorded: the chance level
     of the in-sample R² for these atoms, this sparsity and these voxels.
 
-    Shifting every atom forward by ``s`` and shifting the fMRI back by ``s`` permute the
-    rows of both alike, which leaves the fit unchanged; so the fMRI is centred and scaled
-    once and its rows are rolled for each draw (only the solver runs per draw).
+    The fMRI is centred and scaled once, and only the (prepared) atoms are rolled for
+    each draw: shifting every raw atom rolls its centred, unit-norm version alike.
 
     Parameters
     ----------
@@ -321,9 +326,10 @@ def sparse_r2_null(atoms, Y, shifts, *, alpha=0.1, cancel=None, **encoder_option
         return np.zeros((0, np.shape(Y)[1]))
     enc = SparseAtomEncoder(alpha=alpha, **encoder_options)
     D, Yc = enc._prepare(atoms, Y)
+    ss_tot = np.einsum("ij,ij->j", Yc, Yc, dtype=np.float64)
     out = []
     for s in shifts:
         check_cancel(cancel)
-        Ys = np.roll(Yc, -s, axis=0)
-        out.append(np.asarray(enc._r2(D, Ys, enc._solve(D, Ys, cancel=cancel))))
+        Ds = np.ascontiguousarray(np.roll(D, s, axis=0))
+        out.append(np.asarray(enc._r2(Ds, Yc, enc._solve(Ds, Yc, cancel=cancel), ss_tot)))
     return np.stack(out)
