@@ -91,6 +91,13 @@ def test_a_null_result_says_what_the_design_could_find():
     results["minilm"]["n_associations"] = {"activated": 2, "deactivated": 0}
     some = _by_topic(verdict(summary), "network links")
     assert "Where no link was declared: with 8 subjects" in some["text"]
+    # links declared beside a statement that nothing is declarable: the verdict does not
+    # contradict what the test found
+    cannot = "This design cannot declare any link: with 2560 tests in the FDR family the null draws ..."
+    summary["sensitivity"] = {"minilm": {"median": None, "text": cannot}}
+    declared = _by_topic(verdict(summary), "network links")
+    assert "declared 2 network links" in declared["text"] and "cannot declare" not in declared["text"]
+    summary["sensitivity"]["minilm"]["text"] = text
     # a folder without the measurement: the null result is said as before
     del summary["sensitivity"]
     results["minilm"]["n_associations"] = {"activated": 0, "deactivated": 0}

@@ -101,3 +101,19 @@ def test_the_summary_says_it_in_numbers_and_words(base):
     half = sensitivity_summary(np.array([[0.01, np.inf], [0.02, np.inf], [0.03, np.inf]]), n_subjects=3,
                                n_volumes=100, n_tests=8, alpha=0.05)
     assert half["n_undetectable"] == 3 and half["best"] == 0.01 and half["p90"] is None
+
+
+def test_the_draw_budget_is_the_configured_one_not_the_draws_a_run_made():
+    """A run whose floor cells the FDR declared makes no further draws; its design can
+    still reach p = 1 / (1 + first + further draws), and the sensitivity says so."""
+    from types import SimpleNamespace
+
+    from napari_brainorg.pipeline.steps.networks import draw_budget
+
+    nc = SimpleNamespace(null="phase", n_refine=90000)
+    assert draw_budget({"n_permutations": 10000, "n_refine": 0, "null": "phase"}, nc) == 100000
+    assert draw_budget({"n_permutations": 10000, "n_refine": 90000, "null": "phase"}, nc) == 100000
+    assert draw_budget({"n_permutations": 500, "n_refine": 0, "null": "phase"},
+                       SimpleNamespace(null="phase", n_refine=0)) == 500
+    # circular shifts: no further draws
+    assert draw_budget({"n_permutations": 200, "null": "shift"}, nc) == 200

@@ -115,8 +115,10 @@ def _sensitivity_text(sensitivity: dict | None, null: bool) -> str:
         return ""
     if null:
         return " " + sensitivity["text"]
+    # links were declared: "nothing is declarable" cannot be true of this run's test, so it is
+    # not said (the statement's draw budget and the test's disagree; summary.json keeps it)
     return (" Where no link was declared: " + sensitivity["text"][0].lower() + sensitivity["text"][1:]
-            if sensitivity["text"].startswith("With") else " " + sensitivity["text"])
+            if sensitivity["text"].startswith("With") else "")
 
 
 def _links_finding(model: str, info: dict, baselines: dict, recurrence: dict | None = None,

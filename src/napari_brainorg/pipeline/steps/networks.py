@@ -464,6 +464,17 @@ def _correlations(columns: np.ndarray, series: np.ndarray) -> np.ndarray:
     return np.where(den > 0, (b @ a) / np.where(den > 0, den, 1), 0.0)
 
 
+def draw_budget(record: dict, nc) -> int:
+    """The most draws a cell of this test can get, which sets the smallest p it can reach:
+    the first draws, and with the phase null the further draws configured for the cells at
+    the floor (``networks.n_refine``). Not the further draws this run made: a run whose
+    floor cells the FDR declared already makes none, and its design could still declare."""
+    first = int(record["n_permutations"])
+    if record.get("null", nc.null) != "phase":
+        return first
+    return first + max(int(nc.n_refine or 0), int(record.get("n_refine") or 0))
+
+
 def network_sensitivity(ctx: StepContext, data, per_model: dict, atlases: dict) -> None:
     """What each model's network test could find (:func:`napari_brainorg.networks.sensitivity.detectable_r2`):
     per atom × network the smallest driver R² declared with 80 % power, from the run's own
@@ -488,8 +499,7 @@ def network_sensitivity(ctx: StepContext, data, per_model: dict, atlases: dict) 
         # the family: atoms x the atlas's networks x both directions (x every model, corrected together)
         per_atlas = {a: atlas_names.count(a) for a in set(atlas_names)}
         n_tests = [2 * atoms.shape[1] * per_atlas[a] * (len(real) if across else 1) for a in atlas_names]
-        n_draws = int(record["n_permutations"]) + (int(record.get("n_refine") or 0)
-                                                   if record.get("null", nc.null) == "phase" else 0)
+        n_draws = draw_budget(record, nc)
         r2 = detectable_r2(atoms, fmri, networks, tr=kwargs["tr"], confounds=kwargs["confounds"],
                            highpass_cutoff=kwargs["highpass_cutoff"], runs=kwargs.get("runs"),
                            network_score=nc.network_score, moved=record.get("moved", "conditional"),
