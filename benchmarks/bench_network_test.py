@@ -74,7 +74,7 @@ def _child(args) -> None:
     tables = []
     for slug in summary["networks"]:
         for part in ("activated", "deactivated"):
-            df = pd.read_csv(out / f"networks/{slug}/association_{part}.csv")
+            df = pd.read_csv(out / f"networks/{slug}/association_{part}.tsv", sep="\t")  # baselines too
             df["model"] = slug
             tables.append(df)
     table = pd.concat(tables, ignore_index=True)

@@ -75,3 +75,17 @@ def test_layers_fitted_side_by_side_give_what_one_thread_gives(rng):
         two = layerwise_encoding(an, layers, Y, folds, ALPHAS, inner_folds=3, gap=2)
     for name in ("r2", "r", "r2_folds", "alpha_folds", "n_ans", "layers"):
         np.testing.assert_array_equal(getattr(one, name), getattr(two, name))
+
+
+def test_subjects_side_by_side_give_each_subject_its_own_scores(rng):
+    """The pipeline fits a small study's subjects at once (one factorisation per layer and
+    fold): every voxel keeps its own α, so each subject's scores are its own fit's."""
+    an, layers, Y1 = _layers(rng)
+    Y2 = rng.standard_normal(Y1.shape) + 0.5 * Y1[:, ::-1]
+    folds = contiguous_folds(len(an), 4, 2)
+    both = layerwise_encoding(an, layers, np.column_stack([Y1, Y2]), folds, ALPHAS, inner_folds=3, gap=2, tr=1.5)
+    for part, Y in ((slice(0, Y1.shape[1]), Y1), (slice(Y1.shape[1], None), Y2)):
+        alone = layerwise_encoding(an, layers, Y, folds, ALPHAS, inner_folds=3, gap=2, tr=1.5)
+        np.testing.assert_allclose(both.r2[:, part], alone.r2, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(both.r[:, part], alone.r, rtol=1e-9, atol=1e-12)
+        np.testing.assert_array_equal(both.alpha_folds[..., part], alone.alpha_folds)

@@ -110,7 +110,7 @@ def subject_tasks(ctx: StepContext, data, slug: str, warn: bool = True) -> list[
 
 
 def encode_subject(ctx: StepContext, task: SubjectTask, Y: np.ndarray, atoms: np.ndarray, confounds=None,
-                   an=None, tick=None) -> dict[str, np.ndarray]:
+                   an=None, tick=None, baseline: dict | None = None) -> dict[str, np.ndarray]:
     """One subject's encoding: GLS atom maps, the paper's sparse fit (and its shift null),
     the cross-validated ridge (and its permutation p), the layer-wise baseline.
 
@@ -131,6 +131,10 @@ def encode_subject(ctx: StepContext, task: SubjectTask, Y: np.ndarray, atoms: np
         For the layer-wise baseline only.
     tick : callable, optional
         Called after each model fitted (progress).
+    baseline : dict, optional
+        This subject's layer-wise baseline (``baseline_r2``, ``baseline_r``,
+        ``baseline_layers``) when it was fitted for all subjects at once
+        (:func:`stacked_layer_baselines`); computed here otherwise.
 
     Returns
     -------
@@ -158,7 +162,8 @@ def encode_subject(ctx: StepContext, task: SubjectTask, Y: np.ndarray, atoms: np
         if tick is not None:
             tick()
     if "ridge" in ec.models:
-        out.update(_ridge_fits(ctx, task, Y, Yf, atoms, confounds, an, keep_courses="sparse" not in ec.models))
+        out.update(_ridge_fits(ctx, task, Y, Yf, atoms, confounds, an, keep_courses="sparse" not in ec.models,
+                               baseline=baseline))
         if tick is not None:
             tick()
     target = ctx.writer._target(task.artifact)
@@ -320,7 +325,7 @@ def _fit_ridge(ctx: StepContext, features: np.ndarray, Y: np.ndarray, Yf: np.nda
 
 
 def _ridge_fits(ctx: StepContext, task: SubjectTask, Y: np.ndarray, Yf: np.ndarray, atoms: np.ndarray,
-                confounds, an, keep_courses: bool) -> dict[str, np.ndarray]:
+                confounds, an, keep_courses: bool, baseline: dict | None = None) -> dict[str, np.ndarray]:
     """The cross-validated ridge of the atoms and everything scored with its folds: the
     leave-one-story-out scores, the permutation p, the layer-wise baseline, the nuisance
     regressors alone and with the atoms, and each feature set's chance level."""
@@ -357,14 +362,9 @@ def _ridge_fits(ctx: StepContext, task: SubjectTask, Y: np.ndarray, Yf: np.ndarr
     if ec.n_permutations and not task.baseline:
         out["p_cv"] = _ridge_p_values(ctx, enc, atoms, Yf, seed=cfg.seed + task.index, design=design)
     if ec.baseline and an is not None:
-        from ...encoding.baseline import layerwise_encoding
-
-        base = layerwise_encoding(an[0], an[1], Y, enc.folds_, np.asarray(ec.alphas), gap=ec.gap,
-                                  delays=tuple(ec.delays), tr=cfg.story.tr, highpass_cutoff=ec.highpass_cutoff,
-                                  progress=ctx.progress, cancel=ctx.cancel)
-        out["baseline_r2"] = np.asarray(base.r2, np.float32)
-        out["baseline_r"] = np.asarray(base.r, np.float32)
-        out["baseline_layers"] = np.asarray(base.layers)
+        if baseline is None or not _same_folds(baseline.get("_folds"), enc.folds_):
+            baseline = _layer_baseline(ctx, an, Y, enc.folds_)
+        out.update({k: v for k, v in baseline.items() if not k.startswith("_")})
     if "sparse" not in ec.models:
         out["coef"] = np.asarray(enc.coef_[:k], np.float32)
     with_nuisance = confounds is not None and ec.nuisance_comparison and not task.baseline
@@ -375,6 +375,61 @@ def _ridge_fits(ctx: StepContext, task: SubjectTask, Y: np.ndarray, Yf: np.ndarr
         out.update(_joint_fit(ctx, Y, Yf, atoms, np.asarray(confounds, np.float64), runs))
     if ec.chance_shifts:
         out.update(_chance_levels(ctx, enc.folds_, Yf, atoms, confounds if with_nuisance else None, runs, nuisance))
+    return out
+
+
+def _layer_baseline(ctx: StepContext, an, Y: np.ndarray, folds) -> dict[str, np.ndarray]:
+    """The layer-wise baseline of the voxels ``Y``: each layer's ANs alone, the atoms' folds."""
+    from ...encoding.baseline import layerwise_encoding
+
+    ec = ctx.config.encoding
+    base = layerwise_encoding(an[0], an[1], Y, folds, np.asarray(ec.alphas), gap=ec.gap,
+                              delays=tuple(ec.delays), tr=ctx.config.story.tr, highpass_cutoff=ec.highpass_cutoff,
+                              progress=ctx.progress, cancel=ctx.cancel)
+    return {"baseline_r2": np.asarray(base.r2, np.float32), "baseline_r": np.asarray(base.r, np.float32),
+            "baseline_layers": np.asarray(base.layers)}
+
+
+def _same_folds(a, b) -> bool:
+    return (a is not None and len(a) == len(b)
+            and all(np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1]) for x, y in zip(a, b)))
+
+
+#: the most fMRI values (volumes x voxels of all subjects) for which the layer-wise baseline
+#: is fitted for all subjects at once (region studies; 128 MiB in float64)
+STACKED_BASELINE_MAX_VALUES = 2 ** 24
+
+
+def stacked_layer_baselines(ctx: StepContext, tasks: list[SubjectTask], data, an) -> dict[int, dict]:
+    """The layer-wise baseline of every subject still to encode, fitted once on their voxels
+    side by side (region studies): the subjects heard the same story, so each layer's design
+    and its kernel factorisations are theirs alike, and every voxel keeps its own α and
+    scores; the factorisations are made once instead of once per subject.
+
+    Returns ``{subject index: its baseline}``, empty when the layer-wise baseline is off,
+    the data are too large to stack (:data:`STACKED_BASELINE_MAX_VALUES`) or the subjects'
+    volumes differ (each is then fitted in :func:`encode_subject`)."""
+    from ...encoding.ridge import contiguous_folds
+
+    ec = ctx.config.encoding
+    if not (ec.baseline and an is not None and "ridge" in ec.models):
+        return {}
+    todo = [(t, Y) for t, Y in zip(tasks, data.data) if not ctx.cached(t.step, [t.key], [t.artifact])]
+    if len(todo) < 2 or len({Y.shape[0] for _, Y in todo}) != 1:
+        return {}
+    n_volumes = todo[0][1].shape[0]
+    if n_volumes * sum(Y.shape[1] for _, Y in todo) > STACKED_BASELINE_MAX_VALUES:
+        return {}
+    # the folds the atoms' ridge uses (CVRidgeEncoder: contiguous, from the volumes alone);
+    # encode_subject checks them against its fit's before using the result
+    folds = contiguous_folds(n_volumes, ec.n_folds, ec.gap)
+    stacked = _layer_baseline(ctx, an, np.column_stack([np.asarray(Y, np.float64) for _, Y in todo]), folds)
+    out, start = {}, 0
+    for task, Y in todo:
+        cols = slice(start, start + Y.shape[1])
+        start += Y.shape[1]
+        out[task.index] = {"baseline_r2": stacked["baseline_r2"][..., cols], "baseline_r": stacked["baseline_r"][..., cols],
+                           "baseline_layers": stacked["baseline_layers"], "_folds": folds}
     return out
 
 
@@ -500,7 +555,8 @@ def step_encoding(ctx: StepContext, data, atoms: np.ndarray, slug: str, an=None,
 
         confounds = encoding_confounds(ctx, slug)
         ctx.stage(f"encoding {slug}", 0, total)
-        subject_results = [encode_subject(ctx, task, Y, atoms, confounds, an, tick)
+        baselines = stacked_layer_baselines(ctx, tasks, data, an)
+        subject_results = [encode_subject(ctx, task, Y, atoms, confounds, an, tick, baseline=baselines.get(task.index))
                            for task, Y in zip(tasks, data.data)]
     return _encoding_group(ctx, data, slug, tasks, subject_results, atoms, outputs)
 
