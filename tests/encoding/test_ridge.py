@@ -335,3 +335,24 @@ def test_cuda_ridge_equals_the_numpy_spectral_path(rng):
     fit_gpu = ridge_cv_fit(X, Y, folds, ALPHAS, backend="torch", device="cuda")
     np.testing.assert_array_equal(fit_gpu.alpha, fit_cpu.alpha)
     np.testing.assert_allclose(fit_gpu.coef, fit_cpu.coef, atol=1e-8)
+
+
+def test_a_few_hundred_voxels_give_the_same_scores_on_one_thread_and_on_two(rng):
+    """A chance level's summary voxels are split into several chunks (so they use every
+    core); the chunks depend on the voxels only, so the scores are bit-identical."""
+    from napari_brainorg.encoding._ridge_chunks import _chunk_size
+    from napari_brainorg.encoding.ridge import contiguous_folds, cv_ridge_scores
+    from napari_brainorg._backend import blas_limit, get_backend
+
+    assert _chunk_size(get_backend(), None, 8, 100, 1000, spectral=True) == 256
+    assert _chunk_size(get_backend(), None, 8, 100, 100, spectral=True) == 100
+    assert _chunk_size(get_backend(), None, 8, 100, 50_000, spectral=True) == 1024
+    X = rng.standard_normal((240, 12)).cumsum(0)
+    Y = rng.standard_normal((240, 700)) + 0.1 * X[:, :3] @ rng.standard_normal((3, 700))
+    folds = contiguous_folds(240, 4, 3)
+    with blas_limit(1):
+        one = cv_ridge_scores(X, Y, folds, np.logspace(-1, 4, 6), gap=3)
+    with blas_limit(2):
+        two = cv_ridge_scores(X, Y, folds, np.logspace(-1, 4, 6), gap=3)
+    np.testing.assert_array_equal(one.r, two.r)
+    np.testing.assert_array_equal(one.alpha_folds, two.alpha_folds)

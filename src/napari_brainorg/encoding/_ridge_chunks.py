@@ -23,6 +23,8 @@ from .folds import _check_int
 _CHUNK_BYTES = {"numpy": 128 * 2**20, "torch": 512 * 2**20}
 #: Voxels per chunk on the spectral path (numpy).
 _SPECTRAL_CHUNK = 1024
+#: ... and at least this many when a few hundred voxels are split in four
+_SPECTRAL_MIN_CHUNK = 256
 
 
 def _check_alphas(alphas) -> np.ndarray:
@@ -78,8 +80,11 @@ def _chunk_size(bk: Backend, chunk_size, n_alphas: int, n_test: int, n_voxels: i
         return _check_int("chunk_size", chunk_size, 1)
     if spectral:
         # the spectral path's working set is a few kB per voxel: chunks that stay in
-        # each core's L2 cache (measured in benchmarks/bench_ridge.py)
-        return int(max(1, min(n_voxels, _SPECTRAL_CHUNK)))
+        # each core's L2 cache (measured in benchmarks/bench_ridge.py); a few hundred
+        # voxels (a chance level's summary voxels) still make several chunks, so that
+        # they run on every core. The size depends on the voxels only, never on the
+        # threads: the same chunks, the same numbers, on any machine
+        return int(max(1, min(n_voxels, _SPECTRAL_CHUNK, max(_SPECTRAL_MIN_CHUNK, -(-n_voxels // 4)))))
     itemsize = 8 if bk.dtype == "float64" else 4
     budget = _CHUNK_BYTES["numpy" if bk.name == "numpy" or bk.device == "cpu" else "torch"]
     return int(max(256, min(n_voxels, budget // max(1, n_alphas * n_test * itemsize))))
@@ -121,12 +126,9 @@ def _chunk_threads(bk: Backend) -> int:
     """
     if bk.name != "numpy":
         return 1
-    try:
-        from threadpoolctl import threadpool_info
+    from .._backend import blas_controller
 
-        counts = [int(i.get("num_threads", 1)) for i in threadpool_info() if i.get("user_api") == "blas"]
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        counts = []
+    counts = [int(i.get("num_threads", 1)) for i in blas_controller().select(user_api="blas").info()]
     return max(1, min(max(counts, default=1), os.cpu_count() or 1))
 
 
