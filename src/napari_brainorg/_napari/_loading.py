@@ -9,7 +9,10 @@ switch) goes through :func:`show_result_async` or :func:`show_layers_async`:
    napari's first-use costs (:mod:`._warm`);
 2. the GUI thread adds them one layer per turn of the event loop (:class:`LayerFeed`),
    so the window repaints and answers the mouse between two layers; a result's layers
-   replace those of an earlier result in place (:func:`.layers.place_result_item`);
+   replace those of an earlier result in place (:func:`.layers.place_result_item`). A
+   new layer takes three turns: it is added hidden (napari makes its controls and its
+   visual), shown in the next (its slice, its first draw), finished in the third (its
+   colour bar or outlines): each is a fraction of the freeze that adding it at once was;
 3. meanwhile napari's status bar says what is loading (``loading … (2/4)``).
 
 Each viewer has one queue of loads, in the order they were asked: a load's layers are
@@ -91,6 +94,7 @@ class LayerFeed:
         self.running = False  # its pieces have begun
         self.stopped = False
         self.unfinished = None  # a layer added in the last piece, finished in the next
+        self.hidden = None  # a layer added hidden in the last piece, shown in the next
 
     def start(self) -> LayerFeed:
         """Take a place at the end of the viewer's queue; the pieces begin once the loads
@@ -140,8 +144,10 @@ class LayerFeed:
 
         alive = viewer_alive(self.viewer)
         if self.stopped or not alive:
-            if self.unfinished is not None and alive:
-                display.finish_inserted(self.viewer, self.unfinished)  # superseded: styled all the same
+            if alive:  # superseded: its last layer shown and styled all the same
+                self._show_hidden()
+                if self.unfinished is not None:
+                    display.finish_inserted(self.viewer, self.unfinished)
             self.unfinished = None
             if not self.stopped:
                 self.stop()
@@ -180,6 +186,9 @@ class LayerFeed:
         from . import display
         from . import layers as _layers
 
+        if self.hidden is not None:  # its slice and first draw: a piece of their own
+            self._show_hidden()
+            return False
         if self.unfinished is not None:  # its colour bar or outlines: a piece of their own
             layer, self.unfinished = self.unfinished, None
             if layer in self.viewer.layers:
@@ -197,21 +206,39 @@ class LayerFeed:
             if self.swap is None:
                 self.swap = _layers.begin_replace(self.viewer)
             layer = _layers.place_result_item(self.viewer, (data, kwargs, kind), self.swap,
-                                              source=self._layer_source(), finish_later=True)
+                                              source=self._layer_source(), finish_later=True,
+                                              hidden=_add_hidden(kind, kwargs))
             if layer in display._deferred:  # a new layer (one updated in place is finished)
                 self.unfinished = layer
+                if _add_hidden(kind, kwargs):
+                    self.hidden = layer
             self.shown[kwargs["metadata"][_layers.ROLE]] = layer
         else:
             from napari.layers import Layer
 
             display.install(self.viewer)
             with self._layer_source() or contextlib.nullcontext():
-                layer = Layer.create(data, kwargs, kind)
+                layer = Layer.create(data, {**kwargs, "visible": False} if _add_hidden(kind, kwargs) else kwargs,
+                                     kind)
             display.finish_later(layer)
             self.viewer.add_layer(layer)
             self.unfinished = layer
+            if _add_hidden(kind, kwargs):
+                self.hidden = layer
             self.shown[layer.name] = layer
         return False
+
+    def _show_hidden(self) -> None:
+        layer, self.hidden = self.hidden, None
+        if layer is not None and layer in self.viewer.layers:
+            layer.visible = True
+
+
+def _add_hidden(kind: str, kwargs: dict) -> bool:
+    """True when a new layer of ``kind`` is added hidden and shown in the next piece: an image
+    meant to be seen. Not labels: a hidden labels layer's visual is made from an empty slice
+    of another type, and numba compiles napari's label-texture kernel anew for it (seconds)."""
+    return kind == "image" and kwargs.get("visible", True)
 
 
 def _advance(viewer) -> None:

@@ -65,6 +65,7 @@ def _warm_layers() -> None:
         Layer.create(*display.orientation_layer_data())
         import napari._qt.layer_controls.qt_layer_controls_container  # noqa: F401
         import napari._vispy.utils.visual  # noqa: F401 - the layers' and overlays' visuals
+        import scipy.spatial.transform  # noqa: F401 - napari's camera orientation (orient)
 
         from . import _plots  # noqa: F401 - matplotlib and its Qt canvas
     except Exception:  # noqa: BLE001 - warming is an optimisation, never an error

@@ -266,17 +266,43 @@ def orientation_layer_data() -> tuple:
     return (points, kwargs, "points")
 
 
-def _ensure_orientation_labels(viewer: napari.Viewer) -> None:
-    from napari.layers import Layer
+#: milliseconds between making the A/P/L/R layer and adding it (room for a repaint and input)
+ORIENTATION_GAP_MS = 10
 
-    for layer in viewer.layers:
-        if layer.metadata.get("brainorg_role") == ORIENTATION_ROLE:
-            return
-    data, kwargs, kind = orientation_layer_data()
-    layer = Layer.create(data, kwargs, kind)
-    layer.editable = False
-    # the letters never take the selection (the status bar follows the active layer)
-    append_unselected(viewer, layer)
+
+def _has_orientation_labels(viewer: napari.Viewer) -> bool:
+    return any(layer.metadata.get("brainorg_role") == ORIENTATION_ROLE for layer in viewer.layers)
+
+
+def _ensure_orientation_labels(viewer: napari.Viewer) -> None:
+    """Add the A/P/L/R labels in two later turns of the event loop: the layer is made in one,
+    added in the next.
+
+    Made with the first brain layer, in the same turn, they froze the window for a
+    quarter to half a second more (a points layer with text: its features table, its
+    visual and its controls); they appear a few tens of milliseconds after it instead.
+    """
+    from qtpy.QtCore import QTimer
+
+    if viewer.__dict__.get("_brainorg_orientation_pending") or _has_orientation_labels(viewer):
+        return
+    viewer.__dict__["_brainorg_orientation_pending"] = True
+    ref = weakref.ref(viewer)
+
+    def add(viewer_, layer):
+        viewer_.__dict__.pop("_brainorg_orientation_pending", None)
+        if not _has_orientation_labels(viewer_):
+            # the letters never take the selection (the status bar follows the active layer)
+            append_unselected(viewer_, layer)
+
+    def make(viewer_):
+        from napari.layers import Layer
+
+        layer = Layer.create(*orientation_layer_data())
+        layer.editable = False
+        QTimer.singleShot(ORIENTATION_GAP_MS, lambda: _alive(ref, lambda v: add(v, layer)))
+
+    QTimer.singleShot(ORIENTATION_GAP_MS, lambda: _alive(ref, make))
 
 
 def append_unselected(viewer, layer) -> None:

@@ -831,12 +831,13 @@ def begin_replace(viewer: napari.Viewer) -> dict[str, Any]:
 
 
 def place_result_item(viewer: napari.Viewer, item: tuple, swap: dict[str, Any], source=None,
-                      finish_later: bool = False):
+                      finish_later: bool = False, hidden: bool = False):
     """Put one layer-data tuple of a result into ``viewer`` (in place when a layer has its role).
 
     ``source`` (napari's layer source: the file and reader a layer came from) is given to a
     layer made here; with ``finish_later``, its colour bar or outlines wait for
-    :func:`.display.finish_inserted`. Returns the layer shown.
+    :func:`.display.finish_inserted`; with ``hidden``, a layer made here is added hidden
+    (the caller shows it). Returns the layer shown.
     """
     import contextlib
 
@@ -856,7 +857,7 @@ def place_result_item(viewer: napari.Viewer, item: tuple, swap: dict[str, Any], 
     if old is not None:
         viewer.layers.remove(old)
     with source if source is not None else contextlib.nullcontext():
-        layer = Layer.create(data, kwargs, kind)
+        layer = Layer.create(data, {**kwargs, "visible": False} if hidden else kwargs, kind)
     if finish_later:
         from . import display
 
