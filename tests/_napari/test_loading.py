@@ -100,16 +100,27 @@ def test_pieces_add_one_layer_per_turn_of_the_event_loop(make_napari_viewer, tin
     feed._schedule = lambda: None  # each turn of the event loop is one call of _step here
     display.install(viewer)
     viewer.__dict__["_brainorg_glyphs"] = "ready"  # (the feed waits for the canvas's glyphs)
-    counts, done = [], []
+    counts, hidden, done = [], [], []
     feed.on_done = done.append
     while not done:
         feed._step()
-        counts.append(sum(layer.metadata.get(L.ROLE) in RESULT_ROLES for layer in viewer.layers))
-        assert len(counts) < 3 * len(items) + 2, counts
-    # never more than one new layer per turn; each new layer's colour bar or outlines in a turn
-    # of their own (the colour bar's visual costs as much as the layer's)
+        layers = [layer for layer in viewer.layers if layer.metadata.get(L.ROLE) in RESULT_ROLES]
+        counts.append(len(layers))
+        hidden.append({layer.metadata[L.ROLE] for layer in layers if not layer.visible})
+        assert len(counts) < 4 * len(items) + 2, counts
+    # never more than one new layer per turn; a new image meant to be seen is added hidden and
+    # shown on the next turn (its slice and first draw), each new layer's colour bar or outlines
+    # in a turn of their own (the colour bar's visual costs as much as the layer's)
     assert counts[0] == 1 and all(b - a in (0, 1) for a, b in zip(counts, counts[1:])) and counts[-1] == 4
-    assert len(counts) == 2 * len(items) + 1, counts
+    shown_later = [kw["metadata"][L.ROLE] for _, kw, kind in items if kind == "image" and kw.get("visible", True)]
+    assert shown_later == ["template", "atom_map"]  # the R² map is meant hidden, the networks are labels
+    assert len(counts) == 2 * len(items) + len(shown_later) + 1, counts
+    for role in shown_later:
+        added = counts.index(RESULT_ROLES.index(role) + 1)  # the turn it was added in
+        assert role in hidden[added] and role not in hidden[added + 1], (role, hidden)
+    # and they end as the tuples say
+    assert [L.find_layer(viewer, kw["metadata"][L.ROLE]).visible for _, kw, _ in items] == \
+        [kw.get("visible", True) for _, kw, _ in items]
     assert L.find_layer(viewer, "atom_map").colorbar.visible and L.find_layer(viewer, "networks").contour
     assert "shown" in viewer.status
 

@@ -290,14 +290,20 @@ def _ensure_orientation_labels(viewer: napari.Viewer) -> None:
     ref = weakref.ref(viewer)
 
     def add(viewer_, layer):
+        from ._tasks import viewer_alive
+
         viewer_.__dict__.pop("_brainorg_orientation_pending", None)
-        if not _has_orientation_labels(viewer_):
+        if viewer_alive(viewer_) and not _has_orientation_labels(viewer_):
             # the letters never take the selection (the status bar follows the active layer)
             append_unselected(viewer_, layer)
 
     def make(viewer_):
         from napari.layers import Layer
 
+        from ._tasks import viewer_alive
+
+        if not viewer_alive(viewer_):
+            return
         layer = Layer.create(*orientation_layer_data())
         layer.editable = False
         QTimer.singleShot(ORIENTATION_GAP_MS, lambda: _alive(ref, lambda v: add(v, layer)))
