@@ -227,3 +227,45 @@ def test_warm_up_compiles_the_label_colormap_once(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     before, after = (int(v) for v in proc.stdout.split()[-2:])
     assert before == 0 and after > 0, proc.stdout
+
+
+def test_a_layer_added_unselected_leaves_the_selection_and_the_controls_alone(make_napari_viewer, qtbot):
+    """The A/P/L/R letters and the crosshair are added without taking the selection: nothing
+    listening to the selection hears of them (the controls panel keeps the active layer's)."""
+    from napari.layers import Points
+
+    viewer = make_napari_viewer(show=True)
+    image = viewer.add_image(np.zeros((8, 8), np.float32), name="map")
+    controls = viewer.window._qt_viewer.controls
+    assert controls.currentWidget() is controls.widgets[image]
+    heard = []
+    viewer.layers.selection.events.changed.connect(heard.append)
+    viewer.layers.selection.events.active.connect(heard.append)
+    letters = Points(np.zeros((1, 2)), name="letters")
+    display.append_unselected(viewer, letters)
+    assert letters in viewer.layers and viewer.layers[-1] is letters
+    assert set(viewer.layers.selection) == {image} and viewer.layers.selection.active is image
+    assert heard == []
+    assert controls.currentWidget() is controls.widgets[image]
+    assert letters in controls.widgets  # its controls exist, shown when the user selects it
+    viewer.layers.selection.active = letters
+    assert controls.currentWidget() is controls.widgets[letters]
+
+
+def test_the_orientation_letters_come_in_turns_of_their_own_on_top(make_napari_viewer, qtbot, tiny_result):
+    """The first brain layer does not make and add the A/P/L/R letters in its own turn of the
+    event loop: they come after it, on top, unselected, once."""
+    path, _ = tiny_result
+    viewer = make_napari_viewer(show=True)
+    display.install(viewer)
+    from napari_brainorg.io.results import ResultFolder
+
+    template = viewer.add_layer(napari.layers.Layer.create(*L.template_layer_data(ResultFolder(path).template_path())))
+    assert L.find_layer(viewer, display.ORIENTATION_ROLE) is None  # not in the template's turn
+    viewer.add_image(np.zeros((4, 4, 4), np.float32), metadata={L.ROLE: "r2"}, name="r2")
+    qtbot.waitUntil(lambda: L.find_layer(viewer, display.ORIENTATION_ROLE) is not None, timeout=5000)
+    qtbot.wait(100)
+    letters = [layer for layer in viewer.layers if layer.metadata.get(L.ROLE) == display.ORIENTATION_ROLE]
+    assert len(letters) == 1 and viewer.layers[-1] is letters[0]
+    assert letters[0] not in viewer.layers.selection and template in viewer.layers
+    assert letters[0].text.values.tolist() == ["A", "P", "R", "L"]

@@ -30,13 +30,33 @@ def _units_unused() -> bool:
 
 
 def _build_units():
-    """A unit registry like pint's default one, filled (a second or two: its definitions are
-    parsed): built on its own, it shares nothing with the registry other threads may use."""
+    """A unit registry like pint's default one, filled: built on its own, it shares nothing
+    with the registry other threads may use.
+
+    Its definitions come from pint's own disk cache (``cache_folder=":auto:"``, the user's
+    cache folder): 15 ms instead of 0.2 to 0.4 s of parsing, after the first time; without
+    a usable cache folder, parsed as pint's default registry is.
+    """
     from pint.registry import LazyRegistry
 
-    fresh = LazyRegistry()
-    fresh.pixel  # noqa: B018 - the first access fills it
+    try:
+        fresh = LazyRegistry(kwargs={"cache_folder": ":auto:"})
+        fresh.pixel  # noqa: B018 - the first access fills it
+    except Exception:  # noqa: BLE001 - no cache folder: parsed, as napari's own registry is
+        fresh = LazyRegistry()
+        fresh.pixel  # noqa: B018
     return fresh
+
+
+def units_now() -> None:
+    """Give napari a filled unit registry now, on the GUI thread, when it has none yet (from
+    pint's disk cache: milliseconds): for a layer napari makes itself at once (a sample)."""
+    with _WARM_LOCK:
+        try:
+            if _units_unused():
+                _adopt_units(_build_units())
+        except Exception:  # noqa: BLE001 - warming is an optimisation, never an error
+            pass
 
 
 def _adopt_units(fresh) -> None:

@@ -312,13 +312,20 @@ def _ensure_orientation_labels(viewer: napari.Viewer) -> None:
 
 
 def append_unselected(viewer, layer) -> None:
-    """Add ``layer`` to ``viewer`` keeping the selection and the active layer as they were."""
-    selected = list(viewer.layers.selection)
-    active = viewer.layers.selection.active
-    viewer.layers.append(layer)
-    viewer.layers.selection.clear()
-    viewer.layers.selection.update(selected)
-    viewer.layers.selection.active = active
+    """Add ``layer`` to ``viewer`` keeping the selection and the active layer as they were.
+
+    napari selects the layer it adds; the selection is put back with its events blocked, so
+    that nothing listening sees a change (the selection ends as it began): the layer
+    controls panel no longer shows the new layer's controls and then the old ones again
+    (each first show of a controls widget: 50 to 100 ms with the window frozen).
+    """
+    selection = viewer.layers.selection
+    selected, current = list(selection), selection._current
+    with selection.events.blocker_all():
+        viewer.layers.append(layer)
+        selection.clear()
+        selection.update(selected)  # the active layer follows: the one selected layer, if one
+        selection._current = current
 
 
 # -- canvas corner: slice and cursor in mm -------------------------------------------------
