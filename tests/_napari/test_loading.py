@@ -269,3 +269,34 @@ def test_the_orientation_letters_come_in_turns_of_their_own_on_top(make_napari_v
     assert len(letters) == 1 and viewer.layers[-1] is letters[0]
     assert letters[0] not in viewer.layers.selection and template in viewer.layers
     assert letters[0].text.values.tolist() == ["A", "P", "R", "L"]
+
+
+def test_the_new_layers_are_made_in_the_loading_thread(make_napari_viewer, qtbot, tiny_result, monkeypatch):
+    """The GUI thread only adds the layers of a first result: napari makes each (its slice,
+    thumbnail, label texture) in the thread that read the files; a second load of the same
+    result makes none (its roles are shown: updated in place or kept)."""
+    import threading
+
+    from napari.layers import Layer
+
+    path, _ = tiny_result
+    made_in = []
+    create = Layer.create.__func__
+
+    def recording(cls, data, meta=None, layer_type=None):
+        made_in.append((threading.get_ident(), (meta or {}).get("metadata", {}).get(L.ROLE)))
+        return create(cls, data, meta, layer_type)
+
+    monkeypatch.setattr(Layer, "create", classmethod(recording))
+    viewer = make_napari_viewer()
+    shown = {}
+    _loading.show_result_async(viewer, path, on_shown=shown.update)
+    qtbot.waitUntil(lambda: bool(shown), timeout=30000)
+    gui = threading.get_ident()
+    result_made = [(thread, role) for thread, role in made_in if role in RESULT_ROLES]
+    assert sorted(role for _, role in result_made) == sorted(RESULT_ROLES)
+    assert all(thread != gui for thread, _ in result_made), result_made
+    # they arrive as the tuples say (the images were made hidden and shown in the next piece)
+    items = L.result_layer_data(path)
+    assert [shown[kw["metadata"][L.ROLE]].visible for _, kw, _ in items] == [kw.get("visible", True) for _, kw, _ in items]
+    assert _loading.make_layers(viewer, items) == [None] * len(items)
