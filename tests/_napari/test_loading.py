@@ -100,16 +100,27 @@ def test_pieces_add_one_layer_per_turn_of_the_event_loop(make_napari_viewer, tin
     feed._schedule = lambda: None  # each turn of the event loop is one call of _step here
     display.install(viewer)
     viewer.__dict__["_brainorg_glyphs"] = "ready"  # (the feed waits for the canvas's glyphs)
-    counts, done = [], []
+    counts, hidden, done = [], [], []
     feed.on_done = done.append
     while not done:
         feed._step()
-        counts.append(sum(layer.metadata.get(L.ROLE) in RESULT_ROLES for layer in viewer.layers))
-        assert len(counts) < 3 * len(items) + 2, counts
-    # never more than one new layer per turn; each new layer's colour bar or outlines in a turn
-    # of their own (the colour bar's visual costs as much as the layer's)
+        layers = [layer for layer in viewer.layers if layer.metadata.get(L.ROLE) in RESULT_ROLES]
+        counts.append(len(layers))
+        hidden.append({layer.metadata[L.ROLE] for layer in layers if not layer.visible})
+        assert len(counts) < 4 * len(items) + 2, counts
+    # never more than one new layer per turn; a new image meant to be seen is added hidden and
+    # shown on the next turn (its slice and first draw), each new layer's colour bar or outlines
+    # in a turn of their own (the colour bar's visual costs as much as the layer's)
     assert counts[0] == 1 and all(b - a in (0, 1) for a, b in zip(counts, counts[1:])) and counts[-1] == 4
-    assert len(counts) == 2 * len(items) + 1, counts
+    shown_later = [kw["metadata"][L.ROLE] for _, kw, kind in items if kind == "image" and kw.get("visible", True)]
+    assert shown_later == ["template", "atom_map"]  # the R² map is meant hidden, the networks are labels
+    assert len(counts) == 2 * len(items) + len(shown_later) + 1, counts
+    for role in shown_later:
+        added = counts.index(RESULT_ROLES.index(role) + 1)  # the turn it was added in
+        assert role in hidden[added] and role not in hidden[added + 1], (role, hidden)
+    # and they end as the tuples say
+    assert [L.find_layer(viewer, kw["metadata"][L.ROLE]).visible for _, kw, _ in items] == \
+        [kw.get("visible", True) for _, kw, _ in items]
     assert L.find_layer(viewer, "atom_map").colorbar.visible and L.find_layer(viewer, "networks").contour
     assert "shown" in viewer.status
 
@@ -216,3 +227,76 @@ def test_warm_up_compiles_the_label_colormap_once(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     before, after = (int(v) for v in proc.stdout.split()[-2:])
     assert before == 0 and after > 0, proc.stdout
+
+
+def test_a_layer_added_unselected_leaves_the_selection_and_the_controls_alone(make_napari_viewer, qtbot):
+    """The A/P/L/R letters and the crosshair are added without taking the selection: nothing
+    listening to the selection hears of them (the controls panel keeps the active layer's)."""
+    from napari.layers import Points
+
+    viewer = make_napari_viewer(show=True)
+    image = viewer.add_image(np.zeros((8, 8), np.float32), name="map")
+    controls = viewer.window._qt_viewer.controls
+    assert controls.currentWidget() is controls.widgets[image]
+    heard = []
+    viewer.layers.selection.events.changed.connect(heard.append)
+    viewer.layers.selection.events.active.connect(heard.append)
+    letters = Points(np.zeros((1, 2)), name="letters")
+    display.append_unselected(viewer, letters)
+    assert letters in viewer.layers and viewer.layers[-1] is letters
+    assert set(viewer.layers.selection) == {image} and viewer.layers.selection.active is image
+    assert heard == []
+    assert controls.currentWidget() is controls.widgets[image]
+    assert letters in controls.widgets  # its controls exist, shown when the user selects it
+    viewer.layers.selection.active = letters
+    assert controls.currentWidget() is controls.widgets[letters]
+
+
+def test_the_orientation_letters_come_in_turns_of_their_own_on_top(make_napari_viewer, qtbot, tiny_result):
+    """The first brain layer does not make and add the A/P/L/R letters in its own turn of the
+    event loop: they come after it, on top, unselected, once."""
+    path, _ = tiny_result
+    viewer = make_napari_viewer(show=True)
+    display.install(viewer)
+    from napari_brainorg.io.results import ResultFolder
+
+    template = viewer.add_layer(napari.layers.Layer.create(*L.template_layer_data(ResultFolder(path).template_path())))
+    assert L.find_layer(viewer, display.ORIENTATION_ROLE) is None  # not in the template's turn
+    viewer.add_image(np.zeros((4, 4, 4), np.float32), metadata={L.ROLE: "r2"}, name="r2")
+    qtbot.waitUntil(lambda: L.find_layer(viewer, display.ORIENTATION_ROLE) is not None, timeout=5000)
+    qtbot.wait(100)
+    letters = [layer for layer in viewer.layers if layer.metadata.get(L.ROLE) == display.ORIENTATION_ROLE]
+    assert len(letters) == 1 and viewer.layers[-1] is letters[0]
+    assert letters[0] not in viewer.layers.selection and template in viewer.layers
+    assert letters[0].text.values.tolist() == ["A", "P", "R", "L"]
+
+
+def test_the_new_layers_are_made_in_the_loading_thread(make_napari_viewer, qtbot, tiny_result, monkeypatch):
+    """The GUI thread only adds the layers of a first result: napari makes each (its slice,
+    thumbnail, label texture) in the thread that read the files; a second load of the same
+    result makes none (its roles are shown: updated in place or kept)."""
+    import threading
+
+    from napari.layers import Layer
+
+    path, _ = tiny_result
+    made_in = []
+    create = Layer.create.__func__
+
+    def recording(cls, data, meta=None, layer_type=None):
+        made_in.append((threading.get_ident(), (meta or {}).get("metadata", {}).get(L.ROLE)))
+        return create(cls, data, meta, layer_type)
+
+    monkeypatch.setattr(Layer, "create", classmethod(recording))
+    viewer = make_napari_viewer()
+    shown = {}
+    _loading.show_result_async(viewer, path, on_shown=shown.update)
+    qtbot.waitUntil(lambda: bool(shown), timeout=30000)
+    gui = threading.get_ident()
+    result_made = [(thread, role) for thread, role in made_in if role in RESULT_ROLES]
+    assert sorted(role for _, role in result_made) == sorted(RESULT_ROLES)
+    assert all(thread != gui for thread, _ in result_made), result_made
+    # they arrive as the tuples say (the images were made hidden and shown in the next piece)
+    items = L.result_layer_data(path)
+    assert [shown[kw["metadata"][L.ROLE]].visible for _, kw, _ in items] == [kw.get("visible", True) for _, kw, _ in items]
+    assert _loading.make_layers(viewer, items) == [None] * len(items)

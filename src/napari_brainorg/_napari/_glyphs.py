@@ -14,9 +14,14 @@ from typing import Callable
 #: every character of the texts the plugin draws on the canvas: the corner (slice, convention,
 #: cursor in MNI mm), A/P/L/R, the colour bars' ticks
 CANVAS_TEXT = ("axial z = +0123456789 mm  ·  neurological (R on right) radiological (R on left) neuro. radio. "
-               "MNI x, y, z = (-.) −e")
+               "MNI x, y, z = (-.) −e APLR"
+               # vispy's text visual measures every text's ascent and descent with these
+               "ÅÉÑŐjgpqy")
 #: glyphs drawn per turn of the event loop (napari renders each at 256 pt into a distance field)
 GLYPHS_PER_PIECE = 1
+#: milliseconds between two glyphs: a timer (not a zero-delay call, which Qt may run back to
+#: back) lets a repaint or the user's input come between them
+GLYPH_GAP_MS = 5
 
 
 def _canvas_font(viewer):
@@ -59,7 +64,7 @@ def warm_glyphs(viewer, then: Callable[[], None] | None = None) -> None:
                     font[char]
                 del todo[:GLYPHS_PER_PIECE]
                 if todo:
-                    QTimer.singleShot(0, piece)
+                    QTimer.singleShot(GLYPH_GAP_MS, piece)
                     return
         except Exception:  # noqa: BLE001 - a glyph napari cannot draw is drawn (or not) as before
             pass

@@ -30,10 +30,12 @@ def style_map_layer(layer) -> None:
         bar = layer.colorbar
     except AttributeError:  # pragma: no cover - napari < 0.6
         return
-    bar.visible = True
+    # styled before it is shown: napari makes the bar's visual when it becomes visible, and
+    # each later change would redraw it
     bar.size = (14, 110)
     bar.font_size = 8
     bar.position = "top_right" if layer.metadata.get(ROLE) != "r2" else "bottom_right"
+    bar.visible = True
 
 
 def finish_layer(layer) -> None:

@@ -6,10 +6,15 @@ switch) goes through :func:`show_result_async` or :func:`show_layers_async`:
 
 1. a worker thread (:func:`._tasks.run_in_thread`) reads the files and builds the
    layer-data tuples (resampling, colormaps, label tables), after the warm-up of
-   napari's first-use costs (:mod:`._warm`);
+   napari's first-use costs (:mod:`._warm`), and makes the napari layers that will be
+   new in the viewer (their slices, thumbnails and label textures: up to a quarter of a
+   second each on the GUI thread);
 2. the GUI thread adds them one layer per turn of the event loop (:class:`LayerFeed`),
    so the window repaints and answers the mouse between two layers; a result's layers
-   replace those of an earlier result in place (:func:`.layers.place_result_item`);
+   replace those of an earlier result in place (:func:`.layers.place_result_item`). A
+   new layer takes three turns: it is added hidden (napari makes its controls and its
+   visual), shown in the next (its slice, its first draw), finished in the third (its
+   colour bar or outlines): each is a fraction of the freeze that adding it at once was;
 3. meanwhile napari's status bar says what is loading (``loading … (2/4)``).
 
 Each viewer has one queue of loads, in the order they were asked: a load's layers are
@@ -91,6 +96,8 @@ class LayerFeed:
         self.running = False  # its pieces have begun
         self.stopped = False
         self.unfinished = None  # a layer added in the last piece, finished in the next
+        self.hidden = None  # a layer added hidden in the last piece, shown in the next
+        self.made: list | None = None  # per item, its layer made in the worker (or None)
 
     def start(self) -> LayerFeed:
         """Take a place at the end of the viewer's queue; the pieces begin once the loads
@@ -104,9 +111,12 @@ class LayerFeed:
         _advance(self.viewer)
         return self
 
-    def supply(self, items: list) -> None:
-        """The layer-data tuples, read (on the GUI thread); the pieces begin at the head of the queue."""
+    def supply(self, items: list, made: list | None = None) -> None:
+        """The layer-data tuples, read (on the GUI thread); the pieces begin at the head of the queue.
+
+        ``made``: per item, its napari layer made in the worker (:func:`make_layers`) or ``None``."""
         self.items = list(items)
+        self.made = None if made is None else list(made)
         _advance(self.viewer)
 
     def stop(self) -> None:
@@ -140,8 +150,10 @@ class LayerFeed:
 
         alive = viewer_alive(self.viewer)
         if self.stopped or not alive:
-            if self.unfinished is not None and alive:
-                display.finish_inserted(self.viewer, self.unfinished)  # superseded: styled all the same
+            if alive:  # superseded: its last layer shown and styled all the same
+                self._show_hidden()
+                if self.unfinished is not None:
+                    display.finish_inserted(self.viewer, self.unfinished)
             self.unfinished = None
             if not self.stopped:
                 self.stop()
@@ -180,6 +192,9 @@ class LayerFeed:
         from . import display
         from . import layers as _layers
 
+        if self.hidden is not None:  # its slice and first draw: a piece of their own
+            self._show_hidden()
+            return False
         if self.unfinished is not None:  # its colour bar or outlines: a piece of their own
             layer, self.unfinished = self.unfinished, None
             if layer in self.viewer.layers:
@@ -190,6 +205,7 @@ class LayerFeed:
                 self.shown.update(_layers.end_replace(self.viewer, self.swap))
             return True
         data, kwargs, kind = self.items[self.position]
+        made = self.made[self.position] if self.made else None
         self.position += 1
         _set_status(self.viewer, f"napari-brainorg: loading {self.name}… "
                                  f"({self.position}/{len(self.items)} layers)")
@@ -197,21 +213,72 @@ class LayerFeed:
             if self.swap is None:
                 self.swap = _layers.begin_replace(self.viewer)
             layer = _layers.place_result_item(self.viewer, (data, kwargs, kind), self.swap,
-                                              source=self._layer_source(), finish_later=True)
+                                              source=self._layer_source(), finish_later=True,
+                                              hidden=_add_hidden(kind, kwargs), made=made)
             if layer in display._deferred:  # a new layer (one updated in place is finished)
                 self.unfinished = layer
+                if _add_hidden(kind, kwargs):
+                    self.hidden = layer
             self.shown[kwargs["metadata"][_layers.ROLE]] = layer
         else:
             from napari.layers import Layer
 
             display.install(self.viewer)
-            with self._layer_source() or contextlib.nullcontext():
-                layer = Layer.create(data, kwargs, kind)
+            layer = made
+            if layer is None:
+                with self._layer_source() or contextlib.nullcontext():
+                    layer = Layer.create(data, _creation_kwargs(kind, kwargs), kind)
             display.finish_later(layer)
             self.viewer.add_layer(layer)
             self.unfinished = layer
+            if _add_hidden(kind, kwargs):
+                self.hidden = layer
             self.shown[layer.name] = layer
         return False
+
+    def _show_hidden(self) -> None:
+        layer, self.hidden = self.hidden, None
+        if layer is not None and layer in self.viewer.layers:
+            layer.visible = True
+
+
+def _add_hidden(kind: str, kwargs: dict) -> bool:
+    """True when a new layer of ``kind`` is added hidden and shown in the next piece: an image
+    meant to be seen. Not labels: a hidden labels layer's visual is made from an empty slice
+    of another type, and numba compiles napari's label-texture kernel anew for it (seconds)."""
+    return kind == "image" and kwargs.get("visible", True)
+
+
+def _creation_kwargs(kind: str, kwargs: dict) -> dict:
+    """``kwargs`` to make a new layer with: hidden when :func:`_add_hidden`."""
+    return {**kwargs, "visible": False} if _add_hidden(kind, kwargs) else kwargs
+
+
+def make_layers(viewer, items: list, source: Callable[[], Any] | None = None) -> list:
+    """The napari layers of ``items`` that will be new in ``viewer``, made in this (worker) thread.
+
+    Making a layer slices it, makes its thumbnail and, for labels, its texture: a tenth to a
+    quarter of a second each that the GUI thread would spend. An item whose role ``viewer``
+    shows already is most likely updated in place (:func:`.layers.place_result_item`): ``None``
+    for it, as for one that could not be made here (it is made on the GUI thread then).
+    ``source()``: the context napari's layer source is set in, or ``None``. Returns one entry per item.
+    """
+    from napari.layers import Layer
+
+    from . import layers as _layers
+
+    out = []
+    for data, kwargs, kind in items:
+        role = kwargs.get("metadata", {}).get(_layers.ROLE)
+        try:
+            if role and _layers.find_layer(viewer, role) is not None:
+                out.append(None)
+                continue
+            with (source() if source is not None else None) or contextlib.nullcontext():
+                out.append(Layer.create(data, _creation_kwargs(kind, kwargs), kind))
+        except Exception:  # noqa: BLE001 - the GUI thread makes it (and reports what is wrong)
+            out.append(None)
+    return out
 
 
 def _advance(viewer) -> None:
@@ -250,14 +317,15 @@ def show_layers_async(viewer: napari.Viewer, build: Callable[[], list], *, name:
 
     def work():
         wait_warm()
-        return build()
+        items = build()
+        return items, make_layers(viewer, items, feed._layer_source)
 
     # no owner for the thread: the queue must hear of the end of the read even without one
-    def done(items):
+    def done(read):
         if _deleted(owner):
             feed.stop()
         else:
-            feed.supply(items)
+            feed.supply(*read)
 
     def failed(exc):
         feed.stop()

@@ -152,6 +152,24 @@ class Task:
         self.thread.join(timeout)
 
 
+#: seconds a thread holding Python's GIL keeps it once another thread asks for it (Python's
+#: default: 5 ms). Every Qt call of the GUI thread lets the GIL go; a busy worker (numba's
+#: compiler, imports, reading) then holds it up to this long before the GUI thread gets it
+#: back, and a turn of the event loop with hundreds of Qt calls took three to four times
+#: its own time while a worker ran. 1 ms: a turn takes its own time, the worker a few
+#: per cent longer.
+GUI_SWITCH_INTERVAL_S = 0.001
+
+
+def gui_first_switching() -> None:
+    """Make a busy worker thread hand the GIL back to the GUI thread within
+    :data:`GUI_SWITCH_INTERVAL_S` (for this process; never lengthens a shorter interval)."""
+    import sys
+
+    if sys.getswitchinterval() > GUI_SWITCH_INTERVAL_S:
+        sys.setswitchinterval(GUI_SWITCH_INTERVAL_S)
+
+
 def run_in_thread(fn: Callable, *args, owner=None, on_done: Callable | None = None,
                   on_error: Callable | None = None, on_progress: Callable | None = None,
                   name: str = "task", **kwargs) -> Task:
@@ -172,6 +190,7 @@ def run_in_thread(fn: Callable, *args, owner=None, on_done: Callable | None = No
     Task
         Already started.
     """
+    gui_first_switching()
     return Task(fn, args, kwargs, owner=owner, on_done=on_done, on_error=on_error,
                 on_progress=on_progress, name=name).start()
 

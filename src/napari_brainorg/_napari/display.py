@@ -266,27 +266,66 @@ def orientation_layer_data() -> tuple:
     return (points, kwargs, "points")
 
 
-def _ensure_orientation_labels(viewer: napari.Viewer) -> None:
-    from napari.layers import Layer
+#: milliseconds between making the A/P/L/R layer and adding it (room for a repaint and input)
+ORIENTATION_GAP_MS = 10
 
-    for layer in viewer.layers:
-        if layer.metadata.get("brainorg_role") == ORIENTATION_ROLE:
+
+def _has_orientation_labels(viewer: napari.Viewer) -> bool:
+    return any(layer.metadata.get("brainorg_role") == ORIENTATION_ROLE for layer in viewer.layers)
+
+
+def _ensure_orientation_labels(viewer: napari.Viewer) -> None:
+    """Add the A/P/L/R labels in two later turns of the event loop: the layer is made in one,
+    added in the next.
+
+    Made with the first brain layer, in the same turn, they froze the window for a
+    quarter to half a second more (a points layer with text: its features table, its
+    visual and its controls); they appear a few tens of milliseconds after it instead.
+    """
+    from qtpy.QtCore import QTimer
+
+    if viewer.__dict__.get("_brainorg_orientation_pending") or _has_orientation_labels(viewer):
+        return
+    viewer.__dict__["_brainorg_orientation_pending"] = True
+    ref = weakref.ref(viewer)
+
+    def add(viewer_, layer):
+        from ._tasks import viewer_alive
+
+        viewer_.__dict__.pop("_brainorg_orientation_pending", None)
+        if viewer_alive(viewer_) and not _has_orientation_labels(viewer_):
+            # the letters never take the selection (the status bar follows the active layer)
+            append_unselected(viewer_, layer)
+
+    def make(viewer_):
+        from napari.layers import Layer
+
+        from ._tasks import viewer_alive
+
+        if not viewer_alive(viewer_):
             return
-    data, kwargs, kind = orientation_layer_data()
-    layer = Layer.create(data, kwargs, kind)
-    layer.editable = False
-    # the letters never take the selection (the status bar follows the active layer)
-    append_unselected(viewer, layer)
+        layer = Layer.create(*orientation_layer_data())
+        layer.editable = False
+        QTimer.singleShot(ORIENTATION_GAP_MS, lambda: _alive(ref, lambda v: add(v, layer)))
+
+    QTimer.singleShot(ORIENTATION_GAP_MS, lambda: _alive(ref, make))
 
 
 def append_unselected(viewer, layer) -> None:
-    """Add ``layer`` to ``viewer`` keeping the selection and the active layer as they were."""
-    selected = list(viewer.layers.selection)
-    active = viewer.layers.selection.active
-    viewer.layers.append(layer)
-    viewer.layers.selection.clear()
-    viewer.layers.selection.update(selected)
-    viewer.layers.selection.active = active
+    """Add ``layer`` to ``viewer`` keeping the selection and the active layer as they were.
+
+    napari selects the layer it adds; the selection is put back with its events blocked, so
+    that nothing listening sees a change (the selection ends as it began): the layer
+    controls panel no longer shows the new layer's controls and then the old ones again
+    (each first show of a controls widget: 50 to 100 ms with the window frozen).
+    """
+    selection = viewer.layers.selection
+    selected, current = list(selection), selection._current
+    with selection.events.blocker_all():
+        viewer.layers.append(layer)
+        selection.clear()
+        selection.update(selected)  # the active layer follows: the one selected layer, if one
+        selection._current = current
 
 
 # -- canvas corner: slice and cursor in mm -------------------------------------------------

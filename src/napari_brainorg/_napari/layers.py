@@ -831,12 +831,15 @@ def begin_replace(viewer: napari.Viewer) -> dict[str, Any]:
 
 
 def place_result_item(viewer: napari.Viewer, item: tuple, swap: dict[str, Any], source=None,
-                      finish_later: bool = False):
+                      finish_later: bool = False, hidden: bool = False, made=None):
     """Put one layer-data tuple of a result into ``viewer`` (in place when a layer has its role).
 
     ``source`` (napari's layer source: the file and reader a layer came from) is given to a
     layer made here; with ``finish_later``, its colour bar or outlines wait for
-    :func:`.display.finish_inserted`. Returns the layer shown.
+    :func:`.display.finish_inserted`; with ``hidden``, a layer made here is added hidden
+    (the caller shows it). ``made``: the new layer, made already from ``item`` (in a worker,
+    with ``source`` and ``hidden``), added when no layer of its role can be updated in place.
+    Returns the layer shown.
     """
     import contextlib
 
@@ -855,8 +858,10 @@ def place_result_item(viewer: napari.Viewer, item: tuple, swap: dict[str, Any], 
         return old
     if old is not None:
         viewer.layers.remove(old)
-    with source if source is not None else contextlib.nullcontext():
-        layer = Layer.create(data, kwargs, kind)
+    layer = made
+    if layer is None:
+        with source if source is not None else contextlib.nullcontext():
+            layer = Layer.create(data, {**kwargs, "visible": False} if hidden else kwargs, kind)
     if finish_later:
         from . import display
 

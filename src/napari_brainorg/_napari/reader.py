@@ -275,6 +275,11 @@ def _dock_regions_on_current_viewer(path: str) -> None:
         return
     if viewer is None:
         return
+    from ..io.results import ResultFolder
+
+    result = ResultFolder(path)
+    if not result.is_region_result:  # the panel's module brings matplotlib: a second on the GUI thread
+        return
     from .regions_panel import dock_regions_panel
 
-    dock_regions_panel(viewer, path)
+    dock_regions_panel(viewer, result)

@@ -139,6 +139,9 @@ def demo_sample() -> list[tuple]:
     display.install(viewer)
     if viewer is None:  # no window to come back to: read (or build) it here
         return _layers.result_layer_data(ensure_demo_result())
+    from ._warm import units_now
+
+    units_now()  # napari makes the template's layer on return: its unit registry, from the cache
     if (path / "summary.json").exists():
         from ._loading import show_result_async
 
