@@ -67,15 +67,20 @@ def test_null_moments_equal_those_of_explicit_draws():
     assert var0.shape == (3, 4)
 
 
-def test_moved_norm_share_equals_the_projected_draws():
-    rng = np.random.default_rng(2)
-    n = 200
-    X = gaussian_filter1d(rng.standard_normal((n, 10)), 2.5, axis=0)
+def _unique_parts(rng, n: int, k: int):
+    """Smooth overlapping atoms with a constant and a trend as nuisance: the nuisance basis
+    ``Q``, the nuisance-free atoms ``Xr``, their unique parts ``R`` and the full model's basis."""
+    X = gaussian_filter1d(rng.standard_normal((n, k)), 2.5, axis=0)
     Q = np.linalg.qr(np.column_stack([np.ones(n), np.linspace(-1, 1, n)]))[0]
     Xr = X - Q @ (Q.T @ X)
     G = np.linalg.inv(Xr.T @ Xr)
-    R = Xr @ G / np.diag(G)
-    share = moved_norm_share(R, np.linalg.qr(np.column_stack([Q, Xr]))[0])
+    return Q, Xr, Xr @ G / np.diag(G), np.linalg.qr(np.column_stack([Q, Xr]))[0]
+
+
+def test_moved_norm_share_equals_the_projected_draws():
+    n = 200
+    Q, Xr, R, basis = _unique_parts(np.random.default_rng(2), n, 10)
+    share = moved_norm_share(R, basis)
     kept = []
     for p in run_null_phases("phase", [n], 300, random_state=3):
         PR = apply_phases(R, p)
@@ -92,12 +97,8 @@ def test_moved_norm_share_equals_the_projected_draws():
 def test_leverage_inflation_gives_back_the_power_the_other_atoms_took():
     rng = np.random.default_rng(4)
     n = 160
-    X = gaussian_filter1d(rng.standard_normal((n, 12)), 2.5, axis=0)
-    Q = np.linalg.qr(np.column_stack([np.ones(n), np.linspace(-1, 1, n)]))[0]
-    Xr = X - Q @ (Q.T @ X)
-    G = np.linalg.inv(Xr.T @ Xr)
-    R = Xr @ G / np.diag(G)
-    inflation = leverage_inflation(R, np.linalg.qr(np.column_stack([Q, Xr]))[0], max_leverage=0.99)
+    Q, Xr, R, basis = _unique_parts(rng, n, 12)
+    inflation = leverage_inflation(R, basis, max_leverage=0.99)
     # white noise less its fit on the regressors other than atom 0: its mean periodogram is
     # the noise's times 1 - h_f, which the inflation undoes
     B = np.linalg.qr(np.column_stack([Q, Xr[:, 1:]]))[0]
