@@ -257,7 +257,7 @@ def _assert_same_scores(a, b, atol):
     np.testing.assert_allclose(a.r_folds, b.r_folds, atol=atol)
 
 
-@pytest.mark.parametrize("solver", ["svd", "eigh"])
+@pytest.mark.parametrize("solver", ["gram", "svd", "eigh"])
 def test_spectral_path_equals_the_predictions_path(rng, solver):
     """Nested CV scored without the α path's predictions gives the same α and scores.
 
@@ -291,6 +291,38 @@ def test_spectral_path_equals_the_predictions_path(rng, solver):
     np.testing.assert_array_equal(a.alpha, b.alpha)
     for name in ("cv_scores", "coef", "intercept"):
         np.testing.assert_allclose(getattr(a, name), getattr(b, name), atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_folds_sums_give_what_each_factors_own_projections_give(rng, monkeypatch, dtype):
+    """Every fold's projections from the chunk's sums over the folds' segments (one pass
+    over the fMRI) equal each factor's own products with U and B: the same α, scores,
+    coefficients; a voxel constant everywhere and one constant on a test fold score 0."""
+    import napari_brainorg.encoding._ridge_segments as segments
+    import napari_brainorg.encoding.ridge as ridge
+
+    X, Y = _simulated(rng, n=240, p=8, v=60)
+    Y[:, 3] = 2.5                                               # constant everywhere
+    Y[:60, 7] = -1.0                                            # constant on the first test fold
+    X, Y = X.astype(dtype), Y.astype(dtype)
+    folds = contiguous_folds(240, 4, 3)
+    calls = []
+    real = segments.chunk_stats
+    monkeypatch.setattr(ridge, "chunk_stats", lambda plan, Yc: calls.append(Yc.shape) or real(plan, Yc))
+    common = dict(inner_folds=3, gap=3, chunk_size=16)
+    summed = cv_ridge_scores(X, Y, folds, ALPHAS, **common)
+    fit_summed = ridge_cv_fit(X, Y, folds, ALPHAS, chunk_size=16)
+    assert len(calls) == 2 * 4                                  # both fits read their chunks' sums
+    monkeypatch.setattr(ridge, "segment_plan", lambda factors, X: None)
+    own = cv_ridge_scores(X, Y, folds, ALPHAS, **common)
+    fit_own = ridge_cv_fit(X, Y, folds, ALPHAS, chunk_size=16)
+    _assert_same_scores(summed, own, 1e-10 if dtype == np.float64 else 2e-5)
+    assert np.all(summed.r2_folds[:, 3] == 0) and np.all(summed.r_folds[:, 3] == 0)
+    assert summed.r2_folds[0, 7] == 0 and summed.r_folds[0, 7] == 0
+    np.testing.assert_array_equal(fit_summed.alpha, fit_own.alpha)
+    for name in ("cv_scores", "coef", "intercept"):
+        np.testing.assert_allclose(getattr(fit_summed, name), getattr(fit_own, name),
+                                   atol=1e-9 if dtype == np.float64 else 2e-5)
 
 
 def test_spectral_path_sums_every_pair_directly_when_told(rng, monkeypatch):

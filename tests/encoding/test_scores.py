@@ -38,6 +38,21 @@ def test_leading_axes_broadcast_and_constant_columns(rng):
     np.testing.assert_array_equal(r[:, 3], 0.0)
 
 
+def test_a_constant_column_whose_mean_is_not_exact_scores_zero(rng):
+    """0.1 thirty times has a computed mean a rounding away from 0.1: the deviations are
+    ~1e-17, not 0, and would make R² about -1e30; the column is flat up to rounding."""
+    y = rng.standard_normal((30, 3))
+    y[:, 0] = 0.1
+    y[:, 1] = 1000.3
+    d = y[:, :2] - y[:, :2].mean(0)
+    assert np.all((d * d).sum(0) > 0)                   # the case: rounding, not zero
+    p = y + rng.standard_normal((30, 3))
+    np.testing.assert_array_equal(r2_score_columns(y, p)[:2], 0.0)
+    np.testing.assert_array_equal(correlation_columns(y, p)[:2], 0.0)
+    np.testing.assert_array_equal(correlation_columns(p, y)[:2], 0.0)
+    np.testing.assert_allclose(r2_score_columns(y, p)[2], r2_score(y[:, 2], p[:, 2]), rtol=1e-12)
+
+
 def test_torch_tensors_give_the_same(rng):
     torch = pytest.importorskip("torch")
     y = rng.standard_normal((25, 3))

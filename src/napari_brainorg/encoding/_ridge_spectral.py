@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from .scores import FLAT_RTOL
+
 #: Relative eigenvalue gap below which a pair of components is summed directly.
 _NEAR_GAP = 1e-6
 
@@ -48,6 +50,7 @@ class _Spectral:
     M: np.ndarray | None = None     # (n_alphas, 2r) float64: [g² diag(C), 2g]
     D: np.ndarray | None = None     # (r, r) float64 partial-fraction matrix (far pairs)
     c_diag: np.ndarray | None = None
+    C: np.ndarray | None = None     # (r, r) float64: B'B
     near: tuple | None = None       # (J, K): components summed directly, (n_alphas·|J|, |J|)
 
 
@@ -89,7 +92,7 @@ def _spectral(f, train: np.ndarray, test: np.ndarray | None, alphas: np.ndarray,
     sp.test_rows = slice(runs[0][0], runs[0][1]) if len(runs) == 1 else sp.test   # a view when contiguous
     sp.B = np.ascontiguousarray(f.B)
     sp.b1 = np.asarray(f.B, dtype=np.float64).sum(0)
-    C = B64.T @ B64
+    C = sp.C = B64.T @ B64
     g = sp.G.T                                                       # (a, r)
     sp.c_diag = np.diag(C).copy()
     sp.M = np.concatenate([g * g * sp.c_diag[None, :], 2.0 * g], axis=1)
@@ -134,12 +137,35 @@ def _project(sp: _Spectral, Yc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return m, u
 
 
-def _spectral_scores(sp: _Spectral, Yc: np.ndarray, metric: str) -> np.ndarray:
-    """Score of every α on the factor's test set, every voxel: (n_alphas, c) float64."""
-    m, u = _project(sp, Yc)
+def _direct_moments(sp: _Spectral, Yc: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``z = B'(y_test - m)``, ``Σ (y_test - m)²`` and the test sum of squares about its own
+    mean, from the test rows of ``Yc``."""
     Yte = Yc[sp.test_rows]
     z = (sp.B.T @ Yte).astype(np.float64)                            # B'(y_test - m) = B'y_test - (B'1) m
     z -= sp.b1[:, None] * m[None, :]
+    Yte = Yte.astype(np.float64)
+    Yte -= m
+    yy = np.einsum("nc,nc->c", Yte, Yte)
+    Yte -= Yte.mean(0)
+    ss_tot = np.einsum("nc,nc->c", Yte, Yte)
+    ss_tot[ss_tot <= FLAT_RTOL * yy] = 0.0                          # flat up to rounding (scores.FLAT_RTOL)
+    return z, yy, ss_tot
+
+
+def _spectral_scores(sp: _Spectral, Yc: np.ndarray, metric: str, segments=None, stats=None) -> np.ndarray:
+    """Score of every α on the factor's test set, every voxel: (n_alphas, c) float64.
+
+    ``segments``, ``stats``: the factor's segment runs and the chunk's sums over them
+    (:mod:`._ridge_segments`), from which the projections come without reading ``Yc``."""
+    if stats is not None:
+        from ._ridge_segments import test_moments, train_projection
+
+        m, u = train_projection(segments, stats)
+        mo = test_moments(segments, stats, m)
+        z, yy, ss_tot = mo.z, mo.yy, mo.ss_tot
+    else:
+        m, u = _project(sp, Yc)
+        z, yy, ss_tot = _direct_moments(sp, Yc, m)
     r = u.shape[0]
     Z = np.empty((2 * r, u.shape[1]))
     np.multiply(u, u, out=Z[:r])                                     # diag(C) is folded into M
@@ -152,17 +178,41 @@ def _spectral_scores(sp: _Spectral, Yc: np.ndarray, metric: str) -> np.ndarray:
         J, K = sp.near
         uJ = u[J]
         ss_res += np.einsum("ajc,jc->ac", (K @ uJ).reshape(len(ss_res), len(J), -1), uJ)
-    Yte = Yte.astype(np.float64)
-    Yte -= m
-    ss_res += np.einsum("nc,nc->c", Yte, Yte)
+    ss_res += yy
     np.maximum(ss_res, 0.0, out=ss_res)                              # rounding below an exact fit
     n_test = len(sp.test)
     if metric == "neg_mse":
         return ss_res / -n_test
-    Yte -= Yte.mean(0)
-    ss_tot = np.einsum("nc,nc->c", Yte, Yte)
     flat = ss_tot <= 0
     ss_res /= ss_tot + flat
     np.subtract(1.0, ss_res, out=ss_res)
     ss_res *= ~flat
     return ss_res
+
+
+def held_out_scores(sp: _Spectral, segments, stats, best) -> tuple[np.ndarray, np.ndarray]:
+    """R² and Pearson r on the factor's test volumes of each voxel's prediction with its
+    own α (index ``best``), from the chunk's sums over the segments (no prediction is
+    formed): with ``w = g ∘ u`` the prediction about ``m`` is ``B w``, so
+    ``Σ (y - m) p = z'w``, ``Σ p² = w'Cw``, ``Σ p = (B'1)'w``.
+
+    Returns two (c,) float64 arrays, 0 where the test volumes or the prediction are flat
+    (as :func:`~napari_brainorg.encoding.scores.r2_score_columns` and
+    :func:`~napari_brainorg.encoding.scores.correlation_columns`)."""
+    from ._ridge_segments import test_moments, train_projection
+
+    m, u = train_projection(segments, stats)
+    mo = test_moments(segments, stats, m)
+    w = sp.G[:, best] * u
+    cross = np.einsum("rc,rc->c", mo.z, w)
+    pp = np.einsum("rc,rc->c", w, sp.C @ w)
+    p_sum = sp.b1 @ w
+    n = len(sp.test)
+    sse = np.maximum(mo.yy - 2.0 * cross + pp, 0.0)
+    flat = mo.ss_tot <= 0
+    r2 = np.where(flat, 0.0, 1.0 - sse / (mo.ss_tot + flat))
+    cov = cross - mo.y_sum * p_sum / n
+    var_p = pp - p_sum * p_sum / n
+    var = mo.ss_tot * np.where(var_p <= FLAT_RTOL * pp, 0.0, var_p)
+    flat = var <= 0
+    return r2, np.where(flat, 0.0, cov / np.sqrt(var + flat))

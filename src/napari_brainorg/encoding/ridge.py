@@ -69,7 +69,8 @@ from ._ridge_chunks import (
     _use_spectral,
 )
 from ._ridge_solver import _factorise, _index, _refit, _select_alphas, _shrinkage, _small_lapack
-from ._ridge_spectral import _project
+from ._ridge_segments import chunk_stats, segment_plan, train_projection
+from ._ridge_spectral import _project, held_out_scores
 from .folds import _check_folds, _check_int, _folds_of, contiguous_folds
 from .preprocessing import ConstantColumnsWarning, highpass, make_delays
 from .scores import correlation_columns, r2_score_columns
@@ -88,7 +89,7 @@ __all__ = [
 DEFAULT_ALPHAS = np.logspace(-1, 6, 15)
 
 ALPHA_SCORES = ("r2", "neg_mse")
-SOLVERS = ("auto", "svd", "eigh")
+SOLVERS = ("auto", "gram", "svd", "eigh")
 
 
 class EncoderNotFittedError(NotFittedError, _SkNotFittedError):
@@ -184,9 +185,11 @@ def cv_ridge_scores(X, Y, folds, alphas=DEFAULT_ALPHAS, *, inner_folds: int = 4,
         Inner-CV criterion: mean within-fold R², or himalaya's mean negative MSE.
     standardize : bool, default True
         Standardise the regressors with training statistics (else only centre them).
-    solver : {"auto", "svd", "eigh"}, default "auto"
-        ``"svd"`` of the regressors, or ``"eigh"`` of the kernel ``X X'`` (cheaper
-        when n_features > n_volumes); ``"auto"`` picks by shape.
+    solver : {"auto", "gram", "svd", "eigh"}, default "auto"
+        ``"gram"``: eigendecomposition of the regressors' Gram ``X'X`` (n_features
+        squared); ``"svd"`` of the regressors (the same factors, slower); ``"eigh"`` of
+        the kernel ``X X'`` (cheaper when n_features > n_volumes); ``"auto"``: ``"gram"``
+        or ``"eigh"`` by shape.
     backend : {"numpy", "torch", "auto"}, default "numpy"
     device : str, optional
         torch device.
@@ -249,6 +252,8 @@ def cv_ridge_scores(X, Y, folds, alphas=DEFAULT_ALPHAS, *, inner_folds: int = 4,
                                alphas=alphas_np if spectral else None)
             plans.append((inner, outer, _shrinkage(bk, outer.eig, alphas_b).T))
 
+    # every factor's projections from the chunk's sums over the folds' segments, where that pays
+    seg = segment_plan([f for inner, outer, _ in plans for f in (*inner, outer)], X) if spectral else None
     n_folds = len(folds)
     out_dtype = np.float32 if bk.dtype == "float32" else np.float64
     r2_folds = np.zeros((n_folds, n_voxels), dtype=out_dtype)
@@ -258,17 +263,22 @@ def cv_ridge_scores(X, Y, folds, alphas=DEFAULT_ALPHAS, *, inner_folds: int = 4,
 
     def one_chunk(start: int):
         Yc = _load_chunk(bk, Y, start, step, spectral)
+        st = None if seg is None else chunk_stats(seg, Yc)
         width = Yc.shape[1]
         r2 = np.zeros((n_folds, width), dtype=out_dtype)
         r = np.zeros_like(r2)
         chosen = np.zeros((n_folds, width), dtype=np.intp)
         for o, (inner, outer, G_table) in enumerate(plans):
             if inner:
-                best, _ = _select_alphas(bk, inner, Yc, alphas_b, alpha_score)
+                best, _ = _select_alphas(bk, inner, Yc, alphas_b, alpha_score, st)
             elif fixed_idx is not None:
                 best = _index(bk, np.ascontiguousarray(fixed_idx[start:start + step]))
             else:
                 best = _index(bk, np.zeros(width, dtype=np.intp))
+            if st is not None:
+                r2[o], r[o] = held_out_scores(outer.spectral, outer.segments, st, best)
+                chosen[o] = best
+                continue
             if spectral:
                 sp = outer.spectral
                 m, u = _project(sp, Yc)
@@ -367,6 +377,7 @@ def ridge_cv_fit(X, Y, folds, alphas=DEFAULT_ALPHAS, *, alpha_score: str = "r2",
                               alphas=alphas_np if spectral else None) for tr, te in folds]
         full = _factorise(bk, Xb, np.arange(n_volumes), None, standardize=standardize, solver=solver)
     G_table = _shrinkage(bk, full.eig, alphas_b).T
+    seg = segment_plan([*factors, full], X) if spectral else None
 
     out_dtype = np.float32 if bk.dtype == "float32" else np.float64
     coef = np.zeros((X.shape[1], n_voxels), dtype=out_dtype)
@@ -377,12 +388,17 @@ def ridge_cv_fit(X, Y, folds, alphas=DEFAULT_ALPHAS, *, alpha_score: str = "r2",
 
     def one_chunk(start: int):
         Yc = _load_chunk(bk, Y, start, step, spectral)
+        st = None if seg is None else chunk_stats(seg, Yc)
         mean = None
         if len(alphas_np) > 1:
-            best, mean = _select_alphas(bk, factors, Yc, alphas_b, alpha_score)
+            best, mean = _select_alphas(bk, factors, Yc, alphas_b, alpha_score, st)
         else:
             best = _index(bk, np.zeros(Yc.shape[1], dtype=np.intp))
-        W, y_mean = _refit(bk, full, Yc, G_table, best)
+        if st is not None:
+            y_mean, u = train_projection(full.segments, st)
+            W = G_table[:, best] * u
+        else:
+            W, y_mean = _refit(bk, full, Yc, G_table, best)
         if spectral:  # the chunk was centred on its own mean: put it back
             y_mean = y_mean + Y[:, start:start + step].mean(0, dtype=np.float64)
         return (start, None if mean is None else bk.to_numpy(mean), bk.to_numpy(full.XtU @ W),
@@ -441,7 +457,7 @@ class CVRidgeEncoder(RegressorMixin, BaseEstimator):
         subjects). Scores and chosen α do not depend on it.
     alpha_score : {"r2", "neg_mse"}, default "r2"
         Criterion of the inner CV.
-    solver : {"auto", "svd", "eigh"}, default "auto"
+    solver : {"auto", "gram", "svd", "eigh"}, default "auto"
     backend : {"numpy", "torch", "auto"}, default "numpy"
     device : str, optional
     dtype : {"float32", "float64"}, optional

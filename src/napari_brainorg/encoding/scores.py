@@ -5,7 +5,9 @@ input's type), reduce over the sample axis (``axis=-2``: volumes) and broadcast 
 any leading axes, so the predictions of a whole regularisation path
 ``(n_alphas, n_volumes, n_voxels)`` are scored against ``(n_volumes, n_voxels)`` at
 once. A column whose measured values do not vary scores 0 (not NaN), so a map of
-scores never holds NaN for flat voxels outside the brain.
+scores never holds NaN for flat voxels outside the brain; "do not vary" is up to
+rounding (:data:`FLAT_RTOL`), since a constant column's deviations from its computed
+mean are rounding, not zero, and would make R² any number.
 """
 
 from __future__ import annotations
@@ -14,7 +16,11 @@ import numpy as np
 
 from ..errors import ShapeError
 
-__all__ = ["r2_score_columns", "correlation_columns"]
+__all__ = ["r2_score_columns", "correlation_columns", "FLAT_RTOL"]
+
+#: a column is flat when its sum of squares about its mean is at most this fraction of its
+#: sum of squares (rounding leaves ~1e-16 of it in float64, ~1e-14 in float32)
+FLAT_RTOL = 1e-12
 
 
 def _is_torch(a) -> bool:
@@ -67,7 +73,7 @@ def r2_score_columns(y_true, y_pred):
     ss_tot = (centred * centred).sum(-2)
     resid = y_true - y_pred
     ss_res = (resid * resid).sum(-2)
-    flat = ss_tot <= 0
+    flat = ss_tot <= FLAT_RTOL * (y_true * y_true).sum(-2)
     safe = _where(flat, ss_tot + 1, ss_tot)
     return _where(flat, ss_res * 0, 1 - ss_res / safe)
 
@@ -89,8 +95,9 @@ def correlation_columns(a, b):
     ac = a - a.mean(-2, keepdims=True)
     bc = b - b.mean(-2, keepdims=True)
     cov = (ac * bc).sum(-2)
-    var = (ac * ac).sum(-2) * (bc * bc).sum(-2)
-    flat = var <= 0
+    var_a, var_b = (ac * ac).sum(-2), (bc * bc).sum(-2)
+    var = var_a * var_b
+    flat = (var <= 0) | (var_a <= FLAT_RTOL * (a * a).sum(-2)) | (var_b <= FLAT_RTOL * (b * b).sum(-2))
     safe = _where(flat, var + 1, var)
     r = cov / safe**0.5
     return _where(flat, r * 0, r)

@@ -7,7 +7,7 @@ Writes
     ``encoding/<model>/subjects/<subject>.npz`` per subject (:func:`encode_subject`: GLS
     atom maps, the paper's sparse fit and its shift null, the cross-validated ridge and
     its permutation p, the layer-wise baseline; each keyed on its own, so subjects
-    computed by other processes or jobs merge into one run; compressed), then the group
+    computed by other processes or jobs merge into one run), then the group
     files, maps with BIDS-derivative names and a JSON sidecar each (what the map holds,
     units, model, method): ``<entities>_desc-<model>_mask.nii.gz`` (the analysis mask),
     ``..._desc-<model>AtomMaps_statmap.nii.gz`` and ``...AtomMapsZ...`` (4D, one volume
@@ -33,16 +33,18 @@ Key
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..._progress import check_cancel
-from ...io.results import MapSpace, ResultWriter, group_map_name
-from .._state import key_of
-from ..context import (
+from ...._progress import check_cancel
+from ....io.results import MapSpace, ResultWriter, group_map_name
+from ..._state import key_of
+from ...context import (
     StepContext,
     baseline_slugs,
     clear_output,
@@ -51,7 +53,9 @@ from ..context import (
     save_npz,
     subject_file_name,
 )
-from ..study import encoding_confounds, highpass_study, map_rows, study_confounds, study_runs, subject_ci
+from ...study import encoding_confounds, highpass_study, map_rows, study_confounds, study_runs, subject_ci
+from ._ridge import NUISANCE_ONLY as NUISANCE_ONLY  # the run reads it: which folder to keep
+from ._ridge import _prediction_arrays, _ridge_fits, stacked_layer_baselines
 
 
 #: The group atom maps shown (``atom_maps_z``), in words; part of the group step's key.
@@ -167,11 +171,12 @@ def encode_subject(ctx: StepContext, task: SubjectTask, Y: np.ndarray, atoms: np
         if tick is not None:
             tick()
     target = ctx.writer._target(task.artifact)
-    from ...io.results import atomic_path
+    from ....io.results import atomic_path
 
     with atomic_path(target, ".npz") as tmp:
-        # compressed: a third smaller (float32 maps), for a few tenths of a second per subject
-        np.savez_compressed(tmp, **out)
+        # not compressed: half the size (18.4 → 9.4 MB on the demo) costs 0.8 s of a core per
+        # subject and model, 24 s a demo run
+        np.savez(tmp, **out)
     ctx.done(task.step)
     return out
 
@@ -180,13 +185,13 @@ def _map_design(ctx: StepContext, n_volumes: int, confounds):
     """The atom maps' volumes (``encoding.map_stories``), their nuisance (the drifts the
     high-pass removes: constant, trend, cosines, per story), the confounds on those
     volumes and the runs' lengths."""
-    from ...encoding.preprocessing import drift_basis
+    from ....encoding.preprocessing import drift_basis
 
     cfg = ctx.config
     ec = cfg.encoding
     mrows, map_runs = map_rows(ctx)
     if cfg.multi_story:
-        from ...encoding.stories import run_drift_basis
+        from ....encoding.stories import run_drift_basis
 
         nuisance = run_drift_basis(map_runs, ec.highpass_cutoff)
     else:
@@ -199,6 +204,7 @@ def _map_design(ctx: StepContext, n_volumes: int, confounds):
 #: (the noise is estimated without the atoms); a few subjects' worth of one value per voxel
 _AR1_MEMO: dict[tuple, np.ndarray] = {}
 _AR1_MEMO_SIZE = 64
+_AR1_LOCK = threading.Lock()   # subjects encoded side by side share the memo
 
 
 def _gls_maps(ctx: StepContext, Y: np.ndarray, atoms: np.ndarray, confounds, subject=None) -> dict[str, np.ndarray]:
@@ -208,7 +214,7 @@ def _gls_maps(ctx: StepContext, Y: np.ndarray, atoms: np.ndarray, confounds, sub
     ``subject`` (its name) lets the models of a run share the subject's AR(1), which
     does not depend on the atoms; it is keyed by the fMRI's content key, the subject, the
     map volumes and the nuisance, so nothing of other data is reused."""
-    from ...encoding.glm import ar1_coefficients, gls_atom_maps
+    from ....encoding.glm import ar1_coefficients, gls_atom_maps
 
     ec = ctx.config.encoding
     # the atoms themselves stay unfiltered in the GLS: the drifts are in the model
@@ -218,53 +224,70 @@ def _gls_maps(ctx: StepContext, Y: np.ndarray, atoms: np.ndarray, confounds, sub
         extra = nuisance if conf is None else np.column_stack([nuisance, np.asarray(conf, np.float64)])
         key = (ctx.keys["fmri"], subject, Y.shape, hashlib.sha256(np.ascontiguousarray(mrows).tobytes()
                                                                    + np.ascontiguousarray(extra).tobytes()).hexdigest())
-        rho = _AR1_MEMO.get(key)
+        with _AR1_LOCK:
+            rho = _AR1_MEMO.get(key)
         if rho is None:
             rho = ar1_coefficients(Y[mrows], extra)
-            if len(_AR1_MEMO) >= _AR1_MEMO_SIZE:
-                _AR1_MEMO.pop(next(iter(_AR1_MEMO)))
-            _AR1_MEMO[key] = rho
+            with _AR1_LOCK:
+                if len(_AR1_MEMO) >= _AR1_MEMO_SIZE:
+                    _AR1_MEMO.pop(next(iter(_AR1_MEMO)))
+                _AR1_MEMO[key] = rho
     maps = gls_atom_maps(atoms[mrows], Y[mrows], nuisance=nuisance, confounds=conf, noise_model=ec.noise_model,
                          rho=rho)
     return {"z": maps.z, "effect": maps.effect, "rho": maps.rho}
 
 
+#: the subjects' standardised mean fMRI of the calibrated maps is kept for the run's next
+#: model (it does not depend on the atoms) up to this many bytes
+_CALIBRATION_MEMO_BYTES = 512 * 2**20
+
+
 def _calibrated_maps(ctx: StepContext, data, atoms: np.ndarray, slug: str) -> np.ndarray:
     """The group maps shown: each voxel's lock with the atom against phase-randomised atoms
     (:func:`napari_brainorg.encoding.calibration.stimulus_calibrated_maps`), on the map volumes."""
-    from ...encoding.calibration import stimulus_calibrated_maps
+    from ....encoding.calibration import stimulus_calibrated_maps
 
     mrows, nuisance, conf, runs = _map_design(ctx, atoms.shape[0], encoding_confounds(ctx, slug))
     extra = nuisance if conf is None else np.column_stack([nuisance, conf])
     fmri = data.data if len(mrows) == atoms.shape[0] else [Y[mrows] for Y in data.data]
-    return stimulus_calibrated_maps(atoms[mrows], fmri, nuisance=extra, runs=runs, cancel=ctx.cancel).z
+    memo = None
+    if ctx.keys.get("fmri") and 8 * len(mrows) * fmri[0].shape[1] <= _CALIBRATION_MEMO_BYTES:
+        key = ("calibration", ctx.keys["fmri"], len(fmri), fmri[0].shape,
+               hashlib.sha256(np.ascontiguousarray(mrows).tobytes() + np.ascontiguousarray(extra).tobytes()).hexdigest())
+        if key not in ctx.memo:  # one entry: the nuisance baseline's differs, and comes last
+            for old in [k for k in ctx.memo if k[0] == "calibration"]:
+                del ctx.memo[old]
+            ctx.memo[key] = {}
+        memo = ctx.memo[key]
+    return stimulus_calibrated_maps(atoms[mrows], fmri, nuisance=extra, runs=runs, cancel=ctx.cancel, memo=memo).z
 
 
 def _sparse_fit(ctx: StepContext, task: SubjectTask, atoms: np.ndarray, Yf: np.ndarray) -> dict[str, np.ndarray]:
     """The paper's sparse fit on the map volumes: coefficients, in-sample R2, its shift null,
     and (time courses kept) the prediction as a linear map of the high-passed atoms."""
-    from ...encoding.sparse_fit import SparseAtomEncoder
+    from ....encoding.sparse_fit import fit_with_shift_null
 
     cfg = ctx.config
     ec = cfg.encoding
     mrows, _ = map_rows(ctx)
     X = highpass_study(ctx, atoms.astype(np.float64))
     out: dict[str, np.ndarray] = {}
-    enc = SparseAtomEncoder(alpha=ec.sparse_alpha).fit(X[mrows], Yf[mrows])
+    shifts = []
+    if ec.sparse_null_shifts and not task.baseline:
+        from ....encoding.inference import circular_shift_draws
+
+        # the same shifts for every subject: the story is shared
+        shifts = circular_shift_draws(len(mrows), ec.sparse_null_shifts, random_state=cfg.seed)
+    Xm, Ym = (X, Yf) if len(mrows) == len(X) else (X[mrows], Yf[mrows])
+    enc, null = fit_with_shift_null(Xm, Ym, shifts, alpha=ec.sparse_alpha, cancel=ctx.cancel)
     out["coef"] = np.asarray(enc.coef_, np.float32)
     if task.keep_courses:
         # the prediction as a linear map of the high-passed atoms (the viewer forms a
         # voxel's course on a click; the measured courses are written once per study)
         out.update(sparse_prediction(enc, X))
     out["r2_sparse"] = np.asarray(enc.r2_, np.float32)
-    if ec.sparse_null_shifts and not task.baseline:
-        from ...encoding.inference import circular_shift_draws
-        from ...encoding.sparse_fit import sparse_r2_null
-
-        # the same shifts for every subject: the story is shared
-        shifts = circular_shift_draws(len(mrows), ec.sparse_null_shifts, random_state=cfg.seed)
-        out["r2_sparse_null"] = sparse_r2_null(X[mrows], Yf[mrows], shifts, alpha=ec.sparse_alpha,
-                                               cancel=ctx.cancel).astype(np.float32)
+    if len(shifts):
+        out["r2_sparse_null"] = null.astype(np.float32)
     return out
 
 
@@ -277,246 +300,6 @@ def sparse_prediction(enc, X: np.ndarray) -> dict[str, np.ndarray]:
     weights = coef / enc.atom_norm_.astype(np.float64)[:, None]
     intercept = enc.y_mean_.astype(np.float64) - (enc.atom_mean_ / enc.atom_norm_).astype(np.float64) @ coef
     return _prediction_arrays(X, weights, intercept)
-
-
-def _prediction_arrays(design: np.ndarray, weights: np.ndarray, intercept: np.ndarray) -> dict[str, np.ndarray]:
-    """A subject's in-sample prediction as ``design @ weights + intercept``: the design
-    (n_volumes, p) float32, the weights as (n_voxels, p) float32 (a voxel's row is
-    contiguous, so a viewer reads one voxel from a memory map) and the intercept (n_voxels,)."""
-    return {"prediction_design": np.asarray(design, np.float32),
-            "prediction_weights": np.ascontiguousarray(np.asarray(weights, np.float32).T),
-            "prediction_intercept": np.asarray(intercept, np.float32)}
-
-
-def _ridge_design(ctx: StepContext, features: np.ndarray, runs) -> np.ndarray | None:
-    """``features`` as the ridge reads them: delayed and high-passed (per story run when
-    there are several); None for one story without a high-pass or delays to apply here."""
-    ec = ctx.config.encoding
-    if runs:
-        from ...encoding.stories import highpass_runs, make_delays_runs
-
-        return highpass_runs(make_delays_runs(features, runs, ec.delays), runs, ec.highpass_cutoff)
-    from ...encoding.preprocessing import highpass, make_delays
-
-    X = make_delays(features, tuple(ec.delays))
-    if ec.highpass_cutoff:
-        X = highpass(X, ctx.config.story.tr, cutoff=ec.highpass_cutoff)
-    return X
-
-
-def _fit_ridge(ctx: StepContext, features: np.ndarray, Y: np.ndarray, Yf: np.ndarray, runs):
-    """The cross-validated ridge of ``Y`` on ``features`` (contiguous folds, α per voxel by
-    the inner CV). Returns the fitted encoder and, with several stories, the design it
-    was fitted on (delays and drifts per run, made here), else None."""
-    from ...encoding.ridge import CVRidgeEncoder
-
-    ec = ctx.config.encoding
-    tr = ctx.config.story.tr
-    if runs:  # several stories: delays and drifts within each run, done here
-        design = _ridge_design(ctx, features, runs)
-        enc = CVRidgeEncoder(alphas=np.asarray(ec.alphas), n_folds=ec.n_folds, gap=ec.gap, delays=(0,),
-                             highpass_cutoff=None, detrend=False, tr=tr)
-        enc.fit(design, Yf)
-        return enc, design
-    enc = CVRidgeEncoder(alphas=np.asarray(ec.alphas), n_folds=ec.n_folds, gap=ec.gap,
-                         delays=tuple(ec.delays), highpass_cutoff=ec.highpass_cutoff, tr=tr)
-    enc.fit(features, Y)
-    return enc, None
-
-
-def _ridge_fits(ctx: StepContext, task: SubjectTask, Y: np.ndarray, Yf: np.ndarray, atoms: np.ndarray,
-                confounds, an, keep_courses: bool, baseline: dict | None = None) -> dict[str, np.ndarray]:
-    """The cross-validated ridge of the atoms and everything scored with its folds: the
-    leave-one-story-out scores, the permutation p, the layer-wise baseline, the nuisance
-    regressors alone and with the atoms, and each feature set's chance level."""
-    cfg = ctx.config
-    ec = cfg.encoding
-    k = atoms.shape[1]
-    runs = study_runs(cfg) if cfg.multi_story else None  # several stories: drifts and delays per run
-    enc, design = _fit_ridge(ctx, atoms, Y, Yf, runs)
-    out: dict[str, np.ndarray] = {}
-    if task.keep_courses and keep_courses:
-        # the final fit as a linear map of its design (delayed, filtered, as predict forms it)
-        Xd = enc._design(atoms if design is None else design).astype(np.float64)
-        coef = enc.coef_.astype(np.float64) * enc.y_scale_.astype(np.float64)[None, :]
-        weights = coef / enc.x_scale_.astype(np.float64)[:, None]
-        intercept = (enc.intercept_.astype(np.float64) * enc.y_scale_ + enc.y_mean_
-                     - (enc.x_mean_ / enc.x_scale_).astype(np.float64) @ coef)
-        out.update(_prediction_arrays(Xd, weights, intercept))
-    out["r2_cv"] = np.asarray(enc.r2_, np.float32)
-    out["r_cv"] = np.asarray(enc.r_, np.float32)
-    if task.keep_courses:
-        # the held-out prediction, formed for a clicked voxel: each fold's volumes from the
-        # ridge trained on the others with that fold's alpha (the design and the alphas suffice)
-        out["heldout_design"] = np.asarray(enc._design(atoms if design is None else design), np.float32)
-        out["heldout_alpha_folds"] = np.ascontiguousarray(np.asarray(enc.alpha_folds_, np.float32).T)
-    if runs and ec.leave_one_story_out and not task.baseline:
-        from ...encoding.stories import leave_one_story_out
-
-        # trained on the other stories, scored on each held-out one: (n_stories, n_voxels)
-        loso = leave_one_story_out(atoms, Yf, runs, np.asarray(ec.alphas), delays=tuple(ec.delays),
-                                   highpass_cutoff=ec.highpass_cutoff, gap=ec.gap, filtered=True,
-                                   cancel=ctx.cancel)
-        out["r2_loso"] = np.asarray(loso.r2, np.float32)
-        out["r_loso"] = np.asarray(loso.r, np.float32)
-    if ec.n_permutations and not task.baseline:
-        out["p_cv"] = _ridge_p_values(ctx, enc, atoms, Yf, seed=cfg.seed + task.index, design=design)
-    if ec.baseline and an is not None:
-        if baseline is None or not _same_folds(baseline.get("_folds"), enc.folds_):
-            baseline = _layer_baseline(ctx, an, Y, enc.folds_)
-        out.update({k: v for k, v in baseline.items() if not k.startswith("_")})
-    if "sparse" not in ec.models:
-        out["coef"] = np.asarray(enc.coef_[:k], np.float32)
-    with_nuisance = confounds is not None and ec.nuisance_comparison and not task.baseline
-    nuisance = None
-    if with_nuisance:
-        nuisance = _nuisance_only(ctx, task, Y, Yf, np.asarray(confounds, np.float64), runs, enc.folds_)
-        out.update({k: v for k, v in nuisance.items() if not k.startswith("_")})
-        out.update(_joint_fit(ctx, Y, Yf, atoms, np.asarray(confounds, np.float64), runs))
-    if ec.chance_shifts:
-        out.update(_chance_levels(ctx, enc.folds_, Yf, atoms, confounds if with_nuisance else None, runs, nuisance))
-    return out
-
-
-def _layer_baseline(ctx: StepContext, an, Y: np.ndarray, folds) -> dict[str, np.ndarray]:
-    """The layer-wise baseline of the voxels ``Y``: each layer's ANs alone, the atoms' folds."""
-    from ...encoding.baseline import layerwise_encoding
-
-    ec = ctx.config.encoding
-    base = layerwise_encoding(an[0], an[1], Y, folds, np.asarray(ec.alphas), gap=ec.gap,
-                              delays=tuple(ec.delays), tr=ctx.config.story.tr, highpass_cutoff=ec.highpass_cutoff,
-                              progress=ctx.progress, cancel=ctx.cancel)
-    return {"baseline_r2": np.asarray(base.r2, np.float32), "baseline_r": np.asarray(base.r, np.float32),
-            "baseline_layers": np.asarray(base.layers)}
-
-
-def _same_folds(a, b) -> bool:
-    return (a is not None and len(a) == len(b)
-            and all(np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1]) for x, y in zip(a, b)))
-
-
-#: the most fMRI values (volumes x voxels of all subjects) for which the layer-wise baseline
-#: is fitted for all subjects at once (region studies; 128 MiB in float64)
-STACKED_BASELINE_MAX_VALUES = 2 ** 24
-
-
-def stacked_layer_baselines(ctx: StepContext, tasks: list[SubjectTask], data, an) -> dict[int, dict]:
-    """The layer-wise baseline of every subject still to encode, fitted once on their voxels
-    side by side (region studies): the subjects heard the same story, so each layer's design
-    and its kernel factorisations are theirs alike, and every voxel keeps its own α and
-    scores; the factorisations are made once instead of once per subject.
-
-    Returns ``{subject index: its baseline}``, empty when the layer-wise baseline is off,
-    the data are too large to stack (:data:`STACKED_BASELINE_MAX_VALUES`) or the subjects'
-    volumes differ (each is then fitted in :func:`encode_subject`)."""
-    from ...encoding.ridge import contiguous_folds
-
-    ec = ctx.config.encoding
-    if not (ec.baseline and an is not None and "ridge" in ec.models):
-        return {}
-    todo = [(t, Y) for t, Y in zip(tasks, data.data) if not ctx.cached(t.step, [t.key], [t.artifact])]
-    if len(todo) < 2 or len({Y.shape[0] for _, Y in todo}) != 1:
-        return {}
-    n_volumes = todo[0][1].shape[0]
-    if n_volumes * sum(Y.shape[1] for _, Y in todo) > STACKED_BASELINE_MAX_VALUES:
-        return {}
-    # the folds the atoms' ridge uses (CVRidgeEncoder: contiguous, from the volumes alone);
-    # encode_subject checks them against its fit's before using the result
-    folds = contiguous_folds(n_volumes, ec.n_folds, ec.gap)
-    stacked = _layer_baseline(ctx, an, np.column_stack([np.asarray(Y, np.float64) for _, Y in todo]), folds)
-    out, start = {}, 0
-    for task, Y in todo:
-        cols = slice(start, start + Y.shape[1])
-        start += Y.shape[1]
-        out[task.index] = {"baseline_r2": stacked["baseline_r2"][..., cols], "baseline_r": stacked["baseline_r"][..., cols],
-                           "baseline_layers": stacked["baseline_layers"], "_folds": folds}
-    return out
-
-
-def _joint_fit(ctx: StepContext, Y, Yf, atoms, confounds, runs) -> dict[str, np.ndarray]:
-    """The atoms and the nuisance regressors together, fitted like the atoms (same folds
-    and α grid): what the atoms add is ``r_cv_atoms_and_nuisance - r_cv_nuisance_only``."""
-    check_cancel(ctx.cancel)
-    enc, _ = _fit_ridge(ctx, np.column_stack([atoms, confounds]), Y, Yf, runs)
-    return {"r2_cv_atoms_and_nuisance": np.asarray(enc.r2_, np.float32),
-            "r_cv_atoms_and_nuisance": np.asarray(enc.r_, np.float32)}
-
-
-#: the nuisance regressors' fit per subject, shared by every model of the run
-NUISANCE_ONLY = "encoding/nuisance_only"
-
-
-def _nuisance_only(ctx: StepContext, task: SubjectTask, Y, Yf, confounds, runs, folds) -> dict[str, np.ndarray]:
-    """The nuisance regressors alone, fitted like the atoms, and their chance level: the
-    same for every model of the run, so computed once per subject
-    (``encoding/nuisance_only/<subject>.npz``, stamped) and read back by the others.
-
-    Returns ``r2_cv_nuisance_only``, ``r_cv_nuisance_only`` and, with chance levels on,
-    ``chance_nuisance``, ``chance_nuisance_draws`` and ``_chance_nuisance_observed`` (the
-    summary voxels' r, the reference of the atoms' gain)."""
-    ec = ctx.config.encoding
-    name = subject_file_name(task.subject)
-    step, rel = f"{NUISANCE_ONLY}/{name}", f"{NUISANCE_ONLY}/{name}.npz"
-    key_parts = [ec.model_dump(mode="json"), ctx.keys.get("fmri"), ctx.keys.get("story"), ctx.config.seed,
-                 ctx.config.story.tr, task.subject, task.index,
-                 hashlib.sha256(np.ascontiguousarray(confounds).tobytes()).hexdigest()]
-    if ctx.cached(step, key_parts, [rel]):
-        arr = np.load(ctx.out / rel)
-        return {k: arr[k] for k in arr.files}
-    check_cancel(ctx.cancel)
-    enc, _ = _fit_ridge(ctx, confounds, Y, Yf, runs)
-    out = {"r2_cv_nuisance_only": np.asarray(enc.r2_, np.float32), "r_cv_nuisance_only": np.asarray(enc.r_, np.float32)}
-    if ec.chance_shifts:
-        from ...encoding.chance import held_out_chance
-
-        voxels, Ys, kwargs = _chance_setup(ctx, Yf)
-        ch = held_out_chance(_ridge_design(ctx, confounds, runs), Ys, folds, np.asarray(ec.alphas), **kwargs)
-        out.update({"chance_nuisance": np.array([ch.median, ch.chance]), "chance_nuisance_draws": ch.draws,
-                    "_chance_nuisance_observed": ch.observed})
-    from ...io.results import atomic_path
-
-    with atomic_path(ctx.writer._target(rel), ".npz") as tmp:
-        np.savez(tmp, **out)
-    ctx.done(step)
-    return out
-
-
-def _chance_setup(ctx: StepContext, Yf) -> tuple[np.ndarray, np.ndarray, dict]:
-    """The summary voxels, their fMRI and the options every chance level shares."""
-    from ...encoding.chance import summary_voxels
-
-    cfg = ctx.config
-    ec = cfg.encoding
-    voxels = summary_voxels(Yf.shape[1], ec.chance_voxels, random_state=cfg.seed)
-    kwargs = dict(n_shifts=ec.chance_shifts, gap=ec.gap, random_state=cfg.seed, cancel=ctx.cancel)
-    return voxels, np.asarray(Yf, np.float64)[:, voxels], kwargs
-
-
-def _chance_levels(ctx: StepContext, folds, Yf, atoms, confounds, runs, nuisance=None) -> dict[str, np.ndarray]:
-    """Each feature set's median held-out r over the summary voxels beside its chance level
-    (circular shifts, α chosen again): ``chance_<set>`` = [observed median, chance] and
-    ``chance_<set>_draws``; for the atoms, and with the nuisance regressors (``nuisance``:
-    :func:`_nuisance_only`'s, whose chance level is computed there) the atoms' gain over
-    them (the joint model with only the atoms shifted, minus the nuisance model)."""
-    from ...encoding.chance import held_out_chance
-
-    ec = ctx.config.encoding
-    voxels, Ys, kwargs = _chance_setup(ctx, Yf)
-    alphas = np.asarray(ec.alphas)
-    out = {"chance_voxels": voxels}
-    sets = {"atoms": held_out_chance(_ridge_design(ctx, atoms, runs), Ys, folds, alphas, **kwargs)}
-    if confounds is not None and nuisance is not None and "_chance_nuisance_observed" in nuisance:
-        confounds = np.asarray(confounds, np.float64)
-        # the joint design is delay-major: every delay's block holds the atoms, then the confounds
-        shifted = np.tile(np.r_[np.ones(atoms.shape[1], bool), np.zeros(confounds.shape[1], bool)],
-                          len(ec.delays))
-        sets["gain"] = held_out_chance(_ridge_design(ctx, np.column_stack([atoms, confounds]), runs), Ys, folds,
-                                       alphas, shifted=shifted, reference=nuisance["_chance_nuisance_observed"],
-                                       **kwargs)
-    for name, ch in sets.items():
-        out[f"chance_{name}"] = np.array([ch.median, ch.chance])
-        out[f"chance_{name}_draws"] = ch.draws
-    return out
 
 
 def encoding_outputs(ctx: StepContext, slug: str, kind: str) -> list[str]:
@@ -556,9 +339,73 @@ def step_encoding(ctx: StepContext, data, atoms: np.ndarray, slug: str, an=None,
         confounds = encoding_confounds(ctx, slug)
         ctx.stage(f"encoding {slug}", 0, total)
         baselines = stacked_layer_baselines(ctx, tasks, data, an)
-        subject_results = [encode_subject(ctx, task, Y, atoms, confounds, an, tick, baseline=baselines.get(task.index))
-                           for task, Y in zip(tasks, data.data)]
+        subject_results = _encode_subjects(ctx, tasks, data, atoms, confounds, an, tick, baselines)
     return _encoding_group(ctx, data, slug, tasks, subject_results, atoms, outputs)
+
+
+#: a subject's encoding holds about this many copies of its fMRI in float64 at once (the
+#: high-passed data, the sparse fit's prepared voxels, the GLS products, the ridge's chunks)
+_SUBJECT_COPIES = 3
+#: at most this share of the memory available is taken by subjects encoded side by side
+_SUBJECT_MEMORY_SHARE = 0.5
+
+
+def subject_threads(n_subjects: int, shape: tuple[int, int]) -> int:
+    """How many subjects are encoded at once in this process: one per core, as many as the
+    memory available holds (:data:`_SUBJECT_COPIES` float64 copies of a subject's fMRI
+    each, within :data:`_SUBJECT_MEMORY_SHARE` of it), at least 1.
+
+    Each subject then runs on one core (BLAS and the solvers' threads limited to 1):
+    a subject's work has single-threaded parts (filters, the t-to-z conversion, the AR
+    estimates, the solvers' set-up) that leave a second core idle when subjects run one
+    after another on every core."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    try:
+        import psutil
+
+        available = psutil.virtual_memory().available
+    except ImportError:  # pragma: no cover - psutil comes with napari and distributed
+        return 1
+    per_subject = _SUBJECT_COPIES * 8 * int(shape[0]) * int(shape[1])
+    fit = int(_SUBJECT_MEMORY_SHARE * available // max(per_subject, 1))
+    return max(1, min(cores, int(n_subjects), fit))
+
+
+def _encode_subjects(ctx: StepContext, tasks: list[SubjectTask], data, atoms: np.ndarray, confounds, an, tick,
+                     baselines: dict) -> list[dict]:
+    """Every subject's :func:`encode_subject`, in the subjects' order; several at once
+    (:func:`subject_threads`) on threads of their own, each single-threaded, or one after
+    another. A subject's results do not depend on which: every chunking in it depends on
+    the data's shape alone."""
+    todo = [t for t in tasks if not ctx.cached(t.step, [t.key], [t.artifact])]
+    n_threads = subject_threads(len(todo), data.data[0].shape) if len(todo) > 1 else 1
+    if n_threads <= 1:
+        return [encode_subject(ctx, task, Y, atoms, confounds, an, tick, baseline=baselines.get(task.index))
+                for task, Y in zip(tasks, data.data)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ...._backend import blas_limit
+
+    lock = threading.Lock()
+
+    def locked_tick():
+        with lock:
+            tick()
+
+    def one(task, Y):
+        return encode_subject(ctx, task, Y, atoms, confounds, an, locked_tick, baseline=baselines.get(task.index))
+
+    with blas_limit(1), ThreadPoolExecutor(n_threads, thread_name_prefix="brainorg-subject") as pool:
+        futures = [pool.submit(one, task, Y) for task, Y in zip(tasks, data.data)]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:  # a cancel or an error: the subjects not started are dropped
+                f.cancel()
+            raise
 
 
 def _encoding_group(ctx: StepContext, data, slug: str, tasks: list[SubjectTask], subject_results: list[dict],
@@ -567,7 +414,7 @@ def _encoding_group(ctx: StepContext, data, slug: str, tasks: list[SubjectTask],
     subjects' results (read from their artifacts), written beside them. The map shown
     (``z``, ``atom_maps_z``) is calibrated against phase-randomised atoms; the subjects'
     random- or fixed-effects combination is kept as ``z_uncalibrated``."""
-    from ...encoding.inference import group_effects
+    from ....encoding.inference import group_effects
 
     cfg = ctx.config
     ec = cfg.encoding
@@ -623,7 +470,7 @@ def _encoding_group(ctx: StepContext, data, slug: str, tasks: list[SubjectTask],
     if runs:
         ctx.summary["maps"][slug]["stories"] = [r[0] for r in map_runs]
     if results["p_cv"]:
-        from ...encoding.inference import fdr
+        from ....encoding.inference import fdr
 
         p_group, combined = held_out_group_p(np.stack(results["p_cv"]), ec.n_permutations, group_method)
         group["q_cv"] = np.asarray(fdr(p_group, 0.05)[1], np.float32)
@@ -681,7 +528,7 @@ def _encoding_group(ctx: StepContext, data, slug: str, tasks: list[SubjectTask],
 def _map_sidecar(ctx: StepContext, slug: str, n_subjects: int, group_method: str) -> dict:
     """What every map of ``encoding/<model>/`` shares in its JSON sidecar: the model, the
     subjects, how they were combined, the method and the software."""
-    from ... import __version__
+    from .... import __version__
 
     cfg = ctx.config
     source = next((m for m in cfg.features.models if model_slug(m) == slug), slug)
@@ -714,7 +561,7 @@ def held_out_group_p(p_subjects: np.ndarray, n_permutations: int, method: str) -
     p_group : ndarray of shape (n_voxels,)
     description : str
     """
-    from ...encoding.inference import stouffer_p
+    from ....encoding.inference import stouffer_p
 
     if method == "random" and p_subjects.shape[0] > 1:
         from scipy import stats as sps
@@ -754,7 +601,7 @@ def comparison_arrays(subject_results: list[dict]) -> dict[str, np.ndarray]:
             out[name] = delta.mean(0).astype(np.float32)
             out[f"subject_{name}"] = delta.astype(np.float32)
         if len(subject_results) > 1:
-            from ...encoding.stats import group_one_sample
+            from ....encoding.stats import group_one_sample
 
             t, _ = group_one_sample(out["subject_delta_r_beyond_nuisance"], method="t")
             out["delta_r_beyond_nuisance_t"] = np.asarray(t, np.float32)
@@ -778,7 +625,7 @@ def timecourses_fit(n_subjects: int, shape: tuple[int, int], max_gb: float, slug
         return True
     if not warn:
         return False
-    from ...errors import BrainorgWarning
+    from ....errors import BrainorgWarning
 
     warnings.warn(
         f"encoding.save_timecourses: the voxel time courses of {slug} would take {n_bytes / 2**30:.1f} GiB "
@@ -813,8 +660,8 @@ def save_voxel_timecourses(writer: ResultWriter, rel: str, prediction: dict, ec,
     if heldout:
         writer.write_npy(f"{rel}/voxel_heldout_design.npy", np.asarray(prediction["heldout_design"][0], np.float32))
         writer.write_npy(f"{rel}/voxel_alpha_folds.npy", np.stack(prediction["heldout_alpha_folds"]).astype(np.float32))
-        from ...encoding.folds import contiguous_folds
-        from ...io.results import atomic_path
+        from ....encoding.folds import contiguous_folds
+        from ....io.results import atomic_path
 
         folds = contiguous_folds(len(prediction["heldout_design"][0]), int(ec.n_folds), int(ec.gap))
         with atomic_path(writer._target(f"{rel}/voxel_folds.npz"), ".npz") as tmp:
@@ -860,8 +707,8 @@ def study_arrays(ctx: StepContext, data) -> dict[str, np.ndarray]:
     if ctx.cached(step, key_parts, outputs):
         arr = np.load(ctx.out / rel)
         return {k: arr[k] for k in arr.files}
-    from ...encoding.stats import noise_ceiling_isc, noise_ceiling_split_half
-    from ...io.results import atomic_path
+    from ....encoding.stats import noise_ceiling_isc, noise_ceiling_split_half
+    from ....io.results import atomic_path
 
     n_volumes, n_voxels = data.data[0].shape
     block = max(1, int(256 * 2**20 // (8 * n_sub * n_volumes)))
@@ -896,7 +743,7 @@ def _sparse_r2_chance(observed: np.ndarray, null: np.ndarray) -> dict[str, np.nd
     """The paper's in-sample R2 (group mean, per voxel) against its circular-shift null
     (group mean under each shared shift, (n_shifts, n_voxels)): per-voxel null median,
     95th percentile and p; per-draw map median and 95th percentile (map-level chance)."""
-    from ...encoding.inference import permutation_p
+    from ....encoding.inference import permutation_p
 
     return {
         "r2_sparse_null_median": np.median(null, 0).astype(np.float32),
@@ -907,27 +754,11 @@ def _sparse_r2_chance(observed: np.ndarray, null: np.ndarray) -> dict[str, np.nd
     }
 
 
-def _ridge_p_values(ctx: StepContext, enc, atoms: np.ndarray, Yf: np.ndarray, seed: int,
-                    design: np.ndarray | None = None) -> np.ndarray:
-    """One-sided p of each voxel's held-out R2 against circular shifts of the atoms, with
-    the real fit's folds and the whole α selection run again in every draw (the real
-    fit's α would make the null narrower than the real procedure, and p too small).
-    ``design``: the delayed, filtered atoms when already made (several stories: per run)."""
-    from ...encoding.stats import circular_shift_null, make_ridge_score_fn
-
-    ec = ctx.config.encoding
-    X = design if design is not None else _ridge_design(ctx, atoms, None)
-    score_fn = make_ridge_score_fn(enc.folds_, np.asarray(ec.alphas), gap=ec.gap)
-    null = circular_shift_null(X, Yf, score_fn, n_permutations=ec.n_permutations, random_state=seed,
-                               keep_null=False, progress=ctx.progress, cancel=ctx.cancel)
-    return np.asarray(null.p_values, np.float64)
-
-
 def _write_region_tables(writer: ResultWriter, rel: str, names, group: dict, k: int) -> None:
     """Parcellated data: one row per region instead of NIfTI maps."""
     import pandas as pd
 
-    from ...encoding.inference import fdr
+    from ....encoding.inference import fdr
 
     per_region = pd.DataFrame({"region": list(names)})
     for name in ("r2_sparse", "r2_sparse_null_median", "r2_sparse_null_p95", "r2_sparse_p", "r2_cv", "r_cv",
