@@ -33,6 +33,43 @@ def test_t_to_z_matches_normal_for_large_dof_and_keeps_extremes_finite():
     assert np.all(np.isfinite(z)) and z[0] > 8 and z[1] < -8
 
 
+def _z_reference(t: float, dof: float) -> float:
+    """z of t with the same upper tail, at 60 digits (mpmath): the incomplete beta
+    function and the normal tail solved in log space."""
+    import mpmath as mp
+
+    with mp.workdps(60):
+        x = mp.mpf(dof) / (dof + mp.mpf(t) ** 2)
+        log_sf = mp.log(mp.betainc(mp.mpf(dof) / 2, mp.mpf(1) / 2, 0, x, regularized=True) / 2)
+        return float(mp.findroot(lambda q: mp.log(mp.erfc(q / mp.sqrt(2)) / 2) - log_sf,
+                                 mp.sqrt(-2 * log_sf), tol=1e-40))
+
+
+@pytest.mark.parametrize("dof", [30.0, 1350.0, 1e5])
+def test_t_to_z_far_in_the_tail_is_finite_and_exact(dof):
+    """Where the t tail is below 1e-308 (t = 38 at 10⁵ dof, 60 at 1,350), scipy's logsf
+    is -inf: the z is still the exact one, not NaN."""
+    pytest.importorskip("mpmath")
+    t = np.array([3.0, 20.0, 38.0, 45.0, 60.0, 200.0])
+    z = t_to_z(t, dof)
+    np.testing.assert_allclose(z, [_z_reference(v, dof) for v in t], rtol=1e-11)
+    np.testing.assert_allclose(t_to_z(-t, dof), -z)
+
+
+@pytest.mark.parametrize("dof", [20.0, 31.0, 1350.0, 1e5])
+def test_t_to_z_of_a_map_from_the_table_equals_the_exact_conversion(dof, rng):
+    """A map's worth of t values (the table's route) converts as each value alone does
+    (the exact route), beyond the table's range and at its nodes included."""
+    from napari_brainorg.encoding import glm
+
+    t = np.concatenate([rng.standard_normal(60_000) * 4, rng.uniform(-45, 45, 5_000),
+                        [0.0, 40.0, -40.0, glm._T_TABLE_STEP * 7, 39.99]])
+    assert t.size >= glm._T_TABLE_MIN_SIZE
+    exact = np.sign(t) * glm._t_to_z_exact(np.abs(t), dof)
+    np.testing.assert_allclose(t_to_z(t, dof), exact, rtol=0, atol=1e-10)
+    assert t_to_z(t[:3], dof).tolist() == (np.sign(t[:3]) * glm._t_to_z_exact(np.abs(t[:3]), dof)).tolist()
+
+
 def test_stouffer_scales_by_sqrt_n():
     z = np.ones((4, 3))
     np.testing.assert_allclose(stouffer(z), 2.0)

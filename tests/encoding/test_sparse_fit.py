@@ -130,7 +130,7 @@ def test_constant_voxels_and_bad_inputs(rng):
 
 
 def test_the_shift_null_is_the_fit_with_every_atom_shifted(rng):
-    """The null rolls the prepared fMRI back instead of the atoms forward: the same fits."""
+    """The null rolls the prepared atoms, the fMRI prepared once: the same fits as refitting shifted atoms."""
     atoms, Y, _ = _planted(rng)
     shifts = [40, 117, 250]
     null = sparse_r2_null(atoms, Y, shifts, alpha=0.1)
@@ -142,3 +142,11 @@ def test_the_shift_null_is_the_fit_with_every_atom_shifted(rng):
     driven = observed > 0.2
     assert driven.any() and np.all(null[:, driven] < observed[driven])
     assert sparse_r2_null(atoms, Y, [], alpha=0.1).shape == (0, Y.shape[1])
+    # the fit and its null from one preparation of the voxels: the same fit, the same null
+    from napari_brainorg.encoding.sparse_fit import fit_with_shift_null
+
+    enc, both = fit_with_shift_null(atoms, Y, shifts, alpha=0.1)
+    np.testing.assert_array_equal(both, null)
+    reference = SparseAtomEncoder(alpha=0.1).fit(atoms, Y)
+    np.testing.assert_array_equal(enc.coef_, reference.coef_)
+    np.testing.assert_array_equal(enc.r2_, reference.r2_)

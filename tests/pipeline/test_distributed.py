@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import nibabel as nib
 import numpy as np
@@ -13,25 +12,10 @@ import pytest
 from napari_brainorg.errors import IncompleteResultError
 from napari_brainorg.pipeline import demo_config, run_pipeline, run_subjects
 
+from _runs import shared_steps_of
+
 distributed = pytest.importorskip("distributed")
 pytestmark = pytest.mark.slow
-
-#: what the split run recomputes (everything else is the shared steps, reused by content)
-_RECOMPUTED = ("encoding", "networks", "maps", "comparison", "figures")
-
-
-def _shared_steps_of(source, out) -> None:
-    """A folder holding only the quick run's shared steps (story, features, atoms,
-    simulated subjects) and their stamps: the parts of the split run reuse them."""
-    shutil.copytree(source, out, ignore=shutil.ignore_patterns(".napari-brainorg.lock", ".napari-brainorg.run.json"))
-    for name in _RECOMPUTED:
-        shutil.rmtree(out / name, ignore_errors=True)
-        shutil.rmtree(out / ".cache" / name, ignore_errors=True)
-    for name in ("summary.json", "report.html", "recovery.json", "warnings.json", "provenance.json"):
-        (out / name).unlink(missing_ok=True)
-    for stamp in (out / ".cache").glob("statmaps_*.json"):
-        stamp.unlink()
-
 
 def _arrays(path):
     if path.name.endswith(".nii.gz"):
@@ -60,7 +44,7 @@ def test_split_by_subjects_on_a_local_cluster_then_merged_equals_one_run(quick_r
     from distributed import Client, LocalCluster, get_task_stream
 
     out = tmp_path / "split"
-    _shared_steps_of(quick_result.path, out)
+    shared_steps_of(quick_result.path, out)
     config = demo_config(out, quick=True)
     subjects = quick_result.summary["fmri"]["subjects"]
     assert len(subjects) >= 2  # the quick demo's subjects (8), split into two parts below

@@ -283,8 +283,27 @@ def _orthonormal(N: np.ndarray) -> np.ndarray:
     return q[:, d > 1e-10 * max(d.max(), 1e-300)]
 
 
+def _standardised_mean(fmri: list, Q: np.ndarray, cols: slice) -> np.ndarray:
+    """The subjects' mean of their fMRI on ``cols``, nuisance (``Q``) projected out and each
+    voxel scaled to unit residual variance: (n_volumes, n_cols) float64.
+
+    ``mean_s M Y_s / sd_s = (sum_s Y_s / sd_s - Q sum_s Q' Y_s / sd_s) / S``: no residual
+    is formed per subject."""
+    n = Q.shape[0]
+    total = np.zeros((n, cols.stop - cols.start))
+    proj = np.zeros((Q.shape[1], cols.stop - cols.start))
+    for Y in fmri:
+        Yc = np.asarray(Y[:, cols], np.float64)
+        QtY = Q.T @ Yc
+        var_s = np.maximum((Yc * Yc).sum(0) - (QtY * QtY).sum(0), 0.0) / n
+        inv = np.where(var_s > 1e-12 * np.maximum((Yc * Yc).sum(0) / n, 1e-300), 1.0 / np.sqrt(var_s), 0.0)
+        total += Yc * inv
+        proj += QtY * inv
+    return (total - Q @ proj) / len(fmri)
+
+
 def stimulus_calibrated_maps(atoms, fmri, *, nuisance=None, runs=None, chunk_voxels: int = 20_000,
-                             cancel=None) -> CalibratedMaps:
+                             cancel=None, memo: dict | None = None) -> CalibratedMaps:
     """Group atom maps whose z is calibrated against phase-randomised atoms (module docstring).
 
     Parameters
@@ -301,6 +320,10 @@ def stimulus_calibrated_maps(atoms, fmri, *, nuisance=None, runs=None, chunk_vox
     chunk_voxels : int
         Voxels per block (memory: about ``n_subjects``-independent ``16 n k`` bytes per voxel).
     cancel : threading.Event, optional
+    memo : dict, optional
+        Keeps each block's standardised group mean of the fMRI (which does not depend on
+        the atoms) for the next call with the same ``fmri``, ``nuisance`` and
+        ``chunk_voxels``: the caller's to key by those and to bound (``16 n`` bytes per voxel).
 
     Returns
     -------
@@ -334,17 +357,11 @@ def stimulus_calibrated_maps(atoms, fmri, *, nuisance=None, runs=None, chunk_vox
     for start in range(0, n_vox, int(chunk_voxels)):
         check_cancel(cancel)
         cols = slice(start, min(n_vox, start + int(chunk_voxels)))
-        # mean_s M Y_s / sd_s = (sum_s Y_s / sd_s - Q sum_s Q' Y_s / sd_s) / S: no residual formed per subject
-        total = np.zeros((n, cols.stop - cols.start))
-        proj = np.zeros((Q.shape[1], cols.stop - cols.start))
-        for Y in fmri:
-            Yc = np.asarray(Y[:, cols], np.float64)
-            QtY = Q.T @ Yc
-            var_s = np.maximum((Yc * Yc).sum(0) - (QtY * QtY).sum(0), 0.0) / n
-            inv = np.where(var_s > 1e-12 * np.maximum((Yc * Yc).sum(0) / n, 1e-300), 1.0 / np.sqrt(var_s), 0.0)
-            total += Yc * inv
-            proj += QtY * inv
-        ybar = (total - Q @ proj) / len(fmri)
+        ybar = None if memo is None else memo.get(start)
+        if ybar is None:
+            ybar = _standardised_mean(fmri, Q, cols)
+            if memo is not None:
+                memo[start] = ybar
         beta = Ginv @ (Xr.T @ ybar)
         resid = ybar - Xr @ beta
         T, mean, var, kappa4 = phase_null_moments(R, resid, runs, beta=beta, fourth=True, bin_weights=inflation)

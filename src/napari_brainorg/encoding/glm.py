@@ -22,6 +22,8 @@ subjects, fixed effects below); :func:`stouffer` is the fixed-effects combinatio
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy import stats
 
@@ -79,15 +81,97 @@ def ols_zmaps(X: np.ndarray, Y: np.ndarray, *, n_nuisance: int = 0) -> np.ndarra
     return z
 
 
-def t_to_z(t: np.ndarray, dof: float) -> np.ndarray:
-    """Convert t values to z values with the same tail probability (sign kept)."""
-    t = np.asarray(t, dtype=np.float64)
+def _t_logsf_far(a: np.ndarray, dof: float) -> np.ndarray:
+    """log P(T > a) for a Student t far in its tail, where ``stats.t.logsf`` underflows to
+    -inf (below 1e-308; e.g. t = 38 at 10⁵ dof, t = 60 at 1,350): the series of the
+    incomplete beta function in log space, ``P(T > t) = I_x(ν/2, 1/2) / 2`` with
+    ``x = ν / (ν + t²)`` and ``I_x(a, b) = x^a (1-x)^b / (a B(a, b)) Σ_n c_n``,
+    ``c_0 = 1``, ``c_{n+1} = c_n x (a + b + n) / (a + 1 + n)``."""
+    from scipy import special
+
+    A, B = dof / 2.0, 0.5
+    x = dof / (dof + a * a)
+    total = np.ones_like(x)
+    term = np.ones_like(x)
+    for n in range(100_000):  # ratio about x: a few dozen terms unless t² << ν
+        term = term * x * (A + B + n) / (A + 1 + n)
+        total += term
+        if np.all(term <= 1e-17 * total):
+            break
+    return (np.log(0.5) + A * np.log(x) + B * np.log1p(-x) - np.log(A) - special.betaln(A, B) + np.log(total))
+
+
+def _z_of_logsf(logp: np.ndarray) -> np.ndarray:
+    """The z with ``log P(Z > z) = logp`` where ``exp(logp)`` underflows: the asymptotic
+    start ``sqrt(-2 logp - log(-4π logp))`` refined by Newton steps on ``log_ndtr(-z)``."""
+    from scipy import special
+
+    z = np.sqrt(-2 * logp - np.log(-4 * np.pi * logp))
+    for _ in range(6):
+        lsf = special.log_ndtr(-z)
+        # d/dz log P(Z > z) = -φ(z) / P(Z > z)
+        z = z + (lsf - logp) / np.exp(stats.norm.logpdf(z) - lsf)
+    return z
+
+
+def _t_to_z_exact(a: np.ndarray, dof: float) -> np.ndarray:
+    """z of ``|t|`` values ``a`` (>= 0) with the same upper-tail probability."""
     # the log survival function keeps precision far in the tail
-    logp = stats.t.logsf(np.abs(t), dof)
-    z = -stats.norm.ppf(np.exp(logp))
-    big = ~np.isfinite(z)
-    if big.any():
-        z[big] = np.sqrt(-2 * logp[big] - np.log(-4 * np.pi * logp[big]))  # asymptotic form
+    logp = stats.t.logsf(a, dof)
+    under = np.isneginf(logp)
+    if under.any():
+        logp[under] = _t_logsf_far(a[under], dof)
+    # below e^-700 the tail probability is a subnormal float (few significant bits) or 0
+    far = logp < -700.0
+    z = np.empty_like(logp)
+    z[~far] = -stats.norm.ppf(np.exp(logp[~far]))
+    if far.any():
+        z[far] = _z_of_logsf(logp[far])
+    return z
+
+
+#: t→z by a table: |t| on a grid of this step up to _T_TABLE_MAX (cubic Hermite between the
+#: nodes, with the exact slope f_t(t) / φ(z): error below 1e-10 for dof >= _T_TABLE_MIN_DOF,
+#: tests/encoding/test_glm.py), used for arrays of at least _T_TABLE_MIN_SIZE values
+_T_TABLE_STEP = 1.0 / 128
+_T_TABLE_MAX = 40.0
+_T_TABLE_MIN_DOF = 20.0
+_T_TABLE_MIN_SIZE = 50_000
+
+
+@functools.lru_cache(maxsize=16)
+def _t_to_z_table(dof: float) -> tuple[np.ndarray, np.ndarray]:
+    """z and dz/dt at the grid's nodes, for ``dof``."""
+    grid = np.arange(0.0, _T_TABLE_MAX + _T_TABLE_STEP / 2, _T_TABLE_STEP)
+    z = _t_to_z_exact(grid, dof)
+    slope = np.exp(stats.t.logpdf(grid, dof) - stats.norm.logpdf(z))
+    return z, slope
+
+
+def t_to_z(t: np.ndarray, dof: float) -> np.ndarray:
+    """Convert t values to z values with the same tail probability (sign kept).
+
+    Large arrays (the maps: atoms x voxels per subject) read ``|t| <= 40`` from a table
+    of the exact conversion for this ``dof`` (cubic Hermite interpolation with the exact
+    slopes, error below 1e-10; 3 to 5 times faster than the incomplete beta function per
+    value); the rest, small arrays and small ``dof`` are converted exactly, far tails included.
+    """
+    t = np.asarray(t, dtype=np.float64)
+    a = np.abs(t)
+    if a.size < _T_TABLE_MIN_SIZE or not np.isfinite(dof) or dof < _T_TABLE_MIN_DOF:
+        return np.sign(t) * _t_to_z_exact(a, dof)
+    zs, slopes = _t_to_z_table(float(dof))
+    inside = a <= _T_TABLE_MAX
+    z = np.empty_like(a)
+    x = a[inside] / _T_TABLE_STEP
+    i = np.minimum(x.astype(np.intp), len(zs) - 2)
+    u = x - i
+    u2, u3 = u * u, u * u * u
+    h00, h10, h01, h11 = 2 * u3 - 3 * u2 + 1, u3 - 2 * u2 + u, -2 * u3 + 3 * u2, u3 - u2
+    z[inside] = (h00 * zs[i] + h01 * zs[i + 1]
+                 + _T_TABLE_STEP * (h10 * slopes[i] + h11 * slopes[i + 1]))
+    if not inside.all():
+        z[~inside] = _t_to_z_exact(a[~inside], dof)
     return np.sign(t) * z
 
 
@@ -252,12 +336,19 @@ class _LagProducts:
         self.yy = np.empty(v)
         self.yy_lag = np.empty(v)  # 2 y_1:' y_:-1
         self.y_edges = np.empty((2, v))
+        # d_1:'y_:-1 + d_:-1'y_1: = (S d)'y with (S d)_t = d_t+1 + d_t-1 (zero beyond the
+        # ends): one product with [d, S d] gives both, a third fewer operations than three
+        lagged = np.zeros_like(design)
+        lagged[:-1] += design[1:]
+        lagged[1:] += design[:-1]
+        both = np.ascontiguousarray(np.concatenate([design, lagged], axis=1).T)
         chunk = max(1, int(chunk_values // max(n, 1)))
         for start in range(0, v, chunk):
             c = slice(start, start + chunk)
             Yc = np.asarray(Y[:, c], dtype=np.float64)
-            self.dy[:, c] = design.T @ Yc
-            self.dy_lag[:, c] = design[1:].T @ Yc[:-1] + design[:-1].T @ Yc[1:]
+            prod = both @ Yc
+            self.dy[:, c] = prod[:p]
+            self.dy_lag[:, c] = prod[p:]
             self.yy[c] = np.einsum("ij,ij->j", Yc, Yc)
             self.yy_lag[c] = 2.0 * np.einsum("ij,ij->j", Yc[1:], Yc[:-1])
             self.y_edges[:, c] = Yc[[0, -1]]

@@ -156,6 +156,10 @@ def highpass(Y, tr: float, cutoff: float | None = 128.0, detrend: bool | int = T
     q = drift_basis(Y.shape[0], tr, cutoff, detrend)
     block = max(1, _BLOCK_BYTES // (8 * max(Y.shape[0], 1)))
     for start in range(0, Y.shape[1], block):
+        if Y.dtype == np.float64:  # in place: no copy of the block
+            part = Y[:, start:start + block]
+            part -= q @ (q.T @ part)
+            continue
         part = Y[:, start:start + block].astype(np.float64)
         part -= q @ (q.T @ part)
         Y[:, start:start + block] = part

@@ -38,11 +38,7 @@ from .preprocessing import ConstantColumnsWarning
 
 from sklearn.base import BaseEstimator, RegressorMixin  # noqa: E402  (scikit-learn estimators)
 
-__all__ = ["SparseAtomEncoder", "alpha_max", "sparse_r2_null"]
-
-# Voxels per block when computing in-sample R² (bounds the (n_volumes, block) copy).
-_BLOCK_BYTES = 64 * 2**20
-
+__all__ = ["SparseAtomEncoder", "alpha_max", "fit_with_shift_null", "sparse_r2_null"]
 
 def _prepare_atoms(atoms: np.ndarray):
     mean = atoms.mean(0)
@@ -59,8 +55,9 @@ def _prepare_atoms(atoms: np.ndarray):
 
 def _prepare_voxels(Y: np.ndarray, standardize: bool):
     y_mean = Y.mean(0, dtype=np.float64)
-    Yc = (Y - y_mean.astype(Y.dtype)).astype(Y.dtype, copy=False)
-    std = np.sqrt(np.square(Yc).mean(0, dtype=np.float64))
+    Yc = np.subtract(Y, y_mean.astype(Y.dtype))
+    # the sum of squares without a squared copy of the voxels
+    std = np.sqrt(np.einsum("ij,ij->j", Yc, Yc, dtype=np.float64) / max(Y.shape[0], 1))
     constant = std <= 1e-6 * np.maximum(np.abs(y_mean), np.finfo(np.float32).tiny)
     if constant.any():
         warnings.warn(
@@ -187,8 +184,8 @@ class SparseAtomEncoder(RegressorMixin, BaseEstimator):
         self
         """
         D, Yc = self._prepare(atoms, Y)
-        self.coef_ = self._solve(D, Yc, progress=progress, cancel=cancel)
-        self.r2_ = self._r2(D, Yc, self.coef_)
+        ss_tot = np.einsum("ij,ij->j", Yc, Yc, dtype=np.float64)
+        self.coef_, self.r2_ = self._solve(D, Yc, ss_tot, progress=progress, cancel=cancel)
         return self
 
     def _prepare(self, atoms, Y) -> tuple[np.ndarray, np.ndarray]:
@@ -236,36 +233,23 @@ class SparseAtomEncoder(RegressorMixin, BaseEstimator):
         self.n_features_in_ = atoms.shape[1]
         return D, Yc
 
-    def _solve(self, D: np.ndarray, Yc: np.ndarray, progress=None, cancel=None) -> np.ndarray:
-        """The codes of the prepared voxels ``Yc`` on the prepared atoms ``D`` at ``lambda_``."""
-        from ..sparse.dictionary import sparse_encode
+    def _solve(self, D: np.ndarray, Yc: np.ndarray, ss_tot: np.ndarray, progress=None,
+               cancel=None) -> tuple[np.ndarray, np.ndarray]:
+        """The codes of the prepared voxels ``Yc`` on the prepared atoms ``D`` at ``lambda_``,
+        and each voxel's in-sample R² given its ``y'y`` (``ss_tot``): the solver returns
+        ``||y - D w||² = y'y - 2 w'D'y + w'D'D w`` from its own ``D'y``, so the residuals
+        (n_volumes × n_voxels) are never formed and ``D'Y`` is made once."""
+        from ..sparse._encode import _sparse_encode
 
-        W = sparse_encode(
-            Yc, D, self.lambda_, positive=self.positive, max_iter=self.max_iter, tol=self.tol,
+        W, ss_res = _sparse_encode(
+            Yc, D, self.lambda_, positive=self.positive, max_iter=self.max_iter, tol=self.tol, init=None,
             backend=self.backend, device=self.device, chunk_size=self.chunk_size, dtype=self._dtype,
-            progress=progress, cancel=cancel,
+            solver="auto", progress=progress, cancel=cancel, x_sq=ss_tot,
         )
         check_cancel(cancel)
-        return W
-
-    @staticmethod
-    def _r2(D: np.ndarray, Yc: np.ndarray, W: np.ndarray, ss_tot: np.ndarray | None = None) -> np.ndarray:
-        """In-sample R² from the Gram matrix: ``||y - D w||² = y'y - 2 w'D'y + w'D'D w``,
-        one product ``D'Y`` (k × n_voxels) instead of the residuals (n_volumes × n_voxels);
-        ``ss_tot`` (each voxel's ``y'y``) may be given when it is known."""
-        n_volumes, n_voxels = Yc.shape
-        W64 = np.asarray(W, dtype=np.float64)
-        DY = np.empty((D.shape[1], n_voxels))
-        block = max(1, _BLOCK_BYTES // (Yc.itemsize * max(1, n_volumes)))
-        for start in range(0, n_voxels, block):
-            DY[:, start:start + block] = D.T @ Yc[:, start:start + block]
-        if ss_tot is None:
-            ss_tot = np.einsum("ij,ij->j", Yc, Yc, dtype=np.float64)
-        G = D.T.astype(np.float64) @ D.astype(np.float64)
-        ss_res = ss_tot - 2.0 * np.einsum("ij,ij->j", W64, DY) + np.einsum("ij,ij->j", W64, G @ W64)
         flat = ss_tot <= 0
         r2 = np.where(flat, 0.0, 1.0 - np.maximum(ss_res, 0.0) / np.where(flat, 1.0, ss_tot))
-        return r2.astype(Yc.dtype)
+        return W, r2.astype(Yc.dtype)
 
     def predict(self, atoms) -> np.ndarray:
         """Predicted fMRI, in the units of the ``Y`` given to ``fit``.
@@ -321,15 +305,28 @@ def sparse_r2_null(atoms, Y, shifts, *, alpha=0.1, cancel=None, **encoder_option
     -------
     null_r2 : ndarray of shape (n_shifts, n_voxels)
     """
+    return fit_with_shift_null(atoms, Y, shifts, alpha=alpha, cancel=cancel, **encoder_options)[1]
+
+
+def fit_with_shift_null(atoms, Y, shifts, *, alpha=0.1, cancel=None,
+                        **encoder_options) -> tuple[SparseAtomEncoder, np.ndarray]:
+    """The fitted :class:`SparseAtomEncoder` and its shift null (:func:`sparse_r2_null`),
+    from one preparation of the voxels (centred, scaled, their sums of squares).
+
+    Returns
+    -------
+    encoder : SparseAtomEncoder
+        Fitted on ``atoms`` and ``Y``.
+    null_r2 : ndarray of shape (n_shifts, n_voxels)
+    """
     shifts = [int(s) for s in shifts]
-    if not shifts:
-        return np.zeros((0, np.shape(Y)[1]))
     enc = SparseAtomEncoder(alpha=alpha, **encoder_options)
     D, Yc = enc._prepare(atoms, Y)
     ss_tot = np.einsum("ij,ij->j", Yc, Yc, dtype=np.float64)
+    enc.coef_, enc.r2_ = enc._solve(D, Yc, ss_tot, cancel=cancel)
     out = []
     for s in shifts:
         check_cancel(cancel)
         Ds = np.ascontiguousarray(np.roll(D, s, axis=0))
-        out.append(np.asarray(enc._r2(Ds, Yc, enc._solve(Ds, Yc, cancel=cancel), ss_tot)))
-    return np.stack(out)
+        out.append(np.asarray(enc._solve(Ds, Yc, ss_tot, cancel=cancel)[1]))
+    return enc, np.stack(out) if out else np.zeros((0, Yc.shape[1]), enc.r2_.dtype)

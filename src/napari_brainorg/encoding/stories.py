@@ -83,7 +83,7 @@ def run_drift_basis(runs: Sequence[Run], cutoff: float | None = 128.0) -> np.nda
     return Q
 
 
-def highpass_runs(Y, runs: Sequence[Run], cutoff: float | None = 128.0) -> np.ndarray:
+def highpass_runs(Y, runs: Sequence[Run], cutoff: float | None = 128.0, *, copy: bool = True) -> np.ndarray:
     """Remove each run's drifts (constant, trend, cosines) within the run.
 
     Parameters
@@ -91,6 +91,8 @@ def highpass_runs(Y, runs: Sequence[Run], cutoff: float | None = 128.0) -> np.nd
     Y : array of shape (n_volumes_total, n_columns)
     runs : list of (name, n_volumes, tr)
     cutoff : float or None
+    copy : bool, default True
+        ``False`` filters a float array in place (no copy of a large ``Y``).
 
     Returns
     -------
@@ -105,10 +107,11 @@ def highpass_runs(Y, runs: Sequence[Run], cutoff: float | None = 128.0) -> np.nd
     runs = _check_runs(runs, Y.shape[0])
     if not np.issubdtype(Y.dtype, np.floating):
         Y = Y.astype(np.float64)
-    out = np.empty_like(Y)
+    elif copy:
+        Y = Y.copy()
     for (_, _, tr), s in zip(runs, run_slices(runs)):
-        out[s] = highpass(Y[s], tr, cutoff)
-    return out[:, 0] if squeeze else out
+        highpass(Y[s], tr, cutoff, copy=False)
+    return Y[:, 0] if squeeze else Y
 
 
 def make_delays_runs(X, runs: Sequence[Run], delays: Sequence[int] = (0,)) -> np.ndarray:

@@ -26,7 +26,7 @@ def highpass_study(ctx: StepContext, Y: np.ndarray) -> np.ndarray:
     if len(runs) > 1:
         from ..encoding.stories import highpass_runs
 
-        return highpass_runs(np.asarray(Y, np.float64), runs, ec.highpass_cutoff)
+        return highpass_runs(np.array(Y, np.float64), runs, ec.highpass_cutoff, copy=False)
     return highpass(Y, ctx.config.story.tr, cutoff=ec.highpass_cutoff) if ec.highpass_cutoff \
         else np.asarray(Y, np.float64)
 

@@ -93,19 +93,20 @@ def _code_pass(be: Backend, X, D, A, lam, *, solver: str, positive: bool, max_it
     lam : float or float64 ndarray (n_cols,)
     workers : _Workers
     x_sq : float64 ndarray (n_cols,), optional
-        ``||x_i||^2``; needed for ``res_sq`` (``stats``).
+        ``||x_i||^2``; when given, ``res_sq`` is computed (needed with ``stats``).
 
     Returns
     -------
     dict
         ``n_iter`` (iterations or sweeps of the slowest column); with ``stats`` also
         ``XAt`` (n_volumes, k), ``AAt`` (k, k), ``l1_rows`` (k,) (λ-weighted |codes| per
-        atom) and ``res_sq`` (n_cols,) (per-column squared residual), all float64 numpy.
+        atom), all float64 numpy; with ``x_sq`` also ``res_sq`` (n_cols,) (per-column
+        squared residual, from the solver's own ``D'x``: no second product).
     """
     n_volumes, n_cols = _shape_of(X)
     k = _shape_of(D)[1]
     per_col = not isinstance(lam, float)
-    res_sq = np.empty(n_cols) if stats else None
+    res_sq = np.empty(n_cols) if (stats or x_sq is not None) else None
     if solver == "cd":
         from ._cd import cd_lasso_gram
 
@@ -133,15 +134,16 @@ def _code_pass(be: Backend, X, D, A, lam, *, solver: str, positive: bool, max_it
             sweeps = np.empty(n, dtype=np.int32)
             AAt_c, l1_c = (np.zeros((k, k)), np.zeros(k)) if stats else (_EMPTY2, _EMPTY)
             cd_lasso_gram(G, np.ascontiguousarray(Cc), Ac, lam[sl] if per_col else np.full(n, lam),
-                          positive, max_iter, tol, x_sq[sl] if stats else _EMPTY,
-                          res_sq[sl] if stats else np.empty(n), np.empty(n), sweeps, AAt_c, l1_c)
+                          positive, max_iter, tol, x_sq[sl] if res_sq is not None else _EMPTY,
+                          res_sq[sl] if res_sq is not None else np.empty(n), np.empty(n), sweeps, AAt_c, l1_c)
             n_it = int(sweeps.max(initial=0))
             # X_c A_c' is a dense product (BLAS beats a scatter over the sparse codes)
             return n_it, ((xc @ Ac), AAt_c, l1_c) if stats else None
         else:
             n_it = _fista_chunk(be, gram, lipschitz, Cc.T, Ac, _lam_row(be, lam, sl.start, sl.stop),
                                 warm=warm, positive=positive, max_iter=max_iter, tol=tol, cancel=cancel,
-                                res_sq=res_sq[sl] if stats else None, x_sq=x_sq[sl] if stats else None)
+                                res_sq=res_sq[sl] if res_sq is not None else None,
+                                x_sq=x_sq[sl] if res_sq is not None else None)
         if not stats:
             return n_it, None
         absA = np.asarray(be.to_numpy(abs(Ac)))
@@ -165,7 +167,9 @@ def _code_pass(be: Backend, X, D, A, lam, *, solver: str, positive: bool, max_it
         report(progress, stage, c + 1, n_chunks)
         check_cancel(cancel)
     if stats:
-        out.update(XAt=XAt, AAt=0.5 * (AAt + AAt.T), l1_rows=l1_rows, res_sq=res_sq)
+        out.update(XAt=XAt, AAt=0.5 * (AAt + AAt.T), l1_rows=l1_rows)
+    if res_sq is not None:
+        out["res_sq"] = res_sq
     return out
 
 
@@ -248,6 +252,15 @@ def sparse_encode(X, D, lam, *, positive=False, max_iter=200, tol=1e-4, init=Non
     >>> A.shape
     (8, 50)
     """
+    return _sparse_encode(X, D, lam, positive=positive, max_iter=max_iter, tol=tol, init=init, backend=backend,
+                          device=device, chunk_size=chunk_size, dtype=dtype, solver=solver, progress=progress,
+                          cancel=cancel)[0]
+
+
+def _sparse_encode(X, D, lam, *, positive, max_iter, tol, init, backend, device, chunk_size, dtype, solver,
+                   progress, cancel, x_sq=None) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`sparse_encode`, and with ``x_sq`` (float64 (n_columns,), ``||x_i||²``) each
+    column's squared residual ``||x_i - D a_i||²`` from the solver's own ``D'x``."""
     dtype = _dtype_for(dtype)
     be = get_backend(backend, device, dtype)
     solver = _resolve_solver(be, solver)
@@ -285,8 +298,12 @@ def sparse_encode(X, D, lam, *, positive=False, max_iter=200, tol=1e-4, init=Non
         A = _zeros(be, (n_cols, k))
         if init is not None:
             A[...] = be.asarray(init).T
-        _code_pass(be, X, Db, A, lam, solver=solver, positive=positive, max_iter=max_iter, tol=tol,
-                   chunk_size=chunk_size, workers=workers, warm=init is not None, progress=progress,
-                   cancel=cancel)
+        if x_sq is not None:
+            x_sq = np.asarray(x_sq, dtype=np.float64)
+            if x_sq.shape != (n_cols,):
+                raise ShapeError(f"'x_sq' must have shape ({n_cols},); shape {x_sq.shape} was provided.")
+        out = _code_pass(be, X, Db, A, lam, solver=solver, positive=positive, max_iter=max_iter, tol=tol,
+                         chunk_size=chunk_size, workers=workers, warm=init is not None, x_sq=x_sq,
+                         progress=progress, cancel=cancel)
         # solved one column per row: returned as a (k, n_columns) view
-        return np.asarray(be.to_numpy(A), dtype=dtype).T
+        return np.asarray(be.to_numpy(A), dtype=dtype).T, out.get("res_sq")
