@@ -313,6 +313,20 @@ def test_deterministic_for_a_seed(atoms):
     assert not np.allclose(a.data[0], c.data[0])
 
 
+def test_subjects_simulated_two_at_a_time_are_those_made_one_after_another(atoms, monkeypatch):
+    """Each subject draws from its own generator: on two threads or one, the same subjects."""
+    import napari_brainorg._backend as backend
+
+    plan = _plan(n_subjects=3, resolution_mm=8.0)
+    two = simulate_fmri(atoms[:40], plan, tr=TR)
+    monkeypatch.setattr(backend, "available_cores", lambda: 1)
+    one = simulate_fmri(atoms[:40], plan, tr=TR)
+    for a, b in zip(two.data, one.data):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(two.true_r2, one.true_r2)
+    np.testing.assert_array_equal(two.fluctuation_courses, one.fluctuation_courses)
+
+
 def test_resample_mask_keeps_the_brain_in_place():
     from napari_brainorg.datasets import mni_mask_path
 

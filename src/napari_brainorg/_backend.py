@@ -121,3 +121,13 @@ def blas_controller():
 def blas_limit(n: int = 1):
     """Context manager: at most ``n`` BLAS threads inside (small products, or threads of our own)."""
     return blas_controller().limit(limits=int(n), user_api="blas")
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (its affinity mask where the OS has one)."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)

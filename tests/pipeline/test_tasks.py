@@ -68,3 +68,55 @@ def test_dask_tasks_run_with_limited_blas_and_cancel_stops_the_pending_ones(tmp_
         assert 1 <= finished < len(markers), finished
     finally:
         executor.close()
+
+
+def test_subjects_side_by_side_stop_together_and_keep_their_order(tmp_path, monkeypatch):
+    """Subjects encoded on threads of their own come back in the subjects' order, each on
+    one BLAS thread; an error in one stops the others at their next check (not at their
+    end) and reaches the caller."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    import napari_brainorg.pipeline.steps.encoding as encoding
+    from napari_brainorg.io.results import ResultWriter
+    from napari_brainorg.pipeline import demo_config
+    from napari_brainorg.pipeline.context import StepContext
+
+    ctx = StepContext(demo_config(tmp_path / "out", quick=True), ResultWriter(tmp_path / "out"), None, None)
+    tasks = [encoding.SubjectTask("m", f"sub-0{i}", i, 3, False, f"key{i}") for i in range(3)]
+    data = SimpleNamespace(data=[np.zeros((10, 4), np.float32)] * 3)
+    monkeypatch.setattr(encoding, "subject_threads", lambda n, shape: 2)
+    seen = {}
+
+    def fake(wctx, task, Y, *args, **kwargs):
+        seen[task.index] = (threading.current_thread().name, _blas_threads())
+        time.sleep(0.05 * (3 - task.index))   # the first subject finishes last
+        return {"index": task.index}
+
+    monkeypatch.setattr(encoding, "encode_subject", fake)
+    out = encoding._encode_subjects(ctx, tasks, data, None, None, None, lambda: None, {})
+    assert [o["index"] for o in out] == [0, 1, 2]
+    assert {name.split("_")[0] for name, _ in seen.values()} == {"brainorg-subject"}
+    assert {blas for _, blas in seen.values()} == {1}
+
+    stopped = {}
+
+    def failing(wctx, task, Y, *args, **kwargs):
+        if task.index == 0:
+            time.sleep(0.2)
+            raise ValueError("subject 0 is broken")
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 30:     # a long subject that checks its cancel
+            if wctx.cancel.is_set():
+                stopped[task.index] = time.perf_counter() - t0
+                raise CancelledError("stopped")
+            time.sleep(0.01)
+        return {}
+
+    monkeypatch.setattr(encoding, "encode_subject", failing)
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match="subject 0 is broken"):
+        encoding._encode_subjects(ctx, tasks, data, None, None, None, lambda: None, {})
+    assert time.perf_counter() - t0 < 5
+    assert stopped and all(t < 5 for t in stopped.values())

@@ -21,12 +21,12 @@ progress is reported there as tasks finish, and a cancel cancels the pending fut
 from __future__ import annotations
 
 import logging
-import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .._backend import available_cores
 from .._progress import CancelToken, ProgressCallback, check_cancel, report
 from ..errors import ConfigError, MissingDependencyError
 
@@ -37,12 +37,6 @@ BLAS_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLI
             "NUMEXPR_NUM_THREADS")
 
 
-def available_cores() -> int:
-    """CPU cores this process may use (its affinity mask where the OS has one)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 def blas_threads_per_worker(n_workers: int, threads_per_worker: int = 1, cores: int | None = None) -> int:

@@ -229,7 +229,7 @@ class _Population:
 
 def _simulate_subjects(seeds: Sequence, population: _Population, plan: SimulationPlan, *,
                        keep_components: bool = False, progress=None, cancel=None):
-    """Every subject, one after another, each from its own seed.
+    """Every subject, each from its own seed (two at a time where there are two cores).
 
     Parameters
     ----------
@@ -256,10 +256,30 @@ def _simulate_subjects(seeds: Sequence, population: _Population, plan: Simulatio
     hrf_dispersion = np.zeros((plan.n_subjects, n_voxels), np.float32)
     fl_courses = np.zeros((plan.n_subjects, n_volumes, population.fl_weights.shape[0]), np.float32)
     total = plan.n_subjects * n_volumes
-    for s in range(plan.n_subjects):
-        y, parts = _simulate_subject(np.random.default_rng(seeds[s]), population, plan,
-                                     keep_components=keep_components, progress=progress, cancel=cancel,
-                                     done=s * n_volumes, total=total)
+
+    def one(s):
+        return _simulate_subject(np.random.default_rng(seeds[s]), population, plan, keep_components=keep_components,
+                                 progress=progress, cancel=cancel, done=s * n_volumes, total=total)
+
+    # each subject draws from its own generator: two at a time (the smoothing and the AR
+    # recursion are single-threaded and release the GIL) give the same subjects
+    from .._backend import available_cores
+
+    n_threads = min(available_cores(), plan.n_subjects, 2)
+    if n_threads > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(n_threads, thread_name_prefix="brainorg-simulate") as pool:
+            futures = [pool.submit(one, s) for s in range(plan.n_subjects)]
+            try:
+                results = [f.result() for f in futures]
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+    else:
+        results = (one(s) for s in range(plan.n_subjects))
+    for s, (y, parts) in enumerate(results):
         data.append(y)
         true_r2[s], hrf_delay[s], hrf_dispersion[s] = parts.pop("true_r2"), parts.pop("delay"), parts.pop("dispersion")
         fl_courses[s] = parts.pop("courses")

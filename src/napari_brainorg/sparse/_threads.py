@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import os
 
-from .._backend import Backend, blas_controller as _blas_controller
+from .._backend import Backend, available_cores, blas_controller as _blas_controller
 
 
 def _n_threads() -> int:
     """Worker threads: the BLAS threads the caller allows (e.g. a Dask worker's 1), at most the cores."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cores = os.cpu_count() or 1
+    cores = available_cores()
     blas = [int(i["num_threads"]) for i in _blas_controller().select(user_api="blas").info()]
     return max(1, min([cores] + blas))
 

@@ -32,8 +32,8 @@ Key
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import os
 import threading
 import warnings
 from contextlib import nullcontext
@@ -359,10 +359,9 @@ def subject_threads(n_subjects: int, shape: tuple[int, int]) -> int:
     a subject's work has single-threaded parts (filters, the t-to-z conversion, the AR
     estimates, the solvers' set-up) that leave a second core idle when subjects run one
     after another on every core."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        cores = os.cpu_count() or 1
+    from ...._backend import available_cores
+
+    cores = available_cores()
     try:
         import psutil
 
@@ -390,20 +389,32 @@ def _encode_subjects(ctx: StepContext, tasks: list[SubjectTask], data, atoms: np
     from ...._backend import blas_limit
 
     lock = threading.Lock()
+    stop = threading.Event()
+
+    class _Stop:
+        """The run's cancel, or this step's own stop (an error in another subject, Ctrl-C)."""
+
+        def is_set(self) -> bool:
+            return stop.is_set() or (ctx.cancel is not None and ctx.cancel.is_set())
+
+    wctx = dataclasses.replace(ctx, cancel=_Stop())   # the same keys, files and memo; its own cancel
 
     def locked_tick():
         with lock:
             tick()
 
     def one(task, Y):
-        return encode_subject(ctx, task, Y, atoms, confounds, an, locked_tick, baseline=baselines.get(task.index))
+        return encode_subject(wctx, task, Y, atoms, confounds, an, locked_tick, baseline=baselines.get(task.index))
 
     with blas_limit(1), ThreadPoolExecutor(n_threads, thread_name_prefix="brainorg-subject") as pool:
         futures = [pool.submit(one, task, Y) for task, Y in zip(tasks, data.data)]
         try:
             return [f.result() for f in futures]
         except BaseException:
-            for f in futures:  # a cancel or an error: the subjects not started are dropped
+            # a cancel, an error or Ctrl-C: the subjects not started are dropped, the
+            # running ones stop at their next check instead of running to the end
+            stop.set()
+            for f in futures:
                 f.cancel()
             raise
 
