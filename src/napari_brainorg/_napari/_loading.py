@@ -160,6 +160,10 @@ class LayerFeed:
             if not self.stopped:
                 self.stop()
             return
+        if self.viewer not in display._installed:  # its corner text's visual: a piece of its own
+            display.install(self.viewer)  # (and its glyphs are drawn before the first layer)
+            self._schedule()
+            return
         if not glyphs_ready(self.viewer):  # the first layer's paint would draw them all at once
             self._schedule()
             return

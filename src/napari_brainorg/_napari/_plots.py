@@ -6,6 +6,10 @@ axes once per result (limits that fit every atom), draws that static part once,
 keeps it as a background bitmap, and afterwards only redraws the changing artists
 (the line, the bars, the title, the cursor) on top of it and blits them
 (matplotlib's blitting; a resize triggers one full draw again).
+
+Full draws of several canvases are spread over turns of the event loop (one canvas per
+turn: :meth:`_BlitCanvas._draw_idle`): a window shown, a result loaded or a model switched
+redraws every plot, and Qt paints all the widgets of a window in one turn.
 """
 
 from __future__ import annotations
@@ -16,6 +20,15 @@ from matplotlib.figure import Figure
 
 _FACE = "#262930"  # napari's dark theme background
 _FG = "#d6d6d6"
+
+#: milliseconds before a canvas whose full draw was put off tries again
+DRAW_GAP_MS = 10
+#: whether a canvas made its full draw in this turn of the event loop
+_TURN = {"drawn": False}
+
+
+def _new_turn() -> None:
+    _TURN["drawn"] = False
 
 
 def _style(ax) -> None:
@@ -45,6 +58,19 @@ class _BlitCanvas(FigureCanvasQTAgg):
 
     def _animated(self) -> list:
         return []
+
+    def _draw_idle(self):  # noqa: D401 - matplotlib's name
+        """matplotlib's pending full draw, unless another canvas made one in this turn of the
+        event loop (each is 50 to 150 ms): then in a later turn, the old image meanwhile."""
+        from qtpy.QtCore import QTimer
+
+        if getattr(self, "_draw_pending", False):
+            if _TURN["drawn"]:
+                QTimer.singleShot(DRAW_GAP_MS, self._draw_idle)
+                return
+            _TURN["drawn"] = True
+            QTimer.singleShot(0, _new_turn)
+        super()._draw_idle()
 
     def resizeEvent(self, event):  # noqa: N802 - Qt's name
         # margins in pixels, not fractions: tick labels and axis titles stay inside a short plot

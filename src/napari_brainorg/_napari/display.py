@@ -281,8 +281,8 @@ def _has_orientation_labels(viewer: napari.Viewer) -> bool:
 
 
 def _ensure_orientation_labels(viewer: napari.Viewer) -> None:
-    """Add the A/P/L/R labels in two later turns of the event loop: the layer is made in one,
-    added in the next.
+    """Add the A/P/L/R labels in three later turns of the event loop: the layer is made in one,
+    added (hidden) in the next, shown (its first draw) in the third.
 
     Made with the first brain layer, in the same turn, they froze the window for a
     quarter to half a second more (a points layer with text: its features table, its
@@ -295,6 +295,10 @@ def _ensure_orientation_labels(viewer: napari.Viewer) -> None:
     viewer.__dict__["_brainorg_orientation_pending"] = True
     ref = weakref.ref(viewer)
 
+    def show(viewer_, layer):
+        if layer in viewer_.layers:
+            layer.visible = True
+
     def add(viewer_, layer):
         from ._tasks import viewer_alive
 
@@ -302,6 +306,7 @@ def _ensure_orientation_labels(viewer: napari.Viewer) -> None:
         if viewer_alive(viewer_) and not _has_orientation_labels(viewer_):
             # the letters never take the selection (the status bar follows the active layer)
             append_unselected(viewer_, layer)
+            QTimer.singleShot(ORIENTATION_GAP_MS, lambda: _alive(ref, lambda v: show(v, layer)))
 
     def make(viewer_):
         from napari.layers import Layer
@@ -310,7 +315,8 @@ def _ensure_orientation_labels(viewer: napari.Viewer) -> None:
 
         if not viewer_alive(viewer_):
             return
-        layer = Layer.create(*orientation_layer_data())
+        data, kwargs, kind = orientation_layer_data()
+        layer = Layer.create(data, {**kwargs, "visible": False}, kind)
         layer.editable = False
         QTimer.singleShot(ORIENTATION_GAP_MS, lambda: _alive(ref, lambda v: add(v, layer)))
 
