@@ -9,7 +9,8 @@ keeps it as a background bitmap, and afterwards only redraws the changing artist
 
 Full draws of several canvases are spread over turns of the event loop (one canvas per
 turn: :meth:`_BlitCanvas._draw_idle`): a window shown, a result loaded or a model switched
-redraws every plot, and Qt paints all the widgets of a window in one turn.
+redraws every plot, and Qt paints all the widgets of a window in one turn. A canvas
+given nothing to show yet (a panel docked before its result is read) draws nothing.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class _BlitCanvas(FigureCanvasQTAgg):
         # static: text is the slowest thing Agg draws, so nothing per atom is text
         self.ax.set_title(title, fontsize=9, color=_FG, loc="left")
         self._background = None
+        self._has_content = False  # nothing to show yet: no draw (the panel's background)
         self.mpl_connect("draw_event", self._on_draw)
 
     def _animated(self) -> list:
@@ -64,6 +66,9 @@ class _BlitCanvas(FigureCanvasQTAgg):
         event loop (each is 50 to 150 ms): then in a later turn, the old image meanwhile."""
         from qtpy.QtCore import QTimer
 
+        if not getattr(self, "_has_content", True):  # empty axes before a result: not worth a frozen turn
+            self._draw_pending = False
+            return
         if getattr(self, "_draw_pending", False):
             if _TURN["drawn"]:
                 QTimer.singleShot(DRAW_GAP_MS, self._draw_idle)
@@ -87,11 +92,13 @@ class _BlitCanvas(FigureCanvasQTAgg):
 
     def full_redraw(self) -> None:
         """Redraw everything (after the axes changed); the background is captured again."""
+        self._has_content = True
         self._background = None
         self.draw_idle()
 
     def refresh(self) -> None:
         """Redraw only the animated artists over the cached background."""
+        self._has_content = True
         if self._background is None:
             self.draw_idle()
             return

@@ -83,6 +83,33 @@ def freeze_long_lived() -> None:
     gc.freeze()
 
 
+#: whether the collector was on when :func:`start_warm_up` paused it (empty: not paused)
+_GC_PAUSED: list[bool] = []
+_GC_LOCK = threading.Lock()  # not _WARM_LOCK: :func:`warm_up` holds that one around _warm_layers
+
+
+def _pause_collector() -> None:
+    """No automatic garbage collection until :func:`_resume_collector`: the warm-up's imports
+    and numba's compiling make hundreds of thousands of lasting objects, and each quarter
+    more set off a full collection (in whichever thread, with the GIL held: the GUI thread
+    waits). The warm-up ends with one collection, then freezes what is left."""
+    import gc
+
+    with _GC_LOCK:
+        if not _GC_PAUSED:
+            _GC_PAUSED.append(gc.isenabled())
+            gc.disable()
+
+
+def _resume_collector() -> None:
+    """Undo :func:`_pause_collector` (the collector on again if it was on); idempotent."""
+    import gc
+
+    with _GC_LOCK:
+        if _GC_PAUSED and _GC_PAUSED.pop():
+            gc.enable()
+
+
 def _warm_layers() -> None:
     """The tiny layers, imports and compilations of :func:`warm_up` (units already filled)."""
     try:
@@ -115,9 +142,11 @@ def _warm_layers() -> None:
 
         gc.collect()  # the tiny layers and numba's compiling leave garbage: gone before the freeze
         freeze_long_lived()  # numba's compiled kernels and caches live as long as the process
+        _resume_collector()
     except Exception:  # noqa: BLE001 - warming is an optimisation, never an error
         pass
     finally:
+        _resume_collector()
         _WARMED.set()
 
 
@@ -159,6 +188,7 @@ def start_warm_up() -> None:
             return
         _WARM_STARTED.append(True)
     freeze_long_lived()  # napari, Qt and the viewer: walked by no full collection from now on
+    _pause_collector()  # until the warm-up's imports are frozen too (:func:`_warm_layers`)
 
     def rest(*_):
         gui_first_switching()
