@@ -100,12 +100,13 @@ def test_pieces_add_one_layer_per_turn_of_the_event_loop(make_napari_viewer, tin
     feed._schedule = lambda: None  # each turn of the event loop is one call of _step here
     display.install(viewer)
     viewer.__dict__["_brainorg_glyphs"] = "ready"  # (the feed waits for the canvas's glyphs)
-    counts, hidden, done = [], [], []
+    counts, hidden, active, done = [], [], [], []
     feed.on_done = done.append
     while not done:
         feed._step()
         layers = [layer for layer in viewer.layers if layer.metadata.get(L.ROLE) in RESULT_ROLES]
         counts.append(len(layers))
+        active.append(viewer.layers.selection.active)
         hidden.append({layer.metadata[L.ROLE] for layer in layers if not layer.visible})
         assert len(counts) < 4 * len(items) + 2, counts
     # never more than one new layer per turn; a new image meant to be seen is added hidden and
@@ -114,7 +115,11 @@ def test_pieces_add_one_layer_per_turn_of_the_event_loop(make_napari_viewer, tin
     assert counts[0] == 1 and all(b - a in (0, 1) for a, b in zip(counts, counts[1:])) and counts[-1] == 4
     shown_later = [kw["metadata"][L.ROLE] for _, kw, kind in items if kind == "image" and kw.get("visible", True)]
     assert shown_later == ["template", "atom_map"]  # the R² map is meant hidden, the networks are labels
-    assert len(counts) == 2 * len(items) + len(shown_later) + 1, counts
+    # then the active layer is chosen in a turn of its own (the controls panel shows its
+    # controls: the layers were added unselected), then the closing step
+    assert len(counts) == 2 * len(items) + len(shown_later) + 2, counts
+    assert all(layer is None for layer in active[:-2]), active
+    assert active[-2] is active[-1] is L.find_layer(viewer, "atom_map")  # the top map, not the outlines
     for role in shown_later:
         added = counts.index(RESULT_ROLES.index(role) + 1)  # the turn it was added in
         assert role in hidden[added] and role not in hidden[added + 1], (role, hidden)

@@ -77,8 +77,11 @@ def test_view_opens_the_result_with_the_explorer_docked(make_napari_viewer, qtbo
 @pytest.mark.gui
 def test_sample_data_reads_the_cached_demo(make_napari_viewer, qtbot, tiny_result, monkeypatch):
     """With a demo result in the cache, the sample opens it (here: the tiny SIMULATED folder):
-    the template at once, the rest read in a thread and added one layer per turn."""
+    read in a thread and added in pieces while the sample waits with the event loop running;
+    when napari gets the sample's own layer (the A/P/L/R letters) the result is in place,
+    oriented, with the atom map active; the letters are shown in a later turn."""
     pytest.importorskip("napari")
+    from napari_brainorg._napari import display
     from napari_brainorg._napari import layers as L
     from napari_brainorg._napari.sample_data import DEMO_ENV, demo_result_path
 
@@ -86,10 +89,24 @@ def test_sample_data_reads_the_cached_demo(make_napari_viewer, qtbot, tiny_resul
     monkeypatch.setenv(DEMO_ENV, str(path))
     assert demo_result_path() == path
     viewer = make_napari_viewer()
-    viewer.open_sample("napari-brainorg", "demo")
-    assert L.find_layer(viewer, "template") is not None
-    qtbot.waitUntil(lambda: L.find_layer(viewer, "networks") is not None, timeout=30000)
+    ticks = []
+    from qtpy.QtCore import QTimer
+
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start(10)
+    added = viewer.open_sample("napari-brainorg", "demo")
+    timer.stop()
+    assert ticks  # the event loop ran while the layers arrived
     roles = [layer.metadata.get(L.ROLE) for layer in viewer.layers]
     assert roles == ["template", "r2", "atom_map", "networks", "orientation"]
+    assert [layer.metadata.get(L.ROLE) for layer in added] == ["orientation"]
+    assert L.find_layer(viewer, "template").visible
+    assert tuple(viewer.camera.orientation2d) == ("up", "right")  # axial, neurological
+    assert viewer.layers.selection.active is L.find_layer(viewer, "atom_map")
+    letters = L.find_layer(viewer, display.ORIENTATION_ROLE)
+    assert not letters.editable
+    qtbot.waitUntil(lambda: letters.visible, timeout=5000)
+    assert viewer.layers.selection.active is L.find_layer(viewer, "atom_map")
     inside = L.inside_mni_brain(truth["affine"], truth["mask"].shape) & truth["mask"]
     np.testing.assert_allclose(L.find_layer(viewer, "atom_map").data, (truth["z"][..., 0] * inside).T, atol=1e-6)

@@ -98,6 +98,8 @@ class LayerFeed:
         self.unfinished = None  # a layer added in the last piece, finished in the next
         self.hidden = None  # a layer added hidden in the last piece, shown in the next
         self.made: list | None = None  # per item, its layer made in the worker (or None)
+        self.new_layers: list = []  # the layers this load added (not updated in place), in order
+        self.selected = False  # the active layer chosen (a piece of its own, after the last layer)
 
     def start(self) -> LayerFeed:
         """Take a place at the end of the viewer's queue; the pieces begin once the loads
@@ -158,6 +160,10 @@ class LayerFeed:
             if not self.stopped:
                 self.stop()
             return
+        if self.viewer not in display._installed:  # its corner text's visual: a piece of its own
+            display.install(self.viewer)  # (and its glyphs are drawn before the first layer)
+            self._schedule()
+            return
         if not glyphs_ready(self.viewer):  # the first layer's paint would draw them all at once
             self._schedule()
             return
@@ -201,21 +207,33 @@ class LayerFeed:
                 display.finish_inserted(self.viewer, layer)
             return False
         if self.position >= len(self.items):
+            if not self.selected:  # the controls panel's first show of a layer: a piece of its own
+                self.selected = True
+                if self.new_layers:
+                    display.activate_added(self.viewer, self.new_layers)
+                    return False
             if self.swap is not None:
                 self.shown.update(_layers.end_replace(self.viewer, self.swap))
             return True
         data, kwargs, kind = self.items[self.position]
         made = self.made[self.position] if self.made else None
+        if made is not None and not len(self.viewer.layers) and self.viewer.dims.ndim < made.ndim:
+            # an empty viewer's slice sliders (napari makes them when the first layer adds axes): a piece
+            # of their own (with layers shown, napari fits the dimensions to them itself)
+            self.viewer.dims.ndim = made.ndim
+            return False
         self.position += 1
         _set_status(self.viewer, f"napari-brainorg: loading {self.name}… "
                                  f"({self.position}/{len(self.items)} layers)")
         if kwargs.get("metadata", {}).get(_layers.ROLE):
             if self.swap is None:
                 self.swap = _layers.begin_replace(self.viewer)
-            layer = _layers.place_result_item(self.viewer, (data, kwargs, kind), self.swap,
-                                              source=self._layer_source(), finish_later=True,
-                                              hidden=_add_hidden(kind, kwargs), made=made)
+            with display.adding_unselected(self.viewer):
+                layer = _layers.place_result_item(self.viewer, (data, kwargs, kind), self.swap,
+                                                  source=self._layer_source(), finish_later=True,
+                                                  hidden=_add_hidden(kind, kwargs), made=made)
             if layer in display._deferred:  # a new layer (one updated in place is finished)
+                self.new_layers.append(layer)
                 self.unfinished = layer
                 if _add_hidden(kind, kwargs):
                     self.hidden = layer
@@ -229,7 +247,9 @@ class LayerFeed:
                 with self._layer_source() or contextlib.nullcontext():
                     layer = Layer.create(data, _creation_kwargs(kind, kwargs), kind)
             display.finish_later(layer)
-            self.viewer.add_layer(layer)
+            with display.adding_unselected(self.viewer):
+                self.viewer.add_layer(layer)
+            self.new_layers.append(layer)
             self.unfinished = layer
             if _add_hidden(kind, kwargs):
                 self.hidden = layer
@@ -301,7 +321,8 @@ def show_layers_async(viewer: napari.Viewer, build: Callable[[], list], *, name:
     ``supersede`` (a result, whose layers replace the shown ones): this load stops the
     viewer's unfinished result loads; False (files opened one after another): it only adds.
     Once ``owner`` (a widget) is deleted, the load adds nothing and calls nothing back.
-    Returns the :class:`._tasks.Task` of the thread.
+    Returns the :class:`._tasks.Task` of the thread; its ``feed`` is the load's
+    :class:`LayerFeed` (``feed.stopped`` once its layers are shown, or it was stopped).
     """
     from ._tasks import _deleted, _report, run_in_thread, viewer_alive
 
@@ -338,7 +359,41 @@ def show_layers_async(viewer: napari.Viewer, build: Callable[[], list], *, name:
         else:
             _report(exc, f"reading {name}")
 
-    return run_in_thread(work, on_done=done, on_error=failed, name=f"loading {name}")
+    task = run_in_thread(work, on_done=done, on_error=failed, name=f"loading {name}")
+    task.feed = feed
+    return task
+
+
+#: seconds :func:`wait_shown` waits at most (a slow disk): the layers still come afterwards
+WAIT_SHOWN_S = 120.0
+
+
+def wait_shown(feed: LayerFeed, timeout: float = WAIT_SHOWN_S) -> None:
+    """Run Qt's event loop until ``feed`` has shown its layers (or stopped), its viewer is
+    closed, or ``timeout`` seconds have passed: the window repaints and answers meanwhile.
+
+    For a caller that napari itself waits on (a sample: napari adds what it returns at
+    once, on the GUI thread), so that the layers arrive in pieces before it returns.
+    """
+    import time
+
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    from ._tasks import viewer_alive
+
+    loop = QEventLoop()
+    end = time.monotonic() + timeout
+
+    def check():
+        if feed.stopped or not viewer_alive(feed.viewer) or time.monotonic() > end:
+            timer.stop()
+            loop.quit()
+
+    timer = QTimer()
+    timer.setInterval(PIECE_GAP_MS)
+    timer.timeout.connect(check)
+    timer.start()
+    loop.exec()
 
 
 def show_result_async(viewer: napari.Viewer, result, model: str | None = None, *, owner=None,

@@ -6,6 +6,11 @@ axes once per result (limits that fit every atom), draws that static part once,
 keeps it as a background bitmap, and afterwards only redraws the changing artists
 (the line, the bars, the title, the cursor) on top of it and blits them
 (matplotlib's blitting; a resize triggers one full draw again).
+
+Full draws of several canvases are spread over turns of the event loop (one canvas per
+turn: :meth:`_BlitCanvas._draw_idle`): a window shown, a result loaded or a model switched
+redraws every plot, and Qt paints all the widgets of a window in one turn. A canvas
+given nothing to show yet (a panel docked before its result is read) draws nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +21,15 @@ from matplotlib.figure import Figure
 
 _FACE = "#262930"  # napari's dark theme background
 _FG = "#d6d6d6"
+
+#: milliseconds before a canvas whose full draw was put off tries again
+DRAW_GAP_MS = 10
+#: whether a canvas made its full draw in this turn of the event loop
+_TURN = {"drawn": False}
+
+
+def _new_turn() -> None:
+    _TURN["drawn"] = False
 
 
 def _style(ax) -> None:
@@ -41,10 +55,27 @@ class _BlitCanvas(FigureCanvasQTAgg):
         # static: text is the slowest thing Agg draws, so nothing per atom is text
         self.ax.set_title(title, fontsize=9, color=_FG, loc="left")
         self._background = None
+        self._has_content = False  # nothing to show yet: no draw (the panel's background)
         self.mpl_connect("draw_event", self._on_draw)
 
     def _animated(self) -> list:
         return []
+
+    def _draw_idle(self):  # noqa: D401 - matplotlib's name
+        """matplotlib's pending full draw, unless another canvas made one in this turn of the
+        event loop (each is 50 to 150 ms): then in a later turn, the old image meanwhile."""
+        from qtpy.QtCore import QTimer
+
+        if not getattr(self, "_has_content", True):  # empty axes before a result: not worth a frozen turn
+            self._draw_pending = False
+            return
+        if getattr(self, "_draw_pending", False):
+            if _TURN["drawn"]:
+                QTimer.singleShot(DRAW_GAP_MS, self._draw_idle)
+                return
+            _TURN["drawn"] = True
+            QTimer.singleShot(0, _new_turn)
+        super()._draw_idle()
 
     def resizeEvent(self, event):  # noqa: N802 - Qt's name
         # margins in pixels, not fractions: tick labels and axis titles stay inside a short plot
@@ -61,11 +92,13 @@ class _BlitCanvas(FigureCanvasQTAgg):
 
     def full_redraw(self) -> None:
         """Redraw everything (after the axes changed); the background is captured again."""
+        self._has_content = True
         self._background = None
         self.draw_idle()
 
     def refresh(self) -> None:
         """Redraw only the animated artists over the cached background."""
+        self._has_content = True
         if self._background is None:
             self.draw_idle()
             return

@@ -68,15 +68,65 @@ def _adopt_units(fresh) -> None:
         pint.get_application_registry().set(fresh)
 
 
+def freeze_long_lived() -> None:
+    """Keep the objects that exist now out of Python's full garbage collections (``gc.freeze``).
+
+    A full collection walks every object the collector tracks, with the GIL held: once
+    napari, vispy, scipy and matplotlib are imported, 0.1 to 0.3 s each, and a load
+    triggered several (the heap grows by a quarter between two), each a frozen window.
+    What exists when a viewer is opened and what the warm-up imports (modules, classes,
+    the viewer itself) lives as long as the process: frozen, it is no longer walked; what
+    is made afterwards (layers, results) is collected as before.
+    """
+    import gc
+
+    gc.freeze()
+
+
+#: whether the collector was on when :func:`start_warm_up` paused it (empty: not paused)
+_GC_PAUSED: list[bool] = []
+_GC_LOCK = threading.Lock()  # not _WARM_LOCK: :func:`warm_up` holds that one around _warm_layers
+
+
+def _pause_collector() -> None:
+    """No automatic garbage collection until :func:`_resume_collector`: the warm-up's imports
+    and numba's compiling make hundreds of thousands of lasting objects, and each quarter
+    more set off a full collection (in whichever thread, with the GIL held: the GUI thread
+    waits). The warm-up ends with one collection, then freezes what is left."""
+    import gc
+
+    with _GC_LOCK:
+        if not _GC_PAUSED:
+            _GC_PAUSED.append(gc.isenabled())
+            gc.disable()
+
+
+def _resume_collector() -> None:
+    """Undo :func:`_pause_collector` (the collector on again if it was on); idempotent."""
+    import gc
+
+    with _GC_LOCK:
+        if _GC_PAUSED and _GC_PAUSED.pop():
+            gc.enable()
+
+
 def _warm_layers() -> None:
     """The tiny layers, imports and compilations of :func:`warm_up` (units already filled)."""
     try:
         import numpy as np
         from napari.layers import Image, Labels, Layer, Shapes
 
+        import napari._qt.layer_controls.qt_layer_controls_container  # noqa: F401
+        import napari._vispy.utils.visual  # noqa: F401 - the layers' and overlays' visuals
+        import napari.utils.colormaps._accelerated_cmap  # noqa: F401 - numba, for the label colormaps
+        import scipy.ndimage  # noqa: F401 - napari's thumbnails
+        import scipy.spatial.transform  # noqa: F401 - napari's camera orientation (orient)
+
+        from . import _plots  # noqa: F401 - matplotlib and its Qt canvas
         from . import display
         from . import layers as _layers
 
+        freeze_long_lived()  # what these imports made lives as long as the process
         Image(np.zeros((2, 2, 2), np.float32), colormap=_layers.sequential_threshold_colormap())
         Labels(np.zeros((2, 2, 2), np.int32))
         labels = np.array([1, 2])
@@ -85,14 +135,18 @@ def _warm_layers() -> None:
         # the explorer's crosshair: numba's loading of napari's line-mesh kernels
         Shapes([np.array([[0.0, 0.0], [0.0, 1.0]])], shape_type="line", edge_width=0.6)
         Layer.create(*display.orientation_layer_data())
-        import napari._qt.layer_controls.qt_layer_controls_container  # noqa: F401
-        import napari._vispy.utils.visual  # noqa: F401 - the layers' and overlays' visuals
-        import scipy.spatial.transform  # noqa: F401 - napari's camera orientation (orient)
+        from vispy.visuals.line.dash_atlas import DashAtlas
 
-        from . import _plots  # noqa: F401 - matplotlib and its Qt canvas
+        DashAtlas()  # vispy caches its dash patterns: made here, not in the first outlined labels' turn
+        import gc
+
+        gc.collect()  # the tiny layers and numba's compiling leave garbage: gone before the freeze
+        freeze_long_lived()  # numba's compiled kernels and caches live as long as the process
+        _resume_collector()
     except Exception:  # noqa: BLE001 - warming is an optimisation, never an error
         pass
     finally:
+        _resume_collector()
         _WARMED.set()
 
 
@@ -105,7 +159,8 @@ def warm_up() -> None:
     kernels for that type), the points layer with text that writes A/P/L/R and a line
     shapes layer (numba loads napari's line-mesh kernels: the explorer's crosshair); imports the
     modules napari loads when it first draws a layer, and matplotlib's Qt canvas (the
-    explorer's plots). Idempotent; never raises (a failure only means a slower first layer).
+    explorer's plots); fills vispy's cache of dash patterns (every Labels layer's polygon
+    tool makes a dash atlas: a tenth of a second the first time). Idempotent; never raises (a failure only means a slower first layer).
     """
     with _WARM_LOCK:
         if _WARMED.is_set():
@@ -132,6 +187,8 @@ def start_warm_up() -> None:
         if _WARM_STARTED or _WARMED.is_set():
             return
         _WARM_STARTED.append(True)
+    freeze_long_lived()  # napari, Qt and the viewer: walked by no full collection from now on
+    _pause_collector()  # until the warm-up's imports are frozen too (:func:`_warm_layers`)
 
     def rest(*_):
         gui_first_switching()

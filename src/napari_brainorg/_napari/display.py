@@ -24,6 +24,7 @@ view shows the last two, ``y`` (posterior -> anterior) and ``x`` (left -> right)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -231,12 +232,17 @@ def _activate_a_map(viewer, labels) -> None:
     image) the active layer when ``labels`` (a Labels layer just added) still is."""
     if viewer.layers.selection.active is not labels or labels not in viewer.layers:
         return
+    choice = _top_map(viewer)
+    if choice is not None:
+        viewer.layers.selection.active = choice
+
+
+def _top_map(viewer):
+    """The top visible map (an image layer of this plugin, not the template; else any image), or ``None``."""
     images = [layer for layer in reversed(list(viewer.layers)) if layer._type_string == "image"]
     maps = [layer for layer in images if layer.visible and is_brain_layer(layer)
             and layer.metadata.get("brainorg_role") != "template"]
-    choice = (maps or images or [None])[0]
-    if choice is not None:
-        viewer.layers.selection.active = choice
+    return (maps or images or [None])[0]
 
 
 # -- A/P/L/R labels --------------------------------------------------------------------------
@@ -275,8 +281,8 @@ def _has_orientation_labels(viewer: napari.Viewer) -> bool:
 
 
 def _ensure_orientation_labels(viewer: napari.Viewer) -> None:
-    """Add the A/P/L/R labels in two later turns of the event loop: the layer is made in one,
-    added in the next.
+    """Add the A/P/L/R labels in three later turns of the event loop: the layer is made in one,
+    added (hidden) in the next, shown (its first draw) in the third.
 
     Made with the first brain layer, in the same turn, they froze the window for a
     quarter to half a second more (a points layer with text: its features table, its
@@ -289,6 +295,10 @@ def _ensure_orientation_labels(viewer: napari.Viewer) -> None:
     viewer.__dict__["_brainorg_orientation_pending"] = True
     ref = weakref.ref(viewer)
 
+    def show(viewer_, layer):
+        if layer in viewer_.layers:
+            layer.visible = True
+
     def add(viewer_, layer):
         from ._tasks import viewer_alive
 
@@ -296,6 +306,7 @@ def _ensure_orientation_labels(viewer: napari.Viewer) -> None:
         if viewer_alive(viewer_) and not _has_orientation_labels(viewer_):
             # the letters never take the selection (the status bar follows the active layer)
             append_unselected(viewer_, layer)
+            QTimer.singleShot(ORIENTATION_GAP_MS, lambda: _alive(ref, lambda v: show(v, layer)))
 
     def make(viewer_):
         from napari.layers import Layer
@@ -304,11 +315,84 @@ def _ensure_orientation_labels(viewer: napari.Viewer) -> None:
 
         if not viewer_alive(viewer_):
             return
-        layer = Layer.create(*orientation_layer_data())
+        data, kwargs, kind = orientation_layer_data()
+        layer = Layer.create(data, {**kwargs, "visible": False}, kind)
         layer.editable = False
         QTimer.singleShot(ORIENTATION_GAP_MS, lambda: _alive(ref, lambda v: add(v, layer)))
 
     QTimer.singleShot(ORIENTATION_GAP_MS, lambda: _alive(ref, make))
+
+
+@contextlib.contextmanager
+def adding_unselected(viewer: napari.Viewer):
+    """Inside, a layer added to ``viewer`` leaves the selection as it is (napari selects the
+    layer it adds, and the controls panel makes and shows its controls at once: the first
+    time for a kind of layer, a tenth to a third of a second more in the turn that adds
+    it). :func:`activate_added` chooses the active layer afterwards."""
+    layers = viewer.layers
+    activate = getattr(layers, "_activate_on_insert", None)
+    if activate is None:  # another napari: the added layer is selected, as before
+        yield
+        return
+    layers._activate_on_insert = False
+    try:
+        yield
+    finally:
+        layers._activate_on_insert = activate
+
+
+def activate_added(viewer: napari.Viewer, added: list) -> None:
+    """Make active the layer napari would have left active after adding ``added`` one by one:
+    the last one, or, when that is a Labels layer, the top visible map (:func:`_activate_a_map`)."""
+    added = [layer for layer in added if layer in viewer.layers]
+    if not added:
+        return
+    last = added[-1]
+    choice = _top_map(viewer) if last._type_string == "labels" else None
+    viewer.layers.selection.active = choice if choice is not None else last
+
+
+@contextlib.contextmanager
+def letters_held(viewer: napari.Viewer):
+    """Inside, the brain layers added to ``viewer`` do not bring the A/P/L/R labels (the
+    sample returns them itself: :func:`letters_for_sample`); letters already on their way stay."""
+    held = not viewer.__dict__.get("_brainorg_orientation_pending")
+    if held:
+        viewer.__dict__["_brainorg_orientation_pending"] = True
+    try:
+        yield
+    finally:
+        if held:
+            viewer.__dict__.pop("_brainorg_orientation_pending", None)
+
+
+def letters_for_sample(viewer: napari.Viewer) -> tuple:
+    """The A/P/L/R labels' layer-data tuple, for napari to add to ``viewer`` as a sample's layer.
+
+    Letters ``viewer`` shows already are taken out (the new ones take their place, on top).
+    napari would select the layer it adds (and show its controls): it is added unselected
+    instead, as :func:`append_unselected` adds them, and not editable; hidden, and shown in
+    a later turn of the event loop (their first draw apart from napari's adding them).
+    """
+    from qtpy.QtCore import QTimer
+
+    for layer in [layer for layer in viewer.layers if layer.metadata.get("brainorg_role") == ORIENTATION_ROLE]:
+        viewer.layers.remove(layer)
+    layers = viewer.layers
+    activate = getattr(layers, "_activate_on_insert", None)
+    if activate is not None:
+        layers._activate_on_insert = False
+    ref = weakref.ref(viewer)
+
+    def show():  # once napari has added the letters: their first draw in a turn of its own
+        if activate is not None:
+            layers._activate_on_insert = activate
+        _alive(ref, lambda v: [setattr(layer, "visible", True) for layer in v.layers
+                               if layer.metadata.get("brainorg_role") == ORIENTATION_ROLE])
+
+    QTimer.singleShot(ORIENTATION_GAP_MS, show)
+    data, kwargs, kind = orientation_layer_data()
+    return (data, {**kwargs, "visible": False}, kind)
 
 
 def append_unselected(viewer, layer) -> None:
@@ -438,6 +522,7 @@ def install(viewer: napari.Viewer | None) -> None:
             # napari activates the new layer after this event: look once the adding is done
             QTimer.singleShot(0, lambda: _alive(ref, lambda v: _activate_a_map(v, layer)))
         if layer.metadata.get("brainorg_role") == ORIENTATION_ROLE:
+            layer.editable = False  # letters, not points to move
             return
         if layer not in _deferred:
             finish_inserted(viewer_, layer)

@@ -4,7 +4,7 @@ No result is shipped inside the package. The first time the sample is opened it 
 built by the pipeline's quick demo configuration (``demo_config(out, quick=True)``:
 16 atoms, 2 simulated subjects on a 6 mm grid, 100 permutations) into a cache
 folder; later openings read the cache. While it is built (a minute or two on a
-laptop CPU) the viewer stays usable: the sample returns the MNI template at once,
+laptop CPU) the viewer stays usable: the MNI template is shown at once,
 the pipeline runs in its own process (``brainorg demo --quick``), and the result's layers replace the template
 when it is done (a notification says when). The cache folder is
 ``$NAPARI_BRAINORG_DEMO`` when set, otherwise
@@ -122,32 +122,44 @@ atexit.register(_stop_build)
 def demo_sample() -> list[tuple]:
     """napari sample-data provider: the quick demo result's layers.
 
-    In a viewer, returns the MNI template now; the result's other layers are read in a
-    thread and added one per turn of the event loop (:mod:`._loading`), or, when the demo
-    is not cached yet, once the pipeline (in its own process) has built it.
+    napari adds what a sample returns at once, on the GUI thread: in a fresh process the
+    first layer's imports and first-use costs alone froze the window for half a second
+    to a second. In a viewer with a window, the layers come the way every other route
+    brings them instead (:mod:`._loading`: read and made in a thread, added a piece per
+    turn of the event loop), and the sample returns once they are shown (the window
+    repaints and answers meanwhile: :func:`._loading.wait_shown`): the cached result's
+    template, R², atom map and network outlines, or, while the demo is being built (in
+    its own process, first time only), the MNI template, the result's layers replacing
+    it when it is done. What napari adds itself is the last and smallest piece: the
+    A/P/L/R letters. Without a window, the result's layer-data tuples (built first when
+    missing).
     """
-    import napari
-    from napari.utils.notifications import show_info
-
-    from ..datasets import mni_template_path
-    from . import layers as _layers
-
     from . import display
+    from . import layers as _layers
+    from ._loading import qt_viewer_of_reader
 
-    path = demo_result_path()
-    viewer = napari.current_viewer()
-    display.install(viewer)
+    viewer = qt_viewer_of_reader()
     if viewer is None:  # no window to come back to: read (or build) it here
+        import napari
+
+        display.install(napari.current_viewer())
         return _layers.result_layer_data(ensure_demo_result())
-    from ._warm import units_now
+    from ._loading import show_layers_async, show_result_async, wait_shown
 
-    units_now()  # napari makes the template's layer on return: its unit registry, from the cache
-    if (path / "summary.json").exists():
-        from ._loading import show_result_async
+    display.install(viewer)
+    path = demo_result_path()
+    with display.letters_held(viewer):  # they are this sample's own layer (returned below)
+        if (path / "summary.json").exists():
+            task = show_result_async(viewer, path)
+        else:
+            from napari.utils.notifications import show_info
 
-        show_result_async(viewer, path)
-        return [_layers.template_layer_data(mni_template_path())]
-    show_info(f"napari-brainorg: building the quick demo result in {path} (first time only, "
-              "a minute or two); its layers will appear here when it is done.")
-    _build_in_background(viewer)
-    return [_layers.template_layer_data(mni_template_path())]
+            from ..datasets import mni_template_path
+
+            show_info(f"napari-brainorg: building the quick demo result in {path} (first time only, "
+                      "a minute or two); its layers will appear here when it is done.")
+            _build_in_background(viewer)
+            task = show_layers_async(viewer, lambda: [_layers.template_layer_data(mni_template_path())],
+                                     name="MNI template")
+        wait_shown(task.feed)
+    return [display.letters_for_sample(viewer)]
