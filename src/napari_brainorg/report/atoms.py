@@ -165,7 +165,8 @@ def _atom_viewer(result: ResultFolder, model: str, section_id: str) -> str:
     atoms_tab, top, means = result.atoms_table(model), result.top_words(model), _word_type_means(result, model)
     mask_img = result.mask_img(model)
     background = None if mask_img is None else np.asarray(mask_img.dataobj) > 0
-    data = img.dataobj
+    # read once: each slice of a gzipped 4D image's proxy decompresses the file from its start
+    data = np.asarray(img.dataobj, dtype=np.float32)
     k = img.shape[3] if len(img.shape) == 4 else 1
     threshold = float(result.config().get("networks", {}).get("threshold", 2.3)) if stat == "z" else 0.0
     # the viewer opens on the first atom linked to a network (an unlinked atom's map is mostly noise)
@@ -173,7 +174,7 @@ def _atom_viewer(result: ResultFolder, model: str, section_id: str) -> str:
     first = linked[0] if linked else 0
     options, panels = [], []
     for atom in range(k):
-        vol = np.nan_to_num(np.asarray(data[..., atom], dtype=np.float32))
+        vol = np.nan_to_num(data[..., atom] if data.ndim == 4 else data)
         vmax = float(np.percentile(np.abs(vol[vol != 0]), 99.5)) if np.any(vol) else 1.0
         if stat == "coef":
             nz = np.abs(vol[vol != 0])

@@ -229,6 +229,8 @@ def _map_volumes(ctx: StepContext, atoms: np.ndarray, data, kwargs: dict):
     kwargs["confounds"] = drifts if conf is None else np.column_stack([conf[rows], drifts])
     kwargs["highpass_cutoff"] = None  # the drifts are in the confounds
     kwargs["runs"] = [int(r[1]) for r in map_runs]  # each story's phases drawn on their own
+    if len(rows) == atoms.shape[0]:  # every story (the default): no copy of the subjects' fMRI
+        return atoms, data.data
     return atoms[rows], [Y[rows] for Y in data.data]
 
 

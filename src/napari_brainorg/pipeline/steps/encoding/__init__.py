@@ -219,6 +219,7 @@ def _gls_maps(ctx: StepContext, Y: np.ndarray, atoms: np.ndarray, confounds, sub
     ec = ctx.config.encoding
     # the atoms themselves stay unfiltered in the GLS: the drifts are in the model
     mrows, nuisance, conf, _ = _map_design(ctx, atoms.shape[0], confounds)
+    Ym = Y if len(mrows) == Y.shape[0] else Y[mrows]   # every story (the default): no copy
     rho = None
     if ec.noise_model == "ar1" and subject is not None and ctx.keys.get("fmri"):
         extra = nuisance if conf is None else np.column_stack([nuisance, np.asarray(conf, np.float64)])
@@ -227,12 +228,12 @@ def _gls_maps(ctx: StepContext, Y: np.ndarray, atoms: np.ndarray, confounds, sub
         with _AR1_LOCK:
             rho = _AR1_MEMO.get(key)
         if rho is None:
-            rho = ar1_coefficients(Y[mrows], extra)
+            rho = ar1_coefficients(Ym, extra)
             with _AR1_LOCK:
                 if len(_AR1_MEMO) >= _AR1_MEMO_SIZE:
                     _AR1_MEMO.pop(next(iter(_AR1_MEMO)))
                 _AR1_MEMO[key] = rho
-    maps = gls_atom_maps(atoms[mrows], Y[mrows], nuisance=nuisance, confounds=conf, noise_model=ec.noise_model,
+    maps = gls_atom_maps(atoms[mrows], Ym, nuisance=nuisance, confounds=conf, noise_model=ec.noise_model,
                          rho=rho)
     return {"z": maps.z, "effect": maps.effect, "rho": maps.rho}
 
