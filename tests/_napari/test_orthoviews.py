@@ -67,6 +67,11 @@ def test_a_click_in_one_view_moves_the_crosshair_and_slices_in_the_others(make_n
         core &= np.roll(default, 1, ax) & np.roll(default, -1, ax)
     i, j, k = np.argwhere(core & (truth["z"][..., 1] > 4.0))[0]
     target = L.world_of_voxel(truth["affine"], (i, j, k))  # (z, y, x) mm
+    # the result's layers all in place (they arrive one per turn of the event loop; the
+    # last pieces choose the active layer and set the slice), as when a user clicks
+    from napari_brainorg._napari import _loading
+
+    qtbot.waitUntil(lambda: not _loading._QUEUES.get(viewer), timeout=30000)
     ortho.set_position((0.0, target[1], 0.0))  # the coronal plane through the voxel
     qtbot.wait(50)
 
