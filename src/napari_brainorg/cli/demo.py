@@ -28,7 +28,7 @@ def add_parser(subparsers) -> None:
                         "(default: minilm smollm2; with --quick: minilm)")
     p.add_argument("--quick", action="store_true",
                    help="a smaller run (pieman alone, MiniLM, 16 atoms, 8 subjects, 6 mm grid, no baselines) "
-                        "for a first look in a few minutes")
+                        "for a first look in well under a minute")
     p.add_argument("--resolution", type=float, default=None, metavar="MM",
                    help="voxel size of the simulated subjects in mm (default: 5; with --quick 6); 4 for the finer "
                         "grid (about twice the voxels, and of the simulation's and encoding's time)")
