@@ -67,15 +67,23 @@ class _ChunkStats:
     yy: np.ndarray              # (K + 1, c)
 
 
+def _runs(idx: np.ndarray) -> list[tuple[int, int, int]]:
+    """Runs of consecutive sorted indices: (first, last + 1, position of the first in idx)."""
+    idx = np.asarray(idx)
+    if idx.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(idx) != 1) + 1
+    starts = np.concatenate([[0], breaks]).astype(int)
+    stops = np.concatenate([breaks, [idx.size]]).astype(int)
+    return [(int(idx[a]), int(idx[b - 1]) + 1, int(a)) for a, b in zip(starts, stops)]
+
+
 def _volume_runs(idx: np.ndarray) -> list[tuple[int, int]] | None:
     """Runs of consecutive volumes ``(start, stop)`` of sorted unique ``idx``; None otherwise."""
     idx = np.asarray(idx)
     if idx.size == 0 or np.any(np.diff(idx) <= 0):
         return None
-    breaks = np.flatnonzero(np.diff(idx) != 1) + 1
-    starts = np.concatenate([[0], breaks])
-    stops = np.concatenate([breaks, [idx.size]])
-    return [(int(idx[a]), int(idx[b - 1]) + 1) for a, b in zip(starts, stops)]
+    return [(a, b) for a, b, _ in _runs(idx)]
 
 
 def segment_plan(factors: list, X: np.ndarray) -> _SegmentPlan | None:

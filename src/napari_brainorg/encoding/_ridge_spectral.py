@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ._ridge_segments import _runs, test_moments, train_projection
 from .scores import FLAT_RTOL
 
 #: Relative eigenvalue gap below which a pair of components is summed directly.
@@ -52,17 +53,6 @@ class _Spectral:
     c_diag: np.ndarray | None = None
     C: np.ndarray | None = None     # (r, r) float64: B'B
     near: tuple | None = None       # (J, K): components summed directly, (n_alphas·|J|, |J|)
-
-
-def _runs(idx: np.ndarray) -> list[tuple[int, int, int]]:
-    """Runs of consecutive sorted indices: (first, last + 1, position of the first in idx)."""
-    idx = np.asarray(idx)
-    if idx.size == 0:
-        return []
-    breaks = np.flatnonzero(np.diff(idx) != 1) + 1
-    starts = np.concatenate([[0], breaks]).astype(int)
-    stops = np.concatenate([breaks, [idx.size]]).astype(int)
-    return [(int(idx[a]), int(idx[b - 1]) + 1, int(a)) for a, b in zip(starts, stops)]
 
 
 def _spectral(f, train: np.ndarray, test: np.ndarray | None, alphas: np.ndarray,
@@ -158,8 +148,6 @@ def _spectral_scores(sp: _Spectral, Yc: np.ndarray, metric: str, segments=None, 
     ``segments``, ``stats``: the factor's segment runs and the chunk's sums over them
     (:mod:`._ridge_segments`), from which the projections come without reading ``Yc``."""
     if stats is not None:
-        from ._ridge_segments import test_moments, train_projection
-
         m, u = train_projection(segments, stats)
         mo = test_moments(segments, stats, m)
         z, yy, ss_tot = mo.z, mo.yy, mo.ss_tot
@@ -199,8 +187,6 @@ def held_out_scores(sp: _Spectral, segments, stats, best) -> tuple[np.ndarray, n
     Returns two (c,) float64 arrays, 0 where the test volumes or the prediction are flat
     (as :func:`~napari_brainorg.encoding.scores.r2_score_columns` and
     :func:`~napari_brainorg.encoding.scores.correlation_columns`)."""
-    from ._ridge_segments import test_moments, train_projection
-
     m, u = train_projection(segments, stats)
     mo = test_moments(segments, stats, m)
     w = sp.G[:, best] * u

@@ -363,12 +363,9 @@ def subject_threads(n_subjects: int, shape: tuple[int, int]) -> int:
     from ...._backend import available_cores
 
     cores = available_cores()
-    try:
-        import psutil
+    import psutil
 
-        available = psutil.virtual_memory().available
-    except ImportError:  # pragma: no cover - psutil comes with napari and distributed
-        return 1
+    available = psutil.virtual_memory().available
     per_subject = _SUBJECT_COPIES * 8 * int(shape[0]) * int(shape[1])
     fit = int(_SUBJECT_MEMORY_SHARE * available // max(per_subject, 1))
     return max(1, min(cores, int(n_subjects), fit))
