@@ -44,6 +44,12 @@ def map_rows(ctx: StepContext) -> tuple[np.ndarray, list]:
     return run_rows(runs, names), [r for r in runs if r[0] in names]
 
 
+def on_rows(a, rows: np.ndarray):
+    """``a[rows]`` (the map volumes of :func:`map_rows`), or ``a`` itself when ``rows`` is every
+    volume (the default): no copy of a subject's fMRI per model and step."""
+    return a if len(rows) == len(a) else a[rows]
+
+
 def study_confounds(ctx: StepContext, slug: str | None = None):
     """The story's nuisance regressors (word rate, word length / frequency, pauses,
     HRF-convolved like the ANs; ``story/nuisance.tsv``) when ``encoding.confounds`` is on;

@@ -22,7 +22,7 @@ import json
 import numpy as np
 
 from ..context import StepContext, atlas_file, atlas_slug, baseline_slugs, clear_output
-from ..study import map_rows, study_confounds
+from ..study import map_rows, on_rows, study_confounds
 
 
 def load_atlases(ctx: StepContext, data) -> dict:
@@ -229,9 +229,7 @@ def _map_volumes(ctx: StepContext, atoms: np.ndarray, data, kwargs: dict):
     kwargs["confounds"] = drifts if conf is None else np.column_stack([conf[rows], drifts])
     kwargs["highpass_cutoff"] = None  # the drifts are in the confounds
     kwargs["runs"] = [int(r[1]) for r in map_runs]  # each story's phases drawn on their own
-    if len(rows) == atoms.shape[0]:  # every story (the default): no copy of the subjects' fMRI
-        return atoms, data.data
-    return atoms[rows], [Y[rows] for Y in data.data]
+    return on_rows(atoms, rows), [on_rows(Y, rows) for Y in data.data]
 
 
 def _criterion_record(ctx: StepContext, table, nc, confounds, fdr_family: str) -> dict:

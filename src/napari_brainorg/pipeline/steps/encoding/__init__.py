@@ -53,7 +53,15 @@ from ...context import (
     save_npz,
     subject_file_name,
 )
-from ...study import encoding_confounds, highpass_study, map_rows, study_confounds, study_runs, subject_ci
+from ...study import (
+    encoding_confounds,
+    highpass_study,
+    map_rows,
+    on_rows,
+    study_confounds,
+    study_runs,
+    subject_ci,
+)
 from ._ridge import NUISANCE_ONLY as NUISANCE_ONLY  # the run reads it: which folder to keep
 from ._ridge import _prediction_arrays, _ridge_fits, stacked_layer_baselines
 
@@ -219,7 +227,7 @@ def _gls_maps(ctx: StepContext, Y: np.ndarray, atoms: np.ndarray, confounds, sub
     ec = ctx.config.encoding
     # the atoms themselves stay unfiltered in the GLS: the drifts are in the model
     mrows, nuisance, conf, _ = _map_design(ctx, atoms.shape[0], confounds)
-    Ym = Y if len(mrows) == Y.shape[0] else Y[mrows]   # every story (the default): no copy
+    Ym = on_rows(Y, mrows)
     rho = None
     if ec.noise_model == "ar1" and subject is not None and ctx.keys.get("fmri"):
         extra = nuisance if conf is None else np.column_stack([nuisance, np.asarray(conf, np.float64)])
@@ -250,7 +258,7 @@ def _calibrated_maps(ctx: StepContext, data, atoms: np.ndarray, slug: str) -> np
 
     mrows, nuisance, conf, runs = _map_design(ctx, atoms.shape[0], encoding_confounds(ctx, slug))
     extra = nuisance if conf is None else np.column_stack([nuisance, conf])
-    fmri = data.data if len(mrows) == atoms.shape[0] else [Y[mrows] for Y in data.data]
+    fmri = [on_rows(Y, mrows) for Y in data.data]
     memo = None
     if ctx.keys.get("fmri") and 8 * len(mrows) * fmri[0].shape[1] <= _CALIBRATION_MEMO_BYTES:
         key = ("calibration", ctx.keys["fmri"], len(fmri), fmri[0].shape,
@@ -279,7 +287,7 @@ def _sparse_fit(ctx: StepContext, task: SubjectTask, atoms: np.ndarray, Yf: np.n
 
         # the same shifts for every subject: the story is shared
         shifts = circular_shift_draws(len(mrows), ec.sparse_null_shifts, random_state=cfg.seed)
-    Xm, Ym = (X, Yf) if len(mrows) == len(X) else (X[mrows], Yf[mrows])
+    Xm, Ym = on_rows(X, mrows), on_rows(Yf, mrows)
     enc, null = fit_with_shift_null(Xm, Ym, shifts, alpha=ec.sparse_alpha, cancel=ctx.cancel)
     out["coef"] = np.asarray(enc.coef_, np.float32)
     if task.keep_courses:
