@@ -177,6 +177,29 @@ def test_nifti_files_opened_one_after_another_all_arrive_in_order(make_napari_vi
     assert viewer.layers[stems[-1]]._type_string == "labels"
 
 
+def test_a_4d_map_opened_alone_comes_over_its_template_and_stays_active(make_napari_viewer, qtbot, tiny_result):
+    """A 4D map opened into an empty viewer is added before the MNI template that comes with
+    it (its slice sliders get a turn of their own), and the template is put under it: the
+    user sees what the load's order says, with the map active and the template's slice kept."""
+    path = tiny_result[0]
+    viewer = make_napari_viewer(show=True)
+    target = path / "encoding/minilm/atom_maps_z.nii.gz"
+    ndims = []
+    viewer.layers.events.inserted.connect(lambda event: ndims.append((event.value.name, viewer.dims.ndim)))
+    viewer.open(str(target), plugin="napari-brainorg")
+    stem = target.name.removesuffix(".nii.gz")
+    qtbot.waitUntil(lambda: "shown" in viewer.status, timeout=30000)
+    brain = [layer.name for layer in viewer.layers if display.is_brain_layer(layer)
+             and layer.metadata.get(L.ROLE) != display.ORIENTATION_ROLE]
+    assert brain == [L.TEMPLATE_NAME, stem]
+    assert viewer.layers.selection.active.name == stem
+    # the sliders were there before the first layer: no layer changed the number of axes
+    assert [n for _, n in ndims if _ in (L.TEMPLATE_NAME, stem)] == [4, 4]
+    assert viewer.layers[stem].data.ndim == 4 and viewer.dims.ndim == 4
+    template = viewer.layers[L.TEMPLATE_NAME]
+    assert template.visible and template.data.ndim == 3
+
+
 def test_a_broken_file_read_in_the_thread_reaches_the_user(make_napari_viewer, qtbot, tiny_result, tmp_path):
     """An error in the loading thread becomes a notification naming the file, and the viewer
     keeps working; with a caller's on_error (the pipeline widget), that gets the exception."""

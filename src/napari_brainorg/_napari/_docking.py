@@ -125,6 +125,30 @@ def _deleted_or(widget, fn) -> None:
         fn()
 
 
+#: milliseconds between two dock placements: a timer, so the window paints and answers between
+PLACE_GAP_MS = 1
+_PLACEMENTS: list = []
+
+
+def _one_per_turn(fn) -> None:
+    """Call ``fn()`` in a later turn of the event loop, after the placements asked before it,
+    one per turn: ``brainorg view`` shows four panels at once, and their tabbing and resizing
+    (30 to 60 ms each, a relayout of the window) in one turn froze it for a third of a second."""
+    _PLACEMENTS.append(fn)
+    if len(_PLACEMENTS) == 1:
+        QTimer.singleShot(PLACE_GAP_MS, _place_next)
+
+
+def _place_next() -> None:
+    fn = _PLACEMENTS[0]
+    try:
+        fn()
+    finally:
+        _PLACEMENTS.pop(0)
+        if _PLACEMENTS:
+            QTimer.singleShot(PLACE_GAP_MS, _place_next)
+
+
 def place_beside_canvas(dock: QDockWidget, width: int = BESIDE_CANVAS_WIDTH) -> bool:
     """Give ``dock`` a column of its own on the left, next to the canvas (once); True when moved.
 
@@ -141,7 +165,7 @@ def place_beside_canvas(dock: QDockWidget, width: int = BESIDE_CANVAS_WIDTH) -> 
     dock.show()
     _widths_beside_canvas(window, dock, width)
     # again once the window has laid the new column out (Qt keeps the sizes it can)
-    QTimer.singleShot(0, lambda: _deleted_or(dock, lambda: _widths_beside_canvas(window, dock, width)))
+    _one_per_turn(lambda: _deleted_or(dock, lambda: _widths_beside_canvas(window, dock, width)))
     return True
 
 
@@ -172,7 +196,7 @@ class _WhenShown(QObject):
             if dock is not None:
                 obj.removeEventFilter(self)
                 # after the Show: the dock's area is settled when the event loop turns
-                QTimer.singleShot(0, lambda dock=dock: _deleted_or(dock, lambda: self._placed(obj, dock)))
+                _one_per_turn(lambda dock=dock: _deleted_or(dock, lambda: self._placed(obj, dock)))
         return False
 
     def _placed(self, panel, dock) -> None:

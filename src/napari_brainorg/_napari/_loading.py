@@ -100,6 +100,8 @@ class LayerFeed:
         self.made: list | None = None  # per item, its layer made in the worker (or None)
         self.new_layers: list = []  # the layers this load added (not updated in place), in order
         self.selected = False  # the active layer chosen (a piece of its own, after the last layer)
+        self.order: list[int] | None = None  # the items' indices in the order they are added
+        self.placed: dict[int, Any] = {}  # item index -> its layer, once added
 
     def start(self) -> LayerFeed:
         """Take a place at the end of the viewer's queue; the pieces begin once the loads
@@ -209,14 +211,22 @@ class LayerFeed:
         if self.position >= len(self.items):
             if not self.selected:  # the controls panel's first show of a layer: a piece of its own
                 self.selected = True
-                if self.new_layers:
-                    display.activate_added(self.viewer, self.new_layers)
+                if self.new_layers:  # in the load's order (the order in the layer list)
+                    shown = [layer for layer in self.new_layers if layer in self.viewer.layers]
+                    display.activate_added(self.viewer, sorted(shown, key=self.viewer.layers.index))
                     return False
             if self.swap is not None:
                 self.shown.update(_layers.end_replace(self.viewer, self.swap))
             return True
-        data, kwargs, kind = self.items[self.position]
-        made = self.made[self.position] if self.made else None
+        if self.order is None:
+            self.order = _adding_order(self.viewer, self.made, len(self.items))
+        index = self.order[self.position]
+        data, kwargs, kind = self.items[index]
+        made = self.made[index] if self.made else None
+        # where it goes in the layer list: under the layers of this load that come after it
+        over = [self.viewer.layers.index(layer) for i, layer in self.placed.items()
+                if i > index and layer in self.viewer.layers]
+        at = min(over) if over else None
         if made is not None and not len(self.viewer.layers) and self.viewer.dims.ndim < made.ndim:
             # an empty viewer's slice sliders (napari makes them when the first layer adds axes): a piece
             # of their own (with layers shown, napari fits the dimensions to them itself)
@@ -231,13 +241,14 @@ class LayerFeed:
             with display.adding_unselected(self.viewer):
                 layer = _layers.place_result_item(self.viewer, (data, kwargs, kind), self.swap,
                                                   source=self._layer_source(), finish_later=True,
-                                                  hidden=_add_hidden(kind, kwargs), made=made)
+                                                  hidden=_add_hidden(kind, kwargs), made=made, at=at)
             if layer in display._deferred:  # a new layer (one updated in place is finished)
                 self.new_layers.append(layer)
                 self.unfinished = layer
                 if _add_hidden(kind, kwargs):
                     self.hidden = layer
             self.shown[kwargs["metadata"][_layers.ROLE]] = layer
+            self.placed[index] = layer
         else:
             from napari.layers import Layer
 
@@ -248,18 +259,37 @@ class LayerFeed:
                     layer = Layer.create(data, _creation_kwargs(kind, kwargs), kind)
             display.finish_later(layer)
             with display.adding_unselected(self.viewer):
-                self.viewer.add_layer(layer)
+                if at is None:
+                    self.viewer.add_layer(layer)
+                else:
+                    self.viewer.layers.insert(at, layer)
             self.new_layers.append(layer)
             self.unfinished = layer
             if _add_hidden(kind, kwargs):
                 self.hidden = layer
             self.shown[layer.name] = layer
+            self.placed[index] = layer
         return False
 
     def _show_hidden(self) -> None:
         layer, self.hidden = self.hidden, None
         if layer is not None and layer in self.viewer.layers:
             layer.visible = True
+
+
+def _adding_order(viewer, made: list | None, n: int) -> list[int]:
+    """The order a load adds its ``n`` items in: as given, except into an empty viewer whose
+    first item has fewer axes than a later one (the MNI template under a 4D atom map). The
+    item with the most axes comes first then, and the others are put below or above it in
+    their places: napari makes every slice slider anew whenever the number of axes changes
+    (a fifth of a second with the layer's own visual and controls in one turn), and on an
+    empty viewer the sliders get a piece of their own before the first layer (:meth:`LayerFeed._piece`)."""
+    order = list(range(n))
+    if not made or len(viewer.layers) or any(m is None for m in made):
+        return order
+    ndims = [m.ndim for m in made]
+    top = ndims.index(max(ndims))
+    return [top, *order[:top], *order[top + 1:]] if ndims[top] > ndims[0] else order
 
 
 def _add_hidden(kind: str, kwargs: dict) -> bool:

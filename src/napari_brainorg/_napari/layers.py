@@ -831,15 +831,15 @@ def begin_replace(viewer: napari.Viewer) -> dict[str, Any]:
 
 
 def place_result_item(viewer: napari.Viewer, item: tuple, swap: dict[str, Any], source=None,
-                      finish_later: bool = False, hidden: bool = False, made=None):
+                      finish_later: bool = False, hidden: bool = False, made=None, at: int | None = None):
     """Put one layer-data tuple of a result into ``viewer`` (in place when a layer has its role).
 
     ``source`` (napari's layer source: the file and reader a layer came from) is given to a
     layer made here; with ``finish_later``, its colour bar or outlines wait for
     :func:`.display.finish_inserted`; with ``hidden``, a layer made here is added hidden
     (the caller shows it). ``made``: the new layer, made already from ``item`` (in a worker,
-    with ``source`` and ``hidden``), added when no layer of its role can be updated in place.
-    Returns the layer shown.
+    with ``source`` and ``hidden``), added when no layer of its role can be updated in place:
+    on top, or at index ``at`` of the layer list. Returns the layer shown.
     """
     import contextlib
 
@@ -866,7 +866,10 @@ def place_result_item(viewer: napari.Viewer, item: tuple, swap: dict[str, Any], 
         from . import display
 
         display.finish_later(layer)
-    viewer.add_layer(layer)
+    if at is None:
+        viewer.add_layer(layer)
+    else:
+        viewer.layers.insert(at, layer)
     swap["added"][role] = layer
     return layer
 
