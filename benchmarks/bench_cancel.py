@@ -1,4 +1,4 @@
-"""How long a Cancel takes to stop AN extraction, the longest single stretch between checks.
+"""How long a Cancel takes to stop AN extraction, or a whole pipeline run at any stage.
 
 For each bundled model, ``extract_an_responses`` runs on the pieman story (TR 1.5 s, 300
 volumes, the pipeline's default chunk of 512 words) in a thread: once to time it (``T``),
@@ -7,9 +7,16 @@ then ``--repeats`` times with the cancel event set at moments spread over 15-75 
 the extraction raising ``CancelledError``. Target: under 1 s. Median and max; the machine's
 load is printed (load stretches every figure).
 
+With ``--pipeline``, a whole run of the quick design with both bundled models (a fresh
+folder each time, in a thread, as the pipeline widget runs it) is timed once, then
+cancelled at ``--repeats`` moments spread over 3-97 % of its time; each figure is printed
+with the stage the run was in (its last progress report), so every stage of a run is
+covered: extraction, the dictionary, simulation, encoding, network tests, the report.
+
 Run::
 
     python benchmarks/bench_cancel.py [--models minilm smollm2] [--repeats 3]
+    python benchmarks/bench_cancel.py --pipeline [--repeats 12]
 """
 
 from __future__ import annotations
@@ -53,12 +60,81 @@ def cancel_latency(loaded, story, after: float | None) -> float:
     return outcome["stopped"] - t0
 
 
+def pipeline_cancel(after: float | None) -> tuple[float, str]:
+    """Seconds from setting the cancel event ``after`` seconds into a quick run with both
+    models (fresh folder) to the run raising ``CancelledError``, and the stage it was in
+    (with ``after=None``: the whole run's seconds)."""
+    import tempfile
+
+    from napari_brainorg.errors import CancelledError
+    from napari_brainorg.pipeline import demo_config, run_pipeline
+
+    cancel = threading.Event()
+    outcome: dict = {}
+    stage = ["(start)"]
+
+    def progress(name, done, total):
+        stage[0] = name
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config = demo_config(tmp, quick=True, models=["minilm", "smollm2"])
+
+        def run():
+            try:
+                run_pipeline(config, progress, cancel)
+                outcome["finished"] = time.perf_counter()
+            except CancelledError:
+                outcome["stopped"] = time.perf_counter()
+
+        thread = threading.Thread(target=run, daemon=True)
+        start = time.perf_counter()
+        thread.start()
+        if after is None:
+            thread.join()
+            return outcome["finished"] - start, "(whole run)"
+        time.sleep(after)
+        t0 = time.perf_counter()
+        where = stage[0]
+        cancel.set()
+        thread.join(600)
+        if "stopped" not in outcome:
+            return float("nan"), where
+        return outcome["stopped"] - t0, where
+
+
+def main_pipeline(repeats: int) -> int:
+    import logging
+    import warnings
+
+    logging.disable(logging.WARNING)
+    warnings.simplefilter("ignore")
+    whole, _ = pipeline_cancel(None)
+    n = max(repeats, 2)
+    print(f"cancel latency of a pipeline run (quick design, MiniLM + SmolLM2, {whole:.0f} s uncancelled); "
+          f"{os.cpu_count()} CPUs; target < 1 s", flush=True)
+    figures = []
+    for i in range(n):
+        moment = whole * (0.03 + 0.94 * i / (n - 1))
+        latency, where = pipeline_cancel(moment)
+        figures.append(latency)
+        print(f"  at {moment:5.1f} s  {where[:48]:48s}  stopped after {latency:.2f} s  "
+              f"(load average {os.getloadavg()[0]:.1f})", flush=True)
+    done = [f for f in figures if f == f]
+    if done:
+        print(f"  median {statistics.median(done):.2f} s   max {max(done):.2f} s   (n={len(done)} of {n})")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=["minilm", "smollm2"])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--pipeline", action="store_true",
+                        help="cancel whole runs of the quick design at moments spread over the run")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.pipeline:
+        return main_pipeline(args.repeats)
     from napari_brainorg.features.models import load_language_model
     from napari_brainorg.io.stimuli import read_story
 

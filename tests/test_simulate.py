@@ -313,6 +313,32 @@ def test_deterministic_for_a_seed(atoms):
     assert not np.allclose(a.data[0], c.data[0])
 
 
+def test_writing_stops_on_a_cancel_and_leaves_only_whole_files(sim, tmp_path):
+    """A cancel set while the files are written: CancelledError, no half-written file (and no
+    temporary one) beside the whole ones."""
+    import threading
+
+    from napari_brainorg.errors import CancelledError
+
+    class AfterFirst:
+        """Set once asked four times: both subjects' BOLD (two checks each) go through, then the cancel."""
+
+        def __init__(self):
+            self.calls, self.lock = 0, threading.Lock()
+
+        def is_set(self):
+            with self.lock:
+                self.calls += 1
+                return self.calls > 4
+
+    with pytest.raises(CancelledError):
+        write_simulation(sim, tmp_path / "sim", cancel=AfterFirst())
+    left = sorted(p.name for p in (tmp_path / "sim").iterdir())
+    assert left == ["sub-01_sim_bold.nii.gz", "sub-02_sim_bold.nii.gz"], left  # no mask, truth or temporary file
+    for name in left:
+        nib.load(tmp_path / "sim" / name).get_fdata()  # whole: it reads
+
+
 def test_subjects_simulated_two_at_a_time_are_those_made_one_after_another(atoms, monkeypatch):
     """Each subject draws from its own generator: on two threads or one, the same subjects."""
     import napari_brainorg._backend as backend

@@ -49,3 +49,14 @@ def test_no_shared_signal_gives_a_ceiling_near_zero(rng):
 def test_one_subject_is_refused(rng):
     with pytest.raises(ShapeError, match="at least 2"):
         noise_ceiling_split_half(_subjects(rng, 1, 0.5, n_voxels=5))
+
+
+def test_split_half_stops_on_a_set_cancel(rng):
+    import threading
+
+    from napari_brainorg.errors import CancelledError
+
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(CancelledError):
+        noise_ceiling_split_half(_subjects(rng, 4, 0.5, n_voxels=50), cancel=cancel)

@@ -80,6 +80,9 @@ def test_result_folder_holds_maps_tables_and_figures(quick_result):
     peaks = res.summary["peak_memory_gb"]
     assert set(peaks) <= set(res.summary["timings_s"])
     assert list(peaks.values()) == sorted(peaks.values()) and all(0.01 < v < 1024 for v in peaks.values())
+    # every timed step's CPU time too: the model runs in this process, so it used CPU
+    assert set(res.summary["cpu_s"]) == set(res.summary["timings_s"])
+    assert res.summary["cpu_s"]["features"] > 0.1
 
 
 def test_rerun_reuses_every_step(quick_result):
@@ -139,6 +142,31 @@ def test_cancel_stops_the_run_and_writes_no_summary(tmp_path):
     with pytest.raises(CancelledError):
         run_pipeline(demo_config(tmp_path / "c", quick=True), progress=progress, cancel=cancel)
     assert not (tmp_path / "c" / "summary.json").exists()
+
+
+@pytest.mark.parametrize("stage", ["report: minilm", "report.html"])
+def test_cancel_in_the_report_stops_the_run(quick_result, tmp_path, stage):
+    """The last steps stop on a cancel too: in the report's figures the folder stays
+    incomplete (no summary); while report.html is built, the report is not written."""
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(quick_result.path, folder)
+    (folder / "report.html").unlink()
+    cancel = threading.Event()
+    seen = []
+
+    def progress(name, done, total):
+        seen.append(name)
+        if name == stage:
+            cancel.set()
+
+    with pytest.raises(CancelledError):
+        run_pipeline(demo_config(folder, quick=True), progress=progress, cancel=cancel)
+    assert stage in seen
+    assert (folder / "summary.json").exists() == (stage == "report.html")
+    assert not (folder / "report.html").exists()
+    assert not list(folder.glob("*.html.*"))  # no partial file left
 
 
 def test_output_folder_with_user_files_is_refused(tmp_path):

@@ -506,7 +506,7 @@ def _single_reliability(r_half, m_a: int, m_b: int) -> np.ndarray:
 
 
 def noise_ceiling_split_half(Ys: Sequence[np.ndarray], n_splits: int = 100,
-                             random_state=0) -> NoiseCeiling:
+                             random_state=0, cancel=None) -> NoiseCeiling:
     """Split-half noise ceiling with the Spearman–Brown correction.
 
     Estimator. The subjects are split at random into two halves (sizes ``floor(n/2)``
@@ -534,6 +534,8 @@ def noise_ceiling_split_half(Ys: Sequence[np.ndarray], n_splits: int = 100,
     n_splits : int
         Random splits averaged (all distinct splits when there are fewer).
     random_state : int, Generator or None
+    cancel : object with ``is_set()``, optional
+        Checked before each split (``CancelledError`` once set).
 
     Returns
     -------
@@ -568,6 +570,7 @@ def noise_ceiling_split_half(Ys: Sequence[np.ndarray], n_splits: int = 100,
         halves = [np.sort(rng.choice(n, a, replace=False)) for _ in range(n_splits)]
     r = np.zeros(shape[1])
     for h in halves:
+        check_cancel(cancel)
         part = stack[h].sum(0)
         r += correlation_columns(part / a, (total - part) / (n - a))
     r /= len(halves)

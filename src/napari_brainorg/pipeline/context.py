@@ -99,6 +99,8 @@ class StepContext:
     cancel: CancelToken | None
     keys: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    #: each step's CPU seconds (every thread of this process), summed over models
+    cpu_times: dict[str, float] = field(default_factory=dict)
     #: steps that raised the process's peak resident memory -> that peak (GB)
     peak_memory: dict[str, float] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)

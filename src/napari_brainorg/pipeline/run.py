@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from .. import __version__
-from .._progress import CancelToken, ProgressCallback, check_cancel
+from .._progress import CancelToken, ProgressCallback, check_cancel, report
 from ..errors import ConfigError
 from ..io.results import SUMMARY, ResultFolder, ResultWriter, RunLock
 from .config import PipelineConfig, config_to_yaml
@@ -148,7 +148,8 @@ def _run_steps(config: PipelineConfig, progress: ProgressCallback | None = None,
             if subjects is not None:
                 return result
             # a view of the finished folder (`brainorg report DIR` rebuilds it)
-            _log.info("report: %s (%d warning(s) recorded)", write_report(result), len(caught))
+            report(progress, "report.html", 0, 1)
+            _log.info("report: %s (%d warning(s) recorded)", write_report(result, cancel=cancel), len(caught))
             return result
     finally:
         executor.close()
@@ -165,7 +166,8 @@ def peak_rss_gb() -> float | None:
 
 
 class _Timer:
-    """Each step's wall time, summed over models, in ``ctx.timings`` (and the log), and
+    """Each step's wall time and CPU time (all threads), summed over models, in
+    ``ctx.timings`` and ``ctx.cpu_times`` (and the log), and
     where the process's peak memory rose: ``ctx.peak_memory`` maps a step to the peak RSS
     (GB) it raised the process to, so the step that sets the run's peak is the largest."""
 
@@ -173,11 +175,12 @@ class _Timer:
         self.ctx = ctx
 
     def __call__(self, name, fn, *args):
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         before = peak_rss_gb()
         _log.debug("step %s: start", name)
         out = fn(*args)
         self.ctx.timings[name] = self.ctx.timings.get(name, 0.0) + time.perf_counter() - t
+        self.ctx.cpu_times[name] = self.ctx.cpu_times.get(name, 0.0) + time.process_time() - cpu
         after = peak_rss_gb()
         if after is not None and before is not None and after > before + 1e-3:
             self.ctx.peak_memory.pop(name, None)  # in the order the peak rose (a step runs once per model)
@@ -229,9 +232,11 @@ def _run_locked(config: PipelineConfig, writer: ResultWriter, progress, cancel,
     for slug, res in per_model.items():
         annotate_atoms_table(ctx, slug, res["tables"], res["codes"], res["index"], res["atoms"])
     timed("report", _report_steps, ctx, per_model, truth)
+    check_cancel(cancel)
     if baselines:
         compare_baselines(ctx, models, baselines)
     region_results(ctx, data, per_model, baselines)
+    check_cancel(cancel)
     ctx.summary["headline"] = headlines(ctx, data.kind)
     ctx.summary["verdict"] = say_verdict(ctx)
     ctx.summary["encoding_scheme"] = encoding_scheme(ctx)
@@ -295,8 +300,10 @@ def _encoding_and_networks(ctx: StepContext, timed, data, per_model: dict, atlas
 def _report_steps(ctx: StepContext, per_model: dict, truth: dict | None) -> None:
     """Figures and results, the models side by side, and (simulated data) the recovery."""
     step_report(ctx, per_model)
+    ctx.stage("report: models compared", 0, 1)
     compare_models(ctx, per_model)
     if truth is not None:
+        ctx.stage("report: recovery of the planted links", 0, 1)
         score_recovery(ctx, per_model, truth)
 
 
@@ -313,6 +320,9 @@ def _finish_summary(ctx: StepContext, models: dict, baselines: dict, truth: dict
         "atlases": [atlas_slug(a) for a in config.networks.atlases],
         "template": None,
         "timings_s": {k: round(v, 2) for k, v in ctx.timings.items()},
+        # CPU seconds of every thread of this process (a step's cores = CPU / wall); a
+        # step run on a cluster's workers counts only this process's share
+        "cpu_s": {k: round(v, 2) for k, v in ctx.cpu_times.items()},
         # the steps that raised this process's peak resident memory, and to what (GB)
         "peak_memory_gb": dict(ctx.peak_memory),
         "wall_time_s": round(time.perf_counter() - t0, 2),

@@ -11,6 +11,7 @@ import io
 
 import numpy as np
 
+from .._progress import check_cancel
 from ..io.results import ResultFolder
 from ._html import _esc, _png_data_uri, _table_html, num
 
@@ -153,8 +154,9 @@ def atom_description(result: ResultFolder, model: str, atom: int, atoms_tab=None
     return info
 
 
-def _atom_viewer(result: ResultFolder, model: str, section_id: str) -> str:
-    """The atom selector: a glass-brain projection, a description and a layer histogram per atom."""
+def _atom_viewer(result: ResultFolder, model: str, section_id: str, cancel=None) -> str:
+    """The atom selector: a glass-brain projection, a description and a layer histogram per atom
+    (``cancel`` checked before each)."""
     img = result.atom_maps(model, stat="z")
     stat = "z"
     if img is None:
@@ -174,6 +176,7 @@ def _atom_viewer(result: ResultFolder, model: str, section_id: str) -> str:
     first = linked[0] if linked else 0
     options, panels = [], []
     for atom in range(k):
+        check_cancel(cancel)
         vol = np.nan_to_num(data[..., atom] if data.ndim == 4 else data)
         vmax = float(np.percentile(np.abs(vol[vol != 0]), 99.5)) if np.any(vol) else 1.0
         if stat == "coef":

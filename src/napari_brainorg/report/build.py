@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from .. import __version__
+from .._progress import check_cancel
 from ..io.results import REPORT, SUMMARY, ResultFolder
 from ._html import _esc
 from .answer import answer_section
@@ -84,13 +85,15 @@ def _methods_section(result: ResultFolder) -> str:
     return f'<section id="methods"><h2>Methods</h2><p>{methods}</p><h3>References</h3><ol>{refs}</ol></section>'
 
 
-def build_report(result: ResultFolder | str | os.PathLike) -> str:
+def build_report(result: ResultFolder | str | os.PathLike, cancel=None) -> str:
     """The report of a result folder as one HTML string (nothing is refitted).
 
     Parameters
     ----------
     result : ResultFolder or path
         A finished result folder (it holds ``summary.json``).
+    cancel : object with ``is_set()``, optional
+        Checked between sections and atoms (``CancelledError`` once set).
 
     Returns
     -------
@@ -112,34 +115,37 @@ def build_report(result: ResultFolder | str | os.PathLike) -> str:
            + "".join(f"<a href='#model-{i}'>{_esc(m)}</a>" for i, m in enumerate(models))
            + ("<a href='#comparison'>Comparison</a>" if comparison else "")
            + "<a href='#warnings'>Warnings</a><a href='#provenance'>Provenance</a></nav>")
-    model_sections = "".join(model_section(result, m, i) for i, m in enumerate(models))
+    sections = []
+    for make in (answer_section, data_section, _methods_section, validation_section,
+                 *(lambda r, m=m, i=i: model_section(r, m, i, cancel=cancel) for i, m in enumerate(models)),
+                 lambda r: comparison, warnings_section, lambda r: provenance_section(r, __version__)):
+        check_cancel(cancel)
+        sections.append(make(result))
+    body = "\n".join(sections)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{_esc(title)}</title><style>{_CSS}</style></head>
 <body><h1>{_esc(title)}</h1>{_dates(result)}{banner}{nav}
-{answer_section(result)}
-{data_section(result)}
-{_methods_section(result)}
-{validation_section(result)}
-{model_sections}
-{comparison}
-{warnings_section(result)}
-{provenance_section(result, __version__)}
+{body}
 <script>{_JS}</script>
 </body></html>
 """
 
 
-def write_report(result: ResultFolder | str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
-    """Write the report of ``result`` (default ``<result>/report.html``) atomically; return its path."""
+def write_report(result: ResultFolder | str | os.PathLike, out: str | os.PathLike | None = None,
+                 cancel=None) -> Path:
+    """Write the report of ``result`` (default ``<result>/report.html``) atomically; return its path.
+
+    ``cancel`` (an object with ``is_set()``): once set, :func:`build_report` stops with
+    ``CancelledError`` and no file is written (``brainorg report DIR`` writes it later)."""
     from ..io.results import atomic_path
 
     if not isinstance(result, ResultFolder):
         result = ResultFolder(result)
     target = Path(out) if out is not None else result.path / REPORT
-    text = build_report(result)
+    text = build_report(result, cancel=cancel)
     with atomic_path(target, ".html") as tmp:
         tmp.write_text(text, encoding="utf-8")
     return target

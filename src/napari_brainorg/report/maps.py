@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 
+from .._progress import check_cancel
 from ..io.results import ResultFolder
 from ._html import _esc, _img_file, _img_png, _table_html, figure_png, fixed, num
 from .atoms import atom_description, declared_links, linked_atoms
@@ -215,8 +216,9 @@ def shown_atoms(result: ResultFolder, model: str) -> list[int]:
     return sorted(strength, key=lambda a: (-strength[a], a))[:MAX_ATOMS]
 
 
-def _atom_blocks(result: ResultFolder, model: str, template, atlases: list) -> list[str]:
-    """Each shown atom: its z map on the template with its peak table, its time course, what it is."""
+def _atom_blocks(result: ResultFolder, model: str, template, atlases: list, cancel=None) -> list[str]:
+    """Each shown atom: its z map on the template with its peak table, its time course, what it is
+    (``cancel`` checked before each)."""
     from .atoms import _word_type_means
 
     img = result.atom_maps(model, stat="z")
@@ -230,6 +232,7 @@ def _atom_blocks(result: ResultFolder, model: str, template, atlases: list) -> l
     how = ", calibrated against phase-randomised copies of the atom" if calibrated else ""
     blocks = []
     for atom in shown_atoms(result, model):
+        check_cancel(cancel)
         about = "<br>".join(atom_description(result, model, atom, atoms_tab, top, means))
         tc = _timecourse_png(result, model, atom)
         course = (f"{_img_png(tc, f'atom {atom} time course', 'timecourse')}<p class='caption'>Atom {atom}&rsquo;s "
@@ -300,13 +303,15 @@ def _region_block(result: ResultFolder, model: str) -> str:
             f"noise ceiling; the best regions first.</p>{_table_html(table[cols].head(15))}</div>")
 
 
-def maps_section(result: ResultFolder, model: str) -> str:
+def maps_section(result: ResultFolder, model: str, cancel=None) -> str:
     """A model's maps: held-out r, the atoms with declared links (map, peaks, time course), the mask.
 
     Parameters
     ----------
     result : ResultFolder
     model : str
+    cancel : object with ``is_set()``, optional
+        Checked before each atom (``CancelledError`` once set).
 
     Returns
     -------
@@ -314,8 +319,9 @@ def maps_section(result: ResultFolder, model: str) -> str:
         HTML (the region table instead of maps for region data).
     """
     if result.is_region_result:
-        return _region_block(result, model) + "".join(_atom_blocks(result, model, None, []))
+        return _region_block(result, model) + "".join(_atom_blocks(result, model, None, [], cancel))
     template, atlases = _template(result), atlas_lookups(result)
-    blocks = [_r_map_block(result, model, template, atlases)] + _atom_blocks(result, model, template, atlases)
+    blocks = [_r_map_block(result, model, template, atlases)] + _atom_blocks(result, model, template, atlases,
+                                                                              cancel)
     blocks.append(_mask_block(result, model, template))
     return "".join(b for b in blocks if b)

@@ -98,8 +98,9 @@ def _run_figures(result: ResultFolder, model: str) -> str:
     return "".join(f"<figure>{img}<figcaption>{_esc(c)}</figcaption></figure>" for img, c in figs if img)
 
 
-def model_section(result: ResultFolder, model: str, n: int) -> str:
-    """A model's section: its numbers, its maps, the run's figures, the atoms, the links (HTML)."""
+def model_section(result: ResultFolder, model: str, n: int, cancel=None) -> str:
+    """A model's section: its numbers, its maps, the run's figures, the atoms, the links (HTML).
+    ``cancel`` is checked before each atom's figures (``CancelledError`` once set)."""
     sid = f"model-{n}"
     info = result.summary.get("results", {}).get(model, {})
     assoc = []
@@ -111,9 +112,9 @@ def model_section(result: ResultFolder, model: str, n: int) -> str:
         assoc.append(f"<h4>Associated networks ({part})</h4>{_table_html(t[cols])}")
     assoc.append(_sensitivity_html(result.summary.get("sensitivity", {}).get(model)))
     return (f'<section id="{sid}"><h2>Model {_esc(model)}</h2>{_model_head(info)}'
-            f'<h3 id="{sid}-maps">Maps</h3>{maps_section(result, model)}'
+            f'<h3 id="{sid}-maps">Maps</h3>{maps_section(result, model, cancel=cancel)}'
             f'<h3>Figures of the run</h3><div class="figs">{_run_figures(result, model)}</div>'
-            f"<h3>Atoms</h3>{_atom_viewer(result, model, sid)}"
+            f"<h3>Atoms</h3>{_atom_viewer(result, model, sid, cancel=cancel)}"
             f"<details><summary>Atom table</summary>{_atom_table(result, model)}</details>"
             f"{''.join(assoc)}</section>")
 
@@ -197,8 +198,10 @@ def provenance_section(result: ResultFolder, version: str) -> str:
              f"<pre>{_esc(_relative(result.config_text(), result))}</pre></details>")
     timings = result.summary.get("timings_s")
     if isinstance(timings, dict) and timings:
-        html += (f"<details><summary>Step timings</summary>"
-                 f"{_kv_table((k, f'{num(v)} s') for k, v in timings.items())}</details>")
+        cpu = result.summary.get("cpu_s") if isinstance(result.summary.get("cpu_s"), dict) else {}
+        html += (f"<details><summary>Step timings{' (wall; CPU of all threads)' if cpu else ''}</summary>"
+                 f"{_kv_table((k, f'{num(v)} s' + (f' ({num(cpu[k])} s CPU)' if k in cpu else '')) for k, v in timings.items())}"
+                 f"</details>")
     peaks = result.summary.get("peak_memory_gb")
     if isinstance(peaks, dict) and peaks:
         html += (f"<details><summary>Peak memory (the steps that raised it)</summary>"

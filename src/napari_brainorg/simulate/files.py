@@ -40,7 +40,8 @@ Each NIfTI header's description field reads 'napari-brainorg SIMULATED'.
 """
 
 
-def write_simulation(sim: SimulatedFMRI, out_dir: str | os.PathLike, *, dtype: str = "int16") -> list[Path]:
+def write_simulation(sim: SimulatedFMRI, out_dir: str | os.PathLike, *, dtype: str = "int16",
+                     cancel=None) -> list[Path]:
     """Write the simulated subjects, their mask and the ground truth.
 
     Parameters
@@ -53,6 +54,8 @@ def write_simulation(sim: SimulatedFMRI, out_dir: str | os.PathLike, *, dtype: s
         On-disk type of the BOLD images. ``int16`` (as scanners write) with the
         scale factor nibabel chooses; its rounding error (about 1e-4 of the noise
         SD) is negligible against the noise.
+    cancel : object with ``is_set()``, optional
+        Checked before each file (``CancelledError`` once set; the files written are whole).
 
     Returns
     -------
@@ -65,6 +68,7 @@ def write_simulation(sim: SimulatedFMRI, out_dir: str | os.PathLike, *, dtype: s
     """
     import nibabel as nib
 
+    from .._progress import check_cancel
     from ..errors import check_choice
     from ..io.results import atomic_path
 
@@ -78,6 +82,7 @@ def write_simulation(sim: SimulatedFMRI, out_dir: str | os.PathLike, *, dtype: s
         os.chmod(path, 0o644)
 
     def save_img(img, name, record=True):
+        check_cancel(cancel)
         with atomic_path(out / name, ".nii.gz") as tmp:
             nib.save(img, str(tmp))
             readable(tmp)
@@ -88,6 +93,7 @@ def write_simulation(sim: SimulatedFMRI, out_dir: str | os.PathLike, *, dtype: s
     runs = sim.truth.get("runs")
 
     def bold_image(i, run):
+        check_cancel(cancel)  # before its int16 scaling, then before its writing (save_img)
         if run is None:
             img = sim.images[i]
         else:  # several stories: one run per subject and story

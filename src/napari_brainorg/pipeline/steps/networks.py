@@ -264,7 +264,8 @@ def network_readouts(ctx: StepContext, data, per_model: dict, atlases: dict) -> 
 
     nc = ctx.config.networks
     ec = ctx.config.encoding
-    for slug, res in per_model.items():
+    for i, (slug, res) in enumerate(per_model.items()):
+        ctx.stage(f"networks {slug}: readouts", i, len(per_model))
         tables = res.get("tables") or {}
         if not tables or not all("effect_ok" in t.columns for t in tables.values()):
             continue  # the spatial test (or none): no time-course drivers to read
@@ -489,7 +490,8 @@ def network_sensitivity(ctx: StepContext, data, per_model: dict, atlases: dict) 
               if res.get("tables") and all("effect_ok" in t.columns for t in res["tables"].values())}
     real = [slug for slug in tested if slug not in baselines]
     across = nc.fdr_across_models and len(real) > 1
-    for slug in real:
+    for i, slug in enumerate(real):
+        ctx.stage(f"networks {slug}: sensitivity", i, len(real))
         record = ctx.summary.get("networks", {}).get(slug) or {}
         if not record.get("n_permutations"):
             continue  # no test was made (networks.n_permutations 0): no null result to qualify

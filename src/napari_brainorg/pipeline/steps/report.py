@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ... import __version__
+from ..._progress import check_cancel
 from ...io.results import DATASET_DESCRIPTION, WARNINGS, find_map
 from ..config import PipelineConfig
 from ..context import StepContext, model_slug
@@ -39,7 +40,8 @@ def step_report(ctx: StepContext, per_model: dict) -> None:
 
     w = ctx.writer
     summary_models = {}
-    for slug, res in per_model.items():
+    for i, (slug, res) in enumerate(per_model.items()):
+        ctx.stage(f"report: {slug}", i, len(per_model))
         group = res["group"]
         if res.get("baseline"):  # pseudo-models: numbers in the summary and tables, no figures
             r2 = group.get("r2_cv", group.get("r2_sparse"))
@@ -56,6 +58,7 @@ def step_report(ctx: StepContext, per_model: dict) -> None:
             for atlas in table["atlas"].unique():
                 sub = table[table["atlas"] == atlas]
                 value = _tested_value(sub, ctx.config)
+                check_cancel(ctx.cancel)
                 w.write_figure(f"figures/{slug}_{atlas}_{part}_association.png",
                                figs.association_heatmap_figure(sub, value=value, signed=value == "statistic"))
         r2_name = "r2_cv" if "r2_cv" in group else "r2_sparse"

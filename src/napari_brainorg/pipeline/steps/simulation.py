@@ -171,7 +171,7 @@ def step_simulation(ctx: StepContext, planting: dict):
             seed=sc.seed, resolution_mm=sc.resolution_mm)
         sim = simulate_fmri(sources, plan, tr=cfg.story.tr, source_info=info, runs=runs, progress=ctx.progress,
                             cancel=ctx.cancel)
-        written = write_simulation(sim, sim_dir)
+        written = write_simulation(sim, sim_dir, cancel=ctx.cancel)
         ctx.done("simulate", outputs=[str(Path(p).relative_to(ctx.out)) for p in written])
     ctx.keys["fmri"] = ctx.keys["simulate"]
     data = load_simulated_subjects(cfg, sim_dir)

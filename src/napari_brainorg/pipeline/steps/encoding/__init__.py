@@ -737,14 +737,17 @@ def study_arrays(ctx: StepContext, data) -> dict[str, np.ndarray]:
         for start in range(0, n_voxels, block):
             check_cancel(ctx.cancel)
             cols = slice(start, min(n_voxels, start + block))
-            filtered = [highpass_study(ctx, Y[:, cols]) for Y in data.data]
+            filtered = []
+            for Y in data.data:
+                check_cancel(ctx.cancel)
+                filtered.append(highpass_study(ctx, Y[:, cols]))
             if measured is not None:
                 for s, Yf in enumerate(filtered):
                     measured[s, cols] = Yf.T
             if n_sub > 1:
                 # the ceiling of one subject's r (split-half + Spearman-Brown), beside the
                 # leave-one-out ISC (a lower reference with few subjects); the same splits in every block
-                ceiling = noise_ceiling_split_half(filtered, random_state=cfg.seed)
+                ceiling = noise_ceiling_split_half(filtered, random_state=cfg.seed, cancel=ctx.cancel)
                 out["noise_ceiling"][cols] = ceiling.subject_r
                 out["noise_ceiling_group"][cols] = ceiling.group_r
                 out["isc_loo"][cols] = noise_ceiling_isc(filtered)
