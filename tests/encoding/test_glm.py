@@ -152,6 +152,27 @@ def test_gls_maps_with_the_ar1_given_are_the_maps_that_estimate_it(rng):
         gls_atom_maps(X, Y, nuisance=drift, rho=rho[:10])
 
 
+def test_gls_maps_stop_between_their_bins_on_a_cancel(rng):
+    """A cancel set after the lag products (the token's third look): CancelledError from the bins' loop."""
+    import itertools
+
+    from napari_brainorg.encoding.glm import gls_atom_maps
+    from napari_brainorg.errors import CancelledError
+
+    class ThirdLook:
+        looks = itertools.count(1)
+
+        def is_set(self):
+            return next(self.looks) >= 3
+
+    n = 200
+    Y = _ar1_noise(rng, np.linspace(0.1, 0.7, 300), n, 300)
+    X = _smooth_atoms(rng, n, 4)
+    with pytest.raises(CancelledError):
+        gls_atom_maps(X, Y, cancel=ThirdLook())
+    assert len(np.unique(gls_atom_maps(X, Y).rho)) > 1  # more than one bin: the loop is where it stopped
+
+
 def test_gls_maps_partial_out_confounds(rng):
     from napari_brainorg.encoding.glm import gls_atom_maps
 

@@ -31,6 +31,7 @@ from typing import NamedTuple
 
 
 from .._backend import blas_limit
+from .._progress import check_cancel
 from ..errors import ConfigError, ShapeError
 
 
@@ -368,7 +369,7 @@ class _LagProducts:
 
 
 def gls_atom_maps(X, Y, *, nuisance=None, confounds=None, noise_model: str = "ar1", bin_width: float = 0.02,
-                  max_rho: float = 0.95, rho=None) -> AtomMaps:
+                  max_rho: float = 0.95, rho=None, cancel=None) -> AtomMaps:
     """Per-subject atom maps whose z is valid under AR(1) noise (GLS, noise without the atoms).
 
     Parameters
@@ -394,6 +395,8 @@ def gls_atom_maps(X, Y, *, nuisance=None, confounds=None, noise_model: str = "ar
         The voxels' AR(1) coefficients as :func:`ar1_coefficients` gives them for this
         ``Y``, ``nuisance`` and ``confounds`` (they do not depend on the atoms: one
         subject's maps for several models share them); computed when not given.
+    cancel : object with ``is_set()``, optional
+        Checked between the stages and the AR(1) bins (``CancelledError`` once set).
 
     Returns
     -------
@@ -422,6 +425,7 @@ def gls_atom_maps(X, Y, *, nuisance=None, confounds=None, noise_model: str = "ar
     Xr = X - Q @ (Q.T @ X)
     sd_x = Xr.std(0)
     if noise_model == "ar1":
+        check_cancel(cancel)
         if rho is None:
             rho = ar1_coefficients(Y, nuis[:, 1:] if nuis.shape[1] > 1 else None, max_rho=max_rho)
         elif np.shape(rho) != (Y.shape[1],):
@@ -429,6 +433,7 @@ def gls_atom_maps(X, Y, *, nuisance=None, confounds=None, noise_model: str = "ar
         rho_used = np.round(rho / bin_width) * bin_width
     else:
         rho_used = np.zeros(Y.shape[1])
+    check_cancel(cancel)
     lags = _LagProducts(design, Y)
     effect = np.empty((k, Y.shape[1]), dtype=np.float32)
     z = np.empty((k, Y.shape[1]), dtype=np.float32)
@@ -436,6 +441,7 @@ def gls_atom_maps(X, Y, *, nuisance=None, confounds=None, noise_model: str = "ar
     q_y = lags.dy[k:]
     sd_y = np.sqrt(np.maximum(lags.yy - (q_y * q_y).sum(0), 0.0) / n)
     for value in np.unique(rho_used):
+        check_cancel(cancel)
         cols = np.flatnonzero(rho_used == value)
         gram, dy, yy = lags.whitened(float(value), cols)
         # normal equations (small, p x p) rather than an SVD per bin

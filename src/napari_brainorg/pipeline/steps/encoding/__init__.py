@@ -236,13 +236,14 @@ def _gls_maps(ctx: StepContext, Y: np.ndarray, atoms: np.ndarray, confounds, sub
         with _AR1_LOCK:
             rho = _AR1_MEMO.get(key)
         if rho is None:
+            check_cancel(ctx.cancel)
             rho = ar1_coefficients(Ym, extra)
             with _AR1_LOCK:
                 if len(_AR1_MEMO) >= _AR1_MEMO_SIZE:
                     _AR1_MEMO.pop(next(iter(_AR1_MEMO)))
                 _AR1_MEMO[key] = rho
     maps = gls_atom_maps(atoms[mrows], Ym, nuisance=nuisance, confounds=conf, noise_model=ec.noise_model,
-                         rho=rho)
+                         rho=rho, cancel=ctx.cancel)
     return {"z": maps.z, "effect": maps.effect, "rho": maps.rho}
 
 
