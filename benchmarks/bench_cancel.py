@@ -29,18 +29,19 @@ import threading
 import time
 
 
-def cancel_latency(loaded, story, after: float | None) -> float:
-    """Seconds from setting the cancel event ``after`` seconds into the run to the extraction
-    stopping (with ``after=None``: the whole run's seconds, not cancelled)."""
+def timed_cancel(work, after: float | None, where=lambda: "") -> tuple[float, str]:
+    """Run ``work(cancel)`` in a thread and set ``cancel`` ``after`` seconds in; returns the
+    seconds from setting it to ``work`` raising ``CancelledError`` (NaN when it finished
+    first) and ``where()`` at the moment it was set. ``after=None``: not cancelled, the
+    whole run's seconds."""
     from napari_brainorg.errors import CancelledError
-    from napari_brainorg.features.extract import extract_an_responses
 
     cancel = threading.Event()
     outcome: dict = {}
 
     def run():
         try:
-            extract_an_responses(story, loaded, tr=1.5, n_volumes=300, cancel=cancel)
+            work(cancel)
             outcome["finished"] = time.perf_counter()
         except CancelledError:
             outcome["stopped"] = time.perf_counter()
@@ -50,14 +51,24 @@ def cancel_latency(loaded, story, after: float | None) -> float:
     thread.start()
     if after is None:
         thread.join()
-        return outcome["finished"] - start
+        return outcome["finished"] - start, "(whole run)"
     time.sleep(after)
     t0 = time.perf_counter()
+    at = where()
     cancel.set()
     thread.join(600)
     if "stopped" not in outcome:  # it finished first (a later run ran faster than the timed one)
-        return float("nan")
-    return outcome["stopped"] - t0
+        return float("nan"), at
+    return outcome["stopped"] - t0, at
+
+
+def cancel_latency(loaded, story, after: float | None) -> float:
+    """Seconds from setting the cancel event ``after`` seconds into the run to the extraction
+    stopping (with ``after=None``: the whole run's seconds, not cancelled)."""
+    from napari_brainorg.features.extract import extract_an_responses
+
+    return timed_cancel(lambda cancel: extract_an_responses(story, loaded, tr=1.5, n_volumes=300, cancel=cancel),
+                        after)[0]
 
 
 def pipeline_cancel(after: float | None) -> tuple[float, str]:
@@ -66,11 +77,8 @@ def pipeline_cancel(after: float | None) -> tuple[float, str]:
     (with ``after=None``: the whole run's seconds)."""
     import tempfile
 
-    from napari_brainorg.errors import CancelledError
     from napari_brainorg.pipeline import demo_config, run_pipeline
 
-    cancel = threading.Event()
-    outcome: dict = {}
     stage = ["(start)"]
 
     def progress(name, done, total):
@@ -78,28 +86,7 @@ def pipeline_cancel(after: float | None) -> tuple[float, str]:
 
     with tempfile.TemporaryDirectory() as tmp:
         config = demo_config(tmp, quick=True, models=["minilm", "smollm2"])
-
-        def run():
-            try:
-                run_pipeline(config, progress, cancel)
-                outcome["finished"] = time.perf_counter()
-            except CancelledError:
-                outcome["stopped"] = time.perf_counter()
-
-        thread = threading.Thread(target=run, daemon=True)
-        start = time.perf_counter()
-        thread.start()
-        if after is None:
-            thread.join()
-            return outcome["finished"] - start, "(whole run)"
-        time.sleep(after)
-        t0 = time.perf_counter()
-        where = stage[0]
-        cancel.set()
-        thread.join(600)
-        if "stopped" not in outcome:
-            return float("nan"), where
-        return outcome["stopped"] - t0, where
+        return timed_cancel(lambda cancel: run_pipeline(config, progress, cancel), after, lambda: stage[0])
 
 
 def main_pipeline(repeats: int) -> int:
