@@ -146,10 +146,11 @@ def _peak_cut(img, table) -> tuple[float, float, float]:
 
 
 def _map_block(img, template, threshold: float, *, signed: bool, stat: str, title: str, caption: str,
-               atlases: list, extra: str = "", figures: str = "") -> str:
+               atlases: list, extra: str = "", figures: str = "", cancel=None) -> str:
     """One shown map: the figure (and ``figures`` below it), beside its caption, its peak table
-    and ``extra`` (HTML)."""
+    and ``extra`` (HTML). ``cancel`` is checked between the table and the figure."""
     table = peak_table(img, threshold, two_sided=signed, atlases=atlases, stat=stat)
+    check_cancel(cancel)
     cut = _peak_cut(img, table)
     data = np.nan_to_num(np.asarray(img.dataobj, dtype=float))
     vmax = float(np.abs(data).max()) or 1.0
@@ -164,8 +165,9 @@ def _map_block(img, template, threshold: float, *, signed: bool, stat: str, titl
             f"{num(MIN_CLUSTER_MM3)} mm³; x, y, z: MNI coordinates in mm.</p>{peaks}{extra}</div></div></div>")
 
 
-def _r_map_block(result: ResultFolder, model: str, template, atlases: list) -> str:
-    """The held-out r map, thresholded at its top 5 % of voxels, with its peak table."""
+def _r_map_block(result: ResultFolder, model: str, template, atlases: list, cancel=None) -> str:
+    """The held-out r map, thresholded at its top 5 % of voxels, with its peak table (``cancel``
+    checked between the two)."""
     import nibabel as nib
 
     path = result.map_path(model, "r_cv")
@@ -181,7 +183,7 @@ def _r_map_block(result: ResultFolder, model: str, template, atlases: list) -> s
     return _map_block(img, template, threshold, signed=False, stat="r", title="Held-out r (group)",
                       caption=(f"Cross-validated held-out r of the ridge on the atoms, the subjects&rsquo; mean; "
                                f"shown where r &ge; {num(threshold)} (the top 5 % of the mask&rsquo;s voxels)"),
-                      atlases=atlases)
+                      atlases=atlases, cancel=cancel)
 
 
 def _timecourse_png(result: ResultFolder, model: str, atom: int) -> bytes | None:
@@ -247,7 +249,8 @@ def _atom_blocks(result: ResultFolder, model: str, template, atlases: list, canc
                 index_img(img, atom), template, threshold, signed=True, stat="z", title=f"Atom {atom}",
                 caption=(f"Group z of atom {atom}&rsquo;s {what} (all atoms and nuisance regressors fitted "
                          f"together){how}, shown where |z| &gt; {num(threshold)}; red: the voxels follow the atom, "
-                         f"blue: they move against it"), atlases=atlases, extra=about, figures=course))
+                         f"blue: they move against it"), atlases=atlases, extra=about, figures=course,
+                cancel=cancel))
         elif regions is not None and f"atom_{atom}" in regions.columns:
             col = regions[f"atom_{atom}"].astype(float)
             best = col.reindex(col.abs().sort_values(ascending=False).index).head(MAX_PEAKS)
@@ -321,7 +324,7 @@ def maps_section(result: ResultFolder, model: str, cancel=None) -> str:
     if result.is_region_result:
         return _region_block(result, model) + "".join(_atom_blocks(result, model, None, [], cancel))
     template, atlases = _template(result), atlas_lookups(result)
-    blocks = [_r_map_block(result, model, template, atlases)] + _atom_blocks(result, model, template, atlases,
-                                                                              cancel)
+    blocks = [_r_map_block(result, model, template, atlases, cancel)] + _atom_blocks(result, model, template,
+                                                                                      atlases, cancel)
     blocks.append(_mask_block(result, model, template))
     return "".join(b for b in blocks if b)
