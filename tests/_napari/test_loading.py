@@ -196,6 +196,7 @@ def test_a_4d_map_opened_alone_comes_over_its_template_and_stays_active(make_nap
     # the sliders were there before the first layer: no layer changed the number of axes
     assert [n for _, n in ndims if _ in (L.TEMPLATE_NAME, stem)] == [4, 4]
     assert viewer.layers[stem].data.ndim == 4 and viewer.dims.ndim == 4
+    assert viewer.dims.current_step[0] == 0  # atom 0 first, as when the map came after its template
     template = viewer.layers[L.TEMPLATE_NAME]
     assert template.visible and template.data.ndim == 3
 

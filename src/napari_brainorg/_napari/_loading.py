@@ -269,6 +269,11 @@ class LayerFeed:
                 self.hidden = layer
             self.shown[layer.name] = layer
             self.placed[index] = layer
+        if self.position == 1 and index != 0:
+            # added before the items given first (:func:`_adding_order`): its extra axes start at
+            # their first step, as when it comes after them (napari centres a first layer's sliders)
+            for axis in range(layer.ndim - min(m.ndim for m in self.made)):
+                self.viewer.dims.set_current_step(axis, 0)
         return False
 
     def _show_hidden(self) -> None:
