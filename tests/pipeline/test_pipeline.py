@@ -144,7 +144,7 @@ def test_cancel_stops_the_run_and_writes_no_summary(tmp_path):
     assert not (tmp_path / "c" / "summary.json").exists()
 
 
-@pytest.mark.parametrize("stage", ["report: minilm", "report.html"])
+@pytest.mark.parametrize("stage", ["report: figures", "report.html"])
 def test_cancel_in_the_report_stops_the_run(quick_result, tmp_path, stage):
     """The last steps stop on a cancel too: in the report's figures the folder stays
     incomplete (no summary); while report.html is built, the report is not written."""

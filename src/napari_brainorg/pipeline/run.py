@@ -150,6 +150,7 @@ def _run_steps(config: PipelineConfig, progress: ProgressCallback | None = None,
             # a view of the finished folder (`brainorg report DIR` rebuilds it)
             report(progress, "report.html", 0, 1)
             _log.info("report: %s (%d warning(s) recorded)", write_report(result, cancel=cancel), len(caught))
+            report(progress, "report.html", 1, 1)
             return result
     finally:
         executor.close()
@@ -300,10 +301,9 @@ def _encoding_and_networks(ctx: StepContext, timed, data, per_model: dict, atlas
 def _report_steps(ctx: StepContext, per_model: dict, truth: dict | None) -> None:
     """Figures and results, the models side by side, and (simulated data) the recovery."""
     step_report(ctx, per_model)
-    ctx.stage("report: models compared", 0, 1)
     compare_models(ctx, per_model)
     if truth is not None:
-        ctx.stage("report: recovery of the planted links", 0, 1)
+        check_cancel(ctx.cancel)
         score_recovery(ctx, per_model, truth)
 
 

@@ -265,7 +265,7 @@ def network_readouts(ctx: StepContext, data, per_model: dict, atlases: dict) -> 
     nc = ctx.config.networks
     ec = ctx.config.encoding
     for i, (slug, res) in enumerate(per_model.items()):
-        ctx.stage(f"networks {slug}: readouts", i, len(per_model))
+        ctx.stage("networks: readouts", i, len(per_model))
         tables = res.get("tables") or {}
         if not tables or not all("effect_ok" in t.columns for t in tables.values()):
             continue  # the spatial test (or none): no time-course drivers to read
@@ -304,6 +304,7 @@ def network_readouts(ctx: StepContext, data, per_model: dict, atlases: dict) -> 
         ctx.done(rel, outputs=[f"{rel}/readout.tsv"])
         res["readout"] = readout
         ctx.summary.setdefault("network_readouts", {})[slug] = json.loads(readout.to_json(orient="records"))
+    ctx.stage("networks: readouts", len(per_model), len(per_model))
 
 
 def _recurrence(ctx: StepContext, data, slug: str, tables: dict, networks, names, atlas_names) -> dict:
@@ -491,7 +492,7 @@ def network_sensitivity(ctx: StepContext, data, per_model: dict, atlases: dict) 
     real = [slug for slug in tested if slug not in baselines]
     across = nc.fdr_across_models and len(real) > 1
     for i, slug in enumerate(real):
-        ctx.stage(f"networks {slug}: sensitivity", i, len(real))
+        ctx.stage("networks: sensitivity", i, len(real))
         record = ctx.summary.get("networks", {}).get(slug) or {}
         if not record.get("n_permutations"):
             continue  # no test was made (networks.n_permutations 0): no null result to qualify
@@ -511,3 +512,4 @@ def network_sensitivity(ctx: StepContext, data, per_model: dict, atlases: dict) 
             r2, n_subjects=len(fmri), n_volumes=atoms.shape[0], n_tests=max(n_tests), alpha=nc.alpha,
             network_names=names, atlas_names=None if data.kind == "regions" else atlas_names,
             unit="region" if data.kind == "regions" else "network voxel")
+    ctx.stage("networks: sensitivity", len(real), len(real))

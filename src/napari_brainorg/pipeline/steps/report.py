@@ -41,7 +41,7 @@ def step_report(ctx: StepContext, per_model: dict) -> None:
     w = ctx.writer
     summary_models = {}
     for i, (slug, res) in enumerate(per_model.items()):
-        ctx.stage(f"report: {slug}", i, len(per_model))
+        ctx.stage("report: figures", i, len(per_model))
         group = res["group"]
         if res.get("baseline"):  # pseudo-models: numbers in the summary and tables, no figures
             r2 = group.get("r2_cv", group.get("r2_sparse"))
@@ -92,6 +92,7 @@ def step_report(ctx: StepContext, per_model: dict) -> None:
                 "reproduced_at": rep.get("threshold"), "n_restarts": rep.get("n_restarts", 0),
                 "size_control": info.get("size_control")}
     ctx.summary["results"] = summary_models
+    ctx.stage("report: figures", len(per_model), len(per_model))
 
 
 def _tested_value(table, config) -> str:
